@@ -1,0 +1,51 @@
+/**
+ * Every broker option in one place, derived from the validated configuration. The
+ * `moleculer.config.ts` file (used by moleculer-runner), the CLI commands and the tests all
+ * build their brokers from here so that they behave alike.
+ */
+import os from "node:os";
+import type { BrokerOptions } from "moleculer";
+import type { AppConfig } from "./config";
+
+export interface BrokerOverrides {
+	nodeID?: string;
+	/** Expose Prometheus metrics on `config.metricsPort` (long-running nodes). */
+	prometheus?: boolean;
+	logLevel?: string | false;
+}
+
+export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}): BrokerOptions {
+	const logLevel = overrides.logLevel ?? config.logLevel;
+	const prometheus = overrides.prometheus ?? false;
+	return {
+		namespace: config.namespace,
+		nodeID: overrides.nodeID ?? config.nodeId ?? `${os.hostname()}-${process.pid}`,
+		transporter: config.transporter
+			? {
+				type: "NATS",
+				options: {
+					url: config.transporter,
+					// Keep reconnecting: a restarted nats-server must not strand a node.
+					maxReconnectAttempts: -1,
+					reconnectTimeWait: 500
+				}
+			}
+			: null,
+		logger: logLevel === false ? false : { type: "Console", options: { level: logLevel, formatter: "short", colors: process.stdout.isTTY ?? false } },
+		// A dead node is noticed within seconds, not after Moleculer's defaults.
+		heartbeatInterval: 2,
+		heartbeatTimeout: 6,
+		requestTimeout: 30_000,
+		// Retrying is the batcher's job (as new batches, DESIGN.md section 4), never a blind re-send.
+		retryPolicy: { enabled: false },
+		circuitBreaker: { enabled: false },
+		registry: { strategy: "RoundRobin", preferLocal: true },
+		// Graceful shutdown: wait for in-flight requests before the services stop.
+		tracking: { enabled: true, shutdownTimeout: 15_000 },
+		metrics: prometheus
+			? { enabled: true, reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] }
+			: { enabled: true, reporter: [] },
+		validator: true,
+		errorHandler: undefined
+	};
+}

@@ -1,0 +1,116 @@
+/**
+ * The one place the environment is read (DESIGN.md section 6). Every value is validated
+ * here, at start-up, with a message that names the variable and the allowed range.
+ */
+import os from "node:os";
+import path from "node:path";
+
+export interface AppConfig {
+	/** Records to seed when the store is empty. */
+	records: number;
+	/** Keys to generate when the keyring is empty. */
+	keys: number;
+	/** Batch size of a run started without one. */
+	batchSize: number;
+	/** Embedded store folder; "" keeps every collection in memory (tests). */
+	dataDir: string;
+	mongoUri: string | null;
+	transporter: string | null;
+	/** base64 of 32 bytes, or null to use (or create) `DATA_DIR/master.key`. */
+	masterKey: string | null;
+	leaseTtlMs: number;
+	/** A signer stops signing this long before its lease expires. */
+	leaseMarginMs: number;
+	/** The keyring reclaims an expired lease only this long after its deadline. */
+	leaseGraceMs: number;
+	/** How long an acquire may wait for a free key before failing. */
+	acquireWaitMs: number;
+	/** Batches in flight at once; 0 picks one from the signers' capacity. */
+	window: number;
+	nodeId: string | null;
+	namespace: string;
+	logLevel: string;
+	port: number;
+	metricsPort: number;
+}
+
+export class ConfigError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "ConfigError";
+	}
+}
+
+export const MAX_BATCH_SIZE = 100_000;
+
+/** Env names, their CLI flags and their validation: the table README's reference mirrors. */
+const INTEGERS: Array<{ env: string; flag: string; key: keyof AppConfig; min: number; max: number; fallback: number }> = [
+	{ env: "RECORDS", flag: "records", key: "records", min: 1, max: 10_000_000, fallback: 100_000 },
+	{ env: "KEYS", flag: "keys", key: "keys", min: 1, max: 10_000, fallback: 100 },
+	{ env: "BATCH_SIZE", flag: "batch-size", key: "batchSize", min: 1, max: MAX_BATCH_SIZE, fallback: 300 },
+	{ env: "LEASE_TTL_MS", flag: "lease-ttl-ms", key: "leaseTtlMs", min: 100, max: 3_600_000, fallback: 30_000 },
+	{ env: "LEASE_MARGIN_MS", flag: "lease-margin-ms", key: "leaseMarginMs", min: 0, max: 600_000, fallback: 2_000 },
+	{ env: "LEASE_GRACE_MS", flag: "lease-grace-ms", key: "leaseGraceMs", min: 0, max: 600_000, fallback: 2_000 },
+	{ env: "ACQUIRE_WAIT_MS", flag: "acquire-wait-ms", key: "acquireWaitMs", min: 0, max: 3_600_000, fallback: 60_000 },
+	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
+	{ env: "PORT", flag: "port", key: "port", min: 0, max: 65_535, fallback: 3000 },
+	{ env: "METRICS_PORT", flag: "metrics-port", key: "metricsPort", min: 0, max: 65_535, fallback: 3030 }
+];
+
+function parseInteger(raw: string, name: string, min: number, max: number): number {
+	const value = Number(raw.trim());
+	if (raw.trim() === "" || !Number.isInteger(value) || value < min || value > max)
+		throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+	return value;
+}
+
+export type Flags = Record<string, string | boolean | undefined>;
+
+/**
+ * Builds the configuration from the environment, with command-line flags (`--batch-size`,
+ * `--records`, ...) taking precedence. Throws a ConfigError naming the bad value.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = {}): AppConfig {
+	const pick = (envName: string, flag: string): string | undefined => {
+		const fromFlag = flags[flag];
+		if (typeof fromFlag === "string") return fromFlag;
+		return env[envName];
+	};
+	const config = {} as AppConfig;
+	for (const spec of INTEGERS) {
+		const raw = pick(spec.env, spec.flag);
+		const name = typeof flags[spec.flag] === "string" ? `--${spec.flag}` : spec.env;
+		(config[spec.key] as number) = raw === undefined ? spec.fallback : parseInteger(raw, name, spec.min, spec.max);
+	}
+	if (config.leaseMarginMs >= config.leaseTtlMs)
+		throw new ConfigError(`LEASE_MARGIN_MS (${config.leaseMarginMs}) must be smaller than LEASE_TTL_MS (${config.leaseTtlMs})`);
+
+	const dataDir = pick("DATA_DIR", "data-dir");
+	config.dataDir = dataDir === undefined ? path.resolve("data") : dataDir === "" ? "" : path.resolve(dataDir);
+	config.mongoUri = pick("MONGO_URI", "mongo-uri") || null;
+	if (config.mongoUri && !/^mongodb(\+srv)?:\/\//.test(config.mongoUri))
+		throw new ConfigError(`MONGO_URI must start with mongodb:// or mongodb+srv://, got "${config.mongoUri}"`);
+	config.transporter = pick("TRANSPORTER", "transporter") || null;
+	if (config.transporter && !/^nats:\/\//.test(config.transporter))
+		throw new ConfigError(`TRANSPORTER must be a nats:// URL (e.g. nats://127.0.0.1:4222), got "${config.transporter}"`);
+	config.masterKey = pick("KEYRING_MASTER_KEY", "master-key") || null;
+	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
+		throw new ConfigError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)");
+	config.nodeId = pick("NODE_ID", "node-id") || null;
+	config.namespace = pick("NAMESPACE", "namespace") || "signing";
+	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
+	return config;
+}
+
+let cached: AppConfig | null = null;
+
+/** The process-wide configuration, read once. */
+export function appConfig(): AppConfig {
+	if (!cached) cached = loadConfig();
+	return cached;
+}
+
+/** How many signatures this process can compute at once: the cores WebCrypto's pool uses. */
+export function signingParallelism(): number {
+	return Math.max(1, os.availableParallelism());
+}
