@@ -10,7 +10,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { ServiceSchema } from "moleculer";
+import { Errors } from "moleculer";
 import { appConfig } from "../src/config";
+import { pageParams, type PageParams } from "../src/contract";
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { MemoryAdapter } = require("moleculer-db");
@@ -215,6 +217,20 @@ export function DbMixin<C extends Record<string, object>>(collections: { [K in k
 		settings: {
 			dataDir: appConfig().dataDir,
 			mongoUri: appConfig().mongoUri
+		},
+		actions: {
+			/** Pages one owned collection by `_id` (ascending): the audit and the export read through it. */
+			page: {
+				visibility: "public",
+				params: pageParams,
+				async handler(this: any, ctx: any) {
+					const { collection, after, limit = 1000 } = ctx.params as PageParams;
+					const store: Store<{ _id: string }> | undefined = this.stores[collection];
+					if (!store) throw new Errors.MoleculerClientError(`Unknown collection "${collection}"; ${this.name} owns: ${Object.keys(collections).join(", ")}`, 404, "UNKNOWN_COLLECTION", { collection });
+					const docs = await store.find(after === undefined ? {} : { _id: { $gt: after } }, { sort: { _id: 1 }, limit });
+					return { docs, next: docs.length === limit ? docs[docs.length - 1]._id : null };
+				}
+			}
 		},
 		async started(this: any) {
 			const settings = this.settings as DbSettings;
