@@ -67,6 +67,9 @@ export interface BatchDoc {
 	finishedAt: string | null;
 	signer?: string | null;
 	error?: string | null;
+	/** Signatures this batch stored, and records it found already signed. */
+	stored?: number;
+	duplicates?: number;
 }
 
 export type RunStatus = "running" | "completed" | "failed";
@@ -80,6 +83,7 @@ export interface RunDoc {
 	startedAt: string;
 	finishedAt: string | null;
 	report?: RunReport | null;
+	error?: string;
 }
 
 export interface RunReport {

@@ -1,0 +1,82 @@
+/**
+ * signer: stateless, many replicas. `signBatch` leases a key, signs every record of the
+ * batch with it, stores the signatures through `records` in one bulk call, and only then
+ * releases the lease.
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import { appConfig } from "../src/config";
+import {
+	signBatchParams,
+	type Lease, type LeaseChange, type SignBatchParams, type SignBatchResult, type StoreSignaturesResult
+} from "../src/contract";
+import { createSessionKey, openLeaseKey } from "../src/keyring/session-key";
+import { signRecords, type RecordPayload } from "../src/signer/jws";
+
+interface SignerSettings {
+	leaseTtlMs: number;
+	leaseMarginMs: number;
+	acquireWaitMs: number;
+}
+
+interface SignerVars {
+	session: Awaited<ReturnType<typeof createSessionKey>>;
+}
+interface SignerMethods {
+	holdLease(ctx: Context, lease: Lease): { deadline(): number; stop(): void };
+	[name: string]: (...args: any[]) => any;
+}
+
+const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = {
+	name: "signer",
+	settings: {
+		leaseTtlMs: appConfig().leaseTtlMs,
+		leaseMarginMs: appConfig().leaseMarginMs,
+		acquireWaitMs: appConfig().acquireWaitMs
+	},
+	actions: {
+		signBatch: {
+			params: signBatchParams,
+			async handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
+				const { batchId, recordIds } = ctx.params;
+				const records = await ctx.call<RecordPayload[], { ids: string[] }>("records.fetch", { ids: recordIds });
+				const asked = Date.now();
+				const lease = await ctx.call<Lease, object>("keyring.acquire", { holder: this.broker.nodeID, sessionKey: this.session.publicJwk, waitMs: this.settings.acquireWaitMs }, { timeout: this.settings.acquireWaitMs + 10_000 });
+				const leaseWaitMs = Date.now() - asked;
+				const held = this.holdLease(ctx, lease);
+				try {
+					const key = await openLeaseKey(lease.key, this.session.privateKey);
+					const signed = await signRecords(key, lease.keyId, records, held.deadline);
+					const signatures = signed.map(s => ({ ...s, keyId: lease.keyId, batchId, leaseId: lease.leaseId }));
+					const stored = await ctx.call<StoreSignaturesResult, object>("records.storeSignatures", { signatures });
+					return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.broker.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
+				} finally {
+					held.stop();
+					await ctx.call<LeaseChange, object>("keyring.release", { leaseId: lease.leaseId })
+						.catch(err => this.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`));
+				}
+			}
+		}
+	},
+	methods: {
+		/** Renews the lease while the batch runs; the deadline is its expiry minus the margin. */
+		holdLease(ctx: Context, lease: Lease) {
+			let expiresAt = Date.parse(lease.expiresAt);
+			const timer = setInterval(() => {
+				ctx.call<LeaseChange, object>("keyring.renew", { leaseId: lease.leaseId })
+					.then(change => { if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt); })
+					.catch(err => this.logger.warn(`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`));
+			}, Math.max(50, Math.floor(this.settings.leaseTtlMs / 3)));
+			timer.unref();
+			return {
+				deadline: () => expiresAt - this.settings.leaseMarginMs,
+				stop: () => clearInterval(timer)
+			};
+		}
+	},
+	async started() {
+		// A fresh X25519 key per process: leased private keys are sealed to it and to nothing else.
+		this.session = await createSessionKey();
+	}
+};
+
+export default SignerService;

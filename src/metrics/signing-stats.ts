@@ -1,0 +1,138 @@
+/** Live signing figures folded from the domain events; no broker in here. */
+import type { BatchFailedEvent, BatchSignedEvent, LeaseEvent, RunCompletedEvent, RunStartedEvent } from "../contract";
+
+/** Count, mean, max and percentiles over the last `capacity` samples. */
+export class Distribution {
+	private readonly samples: number[] = [];
+	count = 0;
+	sum = 0;
+	max = 0;
+
+	constructor(private readonly capacity = 2_000) {}
+
+	add(value: number): void {
+		this.count++;
+		this.sum += value;
+		this.max = Math.max(this.max, value);
+		this.samples.push(value);
+		if (this.samples.length > this.capacity) this.samples.shift();
+	}
+
+	summary() {
+		const sorted = [...this.samples].sort((a, b) => a - b);
+		const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : 0);
+		return { count: this.count, mean: this.count ? Math.round((this.sum / this.count) * 10) / 10 : 0, p50: at(0.5), p95: at(0.95), max: this.max };
+	}
+}
+
+export interface RecentBatch {
+	batchId: string;
+	keyId: string | null;
+	signer: string | null;
+	size: number;
+	status: "signed" | "failed";
+	latencyMs: number | null;
+	at: string;
+}
+
+export class SigningStats {
+	runId: string | null = null;
+	batchSize = 0;
+	records = 0;
+	signed = 0;
+	startedAt: number | null = null;
+	finishedAt: number | null = null;
+	status: "idle" | "running" | "completed" | "failed" = "idle";
+	batchesSigned = 0;
+	batchesFailed = 0;
+	duplicates = 0;
+	readonly keyUses = new Map<string, number>();
+	readonly leasedNow = new Map<string, string>();
+	readonly leaseWaitMs = new Distribution();
+	readonly batchLatencyMs = new Distribution();
+	readonly recent: RecentBatch[] = [];
+	/** [unix seconds, records signed in that second], the last few minutes. */
+	readonly throughput: Array<[number, number]> = [];
+	private signedAtRunStart = 0;
+
+	runStarted(event: RunStartedEvent, now = Date.now()): void {
+		this.runId = event.runId;
+		this.batchSize = event.batchSize;
+		this.records = event.records;
+		this.signed = event.alreadySigned;
+		this.signedAtRunStart = event.alreadySigned;
+		this.startedAt = now;
+		this.finishedAt = null;
+		this.status = "running";
+		this.batchesSigned = this.batchesFailed = this.duplicates = 0;
+		this.recent.length = 0;
+		this.throughput.length = 0;
+	}
+
+	batchSigned(event: BatchSignedEvent, now = Date.now()): void {
+		this.signed += event.stored;
+		this.batchesSigned++;
+		this.duplicates += event.duplicates;
+		this.batchLatencyMs.add(event.latencyMs);
+		this.remember({ batchId: event.batchId, keyId: event.keyId, signer: event.signer, size: event.size, status: "signed", latencyMs: event.latencyMs, at: new Date(now).toISOString() });
+		const second = Math.floor(now / 1000);
+		const last = this.throughput[this.throughput.length - 1];
+		if (last && last[0] === second) last[1] += event.stored;
+		else this.throughput.push([second, event.stored]);
+		if (this.throughput.length > 600) this.throughput.shift();
+	}
+
+	batchFailed(event: BatchFailedEvent, now = Date.now()): void {
+		this.batchesFailed++;
+		this.remember({ batchId: event.batchId, keyId: null, signer: null, size: event.size, status: "failed", latencyMs: null, at: new Date(now).toISOString() });
+	}
+
+	leaseGranted(event: LeaseEvent): void {
+		this.keyUses.set(event.keyId, (this.keyUses.get(event.keyId) ?? 0) + 1);
+		this.leasedNow.set(event.keyId, event.leaseId);
+		if (event.waitMs !== undefined) this.leaseWaitMs.add(event.waitMs);
+	}
+
+	leaseEnded(event: LeaseEvent): void {
+		if (this.leasedNow.get(event.keyId) === event.leaseId) this.leasedNow.delete(event.keyId);
+	}
+
+	runCompleted(event: RunCompletedEvent & { status?: string }, now = Date.now()): void {
+		if (event.report.runId !== this.runId) return;
+		this.finishedAt = now;
+		this.status = event.status === "failed" ? "failed" : "completed";
+	}
+
+	private remember(batch: RecentBatch): void {
+		this.recent.unshift(batch);
+		if (this.recent.length > 20) this.recent.pop();
+	}
+
+	/** Records per second since the run started (this process's view of it). */
+	recordsPerSecond(now = Date.now()): number {
+		if (!this.startedAt) return 0;
+		const seconds = ((this.finishedAt ?? now) - this.startedAt) / 1000;
+		return seconds > 0 ? Math.round((this.signed - this.signedAtRunStart) / seconds) : 0;
+	}
+
+	snapshot(now = Date.now()) {
+		return {
+			runId: this.runId,
+			status: this.status,
+			batchSize: this.batchSize,
+			records: this.records,
+			signed: this.signed,
+			progress: this.records ? this.signed / this.records : 0,
+			recordsPerSecond: this.recordsPerSecond(now),
+			elapsedSeconds: this.startedAt ? ((this.finishedAt ?? now) - this.startedAt) / 1000 : 0,
+			batches: { signed: this.batchesSigned, failed: this.batchesFailed },
+			duplicates: this.duplicates,
+			keyUses: Object.fromEntries([...this.keyUses].sort(([a], [b]) => a.localeCompare(b))),
+			leasedNow: [...this.leasedNow.keys()].sort(),
+			leaseWaitMs: this.leaseWaitMs.summary(),
+			batchLatencyMs: this.batchLatencyMs.summary(),
+			throughput: this.throughput.slice(-120),
+			recentBatches: this.recent
+		};
+	}
+}
