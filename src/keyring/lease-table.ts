@@ -1,0 +1,118 @@
+/**
+ * The keyring's in-memory lease state, without I/O: the free keys in LRU order, the active
+ * leases, uses per key and the last persisted `seq`. The keyring changes it only after the
+ * store has accepted the same change, so it never claims what the store does not hold.
+ */
+import type { LeaseDoc, LeaseEnd } from "../contract";
+import { replayLeases, type ReplayResult } from "./replay";
+
+export class LeaseTable {
+	/** Insertion order is the LRU order: take from the front, give back at the end. */
+	private readonly free = new Set<string>();
+	private readonly byLease = new Map<string, LeaseDoc>();
+	private readonly byKey = new Map<string, LeaseDoc>();
+	private readonly uses = new Map<string, number>();
+	private lastSeqValue = 0;
+	/** Never later than the earliest `expiresAt` of an active lease: spares most expiry scans. */
+	private expiryFloor = Infinity;
+
+	/** Rebuilds the state a keyring left in the store, by the same replay the audit uses. */
+	static fromStore(keyIds: string[], leases: LeaseDoc[]): { table: LeaseTable; replay: ReplayResult } {
+		const sorted = [...keyIds].sort();
+		const replay = replayLeases(sorted, leases);
+		const table = new LeaseTable();
+		for (const keyId of replay.freeQueue) table.free.add(keyId);
+		for (const lease of replay.active.values()) table.activate(lease);
+		for (const keyId of sorted) table.uses.set(keyId, 0);
+		for (const lease of leases) table.uses.set(lease.keyId, (table.uses.get(lease.keyId) ?? 0) + 1);
+		table.lastSeqValue = replay.lastSeq;
+		return { table, replay };
+	}
+
+	get lastSeq(): number {
+		return this.lastSeqValue;
+	}
+
+	get freeCount(): number {
+		return this.free.size;
+	}
+
+	get leasedCount(): number {
+		return this.byLease.size;
+	}
+
+	/** The least recently used free key, or undefined when every key is leased. */
+	nextFreeKey(): string | undefined {
+		for (const keyId of this.free) return keyId;
+		return undefined;
+	}
+
+	freeQueue(): string[] {
+		return [...this.free];
+	}
+
+	activeLease(leaseId: string): LeaseDoc | undefined {
+		return this.byLease.get(leaseId);
+	}
+
+	leaseOfKey(keyId: string): LeaseDoc | undefined {
+		return this.byKey.get(keyId);
+	}
+
+	usesOf(keyId: string): number {
+		return this.uses.get(keyId) ?? 0;
+	}
+
+	/** Records a persisted grant; it must be of the head of the free queue. */
+	grant(lease: LeaseDoc): void {
+		if (this.nextFreeKey() !== lease.keyId) throw new Error(`grant of ${lease.keyId} is not of the least recently used free key ${this.nextFreeKey() ?? "(none)"}`);
+		this.free.delete(lease.keyId);
+		this.activate(lease);
+		this.uses.set(lease.keyId, this.usesOf(lease.keyId) + 1);
+		this.lastSeqValue = Math.max(this.lastSeqValue, lease.grantSeq);
+	}
+
+	renew(leaseId: string, expiresAt: string): void {
+		const lease = this.mustBeActive(leaseId);
+		lease.expiresAt = expiresAt;
+		this.expiryFloor = Math.min(this.expiryFloor, Date.parse(expiresAt));
+	}
+
+	/** Records a persisted release or reclaim: the key goes to the tail of the free queue. */
+	end(leaseId: string, end: LeaseEnd, endSeq: number, endedAt: string): LeaseDoc {
+		const lease = this.mustBeActive(leaseId);
+		this.byLease.delete(leaseId);
+		this.byKey.delete(lease.keyId);
+		this.free.add(lease.keyId);
+		this.lastSeqValue = Math.max(this.lastSeqValue, endSeq);
+		return { ...lease, end, endSeq, endedAt };
+	}
+
+	/** Active leases whose `expiresAt + graceMs` has passed at `now`. */
+	expired(now: number, graceMs: number): LeaseDoc[] {
+		if (now < this.expiryFloor + graceMs) return [];
+		const due: LeaseDoc[] = [];
+		let floor = Infinity;
+		for (const lease of this.byLease.values()) {
+			const expiresAt = Date.parse(lease.expiresAt);
+			// Due leases stay in the floor: if a reclaim fails, the next sweep looks again.
+			floor = Math.min(floor, expiresAt);
+			if (expiresAt + graceMs <= now) due.push(lease);
+		}
+		this.expiryFloor = floor;
+		return due;
+	}
+
+	private activate(lease: LeaseDoc): void {
+		const copy = { ...lease };
+		this.byLease.set(copy.leaseId, copy);
+		this.byKey.set(copy.keyId, copy);
+		this.expiryFloor = Math.min(this.expiryFloor, Date.parse(copy.expiresAt));
+	}
+
+	private mustBeActive(leaseId: string): LeaseDoc {
+		const lease = this.byLease.get(leaseId);
+		if (!lease) throw new Error(`lease ${leaseId} is not active`);
+		return lease;
+	}
+}

@@ -1,0 +1,108 @@
+/**
+ * Private keys at rest: each private JWK is sealed as a compact JWE (`dir`, `A256GCM`) under
+ * the keyring master key. The master key comes from `KEYRING_MASTER_KEY`, else from
+ * `DATA_DIR/master.key` (created once, mode 0600), else (memory-only store) a random one.
+ */
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, type CryptoKey } from "jose";
+
+export const MASTER_KEY_FILE = "master.key";
+
+export interface MasterKey {
+	key: CryptoKey;
+	/** Where it came from, for log lines and error messages (never the key itself). */
+	source: string;
+}
+
+export interface MasterKeySettings {
+	/** base64 of 32 bytes, or null. */
+	masterKey: string | null;
+	/** Embedded store folder; "" means memory only. */
+	dataDir: string;
+}
+
+export class MasterKeyError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "MasterKeyError";
+	}
+}
+
+async function importAesKey(raw: Uint8Array): Promise<CryptoKey> {
+	if (raw.length !== 32) throw new MasterKeyError(`the keyring master key must be 32 bytes, got ${raw.length}`);
+	try {
+		// Non-extractable: once imported, the raw bytes are wiped and cannot be read back.
+		return await crypto.subtle.importKey("raw", raw, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+	} finally {
+		raw.fill(0);
+	}
+}
+
+/**
+ * Resolves the master key. `mayCreate` is false when sealed keys already exist: a missing
+ * key file then means the keys cannot be opened, and a fresh key would only hide that.
+ */
+export async function loadMasterKey(settings: MasterKeySettings, mayCreate: boolean): Promise<MasterKey> {
+	if (settings.masterKey) {
+		const raw = Buffer.from(settings.masterKey, "base64");
+		if (raw.length !== 32) throw new MasterKeyError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes");
+		return { key: await importAesKey(raw), source: "KEYRING_MASTER_KEY" };
+	}
+	if (!settings.dataDir) {
+		if (!mayCreate) throw new MasterKeyError("the store holds sealed keys but no KEYRING_MASTER_KEY is set and there is no DATA_DIR to read master.key from");
+		return { key: await importAesKey(randomBytes(32)), source: "a random in-memory master key" };
+	}
+	const file = path.join(settings.dataDir, MASTER_KEY_FILE);
+	if (!fs.existsSync(file)) {
+		if (!mayCreate) throw new MasterKeyError(`the store holds sealed keys but ${file} is missing; restore it or set KEYRING_MASTER_KEY to the key they were sealed with`);
+		fs.mkdirSync(settings.dataDir, { recursive: true });
+		try {
+			// "wx": never overwrite a master key another process has just written.
+			fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+			fs.chmodSync(file, 0o600);
+		} catch (err) {
+			if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+		}
+	}
+	const raw = Buffer.from(fs.readFileSync(file, "utf8").trim(), "base64");
+	if (raw.length !== 32) throw new MasterKeyError(`${file} must hold the base64 encoding of exactly 32 bytes`);
+	return { key: await importAesKey(raw), source: file };
+}
+
+/** Permission bits of the master key file that let anyone but its owner read it, or 0. */
+export function masterKeyFileExposure(dataDir: string): number {
+	const file = path.join(dataDir, MASTER_KEY_FILE);
+	return fs.existsSync(file) ? fs.statSync(file).mode & 0o077 : 0;
+}
+
+/** The `kid` in the protected header binds each sealed key to its keyId (it is the AAD). */
+export async function sealPrivateKey(privateJwk: object, keyId: string, master: MasterKey): Promise<string> {
+	const plaintext = new TextEncoder().encode(JSON.stringify(privateJwk));
+	try {
+		return await new CompactEncrypt(plaintext).setProtectedHeader({ alg: "dir", enc: "A256GCM", kid: keyId, cty: "jwk+json" }).encrypt(master.key);
+	} finally {
+		plaintext.fill(0);
+	}
+}
+
+/**
+ * The private JWK's UTF-8 JSON bytes. The caller wipes them (`fill(0)`) once used. A wrong
+ * master key or a sealed key moved to another keyId fails with a MasterKeyError.
+ */
+export async function unsealPrivateKey(sealed: string, keyId: string, master: MasterKey): Promise<Uint8Array> {
+	let kid: unknown;
+	try {
+		kid = decodeProtectedHeader(sealed).kid;
+	} catch {
+		throw new MasterKeyError(`the sealed private key of ${keyId} is not a compact JWE`);
+	}
+	if (kid !== keyId) throw new MasterKeyError(`the sealed private key stored for ${keyId} belongs to ${String(kid)}`);
+	try {
+		const { plaintext } = await compactDecrypt(sealed, master.key, { keyManagementAlgorithms: ["dir"], contentEncryptionAlgorithms: ["A256GCM"] });
+		return plaintext;
+	} catch {
+		throw new MasterKeyError(`the master key from ${master.source} does not open the sealed private key of ${keyId}: it is not the key these keys were sealed with`);
+	}
+}

@@ -1,0 +1,346 @@
+/**
+ * The keyring on a real broker: LRU grants against a reference model, FIFO waiting, idempotent
+ * release, expiry, the key transport and the lease log's seq numbers.
+ */
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { CompactSign, compactVerify, importJWK, type JWK } from "jose";
+import KeyringService from "../services/keyring.service";
+import type { Lease, LeaseChange, LeaseDoc, LeaseEvent } from "../src/contract";
+import type { KeyInfo, KeyringStatus } from "../src/keyring/keyring";
+import { replayLeases } from "../src/keyring/replay";
+import { createSessionKey, openLeaseKey, type SessionKey } from "../src/keyring/session-key";
+
+interface SeenEvent extends LeaseEvent {
+	event: string;
+}
+
+interface Harness {
+	broker: ServiceBroker;
+	events: SeenEvent[];
+	session: SessionKey;
+	acquire(holder: string, waitMs?: number): Promise<Lease>;
+	release(leaseId: string): Promise<LeaseChange>;
+	renew(leaseId: string): Promise<LeaseChange>;
+	status(): Promise<KeyringStatus>;
+	keys(): Promise<KeyInfo[]>;
+	leaseDocs(): Promise<LeaseDoc[]>;
+}
+
+const running: ServiceBroker[] = [];
+
+async function startKeyring(settings: Record<string, unknown>): Promise<Harness> {
+	const broker = new ServiceBroker({ transporter: null, logger: false });
+	broker.createService({ name: "keyring", mixins: [KeyringService], settings: { dataDir: "", mongoUri: null, masterKey: null, sweepIntervalMs: 0, leaseTtlMs: 30_000, leaseGraceMs: 1_000, acquireWaitMs: 5_000, ...settings } } as ServiceSchema);
+	const events: SeenEvent[] = [];
+	broker.createService({
+		name: "lease-listener",
+		events: {
+			"lease.*"(ctx) {
+				events.push({ event: ctx.eventName ?? "", ...(ctx.params as LeaseEvent) });
+			}
+		}
+	});
+	await broker.start();
+	running.push(broker);
+	const session = await createSessionKey();
+	return {
+		broker,
+		events,
+		session,
+		acquire: (holder, waitMs) => broker.call("keyring.acquire", { holder, sessionKey: session.publicJwk, ...(waitMs === undefined ? {} : { waitMs }) }),
+		release: leaseId => broker.call("keyring.release", { leaseId }),
+		renew: leaseId => broker.call("keyring.renew", { leaseId }),
+		status: () => broker.call("keyring.status"),
+		keys: () => broker.call("keyring.keys"),
+		async leaseDocs() {
+			const docs: LeaseDoc[] = [];
+			for (let after: string | undefined; ;) {
+				const page = await broker.call<{ docs: LeaseDoc[]; next: string | null }, object>("keyring.page", { collection: "leases", limit: 1000, ...(after ? { after } : {}) });
+				docs.push(...page.docs);
+				if (!page.next) return docs;
+				after = page.next;
+			}
+		}
+	};
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
+afterEach(async () => {
+	while (running.length) await running.pop()!.stop();
+});
+
+/** Deterministic pseudo-random numbers, so a failure can be replayed. */
+function random(seed: number): () => number {
+	let state = seed >>> 0;
+	return () => {
+		state = (state * 1664525 + 1013904223) >>> 0;
+		return state / 2 ** 32;
+	};
+}
+
+describe("keyring", () => {
+	test("every grant takes the head of the LRU queue over 2,000 random grants and releases", async () => {
+		const keys = 8;
+		const ring = await startKeyring({ keys });
+		const model = Array.from({ length: keys }, (_, i) => `key-00${i}`);
+		const held: Lease[] = [];
+		const next = random(42);
+		let grants = 0;
+		let releases = 0;
+		for (let op = 0; op < 2000; op++) {
+			const grant = model.length > 0 && (held.length === 0 || next() < 0.5);
+			if (grant) {
+				const lease = await ring.acquire(`holder-${op}`);
+				expect(lease.keyId).toBe(model.shift());
+				held.push(lease);
+				grants++;
+			} else {
+				const [lease] = held.splice(Math.floor(next() * held.length), 1);
+				const change = await ring.release(lease.leaseId);
+				expect(change.changed).toBe(true);
+				model.push(lease.keyId);
+				releases++;
+			}
+		}
+		expect(grants).toBeGreaterThan(800);
+		expect(releases).toBeGreaterThan(800);
+		const status = await ring.status();
+		expect(status.freeQueue).toEqual(model);
+		expect(status.leased).toBe(held.length);
+		const keyList = await ring.keys();
+		expect(keyList.filter(k => k.leased).map(k => k.leaseId).sort()).toEqual(held.map(l => l.leaseId).sort());
+		expect(keyList.reduce((sum, k) => sum + k.uses, 0)).toBe(grants);
+	});
+
+	test("never-used keys come first, in keyId order, then keys by release time", async () => {
+		const ring = await startKeyring({ keys: 4 });
+		const first = await ring.acquire("a");
+		const second = await ring.acquire("b");
+		expect([first.keyId, second.keyId]).toEqual(["key-000", "key-001"]);
+		await ring.release(second.leaseId);
+		await ring.release(first.leaseId);
+		// key-002 and key-003 were never used: they go before the released ones.
+		const grants = [];
+		for (let i = 0; i < 4; i++) grants.push((await ring.acquire(`c${i}`)).keyId);
+		expect(grants).toEqual(["key-002", "key-003", "key-001", "key-000"]);
+	});
+
+	test("callers wait in FIFO order when every key is leased; one past its wait gets NO_FREE_KEY (503)", async () => {
+		const ring = await startKeyring({ keys: 2 });
+		const served: string[] = [];
+		const calls = ["w0", "w1", "w2", "w3", "w4"].map(holder => ring.acquire(holder, 5_000).then(lease => {
+			served.push(holder);
+			return lease;
+		}));
+		const [l0, l1] = await Promise.all(calls.slice(0, 2));
+		await sleep(30);
+		expect(served).toEqual(["w0", "w1"]);
+		expect((await ring.status()).waiting).toBe(3);
+
+		await ring.release(l1.leaseId);
+		const l2 = await calls[2];
+		expect(l2.keyId).toBe(l1.keyId);
+		await ring.release(l0.leaseId);
+		const l3 = await calls[3];
+		expect(l3.keyId).toBe(l0.keyId);
+		await ring.release(l2.leaseId);
+		await calls[4];
+		expect(served).toEqual(["w0", "w1", "w2", "w3", "w4"]);
+
+		const startedAt = Date.now();
+		const late = await ring.acquire("late", 150).then(() => null, (err: { code: number; type: string; message: string }) => err);
+		const waited = Date.now() - startedAt;
+		expect(late).toMatchObject({ code: 503, type: "NO_FREE_KEY" });
+		expect(late?.message).toMatch(/All 2 keys are leased; waited \d+ ms/);
+		expect(waited).toBeGreaterThanOrEqual(140);
+		expect(waited).toBeLessThan(1_000);
+		expect((await ring.status()).waiting).toBe(0);
+
+		const waitEvents = ring.events.filter(e => e.event === "lease.granted" && ["w2", "w3", "w4"].includes(e.holder));
+		expect(waitEvents.every(e => (e.waitMs ?? 0) > 0)).toBe(true);
+	});
+
+	test("a wait is bounded by the keyring's acquireWaitMs even when the caller offers more", async () => {
+		const ring = await startKeyring({ keys: 1, acquireWaitMs: 100 });
+		await ring.acquire("holder");
+		const startedAt = Date.now();
+		await expect(ring.acquire("patient", 60_000)).rejects.toMatchObject({ code: 503, type: "NO_FREE_KEY" });
+		expect(Date.now() - startedAt).toBeLessThan(1_000);
+	});
+
+	test("release is idempotent: a second release changes nothing and says so", async () => {
+		const ring = await startKeyring({ keys: 3 });
+		const lease = await ring.acquire("a");
+		const first = await ring.release(lease.leaseId);
+		expect(first).toEqual({ leaseId: lease.leaseId, changed: true });
+		const before = await ring.status();
+		const again = await ring.release(lease.leaseId);
+		expect(again.changed).toBe(false);
+		expect(again.reason).toMatch(/already ended \(released/);
+		expect(await ring.status()).toEqual(before);
+		const unknown = await ring.release("no-such-lease");
+		expect(unknown).toMatchObject({ changed: false, reason: expect.stringMatching(/unknown lease/) });
+		expect(ring.events.filter(e => e.event === "lease.released")).toHaveLength(1);
+	});
+
+	test("renew extends a current lease and keeps it from being reclaimed", async () => {
+		const ring = await startKeyring({ keys: 1, leaseTtlMs: 300, leaseGraceMs: 100, sweepIntervalMs: 50 });
+		const lease = await ring.acquire("renewer");
+		let expiresAt = lease.expiresAt;
+		for (let i = 0; i < 5; i++) {
+			await sleep(150);
+			const change = await ring.renew(lease.leaseId);
+			expect(change.changed).toBe(true);
+			expect(Date.parse(change.expiresAt!)).toBeGreaterThan(Date.parse(expiresAt));
+			expiresAt = change.expiresAt!;
+		}
+		expect(ring.events.filter(e => e.event === "lease.expired")).toHaveLength(0);
+		const [doc] = (await ring.leaseDocs()).filter(d => d.leaseId === lease.leaseId);
+		expect(doc.expiresAt).toBe(expiresAt);
+		expect(doc.end).toBeNull();
+	});
+
+	test("an expired lease is reclaimed only after ttl + grace; a stale release or renew then changes nothing", async () => {
+		const ring = await startKeyring({ keys: 1, leaseTtlMs: 300, leaseGraceMs: 100, sweepIntervalMs: 50 });
+		const stale = await ring.acquire("paused-signer");
+		const grantedAt = Date.now();
+		await sleep(330);
+		// Past expiresAt, within the grace: still leased.
+		expect((await ring.status()).leased).toBe(1);
+		expect(ring.events.filter(e => e.event === "lease.expired")).toHaveLength(0);
+		while (!ring.events.some(e => e.event === "lease.expired") && Date.now() - grantedAt < 3_000) await sleep(20);
+		const expired = ring.events.find(e => e.event === "lease.expired");
+		expect(expired).toMatchObject({ leaseId: stale.leaseId, keyId: "key-000", holder: "paused-signer" });
+		expect(Date.now() - grantedAt).toBeGreaterThanOrEqual(400);
+		expect(await ring.status()).toMatchObject({ free: 1, leased: 0 });
+
+		const fresh = await ring.acquire("next-signer");
+		expect(fresh.keyId).toBe("key-000");
+		const release = await ring.release(stale.leaseId);
+		expect(release).toMatchObject({ changed: false, reason: expect.stringMatching(/expired/) });
+		const renew = await ring.renew(stale.leaseId);
+		expect(renew).toMatchObject({ changed: false, reason: expect.stringMatching(/expired/) });
+		// The key stays with its new holder.
+		const [key] = await ring.keys();
+		expect(key).toMatchObject({ keyId: "key-000", leased: true, leaseId: fresh.leaseId, holder: "next-signer" });
+		const docs = await ring.leaseDocs();
+		expect(docs.find(d => d.leaseId === stale.leaseId)).toMatchObject({ end: "expired" });
+		expect(docs.find(d => d.leaseId === fresh.leaseId)).toMatchObject({ end: null });
+	});
+
+	test("an acquire that finds no free key reclaims expired leases itself, with the sweep off", async () => {
+		const ring = await startKeyring({ keys: 1, leaseTtlMs: 100, leaseGraceMs: 50, sweepIntervalMs: 0 });
+		const stale = await ring.acquire("gone");
+		await sleep(200);
+		expect((await ring.status()).leased).toBe(1);
+		const lease = await ring.acquire("next", 0);
+		expect(lease.keyId).toBe(stale.keyId);
+		expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.expired", "lease.granted"]);
+	});
+
+	test("the leased key opens only with the signer's session key and signs for the JWKS entry; no `d` in replies", async () => {
+		const ring = await startKeyring({ keys: 3 });
+		const lease = await ring.acquire("signer-1");
+		const signingKey = await openLeaseKey(lease.key, ring.session.privateKey);
+		expect(signingKey.extractable).toBe(false);
+		expect(signingKey.algorithm.name).toBe("Ed25519");
+
+		const jwks = await ring.broker.call<{ keys: JWK[] }>("keyring.jwks");
+		expect(jwks.keys.map(k => k.kid)).toEqual(["key-000", "key-001", "key-002"]);
+		const jwk = jwks.keys.find(k => k.kid === lease.keyId)!;
+		expect(jwk).toMatchObject({ kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig" });
+		const payload = new TextEncoder().encode(JSON.stringify({ id: "1", data: "hello" }));
+		const jws = await new CompactSign(payload).setProtectedHeader({ alg: "EdDSA", kid: lease.keyId }).sign(signingKey);
+		const verified = await compactVerify(jws, await importJWK(jwk, "EdDSA"));
+		expect(new TextDecoder().decode(verified.payload)).toBe(JSON.stringify({ id: "1", data: "hello" }));
+		// Another key of the ring does not verify it.
+		const other = jwks.keys.find(k => k.kid !== lease.keyId)!;
+		await expect(compactVerify(jws, await importJWK(other, "EdDSA"))).rejects.toThrow();
+
+		// Someone else's session key cannot open it.
+		const stranger = await createSessionKey();
+		await expect(openLeaseKey(lease.key, stranger.privateKey)).rejects.toThrow();
+
+		for (const reply of [lease, jwks, await ring.keys(), await ring.status(), ring.events, await ring.broker.call("keyring.page", { collection: "keys" })])
+			expect(JSON.stringify(reply)).not.toMatch(/"d"\s*:/);
+		expect(lease.key.split(".")).toHaveLength(5);
+	});
+
+	test("a malformed session key is a 422 and grants nothing", async () => {
+		const ring = await startKeyring({ keys: 1 });
+		const bad = ring.broker.call("keyring.acquire", { holder: "x", sessionKey: { kty: "OKP", crv: "X25519", x: "tooshort" } });
+		await expect(bad).rejects.toMatchObject({ code: 422, type: "INVALID_SESSION_KEY" });
+		await expect(ring.broker.call("keyring.acquire", { holder: "x", sessionKey: { kty: "OKP", crv: "Ed25519", x: "abc" } })).rejects.toMatchObject({ code: 422 });
+		expect(await ring.status()).toMatchObject({ free: 1, leased: 0, lastSeq: 0 });
+		expect(await ring.leaseDocs()).toHaveLength(0);
+	});
+
+	test("the master key is not published with the service's settings", async () => {
+		const masterKey = Buffer.alloc(32, 7).toString("base64");
+		const ring = await startKeyring({ keys: 1, masterKey });
+		const services = await ring.broker.call<Array<{ name: string; settings: Record<string, unknown> }>, object>("$node.services", { withSettings: true });
+		const keyring = services.find(s => s.name === "keyring")!;
+		expect(keyring.settings).toMatchObject({ keys: 1 });
+		expect(keyring.settings).not.toHaveProperty("masterKey");
+		expect(JSON.stringify(services)).not.toContain(masterKey);
+	});
+
+	test("a failed store write leaves the in-memory state as it was", async () => {
+		const ring = await startKeyring({ keys: 2 });
+		const stores = (ring.broker.getLocalService("keyring") as unknown as { stores: { leases: { insert(doc: object): Promise<void>; update(...args: unknown[]): Promise<number> } } }).stores;
+		const { insert, update } = stores.leases;
+		stores.leases.insert = () => Promise.reject(new Error("disk full"));
+		await expect(ring.acquire("a", 0)).rejects.toThrow(/disk full/);
+		expect(await ring.status()).toMatchObject({ free: 2, leased: 0, freeQueue: ["key-000", "key-001"], lastSeq: 0 });
+		stores.leases.insert = insert;
+
+		const lease = await ring.acquire("a");
+		expect(lease.keyId).toBe("key-000");
+		stores.leases.update = () => Promise.reject(new Error("disk full"));
+		await expect(ring.release(lease.leaseId)).rejects.toThrow(/disk full/);
+		expect(await ring.status()).toMatchObject({ free: 1, leased: 1, freeQueue: ["key-001"] });
+		stores.leases.update = update;
+		expect(await ring.release(lease.leaseId)).toMatchObject({ changed: true });
+		// Only what the store accepted was announced, and no seq was stored twice.
+		expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released"]);
+		const docs = await ring.leaseDocs();
+		expect(docs).toHaveLength(1);
+		expect(docs[0].endSeq).toBeGreaterThan(docs[0].grantSeq);
+	});
+
+	test("every grant, release and reclaim is stored with a unique increasing seq that replays to the live state", async () => {
+		const ring = await startKeyring({ keys: 5, leaseTtlMs: 200, leaseGraceMs: 50, sweepIntervalMs: 25 });
+		const next = random(7);
+		const held: Lease[] = [];
+		for (let op = 0; op < 300; op++) {
+			if (held.length < 5 && (held.length === 0 || next() < 0.55)) held.push(await ring.acquire(`h${op}`));
+			else await ring.release(held.splice(Math.floor(next() * held.length), 1)[0].leaseId);
+		}
+		// Leave two to expire while concurrent acquires and releases go on.
+		const abandoned = held.splice(0, 2);
+		await Promise.all(held.map(l => ring.release(l.leaseId)));
+		await sleep(400);
+		const burst = await Promise.all([ring.acquire("b1"), ring.acquire("b2"), ring.acquire("b3")]);
+		await Promise.all(burst.map(l => ring.release(l.leaseId)));
+
+		const docs = await ring.leaseDocs();
+		expect(docs.filter(d => abandoned.some(a => a.leaseId === d.leaseId)).map(d => d.end)).toEqual(["expired", "expired"]);
+		const seqs = docs.flatMap(d => (d.endSeq === null ? [d.grantSeq] : [d.grantSeq, d.endSeq]));
+		expect(new Set(seqs).size).toBe(seqs.length);
+		const status = await ring.status();
+		expect(Math.max(...seqs)).toBe(status.lastSeq);
+		expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+		for (const d of docs) if (d.endSeq !== null) expect(d.endSeq).toBeGreaterThan(d.grantSeq);
+		// Events went out in seq order too.
+		const eventSeqs = ring.events.map(e => e.seq);
+		expect(eventSeqs).toEqual([...eventSeqs].sort((a, b) => a - b));
+		expect(eventSeqs).toHaveLength(seqs.length);
+
+		const replay = replayLeases(["key-000", "key-001", "key-002", "key-003", "key-004"], docs);
+		expect(replay.problems).toEqual([]);
+		expect(replay.nonLruGrants).toEqual([]);
+		expect(replay.freeQueue).toEqual(status.freeQueue);
+		expect(replay.lastSeq).toBe(status.lastSeq);
+	});
+});
