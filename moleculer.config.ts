@@ -2,7 +2,18 @@
  * Broker configuration for moleculer-runner (`npm run serve`, one node per role with
  * `SERVICES=...`). Everything comes from the environment, validated once in src/config.ts.
  */
-import { appConfig } from "./src/config";
+import { appConfig, ConfigError } from "./src/config";
 import { brokerOptions } from "./src/broker-options";
 
-export = brokerOptions(appConfig(), { prometheus: true });
+function validatedConfig() {
+	try {
+		return appConfig();
+	} catch (err) {
+		if (!(err instanceof ConfigError)) throw err;
+		// A bad variable is an operator's mistake: say which, without a stack trace.
+		console.error(`Configuration error: ${err.message}`);
+		process.exit(2);
+	}
+}
+
+export = brokerOptions(validatedConfig(), { prometheus: true });

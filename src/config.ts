@@ -80,7 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	for (const spec of INTEGERS) {
 		const raw = pick(spec.env, spec.flag);
 		const name = typeof flags[spec.flag] === "string" ? `--${spec.flag}` : spec.env;
-		(config[spec.key] as number) = raw === undefined ? spec.fallback : parseInteger(raw, name, spec.min, spec.max);
+		(config[spec.key] as number) = raw === undefined || raw === "" ? spec.fallback : parseInteger(raw, name, spec.min, spec.max);
 	}
 	if (config.leaseMarginMs >= config.leaseTtlMs)
 		throw new ConfigError(`LEASE_MARGIN_MS (${config.leaseMarginMs}) must be smaller than LEASE_TTL_MS (${config.leaseTtlMs})`);

@@ -14,7 +14,7 @@ import type { AppConfig } from "./config";
 export type ServiceName = "records" | "keyring" | "batcher" | "signer" | "metrics";
 export const ALL_SERVICES: ServiceName[] = ["records", "keyring", "batcher", "signer", "metrics"];
 
-const SCHEMAS: Record<ServiceName, ServiceSchema<any>> = {
+const SCHEMAS: Record<ServiceName, ServiceSchema<any, any, any, any>> = {
 	records: RecordsService,
 	keyring: KeyringService,
 	batcher: BatcherService,

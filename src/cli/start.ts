@@ -5,11 +5,8 @@
  */
 import { parseArgs } from "node:util";
 import type { ServiceBroker } from "moleculer";
-import { audit } from "../audit/rules";
-import { collectSnapshot } from "../audit/collect";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Events, type Progress, type RunCompletedEvent, type RunDoc } from "../contract";
-import { createSystem } from "../system";
 
 const USAGE = `Usage: npm start -- [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N]
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see README).`;
@@ -52,6 +49,10 @@ function watchProgress(broker: ServiceBroker): () => void {
 }
 
 export async function runJob(config: AppConfig): Promise<number> {
+	// Loaded only now: service modules read the configuration, which must be valid first.
+	const { createSystem } = await import("../system");
+	const { collectSnapshot } = await import("../audit/collect");
+	const { audit } = await import("../audit/rules");
 	const broker = createSystem(config, { logLevel: "warn" });
 	let completed!: (event: RunCompletedEvent & { status: string; error?: string }) => void;
 	const completion = new Promise<RunCompletedEvent & { status: string; error?: string }>(resolve => (completed = resolve));

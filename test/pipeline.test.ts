@@ -1,0 +1,105 @@
+/** End to end on the embedded store, in one process: every scenario ends with the audit. */
+import type { BatchDoc, SignatureDoc } from "../src/contract";
+import { auditSystem, runToCompletion, startSystem, type TestSystem } from "./support/system";
+
+async function pageAll<T>(system: TestSystem, service: string, collection: string): Promise<T[]> {
+	const docs: T[] = [];
+	let after: string | undefined;
+	for (;;) {
+		const page = await system.broker.call<{ docs: T[]; next: string | null }, object>(`${service}.page`, { collection, after, limit: 5000 });
+		docs.push(...page.docs);
+		if (!page.next) return docs;
+		after = page.next;
+	}
+}
+
+describe("a run on the embedded store", () => {
+	let system: TestSystem | undefined;
+	afterEach(async () => {
+		await system?.broker.stop();
+		system = undefined;
+	});
+
+	test("10,000 records, 10 keys, batch size 97: every record signed once, audit passes", async () => {
+		system = await startSystem({ records: 10_000, keys: 10 });
+		const { run, completion } = await runToCompletion(system, 97);
+		expect(run.batchSize).toBe(97);
+		expect(completion.status).toBe("completed");
+		expect(completion.report.signedThisRun).toBe(10_000);
+		expect(completion.report.batches).toBe(Math.ceil(10_000 / 97));
+		expect(completion.report.keysUsed).toBe(10);
+
+		const signatures = await pageAll<SignatureDoc>(system, "records", "signatures");
+		expect(new Set(signatures.map(s => s.recordId)).size).toBe(10_000);
+		const batches = await pageAll<BatchDoc>(system, "batcher", "batches");
+		expect(Math.max(...batches.map(b => b.recordIds.length))).toBe(97);
+
+		const verdict = await auditSystem(system.broker);
+		expect(verdict.violations).toEqual([]);
+		expect(verdict.ok).toBe(true);
+	});
+
+	test("batch size 1 on 500 records: 500 batches of one", async () => {
+		system = await startSystem({ records: 500, keys: 5 });
+		const { completion } = await runToCompletion(system, 1);
+		expect(completion.report.batches).toBe(500);
+		expect(completion.report.signedThisRun).toBe(500);
+		expect((await auditSystem(system.broker)).ok).toBe(true);
+	});
+
+	test("a batch size larger than the record count makes one batch", async () => {
+		system = await startSystem({ records: 250, keys: 3 });
+		const { run, completion } = await runToCompletion(system, 1000);
+		expect(run.batchSize).toBe(1000);
+		expect(completion.report.batches).toBe(1);
+		expect(completion.report.keysUsed).toBe(1);
+		expect((await auditSystem(system.broker)).ok).toBe(true);
+	});
+
+	test("3 keys with an in-flight window of 12: signers wait for keys, and no key is shared", async () => {
+		system = await startSystem({ records: 3_000, keys: 3, window: 12 });
+		const { completion } = await runToCompletion(system, 50);
+		expect(completion.report.signedThisRun).toBe(3_000);
+		const metrics = await system.broker.call<{ leaseWaitMs: { count: number; max: number }; keyUses: Record<string, number> }>("metrics.snapshot");
+		// 12 batches in flight over 3 keys: most acquires must have queued at the keyring.
+		expect(metrics.leaseWaitMs.count).toBe(60);
+		expect(metrics.leaseWaitMs.max).toBeGreaterThan(0);
+		expect(Object.keys(metrics.keyUses).sort()).toEqual(["key-000", "key-001", "key-002"]);
+		const keyring = await system.broker.call<{ waiting: number; leased: number }>("keyring.status");
+		expect(keyring).toMatchObject({ waiting: 0, leased: 0 });
+		expect((await auditSystem(system.broker)).ok).toBe(true);
+	});
+
+	test("a run over an all-signed store signs nothing and still completes", async () => {
+		system = await startSystem({ records: 300, keys: 2 });
+		await runToCompletion(system, 100);
+		const { completion } = await runToCompletion(system, 100);
+		expect(completion.status).toBe("completed");
+		expect(completion.report.signedThisRun).toBe(0);
+		expect(completion.report.batches).toBe(0);
+		expect((await auditSystem(system.broker)).ok).toBe(true);
+	});
+});
+
+describe("duplicate delivery", () => {
+	test("the same batch handed to signer.signBatch twice at once: one signature per record, duplicates counted", async () => {
+		const system = await startSystem({ records: 200, keys: 4 });
+		try {
+			const recordIds = Array.from({ length: 200 }, (_, i) => `rec-${String(i + 1).padStart(6, "0")}`);
+			const params = { batchId: "manual-batch-1", runId: "manual-run", recordIds };
+			const results = await Promise.all([
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params),
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params)
+			]);
+			expect(results[0].stored + results[1].stored).toBe(200);
+			expect(results[0].duplicates + results[1].duplicates).toBe(200);
+			expect(results[0].keyId).not.toBe(results[1].keyId);
+			const progress = await system.broker.call<{ signed: number }>("records.progress");
+			expect(progress.signed).toBe(200);
+			const signatures = await pageAll<SignatureDoc>(system, "records", "signatures");
+			expect(signatures).toHaveLength(200);
+		} finally {
+			await system.broker.stop();
+		}
+	});
+});

@@ -1,0 +1,48 @@
+/** Crash and resume: `npm start` killed hard mid-run, started again on the same DATA_DIR. */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { auditSystem, startSystem } from "./support/system";
+import { runCli, startCli } from "./support/cli";
+
+function signaturesStored(dataDir: string): number {
+	const file = path.join(dataDir, "signatures.db");
+	if (!fs.existsSync(file)) return 0;
+	return fs.readFileSync(file, "utf8").split("\n").filter(line => line.includes("\"jws\"")).length;
+}
+
+test("a run killed with SIGKILL mid-way resumes on the next start and finishes with the audit passing", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-resume-"));
+	const env = { DATA_DIR: dataDir, RECORDS: "30000", KEYS: "10", BATCH_SIZE: "100" };
+	try {
+		const first = startCli("start.js", [], env);
+		const deadline = Date.now() + 60_000;
+		while (signaturesStored(dataDir) < 3_000 && Date.now() < deadline) await new Promise(r => setTimeout(r, 20));
+		first.child.kill("SIGKILL");
+		const killed = await first.finished;
+		expect(killed.signal).toBe("SIGKILL");
+		const signedBeforeCrash = signaturesStored(dataDir);
+		expect(signedBeforeCrash).toBeGreaterThan(0);
+		expect(signedBeforeCrash).toBeLessThan(30_000);
+
+		const second = await runCli("start.js", ["--batch-size", "250"], env);
+		expect(second.stdout).toMatch(/Resuming interrupted run run-\S+ with its batch size 100 \(not 250/);
+		expect(second.stdout).toContain("Audit PASSED: 30000/30000 records signed, 0 violations");
+		expect(second.code).toBe(0);
+
+		// The stores themselves: one signature per record, one run, one batch size.
+		const system = await startSystem({ records: 30_000, keys: 10, dataDir, settings: { batcher: { resumeOnStart: false } } });
+		try {
+			expect(await system.broker.call("records.progress")).toEqual({ records: 30_000, signed: 30_000 });
+			const runs = await system.broker.call<Array<{ batchSize: number; status: string }>>("batcher.runs");
+			expect(runs).toHaveLength(1);
+			expect(runs[0]).toMatchObject({ batchSize: 100, status: "completed" });
+			const verdict = await auditSystem(system.broker);
+			expect(verdict.violations).toEqual([]);
+		} finally {
+			await system.broker.stop();
+		}
+	} finally {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+});

@@ -1,0 +1,49 @@
+/** A whole system in one test process: real broker, real services, in-memory stores. */
+import type { ServiceBroker } from "moleculer";
+import { collectSnapshot } from "../../src/audit/collect";
+import { audit } from "../../src/audit/rules";
+import { loadConfig } from "../../src/config";
+import { Events, type RunCompletedEvent, type RunDoc } from "../../src/contract";
+import { createSystem, type SystemOptions } from "../../src/system";
+
+export interface TestSystemOptions extends SystemOptions {
+	records: number;
+	keys: number;
+	batchSize?: number;
+	window?: number;
+	dataDir?: string;
+	env?: Record<string, string>;
+}
+
+export interface TestSystem {
+	broker: ServiceBroker;
+	/** Resolves with the next run.completed event. */
+	nextCompletion(): Promise<RunCompletedEvent & { status: string; error?: string }>;
+}
+
+export async function startSystem(options: TestSystemOptions): Promise<TestSystem> {
+	const config = loadConfig({
+		RECORDS: String(options.records),
+		KEYS: String(options.keys),
+		BATCH_SIZE: String(options.batchSize ?? 300),
+		WINDOW: String(options.window ?? 0),
+		DATA_DIR: options.dataDir ?? "",
+		...options.env
+	});
+	const broker = createSystem(config, { logLevel: false, ...options });
+	const waiters: Array<(event: any) => void> = [];
+	broker.createService({ name: "test-watch", events: { [Events.runCompleted]: (ctx: { params: unknown }) => waiters.splice(0).forEach(w => w(ctx.params)) } });
+	await broker.start();
+	return { broker, nextCompletion: () => new Promise(resolve => waiters.push(resolve)) };
+}
+
+/** Starts a run and waits for it to end; returns the run and the completion event. */
+export async function runToCompletion(system: TestSystem, batchSize?: number) {
+	const completion = system.nextCompletion();
+	const run = await system.broker.call<RunDoc, object>("batcher.start", batchSize === undefined ? {} : { batchSize });
+	return { run, completion: await completion };
+}
+
+export async function auditSystem(broker: ServiceBroker) {
+	return audit(await collectSnapshot(broker));
+}
