@@ -1,0 +1,136 @@
+/** The REST routes against a real gateway and real services: happy paths and every client error. */
+import { request, startApiSystem, waitFor, type ApiSystem } from "./support/http";
+
+describe("api gateway", () => {
+	let system: ApiSystem;
+	let writeToken: string;
+	let recordId: string;
+
+	beforeAll(async () => {
+		system = await startApiSystem({ records: 2000, keys: 4, batchSize: 50, api: { startRateLimit: { window: 60_000, limit: 1000 } } });
+		writeToken = await system.token();
+		const page = await system.broker.call<{ docs: Array<{ _id: string }> }, object>("records.page", { collection: "records", limit: 1 });
+		recordId = page.docs[0]._id;
+	});
+	afterAll(() => system?.stop());
+
+	const get = (path: string) => request(system.baseUrl, "GET", path);
+	const start = (body: unknown, headers: Record<string, string> = {}) => request(system.baseUrl, "POST", "/api/batcher/start", { body, token: writeToken, headers });
+	const runCount = async () => (await get("/api/runs")).body.length as number;
+
+	test("health: live, and ready once every service is up", async () => {
+		expect(await get("/health/live")).toMatchObject({ status: 200, body: { status: "live" } });
+		const ready = await get("/health/ready");
+		expect(ready.status).toBe(200);
+		expect(ready.body).toMatchObject({ status: "ready", missingServices: [], transporter: null });
+	});
+
+	test("JWKS: the keyring's keys plus the webhook key, cacheable", async () => {
+		const jwks = await get("/.well-known/jwks.json");
+		expect(jwks.status).toBe(200);
+		expect(jwks.headers.get("cache-control")).toMatch(/public, max-age=\d+/);
+		const kids = jwks.body.keys.map((k: { kid: string }) => k.kid);
+		expect(kids).toHaveLength(5);
+		expect(kids).toContain("webhook-1");
+		for (const key of jwks.body.keys) expect(key.d).toBeUndefined();
+	});
+
+	test("bad input is refused with the right status and type, and starts nothing", async () => {
+		const cases: Array<[string, Promise<{ status: number; body: any }>, number, string]> = [
+			["batch size 0", start({ batchSize: 0 }), 422, "INVALID_BATCH_SIZE"],
+			["batch size too large", start({ batchSize: 100_001 }), 422, "INVALID_BATCH_SIZE"],
+			["batch size as text", start({ batchSize: "300" }), 422, "INVALID_BATCH_SIZE"],
+			["unknown field", start({ batch_size: 300 }), 422, "VALIDATION_ERROR"],
+			["callbackUrl not a URL", start({ callbackUrl: "not a url" }), 422, "VALIDATION_ERROR"],
+			["malformed JSON", request(system.baseUrl, "POST", "/api/batcher/start", { rawBody: '{"batchSize": 3', token: writeToken, headers: { "Content-Type": "application/json" } }), 400, "MALFORMED_JSON"],
+			["body too large", request(system.baseUrl, "POST", "/api/batcher/start", { rawBody: JSON.stringify({ batchSize: 1, pad: "x".repeat(20_000) }), token: writeToken, headers: { "Content-Type": "application/json" } }), 413, "PAYLOAD_TOO_LARGE"],
+			["not JSON", request(system.baseUrl, "POST", "/api/batcher/start", { rawBody: "batchSize=3", token: writeToken, headers: { "Content-Type": "text/plain" } }), 415, "UNSUPPORTED_MEDIA_TYPE"],
+			["bad idempotency key", start({ batchSize: 5 }, { "Idempotency-Key": "é".repeat(3) }), 422, "INVALID_IDEMPOTENCY_KEY"]
+		];
+		for (const [name, pending, status, type] of cases) {
+			const response = await pending;
+			expect({ name, status: response.status, type: response.body.type }).toEqual({ name, status, type });
+			expect(response.body).toMatchObject({ code: status, message: expect.any(String) });
+		}
+		const invalid = await start({ batchSize: 0 });
+		expect(invalid.body.data).toMatchObject({ field: "batchSize", min: 1, max: 100_000 });
+		const unknownField = await start({ batch_size: 300 });
+		expect(JSON.stringify(unknownField.body.data)).toContain("batch_size");
+		expect(await runCount()).toBe(0);
+		expect((await system.broker.call<{ signed: number }>("records.progress")).signed).toBe(0);
+	});
+
+	test("unknown ids and routes are 404s with a type", async () => {
+		expect(await get("/api/runs/run-nope")).toMatchObject({ status: 404, body: { type: "RUN_NOT_FOUND" } });
+		expect(await get("/api/records/nope")).toMatchObject({ status: 404, body: { type: "RECORD_NOT_FOUND" } });
+		expect(await get("/api/nope")).toMatchObject({ status: 404, body: { type: "NOT_FOUND" } });
+		expect(await get("/nothing/here")).toMatchObject({ status: 404, body: { type: "NOT_FOUND" } });
+		expect(await request(system.baseUrl, "DELETE", "/api/runs")).toMatchObject({ status: 404, body: { type: "NOT_FOUND" } });
+	});
+
+	test("a start is 202 with Location; the idempotency key replays it; another start is 409 naming the run", async () => {
+		const completion = system.nextCompletion();
+		const first = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+		expect(first.status).toBe(202);
+		expect(first.body).toMatchObject({ id: expect.any(String), batchSize: 10, status: "running", replayed: false });
+		const runId = first.body.id;
+		expect(first.headers.get("location")).toBe(`/api/runs/${runId}`);
+
+		const replay = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+		expect(replay.status).toBe(202);
+		expect(replay.body).toMatchObject({ id: runId, replayed: true });
+		expect(replay.headers.get("location")).toBe(`/api/runs/${runId}`);
+		expect(replay.headers.get("idempotent-replayed")).toBe("true");
+
+		const reused = await start({ batchSize: 20 }, { "Idempotency-Key": "key-1" });
+		expect(reused).toMatchObject({ status: 422, body: { type: "IDEMPOTENCY_KEY_REUSED" } });
+
+		const conflict = await start({ batchSize: 10 });
+		expect(conflict.status).toBe(409);
+		expect(conflict.body).toMatchObject({ type: "RUN_ACTIVE", data: { runId } });
+		expect(conflict.body.message).toContain(runId);
+
+		const run = await get(first.headers.get("location")!);
+		expect(run.status).toBe(200);
+		expect(run.body).toMatchObject({ runId, id: runId, batchSize: 10, webhook: null });
+
+		await completion;
+		const done = await waitFor(async () => {
+			const r = await get(`/api/runs/${runId}`);
+			return r.body.status === "completed" ? r : null;
+		});
+		expect(done.body.report).toMatchObject({ records: 2000, signedThisRun: 2000 });
+		// Still replays after the run ended: same run, not a new one.
+		const late = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+		expect(late).toMatchObject({ status: 202, body: { id: runId, status: "completed", replayed: true } });
+		expect(await runCount()).toBe(1);
+	});
+
+	test("read routes: status, runs, record with its signature, keys, metrics, audit", async () => {
+		const status = await get("/api/batcher/status");
+		expect(status).toMatchObject({ status: 200, body: { active: false, progress: { records: 2000, signed: 2000 } } });
+		const runs = await get("/api/runs");
+		expect(runs.body).toHaveLength(1);
+		const record = await get(`/api/records/${recordId}`);
+		expect(record.status).toBe(200);
+		expect(record.body).toMatchObject({ id: recordId, data: expect.any(String), signature: { keyId: expect.any(String), batchId: expect.any(String), jws: expect.stringMatching(/^[\w-]+\.\.[\w-]+$/) } });
+		const keys = await get("/api/keys");
+		expect(keys.body).toHaveLength(4);
+		expect(keys.body[0]).toMatchObject({ keyId: expect.any(String), uses: expect.any(Number), leased: false });
+		const metrics = await get("/api/metrics");
+		expect(metrics.body).toMatchObject({ status: "completed", records: 2000, signed: 2000 });
+		const audit = await get("/api/audit");
+		expect(audit.status).toBe(200);
+		expect(audit.body.ok).toBe(true);
+	});
+
+	test("dashboard and docs pages are served", async () => {
+		const page = await fetch(system.baseUrl + "/");
+		expect(page.status).toBe(200);
+		expect(page.headers.get("content-type")).toContain("text/html");
+		expect(await page.text()).toContain("progress");
+		const docs = await fetch(system.baseUrl + "/docs/");
+		expect(docs.status).toBe(200);
+		expect(await docs.text()).toContain("openapi.json");
+	});
+});

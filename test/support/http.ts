@@ -1,0 +1,97 @@
+/** A whole system plus the API gateway on a free port, and tokens for it, in one test process. */
+import type { AddressInfo } from "node:net";
+import type { ServiceBroker } from "moleculer";
+import ApiService, { apiSettings } from "../../services/api.service";
+import { issueToken, loadAuthConfig, type AuthConfig, type IssueOptions } from "../../src/api/auth";
+import { apiOptions, type ApiOptions } from "../../src/api/settings";
+import { loadConfig } from "../../src/config";
+import { Events, type RunCompletedEvent } from "../../src/contract";
+import { createSystem } from "../../src/system";
+import type { TestSystemOptions } from "./system";
+
+/** 32 bytes, base64: the tests' AUTH_SECRET. */
+export const TEST_SECRET = Buffer.alloc(32, 7).toString("base64");
+
+export interface ApiSystemOptions extends TestSystemOptions {
+	api?: Partial<ApiOptions>;
+	authEnv?: Record<string, string>;
+}
+
+export interface ApiSystem {
+	broker: ServiceBroker;
+	baseUrl: string;
+	auth: AuthConfig;
+	/** A valid token with `scope` (default runs:write), or tweaked by `options`. */
+	token(scope?: string, options?: Partial<IssueOptions>): Promise<string>;
+	nextCompletion(): Promise<RunCompletedEvent & { status: string; error?: string }>;
+	stop(): Promise<void>;
+}
+
+export async function startApiSystem(options: ApiSystemOptions): Promise<ApiSystem> {
+	const config = loadConfig({
+		RECORDS: String(options.records),
+		KEYS: String(options.keys),
+		BATCH_SIZE: String(options.batchSize ?? 300),
+		WINDOW: String(options.window ?? 0),
+		DATA_DIR: options.dataDir ?? "",
+		...options.env
+	});
+	const authEnv = { AUTH_SECRET: TEST_SECRET, ...options.authEnv };
+	const broker = createSystem(config, { logLevel: false, ...options });
+	const api: ApiOptions = { ...apiOptions(config, authEnv), port: 0, ip: "127.0.0.1", ...options.api };
+	broker.createService({ name: "api", mixins: [ApiService], settings: apiSettings(api) } as never);
+	const waiters: Array<(event: any) => void> = [];
+	broker.createService({ name: "test-watch", events: { [Events.runCompleted]: (ctx: { params: unknown }) => waiters.splice(0).forEach(w => w(ctx.params)) } });
+	await broker.start();
+	const service = broker.getLocalService("api") as unknown as { server: import("node:http").Server };
+	const { port } = service.server.address() as AddressInfo;
+	const auth = await loadAuthConfig(authEnv, "");
+	return {
+		broker,
+		baseUrl: `http://127.0.0.1:${port}`,
+		auth,
+		token: (scope = "runs:write", overrides = {}) => issueToken(auth, { scope, ttl: 300, subject: "test", ...overrides }),
+		nextCompletion: () => new Promise(resolve => waiters.push(resolve)),
+		stop: () => broker.stop()
+	};
+}
+
+export interface JsonResponse<T = any> {
+	status: number;
+	headers: Headers;
+	body: T;
+}
+
+/** fetch with a JSON body and a parsed JSON answer (text when it is not JSON). */
+export async function request<T = any>(baseUrl: string, method: string, path: string, options: { body?: unknown; rawBody?: string; token?: string; headers?: Record<string, string> } = {}): Promise<JsonResponse<T>> {
+	const headers: Record<string, string> = { ...options.headers };
+	if (options.token) headers.Authorization = `Bearer ${options.token}`;
+	let body: string | undefined;
+	if (options.rawBody !== undefined) body = options.rawBody;
+	else if (options.body !== undefined) {
+		body = JSON.stringify(options.body);
+		headers["Content-Type"] ??= "application/json";
+	}
+	const response = await fetch(baseUrl + path, { method, headers, body });
+	const text = await response.text();
+	let parsed: unknown = text;
+	try {
+		parsed = JSON.parse(text);
+	} catch {
+		// Not JSON (HTML pages): keep the text.
+	}
+	return { status: response.status, headers: response.headers, body: parsed as T };
+}
+
+export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
+/** Polls `probe` until it returns a truthy value or `timeoutMs` passes. */
+export async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const value = await probe();
+		if (value) return value;
+		if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+		await sleep(everyMs);
+	}
+}
