@@ -1,0 +1,110 @@
+/**
+ * Reads every owned collection through its owner's `page` action (DESIGN.md section 2: no
+ * service reads another's store) and maps the stored documents to the export's fields.
+ */
+import type { ServiceBroker } from "moleculer";
+import type { JWK } from "jose";
+import type { PageParams } from "../contract";
+import {
+	EXPORT_FIELDS,
+	isoTime,
+	pick,
+	publicJwk,
+	type AuditSnapshot,
+	type SnapshotBatch,
+	type SnapshotKey,
+	type SnapshotLease,
+	type SnapshotRecord,
+	type SnapshotRun,
+	type SnapshotSignature
+} from "./snapshot";
+
+type StoredDoc = Record<string, unknown>;
+
+export interface CollectOptions {
+	/** Documents per `page` call; the action allows at most 5000. */
+	pageSize?: number;
+}
+
+/** Pages `collection` of `service` by `_id` until the owner says there is no next page. */
+export async function pageAll(broker: Pick<ServiceBroker, "call">, service: string, collection: string, pageSize = 5000): Promise<StoredDoc[]> {
+	const docs: StoredDoc[] = [];
+	let after: string | undefined;
+	for (;;) {
+		const params: PageParams = after === undefined ? { collection, limit: pageSize } : { collection, after, limit: pageSize };
+		const page = (await broker.call(`${service}.page`, params)) as { docs: StoredDoc[]; next: string | null };
+		for (const doc of page.docs) docs.push(doc);
+		if (page.next == null) return docs;
+		after = page.next;
+	}
+}
+
+const str = (value: unknown): string => String(value);
+const strOrNull = (value: unknown): string | null => (value == null ? null : String(value));
+
+export function toRecord(doc: StoredDoc): SnapshotRecord {
+	return { id: str(doc._id), data: doc.data as string };
+}
+
+export function toSignature(doc: StoredDoc): SnapshotSignature {
+	const signature = pick<SnapshotSignature>(doc, EXPORT_FIELDS.signatures);
+	return { ...signature, recordId: str(signature.recordId), signedAt: isoTime(doc.signedAt)! };
+}
+
+export function toBatch(doc: StoredDoc): SnapshotBatch {
+	const batch = pick<SnapshotBatch>(doc, EXPORT_FIELDS.batches);
+	return {
+		...batch,
+		keyId: strOrNull(batch.keyId),
+		leaseId: strOrNull(batch.leaseId),
+		recordIds: Array.isArray(batch.recordIds) ? batch.recordIds.map(str) : [],
+		startedAt: isoTime(doc.startedAt)!,
+		finishedAt: isoTime(doc.finishedAt)
+	};
+}
+
+export function toLease(doc: StoredDoc): SnapshotLease {
+	const lease = pick<SnapshotLease>(doc, EXPORT_FIELDS.leases);
+	const expiresAt = isoTime(doc.expiresAt);
+	return {
+		...lease,
+		grantedAt: isoTime(doc.grantedAt)!,
+		endedAt: isoTime(doc.endedAt),
+		// Not an export field, but the store has it: it bounds the signatures of a lease still held.
+		...(expiresAt ? { expiresAt } : {})
+	};
+}
+
+export function toKey(doc: StoredDoc): SnapshotKey {
+	// Only the public fields: sealedPrivateKey is never read into the snapshot.
+	return { keyId: str(doc.keyId), createdAt: isoTime(doc.createdAt)! };
+}
+
+export function toRun(doc: StoredDoc): SnapshotRun {
+	const run = pick<SnapshotRun>(doc, EXPORT_FIELDS.runs);
+	return { ...run, startedAt: isoTime(doc.startedAt)!, finishedAt: isoTime(doc.finishedAt) };
+}
+
+/** A snapshot of the records, keyring and batcher stores, read through their services. */
+export async function collectSnapshot(broker: Pick<ServiceBroker, "call">, options: CollectOptions = {}): Promise<AuditSnapshot> {
+	const pageSize = options.pageSize ?? 5000;
+	// Causal order: a lease is stored before its batch's signatures, a batch before it is dispatched,
+	// so a snapshot of a live system never shows a signature whose lease or batch it missed.
+	const keys = await pageAll(broker, "keyring", "keys", pageSize);
+	const jwks = (await broker.call("keyring.jwks")) as { keys: JWK[] } | null;
+	const leases = await pageAll(broker, "keyring", "leases", pageSize);
+	const runs = await pageAll(broker, "batcher", "runs", pageSize);
+	const batches = await pageAll(broker, "batcher", "batches", pageSize);
+	const records = await pageAll(broker, "records", "records", pageSize);
+	const signatures = await pageAll(broker, "records", "signatures", pageSize);
+	return {
+		records: records.map(toRecord),
+		signatures: signatures.map(toSignature),
+		batches: batches.map(toBatch),
+		// The lease log in seq order: how the keyring wrote it and how a verifier replays it.
+		leases: leases.map(toLease).sort((a, b) => a.grantSeq - b.grantSeq),
+		keys: keys.map(toKey),
+		jwks: { keys: (jwks?.keys ?? []).map(publicJwk) },
+		runs: runs.map(toRun)
+	};
+}

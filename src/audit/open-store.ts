@@ -1,0 +1,172 @@
+/**
+ * What `npm run audit` and `npm run export` share: their command-line handling and access to
+ * the configured store. Over NATS the running services are asked; on the embedded default
+ * the owning services are started in this process, read-only (no seeding, no resume, no sweep).
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { brokerOptions } from "../broker-options";
+import { ConfigError, loadConfig, type AppConfig } from "../config";
+import { ExportError } from "./export-files";
+
+export const STORE_SERVICES = ["records", "keyring", "batcher"] as const;
+const WAIT_MS = 10_000;
+
+/** A mistake on the command line or in the environment: one line, exit code 2. */
+export class UsageError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "UsageError";
+	}
+}
+
+/** The store cannot be reached or is not there: one line, exit code 2. */
+export class StoreError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "StoreError";
+	}
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Flags that override the store's configuration (DESIGN.md section 6), shared by both commands. */
+export const STORE_OPTIONS = {
+	"data-dir": { type: "string" },
+	"mongo-uri": { type: "string" },
+	transporter: { type: "string" },
+	namespace: { type: "string" },
+	help: { type: "boolean", short: "h" }
+} as const satisfies Options;
+
+export const STORE_USAGE = [
+	"  --data-dir DIR            embedded store folder (DATA_DIR)",
+	"  --mongo-uri URI           read MongoDB (MONGO_URI)",
+	"  --transporter URL         ask the running services over NATS (TRANSPORTER)",
+	"  --namespace NAME          Moleculer namespace of those services (NAMESPACE)"
+].join("\n");
+
+export function parseCli<O extends Options>(argv: string[], options: O) {
+	try {
+		return parseArgs({ args: argv, options: { ...STORE_OPTIONS, ...options }, strict: true, allowPositionals: false });
+	} catch (err) {
+		throw new UsageError(`${(err as Error).message.split(". ")[0]} (see --help)`);
+	}
+}
+
+/** The configuration with the store flags applied; a bad value is a UsageError naming it. */
+export function storeConfig(flags: Record<string, unknown>): AppConfig {
+	const configFlags: Record<string, string> = {};
+	for (const name of Object.keys(STORE_OPTIONS)) if (typeof flags[name] === "string") configFlags[name] = flags[name] as string;
+	try {
+		return loadConfig(process.env, configFlags);
+	} catch (err) {
+		if (err instanceof ConfigError) throw new UsageError(err.message);
+		throw err;
+	}
+}
+
+export function describeStore(config: AppConfig): string {
+	if (config.transporter) return `services ${STORE_SERVICES.join(", ")} over ${config.transporter} (namespace ${config.namespace})`;
+	if (config.mongoUri) return `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`;
+	return `embedded store in ${config.dataDir}`;
+}
+
+async function within<T>(ms: number, work: Promise<T>, onTimeout: () => Error): Promise<T> {
+	let timer: NodeJS.Timeout | undefined;
+	try {
+		return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]);
+	} finally {
+		clearTimeout(timer);
+	}
+}
+
+/** Loaded by path so this module compiles and tests without the services (they default-export their schema). */
+function loadServiceSchema(name: string): ServiceSchema {
+	const file = path.resolve(__dirname, "..", "..", "services", `${name}.service`);
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const loaded = require(file);
+	return (loaded.default ?? loaded) as ServiceSchema;
+}
+
+async function startRemote(config: AppConfig): Promise<ServiceBroker> {
+	// Its own node id: a NODE_ID meant for a long-running node must not be taken twice.
+	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn", nodeID: `cli-${os.hostname()}-${process.pid}` }));
+	try {
+		await within(WAIT_MS, broker.start(), () => new StoreError(`Cannot reach NATS at ${config.transporter} within ${WAIT_MS / 1000} s: is nats-server running?`));
+		try {
+			await broker.waitForServices([...STORE_SERVICES], WAIT_MS);
+		} catch (err) {
+			const statuses = ((err as { data?: { statuses?: Array<{ name: string; available: boolean }> } }).data?.statuses) ?? [];
+			const missing = statuses.length ? statuses.filter(s => !s.available).map(s => s.name) : [...STORE_SERVICES];
+			throw new StoreError(
+				`No ${missing.join(", ")} service answered over ${config.transporter} (namespace ${config.namespace}) within ${WAIT_MS / 1000} s: ` +
+				`start ${missing.length > 1 ? "them" : "it"} first (e.g. \`SERVICES=${missing.join(",")} npm run serve\` with the same TRANSPORTER), or audit the embedded store without TRANSPORTER`
+			);
+		}
+		return broker;
+	} catch (err) {
+		await stopQuietly(broker);
+		throw err;
+	}
+}
+
+async function startEmbedded(config: AppConfig): Promise<ServiceBroker> {
+	if (!config.mongoUri) {
+		if (!config.dataDir) throw new StoreError("DATA_DIR is empty, which means an in-memory store: there is nothing stored to read");
+		// Starting the services on a missing store would seed records and generate keys: refuse instead.
+		const missing = ["records.db", "keys.db"].filter(file => !fs.existsSync(path.join(config.dataDir, file)));
+		if (missing.length) throw new StoreError(`No embedded store in ${config.dataDir} (missing ${missing.join(", ")}): run \`npm start\` first, or pass --data-dir`);
+	}
+	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn" }));
+	// Read-only: no seeding, no resumed run, no expiry sweep; the store as the flags name it.
+	const settings = { resumeOnStart: false, sweepIntervalMs: 0, seedCount: 0, dataDir: config.dataDir, mongoUri: config.mongoUri };
+	for (const name of STORE_SERVICES) broker.createService({ name, mixins: [loadServiceSchema(name)], settings });
+	try {
+		await broker.start();
+		return broker;
+	} catch (err) {
+		await stopQuietly(broker);
+		throw new StoreError(`Cannot open ${describeStore(config)}: ${(err as Error).message}`);
+	}
+}
+
+async function stopQuietly(broker: ServiceBroker): Promise<void> {
+	// A broker stuck reconnecting must not keep the command from exiting.
+	await within(5_000, broker.stop(), () => new Error("stop timed out")).catch(() => undefined);
+}
+
+/** Runs `work` with a broker on which the records, keyring and batcher actions answer, then stops it. */
+export async function withStore<T>(config: AppConfig, work: (broker: ServiceBroker) => Promise<T>): Promise<T> {
+	const broker = config.transporter ? await startRemote(config) : await startEmbedded(config);
+	try {
+		return await work(broker);
+	} finally {
+		await stopQuietly(broker);
+	}
+}
+
+/** Resolves once `text` is handed to the OS, so exiting right after cannot cut it short. */
+export function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
+	return new Promise(resolve => stream.write(text, () => resolve()));
+}
+
+/**
+ * Runs a command's `main` and exits with its code; an error exits 2 with one line on stderr.
+ * `main` prints through `write`, so everything is flushed before the exit.
+ */
+export async function runCli(command: string, main: () => Promise<number>): Promise<never> {
+	let code: number;
+	try {
+		code = await main();
+	} catch (err) {
+		const known = err instanceof UsageError || err instanceof StoreError || err instanceof ExportError || err instanceof ConfigError;
+		const message = (err as Error)?.message ?? String(err);
+		await write(process.stderr, `${command}: ${known ? message : `unexpected error: ${message}`}`.replace(/\s*\n\s*/g, " ") + "\n");
+		code = 2;
+	}
+	process.exit(code);
+}

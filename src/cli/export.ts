@@ -1,0 +1,34 @@
+/**
+ * `npm run export -- --out DIR`: writes the configured store as the export of DESIGN.md
+ * section 9 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
+ */
+import { collectSnapshot } from "../audit/collect";
+import { writeExport } from "../audit/export-files";
+import { plural } from "../audit/format";
+import { STORE_USAGE, UsageError, describeStore, parseCli, runCli, storeConfig, withStore, write } from "../audit/open-store";
+
+const USAGE = `Usage: npm run export -- --out DIR [options]
+  --out DIR                 folder to write (created if needed; export files in it are replaced)
+${STORE_USAGE}
+Exit code: 0 written, 2 error.
+`;
+
+async function main(): Promise<number> {
+	const { values } = parseCli(process.argv.slice(2), { out: { type: "string" } });
+	if (values.help) {
+		await write(process.stdout, USAGE);
+		return 0;
+	}
+	if (!values.out) throw new UsageError("--out DIR is required: the folder to write the export to (e.g. npm run export -- --out ./export)");
+	const config = storeConfig(values);
+	const snapshot = await withStore(config, broker => collectSnapshot(broker));
+	const written = await writeExport(snapshot, values.out);
+	await write(
+		process.stdout,
+		`Exported ${describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +
+			`${plural(written.batches, "batch", "batches")}, ${plural(written.leases, "lease")}, ${plural(written.keys, "key")} (public JWKS), ${plural(written.runs, "run")}\n`
+	);
+	return 0;
+}
+
+void runCli("export", main);
