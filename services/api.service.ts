@@ -314,13 +314,19 @@ const ApiService: ServiceSchema<ApiSettings, ApiMethods, ApiVars> & { merged?: (
 			res.writeHead(200, {
 				"Content-Type": "text/event-stream; charset=utf-8",
 				"Cache-Control": "no-cache, no-transform",
-				Connection: "keep-alive",
+				// The socket is the stream's own: closed with it, so shutdown never waits on an idle keep-alive.
+				Connection: "close",
 				// nginx buffers responses by default, which would hold events back.
 				"X-Accel-Buffering": "no"
 			});
 			const client = { write: (chunk: string) => res.write(chunk), end: () => res.end() };
 			this.progress.add(client);
-			req.on("close", () => this.progress.remove(client));
+			// `res` closes with the connection; `req` may close as soon as its (empty) body is read.
+			res.on("close", () => {
+				this.progress.remove(client);
+				// The server keeps a half-closed socket open until the response ends.
+				res.destroy();
+			});
 			// A client joining mid-run starts from the current figures, not from zero.
 			const current = this.progress.current() ?? (await this.broker.call<Record<string, unknown>>("metrics.snapshot").catch(() => null));
 			if (current && !res.writableEnded) this.progress.sendTo(client, "progress", current);
@@ -368,9 +374,16 @@ const ApiService: ServiceSchema<ApiSettings, ApiMethods, ApiVars> & { merged?: (
 	},
 
 	async stopped() {
-		// Runs before the gateway closes its server, which would otherwise wait on open streams.
+		// Runs before the gateway's own stopped hook, which then finds the server closed.
 		this.shutdown.abort();
 		this.progress.close();
+		// The broker's tracking has drained in-flight requests by now; idle or pre-opened
+		// keep-alive sockets would otherwise hold close() for their whole keep-alive timeout.
+		if (this.server?.listening) {
+			const closed = new Promise<void>(resolve => this.server.close(() => resolve()));
+			this.server.closeAllConnections();
+			await closed;
+		}
 	}
 };
 
