@@ -10,7 +10,8 @@ import {
 	type Lease, type LeaseChange, type SignBatchParams, type SignBatchResult, type StoreSignaturesResult
 } from "../src/contract";
 import { createSessionKey, openLeaseKey } from "../src/keyring/session-key";
-import { signRecords, type RecordPayload } from "../src/signer/jws";
+import type { RecordPayload } from "../src/signer/jws";
+import { SignPool } from "../src/signer/sign-pool";
 
 interface SignerSettings {
 	leaseTtlMs: number;
@@ -20,6 +21,7 @@ interface SignerSettings {
 
 interface SignerVars {
 	session: Awaited<ReturnType<typeof createSessionKey>>;
+	pool: SignPool;
 }
 interface SignerMethods {
 	holdLease(ctx: Context, lease: Lease): { deadline(): number; stop(): void };
@@ -45,7 +47,7 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 				const held = this.holdLease(ctx, lease);
 				try {
 					const key = await openLeaseKey(lease.key, this.session.privateKey);
-					const signed = await signRecords(key, lease.keyId, records, held.deadline);
+					const signed = await this.pool.sign(key, lease.keyId, records, held.deadline);
 					const signatures = signed.map(s => ({ ...s, keyId: lease.keyId, batchId, leaseId: lease.leaseId }));
 					const stored = await ctx.call<StoreSignaturesResult, object>("records.storeSignatures", { signatures });
 					return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.broker.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
@@ -76,6 +78,10 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 	async started() {
 		// A fresh X25519 key per process: leased private keys are sealed to it and to nothing else.
 		this.session = await createSessionKey();
+		this.pool = new SignPool();
+	},
+	async stopped() {
+		await this.pool?.destroy();
 	}
 };
 

@@ -10,12 +10,6 @@ export interface RecordPayload {
 	data: string;
 }
 
-export interface SignedRecord {
-	recordId: string;
-	jws: string;
-	signedAt: string;
-}
-
 const encoder = new TextEncoder();
 
 export function signingPayload(record: RecordPayload): Uint8Array {
@@ -42,28 +36,17 @@ export async function verifyRecord(detached: string, record: RecordPayload, publ
 }
 
 export class LeaseDeadlineError extends Error {
-	constructor(readonly signed: number, readonly total: number) {
+	readonly signed: number;
+	readonly total: number;
+	constructor(signed: number, total: number) {
 		super(`Lease deadline reached after ${signed} of ${total} signatures; the batch is handed back unsigned`);
 		this.name = "LeaseDeadlineError";
+		this.signed = signed;
+		this.total = total;
 	}
 }
 
-/**
- * Signs every record with one key. WebCrypto runs the Ed25519 work on libuv's thread pool,
- * so launching a chunk at once keeps every core busy. No chunk starts at or after
- * `deadline()`, and a chunk that finishes past it is thrown away: a paused process must
- * not come back and use a lease the keyring may have reclaimed.
- */
-export async function signRecords(key: CryptoKey, keyId: string, records: RecordPayload[], deadline: () => number, chunkSize = 512): Promise<SignedRecord[]> {
-	const signed: SignedRecord[] = [];
-	for (let start = 0; start < records.length; start += chunkSize) {
-		if (Date.now() >= deadline()) throw new LeaseDeadlineError(signed.length, records.length);
-		const chunk = records.slice(start, start + chunkSize);
-		const jwss = await Promise.all(chunk.map(record => signRecord(key, keyId, record)));
-		const finishedAt = Date.now();
-		if (finishedAt >= deadline()) throw new LeaseDeadlineError(signed.length, records.length);
-		const signedAt = new Date(finishedAt).toISOString();
-		for (let i = 0; i < chunk.length; i++) signed.push({ recordId: chunk[i].id, jws: jwss[i], signedAt });
-	}
-	return signed;
+/** Signs a chunk at once: WebCrypto runs the Ed25519 work on libuv's thread pool. */
+export function signChunk(key: CryptoKey, keyId: string, records: RecordPayload[]): Promise<string[]> {
+	return Promise.all(records.map(record => signRecord(key, keyId, record)));
 }
