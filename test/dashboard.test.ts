@@ -1,0 +1,75 @@
+/** The dashboard in headless Chromium during a real run: progress to 100%, one heat-map cell per key, the audit verdict. */
+import fs from "node:fs";
+import path from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { request, startApiSystem, type ApiSystem } from "./support/http";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARTIFACTS = path.join(__dirname, "..", "test-artifacts");
+
+describe("dashboard", () => {
+	let system: ApiSystem;
+	let browser: Browser;
+
+	beforeAll(async () => {
+		if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+		[system, browser] = await Promise.all([
+			startApiSystem({ records: 4000, keys: 6, window: 2 }),
+			chromium.launch({
+				executablePath: CHROMIUM,
+				args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+			})
+		]);
+	});
+	afterAll(async () => {
+		await browser?.close();
+		await system?.stop();
+	});
+
+	test("shows progress reaching 100% during a run, a cell per key, and the audit verdict", async () => {
+		const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+		const pageErrors: string[] = [];
+		page.on("pageerror", err => pageErrors.push(err.message));
+		await page.goto(system.baseUrl + "/");
+		await page.waitForFunction(() => document.querySelectorAll("#heatmap .key-cell").length === 6);
+
+		// Record every value the progress bar shows, to see it move rather than jump to the end.
+		await page.evaluate(() => {
+			const seen: string[] = [];
+			(window as unknown as { seen: string[] }).seen = seen;
+			new MutationObserver(() => seen.push(document.getElementById("progress")!.getAttribute("aria-valuenow")!)).observe(document.getElementById("progress")!, { attributes: true });
+		});
+
+		const completion = system.nextCompletion();
+		const started = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await system.token() });
+		expect(started.status).toBe(202);
+		await completion;
+
+		await page.waitForFunction(() => document.getElementById("progress-text")!.textContent!.startsWith("100.0%"), undefined, { timeout: 10_000 });
+		expect(await page.textContent("#progress-text")).toContain("4,000 / 4,000");
+		expect(await page.getAttribute("#progress", "aria-valuenow")).toBe("100.0");
+		const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen.map(Number));
+		expect(seen.some(v => v > 0 && v < 100)).toBe(true);
+
+		await page.waitForSelector("#audit[data-verdict]", { timeout: 15_000 });
+		expect(await page.getAttribute("#audit", "data-verdict")).toBe("passed");
+		expect(await page.textContent("#run-status")).toBe("completed");
+
+		const cells = await page.$$eval("#heatmap .key-cell", nodes => nodes.map(n => ({ keyId: (n as HTMLElement).dataset.keyId, uses: Number((n as HTMLElement).dataset.uses) })));
+		expect(cells).toHaveLength(6);
+		expect(new Set(cells.map(c => c.keyId)).size).toBe(6);
+		expect(cells.reduce((sum, c) => sum + c.uses, 0)).toBeGreaterThanOrEqual(400);
+		expect(await page.$$eval("#batches tbody tr", rows => rows.length)).toBeGreaterThan(0);
+		expect(await page.getAttribute("#throughput-line", "points")).not.toBe("");
+
+		fs.mkdirSync(ARTIFACTS, { recursive: true });
+		await page.screenshot({ path: path.join(ARTIFACTS, "dashboard.png"), fullPage: true });
+		expect(pageErrors).toEqual([]);
+
+		const docs = await browser.newPage();
+		await docs.goto(system.baseUrl + "/docs/");
+		await docs.waitForSelector("#startRun");
+		expect(await docs.$$eval("#operations section", s => s.length)).toBeGreaterThanOrEqual(14);
+		await docs.screenshot({ path: path.join(ARTIFACTS, "docs.png"), fullPage: true });
+	});
+});
