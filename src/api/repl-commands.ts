@@ -1,0 +1,52 @@
+/**
+ * Custom commands for the Moleculer REPL (`replOptions.customCommands` in the broker options):
+ * `progress` prints the signing progress, live until the run ends (or once with --once).
+ */
+import type { ServiceBroker } from "moleculer";
+
+interface Snapshot {
+	runId: string | null;
+	status: string;
+	records: number;
+	signed: number;
+	recordsPerSecond: number;
+	elapsedSeconds: number;
+}
+
+export function progressLine(s: Snapshot): string {
+	if (!s.runId) return "no run yet";
+	const percent = s.records ? ((s.signed / s.records) * 100).toFixed(1) : "100.0";
+	return `${s.runId} ${s.status}: ${percent}% ${s.signed}/${s.records} records, ${s.recordsPerSecond} records/s, ${s.elapsedSeconds.toFixed(1)} s`;
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
+export interface ReplCommand {
+	command: string;
+	description: string;
+	options?: Array<{ option: string; description: string }>;
+	action(broker: ServiceBroker, args: { options: Record<string, unknown> }): Promise<void>;
+}
+
+/** Writes to the REPL's terminal: the REPL is an operator's console, not a service. */
+export function replCommands(write: (line: string) => void = line => process.stdout.write(`${line}\n`)): ReplCommand[] {
+	return [
+		{
+			command: "progress",
+			description: "Signing progress from metrics.snapshot, live until the run ends",
+			options: [
+				{ option: "--once", description: "print one line and return" },
+				{ option: "--interval <ms>", description: "milliseconds between lines (default 500)" }
+			],
+			async action(broker, args) {
+				const interval = Math.max(100, Number(args.options.interval ?? 500) || 500);
+				for (;;) {
+					const snapshot = await broker.call<Snapshot>("metrics.snapshot");
+					write(progressLine(snapshot));
+					if (args.options.once || snapshot.status !== "running") return;
+					await sleep(interval);
+				}
+			}
+		}
+	];
+}
