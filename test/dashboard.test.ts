@@ -31,31 +31,32 @@ describe("dashboard", () => {
 		const pageErrors: string[] = [];
 		page.on("pageerror", err => pageErrors.push(err.message));
 		await page.goto(system.baseUrl + "/");
-		await page.waitForFunction(() => document.querySelectorAll("#heatmap .key-cell").length === 6);
+		// Browser-side code as strings: this project's TypeScript has no DOM types.
+		await page.waitForFunction(`document.querySelectorAll("#heatmap .key-cell").length === 6`);
 
 		// Record every value the progress bar shows, to see it move rather than jump to the end.
-		await page.evaluate(() => {
-			const seen: string[] = [];
-			(window as unknown as { seen: string[] }).seen = seen;
-			new MutationObserver(() => seen.push(document.getElementById("progress")!.getAttribute("aria-valuenow")!)).observe(document.getElementById("progress")!, { attributes: true });
-		});
+		await page.evaluate(`
+			window.seen = [];
+			new MutationObserver(() => window.seen.push(document.getElementById("progress").getAttribute("aria-valuenow")))
+				.observe(document.getElementById("progress"), { attributes: true });
+		`);
 
 		const completion = system.nextCompletion();
 		const started = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await system.token() });
 		expect(started.status).toBe(202);
 		await completion;
 
-		await page.waitForFunction(() => document.getElementById("progress-text")!.textContent!.startsWith("100.0%"), undefined, { timeout: 10_000 });
+		await page.waitForFunction(`document.getElementById("progress-text").textContent.startsWith("100.0%")`, undefined, { timeout: 10_000 });
 		expect(await page.textContent("#progress-text")).toContain("4,000 / 4,000");
 		expect(await page.getAttribute("#progress", "aria-valuenow")).toBe("100.0");
-		const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen.map(Number));
+		const seen = (await page.evaluate(`window.seen.map(Number)`)) as number[];
 		expect(seen.some(v => v > 0 && v < 100)).toBe(true);
 
 		await page.waitForSelector("#audit[data-verdict]", { timeout: 15_000 });
 		expect(await page.getAttribute("#audit", "data-verdict")).toBe("passed");
 		expect(await page.textContent("#run-status")).toBe("completed");
 
-		const cells = await page.$$eval("#heatmap .key-cell", nodes => nodes.map(n => ({ keyId: (n as HTMLElement).dataset.keyId, uses: Number((n as HTMLElement).dataset.uses) })));
+		const cells = await page.$$eval("#heatmap .key-cell", nodes => nodes.map(n => ({ keyId: n.getAttribute("data-key-id"), uses: Number(n.getAttribute("data-uses")) })));
 		expect(cells).toHaveLength(6);
 		expect(new Set(cells.map(c => c.keyId)).size).toBe(6);
 		expect(cells.reduce((sum, c) => sum + c.uses, 0)).toBeGreaterThanOrEqual(400);
