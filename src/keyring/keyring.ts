@@ -196,6 +196,22 @@ export class Keyring {
 		});
 	}
 
+	/**
+	 * Turns away the waiting acquires of `holder` (its node left the cluster): a key granted
+	 * to a node that is gone would sit idle until its lease expired.
+	 */
+	dropWaiters(holder: string): number {
+		let dropped = 0;
+		for (const waiter of this.waiters) {
+			if (waiter.holder !== holder) continue;
+			this.waiters.delete(waiter);
+			if (waiter.timer) clearTimeout(waiter.timer);
+			waiter.reject(new Errors.MoleculerRetryableError(`${holder} left the cluster while waiting for a key; no key was granted`, 503, "HOLDER_GONE", { holder }));
+			dropped++;
+		}
+		return dropped;
+	}
+
 	// ------------------------------------------------------------ public views
 
 	jwks(): { keys: JWK[] } {

@@ -1,0 +1,115 @@
+/**
+ * One keyring only: a second keyring on the same embedded store is refused by the lock file
+ * (a stale lock of a dead process is taken over), and keyring nodes on one NATS namespace
+ * elect exactly one active keyring, even when they start at the same moment.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import KeyringService from "../services/keyring.service";
+import { brokerOptions } from "../src/broker-options";
+import { loadConfig } from "../src/config";
+import { LOCK_FILE } from "../src/keyring/store-lock";
+import { startNatsServer, type NatsServer } from "./support/nats-server";
+
+const running: ServiceBroker[] = [];
+afterEach(async () => {
+	while (running.length) await running.pop()!.stop().catch(() => undefined);
+});
+
+function keyringBroker(options: { dataDir?: string; transporter?: string; namespace?: string; nodeID?: string; settleMs?: number } = {}): ServiceBroker {
+	const config = loadConfig({ DATA_DIR: "", TRANSPORTER: options.transporter ?? "", NAMESPACE: options.namespace ?? "keyring-test", KEYS: "3" });
+	const broker = new ServiceBroker(brokerOptions(config, { nodeID: options.nodeID ?? `keyring-test-${running.length}`, logLevel: false }));
+	broker.createService({
+		name: "keyring",
+		mixins: [KeyringService],
+		settings: { dataDir: options.dataDir ?? "", mongoUri: null, masterKey: null, keys: 3, sweepIntervalMs: 0, electionSettleMs: options.settleMs ?? 1_000 }
+	} as ServiceSchema);
+	running.push(broker);
+	return broker;
+}
+
+/** The pid of a process that has exited: nobody holds it now. */
+function deadPid(): Promise<number> {
+	const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+	return new Promise(resolve => child.once("exit", () => resolve(child.pid!)));
+}
+
+describe("one keyring per embedded store", () => {
+	let dataDir: string;
+	beforeEach(() => {
+		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "keyring-lock-"));
+	});
+	afterEach(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+
+	test("a second keyring on the same DATA_DIR is refused while the first runs, and starts once it stopped", async () => {
+		const first = keyringBroker({ dataDir });
+		await first.start();
+		const holder = JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8"));
+		expect(holder).toMatchObject({ pid: process.pid, nodeID: first.nodeID });
+
+		const second = keyringBroker({ dataDir });
+		await expect(second.start()).rejects.toThrow(/keyring store .* is in use by another keyring \(pid \d+ .*node keyring-test-0/);
+		await second.stop();
+		// The refused one left the lock alone.
+		expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8")).token).toBe(holder.token);
+
+		await first.stop();
+		expect(fs.existsSync(path.join(dataDir, LOCK_FILE))).toBe(false);
+		const third = keyringBroker({ dataDir });
+		await third.start();
+		expect(await third.call("keyring.status")).toMatchObject({ keys: 3 });
+	});
+
+	test("a lock held by another live process refuses the keyring before it opens (or seeds) the store", async () => {
+		const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], { stdio: "ignore" });
+		try {
+			fs.writeFileSync(path.join(dataDir, LOCK_FILE), JSON.stringify({ pid: other.pid, nodeID: "elsewhere", hostname: os.hostname(), since: new Date().toISOString(), token: "other" }));
+			const refused = keyringBroker({ dataDir });
+			await expect(refused.start()).rejects.toThrow(new RegExp(`in use by another keyring \\(pid ${other.pid} .*node elsewhere`));
+			expect(fs.readdirSync(dataDir).sort()).toEqual([LOCK_FILE]);
+		} finally {
+			other.kill("SIGKILL");
+		}
+	});
+
+	test("a stale lock left by a killed keyring is taken over", async () => {
+		fs.writeFileSync(path.join(dataDir, LOCK_FILE), JSON.stringify({ pid: await deadPid(), nodeID: "killed", hostname: os.hostname(), since: new Date().toISOString(), token: "stale" }));
+		const keyring = keyringBroker({ dataDir });
+		await keyring.start();
+		expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8"))).toMatchObject({ pid: process.pid, nodeID: keyring.nodeID });
+	});
+});
+
+describe("one active keyring per NATS namespace", () => {
+	let nats: NatsServer;
+	beforeAll(async () => {
+		nats = await startNatsServer();
+	});
+	afterAll(async () => {
+		await nats?.stop();
+	});
+
+	test("two keyrings starting at the same moment: exactly one serves, the other refuses and says which", async () => {
+		const namespace = `election-${Date.now()}`;
+		const a = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-a" });
+		const b = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-b" });
+		const outcomes = await Promise.all([a.start().then(() => "active", (err: Error) => err.message), b.start().then(() => "active", (err: Error) => err.message)]);
+		expect(outcomes.filter(o => o === "active")).toHaveLength(1);
+		// Same moment: the lower node id wins the tie.
+		expect(outcomes[0]).toBe("active");
+		expect(outcomes[1]).toMatch(/refuses to start: keyring node 'keyring-a' (is claiming too and its node id sorts first|claimed at the same time|is already active)/);
+
+		// A third, later: refused because one is active; signers only ever see the first.
+		const c = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-0-late" });
+		await expect(c.start()).rejects.toThrow(/keyring node 'keyring-a' is already active on NATS namespace/);
+		const client = new ServiceBroker(brokerOptions(loadConfig({ DATA_DIR: "", TRANSPORTER: nats.url, NAMESPACE: namespace }), { nodeID: "client", logLevel: false }));
+		running.push(client);
+		await client.start();
+		await client.waitForServices("keyring", 10_000);
+		const offering = client.registry.getServiceList({ onlyAvailable: true }).filter(s => s.name === "keyring").map(s => s.nodeID);
+		expect(offering).toEqual(["keyring-a"]);
+	});
+});
