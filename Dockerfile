@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# One image for every role: SERVICES picks the services a container runs
+# (keyring | api,batcher,records,metrics | signer); unset runs them all in one node.
+
+# Pinned to a patch release of Node 22 (package.json engines: >=22); bump deliberately.
+ARG NODE_IMAGE=node:22.23.2-bookworm-slim
+
+# ---- build: compile the TypeScript with the dev dependencies -------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: the build needs no install scripts (skips the `node` binary download).
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json moleculer.config.ts ./
+COPY src ./src
+COPY mixins ./mixins
+COPY services ./services
+# Called through node directly: node_modules/.bin/node (the dev dependency) is not installed here.
+RUN node node_modules/typescript/bin/tsc -p tsconfig.json
+
+# ---- runtime: production dependencies and the compiled JavaScript only ---------------
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    SERVICEDIR=dist/services \
+    DATA_DIR=/data \
+    PORT=3000 \
+    HEALTH_PORT=3001 \
+    METRICS_PORT=3030
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist/moleculer.config.js ./dist/moleculer.config.js
+COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/dist/mixins ./dist/mixins
+COPY --from=build /app/dist/services ./dist/services
+# The gateway's dashboard and API docs (served from /app/public, beside dist/).
+COPY public ./public
+# The embedded store's folder, writable by the runtime user (unused when MONGO_URI is set).
+RUN mkdir -p /data && chown 1000:1000 /data
+# The `node` user of the official image, numeric so Kubernetes can verify runAsNonRoot.
+USER 1000:1000
+EXPOSE 3000 3001 3030
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HEALTH_PORT || 3001) + '/health/ready').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Exec form, no shell and no npm: node is PID 1 and gets SIGTERM, so the broker drains and stops.
+# SERVICEDIR (above) is where moleculer-runner resolves the SERVICES names.
+CMD ["node", "node_modules/moleculer/bin/moleculer-runner.js", "--config", "dist/moleculer.config.js"]

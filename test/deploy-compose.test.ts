@@ -1,0 +1,210 @@
+/**
+ * docker-compose.yml, checked without Docker: parsed and held to what the deployment promises
+ * (pinned images, health checks, one keyring, scalable signers, MongoDB and NATS wired in,
+ * no secret committed). `docker compose config` runs too where a compose CLI is installed.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parse } from "yaml";
+
+const ROOT = path.resolve(__dirname, "..");
+const COMPOSE_FILE = path.join(ROOT, "docker-compose.yml");
+
+interface ComposeService {
+	image?: string;
+	build?: unknown;
+	command?: string[] | string;
+	environment?: Record<string, string | number | null>;
+	healthcheck?: { test?: string[] | string; disable?: boolean };
+	depends_on?: Record<string, { condition?: string }>;
+	deploy?: { replicas?: number };
+	container_name?: string;
+	ports?: string[];
+	volumes?: string[];
+	restart?: string;
+	stop_grace_period?: string;
+}
+interface ComposeFile {
+	services: Record<string, ComposeService>;
+	volumes?: Record<string, unknown>;
+}
+
+const compose = parse(fs.readFileSync(COMPOSE_FILE, "utf8"), { merge: true }) as ComposeFile;
+const services = compose.services;
+const env = (name: string): Record<string, string> =>
+	Object.fromEntries(Object.entries(services[name]?.environment ?? {}).map(([key, value]) => [key, String(value)]));
+/** Long-running nodes of the app: the ones with a role. */
+const roleServices = Object.entries(services).filter(([, service]) => service.environment?.SERVICES !== undefined);
+const roleOf = (name: string) => String(services[name].environment!.SERVICES);
+
+/** Seconds of a compose duration such as "45s" or "1m30s". */
+function seconds(duration: string | undefined): number {
+	if (!duration) return 10; // compose's default stop grace period
+	let total = 0;
+	for (const [, value, unit] of duration.matchAll(/(\d+(?:\.\d+)?)(h|m|s|ms)/g))
+		total += Number(value) * { h: 3600, m: 60, s: 1, ms: 0.001 }[unit as "h" | "m" | "s" | "ms"];
+	return total;
+}
+
+describe("docker-compose.yml", () => {
+	test("has NATS, MongoDB, the keyring, the api node, signers and the one-shot run", () => {
+		expect(Object.keys(services).sort()).toEqual(["api", "keyring", "mongo", "nats", "run", "signer"]);
+		expect(roleServices.map(([name]) => name).sort()).toEqual(["api", "keyring", "signer"]);
+		expect(roleOf("keyring")).toBe("keyring");
+		expect(roleOf("api").split(",").sort()).toEqual(["api", "batcher", "metrics", "records"]);
+		expect(roleOf("signer")).toBe("signer");
+	});
+
+	test("every image is pinned to an exact version, never latest", () => {
+		const ownVersion = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")).version as string;
+		for (const [name, service] of Object.entries(services)) {
+			expect({ name, image: service.image }).toEqual({ name, image: expect.stringMatching(/^[a-z0-9./-]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?$/) });
+			expect(service.image).not.toMatch(/:latest$/);
+		}
+		expect(services.nats.image).toMatch(/^nats:2\.\d+\.\d+/);
+		expect(services.mongo.image).toMatch(/^mongo:\d+\.\d+\.\d+$/);
+		// The app's image carries the package version and is built from the Dockerfile here.
+		for (const [name, service] of roleServices) {
+			expect({ name, image: service.image }).toEqual({ name, image: `record-signer:${ownVersion}` });
+			expect(service.build).toBeDefined();
+		}
+	});
+
+	test("the MongoDB server is one the installed driver supports", () => {
+		// mongodb 3.x declares the newest server line it speaks; 4.x and later dropped the constant.
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		const driverVersion = require("mongodb/package.json").version as string;
+		const [serverMajor, serverMinor] = services.mongo.image!.split(":")[1].split(".").map(Number);
+		if (driverVersion.startsWith("3.")) {
+			// eslint-disable-next-line @typescript-eslint/no-require-imports
+			const { MAX_SUPPORTED_SERVER_VERSION } = require("mongodb/lib/core/wireprotocol/constants") as { MAX_SUPPORTED_SERVER_VERSION: string };
+			const [maxMajor, maxMinor] = MAX_SUPPORTED_SERVER_VERSION.split(".").map(Number);
+			expect(serverMajor * 100 + serverMinor).toBeLessThanOrEqual(maxMajor * 100 + maxMinor);
+		}
+		expect(serverMajor).toBeGreaterThanOrEqual(4);
+	});
+
+	test("every long-running service has a health check; NATS and MongoDB are waited for until healthy", () => {
+		for (const [name, service] of Object.entries(services)) {
+			if (service.restart === "no") continue; // the one-shot run exits by design
+			expect({ name, disabled: service.healthcheck?.disable ?? false }).toEqual({ name, disabled: false });
+			expect({ name, test: service.healthcheck?.test }).toEqual({ name, test: expect.arrayContaining(["CMD"]) });
+		}
+		for (const [name, service] of roleServices) {
+			expect({ name, nats: service.depends_on?.nats?.condition }).toEqual({ name, nats: "service_healthy" });
+			// App nodes report ready on the health route every role serves.
+			expect(JSON.stringify(service.healthcheck?.test)).toContain("/health/ready");
+			expect(env(name).HEALTH_PORT).toBe("3001");
+		}
+		for (const name of ["keyring", "api"]) expect(services[name].depends_on?.mongo?.condition).toBe("service_healthy");
+		expect(Object.keys(services.run.depends_on ?? {}).sort()).toEqual(["api", "keyring", "signer"]);
+	});
+
+	test("exactly one keyring, several signers", () => {
+		// A fixed container_name makes compose refuse to scale the service past one.
+		expect(services.keyring.container_name).toBeTruthy();
+		expect(services.keyring.deploy?.replicas ?? 1).toBe(1);
+		// The batcher on the api node is single too.
+		expect(services.api.container_name).toBeTruthy();
+		expect(services.signer.container_name).toBeUndefined();
+		expect(services.signer.deploy?.replicas).toBeGreaterThanOrEqual(2);
+		// Host ports on a scaled service would collide.
+		expect(services.signer.ports).toBeUndefined();
+	});
+
+	test("MONGO_URI and TRANSPORTER point at the compose servers", () => {
+		for (const [name] of roleServices) expect({ name, transporter: env(name).TRANSPORTER }).toEqual({ name, transporter: "nats://nats:4222" });
+		expect(env("run").TRANSPORTER).toBe("nats://nats:4222");
+		// Data owners use MongoDB; the stateless signer gets no database at all.
+		expect(env("keyring").MONGO_URI).toMatch(/^mongodb:\/\/mongo:27017\/\w+$/);
+		expect(env("api").MONGO_URI).toBe(env("keyring").MONGO_URI);
+		expect(env("signer").MONGO_URI).toBeUndefined();
+		expect(compose.volumes).toHaveProperty("mongo-data");
+		// The gateway keeps its token secret and webhook key in DATA_DIR: a volume, so restarts keep them.
+		expect(services.api.volumes).toContain(`api-data:${runtimeDataDir()}`);
+	});
+
+	test("nodes get longer to stop than the broker's shutdown timeout", () => {
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		const { brokerOptions } = require("../src/broker-options") as typeof import("../src/broker-options");
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		const { loadConfig } = require("../src/config") as typeof import("../src/config");
+		const tracking = brokerOptions(loadConfig({})).tracking as { shutdownTimeout: number };
+		expect(tracking.shutdownTimeout).toBeGreaterThan(0);
+		for (const [name, service] of roleServices)
+			expect({ name, graceOver: seconds(service.stop_grace_period) > tracking.shutdownTimeout / 1000 }).toEqual({ name, graceOver: true });
+	});
+
+	test("no secret value is committed: the master key comes from the uncommitted .env", () => {
+		const secretName = /(^|_)(KEY|SECRET|PASSWORD|PASS|TOKEN|CREDENTIALS?)$/i;
+		for (const [name, service] of Object.entries(services))
+			for (const [key, value] of Object.entries(service.environment ?? {})) {
+				if (secretName.test(key)) expect({ name, key, value }).toEqual({ name, key, value: expect.stringMatching(/^\$\{[A-Z_]+(:\?[^}]*|:-)?\}$/) });
+				// No user:password@ inside a connection URL either.
+				expect({ name, key, credentialsInUrl: /:\/\/[^/@\s]+:[^/@\s]+@/.test(String(value)) }).toEqual({ name, key, credentialsInUrl: false });
+			}
+		// Required: compose stops with a message instead of starting a keyring without its key.
+		expect(env("keyring").KEYRING_MASTER_KEY).toMatch(/^\$\{KEYRING_MASTER_KEY:\?.+\}$/);
+		// Only the keyring ever sees it.
+		for (const [name] of Object.entries(services)) if (name !== "keyring") expect(env(name).KEYRING_MASTER_KEY).toBeUndefined();
+
+		const example = fs.readFileSync(path.join(ROOT, ".env.example"), "utf8");
+		expect(example).toMatch(/^KEYRING_MASTER_KEY=$/m);
+		for (const line of example.split("\n").filter(l => /^[A-Z_]+=/.test(l)))
+			if (secretName.test(line.split("=")[0])) expect(line).toMatch(/=$/);
+		// .env is ignored by git and not in the repository.
+		expect(spawnSync("git", ["check-ignore", "-q", ".env"], { cwd: ROOT }).status).toBe(0);
+		expect(execFileSync("git", ["ls-files", ".env", "secrets", "k8s/secrets"], { cwd: ROOT, encoding: "utf8" }).trim()).toBe("");
+	});
+
+	test("the image build context leaves local state and secrets out", () => {
+		const ignore = fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n").map(l => l.trim()).filter(l => l && !l.startsWith("#"));
+		// Deny everything, then allow only the build inputs: .env, data/ and node_modules/ never go in.
+		expect(ignore[0]).toBe("*");
+		const allowed = ignore.filter(l => l.startsWith("!")).map(l => l.slice(1).replace(/\/$/, ""));
+		expect(allowed.sort()).toEqual(["mixins", "moleculer.config.ts", "package-lock.json", "package.json", "public", "services", "src", "tsconfig.json"]);
+	});
+
+	// The one sub-check that needs a tool: the compose CLI's own validation. Everything above runs everywhere.
+	const composeCli = findComposeCli();
+	(composeCli ? test : test.skip)(`${composeCli ? composeCli.join(" ") : "docker compose (not installed, skipped)"} config accepts the file`, () => {
+		const [command, ...prefix] = composeCli!;
+		// An empty env file keeps a developer's real .env out of the check.
+		const emptyEnvFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "compose-")), "empty.env");
+		fs.writeFileSync(emptyEnvFile, "");
+		const check = (extraEnv: Record<string, string | undefined>) => spawnSync(command, [...prefix, "--env-file", emptyEnvFile, "-f", COMPOSE_FILE, "config", "-q"], {
+			cwd: ROOT,
+			encoding: "utf8",
+			env: { ...withoutKey(process.env), ...extraEnv, COMPOSE_PROJECT_NAME: "record-signer-test" }
+		});
+		const valid = check({ KEYRING_MASTER_KEY: Buffer.alloc(32, 7).toString("base64") });
+		expect({ status: valid.status, stderr: valid.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
+		const missingKey = check({});
+		expect(missingKey.status).not.toBe(0);
+		expect(missingKey.stderr).toContain("KEYRING_MASTER_KEY");
+	});
+});
+
+/** DATA_DIR as the Dockerfile's runtime stage sets it. */
+function runtimeDataDir(): string {
+	const match = /\bDATA_DIR=(\S+)/.exec(fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8"));
+	if (!match) throw new Error("the Dockerfile sets no DATA_DIR");
+	return match[1];
+}
+
+function withoutKey(source: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+	const copy = { ...source };
+	delete copy.KEYRING_MASTER_KEY;
+	return copy;
+}
+
+/** `docker compose` (v2 plugin) or `docker-compose` (v1, Debian's package), whichever works. */
+function findComposeCli(): string[] | null {
+	for (const candidate of [["docker", "compose"], ["docker-compose"]]) {
+		const probe = spawnSync(candidate[0], [...candidate.slice(1), "version"], { encoding: "utf8" });
+		if (probe.status === 0) return candidate;
+	}
+	return null;
+}
