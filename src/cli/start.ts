@@ -93,7 +93,7 @@ export async function runJob(config: AppConfig): Promise<number> {
 	for (const violation of verdict.violations) console.log(`  VIOLATION ${violation.rule}: ${violation.message}`);
 	const progress = await broker.call<Progress>("records.progress");
 	const allSigned = progress.signed === progress.records;
-	console.log(`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violations.length} violations`);
+	console.log(`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violationCount} violations`);
 	await broker.stop();
 	return outcome.status === "completed" && allSigned && verdict.ok ? 0 : 1;
 }

@@ -10,6 +10,12 @@ import type { CryptoKey } from "jose";
 import { LeaseDeadlineError, type RecordPayload } from "./jws";
 import type { SignTask, SignTaskResult } from "./sign.worker";
 
+/**
+ * A signing thread holds one chunk at a time; small heaps make V8 collect its short-lived
+ * garbage early instead of growing each thread's heap by a hundred megabytes.
+ */
+export const SIGNING_THREAD_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 };
+
 export interface SignedRecord {
 	recordId: string;
 	jws: string;
@@ -24,7 +30,7 @@ export class SignPool {
 		this.threads = Math.max(1, threads);
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
 		const worker = path.join(__dirname, `sign.worker${path.extname(__filename)}`);
-		this.pool = new Piscina({ filename: worker, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000 });
+		this.pool = new Piscina({ filename: worker, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, resourceLimits: SIGNING_THREAD_LIMITS });
 	}
 
 	/**
