@@ -1,0 +1,405 @@
+/**
+ * The system as it runs in production, on one machine: a nats-server, then one OS process
+ * per role, each started with the documented moleculer-runner command line on the build
+ * (`SERVICEDIR=dist/services SERVICES=<role> moleculer-runner --config dist/moleculer.config.js`)
+ * and its own DATA_DIR, so no two processes ever open the same store files:
+ *
+ *   keyring   SERVICES=keyring                   DATA_DIR=<root>/keyring
+ *   main      SERVICES=records,batcher,metrics   DATA_DIR=<root>/main
+ *   signer-N  SERVICES=signer                    (no store)
+ *
+ * `npm run cluster`, the cluster tests and the benchmark share it: start, wait until every
+ * role's node offers its services, kill / pause / restart one role, stop everything.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ServiceBroker } from "moleculer";
+import { brokerOptions } from "../broker-options";
+import { loadConfig } from "../config";
+import { Events, type RunCompletedEvent, type RunDoc } from "../contract";
+import { freePort, startNatsServer, type NatsServer } from "./nats-server";
+
+export type RoleKind = "keyring" | "main" | "signer";
+
+/** What each role's process runs: the `SERVICES` value of its moleculer-runner command. */
+export const ROLE_SERVICES: Record<RoleKind, string[]> = {
+	keyring: ["keyring"],
+	main: ["records", "batcher", "metrics"],
+	signer: ["signer"]
+};
+
+export interface RoleExit {
+	code: number | null;
+	signal: NodeJS.Signals | null;
+}
+
+export interface RoleProcess {
+	/** Stable across restarts: `keyring`, `main`, `signer-1`, ... */
+	readonly name: string;
+	readonly kind: RoleKind;
+	/** 1 for the first process of this role, +1 per restart. */
+	readonly generation: number;
+	/** The Moleculer node id; a restarted role gets a new one (`signer-2.g2`). */
+	readonly nodeID: string;
+	readonly dataDir: string;
+	readonly pid: number;
+	readonly child: ChildProcess;
+	readonly metricsPort: number;
+	readonly logFile: string;
+	readonly exited: Promise<RoleExit>;
+	/** True until the process has exited. */
+	running(): boolean;
+	/** Its stdout and stderr so far (the last 256 KB). */
+	output(): string;
+}
+
+export interface ClusterOptions {
+	/** The cluster's folder: each role's DATA_DIR and the logs go under it. */
+	root: string;
+	/** Signer processes; 3 by default. */
+	signers?: number;
+	/** Environment for every role on top of this process's (RECORDS, KEYS, BATCH_SIZE, LEASE_TTL_MS, ...). */
+	env?: Record<string, string | undefined>;
+	/** Join this NATS instead of starting a nats-server. */
+	transporter?: string;
+	namespace?: string;
+	/** LOG_LEVEL of the role processes (default: the env's, else "info"). */
+	logLevel?: string;
+	/** Every line a role prints, as it comes (the CLI shows warnings with it). */
+	onLine?: (role: RoleProcess, line: string) => void;
+}
+
+export class ClusterError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "ClusterError";
+	}
+}
+
+const OUTPUT_LIMIT = 256 * 1024;
+
+/**
+ * Documents per `page` call over NATS: a reply must fit nats-server's 1 MB max_payload, and
+ * a page of 5000 signatures (~300 bytes each) does not.
+ */
+export const NATS_PAGE = 1000;
+const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
+
+/** The project folder (with package.json): the launcher runs from src/ under jest and from dist/. */
+export function projectRoot(from = __dirname): string {
+	for (let dir = from; ; dir = path.dirname(dir)) {
+		if (fs.existsSync(path.join(dir, "package.json"))) return dir;
+		if (path.dirname(dir) === dir) throw new ClusterError(`no package.json above ${from}`);
+	}
+}
+
+/** Polls `check` until it returns a value other than false/undefined/null, or throws on timeout. */
+export async function until<T>(what: string, timeoutMs: number, check: () => T | false | null | undefined | Promise<T | false | null | undefined>, intervalMs = 100): Promise<T> {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const value = await check();
+		if (value !== false && value !== null && value !== undefined) return value;
+		if (Date.now() > deadline) throw new ClusterError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+		await sleep(intervalMs);
+	}
+}
+
+/** Children of every cluster in this process: killed if the process exits without stopping them. */
+const allChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function killOrphansOnExit(): void {
+	if (exitHookInstalled) return;
+	exitHookInstalled = true;
+	process.once("exit", () => {
+		for (const child of allChildren) {
+			try {
+				child.kill("SIGKILL");
+			} catch {
+				// already gone
+			}
+		}
+	});
+}
+
+export class Cluster {
+	private readonly roles = new Map<string, RoleProcess>();
+	private client: ServiceBroker | null = null;
+	private readonly completions: Array<(event: RunCompletedEvent & { status: string; error?: string }) => void> = [];
+	private stopped = false;
+	readonly root: string;
+	readonly logDir: string;
+	readonly namespace: string;
+	readonly projectDir = projectRoot();
+
+	private constructor(private readonly options: ClusterOptions, readonly transporter: string, readonly nats: NatsServer | null) {
+		this.root = path.resolve(options.root);
+		this.logDir = path.join(this.root, "logs");
+		this.namespace = options.namespace ?? "signing";
+	}
+
+	/**
+	 * Starts nats-server (unless `transporter` is given), the keyring, the main node and the
+	 * signers, without waiting for them: `ready()` does that.
+	 */
+	static async start(options: ClusterOptions): Promise<Cluster> {
+		const projectDir = projectRoot();
+		for (const file of ["dist/moleculer.config.js", "dist/services/keyring.service.js"])
+			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
+		const nats = options.transporter ? null : await startNatsServer();
+		const cluster = new Cluster(options, options.transporter ?? nats!.url, nats);
+		fs.mkdirSync(cluster.logDir, { recursive: true });
+		try {
+			await cluster.startRole("keyring", "keyring");
+			await cluster.startRole("main", "main");
+			for (let i = 1; i <= (options.signers ?? 3); i++) await cluster.startRole("signer", `signer-${i}`);
+		} catch (err) {
+			await cluster.stop();
+			throw err;
+		}
+		return cluster;
+	}
+
+	// ------------------------------------------------------------ roles
+
+	role(name: string): RoleProcess {
+		const role = this.roles.get(name);
+		if (!role) throw new ClusterError(`no role ${name} (have ${[...this.roles.keys()].join(", ")})`);
+		return role;
+	}
+
+	/** Every role, current generation, in start order. */
+	list(): RoleProcess[] {
+		return [...this.roles.values()];
+	}
+
+	signers(): RoleProcess[] {
+		return this.list().filter(role => role.kind === "signer");
+	}
+
+	/** The moleculer-runner command line of a role, as README documents it. */
+	command(): { file: string; args: string[] } {
+		const runner = path.join(path.dirname(require.resolve("moleculer")), "bin", "moleculer-runner.js");
+		return { file: process.execPath, args: ["--disable-warning=DEP0174", runner, "--config", path.join(this.projectDir, "dist", "moleculer.config.js")] };
+	}
+
+	/**
+	 * Starts a process for role `name` (a new generation if it ran before). `kind` defaults to
+	 * the name's; `env` adds to the cluster's (e.g. a second keyring on its own DATA_DIR).
+	 */
+	async startRole(kind: RoleKind, name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
+		if (this.stopped) throw new ClusterError("the cluster is stopped");
+		const previous = this.roles.get(name);
+		if (previous?.running()) throw new ClusterError(`${name} is still running (pid ${previous.pid})`);
+		const generation = (previous?.generation ?? 0) + 1;
+		const nodeID = generation === 1 ? name : `${name}.g${generation}`;
+		const dataDir = env.DATA_DIR ?? path.join(this.root, name);
+		const metricsPort = await freePort();
+		const healthPort = await freePort();
+		const cores = os.availableParallelism();
+		const childEnv: NodeJS.ProcessEnv = {
+			...process.env,
+			...this.options.env,
+			LOG_LEVEL: this.options.logLevel ?? this.options.env?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? "info",
+			// WebCrypto's Ed25519 runs on libuv's pool (4 threads by default): as many as there are cores.
+			...(kind === "signer" && !process.env.UV_THREADPOOL_SIZE ? { UV_THREADPOOL_SIZE: String(Math.max(4, cores)) } : {}),
+			...env,
+			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
+			SERVICES: ROLE_SERVICES[kind].join(","),
+			TRANSPORTER: this.transporter,
+			NAMESPACE: this.namespace,
+			NODE_ID: nodeID,
+			DATA_DIR: dataDir,
+			METRICS_PORT: String(metricsPort),
+			HEALTH_PORT: String(healthPort)
+		};
+		const { file, args } = this.command();
+		const child = spawn(file, args, { cwd: this.projectDir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+		killOrphansOnExit();
+		allChildren.add(child);
+		const logFile = path.join(this.logDir, `${name}.log`);
+		const log = fs.createWriteStream(logFile, { flags: "a" });
+		log.write(`--- ${new Date().toISOString()} ${nodeID} (pid ${child.pid}) SERVICES=${childEnv.SERVICES} DATA_DIR=${dataDir}\n`);
+		let output = "";
+		let exited = false;
+		const role: RoleProcess = {
+			name, kind, generation, nodeID, dataDir, metricsPort, logFile, child,
+			pid: child.pid ?? -1,
+			exited: new Promise<RoleExit>(resolve => child.once("exit", (code, signal) => {
+				exited = true;
+				allChildren.delete(child);
+				resolve({ code, signal });
+			})),
+			running: () => !exited,
+			output: () => output
+		};
+		let partial = "";
+		const onData = (chunk: Buffer) => {
+			const text = chunk.toString("utf8");
+			output = (output + text).slice(-OUTPUT_LIMIT);
+			log.write(text);
+			if (!this.options.onLine) return;
+			const lines = (partial + text).split("\n");
+			partial = lines.pop() ?? "";
+			for (const line of lines) if (line.trim()) this.options.onLine(role, line);
+		};
+		child.stdout!.on("data", onData);
+		child.stderr!.on("data", onData);
+		void role.exited.then(({ code, signal }) => log.end(`--- exited: ${signal ?? `code ${code}`}\n`));
+		await new Promise<void>((resolve, reject) => {
+			child.once("spawn", () => resolve());
+			child.once("error", err => reject(new ClusterError(`cannot start ${name}: ${err.message}`)));
+		});
+		this.roles.set(name, role);
+		return role;
+	}
+
+	/** Sends `signal` (SIGKILL by default, like a crash) and waits for the process to end. */
+	async kill(name: string, signal: NodeJS.Signals = "SIGKILL"): Promise<RoleExit> {
+		const role = this.role(name);
+		if (role.running()) {
+			role.child.kill(signal);
+			// A stopped process acts on SIGTERM only once continued.
+			if (signal !== "SIGKILL" && signal !== "SIGSTOP") role.child.kill("SIGCONT");
+		}
+		return role.exited;
+	}
+
+	/** SIGSTOP: the whole process freezes (all its threads), as a stalled VM or a debugger would. */
+	pause(name: string): void {
+		this.role(name).child.kill("SIGSTOP");
+	}
+
+	resume(name: string): void {
+		this.role(name).child.kill("SIGCONT");
+	}
+
+	/** Starts role `name` again (same kind, same DATA_DIR) once its process has ended. */
+	async restart(name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
+		const role = this.role(name);
+		if (role.running()) await this.kill(name);
+		return this.startRole(role.kind, name, env);
+	}
+
+	// ------------------------------------------------------------ the client node
+
+	/** A client node on the cluster's NATS (no services of its own but a watcher): calls, audit, events. */
+	async connect(): Promise<ServiceBroker> {
+		if (this.client) return this.client;
+		const config = loadConfig({ TRANSPORTER: this.transporter, NAMESPACE: this.namespace, DATA_DIR: "" });
+		const broker = new ServiceBroker({
+			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: "warn" }),
+			// The process running the cluster handles its own signals.
+			skipProcessEventRegistration: true
+		});
+		broker.createService({
+			// Its own group: run.completed is a balanced event, and no other client may take it.
+			name: `cluster-watch-${process.pid}-${Date.now().toString(36)}`,
+			events: {
+				[Events.runCompleted]: (ctx: { params: RunCompletedEvent & { status: string; error?: string } }) => {
+					for (const waiter of this.completions.splice(0)) waiter(ctx.params);
+				}
+			}
+		});
+		await broker.start();
+		this.client = broker;
+		return broker;
+	}
+
+	/** True when the role's current node is up and offers every service of its role. */
+	offers(role: RoleProcess): boolean {
+		const broker = this.client;
+		if (!broker || !role.running()) return false;
+		const node = broker.registry.nodes.get(role.nodeID);
+		if (!node?.available) return false;
+		const offered = new Set(broker.registry.getServiceList({ onlyAvailable: true }).filter(s => s.nodeID === role.nodeID).map(s => s.name));
+		return ROLE_SERVICES[role.kind].every(service => offered.has(service));
+	}
+
+	/**
+	 * Waits until every running role's node offers its services (the main node only after
+	 * seeding, the keyring only after its election). A role that exits meanwhile is an error
+	 * quoting the end of its output.
+	 */
+	async ready(timeoutMs = 120_000, names?: string[]): Promise<void> {
+		await this.connect();
+		const waited = () => (names ? names.map(name => this.role(name)) : this.list().filter(role => role.running()));
+		await until("every role to offer its services", timeoutMs, () => {
+			for (const role of waited())
+				if (!role.running()) throw new ClusterError(`${role.name} (${role.nodeID}) exited while starting:\n${tail(role.output())}`);
+			return waited().every(role => this.offers(role));
+		}, 100);
+	}
+
+	/** Waits until the client no longer sees `nodeID` (a killed node's heartbeats stopped). */
+	async gone(nodeID: string, timeoutMs = 30_000): Promise<void> {
+		const broker = await this.connect();
+		await until(`node ${nodeID} to be seen as gone`, timeoutMs, () => !broker.registry.nodes.get(nodeID)?.available, 100);
+	}
+
+	// ------------------------------------------------------------ runs
+
+	/** Calls `batcher.start` (or takes over the active run) and returns the run. */
+	async startRun(batchSize?: number): Promise<RunDoc> {
+		const broker = await this.connect();
+		return broker.call<RunDoc, object>("batcher.start", batchSize === undefined ? {} : { batchSize });
+	}
+
+	/**
+	 * Resolves when run `runId` ends: on its run.completed event, or, should that be missed
+	 * (the batcher node restarted, NATS was down), when `batcher.get` says it is no longer running.
+	 */
+	async runEnded(runId: string, timeoutMs = 600_000): Promise<{ status: string; error?: string; report: RunDoc["report"] }> {
+		const broker = await this.connect();
+		let ended: { status: string; error?: string; report: RunDoc["report"] } | null = null;
+		const listen = () => this.completions.push(event => {
+			if (event.report?.runId === runId) ended = { status: event.status, error: event.error, report: event.report };
+			else if (!ended) listen();
+		});
+		listen();
+		let lastPoll = 0;
+		return until(`run ${runId} to end`, timeoutMs, async () => {
+			if (ended) return ended;
+			if (Date.now() - lastPoll < 1_000) return null;
+			lastPoll = Date.now();
+			const run = await broker.call<RunDoc, object>("batcher.get", { runId }, { timeout: 5_000 }).catch(() => null);
+			return run && run.status !== "running" ? { status: run.status, error: run.error, report: run.report ?? null } : null;
+		}, 50);
+	}
+
+	// ------------------------------------------------------------ stop
+
+	/**
+	 * SIGTERM in dependency order (the main node first so no batch starts, then the signers,
+	 * which finish or hand back their batches, then the keyring), SIGKILL after `graceMs`;
+	 * then the client node and the nats-server this cluster started.
+	 */
+	async stop(graceMs = 30_000): Promise<void> {
+		this.stopped = true;
+		const terminate = async (roles: RoleProcess[]) => {
+			await Promise.all(roles.filter(role => role.running()).map(async role => {
+				role.child.kill("SIGCONT");
+				role.child.kill("SIGTERM");
+				const timer = setTimeout(() => role.child.kill("SIGKILL"), graceMs);
+				await role.exited;
+				clearTimeout(timer);
+			}));
+		};
+		const all = this.list();
+		await terminate(all.filter(role => role.kind === "main"));
+		await terminate(all.filter(role => role.kind === "signer"));
+		await terminate(all.filter(role => role.kind === "keyring"));
+		await terminate(all);
+		if (this.client) {
+			const client = this.client;
+			this.client = null;
+			await Promise.race([client.stop(), sleep(5_000)]);
+		}
+		await this.nats?.stop();
+	}
+}
+
+export function tail(text: string, lines = 30): string {
+	return text.trimEnd().split("\n").slice(-lines).join("\n");
+}

@@ -1,0 +1,94 @@
+/**
+ * Cluster tests: the launcher of src/cluster with a real nats-server and real OS processes,
+ * plus what every scenario checks at its end (the audit over the stores, through the nodes).
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { ServiceBroker } from "moleculer";
+import { collectSnapshot, pageAll } from "../../src/audit/collect";
+import { audit } from "../../src/audit/rules";
+import { Cluster, NATS_PAGE, tail, until, type ClusterOptions } from "../../src/cluster/launcher";
+import type { BatchDoc, LeaseDoc, Progress, SignatureDoc } from "../../src/contract";
+
+export { until };
+
+export interface TestClusterOptions extends Partial<ClusterOptions> {
+	records: number;
+	keys: number;
+	batchSize?: number;
+}
+
+/** Starts a cluster in a fresh temporary folder and waits until every node serves. */
+export async function startTestCluster(options: TestClusterOptions): Promise<Cluster> {
+	const root = options.root ?? fs.mkdtempSync(path.join(os.tmpdir(), "signing-cluster-"));
+	const cluster = await Cluster.start({
+		signers: 3,
+		logLevel: "info",
+		...options,
+		root,
+		env: {
+			RECORDS: String(options.records),
+			KEYS: String(options.keys),
+			BATCH_SIZE: String(options.batchSize ?? 50),
+			// A dead node's batch comes back in seconds, not after a 70 s sign timeout.
+			ACQUIRE_WAIT_MS: "10000",
+			LEASE_TTL_MS: "5000",
+			LEASE_MARGIN_MS: "1000",
+			LEASE_GRACE_MS: "1000",
+			MONGO_URI: "",
+			...options.env
+		}
+	});
+	try {
+		await cluster.ready();
+	} catch (err) {
+		await stopTestCluster(cluster, { keep: true });
+		throw err;
+	}
+	return cluster;
+}
+
+/** Stops the cluster and removes its folder (kept, with a pointer to it, when a test failed). */
+export async function stopTestCluster(cluster: Cluster | undefined, options: { keep?: boolean } = {}): Promise<void> {
+	if (!cluster) return;
+	await cluster.stop(15_000);
+	if (options.keep) console.log(`cluster logs kept in ${cluster.logDir}`);
+	else fs.rmSync(cluster.root, { recursive: true, force: true });
+}
+
+export async function progress(broker: ServiceBroker): Promise<Progress | null> {
+	return broker.call<Progress, object>("records.progress", {}, { timeout: 5_000 }).catch(() => null);
+}
+
+/** Waits until at least `signed` records carry a signature. */
+export async function waitForSigned(cluster: Cluster, signed: number, timeoutMs = 120_000): Promise<Progress> {
+	const broker = await cluster.connect();
+	return until(`${signed} signed records`, timeoutMs, async () => {
+		const now = await progress(broker);
+		return now && now.signed >= signed ? now : null;
+	}, 50);
+}
+
+export async function batches(broker: ServiceBroker): Promise<BatchDoc[]> {
+	return (await pageAll(broker, "batcher", "batches", NATS_PAGE)) as unknown as BatchDoc[];
+}
+
+export async function leases(broker: ServiceBroker): Promise<LeaseDoc[]> {
+	return (await pageAll(broker, "keyring", "leases", NATS_PAGE)) as unknown as LeaseDoc[];
+}
+
+export async function signatures(broker: ServiceBroker): Promise<SignatureDoc[]> {
+	return (await pageAll(broker, "records", "signatures", NATS_PAGE)) as unknown as SignatureDoc[];
+}
+
+/** The audit of DESIGN.md section 8 over the stores, read through their owning nodes. */
+export async function auditCluster(cluster: Cluster) {
+	const broker = await cluster.connect();
+	return audit(await collectSnapshot(broker, { pageSize: NATS_PAGE }));
+}
+
+/** The end of every role's output, for a failed assertion's message. */
+export function clusterLogs(cluster: Cluster, lines = 15): string {
+	return cluster.list().map(role => `--- ${role.name} (${role.nodeID})\n${tail(role.output(), lines)}`).join("\n");
+}
