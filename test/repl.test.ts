@@ -9,13 +9,13 @@ import path from "node:path";
 
 const ROOT = path.join(__dirname, "..");
 
-/** Loads the TypeScript sources through SWC (as jest does), starts a small system and its REPL. */
+/** Loads the TypeScript sources through the compiler's transpiler (no build needed), starts a small system and its REPL. */
 const CHILD = `
 const fs = require("fs");
-const { transformSync } = require("@swc/core");
+const ts = require("typescript");
 require.extensions[".ts"] = (module, filename) => {
-	const { code } = transformSync(fs.readFileSync(filename, "utf8"), { filename, jsc: { target: "es2022", parser: { syntax: "typescript" } }, module: { type: "commonjs" } });
-	module._compile(code, filename);
+	const { outputText } = ts.transpileModule(fs.readFileSync(filename, "utf8"), { fileName: filename, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } });
+	module._compile(outputText, filename);
 };
 const { loadConfig } = require("./src/config.ts");
 const { createSystem } = require("./src/system.ts");
