@@ -1,13 +1,16 @@
-/** Tests run the TypeScript sources through SWC; jose 6 ships ESM only, so it is transformed too. */
+/**
+ * Tests run the TypeScript sources through ts-jest (transpile only: `npm run typecheck`
+ * and the build check types). jose 6 ships ESM only, so it is transpiled to CommonJS too.
+ */
+const transpile = ["ts-jest", { tsconfig: { isolatedModules: true, allowJs: true, module: "commonjs", target: "es2022", rewriteRelativeImportExtensions: false } }];
+
 module.exports = {
 	testEnvironment: "node",
 	roots: ["<rootDir>/test"],
 	testMatch: ["**/*.test.ts"],
 	transform: {
-		"^.+\\.(t|j)s$": ["@swc/jest", {
-			jsc: { target: "es2022", parser: { syntax: "typescript" } },
-			module: { type: "commonjs" }
-		}]
+		"^.+\\.ts$": transpile,
+		"^.+\\.js$": transpile
 	},
 	transformIgnorePatterns: ["/node_modules/(?!jose/)"],
 	testTimeout: 120000,
