@@ -16,4 +16,4 @@ function validatedConfig() {
 	}
 }
 
-export = brokerOptions(validatedConfig(), { prometheus: true });
+export = brokerOptions(validatedConfig(), { prometheus: true, health: true });

@@ -145,7 +145,7 @@ function routes(options: ApiOptions) {
 const ApiService: ServiceSchema<ApiSettings, ApiMethods, ApiVars> & { merged?: (schema: ServiceSchema<ApiSettings>) => void } = {
 	name: "api",
 	mixins: [ApiGateway as unknown as ServiceSchema],
-	settings: apiSettings(apiOptions(appConfig(), process.env)),
+	settings: apiSettings(apiOptions(appConfig())),
 
 	/** Routes depend on the final settings (tests override limits), so they are built after merging. */
 	merged(schema) {

@@ -5,13 +5,17 @@
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
+import { replCommands } from "./api/repl-commands";
 import type { AppConfig } from "./config";
+import { HealthMiddleware } from "./health";
 
 export interface BrokerOverrides {
 	nodeID?: string;
 	/** Expose Prometheus metrics on `config.metricsPort` (long-running nodes). */
 	prometheus?: boolean;
 	logLevel?: string | false;
+	/** Serve `/health/live` and `/health/ready` on `config.healthPort` (long-running nodes). */
+	health?: boolean;
 }
 
 export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}): BrokerOptions {
@@ -46,6 +50,9 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			? { enabled: true, reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] }
 			: { enabled: true, reporter: [] },
 		validator: true,
-		errorHandler: undefined
+		middlewares: overrides.health ? [HealthMiddleware({ port: config.healthPort })] : [],
+		// `progress` in the REPL: live figures of the active run.
+		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.
+		replOptions: { customCommands: replCommands() as unknown as NonNullable<BrokerOptions["replOptions"]>["customCommands"] }
 	};
 }

@@ -32,6 +32,10 @@ export interface AppConfig {
 	logLevel: string;
 	port: number;
 	metricsPort: number;
+	/** `/health/live` and `/health/ready` of every long-running node (src/health.ts). */
+	healthPort: number;
+	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
+	authEnv: Record<string, string | undefined>;
 }
 
 export class ConfigError extends Error {
@@ -54,7 +58,8 @@ const INTEGERS: Array<{ env: string; flag: string; key: keyof AppConfig; min: nu
 	{ env: "ACQUIRE_WAIT_MS", flag: "acquire-wait-ms", key: "acquireWaitMs", min: 0, max: 3_600_000, fallback: 60_000 },
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
 	{ env: "PORT", flag: "port", key: "port", min: 0, max: 65_535, fallback: 3000 },
-	{ env: "METRICS_PORT", flag: "metrics-port", key: "metricsPort", min: 0, max: 65_535, fallback: 3030 }
+	{ env: "METRICS_PORT", flag: "metrics-port", key: "metricsPort", min: 0, max: 65_535, fallback: 3030 },
+	{ env: "HEALTH_PORT", flag: "health-port", key: "healthPort", min: 0, max: 65_535, fallback: 3001 }
 ];
 
 function parseInteger(raw: string, name: string, min: number, max: number): number {
@@ -99,6 +104,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
+	config.authEnv = Object.fromEntries(["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(name => [name, env[name] || undefined]));
+	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
+	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);
 	return config;
 }
 

@@ -27,7 +27,7 @@ export interface ApiOptions {
 
 export const AUTH_ENV_NAMES = ["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"] as const;
 
-export function apiOptions(config: AppConfig, env: Record<string, string | undefined>): ApiOptions {
+export function apiOptions(config: AppConfig, env: Record<string, string | undefined> = config.authEnv): ApiOptions {
 	return {
 		port: config.port,
 		dataDir: config.dataDir,
