@@ -76,16 +76,20 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 	actions: {
 		/** Starts a run over every unsigned record. The batch size is fixed for the run. */
 		start: {
-			params: { batchSize: { type: "any", optional: true } },
+			params: { batchSize: { type: "any", optional: true }, idempotencyKey: { type: "string", min: 1, max: 255, optional: true } },
 			async handler(ctx: Context<StartRunParams>) {
 				const batchSize = validateBatchSize(ctx.params.batchSize, this.settings.batchSize);
+				const { idempotencyKey } = ctx.params;
+				// A retried request (same key) gets the run it already started, even after a restart.
+				const known = idempotencyKey ? await this.stores.runs.findOne({ idempotencyKey }) : null;
+				if (known) return this.publicRun(known);
 				if (this.active) {
 					const { runId, batchSize: activeSize } = this.active.run;
 					throw new Errors.MoleculerClientError(`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, 409, "RUN_ACTIVE", { runId, batchSize: activeSize });
 				}
 				const now = new Date().toISOString();
 				const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
-				const run: RunDoc = { _id: runId, runId, batchSize, status: "running", startedAt: now, finishedAt: null, report: null };
+				const run: RunDoc = { _id: runId, runId, batchSize, status: "running", startedAt: now, finishedAt: null, report: null, ...(idempotencyKey ? { idempotencyKey } : {}) };
 				await this.stores.runs.insert(run);
 				await this.launch(run, false);
 				return this.publicRun(run);

@@ -84,6 +84,7 @@ export interface RunDoc {
 	finishedAt: string | null;
 	report?: RunReport | null;
 	error?: string;
+	idempotencyKey?: string;
 }
 
 export interface RunReport {
@@ -201,6 +202,8 @@ export interface LeaseChange {
 
 export interface StartRunParams {
 	batchSize?: number;
+	/** A client's key for retrying a start: the same key gives the same run. */
+	idempotencyKey?: string;
 }
 export interface SignBatchParams {
 	batchId: string;

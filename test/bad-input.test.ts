@@ -100,3 +100,21 @@ describe("re-running a completed store", () => {
 		}
 	});
 });
+
+describe("idempotent starts", () => {
+	test("a start with a known idempotency key returns that run instead of a conflict or a second run", async () => {
+		const system = await startSystem({ records: 500, keys: 2 });
+		try {
+			const completion = system.nextCompletion();
+			const first = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
+			const again = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
+			expect(again.runId).toBe(first.runId);
+			await completion;
+			const afterEnd = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
+			expect(afterEnd).toMatchObject({ runId: first.runId, status: "completed" });
+			expect(await system.broker.call<RunDoc[]>("batcher.runs")).toHaveLength(1);
+		} finally {
+			await system.broker.stop();
+		}
+	});
+});
