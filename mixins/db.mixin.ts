@@ -88,8 +88,15 @@ class NedbStore<T extends object> implements Store<T> {
 	}
 
 	async insertManyUnique(docs: T[], field: keyof T & string): Promise<{ inserted: number; duplicates: number }> {
-		// NeDB's bulk insert is all-or-nothing: drop what is stored, then insert the rest.
-		// Only another writer in this process can race us; its win shows as a unique violation.
+		// NeDB's bulk insert is all-or-nothing. Duplicates are rare (a retry after a crash, a
+		// duplicate delivery), so try the whole bulk first and filter only when it is refused.
+		try {
+			await this.insertMany(docs);
+			return { inserted: docs.length, duplicates: 0 };
+		} catch (err) {
+			if (!isUniqueViolation(err)) throw err;
+		}
+		// Only another writer in this process can race the filtered retry; it shows as a violation.
 		for (let attempt = 0; ; attempt++) {
 			const fresh = await withoutStored(this, docs, field);
 			try {

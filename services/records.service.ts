@@ -18,9 +18,17 @@ interface RecordsVars {
 	stores: { records: Store<RecordDoc>; signatures: Store<SignatureDoc> };
 	/** Every record id, ascending: ids never change once seeded, so paging needs no sort. */
 	recordIds: string[];
+	/** Payload by id. Records are immutable once seeded, so this copy never goes stale. */
+	payloads: Map<string, string>;
+	/**
+	 * Ids known signed. On the embedded store this process is the only writer of
+	 * `signatures`, so the set is complete and paging needs no index lookups; on MongoDB
+	 * other replicas write too, so it is null and the store is asked.
+	 */
+	signedIds: Set<string> | null;
 }
 
-const RecordsService: ServiceSchema<{ seedCount: number }, Record<string, never>, RecordsVars> = {
+const RecordsService: ServiceSchema<{ seedCount: number; mongoUri?: string | null }, Record<string, never>, RecordsVars> = {
 	name: "records",
 	mixins: [DbMixin({ records: {}, signatures: { uniqueIndexes: ["recordId"] } })],
 	settings: {
@@ -32,7 +40,10 @@ const RecordsService: ServiceSchema<{ seedCount: number }, Record<string, never>
 			params: unsignedIdsParams,
 			async handler(ctx: Context<UnsignedIdsParams>): Promise<{ ids: string[] }> {
 				const { after, limit } = ctx.params;
-				const ids = await nextUnsigned(this.recordIds, after, limit, chunk => this.stores.signatures.find({ recordId: { $in: chunk } }, { projection: { recordId: 1 } }).then(docs => docs.map(d => d.recordId)));
+				const signedIds = this.signedIds;
+				const ids = await nextUnsigned(this.recordIds, after, limit, async chunk => signedIds
+					? chunk.filter(id => signedIds.has(id))
+					: (await this.stores.signatures.find({ recordId: { $in: chunk } }, { projection: { recordId: 1 } })).map(d => d.recordId));
 				return { ids };
 			}
 		},
@@ -48,11 +59,9 @@ const RecordsService: ServiceSchema<{ seedCount: number }, Record<string, never>
 		fetch: {
 			params: fetchRecordsParams,
 			async handler(ctx: Context<FetchRecordsParams>): Promise<Array<{ id: string; data: string }>> {
-				const docs = await this.stores.records.find({ _id: { $in: ctx.params.ids } });
-				const byId = new Map(docs.map(d => [d._id, d.data]));
-				const missing = ctx.params.ids.filter(id => !byId.has(id));
+				const missing = ctx.params.ids.filter(id => !this.payloads.has(id));
 				if (missing.length) throw new Errors.MoleculerClientError(`Unknown record ids: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`, 404, "RECORD_NOT_FOUND", { missing: missing.length });
-				return ctx.params.ids.map(id => ({ id, data: byId.get(id)! }));
+				return ctx.params.ids.map(id => ({ id, data: this.payloads.get(id)! }));
 			}
 		},
 		/** Stores a bulk of signatures; already-signed records keep their first signature. */
@@ -61,6 +70,8 @@ const RecordsService: ServiceSchema<{ seedCount: number }, Record<string, never>
 			async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
 				const docs = ctx.params.signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt }));
 				const { inserted, duplicates } = await this.stores.signatures.insertManyUnique(docs, "recordId");
+				// Stored now, either by this bulk or before it.
+				for (const doc of docs) this.signedIds?.add(doc.recordId);
 				return { stored: inserted, duplicates };
 			}
 		},
@@ -87,7 +98,9 @@ const RecordsService: ServiceSchema<{ seedCount: number }, Record<string, never>
 			for (const chunk of makeRecords(this.settings.seedCount)) await this.stores.records.insertMany(chunk);
 			this.logger.info(`Seeded ${this.settings.seedCount} records in ${Date.now() - started} ms`);
 		}
-		this.recordIds = (await this.stores.records.find({}, { projection: { _id: 1 } })).map(r => r._id).sort();
+		this.payloads = new Map((await this.stores.records.find({})).map(r => [r._id, r.data]));
+		this.recordIds = [...this.payloads.keys()].sort();
+		this.signedIds = this.settings.mongoUri ? null : new Set((await this.stores.signatures.find({}, { projection: { recordId: 1 } })).map(s => s.recordId));
 	}
 };
 

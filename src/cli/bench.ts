@@ -56,6 +56,9 @@ async function floorSeconds(payloads: RecordPayload[]): Promise<{ seconds: numbe
 	return pooled <= threaded ? { seconds: pooled, strategy: "one thread, WebCrypto pool" } : { seconds: threaded, strategy: `${os.availableParallelism()} worker threads` };
 }
 
+/** Process CPU (every thread, user and system) of a `process.cpuUsage(start)` delta. */
+const cpuSeconds = (usage: NodeJS.CpuUsage) => (usage.user + usage.system) / 1e6;
+
 /** Pages every stored record: the floor signs exactly the payloads the run will sign. */
 async function storedPayloads(broker: ServiceBroker): Promise<RecordPayload[]> {
 	const payloads: RecordPayload[] = [];
@@ -91,12 +94,17 @@ async function main(): Promise<void> {
 	const completion = new Promise<RunCompletedEvent>(resolve => broker.createService({ name: "bench-watch", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
 	try {
 		await broker.start();
-		const floor = await floorSeconds(await storedPayloads(broker));
+		const payloads = await storedPayloads(broker);
+		let cpu = process.cpuUsage();
+		const floor = await floorSeconds(payloads);
+		const floorCpu = cpuSeconds(process.cpuUsage(cpu));
 		const floorRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
-		console.log(`floor      ${floor.seconds.toFixed(2)} s  (${Math.round(records / floor.seconds)} signatures/s, ${floor.strategy})`);
+		console.log(`floor      ${floor.seconds.toFixed(2)} s  (${Math.round(records / floor.seconds)} signatures/s, ${floor.strategy}; CPU ${floorCpu.toFixed(1)} s for both readings)`);
+		cpu = process.cpuUsage();
 		const run = await timedRun(broker, completion, records, batchSize);
+		const runCpu = cpuSeconds(process.cpuUsage(cpu));
 		const ratio = run.seconds / floor.seconds;
-		console.log(`embedded   ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${ratio.toFixed(2)})`);
+		console.log(`embedded   ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${ratio.toFixed(2)}; CPU ${runCpu.toFixed(1)} s)`);
 		const peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
 		console.log(`peak RSS   ${peakRssMB} MB (${floorRssMB} MB after the floor)`);
 		const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;

@@ -42,13 +42,14 @@ export class SignPool {
 		const chunkSize = Math.min(512, Math.max(32, Math.ceil(records.length / this.threads)));
 		const chunks: RecordPayload[][] = [];
 		for (let i = 0; i < records.length; i += chunkSize) chunks.push(records.slice(i, i + chunkSize));
-		const results = await Promise.all(chunks.map(chunk => this.pool.run({ key, keyId, records: chunk, deadline: deadline() })));
+		const results = await Promise.all(chunks.map(chunk => this.pool.run({ key, keyId, records: JSON.stringify(chunk), deadline: deadline() })));
 		const signed: SignedRecord[] = [];
 		for (let c = 0; c < chunks.length; c++) {
 			const { jws, finishedAt } = results[c];
-			if (!jws || finishedAt >= deadline()) throw new LeaseDeadlineError(signed.length, records.length);
+			if (jws === null || finishedAt >= deadline()) throw new LeaseDeadlineError(signed.length, records.length);
 			const signedAt = new Date(finishedAt).toISOString();
-			chunks[c].forEach((record, i) => signed.push({ recordId: record.id, jws: jws[i], signedAt }));
+			const chunkJws = jws.split("\n");
+			chunks[c].forEach((record, i) => signed.push({ recordId: record.id, jws: chunkJws[i], signedAt }));
 		}
 		return signed;
 	}

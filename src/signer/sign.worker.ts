@@ -9,19 +9,20 @@ import { signChunk, type RecordPayload } from "./jws.ts";
 export interface SignTask {
 	key: CryptoKey;
 	keyId: string;
-	records: RecordPayload[];
+	/** JSON of the chunk's records: one string clones far faster than many small objects. */
+	records: string;
 	/** Epoch ms; the chunk is not started at or after it. */
 	deadline: number;
 }
 
 export interface SignTaskResult {
-	/** Detached JWS per record, in order; null when the deadline had passed. */
-	jws: string[] | null;
+	/** Detached JWS per record, in order, joined by newlines; null when the deadline had passed. */
+	jws: string | null;
 	finishedAt: number;
 }
 
 export default async function sign(task: SignTask): Promise<SignTaskResult> {
 	if (Date.now() >= task.deadline) return { jws: null, finishedAt: Date.now() };
-	const jws = await signChunk(task.key, task.keyId, task.records);
-	return { jws, finishedAt: Date.now() };
+	const jws = await signChunk(task.key, task.keyId, JSON.parse(task.records) as RecordPayload[]);
+	return { jws: jws.join("\n"), finishedAt: Date.now() };
 }
