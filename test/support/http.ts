@@ -4,10 +4,9 @@ import type { ServiceBroker } from "moleculer";
 import ApiService, { apiSettings } from "../../services/api.service";
 import { issueToken, loadAuthConfig, type AuthConfig, type IssueOptions } from "../../src/api/auth";
 import { apiOptions, type ApiOptions } from "../../src/api/settings";
-import { loadConfig } from "../../src/config";
-import { Events, type RunCompletedEvent } from "../../src/contract";
+import type { RunCompletedEvent } from "../../src/contract";
 import { createSystem } from "../../src/system";
-import type { TestSystemOptions } from "./system";
+import { testConfig, watchCompletions, type TestSystemOptions } from "./system";
 
 /** 32 bytes, base64: the tests' AUTH_SECRET. */
 export const TEST_SECRET = Buffer.alloc(32, 7).toString("base64");
@@ -28,20 +27,12 @@ export interface ApiSystem {
 }
 
 export async function startApiSystem(options: ApiSystemOptions): Promise<ApiSystem> {
-	const config = loadConfig({
-		RECORDS: String(options.records),
-		KEYS: String(options.keys),
-		BATCH_SIZE: String(options.batchSize ?? 300),
-		WINDOW: String(options.window ?? 0),
-		DATA_DIR: options.dataDir ?? "",
-		...options.env
-	});
+	const config = testConfig(options);
 	const authEnv = { AUTH_SECRET: TEST_SECRET, ...options.authEnv };
 	const broker = createSystem(config, { logLevel: false, ...options });
 	const api: ApiOptions = { ...apiOptions(config, authEnv), port: 0, ip: "127.0.0.1", ...options.api };
 	broker.createService({ name: "api", mixins: [ApiService], settings: apiSettings(api) } as never);
-	const waiters: Array<(event: any) => void> = [];
-	broker.createService({ name: "test-watch", events: { [Events.runCompleted]: (ctx: { params: unknown }) => waiters.splice(0).forEach(w => w(ctx.params)) } });
+	const nextCompletion = watchCompletions(broker);
 	await broker.start();
 	const service = broker.getLocalService("api") as unknown as { server: import("node:http").Server };
 	const { port } = service.server.address() as AddressInfo;
@@ -51,7 +42,7 @@ export async function startApiSystem(options: ApiSystemOptions): Promise<ApiSyst
 		baseUrl: `http://127.0.0.1:${port}`,
 		auth,
 		token: (scope = "runs:write", overrides = {}) => issueToken(auth, { scope, ttl: 300, subject: "test", ...overrides }),
-		nextCompletion: () => new Promise(resolve => waiters.push(resolve)),
+		nextCompletion,
 		stop: () => broker.stop()
 	};
 }

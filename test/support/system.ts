@@ -21,8 +21,9 @@ export interface TestSystem {
 	nextCompletion(): Promise<RunCompletedEvent & { status: string; error?: string }>;
 }
 
-export async function startSystem(options: TestSystemOptions): Promise<TestSystem> {
-	const config = loadConfig({
+/** The configuration a test system runs with: in-memory stores unless `dataDir` is given. */
+export function testConfig(options: TestSystemOptions) {
+	return loadConfig({
 		RECORDS: String(options.records),
 		KEYS: String(options.keys),
 		BATCH_SIZE: String(options.batchSize ?? 300),
@@ -30,11 +31,20 @@ export async function startSystem(options: TestSystemOptions): Promise<TestSyste
 		DATA_DIR: options.dataDir ?? "",
 		...options.env
 	});
-	const broker = createSystem(config, { logLevel: false, ...options });
+}
+
+/** A service on `broker` that hands each run.completed event to whoever waits for the next one. */
+export function watchCompletions(broker: ServiceBroker): TestSystem["nextCompletion"] {
 	const waiters: Array<(event: any) => void> = [];
 	broker.createService({ name: "test-watch", events: { [Events.runCompleted]: (ctx: { params: unknown }) => waiters.splice(0).forEach(w => w(ctx.params)) } });
+	return () => new Promise(resolve => waiters.push(resolve));
+}
+
+export async function startSystem(options: TestSystemOptions): Promise<TestSystem> {
+	const broker = createSystem(testConfig(options), { logLevel: false, ...options });
+	const nextCompletion = watchCompletions(broker);
 	await broker.start();
-	return { broker, nextCompletion: () => new Promise(resolve => waiters.push(resolve)) };
+	return { broker, nextCompletion };
 }
 
 /** Starts a run and waits for it to end; returns the run and the completion event. */
