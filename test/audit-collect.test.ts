@@ -7,7 +7,7 @@ import { ServiceBroker, type ServiceSchema } from "moleculer";
 import type { JWK } from "jose";
 import { DbMixin, type DbSettings } from "../mixins/db.mixin";
 import { collectSnapshot } from "../src/audit/collect";
-import { buildMiniRun } from "../src/audit/fixture";
+import { buildMiniRun } from "./support/audit-fixture";
 import { audit } from "../src/audit/rules";
 import type { AuditSnapshot } from "../src/audit/snapshot";
 

@@ -3,7 +3,7 @@
  * and each corruption is reported under its rule's name.
  */
 import { compactVerify, importJWK } from "jose";
-import { buildMiniRun, cloneSnapshot, type MiniRun } from "../src/audit/fixture";
+import { buildMiniRun, cloneSnapshot, type MiniRun } from "./support/audit-fixture";
 import { audit, RULES, type AuditReport, type RuleName } from "../src/audit/rules";
 import { formatReport } from "../src/audit/format";
 import type { AuditSnapshot, SnapshotLease } from "../src/audit/snapshot";

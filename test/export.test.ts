@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { buildMiniRun, cloneSnapshot } from "../src/audit/fixture";
+import { buildMiniRun, cloneSnapshot } from "./support/audit-fixture";
 import { EXPORT_FILES, ExportError, readExport, writeExport } from "../src/audit/export-files";
 import { audit, type AuditReport } from "../src/audit/rules";
 import { EXPORT_FIELDS, type AuditSnapshot } from "../src/audit/snapshot";

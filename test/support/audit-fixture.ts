@@ -13,7 +13,7 @@ import type {
 	SnapshotRecord,
 	SnapshotRun,
 	SnapshotSignature
-} from "./snapshot";
+} from "../../src/audit/snapshot";
 
 export interface MiniRunOptions {
 	keys?: number;
