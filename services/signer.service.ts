@@ -45,6 +45,8 @@ export class SignerStoppingError extends Error {
 	}
 }
 
+const RELEASE_TIMEOUT_MS = 10_000;
+
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms).unref());
 
 const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = {
@@ -88,7 +90,8 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 				return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.broker.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
 			} finally {
 				held.stop();
-				await ctx.call<LeaseChange, object>("keyring.release", { leaseId: lease.leaseId })
+				// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at expiry).
+				await ctx.call<LeaseChange, object>("keyring.release", { leaseId: lease.leaseId }, { timeout: RELEASE_TIMEOUT_MS })
 					.catch(err => this.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`));
 			}
 		},
@@ -103,11 +106,13 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 		/** Renews the lease while the batch runs; the deadline is its expiry minus the margin. */
 		holdLease(ctx: Context, lease: Lease) {
 			let expiresAt = Date.parse(lease.expiresAt);
+			const everyMs = Math.max(50, Math.floor(this.settings.leaseTtlMs / 3));
 			const timer = setInterval(() => {
-				ctx.call<LeaseChange, object>("keyring.renew", { leaseId: lease.leaseId })
+				// A renewal answered after a whole TTL is worth nothing (one lost in a NATS outage never is).
+				ctx.call<LeaseChange, object>("keyring.renew", { leaseId: lease.leaseId }, { timeout: this.settings.leaseTtlMs })
 					.then(change => { if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt); })
 					.catch(err => this.logger.warn(`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`));
-			}, Math.max(50, Math.floor(this.settings.leaseTtlMs / 3)));
+			}, everyMs);
 			timer.unref();
 			return {
 				deadline: () => expiresAt - this.settings.leaseMarginMs,
