@@ -3,18 +3,19 @@
  * three signers) started with the moleculer-runner command line on the build, over a real
  * nats-server. Every scenario ends with the audit over the stores.
  */
+import fs from "node:fs";
 import type { Cluster } from "../src/cluster/launcher";
-import { auditCluster, batches, clusterLogs, startTestCluster, stopTestCluster } from "./support/cluster";
+import type { BatchDoc } from "../src/contract";
+import type { KeyInfo } from "../src/keyring/keyring";
+import { auditCluster, batches, clusterLogs, leases, scenario, signatures, startTestCluster, stopTestCluster, until, waitForSigned } from "./support/cluster";
 
 let cluster: Cluster | undefined;
-let failed = false;
 afterEach(async () => {
-	failed = failed || expect.getState().assertionCalls !== expect.getState().numPassingAsserts;
-	await stopTestCluster(cluster, { keep: failed });
+	await stopTestCluster(cluster);
 	cluster = undefined;
 });
 
-test("a full run across five processes: 20,000 records, 20 keys, batch size 50, spread over all three signers", async () => {
+test("a full run across five processes: 20,000 records, 20 keys, batch size 50, spread over all three signers", () => scenario(() => cluster, async () => {
 	cluster = await startTestCluster({ records: 20_000, keys: 20, batchSize: 50 });
 	const started = Date.now();
 	const run = await cluster.startRun(50);
@@ -37,4 +38,194 @@ test("a full run across five processes: 20,000 records, 20 keys, batch size 50, 
 	expect(verdict.ok).toBe(true);
 	expect(verdict.checked).toMatchObject({ records: 20_000, signatures: 20_000, batches: 400 });
 	if (!verdict.ok) console.log(clusterLogs(cluster));
+}));
+
+/** Records that went out again in a new batch: those of every batch after a first attempt. */
+function reSent(stored: BatchDoc[]): { records: number; batches: number; failed: number } {
+	const retries = stored.filter(b => b.attempt > 1);
+	return { records: retries.reduce((n, b) => n + b.recordIds.length, 0), batches: retries.length, failed: stored.filter(b => b.status === "failed" || b.status === "abandoned").length };
+}
+
+async function expectAuditPasses(records: number): Promise<void> {
+	const verdict = await auditCluster(cluster!);
+	if (!verdict.ok) console.log(clusterLogs(cluster!));
+	expect(verdict.violations).toEqual([]);
+	expect(verdict.ok).toBe(true);
+	expect(verdict.checked).toMatchObject({ records, signatures: records });
+}
+
+describe("crashes lose nothing and break no rule", () => {
+	test("kill -9 one signer in the middle of a run: the run completes; its leases expire and come back", () => scenario(() => cluster, async () => {
+		cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50 });
+		const broker = await cluster.connect();
+		const run = await cluster.startRun(50);
+		await waitForSigned(cluster, 3_000);
+		const killedAt = Date.now();
+		const killed = await cluster.kill("signer-2");
+		expect(killed.signal).toBe("SIGKILL");
+		const outcome = await cluster.runEnded(run.runId);
+		const killToCompletion = (Date.now() - killedAt) / 1000;
+		expect(outcome.status).toBe("completed");
+
+		const stored = await batches(broker);
+		const again = reSent(stored);
+		console.log(`kill -9 signer-2: run completed ${killToCompletion.toFixed(1)} s after the kill; ${again.failed} batches failed, ${again.records} records re-sent in ${again.batches} new batches`);
+		expect(stored.filter(b => b.status === "signed" && b.signer === "signer-2" && Date.parse(b.finishedAt!) > killedAt + 1_000)).toEqual([]);
+		// Only the killed signer's batches were sent again (at most a window's worth).
+		expect(again.records).toBeLessThanOrEqual(stored.filter(b => b.status === "failed").reduce((n, b) => n + b.recordIds.length, 0));
+
+		// Its leases end by expiry (never while it might still sign), and the keys come back.
+		await until("every lease to end", 30_000, async () => (await broker.call<{ leased: number }>("keyring.status")).leased === 0);
+		const signer2 = (await leases(broker)).filter(l => l.holder === "signer-2");
+		expect(signer2.every(l => l.end === "released" || l.end === "expired")).toBe(true);
+		await expectAuditPasses(10_000);
+	}));
+
+	test("kill -9 the keyring in the middle and start it again on the same store: leases recovered, the run completes", () => scenario(() => cluster, async () => {
+		cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50 });
+		const broker = await cluster.connect();
+		const run = await cluster.startRun(50);
+		await waitForSigned(cluster, 3_000);
+		const before = await broker.call<{ lastSeq: number }>("keyring.status");
+		await cluster.kill("keyring");
+		const restarted = await cluster.restart("keyring");
+		await cluster.ready(60_000, ["keyring"]);
+		expect(restarted.output()).toMatch(/Keyring ready: 20 keys, \d+ leased, \d+ free, last seq \d+/);
+		const replayed = Number(/last seq (\d+)/.exec(restarted.output())![1]);
+		expect(replayed).toBeGreaterThanOrEqual(before.lastSeq);
+
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		await until("every lease to end", 30_000, async () => (await broker.call<{ leased: number }>("keyring.status")).leased === 0);
+		const all = await leases(broker);
+		expect(all.every(l => l.end !== null)).toBe(true);
+		console.log(`kill -9 keyring: ${all.length} leases, ${all.filter(l => l.end === "expired").length} reclaimed at expiry, the rest released; ${reSent(await batches(broker)).records} records re-sent`);
+		await expectAuditPasses(10_000);
+	}));
+
+	test("kill -9 the batcher's node in the middle and start it again: the run resumes and completes", () => scenario(() => cluster, async () => {
+		cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50 });
+		const broker = await cluster.connect();
+		const run = await cluster.startRun(50);
+		const atKill = await waitForSigned(cluster, 3_000);
+		await cluster.kill("main");
+		const restarted = await cluster.restart("main");
+		await cluster.ready(60_000, ["main"]);
+		expect(restarted.output()).toContain(`Resuming run ${run.runId}: batch size 50`);
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		const runs = await broker.call<Array<{ runId: string; batchSize: number; status: string }>>("batcher.runs");
+		expect(runs).toEqual([expect.objectContaining({ runId: run.runId, batchSize: 50, status: "completed" })]);
+		const stored = await batches(broker);
+		expect(Math.max(...stored.map(b => b.recordIds.length))).toBe(50);
+		console.log(`kill -9 main node at ${atKill.signed} signed: ${stored.filter(b => b.status === "abandoned").length} batches abandoned, ${reSent(stored).records} records re-sent`);
+		await expectAuditPasses(10_000);
+	}));
+
+	test("stop and restart nats-server in the middle: every node reconnects and the run completes", () => scenario(() => cluster, async () => {
+		// Requests in flight when the server went down are lost, not failed: the batcher waits out
+		// its sign timeout (ACQUIRE_WAIT_MS + LEASE_TTL_MS + 10 s), so keep those short here.
+		cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50, env: { ACQUIRE_WAIT_MS: "4000", LEASE_TTL_MS: "3000", LEASE_MARGIN_MS: "500", LEASE_GRACE_MS: "500" } });
+		const run = await cluster.startRun(50);
+		await waitForSigned(cluster, 3_000);
+		const restartedAt = Date.now();
+		await cluster.nats!.restart();
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		const stored = await batches(await cluster.connect());
+		console.log(`nats-server restarted: run completed ${((Date.now() - restartedAt) / 1000).toFixed(1)} s later; ${stored.filter(b => b.status === "failed").length} batches failed (lost in the outage), ${reSent(stored).records} records re-sent`);
+		expect(cluster.list().every(role => role.running())).toBe(true);
+		await expectAuditPasses(10_000);
+		// Calls lost in the outage stay tracked until each node's 15 s shutdown timeout: no need to wait for that here.
+		await cluster.stop(3_000);
+	}));
+});
+
+describe("lease safety, one keyring, graceful stop", () => {
+	test("SIGSTOP a signer while it holds a lease, past the deadline, then SIGCONT: it never signs with the expired lease", () => scenario(() => cluster, async () => {
+		// Short leases and large batches: the signer is caught holding one, and it expires fast.
+		cluster = await startTestCluster({ records: 6_000, keys: 20, batchSize: 500, env: { LEASE_TTL_MS: "1500", LEASE_MARGIN_MS: "300", LEASE_GRACE_MS: "300" } });
+		const broker = await cluster.connect();
+		const held = async () => (await broker.call<KeyInfo[]>("keyring.keys")).filter(key => key.holder === "signer-1" && key.leaseId);
+		const run = await cluster.startRun(500);
+		const caught = await until("signer-1 paused while it holds a lease", 60_000, async () => {
+			if (!(await held()).length) return null;
+			cluster!.pause("signer-1");
+			// It may have released its lease just before the stop landed: look again, now that it is frozen.
+			const still = await held();
+			if (still.length) return still;
+			cluster!.resume("signer-1");
+			return null;
+		}, 10);
+		const leaseIds = caught.map(key => key.leaseId!);
+		// The keyring reclaims them only after expiresAt + grace; the signer is still frozen then.
+		const expired = await until("the frozen signer's leases to expire", 30_000, async () => {
+			const docs = (await leases(broker)).filter(lease => leaseIds.includes(lease.leaseId));
+			return docs.length === leaseIds.length && docs.every(lease => lease.end === "expired") ? docs : null;
+		}, 100);
+		const resumedAt = Date.now();
+		cluster.resume("signer-1");
+
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		const signedUnder = (await signatures(broker)).filter(signature => leaseIds.includes(signature.leaseId));
+		for (const signature of signedUnder) {
+			const lease = expired.find(l => l.leaseId === signature.leaseId)!;
+			expect(Date.parse(signature.signedAt)).toBeLessThan(Date.parse(lease.expiresAt));
+		}
+		const stored = await batches(broker);
+		expect(stored.filter(batch => batch.leaseId && leaseIds.includes(batch.leaseId) && batch.status === "signed")).toEqual([]);
+		expect(expired.every(lease => lease.holder === "signer-1" && Date.parse(lease.endedAt!) >= Date.parse(lease.expiresAt) + 300)).toBe(true);
+		// Woken up, it found its deadline passed and handed the batch back unsigned.
+		await until("the batch to come back", 10_000, () => /Lease deadline reached/.test(cluster!.role("main").output()));
+		console.log(`SIGSTOP signer-1 holding ${leaseIds.length} lease(s): all ended "expired" while it was frozen; ${signedUnder.length} signatures carry them (none after expiry); resumed ${((resumedAt - Date.parse(expired[0].expiresAt)) / 1000).toFixed(1)} s past the deadline`);
+		await expectAuditPasses(6_000);
+	}));
+
+	test("a second keyring started while the first serves never grants a lease: refused over NATS, and on the same store by its lock", () => scenario(() => cluster, async () => {
+		cluster = await startTestCluster({ records: 6_000, keys: 20, batchSize: 50 });
+		const broker = await cluster.connect();
+		const run = await cluster.startRun(50);
+		await waitForSigned(cluster, 1_000);
+
+		// Its own store, and a node id that sorts before the active one's: the active keyring still wins.
+		const rival = await cluster.startRole("keyring", "early-keyring");
+		expect((await rival.exited).code).not.toBe(0);
+		expect(rival.output()).toMatch(/This keyring refuses to start: keyring node 'keyring' is already active on NATS namespace 'signing'/);
+		expect(fs.readdirSync(rival.dataDir)).toEqual([]);
+
+		const sameStore = await cluster.startRole("keyring", "keyring-same-store", { DATA_DIR: cluster.role("keyring").dataDir });
+		expect((await sameStore.exited).code).not.toBe(0);
+		expect(sameStore.output()).toMatch(/keyring store .* is in use by another keyring \(pid \d+ on .*, node keyring,/);
+
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		const all = await leases(broker);
+		expect(new Set(all.map(lease => lease.holder))).toEqual(new Set(["signer-1", "signer-2", "signer-3"]));
+		// One keyring's log: every seq once, from 1 up.
+		const seqs = all.flatMap(lease => [lease.grantSeq, lease.endSeq!]).sort((a, b) => a - b);
+		expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+		expect(broker.registry.getServiceList({ onlyAvailable: true }).filter(s => s.name === "keyring").map(s => s.nodeID)).toEqual(["keyring"]);
+		await expectAuditPasses(6_000);
+	}));
+
+	test("SIGTERM a signer mid-run: its batches finish or come back, no lease is left held, it exits 0, the run completes", () => scenario(() => cluster, async () => {
+		cluster = await startTestCluster({ records: 6_000, keys: 20, batchSize: 50 });
+		const broker = await cluster.connect();
+		const run = await cluster.startRun(50);
+		await waitForSigned(cluster, 1_500);
+		const asked = Date.now();
+		const exit = await cluster.kill("signer-3", "SIGTERM");
+		const stopSeconds = (Date.now() - asked) / 1000;
+		expect(exit).toEqual({ code: 0, signal: null });
+		expect(stopSeconds).toBeLessThan(20);
+		const ofSigner3 = (await leases(broker)).filter(lease => lease.holder === "signer-3");
+		expect(ofSigner3.length).toBeGreaterThan(0);
+		expect(ofSigner3.filter(lease => lease.end !== "released")).toEqual([]);
+
+		const outcome = await cluster.runEnded(run.runId);
+		expect(outcome.status).toBe("completed");
+		console.log(`SIGTERM signer-3: exited 0 in ${stopSeconds.toFixed(1)} s, all ${ofSigner3.length} of its leases released`);
+		await expectAuditPasses(6_000);
+	}));
 });

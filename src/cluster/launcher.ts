@@ -67,6 +67,8 @@ export interface ClusterOptions {
 	namespace?: string;
 	/** LOG_LEVEL of the role processes (default: the env's, else "info"). */
 	logLevel?: string;
+	/** Log level of the client node (`connect()`); "warn" by default. */
+	clientLogLevel?: string | false;
 	/** Every line a role prints, as it comes (the CLI shows warnings with it). */
 	onLine?: (role: RoleProcess, line: string) => void;
 }
@@ -289,9 +291,11 @@ export class Cluster {
 		if (this.client) return this.client;
 		const config = loadConfig({ TRANSPORTER: this.transporter, NAMESPACE: this.namespace, DATA_DIR: "" });
 		const broker = new ServiceBroker({
-			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: "warn" }),
-			// The process running the cluster handles its own signals.
-			skipProcessEventRegistration: true
+			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: this.options.clientLogLevel ?? "warn" }),
+			// The process running the cluster handles its own signals, and stopping the client
+			// must not wait for a call that a dead node will never answer.
+			skipProcessEventRegistration: true,
+			tracking: { enabled: false }
 		});
 		broker.createService({
 			// Its own group: run.completed is a balanced event, and no other client may take it.
@@ -386,16 +390,17 @@ export class Cluster {
 				clearTimeout(timer);
 			}));
 		};
+		// The client first: nothing waits on it, and it must not outlive the nats-server reconnecting.
+		if (this.client) {
+			const client = this.client;
+			this.client = null;
+			await Promise.race([client.stop(), new Promise(resolve => setTimeout(resolve, 5_000).unref())]);
+		}
 		const all = this.list();
 		await terminate(all.filter(role => role.kind === "main"));
 		await terminate(all.filter(role => role.kind === "signer"));
 		await terminate(all.filter(role => role.kind === "keyring"));
 		await terminate(all);
-		if (this.client) {
-			const client = this.client;
-			this.client = null;
-			await Promise.race([client.stop(), sleep(5_000)]);
-		}
 		await this.nats?.stop();
 	}
 }

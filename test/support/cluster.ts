@@ -25,6 +25,7 @@ export async function startTestCluster(options: TestClusterOptions): Promise<Clu
 	const cluster = await Cluster.start({
 		signers: 3,
 		logLevel: "info",
+		clientLogLevel: "error",
 		...options,
 		root,
 		env: {
@@ -43,17 +44,39 @@ export async function startTestCluster(options: TestClusterOptions): Promise<Clu
 	try {
 		await cluster.ready();
 	} catch (err) {
-		await stopTestCluster(cluster, { keep: true });
+		failedRoots.add(cluster.root);
+		console.log(`${clusterLogs(cluster, 40)}`);
+		await stopTestCluster(cluster);
 		throw err;
 	}
 	return cluster;
 }
 
-/** Stops the cluster and removes its folder (kept, with a pointer to it, when a test failed). */
-export async function stopTestCluster(cluster: Cluster | undefined, options: { keep?: boolean } = {}): Promise<void> {
+/** Clusters whose test failed: their folders (logs, stores) are kept for a look. */
+const failedRoots = new Set<string>();
+
+/**
+ * Runs a scenario against a cluster; on failure prints the end of every role's log and keeps
+ * the cluster's folder (set CLUSTER_KEEP=1 to keep it always).
+ */
+export async function scenario<T>(cluster: () => Cluster | undefined, body: () => Promise<T>): Promise<T> {
+	try {
+		return await body();
+	} catch (err) {
+		const current = cluster();
+		if (current) {
+			failedRoots.add(current.root);
+			console.log(`${clusterLogs(current, 40)}\ncluster folder kept: ${current.root}`);
+		}
+		throw err;
+	}
+}
+
+/** Stops the cluster and removes its folder, unless its scenario failed or CLUSTER_KEEP is set. */
+export async function stopTestCluster(cluster: Cluster | undefined): Promise<void> {
 	if (!cluster) return;
 	await cluster.stop(15_000);
-	if (options.keep) console.log(`cluster logs kept in ${cluster.logDir}`);
+	if (failedRoots.has(cluster.root) || process.env.CLUSTER_KEEP) console.log(`cluster folder kept: ${cluster.root}`);
 	else fs.rmSync(cluster.root, { recursive: true, force: true });
 }
 
