@@ -150,13 +150,14 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 		async drive(active: ActiveRun) {
 			const { planner } = active;
 			let sweeps = 0;
-			while (!this.stopping && !active.failure) {
+			// broker.stopping: the node is shutting down (its services already unpublished) before stopped() runs.
+			while (!this.stopping && !this.broker.stopping && !active.failure) {
 				// No signer yet (cluster starting, or every signer gone): wait rather than fail batches.
 				if (!this.broker.registry.getActionEndpoints("signer.signBatch")?.hasAvailable()) {
 					await this.broker.waitForServices("signer", 1_000).catch(() => undefined);
 					continue;
 				}
-				while (active.inFlight.size < this.windowSize() && !this.stopping && !active.failure) {
+				while (active.inFlight.size < this.windowSize() && !this.stopping && !this.broker.stopping && !active.failure) {
 					let planned = planner.nextRetry();
 					if (!planned && planner.paging) {
 						const { ids } = await this.broker.call<{ ids: string[] }, object>("records.unsignedIds", { after: planner.after, limit: active.run.batchSize });
@@ -194,6 +195,8 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 				this.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) failed: ${error}`);
 				await this.stores.batches.update({ _id: batchId }, { status: "failed", error, finishedAt: new Date().toISOString() });
 				this.broker.emit<BatchFailedEvent>(Events.batchFailed, { runId: run.runId, batchId, size: planned.recordIds.length, error });
+				// Failed by the shutdown itself: not an attempt against the run; its records are paged again on resume.
+				if (this.stopping || this.broker.stopping) return;
 				const unsigned = await this.broker.call<{ ids: string[] }, object>("records.filterUnsigned", { ids: planned.recordIds })
 					.then(r => r.ids, () => planned.recordIds);
 				if (!active.planner.failed(planned, unsigned))
@@ -204,7 +207,7 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 
 		async finish(active: ActiveRun) {
 			if (this.active === active) this.active = null;
-			if (this.stopping && !active.failure) {
+			if (this.stopping || this.broker.stopping) {
 				this.logger.info(`Run ${active.run.runId} interrupted by shutdown; it resumes on the next start`);
 				return;
 			}
