@@ -47,6 +47,19 @@ export class SignerStoppingError extends Error {
 
 const RELEASE_TIMEOUT_MS = 10_000;
 
+/**
+ * Records per records.fetch / records.storeSignatures call. Over NATS a message must fit the
+ * server's max_payload (1 MB by default; ~300 bytes per signature): a batch of any size (up
+ * to 100,000) goes in pieces, and a batch of the usual size in one bulk call.
+ */
+const TRANSFER_CHUNK = 2_000;
+
+function chunks<T>(items: T[], size: number): T[][] {
+	const parts: T[][] = [];
+	for (let i = 0; i < items.length; i += size) parts.push(items.slice(i, i + size));
+	return parts;
+}
+
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms).unref());
 
 const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = {
@@ -76,7 +89,8 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 		/** Lease, sign, store, release: the whole life of one batch on this signer. */
 		async runBatch(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
 			const { batchId, recordIds } = ctx.params;
-			const records = await ctx.call<RecordPayload[], { ids: string[] }>("records.fetch", { ids: recordIds });
+			const records: RecordPayload[] = [];
+			for (const ids of chunks(recordIds, TRANSFER_CHUNK)) records.push(...await ctx.call<RecordPayload[], { ids: string[] }>("records.fetch", { ids }));
 			const asked = Date.now();
 			const lease = await ctx.call<Lease, object>("keyring.acquire", { holder: this.broker.nodeID, sessionKey: this.session.publicJwk, waitMs: this.settings.acquireWaitMs }, { timeout: this.settings.acquireWaitMs + 10_000 });
 			const leaseWaitMs = Date.now() - asked;
@@ -86,7 +100,12 @@ const SignerService: ServiceSchema<SignerSettings, SignerMethods, SignerVars> = 
 				const key = await openLeaseKey(lease.key, this.session.privateKey);
 				const signed = await this.pool.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
 				const signatures = signed.map(s => ({ ...s, keyId: lease.keyId, batchId, leaseId: lease.leaseId }));
-				const stored = await ctx.call<StoreSignaturesResult, object>("records.storeSignatures", { signatures });
+				const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
+				for (const part of chunks(signatures, TRANSFER_CHUNK)) {
+					const result = await ctx.call<StoreSignaturesResult, object>("records.storeSignatures", { signatures: part });
+					stored.stored += result.stored;
+					stored.duplicates += result.duplicates;
+				}
 				return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.broker.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
 			} finally {
 				held.stop();
