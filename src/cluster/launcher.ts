@@ -82,11 +82,22 @@ export class ClusterError extends Error {
 
 const OUTPUT_LIMIT = 256 * 1024;
 
+/** nats-server's default max_payload: what a server we did not start is assumed to allow. */
+export const NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /**
- * Documents per `page` call over NATS: a reply must fit nats-server's 1 MB max_payload, and
- * a page of 5000 signatures (~300 bytes each) does not.
+ * The max_payload of the nats-server the launcher starts: a `signer.signBatch` of the largest
+ * batch (100,000 record ids, ~1.6 MB) and the batch documents the audit pages must fit.
  */
-export const NATS_PAGE = 1000;
+export const NATS_MAX_PAYLOAD = 8 * 1024 * 1024;
+
+/**
+ * Documents per `page` call over NATS for stores whose batches hold `batchSize` record ids:
+ * a reply must fit max_payload, and a page of 5000 signatures (~300 bytes each) or of 1000
+ * batches of 300 ids does not fit 1 MB.
+ */
+export function natsPageSize(batchSize: number, maxPayload = NATS_DEFAULT_MAX_PAYLOAD): number {
+	return Math.max(1, Math.min(1000, Math.floor(maxPayload / 2 / (batchSize * 16 + 512))));
+}
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
 /** The project folder (with package.json): the launcher runs from src/ under jest and from dist/. */
@@ -139,6 +150,15 @@ export class Cluster {
 		this.root = path.resolve(options.root);
 		this.logDir = path.join(this.root, "logs");
 		this.namespace = options.namespace ?? "signing";
+		this.maxPayload = nats ? NATS_MAX_PAYLOAD : NATS_DEFAULT_MAX_PAYLOAD;
+	}
+
+	/** The largest message the cluster's NATS takes (assumed the default when not ours). */
+	readonly maxPayload: number;
+
+	/** Documents per `page` call through this cluster's NATS, for batches of `batchSize`. */
+	pageSize(batchSize: number): number {
+		return natsPageSize(batchSize, this.maxPayload);
 	}
 
 	/**
@@ -149,9 +169,14 @@ export class Cluster {
 		const projectDir = projectRoot();
 		for (const file of ["dist/moleculer.config.js", "dist/services/keyring.service.js"])
 			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
-		const nats = options.transporter ? null : await startNatsServer();
+		fs.mkdirSync(path.join(options.root, "logs"), { recursive: true });
+		let nats: NatsServer | null = null;
+		if (!options.transporter) {
+			const natsConfig = path.join(options.root, "nats-server.conf");
+			fs.writeFileSync(natsConfig, `# written by the cluster launcher\nmax_payload: ${NATS_MAX_PAYLOAD}\n`);
+			nats = await startNatsServer({ args: ["-c", natsConfig] });
+		}
 		const cluster = new Cluster(options, options.transporter ?? nats!.url, nats);
-		fs.mkdirSync(cluster.logDir, { recursive: true });
 		try {
 			await cluster.startRole("keyring", "keyring");
 			await cluster.startRole("main", "main");

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import { collectSnapshot, pageAll } from "../../src/audit/collect";
 import { audit } from "../../src/audit/rules";
-import { Cluster, NATS_PAGE, tail, until, type ClusterOptions } from "../../src/cluster/launcher";
+import { Cluster, tail, until, type ClusterOptions } from "../../src/cluster/launcher";
 import type { BatchDoc, LeaseDoc, Progress, SignatureDoc } from "../../src/contract";
 
 export { until };
@@ -93,22 +93,25 @@ export async function waitForSigned(cluster: Cluster, signed: number, timeoutMs 
 	}, 50);
 }
 
+/** Page size through the test clusters' nats-server for batches of up to 500 records. */
+const PAGE = 500;
+
 export async function batches(broker: ServiceBroker): Promise<BatchDoc[]> {
-	return (await pageAll(broker, "batcher", "batches", NATS_PAGE)) as unknown as BatchDoc[];
+	return (await pageAll(broker, "batcher", "batches", PAGE)) as unknown as BatchDoc[];
 }
 
 export async function leases(broker: ServiceBroker): Promise<LeaseDoc[]> {
-	return (await pageAll(broker, "keyring", "leases", NATS_PAGE)) as unknown as LeaseDoc[];
+	return (await pageAll(broker, "keyring", "leases", PAGE)) as unknown as LeaseDoc[];
 }
 
 export async function signatures(broker: ServiceBroker): Promise<SignatureDoc[]> {
-	return (await pageAll(broker, "records", "signatures", NATS_PAGE)) as unknown as SignatureDoc[];
+	return (await pageAll(broker, "records", "signatures", PAGE)) as unknown as SignatureDoc[];
 }
 
 /** The audit of DESIGN.md section 8 over the stores, read through their owning nodes. */
 export async function auditCluster(cluster: Cluster) {
 	const broker = await cluster.connect();
-	return audit(await collectSnapshot(broker, { pageSize: NATS_PAGE }));
+	return audit(await collectSnapshot(broker, { pageSize: PAGE }));
 }
 
 /** The end of every role's output, for a failed assertion's message. */
