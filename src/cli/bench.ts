@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: in one process and one go, the floor (the same N payloads signed as JWS
  * EdDSA with jose on all cores, no coordination, no storage) and the full embedded run
- * (N records, K keys, batch size B, seeding excluded). Prints both, their ratio, records/s
- * and the peak RSS, and as its last line one JSON object.
+ * (N records, K keys, batch size B, seeding excluded), then the same run across processes over
+ * NATS (three signers). Prints the times, their ratios to the floor, records/s and the peak
+ * RSS, and as its last line one JSON object. `--skip-nats` leaves out the NATS run.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -82,18 +83,35 @@ async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedE
 }
 
 async function main(): Promise<void> {
-	const { values } = parseArgs({ options: { records: { type: "string" }, keys: { type: "string" }, "batch-size": { type: "string" } } });
-	const config = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, values);
+	const { values } = parseArgs({ options: { records: { type: "string" }, keys: { type: "string" }, "batch-size": { type: "string" }, "skip-nats": { type: "boolean" } } });
+	const { "skip-nats": _skip, ...sizes } = values;
+	const config = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, sizes);
 	const { records, keys, batchSize } = config;
 	console.log(`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${os.availableParallelism()} cores, Node ${process.version}`);
 
-	// The embedded system on a fresh file store, as `npm start` runs it; seeding is not timed.
+	const embedded = await embeddedBench(records, keys, batchSize);
+	const { floor } = embedded;
+	const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
+	const summary: Record<string, number> = { records, floorSeconds: round(floor), runSeconds: round(embedded.run), ratio: round(embedded.run / floor), recordsPerSecond: Math.round(records / embedded.run), peakRssMB: embedded.peakRssMB };
+
+	if (!values["skip-nats"]) {
+		// Separate OS processes over a local nats-server, measured against the same floor.
+		const { runOverNats } = await import("../cluster/run-over-nats");
+		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
+		console.log(`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / floor).toFixed(2)}; 3 signer processes)`);
+		Object.assign(summary, { natsRunSeconds: round(nats.seconds), natsRatio: round(nats.seconds / floor), natsRecordsPerSecond: Math.round(records / nats.seconds) });
+	}
+	console.log(JSON.stringify(summary));
+}
+
+/** The floor and the embedded run, in this process, on a fresh file store as `npm start` uses. */
+async function embeddedBench(records: number, keys: number, batchSize: number): Promise<{ floor: number; run: number; peakRssMB: number }> {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
 	const { createSystem } = await import("../system");
 	const broker = createSystem(loadConfig({ RECORDS: String(records), KEYS: String(keys), BATCH_SIZE: String(batchSize), DATA_DIR: dataDir }), { logLevel: "warn" });
 	const completion = new Promise<RunCompletedEvent>(resolve => broker.createService({ name: "bench-watch", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
 	try {
-		await broker.start();
+		await broker.start(); // seeds the records and generates the keys: not timed
 		const payloads = await storedPayloads(broker);
 		let cpu = process.cpuUsage();
 		const floor = await floorSeconds(payloads);
@@ -103,12 +121,10 @@ async function main(): Promise<void> {
 		cpu = process.cpuUsage();
 		const run = await timedRun(broker, completion, records, batchSize);
 		const runCpu = cpuSeconds(process.cpuUsage(cpu));
-		const ratio = run.seconds / floor.seconds;
-		console.log(`embedded   ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${ratio.toFixed(2)}; CPU ${runCpu.toFixed(1)} s)`);
+		console.log(`embedded   ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${(run.seconds / floor.seconds).toFixed(2)}; CPU ${runCpu.toFixed(1)} s)`);
 		const peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
 		console.log(`peak RSS   ${peakRssMB} MB (${floorRssMB} MB after the floor)`);
-		const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
-		console.log(JSON.stringify({ records, floorSeconds: round(floor.seconds), runSeconds: round(run.seconds), ratio: round(ratio), recordsPerSecond: Math.round(records / run.seconds), peakRssMB }));
+		return { floor: floor.seconds, run: run.seconds, peakRssMB };
 	} finally {
 		await broker.stop();
 		fs.rmSync(dataDir, { recursive: true, force: true });
