@@ -64,6 +64,7 @@ interface KeyringMethods {
 	keyringPeers(): string[];
 	watchForRivals(): void;
 	assertServing(): void;
+	conflict(): Error;
 	[name: string]: (...args: any[]) => any;
 }
 
@@ -209,14 +210,19 @@ const KeyringService: ServiceSchema<KeyringSettings, KeyringMethods, KeyringVars
 			if (!rival) return;
 			this.fencedBy = rival.nodeID!;
 			this.election.fence();
+			// Callers still waiting for a key are turned away too; releases keep working.
+			void this.keyring?.close(() => this.conflict());
 			this.logger.error(`Keyring node '${rival.nodeID}' is active too: this keyring stops granting and renewing leases now. Two keyrings must never both grant; restart one of them alone.`);
 			// Under moleculer-runner the process ends, so a supervisor can restart it into a fresh election.
 			if ((this.broker as { runner?: unknown }).runner) void this.broker.stop().finally(() => process.exit(1));
 		},
 
 		assertServing() {
-			if (this.fencedBy)
-				throw new Errors.MoleculerRetryableError(`This keyring no longer grants or renews leases: keyring node '${this.fencedBy}' is active too`, 503, "KEYRING_CONFLICT", { other: this.fencedBy });
+			if (this.fencedBy) throw this.conflict();
+		},
+
+		conflict(): Error {
+			return new Errors.MoleculerRetryableError(`This keyring no longer grants or renews leases: keyring node '${this.fencedBy}' is active too`, 503, "KEYRING_CONFLICT", { other: this.fencedBy });
 		}
 	},
 	async started() {

@@ -11,6 +11,8 @@ import { ServiceBroker, type ServiceSchema } from "moleculer";
 import KeyringService from "../services/keyring.service";
 import { brokerOptions } from "../src/broker-options";
 import { loadConfig } from "../src/config";
+import type { Lease } from "../src/contract";
+import { createSessionKey } from "../src/keyring/session-key";
 import { LOCK_FILE } from "../src/keyring/store-lock";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
 
@@ -112,4 +114,38 @@ describe("one active keyring per NATS namespace", () => {
 		const offering = client.registry.getServiceList({ onlyAvailable: true }).filter(s => s.name === "keyring").map(s => s.nodeID);
 		expect(offering).toEqual(["keyring-a"]);
 	});
+
+	test("an active keyring that sees another one appear (a healed partition) stops granting and renewing at once", async () => {
+		const namespace = `fence-${Date.now()}`;
+		const active = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-active", settleMs: 300 });
+		await active.start();
+		const session = await createSessionKey();
+		const lease = await active.call<Lease, object>("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
+		for (let i = 0; i < 2; i++) await active.call("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
+		// Every key is leased: this caller waits in line.
+		const waiting = active.call("keyring.acquire", { holder: "signer-z", sessionKey: session.publicJwk, waitMs: 60_000 }).then(() => null, (err: Error) => err);
+
+		// A node that offers `keyring` without an election: only a split brain looks like this.
+		const rival = new ServiceBroker(brokerOptions(loadConfig({ DATA_DIR: "", TRANSPORTER: nats.url, NAMESPACE: namespace }), { nodeID: "keyring-rival", logLevel: false }));
+		running.push(rival);
+		rival.createService({ name: "keyring", actions: { status: () => ({}) } });
+		await rival.start();
+
+		await expect(until(() => active.call("keyring.acquire", { holder: "signer-y", sessionKey: session.publicJwk, waitMs: 100 }, { nodeID: "keyring-active" }).then(() => false, (err: { type?: string }) => err.type === "KEYRING_CONFLICT")))
+			.resolves.toBe(true);
+		await expect(active.call("keyring.renew", { leaseId: lease.leaseId }, { nodeID: "keyring-active" })).rejects.toMatchObject({ code: 503, type: "KEYRING_CONFLICT", message: expect.stringContaining("keyring node 'keyring-rival' is active too") });
+		// The caller that was waiting in line is turned away as well, not left for a minute.
+		expect(await waiting).toMatchObject({ type: "KEYRING_CONFLICT" });
+		// Handing a key back stays possible: it can only make fewer keys leased.
+		await expect(active.call("keyring.release", { leaseId: lease.leaseId }, { nodeID: "keyring-active" })).resolves.toMatchObject({ changed: true });
+	});
 });
+
+async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
+	const deadline = Date.now() + timeoutMs;
+	while (Date.now() < deadline) {
+		if (await check()) return true;
+		await new Promise(resolve => setTimeout(resolve, 50));
+	}
+	return false;
+}

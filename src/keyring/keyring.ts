@@ -68,6 +68,8 @@ export interface KeyringStatus {
 	lastSeq: number;
 }
 
+const stopping = (): Error => new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
+
 function toClientError(err: unknown): unknown {
 	return err instanceof InvalidSessionKeyError ? new Errors.MoleculerClientError(err.message, 422, "INVALID_SESSION_KEY") : err;
 }
@@ -90,6 +92,8 @@ export class Keyring {
 	private sweepTimer: NodeJS.Timeout | null = null;
 	private sweepQueued = false;
 	private closed = false;
+	/** Why acquires are turned away once closed. */
+	private refusal: () => Error = stopping;
 	private readonly now: () => number;
 
 	private constructor(
@@ -236,15 +240,19 @@ export class Keyring {
 		};
 	}
 
-	/** Stops the sweep, turns waiting callers away and lets the change in progress finish. */
-	async close(): Promise<void> {
+	/**
+	 * Stops the sweep, turns waiting callers (and later acquires) away with `refusal`, and lets
+	 * the change in progress finish. Renewals and releases still work.
+	 */
+	async close(refusal: () => Error = stopping): Promise<void> {
 		this.closed = true;
+		this.refusal = refusal;
 		if (this.sweepTimer) clearInterval(this.sweepTimer);
 		this.sweepTimer = null;
 		for (const waiter of this.waiters) {
 			this.waiters.delete(waiter);
 			if (waiter.timer) clearTimeout(waiter.timer);
-			waiter.reject(new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING"));
+			waiter.reject(refusal());
 		}
 		await this.serial.drain();
 	}
@@ -252,12 +260,12 @@ export class Keyring {
 	// ------------------------------------------------------------ internals
 
 	private assertOpen(): void {
-		if (this.closed) throw new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
+		if (this.closed) throw this.refusal();
 	}
 
 	private waitForGrant(holder: string, limitMs: number): Promise<{ lease: LeaseDoc; waitMs: number }> {
 		return new Promise((resolve, reject) => {
-			if (this.closed) return reject(new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING"));
+			if (this.closed) return reject(this.refusal());
 			const waiter: Waiter = { holder, since: this.now(), limitMs, timer: null, resolve, reject };
 			this.waiters.add(waiter);
 			// Queued before the deadline check below, so a free key always goes to this caller first.
