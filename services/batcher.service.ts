@@ -27,6 +27,8 @@ interface ActiveRun {
 	run: RunDoc;
 	planner: BatchPlanner;
 	inFlight: Set<Promise<void>>;
+	/** Batches in flight per signer node. */
+	perSigner: Map<string, number>;
 	batchCount: number;
 	failure: string | null;
 	done: Promise<void>;
@@ -42,6 +44,7 @@ interface BatcherMethods {
 	drive(active: ActiveRun): Promise<void>;
 	runBatch(active: ActiveRun, planned: PlannedBatch): Promise<void>;
 	windowSize(): number;
+	pickSigner(active: ActiveRun): string | undefined;
 	launch(run: RunDoc, resumed: boolean): Promise<void>;
 	finish(active: ActiveRun): Promise<void>;
 	publicRun(run: RunDoc): Omit<RunDoc, "_id">;
@@ -130,7 +133,7 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 
 		async launch(run: RunDoc, resumed: boolean) {
 			const batchCount = await this.stores.batches.count({ runId: run.runId });
-			const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.settings.maxAttempts), inFlight: new Set(), batchCount, failure: null, done: Promise.resolve() };
+			const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.settings.maxAttempts), inFlight: new Set(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
 			this.active = active;
 			const progress = await this.broker.call<Progress>("records.progress");
 			this.broker.emit<RunStartedEvent>(Events.runStarted, { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
@@ -145,6 +148,22 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 			// Enough batches to keep every signer node busy while others wait on storage.
 			const signerNodes = this.broker.registry.getServiceList({ onlyAvailable: true }).filter(s => s.name === "signer").length;
 			return Math.max(6, 4 * signerNodes);
+		},
+
+		/**
+		 * The available signer node with the fewest batches in flight. A node that died keeps
+		 * only its share of the window until its heartbeats are missed, instead of collecting
+		 * every batch round-robin sends it meanwhile (the whole window, and a stalled run).
+		 */
+		pickSigner(active: ActiveRun): string | undefined {
+			let best: string | undefined;
+			let bestLoad = Infinity;
+			for (const service of this.broker.registry.getServiceList({ onlyAvailable: true })) {
+				if (service.name !== "signer" || !service.nodeID) continue;
+				const load = active.perSigner.get(service.nodeID) ?? 0;
+				if (load < bestLoad) [best, bestLoad] = [service.nodeID, load];
+			}
+			return best;
 		},
 
 		async drive(active: ActiveRun) {
@@ -186,8 +205,11 @@ const BatcherService: ServiceSchema<BatcherSettings, BatcherMethods, BatcherVars
 			const startedAt = Date.now();
 			// Recorded before dispatch: after a crash the store knows every batch that may have run.
 			await this.stores.batches.insert({ _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds: planned.recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null });
+			const signer = this.pickSigner(active);
+			if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
 			try {
-				const result = await this.broker.call<SignBatchResult, object>("signer.signBatch", { batchId, runId: run.runId, recordIds: planned.recordIds }, { timeout: this.settings.signTimeoutMs });
+				const result = await this.broker.call<SignBatchResult, object>("signer.signBatch", { batchId, runId: run.runId, recordIds: planned.recordIds }, { timeout: this.settings.signTimeoutMs, ...(signer ? { nodeID: signer } : {}) })
+					.finally(() => { if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1); });
 				await this.stores.batches.update({ _id: batchId }, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt: new Date().toISOString() });
 				this.broker.emit<BatchSignedEvent>(Events.batchSigned, { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: planned.recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: Date.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
 			} catch (err) {
