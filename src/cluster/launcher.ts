@@ -139,6 +139,7 @@ function killOrphansOnExit(): void {
 export class Cluster {
 	private readonly roles = new Map<string, RoleProcess>();
 	private client: ServiceBroker | null = null;
+	private connecting: Promise<ServiceBroker> | null = null;
 	private readonly completions: Array<(event: RunCompletedEvent & { status: string; error?: string }) => void> = [];
 	private stopped = false;
 	readonly root: string;
@@ -212,8 +213,8 @@ export class Cluster {
 	}
 
 	/**
-	 * Starts a process for role `name` (a new generation if it ran before). `kind` defaults to
-	 * the name's; `env` adds to the cluster's (e.g. a second keyring on its own DATA_DIR).
+	 * Starts a process of `kind` named `name` (a new generation if that name ran before, on the
+	 * same DATA_DIR); `env` adds to the cluster's (e.g. a second keyring on its own DATA_DIR).
 	 */
 	async startRole(kind: RoleKind, name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
 		if (this.stopped) throw new ClusterError("the cluster is stopped");
@@ -229,7 +230,8 @@ export class Cluster {
 			...process.env,
 			...this.options.env,
 			LOG_LEVEL: this.options.logLevel ?? this.options.env?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? "info",
-			// WebCrypto's Ed25519 runs on libuv's pool (4 threads by default): as many as there are cores.
+			// WebCrypto's Ed25519 runs on libuv's pool (4 threads by default), which the signer's
+			// signing threads share: give it one per core.
 			...(kind === "signer" && !process.env.UV_THREADPOOL_SIZE ? { UV_THREADPOOL_SIZE: String(Math.max(4, cores)) } : {}),
 			...env,
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
@@ -312,8 +314,15 @@ export class Cluster {
 	// ------------------------------------------------------------ the client node
 
 	/** A client node on the cluster's NATS (no services of its own but a watcher): calls, audit, events. */
-	async connect(): Promise<ServiceBroker> {
-		if (this.client) return this.client;
+	connect(): Promise<ServiceBroker> {
+		this.connecting ??= this.startClient().catch(err => {
+			this.connecting = null;
+			throw err;
+		});
+		return this.connecting;
+	}
+
+	private async startClient(): Promise<ServiceBroker> {
 		const config = loadConfig({ TRANSPORTER: this.transporter, NAMESPACE: this.namespace, DATA_DIR: "" });
 		const broker = new ServiceBroker({
 			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: this.options.clientLogLevel ?? "warn" }),
@@ -416,9 +425,10 @@ export class Cluster {
 			}));
 		};
 		// The client first: nothing waits on it, and it must not outlive the nats-server reconnecting.
-		if (this.client) {
-			const client = this.client;
+		const client = this.client ?? (await this.connecting?.catch(() => null)) ?? null;
+		if (client) {
 			this.client = null;
+			this.connecting = null;
 			await Promise.race([client.stop(), new Promise(resolve => setTimeout(resolve, 5_000).unref())]);
 		}
 		const all = this.list();
