@@ -100,6 +100,8 @@ describe("crashes lose nothing and break no rule", () => {
 
 		const outcome = await cluster.runEnded(run.runId);
 		expect(outcome.status).toBe("completed");
+		// Until its missed heartbeats give it away, the killed node still looks available to the client.
+		await cluster.gone("keyring");
 		await until("every lease to end", 30_000, async () => (await broker.call<{ leased: number }>("keyring.status")).leased === 0);
 		const all = await leases(broker);
 		expect(all.every(l => l.end !== null)).toBe(true);
@@ -118,6 +120,7 @@ describe("crashes lose nothing and break no rule", () => {
 		expect(restarted.output()).toContain(`Resuming run ${run.runId}: batch size 50`);
 		const outcome = await cluster.runEnded(run.runId);
 		expect(outcome.status).toBe("completed");
+		await cluster.gone("main");
 		const runs = await broker.call<Array<{ runId: string; batchSize: number; status: string }>>("batcher.runs");
 		expect(runs).toEqual([expect.objectContaining({ runId: run.runId, batchSize: 50, status: "completed" })]);
 		const stored = await batches(broker);
