@@ -87,9 +87,13 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 
 	let stopping: Promise<void> | null = null;
 	const stop = () => (stopping ??= cluster.stop());
+	// Set once the run has ended and been audited: a kept cluster stopped later exits with it.
+	let verdictCode: number | null = null;
 	const onSignal = (signal: NodeJS.Signals) => {
-		say(`\n${signal}: stopping the cluster (batches in flight finish or come back; the run resumes on the next \`npm run cluster\`)...`);
-		void stop().finally(() => process.exit(130));
+		say(verdictCode === null
+			? `\n${signal}: stopping the cluster (batches in flight finish or come back; the run resumes on the next \`npm run cluster\`)...`
+			: `\n${signal}: stopping the cluster...`);
+		void stop().finally(() => process.exit(verdictCode ?? 130));
 	};
 	process.once("SIGINT", onSignal);
 	process.once("SIGTERM", onSignal);
@@ -147,6 +151,7 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 		const allSigned = progress.signed === progress.records;
 		console.log(`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violations.length} violations`);
 		const code = outcome.status === "completed" && allSigned && verdict.ok ? 0 : 1;
+		verdictCode = code;
 
 		if (keep) {
 			console.log(`\nThe cluster keeps running; Ctrl-C stops it. From another terminal:`);
