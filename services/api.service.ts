@@ -251,9 +251,9 @@ const ApiService: ServiceSchema<ApiSettings, ApiMethods, ApiVars> & { merged?: (
 			async handler() {
 				if (!this.auditInFlight) {
 					this.auditInFlight = (async () => {
-						const { collectSnapshot } = await import("../src/audit/collect");
+						const { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } = await import("../src/audit/collect");
 						const { audit } = await import("../src/audit/rules");
-						return audit(await collectSnapshot(this.broker));
+						return audit(await collectSnapshot(this.broker, this.broker.transit ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
 					})().finally(() => {
 						this.auditInFlight = null;
 					});

@@ -24,6 +24,24 @@ type StoredDoc = Record<string, unknown>;
 export interface CollectOptions {
 	/** Documents per `page` call; the action allows at most 5000. */
 	pageSize?: number;
+	/**
+	 * Over a transporter, the largest message it carries (nats-server's max_payload, 1 MB by
+	 * default): each collection is then paged in pieces that fit, batches by their runs' size.
+	 */
+	maxPayloadBytes?: number;
+}
+
+/** 1 MB: nats-server's default max_payload. */
+export const NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+
+/** Generous JSON sizes of one stored document, by collection. */
+const DOC_BYTES: Record<string, number> = { keys: 1200, leases: 500, runs: 1500, records: 200, signatures: 500 };
+
+function pageSizeFor(collection: string, options: CollectOptions, largestBatch = 0): number {
+	const fallback = options.pageSize ?? 5000;
+	if (!options.maxPayloadBytes) return fallback;
+	const docBytes = collection === "batches" ? largestBatch * 20 + 600 : DOC_BYTES[collection] ?? 2000;
+	return Math.max(1, Math.min(fallback, Math.floor(options.maxPayloadBytes / 2 / docBytes)));
 }
 
 /** Pages `collection` of `service` by `_id` until the owner says there is no next page. */
@@ -87,16 +105,16 @@ export function toRun(doc: StoredDoc): SnapshotRun {
 
 /** A snapshot of the records, keyring and batcher stores, read through their services. */
 export async function collectSnapshot(broker: Pick<ServiceBroker, "call">, options: CollectOptions = {}): Promise<AuditSnapshot> {
-	const pageSize = options.pageSize ?? 5000;
 	// Causal order: a lease is stored before its batch's signatures, a batch before it is dispatched,
 	// so a snapshot of a live system never shows a signature whose lease or batch it missed.
-	const keys = await pageAll(broker, "keyring", "keys", pageSize);
+	const keys = await pageAll(broker, "keyring", "keys", pageSizeFor("keys", options));
 	const jwks = (await broker.call("keyring.jwks")) as { keys: JWK[] } | null;
-	const leases = await pageAll(broker, "keyring", "leases", pageSize);
-	const runs = await pageAll(broker, "batcher", "runs", pageSize);
-	const batches = await pageAll(broker, "batcher", "batches", pageSize);
-	const records = await pageAll(broker, "records", "records", pageSize);
-	const signatures = await pageAll(broker, "records", "signatures", pageSize);
+	const leases = await pageAll(broker, "keyring", "leases", pageSizeFor("leases", options));
+	const runs = await pageAll(broker, "batcher", "runs", pageSizeFor("runs", options));
+	const largestBatch = Math.max(0, ...runs.map(run => Number(run.batchSize) || 0));
+	const batches = await pageAll(broker, "batcher", "batches", pageSizeFor("batches", options, largestBatch));
+	const records = await pageAll(broker, "records", "records", pageSizeFor("records", options));
+	const signatures = await pageAll(broker, "records", "signatures", pageSizeFor("signatures", options));
 	return {
 		records: records.map(toRecord),
 		signatures: signatures.map(toSignature),

@@ -3,7 +3,7 @@
  * an export with `--from DIR`. Exit 0 when every rule holds, 1 on violations, 2 on errors.
  */
 import os from "node:os";
-import { collectSnapshot } from "../audit/collect";
+import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { readExport } from "../audit/export-files";
 import { formatReport } from "../audit/format";
 import { STORE_USAGE, UsageError, describeStore, parseCli, runCli, storeConfig, withStore, write } from "../audit/open-store";
@@ -48,7 +48,7 @@ async function main(): Promise<number> {
 	} else {
 		const config = storeConfig(values);
 		source = describeStore(config);
-		snapshot = await withStore(config, broker => collectSnapshot(broker));
+		snapshot = await withStore(config, broker => collectSnapshot(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
 	}
 	const report = await audit(snapshot, Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)));
 	await write(process.stdout, values.json ? JSON.stringify({ source, ...report }, null, 2) + "\n" : formatReport(report, source));

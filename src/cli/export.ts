@@ -2,7 +2,7 @@
  * `npm run export -- --out DIR`: writes the configured store as the export of DESIGN.md
  * section 9 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
  */
-import { collectSnapshot } from "../audit/collect";
+import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { writeExport } from "../audit/export-files";
 import { plural } from "../audit/format";
 import { STORE_USAGE, UsageError, describeStore, parseCli, runCli, storeConfig, withStore, write } from "../audit/open-store";
@@ -21,7 +21,7 @@ async function main(): Promise<number> {
 	}
 	if (!values.out) throw new UsageError("--out DIR is required: the folder to write the export to (e.g. npm run export -- --out ./export)");
 	const config = storeConfig(values);
-	const snapshot = await withStore(config, broker => collectSnapshot(broker));
+	const snapshot = await withStore(config, broker => collectSnapshot(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
 	const written = await writeExport(snapshot, values.out);
 	await write(
 		process.stdout,
