@@ -135,7 +135,9 @@ describe("keyring", () => {
 		}));
 		const [l0, l1] = await Promise.all(calls.slice(0, 2));
 		await sleep(30);
-		expect(served).toEqual(["w0", "w1"]);
+		// Granted in call order (replies may arrive in either order: each is sealed on its own).
+		expect([l0.keyId, l1.keyId]).toEqual(["key-000", "key-001"]);
+		expect(served.sort()).toEqual(["w0", "w1"]);
 		expect((await ring.status()).waiting).toBe(3);
 
 		await ring.release(l1.leaseId);
@@ -146,7 +148,7 @@ describe("keyring", () => {
 		expect(l3.keyId).toBe(l0.keyId);
 		await ring.release(l2.leaseId);
 		await calls[4];
-		expect(served).toEqual(["w0", "w1", "w2", "w3", "w4"]);
+		expect(served.slice(2)).toEqual(["w2", "w3", "w4"]);
 
 		const startedAt = Date.now();
 		const late = await ring.acquire("late", 150).then(() => null, (err: { code: number; type: string; message: string }) => err);
