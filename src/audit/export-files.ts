@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { once } from "node:events";
-import { EXPORT_FIELDS, pick, publicJwk, type AuditSnapshot } from "./snapshot";
+import { EXPORT_FIELDS, pick, publicJwk, snapshotCounts, type AuditSnapshot } from "./snapshot";
 
 export const EXPORT_FILES = {
 	records: "records.jsonl",
@@ -61,15 +61,7 @@ export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise
 	await fs.promises.writeFile(path.join(target, EXPORT_FILES.jwks), JSON.stringify(jwks, null, 2) + "\n");
 	const runs = snapshot.runs.map(run => pick(run as unknown as Record<string, unknown>, EXPORT_FIELDS.runs));
 	await fs.promises.writeFile(path.join(target, EXPORT_FILES.runs), JSON.stringify(runs, null, 2) + "\n");
-	return {
-		dir: target,
-		records: snapshot.records.length,
-		signatures: snapshot.signatures.length,
-		batches: snapshot.batches.length,
-		leases: snapshot.leases.length,
-		keys: snapshot.keys.length,
-		runs: snapshot.runs.length
-	};
+	return { dir: target, ...snapshotCounts(snapshot) };
 }
 
 async function readLines<T>(file: string): Promise<T[]> {

@@ -6,7 +6,7 @@ import { webcrypto } from "node:crypto";
 import type { JWK } from "jose";
 import type { LeaseDoc } from "../contract";
 import { replayLeases, type ReplayResult } from "../keyring/replay";
-import type { AuditSnapshot, SnapshotBatch, SnapshotLease, SnapshotSignature } from "./snapshot";
+import { snapshotCounts, type AuditSnapshot, type SnapshotBatch, type SnapshotLease, type SnapshotSignature } from "./snapshot";
 
 export const RULES = [
 	"one-signature-per-record",
@@ -108,14 +108,7 @@ export async function audit(snapshot: AuditSnapshot, options: AuditOptions = {})
 	const rules = findings.rules();
 	return {
 		ok: rules.every(r => r.ok),
-		checked: {
-			records: snapshot.records.length,
-			signatures: snapshot.signatures.length,
-			batches: snapshot.batches.length,
-			leases: snapshot.leases.length,
-			keys: snapshot.keys.length,
-			runs: snapshot.runs.length
-		},
+		checked: snapshotCounts(snapshot),
 		rules,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: findings.violations()

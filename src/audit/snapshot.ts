@@ -108,3 +108,15 @@ export function isoTime(value: unknown): string | null {
 export function emptySnapshot(): AuditSnapshot {
 	return { records: [], signatures: [], batches: [], leases: [], keys: [], jwks: { keys: [] }, runs: [] };
 }
+
+/** How many documents of each kind a snapshot holds. */
+export function snapshotCounts(snapshot: AuditSnapshot) {
+	return {
+		records: snapshot.records.length,
+		signatures: snapshot.signatures.length,
+		batches: snapshot.batches.length,
+		leases: snapshot.leases.length,
+		keys: snapshot.keys.length,
+		runs: snapshot.runs.length
+	};
+}

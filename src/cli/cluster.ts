@@ -9,6 +9,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
+import { JOB_FLAGS } from "./start";
 import type { Progress, RunDoc } from "../contract";
 
 const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N] [--transporter URL] [--keep]
@@ -18,22 +19,8 @@ const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--recor
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, LEASE_TTL_MS, ... (see README). Stores go to DATA_DIR/cluster/<role>, logs to DATA_DIR/cluster/logs.`;
 
 function parseFlags(argv: string[]) {
-	const { values } = parseArgs({
-		args: argv,
-		options: {
-			"batch-size": { type: "string" },
-			records: { type: "string" },
-			keys: { type: "string" },
-			"data-dir": { type: "string" },
-			window: { type: "string" },
-			signers: { type: "string" },
-			transporter: { type: "string" },
-			keep: { type: "boolean" },
-			help: { type: "boolean", short: "h" }
-		},
-		strict: true
-	});
-	return values;
+	const options = { ...JOB_FLAGS, signers: { type: "string" }, transporter: { type: "string" }, keep: { type: "boolean" } } as const;
+	return parseArgs({ args: argv, options, strict: true }).values;
 }
 
 function parseSigners(raw: string | undefined): number {

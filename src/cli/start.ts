@@ -11,20 +11,18 @@ import { Events, type Progress, type RunCompletedEvent, type RunDoc } from "../c
 const USAGE = `Usage: npm start -- [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N]
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see README).`;
 
+/** The flags of a signing job, shared by `npm start` and `npm run cluster`. */
+export const JOB_FLAGS = {
+	"batch-size": { type: "string" },
+	records: { type: "string" },
+	keys: { type: "string" },
+	"data-dir": { type: "string" },
+	window: { type: "string" },
+	help: { type: "boolean", short: "h" }
+} as const;
+
 export function parseFlags(argv: string[]) {
-	const { values } = parseArgs({
-		args: argv,
-		options: {
-			"batch-size": { type: "string" },
-			records: { type: "string" },
-			keys: { type: "string" },
-			"data-dir": { type: "string" },
-			window: { type: "string" },
-			help: { type: "boolean", short: "h" }
-		},
-		strict: true
-	});
-	return values;
+	return parseArgs({ args: argv, options: JOB_FLAGS, strict: true }).values;
 }
 
 function bar(done: number, total: number, width = 30): string {
