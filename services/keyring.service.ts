@@ -12,14 +12,14 @@ import os from "node:os";
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import type { JWK } from "jose";
-import { DbMixin, type DbSettings, type Store } from "../mixins/db.mixin";
+import { DbMixin, type Store } from "../mixins/db.mixin";
 import { appConfig } from "../src/config";
 import {
 	acquireParams, leaseRefParams,
 	type AcquireParams, type KeyDoc, type Lease, type LeaseChange, type LeaseDoc, type LeaseEvent, type LeaseRef
 } from "../src/contract";
 import { KeyringElection, type ClaimReply } from "../src/keyring/election";
-import { Keyring, type KeyInfo, type KeyringStatus } from "../src/keyring/keyring";
+import { Keyring, type KeyInfo, type KeyringOptions, type KeyringStatus } from "../src/keyring/keyring";
 import { acquireStoreLock, type StoreLock } from "../src/keyring/store-lock";
 
 /** Reachable on every keyring node before its `keyring` service is: the election's channel. */
@@ -33,16 +33,8 @@ export class KeyringRefusedError extends Error {
 	}
 }
 
-export interface KeyringSettings extends DbSettings {
-	/** Keys to generate when the store holds none. */
-	keys: number;
-	/** base64 of 32 bytes; null = `DATA_DIR/master.key` (or a random one when in memory). */
-	masterKey: string | null;
-	leaseTtlMs: number;
-	leaseGraceMs: number;
-	acquireWaitMs: number;
-	/** Period of the expiry sweep; 0 disables it (read-only tools). */
-	sweepIntervalMs: number;
+/** The keyring's own options (src/keyring/keyring.ts, store settings included) plus the election's. */
+export interface KeyringSettings extends KeyringOptions {
 	/** Over NATS: how long discovery settles before this node claims the keyring role. */
 	electionSettleMs: number;
 	/** Over NATS: how long a peer has to answer the claim; no answer is a refusal. */
