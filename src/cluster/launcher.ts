@@ -224,7 +224,8 @@ export class Cluster {
 		const nodeID = generation === 1 ? name : `${name}.g${generation}`;
 		const dataDir = env.DATA_DIR ?? path.join(this.root, name);
 		const metricsPort = await freePort();
-		const healthPort = await freePort();
+		// Nothing here reads the health port: let the OS pick it, so no other process can take it first.
+		const healthPort = 0;
 		const cores = os.availableParallelism();
 		const childEnv: NodeJS.ProcessEnv = {
 			...process.env,
@@ -362,7 +363,8 @@ export class Cluster {
 	 */
 	async ready(timeoutMs = 120_000, names?: string[]): Promise<void> {
 		await this.connect();
-		const waited = () => (names ? names.map(name => this.role(name)) : this.list().filter(role => role.running()));
+		// Every role by default: one that already exited (a port taken, a bad setting) is an error, not skipped.
+		const waited = () => (names ? names.map(name => this.role(name)) : this.list());
 		await until("every role to offer its services", timeoutMs, () => {
 			for (const role of waited())
 				if (!role.running()) throw new ClusterError(`${role.name} (${role.nodeID}) exited while starting:\n${tail(role.output())}`);
