@@ -8,6 +8,7 @@ import type { BrokerOptions } from "moleculer";
 import { replCommands } from "./api/repl-commands";
 import type { AppConfig } from "./config";
 import { HealthMiddleware } from "./health";
+import { FailLostRequestsMiddleware } from "./lost-requests";
 
 export interface BrokerOverrides {
 	nodeID?: string;
@@ -50,7 +51,10 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			? { enabled: true, reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] }
 			: { enabled: true, reporter: [] },
 		validator: true,
-		middlewares: overrides.health ? [HealthMiddleware({ port: config.healthPort })] : [],
+		middlewares: [
+			...(config.transporter ? [FailLostRequestsMiddleware()] : []),
+			...(overrides.health ? [HealthMiddleware({ port: config.healthPort })] : [])
+		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.
 		replOptions: { customCommands: replCommands() as unknown as NonNullable<BrokerOptions["replOptions"]>["customCommands"] }

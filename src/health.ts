@@ -12,6 +12,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Middleware, Service, ServiceBroker } from "moleculer";
+import { natsClient, watchNatsStatus } from "./nats-status";
 
 export interface HealthOptions {
 	/** TCP port; 0 picks a free one (tests), see `address()`. */
@@ -29,11 +30,6 @@ export interface ReadinessReport {
 	notReady: string[];
 }
 
-/** Duck type of the nats.js connection behind Moleculer's NATS transporter. */
-interface NatsStatusSource {
-	status(): AsyncIterable<{ type: string }>;
-	isClosed?(): boolean;
-}
 
 export type HealthMiddleware = Middleware & {
 	/** Where the health server listens, once the broker is starting; null before and after. */
@@ -72,19 +68,10 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 	}
 
 	function watchTransport(broker: ServiceBroker): void {
-		const client = natsClient(broker);
-		if (!client) return;
-		// Each status() call is its own listener; it ends when the connection closes.
-		void (async () => {
-			try {
-				for await (const event of client.status()) {
-					if (event.type === "disconnect") transportDown = true;
-					else if (event.type === "reconnect") transportDown = false;
-				}
-			} catch (err) {
-				broker.logger.debug("Health: NATS status stream ended", err);
-			}
-		})();
+		watchNatsStatus(broker, type => {
+			if (type === "disconnect") transportDown = true;
+			else if (type === "reconnect") transportDown = false;
+		});
 	}
 
 	function handle(broker: ServiceBroker, req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -153,7 +140,3 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 	};
 }
 
-function natsClient(broker: ServiceBroker): NatsStatusSource | null {
-	const client = (broker.transit?.tx as unknown as { client?: unknown } | undefined)?.client as NatsStatusSource | null | undefined;
-	return client && typeof client.status === "function" ? client : null;
-}
