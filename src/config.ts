@@ -2,7 +2,6 @@
  * The one place the environment is read (DESIGN.md section 6). Every value is validated
  * here, at start-up, with a message that names the variable and the allowed range.
  */
-import os from "node:os";
 import path from "node:path";
 
 export interface AppConfig {
@@ -116,9 +115,4 @@ let cached: AppConfig | null = null;
 export function appConfig(): AppConfig {
 	if (!cached) cached = loadConfig();
 	return cached;
-}
-
-/** How many signatures this process can compute at once: the cores WebCrypto's pool uses. */
-export function signingParallelism(): number {
-	return Math.max(1, os.availableParallelism());
 }

@@ -2,6 +2,7 @@
  * The keyring on a real broker: LRU grants against a reference model, FIFO waiting, idempotent
  * release, expiry, the key transport and the lease log's seq numbers.
  */
+import { pageAll } from "../src/audit/collect";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { CompactSign, compactVerify, importJWK, type JWK } from "jose";
 import KeyringService from "../services/keyring.service";
@@ -52,15 +53,7 @@ async function startKeyring(settings: Record<string, unknown>): Promise<Harness>
 		renew: leaseId => broker.call("keyring.renew", { leaseId }),
 		status: () => broker.call("keyring.status"),
 		keys: () => broker.call("keyring.keys"),
-		async leaseDocs() {
-			const docs: LeaseDoc[] = [];
-			for (let after: string | undefined; ;) {
-				const page = await broker.call<{ docs: LeaseDoc[]; next: string | null }, object>("keyring.page", { collection: "leases", limit: 1000, ...(after ? { after } : {}) });
-				docs.push(...page.docs);
-				if (!page.next) return docs;
-				after = page.next;
-			}
-		}
+		leaseDocs: () => pageAll<LeaseDoc>(broker, "keyring", "leases", 1000)
 	};
 }
 

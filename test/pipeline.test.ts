@@ -1,17 +1,7 @@
 /** End to end on the embedded store, in one process: every scenario ends with the audit. */
+import { pageAll } from "../src/audit/collect";
 import type { BatchDoc, SignatureDoc } from "../src/contract";
 import { auditSystem, runToCompletion, startSystem, type TestSystem } from "./support/system";
-
-async function pageAll<T>(system: TestSystem, service: string, collection: string): Promise<T[]> {
-	const docs: T[] = [];
-	let after: string | undefined;
-	for (;;) {
-		const page = await system.broker.call<{ docs: T[]; next: string | null }, object>(`${service}.page`, { collection, after, limit: 5000 });
-		docs.push(...page.docs);
-		if (!page.next) return docs;
-		after = page.next;
-	}
-}
 
 describe("a run on the embedded store", () => {
 	let system: TestSystem | undefined;
@@ -29,9 +19,9 @@ describe("a run on the embedded store", () => {
 		expect(completion.report.batches).toBe(Math.ceil(10_000 / 97));
 		expect(completion.report.keysUsed).toBe(10);
 
-		const signatures = await pageAll<SignatureDoc>(system, "records", "signatures");
+		const signatures = await pageAll<SignatureDoc>(system!.broker, "records", "signatures");
 		expect(new Set(signatures.map(s => s.recordId)).size).toBe(10_000);
-		const batches = await pageAll<BatchDoc>(system, "batcher", "batches");
+		const batches = await pageAll<BatchDoc>(system!.broker, "batcher", "batches");
 		expect(Math.max(...batches.map(b => b.recordIds.length))).toBe(97);
 
 		const verdict = await auditSystem(system.broker);
@@ -96,7 +86,7 @@ describe("duplicate delivery", () => {
 			expect(results[0].keyId).not.toBe(results[1].keyId);
 			const progress = await system.broker.call<{ signed: number }>("records.progress");
 			expect(progress.signed).toBe(200);
-			const signatures = await pageAll<SignatureDoc>(system, "records", "signatures");
+			const signatures = await pageAll<SignatureDoc>(system.broker, "records", "signatures");
 			expect(signatures).toHaveLength(200);
 		} finally {
 			await system.broker.stop();

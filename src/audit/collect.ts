@@ -45,12 +45,12 @@ function pageSizeFor(collection: string, options: CollectOptions, largestBatch =
 }
 
 /** Pages `collection` of `service` by `_id` until the owner says there is no next page. */
-export async function pageAll(broker: Pick<ServiceBroker, "call">, service: string, collection: string, pageSize = 5000): Promise<StoredDoc[]> {
-	const docs: StoredDoc[] = [];
+export async function pageAll<T = StoredDoc>(broker: Pick<ServiceBroker, "call">, service: string, collection: string, pageSize = 5000): Promise<T[]> {
+	const docs: T[] = [];
 	let after: string | undefined;
 	for (;;) {
 		const params: PageParams = after === undefined ? { collection, limit: pageSize } : { collection, after, limit: pageSize };
-		const page = (await broker.call(`${service}.page`, params)) as { docs: StoredDoc[]; next: string | null };
+		const page = (await broker.call(`${service}.page`, params)) as { docs: T[]; next: string | null };
 		for (const doc of page.docs) docs.push(doc);
 		if (page.next == null) return docs;
 		after = page.next;

@@ -60,16 +60,10 @@ async function floorSeconds(payloads: RecordPayload[]): Promise<{ seconds: numbe
 /** Process CPU (every thread, user and system) of a `process.cpuUsage(start)` delta. */
 const cpuSeconds = (usage: NodeJS.CpuUsage) => (usage.user + usage.system) / 1e6;
 
-/** Pages every stored record: the floor signs exactly the payloads the run will sign. */
+/** Every stored record: the floor signs exactly the payloads the run will sign. */
 async function storedPayloads(broker: ServiceBroker): Promise<RecordPayload[]> {
-	const payloads: RecordPayload[] = [];
-	let after: string | undefined;
-	for (;;) {
-		const page = await broker.call<{ docs: RecordDoc[]; next: string | null }, object>("records.page", { collection: "records", after, limit: 5000 });
-		for (const doc of page.docs) payloads.push({ id: doc._id, data: doc.data });
-		if (!page.next) return payloads;
-		after = page.next;
-	}
+	const { pageAll } = await import("../audit/collect");
+	return (await pageAll<RecordDoc>(broker, "records", "records")).map(doc => ({ id: doc._id, data: doc.data }));
 }
 
 async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedEvent>, records: number, batchSize: number): Promise<{ seconds: number; signed: number }> {
