@@ -1,8 +1,10 @@
 /**
  * The shapes that cross service boundaries: stored documents, action params (validator
- * schemas and their TypeScript types side by side) and event payloads. Callers and callees
- * both import from here so they cannot drift apart.
+ * schemas and their TypeScript types side by side), action results and event payloads, and
+ * the typed map of every action name to its params and result and every event to its payload.
+ * Callers use `call()` and `emit()` below, so caller and callee cannot drift apart.
  */
+import type { CallingOptions } from "moleculer";
 import type { JWK } from "jose";
 
 // ---------------------------------------------------------------- stored documents
@@ -84,7 +86,9 @@ export interface RunDoc {
 	finishedAt: string | null;
 	report?: RunReport | null;
 	error?: string;
+	/** A client's key for retrying a start, and what it asked for then (a repeat must ask the same). */
 	idempotencyKey?: string;
+	requestFingerprint?: string;
 }
 
 export interface RunReport {
@@ -113,6 +117,11 @@ export const unsignedIdsParams = {
 
 export interface FetchRecordsParams {
 	ids: string[];
+}
+/** A record as a signer signs it (DESIGN.md section 5: the payload is `{ id, data }`). */
+export interface RecordPayload {
+	id: string;
+	data: string;
 }
 export const fetchRecordsParams = {
 	ids: { type: "array", items: "string", min: 1 }
@@ -198,13 +207,33 @@ export interface LeaseChange {
 	reason?: string;
 }
 
+export type ElectionState = "waiting" | "claiming" | "active" | "refused";
+
+/** A keyring node's answer to another's claim of the keyring role (src/keyring/election.ts). */
+export interface ClaimReply {
+	nodeID: string;
+	state: ElectionState;
+	/** True: the claimer must not become active. */
+	refuses: boolean;
+}
+
 // ---------------------------------------------------------------- batcher and signer actions
 
 export interface StartRunParams {
-	batchSize?: number;
+	/** Validated by the batcher itself, so a wrong value names the field and the allowed range. */
+	batchSize?: unknown;
 	/** A client's key for retrying a start: the same key gives the same run. */
 	idempotencyKey?: string;
+	/** What the client asked for, as the gateway sees it; a repeat with the key must match it. */
+	requestFingerprint?: string;
 }
+export const startRunParams = {
+	batchSize: { type: "any", optional: true },
+	idempotencyKey: { type: "any", optional: true },
+	requestFingerprint: { type: "string", max: 2000, optional: true }
+};
+/** `batcher.start`: the run, and whether an earlier request with the same key started it. */
+export type StartedRun = RunView & { replayed: boolean };
 export interface SignBatchParams {
 	batchId: string;
 	runId: string;
@@ -223,6 +252,95 @@ export interface SignBatchResult {
 	stored: number;
 	duplicates: number;
 	leaseWaitMs: number;
+}
+
+// ---------------------------------------------------------------- other results
+
+/** One page of an owned collection, by `_id`; `next` is the `after` of the next page. */
+export interface Page<T = Record<string, unknown>> {
+	docs: T[];
+	next: string | null;
+}
+
+/** `records.get`: a record with its signature, if any. */
+export interface RecordView {
+	id: string;
+	data: string;
+	signature: Omit<SignatureDoc, "_id" | "recordId"> | null;
+}
+
+export interface KeyInfo {
+	keyId: string;
+	createdAt: string;
+	uses: number;
+	leased: boolean;
+	leaseId: string | null;
+	holder: string | null;
+}
+
+export interface KeyringStatus {
+	keys: number;
+	free: number;
+	leased: number;
+	waiting: number;
+	/** Free keys, least recently used first: the next grant takes the first. */
+	freeQueue: string[];
+	lastSeq: number;
+}
+
+/** A run as the batcher shows it: the stored run without its storage id. */
+export type RunView = Omit<RunDoc, "_id">;
+
+export interface BatcherStatus {
+	active: boolean;
+	run: RunView | null;
+	progress: Progress;
+	inFlight: number;
+}
+
+/** `batcher.get`: one run with its batch counts by status. */
+export interface RunDetails extends RunView {
+	batches: { total: number } & Partial<Record<BatchStatus, number>>;
+	inFlight: number;
+}
+
+export interface DistributionSummary {
+	count: number;
+	mean: number;
+	p50: number;
+	p95: number;
+	max: number;
+}
+
+export interface RecentBatch {
+	batchId: string;
+	keyId: string | null;
+	signer: string | null;
+	size: number;
+	status: "signed" | "failed";
+	latencyMs: number | null;
+	at: string;
+}
+
+/** `metrics.snapshot`: the live figures of the current (or last) run, as this node saw them. */
+export interface MetricsSnapshot {
+	runId: string | null;
+	status: "idle" | "running" | RunStatus;
+	batchSize: number;
+	records: number;
+	signed: number;
+	progress: number;
+	recordsPerSecond: number;
+	elapsedSeconds: number;
+	batches: { signed: number; failed: number };
+	duplicates: number;
+	keyUses: Record<string, number>;
+	leasedNow: string[];
+	leaseWaitMs: DistributionSummary;
+	batchLatencyMs: DistributionSummary;
+	/** [unix seconds, records signed in that second], the last two minutes. */
+	throughput: Array<[number, number]>;
+	recentBatches: RecentBatch[];
 }
 
 // ---------------------------------------------------------------- events
@@ -244,8 +362,11 @@ export interface RunStartedEvent {
 	alreadySigned: number;
 	resumed: boolean;
 }
+/** A run ended: its report, how it ended, and why when it failed. */
 export interface RunCompletedEvent {
 	report: RunReport;
+	status: Exclude<RunStatus, "running">;
+	error: string | null;
 }
 export interface LeaseEvent {
 	leaseId: string;
@@ -270,4 +391,104 @@ export interface BatchFailedEvent {
 	batchId: string;
 	size: number;
 	error: string;
+}
+
+/** Every domain event and its payload. */
+export interface EventMap {
+	"run.started": RunStartedEvent;
+	"run.completed": RunCompletedEvent;
+	"lease.granted": LeaseEvent;
+	"lease.released": LeaseEvent;
+	"lease.expired": LeaseEvent;
+	"batch.signed": BatchSignedEvent;
+	"batch.failed": BatchFailedEvent;
+}
+export type EventName = keyof EventMap;
+
+// ---------------------------------------------------------------- the action map
+
+/** Every action name, by service: callers use these, never a string of their own. */
+export const Actions = {
+	records: {
+		unsignedIds: "records.unsignedIds",
+		filterUnsigned: "records.filterUnsigned",
+		fetch: "records.fetch",
+		storeSignatures: "records.storeSignatures",
+		progress: "records.progress",
+		get: "records.get",
+		page: "records.page"
+	},
+	keyring: {
+		acquire: "keyring.acquire",
+		renew: "keyring.renew",
+		release: "keyring.release",
+		jwks: "keyring.jwks",
+		keys: "keyring.keys",
+		status: "keyring.status",
+		page: "keyring.page",
+		/** Offered by every keyring node before it serves: the election's channel. */
+		claim: "keyring-election.claim"
+	},
+	batcher: {
+		start: "batcher.start",
+		status: "batcher.status",
+		runs: "batcher.runs",
+		get: "batcher.get",
+		page: "batcher.page"
+	},
+	signer: {
+		signBatch: "signer.signBatch"
+	},
+	metrics: {
+		snapshot: "metrics.snapshot"
+	}
+} as const;
+
+/** Every action's params and result. */
+export interface ActionMap {
+	"records.unsignedIds": { params: UnsignedIdsParams; result: { ids: string[] } };
+	"records.filterUnsigned": { params: FetchRecordsParams; result: { ids: string[] } };
+	"records.fetch": { params: FetchRecordsParams; result: RecordPayload[] };
+	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
+	"records.progress": { params: Record<string, never>; result: Progress };
+	"records.get": { params: { id: string }; result: RecordView };
+	"records.page": { params: PageParams; result: Page };
+	"keyring.acquire": { params: AcquireParams; result: Lease };
+	"keyring.renew": { params: LeaseRef; result: LeaseChange };
+	"keyring.release": { params: LeaseRef; result: LeaseChange };
+	"keyring.jwks": { params: Record<string, never>; result: { keys: JWK[] } };
+	"keyring.keys": { params: Record<string, never>; result: KeyInfo[] };
+	"keyring.status": { params: Record<string, never>; result: KeyringStatus };
+	"keyring.page": { params: PageParams; result: Page };
+	"keyring-election.claim": { params: { nodeID: string }; result: ClaimReply };
+	"batcher.start": { params: StartRunParams; result: StartedRun };
+	"batcher.status": { params: Record<string, never>; result: BatcherStatus };
+	"batcher.runs": { params: Record<string, never>; result: RunView[] };
+	"batcher.get": { params: { runId: string }; result: RunDetails };
+	"batcher.page": { params: PageParams; result: Page };
+	"signer.signBatch": { params: SignBatchParams; result: SignBatchResult };
+	"metrics.snapshot": { params: Record<string, never>; result: MetricsSnapshot };
+}
+export type ActionName = keyof ActionMap;
+export type ActionParams<A extends ActionName> = ActionMap[A]["params"];
+export type ActionResult<A extends ActionName> = ActionMap[A]["result"];
+
+/** What can call an action: a broker or a context. */
+export interface Caller {
+	call(actionName: string, params?: any, opts?: CallingOptions): Promise<any>;
+}
+
+/** Calls `action` with params and result typed by the action map. */
+export function call<A extends ActionName>(caller: Caller, action: A, params: ActionParams<A>, opts?: CallingOptions): Promise<ActionResult<A>> {
+	return caller.call(action, params, opts) as Promise<ActionResult<A>>;
+}
+
+/** What can emit an event: a broker or a context. */
+export interface Emitter {
+	emit(eventName: string, payload?: any): Promise<void> | void;
+}
+
+/** Emits `event` with the payload the event map gives it. */
+export function emit<E extends EventName>(emitter: Emitter, event: E, payload: EventMap[E]): Promise<void> | void {
+	return emitter.emit(event, payload);
 }
