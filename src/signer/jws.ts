@@ -3,12 +3,10 @@
  * per record, `alg: "EdDSA"`, `kid` in the protected header, over the UTF-8 of
  * `JSON.stringify({ id, data })`.
  */
-import { FlattenedSign, flattenedVerify, base64url, type CryptoKey, type JWK } from "jose";
+import { FlattenedSign, type CryptoKey } from "jose";
+import type { RecordPayload } from "../contract";
 
-export interface RecordPayload {
-	id: string;
-	data: string;
-}
+export type { RecordPayload };
 
 const encoder = new TextEncoder();
 
@@ -21,18 +19,6 @@ export function signRecord(key: CryptoKey, keyId: string, record: RecordPayload)
 		.setProtectedHeader({ alg: "EdDSA", kid: keyId })
 		.sign(key)
 		.then(jws => `${jws.protected}..${jws.signature}`);
-}
-
-/** Verifies a detached JWS against a public key; resolves false on any mismatch. */
-export async function verifyRecord(detached: string, record: RecordPayload, publicKey: CryptoKey | JWK | Uint8Array): Promise<boolean> {
-	const [protectedHeader, empty, signature] = detached.split(".");
-	if (empty !== "" || !protectedHeader || !signature) return false;
-	try {
-		await flattenedVerify({ protected: protectedHeader, payload: base64url.encode(signingPayload(record)), signature }, publicKey as CryptoKey);
-		return true;
-	} catch {
-		return false;
-	}
 }
 
 export class LeaseDeadlineError extends Error {

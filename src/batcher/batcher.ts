@@ -1,0 +1,284 @@
+/**
+ * The batcher's whole behaviour, without a broker: a run's life from `start` to its report.
+ * It pages unsigned records, records each batch before dispatching it to the least busy
+ * signer within a bounded window, retries a failed batch's still-unsigned records as a new
+ * batch, resumes an interrupted run, and reports. The batch size is fixed for the run.
+ */
+import { Errors } from "moleculer";
+import type { Clock } from "../clock";
+import { MAX_BATCH_SIZE } from "../config";
+import type { BatcherStatus, RunDetails, RunDoc, RunReport, RunView, StartRunParams, StartedRun } from "../contract";
+import { BatchPlanner, retryDelayMs, type PlannedBatch } from "./planner";
+import type { BatcherLogger, BatcherStore, Emit, RecordsPort, SignersPort } from "./ports";
+
+export interface BatcherOptions {
+	/** Batch size of a run started without one. */
+	batchSize: number;
+	/** Batches in flight; 0 = 4 per available signer node, at least 6. */
+	window: number;
+	/** Resume a run left `running` when the service starts. */
+	resumeOnStart: boolean;
+	/** A record's batches may fail this often before the run fails. */
+	maxAttempts: number;
+	/** How long one `signer.signBatch` may take: a key wait, a lease, and some slack. */
+	signTimeoutMs: number;
+	/** On stop, how long batches in flight may settle so their documents say how they ended. */
+	stopSettleMs: number;
+}
+
+export interface BatcherDeps {
+	store: BatcherStore;
+	records: RecordsPort;
+	signers: SignersPort;
+	emit: Emit;
+	clock: Clock;
+	logger: BatcherLogger;
+	/** True once the node is shutting down (its services already unpublished), before `stop()` runs. */
+	nodeStopping(): boolean;
+}
+
+interface ActiveRun {
+	run: RunDoc;
+	planner: BatchPlanner;
+	inFlight: Set<Promise<void>>;
+	/** Batches in flight per signer node. */
+	perSigner: Map<string, number>;
+	batchCount: number;
+	failure: string | null;
+	done: Promise<void>;
+}
+
+export class InvalidBatchSizeError extends Errors.MoleculerClientError {
+	constructor(value: unknown) {
+		super(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}, got ${JSON.stringify(value)}`, 422, "INVALID_BATCH_SIZE", { field: "batchSize", min: 1, max: MAX_BATCH_SIZE, value });
+	}
+}
+
+export function validateBatchSize(value: unknown, fallback: number): number {
+	if (value === undefined || value === null) return fallback;
+	if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_BATCH_SIZE) throw new InvalidBatchSizeError(value);
+	return value;
+}
+
+/** Printable ASCII, as in the IETF httpapi Idempotency-Key draft; bounded so it cannot bloat the store. */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+function validateIdempotencyKey(key: unknown): string | undefined {
+	if (key === undefined || key === null) return undefined;
+	if (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key))
+		throw new Errors.MoleculerClientError("Idempotency-Key must be 1 to 255 printable ASCII characters", 422, "INVALID_IDEMPOTENCY_KEY", { field: "Idempotency-Key", rule: "1-255 printable ASCII characters" });
+	return key;
+}
+
+/** What the stored run shows a caller: no storage id. */
+export function runView(run: RunDoc): RunView {
+	const { _id, ...view } = run;
+	return view;
+}
+
+export class Batcher {
+	private active: ActiveRun | null = null;
+	private stopping = false;
+
+	constructor(private readonly options: BatcherOptions, private readonly deps: BatcherDeps) {}
+
+	/**
+	 * Starts a run over every unsigned record, its batch size fixed for the run. A repeat with
+	 * the same idempotency key and request gets the run it started, even after a restart.
+	 */
+	async start(params: StartRunParams): Promise<StartedRun> {
+		const batchSize = validateBatchSize(params.batchSize, this.options.batchSize);
+		const idempotencyKey = validateIdempotencyKey(params.idempotencyKey);
+		const fingerprint = params.requestFingerprint ?? JSON.stringify({ batchSize: params.batchSize ?? null });
+		if (idempotencyKey) {
+			const known = await this.deps.store.runByIdempotencyKey(idempotencyKey);
+			if (known) {
+				if ((known.requestFingerprint ?? fingerprint) !== fingerprint)
+					throw new Errors.MoleculerClientError("This Idempotency-Key was already used with a different request", 422, "IDEMPOTENCY_KEY_REUSED", { field: "Idempotency-Key", runId: known.runId });
+				return { ...runView(known), replayed: true };
+			}
+		}
+		if (this.active) {
+			const { runId, batchSize: activeSize } = this.active.run;
+			throw new Errors.MoleculerClientError(`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, 409, "RUN_ACTIVE", { runId, batchSize: activeSize });
+		}
+		const now = new Date(this.deps.clock.now()).toISOString();
+		const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
+		const run: RunDoc = {
+			_id: runId, runId, batchSize, status: "running", startedAt: now, finishedAt: null, report: null,
+			...(idempotencyKey ? { idempotencyKey, requestFingerprint: fingerprint } : {})
+		};
+		await this.deps.store.insertRun(run);
+		await this.launch(run, false);
+		return { ...runView(run), replayed: false };
+	}
+
+	/** On start: a run left `running` by a crash or a stop goes on with its own batch size. */
+	async resumeInterrupted(): Promise<void> {
+		if (!this.options.resumeOnStart) return;
+		const interrupted = await this.deps.store.interruptedRun();
+		if (!interrupted) return;
+		// Batches left pending may still finish on a live signer; the unique index makes that
+		// harmless, and their records are paged again only if still unsigned.
+		await this.deps.store.abandonPending(interrupted.runId, new Date(this.deps.clock.now()).toISOString());
+		await this.launch(interrupted, true);
+	}
+
+	/** The active run with its progress, or the last run. */
+	async status(): Promise<BatcherStatus> {
+		const progress = await this.deps.records.progress();
+		if (this.active) return { active: true, run: runView(this.active.run), progress, inFlight: this.active.inFlight.size };
+		const [last] = await this.deps.store.listRuns();
+		return { active: false, run: last ? runView(last) : null, progress, inFlight: 0 };
+	}
+
+	async runs(): Promise<RunView[]> {
+		return (await this.deps.store.listRuns()).map(runView);
+	}
+
+	/** One run with its batch counts and, once finished, its report. */
+	async get(runId: string): Promise<RunDetails> {
+		const run = await this.deps.store.getRun(runId);
+		if (!run) throw new Errors.MoleculerClientError(`Run "${runId}" not found`, 404, "RUN_NOT_FOUND", { runId });
+		const summary = await this.deps.store.batchSummary(run.runId);
+		const inFlight = this.active?.run.runId === run.runId ? this.active.inFlight.size : 0;
+		return { ...runView(run), batches: { total: summary.total, ...summary.byStatus }, inFlight };
+	}
+
+	/** Stops dispatching and lets the batches in flight settle (bounded), so their documents say how they ended. */
+	async stop(): Promise<void> {
+		this.stopping = true;
+		if (this.active) await Promise.race([this.active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
+	}
+
+	// ------------------------------------------------------------ the run loop
+
+	private get halted(): boolean {
+		return this.stopping || this.deps.nodeStopping();
+	}
+
+	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
+		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
+		const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
+		this.active = active;
+		const progress = await this.deps.records.progress();
+		this.deps.emit("run.started", { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
+		this.deps.logger.info(`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`);
+		active.done = this.drive(active)
+			.catch(err => {
+				active.failure = (err as Error).message;
+			})
+			.then(() => this.finish(active))
+			.catch(err => this.deps.logger.error(`Run ${run.runId} could not be finished: ${(err as Error).message}`));
+	}
+
+	private windowSize(): number {
+		if (this.options.window > 0) return this.options.window;
+		// Enough batches to keep every signer node busy while others wait on storage.
+		return Math.max(6, 4 * this.deps.signers.available().length);
+	}
+
+	/**
+	 * The available signer node with the fewest batches in flight. A node that died keeps
+	 * only its share of the window until its heartbeats are missed, instead of collecting
+	 * every batch round-robin would send it meanwhile (the whole window, and a stalled run).
+	 */
+	private pickSigner(active: ActiveRun): string | undefined {
+		let best: string | undefined;
+		let bestLoad = Infinity;
+		for (const nodeID of this.deps.signers.available()) {
+			const load = active.perSigner.get(nodeID) ?? 0;
+			if (load < bestLoad) [best, bestLoad] = [nodeID, load];
+		}
+		return best;
+	}
+
+	private async drive(active: ActiveRun): Promise<void> {
+		const { planner } = active;
+		let sweeps = 0;
+		while (!this.halted && !active.failure) {
+			// No signer yet (cluster starting, or every signer gone): wait rather than fail batches.
+			if (this.deps.signers.available().length === 0) {
+				await this.deps.signers.waitForAny(1_000);
+				continue;
+			}
+			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure) {
+				let planned = planner.nextRetry();
+				if (!planned && planner.paging) planned = planner.acceptPage(await this.deps.records.unsignedIds(planner.after, active.run.batchSize));
+				if (!planned) break;
+				const task: Promise<void> = this.runBatch(active, planned).finally(() => active.inFlight.delete(task));
+				active.inFlight.add(task);
+			}
+			if (active.inFlight.size > 0) {
+				await Promise.race(active.inFlight);
+				continue;
+			}
+			if (planner.pendingRetries > 0) continue;
+			const progress = await this.deps.records.progress();
+			if (progress.signed >= progress.records) return;
+			// Pages are read while batches are in flight; one more pass picks up any stragglers.
+			if (++sweeps > 3) throw new Error(`${progress.records - progress.signed} records are still unsigned after ${sweeps} passes`);
+			planner.rewind();
+		}
+	}
+
+	private async runBatch(active: ActiveRun, planned: PlannedBatch): Promise<void> {
+		const { run } = active;
+		const { store, clock } = this.deps;
+		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
+		const startedAt = clock.now();
+		await store.insertBatch({ _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds: planned.recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null });
+		const signer = this.pickSigner(active);
+		if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
+		try {
+			const result = await this.deps.signers
+				.signBatch({ batchId, runId: run.runId, recordIds: planned.recordIds }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs })
+				.finally(() => {
+					if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
+				});
+			await store.updateBatch(batchId, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt: new Date(clock.now()).toISOString() });
+			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: planned.recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
+		} catch (err) {
+			const error = (err as Error).message;
+			this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) failed: ${error}`);
+			await store.updateBatch(batchId, { status: "failed", error, finishedAt: new Date(clock.now()).toISOString() });
+			this.deps.emit("batch.failed", { runId: run.runId, batchId, size: planned.recordIds.length, error });
+			// Failed by the shutdown itself: not an attempt against the run; its records are paged again on resume.
+			if (this.halted) return;
+			const unsigned = await this.deps.records.filterUnsigned(planned.recordIds).catch(() => planned.recordIds);
+			if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
+			await clock.sleep(retryDelayMs(planned.attempt));
+		}
+	}
+
+	private async finish(active: ActiveRun): Promise<void> {
+		if (this.active === active) this.active = null;
+		const { run } = active;
+		if (this.halted) {
+			this.deps.logger.info(`Run ${run.runId} interrupted by shutdown; it resumes on the next start`);
+			return;
+		}
+		const finishedAt = new Date(this.deps.clock.now());
+		const summary = await this.deps.store.batchSummary(run.runId);
+		const progress = await this.deps.records.progress().catch(() => ({ records: 0, signed: 0 }));
+		const seconds = (finishedAt.getTime() - Date.parse(run.startedAt)) / 1000;
+		const report: RunReport = {
+			runId: run.runId,
+			batchSize: run.batchSize,
+			records: progress.records,
+			signedThisRun: summary.stored,
+			batches: summary.total,
+			failedBatches: summary.byStatus.failed ?? 0,
+			keysUsed: summary.keysUsed,
+			duplicates: summary.duplicates,
+			seconds,
+			recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0
+		};
+		const status = active.failure ? "failed" : "completed";
+		await this.deps.store.updateRun(run.runId, { status, finishedAt: finishedAt.toISOString(), report, ...(active.failure ? { error: active.failure } : {}) });
+		Object.assign(run, { status, finishedAt: finishedAt.toISOString(), report });
+		if (active.failure) this.deps.logger.error(`Run ${run.runId} failed: ${active.failure}`);
+		else this.deps.logger.info(`Run ${run.runId} completed: ${summary.stored} records in ${seconds.toFixed(1)} s`);
+		this.deps.emit("run.completed", { report, status, error: active.failure });
+	}
+}

@@ -1,0 +1,61 @@
+/**
+ * What the batcher's logic calls, as small typed interfaces: its own store, the records
+ * service, the signers and the event bus. The service wires them to the broker; unit tests
+ * give plain objects.
+ */
+import type { BatchDoc, BatchStatus, EventMap, Progress, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
+
+/** The batcher's two collections, `runs` and `batches`. */
+export interface BatcherStore {
+	insertRun(run: RunDoc): Promise<void>;
+	getRun(runId: string): Promise<RunDoc | null>;
+	runByIdempotencyKey(key: string): Promise<RunDoc | null>;
+	/** The run left `running` by a stop or a crash, if any. */
+	interruptedRun(): Promise<RunDoc | null>;
+	/** Every run, newest first. */
+	listRuns(): Promise<RunDoc[]>;
+	updateRun(runId: string, fields: Partial<RunDoc>): Promise<void>;
+	/** Recorded before dispatch, so that after a crash the store knows every batch that may have run. */
+	insertBatch(batch: BatchDoc): Promise<void>;
+	updateBatch(batchId: string, fields: Partial<BatchDoc>): Promise<void>;
+	/** Marks the run's `pending` batches `abandoned`; returns how many. */
+	abandonPending(runId: string, finishedAt: string): Promise<number>;
+	/** Counts and sums over a run's batches, computed by the store. */
+	batchSummary(runId: string): Promise<BatchSummary>;
+}
+
+export interface BatchSummary {
+	total: number;
+	byStatus: Partial<Record<BatchStatus, number>>;
+	/** Signatures the signed batches stored, and records they found already signed. */
+	stored: number;
+	duplicates: number;
+	/** Distinct keys of the signed batches. */
+	keysUsed: number;
+}
+
+/** The records service, as the batcher uses it. */
+export interface RecordsPort {
+	/** The next `limit` unsigned record ids after `after`, ascending. */
+	unsignedIds(after: string | undefined, limit: number): Promise<string[]>;
+	/** Of `ids`, those still without a signature. */
+	filterUnsigned(ids: string[]): Promise<string[]>;
+	progress(): Promise<Progress>;
+}
+
+/** The signers, as the batcher reaches them. */
+export interface SignersPort {
+	/** Node ids offering `signer.signBatch` now. */
+	available(): string[];
+	/** Resolves when one is available, or after `timeoutMs`. */
+	waitForAny(timeoutMs: number): Promise<void>;
+	signBatch(params: SignBatchParams, options: { nodeID?: string; timeoutMs: number }): Promise<SignBatchResult>;
+}
+
+export interface BatcherLogger {
+	info(...args: unknown[]): void;
+	warn(...args: unknown[]): void;
+	error(...args: unknown[]): void;
+}
+
+export type Emit = <E extends keyof EventMap>(event: E, payload: EventMap[E]) => void;

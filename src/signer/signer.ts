@@ -1,0 +1,161 @@
+/**
+ * A signer's whole behaviour, without a broker: the life of one batch (fetch its records,
+ * lease a key, sign every record with it, store the signatures, then release), the lease's
+ * renewal while the batch runs, and the bounded drain when the node stops.
+ *
+ * A signer never signs after its lease's `expiresAt - leaseMarginMs` by its own clock, and a
+ * batch that cannot finish hands its lease back unsigned: the batcher retries its records
+ * as a new batch.
+ */
+import type { Clock } from "../clock";
+import type { Lease, LeaseChange, RecordPayload, SignBatchParams, SignBatchResult, SignatureDoc, StoreSignaturesResult } from "../contract";
+import type { SignedRecord } from "./sign-pool";
+
+export interface SignerOptions {
+	leaseTtlMs: number;
+	leaseMarginMs: number;
+	acquireWaitMs: number;
+	/** Once the node is stopping, how long batches in flight may still sign. */
+	shutdownDrainMs: number;
+	/** How long a release may take; the keyring reclaims an unreleased lease at expiry anyway. */
+	releaseTimeoutMs: number;
+}
+
+/**
+ * Records per records.fetch / records.storeSignatures call. Over NATS a message must fit the
+ * server's max_payload (1 MB by default; ~300 bytes per signature): a batch of any size (up
+ * to 100,000) goes in pieces, and a batch of the usual size in one bulk call.
+ */
+export const TRANSFER_CHUNK = 2_000;
+
+/** The calls one batch makes, bound to the request that carries it. */
+export interface BatchCalls {
+	fetchRecords(ids: string[]): Promise<RecordPayload[]>;
+	storeSignatures(signatures: SignatureDoc[]): Promise<StoreSignaturesResult>;
+	acquire(waitMs: number, timeoutMs: number): Promise<Lease>;
+	renew(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
+	release(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
+}
+
+/** Opens a lease's sealed key and signs records with it, chunk by chunk, within a deadline. */
+export interface SigningKeys<K> {
+	open(lease: Lease): Promise<K>;
+	sign(key: K, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]>;
+}
+
+export interface SignerLogger {
+	info(...args: unknown[]): void;
+	warn(...args: unknown[]): void;
+}
+
+export interface SignerDeps<K> {
+	/** This signer's node id: the holder of its leases. */
+	nodeID: string;
+	keys: SigningKeys<K>;
+	clock: Clock;
+	logger: SignerLogger;
+	/** True once the node is shutting down, before the service's own stop runs. */
+	nodeStopping(): boolean;
+}
+
+export class SignerStoppingError extends Error {
+	constructor(nodeID: string) {
+		super(`Signer ${nodeID} is stopping; the batch is handed back unsigned`);
+		this.name = "SignerStoppingError";
+	}
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+	const parts: T[][] = [];
+	for (let i = 0; i < items.length; i += size) parts.push(items.slice(i, i + size));
+	return parts;
+}
+
+export class Signer<K = unknown> {
+	private readonly inFlight = new Set<Promise<SignBatchResult>>();
+	private stoppingSince: number | null = null;
+
+	constructor(private readonly options: SignerOptions, private readonly deps: SignerDeps<K>) {}
+
+	private get clock(): Clock {
+		return this.deps.clock;
+	}
+
+	/** Batches being signed now. */
+	get busy(): number {
+		return this.inFlight.size;
+	}
+
+	/** Lease, sign, store, release: the whole life of one batch on this signer. */
+	signBatch(params: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
+		const batch = this.runBatch(params, calls);
+		this.inFlight.add(batch);
+		const forget = () => this.inFlight.delete(batch);
+		batch.then(forget, forget);
+		return batch;
+	}
+
+	/** No deadline while running; once the node is stopping, `shutdownDrainMs` from then. */
+	drainDeadline(): number {
+		if (this.stoppingSince === null) {
+			if (!this.deps.nodeStopping()) return Infinity;
+			this.stoppingSince = this.clock.now();
+		}
+		return this.stoppingSince + this.options.shutdownDrainMs;
+	}
+
+	/** The node is stopping: batches in flight get the drain to finish, new ones none. */
+	beginStop(): void {
+		this.stoppingSince ??= this.clock.now();
+	}
+
+	/** Waits until every batch in flight has finished or handed its lease back (bounded). */
+	async stop(): Promise<void> {
+		this.beginStop();
+		if (!this.inFlight.size) return;
+		this.deps.logger.info(`Stopping: waiting for ${this.inFlight.size} batch(es) in flight to finish or hand back their leases`);
+		await Promise.race([Promise.allSettled([...this.inFlight]), this.clock.sleep(this.options.shutdownDrainMs + 5_000)]);
+	}
+
+	private async runBatch({ batchId, recordIds }: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
+		const records: RecordPayload[] = [];
+		for (const ids of chunks(recordIds, TRANSFER_CHUNK)) records.push(...(await calls.fetchRecords(ids)));
+		const asked = this.clock.now();
+		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000);
+		const leaseWaitMs = this.clock.now() - asked;
+		const held = this.holdLease(lease, calls);
+		try {
+			if (this.clock.now() >= this.drainDeadline()) throw new SignerStoppingError(this.deps.nodeID);
+			const key = await this.deps.keys.open(lease);
+			const signed = await this.deps.keys.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
+			const signatures = signed.map(s => ({ ...s, keyId: lease.keyId, batchId, leaseId: lease.leaseId }));
+			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
+			for (const part of chunks(signatures, TRANSFER_CHUNK)) {
+				const result = await calls.storeSignatures(part);
+				stored.stored += result.stored;
+				stored.duplicates += result.duplicates;
+			}
+			return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.deps.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
+		} finally {
+			held.stop();
+			// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at expiry).
+			await calls.release(lease.leaseId, this.options.releaseTimeoutMs)
+				.catch(err => this.deps.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`));
+		}
+	}
+
+	/** Renews the lease while the batch runs; the deadline is its expiry minus the margin. */
+	private holdLease(lease: Lease, calls: BatchCalls): { deadline(): number; stop(): void } {
+		let expiresAt = Date.parse(lease.expiresAt);
+		const everyMs = Math.max(50, Math.floor(this.options.leaseTtlMs / 3));
+		const stop = this.clock.every(everyMs, () => {
+			// A renewal answered after a whole TTL is worth nothing (one lost in a NATS outage never is).
+			calls.renew(lease.leaseId, this.options.leaseTtlMs)
+				.then(change => {
+					if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt);
+				})
+				.catch(err => this.deps.logger.warn(`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`));
+		});
+		return { deadline: () => expiresAt - this.options.leaseMarginMs, stop };
+	}
+}
