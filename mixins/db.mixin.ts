@@ -11,7 +11,6 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { appConfig } from "../src/config";
 import { pageParams, type PageParams } from "../src/contract";
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -46,9 +45,26 @@ export interface Store<T extends object> {
 
 const DUPLICATE_KEY = 11000;
 
+/** A write refused by a unique index: the store already holds a document with that key. */
+export class DuplicateKeyError extends Error {
+	constructor(readonly collection: string, cause: unknown) {
+		super(`${collection}: a document with the same unique key is already stored (${(cause as Error)?.message ?? cause})`);
+		this.name = "DuplicateKeyError";
+	}
+}
+
 function isUniqueViolation(err: unknown): boolean {
 	const e = err as { errorType?: string; code?: number };
-	return e?.errorType === "uniqueViolated" || e?.code === DUPLICATE_KEY;
+	return err instanceof DuplicateKeyError || e?.errorType === "uniqueViolated" || e?.code === DUPLICATE_KEY;
+}
+
+/** Runs a write, turning a unique-index refusal into a DuplicateKeyError. */
+async function guarded<T>(collection: string, write: () => Promise<T>): Promise<T> {
+	try {
+		return await write();
+	} catch (err) {
+		throw isUniqueViolation(err) && !(err instanceof DuplicateKeyError) ? new DuplicateKeyError(collection, err) : err;
+	}
 }
 
 /** Keeps the first document per value of `field`, and splits off those already stored. */
@@ -80,11 +96,11 @@ class NedbStore<T extends object> implements Store<T> {
 	constructor(readonly name: string, private readonly db: NedbDatastore) {}
 
 	async insert(doc: T): Promise<void> {
-		await this.db.insert(doc);
+		await guarded(this.name, () => this.db.insert(doc));
 	}
 
 	async insertMany(docs: T[]): Promise<void> {
-		if (docs.length) await this.db.insert(docs);
+		if (docs.length) await guarded(this.name, () => this.db.insert(docs));
 	}
 
 	async insertManyUnique(docs: T[], field: keyof T & string): Promise<{ inserted: number; duplicates: number }> {
@@ -150,11 +166,11 @@ class MongoStore<T extends object> implements Store<T> {
 	constructor(readonly name: string, private readonly collection: MongoCollection) {}
 
 	async insert(doc: T): Promise<void> {
-		await this.collection.insertOne(doc);
+		await guarded(this.name, () => this.collection.insertOne(doc));
 	}
 
 	async insertMany(docs: T[]): Promise<void> {
-		if (docs.length) await this.collection.insertMany(docs, { ordered: true });
+		if (docs.length) await guarded(this.name, () => this.collection.insertMany(docs, { ordered: true }));
 	}
 
 	async insertManyUnique(docs: T[], field: keyof T & string): Promise<{ inserted: number; duplicates: number }> {
@@ -210,21 +226,12 @@ export interface DbSettings {
 	mongoUri: string | null;
 }
 
-export interface DbThis<C extends Record<string, object>> {
-	stores: { [K in keyof C]: Store<C[K]> };
-	adapters: Adapter[];
-}
-
 /**
  * `DbMixin({ records: {} as RecordDoc, ... })`: connects one store per collection before
  * the service's own `started` runs, and closes them after its `stopped`.
  */
 export function DbMixin<C extends Record<string, object>>(collections: { [K in keyof C]: { uniqueIndexes?: string[]; indexes?: string[] } }): Partial<ServiceSchema<any>> {
 	return {
-		settings: {
-			dataDir: appConfig().dataDir,
-			mongoUri: appConfig().mongoUri
-		},
 		actions: {
 			/** Pages one owned collection by `_id` (ascending): the audit and the export read through it. */
 			page: {

@@ -2,7 +2,7 @@
  * metrics: folds the domain events into live signing figures, served by
  * `metrics.snapshot` and published as Moleculer metrics (Prometheus on long-running nodes).
  */
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Events, type BatchFailedEvent, type BatchSignedEvent, type LeaseEvent, type RunCompletedEvent, type RunStartedEvent } from "../src/contract";
 import { SigningStats } from "../src/metrics/signing-stats";
 
@@ -24,7 +24,7 @@ interface MetricsMethods {
 	[name: string]: (...args: any[]) => any;
 }
 
-const MetricsService: ServiceSchema<object, MetricsMethods, MetricsVars> = {
+const MetricsService: ServiceSchema<Record<string, never>, MetricsMethods, MetricsVars> = {
 	name: "metrics",
 	actions: {
 		snapshot: {
@@ -85,4 +85,9 @@ const MetricsService: ServiceSchema<object, MetricsMethods, MetricsVars> = {
 	}
 };
 
-export default MetricsService;
+/** It has no settings; a factory like every other service file's. */
+export function createMetricsService(): ServiceSchema {
+	return MetricsService as unknown as ServiceSchema;
+}
+
+export default (_broker: ServiceBroker) => createMetricsService();

@@ -7,14 +7,15 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
-import KeyringService from "../services/keyring.service";
+import { ServiceBroker } from "moleculer";
+import { keyringService } from "./support/system";
 import { brokerOptions } from "../src/broker-options";
 import { loadConfig } from "../src/config";
 import type { Lease } from "../src/contract";
 import { createSessionKey } from "../src/keyring/session-key";
 import { LOCK_FILE } from "../src/keyring/store-lock";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
+import { sleep } from "../src/clock";
 
 const running: ServiceBroker[] = [];
 afterEach(async () => {
@@ -24,11 +25,7 @@ afterEach(async () => {
 function keyringBroker(options: { dataDir?: string; transporter?: string; namespace?: string; nodeID?: string; settleMs?: number } = {}): ServiceBroker {
 	const config = loadConfig({ DATA_DIR: "", TRANSPORTER: options.transporter ?? "", NAMESPACE: options.namespace ?? "keyring-test", KEYS: "3" });
 	const broker = new ServiceBroker(brokerOptions(config, { nodeID: options.nodeID ?? `keyring-test-${running.length}`, logLevel: false }));
-	broker.createService({
-		name: "keyring",
-		mixins: [KeyringService],
-		settings: { dataDir: options.dataDir ?? "", mongoUri: null, masterKey: null, keys: 3, sweepIntervalMs: 0, electionSettleMs: options.settleMs ?? 1_000 }
-	} as ServiceSchema);
+	broker.createService(keyringService({ dataDir: options.dataDir ?? "", keys: 3, sweepIntervalMs: 0, electionSettleMs: options.settleMs ?? 1_000 }));
 	running.push(broker);
 	return broker;
 }
@@ -148,7 +145,7 @@ async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise
 	const deadline = Date.now() + timeoutMs;
 	while (Date.now() < deadline) {
 		if (await check()) return true;
-		await new Promise(resolve => setTimeout(resolve, 50));
+		await sleep(50);
 	}
 	return false;
 }

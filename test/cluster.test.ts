@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import type { Cluster } from "../src/cluster/launcher";
 import type { BatchDoc } from "../src/contract";
-import type { KeyInfo } from "../src/keyring/keyring";
+import type { KeyInfo } from "../src/contract";
 import { auditCluster, batches, clusterLogs, leases, scenario, signatures, startTestCluster, stopTestCluster, until, waitForSigned } from "./support/cluster";
 
 let cluster: Cluster | undefined;

@@ -6,11 +6,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import type { JWK } from "jose";
-import KeyringService from "../services/keyring.service";
-import type { KeyDoc, Lease, LeaseChange } from "../src/contract";
-import type { KeyInfo, KeyringStatus } from "../src/keyring/keyring";
+import { keyringService } from "./support/system";
+import type { KeyDoc, KeyInfo, KeyringStatus, Lease, LeaseChange } from "../src/contract";
+import type { KeyringSettings } from "../src/settings";
 import { createSessionKey, openLeaseKey } from "../src/keyring/session-key";
 
 let dataDir: string;
@@ -25,13 +25,13 @@ afterEach(async () => {
 	await fs.promises.rm(dataDir, { recursive: true, force: true });
 });
 
-function keyringBroker(settings: Record<string, unknown> = {}): ServiceBroker {
+function keyringBroker(settings: Partial<KeyringSettings> = {}): ServiceBroker {
 	const broker = new ServiceBroker({ transporter: null, logger: false });
-	broker.createService({ name: "keyring", mixins: [KeyringService], settings: { dataDir, mongoUri: null, masterKey: null, keys: 6, sweepIntervalMs: 0, leaseTtlMs: 60_000, ...settings } } as ServiceSchema);
+	broker.createService(keyringService({ dataDir, keys: 6, sweepIntervalMs: 0, leaseTtlMs: 60_000, ...settings }));
 	return broker;
 }
 
-async function startKeyring(settings: Record<string, unknown> = {}): Promise<ServiceBroker> {
+async function startKeyring(settings: Partial<KeyringSettings> = {}): Promise<ServiceBroker> {
 	const broker = keyringBroker(settings);
 	await broker.start();
 	running.push(broker);

@@ -3,13 +3,15 @@
  * release, expiry, the key transport and the lease log's seq numbers.
  */
 import { pageAll } from "../src/audit/collect";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import { CompactSign, compactVerify, importJWK, type JWK } from "jose";
-import KeyringService from "../services/keyring.service";
+import type { KeyringSettings } from "../src/settings";
+import { keyringService } from "./support/system";
 import type { Lease, LeaseChange, LeaseDoc, LeaseEvent } from "../src/contract";
-import type { KeyInfo, KeyringStatus } from "../src/keyring/keyring";
+import type { KeyInfo, KeyringStatus } from "../src/contract";
 import { replayLeases } from "../src/keyring/replay";
 import { createSessionKey, openLeaseKey, type SessionKey } from "../src/keyring/session-key";
+import { FakeClock, settle } from "./support/fake-clock";
 
 interface SeenEvent extends LeaseEvent {
 	event: string;
@@ -25,13 +27,16 @@ interface Harness {
 	status(): Promise<KeyringStatus>;
 	keys(): Promise<KeyInfo[]>;
 	leaseDocs(): Promise<LeaseDoc[]>;
+	/** The keyring's clock: time moves only when the test says. */
+	clock: FakeClock;
 }
 
 const running: ServiceBroker[] = [];
 
-async function startKeyring(settings: Record<string, unknown>): Promise<Harness> {
+async function startKeyring(settings: Partial<KeyringSettings>): Promise<Harness> {
 	const broker = new ServiceBroker({ transporter: null, logger: false });
-	broker.createService({ name: "keyring", mixins: [KeyringService], settings: { dataDir: "", mongoUri: null, masterKey: null, sweepIntervalMs: 0, leaseTtlMs: 30_000, leaseGraceMs: 1_000, acquireWaitMs: 5_000, ...settings } } as ServiceSchema);
+	const clock = new FakeClock(Date.now());
+	broker.createService(keyringService({ sweepIntervalMs: 0, leaseTtlMs: 30_000, leaseGraceMs: 1_000, acquireWaitMs: 5_000, ...settings }, { clock }));
 	const events: SeenEvent[] = [];
 	broker.createService({
 		name: "lease-listener",
@@ -48,6 +53,7 @@ async function startKeyring(settings: Record<string, unknown>): Promise<Harness>
 		broker,
 		events,
 		session,
+		clock,
 		acquire: (holder, waitMs) => broker.call("keyring.acquire", { holder, sessionKey: session.publicJwk, ...(waitMs === undefined ? {} : { waitMs }) }),
 		release: leaseId => broker.call("keyring.release", { leaseId }),
 		renew: leaseId => broker.call("keyring.renew", { leaseId }),
@@ -57,7 +63,6 @@ async function startKeyring(settings: Record<string, unknown>): Promise<Harness>
 	};
 }
 
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 afterEach(async () => {
 	while (running.length) await running.pop()!.stop();
@@ -127,7 +132,7 @@ describe("keyring", () => {
 			return lease;
 		}));
 		const [l0, l1] = await Promise.all(calls.slice(0, 2));
-		await sleep(30);
+		await settle();
 		// Granted in call order (replies may arrive in either order: each is sealed on its own).
 		expect([l0.keyId, l1.keyId]).toEqual(["key-000", "key-001"]);
 		expect(served.sort()).toEqual(["w0", "w1"]);
@@ -143,25 +148,24 @@ describe("keyring", () => {
 		await calls[4];
 		expect(served.slice(2)).toEqual(["w2", "w3", "w4"]);
 
-		const startedAt = Date.now();
-		const late = await ring.acquire("late", 150).then(() => null, (err: { code: number; type: string; message: string }) => err);
-		const waited = Date.now() - startedAt;
-		expect(late).toMatchObject({ code: 503, type: "NO_FREE_KEY" });
-		expect(late?.message).toMatch(/All 2 keys are leased; waited \d+ ms/);
-		expect(waited).toBeGreaterThanOrEqual(140);
-		expect(waited).toBeLessThan(1_000);
+		const late = ring.acquire("late", 150).then(() => null, (err: { code: number; type: string; message: string }) => err);
+		await ring.clock.advance(149);
+		expect((await ring.status()).waiting).toBe(1);
+		await ring.clock.advance(1);
+		expect(await late).toMatchObject({ code: 503, type: "NO_FREE_KEY", message: expect.stringMatching(/^All 2 keys are leased; waited 150 ms \(limit 150 ms\)/) });
 		expect((await ring.status()).waiting).toBe(0);
 
+		// The three that waited were granted with no time passing: their waits are 0 on this clock, and said so.
 		const waitEvents = ring.events.filter(e => e.event === "lease.granted" && ["w2", "w3", "w4"].includes(e.holder));
-		expect(waitEvents.every(e => (e.waitMs ?? 0) > 0)).toBe(true);
+		expect(waitEvents.map(e => e.waitMs)).toEqual([0, 0, 0]);
 	});
 
 	test("a wait is bounded by the keyring's acquireWaitMs even when the caller offers more", async () => {
 		const ring = await startKeyring({ keys: 1, acquireWaitMs: 100 });
 		await ring.acquire("holder");
-		const startedAt = Date.now();
-		await expect(ring.acquire("patient", 60_000)).rejects.toMatchObject({ code: 503, type: "NO_FREE_KEY" });
-		expect(Date.now() - startedAt).toBeLessThan(1_000);
+		const patient = ring.acquire("patient", 60_000).catch((err: Error) => err);
+		await ring.clock.advance(100);
+		expect(await patient).toMatchObject({ code: 503, type: "NO_FREE_KEY", data: { limitMs: 100, waitedMs: 100 } });
 	});
 
 	test("release is idempotent: a second release changes nothing and says so", async () => {
@@ -184,7 +188,7 @@ describe("keyring", () => {
 		const lease = await ring.acquire("renewer");
 		let expiresAt = lease.expiresAt;
 		for (let i = 0; i < 5; i++) {
-			await sleep(150);
+			await ring.clock.advance(150);
 			const change = await ring.renew(lease.leaseId);
 			expect(change.changed).toBe(true);
 			expect(Date.parse(change.expiresAt!)).toBeGreaterThan(Date.parse(expiresAt));
@@ -199,15 +203,16 @@ describe("keyring", () => {
 	test("an expired lease is reclaimed only after ttl + grace; a stale release or renew then changes nothing", async () => {
 		const ring = await startKeyring({ keys: 1, leaseTtlMs: 300, leaseGraceMs: 100, sweepIntervalMs: 50 });
 		const stale = await ring.acquire("paused-signer");
-		const grantedAt = Date.now();
-		await sleep(330);
-		// Past expiresAt, within the grace: still leased.
+		await ring.clock.advance(349);
+		// Past expiresAt (300), within the grace (100): still leased.
 		expect((await ring.status()).leased).toBe(1);
 		expect(ring.events.filter(e => e.event === "lease.expired")).toHaveLength(0);
-		while (!ring.events.some(e => e.event === "lease.expired") && Date.now() - grantedAt < 3_000) await sleep(20);
+		// The sweep at 400 ms is the first one past expiresAt + grace.
+		await ring.clock.advance(50);
+		expect(ring.events.filter(e => e.event === "lease.expired")).toHaveLength(0);
+		await ring.clock.advance(1);
 		const expired = ring.events.find(e => e.event === "lease.expired");
 		expect(expired).toMatchObject({ leaseId: stale.leaseId, keyId: "key-000", holder: "paused-signer" });
-		expect(Date.now() - grantedAt).toBeGreaterThanOrEqual(400);
 		expect(await ring.status()).toMatchObject({ free: 1, leased: 0 });
 
 		const fresh = await ring.acquire("next-signer");
@@ -227,7 +232,7 @@ describe("keyring", () => {
 	test("an acquire that finds no free key reclaims expired leases itself, with the sweep off", async () => {
 		const ring = await startKeyring({ keys: 1, leaseTtlMs: 100, leaseGraceMs: 50, sweepIntervalMs: 0 });
 		const stale = await ring.acquire("gone");
-		await sleep(200);
+		await ring.clock.advance(150);
 		expect((await ring.status()).leased).toBe(1);
 		const lease = await ring.acquire("next", 0);
 		expect(lease.keyId).toBe(stale.keyId);
@@ -315,7 +320,7 @@ describe("keyring", () => {
 		// Leave two to expire while concurrent acquires and releases go on.
 		const abandoned = held.splice(0, 2);
 		await Promise.all(held.map(l => ring.release(l.leaseId)));
-		await sleep(400);
+		await ring.clock.advance(400);
 		const burst = await Promise.all([ring.acquire("b1"), ring.acquire("b2"), ring.acquire("b3")]);
 		await Promise.all(burst.map(l => ring.release(l.leaseId)));
 

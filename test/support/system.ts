@@ -1,9 +1,11 @@
 /** A whole system in one test process: real broker, real services, in-memory stores. */
-import type { ServiceBroker } from "moleculer";
+import type { ServiceBroker, ServiceSchema } from "moleculer";
+import { createKeyringService, type KeyringServiceDeps } from "../../services/keyring.service";
 import { collectSnapshot } from "../../src/audit/collect";
 import { audit } from "../../src/audit/rules";
 import { loadConfig } from "../../src/config";
 import { Events, type RunCompletedEvent, type RunDoc } from "../../src/contract";
+import { serviceSettings, type KeyringSettings } from "../../src/settings";
 import { createSystem, type SystemOptions } from "../../src/system";
 
 export interface TestSystemOptions extends SystemOptions {
@@ -56,4 +58,9 @@ export async function runToCompletion(system: TestSystem, batchSize?: number) {
 
 export async function auditSystem(broker: ServiceBroker) {
 	return audit(await collectSnapshot(broker));
+}
+
+/** The keyring service with the defaults of an in-memory test configuration, and `overrides`. */
+export function keyringService(overrides: Partial<KeyringSettings> = {}, deps: KeyringServiceDeps = {}): ServiceSchema {
+	return createKeyringService({ ...serviceSettings(loadConfig({ DATA_DIR: "" })).keyring, ...overrides }, deps);
 }

@@ -1,0 +1,75 @@
+/**
+ * The one place that turns the validated configuration into each service's settings.
+ * `moleculer-runner` (through each service file's default export), `npm start`, the CLIs and
+ * the tests all build their services from here, so a setting cannot differ between them.
+ */
+import type { DbSettings } from "../mixins/db.mixin";
+import { apiOptions, type ApiOptions } from "./api/settings";
+import type { BatcherOptions } from "./batcher/batcher";
+import type { AppConfig } from "./config";
+import type { KeyringOptions } from "./keyring/keyring";
+import type { ElectionOptions } from "./keyring/election";
+import type { SignerOptions } from "./signer/signer";
+
+export interface RecordsSettings extends DbSettings {
+	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
+	seedCount: number;
+}
+export type KeyringSettings = KeyringOptions & ElectionOptions;
+export type BatcherSettings = BatcherOptions & DbSettings;
+
+export interface ServiceSettings {
+	records: RecordsSettings;
+	keyring: KeyringSettings;
+	batcher: BatcherSettings;
+	signer: SignerOptions;
+	metrics: Record<string, never>;
+	api: ApiOptions;
+}
+
+export type ServiceName = keyof ServiceSettings;
+
+/**
+ * How long one `signer.signBatch` may take: the longest wait for a key, a whole lease, and
+ * slack for fetching and storing.
+ */
+export function signTimeoutMs(config: Pick<AppConfig, "acquireWaitMs" | "leaseTtlMs">): number {
+	return config.acquireWaitMs + config.leaseTtlMs + 10_000;
+}
+
+export function serviceSettings(config: AppConfig): ServiceSettings {
+	const store: DbSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
+	return {
+		records: { ...store, seedCount: config.records },
+		keyring: {
+			...store,
+			keys: config.keys,
+			masterKey: config.masterKey,
+			leaseTtlMs: config.leaseTtlMs,
+			leaseGraceMs: config.leaseGraceMs,
+			acquireWaitMs: config.acquireWaitMs,
+			sweepIntervalMs: 1_000,
+			electionSettleMs: 2_000,
+			electionClaimTimeoutMs: 3_000
+		},
+		batcher: {
+			...store,
+			batchSize: config.batchSize,
+			window: config.window,
+			resumeOnStart: true,
+			maxAttempts: 10,
+			signTimeoutMs: signTimeoutMs(config),
+			stopSettleMs: 10_000
+		},
+		signer: {
+			leaseTtlMs: config.leaseTtlMs,
+			leaseMarginMs: config.leaseMarginMs,
+			acquireWaitMs: config.acquireWaitMs,
+			// Below the broker's tracking shutdownTimeout (15 s): releases go out before the transport closes.
+			shutdownDrainMs: 10_000,
+			releaseTimeoutMs: 10_000
+		},
+		metrics: {},
+		api: apiOptions(config)
+	};
+}
