@@ -53,7 +53,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		validator: true,
 		middlewares: [
 			...(config.transporter ? [FailLostRequestsMiddleware()] : []),
-			...(overrides.health ? [HealthMiddleware({ port: config.healthPort })] : [])
+			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
+			HealthMiddleware({ port: overrides.health ? config.healthPort : null })
 		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.

@@ -7,7 +7,9 @@
  * - `GET /health/ready` 200 once the broker is started, every local service has started and
  *   the transporter (if any) is connected; otherwise 503 with the reasons in the JSON body.
  *
- * The port comes in as a parameter (`HEALTH_PORT` is read once, in src/config.ts).
+ * The port comes in as a parameter (`HEALTH_PORT` is read once, in src/config.ts). Without a
+ * port the middleware serves nothing but still tracks readiness: the API gateway answers its
+ * own `/health/ready` with the same check (`readinessOf`), plus the services it needs.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -15,8 +17,8 @@ import type { Middleware, Service, ServiceBroker } from "moleculer";
 import { natsClient, watchNatsStatus } from "./nats-status";
 
 export interface HealthOptions {
-	/** TCP port; 0 picks a free one (tests), see `address()`. */
-	port: number;
+	/** TCP port; 0 picks a free one (tests), see `address()`; null serves nothing. */
+	port: number | null;
 	/** Interface to bind; all of them by default, since kubelet probes the pod IP. */
 	host?: string;
 }
@@ -36,6 +38,16 @@ export type HealthMiddleware = Middleware & {
 	address(): AddressInfo | null;
 };
 
+/** Readiness of a node; `required` adds services that must be reachable (locally or remotely). */
+export type Readiness = (required?: string[]) => ReadinessReport;
+
+const checks = new WeakMap<ServiceBroker, Readiness>();
+
+/** The readiness check of `broker`'s health middleware, if it has one. */
+export function readinessOf(broker: ServiceBroker): Readiness | null {
+	return checks.get(broker) ?? null;
+}
+
 /**
  * Moleculer middleware serving the health routes. The server starts in the broker's
  * `starting` hook, not `started`, so liveness answers while services start (seeding 100,000
@@ -47,7 +59,7 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 	// Unplanned NATS disconnects leave Moleculer's `connected` flags untouched, so track them here.
 	let transportDown = false;
 
-	function readiness(broker: ServiceBroker): ReadinessReport {
+	function readiness(broker: ServiceBroker, required: string[] = []): ReadinessReport {
 		const notReady: string[] = [];
 		if (broker.stopping) notReady.push("broker is stopping");
 		else if (!broker.started) notReady.push("broker is not started");
@@ -58,6 +70,10 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 			const client = natsClient(broker);
 			if (!transit.connected || !transit.tx.connected || transportDown || client?.isClosed?.())
 				notReady.push("transporter is not connected");
+		}
+		if (required.length) {
+			const reachable = new Set(broker.registry.getServiceList({ onlyAvailable: true }).map(service => service.name));
+			for (const name of required) if (!reachable.has(name)) notReady.push(`service ${name} is not reachable`);
 		}
 		return {
 			status: notReady.length === 0 ? "ready" : "not ready",
@@ -95,6 +111,10 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 	return {
 		name: "Health",
 
+		created(broker: ServiceBroker) {
+			checks.set(broker, required => readiness(broker, required));
+		},
+
 		serviceStarted(service: Service) {
 			startedServices.add(service);
 			return Promise.resolve();
@@ -106,10 +126,12 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 		},
 
 		starting(broker: ServiceBroker) {
+			if (options.port === null) return Promise.resolve();
+			const port = options.port;
 			return new Promise<void>((resolve, reject) => {
 				const listening = http.createServer((req, res) => handle(broker, req, res));
-				listening.once("error", err => reject(new Error(`Health server cannot listen on port ${options.port}: ${err.message}`)));
-				listening.listen(options.port, options.host, () => {
+				listening.once("error", err => reject(new Error(`Health server cannot listen on port ${port}: ${err.message}`)));
+				listening.listen(port, options.host, () => {
 					server = listening;
 					const { port } = listening.address() as AddressInfo;
 					broker.logger.info(`Health checks on http://${options.host ?? "0.0.0.0"}:${port}/health/live and /health/ready`);

@@ -2,6 +2,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { base64url, createLocalJWKSet, flattenedVerify } from "jose";
+import { FakeClock } from "./support/fake-clock";
 import { request, startApiSystem, waitFor, type ApiSystem } from "./support/http";
 
 interface Received {
@@ -15,8 +16,17 @@ describe("webhooks", () => {
 	let receiverUrl: string;
 	const received: Received[] = [];
 
+	// Backoffs run on this clock: each wait is exact, whatever the machine's load.
+	const clock = new FakeClock(Date.now());
+	/** The run's webhook once it is `status`, moving the clock on between looks. */
+	const webhookOf = (runId: string, status: string) => waitFor(async () => {
+		await clock.advance(10);
+		const r = await request(system.baseUrl, "GET", `/api/runs/${runId}`);
+		return r.body.webhook?.status === status ? r.body : null;
+	}, 15_000);
+
 	beforeAll(async () => {
-		system = await startApiSystem({ records: 300, keys: 3, api: { startRateLimit: { window: 60_000, limit: 100 }, webhook: { maxAttempts: 5, baseDelayMs: 30, maxDelayMs: 500, timeoutMs: 2_000 } } });
+		system = await startApiSystem({ clock, records: 300, keys: 3, api: { startRateLimit: { window: 60_000, limit: 100 }, webhook: { maxAttempts: 5, baseDelayMs: 30, maxDelayMs: 500, timeoutMs: 2_000 } } });
 		// Fails twice, then accepts.
 		receiver = http.createServer((req, res) => {
 			const chunks: Buffer[] = [];
@@ -42,17 +52,17 @@ describe("webhooks", () => {
 		const runId = started.body.id;
 		await completion;
 
-		const run = await waitFor(async () => {
-			const r = await request(system.baseUrl, "GET", `/api/runs/${runId}`);
-			return r.body.webhook?.status === "delivered" ? r.body : null;
-		});
+		const run = await webhookOf(runId, "delivered");
 		expect(run.webhook.url).toBe(receiverUrl);
 		expect(run.webhook.attempts.map((a: { status: number }) => a.status)).toEqual([503, 503, 204]);
 		expect(run.webhook.attempts.map((a: { ok: boolean }) => a.ok)).toEqual([false, false, true]);
 		expect(run.webhook.attempts.map((a: { attempt: number }) => a.attempt)).toEqual([1, 2, 3]);
-		// Exponential backoff: the second wait is longer than the first.
+		// Exponential backoff with up to 20% jitter: 30-36 ms, then 60-72 ms.
 		const at = run.webhook.attempts.map((a: { at: string }) => Date.parse(a.at));
-		expect(at[2] - at[1]).toBeGreaterThan(at[1] - at[0]);
+		expect(at[1] - at[0]).toBeGreaterThanOrEqual(30);
+		expect(at[1] - at[0]).toBeLessThanOrEqual(36);
+		expect(at[2] - at[1]).toBeGreaterThanOrEqual(60);
+		expect(at[2] - at[1]).toBeLessThanOrEqual(72);
 
 		expect(received).toHaveLength(3);
 		expect(new Set(received.map(r => r.body)).size).toBe(1);
@@ -74,10 +84,7 @@ describe("webhooks", () => {
 		const started = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { callbackUrl: "http://127.0.0.1:1/unreachable" }, token: await system.token() });
 		expect(started.status).toBe(202);
 		await completion;
-		const run = await waitFor(async () => {
-			const r = await request(system.baseUrl, "GET", `/api/runs/${started.body.id}`);
-			return r.body.webhook?.status === "failed" ? r.body : null;
-		}, 15_000);
+		const run = await webhookOf(started.body.id, "failed");
 		expect(run.webhook.attempts).toHaveLength(5);
 		expect(run.webhook.attempts.every((a: { status: number | null; error: string }) => a.status === null && a.error)).toBe(true);
 	});

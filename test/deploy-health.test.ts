@@ -8,6 +8,7 @@ import net from "node:net";
 import { ServiceBroker, type BrokerOptions } from "moleculer";
 import { HealthMiddleware, type ReadinessReport } from "../src/health";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
+import { sleep } from "../src/clock";
 
 interface Reply {
 	status: number;
@@ -31,7 +32,7 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
 	const deadline = Date.now() + timeoutMs;
 	while (!(await check())) {
 		if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await new Promise(resolve => setTimeout(resolve, 50));
+		await sleep(50);
 	}
 }
 

@@ -179,3 +179,23 @@ export async function issueToken(config: AuthConfig, options: IssueOptions): Pro
 		.setExpirationTime(typeof options.ttl === "number" ? issuedAt + options.ttl : options.ttl)
 		.sign(config.key.secret);
 }
+
+/** Writes need a valid token; reads only when AUTH_READS=required, but a token sent is always checked. */
+export async function authenticateRequest(config: AuthConfig, method: string | undefined, authorization: string | undefined): Promise<Principal | null> {
+	const token = bearerToken(authorization);
+	const mutating = method !== "GET" && method !== "HEAD";
+	if (!token) {
+		if (mutating || config.reads === "required") throw new AuthError(401, "NO_TOKEN", "A bearer token is required");
+		return null;
+	}
+	return verifyToken(config, token);
+}
+
+/** Scopes a token needs per action behind a mutating route. */
+const REQUIRED_SCOPES: Record<string, string> = { "api.startRun": SCOPE_RUNS_WRITE };
+
+/** Refuses (403) a caller whose token lacks the scope the route's action needs. */
+export function authorizeAction(principal: Principal | null | undefined, action: string | undefined): void {
+	const scope = action ? REQUIRED_SCOPES[action] : undefined;
+	if (scope && principal) requireScope(principal, scope);
+}

@@ -246,8 +246,13 @@ export function openApiDocument() {
 				},
 				Readiness: {
 					type: "object",
-					required: ["status"],
-					properties: { status: { type: "string", enum: ["ready", "not ready"] }, missingServices: { type: "array", items: { type: "string" } }, transporter: { type: ["object", "null"] } }
+					required: ["status", "notReady"],
+					properties: {
+						status: { type: "string", enum: ["ready", "not ready"] },
+						nodeID: { type: "string" },
+						services: { type: "array", items: { type: "string" }, description: "This node's services" },
+						notReady: { type: "array", items: { type: "string" }, description: "Why not ready: services not started or not reachable, transporter not connected; empty when ready" }
+					}
 				}
 			}
 		}

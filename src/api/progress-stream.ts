@@ -3,7 +3,8 @@
  * at most one message per `intervalMs`) and `run.completed`, written to every open stream.
  * No broker in here: the api service feeds it the domain events.
  */
-import type { BatchSignedEvent, RunReport, RunStartedEvent } from "../contract";
+import type { ServerResponse } from "node:http";
+import type { BatchSignedEvent, RunCompletedEvent, RunStartedEvent } from "../contract";
 
 /** The part of an HTTP response a stream needs. */
 export interface SseClient {
@@ -84,9 +85,9 @@ export class ProgressStream {
 		}
 	}
 
-	runCompleted(event: { report: RunReport; status?: string; error?: string | null }): void {
+	runCompleted(event: RunCompletedEvent): void {
 		if (this.run && this.run.runId === event.report.runId) this.flush();
-		this.broadcast("run.completed", { ...event, status: event.status ?? "completed" });
+		this.broadcast("run.completed", event);
 		this.run = null;
 	}
 
@@ -142,4 +143,30 @@ export class ProgressStream {
 	private format(event: string, data: unknown): string {
 		return `id: ${++this.eventId}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 	}
+}
+
+/**
+ * Answers GET /api/events: an SSE response joined to `stream`, starting from the current
+ * figures (`current`, when the stream follows no run yet), closed with its socket.
+ */
+export async function openEventStream(stream: ProgressStream, res: ServerResponse, current: () => Promise<unknown>): Promise<void> {
+	res.writeHead(200, {
+		"Content-Type": "text/event-stream; charset=utf-8",
+		"Cache-Control": "no-cache, no-transform",
+		// The socket is the stream's own: closed with it, so shutdown never waits on an idle keep-alive.
+		Connection: "close",
+		// nginx buffers responses by default, which would hold events back.
+		"X-Accel-Buffering": "no"
+	});
+	const client: SseClient = { write: chunk => res.write(chunk), end: () => res.end() };
+	stream.add(client);
+	// `res` closes with the connection; the request may close as soon as its (empty) body is read.
+	res.on("close", () => {
+		stream.remove(client);
+		// The server keeps a half-closed socket open until the response ends.
+		res.destroy();
+	});
+	// A client joining mid-run starts from the current figures, not from zero.
+	const figures = stream.current() ?? (await current().catch(() => null));
+	if (figures && !res.writableEnded) stream.sendTo(client, "progress", figures);
 }

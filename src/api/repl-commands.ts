@@ -3,23 +3,14 @@
  * `progress` prints the signing progress, live until the run ends (or once with --once).
  */
 import type { ServiceBroker } from "moleculer";
+import { sleep } from "../clock";
+import { Actions, call, type MetricsSnapshot } from "../contract";
 
-interface Snapshot {
-	runId: string | null;
-	status: string;
-	records: number;
-	signed: number;
-	recordsPerSecond: number;
-	elapsedSeconds: number;
-}
-
-export function progressLine(s: Snapshot): string {
+export function progressLine(s: Pick<MetricsSnapshot, "runId" | "status" | "records" | "signed" | "recordsPerSecond" | "elapsedSeconds">): string {
 	if (!s.runId) return "no run yet";
 	const percent = s.records ? ((s.signed / s.records) * 100).toFixed(1) : "100.0";
 	return `${s.runId} ${s.status}: ${percent}% ${s.signed}/${s.records} records, ${s.recordsPerSecond} records/s, ${s.elapsedSeconds.toFixed(1)} s`;
 }
-
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 export interface ReplCommand {
 	command: string;
@@ -41,7 +32,7 @@ export function replCommands(write: (line: string) => void = line => process.std
 			async action(broker, args) {
 				const interval = Math.max(100, Number(args.options.interval ?? 500) || 500);
 				for (;;) {
-					const snapshot = await broker.call<Snapshot>("metrics.snapshot");
+					const snapshot = await call(broker, Actions.metrics.snapshot, {});
 					write(progressLine(snapshot));
 					if (args.options.once || snapshot.status !== "running") return;
 					await sleep(interval);

@@ -2,8 +2,15 @@
  * The api service's settings from the validated configuration and the AUTH_* variables.
  * The environment comes in as a parameter: src/config.ts stays the one reader of it.
  */
+import fs from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import path from "node:path";
 import type { AppConfig } from "../config";
+import { toApiError } from "./errors";
 import { DEFAULT_DELIVERY, type DeliveryOptions } from "./webhook";
+
+/** The realm of the gateway's Bearer challenges. */
+export const API_REALM = "record-signer";
 
 export interface ApiOptions {
 	port: number;
@@ -38,5 +45,35 @@ export function apiOptions(config: AppConfig, env: Record<string, string | undef
 		webhook: DEFAULT_DELIVERY,
 		requiredServices: ["records", "keyring", "batcher", "signer", "metrics"],
 		jwksMaxAge: 300
+	};
+}
+
+/** public/ (the dashboard and the API docs) beside services/ in the sources, or beside dist/. */
+export function publicFolder(from = __dirname): string {
+	const candidates = [path.resolve(from, "..", "..", "public"), path.resolve(from, "..", "..", "..", "public")];
+	return candidates.find(dir => fs.existsSync(path.join(dir, "index.html"))) ?? candidates[0];
+}
+
+type RateLimitedRequest = IncomingMessage & { $route?: { rateLimit?: { store?: { resetTime?: number } } } };
+
+/** moleculer-web's own settings for this gateway: assets, error bodies, logging, the event stream's call options. */
+export function gatewaySettings() {
+	return {
+		assets: { folder: publicFolder(), options: { index: "index.html", maxAge: 0 } },
+		// The event stream stays open: no request timeout, and not tracked, so shutdown does not wait for it.
+		rootCallOptions(callOptions: Record<string, unknown>, req: IncomingMessage) {
+			if (req.url?.startsWith("/api/events")) Object.assign(callOptions, { timeout: 0, tracking: false });
+		},
+		log4XXResponses: false,
+		logRequest: "debug",
+		logResponse: "debug",
+		onError(req: RateLimitedRequest, res: ServerResponse, err: unknown) {
+			const { status, body, headers } = toApiError(err, { realm: API_REALM, rateLimitResetAt: req.$route?.rateLimit?.store?.resetTime });
+			if (res.headersSent) return void res.end();
+			for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.writeHead(status);
+			res.end(JSON.stringify(body));
+		}
 	};
 }

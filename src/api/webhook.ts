@@ -6,7 +6,9 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { CompactSign, base64url, compactVerify, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
+import { CompactSign, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
+import { systemClock, type Clock } from "../clock";
+import type { RunCompletedEvent } from "../contract";
 
 export const WEBHOOK_KID = "webhook-1";
 export const WEBHOOK_KEY_FILE = "webhook-key.json";
@@ -52,14 +54,6 @@ export class WebhookSigner {
 	}
 }
 
-/** What a receiver does: reattach the body and verify against the gateway's JWKS. */
-export async function verifyWebhookSignature(body: string, detached: string, jwks: { keys: JWK[] }): Promise<{ kid: string | undefined }> {
-	const [protectedHeader, empty, signature] = detached.split(".");
-	if (empty !== "" || !protectedHeader || !signature) throw new Error("not a detached compact JWS");
-	const { protectedHeader: header } = await compactVerify(`${protectedHeader}.${base64url.encode(body)}.${signature}`, createLocalJWKSet(jwks), { algorithms: ["EdDSA"] });
-	return { kid: header.kid };
-}
-
 export interface WebhookAttempt {
 	attempt: number;
 	at: string;
@@ -92,20 +86,18 @@ export function backoffMs(attempt: number, options: DeliveryOptions, random = Ma
 	return Math.round(base * (1 + 0.2 * random()));
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-	new Promise<void>(resolve => {
-		const timer = setTimeout(resolve, ms);
-		signal?.addEventListener("abort", () => {
-			clearTimeout(timer);
-			resolve();
-		}, { once: true });
-	});
+/** Resolves after `ms` on `clock`, or as soon as `signal` aborts. */
+function pause(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+	if (!signal) return clock.sleep(ms);
+	if (signal.aborted) return Promise.resolve();
+	return Promise.race([clock.sleep(ms), new Promise<void>(resolve => signal.addEventListener("abort", () => resolve(), { once: true }))]);
+}
 
 /** POSTs `body` until a 2xx or `maxAttempts`, recording each attempt on `state`. */
-export async function deliver(state: WebhookState, body: string, headers: Record<string, string>, options: DeliveryOptions, signal?: AbortSignal): Promise<void> {
+export async function deliver(state: WebhookState, body: string, headers: Record<string, string>, options: DeliveryOptions, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
 	state.status = "delivering";
 	for (let attempt = 1; attempt <= options.maxAttempts && !signal?.aborted; attempt++) {
-		const started = Date.now();
+		const started = clock.now();
 		const record: WebhookAttempt = { attempt, at: new Date(started).toISOString(), status: null, ok: false, error: null, durationMs: 0 };
 		try {
 			const timeout = AbortSignal.timeout(options.timeoutMs);
@@ -123,13 +115,65 @@ export async function deliver(state: WebhookState, body: string, headers: Record
 		} catch (err) {
 			record.error = (err as Error).name === "TimeoutError" ? `no answer within ${options.timeoutMs} ms` : String((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message);
 		}
-		record.durationMs = Date.now() - started;
+		record.durationMs = clock.now() - started;
 		state.attempts.push(record);
 		if (record.ok) {
 			state.status = "delivered";
 			return;
 		}
-		if (attempt < options.maxAttempts) await sleep(backoffMs(attempt, options), signal);
+		if (attempt < options.maxAttempts) await pause(clock, backoffMs(attempt, options), signal);
 	}
 	state.status = "failed";
+}
+
+/**
+ * The webhooks of runs: registered with a run's start, delivered when its `run.completed`
+ * arrives (or at once, if the run had already ended), each attempt kept for GET /api/runs/:id.
+ */
+export class WebhookRegistry {
+	private readonly webhooks = new Map<string, WebhookState>();
+	/** Recent completions, for a callback registered after its (very short) run already ended. */
+	private readonly completions = new Map<string, RunCompletedEvent>();
+	private readonly shutdown = new AbortController();
+
+	constructor(
+		private readonly signer: Promise<WebhookSigner>,
+		private readonly options: DeliveryOptions,
+		private readonly onFailed: (runId: string, state: WebhookState) => void,
+		private readonly clock: Clock = systemClock,
+		private readonly remembered = 100
+	) {}
+
+	get(runId: string): WebhookState | null {
+		return this.webhooks.get(runId) ?? null;
+	}
+
+	register(runId: string, url: string): void {
+		this.webhooks.set(runId, { url, status: "waiting", attempts: [] });
+		const completion = this.completions.get(runId);
+		if (completion) void this.send(runId, completion);
+	}
+
+	runCompleted(event: RunCompletedEvent): void {
+		const { runId } = event.report;
+		this.completions.set(runId, event);
+		if (this.completions.size > this.remembered) this.completions.delete(this.completions.keys().next().value as string);
+		if (this.webhooks.get(runId)?.status === "waiting") void this.send(runId, event);
+	}
+
+	/** Ends deliveries in progress (their state says how far they got). */
+	close(): void {
+		this.shutdown.abort();
+	}
+
+	private async send(runId: string, completion: RunCompletedEvent): Promise<void> {
+		const state = this.webhooks.get(runId);
+		if (!state || state.status !== "waiting") return;
+		state.status = "delivering";
+		// One body for every attempt, signed once: the receiver can dedupe on its bytes.
+		const body = JSON.stringify({ event: "run.completed", runId, status: completion.status, error: completion.error ?? null, report: completion.report });
+		const signature = await (await this.signer).sign(body);
+		await deliver(state, body, { [SIGNATURE_HEADER]: signature, "X-Webhook-Event": "run.completed", "X-Run-Id": runId }, this.options, this.shutdown.signal, this.clock);
+		if ((state.status as WebhookState["status"]) === "failed") this.onFailed(runId, state);
+	}
 }

@@ -1,7 +1,8 @@
 /** A whole system plus the API gateway on a free port, and tokens for it, in one test process. */
 import type { AddressInfo } from "node:net";
 import type { ServiceBroker } from "moleculer";
-import ApiService, { apiSettings } from "../../services/api.service";
+import { createApiService } from "../../services/api.service";
+import { sleep, type Clock } from "../../src/clock";
 import { issueToken, loadAuthConfig, type AuthConfig, type IssueOptions } from "../../src/api/auth";
 import { apiOptions, type ApiOptions } from "../../src/api/settings";
 import type { RunCompletedEvent } from "../../src/contract";
@@ -13,6 +14,8 @@ export const TEST_SECRET = Buffer.alloc(32, 7).toString("base64");
 
 export interface ApiSystemOptions extends TestSystemOptions {
 	api?: Partial<ApiOptions>;
+	/** The gateway's clock (webhook backoff): a test moves it by hand. */
+	clock?: Clock;
 	authEnv?: Record<string, string>;
 }
 
@@ -31,7 +34,7 @@ export async function startApiSystem(options: ApiSystemOptions): Promise<ApiSyst
 	const authEnv = { AUTH_SECRET: TEST_SECRET, ...options.authEnv };
 	const broker = createSystem(config, { logLevel: false, ...options });
 	const api: ApiOptions = { ...apiOptions(config, authEnv), port: 0, ip: "127.0.0.1", ...options.api };
-	broker.createService({ name: "api", mixins: [ApiService], settings: apiSettings(api) } as never);
+	broker.createService(createApiService(api, { clock: options.clock }));
 	const nextCompletion = watchCompletions(broker);
 	await broker.start();
 	const service = broker.getLocalService("api") as unknown as { server: import("node:http").Server };
@@ -74,7 +77,7 @@ export async function request<T = any>(baseUrl: string, method: string, path: st
 	return { status: response.status, headers: response.headers, body: parsed as T };
 }
 
-export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+export { sleep };
 
 /** Polls `probe` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {

@@ -1,0 +1,46 @@
+/**
+ * POST /api/batcher/start: checks the body's media type, starts the run through the batcher
+ * (which keeps the Idempotency-Key with the run, so a replay outlives this process), registers
+ * the webhook, and answers 202 with the run and its Location.
+ */
+import type { Context } from "moleculer";
+import { Errors } from "moleculer";
+import { Actions, call } from "../contract";
+import type { Principal } from "./auth";
+import type { WebhookRegistry } from "./webhook";
+
+export interface StartRunBody {
+	batchSize?: unknown;
+	callbackUrl?: string;
+}
+
+export const startRunBodyParams = { batchSize: { type: "any", optional: true }, callbackUrl: { type: "url", optional: true }, $$strict: true };
+
+const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
+
+/** What the route's `onBeforeCall` copies from the request into `ctx.meta`. */
+export interface StartRunMeta {
+	idempotencyKey?: string | null;
+	requestContentType?: string | null;
+	requestHasBody?: boolean;
+	user?: Principal | null;
+	$statusCode?: number;
+	$responseHeaders?: Record<string, string>;
+}
+
+export async function startRun(ctx: Context<StartRunBody, StartRunMeta>, webhooks: WebhookRegistry) {
+	const { meta } = ctx;
+	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
+		throw new Errors.MoleculerClientError("The request body must be JSON (Content-Type: application/json)", 415, "UNSUPPORTED_MEDIA_TYPE", { contentType: meta.requestContentType });
+	const { batchSize, callbackUrl } = ctx.params;
+	const idempotencyKey = typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;
+	// A repeat with the key must ask the same: batch size, callback and caller.
+	const requestFingerprint = JSON.stringify({ batchSize: batchSize ?? null, callbackUrl: callbackUrl ?? null, subject: meta.user?.subject ?? null });
+	const started = await call(ctx, Actions.batcher.start, { ...(batchSize === undefined ? {} : { batchSize }), ...(idempotencyKey ? { idempotencyKey, requestFingerprint } : {}) });
+	if (callbackUrl && !started.replayed) webhooks.register(started.runId, callbackUrl);
+	const run = await call(ctx, Actions.batcher.get, { runId: started.runId });
+	const location = `/api/runs/${encodeURIComponent(run.runId)}`;
+	meta.$statusCode = 202;
+	meta.$responseHeaders = { Location: location, ...(idempotencyKey ? { "Idempotency-Key": idempotencyKey, "Idempotent-Replayed": String(started.replayed) } : {}) };
+	return { id: run.runId, runId: run.runId, batchSize: run.batchSize, status: run.status, startedAt: run.startedAt, finishedAt: run.finishedAt, replayed: started.replayed, links: { self: location, events: "/api/events" } };
+}
