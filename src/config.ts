@@ -3,6 +3,7 @@
  * here, at start-up, with a message that names the variable and the allowed range.
  */
 import path from "node:path";
+import { UserError } from "./user-error";
 
 export interface AppConfig {
 	/** Records to seed when the store is empty. */
@@ -37,12 +38,8 @@ export interface AppConfig {
 	authEnv: Record<string, string | undefined>;
 }
 
-export class ConfigError extends Error {
-	constructor(message: string) {
-		super(message);
-		this.name = "ConfigError";
-	}
-}
+/** A bad variable or flag: its message names it and the allowed values. */
+export class ConfigError extends UserError {}
 
 export const MAX_BATCH_SIZE = 100_000;
 

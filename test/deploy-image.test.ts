@@ -17,6 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { parse } from "yaml";
 import { freePort, startNatsServer, type NatsServer } from "./support/nats-server";
+import { sleep } from "../src/clock";
 
 const ROOT = path.resolve(__dirname, "..");
 const dockerfile = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8");
@@ -245,7 +246,7 @@ describe("the image's command, per role of docker-compose.yml", () => {
 				break;
 			}
 			if (Date.now() > deadline) throw new Error(`SERVICES=${role} not ready within ${READY_WITHIN_MS} ms; last /health/ready: ${last}\n--- node output ---\n${node.output}`);
-			await new Promise(resolve => setTimeout(resolve, 250));
+			await sleep(250);
 		}
 		expect((await get(node.healthPort, "/health/live")).status).toBe(200);
 		// What the Prometheus scrape annotations point at.

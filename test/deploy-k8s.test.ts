@@ -173,6 +173,20 @@ describe("k8s/ manifests", () => {
 		// The gateway writes its webhook signing key there (read-only root filesystem elsewhere).
 		expect(dataMounts(api)).toHaveLength(1);
 		for (const w of appWorkloads.filter(w => w !== api)) expect({ w: w.metadata.name, mounts: dataMounts(w) }).toEqual({ w: w.metadata.name, mounts: [] });
+
+		// The keyring's master key comes from the Secret, and not optionally: without it the
+		// kubelet refuses to create the container, so the keyring never starts on a generated key.
+		const keyring = appWorkloads.find(w => roleOf(w) === "keyring")!;
+		const [container] = containersOf(keyring);
+		const masterKey = (container.env ?? []).find((e: any) => e.name === "KEYRING_MASTER_KEY");
+		expect(masterKey?.value).toBeUndefined();
+		expect(masterKey?.valueFrom?.secretKeyRef).toEqual({ name: secretName, key: "KEYRING_MASTER_KEY" });
+		expect(secretKeys).toContain("KEYRING_MASTER_KEY");
+		// Nowhere to write one either: no volume at DATA_DIR and a read-only root filesystem.
+		expect(container.securityContext?.readOnlyRootFilesystem).toBe(true);
+		// No other workload can read it.
+		for (const w of appWorkloads.filter(w => w !== keyring))
+			expect({ w: w.metadata.name, env: (containersOf(w)[0].env ?? []).filter((e: any) => e.name === "KEYRING_MASTER_KEY") }).toEqual({ w: w.metadata.name, env: [] });
 	});
 
 	test("MongoDB runs as a StatefulSet with a persistent volume; NATS is there", () => {

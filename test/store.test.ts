@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
-import { DbMixin, type Store } from "../mixins/db.mixin";
+import { DbMixin, DuplicateKeyError, type Store } from "../mixins/db.mixin";
 import type { SignatureDoc } from "../src/contract";
 
 interface Backend {
@@ -62,7 +62,7 @@ describe.each(backends)("store on $name", backend => {
 
 	test("the unique index refuses a second signature for a record even without the duplicate-tolerant path", async () => {
 		await signatures.insert(signature("r1", "b1"));
-		await expect(signatures.insert({ ...signature("r1", "b2"), _id: "another-id" })).rejects.toBeTruthy();
+		await expect(signatures.insert({ ...signature("r1", "b2"), _id: "another-id" })).rejects.toBeInstanceOf(DuplicateKeyError);
 		expect(await signatures.count({ recordId: "r1" })).toBe(1);
 	});
 

@@ -2,9 +2,8 @@
  * Reads every owned collection through its owner's `page` action (DESIGN.md section 2: no
  * service reads another's store) and maps the stored documents to the export's fields.
  */
-import type { ServiceBroker } from "moleculer";
 import type { JWK } from "jose";
-import type { PageParams } from "../contract";
+import { Actions, call, type Caller, type PageParams } from "../contract";
 import {
 	EXPORT_FIELDS,
 	isoTime,
@@ -37,7 +36,8 @@ export const NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** Generous JSON sizes of one stored document, by collection. */
 const DOC_BYTES: Record<string, number> = { keys: 1200, leases: 500, runs: 1500, records: 200, signatures: 500 };
 
-function pageSizeFor(collection: string, options: CollectOptions, largestBatch = 0): number {
+/** Documents of `collection` per `page` call that fit `options.maxPayloadBytes` (batches by their runs' largest size). */
+export function pageSizeFor(collection: string, options: CollectOptions, largestBatch = 0): number {
 	const fallback = options.pageSize ?? 5000;
 	if (!options.maxPayloadBytes) return fallback;
 	const docBytes = collection === "batches" ? largestBatch * 20 + 600 : DOC_BYTES[collection] ?? 2000;
@@ -45,14 +45,18 @@ function pageSizeFor(collection: string, options: CollectOptions, largestBatch =
 }
 
 /** Pages `collection` of `service` by `_id` until the owner says there is no next page. */
-export async function pageAll<T = StoredDoc>(broker: Pick<ServiceBroker, "call">, service: string, collection: string, pageSize = 5000): Promise<T[]> {
-	const docs: T[] = [];
+/** The services that own collections, and so answer `page`. */
+export type OwningService = "records" | "keyring" | "batcher";
+
+export async function pageAll<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize = 5000): Promise<T[]> {
+	const all: T[] = [];
 	let after: string | undefined;
 	for (;;) {
 		const params: PageParams = after === undefined ? { collection, limit: pageSize } : { collection, after, limit: pageSize };
-		const page = (await broker.call(`${service}.page`, params)) as { docs: T[]; next: string | null };
-		for (const doc of page.docs) docs.push(doc);
-		if (page.next == null) return docs;
+		const page = await call(broker, Actions[service].page, params);
+		const docs = page.docs as T[];
+		for (const doc of docs) all.push(doc);
+		if (page.next == null) return all;
 		after = page.next;
 	}
 }
@@ -104,11 +108,11 @@ export function toRun(doc: StoredDoc): SnapshotRun {
 }
 
 /** A snapshot of the records, keyring and batcher stores, read through their services. */
-export async function collectSnapshot(broker: Pick<ServiceBroker, "call">, options: CollectOptions = {}): Promise<AuditSnapshot> {
+export async function collectSnapshot(broker: Caller, options: CollectOptions = {}): Promise<AuditSnapshot> {
 	// Causal order: a lease is stored before its batch's signatures, a batch before it is dispatched,
 	// so a snapshot of a live system never shows a signature whose lease or batch it missed.
 	const keys = await pageAll(broker, "keyring", "keys", pageSizeFor("keys", options));
-	const jwks = (await broker.call("keyring.jwks")) as { keys: JWK[] } | null;
+	const jwks = await call(broker, Actions.keyring.jwks, {});
 	const leases = await pageAll(broker, "keyring", "leases", pageSizeFor("leases", options));
 	const runs = await pageAll(broker, "batcher", "runs", pageSizeFor("runs", options));
 	const largestBatch = Math.max(0, ...runs.map(run => Number(run.batchSize) || 0));

@@ -6,6 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { once } from "node:events";
+import { UserError } from "../user-error";
 import { EXPORT_FIELDS, pick, publicJwk, snapshotCounts, type AuditSnapshot } from "./snapshot";
 
 export const EXPORT_FILES = {
@@ -21,12 +22,8 @@ export const EXPORT_FILES = {
 type LineCollection = "records" | "signatures" | "batches" | "leases" | "keys";
 const LINE_COLLECTIONS: LineCollection[] = ["records", "signatures", "batches", "leases", "keys"];
 
-export class ExportError extends Error {
-	constructor(message: string) {
-		super(message);
-		this.name = "ExportError";
-	}
-}
+/** An export folder that cannot be written or read: the message names the file (and line). */
+export class ExportError extends UserError {}
 
 export interface ExportCounts {
 	dir: string;

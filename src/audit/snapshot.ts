@@ -4,62 +4,25 @@
  * only disagree where the export carries less (see `SnapshotLease.expiresAt`).
  */
 import type { JWK } from "jose";
-import type { BatchStatus, LeaseEnd, RunStatus } from "../contract";
+import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } from "../contract";
 
-export interface SnapshotRecord {
-	id: string;
-	data: string;
-}
-
-export interface SnapshotSignature {
-	recordId: string;
-	keyId: string;
-	batchId: string;
-	leaseId: string;
-	jws: string;
-	signedAt: string;
-}
-
-export interface SnapshotBatch {
-	batchId: string;
-	runId: string;
-	keyId: string | null;
-	leaseId: string | null;
-	recordIds: string[];
-	attempt: number;
-	status: BatchStatus;
-	startedAt: string;
-	finishedAt: string | null;
-}
-
-export interface SnapshotLease {
-	leaseId: string;
-	keyId: string;
-	holder: string;
-	grantSeq: number;
-	grantedAt: string;
-	endSeq: number | null;
-	endedAt: string | null;
-	end: LeaseEnd | null;
+/**
+ * The export's fields of each stored document (DESIGN.md section 9), picked from the stored
+ * types: a field renamed in the store breaks the build here, while a field added to a stored
+ * document stays out of the export until it is named below.
+ */
+export type SnapshotRecord = RecordPayload;
+export type SnapshotSignature = Pick<SignatureDoc, (typeof EXPORT_FIELDS.signatures)[number]>;
+export type SnapshotBatch = Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>;
+export type SnapshotLease = Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]> & {
 	/**
 	 * Known when read from the store; not a field of the export (section 9), so the audit of
 	 * an export bounds a still-active lease's signatures by its grant only.
 	 */
 	expiresAt?: string;
-}
-
-export interface SnapshotKey {
-	keyId: string;
-	createdAt: string;
-}
-
-export interface SnapshotRun {
-	runId: string;
-	batchSize: number;
-	status: RunStatus;
-	startedAt: string;
-	finishedAt: string | null;
-}
+};
+export type SnapshotKey = Pick<KeyDoc, (typeof EXPORT_FIELDS.keys)[number]>;
+export type SnapshotRun = Pick<RunDoc, (typeof EXPORT_FIELDS.runs)[number]>;
 
 export interface AuditSnapshot {
 	records: SnapshotRecord[];
@@ -73,12 +36,12 @@ export interface AuditSnapshot {
 
 /** The contract's fields of each export file, in the order they are written (section 9). */
 export const EXPORT_FIELDS = {
-	records: ["id", "data"],
-	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"],
-	batches: ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt"],
-	leases: ["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "endSeq", "endedAt", "end"],
-	keys: ["keyId", "createdAt"],
-	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"]
+	records: ["id", "data"] satisfies Array<keyof RecordPayload>,
+	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<keyof SignatureDoc>,
+	batches: ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt"] satisfies Array<keyof BatchDoc>,
+	leases: ["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "endSeq", "endedAt", "end"] satisfies Array<keyof LeaseDoc>,
+	keys: ["keyId", "createdAt"] satisfies Array<keyof KeyDoc>,
+	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>
 } as const;
 
 /** The public members of an Ed25519 JWK: anything else (above all `d`) never leaves the keyring. */
@@ -103,10 +66,6 @@ export function isoTime(value: unknown): string | null {
 	if (value instanceof Date) return value.toISOString();
 	if (typeof value === "number") return new Date(value).toISOString();
 	return String(value);
-}
-
-export function emptySnapshot(): AuditSnapshot {
-	return { records: [], signatures: [], batches: [], leases: [], keys: [], jwks: { keys: [] }, runs: [] };
 }
 
 /** How many documents of each kind a snapshot holds. */

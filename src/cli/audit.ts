@@ -6,8 +6,9 @@ import os from "node:os";
 import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { readExport } from "../audit/export-files";
 import { formatReport } from "../audit/format";
-import { STORE_USAGE, UsageError, describeStore, parseCli, runCli, storeConfig, withStore, write } from "../audit/open-store";
 import { audit } from "../audit/rules";
+import { UsageError, runCommand, write, type Flags } from "./cli";
+import { STORE_OPTIONS, STORE_USAGE, describeStore, storeConfig, withStore } from "./store";
 
 const USAGE = `Usage: npm run audit -- [--from DIR] [--json] [options]
   --from DIR                audit an export (npm run export) instead of the store
@@ -25,17 +26,15 @@ function nonNegativeInteger(raw: string | undefined, flag: string): number | und
 	return value;
 }
 
-async function main(): Promise<number> {
-	const { values } = parseCli(process.argv.slice(2), {
-		from: { type: "string" },
-		json: { type: "boolean" },
-		"clock-tolerance-ms": { type: "string" },
-		"max-listed": { type: "string" }
-	});
-	if (values.help) {
-		await write(process.stdout, USAGE);
-		return 0;
-	}
+const OPTIONS = {
+	...STORE_OPTIONS,
+	from: { type: "string" },
+	json: { type: "boolean" },
+	"clock-tolerance-ms": { type: "string" },
+	"max-listed": { type: "string" }
+} as const;
+
+async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	const options = {
 		clockToleranceMs: nonNegativeInteger(values["clock-tolerance-ms"], "clock-tolerance-ms"),
 		maxListedPerRule: nonNegativeInteger(values["max-listed"], "max-listed")
@@ -57,4 +56,4 @@ async function main(): Promise<number> {
 
 // WebCrypto verifies on libuv's pool (4 threads by default): give it every core before first use.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
-void runCli("audit", main);
+void runCommand({ name: "audit", usage: USAGE, options: OPTIONS }, main);

@@ -13,7 +13,7 @@ import { Worker, isMainThread, parentPort, workerData } from "node:worker_thread
 import { generateKeyPair, exportJWK, importJWK, type CryptoKey, type JWK } from "jose";
 import { ConfigError, loadConfig } from "../config";
 import type { ServiceBroker } from "moleculer";
-import { Events, type Progress, type RecordDoc, type RunCompletedEvent } from "../contract";
+import { Actions, Events, call, type RecordDoc, type RunCompletedEvent } from "../contract";
 import { signRecord, type RecordPayload } from "../signer/jws";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 
@@ -68,10 +68,10 @@ async function storedPayloads(broker: ServiceBroker): Promise<RecordPayload[]> {
 
 async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedEvent>, records: number, batchSize: number): Promise<{ seconds: number; signed: number }> {
 	const started = performance.now();
-	await broker.call("batcher.start", { batchSize });
+	await call(broker, Actions.batcher.start, { batchSize });
 	const { report } = await completion;
 	const seconds = (performance.now() - started) / 1000;
-	const progress = await broker.call<Progress>("records.progress");
+	const progress = await call(broker, Actions.records.progress, {});
 	if (progress.signed !== records) throw new Error(`the run signed ${progress.signed} of ${records} records`);
 	return { seconds, signed: report.signedThisRun };
 }

@@ -5,7 +5,8 @@
 import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { writeExport } from "../audit/export-files";
 import { plural } from "../audit/format";
-import { STORE_USAGE, UsageError, describeStore, parseCli, runCli, storeConfig, withStore, write } from "../audit/open-store";
+import { UsageError, runCommand, write, type Flags } from "./cli";
+import { STORE_OPTIONS, STORE_USAGE, describeStore, storeConfig, withStore } from "./store";
 
 const USAGE = `Usage: npm run export -- --out DIR [options]
   --out DIR                 folder to write (created if needed; export files in it are replaced)
@@ -13,12 +14,9 @@ ${STORE_USAGE}
 Exit code: 0 written, 2 error.
 `;
 
-async function main(): Promise<number> {
-	const { values } = parseCli(process.argv.slice(2), { out: { type: "string" } });
-	if (values.help) {
-		await write(process.stdout, USAGE);
-		return 0;
-	}
+const OPTIONS = { ...STORE_OPTIONS, out: { type: "string" } } as const;
+
+async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	if (!values.out) throw new UsageError("--out DIR is required: the folder to write the export to (e.g. npm run export -- --out ./export)");
 	const config = storeConfig(values);
 	const snapshot = await withStore(config, broker => collectSnapshot(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
@@ -31,4 +29,4 @@ async function main(): Promise<number> {
 	return 0;
 }
 
-void runCli("export", main);
+void runCommand({ name: "export", usage: USAGE, options: OPTIONS }, main);

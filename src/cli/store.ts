@@ -6,41 +6,26 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker-options";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
-import { ExportError } from "./export-files";
+import { serviceSchema, settingsWith } from "../system";
+import { UserError } from "../user-error";
+import { UsageError, type CliOptions } from "./cli";
 
 export const STORE_SERVICES = ["records", "keyring", "batcher"] as const;
 const WAIT_MS = 10_000;
 
-/** A mistake on the command line or in the environment: one line, exit code 2. */
-export class UsageError extends Error {
-	constructor(message: string) {
-		super(message);
-		this.name = "UsageError";
-	}
-}
-
 /** The store cannot be reached or is not there: one line, exit code 2. */
-export class StoreError extends Error {
-	constructor(message: string) {
-		super(message);
-		this.name = "StoreError";
-	}
-}
-
-type Options = NonNullable<ParseArgsConfig["options"]>;
+export class StoreError extends UserError {}
 
 /** Flags that override the store's configuration (DESIGN.md section 6), shared by both commands. */
 export const STORE_OPTIONS = {
 	"data-dir": { type: "string" },
 	"mongo-uri": { type: "string" },
 	transporter: { type: "string" },
-	namespace: { type: "string" },
-	help: { type: "boolean", short: "h" }
-} as const satisfies Options;
+	namespace: { type: "string" }
+} as const satisfies CliOptions;
 
 export const STORE_USAGE = [
 	"  --data-dir DIR            embedded store folder (DATA_DIR)",
@@ -49,13 +34,6 @@ export const STORE_USAGE = [
 	"  --namespace NAME          Moleculer namespace of those services (NAMESPACE)"
 ].join("\n");
 
-export function parseCli<O extends Options>(argv: string[], options: O) {
-	try {
-		return parseArgs({ args: argv, options: { ...STORE_OPTIONS, ...options }, strict: true, allowPositionals: false });
-	} catch (err) {
-		throw new UsageError(`${(err as Error).message.split(". ")[0]} (see --help)`);
-	}
-}
 
 /** The configuration with the store flags applied; a bad value is a UsageError naming it. */
 export function storeConfig(flags: Record<string, unknown>): AppConfig {
@@ -82,14 +60,6 @@ async function within<T>(ms: number, work: Promise<T>, onTimeout: () => Error): 
 	} finally {
 		clearTimeout(timer);
 	}
-}
-
-/** Loaded by path so this module compiles and tests without the services (they default-export their schema). */
-function loadServiceSchema(name: string): ServiceSchema {
-	const file = path.resolve(__dirname, "..", "..", "services", `${name}.service`);
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
-	const loaded = require(file);
-	return (loaded.default ?? loaded) as ServiceSchema;
 }
 
 async function startRemote(config: AppConfig): Promise<ServiceBroker> {
@@ -123,8 +93,8 @@ async function startEmbedded(config: AppConfig): Promise<ServiceBroker> {
 	}
 	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn" }));
 	// Read-only: no seeding, no resumed run, no expiry sweep; the store as the flags name it.
-	const settings = { resumeOnStart: false, sweepIntervalMs: 0, seedCount: 0, dataDir: config.dataDir, mongoUri: config.mongoUri };
-	for (const name of STORE_SERVICES) broker.createService({ name, mixins: [loadServiceSchema(name)], settings });
+	const settings = settingsWith(config, { records: { seedCount: 0 }, keyring: { sweepIntervalMs: 0 }, batcher: { resumeOnStart: false } });
+	for (const name of STORE_SERVICES) broker.createService(serviceSchema(name, settings));
 	try {
 		await broker.start();
 		return broker;
@@ -147,26 +117,4 @@ export async function withStore<T>(config: AppConfig, work: (broker: ServiceBrok
 	} finally {
 		await stopQuietly(broker);
 	}
-}
-
-/** Resolves once `text` is handed to the OS, so exiting right after cannot cut it short. */
-export function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
-	return new Promise(resolve => stream.write(text, () => resolve()));
-}
-
-/**
- * Runs a command's `main` and exits with its code; an error exits 2 with one line on stderr.
- * `main` prints through `write`, so everything is flushed before the exit.
- */
-export async function runCli(command: string, main: () => Promise<number>): Promise<never> {
-	let code: number;
-	try {
-		code = await main();
-	} catch (err) {
-		const known = err instanceof UsageError || err instanceof StoreError || err instanceof ExportError || err instanceof ConfigError;
-		const message = (err as Error)?.message ?? String(err);
-		await write(process.stderr, `${command}: ${known ? message : `unexpected error: ${message}`}`.replace(/\s*\n\s*/g, " ") + "\n");
-		code = 2;
-	}
-	process.exit(code);
 }

@@ -18,7 +18,10 @@ import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker-options";
 import { loadConfig } from "../config";
-import { Events, type RunCompletedEvent, type RunDoc } from "../contract";
+import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
+import { sleep, systemClock } from "../clock";
+import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
+import { killOnExit } from "./children";
 import { freePort, startNatsServer, type NatsServer } from "./nats-server";
 
 export type RoleKind = "keyring" | "main" | "signer";
@@ -73,6 +76,13 @@ export interface ClusterOptions {
 	onLine?: (role: RoleProcess, line: string) => void;
 }
 
+/** How a run ended, from its run.completed event or, if that was missed, from the stored run. */
+export interface RunEnding {
+	status: RunView["status"];
+	error: string | null;
+	report: RunReport | null;
+}
+
 export class ClusterError extends Error {
 	constructor(message: string) {
 		super(message);
@@ -82,23 +92,12 @@ export class ClusterError extends Error {
 
 const OUTPUT_LIMIT = 256 * 1024;
 
-/** nats-server's default max_payload: what a server we did not start is assumed to allow. */
-export const NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /**
  * The max_payload of the nats-server the launcher starts: a `signer.signBatch` of the largest
  * batch (100,000 record ids, ~1.6 MB) and the batch documents the audit pages must fit.
  */
 export const NATS_MAX_PAYLOAD = 8 * 1024 * 1024;
 
-/**
- * Documents per `page` call over NATS for stores whose batches hold `batchSize` record ids:
- * a reply must fit max_payload, and a page of 5000 signatures (~300 bytes each) or of 1000
- * batches of 300 ids does not fit 1 MB.
- */
-export function natsPageSize(batchSize: number, maxPayload = NATS_DEFAULT_MAX_PAYLOAD): number {
-	return Math.max(1, Math.min(1000, Math.floor(maxPayload / 2 / (batchSize * 16 + 512))));
-}
-const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
 /** The project folder (with package.json): the launcher runs from src/ under jest and from dist/. */
 export function projectRoot(from = __dirname): string {
@@ -119,28 +118,11 @@ export async function until<T>(what: string, timeoutMs: number, check: () => T |
 	}
 }
 
-/** Children of every cluster in this process: killed if the process exits without stopping them. */
-const allChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function killOrphansOnExit(): void {
-	if (exitHookInstalled) return;
-	exitHookInstalled = true;
-	process.once("exit", () => {
-		for (const child of allChildren) {
-			try {
-				child.kill("SIGKILL");
-			} catch {
-				// already gone
-			}
-		}
-	});
-}
-
 export class Cluster {
 	private readonly roles = new Map<string, RoleProcess>();
 	private client: ServiceBroker | null = null;
 	private connecting: Promise<ServiceBroker> | null = null;
-	private readonly completions: Array<(event: RunCompletedEvent & { status: string; error?: string }) => void> = [];
+	private readonly completions: Array<(event: RunCompletedEvent) => void> = [];
 	private stopped = false;
 	readonly root: string;
 	readonly logDir: string;
@@ -156,11 +138,6 @@ export class Cluster {
 
 	/** The largest message the cluster's NATS takes (assumed the default when not ours). */
 	readonly maxPayload: number;
-
-	/** Documents per `page` call through this cluster's NATS, for batches of `batchSize`. */
-	pageSize(batchSize: number): number {
-		return natsPageSize(batchSize, this.maxPayload);
-	}
 
 	/**
 	 * Starts nats-server (unless `transporter` is given), the keyring, the main node and the
@@ -246,8 +223,7 @@ export class Cluster {
 		};
 		const { file, args } = this.command();
 		const child = spawn(file, args, { cwd: this.projectDir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-		killOrphansOnExit();
-		allChildren.add(child);
+		killOnExit(child);
 		const logFile = path.join(this.logDir, `${name}.log`);
 		const log = fs.createWriteStream(logFile, { flags: "a" });
 		log.write(`--- ${new Date().toISOString()} ${nodeID} (pid ${child.pid}) SERVICES=${childEnv.SERVICES} DATA_DIR=${dataDir}\n`);
@@ -258,7 +234,6 @@ export class Cluster {
 			pid: child.pid ?? -1,
 			exited: new Promise<RoleExit>(resolve => child.once("exit", (code, signal) => {
 				exited = true;
-				allChildren.delete(child);
 				resolve({ code, signal });
 			})),
 			running: () => !exited,
@@ -336,7 +311,7 @@ export class Cluster {
 			// Its own group: run.completed is a balanced event, and no other client may take it.
 			name: `cluster-watch-${process.pid}-${Date.now().toString(36)}`,
 			events: {
-				[Events.runCompleted]: (ctx: { params: RunCompletedEvent & { status: string; error?: string } }) => {
+				[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => {
 					for (const waiter of this.completions.splice(0)) waiter(ctx.params);
 				}
 			}
@@ -381,18 +356,18 @@ export class Cluster {
 	// ------------------------------------------------------------ runs
 
 	/** Calls `batcher.start` (or takes over the active run) and returns the run. */
-	async startRun(batchSize?: number): Promise<RunDoc> {
+	async startRun(batchSize?: number): Promise<RunView> {
 		const broker = await this.connect();
-		return broker.call<RunDoc, object>("batcher.start", batchSize === undefined ? {} : { batchSize });
+		return call(broker, Actions.batcher.start, batchSize === undefined ? {} : { batchSize });
 	}
 
 	/**
 	 * Resolves when run `runId` ends: on its run.completed event, or, should that be missed
 	 * (the batcher node restarted, NATS was down), when `batcher.get` says it is no longer running.
 	 */
-	async runEnded(runId: string, timeoutMs = 600_000): Promise<{ status: string; error?: string; report: RunDoc["report"] }> {
+	async runEnded(runId: string, timeoutMs = 600_000): Promise<RunEnding> {
 		const broker = await this.connect();
-		let ended: { status: string; error?: string; report: RunDoc["report"] } | null = null;
+		let ended: RunEnding | null = null;
 		const listen = () => this.completions.push(event => {
 			if (event.report?.runId === runId) ended = { status: event.status, error: event.error, report: event.report };
 			else if (!ended) listen();
@@ -403,8 +378,8 @@ export class Cluster {
 			if (ended) return ended;
 			if (Date.now() - lastPoll < 1_000) return null;
 			lastPoll = Date.now();
-			const run = await broker.call<RunDoc, object>("batcher.get", { runId }, { timeout: 5_000 }).catch(() => null);
-			return run && run.status !== "running" ? { status: run.status, error: run.error, report: run.report ?? null } : null;
+			const run = await call(broker, Actions.batcher.get, { runId }, { timeout: 5_000 }).catch(() => null);
+			return run && run.status !== "running" ? { status: run.status, error: run.error ?? null, report: run.report ?? null } : null;
 		}, 50);
 	}
 
@@ -431,7 +406,7 @@ export class Cluster {
 		if (client) {
 			this.client = null;
 			this.connecting = null;
-			await Promise.race([client.stop(), new Promise(resolve => setTimeout(resolve, 5_000).unref())]);
+			await Promise.race([client.stop(), systemClock.sleep(5_000)]);
 		}
 		const all = this.list();
 		await terminate(all.filter(role => role.kind === "main"));

@@ -15,6 +15,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { sleep } from "../clock";
+import { killOnExit } from "./children";
 
 export interface NatsServerOptions {
 	/** Client port; 0 (default) picks a free one. `restart()` keeps whichever port was used. */
@@ -83,18 +85,6 @@ export function freePort(): Promise<number> {
 	});
 }
 
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-	if (exitHookInstalled) return;
-	exitHookInstalled = true;
-	// Last resort when a test forgets stop() or the runner exits early: no orphan servers.
-	process.once("exit", () => {
-		for (const child of running) child.kill("SIGKILL");
-	});
-}
-
 /** Resolves once a client can connect and reads the server's INFO line. */
 async function waitUntilAccepting(port: number, child: ChildProcess, timeoutMs: number, output: () => string): Promise<void> {
 	const deadline = Date.now() + timeoutMs;
@@ -103,7 +93,7 @@ async function waitUntilAccepting(port: number, child: ChildProcess, timeoutMs: 
 			throw new Error(`nats-server exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${output()}`);
 		if (await readsInfo(port)) return;
 		if (Date.now() > deadline) throw new Error(`nats-server did not accept connections on port ${port} within ${timeoutMs} ms:\n${output()}`);
-		await new Promise(resolve => setTimeout(resolve, 50));
+		await sleep(50);
 	}
 }
 
@@ -132,7 +122,6 @@ function waitForExit(child: ChildProcess): Promise<void> {
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
 	const binary = findNatsServer();
-	installExitHook();
 	const port = options.port || await freePort();
 	const monitorPort = options.monitor ? await freePort() : null;
 	const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
@@ -143,8 +132,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		const args = ["-a", "127.0.0.1", "-p", String(port), ...(monitorPort ? ["-m", String(monitorPort)] : []), ...(options.args ?? [])];
 		const spawned = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
 		child = spawned;
-		running.add(spawned);
-		spawned.once("exit", () => running.delete(spawned));
+		killOnExit(spawned);
 		const keep = (chunk: Buffer) => {
 			// Bounded: a long crash test must not grow this without limit.
 			output = (output + chunk.toString("utf8")).slice(-20_000);

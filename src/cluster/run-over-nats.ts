@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { Progress } from "../contract";
+import { Actions, call } from "../contract";
 import { Cluster } from "./launcher";
 
 export interface OverNatsOptions {
@@ -42,7 +42,7 @@ export async function runOverNats(options: OverNatsOptions): Promise<OverNatsRes
 		const outcome = await cluster.runEnded(run.runId);
 		const seconds = (performance.now() - started) / 1000;
 		if (outcome.status !== "completed") throw new Error(`the run over NATS ended ${outcome.status}: ${outcome.error ?? "no error given"}`);
-		const progress = await (await cluster.connect()).call<Progress>("records.progress");
+		const progress = await call(await cluster.connect(), Actions.records.progress, {});
 		if (progress.signed !== options.records) throw new Error(`the run over NATS signed ${progress.signed} of ${options.records} records`);
 		return { seconds, signed: outcome.report?.signedThisRun ?? progress.signed };
 	} finally {

@@ -15,14 +15,9 @@
  * the earlier one because each registers its election service before it waits to settle.
  */
 
-export type ElectionState = "waiting" | "claiming" | "active" | "refused";
+import type { ClaimReply, ElectionState } from "../contract";
 
-export interface ClaimReply {
-	nodeID: string;
-	state: ElectionState;
-	/** True: the claimer must not become active. */
-	refuses: boolean;
-}
+export type { ClaimReply, ElectionState };
 
 export type ElectionVerdict =
 	| { active: true }
@@ -92,4 +87,49 @@ export class KeyringElection {
 	fence(): void {
 		this.current = "refused";
 	}
+}
+
+export interface ElectionOptions {
+	/** Over NATS: how long discovery settles before this node claims the keyring role. */
+	electionSettleMs: number;
+	/** Over NATS: how long a peer has to answer the claim; no answer is a refusal. */
+	electionClaimTimeoutMs: number;
+}
+
+/** Reachable on every keyring node before its `keyring` service is: the election's channel. */
+export const ELECTION_SERVICE = "keyring-election";
+
+export class KeyringRefusedError extends Error {
+	constructor(readonly reason: string, readonly winner: string | null, namespace: string) {
+		super(`This keyring refuses to start: ${reason} on NATS namespace '${namespace}'. ` +
+			"Two keyrings must never both grant leases, so this node grants none; stop the other keyring first if this one should serve.");
+		this.name = "KeyringRefusedError";
+	}
+}
+
+/** The part of a broker an election needs. */
+export interface ElectionBus {
+	nodeID: string;
+	namespace: string;
+	/** Makes `claim` reachable for the other candidates, and resolves once it is announced. */
+	offer(onClaim: (from: string) => ClaimReply): Promise<void>;
+	/** Other nodes offering the keyring or its election, sorted. */
+	peers(): string[];
+	ask(peer: string, timeoutMs: number): Promise<ClaimReply>;
+	sleep(ms: number): Promise<void>;
+}
+
+/**
+ * Claims the keyring role among the keyring nodes on this NATS namespace. Resolves with the
+ * election (active) and the peers it won over; throws a KeyringRefusedError otherwise.
+ */
+export async function electKeyring(bus: ElectionBus, options: ElectionOptions): Promise<{ election: KeyringElection; peers: string[] }> {
+	const election = new KeyringElection(bus.nodeID);
+	// Offered (and announced) before settling: a rival claiming later always sees it.
+	await bus.offer(from => election.onClaim(from));
+	await bus.sleep(options.electionSettleMs);
+	const peers = bus.peers();
+	const verdict = await election.claim(peers, peer => bus.ask(peer, options.electionClaimTimeoutMs));
+	if (!verdict.active) throw new KeyringRefusedError(verdict.reason, verdict.winner, bus.namespace || "(none)");
+	return { election, peers };
 }

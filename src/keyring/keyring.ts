@@ -10,12 +10,13 @@ import { randomUUID } from "node:crypto";
 import { Errors } from "moleculer";
 import type { CryptoKey, JWK } from "jose";
 import type { Store } from "../../mixins/db.mixin";
-import { Events, type AcquireParams, type KeyDoc, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
+import { Events, type AcquireParams, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
 import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
 import { LeaseTable } from "./lease-table";
 import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
 import { checkSessionKey, importSessionKey, InvalidSessionKeyError, sealToSession } from "./session-key";
 import { Serial } from "./serial";
+import { systemClock, type Clock } from "../clock";
 
 export interface KeyringOptions {
 	/** Keys to generate when the store holds none. */
@@ -46,26 +47,8 @@ export interface KeyringDeps {
 	logger: KeyringLogger;
 	/** Publishes a domain event (fire and forget). */
 	emit(event: string, payload: LeaseEvent): void;
-	now?: () => number;
-}
-
-export interface KeyInfo {
-	keyId: string;
-	createdAt: string;
-	uses: number;
-	leased: boolean;
-	leaseId: string | null;
-	holder: string | null;
-}
-
-export interface KeyringStatus {
-	keys: number;
-	free: number;
-	leased: number;
-	waiting: number;
-	/** Free keys, least recently used first: the next grant takes the first. */
-	freeQueue: string[];
-	lastSeq: number;
+	/** The system clock unless a test moves time by hand. */
+	clock?: Clock;
 }
 
 const stopping = (): Error => new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
@@ -78,7 +61,8 @@ interface Waiter {
 	holder: string;
 	since: number;
 	limitMs: number;
-	timer: NodeJS.Timeout | null;
+	/** Cancels the wait's time limit. */
+	timer: (() => void) | null;
 	resolve(grant: { lease: LeaseDoc; waitMs: number }): void;
 	reject(err: Error): void;
 }
@@ -89,12 +73,13 @@ export class Keyring {
 	private readonly waiters = new Set<Waiter>();
 	/** Last `seq` handed out; a failed write burns its seq so no value is ever stored twice. */
 	private issuedSeq: number;
-	private sweepTimer: NodeJS.Timeout | null = null;
+	private stopSweeping: (() => void) | null = null;
 	private sweepQueued = false;
 	private closed = false;
+	private fenced = false;
 	/** Why acquires are turned away once closed. */
 	private refusal: () => Error = stopping;
-	private readonly now: () => number;
+	private readonly clock: Clock;
 
 	private constructor(
 		private readonly options: KeyringOptions,
@@ -103,7 +88,7 @@ export class Keyring {
 		private readonly keyDocs: Map<string, KeyDoc>,
 		private readonly table: LeaseTable
 	) {
-		this.now = deps.now ?? Date.now;
+		this.clock = deps.clock ?? systemClock;
 		this.issuedSeq = table.lastSeq;
 	}
 
@@ -165,10 +150,11 @@ export class Keyring {
 
 	/** Extends a current lease by `leaseTtlMs` from now; a lease no longer current is left alone. */
 	async renew(leaseId: string): Promise<LeaseChange> {
+		if (this.fenced) throw this.refusal();
 		const renewed = await this.serial.run(async () => {
 			const lease = this.table.activeLease(leaseId);
 			if (!lease) return null;
-			const expiresAt = new Date(this.now() + this.options.leaseTtlMs).toISOString();
+			const expiresAt = new Date(this.clock.now() + this.options.leaseTtlMs).toISOString();
 			const matched = await this.deps.leases.update({ leaseId, end: null }, { expiresAt });
 			if (matched !== 1) throw new Error(`renew of lease ${leaseId}: the store matched ${matched} active leases, expected 1`);
 			this.table.renew(leaseId, expiresAt);
@@ -209,7 +195,7 @@ export class Keyring {
 		for (const waiter of this.waiters) {
 			if (waiter.holder !== holder) continue;
 			this.waiters.delete(waiter);
-			if (waiter.timer) clearTimeout(waiter.timer);
+			waiter.timer?.();
 			waiter.reject(new Errors.MoleculerRetryableError(`${holder} left the cluster while waiting for a key; no key was granted`, 503, "HOLDER_GONE", { holder }));
 			dropped++;
 		}
@@ -247,14 +233,23 @@ export class Keyring {
 	async close(refusal: () => Error = stopping): Promise<void> {
 		this.closed = true;
 		this.refusal = refusal;
-		if (this.sweepTimer) clearInterval(this.sweepTimer);
-		this.sweepTimer = null;
+		this.stopSweeping?.();
+		this.stopSweeping = null;
 		for (const waiter of this.waiters) {
 			this.waiters.delete(waiter);
-			if (waiter.timer) clearTimeout(waiter.timer);
+			waiter.timer?.();
 			waiter.reject(refusal());
 		}
 		await this.serial.drain();
+	}
+
+	/**
+	 * Another keyring is active: like `close`, and renewals are refused too, so no lease of
+	 * this keyring outlives its current expiry. Releases still work.
+	 */
+	fence(refusal: () => Error): Promise<void> {
+		this.fenced = true;
+		return this.close(refusal);
 	}
 
 	// ------------------------------------------------------------ internals
@@ -266,13 +261,13 @@ export class Keyring {
 	private waitForGrant(holder: string, limitMs: number): Promise<{ lease: LeaseDoc; waitMs: number }> {
 		return new Promise((resolve, reject) => {
 			if (this.closed) return reject(this.refusal());
-			const waiter: Waiter = { holder, since: this.now(), limitMs, timer: null, resolve, reject };
+			const waiter: Waiter = { holder, since: this.clock.now(), limitMs, timer: null, resolve, reject };
 			this.waiters.add(waiter);
 			// Queued before the deadline check below, so a free key always goes to this caller first.
 			this.serial.run(() => this.serveWaiters()).catch(err => this.deps.logger.error(`Serving waiting acquires failed: ${(err as Error).message}`));
-			waiter.timer = setTimeout(() => {
+			waiter.timer = this.clock.after(limitMs, () => {
 				this.serial.run(() => this.giveUp(waiter)).catch(err => this.deps.logger.error(`Ending a wait failed: ${(err as Error).message}`));
-			}, limitMs);
+			});
 		});
 	}
 
@@ -282,7 +277,7 @@ export class Keyring {
 		for (const waiter of this.waiters) {
 			if (this.table.freeCount === 0) break;
 			this.waiters.delete(waiter);
-			if (waiter.timer) clearTimeout(waiter.timer);
+			waiter.timer?.();
 			try {
 				waiter.resolve(await this.grant(waiter));
 			} catch (err) {
@@ -297,7 +292,7 @@ export class Keyring {
 		await this.serveWaiters();
 		if (!this.waiters.has(waiter)) return;
 		this.waiters.delete(waiter);
-		const waitedMs = this.now() - waiter.since;
+		const waitedMs = this.clock.now() - waiter.since;
 		const keys = this.keyDocs.size;
 		waiter.reject(new Errors.MoleculerRetryableError(
 			`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
@@ -308,7 +303,7 @@ export class Keyring {
 	private async grant(waiter: Waiter): Promise<{ lease: LeaseDoc; waitMs: number }> {
 		const keyId = this.table.nextFreeKey();
 		if (!keyId) throw new Error("grant with no free key");
-		const now = this.now();
+		const now = this.clock.now();
 		const leaseId = randomUUID();
 		const lease: LeaseDoc = {
 			_id: leaseId,
@@ -332,7 +327,7 @@ export class Keyring {
 
 	private async endLease(lease: LeaseDoc, end: LeaseEnd): Promise<void> {
 		const endSeq = ++this.issuedSeq;
-		const endedAt = new Date(this.now()).toISOString();
+		const endedAt = new Date(this.clock.now()).toISOString();
 		const matched = await this.deps.leases.update({ leaseId: lease.leaseId, end: null }, { end, endSeq, endedAt });
 		if (matched !== 1) throw new Error(`${end} of lease ${lease.leaseId}: the store matched ${matched} active leases, expected 1`);
 		this.table.end(lease.leaseId, end, endSeq, endedAt);
@@ -341,7 +336,7 @@ export class Keyring {
 
 	private async reclaimExpired(): Promise<number> {
 		let reclaimed = 0;
-		for (const lease of this.table.expired(this.now(), this.options.leaseGraceMs)) {
+		for (const lease of this.table.expired(this.clock.now(), this.options.leaseGraceMs)) {
 			try {
 				await this.endLease(lease, "expired");
 				reclaimed++;
@@ -354,15 +349,14 @@ export class Keyring {
 	}
 
 	private startSweeping(intervalMs: number): void {
-		this.sweepTimer = setInterval(() => {
+		this.stopSweeping = this.clock.every(intervalMs, () => {
 			// One sweep in the queue at a time: a slow store must not pile them up.
 			if (this.sweepQueued) return;
 			this.sweepQueued = true;
 			this.sweep()
 				.catch(err => this.deps.logger.error(`Expiry sweep failed: ${(err as Error).message}`))
 				.finally(() => { this.sweepQueued = false; });
-		}, intervalMs);
-		this.sweepTimer.unref();
+		});
 	}
 
 	/** Why a renew or release changed nothing, from the store (ended leases never change again). */

@@ -8,6 +8,7 @@
 import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { sleep } from "../clock";
 
 export const LOCK_FILE = "keyring.lock";
 
@@ -86,7 +87,7 @@ export async function acquireStoreLock(dataDir: string, nodeID: string, hostname
 		const found = readHolder(file);
 		if (!found) {
 			// Being written this very moment, or garbage: look once more before giving up.
-			await new Promise(resolve => setTimeout(resolve, settleMs));
+			await sleep(settleMs);
 			const again = readHolder(file);
 			if (!again) throw new StoreLockedError(file, null);
 			if (!isStale(again, hostname)) throw new StoreLockedError(file, again);
@@ -100,7 +101,7 @@ export async function acquireStoreLock(dataDir: string, nodeID: string, hostname
 	}
 	heldHere.set(holder.token, file);
 	if (replacedStale) {
-		await new Promise(resolve => setTimeout(resolve, settleMs));
+		await sleep(settleMs);
 		const now = readHolder(file);
 		if (now?.token !== holder.token) {
 			heldHere.delete(holder.token);

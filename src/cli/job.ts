@@ -1,0 +1,94 @@
+/**
+ * What `npm start` and `npm run cluster` share: their flags, starting or following a run,
+ * the progress line, the run's report and the audit verdict, printed the same way.
+ */
+import type { ServiceBroker } from "moleculer";
+import type { AuditReport } from "../audit/rules";
+import { Actions, call, type Caller, type MetricsSnapshot, type Progress, type RunReport, type RunView } from "../contract";
+
+/** The flags of a signing job. */
+export const JOB_FLAGS = {
+	"batch-size": { type: "string" },
+	records: { type: "string" },
+	keys: { type: "string" },
+	"data-dir": { type: "string" },
+	window: { type: "string" }
+} as const;
+
+/** Lines to the terminal; `say` ends an open progress line first. */
+export interface Terminal {
+	say(line: string): void;
+	/** Replaces the progress line on a terminal; a plain line otherwise. */
+	progress(line: string): void;
+}
+
+export function terminal(stdout: NodeJS.WriteStream = process.stdout): Terminal {
+	let open = false;
+	return {
+		say(line) {
+			if (open) stdout.write("\n");
+			open = false;
+			stdout.write(`${line}\n`);
+		},
+		progress(line) {
+			if (!stdout.isTTY) return void stdout.write(`${line}\n`);
+			stdout.write(`\r${line}`);
+			open = true;
+		}
+	};
+}
+
+function bar(done: number, total: number, width = 30): string {
+	const filled = total ? Math.round((done / total) * width) : width;
+	return `[${"#".repeat(filled)}${"-".repeat(width - filled)}]`;
+}
+
+export function progressLine(snapshot: Pick<MetricsSnapshot, "signed" | "records" | "recordsPerSecond" | "elapsedSeconds">): string {
+	const { signed, records } = snapshot;
+	return `${bar(signed, records)} ${((signed / records) * 100).toFixed(1)}% ${signed.toLocaleString("en")}/${records.toLocaleString("en")} · ${snapshot.recordsPerSecond.toLocaleString("en")} records/s · ${snapshot.elapsedSeconds.toFixed(1)} s`;
+}
+
+/** The active run if one is interrupted (it keeps its own batch size), else a new run of `batchSize`. */
+export async function startOrResume(broker: Caller, batchSize: number, out: Terminal, detail = ""): Promise<RunView> {
+	const status = await call(broker, Actions.batcher.status, {});
+	if (status.active && status.run) {
+		const run = status.run;
+		out.say(`Resuming interrupted run ${run.runId} with its batch size ${run.batchSize}${run.batchSize !== batchSize ? ` (not ${batchSize}: a run keeps its batch size)` : ""}`);
+		return run;
+	}
+	const run = await call(broker, Actions.batcher.start, { batchSize });
+	out.say(`Run ${run.runId}: batch size ${run.batchSize}, ${status.progress.records - status.progress.signed} of ${status.progress.records} records to sign${detail}`);
+	return run;
+}
+
+/** A progress line every `everyMs` (a bar on a terminal, a line every 2 s in a log) until stopped. */
+export function watchProgress(broker: ServiceBroker, out: Terminal, stdout: NodeJS.WriteStream = process.stdout): () => void {
+	const timer = setInterval(async () => {
+		const snapshot = await call(broker, Actions.metrics.snapshot, {}).catch(() => null);
+		if (snapshot?.records) out.progress(progressLine(snapshot));
+	}, stdout.isTTY ? 250 : 2_000);
+	return () => clearInterval(timer);
+}
+
+export function reportLines(report: RunReport): string[] {
+	return [
+		`  records        ${report.records} (signed in this run: ${report.signedThisRun})`,
+		`  batches        ${report.batches} (failed and retried: ${report.failedBatches}), batch size ${report.batchSize}`,
+		`  keys used      ${report.keysUsed}`,
+		`  duplicates     ${report.duplicates} (kept the first signature)`,
+		`  time           ${report.seconds.toFixed(2)} s, ${report.recordsPerSecond.toLocaleString("en")} records/s`
+	];
+}
+
+/** Each violation, then `Audit PASSED|FAILED: x/y records signed, N violations`. */
+export function verdictLines(verdict: AuditReport, progress: Progress): string[] {
+	return [
+		...verdict.violations.map(violation => `  VIOLATION ${violation.rule}: ${violation.message}`),
+		`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violationCount} violations`
+	];
+}
+
+/** Exit code of a job: 0 only when the run completed, every record is signed and the audit passed. */
+export function jobExitCode(status: string, progress: Progress, verdict: AuditReport): number {
+	return status === "completed" && progress.signed === progress.records && verdict.ok ? 0 : 1;
+}
