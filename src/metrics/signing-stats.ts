@@ -1,5 +1,5 @@
 /** Live signing figures folded from the domain events; no broker in here. */
-import type { BatchFailedEvent, BatchSignedEvent, LeaseEvent, RunCompletedEvent, RunStartedEvent } from "../contract";
+import type { BatchFailedEvent, BatchSignedEvent, DistributionSummary, LeaseEvent, MetricsSnapshot, RecentBatch, RunCompletedEvent, RunStartedEvent } from "../contract";
 
 /** Count, mean, max and percentiles over the last `capacity` samples. */
 export class Distribution {
@@ -18,21 +18,11 @@ export class Distribution {
 		if (this.samples.length > this.capacity) this.samples.shift();
 	}
 
-	summary() {
+	summary(): DistributionSummary {
 		const sorted = [...this.samples].sort((a, b) => a - b);
 		const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : 0);
 		return { count: this.count, mean: this.count ? Math.round((this.sum / this.count) * 10) / 10 : 0, p50: at(0.5), p95: at(0.95), max: this.max };
 	}
-}
-
-export interface RecentBatch {
-	batchId: string;
-	keyId: string | null;
-	signer: string | null;
-	size: number;
-	status: "signed" | "failed";
-	latencyMs: number | null;
-	at: string;
 }
 
 export class SigningStats {
@@ -42,7 +32,7 @@ export class SigningStats {
 	signed = 0;
 	startedAt: number | null = null;
 	finishedAt: number | null = null;
-	status: "idle" | "running" | "completed" | "failed" = "idle";
+	status: MetricsSnapshot["status"] = "idle";
 	batchesSigned = 0;
 	batchesFailed = 0;
 	duplicates = 0;
@@ -97,10 +87,10 @@ export class SigningStats {
 		if (this.leasedNow.get(event.keyId) === event.leaseId) this.leasedNow.delete(event.keyId);
 	}
 
-	runCompleted(event: RunCompletedEvent & { status?: string }, now = Date.now()): void {
+	runCompleted(event: RunCompletedEvent, now = Date.now()): void {
 		if (event.report.runId !== this.runId) return;
 		this.finishedAt = now;
-		this.status = event.status === "failed" ? "failed" : "completed";
+		this.status = event.status;
 	}
 
 	private remember(batch: RecentBatch): void {
@@ -115,7 +105,7 @@ export class SigningStats {
 		return seconds > 0 ? Math.round((this.signed - this.signedAtRunStart) / seconds) : 0;
 	}
 
-	snapshot(now = Date.now()) {
+	snapshot(now = Date.now()): MetricsSnapshot {
 		return {
 			runId: this.runId,
 			status: this.status,
