@@ -1,31 +1,36 @@
 /**
- * collectSnapshot against real brokers: each collection is paged through its owner's `page`
- * action (the real db mixin, in memory), stored-only and secret fields are dropped, and the
- * audit of what was collected passes.
+ * importFromPages against real brokers: each collection is paged through its owner's `page`
+ * action (the real store mixin and stores, in memory), stored-only and secret fields are
+ * dropped, and the audit of what was collected passes.
  */
+import fs from "node:fs";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import type { JWK } from "jose";
-import { DbMixin, type DbSettings } from "../mixins/db.mixin";
-import { collectSnapshot } from "../src/audit/collect";
-import { buildMiniRun } from "./support/audit-fixture";
+import { StoreMixin, type OwnedStore } from "../mixins/store.mixin";
+import { auditServices, importFromPages } from "../src/audit/collect";
+import { readSnapshot } from "../src/audit/documents";
 import { audit } from "../src/audit/rules";
 import type { AuditSnapshot } from "../src/audit/snapshot";
+import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
+import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
+import { SqliteRecordsStore } from "../src/records/sqlite-store";
+import type { StoreOwner } from "../src/store/schema";
+import { buildMiniRun } from "./support/audit-fixture";
 
 let snapshot: AuditSnapshot;
 let broker: ServiceBroker;
 
-/** A service owning `collections` in memory, filled with `docs` when it starts. */
-function owner(name: string, docs: Record<string, object[]>, actions: ServiceSchema<DbSettings>["actions"] = {}): ServiceSchema<DbSettings> {
-	const collections = Object.fromEntries(Object.keys(docs).map(c => [c, {}]));
+/** A service owning `owner`'s store in memory, the real store class filled by `fill` when it starts. */
+function owner<S extends OwnedStore>(name: StoreOwner, collections: string[], open: () => S, fill: (store: S) => Promise<void>, actions: ServiceSchema["actions"] = {}): ServiceSchema {
 	return {
 		name,
-		mixins: [DbMixin(collections)],
+		mixins: [StoreMixin<S>({ owner: name, collections, embedded: open, mongo: () => Promise.reject(new Error("in memory only")) })],
 		settings: { dataDir: "", mongoUri: null },
 		actions,
-		async started(this: any) {
-			for (const [collection, list] of Object.entries(docs)) await this.stores[collection].insertMany(list);
+		async started() {
+			await fill((this as unknown as { store: S }).store);
 		}
-	};
+	} as ServiceSchema;
 }
 
 beforeAll(async () => {
@@ -34,40 +39,50 @@ beforeAll(async () => {
 	// Shaped like private JWKs: the audit must never carry such a member along.
 	const privateJwks: JWK[] = snapshot.jwks.keys.map(jwk => ({ ...jwk, d: "cHJpdmF0ZS1tYXRlcmlhbA" }));
 	broker = new ServiceBroker({ logger: false, nodeID: "collect-test" });
-	// Stored as the services store them: `_id`s, a record's id in `_id`, the sealed private key beside the public one.
-	broker.createService(owner("records", {
-		records: snapshot.records.map(r => ({ _id: r.id, data: r.data })),
-		signatures: snapshot.signatures.map(s => ({ _id: s.recordId, ...s }))
+	broker.createService(owner("records", ["records", "signatures"], () => SqliteRecordsStore.open(""), async store => {
+		await store.insertRecords(snapshot.records);
+		for (const s of snapshot.signatures) await store.storeSignatures({ batchId: s.batchId, keyId: s.keyId, leaseId: s.leaseId, signatures: [{ recordId: s.recordId, jws: s.jws, signedAt: s.signedAt }] });
 	}));
-	broker.createService(owner("keyring", {
-		keys: snapshot.keys.map((k, i) => ({ _id: k.keyId, ...k, publicJwk: snapshot.jwks.keys[i], sealedPrivateKey: "SEALED-SECRET" })),
-		leases: snapshot.leases.map(l => ({ _id: l.leaseId, ...l }))
+	broker.createService(owner("keyring", ["keys", "leases"], () => SqliteKeyringStore.open(""), async store => {
+		// The sealed private key stored beside the public one: paging must never carry it.
+		await store.insertKeys(snapshot.keys.map((k, i) => ({ ...k, publicJwk: snapshot.jwks.keys[i], sealedPrivateKey: "SEALED-SECRET" })));
+		for (const lease of [...snapshot.leases].sort((a, b) => a.grantSeq - b.grantSeq)) {
+			const { expiresAt, ...rest } = lease;
+			await store.insertLease({ ...rest, expiresAt: expiresAt ?? rest.grantedAt, endSeq: null, endedAt: null, end: null });
+			if (lease.end) await store.endLease(lease.leaseId, { end: lease.end, endSeq: lease.endSeq!, endedAt: lease.endedAt! });
+		}
 	}, {
-		// A keyring that wrongly served private members: collect must still keep only public ones.
+		// A keyring that wrongly served private members: the import must still keep only public ones.
 		jwks: { handler: () => ({ keys: privateJwks }) }
 	}));
-	broker.createService(owner("batcher", {
-		runs: snapshot.runs.map(r => ({ _id: r.runId, ...r, report: null })),
-		batches: snapshot.batches.map(b => ({ _id: b.batchId, ...b, signer: "signer-1", error: null }))
+	broker.createService(owner("batcher", ["runs", "batches"], () => SqliteBatcherStore.open(""), async store => {
+		for (const run of snapshot.runs) await store.insertRun({ ...run, report: null });
+		for (const batch of snapshot.batches) await store.insertBatch({ ...batch, signer: "signer-1", error: null });
 	}));
 	await broker.start();
 });
 
 afterAll(() => broker?.stop());
 
-describe("collectSnapshot", () => {
-	it("pages every collection to the end and maps it to the export's fields", async () => {
-		// A page size that does not divide the counts: the last page is partial, one is exactly full.
-		const collected = await collectSnapshot(broker, { pageSize: 5 });
-		expect(collected).toEqual(snapshot);
-		expect(JSON.stringify(collected)).not.toMatch(/SEALED-SECRET|sealedPrivateKey|"_id"|"d":/);
+describe("importFromPages", () => {
+	it("pages every collection straight into an import holding exactly the snapshot, and nothing secret", async () => {
+		const db = await importFromPages(broker, { pageSize: 5 });
+		try {
+			expect(readSnapshot(db)).toEqual(snapshot);
+			for (const file of Object.values(db.files)) expect(fs.readFileSync(file).toString("latin1")).not.toMatch(/SEALED-SECRET|cHJpdmF0ZS1tYXRlcmlhbA/);
+			expect((await audit(db)).ok).toBe(true);
+		} finally {
+			db.close();
+		}
+		expect(Object.values(db.files).some(file => fs.existsSync(file))).toBe(false);
 	});
+});
 
-	it("gives a snapshot the audit passes, and a store change shows up in it", async () => {
-		expect((await audit(await collectSnapshot(broker))).ok).toBe(true);
-		const records = broker.getLocalService("records") as any;
-		await records.stores.records.insert({ _id: "r-9999", data: "late" });
-		const report = await audit(await collectSnapshot(broker, { pageSize: 4 }));
-		expect(report.violations).toEqual([{ rule: "one-signature-per-record", message: "record r-9999 has no signature", ids: { recordId: "r-9999" } }]);
+describe("auditServices", () => {
+	it("audits the services' stores and sees a change in them", async () => {
+		expect((await auditServices(broker, { pageSize: 3 })).ok).toBe(true);
+		const records = broker.getLocalService("records") as unknown as { store: SqliteRecordsStore };
+		await records.store.insertRecords([{ id: "r-9999", data: "late" }]);
+		expect((await auditServices(broker, { pageSize: 3 })).violations).toEqual([{ rule: "one-signature-per-record", message: "record r-9999 has no signature", ids: { recordId: "r-9999" } }]);
 	});
 });

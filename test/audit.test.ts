@@ -4,7 +4,7 @@
  */
 import { compactVerify, importJWK } from "jose";
 import { buildMiniRun, cloneSnapshot, type MiniRun } from "./support/audit-fixture";
-import { audit, RULES, type AuditReport, type RuleName } from "../src/audit/rules";
+import { auditSnapshot, RULES, type AuditReport, type RuleName } from "../src/audit/rules";
 import { formatReport } from "../src/audit/format";
 import type { AuditSnapshot, SnapshotLease } from "../src/audit/snapshot";
 
@@ -28,7 +28,7 @@ const leaseOf = (snapshot: AuditSnapshot, leaseId: string) => snapshot.leases.fi
 
 describe("a consistent mini-run", () => {
 	it("passes every rule", async () => {
-		const report = await audit(base);
+		const report = await auditSnapshot(base);
 		expect(report.violations).toEqual([]);
 		expect(report.ok).toBe(true);
 		expect(report.rules.map(r => r.rule)).toEqual([...RULES]);
@@ -53,7 +53,7 @@ describe("a consistent mini-run", () => {
 describe("one-signature-per-record", () => {
 	it("names a record signed twice and both signatures", async () => {
 		copy.signatures.push({ ...signatureOf(copy, "r-0003") });
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-signature-per-record"]);
 		expect(report.violations[0].ids?.recordId).toBe("r-0003");
 		expect(report.violations[0].message).toMatch(/r-0003 has 2 signatures/);
@@ -61,14 +61,14 @@ describe("one-signature-per-record", () => {
 
 	it("names a record with no signature", async () => {
 		copy.signatures = copy.signatures.filter(s => s.recordId !== "r-0007");
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-signature-per-record"]);
 		expect(report.violations).toEqual([{ rule: "one-signature-per-record", message: "record r-0007 has no signature", ids: { recordId: "r-0007" } }]);
 	});
 
 	it("names a signature of an unknown record", async () => {
 		copy.records = copy.records.filter(r => r.id !== "r-0005");
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-signature-per-record"]);
 		expect(messages(report, "one-signature-per-record")[0]).toMatch(/unknown record r-0005/);
 	});
@@ -77,7 +77,7 @@ describe("one-signature-per-record", () => {
 describe("signature-verifies", () => {
 	it("catches tampered record data", async () => {
 		copy.records.find(r => r.id === "r-0004")!.data += "!";
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(report.violations).toHaveLength(1);
 		expect(report.violations[0]).toMatchObject({ ids: { recordId: "r-0004" } });
@@ -89,7 +89,7 @@ describe("signature-verifies", () => {
 		const other = copy.keys.map(k => k.keyId).find(k => k !== signature.keyId)!;
 		const record = copy.records.find(r => r.id === "r-0001")!;
 		signature.jws = await mini.sign(other, record.id, record.data, signature.keyId);
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(messages(report, "signature-verifies")).toEqual([expect.stringMatching(/r-0001 does not verify against key/)]);
 	});
@@ -99,7 +99,7 @@ describe("signature-verifies", () => {
 		const other = copy.keys.map(k => k.keyId).find(k => k !== signature.keyId)!;
 		const record = copy.records.find(r => r.id === "r-0001")!;
 		signature.jws = await mini.sign(other, record.id, record.data);
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(messages(report, "signature-verifies")[0]).toMatch(/kid "key-\d+" but keyId/);
 	});
@@ -108,7 +108,7 @@ describe("signature-verifies", () => {
 		const signature = signatureOf(copy, "r-0008");
 		const [header, , sig] = signature.jws.split(".");
 		signature.jws = `${header}.e30.${sig}`;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(messages(report, "signature-verifies")[0]).toMatch(/not a detached compact JWS/);
 	});
@@ -117,7 +117,7 @@ describe("signature-verifies", () => {
 		const used = signatureOf(copy, "r-0001").keyId;
 		copy.jwks.keys = copy.jwks.keys.filter(k => k.kid !== used);
 		copy.jwks.keys[0] = { ...copy.jwks.keys[0], d: "AAAA" };
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		const found = messages(report, "signature-verifies");
 		expect(found).toContain(`key ${used} has no public key in the JWKS`);
@@ -127,9 +127,9 @@ describe("signature-verifies", () => {
 
 	it("verifies many signatures in bounded chunks and counts every failure", async () => {
 		const big = await buildMiniRun({ keys: 4, runs: [{ batchSize: 40, records: 600 }], window: 3 });
-		expect((await audit(big.snapshot, { verifyConcurrency: 64 })).ok).toBe(true);
+		expect((await auditSnapshot(big.snapshot, { rangeSize: 64 })).ok).toBe(true);
 		for (const id of ["r-0010", "r-0300", "r-0599"]) big.snapshot.records.find(r => r.id === id)!.data = "tampered";
-		const report = await audit(big.snapshot, { verifyConcurrency: 64 });
+		const report = await auditSnapshot(big.snapshot, { rangeSize: 64 });
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(report.violations.map(v => v.ids?.recordId)).toEqual(["r-0010", "r-0300", "r-0599"]);
 	});
@@ -143,7 +143,7 @@ describe("one-key-per-batch", () => {
 		const signature = signatureOf(copy, a.recordIds[0]);
 		const record = copy.records.find(r => r.id === signature.recordId)!;
 		Object.assign(signature, { keyId: b.keyId, leaseId: b.leaseId, jws: await mini.sign(b.keyId!, record.id, record.data) });
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-key-per-batch"]);
 		const found = messages(report, "one-key-per-batch");
 		expect(found).toContain(`batch batch-0002 has signatures made with 2 keys: ${[a.keyId, b.keyId].sort().join(", ")}`);
@@ -154,7 +154,7 @@ describe("one-key-per-batch", () => {
 		const batch = copy.batches.find(b => b.batchId === "batch-0004")!;
 		const signedWith = batch.keyId;
 		batch.keyId = copy.keys.map(k => k.keyId).find(k => k !== batch.keyId)!;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-key-per-batch"]);
 		expect(messages(report, "one-key-per-batch")).toEqual([
 			`batch batch-0004 records key ${batch.keyId} and lease ${batch.leaseId}, which is a lease of key ${signedWith}`,
@@ -166,14 +166,14 @@ describe("one-key-per-batch", () => {
 		const batch = copy.batches.find(b => b.batchId === "batch-0001")!;
 		batch.keyId = "key-002";
 		batch.leaseId = copy.leases.find(l => l.keyId !== "key-002")!.leaseId;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["one-key-per-batch"]);
 		expect(messages(report, "one-key-per-batch")[0]).toMatch(/^batch batch-0001 records key key-002 and lease .*, which is a lease of key key-00[01]$/);
 	});
 
 	it("catches a signature naming a batch that does not hold its record", async () => {
 		signatureOf(copy, "r-0001").batchId = "batch-0006";
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toContain("one-key-per-batch");
 		expect(messages(report, "one-key-per-batch")[0]).toMatch(/names batch batch-0006, which does not contain that record/);
 	});
@@ -196,7 +196,7 @@ describe("no-key-overlap", () => {
 			expiresAt: new Date(Date.parse(last.grantedAt) + 31_000).toISOString()
 		};
 		copy.leases.push(second);
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["no-key-overlap"]);
 		expect(messages(report, "no-key-overlap")).toEqual([`lease lease-9999 (seq ${maxSeq + 1}) granted key ${last.keyId}, which was not free (held by lease ${last.leaseId})`]);
 	});
@@ -205,17 +205,17 @@ describe("no-key-overlap", () => {
 		const signature = signatureOf(copy, "r-0010");
 		const lease = leaseOf(copy, signature.leaseId);
 		signature.signedAt = new Date(Date.parse(lease.endedAt!) + 5000).toISOString();
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["no-key-overlap"]);
 		expect(messages(report, "no-key-overlap")[0]).toMatch(/r-0010 was made at .*, outside lease/);
 		// Within the tolerance it is accepted: signers and the keyring have different clocks.
-		expect((await audit(copy, { clockToleranceMs: 6000 })).ok).toBe(true);
+		expect((await auditSnapshot(copy, { clockToleranceMs: 6000 })).ok).toBe(true);
 	});
 
 	it("catches a signature under a lease of another key", async () => {
 		const signature = signatureOf(copy, "r-0011");
 		signature.leaseId = copy.leases.find(l => l.keyId !== signature.keyId)!.leaseId;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toContain("no-key-overlap");
 		expect(messages(report, "no-key-overlap")[0]).toMatch(/r-0011 is made with key .* under lease .*, which is a lease of key/);
 	});
@@ -223,16 +223,16 @@ describe("no-key-overlap", () => {
 	it("bounds a still-active lease by its expiry when the store knows it", async () => {
 		const last = copy.leases.reduce((a, b) => ((a.endSeq ?? 0) > (b.endSeq ?? 0) ? a : b));
 		Object.assign(last, { end: null, endSeq: null, endedAt: null });
-		expect((await audit(copy)).ok).toBe(true);
+		expect((await auditSnapshot(copy)).ok).toBe(true);
 		const signature = copy.signatures.find(s => s.leaseId === last.leaseId)!;
 		signature.signedAt = new Date(Date.parse(last.expiresAt!) + 2000).toISOString();
-		expect(failing(await audit(copy))).toEqual(["no-key-overlap"]);
+		expect(failing(await auditSnapshot(copy))).toEqual(["no-key-overlap"]);
 	});
 
 	it("catches a lease ended before it was granted and a reused seq", async () => {
 		const [first] = copy.leases;
 		first.endSeq = first.grantSeq;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toContain("no-key-overlap");
 		const found = messages(report, "no-key-overlap");
 		expect(found).toContain(`seq ${first.grantSeq} is used by both lease ${first.leaseId} and lease ${first.leaseId}; the lease log must be totally ordered`);
@@ -244,7 +244,7 @@ describe("lru-order", () => {
 	it("catches a grant that skipped the least recently used free key", async () => {
 		// Grant 3 is the first of run 2, when the free queue is key-000, key-001, key-002.
 		const skewed = await buildMiniRun({ chooseKey: (free, n) => (n === 3 ? free[1] : free[0]) });
-		const report = await audit(skewed.snapshot);
+		const report = await auditSnapshot(skewed.snapshot);
 		expect(failing(report)).toEqual(["lru-order"]);
 		expect(report.violations).toHaveLength(1);
 		expect(report.violations[0].message).toMatch(/^lease lease-0004 \(seq \d+\) was granted key key-001 while key-000 was the least recently used free key$/);
@@ -252,7 +252,7 @@ describe("lru-order", () => {
 
 	it("catches a never-used key granted out of order", async () => {
 		const skewed = await buildMiniRun({ chooseKey: (free, n) => (n === 0 ? free[2] : free[0]) });
-		const report = await audit(skewed.snapshot);
+		const report = await auditSnapshot(skewed.snapshot);
 		expect(failing(report)).toEqual(["lru-order"]);
 		expect(report.violations[0].ids).toMatchObject({ keyId: "key-002", expected: "key-000" });
 	});
@@ -261,7 +261,7 @@ describe("lru-order", () => {
 describe("batch-size", () => {
 	it("catches a batch larger than its run's batch size", async () => {
 		copy.runs[1].batchSize = 2;
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["batch-size"]);
 		expect(messages(report, "batch-size")).toContain("batch batch-0004 has 3 records, more than run run-2's batch size 2");
 		expect(report.rules.find(r => r.rule === "batch-size")!.violations).toBe(3);
@@ -269,14 +269,14 @@ describe("batch-size", () => {
 
 	it("catches a run with two batch sizes", async () => {
 		copy.runs.push({ ...copy.runs[1], batchSize: 5 });
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["batch-size"]);
 		expect(messages(report, "batch-size")).toEqual(["run run-2 has 2 batch sizes: 3, 5"]);
 	});
 
 	it("catches a batch of an unknown run", async () => {
 		copy.batches[5].runId = "run-404";
-		const report = await audit(copy);
+		const report = await auditSnapshot(copy);
 		expect(failing(report)).toEqual(["batch-size"]);
 		expect(messages(report, "batch-size")).toEqual([`batch ${copy.batches[5].batchId} names unknown run run-404`]);
 	});
@@ -285,7 +285,7 @@ describe("batch-size", () => {
 describe("the report", () => {
 	it("lists at most maxListedPerRule violations per rule but counts them all", async () => {
 		copy.signatures = [];
-		const report = await audit(copy, { maxListedPerRule: 4 });
+		const report = await auditSnapshot(copy, { maxListedPerRule: 4 });
 		const rule = report.rules.find(r => r.rule === "one-signature-per-record")!;
 		expect(rule).toEqual({ rule: "one-signature-per-record", ok: false, violations: 15, listed: 4 });
 		expect(report.violations).toHaveLength(4);

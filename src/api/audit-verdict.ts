@@ -3,8 +3,8 @@
  * services. One audit at a time: callers arriving while one runs share its verdict.
  */
 import type { ServiceBroker } from "moleculer";
-import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
-import { audit, type AuditReport } from "../audit/rules";
+import { auditServices, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
+import type { AuditReport } from "../audit/rules";
 
 export class AuditVerdict {
 	private running: Promise<AuditReport> | null = null;
@@ -21,6 +21,6 @@ export class AuditVerdict {
 	private async run(): Promise<AuditReport> {
 		// Over a transporter each page must fit a default nats-server message.
 		const options = this.broker.transit ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {};
-		return audit(await collectSnapshot(this.broker, options));
+		return auditServices(this.broker, options);
 	}
 }

@@ -1,9 +1,13 @@
 /**
  * Reads every owned collection through its owner's `page` action (DESIGN.md section 2: no
- * service reads another's store) and maps the stored documents to the export's fields.
+ * service reads another's store) and maps the stored documents to the export's fields:
+ * page by page into an import (importFromPages).
  */
-import type { JWK } from "jose";
 import { Actions, call, type Caller, type PageParams } from "../contract";
+import { UserError } from "../user-error";
+import type { AuditDb } from "./audit-db";
+import { createImport, ImportProblem, type ImportCollection, type ImportDocs, type ImportOptions } from "./import";
+import { audit, type AuditOptions, type AuditReport } from "./rules";
 import {
 	EXPORT_FIELDS,
 	isoTime,
@@ -44,28 +48,33 @@ export function pageSizeFor(collection: string, options: CollectOptions, largest
 	return Math.max(1, Math.min(fallback, Math.floor(options.maxPayloadBytes / 2 / docBytes)));
 }
 
-/** Pages `collection` of `service` by `_id` until the owner says there is no next page. */
 /** The services that own collections, and so answer `page`. */
 export type OwningService = "records" | "keyring" | "batcher";
 
-export async function pageAll<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize = 5000): Promise<T[]> {
-	const all: T[] = [];
+/** Calls `onPage` with each page of `collection` of `service`, by `_id`, until the owner says there is no next page. */
+export async function eachPage<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize: number, onPage: (docs: T[]) => void): Promise<void> {
 	let after: string | undefined;
 	for (;;) {
 		const params: PageParams = after === undefined ? { collection, limit: pageSize } : { collection, after, limit: pageSize };
 		const page = await call(broker, Actions[service].page, params);
-		const docs = page.docs as T[];
-		for (const doc of docs) all.push(doc);
-		if (page.next == null) return all;
+		onPage(page.docs as T[]);
+		if (page.next == null) return;
 		after = page.next;
 	}
+}
+
+/** Every document of `collection` of `service`, in memory: for small collections and tests. */
+export async function pageAll<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize = 5000): Promise<T[]> {
+	const all: T[] = [];
+	await eachPage<T>(broker, service, collection, pageSize, docs => all.push(...docs));
+	return all;
 }
 
 const str = (value: unknown): string => String(value);
 const strOrNull = (value: unknown): string | null => (value == null ? null : String(value));
 
 export function toRecord(doc: StoredDoc): SnapshotRecord {
-	return { id: str(doc._id), data: doc.data as string };
+	return { id: str(doc._id ?? doc.id), data: doc.data as string };
 }
 
 export function toSignature(doc: StoredDoc): SnapshotSignature {
@@ -87,14 +96,7 @@ export function toBatch(doc: StoredDoc): SnapshotBatch {
 
 export function toLease(doc: StoredDoc): SnapshotLease {
 	const lease = pick<SnapshotLease>(doc, EXPORT_FIELDS.leases);
-	const expiresAt = isoTime(doc.expiresAt);
-	return {
-		...lease,
-		grantedAt: isoTime(doc.grantedAt)!,
-		endedAt: isoTime(doc.endedAt),
-		// Not an export field, but the store has it: it bounds the signatures of a lease still held.
-		...(expiresAt ? { expiresAt } : {})
-	};
+	return { ...lease, grantedAt: isoTime(doc.grantedAt)!, expiresAt: isoTime(doc.expiresAt), endedAt: isoTime(doc.endedAt) };
 }
 
 export function toKey(doc: StoredDoc): SnapshotKey {
@@ -107,26 +109,60 @@ export function toRun(doc: StoredDoc): SnapshotRun {
 	return { ...run, startedAt: isoTime(doc.startedAt)!, finishedAt: isoTime(doc.finishedAt) };
 }
 
-/** A snapshot of the records, keyring and batcher stores, read through their services. */
-export async function collectSnapshot(broker: Caller, options: CollectOptions = {}): Promise<AuditSnapshot> {
-	// Causal order: a lease is stored before its batch's signatures, a batch before it is dispatched,
-	// so a snapshot of a live system never shows a signature whose lease or batch it missed.
-	const keys = await pageAll(broker, "keyring", "keys", pageSizeFor("keys", options));
-	const jwks = await call(broker, Actions.keyring.jwks, {});
-	const leases = await pageAll(broker, "keyring", "leases", pageSizeFor("leases", options));
-	const runs = await pageAll(broker, "batcher", "runs", pageSizeFor("runs", options));
-	const largestBatch = Math.max(0, ...runs.map(run => Number(run.batchSize) || 0));
-	const batches = await pageAll(broker, "batcher", "batches", pageSizeFor("batches", options, largestBatch));
-	const records = await pageAll(broker, "records", "records", pageSizeFor("records", options));
-	const signatures = await pageAll(broker, "records", "signatures", pageSizeFor("signatures", options));
-	return {
-		records: records.map(toRecord),
-		signatures: signatures.map(toSignature),
-		batches: batches.map(toBatch),
-		// The lease log in seq order: how the keyring wrote it and how a verifier replays it.
-		leases: leases.map(toLease).sort((a, b) => a.grantSeq - b.grantSeq),
-		keys: keys.map(toKey),
-		jwks: { keys: (jwks?.keys ?? []).map(publicJwk) },
-		runs: runs.map(toRun)
-	};
+/** Each collection: its owner and how a stored document becomes an export document. */
+const SOURCES: { [C in ImportCollection]: { service: OwningService; map: (doc: StoredDoc) => ImportDocs[C] } } = {
+	keys: { service: "keyring", map: toKey },
+	leases: { service: "keyring", map: toLease },
+	runs: { service: "batcher", map: toRun },
+	batches: { service: "batcher", map: toBatch },
+	records: { service: "records", map: toRecord },
+	signatures: { service: "records", map: toSignature }
+};
+
+/**
+ * Pages every owned collection through its owner straight into an import: a page at a time
+ * in memory, however large the stores. The order is causal, as collectSnapshot's.
+ */
+export async function importFromPages(broker: Caller, options: CollectOptions & ImportOptions = {}): Promise<AuditDb> {
+	const writer = createImport(options);
+	try {
+		const addPage = <C extends ImportCollection>(collection: C) => (docs: StoredDoc[]) => {
+			for (const doc of docs) {
+				try {
+					writer.add(collection, SOURCES[collection].map(doc));
+				} catch (err) {
+					if (err instanceof ImportProblem) throw new UserError(`${SOURCES[collection].service}.page of ${collection}: a document ${err.message}`);
+					throw err;
+				}
+			}
+		};
+		// Causal order: a lease is stored before its batch's signatures and a batch before it is
+		// dispatched, so signatures are read before batches and leases, and a live system never
+		// shows a signature whose batch or lease this read missed.
+		let largestBatch = 0;
+		await eachPage(broker, "records", "records", pageSizeFor("records", options), addPage("records"));
+		await eachPage(broker, "records", "signatures", pageSizeFor("signatures", options), addPage("signatures"));
+		await eachPage(broker, "batcher", "runs", pageSizeFor("runs", options), docs => {
+			for (const run of docs) largestBatch = Math.max(largestBatch, Number(run.batchSize) || 0);
+			addPage("runs")(docs);
+		});
+		await eachPage(broker, "batcher", "batches", pageSizeFor("batches", options, largestBatch), addPage("batches"));
+		await eachPage(broker, "keyring", "keys", pageSizeFor("keys", options), addPage("keys"));
+		writer.jwks(((await call(broker, Actions.keyring.jwks, {}))?.keys ?? []).map(publicJwk));
+		await eachPage(broker, "keyring", "leases", pageSizeFor("leases", options), addPage("leases"));
+		return writer.finish();
+	} catch (err) {
+		writer.abort();
+		throw err;
+	}
+}
+
+/** The audit of the stores read through their owning services (over NATS, or in one process). */
+export async function auditServices(broker: Caller, options: CollectOptions & AuditOptions = {}): Promise<AuditReport> {
+	const db = await importFromPages(broker, options);
+	try {
+		return await audit(db, options);
+	} finally {
+		db.close();
+	}
 }

@@ -1,13 +1,16 @@
 /**
  * The export of DESIGN.md section 9, which third-party verifiers read: JSON Lines files plus
- * `jwks.json` and `runs.json`, exactly the contract's fields, nothing secret.
+ * `jwks.json` and `runs.json`, exactly the contract's fields, nothing secret. Written from an
+ * audit database and read back into one line by line, so neither side holds a collection.
  */
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import readline from "node:readline";
-import { once } from "node:events";
 import { UserError } from "../user-error";
-import { EXPORT_FIELDS, pick, publicJwk, snapshotCounts, type AuditSnapshot } from "./snapshot";
+import { withReadSnapshot, type AuditDb } from "./audit-db";
+import { documents, readSnapshot } from "./documents";
+import { createImport, importSnapshot, ImportProblem, type ImportCollection, type ImportDocs, type ImportOptions, type ImportWriter } from "./import";
+import { publicJwk, type AuditSnapshot } from "./snapshot";
 
 export const EXPORT_FILES = {
 	records: "records.jsonl",
@@ -19,7 +22,7 @@ export const EXPORT_FILES = {
 	runs: "runs.json"
 } as const;
 
-type LineCollection = "records" | "signatures" | "batches" | "leases" | "keys";
+type LineCollection = Exclude<ImportCollection, "runs">;
 const LINE_COLLECTIONS: LineCollection[] = ["records", "signatures", "batches", "leases", "keys"];
 
 /** An export folder that cannot be written or read: the message names the file (and line). */
@@ -35,74 +38,227 @@ export interface ExportCounts {
 	runs: number;
 }
 
-/** Writes one JSON object per line, waiting on the stream so 100,000 lines never pile up in memory. */
-async function writeLines(file: string, docs: Iterable<Record<string, unknown>>, fields: readonly string[]): Promise<void> {
-	const out = fs.createWriteStream(file, { encoding: "utf8" });
-	const failed = once(out, "error").then(([err]) => Promise.reject(err));
-	failed.catch(() => undefined);
-	for (const doc of docs) {
-		if (!out.write(JSON.stringify(pick(doc, fields)) + "\n")) await Promise.race([once(out, "drain"), failed]);
-	}
-	out.end();
-	await Promise.race([once(out, "finish"), failed]);
-}
+// ---------------------------------------------------------------- writing
 
-/** Writes the export into `dir` (created if needed); returns what it wrote. */
-export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise<ExportCounts> {
-	const target = path.resolve(dir);
-	await fs.promises.mkdir(target, { recursive: true });
-	for (const collection of LINE_COLLECTIONS)
-		await writeLines(path.join(target, EXPORT_FILES[collection]), snapshot[collection] as unknown as Record<string, unknown>[], EXPORT_FIELDS[collection]);
-	// Only the public members of each JWK: an export must be safe to hand to anyone.
-	const jwks = { keys: (snapshot.jwks?.keys ?? []).map(publicJwk) };
-	await fs.promises.writeFile(path.join(target, EXPORT_FILES.jwks), JSON.stringify(jwks, null, 2) + "\n");
-	const runs = snapshot.runs.map(run => pick(run as unknown as Record<string, unknown>, EXPORT_FIELDS.runs));
-	await fs.promises.writeFile(path.join(target, EXPORT_FILES.runs), JSON.stringify(runs, null, 2) + "\n");
-	return { dir: target, ...snapshotCounts(snapshot) };
-}
-
-async function readLines<T>(file: string): Promise<T[]> {
-	const docs: T[] = [];
-	const lines = readline.createInterface({ input: fs.createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
-	let lineNo = 0;
-	for await (const line of lines) {
-		lineNo++;
-		if (line.trim() === "") continue;
-		try {
-			docs.push(JSON.parse(line) as T);
-		} catch (err) {
-			throw new ExportError(`${file}:${lineNo} is not a JSON object: ${(err as Error).message}`);
-		}
-	}
-	return docs;
-}
-
-async function readJson<T>(file: string): Promise<T> {
+/** Throws unless `file` is absent or a regular file: a planted symbolic link is never written through. */
+function refuseLink(file: string): void {
+	let stat: fs.Stats;
 	try {
-		return JSON.parse(await fs.promises.readFile(file, "utf8")) as T;
+		stat = fs.lstatSync(file);
+	} catch (err) {
+		if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+		throw new ExportError(`Cannot write ${file}: ${(err as Error).message}`);
+	}
+	if (stat.isSymbolicLink()) throw new ExportError(`${file} is a symbolic link: refusing to write the export through it (remove it, or choose another --out)`);
+	if (!stat.isFile()) throw new ExportError(`${file} exists and is not a regular file: refusing to replace it`);
+}
+
+/**
+ * The folder an export goes to, checked before anything is read: an existing file, or an
+ * export file name taken by a link or a folder, fails at once.
+ */
+export function checkExportDir(dir: string): string {
+	const target = path.resolve(dir);
+	let stat: fs.Stats | null = null;
+	try {
+		stat = fs.statSync(target);
+	} catch (err) {
+		if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new ExportError(`Cannot use ${target} for the export: ${(err as Error).message}`);
+	}
+	if (stat && !stat.isDirectory()) throw new ExportError(`${target} is a file, not a folder: name a folder to write the export into (it is created if needed)`);
+	if (stat) for (const name of Object.values(EXPORT_FILES)) refuseLink(path.join(target, name));
+	return target;
+}
+
+/**
+ * One export file, written under a hidden temporary name (created exclusively, never through a
+ * link) and renamed into place only when every file is complete: a failed export leaves no
+ * half file that looks whole.
+ */
+class PendingFile {
+	readonly final: string;
+	readonly temp: string;
+	#fd: number;
+	#chunks: string[] = [];
+	#size = 0;
+
+	constructor(dir: string, name: string) {
+		this.final = path.join(dir, name);
+		this.temp = path.join(dir, `.${name}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+		const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+		this.#fd = fs.openSync(this.temp, O_WRONLY | O_CREAT | O_EXCL | (O_NOFOLLOW ?? 0), 0o644);
+	}
+
+	write(text: string): void {
+		this.#chunks.push(text);
+		this.#size += text.length;
+		// About a megabyte at a time: few system calls, bounded memory.
+		if (this.#size >= 1 << 20) this.flush();
+	}
+
+	flush(): void {
+		const buffer = Buffer.from(this.#chunks.join(""), "utf8");
+		this.#chunks = [];
+		this.#size = 0;
+		for (let at = 0; at < buffer.length; ) at += fs.writeSync(this.#fd, buffer, at);
+	}
+
+	close(): void {
+		this.flush();
+		fs.fsyncSync(this.#fd);
+		fs.closeSync(this.#fd);
+		this.#fd = -1;
+	}
+
+	commit(): void {
+		refuseLink(this.final);
+		fs.renameSync(this.temp, this.final);
+	}
+
+	discard(): void {
+		if (this.#fd >= 0) fs.closeSync(this.#fd);
+		fs.rmSync(this.temp, { force: true });
+	}
+}
+
+/** Writes the export of `db` into `dir` (created if needed); returns what it wrote. */
+export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> {
+	const target = checkExportDir(dir);
+	await fs.promises.mkdir(target, { recursive: true });
+	const counts: ExportCounts = { dir: target, records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
+	const pending: PendingFile[] = [];
+	try {
+		await withReadSnapshot(db, async () => {
+			for (const collection of LINE_COLLECTIONS) {
+				const file = new PendingFile(target, EXPORT_FILES[collection]);
+				pending.push(file);
+				for (const doc of documents(db, collection)) {
+					file.write(JSON.stringify(doc) + "\n");
+					counts[collection]++;
+				}
+				file.close();
+			}
+			const runs = [...documents(db, "runs")];
+			counts.runs = runs.length;
+			// Only the public members of each JWK: an export must be safe to hand to anyone.
+			const jsonFiles: Array<[string, unknown]> = [[EXPORT_FILES.jwks, { keys: db.jwks.keys.map(publicJwk) }], [EXPORT_FILES.runs, runs]];
+			for (const [name, content] of jsonFiles) {
+				const file = new PendingFile(target, name);
+				pending.push(file);
+				file.write(JSON.stringify(content, null, 2) + "\n");
+				file.close();
+			}
+		});
+		for (; pending.length; pending.shift()) pending[0].commit();
+		return counts;
+	} catch (err) {
+		for (const file of pending) file.discard();
+		throw err;
+	}
+}
+
+/** Writes an in-memory snapshot as an export (tests, small tools). */
+export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise<ExportCounts> {
+	const target = checkExportDir(dir);
+	const db = importSnapshot(snapshot);
+	try {
+		return await exportDb(db, target);
+	} finally {
+		db.close();
+	}
+}
+
+// ---------------------------------------------------------------- reading
+
+/** Calls `onLine` with every line of `file` and its number, reading a megabyte at a time. */
+async function eachLine(file: string, onLine: (text: string, lineNo: number) => void): Promise<void> {
+	let rest = "";
+	let lineNo = 0;
+	for await (const chunk of fs.createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
+		const text = rest + (chunk as string);
+		let start = 0;
+		for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+			onLine(text.slice(start, end), ++lineNo);
+			start = end + 1;
+		}
+		rest = text.slice(start);
+	}
+	if (rest) onLine(rest, ++lineNo);
+}
+
+function addLine(writer: ImportWriter, collection: LineCollection, file: string, text: string, lineNo: number): void {
+	if (text.trim() === "") return;
+	let doc: unknown;
+	try {
+		doc = JSON.parse(text);
+	} catch (err) {
+		throw new ExportError(`${file}:${lineNo} is not a JSON object: ${(err as Error).message}`);
+	}
+	try {
+		writer.add(collection, doc as ImportDocs[LineCollection]);
+	} catch (err) {
+		if (err instanceof ImportProblem) throw new ExportError(`${file}:${lineNo} ${err.message}`);
+		throw err;
+	}
+}
+
+async function readJson(file: string): Promise<unknown> {
+	try {
+		return JSON.parse(await fs.promises.readFile(file, "utf8"));
 	} catch (err) {
 		throw new ExportError(`${file} is not valid JSON: ${(err as Error).message}`);
 	}
 }
 
-/** Reads an export back; throws an ExportError naming the first missing or unreadable file. */
-export async function readExport(dir: string): Promise<AuditSnapshot> {
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === "object" && !Array.isArray(value);
+
+/**
+ * Imports the export in `dir` line by line into an audit database; an ExportError names the
+ * first missing file or bad line (file and line number).
+ */
+export async function importExport(dir: string, options: ImportOptions = {}): Promise<AuditDb> {
 	const source = path.resolve(dir);
 	if (!fs.existsSync(source) || !fs.statSync(source).isDirectory()) throw new ExportError(`${source} is not a directory; expected an export (see \`npm run export -- --out DIR\`)`);
 	const missing = Object.values(EXPORT_FILES).filter(name => !fs.existsSync(path.join(source, name)));
 	if (missing.length) throw new ExportError(`${source} is not an export: missing ${missing.join(", ")}`);
 	const file = (name: string) => path.join(source, name);
-	const jwks = await readJson<AuditSnapshot["jwks"]>(file(EXPORT_FILES.jwks));
-	if (!jwks || !Array.isArray(jwks.keys)) throw new ExportError(`${file(EXPORT_FILES.jwks)} has no "keys" array`);
-	const runs = await readJson<AuditSnapshot["runs"]>(file(EXPORT_FILES.runs));
+
+	const jwks = await readJson(file(EXPORT_FILES.jwks));
+	if (!isObject(jwks) || !Array.isArray(jwks.keys)) throw new ExportError(`${file(EXPORT_FILES.jwks)} has no "keys" array`);
+	jwks.keys.forEach((key, at) => {
+		if (!isObject(key)) throw new ExportError(`${file(EXPORT_FILES.jwks)}: keys[${at}] is not a JSON object`);
+	});
+	const runs = await readJson(file(EXPORT_FILES.runs));
 	if (!Array.isArray(runs)) throw new ExportError(`${file(EXPORT_FILES.runs)} is not a JSON array`);
-	return {
-		records: await readLines(file(EXPORT_FILES.records)),
-		signatures: await readLines(file(EXPORT_FILES.signatures)),
-		batches: await readLines(file(EXPORT_FILES.batches)),
-		leases: await readLines(file(EXPORT_FILES.leases)),
-		keys: await readLines(file(EXPORT_FILES.keys)),
-		jwks,
-		runs
-	};
+
+	const writer = createImport(options);
+	try {
+		writer.jwks(jwks.keys);
+		runs.forEach((run, at) => {
+			try {
+				writer.add("runs", run);
+			} catch (err) {
+				if (err instanceof ImportProblem) throw new ExportError(`${file(EXPORT_FILES.runs)}: entry ${at} ${err.message}`);
+				throw err;
+			}
+		});
+		for (const collection of LINE_COLLECTIONS) {
+			const name = file(EXPORT_FILES[collection]);
+			await eachLine(name, (text, lineNo) => addLine(writer, collection, name, text, lineNo));
+		}
+		return writer.finish();
+	} catch (err) {
+		writer.abort();
+		throw err;
+	}
+}
+
+/** Reads an export into memory (tests, small exports); the audit uses importExport. */
+export async function readExport(dir: string): Promise<AuditSnapshot> {
+	const db = await importExport(dir);
+	try {
+		return readSnapshot(db);
+	} finally {
+		db.close();
+	}
 }

@@ -1,7 +1,6 @@
 /**
- * What the audit reads: the stores' data in the export's field names (DESIGN.md section 9).
- * The audit of a live store and the audit of an export run on the same shape, so they can
- * only disagree where the export carries less (see `SnapshotLease.expiresAt`).
+ * The stores' documents in the export's field names (DESIGN.md section 9): what an export
+ * holds, what an import takes, and the in-memory shape tests and the fixture build.
  */
 import type { JWK } from "jose";
 import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } from "../contract";
@@ -14,12 +13,9 @@ import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } 
 export type SnapshotRecord = RecordPayload;
 export type SnapshotSignature = Pick<SignatureDoc, (typeof EXPORT_FIELDS.signatures)[number]>;
 export type SnapshotBatch = Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>;
-export type SnapshotLease = Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]> & {
-	/**
-	 * Known when read from the store; not a field of the export (section 9), so the audit of
-	 * an export bounds a still-active lease's signatures by its grant only.
-	 */
-	expiresAt?: string;
+export type SnapshotLease = Omit<Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]>, "expiresAt"> & {
+	/** The last expiry granted, after renewals; null in exports written before section 9 listed it. */
+	expiresAt: string | null;
 };
 export type SnapshotKey = Pick<KeyDoc, (typeof EXPORT_FIELDS.keys)[number]>;
 export type SnapshotRun = Pick<RunDoc, (typeof EXPORT_FIELDS.runs)[number]>;
@@ -39,7 +35,7 @@ export const EXPORT_FIELDS = {
 	records: ["id", "data"] satisfies Array<keyof RecordPayload>,
 	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<keyof SignatureDoc>,
 	batches: ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt"] satisfies Array<keyof BatchDoc>,
-	leases: ["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "endSeq", "endedAt", "end"] satisfies Array<keyof LeaseDoc>,
+	leases: ["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "expiresAt", "endSeq", "endedAt", "end"] satisfies Array<keyof LeaseDoc>,
 	keys: ["keyId", "createdAt"] satisfies Array<keyof KeyDoc>,
 	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>
 } as const;
@@ -60,22 +56,10 @@ export function pick<T>(doc: Record<string, unknown>, fields: readonly string[])
 	return out as T;
 }
 
-/** Stored times may come back as Date (MongoDB) or string (NeDB); the export has ISO-8601 UTC. */
+/** Stored times may come back as Date (MongoDB) or string (SQLite); the export has ISO-8601 UTC. */
 export function isoTime(value: unknown): string | null {
 	if (value == null) return null;
 	if (value instanceof Date) return value.toISOString();
 	if (typeof value === "number") return new Date(value).toISOString();
 	return String(value);
-}
-
-/** How many documents of each kind a snapshot holds. */
-export function snapshotCounts(snapshot: AuditSnapshot) {
-	return {
-		records: snapshot.records.length,
-		signatures: snapshot.signatures.length,
-		batches: snapshot.batches.length,
-		leases: snapshot.leases.length,
-		keys: snapshot.keys.length,
-		runs: snapshot.runs.length
-	};
 }

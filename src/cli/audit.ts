@@ -2,13 +2,12 @@
  * `npm run audit`: checks the five rules (DESIGN.md section 8) on the configured store, or on
  * an export with `--from DIR`. Exit 0 when every rule holds, 1 on violations, 2 on errors.
  */
-import os from "node:os";
-import { collectSnapshot, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
-import { readExport } from "../audit/export-files";
+import type { AuditDb } from "../audit/audit-db";
+import { importExport } from "../audit/export-files";
 import { formatReport } from "../audit/format";
-import { audit } from "../audit/rules";
+import { audit, type AuditOptions } from "../audit/rules";
 import { UsageError, runCommand, write, type Flags } from "./cli";
-import { STORE_OPTIONS, STORE_USAGE, describeStore, storeConfig, withStore } from "./store";
+import { STORE_OPTIONS, STORE_USAGE, describeStore, openAuditDb, storeConfig } from "./store";
 
 const USAGE = `Usage: npm run audit -- [--from DIR] [--json] [options]
   --from DIR                audit an export (npm run export) instead of the store
@@ -16,6 +15,7 @@ const USAGE = `Usage: npm run audit -- [--from DIR] [--json] [options]
   --clock-tolerance-ms N    clock slack when placing a signature in its lease (default 1000)
   --max-listed N            violations listed per rule; all are counted (default 50)
 ${STORE_USAGE}
+The embedded store's files are read in place, read-only, whether or not its services run.
 Exit code: 0 every rule holds, 1 violations, 2 error.
 `;
 
@@ -35,25 +35,30 @@ const OPTIONS = {
 } as const;
 
 async function main(values: Flags<typeof OPTIONS>): Promise<number> {
-	const options = {
-		clockToleranceMs: nonNegativeInteger(values["clock-tolerance-ms"], "clock-tolerance-ms"),
-		maxListedPerRule: nonNegativeInteger(values["max-listed"], "max-listed")
-	};
+	const options: AuditOptions = {};
+	const clockToleranceMs = nonNegativeInteger(values["clock-tolerance-ms"], "clock-tolerance-ms");
+	const maxListedPerRule = nonNegativeInteger(values["max-listed"], "max-listed");
+	if (clockToleranceMs !== undefined) options.clockToleranceMs = clockToleranceMs;
+	if (maxListedPerRule !== undefined) options.maxListedPerRule = maxListedPerRule;
+
 	let source: string;
-	let snapshot;
+	let db: AuditDb;
 	if (values.from !== undefined) {
 		source = `export ${values.from}`;
-		snapshot = await readExport(values.from);
+		db = await importExport(values.from);
 	} else {
 		const config = storeConfig(values);
 		source = describeStore(config);
-		snapshot = await withStore(config, broker => collectSnapshot(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
+		db = await openAuditDb(config);
 	}
-	const report = await audit(snapshot, Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)));
+	let report;
+	try {
+		report = await audit(db, options);
+	} finally {
+		db.close();
+	}
 	await write(process.stdout, values.json ? JSON.stringify({ source, ...report }, null, 2) + "\n" : formatReport(report, source));
 	return report.ok ? 0 : 1;
 }
 
-// WebCrypto verifies on libuv's pool (4 threads by default): give it every core before first use.
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
 void runCommand({ name: "audit", usage: USAGE, options: OPTIONS }, main);

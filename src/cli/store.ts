@@ -1,12 +1,14 @@
 /**
  * What `npm run audit` and `npm run export` share: their command-line handling and access to
- * the configured store. Over NATS the running services are asked; on the embedded default
- * the owning services are started in this process, read-only (no seeding, no resume, no sweep).
+ * the configured store as an audit database. The embedded store's files are read directly,
+ * read-only, with no service started (whether or not its owners run). Over NATS the running
+ * services are paged; on MongoDB the owning services are started in this process, read-only
+ * (no seeding, no resume, no sweep), and paged.
  */
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { ServiceBroker } from "moleculer";
+import { openStoreFiles, type AuditDb } from "../audit/audit-db";
+import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { brokerOptions } from "../broker-options";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { serviceSchema, settingsWith } from "../system";
@@ -84,13 +86,9 @@ async function startRemote(config: AppConfig): Promise<ServiceBroker> {
 	}
 }
 
-async function startEmbedded(config: AppConfig): Promise<ServiceBroker> {
-	if (!config.mongoUri) {
-		if (!config.dataDir) throw new StoreError("DATA_DIR is empty, which means an in-memory store: there is nothing stored to read");
-		// Starting the services on a missing store would seed records and generate keys: refuse instead.
-		const missing = ["records.db", "keys.db"].filter(file => !fs.existsSync(path.join(config.dataDir, file)));
-		if (missing.length) throw new StoreError(`No embedded store in ${config.dataDir} (missing ${missing.join(", ")}): run \`npm start\` first, or pass --data-dir`);
-	}
+async function startInProcess(config: AppConfig): Promise<ServiceBroker> {
+	// Services started on the embedded default would create its files: those are read directly instead.
+	if (!config.mongoUri) throw new StoreError("The embedded store is read from its files (openAuditDb), never through services started here");
 	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn" }));
 	// Read-only: no seeding, no resumed run, no expiry sweep; the store as the flags name it.
 	const settings = settingsWith(config, { records: { seedCount: 0 }, keyring: { sweepIntervalMs: 0 }, batcher: { resumeOnStart: false } });
@@ -109,12 +107,19 @@ async function stopQuietly(broker: ServiceBroker): Promise<void> {
 	await within(5_000, broker.stop(), () => new Error("stop timed out")).catch(() => undefined);
 }
 
-/** Runs `work` with a broker on which the records, keyring and batcher actions answer, then stops it. */
+/** Runs `work` with a broker on which the records, keyring and batcher actions answer (over NATS, or started here on MongoDB), then stops it. */
 export async function withStore<T>(config: AppConfig, work: (broker: ServiceBroker) => Promise<T>): Promise<T> {
-	const broker = config.transporter ? await startRemote(config) : await startEmbedded(config);
+	const broker = config.transporter ? await startRemote(config) : await startInProcess(config);
 	try {
 		return await work(broker);
 	} finally {
 		await stopQuietly(broker);
 	}
+}
+
+/** The configured store as an audit database; the caller closes it. */
+export async function openAuditDb(config: AppConfig): Promise<AuditDb> {
+	if (!config.transporter && !config.mongoUri) return openStoreFiles(config.dataDir);
+	// Over a transporter each page must fit a default nats-server message.
+	return withStore(config, broker => importFromPages(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
 }

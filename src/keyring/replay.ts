@@ -47,31 +47,54 @@ export function leaseEvents(leases: LeaseDoc[]): ReplayEvent[] {
 	return events.sort((a, b) => a.seq - b.seq);
 }
 
-export function replayLeases(keyIds: string[], leases: LeaseDoc[]): ReplayResult {
-	const freeQueue = [...keyIds];
-	const active = new Map<string, LeaseDoc>();
-	const nonLruGrants: NonLruGrant[] = [];
-	const problems: ReplayProblem[] = [];
-	let lastSeq = 0;
-	for (const { seq, kind, lease } of leaseEvents(leases)) {
-		lastSeq = Math.max(lastSeq, seq);
+/** What a replay reports as it goes: the audit streams the log and keeps only what it lists. */
+export interface ReplayListener {
+	nonLruGrant(grant: NonLruGrant): void;
+	problem(problem: ReplayProblem): void;
+}
+
+/**
+ * The replay one event at a time, in `seq` order, holding only the free queue and the active
+ * lease per key: a log of any length replays in memory that grows with the keys alone.
+ */
+export class LeaseReplay {
+	readonly freeQueue: string[];
+	/** Leases not ended, by keyId. */
+	readonly active = new Map<string, LeaseDoc>();
+	lastSeq = 0;
+	readonly #listener: ReplayListener;
+
+	constructor(keyIds: string[], listener: ReplayListener) {
+		this.freeQueue = [...keyIds];
+		this.#listener = listener;
+	}
+
+	apply({ seq, kind, lease }: ReplayEvent): void {
+		this.lastSeq = Math.max(this.lastSeq, seq);
 		if (kind === "grant") {
-			const at = freeQueue.indexOf(lease.keyId);
+			const at = this.freeQueue.indexOf(lease.keyId);
 			if (at < 0) {
-				problems.push({ leaseId: lease.leaseId, seq, problem: `granted key ${lease.keyId}, which was not free (held by lease ${active.get(lease.keyId)?.leaseId ?? "unknown"})` });
-				continue;
+				this.#listener.problem({ leaseId: lease.leaseId, seq, problem: `granted key ${lease.keyId}, which was not free (held by lease ${this.active.get(lease.keyId)?.leaseId ?? "unknown"})` });
+				return;
 			}
-			if (at !== 0) nonLruGrants.push({ leaseId: lease.leaseId, seq, granted: lease.keyId, expected: freeQueue[0] ?? null });
-			freeQueue.splice(at, 1);
-			active.set(lease.keyId, lease);
+			if (at !== 0) this.#listener.nonLruGrant({ leaseId: lease.leaseId, seq, granted: lease.keyId, expected: this.freeQueue[0] ?? null });
+			this.freeQueue.splice(at, 1);
+			this.active.set(lease.keyId, lease);
 		} else {
-			if (active.get(lease.keyId)?.leaseId !== lease.leaseId) {
-				problems.push({ leaseId: lease.leaseId, seq, problem: `ended while not the active lease of key ${lease.keyId}` });
-				continue;
+			if (this.active.get(lease.keyId)?.leaseId !== lease.leaseId) {
+				this.#listener.problem({ leaseId: lease.leaseId, seq, problem: `ended while not the active lease of key ${lease.keyId}` });
+				return;
 			}
-			active.delete(lease.keyId);
-			freeQueue.push(lease.keyId);
+			this.active.delete(lease.keyId);
+			this.freeQueue.push(lease.keyId);
 		}
 	}
-	return { freeQueue, active, nonLruGrants, problems, lastSeq };
+}
+
+export function replayLeases(keyIds: string[], leases: LeaseDoc[]): ReplayResult {
+	const nonLruGrants: NonLruGrant[] = [];
+	const problems: ReplayProblem[] = [];
+	const replay = new LeaseReplay(keyIds, { nonLruGrant: grant => nonLruGrants.push(grant), problem: problem => problems.push(problem) });
+	for (const event of leaseEvents(leases)) replay.apply(event);
+	return { freeQueue: replay.freeQueue, active: replay.active, nonLruGrants, problems, lastSeq: replay.lastSeq };
 }

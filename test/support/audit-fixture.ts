@@ -2,9 +2,15 @@
  * Builds a small, fully consistent signed history (keys, records, runs, batches, leases in
  * LRU order, real Ed25519 JWS) as the audit would read it. Tests corrupt copies of it to see
  * each rule fire; it lives here, next to the rules, so any test of the audit can use it.
+ * It also writes such histories as the embedded store's own SQLite files (the real schema),
+ * small from a snapshot or large straight from node:crypto.
  */
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign as signBytes, type KeyObject } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { CompactSign, exportJWK, generateKeyPair, type CryptoKey, type JWK } from "jose";
+import { BATCHER_SCHEMA, KEYRING_SCHEMA, RECORDS_SCHEMA, STORE_FILES } from "../../src/store/schema";
 import type {
 	AuditSnapshot,
 	SnapshotBatch,
@@ -166,4 +172,114 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 /** A deep copy to corrupt without touching the original. */
 export function cloneSnapshot(snapshot: AuditSnapshot): AuditSnapshot {
 	return structuredClone(snapshot);
+}
+
+// ---------------------------------------------------------------- the embedded store's files
+
+/** Opens (creating) one of the store's files under `dataDir` with its real schema, as its owner does. */
+export function openStoreFile(dataDir: string, owner: keyof typeof STORE_FILES): DatabaseSync {
+	fs.mkdirSync(dataDir, { recursive: true });
+	const db = new DatabaseSync(path.join(dataDir, STORE_FILES[owner]));
+	db.exec("PRAGMA journal_mode = WAL");
+	db.exec({ records: RECORDS_SCHEMA, batcher: BATCHER_SCHEMA, keyring: KEYRING_SCHEMA }[owner]);
+	return db;
+}
+
+/** A stand-in for a sealed private key: it must never appear in an export or a report. */
+export const SEALED = "SEALED-PRIVATE-KEY-NEVER-EXPORTED";
+
+/** Writes `snapshot` as the three store files of `dataDir`, with the schema of src/store/schema.ts. */
+export function writeStoreFiles(snapshot: AuditSnapshot, dataDir: string): void {
+	const keyring = openStoreFile(dataDir, "keyring");
+	const jwkOf = new Map(snapshot.jwks.keys.map(jwk => [jwk.kid, jwk]));
+	const key = keyring.prepare("INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)");
+	for (const k of snapshot.keys) key.run(k.keyId, k.createdAt, JSON.stringify(jwkOf.get(k.keyId) ?? {}), SEALED);
+	const lease = keyring.prepare(`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+	for (const l of snapshot.leases) lease.run(l.leaseId, l.keyId, l.holder, l.grantSeq, l.grantedAt, l.expiresAt, l.endSeq, l.endedAt, l.end);
+	keyring.close();
+
+	const batcher = openStoreFile(dataDir, "batcher");
+	const run = batcher.prepare("INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, ?, ?, ?)");
+	for (const r of snapshot.runs) run.run(r.runId, r.batchSize, r.status, r.startedAt, r.finishedAt);
+	const batch = batcher.prepare("INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	for (const b of snapshot.batches) batch.run(b.batchId, b.runId, b.keyId, b.leaseId, JSON.stringify(b.recordIds), b.attempt, b.status, b.startedAt, b.finishedAt, "signer-1");
+	batcher.close();
+
+	const records = openStoreFile(dataDir, "records");
+	const record = records.prepare("INSERT INTO records (id, data) VALUES (?, ?)");
+	for (const r of snapshot.records) record.run(r.id, r.data);
+	const signature = records.prepare("INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)");
+	for (const s of snapshot.signatures) signature.run(s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt);
+	records.close();
+}
+
+export interface SignedStoreOptions {
+	records: number;
+	keys: number;
+	batchSize: number;
+	/** Bytes of random payload per record (hex, so twice as many characters). */
+	dataBytes?: number;
+}
+
+/**
+ * Writes a whole consistent signed store of any size into `dataDir` as one run would leave it:
+ * batches in id order, each under its own lease of the least recently used key, every record
+ * signed with node:crypto in the contract's format. Returns the private keys by keyId.
+ */
+export function writeSignedStore(dataDir: string, options: SignedStoreOptions): Map<string, KeyObject> {
+	const { records: total, keys: keyCount, batchSize } = options;
+	let clock = BASE;
+	const at = () => new Date((clock += 1)).toISOString();
+	const privateKeys = new Map<string, KeyObject>();
+
+	const keyring = openStoreFile(dataDir, "keyring");
+	const batcher = openStoreFile(dataDir, "batcher");
+	const records = openStoreFile(dataDir, "records");
+	for (const db of [keyring, batcher, records]) db.exec("BEGIN");
+	const insertKey = keyring.prepare("INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)");
+	const headers = new Map<string, string>();
+	for (let i = 0; i < keyCount; i++) {
+		const keyId = `key-${String(i).padStart(3, "0")}`;
+		const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+		privateKeys.set(keyId, privateKey);
+		headers.set(keyId, Buffer.from(JSON.stringify({ alg: "EdDSA", kid: keyId })).toString("base64url"));
+		insertKey.run(keyId, new Date(BASE).toISOString(), JSON.stringify({ ...publicKey.export({ format: "jwk" }), kid: keyId }), SEALED);
+	}
+	const insertLease = keyring.prepare(`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'released')`);
+	const runId = "run-1";
+	batcher.prepare("INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, 'completed', ?, NULL)").run(runId, batchSize, at());
+	const insertBatch = batcher.prepare("INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, 1, 'signed', ?, ?, 'signer-1')");
+	const insertRecord = records.prepare("INSERT INTO records (id, data) VALUES (?, ?)");
+	const insertSignature = records.prepare("INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)");
+
+	const width = String(total).length;
+	const freeQueue = [...privateKeys.keys()];
+	let seq = 0;
+	for (let first = 1, batchNo = 1; first <= total; first += batchSize, batchNo++) {
+		const batchId = `batch-${String(batchNo).padStart(6, "0")}`;
+		const leaseId = `lease-${String(batchNo).padStart(6, "0")}`;
+		const keyId = freeQueue.shift()!;
+		const grantSeq = ++seq;
+		const grantedAt = at();
+		const startedAt = at();
+		const ids: string[] = [];
+		for (let n = first; n < Math.min(first + batchSize, total + 1); n++) {
+			const id = `r-${String(n).padStart(width, "0")}`;
+			const data = randomBytes(options.dataBytes ?? 16).toString("hex");
+			const payload = Buffer.from(JSON.stringify({ id, data })).toString("base64url");
+			const signature = signBytes(null, Buffer.from(`${headers.get(keyId)}.${payload}`), privateKeys.get(keyId)!).toString("base64url");
+			insertRecord.run(id, data);
+			insertSignature.run(id, keyId, batchId, leaseId, `${headers.get(keyId)}..${signature}`, at());
+			ids.push(id);
+		}
+		const endedAt = at();
+		insertLease.run(leaseId, keyId, "signer-1", grantSeq, grantedAt, new Date(Date.parse(grantedAt) + LEASE_TTL_MS).toISOString(), ++seq, endedAt);
+		insertBatch.run(batchId, runId, keyId, leaseId, JSON.stringify(ids), startedAt, at());
+		freeQueue.push(keyId);
+	}
+	for (const db of [keyring, batcher, records]) {
+		db.exec("COMMIT");
+		db.close();
+	}
+	return privateKeys;
 }

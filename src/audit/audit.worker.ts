@@ -1,0 +1,206 @@
+/**
+ * An audit thread: checks one range of record ids at a time (rules 1 and 2, and the signature
+ * half of no-key-overlap) or, for the verification floor, only verifies. It opens the records
+ * and keyring files read-only itself. Erasable TypeScript with `.ts` imports, so Node 22 loads
+ * it from the sources under jest and from dist/ as JavaScript otherwise.
+ */
+import { verify, type KeyObject } from "node:crypto";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { FindingList, HeaderCache, checkSignature, checkSignatureInLease, importEd25519, signatureRef, signingInput, type FindingsData, type LeaseRow, type SignatureRow, type Verifier } from "./checks.ts";
+import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only.ts";
+
+export interface RangeTask {
+	kind: "audit" | "floor";
+	/** One audit's id: a thread keeps its connection and imported keys for the audit's ranges. */
+	session: string;
+	files: { records: string; keyring: string };
+	/** True on the store's own files (unique keys); false on an import, where rowids break ties. */
+	unique: boolean;
+	/** [kid, x] of every public key that imported; others cannot verify anything. */
+	keys: Array<[string, string]>;
+	/** The range: ids after `after` (exclusive) up to `upto` (inclusive); null is open. */
+	after: string | null;
+	upto: string | null;
+	clockToleranceMs: number;
+	maxListed: number;
+}
+
+export interface RangeResult {
+	/** Record and signature documents the range holds. */
+	records: number;
+	signatures: number;
+	/** Signatures that verified (the floor's count). */
+	valid: number;
+	findings: FindingsData | null;
+}
+
+interface Session {
+	id: string;
+	sql: DatabaseSync;
+	statements: Map<string, StatementSync>;
+	verifier: Verifier;
+}
+
+let session: Session | null = null;
+
+function open(task: RangeTask): Session {
+	if (session?.id === task.session) return session;
+	session?.sql.close();
+	const sql = new DatabaseSync(":memory:");
+	sql.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+	// One statement joins both files, so each range reads them at one moment (see CAUSAL_ORDER in audit-db.ts).
+	attachReadOnly(sql, task.files.records, "rec");
+	attachReadOnly(sql, task.files.keyring, "kr");
+	const keys = new Map<string, KeyObject>();
+	for (const [kid, x] of task.keys) keys.set(kid, importEd25519(x));
+	session = { id: task.session, sql, statements: new Map(), verifier: { keys, headers: new HeaderCache() } };
+	return session;
+}
+
+function statement(current: Session, text: string): StatementSync {
+	let prepared = current.statements.get(text);
+	if (!prepared) {
+		prepared = current.sql.prepare(text);
+		prepared.setReturnArrays(true);
+		current.statements.set(text, prepared);
+	}
+	return prepared;
+}
+
+function range(column: string, task: RangeTask): { where: string; args: string[] } {
+	const where: string[] = [];
+	const args: string[] = [];
+	if (task.after !== null) {
+		where.push(`${column} > ?`);
+		args.push(task.after);
+	}
+	if (task.upto !== null) {
+		where.push(`${column} <= ?`);
+		args.push(task.upto);
+	}
+	return { where: where.join(" AND ") || "1", args };
+}
+
+/** The lease a signature names: the store's one, or an import's first document of that id. */
+function leaseJoin(task: RangeTask): string {
+	return task.unique ? "LEFT JOIN kr.leases l ON l.leaseId = s.leaseId" : "LEFT JOIN kr.leases l ON l.rowid = (SELECT min(x.rowid) FROM kr.leases x WHERE x.leaseId = s.leaseId)";
+}
+
+const SIGNATURE_COLUMNS = "s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt, l.leaseId, l.keyId, l.grantedAt, l.expiresAt, l.endedAt";
+
+/** A signature with the lease it names, if that lease exists. */
+interface Signed {
+	signature: SignatureRow;
+	lease: LeaseRow | null;
+}
+
+function signatureAt(row: unknown[], at: number): Signed {
+	const signature = { recordId: row[at], keyId: row[at + 1], batchId: row[at + 2], leaseId: row[at + 3], jws: row[at + 4], signedAt: row[at + 5] } as SignatureRow;
+	const lease = row[at + 6] == null ? null : ({ leaseId: row[at + 6], keyId: row[at + 7], grantedAt: row[at + 8], expiresAt: row[at + 9], endedAt: row[at + 10] } as LeaseRow);
+	return { signature, lease };
+}
+
+function auditRange(task: RangeTask): RangeResult {
+	const current = open(task);
+	const findings = new FindingList(task.maxListed);
+	let records = 0;
+	let signatures = 0;
+	let recordId: string | null = null;
+	let recordRow: unknown = null;
+	let data: unknown = null;
+	let extraDoc = false;
+	let signed: Signed[] = [];
+
+	const finishRecord = () => {
+		if (recordId === null) return;
+		signatures += signed.length;
+		if (signed.length === 0) findings.add("one-signature-per-record", `record ${recordId} has no signature`, { recordId });
+		else if (signed.length > 1)
+			findings.add(
+				"one-signature-per-record",
+				`record ${recordId} has ${signed.length} signatures: ${signed.map(s => `(${signatureRef(s.signature)})`).join(", ")}`,
+				{ recordId, batchIds: signed.map(s => s.signature.batchId).join(","), leaseIds: signed.map(s => s.signature.leaseId).join(",") }
+			);
+		for (const { signature, lease } of signed) {
+			checkSignature(signature, data, current.verifier, findings);
+			checkSignatureInLease(signature, lease, task.clockToleranceMs, findings);
+		}
+	};
+
+	// [id, data, the record's rowid (0 in the store), ...SIGNATURE_COLUMNS], one row per signature.
+	const recordRange = range("r.id", task);
+	const rows = statement(
+		current,
+		task.unique
+			? `SELECT r.id, r.data, 0, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id`
+			: `SELECT r.id, r.data, r.rowid, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id, r.rowid, s.rowid`
+	);
+	for (const row of rows.iterate(...recordRange.args) as Iterable<unknown[]>) {
+		if (row[0] !== recordId) {
+			finishRecord();
+			recordId = row[0] as string;
+			recordRow = row[2];
+			data = row[1];
+			extraDoc = false;
+			signed = [];
+			records++;
+		} else if (row[2] !== recordRow) {
+			// A second document of one record (imports only): named once, its rows not checked again.
+			recordRow = row[2];
+			extraDoc = true;
+			records++;
+			const id = row[0] as string;
+			findings.add("one-signature-per-record", `record ${id} is stored twice`, { recordId: id });
+			continue;
+		}
+		if (extraDoc || row[3] == null) continue;
+		signed.push(signatureAt(row, 3));
+	}
+	finishRecord();
+
+	// Signatures of records that do not exist: rule 1 names them, their leases are still checked.
+	const orphanRange = range("s.recordId", task);
+	const orphans = statement(
+		current,
+		`SELECT ${SIGNATURE_COLUMNS} FROM rec.signatures s ${leaseJoin(task)} WHERE ${orphanRange.where} AND NOT EXISTS (SELECT 1 FROM rec.records r WHERE r.id = s.recordId) ORDER BY s.recordId${task.unique ? "" : ", s.rowid"}`
+	);
+	let orphaned: Signed[] = [];
+	const finishOrphans = () => {
+		if (!orphaned.length) return;
+		const [first] = orphaned;
+		findings.add("one-signature-per-record", `${orphaned.length} signature(s) for unknown record ${first.signature.recordId} (${signatureRef(first.signature)})`, {
+			recordId: first.signature.recordId,
+			batchId: first.signature.batchId
+		});
+		for (const { signature, lease } of orphaned) checkSignatureInLease(signature, lease, task.clockToleranceMs, findings);
+		signatures += orphaned.length;
+		orphaned = [];
+	};
+	for (const row of orphans.iterate(...orphanRange.args) as Iterable<unknown[]>) {
+		if (orphaned.length && orphaned[0].signature.recordId !== row[0]) finishOrphans();
+		orphaned.push(signatureAt(row, 0));
+	}
+	finishOrphans();
+	return { records, signatures, valid: 0, findings: findings.data() };
+}
+
+/** The verification floor: each signature of the range verified, nothing else checked. */
+function verifyRange(task: RangeTask): RangeResult {
+	const current = open(task);
+	const { keys } = current.verifier;
+	const recordRange = range("r.id", task);
+	const rows = statement(current, `SELECT r.id, r.data, s.keyId, s.jws FROM rec.records r JOIN rec.signatures s ON s.recordId = r.id WHERE ${recordRange.where}`);
+	let signatures = 0;
+	let valid = 0;
+	for (const [id, data, keyId, jws] of rows.iterate(...recordRange.args) as Iterable<[string, string, string, string]>) {
+		signatures++;
+		const key = keys.get(keyId);
+		const [header, , signature] = jws.split(".");
+		if (key && signature && verify(null, signingInput(header, id, data), key, Buffer.from(signature, "base64url"))) valid++;
+	}
+	return { records: signatures, signatures, valid, findings: null };
+}
+
+export default function checkRange(task: RangeTask): RangeResult {
+	return task.kind === "audit" ? auditRange(task) : verifyRange(task);
+}
