@@ -5,21 +5,29 @@
  * interrupted run when the service starts again. This file wires it to the broker.
  */
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
-import { DbMixin, type Store } from "../mixins/db.mixin";
-import { Batcher, type BatcherOptions } from "../src/batcher/batcher";
-import type { SignersPort } from "../src/batcher/ports";
-import { documentBatcherStore } from "../src/batcher/store";
+import { StoreMixin } from "../mixins/store.mixin";
+import { Batcher } from "../src/batcher/batcher";
+import { MongoBatcherStore } from "../src/batcher/mongo-store";
+import type { BatcherStore, SignersPort } from "../src/batcher/ports";
+import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { Actions, call, emit, startRunParams, type BatchDoc, type RunDoc, type StartRunParams } from "../src/contract";
+import { Actions, call, emit, startRunParams, type StartRunParams } from "../src/contract";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
 
 
 
 interface BatcherVars {
-	stores: { runs: Store<RunDoc>; batches: Store<BatchDoc> };
+	store: BatcherStore;
 	batcher: Batcher;
 }
+
+const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
+	owner: "batcher",
+	collections: ["runs", "batches"],
+	embedded: (dataDir, log) => SqliteBatcherStore.open(dataDir, log),
+	mongo: (uri, service) => MongoBatcherStore.open(uri, service)
+});
 
 function signersOf(broker: ServiceBroker): SignersPort {
 	return {
@@ -33,7 +41,7 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 	const schema: ServiceSchema<BatcherSettings, Record<string, never>, BatcherVars> = {
 		name: "batcher",
 		dependencies: ["records"],
-		mixins: [DbMixin({ runs: { uniqueIndexes: ["runId"] }, batches: { uniqueIndexes: ["batchId"], indexes: ["runId"] } })],
+		mixins: [BatcherStoreMixin],
 		settings,
 		actions: {
 			/** Starts a run over every unsigned record. The batch size is fixed for the run. */
@@ -65,11 +73,12 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 		async started() {
 			const broker = this.broker;
 			this.batcher = new Batcher(this.settings, {
-				store: documentBatcherStore(this.stores.runs, this.stores.batches),
+				store: this.store,
 				records: {
-					unsignedIds: async (after, limit) => (await call(broker, Actions.records.unsignedIds, { after, limit })).ids,
-					filterUnsigned: async ids => (await call(broker, Actions.records.filterUnsigned, { ids })).ids,
-					progress: () => call(broker, Actions.records.progress, {})
+					unsignedPage: async (after, limit) => (await call(broker, Actions.records.unsignedPage, { after, limit })).records,
+					unsignedAmong: async ids => (await call(broker, Actions.records.unsignedAmong, { ids })).records,
+					progress: () => call(broker, Actions.records.progress, {}),
+					stats: () => call(broker, Actions.records.stats, {})
 				},
 				signers: signersOf(broker),
 				emit: (event, payload) => void Promise.resolve(emit(broker, event, payload)).catch(err => this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`)),

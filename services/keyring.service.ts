@@ -11,17 +11,20 @@
 import os from "node:os";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { DbMixin, type Store } from "../mixins/db.mixin";
+import { StoreMixin } from "../mixins/store.mixin";
 import { sleep, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type KeyDoc, type LeaseDoc, type LeaseRef } from "../src/contract";
+import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type LeaseRef } from "../src/contract";
 import { electKeyring, ELECTION_SERVICE, type ElectionBus, type KeyringElection } from "../src/keyring/election";
 import { Keyring } from "../src/keyring/keyring";
+import { MongoKeyringStore } from "../src/keyring/mongo-store";
+import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
+import type { KeyringStore } from "../src/keyring/store";
 import { acquireStoreLock, type StoreLock } from "../src/keyring/store-lock";
 import { serviceSettings, type KeyringSettings } from "../src/settings";
 
 interface KeyringVars {
-	stores: { keys: Store<KeyDoc>; leases: Store<LeaseDoc> };
+	store: KeyringStore;
 	keyring: Keyring;
 	storeLock: StoreLock | null;
 	election: KeyringElection | null;
@@ -78,6 +81,13 @@ const KeyringGuard: Partial<ServiceSchema<KeyringSettings, Record<string, never>
 	}
 };
 
+const KeyringStoreMixin = StoreMixin<SqliteKeyringStore | MongoKeyringStore>({
+	owner: "keyring",
+	collections: ["keys", "leases"],
+	embedded: (dataDir, log) => SqliteKeyringStore.open(dataDir, log),
+	mongo: (uri, service) => MongoKeyringStore.open(uri, service)
+});
+
 /** What a test may give the keyring besides its settings: a clock it moves by hand. */
 export interface KeyringServiceDeps {
 	clock?: Clock;
@@ -86,7 +96,7 @@ export interface KeyringServiceDeps {
 export function createKeyringService(settings: KeyringSettings, deps: KeyringServiceDeps = {}): ServiceSchema {
 	const schema: ServiceSchema<KeyringSettings & { $secureSettings: string[] }, Record<string, never>, KeyringVars> = {
 		name: "keyring",
-		mixins: [DbMixin({ keys: { uniqueIndexes: ["keyId"] }, leases: { uniqueIndexes: ["leaseId"] } }), KeyringGuard as Partial<ServiceSchema>],
+		mixins: [KeyringStoreMixin, KeyringGuard as Partial<ServiceSchema>],
 		// Service settings travel to every node in INFO packets: the master key must not.
 		settings: { ...settings, $secureSettings: ["masterKey"] },
 		actions: {
@@ -123,8 +133,7 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		},
 		async started() {
 			this.keyring = await Keyring.open(this.settings, {
-				keys: this.stores.keys,
-				leases: this.stores.leases,
+				store: this.store,
 				logger: this.logger,
 				clock: deps.clock,
 				emit: (event, payload) => {

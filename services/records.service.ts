@@ -1,106 +1,86 @@
 /**
- * records: owns `records` and `signatures`. Seeds the records when the store is empty,
- * pages unsigned record ids in ascending order, and stores signatures in bulk with the
- * unique index on `signatures.recordId` as the guard against a second signature.
+ * records: owns `records` and `signatures`. Seeds the records when the store is empty, pages
+ * unsigned record ids in ascending order, and stores signatures in bulk with the unique key
+ * on `signatures.recordId` as the guard against a second signature (src/records/store.ts).
  */
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { DbMixin, type Store } from "../mixins/db.mixin";
+import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
-import { serviceSettings, type RecordsSettings } from "../src/settings";
 import {
-	fetchRecordsParams, storeSignaturesParams, unsignedIdsParams,
-	type FetchRecordsParams, type Progress, type RecordDoc, type SignatureDoc,
-	type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedIdsParams
+	recordIdsParams, storeSignaturesParams, unsignedPageParams,
+	type Progress, type RecordIdsParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
-import { makeRecords, nextUnsigned } from "../src/records/records";
+import { MongoRecordsStore } from "../src/records/mongo-store";
+import { seedIfEmpty } from "../src/records/records";
+import { SqliteRecordsStore } from "../src/records/sqlite-store";
+import type { RecordsStore } from "../src/records/store";
+import { serviceSettings, type RecordsSettings } from "../src/settings";
 
 interface RecordsVars {
-	stores: { records: Store<RecordDoc>; signatures: Store<SignatureDoc> };
-	/** Every record id, ascending: ids never change once seeded, so paging needs no sort. */
-	recordIds: string[];
-	/** Payload by id. Records are immutable once seeded, so this copy never goes stale. */
-	payloads: Map<string, string>;
-	/**
-	 * Ids known signed. On the embedded store this process is the only writer of
-	 * `signatures`, so the set is complete and paging needs no index lookups; on MongoDB
-	 * other replicas write too, so it is null and the store is asked.
-	 */
-	signedIds: Set<string> | null;
+	store: RecordsStore;
 }
+
+export const RecordsStoreMixin = StoreMixin<RecordsStore>({
+	owner: "records",
+	collections: ["records", "signatures"],
+	embedded: (dataDir, log) => SqliteRecordsStore.open(dataDir, log),
+	mongo: (uri, service) => MongoRecordsStore.open(uri, service)
+});
 
 export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 	const schema: ServiceSchema<RecordsSettings, Record<string, never>, RecordsVars> = {
 		name: "records",
-		mixins: [DbMixin({ records: {}, signatures: { uniqueIndexes: ["recordId"] } })],
+		mixins: [RecordsStoreMixin],
 		settings,
 		actions: {
-			/** The next `limit` unsigned record ids after `after`, ascending. */
-			unsignedIds: {
-				params: unsignedIdsParams,
-				async handler(ctx: Context<UnsignedIdsParams>): Promise<{ ids: string[] }> {
-					const { after, limit } = ctx.params;
-					const signedIds = this.signedIds;
-					const ids = await nextUnsigned(this.recordIds, after, limit, async chunk => signedIds
-						? chunk.filter(id => signedIds.has(id))
-						: (await this.stores.signatures.find({ recordId: { $in: chunk } }, { projection: { recordId: 1 } })).map(d => d.recordId));
-					return { ids };
+			/** The next `limit` unsigned records after `after` (ascending ids), with their payloads. */
+			unsignedPage: {
+				params: unsignedPageParams,
+				async handler(ctx: Context<UnsignedPageParams>): Promise<UnsignedRecords> {
+					return { records: await this.store.unsignedRecords(ctx.params.after, ctx.params.limit) };
 				}
 			},
-			/** Of the given ids, those without a signature (the batcher's retry set). */
-			filterUnsigned: {
-				params: fetchRecordsParams,
-				async handler(ctx: Context<FetchRecordsParams>): Promise<{ ids: string[] }> {
-					const signed = new Set((await this.stores.signatures.find({ recordId: { $in: ctx.params.ids } }, { projection: { recordId: 1 } })).map(d => d.recordId));
-					return { ids: ctx.params.ids.filter(id => !signed.has(id)) };
+			/** Of the given records, those without a signature (a failed batch's retry set), with their payloads. */
+			unsignedAmong: {
+				params: recordIdsParams,
+				async handler(ctx: Context<RecordIdsParams>): Promise<UnsignedRecords> {
+					return { records: await this.store.unsignedAmong(ctx.params.ids) };
 				}
 			},
-			/** Record payloads for a signer. */
-			fetch: {
-				params: fetchRecordsParams,
-				async handler(ctx: Context<FetchRecordsParams>): Promise<Array<{ id: string; data: string }>> {
-					const missing = ctx.params.ids.filter(id => !this.payloads.has(id));
-					if (missing.length) throw new Errors.MoleculerClientError(`Unknown record ids: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`, 404, "RECORD_NOT_FOUND", { missing: missing.length });
-					return ctx.params.ids.map(id => ({ id, data: this.payloads.get(id)! }));
+			/** How many records there are and how large the largest is: what a run's batch size must fit. */
+			stats: {
+				async handler(): Promise<RecordStats> {
+					return { records: await this.store.recordCount(), maxRecordBytes: await this.store.maxRecordBytes() };
 				}
 			},
-			/** Stores a bulk of signatures; already-signed records keep their first signature. */
+			/** Stores a batch's signatures; already-signed records keep their first signature. */
 			storeSignatures: {
 				params: storeSignaturesParams,
 				async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
-					const docs = ctx.params.signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt }));
-					const { inserted, duplicates } = await this.stores.signatures.insertManyUnique(docs, "recordId");
-					// Stored now, either by this bulk or before it.
-					for (const doc of docs) this.signedIds?.add(doc.recordId);
-					return { stored: inserted, duplicates };
+					return this.store.storeSignatures(ctx.params);
 				}
 			},
 			progress: {
 				async handler(): Promise<Progress> {
-					return { records: this.recordIds.length, signed: await this.stores.signatures.count() };
+					return { records: await this.store.recordCount(), signed: await this.store.signedCount() };
 				}
 			},
 			/** One record with its signature, if any. */
 			get: {
 				params: { id: { type: "string", min: 1 } },
-				async handler(ctx: Context<{ id: string }>) {
-					const record = await this.stores.records.findOne({ _id: ctx.params.id });
+				async handler(ctx: Context<{ id: string }>): Promise<RecordView> {
+					const record = await this.store.record(ctx.params.id);
 					if (!record) throw new Errors.MoleculerClientError(`Record "${ctx.params.id}" not found`, 404, "RECORD_NOT_FOUND", { id: ctx.params.id });
-					const signature = await this.stores.signatures.findOne({ recordId: ctx.params.id });
-					return { id: record._id, data: record.data, signature: signature && { keyId: signature.keyId, batchId: signature.batchId, leaseId: signature.leaseId, jws: signature.jws, signedAt: signature.signedAt } };
+					const signature = await this.store.signature(ctx.params.id);
+					return { id: record.id, data: record.data, signature: signature && { keyId: signature.keyId, batchId: signature.batchId, leaseId: signature.leaseId, jws: signature.jws, signedAt: signature.signedAt } };
 				}
 			}
 		},
 		async started() {
-			const stored = await this.stores.records.count();
-			if (stored === 0 && this.settings.seedCount > 0) {
-				const started = Date.now();
-				for (const chunk of makeRecords(this.settings.seedCount)) await this.stores.records.insertMany(chunk);
-				this.logger.info(`Seeded ${this.settings.seedCount} records in ${Date.now() - started} ms`);
-			}
-			this.payloads = new Map((await this.stores.records.find({})).map(r => [r._id, r.data]));
-			this.recordIds = [...this.payloads.keys()].sort();
-			this.signedIds = this.settings.mongoUri ? null : new Set((await this.stores.signatures.find({}, { projection: { recordId: 1 } })).map(s => s.recordId));
+			const started = Date.now();
+			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
+			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);
 		}
 	};
 	return schema as unknown as ServiceSchema;

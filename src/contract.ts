@@ -106,45 +106,57 @@ export interface RunReport {
 
 // ---------------------------------------------------------------- records actions
 
-export interface UnsignedIdsParams {
-	after?: string;
-	limit: number;
-}
-export const unsignedIdsParams = {
-	after: { type: "string", optional: true },
-	limit: { type: "number", integer: true, positive: true, convert: true }
-};
-
-export interface FetchRecordsParams {
-	ids: string[];
-}
 /** A record as a signer signs it (DESIGN.md section 5: the payload is `{ id, data }`). */
 export interface RecordPayload {
 	id: string;
 	data: string;
 }
-export const fetchRecordsParams = {
+const recordPayloadParams = { type: "object", props: { id: "string", data: "string" }, strict: "remove" };
+
+/** The next `limit` unsigned records after `after`, ascending. */
+export interface UnsignedPageParams {
+	after?: string;
+	limit: number;
+}
+export const unsignedPageParams = {
+	after: { type: "string", optional: true },
+	limit: { type: "number", integer: true, positive: true, convert: true }
+};
+
+export interface RecordIdsParams {
+	ids: string[];
+}
+export const recordIdsParams = {
 	ids: { type: "array", items: "string", min: 1 }
 };
 
+/** Records with their payloads: what a batch carries to its signer. */
+export interface UnsignedRecords {
+	records: RecordPayload[];
+}
+
+/** What the batcher needs to know of the records before a run: their number and the largest one. */
+export interface RecordStats {
+	records: number;
+	/** Bytes of the largest record's id plus data: how large a batch of the run's size can grow. */
+	maxRecordBytes: number;
+}
+
+/** The signatures of one batch, all made with its one key under its one lease (rule 3). */
 export interface StoreSignaturesParams {
-	signatures: SignatureDoc[];
+	batchId: string;
+	keyId: string;
+	leaseId: string;
+	signatures: Array<{ recordId: string; jws: string; signedAt: string }>;
 }
 export const storeSignaturesParams = {
+	batchId: { type: "string", min: 1 },
+	keyId: { type: "string", min: 1 },
+	leaseId: { type: "string", min: 1 },
 	signatures: {
 		type: "array",
 		min: 1,
-		items: {
-			type: "object",
-			props: {
-				recordId: "string",
-				keyId: "string",
-				batchId: "string",
-				leaseId: "string",
-				jws: "string",
-				signedAt: "string"
-			}
-		}
+		items: { type: "object", props: { recordId: "string", jws: "string", signedAt: "string" }, strict: "remove" }
 	}
 };
 export interface StoreSignaturesResult {
@@ -190,8 +202,13 @@ export interface Lease {
 	leaseId: string;
 	keyId: string;
 	expiresAt: string;
-	/** Compact JWE (`ECDH-ES+A256KW`, `A256GCM`) of the private JWK, to `sessionKey`. */
+	/**
+	 * Compact JWE (`A256KW`, `A256GCM`) of the private JWK under the key the signer's session
+	 * and the keyring's transport key derive (src/keyring/key-transport.ts), bound to keyId and leaseId.
+	 */
 	key: string;
+	/** The keyring's X25519 public key: the signer's other half of that derivation. */
+	transportKey: JWK;
 }
 
 export interface LeaseRef {
@@ -234,15 +251,19 @@ export const startRunParams = {
 };
 /** `batcher.start`: the run, and whether an earlier request with the same key started it. */
 export type StartedRun = RunView & { replayed: boolean };
+/**
+ * A batch as its signer gets it: the records with their payloads, so a record's bytes cross
+ * the transport once on their way to a signer (records and batcher share a node).
+ */
 export interface SignBatchParams {
 	batchId: string;
 	runId: string;
-	recordIds: string[];
+	records: RecordPayload[];
 }
 export const signBatchParams = {
 	batchId: { type: "string", min: 1 },
 	runId: { type: "string", min: 1 },
-	recordIds: { type: "array", items: "string", min: 1 }
+	records: { type: "array", items: recordPayloadParams, min: 1 }
 };
 export interface SignBatchResult {
 	batchId: string;
@@ -257,7 +278,7 @@ export interface SignBatchResult {
 // ---------------------------------------------------------------- other results
 
 /** One page of an owned collection, by `_id`; `next` is the `after` of the next page. */
-export interface Page<T = Record<string, unknown>> {
+export interface Page<T = object> {
 	docs: T[];
 	next: string | null;
 }
@@ -410,9 +431,9 @@ export type EventName = keyof EventMap;
 /** Every action name, by service: callers use these, never a string of their own. */
 export const Actions = {
 	records: {
-		unsignedIds: "records.unsignedIds",
-		filterUnsigned: "records.filterUnsigned",
-		fetch: "records.fetch",
+		unsignedPage: "records.unsignedPage",
+		unsignedAmong: "records.unsignedAmong",
+		stats: "records.stats",
 		storeSignatures: "records.storeSignatures",
 		progress: "records.progress",
 		get: "records.get",
@@ -446,9 +467,9 @@ export const Actions = {
 
 /** Every action's params and result. */
 export interface ActionMap {
-	"records.unsignedIds": { params: UnsignedIdsParams; result: { ids: string[] } };
-	"records.filterUnsigned": { params: FetchRecordsParams; result: { ids: string[] } };
-	"records.fetch": { params: FetchRecordsParams; result: RecordPayload[] };
+	"records.unsignedPage": { params: UnsignedPageParams; result: UnsignedRecords };
+	"records.unsignedAmong": { params: RecordIdsParams; result: UnsignedRecords };
+	"records.stats": { params: Record<string, never>; result: RecordStats };
 	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
 	"records.progress": { params: Record<string, never>; result: Progress };
 	"records.get": { params: { id: string }; result: RecordView };

@@ -3,7 +3,7 @@
  * `moleculer-runner` (through each service file's default export), `npm start`, the CLIs and
  * the tests all build their services from here, so a setting cannot differ between them.
  */
-import type { DbSettings } from "../mixins/db.mixin";
+import type { StoreSettings } from "../mixins/store.mixin";
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
@@ -11,12 +11,12 @@ import type { KeyringOptions } from "./keyring/keyring";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
 
-export interface RecordsSettings extends DbSettings {
+export interface RecordsSettings extends StoreSettings {
 	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
 	seedCount: number;
 }
 export type KeyringSettings = KeyringOptions & ElectionOptions;
-export type BatcherSettings = BatcherOptions & DbSettings;
+export type BatcherSettings = BatcherOptions & StoreSettings;
 
 export interface ServiceSettings {
 	records: RecordsSettings;
@@ -38,7 +38,7 @@ export function signTimeoutMs(config: Pick<AppConfig, "acquireWaitMs" | "leaseTt
 }
 
 export function serviceSettings(config: AppConfig): ServiceSettings {
-	const store: DbSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
+	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
 	return {
 		records: { ...store, seedCount: config.records },
 		keyring: {

@@ -1,5 +1,6 @@
 /** The REST routes against a real gateway and real services: happy paths and every client error. */
 import { request, startApiSystem, waitFor, type ApiSystem } from "./support/http";
+import { signerService } from "./support/system";
 
 describe("api gateway", () => {
 	let system: ApiSystem;
@@ -90,42 +91,50 @@ describe("api gateway", () => {
 	});
 
 	test("a start is 202 with Location; the idempotency key replays it; another start is 409 naming the run", async () => {
-		const [runsBefore, unsigned] = [await runCount(), 2000 - (await signed())];
-		const completion = system.nextCompletion();
-		const first = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
-		expect(first.status).toBe(202);
-		expect(first.body).toMatchObject({ id: expect.any(String), batchSize: 10, status: "running", replayed: false });
-		const runId = first.body.id;
-		expect(first.headers.get("location")).toBe(`/api/runs/${runId}`);
+		// No signer yet: the run stays active, deterministically, until one joins.
+		const held = await startApiSystem({ records: 500, keys: 4, services: ["records", "keyring", "batcher", "metrics"], api: { startRateLimit: { window: 60_000, limit: 1000 } } });
+		try {
+			const token = await held.token();
+			const startHeld = (body: unknown, headers: Record<string, string> = {}) => request(held.baseUrl, "POST", "/api/batcher/start", { body, token, headers });
+			const completion = held.nextCompletion();
+			const first = await startHeld({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+			expect(first.status).toBe(202);
+			expect(first.body).toMatchObject({ id: expect.any(String), batchSize: 10, status: "running", replayed: false });
+			const runId = first.body.id;
+			expect(first.headers.get("location")).toBe(`/api/runs/${runId}`);
 
-		const replay = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
-		expect(replay.status).toBe(202);
-		expect(replay.body).toMatchObject({ id: runId, replayed: true });
-		expect(replay.headers.get("location")).toBe(`/api/runs/${runId}`);
-		expect(replay.headers.get("idempotent-replayed")).toBe("true");
+			const replay = await startHeld({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+			expect(replay.status).toBe(202);
+			expect(replay.body).toMatchObject({ id: runId, replayed: true });
+			expect(replay.headers.get("location")).toBe(`/api/runs/${runId}`);
+			expect(replay.headers.get("idempotent-replayed")).toBe("true");
 
-		const reused = await start({ batchSize: 20 }, { "Idempotency-Key": "key-1" });
-		expect(reused).toMatchObject({ status: 422, body: { type: "IDEMPOTENCY_KEY_REUSED" } });
+			const reused = await startHeld({ batchSize: 20 }, { "Idempotency-Key": "key-1" });
+			expect(reused).toMatchObject({ status: 422, body: { type: "IDEMPOTENCY_KEY_REUSED" } });
 
-		const conflict = await start({ batchSize: 10 });
-		expect(conflict.status).toBe(409);
-		expect(conflict.body).toMatchObject({ type: "RUN_ACTIVE", data: { runId } });
-		expect(conflict.body.message).toContain(runId);
+			const conflict = await startHeld({ batchSize: 10 });
+			expect(conflict.status).toBe(409);
+			expect(conflict.body).toMatchObject({ type: "RUN_ACTIVE", data: { runId } });
+			expect(conflict.body.message).toContain(runId);
 
-		const run = await get(first.headers.get("location")!);
-		expect(run.status).toBe(200);
-		expect(run.body).toMatchObject({ runId, id: runId, batchSize: 10, webhook: null });
+			const run = await request(held.baseUrl, "GET", first.headers.get("location")!);
+			expect(run.status).toBe(200);
+			expect(run.body).toMatchObject({ runId, id: runId, batchSize: 10, status: "running", webhook: null });
 
-		await completion;
-		const done = await waitFor(async () => {
-			const r = await get(`/api/runs/${runId}`);
-			return r.body.status === "completed" ? r : null;
-		});
-		expect(done.body.report).toMatchObject({ records: 2000, signedThisRun: unsigned });
-		// Still replays after the run ended: same run, not a new one.
-		const late = await start({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
-		expect(late).toMatchObject({ status: 202, body: { id: runId, status: "completed", replayed: true } });
-		expect(await runCount()).toBe(runsBefore + 1);
+			held.broker.createService(signerService());
+			await completion;
+			const done = await waitFor(async () => {
+				const r = await request(held.baseUrl, "GET", `/api/runs/${runId}`);
+				return r.body.status === "completed" ? r : null;
+			});
+			expect(done.body.report).toMatchObject({ records: 500, signedThisRun: 500 });
+			// Still replays after the run ended: same run, not a new one.
+			const late = await startHeld({ batchSize: 10 }, { "Idempotency-Key": "key-1" });
+			expect(late).toMatchObject({ status: 202, body: { id: runId, status: "completed", replayed: true } });
+			expect((await request(held.baseUrl, "GET", "/api/runs")).body).toHaveLength(1);
+		} finally {
+			await held.stop();
+		}
 	});
 
 	test("read routes: status, runs, record with its signature, keys, metrics, audit", async () => {

@@ -57,14 +57,18 @@ class Records implements RecordsPort {
 	constructor(count: number) {
 		this.ids = Array.from({ length: count }, (_, i) => `r${String(i + 1).padStart(4, "0")}`);
 	}
-	async unsignedIds(after: string | undefined, limit: number) {
-		return this.ids.filter(id => (after === undefined || id > after) && !this.signed.has(id)).slice(0, limit);
+	private payload = (id: string) => ({ id, data: `data-of-${id}` });
+	async unsignedPage(after: string | undefined, limit: number) {
+		return this.ids.filter(id => (after === undefined || id > after) && !this.signed.has(id)).slice(0, limit).map(this.payload);
 	}
-	async filterUnsigned(ids: string[]) {
-		return ids.filter(id => !this.signed.has(id));
+	async unsignedAmong(ids: string[]) {
+		return ids.filter(id => !this.signed.has(id)).map(this.payload);
 	}
 	async progress() {
 		return { records: this.ids.length, signed: this.signed.size };
+	}
+	async stats() {
+		return { records: this.ids.length, maxRecordBytes: 20 };
 	}
 }
 
@@ -88,8 +92,8 @@ class Signers implements SignersPort {
 	/** Signs every record of the batch with a key of its own. */
 	sign: Behaviour = async (params, nodeID) => {
 		let stored = 0;
-		for (const id of params.recordIds) if (!this.records.signed.has(id)) (this.records.signed.add(id), stored++);
-		return { batchId: params.batchId, keyId: `key-${this.calls.length % 3}`, leaseId: `lease-${params.batchId}`, signer: nodeID, stored, duplicates: params.recordIds.length - stored, leaseWaitMs: 0 };
+		for (const id of params.records.map(r => r.id)) if (!this.records.signed.has(id)) (this.records.signed.add(id), stored++);
+		return { batchId: params.batchId, keyId: `key-${this.calls.length % 3}`, leaseId: `lease-${params.batchId}`, signer: nodeID, stored, duplicates: params.records.map(r => r.id).length - stored, leaseWaitMs: 0 };
 	};
 	async signBatch(params: SignBatchParams, options: { nodeID?: string }) {
 		const nodeID = options.nodeID ?? "(any)";
@@ -148,7 +152,7 @@ describe("the batcher's run loop", () => {
 		const completion = await done;
 
 		expect(run).toMatchObject({ batchSize: 10, status: "running", replayed: false });
-		const sent = h.signers.calls.map(c => c.params.recordIds);
+		const sent = h.signers.calls.map(c => c.params.records.map(r => r.id));
 		expect(sent).toHaveLength(10);
 		expect(sent.every(ids => ids.length <= 10)).toBe(true);
 		expect(sent.flat()).toEqual(h.records.ids.filter(id => id !== "r0003"));
@@ -163,9 +167,9 @@ describe("the batcher's run loop", () => {
 		const h = harness(30);
 		let failures = 0;
 		h.signers.behaviour = async (params, node) => {
-			if (params.recordIds[0] === "r0011" && failures++ === 0) {
+			if (params.records.map(r => r.id)[0] === "r0011" && failures++ === 0) {
 				// Half the batch got stored before the failure.
-				for (const id of params.recordIds.slice(0, 5)) h.records.signed.add(id);
+				for (const id of params.records.map(r => r.id).slice(0, 5)) h.records.signed.add(id);
 				throw new Error("signer-1 went away");
 			}
 			return h.signers.sign(params, node);
@@ -241,7 +245,7 @@ describe("the batcher's run loop", () => {
 		await h.batcher.resumeInterrupted();
 		const completion = await done;
 		expect(completion.report).toMatchObject({ runId: "run-old", batchSize: 7, signedThisRun: 20 });
-		expect(h.signers.calls.every(c => c.params.recordIds.length <= 7)).toBe(true);
+		expect(h.signers.calls.every(c => c.params.records.map(r => r.id).length <= 7)).toBe(true);
 		expect(store.batches.get("run-old-b000001")!.status).toBe("abandoned");
 		// New batch ids continue after the stored ones.
 		expect(h.signers.calls[0].params.batchId).toBe("run-old-b000002");

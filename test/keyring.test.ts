@@ -4,13 +4,15 @@
  */
 import { pageAll } from "../src/audit/collect";
 import { ServiceBroker } from "moleculer";
-import { CompactSign, compactVerify, importJWK, type JWK } from "jose";
+import crypto from "node:crypto";
+import { CompactSign, compactDecrypt, compactVerify, importJWK, type JWK } from "jose";
 import type { KeyringSettings } from "../src/settings";
 import { keyringService } from "./support/system";
 import type { Lease, LeaseChange, LeaseDoc, LeaseEvent } from "../src/contract";
 import type { KeyInfo, KeyringStatus } from "../src/contract";
 import { replayLeases } from "../src/keyring/replay";
-import { createSessionKey, openLeaseKey, type SessionKey } from "../src/keyring/session-key";
+import { LeaseKeyOpener } from "../src/keyring/key-transport";
+import type { KeyringStore } from "../src/keyring/store";
 import { FakeClock, settle } from "./support/fake-clock";
 
 interface SeenEvent extends LeaseEvent {
@@ -20,7 +22,8 @@ interface SeenEvent extends LeaseEvent {
 interface Harness {
 	broker: ServiceBroker;
 	events: SeenEvent[];
-	session: SessionKey;
+	/** The signer's side of the key transport: its session key and what opens its leases. */
+	signer: LeaseKeyOpener;
 	acquire(holder: string, waitMs?: number): Promise<Lease>;
 	release(leaseId: string): Promise<LeaseChange>;
 	renew(leaseId: string): Promise<LeaseChange>;
@@ -48,13 +51,13 @@ async function startKeyring(settings: Partial<KeyringSettings>): Promise<Harness
 	});
 	await broker.start();
 	running.push(broker);
-	const session = await createSessionKey();
+	const signer = new LeaseKeyOpener();
 	return {
 		broker,
 		events,
-		session,
+		signer,
 		clock,
-		acquire: (holder, waitMs) => broker.call("keyring.acquire", { holder, sessionKey: session.publicJwk, ...(waitMs === undefined ? {} : { waitMs }) }),
+		acquire: (holder, waitMs) => broker.call("keyring.acquire", { holder, sessionKey: signer.session.publicJwk, ...(waitMs === undefined ? {} : { waitMs }) }),
 		release: leaseId => broker.call("keyring.release", { leaseId }),
 		renew: leaseId => broker.call("keyring.renew", { leaseId }),
 		status: () => broker.call("keyring.status"),
@@ -242,9 +245,14 @@ describe("keyring", () => {
 	test("the leased key opens only with the signer's session key and signs for the JWKS entry; no `d` in replies", async () => {
 		const ring = await startKeyring({ keys: 3 });
 		const lease = await ring.acquire("signer-1");
-		const signingKey = await openLeaseKey(lease.key, ring.session.privateKey);
+		const signingKey = await ring.signer.open(lease);
 		expect(signingKey.extractable).toBe(false);
 		expect(signingKey.algorithm.name).toBe("Ed25519");
+		// A standard JWE: jose opens it with the key both sides derive (A256KW), bound to this key and lease.
+		expect(lease.key.split(".")).toHaveLength(5);
+		const header = JSON.parse(Buffer.from(lease.key.split(".")[0], "base64url").toString());
+		expect(header).toMatchObject({ alg: "A256KW", enc: "A256GCM", kid: lease.keyId, lid: lease.leaseId });
+		await expect(ring.signer.open({ ...lease, leaseId: "another-lease" })).rejects.toThrow(/sealed for .* under lease/);
 
 		const jwks = await ring.broker.call<{ keys: JWK[] }>("keyring.jwks");
 		expect(jwks.keys.map(k => k.kid)).toEqual(["key-000", "key-001", "key-002"]);
@@ -259,12 +267,17 @@ describe("keyring", () => {
 		await expect(compactVerify(jws, await importJWK(other, "EdDSA"))).rejects.toThrow();
 
 		// Someone else's session key cannot open it.
-		const stranger = await createSessionKey();
-		await expect(openLeaseKey(lease.key, stranger.privateKey)).rejects.toThrow();
+		await expect(new LeaseKeyOpener().open(lease)).rejects.toThrow();
+		// Any JOSE library opens it with the key-encryption key the scheme derives (src/keyring/key-transport.ts):
+		// HKDF-SHA256 of the X25519 shared secret, salted and bound to both public keys.
+		const shared = crypto.diffieHellman({ privateKey: ring.signer.session.privateKey, publicKey: crypto.createPublicKey({ key: lease.transportKey, format: "jwk" }) });
+		const kek = new Uint8Array(crypto.hkdfSync("sha256", shared, "record-signer lease key transport v1", `signer=${ring.signer.session.publicJwk.x};keyring=${lease.transportKey.x}`, 32));
+		const { plaintext } = await compactDecrypt(lease.key, kek);
+		const opened = JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
+		expect(opened).toMatchObject({ kty: "OKP", crv: "Ed25519", x: jwk.x, d: expect.any(String) });
 
 		for (const reply of [lease, jwks, await ring.keys(), await ring.status(), ring.events, await ring.broker.call("keyring.page", { collection: "keys" })])
 			expect(JSON.stringify(reply)).not.toMatch(/"d"\s*:/);
-		expect(lease.key.split(".")).toHaveLength(5);
 	});
 
 	test("a malformed session key is a 422 and grants nothing", async () => {
@@ -288,19 +301,19 @@ describe("keyring", () => {
 
 	test("a failed store write leaves the in-memory state as it was", async () => {
 		const ring = await startKeyring({ keys: 2 });
-		const stores = (ring.broker.getLocalService("keyring") as unknown as { stores: { leases: { insert(doc: object): Promise<void>; update(...args: unknown[]): Promise<number> } } }).stores;
-		const { insert, update } = stores.leases;
-		stores.leases.insert = () => Promise.reject(new Error("disk full"));
+		const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore }).store;
+		const { insertLease, endLease } = store;
+		store.insertLease = () => Promise.reject(new Error("disk full"));
 		await expect(ring.acquire("a", 0)).rejects.toThrow(/disk full/);
 		expect(await ring.status()).toMatchObject({ free: 2, leased: 0, freeQueue: ["key-000", "key-001"], lastSeq: 0 });
-		stores.leases.insert = insert;
+		store.insertLease = insertLease;
 
 		const lease = await ring.acquire("a");
 		expect(lease.keyId).toBe("key-000");
-		stores.leases.update = () => Promise.reject(new Error("disk full"));
+		store.endLease = () => Promise.reject(new Error("disk full"));
 		await expect(ring.release(lease.leaseId)).rejects.toThrow(/disk full/);
 		expect(await ring.status()).toMatchObject({ free: 1, leased: 1, freeQueue: ["key-001"] });
-		stores.leases.update = update;
+		store.endLease = endLease;
 		expect(await ring.release(lease.leaseId)).toMatchObject({ changed: true });
 		// Only what the store accepted was announced, and no seq was stored twice.
 		expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released"]);

@@ -75,8 +75,9 @@ describe("duplicate delivery", () => {
 	test("the same batch handed to signer.signBatch twice at once: one signature per record, duplicates counted", async () => {
 		const system = await startSystem({ records: 200, keys: 4 });
 		try {
-			const recordIds = Array.from({ length: 200 }, (_, i) => `rec-${String(i + 1).padStart(6, "0")}`);
-			const params = { batchId: "manual-batch-1", runId: "manual-run", recordIds };
+			const { records } = await system.broker.call<{ records: Array<{ id: string; data: string }> }, object>("records.unsignedPage", { limit: 200 });
+			expect(records).toHaveLength(200);
+			const params = { batchId: "manual-batch-1", runId: "manual-run", records };
 			const results = await Promise.all([
 				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params),
 				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params)

@@ -2,13 +2,23 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { storeFile } from "../src/store/sqlite";
 import { auditSystem, startSystem } from "./support/system";
 import { runCli, startCli } from "./support/cli";
 
+/** Signatures in the records store, read beside the process that writes it. */
 function signaturesStored(dataDir: string): number {
-	const file = path.join(dataDir, "signatures.db");
+	const file = storeFile(dataDir, "records");
 	if (!fs.existsSync(file)) return 0;
-	return fs.readFileSync(file, "utf8").split("\n").filter(line => line.includes("\"jws\"")).length;
+	const db = new DatabaseSync(file, { readOnly: true });
+	try {
+		return Number((db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n);
+	} catch {
+		return 0; // not created yet
+	} finally {
+		db.close();
+	}
 }
 
 test("a run killed with SIGKILL mid-way resumes on the next start and finishes with the audit passing", async () => {

@@ -1,109 +1,266 @@
 /**
- * The store behaviour every backend must show: the unique index is the guard, a bulk with
- * already-stored records keeps the first signature and counts the rest. Runs on the
- * embedded NeDB store (memory and files) always, and on MongoDB too when MONGO_URI is set:
- *   MONGO_URI=mongodb://127.0.0.1:27017/signing-test npm test -- test/store.test.ts
+ * What every backend of every owner's store must do: the unique keys are the guards (one
+ * signature per record, one lease per seq, one open lease per key), bulks keep the first
+ * signature and count the rest, queries page in id order. Runs on the embedded SQLite store
+ * (in memory and in files) always, and on MongoDB too when MONGO_URI is set:
+ *   MONGO_URI=mongodb://127.0.0.1:27017/signing-test npx jest test/store.test.ts
  */
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
-import { DbMixin, DuplicateKeyError, type Store } from "../mixins/db.mixin";
-import type { SignatureDoc } from "../src/contract";
+import { MongoBatcherStore } from "../src/batcher/mongo-store";
+import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
+import type { BatchDoc, LeaseDoc, RunDoc } from "../src/contract";
+import { MongoKeyringStore } from "../src/keyring/mongo-store";
+import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
+import { DuplicateLeaseError, type KeyringStore } from "../src/keyring/store";
+import { MongoRecordsStore } from "../src/records/mongo-store";
+import { SqliteRecordsStore } from "../src/records/sqlite-store";
+import type { RecordsStore } from "../src/records/store";
+import { connectMongo } from "../src/store/mongo";
+
+interface Stores {
+	records: RecordsStore & { close(): Promise<void> };
+	keyring: KeyringStore;
+	batcher: SqliteBatcherStore | MongoBatcherStore;
+}
 
 interface Backend {
 	name: string;
-	settings(): { dataDir: string; mongoUri: string | null };
+	open(): Promise<Stores>;
+	cleanup(): Promise<void>;
 }
 
-const backends: Backend[] = [
-	{ name: "NeDB in memory", settings: () => ({ dataDir: "", mongoUri: null }) },
-	{ name: "NeDB files", settings: () => ({ dataDir: fs.mkdtempSync(path.join(os.tmpdir(), "signing-store-")), mongoUri: null }) }
-];
+const service = { broker: new ServiceBroker({ logger: false }), logger: new ServiceBroker({ logger: false }).getLogger("store-test") };
+
+function sqliteBackend(name: string, inFiles: boolean): Backend {
+	let dataDir = "";
+	return {
+		name,
+		async open() {
+			if (inFiles && !dataDir) dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-store-"));
+			return { records: SqliteRecordsStore.open(dataDir), keyring: SqliteKeyringStore.open(dataDir), batcher: SqliteBatcherStore.open(dataDir) };
+		},
+		async cleanup() {
+			if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+			dataDir = "";
+		}
+	};
+}
+
+const backends: Backend[] = [sqliteBackend("SQLite in memory", false), sqliteBackend("SQLite files", true)];
 if (process.env.MONGO_URI) {
-	// A database of its own per test run, dropped afterwards.
-	const uri = new URL(process.env.MONGO_URI);
-	uri.pathname = `/signing-store-test-${process.pid}`;
-	backends.push({ name: "MongoDB", settings: () => ({ dataDir: "", mongoUri: uri.toString() }) });
+	// A database of its own per test, dropped afterwards.
+	let uri = "";
+	let n = 0;
+	backends.push({
+		name: "MongoDB",
+		async open() {
+			const url = new URL(process.env.MONGO_URI!);
+			url.pathname = `/signing-store-test-${process.pid}-${++n}`;
+			uri = url.toString();
+			return { records: await MongoRecordsStore.open(uri, service), keyring: await MongoKeyringStore.open(uri, service), batcher: await MongoBatcherStore.open(uri, service) };
+		},
+		async cleanup() {
+			const connection = await connectMongo(uri, service, "records");
+			await connection.db.command({ dropDatabase: 1 });
+			await connection.close();
+		}
+	});
 }
 
-function signature(recordId: string, batchId: string): SignatureDoc {
-	return { _id: recordId, recordId, keyId: "key-000", batchId, leaseId: `lease-${batchId}`, jws: `jws-of-${recordId}-${batchId}`, signedAt: new Date().toISOString() };
+const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
+
+function signatures(ids: string[], batch: string) {
+	return { batchId: batch, keyId: `key-of-${batch}`, leaseId: `lease-of-${batch}`, signatures: ids.map(recordId => ({ recordId, jws: `jws-of-${recordId}-${batch}`, signedAt: at(1) })) };
+}
+
+function lease(leaseId: string, keyId: string, grantSeq: number): LeaseDoc {
+	return { leaseId, keyId, holder: "signer-1", grantSeq, grantedAt: at(grantSeq), expiresAt: at(grantSeq + 30), endSeq: null, endedAt: null, end: null };
 }
 
 describe.each(backends)("store on $name", backend => {
-	let broker: ServiceBroker;
-	let signatures: Store<SignatureDoc>;
-	let settings: { dataDir: string; mongoUri: string | null };
+	let stores: Stores;
 
 	beforeEach(async () => {
-		settings = backend.settings();
-		broker = new ServiceBroker({ logger: false });
-		const service = broker.createService({ name: "store-probe", mixins: [DbMixin({ signatures: { uniqueIndexes: ["recordId"] } })], settings });
-		await broker.start();
-		signatures = (service as unknown as { stores: { signatures: Store<SignatureDoc> } }).stores.signatures;
+		stores = await backend.open();
 	});
 
 	afterEach(async () => {
-		if (settings.mongoUri) {
-			const adapters = (broker.getLocalService("store-probe") as unknown as { adapters: Array<{ db: { dropDatabase(): Promise<unknown> } }> }).adapters;
-			await adapters[0].db.dropDatabase();
-		}
-		await broker.stop();
-		if (settings.dataDir) fs.rmSync(settings.dataDir, { recursive: true, force: true });
+		await stores.records.close();
+		await stores.keyring.close();
+		await stores.batcher.close();
+		await backend.cleanup();
 	});
 
-	test("a bulk with already-signed records keeps the first signatures, stores the rest, counts the duplicates", async () => {
-		expect(await signatures.insertManyUnique(["r1", "r2", "r3"].map(id => signature(id, "b1")), "recordId")).toEqual({ inserted: 3, duplicates: 0 });
-		expect(await signatures.insertManyUnique(["r2", "r3", "r4", "r5"].map(id => signature(id, "b2")), "recordId")).toEqual({ inserted: 2, duplicates: 2 });
-		const stored = await signatures.find({}, { sort: { recordId: 1 } });
-		expect(stored.map(s => [s.recordId, s.batchId])).toEqual([["r1", "b1"], ["r2", "b1"], ["r3", "b1"], ["r4", "b2"], ["r5", "b2"]]);
+	describe("records", () => {
+		beforeEach(async () => {
+			await stores.records.insertRecords(["r1", "r2", "r3", "r4", "r5"].map(id => ({ id, data: `data-${id}` })));
+		});
+
+		test("a bulk with already-signed records keeps the first signatures, stores the rest, counts the duplicates", async () => {
+			expect(await stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1"))).toEqual({ stored: 3, duplicates: 0 });
+			expect(await stores.records.storeSignatures(signatures(["r2", "r3", "r4", "r5"], "b2"))).toEqual({ stored: 2, duplicates: 2 });
+			const { docs } = await stores.records.page("signatures", undefined, 10);
+			expect(docs.map(s => [(s as { recordId: string }).recordId, (s as { batchId: string }).batchId])).toEqual([["r1", "b1"], ["r2", "b1"], ["r3", "b1"], ["r4", "b2"], ["r5", "b2"]]);
+			expect(await stores.records.signature("r2")).toMatchObject({ recordId: "r2", batchId: "b1", keyId: "key-of-b1", leaseId: "lease-of-b1", jws: "jws-of-r2-b1" });
+			expect(await stores.records.signedCount()).toBe(5);
+		});
+
+		test("concurrent bulks over the same records store each record once", async () => {
+			const ids = ["r1", "r2", "r3", "r4", "r5"];
+			const results = await Promise.all(["b1", "b2", "b3", "b4"].map(batch => stores.records.storeSignatures(signatures(ids, batch))));
+			expect(results.reduce((sum, r) => sum + r.stored, 0)).toBe(5);
+			expect(results.reduce((sum, r) => sum + r.duplicates, 0)).toBe(15);
+			expect(await stores.records.signedCount()).toBe(5);
+		});
+
+		test("a duplicate inside one bulk is stored once", async () => {
+			expect(await stores.records.storeSignatures(signatures(["r1", "r1", "r2"], "b1"))).toEqual({ stored: 2, duplicates: 1 });
+		});
+
+		test("unsigned ids page in ascending order after the cursor; payloads come back in the order asked", async () => {
+			await stores.records.storeSignatures(signatures(["r2", "r4"], "b1"));
+			expect(await stores.records.unsignedRecords(undefined, 2)).toEqual([{ id: "r1", data: "data-r1" }, { id: "r3", data: "data-r3" }]);
+			expect((await stores.records.unsignedRecords("r1", 10)).map(r => r.id)).toEqual(["r3", "r5"]);
+			expect(await stores.records.unsignedRecords("r5", 10)).toEqual([]);
+			expect(await stores.records.unsignedAmong(["r5", "r4", "nope", "r1"])).toEqual([{ id: "r5", data: "data-r5" }, { id: "r1", data: "data-r1" }]);
+			expect(await stores.records.maxRecordBytes()).toBe("r1".length + "data-r1".length);
+			expect(await stores.records.recordCount()).toBe(5);
+			// Seeding twice adds nothing.
+			await stores.records.insertRecords([{ id: "r1", data: "other" }]);
+			expect(await stores.records.recordCount()).toBe(5);
+			expect(await stores.records.record("r1")).toEqual({ id: "r1", data: "data-r1" });
+		});
+
+		test("records and signatures page by id", async () => {
+			await stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1"));
+			const first = await stores.records.page("records", undefined, 2);
+			expect(first.docs.map(d => (d as { _id: string })._id)).toEqual(["r1", "r2"]);
+			const second = await stores.records.page("records", first.next!, 10);
+			expect(second).toMatchObject({ next: null });
+			expect(second.docs).toEqual([{ _id: "r3", data: "data-r3" }, { _id: "r4", data: "data-r4" }, { _id: "r5", data: "data-r5" }]);
+			expect((await stores.records.page("signatures", "r2", 10)).docs).toEqual([expect.objectContaining({ _id: "r3", recordId: "r3", batchId: "b1" })]);
+		});
 	});
 
-	test("the unique index refuses a second signature for a record even without the duplicate-tolerant path", async () => {
-		await signatures.insert(signature("r1", "b1"));
-		await expect(signatures.insert({ ...signature("r1", "b2"), _id: "another-id" })).rejects.toBeInstanceOf(DuplicateKeyError);
-		expect(await signatures.count({ recordId: "r1" })).toBe(1);
+	describe("keyring", () => {
+		test("the store refuses a second open lease of a key and a second lease at one seq", async () => {
+			await stores.keyring.insertLease(lease("l1", "key-000", 1));
+			await expect(stores.keyring.insertLease(lease("l2", "key-000", 2))).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await expect(stores.keyring.insertLease(lease("l3", "key-001", 1))).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await stores.keyring.insertLease(lease("l4", "key-001", 2));
+			// Once ended, the key can be granted again.
+			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 3, endedAt: at(3) })).toBe(1);
+			await stores.keyring.insertLease(lease("l5", "key-000", 4));
+			const { docs } = await stores.keyring.page("leases", undefined, 10);
+			expect(docs.map(d => (d as LeaseDoc).leaseId).sort()).toEqual(["l1", "l4", "l5"]);
+		});
+
+		test("renew and end change only an open lease and say how many matched; the summary rebuilds the state per key", async () => {
+			await stores.keyring.insertLease(lease("l1", "key-000", 1));
+			await stores.keyring.insertLease(lease("l2", "key-001", 2));
+			expect(await stores.keyring.renewLease("l1", at(99))).toBe(1);
+			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(3) })).toBe(1);
+			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 4, endedAt: at(4) })).toBe(0);
+			expect(await stores.keyring.renewLease("l1", at(120))).toBe(0);
+			expect(await stores.keyring.lease("l1")).toMatchObject({ leaseId: "l1", end: "expired", endSeq: 3, expiresAt: at(99) });
+			await stores.keyring.insertLease(lease("l3", "key-000", 5));
+			expect(await stores.keyring.endLease("l3", { end: "released", endSeq: 6, endedAt: at(6) })).toBe(1);
+			const summary = await stores.keyring.summary();
+			expect(summary.open.map(l => l.leaseId)).toEqual(["l2"]);
+			expect(Object.fromEntries(summary.lastEnd)).toEqual({ "key-000": 6 });
+			expect(Object.fromEntries(summary.uses)).toEqual({ "key-000": 2, "key-001": 1 });
+			expect(summary.lastSeq).toBe(6);
+		});
+
+		test("keys page with their public fields only", async () => {
+			await stores.keyring.insertKeys([{ keyId: "key-000", createdAt: at(0), publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" }, sealedPrivateKey: "sealed-secret" }]);
+			expect(await stores.keyring.keys()).toEqual([expect.objectContaining({ keyId: "key-000", sealedPrivateKey: "sealed-secret" })]);
+			const { docs } = await stores.keyring.page("keys", undefined, 10);
+			expect(docs).toEqual([{ _id: "key-000", keyId: "key-000", createdAt: at(0), publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" } }]);
+			expect(JSON.stringify(docs)).not.toContain("sealed-secret");
+		});
 	});
 
-	test("concurrent bulks over the same records store each record once", async () => {
-		const ids = Array.from({ length: 200 }, (_, i) => `r${String(i).padStart(3, "0")}`);
-		const results = await Promise.all(["b1", "b2", "b3", "b4"].map(batch => signatures.insertManyUnique(ids.map(id => signature(id, batch)), "recordId")));
-		expect(results.reduce((sum, r) => sum + r.inserted, 0)).toBe(200);
-		expect(results.reduce((sum, r) => sum + r.duplicates, 0)).toBe(600);
-		expect(await signatures.count()).toBe(200);
-	});
+	describe("batcher", () => {
+		const run = (runId: string, startedAt: string, extra: Partial<RunDoc> = {}): RunDoc => ({ runId, batchSize: 10, status: "running", startedAt, finishedAt: null, report: null, ...extra });
+		const batch = (batchId: string, runId: string, extra: Partial<BatchDoc> = {}): BatchDoc => ({ batchId, runId, keyId: null, leaseId: null, recordIds: ["r1", "r2"], attempt: 1, status: "pending", startedAt: at(1), finishedAt: null, signer: null, error: null, ...extra });
 
-	test("a duplicate inside one bulk is stored once", async () => {
-		expect(await signatures.insertManyUnique([signature("r1", "b1"), signature("r1", "b1"), signature("r2", "b1")], "recordId")).toEqual({ inserted: 2, duplicates: 1 });
-	});
+		test("runs: found by id, by idempotency key, the interrupted one, newest first", async () => {
+			await stores.batcher.insertRun(run("run-a", at(1), { status: "completed", idempotencyKey: "k-1", requestFingerprint: "{}" }));
+			await stores.batcher.insertRun(run("run-b", at(2)));
+			expect(await stores.batcher.getRun("run-a")).toMatchObject({ runId: "run-a", batchSize: 10, status: "completed", idempotencyKey: "k-1" });
+			expect(await stores.batcher.runByIdempotencyKey("k-1")).toMatchObject({ runId: "run-a" });
+			expect(await stores.batcher.runByIdempotencyKey("k-2")).toBeNull();
+			expect(await stores.batcher.interruptedRun()).toMatchObject({ runId: "run-b" });
+			expect((await stores.batcher.listRuns()).map(r => r.runId)).toEqual(["run-b", "run-a"]);
+			await stores.batcher.updateRun("run-b", { status: "completed", finishedAt: at(3), report: { runId: "run-b" } as RunDoc["report"] });
+			expect(await stores.batcher.interruptedRun()).toBeNull();
+			expect(await stores.batcher.getRun("run-b")).toMatchObject({ status: "completed", finishedAt: at(3), report: { runId: "run-b" } });
+		});
 
-	test("update, find with sort/limit/projection and count behave alike", async () => {
-		await signatures.insertMany(["c", "a", "b"].map(id => signature(id, "b1")));
-		expect(await signatures.update({ recordId: "b" }, { keyId: "key-007" })).toBe(1);
-		expect(await signatures.update({ recordId: "zz" }, { keyId: "key-007" })).toBe(0);
-		expect(await signatures.update({ batchId: "b1" }, { leaseId: "l-9" }, { multi: true })).toBe(3);
-		const page = await signatures.find({ _id: { $gt: "a" } }, { sort: { _id: 1 }, limit: 1, projection: { recordId: 1, keyId: 1 } });
-		expect(page).toEqual([expect.objectContaining({ recordId: "b", keyId: "key-007" })]);
-		expect(page[0].jws).toBeUndefined();
-		expect(await signatures.count({ leaseId: "l-9" })).toBe(3);
+		test("batches: updated, abandoned when pending, summed by the store", async () => {
+			await stores.batcher.insertRun(run("run-a", at(1)));
+			await stores.batcher.insertBatch(batch("b1", "run-a"));
+			await stores.batcher.insertBatch(batch("b2", "run-a"));
+			await stores.batcher.insertBatch(batch("b3", "run-a"));
+			await stores.batcher.updateBatch("b1", { status: "signed", keyId: "key-000", leaseId: "l1", stored: 2, duplicates: 0 });
+			await stores.batcher.updateBatch("b2", { status: "signed", keyId: "key-001", leaseId: "l2", stored: 1, duplicates: 1 });
+			expect(await stores.batcher.abandonPending("run-a", at(9))).toBe(1);
+			expect(await stores.batcher.batchSummary("run-a")).toEqual({ total: 3, byStatus: { signed: 2, abandoned: 1 }, stored: 3, duplicates: 1, keysUsed: 2 });
+			const { docs } = await stores.batcher.page("batches", undefined, 10);
+			expect(docs).toEqual([
+				expect.objectContaining({ _id: "b1", batchId: "b1", recordIds: ["r1", "r2"], status: "signed", keyId: "key-000" }),
+				expect.objectContaining({ batchId: "b2" }),
+				expect.objectContaining({ batchId: "b3", status: "abandoned", finishedAt: at(9) })
+			]);
+		});
 	});
 });
 
-test("the file store keeps what was written across a restart", async () => {
-	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-store-"));
-	try {
-		for (const round of [1, 2]) {
-			const broker = new ServiceBroker({ logger: false });
-			const service = broker.createService({ name: "store-probe", mixins: [DbMixin({ signatures: { uniqueIndexes: ["recordId"] } })], settings: { dataDir, mongoUri: null } });
-			await broker.start();
-			const store = (service as unknown as { stores: { signatures: Store<SignatureDoc> } }).stores.signatures;
-			const result = await store.insertManyUnique([signature("r1", `b${round}`), signature(`r${round + 1}`, `b${round}`)], "recordId");
-			expect(result).toEqual(round === 1 ? { inserted: 2, duplicates: 0 } : { inserted: 1, duplicates: 1 });
-			await broker.stop();
+describe("the embedded store under kill -9", () => {
+	test("every signature the store acknowledged before the kill is there after it", async () => {
+		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-kill-"));
+		try {
+			const seeded = SqliteRecordsStore.open(dataDir);
+			await seeded.insertRecords(Array.from({ length: 20_000 }, (_, i) => ({ id: `r${String(i).padStart(5, "0")}`, data: "x" })));
+			await seeded.close();
+			// A writer that prints each batch it stored, after the store acknowledged it, until it is killed.
+			const writer = `
+				const { SqliteRecordsStore } = require(${JSON.stringify(path.resolve(__dirname, "../dist/src/records/sqlite-store.js"))});
+				const store = SqliteRecordsStore.open(${JSON.stringify(dataDir)});
+				(async () => {
+					for (let b = 0; b < 200; b++) {
+						const ids = Array.from({ length: 100 }, (_, i) => "r" + String(b * 100 + i).padStart(5, "0"));
+						await store.storeSignatures({ batchId: "b" + b, keyId: "k", leaseId: "l", signatures: ids.map(recordId => ({ recordId, jws: "j", signedAt: "t" })) });
+						process.stdout.write("acked b" + b + "\\n");
+					}
+				})();`;
+			const child = spawn(process.execPath, ["--disable-warning=ExperimentalWarning", "-e", writer], { stdio: ["ignore", "pipe", "inherit"] });
+			const acked: string[] = [];
+			await new Promise<void>(resolve => {
+				child.stdout!.on("data", chunk => {
+					acked.push(...String(chunk).split("\n").filter(Boolean).map(line => line.split(" ")[1]));
+					if (acked.length >= 20 && !child.killed) child.kill("SIGKILL");
+				});
+				child.on("exit", () => resolve());
+			});
+			expect(acked.length).toBeGreaterThanOrEqual(20);
+			const reopened = SqliteRecordsStore.open(dataDir);
+			try {
+				for (const batchId of acked) {
+					const b = Number(batchId.slice(1));
+					expect(await reopened.unsignedAmong([`r${String(b * 100).padStart(5, "0")}`, `r${String(b * 100 + 99).padStart(5, "0")}`])).toEqual([]);
+				}
+				expect(await reopened.signedCount()).toBeGreaterThanOrEqual(acked.length * 100);
+			} finally {
+				await reopened.close();
+			}
+		} finally {
+			fs.rmSync(dataDir, { recursive: true, force: true });
 		}
-		expect(fs.existsSync(path.join(dataDir, "signatures.db"))).toBe(true);
-	} finally {
-		fs.rmSync(dataDir, { recursive: true, force: true });
-	}
+	});
 });

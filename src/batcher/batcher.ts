@@ -204,7 +204,7 @@ export class Batcher {
 			}
 			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure) {
 				let planned = planner.nextRetry();
-				if (!planned && planner.paging) planned = planner.acceptPage(await this.deps.records.unsignedIds(planner.after, active.run.batchSize));
+				if (!planned && planner.paging) planned = planner.acceptPage(await this.deps.records.unsignedPage(planner.after, active.run.batchSize));
 				if (!planned) break;
 				const task: Promise<void> = this.runBatch(active, planned).finally(() => active.inFlight.delete(task));
 				active.inFlight.add(task);
@@ -227,25 +227,26 @@ export class Batcher {
 		const { store, clock } = this.deps;
 		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
 		const startedAt = clock.now();
-		await store.insertBatch({ _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds: planned.recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null });
+		const recordIds = planned.records.map(record => record.id);
+		await store.insertBatch({ _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null });
 		const signer = this.pickSigner(active);
 		if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
 		try {
 			const result = await this.deps.signers
-				.signBatch({ batchId, runId: run.runId, recordIds: planned.recordIds }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs })
+				.signBatch({ batchId, runId: run.runId, records: planned.records }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs })
 				.finally(() => {
 					if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
 				});
 			await store.updateBatch(batchId, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt: new Date(clock.now()).toISOString() });
-			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: planned.recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
+			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
 		} catch (err) {
 			const error = (err as Error).message;
 			this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) failed: ${error}`);
 			await store.updateBatch(batchId, { status: "failed", error, finishedAt: new Date(clock.now()).toISOString() });
-			this.deps.emit("batch.failed", { runId: run.runId, batchId, size: planned.recordIds.length, error });
+			this.deps.emit("batch.failed", { runId: run.runId, batchId, size: recordIds.length, error });
 			// Failed by the shutdown itself: not an attempt against the run; its records are paged again on resume.
 			if (this.halted) return;
-			const unsigned = await this.deps.records.filterUnsigned(planned.recordIds).catch(() => planned.recordIds);
+			const unsigned = await this.deps.records.unsignedAmong(recordIds).catch(() => planned.records);
 			if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
 			await clock.sleep(retryDelayMs(planned.attempt));
 		}

@@ -3,8 +3,11 @@
  * ascending order, then the still-unsigned records of failed batches as new batches.
  * No broker in here; the service feeds it pages and outcomes.
  */
+import type { RecordPayload } from "../contract";
+
 export interface PlannedBatch {
-	recordIds: string[];
+	/** Its records with their payloads, ascending ids. */
+	records: RecordPayload[];
 	attempt: number;
 }
 
@@ -30,13 +33,13 @@ export class BatchPlanner {
 	}
 
 	/** Records the page read after the cursor; an empty page ends the fresh pages. */
-	acceptPage(ids: string[]): PlannedBatch | undefined {
-		if (ids.length === 0) {
+	acceptPage(records: RecordPayload[]): PlannedBatch | undefined {
+		if (records.length === 0) {
 			this.exhausted = true;
 			return undefined;
 		}
-		this.cursor = ids[ids.length - 1];
-		return { recordIds: ids, attempt: 1 };
+		this.cursor = records[records.length - 1].id;
+		return { records, attempt: 1 };
 	}
 
 	get after(): string | undefined {
@@ -47,11 +50,11 @@ export class BatchPlanner {
 	 * A batch failed: its records that are still unsigned go again, split to the batch
 	 * size, with a new batch id. Returns false when they have failed too often.
 	 */
-	failed(batch: PlannedBatch, stillUnsigned: string[]): boolean {
+	failed(batch: PlannedBatch, stillUnsigned: RecordPayload[]): boolean {
 		if (stillUnsigned.length === 0) return true;
 		if (batch.attempt >= this.maxAttempts) return false;
 		for (let i = 0; i < stillUnsigned.length; i += this.batchSize)
-			this.retries.push({ recordIds: stillUnsigned.slice(i, i + this.batchSize), attempt: batch.attempt + 1 });
+			this.retries.push({ records: stillUnsigned.slice(i, i + this.batchSize), attempt: batch.attempt + 1 });
 		return true;
 	}
 

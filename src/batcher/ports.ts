@@ -3,7 +3,7 @@
  * service, the signers and the event bus. The service wires them to the broker; unit tests
  * give plain objects.
  */
-import type { BatchDoc, BatchStatus, EventMap, Progress, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
+import type { BatchDoc, BatchStatus, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
 
 /** The batcher's two collections, `runs` and `batches`. */
 export interface BatcherStore {
@@ -36,11 +36,12 @@ export interface BatchSummary {
 
 /** The records service, as the batcher uses it. */
 export interface RecordsPort {
-	/** The next `limit` unsigned record ids after `after`, ascending. */
-	unsignedIds(after: string | undefined, limit: number): Promise<string[]>;
-	/** Of `ids`, those still without a signature. */
-	filterUnsigned(ids: string[]): Promise<string[]>;
+	/** The next `limit` unsigned records after `after`, ascending, with their payloads. */
+	unsignedPage(after: string | undefined, limit: number): Promise<RecordPayload[]>;
+	/** Of the records `ids`, those still without a signature, with their payloads. */
+	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
 	progress(): Promise<Progress>;
+	stats(): Promise<RecordStats>;
 }
 
 /** The signers, as the batcher reaches them. */

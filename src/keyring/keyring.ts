@@ -8,14 +8,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { Errors } from "moleculer";
-import type { CryptoKey, JWK } from "jose";
-import type { Store } from "../../mixins/db.mixin";
+import type { JWK } from "jose";
 import { Events, type AcquireParams, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
 import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
 import { LeaseTable } from "./lease-table";
 import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
-import { checkSessionKey, importSessionKey, InvalidSessionKeyError, sealToSession } from "./session-key";
+import { checkSessionKey, InvalidSessionKeyError, KeyTransport } from "./key-transport";
 import { Serial } from "./serial";
+import type { KeyringStore } from "./store";
 import { systemClock, type Clock } from "../clock";
 
 export interface KeyringOptions {
@@ -42,8 +42,7 @@ export interface KeyringLogger {
 }
 
 export interface KeyringDeps {
-	keys: Store<KeyDoc>;
-	leases: Store<LeaseDoc>;
+	store: KeyringStore;
 	logger: KeyringLogger;
 	/** Publishes a domain event (fire and forget). */
 	emit(event: string, payload: LeaseEvent): void;
@@ -69,6 +68,8 @@ interface Waiter {
 
 export class Keyring {
 	private readonly serial = new Serial();
+	/** Seals leased keys to the signers' sessions; its key lives as long as this process. */
+	private readonly transport = new KeyTransport();
 	/** Callers waiting for a key, in call order (a Set keeps insertion order, deletes in O(1)). */
 	private readonly waiters = new Set<Waiter>();
 	/** Last `seq` handed out; a failed write burns its seq so no value is ever stored twice. */
@@ -95,7 +96,7 @@ export class Keyring {
 	/** Loads (or generates) the keys, checks the master key against them, and replays the lease log. */
 	static async open(options: KeyringOptions, deps: KeyringDeps): Promise<Keyring> {
 		const { logger } = deps;
-		let keyDocs = await deps.keys.find({}, { sort: { keyId: 1 } });
+		let keyDocs = await deps.store.keys();
 		const master = await loadMasterKey(options, keyDocs.length === 0);
 		if (options.dataDir && !options.masterKey && masterKeyFileExposure(options.dataDir))
 			logger.warn(`${master.source} is readable by other users; chmod 600 it`);
@@ -103,17 +104,14 @@ export class Keyring {
 			logger.warn(`Keys in MongoDB are sealed with ${master.source}; set KEYRING_MASTER_KEY so that any keyring node can open them`);
 		if (keyDocs.length === 0) {
 			keyDocs = await generateKeys(options.keys, master);
-			await deps.keys.insertMany(keyDocs);
+			await deps.store.insertKeys(keyDocs);
 			logger.info(`Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`);
 		} else {
 			for (const doc of keyDocs) await verifySealedKey(doc, master);
 			if (keyDocs.length !== options.keys) logger.info(`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`);
 		}
 
-		const leases = await deps.leases.find({});
-		const { table, replay } = LeaseTable.fromStore(keyDocs.map(k => k.keyId), leases);
-		for (const problem of replay.problems) logger.warn(`Lease log: lease ${problem.leaseId} at seq ${problem.seq}: ${problem.problem}`);
-		if (replay.nonLruGrants.length) logger.warn(`Lease log: ${replay.nonLruGrants.length} grants did not take the least recently used key`);
+		const table = LeaseTable.fromSummary(keyDocs.map(k => k.keyId), await deps.store.summary());
 		const keyring = new Keyring(options, deps, master, new Map(keyDocs.map(k => [k.keyId, k])), table);
 		logger.info(`Keyring ready: ${keyDocs.length} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}`);
 		if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
@@ -133,14 +131,11 @@ export class Keyring {
 		} catch (err) {
 			throw toClientError(err);
 		}
-		// Imported while the caller waits, so that the line forms in call order.
-		const sessionKey = importSessionKey(params.sessionKey);
-		sessionKey.catch(() => undefined);
 		const limitMs = Math.min(params.waitMs ?? this.options.acquireWaitMs, this.options.acquireWaitMs);
 		const { lease } = await this.waitForGrant(params.holder, limitMs);
 		try {
-			const key = await this.sealLeaseKey(lease.keyId, await sessionKey);
-			return { leaseId: lease.leaseId, keyId: lease.keyId, expiresAt: lease.expiresAt, key };
+			const key = await this.sealLeaseKey(lease, params.sessionKey);
+			return { leaseId: lease.leaseId, keyId: lease.keyId, expiresAt: lease.expiresAt, key, transportKey: this.transport.publicJwk };
 		} catch (err) {
 			// The holder never got the key: hand it back instead of letting it idle until expiry.
 			await this.release(lease.leaseId).catch(releaseErr => this.deps.logger.error(`Could not release lease ${lease.leaseId} after a failed key transport: ${(releaseErr as Error).message}`));
@@ -155,7 +150,7 @@ export class Keyring {
 			const lease = this.table.activeLease(leaseId);
 			if (!lease) return null;
 			const expiresAt = new Date(this.clock.now() + this.options.leaseTtlMs).toISOString();
-			const matched = await this.deps.leases.update({ leaseId, end: null }, { expiresAt });
+			const matched = await this.deps.store.renewLease(leaseId, expiresAt);
 			if (matched !== 1) throw new Error(`renew of lease ${leaseId}: the store matched ${matched} active leases, expected 1`);
 			this.table.renew(leaseId, expiresAt);
 			return expiresAt;
@@ -317,7 +312,7 @@ export class Keyring {
 			endedAt: null,
 			end: null
 		};
-		await this.deps.leases.insert({ ...lease });
+		await this.deps.store.insertLease({ ...lease });
 		this.table.grant(lease);
 		const waitMs = now - waiter.since;
 		this.deps.emit(Events.leaseGranted, { leaseId, keyId, holder: lease.holder, seq: lease.grantSeq, waitMs });
@@ -328,7 +323,7 @@ export class Keyring {
 	private async endLease(lease: LeaseDoc, end: LeaseEnd): Promise<void> {
 		const endSeq = ++this.issuedSeq;
 		const endedAt = new Date(this.clock.now()).toISOString();
-		const matched = await this.deps.leases.update({ leaseId: lease.leaseId, end: null }, { end, endSeq, endedAt });
+		const matched = await this.deps.store.endLease(lease.leaseId, { end, endSeq, endedAt });
 		if (matched !== 1) throw new Error(`${end} of lease ${lease.leaseId}: the store matched ${matched} active leases, expected 1`);
 		this.table.end(lease.leaseId, end, endSeq, endedAt);
 		this.deps.emit(end === "released" ? Events.leaseReleased : Events.leaseExpired, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: endSeq });
@@ -361,19 +356,19 @@ export class Keyring {
 
 	/** Why a renew or release changed nothing, from the store (ended leases never change again). */
 	private async whyNotCurrent(leaseId: string): Promise<string> {
-		const stored = await this.deps.leases.findOne({ leaseId });
+		const stored = await this.deps.store.lease(leaseId);
 		if (!stored) return `unknown lease ${leaseId}; nothing changed`;
 		if (stored.end) return `lease ${leaseId} of ${stored.keyId} already ended (${stored.end} at ${stored.endedAt}, seq ${stored.endSeq}); nothing changed`;
 		return `lease ${leaseId} is not current in this keyring; nothing changed`;
 	}
 
-	/** The leased private key, opened from rest and sealed to the holder's session key. */
-	private async sealLeaseKey(keyId: string, sessionKey: CryptoKey): Promise<string> {
-		const doc = this.keyDocs.get(keyId);
-		if (!doc) throw new Error(`no key ${keyId}`);
-		const privateJwk = await unsealPrivateKey(doc.sealedPrivateKey, keyId, this.master);
+	/** The leased private key, opened from rest and sealed to the holder's session, for this lease only. */
+	private async sealLeaseKey(lease: LeaseDoc, sessionKey: JWK): Promise<string> {
+		const doc = this.keyDocs.get(lease.keyId);
+		if (!doc) throw new Error(`no key ${lease.keyId}`);
+		const privateJwk = await unsealPrivateKey(doc.sealedPrivateKey, lease.keyId, this.master);
 		try {
-			return await sealToSession(privateJwk, keyId, sessionKey);
+			return this.transport.seal(privateJwk, lease.keyId, lease.leaseId, sessionKey);
 		} finally {
 			privateJwk.fill(0);
 		}

@@ -4,7 +4,7 @@
  * store has accepted the same change, so it never claims what the store does not hold.
  */
 import type { LeaseDoc, LeaseEnd } from "../contract";
-import { replayLeases, type ReplayResult } from "./replay";
+import type { LeaseLogSummary } from "./store";
 
 export class LeaseTable {
 	/** Insertion order is the LRU order: take from the front, give back at the end. */
@@ -16,17 +16,21 @@ export class LeaseTable {
 	/** Never later than the earliest `expiresAt` of an active lease: spares most expiry scans. */
 	private expiryFloor = Infinity;
 
-	/** Rebuilds the state a keyring left in the store, by the same replay the audit uses. */
-	static fromStore(keyIds: string[], leases: LeaseDoc[]): { table: LeaseTable; replay: ReplayResult } {
-		const sorted = [...keyIds].sort();
-		const replay = replayLeases(sorted, leases);
+	/**
+	 * Rebuilds the state a keyring left in the store: the keys without an open lease are free,
+	 * never-used ones first in keyId order, then by the seq of their last end (what replaying
+	 * the log grant by grant would give, in memory per key rather than per lease).
+	 */
+	static fromSummary(keyIds: string[], summary: LeaseLogSummary): LeaseTable {
 		const table = new LeaseTable();
-		for (const keyId of replay.freeQueue) table.free.add(keyId);
-		for (const lease of replay.active.values()) table.activate(lease);
-		for (const keyId of sorted) table.uses.set(keyId, 0);
-		for (const lease of leases) table.uses.set(lease.keyId, (table.uses.get(lease.keyId) ?? 0) + 1);
-		table.lastSeqValue = replay.lastSeq;
-		return { table, replay };
+		for (const lease of summary.open) table.activate(lease);
+		const free = [...keyIds].sort().filter(keyId => !table.byKey.has(keyId));
+		const lastEnd = (keyId: string) => summary.lastEnd.get(keyId) ?? 0;
+		free.sort((a, b) => lastEnd(a) - lastEnd(b) || (a < b ? -1 : a > b ? 1 : 0));
+		for (const keyId of free) table.free.add(keyId);
+		for (const keyId of keyIds) table.uses.set(keyId, summary.uses.get(keyId) ?? 0);
+		table.lastSeqValue = summary.lastSeq;
+		return table;
 	}
 
 	get lastSeq(): number {

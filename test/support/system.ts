@@ -1,8 +1,8 @@
 /** A whole system in one test process: real broker, real services, in-memory stores. */
 import type { ServiceBroker, ServiceSchema } from "moleculer";
 import { createKeyringService, type KeyringServiceDeps } from "../../services/keyring.service";
-import { collectSnapshot } from "../../src/audit/collect";
-import { audit } from "../../src/audit/rules";
+import { createSignerService } from "../../services/signer.service";
+import { auditServices } from "../../src/audit/collect";
 import { loadConfig } from "../../src/config";
 import { Events, type RunCompletedEvent, type RunDoc } from "../../src/contract";
 import { serviceSettings, type KeyringSettings } from "../../src/settings";
@@ -57,10 +57,15 @@ export async function runToCompletion(system: TestSystem, batchSize?: number) {
 }
 
 export async function auditSystem(broker: ServiceBroker) {
-	return audit(await collectSnapshot(broker));
+	return auditServices(broker);
 }
 
 /** The keyring service with the defaults of an in-memory test configuration, and `overrides`. */
 export function keyringService(overrides: Partial<KeyringSettings> = {}, deps: KeyringServiceDeps = {}): ServiceSchema {
 	return createKeyringService({ ...serviceSettings(loadConfig({ DATA_DIR: "" })).keyring, ...overrides }, deps);
+}
+
+/** The signer service with the defaults of an in-memory test configuration (to join a running system). */
+export function signerService(): ServiceSchema {
+	return createSignerService(serviceSettings(loadConfig({ DATA_DIR: "" })).signer);
 }

@@ -1,0 +1,65 @@
+/**
+ * Storage for a data-owning service: opens its store when the service starts (before the
+ * service's own `started`) and closes it after its `stopped`. `MONGO_URI` set: MongoDB through
+ * moleculer-db-adapter-mongo; otherwise the embedded SQLite file of the owner in `DATA_DIR`
+ * (in memory when `dataDir` is ""). The service reaches it as `this.store`.
+ *
+ * Every owner also answers `page`: its collections by `_id`, for the audit and the export
+ * when they read a running system over the transporter. No store pages secrets.
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import { Errors } from "moleculer";
+import { pageParams, type Page, type PageParams } from "../src/contract";
+import type { StoreOwner } from "../src/store/schema";
+
+export interface StoreSettings {
+	/** Embedded store folder, "" for memory only. */
+	dataDir: string;
+	mongoUri: string | null;
+}
+
+/** What every owner's store offers besides its own operations. */
+export interface OwnedStore {
+	page(collection: string, after: string | undefined, limit: number): Promise<Page>;
+	close(): Promise<void>;
+}
+
+export interface StoreSpec<S extends OwnedStore> {
+	owner: StoreOwner;
+	collections: readonly string[];
+	embedded(dataDir: string, log: (line: string) => void): S;
+	mongo(uri: string, service: { broker: unknown; logger: unknown }): Promise<S>;
+}
+
+/** Where a store lives, for log lines: never the URI's credentials. */
+export function describeStore(settings: StoreSettings, owner: StoreOwner): string {
+	if (settings.mongoUri) return `MongoDB ${settings.mongoUri.replace(/\/\/[^@/]*@/, "//***@").replace(/\?.*$/, "")}`;
+	return settings.dataDir ? `${settings.dataDir}/${owner}.sqlite` : "memory";
+}
+
+export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<ServiceSchema> {
+	const mixin: ServiceSchema<StoreSettings, Record<string, never>, { store: S }> = {
+		name: `${spec.owner}-store`,
+		actions: {
+			/** One page of an owned collection by `_id` (ascending): the audit and the export read through it. */
+			page: {
+				params: pageParams,
+				handler(ctx: Context<PageParams>): Promise<Page> {
+					const { collection, after, limit = 1000 } = ctx.params;
+					if (!spec.collections.includes(collection))
+						throw new Errors.MoleculerClientError(`Unknown collection "${collection}"; ${this.name} owns: ${spec.collections.join(", ")}`, 404, "UNKNOWN_COLLECTION", { collection });
+					return this.store.page(collection, after, limit);
+				}
+			}
+		},
+		async started() {
+			const { settings } = this;
+			this.store = settings.mongoUri ? await spec.mongo(settings.mongoUri, this) : spec.embedded(settings.dataDir, line => this.logger.warn(line));
+			this.logger.info(`Store ready: ${spec.collections.join(", ")} on ${describeStore(settings, spec.owner)}`);
+		},
+		async stopped() {
+			await this.store?.close();
+		}
+	};
+	return mixin as unknown as Partial<ServiceSchema>;
+}

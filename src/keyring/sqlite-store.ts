@@ -1,0 +1,90 @@
+/**
+ * The keyring's store on the embedded SQLite file `keyring.sqlite`. Every commit is fsynced:
+ * a grant is written before the reply and must survive the machine, not only the process.
+ */
+import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+import { KEYRING_SCHEMA } from "../store/schema";
+import { closeStore, isUniqueViolation, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
+import { DuplicateLeaseError, publicKeyDoc, type KeyringStore, type LeaseLogSummary } from "./store";
+
+const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
+
+type KeyRow = Omit<KeyDoc, "publicJwk"> & { publicJwk: string };
+
+function keyDoc(row: KeyRow): KeyDoc {
+	return { _id: row.keyId, keyId: row.keyId, createdAt: row.createdAt, publicJwk: JSON.parse(row.publicJwk), sealedPrivateKey: row.sealedPrivateKey };
+}
+
+function leaseDoc(row: Record<string, unknown>): LeaseDoc {
+	return { _id: row.leaseId as string, ...row, grantSeq: Number(row.grantSeq), endSeq: row.endSeq === null ? null : Number(row.endSeq) } as LeaseDoc;
+}
+
+export class SqliteKeyringStore implements KeyringStore {
+	private readonly statements: Statements;
+
+	private constructor(private readonly db: DatabaseSync, private readonly dataDir: string) {
+		this.statements = new Statements(db);
+	}
+
+	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
+		return new SqliteKeyringStore(openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log }), dataDir);
+	}
+
+	async keys(): Promise<KeyDoc[]> {
+		return (this.statements.get("SELECT * FROM keys ORDER BY keyId").all() as unknown as KeyRow[]).map(keyDoc);
+	}
+
+	async insertKeys(docs: KeyDoc[]): Promise<void> {
+		const insert = this.statements.get("INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)");
+		transaction(this.db, () => {
+			for (const doc of docs) insert.run(doc.keyId, doc.createdAt, JSON.stringify(doc.publicJwk), doc.sealedPrivateKey);
+		});
+	}
+
+	async summary(): Promise<LeaseLogSummary> {
+		const open = (this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases WHERE "end" IS NULL ORDER BY grantSeq`).all() as Array<Record<string, unknown>>).map(leaseDoc);
+		const lastEnd = new Map<string, number>();
+		const uses = new Map<string, number>();
+		for (const row of this.statements.get("SELECT keyId, count(*) AS uses, max(endSeq) AS lastEnd FROM leases GROUP BY keyId").all() as Array<{ keyId: string; uses: number; lastEnd: number | null }>) {
+			uses.set(row.keyId, Number(row.uses));
+			if (row.lastEnd !== null) lastEnd.set(row.keyId, Number(row.lastEnd));
+		}
+		const { lastSeq } = this.statements.get("SELECT max(coalesce((SELECT max(grantSeq) FROM leases), 0), coalesce((SELECT max(endSeq) FROM leases), 0)) AS lastSeq").get() as { lastSeq: number };
+		return { open, lastEnd, uses, lastSeq: Number(lastSeq) };
+	}
+
+	async insertLease(lease: LeaseDoc): Promise<void> {
+		try {
+			this.statements.get(`INSERT INTO leases (${LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+				.run(lease.leaseId, lease.keyId, lease.holder, lease.grantSeq, lease.grantedAt, lease.expiresAt, lease.endSeq, lease.endedAt, lease.end);
+		} catch (err) {
+			throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
+		}
+	}
+
+	async renewLease(leaseId: string, expiresAt: string): Promise<number> {
+		return Number(this.statements.get(`UPDATE leases SET expiresAt = ? WHERE leaseId = ? AND "end" IS NULL`).run(expiresAt, leaseId).changes);
+	}
+
+	async endLease(leaseId: string, { end, endSeq, endedAt }: { end: LeaseEnd; endSeq: number; endedAt: string }): Promise<number> {
+		return Number(this.statements.get(`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL`).run(end, endSeq, endedAt, leaseId).changes);
+	}
+
+	async lease(leaseId: string): Promise<LeaseDoc | null> {
+		const row = this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases WHERE leaseId = ?`).get(leaseId) as Record<string, unknown> | undefined;
+		return row ? leaseDoc(row) : null;
+	}
+
+	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {
+		if (collection === "keys") {
+			const rows = this.statements.get("SELECT * FROM keys WHERE keyId > ? ORDER BY keyId LIMIT ?").all(after ?? "", limit) as unknown as KeyRow[];
+			return { docs: rows.map(row => publicKeyDoc(keyDoc(row))), next: rows.length === limit ? rows[rows.length - 1].keyId : null };
+		}
+		const rows = this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases WHERE leaseId > ? ORDER BY leaseId LIMIT ?`).all(after ?? "", limit) as Array<Record<string, unknown>>;
+		return { docs: rows.map(leaseDoc), next: rows.length === limit ? String(rows[rows.length - 1].leaseId) : null };
+	}
+
+	async close(): Promise<void> {
+		await closeStore(this.db, this.dataDir, "keyring");
+	}
+}

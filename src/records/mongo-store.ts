@@ -1,0 +1,123 @@
+/**
+ * The records store on MongoDB. `records.signed` is a marker the records service keeps
+ * itself (it owns both collections): an index on `(signed, _id)` makes paging the unsigned
+ * records one indexed query per page, where a lookup per candidate would cost a round trip.
+ * The marker is set after the signatures are stored, so it may lag (a crash in between):
+ * a lagging record is offered again and its second signature is refused as a duplicate,
+ * which sets the marker.
+ */
+import type { Page, RecordPayload, SignatureDoc } from "../contract";
+import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
+import type { RecordsStore, SignedBatch } from "./store";
+
+interface RecordRow {
+	_id: string;
+	data: string;
+	signed: boolean;
+}
+
+export class MongoRecordsStore implements RecordsStore {
+	private records: number | null = null;
+	private largest: number | null = null;
+
+	private constructor(private readonly connection: MongoConnection, private readonly recordsOf: MongoCollection, private readonly signaturesOf: MongoCollection) {}
+
+	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoRecordsStore> {
+		const connection = await connectMongo(uri, service, "records");
+		const records = connection.db.collection("records");
+		const signatures = connection.db.collection("signatures");
+		// The guard against a second signature, then the indexes that keep every query indexed.
+		await signatures.createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
+		await signatures.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
+		await records.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
+		return new MongoRecordsStore(connection, records, signatures);
+	}
+
+	async recordCount(): Promise<number> {
+		// Records never change once seeded: counted once, from the collection's metadata.
+		this.records ??= await this.recordsOf.estimatedDocumentCount();
+		return this.records;
+	}
+
+	async signedCount(): Promise<number> {
+		return this.signaturesOf.estimatedDocumentCount();
+	}
+
+	async insertRecords(records: RecordPayload[]): Promise<void> {
+		try {
+			await this.recordsOf.insertMany(records.map(r => ({ _id: r.id, data: r.data, signed: false })), { ordered: false });
+		} catch (err) {
+			if (!allDuplicates(err)) throw err;
+		}
+		this.records = null;
+		this.largest = null;
+	}
+
+	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
+		const query = after === undefined ? { signed: false } : { signed: false, _id: { $gt: after } };
+		const rows: RecordRow[] = await this.recordsOf.find(query, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).hint("records_unsigned").toArray();
+		return rows.map(row => ({ id: row._id, data: row.data }));
+	}
+
+	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {
+		const signed = new Set((await this.signaturesOf.find({ recordId: { $in: ids } }, { projection: { recordId: 1 } }).toArray()).map((s: SignatureDoc) => s.recordId));
+		const rows: RecordRow[] = await this.recordsOf.find({ _id: { $in: ids.filter(id => !signed.has(id)) } }, { projection: { data: 1 } }).toArray();
+		const byId = new Map(rows.map(row => [row._id, row.data]));
+		return ids.flatMap(id => (byId.has(id) ? [{ id, data: byId.get(id)! }] : []));
+	}
+
+	async maxRecordBytes(): Promise<number> {
+		// Records never change once seeded: measured once (a full scan), then kept.
+		if (this.largest === null) {
+			const [row] = await this.recordsOf.aggregate([{ $group: { _id: null, n: { $max: { $add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }] } } } }]).toArray();
+			this.largest = row?.n ?? 0;
+		}
+		return this.largest!;
+	}
+
+	async storeSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+		if (!signatures.length) return { stored: 0, duplicates: 0 };
+		const docs = signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId, batchId, leaseId, jws: s.jws, signedAt: s.signedAt }));
+		let stored: number;
+		try {
+			// Unordered: every document is tried; the unique index refuses the stored ones.
+			stored = (await this.signaturesOf.insertMany(docs, { ordered: false })).insertedCount;
+		} catch (err) {
+			const duplicates = allDuplicates(err);
+			if (!duplicates) throw err;
+			stored = docs.length - duplicates;
+		}
+		// Every record of the batch has a signature now, this one or an earlier one.
+		await this.recordsOf.updateMany({ _id: { $in: docs.map(d => d._id) }, signed: false }, { $set: { signed: true } });
+		return { stored, duplicates: docs.length - stored };
+	}
+
+	async record(id: string): Promise<RecordPayload | null> {
+		const row: RecordRow | null = await this.recordsOf.findOne({ _id: id });
+		return row ? { id: row._id, data: row.data } : null;
+	}
+
+	async signature(recordId: string): Promise<SignatureDoc | null> {
+		const row = await this.signaturesOf.findOne({ recordId }, { projection: { _id: 0 } });
+		return row ?? null;
+	}
+
+	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {
+		const of = collection === "records" ? this.recordsOf : this.signaturesOf;
+		const projection = collection === "records" ? { signed: 0 } : {};
+		const docs = await of.find(after === undefined ? {} : { _id: { $gt: after } }, { projection }).sort({ _id: 1 }).limit(limit).toArray();
+		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
+	}
+
+	async close(): Promise<void> {
+		await this.connection.close();
+	}
+}
+
+/** The number of duplicate-key refusals of an unordered bulk insert, or 0 when any other error is among them. */
+function allDuplicates(err: unknown): number {
+	const bulk = err as { writeErrors?: Array<{ code: number }> | { code: number } };
+	const writeErrors = Array.isArray(bulk.writeErrors) ? bulk.writeErrors : bulk.writeErrors ? [bulk.writeErrors] : [];
+	if (!writeErrors.length) return isDuplicateKey(err) ? 1 : 0;
+	return writeErrors.every(w => w.code === 11000) ? writeErrors.length : 0;
+}

@@ -1,0 +1,98 @@
+/** The records store on the embedded SQLite file `records.sqlite`. */
+import type { Page, RecordPayload, SignatureDoc } from "../contract";
+import { RECORDS_SCHEMA } from "../store/schema";
+import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
+import type { RecordsStore, SignedBatch } from "./store";
+
+const SQL = {
+	insertRecords: "INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
+	unsignedRecords: "SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
+	unsignedAmong: "SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
+	maxRecordBytes: "SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(data AS BLOB))), 0) AS n FROM records",
+	storeSignatures:
+		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) " +
+		"SELECT value->>0, ?, ?, ?, value->>1, value->>2 FROM json_each(?) WHERE true ON CONFLICT(recordId) DO NOTHING",
+	record: "SELECT id, data FROM records WHERE id = ?",
+	signature: "SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
+	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
+	pageSignatures: "SELECT recordId AS _id, recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? ORDER BY recordId LIMIT ?"
+};
+
+/** Sorts before every id: `id > ""` is every id. */
+const FIRST = "";
+
+/** Rows as plain `{ id, data }` objects (node:sqlite gives objects without a prototype). */
+function plain(rows: unknown[]): RecordPayload[] {
+	return (rows as RecordPayload[]).map(row => ({ id: row.id, data: row.data }));
+}
+
+export class SqliteRecordsStore implements RecordsStore {
+	private readonly statements: Statements;
+	private records: number;
+	/** Kept here: this process is the only writer of its file. */
+	private signed: number;
+	private largest: number | null = null;
+
+	private constructor(private readonly db: DatabaseSync, private readonly dataDir: string) {
+		this.statements = new Statements(db);
+		this.records = Number((db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n);
+		this.signed = Number((db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n);
+	}
+
+	static open(dataDir: string, log?: (line: string) => void): SqliteRecordsStore {
+		return new SqliteRecordsStore(openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log }), dataDir);
+	}
+
+	async recordCount(): Promise<number> {
+		return this.records;
+	}
+
+	async signedCount(): Promise<number> {
+		return this.signed;
+	}
+
+	async insertRecords(records: RecordPayload[]): Promise<void> {
+		const { changes } = transaction(this.db, () => this.statements.get(SQL.insertRecords).run(JSON.stringify(records.map(r => [r.id, r.data]))));
+		this.records += Number(changes);
+		this.largest = null;
+	}
+
+	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
+		return plain(this.statements.get(SQL.unsignedRecords).all(after ?? FIRST, limit));
+	}
+
+	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {
+		return plain(this.statements.get(SQL.unsignedAmong).all(JSON.stringify(ids)));
+	}
+
+	async maxRecordBytes(): Promise<number> {
+		// Records never change once seeded: measured once (a full scan), then kept.
+		this.largest ??= Number((this.statements.get(SQL.maxRecordBytes).get() as { n: number }).n);
+		return this.largest;
+	}
+
+	async storeSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+		const rows = JSON.stringify(signatures.map(s => [s.recordId, s.jws, s.signedAt]));
+		// One statement: atomic on its own, no explicit transaction needed.
+		const stored = Number(this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows).changes);
+		this.signed += stored;
+		return { stored, duplicates: signatures.length - stored };
+	}
+
+	async record(id: string): Promise<RecordPayload | null> {
+		return (this.statements.get(SQL.record).get(id) as RecordPayload | undefined) ?? null;
+	}
+
+	async signature(recordId: string): Promise<SignatureDoc | null> {
+		return (this.statements.get(SQL.signature).get(recordId) as SignatureDoc | undefined) ?? null;
+	}
+
+	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {
+		const docs = this.statements.get(collection === "records" ? SQL.pageRecords : SQL.pageSignatures).all(after ?? FIRST, limit) as Array<{ _id: string }>;
+		return { docs: docs.map(doc => ({ ...doc })), next: docs.length === limit ? docs[docs.length - 1]._id : null };
+	}
+
+	async close(): Promise<void> {
+		await closeStore(this.db, this.dataDir, "records");
+	}
+}

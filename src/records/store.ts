@@ -1,0 +1,39 @@
+/**
+ * The records service's store: `records` and `signatures`. One interface, two backends
+ * (src/records/sqlite-store.ts, src/records/mongo-store.ts); the unique key on
+ * `signatures.recordId` is the guard against a second signature on both.
+ */
+import type { Page, RecordPayload, SignatureDoc } from "../contract";
+
+/** The signatures of one batch, all made with one key under one lease (rule 3). */
+export interface SignedBatch {
+	batchId: string;
+	keyId: string;
+	leaseId: string;
+	signatures: Array<{ recordId: string; jws: string; signedAt: string }>;
+}
+
+export interface RecordsStore {
+	/** Records stored; they never change once seeded. */
+	recordCount(): Promise<number>;
+	/** Records with a signature. */
+	signedCount(): Promise<number>;
+	/** Adds records whose ids are not stored yet (seeding). */
+	insertRecords(records: RecordPayload[]): Promise<void>;
+	/** The next `limit` records after `after` (ascending ids) that have no signature. */
+	unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]>;
+	/** Of the records `ids`, those without a signature, in the given order; unknown ids are left out. */
+	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
+	/** Bytes of the largest record's id plus data (0 when there is none). */
+	maxRecordBytes(): Promise<number>;
+	/**
+	 * Stores every signature whose record has none yet; the rest are duplicates and keep the
+	 * first signature. A concurrent writer can make a signature a duplicate, never a second one.
+	 */
+	storeSignatures(batch: SignedBatch): Promise<{ stored: number; duplicates: number }>;
+	record(id: string): Promise<RecordPayload | null>;
+	signature(recordId: string): Promise<SignatureDoc | null>;
+	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
+	page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page>;
+	close(): Promise<void>;
+}

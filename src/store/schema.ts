@@ -1,0 +1,90 @@
+/**
+ * The embedded store's files and tables (DESIGN.md section 2): one SQLite database in WAL
+ * mode per owning service under DATA_DIR. Only the owner writes its file; readers (the
+ * audit, the export) may open any of them read-only while the owner runs.
+ *
+ * The unique keys are the guards: one signature per record (`signatures.recordId`), one
+ * lease per `grantSeq`, and at most one open lease per key.
+ */
+
+export const STORE_FILES = {
+	records: "records.sqlite",
+	keyring: "keyring.sqlite",
+	batcher: "batcher.sqlite"
+} as const;
+
+export type StoreOwner = keyof typeof STORE_FILES;
+
+/**
+ * Records and their signatures. An unsigned record is one with no row in `signatures`: paging
+ * them is one query per page that probes the signatures' primary key for each candidate.
+ */
+export const RECORDS_SCHEMA = `
+CREATE TABLE IF NOT EXISTS records (
+	id TEXT PRIMARY KEY,
+	data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signatures (
+	recordId TEXT PRIMARY KEY,
+	keyId TEXT NOT NULL,
+	batchId TEXT NOT NULL,
+	leaseId TEXT NOT NULL,
+	jws TEXT NOT NULL,
+	signedAt TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS signatures_batch ON signatures (batchId, recordId);
+`;
+
+/** Runs and batches; `batches.recordIds` is a JSON array of ids, ascending. */
+export const BATCHER_SCHEMA = `
+CREATE TABLE IF NOT EXISTS runs (
+	runId TEXT PRIMARY KEY,
+	batchSize INTEGER NOT NULL,
+	status TEXT NOT NULL,
+	startedAt TEXT NOT NULL,
+	finishedAt TEXT,
+	report TEXT,
+	error TEXT,
+	idempotencyKey TEXT UNIQUE,
+	requestFingerprint TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS batches (
+	batchId TEXT PRIMARY KEY,
+	runId TEXT NOT NULL,
+	keyId TEXT,
+	leaseId TEXT,
+	recordIds TEXT NOT NULL,
+	attempt INTEGER NOT NULL,
+	status TEXT NOT NULL,
+	startedAt TEXT NOT NULL,
+	finishedAt TEXT,
+	signer TEXT,
+	error TEXT,
+	stored INTEGER,
+	duplicates INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
+`;
+
+/** Keys (private keys sealed) and the lease log; `publicJwk` is JSON. */
+export const KEYRING_SCHEMA = `
+CREATE TABLE IF NOT EXISTS keys (
+	keyId TEXT PRIMARY KEY,
+	createdAt TEXT NOT NULL,
+	publicJwk TEXT NOT NULL,
+	sealedPrivateKey TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+	leaseId TEXT PRIMARY KEY,
+	keyId TEXT NOT NULL,
+	holder TEXT NOT NULL,
+	grantSeq INTEGER NOT NULL UNIQUE,
+	grantedAt TEXT NOT NULL,
+	expiresAt TEXT NOT NULL,
+	endSeq INTEGER UNIQUE,
+	endedAt TEXT,
+	"end" TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS leases_open_per_key ON leases (keyId) WHERE "end" IS NULL;
+`;

@@ -1,0 +1,99 @@
+/**
+ * Opening an embedded store: one `node:sqlite` database per owning service, in WAL mode so
+ * readers (the audit, the export) can read while the owner writes. A committed transaction
+ * is in the WAL file before the call returns, so a process killed at any moment loses
+ * nothing it acknowledged. With `synchronous = NORMAL` the log is fsynced at checkpoints, not
+ * at every commit: a power loss may cost the last moments (MongoDB's journaled majority
+ * writes are the answer to that, docs/deploy.md). Checkpoints run on a thread of their own
+ * (src/store/checkpointer.ts), so no write on the event loop waits for one.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { checkpointInBackground, stopCheckpointing } from "./checkpointer";
+import { importLegacyStore } from "./legacy-nedb";
+import { STORE_FILES, type StoreOwner } from "./schema";
+
+export type { DatabaseSync, StatementSync };
+
+export interface OpenOptions {
+	/** Folder of the store files; "" keeps the database in memory (tests). */
+	dataDir: string;
+	owner: StoreOwner;
+	/** DDL run on every open (CREATE ... IF NOT EXISTS). */
+	schema: string;
+	/** Told what a one-time import of an earlier version's store brought in. */
+	log?: (line: string) => void;
+}
+
+/** The path of `owner`'s store file in `dataDir`. */
+export function storeFile(dataDir: string, owner: StoreOwner): string {
+	return path.join(dataDir, STORE_FILES[owner]);
+}
+
+export function openStore(options: OpenOptions): DatabaseSync {
+	let location = ":memory:";
+	if (options.dataDir) {
+		fs.mkdirSync(options.dataDir, { recursive: true });
+		location = storeFile(options.dataDir, options.owner);
+	}
+	const db = new DatabaseSync(location);
+	db.exec(`
+		PRAGMA journal_mode = WAL;
+		PRAGMA synchronous = NORMAL;
+		PRAGMA busy_timeout = 5000;
+		PRAGMA foreign_keys = ON;
+	`);
+	db.exec(options.schema);
+	if (options.dataDir) {
+		const imported = importLegacyStore(db, options.owner, options.dataDir);
+		if (imported) options.log?.(imported);
+		db.exec("PRAGMA wal_autocheckpoint = 0");
+		checkpointInBackground(location);
+	}
+	return db;
+}
+
+/** Closes an owner's database: its log checkpointed into the file, the background checkpoints stopped. */
+export async function closeStore(db: DatabaseSync, dataDir: string, owner: StoreOwner): Promise<void> {
+	if (dataDir) await stopCheckpointing(storeFile(dataDir, owner));
+	try {
+		db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+	} catch {
+		// A reader still holds the log: it is checkpointed at the next open.
+	}
+	db.close();
+}
+
+/** Runs `work` in one write transaction: all of it is stored, or none. */
+export function transaction<T>(db: DatabaseSync, work: () => T): T {
+	db.exec("BEGIN IMMEDIATE");
+	try {
+		const result = work();
+		db.exec("COMMIT");
+		return result;
+	} catch (err) {
+		db.exec("ROLLBACK");
+		throw err;
+	}
+}
+
+/** SQLite's refusal of a second row with the same unique key. */
+export function isUniqueViolation(err: unknown): boolean {
+	const e = err as { code?: string; errcode?: number; message?: string };
+	// SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
+	return e?.errcode === 2067 || e?.errcode === 1555 || /UNIQUE constraint failed/.test(e?.message ?? "");
+}
+
+/** A prepared statement per SQL text, prepared once per database. */
+export class Statements {
+	private readonly cache = new Map<string, StatementSync>();
+
+	constructor(private readonly db: DatabaseSync) {}
+
+	get(sql: string): StatementSync {
+		let statement = this.cache.get(sql);
+		if (!statement) this.cache.set(sql, (statement = this.db.prepare(sql)));
+		return statement;
+	}
+}
