@@ -7,24 +7,23 @@ import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
-import { createSessionKey, openLeaseKey, type SessionKey } from "../src/keyring/session-key";
+import { LeaseKeyOpener } from "../src/keyring/key-transport";
+import type { SigningKey } from "../src/signer/jws";
 import { serviceSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
 import { Signer, type BatchCalls, type SignerOptions } from "../src/signer/signer";
-import type { CryptoKey } from "jose";
 
 interface SignerVars {
-	session: SessionKey;
+	keys: LeaseKeyOpener;
 	pool: SignPool;
-	signer: Signer<CryptoKey>;
+	signer: Signer<SigningKey>;
 }
 
 /** Every call of one batch goes out under the request that carries it. */
-function batchCalls(ctx: Context, session: SessionKey): BatchCalls {
+function batchCalls(ctx: Context, keys: LeaseKeyOpener): BatchCalls {
 	return {
-		fetchRecords: ids => call(ctx, Actions.records.fetch, { ids }),
-		storeSignatures: signatures => call(ctx, Actions.records.storeSignatures, { signatures }),
-		acquire: (waitMs, timeout) => call(ctx, Actions.keyring.acquire, { holder: ctx.broker.nodeID, sessionKey: session.publicJwk, waitMs }, { timeout }),
+		storeSignatures: batch => call(ctx, Actions.records.storeSignatures, batch),
+		acquire: (waitMs, timeout) => call(ctx, Actions.keyring.acquire, { holder: ctx.broker.nodeID, sessionKey: keys.session.publicJwk, waitMs }, { timeout }),
 		renew: (leaseId, timeout) => call(ctx, Actions.keyring.renew, { leaseId }, { timeout }),
 		release: (leaseId, timeout) => call(ctx, Actions.keyring.release, { leaseId }, { timeout })
 	};
@@ -38,17 +37,17 @@ export function createSignerService(settings: SignerOptions): ServiceSchema {
 			signBatch: {
 				params: signBatchParams,
 				handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
-					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.session));
+					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys));
 				}
 			}
 		},
 		async started() {
-			// A fresh X25519 key per process: leased private keys are sealed to it and to nothing else.
-			this.session = await createSessionKey();
+			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
+			this.keys = new LeaseKeyOpener();
 			this.pool = new SignPool();
-			this.signer = new Signer<CryptoKey>(this.settings, {
+			this.signer = new Signer<SigningKey>(this.settings, {
 				nodeID: this.broker.nodeID,
-				keys: { open: lease => openLeaseKey(lease.key, this.session.privateKey), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline) },
+				keys: { open: lease => this.keys.open(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline) },
 				clock: systemClock,
 				logger: this.logger,
 				nodeStopping: () => this.broker.stopping

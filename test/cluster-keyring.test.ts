@@ -12,7 +12,7 @@ import { keyringService } from "./support/system";
 import { brokerOptions } from "../src/broker-options";
 import { loadConfig } from "../src/config";
 import type { Lease } from "../src/contract";
-import { createSessionKey } from "../src/keyring/session-key";
+import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import { LOCK_FILE } from "../src/keyring/store-lock";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
 import { sleep } from "../src/clock";
@@ -119,7 +119,7 @@ describe("one active keyring per NATS namespace", () => {
 		const namespace = `fence-${Date.now()}`;
 		const active = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-active", settleMs: 300 });
 		await active.start();
-		const session = await createSessionKey();
+		const session = new LeaseKeyOpener().session;
 		const lease = await active.call<Lease, object>("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
 		for (let i = 0; i < 2; i++) await active.call("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
 		// Every key is leased: this caller waits in line.

@@ -11,7 +11,7 @@ import type { JWK } from "jose";
 import { keyringService } from "./support/system";
 import type { KeyDoc, KeyInfo, KeyringStatus, Lease, LeaseChange } from "../src/contract";
 import type { KeyringSettings } from "../src/settings";
-import { createSessionKey, openLeaseKey } from "../src/keyring/session-key";
+import { LeaseKeyOpener } from "../src/keyring/key-transport";
 
 let dataDir: string;
 const running: ServiceBroker[] = [];
@@ -45,9 +45,9 @@ async function stop(broker: ServiceBroker): Promise<void> {
 
 describe("keyring restart", () => {
 	test("a restarted keyring rebuilds the same leased set, LRU queue and last seq, with the same keys", async () => {
-		const session = await createSessionKey();
+		const signer = new LeaseKeyOpener();
 		const first = await startKeyring();
-		const acquire = (broker: ServiceBroker, holder: string) => broker.call<Lease, object>("keyring.acquire", { holder, sessionKey: session.publicJwk });
+		const acquire = (broker: ServiceBroker, holder: string) => broker.call<Lease, object>("keyring.acquire", { holder, sessionKey: signer.session.publicJwk });
 		const release = (broker: ServiceBroker, leaseId: string) => broker.call<LeaseChange, object>("keyring.release", { leaseId });
 
 		const leases: Lease[] = [];
@@ -78,7 +78,7 @@ describe("keyring restart", () => {
 		expect(await release(second, leases[0].leaseId)).toMatchObject({ changed: false });
 		const next = await acquire(second, "after-restart");
 		expect(next.keyId).toBe("key-003");
-		await openLeaseKey(next.key, session.privateKey);
+		await signer.open(next);
 		expect(await second.call("keyring.status")).toMatchObject({ freeQueue: ["key-000", "key-004", "key-002"], lastSeq: 11 });
 	});
 

@@ -2,7 +2,7 @@
  * A batch's life on a signer without a broker (src/signer/signer.ts): plain objects for the
  * records, the keyring and the signing keys, and a clock moved by hand.
  */
-import type { Lease, LeaseChange, RecordPayload, SignatureDoc } from "../src/contract";
+import type { Lease, LeaseChange, RecordPayload, SignatureDoc, StoreSignaturesParams } from "../src/contract";
 import { LeaseDeadlineError } from "../src/signer/jws";
 import { Signer, SignerStoppingError, TRANSFER_CHUNK, type BatchCalls, type SignerOptions, type SigningKeys } from "../src/signer/signer";
 import { FakeClock, settle } from "./support/fake-clock";
@@ -19,20 +19,16 @@ class Calls implements BatchCalls {
 
 	constructor(private readonly clock: FakeClock) {}
 
-	async fetchRecords(ids: string[]): Promise<RecordPayload[]> {
-		this.log.push(`fetch ${ids.length}`);
-		return ids.map(id => ({ id, data: `data-of-${id}` }));
-	}
-	async storeSignatures(signatures: SignatureDoc[]) {
+	async storeSignatures({ batchId, keyId, leaseId, signatures }: StoreSignaturesParams) {
 		this.log.push(`store ${signatures.length}`);
 		if (this.failStore) throw this.failStore;
-		this.stored.push(...signatures);
+		this.stored.push(...signatures.map(s => ({ ...s, batchId, keyId, leaseId })));
 		return { stored: signatures.length, duplicates: 0 };
 	}
 	async acquire(): Promise<Lease> {
 		this.log.push("acquire");
 		this.expiresAt = this.clock.now() + OPTIONS.leaseTtlMs;
-		return { leaseId: `lease-${++this.leases}`, keyId: "key-007", expiresAt: new Date(this.expiresAt).toISOString(), key: "sealed" };
+		return { leaseId: `lease-${++this.leases}`, keyId: "key-007", expiresAt: new Date(this.expiresAt).toISOString(), key: "sealed", transportKey: { kty: "OKP", crv: "X25519", x: "transport" } };
 	}
 	async renew(leaseId: string): Promise<LeaseChange> {
 		this.log.push(`renew ${leaseId}`);
@@ -70,27 +66,28 @@ function setup(nodeStopping = () => false) {
 }
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `rec-${i}`);
+const records = (n: number) => ids(n).map(id => ({ id, data: `data-of-${id}` }));
 
 describe("a batch's life on a signer", () => {
-	test("fetch, lease, sign, store, then release; every signature names the batch, key and lease", async () => {
+	test("lease, sign, store, then release; every signature names the batch, key and lease", async () => {
 		const { calls, signer } = setup();
-		const result = await signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(3) }, calls);
-		expect(calls.log).toEqual(["fetch 3", "acquire", "store 3", "release lease-1"]);
+		const result = await signer.signBatch({ batchId: "b1", runId: "r1", records: records(3) }, calls);
+		expect(calls.log).toEqual(["acquire", "store 3", "release lease-1"]);
 		expect(result).toMatchObject({ batchId: "b1", keyId: "key-007", leaseId: "lease-1", signer: "signer-9", stored: 3, duplicates: 0 });
 		expect(calls.stored.map(s => [s.recordId, s.batchId, s.keyId, s.leaseId, s.jws])).toEqual(ids(3).map(id => [id, "b1", "key-007", "lease-1", `opened-key-007/key-007/${id}`]));
 	});
 
-	test("a large batch goes to the records service in pieces that fit a message", async () => {
+	test("a large batch's signatures go to the records service in pieces that fit a message", async () => {
 		const { calls, signer } = setup();
-		await signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(TRANSFER_CHUNK * 2 + 1) }, calls);
-		expect(calls.log).toEqual([`fetch ${TRANSFER_CHUNK}`, `fetch ${TRANSFER_CHUNK}`, "fetch 1", "acquire", `store ${TRANSFER_CHUNK}`, `store ${TRANSFER_CHUNK}`, "store 1", "release lease-1"]);
+		await signer.signBatch({ batchId: "b1", runId: "r1", records: records(TRANSFER_CHUNK * 2 + 1) }, calls);
+		expect(calls.log).toEqual(["acquire", `store ${TRANSFER_CHUNK}`, `store ${TRANSFER_CHUNK}`, "store 1", "release lease-1"]);
 	});
 
 	test("the lease is renewed every third of its TTL while signing, and the deadline moves with it", async () => {
 		const { clock, calls, keys, signer } = setup();
 		let finish!: () => void;
 		keys.gate = new Promise(resolve => (finish = resolve));
-		const batch = signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(2) }, calls);
+		const batch = signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls);
 		await settle();
 		await clock.advance(OPTIONS.leaseTtlMs * 2);
 		expect(calls.log.filter(line => line.startsWith("renew"))).toHaveLength(6);
@@ -110,7 +107,7 @@ describe("a batch's life on a signer", () => {
 		keys.gate = new Promise(resolve => (finish = resolve));
 		// Renewals get no answer (a NATS outage): the deadline stays where the grant put it.
 		calls.renew = () => new Promise(() => undefined);
-		const batch = signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(2) }, calls);
+		const batch = signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls);
 		await settle();
 		await clock.advance(OPTIONS.leaseTtlMs);
 		finish();
@@ -122,8 +119,8 @@ describe("a batch's life on a signer", () => {
 	test("a failed store still releases the lease", async () => {
 		const { calls, signer } = setup();
 		calls.failStore = new Error("records unreachable");
-		await expect(signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(2) }, calls)).rejects.toThrow("records unreachable");
-		expect(calls.log).toEqual(["fetch 2", "acquire", "store 2", "release lease-1"]);
+		await expect(signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls)).rejects.toThrow("records unreachable");
+		expect(calls.log).toEqual(["acquire", "store 2", "release lease-1"]);
 	});
 
 	test("a stopping signer lets batches in flight finish within the drain, and hands back one that cannot start", async () => {
@@ -131,7 +128,7 @@ describe("a batch's life on a signer", () => {
 		const { clock, calls, keys, signer } = setup(() => stopping);
 		let finish!: () => void;
 		keys.gate = new Promise(resolve => (finish = resolve));
-		const first = signer.signBatch({ batchId: "b1", runId: "r1", recordIds: ids(2) }, calls);
+		const first = signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls);
 		await settle();
 		stopping = true;
 		const stopped = signer.stop();
@@ -143,7 +140,7 @@ describe("a batch's life on a signer", () => {
 		// After the drain, a batch that arrives is handed back at once, its lease released.
 		await clock.advance(OPTIONS.shutdownDrainMs);
 		keys.gate = null;
-		await expect(signer.signBatch({ batchId: "b2", runId: "r1", recordIds: ids(1) }, calls)).rejects.toBeInstanceOf(SignerStoppingError);
+		await expect(signer.signBatch({ batchId: "b2", runId: "r1", records: records(1) }, calls)).rejects.toBeInstanceOf(SignerStoppingError);
 		expect(calls.log.slice(-2)).toEqual(["acquire", "release lease-2"]);
 	});
 });

@@ -1,44 +1,29 @@
 /**
- * The private key's transport from the keyring to one signer. The signer makes an X25519
- * session key pair and sends the public half with `keyring.acquire`; the keyring seals the
- * leased private JWK to it (compact JWE `ECDH-ES+A256KW`, `A256GCM`); only that signer opens
- * it, into a non-extractable signing key.
+ * A leased private key's way from the keyring to one signer (DESIGN.md section 3: "a
+ * per-signer key derived once and A256KW per lease").
+ *
+ * Each signer process makes an X25519 session key pair and sends the public half with its
+ * acquires; each keyring process has an X25519 transport key pair. Both sides derive the same
+ * key-encryption key once per (signer session, keyring) pair: HKDF-SHA256 over their X25519
+ * shared secret. Per lease the keyring seals the private JWK as a compact JWE
+ * (`A256KW`, `A256GCM`) under that key, with the key id and the lease id in its protected
+ * header (so the sealed key cannot be replayed for another lease): a few microseconds of
+ * AES, where an ECDH per lease cost a millisecond and a half. Only that signer opens it, into
+ * a non-extractable key its signing threads use with node:crypto.
  */
-import { CompactEncrypt, compactDecrypt, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
+import crypto, { type KeyObject, type webcrypto } from "node:crypto";
+import type { JWK } from "jose";
 
-export const LEASE_KEY_ALG = "ECDH-ES+A256KW";
+export const LEASE_KEY_ALG = "A256KW";
 export const LEASE_KEY_ENC = "A256GCM";
+const KDF_SALT = Buffer.from("record-signer lease key transport v1");
+/** RFC 3394's default initial value. */
+const KEY_WRAP_IV = Buffer.from("A6A6A6A6A6A6A6A6", "hex");
 
 export interface SessionKey {
+	/** X25519 public JWK (`kty`, `crv`, `x`). */
 	publicJwk: JWK;
-	/** Non-extractable: it never leaves the signer's process. */
-	privateKey: CryptoKey;
-}
-
-/** Signer side: one X25519 key pair per signer process. */
-export async function createSessionKey(): Promise<SessionKey> {
-	const { publicKey, privateKey } = await generateKeyPair(LEASE_KEY_ALG, { crv: "X25519" });
-	const { kty, crv, x } = await exportJWK(publicKey);
-	return { publicJwk: { kty, crv, x }, privateKey };
-}
-
-/**
- * Signer side: opens the `key` of a lease into a non-extractable Ed25519 key for jose's
- * `CompactSign`/`FlattenedSign`. The private JWK is dropped (and its bytes wiped) at once.
- */
-export async function openLeaseKey(jwe: string, sessionPrivateKey: CryptoKey): Promise<CryptoKey> {
-	const { plaintext } = await compactDecrypt(jwe, sessionPrivateKey, { keyManagementAlgorithms: [LEASE_KEY_ALG], contentEncryptionAlgorithms: [LEASE_KEY_ENC] });
-	try {
-		const jwk = JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
-		try {
-			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string") throw new Error("the lease key is not an Ed25519 private key");
-			return await importJWK<JWK & { kty: "OKP" }>({ kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, "EdDSA", { extractable: false });
-		} finally {
-			delete jwk.d;
-		}
-	} finally {
-		plaintext.fill(0);
-	}
+	privateKey: KeyObject;
 }
 
 export class InvalidSessionKeyError extends Error {
@@ -48,24 +33,118 @@ export class InvalidSessionKeyError extends Error {
 	}
 }
 
-/** Keyring side: checks the shape of the signer's public session key, synchronously. */
+/** An X25519 key pair: a signer's session key or a keyring's transport key. */
+export function createSessionKey(): SessionKey {
+	const { publicKey, privateKey } = crypto.generateKeyPairSync("x25519");
+	const { kty, crv, x } = publicKey.export({ format: "jwk" });
+	return { publicJwk: { kty, crv, x }, privateKey };
+}
+
+/** Checks the shape of an X25519 public JWK, synchronously; only its public members count. */
 export function checkSessionKey(jwk: JWK): void {
 	if (jwk?.kty !== "OKP" || jwk.crv !== "X25519" || typeof jwk.x !== "string" || Buffer.from(jwk.x, "base64url").length !== 32)
 		throw new InvalidSessionKeyError("sessionKey must be an X25519 public JWK ({ kty: \"OKP\", crv: \"X25519\", x: <32 bytes base64url> })");
 }
 
-/** Keyring side: imports the signer's public session key. */
-export async function importSessionKey(jwk: JWK): Promise<CryptoKey> {
+function publicKeyOf(jwk: JWK): KeyObject {
 	checkSessionKey(jwk);
 	try {
 		// Only the public members: a stray `d` must not turn it into a private key here.
-		return await importJWK<JWK & { kty: "OKP" }>({ kty: "OKP", crv: "X25519", x: jwk.x }, LEASE_KEY_ALG);
+		return crypto.createPublicKey({ key: { kty: "OKP", crv: "X25519", x: jwk.x }, format: "jwk" });
 	} catch (err) {
 		throw new InvalidSessionKeyError(`sessionKey is not a usable X25519 public key: ${(err as Error).message}`);
 	}
 }
 
-/** Keyring side: seals the private JWK bytes to the signer's session key. */
-export function sealToSession(privateJwkBytes: Uint8Array, keyId: string, sessionKey: CryptoKey): Promise<string> {
-	return new CompactEncrypt(privateJwkBytes).setProtectedHeader({ alg: LEASE_KEY_ALG, enc: LEASE_KEY_ENC, kid: keyId, cty: "jwk+json" }).encrypt(sessionKey);
+/**
+ * The key-encryption key of one (signer session, keyring) pair. `info` binds it to both
+ * public keys, in a fixed order, so each side derives the same bytes.
+ */
+function deriveKek(ownPrivate: KeyObject, peerPublicJwk: JWK, signerX: string, keyringX: string): Buffer {
+	const shared = crypto.diffieHellman({ privateKey: ownPrivate, publicKey: publicKeyOf(peerPublicJwk) });
+	return Buffer.from(crypto.hkdfSync("sha256", shared, KDF_SALT, Buffer.from(`signer=${signerX};keyring=${keyringX}`), 32));
+}
+
+/** Keys derived once and kept, a few hundred at most: one per live signer session. */
+class KekCache {
+	private readonly keks = new Map<string, Buffer>();
+	constructor(private readonly limit = 1024) {}
+
+	get(id: string, derive: () => Buffer): Buffer {
+		let kek = this.keks.get(id);
+		if (!kek) {
+			kek = derive();
+			if (this.keks.size >= this.limit) this.keks.delete(this.keks.keys().next().value as string);
+			this.keks.set(id, kek);
+		}
+		return kek;
+	}
+}
+
+function b64(bytes: Buffer): string {
+	return bytes.toString("base64url");
+}
+
+/** Keyring side: seals leased private keys to the sessions of the signers that hold them. */
+export class KeyTransport {
+	private readonly own = createSessionKey();
+	private readonly keks = new KekCache();
+
+	/** This keyring process's X25519 public key; a signer derives its half of the key from it. */
+	get publicJwk(): JWK {
+		return this.own.publicJwk;
+	}
+
+	/** Compact JWE of `privateJwkBytes` for the session `sessionKey`, bound to `keyId` and `leaseId`. */
+	seal(privateJwkBytes: Uint8Array, keyId: string, leaseId: string, sessionKey: JWK): string {
+		const kek = this.keks.get(String(sessionKey.x), () => deriveKek(this.own.privateKey, sessionKey, String(sessionKey.x), String(this.own.publicJwk.x)));
+		const header = b64(Buffer.from(JSON.stringify({ alg: LEASE_KEY_ALG, enc: LEASE_KEY_ENC, kid: keyId, lid: leaseId, cty: "jwk+json" })));
+		const cek = crypto.randomBytes(32);
+		try {
+			const wrap = crypto.createCipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+			const wrapped = Buffer.concat([wrap.update(cek), wrap.final()]);
+			const iv = crypto.randomBytes(12);
+			const cipher = crypto.createCipheriv("aes-256-gcm", cek, iv);
+			cipher.setAAD(Buffer.from(header, "ascii"));
+			const ciphertext = Buffer.concat([cipher.update(privateJwkBytes), cipher.final()]);
+			return [header, b64(wrapped), b64(iv), b64(ciphertext), b64(cipher.getAuthTag())].join(".");
+		} finally {
+			cek.fill(0);
+		}
+	}
+}
+
+/** Signer side: opens the keys of its leases, deriving each keyring's key-encryption key once. */
+export class LeaseKeyOpener {
+	private readonly keks = new KekCache(16);
+
+	constructor(readonly session: SessionKey = createSessionKey()) {}
+
+	/**
+	 * The lease's Ed25519 private key, non-extractable. Refuses a sealed key bound to another
+	 * key id or lease, or one that does not open under this session.
+	 */
+	async open(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<webcrypto.CryptoKey> {
+		const kek = this.keks.get(String(lease.transportKey.x), () => deriveKek(this.session.privateKey, lease.transportKey, String(this.session.publicJwk.x), String(lease.transportKey.x)));
+		const [header, wrapped, iv, ciphertext, tag] = lease.key.split(".");
+		const fields = JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { alg?: string; enc?: string; kid?: string; lid?: string };
+		if (fields.alg !== LEASE_KEY_ALG || fields.enc !== LEASE_KEY_ENC) throw new Error(`the lease key is not an ${LEASE_KEY_ALG}/${LEASE_KEY_ENC} JWE`);
+		if (fields.kid !== lease.keyId || fields.lid !== lease.leaseId) throw new Error(`the lease key is sealed for ${fields.kid} under lease ${fields.lid}, not ${lease.keyId} under ${lease.leaseId}`);
+		const unwrap = crypto.createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+		const cek = Buffer.concat([unwrap.update(Buffer.from(wrapped, "base64url")), unwrap.final()]);
+		const decipher = crypto.createDecipheriv("aes-256-gcm", cek, Buffer.from(iv, "base64url"));
+		decipher.setAAD(Buffer.from(header, "ascii"));
+		decipher.setAuthTag(Buffer.from(tag, "base64url"));
+		const plaintext = Buffer.concat([decipher.update(Buffer.from(ciphertext, "base64url")), decipher.final()]);
+		cek.fill(0);
+		try {
+			const jwk = JSON.parse(plaintext.toString("utf8")) as JWK;
+			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string") throw new Error("the lease key is not an Ed25519 private key");
+			const key = crypto.createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, format: "jwk" }).toCryptoKey("Ed25519", false, ["sign"]);
+			delete jwk.d;
+			return key as webcrypto.CryptoKey;
+		} finally {
+			plaintext.fill(0);
+		}
+	}
 }

@@ -6,8 +6,7 @@
 import os from "node:os";
 import path from "node:path";
 import Piscina from "piscina";
-import type { CryptoKey } from "jose";
-import { LeaseDeadlineError, type RecordPayload } from "./jws";
+import { LeaseDeadlineError, type RecordPayload, type SigningKey } from "./jws";
 import type { SignTask, SignTaskResult } from "./sign.worker";
 
 /**
@@ -30,7 +29,9 @@ export class SignPool {
 		this.threads = Math.max(1, threads);
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
 		const worker = path.join(__dirname, `sign.worker${path.extname(__filename)}`);
-		this.pool = new Piscina({ filename: worker, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, resourceLimits: SIGNING_THREAD_LIMITS });
+		// Several chunks queued per thread: a thread finishing one starts the next without waiting
+		// for the event loop (busy with storage) to hand it out.
+		this.pool = new Piscina({ filename: worker, minThreads: this.threads, maxThreads: this.threads, concurrentTasksPerWorker: 4, idleTimeout: 60_000, resourceLimits: SIGNING_THREAD_LIMITS });
 	}
 
 	/**
@@ -38,11 +39,11 @@ export class SignPool {
 	 * that finishes past it voids the batch: a paused process must not come back and use a
 	 * lease the keyring may have reclaimed.
 	 */
-	async sign(key: CryptoKey, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]> {
+	async sign(key: SigningKey, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]> {
 		const chunkSize = Math.min(512, Math.max(32, Math.ceil(records.length / this.threads)));
 		const chunks: RecordPayload[][] = [];
 		for (let i = 0; i < records.length; i += chunkSize) chunks.push(records.slice(i, i + chunkSize));
-		const results = await Promise.all(chunks.map(chunk => this.pool.run({ key, keyId, records: JSON.stringify(chunk), deadline: deadline() })));
+		const results = await Promise.all(chunks.map(chunk => this.pool.run({ key, keyId, records: JSON.stringify(chunk.map(r => [r.id, r.data])), deadline: deadline() })));
 		const signed: SignedRecord[] = [];
 		for (let c = 0; c < chunks.length; c++) {
 			const { jws, finishedAt } = results[c];

@@ -1,6 +1,6 @@
 /**
- * A signer's whole behaviour, without a broker: the life of one batch (fetch its records,
- * lease a key, sign every record with it, store the signatures, then release), the lease's
+ * A signer's whole behaviour, without a broker: the life of one batch (lease a key, sign
+ * every record of the batch with it, store the signatures, then release), the lease's
  * renewal while the batch runs, and the bounded drain when the node stops.
  *
  * A signer never signs after its lease's `expiresAt - leaseMarginMs` by its own clock, and a
@@ -8,7 +8,7 @@
  * as a new batch.
  */
 import type { Clock } from "../clock";
-import type { Lease, LeaseChange, RecordPayload, SignBatchParams, SignBatchResult, SignatureDoc, StoreSignaturesResult } from "../contract";
+import type { Lease, LeaseChange, RecordPayload, SignBatchParams, SignBatchResult, StoreSignaturesParams, StoreSignaturesResult } from "../contract";
 import type { SignedRecord } from "./sign-pool";
 
 export interface SignerOptions {
@@ -22,16 +22,15 @@ export interface SignerOptions {
 }
 
 /**
- * Records per records.fetch / records.storeSignatures call. Over NATS a message must fit the
- * server's max_payload (1 MB by default; ~300 bytes per signature): a batch of any size (up
- * to 100,000) goes in pieces, and a batch of the usual size in one bulk call.
+ * Signatures per records.storeSignatures call. Over NATS a message must fit the server's
+ * max_payload (1 MB by default; ~200 bytes per signature): a large batch's signatures go in
+ * pieces, and a batch of the usual size in one bulk call.
  */
 export const TRANSFER_CHUNK = 2_000;
 
 /** The calls one batch makes, bound to the request that carries it. */
 export interface BatchCalls {
-	fetchRecords(ids: string[]): Promise<RecordPayload[]>;
-	storeSignatures(signatures: SignatureDoc[]): Promise<StoreSignaturesResult>;
+	storeSignatures(batch: StoreSignaturesParams): Promise<StoreSignaturesResult>;
 	acquire(waitMs: number, timeoutMs: number): Promise<Lease>;
 	renew(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
 	release(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
@@ -117,9 +116,7 @@ export class Signer<K = unknown> {
 		await Promise.race([Promise.allSettled([...this.inFlight]), this.clock.sleep(this.options.shutdownDrainMs + 5_000)]);
 	}
 
-	private async runBatch({ batchId, recordIds }: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
-		const records: RecordPayload[] = [];
-		for (const ids of chunks(recordIds, TRANSFER_CHUNK)) records.push(...(await calls.fetchRecords(ids)));
+	private async runBatch({ batchId, records }: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
 		const asked = this.clock.now();
 		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000);
 		const leaseWaitMs = this.clock.now() - asked;
@@ -128,10 +125,9 @@ export class Signer<K = unknown> {
 			if (this.clock.now() >= this.drainDeadline()) throw new SignerStoppingError(this.deps.nodeID);
 			const key = await this.deps.keys.open(lease);
 			const signed = await this.deps.keys.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
-			const signatures = signed.map(s => ({ ...s, keyId: lease.keyId, batchId, leaseId: lease.leaseId }));
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
-			for (const part of chunks(signatures, TRANSFER_CHUNK)) {
-				const result = await calls.storeSignatures(part);
+			for (const part of chunks(signed, TRANSFER_CHUNK)) {
+				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part });
 				stored.stored += result.stored;
 				stored.duplicates += result.duplicates;
 			}
