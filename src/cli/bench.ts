@@ -1,136 +1,194 @@
 /**
- * `npm run bench`: in one process and one go, the floor (the same N payloads signed as JWS
- * EdDSA with jose on all cores, no coordination, no storage) and the full embedded run
- * (N records, K keys, batch size B, seeding excluded), then the same run across processes over
- * NATS (three signers). Prints the times, their ratios to the floor, records/s and the peak
- * RSS, and as its last line one JSON object. `--skip-nats` leaves out the NATS run.
+ * `npm run bench`: in one process, on a fresh embedded store of N records and K keys (seeding
+ * not timed):
+ *
+ * - the floor: the run's own payloads, read from the store, signed as the same detached JWS
+ *   with node:crypto's Ed25519 on one worker thread per core (src/signer/sign.worker.ts), with
+ *   no coordination and no storage: the hardware's limit for this work;
+ * - the jose floor: the same with jose, as the benchmark's floor was before;
+ * - the run: `batcher.start` to `run.completed`, every record signed and stored;
+ * - the audit of the stored run, and its floor: the same signatures verified with node:crypto
+ *   on every core, nothing else checked;
+ * - unless `--skip-nats`, the run across processes over a local nats-server (three signers).
+ *
+ * Every ratio is against its floor. The last line is one JSON object.
  */
-import fs from "node:fs";
 import os from "node:os";
+import fs from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import { generateKeyPair, exportJWK, importJWK, type CryptoKey, type JWK } from "jose";
-import { ConfigError, loadConfig } from "../config";
+import { DatabaseSync } from "node:sqlite";
+import { generateKeyPairSync } from "node:crypto";
+import Piscina from "piscina";
 import type { ServiceBroker } from "moleculer";
-import { Actions, Events, call, type RecordDoc, type RunCompletedEvent } from "../contract";
-import { signRecord, type RecordPayload } from "../signer/jws";
+import { audit } from "../audit/rules";
+import { openStoreFiles } from "../audit/audit-db";
+import { verifyFloor } from "../audit/verify-floor";
+import { loadConfig } from "../config";
+import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
+import type { SignTask, SignTaskResult } from "../signer/sign.worker";
+import { storeFile } from "../store/sqlite";
+import { createSystem } from "../system";
+import { runCommand } from "./cli";
+import type { JoseTask } from "./bench-jose.worker";
 
-/** Enough signatures in flight to keep WebCrypto's thread pool (all cores) busy. */
-const IN_FLIGHT = 512;
+const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats]
+  --records N      records to sign (default 100000)
+  --keys N         keys in the keyring (default 100)
+  --batch-size N   batch size of the run (default 300)
+  --skip-nats      leave out the run across processes over NATS
+The last line is one JSON object: floorSeconds, joseFloorSeconds, runSeconds, ratio, recordsPerSecond,
+peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, and natsRunSeconds, natsRatio unless --skip-nats.`;
 
-async function signAll(key: CryptoKey, payloads: RecordPayload[]): Promise<number> {
-	let signed = 0;
-	for (let i = 0; i < payloads.length; i += IN_FLIGHT) {
-		const jwss = await Promise.all(payloads.slice(i, i + IN_FLIGHT).map(p => signRecord(key, "key-000", p)));
-		signed += jwss.length;
+const OPTIONS = {
+	records: { type: "string" },
+	keys: { type: "string" },
+	"batch-size": { type: "string" },
+	"skip-nats": { type: "boolean" }
+} as const;
+
+/** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
+const CHUNK = 512;
+
+const cores = os.availableParallelism();
+const seconds = (since: number) => (performance.now() - since) / 1000;
+const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
+const peakRssMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
+const workerFile = (name: string) => path.join(__dirname, `${name}${path.extname(__filename)}`);
+
+/**
+ * Streams the stored payloads, in id order and `CHUNK` at a time, to `run` on a pool of one
+ * thread per core, keeping two tasks per thread in flight; returns the seconds it took.
+ */
+async function overStoredPayloads<T>(dataDir: string, pool: Piscina, task: (chunk: string) => T): Promise<number> {
+	const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
+	const inFlight = new Set<Promise<unknown>>();
+	const started = performance.now();
+	let chunk: Array<[string, string]> = [];
+	const send = async () => {
+		const run: Promise<unknown> = pool.run(task(JSON.stringify(chunk))).finally(() => inFlight.delete(run));
+		inFlight.add(run);
+		chunk = [];
+		if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
+	};
+	for (const row of db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{ id: string; data: string }>) {
+		chunk.push([row.id, row.data]);
+		if (chunk.length === CHUNK) await send();
 	}
-	return signed;
+	if (chunk.length) await send();
+	await Promise.all(inFlight);
+	const took = seconds(started);
+	db.close();
+	return took;
 }
 
-/** The floor read as one thread feeding WebCrypto's pool (which runs on every core). */
-export async function floorPooled(payloads: RecordPayload[], key: CryptoKey): Promise<number> {
-	const started = performance.now();
-	await signAll(key, payloads);
-	return (performance.now() - started) / 1000;
+/** The hardware floor: node:crypto Ed25519, the production signing thread, nothing else. */
+async function nodeCryptoFloor(dataDir: string): Promise<number> {
+	const pool = new Piscina<SignTask, SignTaskResult>({ filename: workerFile("../signer/sign.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const { privateKey } = generateKeyPairSync("ed25519");
+	try {
+		return await overStoredPayloads(dataDir, pool, records => ({ key: privateKey, keyId: "key-000", records, deadline: Infinity }));
+	} finally {
+		await pool.destroy();
+	}
 }
 
-/** The floor read as one signing thread per core. */
-export async function floorThreaded(payloads: RecordPayload[], jwk: JWK): Promise<number> {
-	const cores = os.availableParallelism();
-	const share = Math.ceil(payloads.length / cores);
-	const started = performance.now();
-	await Promise.all(Array.from({ length: cores }, (_, i) => new Promise<void>((resolve, reject) => {
-		const worker = new Worker(__filename, { workerData: { jwk, payloads: payloads.slice(i * share, (i + 1) * share) }, resourceLimits: SIGNING_THREAD_LIMITS });
-		worker.once("message", () => resolve());
-		worker.once("error", reject);
-	})));
-	return (performance.now() - started) / 1000;
+/** The same signatures with jose, one thread per core. */
+async function joseFloor(dataDir: string): Promise<number> {
+	const pool = new Piscina<JoseTask, number>({ filename: workerFile("bench-jose.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const { privateKey } = generateKeyPairSync("ed25519");
+	const jwk = privateKey.export({ format: "jwk" });
+	try {
+		return await overStoredPayloads(dataDir, pool, records => ({ jwk, keyId: "key-000", records }));
+	} finally {
+		await pool.destroy();
+	}
 }
 
-/** The faster of the two readings of "jose on all cores" is the floor. */
-async function floorSeconds(payloads: RecordPayload[]): Promise<{ seconds: number; strategy: string }> {
-	const { privateKey } = await generateKeyPair("EdDSA", { extractable: true });
-	const pooled = await floorPooled(payloads, privateKey as CryptoKey);
-	const threaded = await floorThreaded(payloads, await exportJWK(privateKey));
-	return pooled <= threaded ? { seconds: pooled, strategy: "one thread, WebCrypto pool" } : { seconds: threaded, strategy: `${os.availableParallelism()} worker threads` };
-}
-
-/** Process CPU (every thread, user and system) of a `process.cpuUsage(start)` delta. */
-const cpuSeconds = (usage: NodeJS.CpuUsage) => (usage.user + usage.system) / 1e6;
-
-/** Every stored record: the floor signs exactly the payloads the run will sign. */
-async function storedPayloads(broker: ServiceBroker): Promise<RecordPayload[]> {
-	const { pageAll } = await import("../audit/collect");
-	return (await pageAll<RecordDoc>(broker, "records", "records")).map(doc => ({ id: doc._id, data: doc.data }));
-}
-
-async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedEvent>, records: number, batchSize: number): Promise<{ seconds: number; signed: number }> {
+async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedEvent>, records: number, batchSize: number): Promise<number> {
 	const started = performance.now();
 	await call(broker, Actions.batcher.start, { batchSize });
-	const { report } = await completion;
-	const seconds = (performance.now() - started) / 1000;
+	const outcome = await completion;
+	const took = seconds(started);
 	const progress = await call(broker, Actions.records.progress, {});
-	if (progress.signed !== records) throw new Error(`the run signed ${progress.signed} of ${records} records`);
-	return { seconds, signed: report.signedThisRun };
+	if (outcome.status !== "completed" || progress.signed !== records) throw new Error(`the run ended ${outcome.status} with ${progress.signed} of ${records} records signed: ${outcome.error ?? ""}`);
+	return took;
 }
 
-async function main(): Promise<void> {
-	const { values } = parseArgs({ options: { records: { type: "string" }, keys: { type: "string" }, "batch-size": { type: "string" }, "skip-nats": { type: "boolean" } } });
-	const { "skip-nats": _skip, ...sizes } = values;
-	const config = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, sizes);
-	const { records, keys, batchSize } = config;
-	console.log(`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${os.availableParallelism()} cores, Node ${process.version}`);
-
-	const embedded = await embeddedBench(records, keys, batchSize);
-	const { floor } = embedded;
-	const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
-	const summary: Record<string, number> = { records, floorSeconds: round(floor), runSeconds: round(embedded.run), ratio: round(embedded.run / floor), recordsPerSecond: Math.round(records / embedded.run), peakRssMB: embedded.peakRssMB };
-
-	if (!values["skip-nats"]) {
-		// Separate OS processes over a local nats-server, measured against the same floor.
-		const { runOverNats } = await import("../cluster/run-over-nats");
-		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
-		console.log(`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / floor).toFixed(2)}; 3 signer processes)`);
-		Object.assign(summary, { natsRunSeconds: round(nats.seconds), natsRatio: round(nats.seconds / floor), natsRecordsPerSecond: Math.round(records / nats.seconds) });
-	}
-	console.log(JSON.stringify(summary));
+interface EmbeddedFigures {
+	floorSeconds: number;
+	joseFloorSeconds: number;
+	runSeconds: number;
+	auditSeconds: number;
+	verifyFloorSeconds: number;
+	peakRssMB: number;
 }
 
-/** The floor and the embedded run, in this process, on a fresh file store as `npm start` uses. */
-async function embeddedBench(records: number, keys: number, batchSize: number): Promise<{ floor: number; run: number; peakRssMB: number }> {
+async function embedded(records: number, keys: number, batchSize: number): Promise<EmbeddedFigures> {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
-	const { createSystem } = await import("../system");
 	const broker = createSystem(loadConfig({ RECORDS: String(records), KEYS: String(keys), BATCH_SIZE: String(batchSize), DATA_DIR: dataDir }), { logLevel: "warn" });
 	const completion = new Promise<RunCompletedEvent>(resolve => broker.createService({ name: "bench-watch", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
 	try {
-		await broker.start(); // seeds the records and generates the keys: not timed
-		const payloads = await storedPayloads(broker);
-		let cpu = process.cpuUsage();
-		const floor = await floorSeconds(payloads);
-		const floorCpu = cpuSeconds(process.cpuUsage(cpu));
-		const floorRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
-		console.log(`floor      ${floor.seconds.toFixed(2)} s  (${Math.round(records / floor.seconds)} signatures/s, ${floor.strategy}; CPU ${floorCpu.toFixed(1)} s for both readings)`);
-		cpu = process.cpuUsage();
-		const run = await timedRun(broker, completion, records, batchSize);
-		const runCpu = cpuSeconds(process.cpuUsage(cpu));
-		console.log(`embedded   ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${(run.seconds / floor.seconds).toFixed(2)}; CPU ${runCpu.toFixed(1)} s)`);
-		const peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
-		console.log(`peak RSS   ${peakRssMB} MB (${floorRssMB} MB after the floor)`);
-		return { floor: floor.seconds, run: run.seconds, peakRssMB };
-	} finally {
+		let started = performance.now();
+		await broker.start();
+		console.log(`seeded     ${records} records and ${keys} keys in ${seconds(started).toFixed(1)} s (not timed)`);
+
+		const floorSeconds = await nodeCryptoFloor(dataDir);
+		console.log(`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: node:crypto Ed25519, ${cores} threads, no coordination, no storage)`);
+		const joseFloorSeconds = await joseFloor(dataDir);
+		console.log(`jose floor ${joseFloorSeconds.toFixed(2)} s  (${Math.round(records / joseFloorSeconds)} signatures/s: the same with jose)`);
+
+		const runSeconds = await timedRun(broker, completion, records, batchSize);
+		console.log(`embedded   ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)})`);
 		await broker.stop();
+
+		started = performance.now();
+		const verdict = await (async () => {
+			const db = openStoreFiles(dataDir);
+			try {
+				return await audit(db);
+			} finally {
+				db.close();
+			}
+		})();
+		const auditSeconds = seconds(started);
+		if (!verdict.ok) throw new Error(`the audit of the benchmark's run failed: ${verdict.violations.slice(0, 3).map(v => v.message).join("; ")}`);
+		const verifyFloorSeconds = (await verifyFloor(dataDir)).seconds;
+		console.log(`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: node:crypto on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)})`);
+		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: peakRssMB() };
+	} finally {
+		if (broker.started) await broker.stop();
 		fs.rmSync(dataDir, { recursive: true, force: true });
 	}
 }
 
-if (!isMainThread) {
-	const { jwk, payloads } = workerData as { jwk: JWK; payloads: RecordPayload[] };
-	void importJWK(jwk, "EdDSA").then(key => signAll(key as CryptoKey, payloads)).then(n => parentPort!.postMessage(n));
-} else if (require.main === module) {
-	main().catch(err => {
-		console.error(err instanceof ConfigError ? err.message : err);
-		process.exit(1);
-	});
+async function main(flags: { records?: string; keys?: string; "batch-size"?: string; "skip-nats"?: boolean }): Promise<number> {
+	const { "skip-nats": skipNats, ...sizes } = flags;
+	const { records, keys, batchSize } = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, sizes);
+	console.log(`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${cores} cores, Node ${process.version}`);
+	const figures = await embedded(records, keys, batchSize);
+	console.log(`peak RSS   ${figures.peakRssMB} MB`);
+	const summary: Record<string, number> = {
+		records,
+		floorSeconds: round(figures.floorSeconds),
+		joseFloorSeconds: round(figures.joseFloorSeconds),
+		runSeconds: round(figures.runSeconds),
+		ratio: round(figures.runSeconds / figures.floorSeconds),
+		recordsPerSecond: Math.round(records / figures.runSeconds),
+		peakRssMB: figures.peakRssMB,
+		auditSeconds: round(figures.auditSeconds),
+		verifyFloorSeconds: round(figures.verifyFloorSeconds),
+		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds)
+	};
+	if (!skipNats) {
+		// Separate OS processes over a local nats-server, measured against the same floor.
+		const { runOverNats } = await import("../cluster/run-over-nats");
+		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
+		console.log(`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`);
+		Object.assign(summary, { natsRunSeconds: round(nats.seconds), natsRatio: round(nats.seconds / figures.floorSeconds), natsRecordsPerSecond: Math.round(records / nats.seconds) });
+	}
+	console.log(JSON.stringify(summary));
+	return 0;
 }
+
+if (require.main === module) void runCommand({ name: "npm run bench", usage: USAGE, options: OPTIONS }, main);

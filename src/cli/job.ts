@@ -3,7 +3,10 @@
  * the progress line, the run's report and the audit verdict, printed the same way.
  */
 import type { ServiceBroker } from "moleculer";
-import type { AuditReport } from "../audit/rules";
+import { openStoreFiles } from "../audit/audit-db";
+import { auditServices } from "../audit/collect";
+import { audit, type AuditReport } from "../audit/rules";
+import type { AppConfig } from "../config";
 import { Actions, call, type Caller, type MetricsSnapshot, type Progress, type RunReport, type RunView } from "../contract";
 
 /** The flags of a signing job. */
@@ -91,4 +94,19 @@ export function verdictLines(verdict: AuditReport, progress: Progress): string[]
 /** Exit code of a job: 0 only when the run completed, every record is signed and the audit passed. */
 export function jobExitCode(status: string, progress: Progress, verdict: AuditReport): number {
 	return status === "completed" && progress.signed === progress.records && verdict.ok ? 0 : 1;
+}
+
+/**
+ * The audit of the stores a job used: the embedded store files read directly (as
+ * `npm run audit` reads them), or through the owning services when the data is in MongoDB
+ * or in memory.
+ */
+export async function auditJobStores(config: Pick<AppConfig, "dataDir" | "mongoUri">, broker: Caller): Promise<AuditReport> {
+	if (config.mongoUri || !config.dataDir) return auditServices(broker);
+	const db = openStoreFiles(config.dataDir);
+	try {
+		return await audit(db);
+	} finally {
+		db.close();
+	}
 }

@@ -3,13 +3,11 @@
  * signs every unsigned record (resuming an interrupted run), shows progress, prints the
  * report and the audit verdict; exits 0 only when everything is signed and the audit passes.
  */
-import { collectSnapshot } from "../audit/collect";
-import { audit } from "../audit/rules";
 import { loadConfig, type AppConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
-import { JOB_FLAGS, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
+import { JOB_FLAGS, auditJobStores, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
 
 const USAGE = `Usage: npm start -- [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N]
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see README).`;
@@ -37,7 +35,7 @@ export async function runJob(config: AppConfig): Promise<number> {
 	out.say(`\nRun ${outcome.report.runId} ${outcome.status}${outcome.error ? `: ${outcome.error}` : ""}`);
 	for (const line of reportLines(outcome.report)) out.say(line);
 	out.say("\nAuditing the stores...");
-	const verdict = await audit(await collectSnapshot(broker));
+	const verdict = await auditJobStores(config, broker);
 	const progress = await call(broker, Actions.records.progress, {});
 	for (const line of verdictLines(verdict, progress)) out.say(line);
 	await broker.stop();
