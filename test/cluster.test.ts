@@ -4,6 +4,8 @@
  * nats-server. Every scenario ends with the audit over the stores.
  */
 import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Cluster } from "../src/cluster/launcher";
 import type { BatchDoc } from "../src/contract";
 import type { KeyInfo } from "../src/contract";
@@ -196,7 +198,7 @@ describe("lease safety, one keyring, graceful stop", () => {
 		await waitForSigned(cluster, 1_000);
 
 		// Its own store, and a node id that sorts before the active one's: the active keyring still wins.
-		const rival = await cluster.startRole("keyring", "early-keyring");
+		const rival = await cluster.startRole("keyring", "early-keyring", { DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), "signing-rival-")) });
 		expect((await rival.exited).code).not.toBe(0);
 		expect(rival.output()).toMatch(/This keyring refuses to start: keyring node 'keyring' is already active on NATS namespace 'signing'/);
 		expect(fs.readdirSync(rival.dataDir)).toEqual([]);

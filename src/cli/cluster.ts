@@ -7,19 +7,18 @@
  * `--keep` leaves the cluster running until Ctrl-C.
  */
 import path from "node:path";
-import { collectSnapshot, pageAll, pageSizeFor } from "../audit/collect";
-import { audit } from "../audit/rules";
+import { pageAll, pageSizeFor } from "../audit/collect";
 import { Cluster, ROLE_SERVICES } from "../cluster/launcher";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Actions, call, type BatchDoc } from "../contract";
 import { runCommand } from "./cli";
-import { JOB_FLAGS, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
+import { JOB_FLAGS, auditJobStores, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
 
 const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N] [--transporter URL] [--keep]
   --signers N        signer processes (default 3)
   --transporter URL  join this nats-server instead of starting one
   --keep             leave the cluster running after the run (Ctrl-C stops it)
-Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, LEASE_TTL_MS, ... (see README). Stores go to DATA_DIR/cluster/<role>, logs to DATA_DIR/cluster/logs.`;
+Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, LEASE_TTL_MS, ... (see README). Each service keeps its store file in DATA_DIR (as npm start does); logs go to DATA_DIR/cluster/logs.`;
 
 const CLUSTER_FLAGS = { ...JOB_FLAGS, signers: { type: "string" }, transporter: { type: "string" }, keep: { type: "boolean" } } as const;
 
@@ -31,13 +30,15 @@ function parseSigners(raw: string | undefined): number {
 }
 
 async function runCluster(config: AppConfig, signers: number, keep: boolean, transporter: string | undefined): Promise<number> {
+	// The stores in DATA_DIR itself (audit and export read them there); logs and the nats-server config beside them.
 	const root = path.join(config.dataDir, "cluster");
 	const out = terminal();
 	const say = (line: string) => out.say(line);
 
-	say(`Cluster in ${root}: ${transporter ? `NATS at ${transporter}` : "a local nats-server"}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`);
+	say(`Cluster on the stores in ${config.dataDir}: ${transporter ? `NATS at ${transporter}` : "a local nats-server"}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`);
 	const cluster = await Cluster.start({
 		root,
+		dataDir: config.dataDir,
 		signers,
 		transporter,
 		namespace: config.namespace,
@@ -75,7 +76,7 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 		say(`NATS: ${cluster.transporter} (namespace ${cluster.namespace})`);
 		const shown = (file: string) => (path.relative(process.cwd(), file).startsWith("..") ? file : path.relative(process.cwd(), file));
 		for (const role of cluster.list())
-			say(`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `DATA_DIR=${shown(role.dataDir)}`}`);
+			say(`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shown(role.dataDir)}`}`);
 		say(`  logs in ${shown(cluster.logDir)}`);
 		say("Waiting for every node (the main node seeds the records, the keyring generates its keys)...");
 		await cluster.ready(30 * 60_000);
@@ -93,8 +94,8 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 			if (batch.runId === run.runId && batch.status === "signed") perSigner.set(String(batch.signer), (perSigner.get(String(batch.signer)) ?? 0) + 1);
 		if (perSigner.size) say(`  per signer     ${[...perSigner].sort().map(([signer, n]) => `${signer} ${n}`).join(", ")} batches`);
 
-		say("\nAuditing the stores (read through their nodes over NATS)...");
-		const verdict = await audit(await collectSnapshot(broker, fits));
+		say(`\nAuditing the stores in ${config.dataDir}...`);
+		const verdict = await auditJobStores(config, broker);
 		const progress = await call(broker, Actions.records.progress, {});
 		for (const line of verdictLines(verdict, progress)) say(line);
 		const code = jobExitCode(outcome.status, progress, verdict);

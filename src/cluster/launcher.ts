@@ -1,13 +1,14 @@
 /**
  * The system as it runs in production, on one machine: a nats-server, then one OS process
  * per role, each started with the documented moleculer-runner command line on the build
- * (`SERVICEDIR=dist/services SERVICES=<role> moleculer-runner --config dist/moleculer.config.js`)
- * and its own DATA_DIR, so no two processes ever open the same store files:
+ * (`SERVICEDIR=dist/services SERVICES=<role> moleculer-runner --config dist/moleculer.config.js`),
+ * all sharing one DATA_DIR in which each service owns its own store file:
  *
- *   keyring   SERVICES=keyring                   DATA_DIR=<root>/keyring
- *   main      SERVICES=records,batcher,metrics   DATA_DIR=<root>/main
+ *   keyring   SERVICES=keyring                   keyring.sqlite (and master.key)
+ *   main      SERVICES=records,batcher,metrics   records.sqlite, batcher.sqlite
  *   signer-N  SERVICES=signer                    (no store)
  *
+ * so `npm run audit` and `npm run export` read a cluster's stores as they read `npm start`'s.
  * `npm run cluster`, the cluster tests and the benchmark share it: start, wait until every
  * role's node offers its services, kill / pause / restart one role, stop everything.
  */
@@ -59,8 +60,10 @@ export interface RoleProcess {
 }
 
 export interface ClusterOptions {
-	/** The cluster's folder: each role's DATA_DIR and the logs go under it. */
+	/** The cluster's own files: the logs and the nats-server configuration go under it. */
 	root: string;
+	/** The stores' folder, shared by every role (DATA_DIR); `root` unless given. */
+	dataDir?: string;
 	/** Signer processes; 3 by default. */
 	signers?: number;
 	/** Environment for every role on top of this process's (RECORDS, KEYS, BATCH_SIZE, LEASE_TTL_MS, ...). */
@@ -125,12 +128,14 @@ export class Cluster {
 	private readonly completions: Array<(event: RunCompletedEvent) => void> = [];
 	private stopped = false;
 	readonly root: string;
+	readonly dataDir: string;
 	readonly logDir: string;
 	readonly namespace: string;
 	readonly projectDir = projectRoot();
 
 	private constructor(private readonly options: ClusterOptions, readonly transporter: string, readonly nats: NatsServer | null) {
 		this.root = path.resolve(options.root);
+		this.dataDir = path.resolve(options.dataDir ?? options.root);
 		this.logDir = path.join(this.root, "logs");
 		this.namespace = options.namespace ?? "signing";
 		this.maxPayload = nats ? NATS_MAX_PAYLOAD : NATS_DEFAULT_MAX_PAYLOAD;
@@ -186,12 +191,12 @@ export class Cluster {
 	/** The moleculer-runner command line of a role, as README documents it. */
 	command(): { file: string; args: string[] } {
 		const runner = path.join(path.dirname(require.resolve("moleculer")), "bin", "moleculer-runner.js");
-		return { file: process.execPath, args: ["--disable-warning=DEP0174", runner, "--config", path.join(this.projectDir, "dist", "moleculer.config.js")] };
+		return { file: process.execPath, args: ["--disable-warning=DEP0174", "--disable-warning=ExperimentalWarning", runner, "--config", path.join(this.projectDir, "dist", "moleculer.config.js")] };
 	}
 
 	/**
 	 * Starts a process of `kind` named `name` (a new generation if that name ran before, on the
-	 * same DATA_DIR); `env` adds to the cluster's (e.g. a second keyring on its own DATA_DIR).
+	 * shared DATA_DIR); `env` adds to the cluster's (e.g. a second keyring on a DATA_DIR of its own).
 	 */
 	async startRole(kind: RoleKind, name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
 		if (this.stopped) throw new ClusterError("the cluster is stopped");
@@ -199,7 +204,7 @@ export class Cluster {
 		if (previous?.running()) throw new ClusterError(`${name} is still running (pid ${previous.pid})`);
 		const generation = (previous?.generation ?? 0) + 1;
 		const nodeID = generation === 1 ? name : `${name}.g${generation}`;
-		const dataDir = env.DATA_DIR ?? path.join(this.root, name);
+		const dataDir = env.DATA_DIR ?? this.dataDir;
 		const metricsPort = await freePort();
 		// Nothing here reads the health port: let the OS pick it, so no other process can take it first.
 		const healthPort = 0;

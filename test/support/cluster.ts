@@ -6,8 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
-import { collectSnapshot, pageAll } from "../../src/audit/collect";
-import { audit } from "../../src/audit/rules";
+import { auditServices, pageAll } from "../../src/audit/collect";
 import { Cluster, tail, until, type ClusterOptions } from "../../src/cluster/launcher";
 import type { BatchDoc, LeaseDoc, Progress, SignatureDoc } from "../../src/contract";
 
@@ -111,7 +110,7 @@ export async function signatures(broker: ServiceBroker): Promise<SignatureDoc[]>
 /** The audit of DESIGN.md section 8 over the stores, read through their owning nodes. */
 export async function auditCluster(cluster: Cluster) {
 	const broker = await cluster.connect();
-	return audit(await collectSnapshot(broker, { pageSize: PAGE }));
+	return auditServices(broker, { pageSize: PAGE });
 }
 
 /** The end of every role's output, for a failed assertion's message. */
