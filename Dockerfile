@@ -44,4 +44,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HEALTH_PORT || 3001) + '/health/ready').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Exec form, no shell and no npm: node is PID 1 and gets SIGTERM, so the broker drains and stops.
 # SERVICEDIR (above) is where moleculer-runner resolves the SERVICES names.
-CMD ["node", "node_modules/moleculer/bin/moleculer-runner.js", "--config", "dist/moleculer.config.js"]
+CMD ["node", "--disable-warning=ExperimentalWarning", "node_modules/moleculer/bin/moleculer-runner.js", "--config", "dist/moleculer.config.js"]
