@@ -27,6 +27,8 @@ export interface AppConfig {
 	acquireWaitMs: number;
 	/** Batches in flight at once; 0 picks one from the signers' capacity. */
 	window: number;
+	/** A signer's signing threads; 0 = one per core. */
+	signingThreads: number;
 	nodeId: string | null;
 	namespace: string;
 	logLevel: string;
@@ -53,6 +55,7 @@ const INTEGERS: Array<{ env: string; flag: string; key: keyof AppConfig; min: nu
 	{ env: "LEASE_GRACE_MS", flag: "lease-grace-ms", key: "leaseGraceMs", min: 0, max: 600_000, fallback: 2_000 },
 	{ env: "ACQUIRE_WAIT_MS", flag: "acquire-wait-ms", key: "acquireWaitMs", min: 0, max: 3_600_000, fallback: 60_000 },
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
+	{ env: "SIGNING_THREADS", flag: "signing-threads", key: "signingThreads", min: 0, max: 256, fallback: 0 },
 	{ env: "PORT", flag: "port", key: "port", min: 0, max: 65_535, fallback: 3000 },
 	{ env: "METRICS_PORT", flag: "metrics-port", key: "metricsPort", min: 0, max: 65_535, fallback: 3030 },
 	{ env: "HEALTH_PORT", flag: "health-port", key: "healthPort", min: 0, max: 65_535, fallback: 3001 }

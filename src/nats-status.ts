@@ -9,6 +9,8 @@ import type { ServiceBroker } from "moleculer";
 interface NatsStatusSource {
 	status(): AsyncIterable<{ type: string }>;
 	isClosed?(): boolean;
+	/** The server's INFO: `max_payload` is the largest message it takes. */
+	info?: { max_payload?: number; server_name?: string };
 }
 
 export function natsClient(broker: ServiceBroker): NatsStatusSource | null {
@@ -29,4 +31,10 @@ export function watchNatsStatus(broker: ServiceBroker, onEvent: (type: string) =
 		}
 	})();
 	return true;
+}
+
+/** The largest message the connected nats-server takes (its `max_payload`), or null without NATS. */
+export function natsMaxPayload(broker: ServiceBroker): number | null {
+	const maxPayload = natsClient(broker)?.info?.max_payload;
+	return typeof maxPayload === "number" && maxPayload > 0 ? maxPayload : null;
 }

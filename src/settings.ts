@@ -67,7 +67,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			acquireWaitMs: config.acquireWaitMs,
 			// Below the broker's tracking shutdownTimeout (15 s): releases go out before the transport closes.
 			shutdownDrainMs: 10_000,
-			releaseTimeoutMs: 10_000
+			releaseTimeoutMs: 10_000,
+			signingThreads: config.signingThreads
 		},
 		metrics: {},
 		api: apiOptions(config)

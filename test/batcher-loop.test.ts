@@ -89,6 +89,11 @@ class Signers implements SignersPort {
 	waitForAny(timeoutMs: number) {
 		return this.clock.sleep(timeoutMs);
 	}
+	/** A transport taking at most this many bytes per message (null: in-process, no limit). */
+	maxPayload: number | null = null;
+	maxMessageBytes() {
+		return this.maxPayload;
+	}
 	/** Signs every record of the batch with a key of its own. */
 	sign: Behaviour = async (params, nodeID) => {
 		let stored = 0;
@@ -265,6 +270,19 @@ describe("the batcher's run loop", () => {
 		await expect(h.batcher.start({ batchSize: 25 })).rejects.toMatchObject({ code: 409, type: "RUN_ACTIVE", data: { runId: first.runId, batchSize: 25 } });
 		hold();
 		await done;
+	});
+
+	test("a batch size whose batches cannot reach a signer in one message is refused at the start, naming the limit and the largest that fits", async () => {
+		const h = harness(50);
+		// 20 bytes per record (stats) + 24 of JSON: 1,000 records take about 45 KB.
+		h.signers.maxPayload = 32 * 1024;
+		const refused = await h.batcher.start({ batchSize: 1_000 }).then(() => null, (err: Error) => err);
+		expect(refused).toMatchObject({ code: 422, type: "BATCH_TOO_LARGE", data: { field: "batchSize", value: 1_000, max: 721, maxPayload: 32 * 1024 } });
+		expect(refused!.message).toMatch(/batchSize 1000 does not fit one message to a signer: .* at most 32 KB \(its max_payload\)\. Use a batch size of at most 721/);
+		expect(h.store.runs.size).toBe(0);
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 721 });
+		expect((await done).status).toBe("completed");
 	});
 
 	test("an idempotency key gives back its run, even after the run ended; reused with another request it is a 422", async () => {

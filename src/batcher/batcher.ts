@@ -54,6 +54,20 @@ export class InvalidBatchSizeError extends Errors.MoleculerClientError {
 	}
 }
 
+/** JSON around each record of a batch (`{"id":"","data":""},`) and around the batch itself. */
+const BYTES_PER_RECORD = 24;
+const BYTES_PER_BATCH = 1024;
+
+export class BatchTooLargeError extends Errors.MoleculerClientError {
+	constructor(batchSize: number, bytes: number, limit: number, largest: number) {
+		super(
+			`batchSize ${batchSize} does not fit one message to a signer: a batch of ${batchSize} records takes about ${Math.ceil(bytes / 1024)} KB, and the NATS server takes at most ${Math.floor(limit / 1024)} KB (its max_payload). ` +
+				`Use a batch size of at most ${largest}, or raise the server's max_payload.`,
+			422, "BATCH_TOO_LARGE", { field: "batchSize", value: batchSize, max: largest, maxPayload: limit }
+		);
+	}
+}
+
 export function validateBatchSize(value: unknown, fallback: number): number {
 	if (value === undefined || value === null) return fallback;
 	if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_BATCH_SIZE) throw new InvalidBatchSizeError(value);
@@ -102,6 +116,7 @@ export class Batcher {
 			const { runId, batchSize: activeSize } = this.active.run;
 			throw new Errors.MoleculerClientError(`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, 409, "RUN_ACTIVE", { runId, batchSize: activeSize });
 		}
+		await this.checkBatchFits(batchSize);
 		const now = new Date(this.deps.clock.now()).toISOString();
 		const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
 		const run: RunDoc = {
@@ -149,6 +164,16 @@ export class Batcher {
 	async stop(): Promise<void> {
 		this.stopping = true;
 		if (this.active) await Promise.race([this.active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
+	}
+
+	/** Refuses at the start, not mid-run, a batch size whose batches cannot reach a signer in one message. */
+	private async checkBatchFits(batchSize: number): Promise<void> {
+		const limit = this.deps.signers.maxMessageBytes();
+		if (limit === null) return;
+		const { maxRecordBytes } = await this.deps.records.stats();
+		const perRecord = maxRecordBytes + BYTES_PER_RECORD;
+		const bytes = batchSize * perRecord + BYTES_PER_BATCH;
+		if (bytes > limit) throw new BatchTooLargeError(batchSize, bytes, limit, Math.max(1, Math.floor((limit - BYTES_PER_BATCH) / perRecord)));
 	}
 
 	// ------------------------------------------------------------ the run loop

@@ -51,6 +51,8 @@ export interface SignersPort {
 	/** Resolves when one is available, or after `timeoutMs`. */
 	waitForAny(timeoutMs: number): Promise<void>;
 	signBatch(params: SignBatchParams, options: { nodeID?: string; timeoutMs: number }): Promise<SignBatchResult>;
+	/** The largest message the transport carries to a signer, or null when nothing limits it (in-process). */
+	maxMessageBytes(): number | null;
 }
 
 export interface BatcherLogger {

@@ -208,14 +208,13 @@ export class Cluster {
 		const metricsPort = await freePort();
 		// Nothing here reads the health port: let the OS pick it, so no other process can take it first.
 		const healthPort = 0;
-		const cores = os.availableParallelism();
+		// The signers share this machine's cores: more signing threads than cores only adds switching.
+		const signingThreads = String(Math.max(1, Math.floor(os.availableParallelism() / (this.options.signers ?? 3))));
 		const childEnv: NodeJS.ProcessEnv = {
 			...process.env,
 			...this.options.env,
 			LOG_LEVEL: this.options.logLevel ?? this.options.env?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? "info",
-			// WebCrypto's Ed25519 runs on libuv's pool (4 threads by default), which the signer's
-			// signing threads share: give it one per core.
-			...(kind === "signer" && !process.env.UV_THREADPOOL_SIZE ? { UV_THREADPOOL_SIZE: String(Math.max(4, cores)) } : {}),
+			...(kind === "signer" && !process.env.SIGNING_THREADS && !this.options.env?.SIGNING_THREADS ? { SIGNING_THREADS: signingThreads } : {}),
 			...env,
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
 			SERVICES: ROLE_SERVICES[kind].join(","),

@@ -19,6 +19,8 @@ export interface SignerOptions {
 	shutdownDrainMs: number;
 	/** How long a release may take; the keyring reclaims an unreleased lease at expiry anyway. */
 	releaseTimeoutMs: number;
+	/** Signing threads; 0 = one per core. */
+	signingThreads: number;
 }
 
 /**
