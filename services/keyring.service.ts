@@ -3,15 +3,16 @@
  * keys, grants leases from the LRU queue of free keys, renews, releases and reclaims them,
  * and serves the public JWKS. The behaviour lives in src/keyring/; this file wires it up.
  *
- * Before its stores open, the guard makes sure this is the only keyring: a lock file on an
- * embedded store (one process per DATA_DIR), and over NATS an election among keyring nodes
- * (src/keyring/election.ts). A node that loses refuses to start and says why; it never
- * offers the `keyring` service, so no signer can reach it.
+ * Only one keyring grants leases: over NATS an election among keyring nodes runs before any
+ * store opens (src/keyring/election.ts), and in the store the keyring claims the keyring role
+ * with a fencing number that every write it makes carries (src/keyring/role.ts), so a second
+ * keyring on one store is refused by the store itself. One that loses refuses to start and
+ * says why; it never offers the `keyring` service, so no signer can reach it.
  */
 import os from "node:os";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { StoreMixin } from "../mixins/store.mixin";
+import { describeStore, StoreMixin } from "../mixins/store.mixin";
 import { sleep, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type LeaseRef } from "../src/contract";
@@ -20,13 +21,11 @@ import { Keyring } from "../src/keyring/keyring";
 import { MongoKeyringStore } from "../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
-import { acquireStoreLock, type StoreLock } from "../src/keyring/store-lock";
 import { serviceSettings, type KeyringSettings } from "../src/settings";
 
 interface KeyringVars {
 	store: KeyringStore;
 	keyring: Keyring;
-	storeLock: StoreLock | null;
 	election: KeyringElection | null;
 	/** Set when another active keyring showed up: this one grants and renews nothing more. */
 	fencedBy: string | null;
@@ -57,12 +56,11 @@ function otherKeyringNodes(broker: ServiceBroker, services: string[]): string[] 
 	return [...peers].sort();
 }
 
-/** Runs before the stores open (the last mixin's `started` runs first): a refused keyring never touches a store. */
-const KeyringGuard: Partial<ServiceSchema<KeyringSettings, Record<string, never>, KeyringVars>> = {
+/** Runs before the store opens (the last mixin's `started` runs first): a keyring that loses the election never touches a store. */
+const KeyringElectionGuard: Partial<ServiceSchema<KeyringSettings, Record<string, never>, KeyringVars>> = {
 	async started() {
 		const { settings, broker } = this;
-		this.storeLock = this.election = this.fencedBy = null;
-		if (!settings.mongoUri && settings.dataDir) this.storeLock = await acquireStoreLock(settings.dataDir, broker.nodeID, os.hostname());
+		this.election = this.fencedBy = null;
 		if (!broker.transit) return;
 		try {
 			const { election, peers } = await electKeyring(electionBus(broker), settings);
@@ -70,14 +68,8 @@ const KeyringGuard: Partial<ServiceSchema<KeyringSettings, Record<string, never>
 			this.logger.info(`Elected the active keyring on NATS namespace '${broker.namespace}'${peers.length ? ` (over ${peers.join(", ")})` : " (no other keyring node in sight)"}`);
 		} catch (err) {
 			this.logger.error((err as Error).message);
-			this.storeLock?.release();
-			this.storeLock = null;
 			throw err;
 		}
-	},
-	async stopped() {
-		this.storeLock?.release();
-		this.storeLock = null;
 	}
 };
 
@@ -96,7 +88,7 @@ export interface KeyringServiceDeps {
 export function createKeyringService(settings: KeyringSettings, deps: KeyringServiceDeps = {}): ServiceSchema {
 	const schema: ServiceSchema<KeyringSettings & { $secureSettings: string[] }, Record<string, never>, KeyringVars> = {
 		name: "keyring",
-		mixins: [KeyringStoreMixin, KeyringGuard as Partial<ServiceSchema>],
+		mixins: [KeyringStoreMixin, KeyringElectionGuard as Partial<ServiceSchema>],
 		// Service settings travel to every node in INFO packets: the master key must not.
 		settings: { ...settings, $secureSettings: ["masterKey"] },
 		actions: {
@@ -134,6 +126,8 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		async started() {
 			this.keyring = await Keyring.open(this.settings, {
 				store: this.store,
+				storeName: describeStore(this.settings, "keyring"),
+				identity: { holder: this.broker.nodeID, host: os.hostname(), pid: process.pid },
 				logger: this.logger,
 				clock: deps.clock,
 				emit: (event, payload) => {

@@ -49,6 +49,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
 			sweepIntervalMs: 1_000,
+			// A keyring killed on another machine holds the role this long at most; one killed on this machine, not at all.
+			roleTtlMs: 15_000,
 			electionSettleMs: 2_000,
 			electionClaimTimeoutMs: 3_000
 		},

@@ -46,10 +46,12 @@ beforeAll(async () => {
 	broker.createService(owner("keyring", ["keys", "leases"], () => SqliteKeyringStore.open(""), async store => {
 		// The sealed private key stored beside the public one: paging must never carry it.
 		await store.insertKeys(snapshot.keys.map((k, i) => ({ ...k, publicJwk: snapshot.jwks.keys[i], sealedPrivateKey: "SEALED-SECRET" })));
+		const role = await store.claimRole({ holder: "collect-test", host: "test", pid: 1, now: "2026-01-01T00:00:00.000Z", expiresAt: "2099-01-01T00:00:00.000Z", mayTakeOver: () => true });
+		const epoch = "claimed" in role ? role.claimed.epoch : 0;
 		for (const lease of [...snapshot.leases].sort((a, b) => a.grantSeq - b.grantSeq)) {
 			const { expiresAt, ...rest } = lease;
-			await store.insertLease({ ...rest, expiresAt: expiresAt ?? rest.grantedAt, endSeq: null, endedAt: null, end: null });
-			if (lease.end) await store.endLease(lease.leaseId, { end: lease.end, endSeq: lease.endSeq!, endedAt: lease.endedAt! });
+			await store.insertLease({ ...rest, expiresAt: expiresAt ?? rest.grantedAt, endSeq: null, endedAt: null, end: null }, epoch);
+			if (lease.end) await store.endLease(lease.leaseId, { end: lease.end, endSeq: lease.endSeq!, endedAt: lease.endedAt! }, epoch);
 		}
 	}, {
 		// A keyring that wrongly served private members: the import must still keep only public ones.

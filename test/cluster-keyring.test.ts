@@ -1,7 +1,9 @@
 /**
- * One keyring only: a second keyring on the same embedded store is refused by the lock file
- * (a stale lock of a dead process is taken over), and keyring nodes on one NATS namespace
- * elect exactly one active keyring, even when they start at the same moment.
+ * One keyring only: a second keyring on the same store is refused by the store itself (the
+ * keyring role, claimed with a fencing number; a claim left by a dead process is taken over, a
+ * keyring whose claim was taken has its writes refused), and keyring nodes on one NATS
+ * namespace elect exactly one active keyring, even when they start at the same moment. The
+ * store cases run on the embedded store, and on MongoDB too when MONGO_URI is set.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -13,7 +15,9 @@ import { brokerOptions } from "../src/broker-options";
 import { loadConfig } from "../src/config";
 import type { Lease } from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
-import { LOCK_FILE } from "../src/keyring/store-lock";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
+import { storeFile } from "../src/store/sqlite";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
 import { sleep } from "../src/clock";
 
@@ -22,10 +26,13 @@ afterEach(async () => {
 	while (running.length) await running.pop()!.stop().catch(() => undefined);
 });
 
-function keyringBroker(options: { dataDir?: string; transporter?: string; namespace?: string; nodeID?: string; settleMs?: number } = {}): ServiceBroker {
+function keyringBroker(options: { dataDir?: string; mongoUri?: string; transporter?: string; namespace?: string; nodeID?: string; settleMs?: number; roleTtlMs?: number } = {}): ServiceBroker {
 	const config = loadConfig({ DATA_DIR: "", TRANSPORTER: options.transporter ?? "", NAMESPACE: options.namespace ?? "keyring-test", KEYS: "3" });
 	const broker = new ServiceBroker(brokerOptions(config, { nodeID: options.nodeID ?? `keyring-test-${running.length}`, logLevel: false }));
-	broker.createService(keyringService({ dataDir: options.dataDir ?? "", keys: 3, sweepIntervalMs: 0, electionSettleMs: options.settleMs ?? 1_000 }));
+	broker.createService(keyringService({
+		dataDir: options.dataDir ?? "", mongoUri: options.mongoUri ?? null, keys: 3, sweepIntervalMs: 0, electionSettleMs: options.settleMs ?? 1_000, roleTtlMs: options.roleTtlMs ?? 15_000,
+		masterKey: options.mongoUri ? Buffer.alloc(32, 9).toString("base64") : null
+	}));
 	running.push(broker);
 	return broker;
 }
@@ -36,49 +43,142 @@ function deadPid(): Promise<number> {
 	return new Promise(resolve => child.once("exit", () => resolve(child.pid!)));
 }
 
-describe("one keyring per embedded store", () => {
-	let dataDir: string;
-	beforeEach(() => {
-		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "keyring-lock-"));
+interface StoreUnderTest {
+	name: string;
+	/** Settings that put a keyring on this store. */
+	place(): { dataDir?: string; mongoUri?: string };
+	/** Writes the keyring role's document as another keyring would have left it. */
+	setRole(role: { epoch: number; holder: string; host: string; pid: number; expiresAt: string }): Promise<void>;
+	keyCount(): Promise<number>;
+	cleanup(): Promise<void>;
+}
+
+const stores: StoreUnderTest[] = [(() => {
+	let dataDir = "";
+	const db = () => new DatabaseSync(storeFile(dataDir, "keyring"));
+	return {
+		name: "the embedded store",
+		place: () => ({ dataDir: (dataDir ||= fs.mkdtempSync(path.join(os.tmpdir(), "keyring-role-"))) }),
+		async setRole(role) {
+			// The store as the keyring's store creates it; the role as another keyring left it.
+			await SqliteKeyringStore.open(this.place().dataDir!).close();
+			const sql = db();
+			sql.prepare("INSERT INTO keyring_role (id, epoch, holder, host, pid, since, expiresAt) VALUES (1, :epoch, :holder, :host, :pid, :since, :expiresAt) " +
+				"ON CONFLICT (id) DO UPDATE SET epoch = :epoch, holder = :holder, host = :host, pid = :pid, since = :since, expiresAt = :expiresAt").run({ ...role, since: new Date().toISOString() });
+			sql.close();
+		},
+		async keyCount() {
+			const sql = db();
+			try {
+				return Number((sql.prepare("SELECT count(*) AS n FROM keys").get() as { n: number }).n);
+			} finally {
+				sql.close();
+			}
+		},
+		async cleanup() {
+			if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+			dataDir = "";
+		}
+	} satisfies StoreUnderTest;
+})()];
+if (process.env.MONGO_URI) {
+	let uri = "";
+	let n = 0;
+	const connect = async () => {
+		const { connectMongo } = await import("../src/store/mongo");
+		return connectMongo(uri, { broker: null, logger: new ServiceBroker({ logger: false }).getLogger("role-test") }, "keyring");
+	};
+	stores.push({
+		name: "MongoDB",
+		place() {
+			if (!uri) {
+				const url = new URL(process.env.MONGO_URI!);
+				url.pathname = `/signing-role-test-${process.pid}-${++n}`;
+				uri = url.toString();
+			}
+			return { mongoUri: uri };
+		},
+		async setRole(role) {
+			const connection = await connect();
+			await connection.db.collection("keyring").updateOne({ _id: "role" }, { $set: { ...role, since: new Date().toISOString() } }, { upsert: true });
+			await connection.close();
+		},
+		async keyCount() {
+			const connection = await connect();
+			try {
+				return await connection.db.collection("keys").countDocuments({});
+			} finally {
+				await connection.close();
+			}
+		},
+		async cleanup() {
+			if (!uri) return;
+			const connection = await connect();
+			await connection.db.command({ dropDatabase: 1 });
+			await connection.close();
+			uri = "";
+		}
 	});
-	afterEach(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+}
 
-	test("a second keyring on the same DATA_DIR is refused while the first runs, and starts once it stopped", async () => {
-		const first = keyringBroker({ dataDir });
+describe.each(stores)("one keyring per store, on $name", store => {
+	afterEach(() => store.cleanup());
+
+	test("two keyrings on one store and no NATS: the second is refused by the store, naming the first; it starts once the first stopped", async () => {
+		const first = keyringBroker({ ...store.place(), nodeID: "keyring-first" });
 		await first.start();
-		const holder = JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8"));
-		expect(holder).toMatchObject({ pid: process.pid, nodeID: first.nodeID });
-
-		const second = keyringBroker({ dataDir });
-		await expect(second.start()).rejects.toThrow(/keyring store .* is in use by another keyring \(pid \d+ .*node keyring-test-0/);
+		const second = keyringBroker({ ...store.place(), nodeID: "keyring-second" });
+		await expect(second.start()).rejects.toThrow(new RegExp(`keyring store .* is in use by another keyring \\(pid ${process.pid} on ${os.hostname()}, node keyring-first, since`));
 		await second.stop();
-		// The refused one left the lock alone.
-		expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8")).token).toBe(holder.token);
+		expect(await first.call("keyring.status")).toMatchObject({ keys: 3 });
 
 		await first.stop();
-		expect(fs.existsSync(path.join(dataDir, LOCK_FILE))).toBe(false);
-		const third = keyringBroker({ dataDir });
+		// It gave the role up: the next one need not wait for its claim to expire.
+		const third = keyringBroker({ ...store.place(), nodeID: "keyring-third" });
 		await third.start();
 		expect(await third.call("keyring.status")).toMatchObject({ keys: 3 });
 	});
 
-	test("a lock held by another live process refuses the keyring before it opens (or seeds) the store", async () => {
+	test("a claim held by another live process refuses the keyring before it generates a key", async () => {
 		const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], { stdio: "ignore" });
 		try {
-			fs.writeFileSync(path.join(dataDir, LOCK_FILE), JSON.stringify({ pid: other.pid, nodeID: "elsewhere", hostname: os.hostname(), since: new Date().toISOString(), token: "other" }));
-			const refused = keyringBroker({ dataDir });
-			await expect(refused.start()).rejects.toThrow(new RegExp(`in use by another keyring \\(pid ${other.pid} .*node elsewhere`));
-			expect(fs.readdirSync(dataDir).sort()).toEqual([LOCK_FILE]);
+			await store.setRole({ epoch: 7, holder: "elsewhere", host: os.hostname(), pid: other.pid!, expiresAt: new Date(Date.now() + 60_000).toISOString() });
+			const before = await store.keyCount();
+			const refused = keyringBroker(store.place());
+			await expect(refused.start()).rejects.toThrow(new RegExp(`in use by another keyring \\(pid ${other.pid} on ${os.hostname()}, node elsewhere`));
+			expect(await store.keyCount()).toBe(before);
 		} finally {
 			other.kill("SIGKILL");
 		}
 	});
 
-	test("a stale lock left by a killed keyring is taken over", async () => {
-		fs.writeFileSync(path.join(dataDir, LOCK_FILE), JSON.stringify({ pid: await deadPid(), nodeID: "killed", hostname: os.hostname(), since: new Date().toISOString(), token: "stale" }));
-		const keyring = keyringBroker({ dataDir });
-		await keyring.start();
-		expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8"))).toMatchObject({ pid: process.pid, nodeID: keyring.nodeID });
+	test("a claim left by a keyring killed on this machine is taken over at once; one of another machine only once it expired", async () => {
+		await store.setRole({ epoch: 7, holder: "killed", host: os.hostname(), pid: await deadPid(), expiresAt: new Date(Date.now() + 60_000).toISOString() });
+		const takeover = keyringBroker(store.place());
+		await takeover.start();
+		await takeover.stop();
+
+		await store.setRole({ epoch: 9, holder: "far-away", host: "another-machine", pid: process.pid, expiresAt: new Date(Date.now() + 60_000).toISOString() });
+		const early = keyringBroker(store.place());
+		await expect(early.start()).rejects.toThrow(/in use by another keyring \(pid \d+ on another-machine, node far-away/);
+		await store.setRole({ epoch: 9, holder: "far-away", host: "another-machine", pid: process.pid, expiresAt: new Date(Date.now() - 1).toISOString() });
+		const late = keyringBroker(store.place());
+		await late.start();
+		expect(await late.call("keyring.status")).toMatchObject({ keys: 3 });
+	});
+
+	test("a keyring whose claim another keyring took (a partition, a paused process) is refused by the store and stops granting", async () => {
+		const stale = keyringBroker({ ...store.place(), nodeID: "keyring-stale", roleTtlMs: 300 });
+		await stale.start();
+		const session = new LeaseKeyOpener().session;
+		const held = await stale.call<Lease, object>("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
+		// Another keyring claims the role as it would once the stale one's claim expired unseen.
+		await store.setRole({ epoch: 1_000, holder: "keyring-new", host: "another-machine", pid: 1, expiresAt: new Date(Date.now() + 60_000).toISOString() });
+		const refused = await stale.call("keyring.acquire", { holder: "signer-y", sessionKey: session.publicJwk, waitMs: 0 }).then(() => null, (err: { code: number; type: string }) => err);
+		expect(refused).toMatchObject({ code: 503, type: "KEYRING_FENCED" });
+		// Renewing its own leases stops too; nothing more was granted under its old epoch.
+		await expect(stale.call("keyring.renew", { leaseId: held.leaseId })).rejects.toMatchObject({ type: "KEYRING_FENCED" });
+		expect(await stale.call("keyring.status")).toMatchObject({ leased: 1, lastSeq: 1 });
 	});
 });
 

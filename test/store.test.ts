@@ -15,7 +15,7 @@ import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import type { BatchDoc, LeaseDoc, RunDoc } from "../src/contract";
 import { MongoKeyringStore } from "../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
-import { DuplicateLeaseError, type KeyringStore } from "../src/keyring/store";
+import { DuplicateLeaseError, FencedError, type KeyringStore, type RoleHolder } from "../src/keyring/store";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
 import type { RecordsStore } from "../src/records/store";
@@ -147,33 +147,70 @@ describe.each(backends)("store on $name", backend => {
 	});
 
 	describe("keyring", () => {
+		/** A claim of the keyring role by `holder` at `second`, valid for `ttl` seconds. */
+		const claim = (holder: string, second: number, ttl = 30, mayTakeOver = (current: RoleHolder) => Date.parse(current.expiresAt) <= Date.parse(at(second))) =>
+			stores.keyring.claimRole({ holder, host: "host-a", pid: 4242, now: at(second), expiresAt: at(second + ttl), mayTakeOver });
+		const epochOf = async (holder: string, second = 0) => {
+			const outcome = await claim(holder, second);
+			if (!("claimed" in outcome)) throw new Error(`${holder} could not claim the role`);
+			return outcome.claimed.epoch;
+		};
+
 		test("the store refuses a second open lease of a key and a second lease at one seq", async () => {
-			await stores.keyring.insertLease(lease("l1", "key-000", 1));
-			await expect(stores.keyring.insertLease(lease("l2", "key-000", 2))).rejects.toBeInstanceOf(DuplicateLeaseError);
-			await expect(stores.keyring.insertLease(lease("l3", "key-001", 1))).rejects.toBeInstanceOf(DuplicateLeaseError);
-			await stores.keyring.insertLease(lease("l4", "key-001", 2));
+			const epoch = await epochOf("keyring-a");
+			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
+			await expect(stores.keyring.insertLease(lease("l2", "key-000", 2), epoch)).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await expect(stores.keyring.insertLease(lease("l3", "key-001", 1), epoch)).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await stores.keyring.insertLease(lease("l4", "key-001", 2), epoch);
 			// Once ended, the key can be granted again.
-			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 3, endedAt: at(3) })).toBe(1);
-			await stores.keyring.insertLease(lease("l5", "key-000", 4));
+			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 3, endedAt: at(3) }, epoch)).toBe(1);
+			await stores.keyring.insertLease(lease("l5", "key-000", 4), epoch);
 			const { docs } = await stores.keyring.page("leases", undefined, 10);
 			expect(docs.map(d => (d as LeaseDoc).leaseId).sort()).toEqual(["l1", "l4", "l5"]);
 		});
 
-		test("renew and end change only an open lease and say how many matched; the summary rebuilds the state per key", async () => {
-			await stores.keyring.insertLease(lease("l1", "key-000", 1));
-			await stores.keyring.insertLease(lease("l2", "key-001", 2));
-			expect(await stores.keyring.renewLease("l1", at(99))).toBe(1);
-			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(3) })).toBe(1);
-			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 4, endedAt: at(4) })).toBe(0);
-			expect(await stores.keyring.renewLease("l1", at(120))).toBe(0);
+		test("renew and end change only an open lease and say how many matched; a reclaim only an expired one; the summary rebuilds the state per key", async () => {
+			const epoch = await epochOf("keyring-a");
+			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
+			await stores.keyring.insertLease(lease("l2", "key-001", 2), epoch);
+			expect(await stores.keyring.renewLease("l1", at(99), epoch)).toBe(1);
+			// Renewed to 99 s: a reclaim of what expired by 60 s leaves it alone.
+			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(61), expiredBy: at(60) }, epoch)).toBe(0);
+			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(101), expiredBy: at(99) }, epoch)).toBe(1);
+			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 4, endedAt: at(102) }, epoch)).toBe(0);
+			expect(await stores.keyring.renewLease("l1", at(120), epoch)).toBe(0);
 			expect(await stores.keyring.lease("l1")).toMatchObject({ leaseId: "l1", end: "expired", endSeq: 3, expiresAt: at(99) });
-			await stores.keyring.insertLease(lease("l3", "key-000", 5));
-			expect(await stores.keyring.endLease("l3", { end: "released", endSeq: 6, endedAt: at(6) })).toBe(1);
+			await stores.keyring.insertLease(lease("l3", "key-000", 5), epoch);
+			expect(await stores.keyring.endLease("l3", { end: "released", endSeq: 6, endedAt: at(106) }, epoch)).toBe(1);
 			const summary = await stores.keyring.summary();
 			expect(summary.open.map(l => l.leaseId)).toEqual(["l2"]);
 			expect(Object.fromEntries(summary.lastEnd)).toEqual({ "key-000": 6 });
 			expect(Object.fromEntries(summary.uses)).toEqual({ "key-000": 2, "key-001": 1 });
 			expect(summary.lastSeq).toBe(6);
+		});
+
+		test("the keyring role: one holder at a time, taken over only when allowed, and a stale holder's writes refused by the store", async () => {
+			const first = await claim("keyring-a", 0);
+			expect(first).toEqual({ claimed: { epoch: 1, holder: "keyring-a", host: "host-a", pid: 4242, since: at(0), expiresAt: at(30) } });
+			// A second keyring while the first's claim runs: refused, told who holds it.
+			expect(await claim("keyring-b", 10)).toEqual({ heldBy: { epoch: 1, holder: "keyring-a", host: "host-a", pid: 4242, since: at(0), expiresAt: at(30) } });
+			expect(await stores.keyring.renewRole(1, at(50))).toBe(true);
+			expect(await claim("keyring-b", 40)).toMatchObject({ heldBy: { holder: "keyring-a", expiresAt: at(50) } });
+			await stores.keyring.insertLease(lease("l1", "key-000", 1), 1);
+
+			// Once it expired, another keyring takes it over with the next epoch...
+			expect(await claim("keyring-b", 51)).toMatchObject({ claimed: { epoch: 2, holder: "keyring-b" } });
+			// ...and the first one can neither renew its claim nor write under it any more.
+			expect(await stores.keyring.renewRole(1, at(80))).toBe(false);
+			await expect(stores.keyring.insertLease(lease("l2", "key-001", 2), 1)).rejects.toBeInstanceOf(FencedError);
+			await expect(stores.keyring.endLease("l1", { end: "expired", endSeq: 2, endedAt: at(52), expiredBy: at(52) }, 1)).rejects.toBeInstanceOf(FencedError);
+			await expect(stores.keyring.renewLease("l1", at(90), 1)).rejects.toBeInstanceOf(FencedError);
+			expect((await stores.keyring.summary()).open.map(l => l.leaseId)).toEqual(["l1"]);
+			await stores.keyring.insertLease(lease("l3", "key-001", 2), 2);
+
+			// A holder that gives the role up lets the next one in at once.
+			await stores.keyring.releaseRole(2, at(60));
+			expect(await claim("keyring-c", 60)).toMatchObject({ claimed: { epoch: 3, holder: "keyring-c" } });
 		});
 
 		test("keys page with their public fields only", async () => {

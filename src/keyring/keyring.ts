@@ -4,7 +4,10 @@
  *
  * Every change runs through one `Serial` queue and is written to the store before memory
  * changes and before anyone is told (DESIGN.md section 3), so a restart rebuilds the same
- * state by replaying the `leases` collection in `seq` order.
+ * state from the `leases` collection. The keyring first claims the keyring role in its store
+ * (src/keyring/role.ts) and writes only under its epoch, so a second keyring is refused by the
+ * store itself. A write whose reply is lost is retried, and the retry first looks whether the
+ * write landed: a grant is never made twice, an end already applied counts as done.
  */
 import { randomUUID } from "node:crypto";
 import { Errors } from "moleculer";
@@ -15,7 +18,8 @@ import { LeaseTable } from "./lease-table";
 import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
 import { checkSessionKey, InvalidSessionKeyError, KeyTransport } from "./key-transport";
 import { Serial } from "./serial";
-import type { KeyringStore } from "./store";
+import { KeyringRole, type RoleIdentity } from "./role";
+import { DuplicateLeaseError, FencedError, type KeyringStore, type LeaseEnding } from "./store";
 import { systemClock, type Clock } from "../clock";
 
 export interface KeyringOptions {
@@ -32,6 +36,8 @@ export interface KeyringOptions {
 	/** Embedded store folder ("" = memory); where `master.key` lives. */
 	dataDir: string;
 	mongoUri: string | null;
+	/** How long the keyring role outlives this keyring's last renewal of it. */
+	roleTtlMs: number;
 }
 
 export interface KeyringLogger {
@@ -43,6 +49,10 @@ export interface KeyringLogger {
 
 export interface KeyringDeps {
 	store: KeyringStore;
+	/** Where the store is, for messages (no credentials). */
+	storeName: string;
+	/** Who this keyring is, for the role's holder. */
+	identity: RoleIdentity;
 	logger: KeyringLogger;
 	/** Publishes a domain event (fire and forget). */
 	emit(event: string, payload: LeaseEvent): void;
@@ -51,6 +61,9 @@ export interface KeyringDeps {
 }
 
 const stopping = (): Error => new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
+
+/** Tries of a write whose outcome is unknown (a reply lost), with these pauses between them. */
+const WRITE_RETRIES_MS = [100, 400, 1_600];
 
 function toClientError(err: unknown): unknown {
 	return err instanceof InvalidSessionKeyError ? new Errors.MoleculerClientError(err.message, 422, "INVALID_SESSION_KEY") : err;
@@ -87,14 +100,35 @@ export class Keyring {
 		private readonly deps: KeyringDeps,
 		private readonly master: MasterKey,
 		private readonly keyDocs: Map<string, KeyDoc>,
-		private readonly table: LeaseTable
+		private readonly table: LeaseTable,
+		private readonly role: KeyringRole
 	) {
 		this.clock = deps.clock ?? systemClock;
 		this.issuedSeq = table.lastSeq;
 	}
 
-	/** Loads (or generates) the keys, checks the master key against them, and replays the lease log. */
+	/**
+	 * Claims the keyring role in the store (or throws, naming the keyring that holds it), then
+	 * loads (or generates) the keys, checks the master key against them, and rebuilds the lease state.
+	 */
 	static async open(options: KeyringOptions, deps: KeyringDeps): Promise<Keyring> {
+		const { logger } = deps;
+		const clock = deps.clock ?? systemClock;
+		const role = await KeyringRole.claim(deps.store, deps.storeName, deps.identity, options.roleTtlMs, clock);
+		try {
+			const keyring = await Keyring.load(options, deps, role);
+			role.keepRenewing(
+				() => keyring.lostRole(),
+				err => logger.warn(`Could not renew the keyring role (epoch ${role.epoch}); trying again: ${err.message}`)
+			);
+			return keyring;
+		} catch (err) {
+			await role.release().catch(() => undefined);
+			throw err;
+		}
+	}
+
+	private static async load(options: KeyringOptions, deps: KeyringDeps, role: KeyringRole): Promise<Keyring> {
 		const { logger } = deps;
 		let keyDocs = await deps.store.keys();
 		const master = await loadMasterKey(options, keyDocs.length === 0);
@@ -112,8 +146,8 @@ export class Keyring {
 		}
 
 		const table = LeaseTable.fromSummary(keyDocs.map(k => k.keyId), await deps.store.summary());
-		const keyring = new Keyring(options, deps, master, new Map(keyDocs.map(k => [k.keyId, k])), table);
-		logger.info(`Keyring ready: ${keyDocs.length} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}`);
+		const keyring = new Keyring(options, deps, master, new Map(keyDocs.map(k => [k.keyId, k])), table, role);
+		logger.info(`Keyring ready: ${keyDocs.length} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`);
 		if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
 		return keyring;
 	}
@@ -150,8 +184,15 @@ export class Keyring {
 			const lease = this.table.activeLease(leaseId);
 			if (!lease) return null;
 			const expiresAt = new Date(this.clock.now() + this.options.leaseTtlMs).toISOString();
-			const matched = await this.deps.store.renewLease(leaseId, expiresAt);
-			if (matched !== 1) throw new Error(`renew of lease ${leaseId}: the store matched ${matched} active leases, expected 1`);
+			const matched = await this.write(`renewal of lease ${leaseId}`, () => this.deps.store.renewLease(leaseId, expiresAt, this.role.epoch), async () => {
+				const stored = await this.deps.store.lease(leaseId);
+				return stored?.expiresAt === expiresAt ? { value: 1 } : null;
+			});
+			if (matched !== 1) {
+				// The store says it ended (another keyring's reclaim before this one took over): follow the store.
+				await this.adoptStoredEnd(lease);
+				return null;
+			}
 			this.table.renew(leaseId, expiresAt);
 			return expiresAt;
 		});
@@ -222,8 +263,9 @@ export class Keyring {
 	}
 
 	/**
-	 * Stops the sweep, turns waiting callers (and later acquires) away with `refusal`, and lets
-	 * the change in progress finish. Renewals and releases still work.
+	 * Stops the sweep, turns waiting callers (and later acquires) away with `refusal`, lets the
+	 * change in progress finish, and gives the keyring role up (unless another keyring took it),
+	 * so a successor need not wait for it to expire. Renewals and releases still work.
 	 */
 	async close(refusal: () => Error = stopping): Promise<void> {
 		this.closed = true;
@@ -236,6 +278,7 @@ export class Keyring {
 			waiter.reject(refusal());
 		}
 		await this.serial.drain();
+		if (!this.fenced) await this.role.release().catch(err => this.deps.logger.warn(`Could not give the keyring role up; it expires by itself: ${(err as Error).message}`));
 	}
 
 	/**
@@ -296,44 +339,125 @@ export class Keyring {
 	}
 
 	private async grant(waiter: Waiter): Promise<{ lease: LeaseDoc; waitMs: number }> {
-		const keyId = this.table.nextFreeKey();
-		if (!keyId) throw new Error("grant with no free key");
-		const now = this.clock.now();
-		const leaseId = randomUUID();
-		const lease: LeaseDoc = {
-			_id: leaseId,
-			leaseId,
-			keyId,
-			holder: waiter.holder,
-			grantSeq: ++this.issuedSeq,
-			grantedAt: new Date(now).toISOString(),
-			expiresAt: new Date(now + this.options.leaseTtlMs).toISOString(),
-			endSeq: null,
-			endedAt: null,
-			end: null
-		};
-		await this.deps.store.insertLease({ ...lease });
+		let lease: LeaseDoc;
+		for (;;) {
+			const keyId = this.table.nextFreeKey();
+			if (!keyId) throw new Error("grant with no free key");
+			const now = this.clock.now();
+			// Its id chosen before writing: after an unknown outcome, a retry finds the written lease.
+			const leaseId = randomUUID();
+			lease = {
+				_id: leaseId,
+				leaseId,
+				keyId,
+				holder: waiter.holder,
+				grantSeq: ++this.issuedSeq,
+				grantedAt: new Date(now).toISOString(),
+				expiresAt: new Date(now + this.options.leaseTtlMs).toISOString(),
+				endSeq: null,
+				endedAt: null,
+				end: null
+			};
+			const written = { ...lease };
+			try {
+				await this.write(`grant of ${keyId}`, () => this.deps.store.insertLease(written, this.role.epoch), async () => ((await this.deps.store.lease(leaseId)) ? { value: undefined } : null));
+				break;
+			} catch (err) {
+				if (!(err instanceof DuplicateLeaseError)) throw err;
+				// Our own earlier try landed after all.
+				if (await this.deps.store.lease(leaseId)) break;
+				// The store knows what this keyring does not (a write that landed unseen, a keyring before it): catch up and try again.
+				await this.catchUpWithStore(keyId);
+			}
+		}
 		this.table.grant(lease);
-		const waitMs = now - waiter.since;
-		this.deps.emit(Events.leaseGranted, { leaseId, keyId, holder: lease.holder, seq: lease.grantSeq, waitMs });
-		this.deps.logger.debug(`Granted ${keyId} to ${lease.holder} (lease ${leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`);
+		const waitMs = lease.grantedAt ? Date.parse(lease.grantedAt) - waiter.since : 0;
+		this.deps.emit(Events.leaseGranted, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: lease.grantSeq, waitMs });
+		this.deps.logger.debug(`Granted ${lease.keyId} to ${lease.holder} (lease ${lease.leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`);
 		return { lease, waitMs };
 	}
 
-	private async endLease(lease: LeaseDoc, end: LeaseEnd): Promise<void> {
-		const endSeq = ++this.issuedSeq;
-		const endedAt = new Date(this.clock.now()).toISOString();
-		const matched = await this.deps.store.endLease(lease.leaseId, { end, endSeq, endedAt });
-		if (matched !== 1) throw new Error(`${end} of lease ${lease.leaseId}: the store matched ${matched} active leases, expected 1`);
-		this.table.end(lease.leaseId, end, endSeq, endedAt);
-		this.deps.emit(end === "released" ? Events.leaseReleased : Events.leaseExpired, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: endSeq });
+	/**
+	 * Runs a store write, retrying one whose outcome is unknown; before each retry `landed`
+	 * looks whether the lost try was applied after all (a value: done). The store's own refusals
+	 * are not retried, and a fenced write turns this keyring off.
+	 */
+	private async write<T>(what: string, attempt: () => Promise<T>, landed: () => Promise<{ value: T } | null>): Promise<T> {
+		for (let tries = 0; ; tries++) {
+			try {
+				return await attempt();
+			} catch (err) {
+				if (err instanceof FencedError) {
+					this.lostRole();
+					throw this.refusal();
+				}
+				if (err instanceof DuplicateLeaseError || tries >= WRITE_RETRIES_MS.length) throw err;
+				this.deps.logger.warn(`The store did not confirm the ${what}; looking whether it landed before trying again: ${(err as Error).message}`);
+				const seen = await landed().catch(() => null);
+				if (seen) return seen.value;
+				await this.clock.sleep(WRITE_RETRIES_MS[tries]);
+			}
+		}
+	}
+
+	/** After the store refused a grant: learn its last seq and the key's open lease, if any. */
+	private async catchUpWithStore(keyId: string): Promise<void> {
+		const summary = await this.deps.store.summary();
+		this.issuedSeq = Math.max(this.issuedSeq, summary.lastSeq);
+		const open = summary.open.find(lease => lease.keyId === keyId);
+		if (open && !this.table.activeLease(open.leaseId)) {
+			this.deps.logger.warn(`The store holds lease ${open.leaseId} of ${keyId} (seq ${open.grantSeq}) that this keyring did not know; taking it into account`);
+			this.table.adopt(open);
+		}
+	}
+
+	/** A lease the store ended without this keyring (another keyring's reclaim): end it here too. */
+	private async adoptStoredEnd(lease: LeaseDoc): Promise<void> {
+		const stored = await this.deps.store.lease(lease.leaseId);
+		if (!stored?.end || stored.endSeq === null || !stored.endedAt || !this.table.activeLease(lease.leaseId)) return;
+		this.table.end(lease.leaseId, stored.end, stored.endSeq, stored.endedAt);
+		this.issuedSeq = Math.max(this.issuedSeq, stored.endSeq);
+	}
+
+	/** Another keyring took the role: grant and renew nothing more (releases are refused by the store too). */
+	private lostRole(): void {
+		if (this.fenced) return;
+		this.deps.logger.error(`Another keyring took the keyring role of ${this.deps.storeName} (this one held epoch ${this.role.epoch}): this keyring stops granting and renewing leases now`);
+		void this.fence(() => new Errors.MoleculerRetryableError(`This keyring no longer grants or renews leases: another keyring holds the role in ${this.deps.storeName}`, 503, "KEYRING_FENCED", { epoch: this.role.epoch }));
+	}
+
+	/**
+	 * Ends a lease in the store, then here. An end already applied (its reply lost) counts as
+	 * done; a reclaim the store refuses because the lease was renewed meanwhile changes nothing.
+	 */
+	private async endLease(lease: LeaseDoc, end: LeaseEnd): Promise<boolean> {
+		const now = this.clock.now();
+		const ending: LeaseEnding = { end, endSeq: ++this.issuedSeq, endedAt: new Date(now).toISOString() };
+		if (end === "expired") ending.expiredBy = new Date(now - this.options.leaseGraceMs).toISOString();
+		const ended = async () => {
+			const stored = await this.deps.store.lease(lease.leaseId);
+			return stored?.end ? stored : undefined;
+		};
+		const matched = await this.write(`${end} of lease ${lease.leaseId}`, () => this.deps.store.endLease(lease.leaseId, ending, this.role.epoch), async () => ((await ended()) ? { value: 1 } : null));
+		const stored = matched === 1 ? null : await ended();
+		if (matched !== 1 && !stored) {
+			// A reclaim of a lease the store knows renewed: take its expiry and leave it be.
+			const current = await this.deps.store.lease(lease.leaseId);
+			if (current) this.table.renew(lease.leaseId, current.expiresAt);
+			return false;
+		}
+		const applied = stored && stored.endSeq !== ending.endSeq ? { end: stored.end!, endSeq: stored.endSeq!, endedAt: stored.endedAt! } : ending;
+		this.table.end(lease.leaseId, applied.end, applied.endSeq, applied.endedAt);
+		this.issuedSeq = Math.max(this.issuedSeq, applied.endSeq);
+		this.deps.emit(applied.end === "released" ? Events.leaseReleased : Events.leaseExpired, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: applied.endSeq });
+		return true;
 	}
 
 	private async reclaimExpired(): Promise<number> {
 		let reclaimed = 0;
 		for (const lease of this.table.expired(this.clock.now(), this.options.leaseGraceMs)) {
 			try {
-				await this.endLease(lease, "expired");
+				if (!(await this.endLease(lease, "expired"))) continue;
 				reclaimed++;
 				this.deps.logger.warn(`Reclaimed ${lease.keyId} from ${lease.holder}: lease ${lease.leaseId} expired at ${lease.expiresAt}`);
 			} catch (err) {

@@ -76,6 +76,14 @@ export class LeaseTable {
 		this.lastSeqValue = Math.max(this.lastSeqValue, lease.grantSeq);
 	}
 
+	/** A lease the store holds open that this table did not know: its key is leased, not free. */
+	adopt(lease: LeaseDoc): void {
+		this.free.delete(lease.keyId);
+		this.activate(lease);
+		this.uses.set(lease.keyId, this.usesOf(lease.keyId) + 1);
+		this.lastSeqValue = Math.max(this.lastSeqValue, lease.grantSeq);
+	}
+
 	renew(leaseId: string, expiresAt: string): void {
 		const lease = this.mustBeActive(leaseId);
 		lease.expiresAt = expiresAt;

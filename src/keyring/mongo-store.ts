@@ -2,10 +2,17 @@
  * The keyring's store on MongoDB. Open leases carry `open: true` (removed at their end): a
  * unique index over the open leases' keyIds is how MongoDB refuses a second open lease of a
  * key, since a partial index cannot select "end is null".
+ *
+ * The keyring role is one document (`keyring`, `_id: "role"`) taken by compare-and-set on its
+ * epoch. Without multi-document transactions, a grant or an end first advances the role's
+ * `seq` conditionally on the epoch, then writes the lease: a stale keyring is refused at that
+ * first step. One whose check passed just before a takeover can still land that one write; the
+ * unique open-lease index then refuses the new keyring's grant of the same key, and a reclaim
+ * is conditional on the stored expiry, so neither can end up with two holders of a key.
  */
-import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
-import { DuplicateLeaseError, publicKeyDoc, type KeyringStore, type LeaseLogSummary } from "./store";
+import { DuplicateLeaseError, FencedError, publicKeyDoc, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
 function leaseDoc(row: LeaseDoc & { open?: boolean }): LeaseDoc {
 	const { open: _open, ...lease } = row;
@@ -13,7 +20,12 @@ function leaseDoc(row: LeaseDoc & { open?: boolean }): LeaseDoc {
 }
 
 export class MongoKeyringStore implements KeyringStore {
-	private constructor(private readonly connection: MongoConnection, private readonly keysOf: MongoCollection, private readonly leasesOf: MongoCollection) {}
+	private constructor(
+		private readonly connection: MongoConnection,
+		private readonly keysOf: MongoCollection,
+		private readonly leasesOf: MongoCollection,
+		private readonly roleOf: MongoCollection
+	) {}
 
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoKeyringStore> {
 		const connection = await connectMongo(uri, service, "keys");
@@ -24,7 +36,42 @@ export class MongoKeyringStore implements KeyringStore {
 		await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
 		await leases.createIndex({ endSeq: 1 }, { unique: true, name: "leases_end_seq", partialFilterExpression: { endSeq: { $type: "number" } } });
 		await leases.createIndex({ keyId: 1 }, { unique: true, name: "leases_open_per_key", partialFilterExpression: { open: true } });
-		return new MongoKeyringStore(connection, keys, leases);
+		return new MongoKeyringStore(connection, keys, leases, connection.db.collection("keyring"));
+	}
+
+	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
+		const fields = { holder: claim.holder, host: claim.host, pid: claim.pid, since: claim.now, expiresAt: claim.expiresAt };
+		for (let attempt = 0; attempt < 5; attempt++) {
+			const current: (RoleHolder & { _id: string }) | null = await this.roleOf.findOne({ _id: "role" });
+			if (!current) {
+				try {
+					await this.roleOf.insertOne({ _id: "role", epoch: 1, seq: 0, ...fields });
+					return { claimed: { epoch: 1, ...fields } };
+				} catch (err) {
+					if (!isDuplicateKey(err)) throw err;
+					continue; // another keyring created it first: look again
+				}
+			}
+			const { _id, ...holder } = current;
+			if (!claim.mayTakeOver(holder)) return { heldBy: holder };
+			const taken = await this.roleOf.updateOne({ _id: "role", epoch: current.epoch }, { $set: { epoch: current.epoch + 1, ...fields } });
+			if (taken.matchedCount === 1) return { claimed: { epoch: current.epoch + 1, ...fields } };
+		}
+		throw new Error("the keyring role kept changing hands while this keyring claimed it; start it again");
+	}
+
+	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
+		return (await this.roleOf.updateOne({ _id: "role", epoch }, { $set: { expiresAt } })).matchedCount === 1;
+	}
+
+	async releaseRole(epoch: number, now: string): Promise<void> {
+		await this.roleOf.updateOne({ _id: "role", epoch }, { $set: { expiresAt: now } });
+	}
+
+	/** Advances the role's seq while `epoch` holds it; a stale keyring is refused here, before it writes. */
+	private async fence(epoch: number, seq: number): Promise<void> {
+		const held = await this.roleOf.updateOne({ _id: "role", epoch }, { $max: { seq } });
+		if (held.matchedCount !== 1) throw new FencedError(epoch);
 	}
 
 	keys(): Promise<KeyDoc[]> {
@@ -48,7 +95,8 @@ export class MongoKeyringStore implements KeyringStore {
 		return { open, lastEnd, uses, lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0) };
 	}
 
-	async insertLease(lease: LeaseDoc): Promise<void> {
+	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
+		await this.fence(epoch, lease.grantSeq);
 		try {
 			await this.leasesOf.insertOne({ ...lease, _id: lease.leaseId, ...(lease.end === null ? { open: true } : {}) });
 		} catch (err) {
@@ -56,12 +104,16 @@ export class MongoKeyringStore implements KeyringStore {
 		}
 	}
 
-	async renewLease(leaseId: string, expiresAt: string): Promise<number> {
+	async renewLease(leaseId: string, expiresAt: string, epoch: number): Promise<number> {
+		await this.fence(epoch, 0);
 		return (await this.leasesOf.updateOne({ leaseId, open: true }, { $set: { expiresAt } })).matchedCount;
 	}
 
-	async endLease(leaseId: string, { end, endSeq, endedAt }: { end: LeaseEnd; endSeq: number; endedAt: string }): Promise<number> {
-		return (await this.leasesOf.updateOne({ leaseId, open: true }, { $set: { end, endSeq, endedAt }, $unset: { open: "" } })).matchedCount;
+	async endLease(leaseId: string, { end, endSeq, endedAt, expiredBy }: LeaseEnding, epoch: number): Promise<number> {
+		await this.fence(epoch, endSeq);
+		// A release ends the lease whatever its expiry; a reclaim only one whose stored expiry (renewals included) has passed.
+		const query = expiredBy === undefined ? { leaseId, open: true } : { leaseId, open: true, expiresAt: { $lte: expiredBy } };
+		return (await this.leasesOf.updateOne(query, { $set: { end, endSeq, endedAt }, $unset: { open: "" } })).matchedCount;
 	}
 
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
@@ -74,6 +126,10 @@ export class MongoKeyringStore implements KeyringStore {
 		const rows = await of.find(after === undefined ? {} : { _id: { $gt: after } }).sort({ _id: 1 }).limit(limit).toArray();
 		const docs = collection === "keys" ? rows.map((row: KeyDoc) => publicKeyDoc(row)) : rows.map(leaseDoc);
 		return { docs, next: rows.length === limit ? String(rows[rows.length - 1]._id) : null };
+	}
+
+	async ping(): Promise<void> {
+		await this.connection.db.command({ ping: 1 });
 	}
 
 	async close(): Promise<void> {

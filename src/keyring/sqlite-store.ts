@@ -2,10 +2,10 @@
  * The keyring's store on the embedded SQLite file `keyring.sqlite`. Every commit is fsynced:
  * a grant is written before the reply and must survive the machine, not only the process.
  */
-import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import { closeStore, isUniqueViolation, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
-import { DuplicateLeaseError, publicKeyDoc, type KeyringStore, type LeaseLogSummary } from "./store";
+import { DuplicateLeaseError, FencedError, publicKeyDoc, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
 const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
 
@@ -28,6 +28,34 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
 		return new SqliteKeyringStore(openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log }), dataDir);
+	}
+
+	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
+		return transaction(this.db, () => {
+			const current = this.statements.get("SELECT epoch, holder, host, pid, since, expiresAt FROM keyring_role WHERE id = 1").get() as RoleHolder | undefined;
+			if (current && !claim.mayTakeOver({ ...current })) return { heldBy: { ...current } };
+			const claimed: RoleHolder = { epoch: (current?.epoch ?? 0) + 1, holder: claim.holder, host: claim.host, pid: claim.pid, since: claim.now, expiresAt: claim.expiresAt };
+			this.statements.get("INSERT INTO keyring_role (id, epoch, holder, host, pid, since, expiresAt) VALUES (1, :epoch, :holder, :host, :pid, :since, :expiresAt) " +
+				"ON CONFLICT (id) DO UPDATE SET epoch = :epoch, holder = :holder, host = :host, pid = :pid, since = :since, expiresAt = :expiresAt").run({ ...claimed });
+			return { claimed };
+		});
+	}
+
+	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
+		return Number(this.statements.get("UPDATE keyring_role SET expiresAt = ? WHERE id = 1 AND epoch = ?").run(expiresAt, epoch).changes) === 1;
+	}
+
+	async releaseRole(epoch: number, now: string): Promise<void> {
+		this.statements.get("UPDATE keyring_role SET expiresAt = ? WHERE id = 1 AND epoch = ?").run(now, epoch);
+	}
+
+	/** Runs `write` in one transaction with the role's epoch checked first: a stale keyring writes nothing. */
+	private fenced<T>(epoch: number, write: () => T): T {
+		return transaction(this.db, () => {
+			const role = this.statements.get("SELECT epoch FROM keyring_role WHERE id = 1").get() as { epoch: number } | undefined;
+			if (Number(role?.epoch) !== epoch) throw new FencedError(epoch);
+			return write();
+		});
 	}
 
 	async keys(): Promise<KeyDoc[]> {
@@ -53,21 +81,26 @@ export class SqliteKeyringStore implements KeyringStore {
 		return { open, lastEnd, uses, lastSeq: Number(lastSeq) };
 	}
 
-	async insertLease(lease: LeaseDoc): Promise<void> {
-		try {
-			this.statements.get(`INSERT INTO leases (${LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-				.run(lease.leaseId, lease.keyId, lease.holder, lease.grantSeq, lease.grantedAt, lease.expiresAt, lease.endSeq, lease.endedAt, lease.end);
-		} catch (err) {
-			throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
-		}
+	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
+		this.fenced(epoch, () => {
+			try {
+				this.statements.get(`INSERT INTO leases (${LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+					.run(lease.leaseId, lease.keyId, lease.holder, lease.grantSeq, lease.grantedAt, lease.expiresAt, lease.endSeq, lease.endedAt, lease.end);
+			} catch (err) {
+				throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
+			}
+		});
 	}
 
-	async renewLease(leaseId: string, expiresAt: string): Promise<number> {
-		return Number(this.statements.get(`UPDATE leases SET expiresAt = ? WHERE leaseId = ? AND "end" IS NULL`).run(expiresAt, leaseId).changes);
+	async renewLease(leaseId: string, expiresAt: string, epoch: number): Promise<number> {
+		return this.fenced(epoch, () => Number(this.statements.get(`UPDATE leases SET expiresAt = ? WHERE leaseId = ? AND "end" IS NULL`).run(expiresAt, leaseId).changes));
 	}
 
-	async endLease(leaseId: string, { end, endSeq, endedAt }: { end: LeaseEnd; endSeq: number; endedAt: string }): Promise<number> {
-		return Number(this.statements.get(`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL`).run(end, endSeq, endedAt, leaseId).changes);
+	async endLease(leaseId: string, { end, endSeq, endedAt, expiredBy }: LeaseEnding, epoch: number): Promise<number> {
+		return this.fenced(epoch, () => Number(this.statements
+			.get(`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL AND expiresAt <= ?`)
+			// A release ends the lease whatever its expiry; a reclaim only one expired by `expiredBy`.
+			.run(end, endSeq, endedAt, leaseId, expiredBy ?? "9999").changes));
 	}
 
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
@@ -82,6 +115,10 @@ export class SqliteKeyringStore implements KeyringStore {
 		}
 		const rows = this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases WHERE leaseId > ? ORDER BY leaseId LIMIT ?`).all(after ?? "", limit) as Array<Record<string, unknown>>;
 		return { docs: rows.map(leaseDoc), next: rows.length === limit ? String(rows[rows.length - 1].leaseId) : null };
+	}
+
+	async ping(): Promise<void> {
+		this.db.prepare("SELECT 1").get();
 	}
 
 	async close(): Promise<void> {

@@ -17,21 +17,75 @@ export interface LeaseLogSummary {
 	lastSeq: number;
 }
 
+/** Who holds the keyring role in a store, until when, under which fencing number. */
+export interface RoleHolder {
+	epoch: number;
+	/** The holder's node id. */
+	holder: string;
+	host: string;
+	pid: number;
+	since: string;
+	expiresAt: string;
+}
+
+export interface RoleClaim {
+	holder: string;
+	host: string;
+	pid: number;
+	now: string;
+	expiresAt: string;
+	/** Whether the current holder may be displaced (its claim expired, or its process is gone). */
+	mayTakeOver(current: RoleHolder): boolean;
+}
+
 export interface KeyringStore {
+	/**
+	 * Takes the keyring role with the next epoch when nobody holds it or `mayTakeOver` says so,
+	 * atomically; otherwise says who holds it.
+	 */
+	claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }>;
+	/** Extends the role while `epoch` still holds it; false once another keyring took it. */
+	renewRole(epoch: number, expiresAt: string): Promise<boolean>;
+	/** Gives the role up (it expires at once) if `epoch` still holds it. */
+	releaseRole(epoch: number, now: string): Promise<void>;
 	/** Every key, by keyId. */
 	keys(): Promise<KeyDoc[]>;
 	insertKeys(docs: KeyDoc[]): Promise<void>;
 	summary(): Promise<LeaseLogSummary>;
-	/** A grant; refused (DuplicateLeaseError) when its seq is taken or its key has an open lease. */
-	insertLease(lease: LeaseDoc): Promise<void>;
-	/** Sets the expiry of an open lease; returns how many matched (0 or 1). */
-	renewLease(leaseId: string, expiresAt: string): Promise<number>;
-	/** Ends an open lease; returns how many matched (0 or 1). */
-	endLease(leaseId: string, end: { end: LeaseEnd; endSeq: number; endedAt: string }): Promise<number>;
+	/**
+	 * A grant, written only while `epoch` holds the role (else FencedError); refused
+	 * (DuplicateLeaseError) when its seq is taken or its key has an open lease.
+	 */
+	insertLease(lease: LeaseDoc, epoch: number): Promise<void>;
+	/** Sets the expiry of an open lease while `epoch` holds the role; returns how many matched (0 or 1). */
+	renewLease(leaseId: string, expiresAt: string, epoch: number): Promise<number>;
+	/**
+	 * Ends an open lease while `epoch` holds the role; a reclaim (`expiredBy`) only if its stored
+	 * expiry, renewals included, is at or before that time. Returns how many matched (0 or 1).
+	 */
+	endLease(leaseId: string, end: LeaseEnding, epoch: number): Promise<number>;
 	lease(leaseId: string): Promise<LeaseDoc | null>;
 	/** A page of `leases`, or of `keys` with their public fields only. */
 	page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page>;
+	/** Resolves when the store answers (readiness). */
+	ping(): Promise<void>;
 	close(): Promise<void>;
+}
+
+export interface LeaseEnding {
+	end: LeaseEnd;
+	endSeq: number;
+	endedAt: string;
+	/** For a reclaim: the latest stored expiry that may be ended. */
+	expiredBy?: string;
+}
+
+/** Another keyring took the role: this one's writes are refused by the store. */
+export class FencedError extends Error {
+	constructor(readonly epoch: number) {
+		super(`the store refused the write: this keyring's claim (epoch ${epoch}) is no longer the current one; another keyring holds the role`);
+		this.name = "FencedError";
+	}
 }
 
 /** The store refused a lease that would break rule 2 or the log's order. */

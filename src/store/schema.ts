@@ -67,8 +67,21 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
 `;
 
-/** Keys (private keys sealed) and the lease log; `publicJwk` is JSON. */
+/**
+ * Keys (private keys sealed), the lease log (`publicJwk` is JSON), and the keyring role: a
+ * store-level lease on being the keyring, with an increasing fencing number (`epoch`) on which
+ * every grant and end is conditional, so a stale keyring's writes are refused by the store.
+ */
 export const KEYRING_SCHEMA = `
+CREATE TABLE IF NOT EXISTS keyring_role (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	epoch INTEGER NOT NULL,
+	holder TEXT NOT NULL,
+	host TEXT NOT NULL,
+	pid INTEGER NOT NULL,
+	since TEXT NOT NULL,
+	expiresAt TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS keys (
 	keyId TEXT PRIMARY KEY,
 	createdAt TEXT NOT NULL,
