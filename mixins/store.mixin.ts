@@ -10,6 +10,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { pageParams, type Page, type PageParams } from "../src/contract";
+import { addReadinessCondition } from "../src/health";
 import type { StoreOwner } from "../src/store/schema";
 
 export interface StoreSettings {
@@ -21,8 +22,14 @@ export interface StoreSettings {
 /** What every owner's store offers besides its own operations. */
 export interface OwnedStore {
 	page(collection: string, after: string | undefined, limit: number): Promise<Page>;
+	/** Resolves when the store answers (a readiness probe). */
+	ping(): Promise<void>;
 	close(): Promise<void>;
 }
+
+/** How often the store is probed for readiness, and how long a probe may take. */
+const PING_EVERY_MS = 5_000;
+const PING_TIMEOUT_MS = 3_000;
 
 export interface StoreSpec<S extends OwnedStore> {
 	owner: StoreOwner;
@@ -38,7 +45,7 @@ export function describeStore(settings: StoreSettings, owner: StoreOwner): strin
 }
 
 export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<ServiceSchema> {
-	const mixin: ServiceSchema<StoreSettings, Record<string, never>, { store: S }> = {
+	const mixin: ServiceSchema<StoreSettings, Record<string, never>, { store: S; storeProblem: string | null; stopProbing: () => void }> = {
 		name: `${spec.owner}-store`,
 		actions: {
 			/** One page of an owned collection by `_id` (ascending): the audit and the export read through it. */
@@ -56,8 +63,33 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<Se
 			const { settings } = this;
 			this.store = settings.mongoUri ? await spec.mongo(settings.mongoUri, this) : spec.embedded(settings.dataDir, line => this.logger.warn(line));
 			this.logger.info(`Store ready: ${spec.collections.join(", ")} on ${describeStore(settings, spec.owner)}`);
+			// The node is ready only while its store answers: a probe every few seconds, its verdict kept.
+			this.storeProblem = null;
+			const where = describeStore(settings, spec.owner);
+			const probe = () => {
+				let timer: NodeJS.Timeout | undefined;
+				const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS)));
+				Promise.race([this.store.ping(), timeout]).then(
+					() => {
+						if (this.storeProblem) this.logger.info(`Store ${where} answers again`);
+						this.storeProblem = null;
+					},
+					err => {
+						if (!this.storeProblem) this.logger.warn(`Store ${where} does not answer: ${(err as Error).message}`);
+						this.storeProblem = `store of ${spec.owner} (${where}) does not answer: ${(err as Error).message}`;
+					}
+				).finally(() => clearTimeout(timer));
+			};
+			const timer = setInterval(probe, PING_EVERY_MS);
+			timer.unref();
+			const removeCondition = addReadinessCondition(this.broker, `store:${spec.owner}`, () => this.storeProblem);
+			this.stopProbing = () => {
+				clearInterval(timer);
+				removeCondition();
+			};
 		},
 		async stopped() {
+			this.stopProbing?.();
 			await this.store?.close();
 		}
 	};

@@ -13,6 +13,7 @@ import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, emit, startRunParams, type StartRunParams } from "../src/contract";
+import { natsMaxPayload } from "../src/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
 
 
@@ -33,7 +34,8 @@ function signersOf(broker: ServiceBroker): SignersPort {
 	return {
 		available: () => broker.registry.getServiceList({ onlyAvailable: true }).flatMap(s => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
 		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
-		signBatch: (params, { nodeID, timeoutMs }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}) })
+		signBatch: (params, { nodeID, timeoutMs }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}) }),
+		maxMessageBytes: () => natsMaxPayload(broker)
 	};
 }
 

@@ -44,7 +44,7 @@ export function createSignerService(settings: SignerOptions): ServiceSchema {
 		async started() {
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
-			this.pool = new SignPool();
+			this.pool = new SignPool(this.settings.signingThreads || undefined);
 			this.signer = new Signer<SigningKey>(this.settings, {
 				nodeID: this.broker.nodeID,
 				keys: { open: lease => this.keys.open(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline) },

@@ -43,6 +43,19 @@ export type Readiness = (required?: string[]) => ReadinessReport;
 
 const checks = new WeakMap<ServiceBroker, Readiness>();
 
+/** A condition a node is ready only without: it returns why not, or null. */
+export type ReadinessCondition = () => string | null;
+
+const conditions = new WeakMap<ServiceBroker, Map<string, ReadinessCondition>>();
+
+/** Adds `condition` to `broker`'s readiness (a service's store, say); returns how to take it away. */
+export function addReadinessCondition(broker: ServiceBroker, name: string, condition: ReadinessCondition): () => void {
+	let of = conditions.get(broker);
+	if (!of) conditions.set(broker, (of = new Map()));
+	of.set(name, condition);
+	return () => of.delete(name);
+}
+
 /** The readiness check of `broker`'s health middleware, if it has one. */
 export function readinessOf(broker: ServiceBroker): Readiness | null {
 	return checks.get(broker) ?? null;
@@ -74,6 +87,10 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 		if (required.length) {
 			const reachable = new Set(broker.registry.getServiceList({ onlyAvailable: true }).map(service => service.name));
 			for (const name of required) if (!reachable.has(name)) notReady.push(`service ${name} is not reachable`);
+		}
+		for (const condition of conditions.get(broker)?.values() ?? []) {
+			const reason = condition();
+			if (reason) notReady.push(reason);
 		}
 		return {
 			status: notReady.length === 0 ? "ready" : "not ready",

@@ -209,20 +209,23 @@ describe("the batcher's run loop", () => {
 
 	test("each batch goes to the available signer with the fewest batches in flight", async () => {
 		const h = harness(60, { window: 4 }, undefined, ["fast", "slow"]);
-		let releaseSlow!: () => void;
-		const slowGate = new Promise<void>(resolve => (releaseSlow = resolve));
+		// Every batch waits until the test lets it finish, so the loads are exactly what was sent.
+		const gates: Array<{ node: string; open(): void }> = [];
 		h.signers.behaviour = async (params, node) => {
-			if (node === "slow") await slowGate;
+			await new Promise<void>(open => gates.push({ node, open }));
 			return h.signers.sign(params, node);
 		};
 		const done = h.completed();
 		await h.batcher.start({});
-		await settle();
-		// The slow node holds its two; everything else went to the fast one meanwhile.
-		const toSlow = h.signers.calls.filter(c => c.nodeID === "slow").length;
-		expect(toSlow).toBe(2);
-		releaseSlow();
-		await done;
+		while (h.signers.calls.length < 4) await settle();
+		// The window filled evenly: each pick took the less busy node.
+		expect(h.signers.calls.map(c => c.nodeID).sort()).toEqual(["fast", "fast", "slow", "slow"]);
+		// The fast node finishes its two; the slow one still holds two, so both free slots go to the fast one.
+		for (const gate of gates.filter(g => g.node === "fast")) gate.open();
+		while (h.signers.calls.length < 6) await settle();
+		expect(h.signers.calls.slice(4).map(c => c.nodeID)).toEqual(["fast", "fast"]);
+		const open = () => gates.splice(0).forEach(gate => gate.open());
+		while (!(await Promise.race([done.then(() => true), settle().then(() => false)]))) open();
 		expect(h.signers.calls.filter(c => c.nodeID === "fast").length).toBe(4);
 	});
 
@@ -283,6 +286,39 @@ describe("the batcher's run loop", () => {
 		const done = h.completed();
 		await h.batcher.start({ batchSize: 721 });
 		expect((await done).status).toBe("completed");
+	});
+
+	test("a store or records outage pauses dispatch: nothing fails, the run completes when they answer again", async () => {
+		const store = new MemoryBatcherStore();
+		const h = harness(40, { batchSize: 10 }, store);
+		const unhandled: unknown[] = [];
+		const onUnhandled = (reason: unknown) => unhandled.push(reason);
+		process.on("unhandledRejection", onUnhandled);
+		try {
+			// The batcher's store is down for its first 5 writes, the records service for its first 3 pages.
+			let storeDown = 5;
+			const insertBatch = store.insertBatch.bind(store);
+			store.insertBatch = async batch => {
+				if (storeDown-- > 0) throw new Error("MongoNetworkError: connection refused");
+				return insertBatch(batch);
+			};
+			let recordsDown = 3;
+			const unsignedPage = h.records.unsignedPage.bind(h.records);
+			h.records.unsignedPage = async (after, limit) => {
+				if (recordsDown-- > 0) throw new Error("records is not reachable");
+				return unsignedPage(after, limit);
+			};
+			const done = h.completed();
+			await h.batcher.start({});
+			const completion = await advanceUntil(h.clock, done);
+			expect(completion).toMatchObject({ status: "completed", report: { signedThisRun: 40, batches: 4, failedBatches: 0 } });
+			expect(storeDown).toBeLessThan(0);
+			expect(recordsDown).toBeLessThan(0);
+			expect([...store.batches.values()].every(b => b.status === "signed")).toBe(true);
+			expect(unhandled).toEqual([]);
+		} finally {
+			process.off("unhandledRejection", onUnhandled);
+		}
 	});
 
 	test("an idempotency key gives back its run, even after the run ended; reused with another request it is a 422", async () => {

@@ -7,7 +7,7 @@
 import { Errors } from "moleculer";
 import type { Clock } from "../clock";
 import { MAX_BATCH_SIZE } from "../config";
-import type { BatcherStatus, RunDetails, RunDoc, RunReport, RunView, StartRunParams, StartedRun } from "../contract";
+import type { BatchDoc, BatcherStatus, RunDetails, RunDoc, RunReport, RunView, StartRunParams, StartedRun } from "../contract";
 import { BatchPlanner, retryDelayMs, type PlannedBatch } from "./planner";
 import type { BatcherLogger, BatcherStore, Emit, RecordsPort, SignersPort } from "./ports";
 
@@ -182,11 +182,30 @@ export class Batcher {
 		return this.stopping || this.deps.nodeStopping();
 	}
 
+	/**
+	 * Runs `work` (a store write, a page from the records service) until it answers: an outage
+	 * pauses dispatch instead of failing the run. A client error (a bug, bad input) is not an
+	 * outage and is thrown at once, as is anything once the node stops.
+	 */
+	private async whenAvailable<T>(what: string, work: () => Promise<T>): Promise<T> {
+		for (let attempt = 0; ; attempt++) {
+			try {
+				const result = await work();
+				if (attempt > 0) this.deps.logger.info(`${what} answers again after ${attempt} tries: dispatch goes on`);
+				return result;
+			} catch (err) {
+				if (this.halted || err instanceof Errors.MoleculerClientError) throw err;
+				if (attempt === 0) this.deps.logger.warn(`${what} failed (${(err as Error).message}): dispatch pauses and tries again until it answers`);
+				await this.deps.clock.sleep(Math.min(5_000, 100 * 2 ** attempt));
+			}
+		}
+	}
+
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
 		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
 		const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
 		this.active = active;
-		const progress = await this.deps.records.progress();
+		const progress = await this.whenAvailable("records.progress", () => this.deps.records.progress());
 		this.deps.emit("run.started", { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
 		this.deps.logger.info(`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`);
 		active.done = this.drive(active)
@@ -229,7 +248,10 @@ export class Batcher {
 			}
 			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure) {
 				let planned = planner.nextRetry();
-				if (!planned && planner.paging) planned = planner.acceptPage(await this.deps.records.unsignedPage(planner.after, active.run.batchSize));
+				if (!planned && planner.paging) {
+					const after = planner.after;
+					planned = planner.acceptPage(await this.whenAvailable("records.unsignedPage", () => this.deps.records.unsignedPage(after, active.run.batchSize)));
+				}
 				if (!planned) break;
 				const task: Promise<void> = this.runBatch(active, planned).finally(() => active.inFlight.delete(task));
 				active.inFlight.add(task);
@@ -239,7 +261,7 @@ export class Batcher {
 				continue;
 			}
 			if (planner.pendingRetries > 0) continue;
-			const progress = await this.deps.records.progress();
+			const progress = await this.whenAvailable("records.progress", () => this.deps.records.progress());
 			if (progress.signed >= progress.records) return;
 			// Pages are read while batches are in flight; one more pass picks up any stragglers.
 			if (++sweeps > 3) throw new Error(`${progress.records - progress.signed} records are still unsigned after ${sweeps} passes`);
@@ -253,7 +275,9 @@ export class Batcher {
 		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
 		const startedAt = clock.now();
 		const recordIds = planned.records.map(record => record.id);
-		await store.insertBatch({ _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null });
+		const batch: BatchDoc = { _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null };
+		// Recorded before dispatch, whatever it takes: after a crash the store knows every batch that may have run.
+		await this.whenAvailable("the batcher's store", () => store.insertBatch(batch));
 		const signer = this.pickSigner(active);
 		if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
 		try {
@@ -262,12 +286,14 @@ export class Batcher {
 				.finally(() => {
 					if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
 				});
-			await store.updateBatch(batchId, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt: new Date(clock.now()).toISOString() });
+			const finishedAt = new Date(clock.now()).toISOString();
+			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt }));
 			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
 		} catch (err) {
 			const error = (err as Error).message;
 			this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) failed: ${error}`);
-			await store.updateBatch(batchId, { status: "failed", error, finishedAt: new Date(clock.now()).toISOString() });
+			const finishedAt = new Date(clock.now()).toISOString();
+			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "failed", error, finishedAt }));
 			this.deps.emit("batch.failed", { runId: run.runId, batchId, size: recordIds.length, error });
 			// Failed by the shutdown itself: not an attempt against the run; its records are paged again on resume.
 			if (this.halted) return;
@@ -285,7 +311,7 @@ export class Batcher {
 			return;
 		}
 		const finishedAt = new Date(this.deps.clock.now());
-		const summary = await this.deps.store.batchSummary(run.runId);
+		const summary = await this.whenAvailable("the batcher's store", () => this.deps.store.batchSummary(run.runId));
 		const progress = await this.deps.records.progress().catch(() => ({ records: 0, signed: 0 }));
 		const seconds = (finishedAt.getTime() - Date.parse(run.startedAt)) / 1000;
 		const report: RunReport = {
@@ -301,7 +327,7 @@ export class Batcher {
 			recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0
 		};
 		const status = active.failure ? "failed" : "completed";
-		await this.deps.store.updateRun(run.runId, { status, finishedAt: finishedAt.toISOString(), report, ...(active.failure ? { error: active.failure } : {}) });
+		await this.whenAvailable("the batcher's store", () => this.deps.store.updateRun(run.runId, { status, finishedAt: finishedAt.toISOString(), report, ...(active.failure ? { error: active.failure } : {}) }));
 		Object.assign(run, { status, finishedAt: finishedAt.toISOString(), report });
 		if (active.failure) this.deps.logger.error(`Run ${run.runId} failed: ${active.failure}`);
 		else this.deps.logger.info(`Run ${run.runId} completed: ${summary.stored} records in ${seconds.toFixed(1)} s`);

@@ -74,6 +74,10 @@ export class MongoBatcherStore implements BatcherStore {
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 	}
 
+	async ping(): Promise<void> {
+		await this.connection.db.command({ ping: 1 });
+	}
+
 	async close(): Promise<void> {
 		await this.connection.close();
 	}

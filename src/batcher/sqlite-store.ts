@@ -114,6 +114,10 @@ export class SqliteBatcherStore implements BatcherStore {
 		return { docs, next: rows.length === limit ? String(rows[rows.length - 1][key]) : null };
 	}
 
+	async ping(): Promise<void> {
+		this.db.prepare("SELECT 1").get();
+	}
+
 	async close(): Promise<void> {
 		await closeStore(this.db, this.dataDir, "batcher");
 	}

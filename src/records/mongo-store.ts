@@ -109,6 +109,10 @@ export class MongoRecordsStore implements RecordsStore {
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 	}
 
+	async ping(): Promise<void> {
+		await this.connection.db.command({ ping: 1 });
+	}
+
 	async close(): Promise<void> {
 		await this.connection.close();
 	}

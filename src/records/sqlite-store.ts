@@ -92,6 +92,10 @@ export class SqliteRecordsStore implements RecordsStore {
 		return { docs: docs.map(doc => ({ ...doc })), next: docs.length === limit ? docs[docs.length - 1]._id : null };
 	}
 
+	async ping(): Promise<void> {
+		this.db.prepare("SELECT 1").get();
+	}
+
 	async close(): Promise<void> {
 		await closeStore(this.db, this.dataDir, "records");
 	}

@@ -35,5 +35,7 @@ export interface RecordsStore {
 	signature(recordId: string): Promise<SignatureDoc | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
 	page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page>;
+	/** Resolves when the store answers (readiness). */
+	ping(): Promise<void>;
 	close(): Promise<void>;
 }
