@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parse } from "yaml";
+import { evalScriptOf, runHealthScript } from "./support/mongo-health";
 
 const ROOT = path.resolve(__dirname, "..");
 const COMPOSE_FILE = path.join(ROOT, "docker-compose.yml");
@@ -90,7 +91,7 @@ describe("docker-compose.yml", () => {
 		for (const [name, service] of Object.entries(services)) {
 			if (service.restart === "no") continue; // the one-shot run exits by design
 			expect({ name, disabled: service.healthcheck?.disable ?? false }).toEqual({ name, disabled: false });
-			expect({ name, test: service.healthcheck?.test }).toEqual({ name, test: expect.arrayContaining(["CMD"]) });
+			expect({ name, test: service.healthcheck?.test?.[0] }).toEqual({ name, test: expect.stringMatching(/^CMD(-SHELL)?$/) });
 		}
 		for (const [name, service] of roleServices) {
 			expect({ name, nats: service.depends_on?.nats?.condition }).toEqual({ name, nats: "service_healthy" });
@@ -114,11 +115,39 @@ describe("docker-compose.yml", () => {
 		expect(services.signer.ports).toBeUndefined();
 	});
 
+	describe("MongoDB is a replica set of one member", () => {
+		const command = String(services.mongo.healthcheck!.test![1]).replaceAll("$$", "$");
+		const script = evalScriptOf(command);
+
+		test("mongod runs as rs0 and every MONGO_URI names it", () => {
+			expect(services.mongo.command).toEqual(expect.arrayContaining(["--replSet", "rs0"]));
+			for (const [name] of roleServices.filter(([, s]) => s.environment?.MONGO_URI))
+				expect({ name, uri: env(name).MONGO_URI }).toEqual({ name, uri: expect.stringMatching(/[?&]replicaSet=rs0(&|$)/) });
+		});
+
+		test("the health check is a valid shell command using mongosh, or the legacy shell where mongosh is absent", () => {
+			expect(services.mongo.healthcheck!.test![0]).toBe("CMD-SHELL");
+			expect(command).toMatch(/^\$\(command -v mongosh \|\| command -v mongo\) --quiet --eval "/);
+			expect(spawnSync("sh", ["-n", "-c", command]).status).toBe(0);
+		});
+
+		for (const shell of ["mongosh", "mongo"] as const) {
+			test(`with ${shell}: a fresh member is initiated under the name clients use, then reported healthy once primary`, () => {
+				const state = { initiated: false, primary: false };
+				const first = runHealthScript(script, shell, state);
+				const host = new URL(env("keyring").MONGO_URI).host;
+				expect(first).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members: [{ _id: 0, host }] } });
+				state.primary = true;
+				expect(runHealthScript(script, shell, state)).toEqual({ exitCode: 0, initiatedWith: null });
+			});
+		}
+	});
+
 	test("MONGO_URI and TRANSPORTER point at the compose servers", () => {
 		for (const [name] of roleServices) expect({ name, transporter: env(name).TRANSPORTER }).toEqual({ name, transporter: "nats://nats:4222" });
 		expect(env("run").TRANSPORTER).toBe("nats://nats:4222");
 		// Data owners use MongoDB; the stateless signer gets no database at all.
-		expect(env("keyring").MONGO_URI).toMatch(/^mongodb:\/\/mongo:27017\/\w+$/);
+		expect(env("keyring").MONGO_URI).toMatch(/^mongodb:\/\/mongo:27017\/\w+\?replicaSet=rs0$/);
 		expect(env("api").MONGO_URI).toBe(env("keyring").MONGO_URI);
 		expect(env("signer").MONGO_URI).toBeUndefined();
 		expect(compose.volumes).toHaveProperty("mongo-data");

@@ -10,6 +10,7 @@ import http from "node:http";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
+import { evalScriptOf, runHealthScript } from "./support/mongo-health";
 import { HealthMiddleware } from "../src/health";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -200,6 +201,47 @@ describe("k8s/ manifests", () => {
 		// The app reaches them by those names.
 		for (const w of appWorkloads) expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats:4222$/);
 		for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI)) expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/@mongo-0\.mongo:27017\//);
+	});
+
+	describe("MongoDB is a replica set of one member, with access control", () => {
+		const mongo = find("StatefulSet", "mongo")!;
+		const [container] = containersOf(mongo) as any[];
+		const probe = container.readinessProbe.exec.command as string[];
+		const script = evalScriptOf(probe[2]);
+
+		test("mongod runs as rs0 with a key file an init container writes, mode 0400, into a volume of its own", () => {
+			const args = container.args as string[];
+			expect(args).toEqual(expect.arrayContaining(["--replSet", "rs0", "--keyFile"]));
+			const keyFile = args[args.indexOf("--keyFile") + 1];
+			const mount = container.volumeMounts.find((v: any) => keyFile.startsWith(`${v.mountPath}/`));
+			expect(mount).toMatchObject({ readOnly: true });
+			const init = (mongo.spec.template.spec.initContainers as any[]).find(c => c.volumeMounts.some((v: any) => v.name === mount.name));
+			expect(init.command.join(" ")).toContain(`chmod 0400 ${keyFile}`);
+			expect(init.image).toBe(container.image);
+			// Its name resolves before it is ready: the readiness probe initiates the set under it.
+			expect(find("Service", "mongo")?.spec.publishNotReadyAddresses).toBe(true);
+		});
+
+		test("every MONGO_URI names the replica set", () => {
+			for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI))
+				expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/[?&]replicaSet=rs0(&|$)/);
+		});
+
+		test("the readiness probe is a valid shell command, authenticates, and uses mongosh or the legacy shell", () => {
+			expect(probe.slice(0, 2)).toEqual(["sh", "-c"]);
+			expect(probe[2]).toMatch(/^\$\(command -v mongosh \|\| command -v mongo\) --quiet/);
+			expect(probe[2]).toContain('-u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin');
+			expect(spawnSync("sh", ["-n", "-c", probe[2]]).status).toBe(0);
+		});
+
+		for (const shell of ["mongosh", "mongo"] as const) {
+			test(`with ${shell}: a fresh member is initiated as mongo-0.mongo, then ready once primary`, () => {
+				const state = { initiated: false, primary: false };
+				expect(runHealthScript(script, shell, state)).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members: [{ _id: 0, host: "mongo-0.mongo:27017" }] } });
+				state.primary = true;
+				expect(runHealthScript(script, shell, state)).toEqual({ exitCode: 0, initiatedWith: null });
+			});
+		}
 	});
 
 	test("every image is pinned, never latest", () => {
