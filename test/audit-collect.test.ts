@@ -7,7 +7,7 @@ import fs from "node:fs";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import type { JWK } from "jose";
 import { StoreMixin, type OwnedStore } from "../mixins/store.mixin";
-import { auditServices, importFromPages } from "../src/audit/collect";
+import { auditServices, importFromPages, servicePages } from "../src/audit/collect";
 import { readSnapshot } from "../src/audit/documents";
 import { audit } from "../src/audit/rules";
 import type { AuditSnapshot } from "../src/audit/snapshot";
@@ -68,7 +68,7 @@ afterAll(() => broker?.stop());
 
 describe("importFromPages", () => {
 	it("pages every collection straight into an import holding exactly the snapshot, and nothing secret", async () => {
-		const db = await importFromPages(broker, { pageSize: 5 });
+		const db = await importFromPages(servicePages(broker), { pageSize: 5 });
 		try {
 			expect(readSnapshot(db)).toEqual(snapshot);
 			for (const file of Object.values(db.files)) expect(fs.readFileSync(file).toString("latin1")).not.toMatch(/SEALED-SECRET|cHJpdmF0ZS1tYXRlcmlhbA/);

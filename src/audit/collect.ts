@@ -1,9 +1,11 @@
 /**
- * Reads every owned collection through its owner's `page` action (DESIGN.md section 2: no
- * service reads another's store) and maps the stored documents to the export's fields:
- * page by page into an import (importFromPages).
+ * Reads every owned collection page by page and maps the stored documents to the export's
+ * fields, into an import (importFromPages). The pages come from a PageSource: the owners'
+ * `page` actions (DESIGN.md section 2: no service reads another's store), or the owners' own
+ * MongoDB stores opened read-only by the audit and the export (src/audit/mongo-pages.ts).
  */
-import { Actions, call, type Caller, type PageParams } from "../contract";
+import type { JWK } from "jose";
+import { Actions, call, type Caller, type Page, type PageParams } from "../contract";
 import { UserError } from "../user-error";
 import type { AuditDb } from "./audit-db";
 import { createImport, ImportProblem, type ImportCollection, type ImportDocs, type ImportOptions } from "./import";
@@ -51,12 +53,30 @@ export function pageSizeFor(collection: string, options: CollectOptions, largest
 /** The services that own collections, and so answer `page`. */
 export type OwningService = "records" | "keyring" | "batcher";
 
+/** Where pages of the owned collections come from. */
+export interface PageSource {
+	/** One page of `collection` of `service` by `_id` (ascending), as the owner's `page` action answers. */
+	page(service: OwningService, collection: string, after: string | undefined, limit: number): Promise<Page>;
+	/** The public JWKS. */
+	jwks(): Promise<JWK[]>;
+}
+
+/** The owners' `page` and `keyring.jwks` actions, through a broker (over NATS or in one process). */
+export function servicePages(broker: Caller): PageSource {
+	return {
+		page: (service, collection, after, limit) => {
+			const params: PageParams = after === undefined ? { collection, limit } : { collection, after, limit };
+			return call(broker, Actions[service].page, params);
+		},
+		jwks: async () => (await call(broker, Actions.keyring.jwks, {}))?.keys ?? []
+	};
+}
+
 /** Calls `onPage` with each page of `collection` of `service`, by `_id`, until the owner says there is no next page. */
-export async function eachPage<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize: number, onPage: (docs: T[]) => void): Promise<void> {
+export async function eachPage<T = StoredDoc>(source: PageSource, service: OwningService, collection: string, pageSize: number, onPage: (docs: T[]) => void): Promise<void> {
 	let after: string | undefined;
 	for (;;) {
-		const params: PageParams = after === undefined ? { collection, limit: pageSize } : { collection, after, limit: pageSize };
-		const page = await call(broker, Actions[service].page, params);
+		const page = await source.page(service, collection, after, pageSize);
 		onPage(page.docs as T[]);
 		if (page.next == null) return;
 		after = page.next;
@@ -66,7 +86,7 @@ export async function eachPage<T = StoredDoc>(broker: Caller, service: OwningSer
 /** Every document of `collection` of `service`, in memory: for small collections and tests. */
 export async function pageAll<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize = 5000): Promise<T[]> {
 	const all: T[] = [];
-	await eachPage<T>(broker, service, collection, pageSize, docs => all.push(...docs));
+	await eachPage<T>(servicePages(broker), service, collection, pageSize, docs => all.push(...docs));
 	return all;
 }
 
@@ -120,10 +140,10 @@ const SOURCES: { [C in ImportCollection]: { service: OwningService; map: (doc: S
 };
 
 /**
- * Pages every owned collection through its owner straight into an import: a page at a time
- * in memory, however large the stores. The order is causal, as collectSnapshot's.
+ * Pages every owned collection straight into an import: a page at a time in memory, however
+ * large the stores, in causal order.
  */
-export async function importFromPages(broker: Caller, options: CollectOptions & ImportOptions = {}): Promise<AuditDb> {
+export async function importFromPages(source: PageSource, options: CollectOptions & ImportOptions = {}): Promise<AuditDb> {
 	const writer = createImport(options);
 	try {
 		const addPage = <C extends ImportCollection>(collection: C) => (docs: StoredDoc[]) => {
@@ -140,16 +160,16 @@ export async function importFromPages(broker: Caller, options: CollectOptions & 
 		// dispatched, so signatures are read before batches and leases, and a live system never
 		// shows a signature whose batch or lease this read missed.
 		let largestBatch = 0;
-		await eachPage(broker, "records", "records", pageSizeFor("records", options), addPage("records"));
-		await eachPage(broker, "records", "signatures", pageSizeFor("signatures", options), addPage("signatures"));
-		await eachPage(broker, "batcher", "runs", pageSizeFor("runs", options), docs => {
+		await eachPage(source, "records", "records", pageSizeFor("records", options), addPage("records"));
+		await eachPage(source, "records", "signatures", pageSizeFor("signatures", options), addPage("signatures"));
+		await eachPage(source, "batcher", "runs", pageSizeFor("runs", options), docs => {
 			for (const run of docs) largestBatch = Math.max(largestBatch, Number(run.batchSize) || 0);
 			addPage("runs")(docs);
 		});
-		await eachPage(broker, "batcher", "batches", pageSizeFor("batches", options, largestBatch), addPage("batches"));
-		await eachPage(broker, "keyring", "keys", pageSizeFor("keys", options), addPage("keys"));
-		writer.jwks(((await call(broker, Actions.keyring.jwks, {}))?.keys ?? []).map(publicJwk));
-		await eachPage(broker, "keyring", "leases", pageSizeFor("leases", options), addPage("leases"));
+		await eachPage(source, "batcher", "batches", pageSizeFor("batches", options, largestBatch), addPage("batches"));
+		await eachPage(source, "keyring", "keys", pageSizeFor("keys", options), addPage("keys"));
+		writer.jwks((await source.jwks()).map(publicJwk));
+		await eachPage(source, "keyring", "leases", pageSizeFor("leases", options), addPage("leases"));
 		return writer.finish();
 	} catch (err) {
 		writer.abort();
@@ -159,7 +179,7 @@ export async function importFromPages(broker: Caller, options: CollectOptions & 
 
 /** The audit of the stores read through their owning services (over NATS, or in one process). */
 export async function auditServices(broker: Caller, options: CollectOptions & AuditOptions = {}): Promise<AuditReport> {
-	const db = await importFromPages(broker, options);
+	const db = await importFromPages(servicePages(broker), options);
 	try {
 		return await audit(db, options);
 	} finally {

@@ -6,16 +6,21 @@ import type { BatcherStore, BatchSummary } from "./ports";
 export class MongoBatcherStore implements BatcherStore {
 	private constructor(private readonly connection: MongoConnection, private readonly runs: MongoCollection, private readonly batches: MongoCollection) {}
 
+	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoBatcherStore> {
-		const connection = await connectMongo(uri, service, "runs");
-		const runs = connection.db.collection("runs");
-		const batches = connection.db.collection("batches");
+		const store = MongoBatcherStore.over(await connectMongo(uri, service, "runs"));
+		const { runs, batches } = store;
 		await runs.createIndex({ runId: 1 }, { unique: true, name: "runs_run" });
 		await runs.createIndex({ idempotencyKey: 1 }, { unique: true, name: "runs_idempotency", partialFilterExpression: { idempotencyKey: { $type: "string" } } });
 		await runs.createIndex({ status: 1 }, { name: "runs_status" });
 		await batches.createIndex({ batchId: 1 }, { unique: true, name: "batches_batch" });
 		await batches.createIndex({ runId: 1, status: 1 }, { name: "batches_run" });
-		return new MongoBatcherStore(connection, runs, batches);
+		return store;
+	}
+
+	/** Over an open connection, creating nothing: what the read-only audit pages through. */
+	static over(connection: MongoConnection): MongoBatcherStore {
+		return new MongoBatcherStore(connection, connection.db.collection("runs"), connection.db.collection("batches"));
 	}
 
 	async insertRun(run: RunDoc): Promise<void> {

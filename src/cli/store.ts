@@ -2,16 +2,16 @@
  * What `npm run audit` and `npm run export` share: their command-line handling and access to
  * the configured store as an audit database. The embedded store's files are read directly,
  * read-only, with no service started (whether or not its owners run). Over NATS the running
- * services are paged; on MongoDB the owning services are started in this process, read-only
- * (no seeding, no resume, no sweep), and paged.
+ * services are paged. On MongoDB the owners' stores are paged over one connection that creates
+ * nothing: no service, no keyring, no master key, no index (src/audit/mongo-pages.ts).
  */
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { openStoreFiles, type AuditDb } from "../audit/audit-db";
-import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
+import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD, servicePages } from "../audit/collect";
+import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
 import { brokerOptions } from "../broker-options";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
-import { serviceSchema, settingsWith } from "../system";
 import { UserError } from "../user-error";
 import { UsageError, type CliOptions } from "./cli";
 
@@ -31,7 +31,7 @@ export const STORE_OPTIONS = {
 
 export const STORE_USAGE = [
 	"  --data-dir DIR            embedded store folder (DATA_DIR)",
-	"  --mongo-uri URI           read MongoDB (MONGO_URI)",
+	"  --mongo-uri URI           read MongoDB, creating nothing (MONGO_URI)",
 	"  --transporter URL         ask the running services over NATS (TRANSPORTER)",
 	"  --namespace NAME          Moleculer namespace of those services (NAMESPACE)"
 ].join("\n");
@@ -86,30 +86,14 @@ async function startRemote(config: AppConfig): Promise<ServiceBroker> {
 	}
 }
 
-async function startInProcess(config: AppConfig): Promise<ServiceBroker> {
-	// Services started on the embedded default would create its files: those are read directly instead.
-	if (!config.mongoUri) throw new StoreError("The embedded store is read from its files (openAuditDb), never through services started here");
-	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn" }));
-	// Read-only: no seeding, no resumed run, no expiry sweep; the store as the flags name it.
-	const settings = settingsWith(config, { records: { seedCount: 0 }, keyring: { sweepIntervalMs: 0 }, batcher: { resumeOnStart: false } });
-	for (const name of STORE_SERVICES) broker.createService(serviceSchema(name, settings));
-	try {
-		await broker.start();
-		return broker;
-	} catch (err) {
-		await stopQuietly(broker);
-		throw new StoreError(`Cannot open ${describeStore(config)}: ${(err as Error).message}`);
-	}
-}
-
 async function stopQuietly(broker: ServiceBroker): Promise<void> {
 	// A broker stuck reconnecting must not keep the command from exiting.
 	await within(5_000, broker.stop(), () => new Error("stop timed out")).catch(() => undefined);
 }
 
-/** Runs `work` with a broker on which the records, keyring and batcher actions answer (over NATS, or started here on MongoDB), then stops it. */
-export async function withStore<T>(config: AppConfig, work: (broker: ServiceBroker) => Promise<T>): Promise<T> {
-	const broker = config.transporter ? await startRemote(config) : await startInProcess(config);
+/** Runs `work` with a broker on which the running records, keyring and batcher services answer over NATS, then stops it. */
+export async function withRemoteStore<T>(config: AppConfig, work: (broker: ServiceBroker) => Promise<T>): Promise<T> {
+	const broker = await startRemote(config);
 	try {
 		return await work(broker);
 	} finally {
@@ -117,9 +101,27 @@ export async function withStore<T>(config: AppConfig, work: (broker: ServiceBrok
 	}
 }
 
+/** MongoDB read as it is: a wrong database name is reported, never created. */
+async function importFromMongo(config: AppConfig, uri: string): Promise<AuditDb> {
+	let pages;
+	try {
+		pages = await openMongoPages(uri, { serverSelectionTimeoutMS: WAIT_MS });
+	} catch (err) {
+		throw new StoreError(`Cannot reach ${describeStore(config)} within ${WAIT_MS / 1000} s: is mongod running there? (${(err as Error).message})`);
+	}
+	try {
+		if ((await pages.present()).length === 0)
+			throw new StoreError(`${describeStore(config)} has none of the store's collections (${MONGO_COLLECTIONS.join(", ")}): is the database name in MONGO_URI right? Nothing was created.`);
+		return await importFromPages(pages);
+	} finally {
+		await pages.close().catch(() => undefined);
+	}
+}
+
 /** The configured store as an audit database; the caller closes it. */
 export async function openAuditDb(config: AppConfig): Promise<AuditDb> {
-	if (!config.transporter && !config.mongoUri) return openStoreFiles(config.dataDir);
 	// Over a transporter each page must fit a default nats-server message.
-	return withStore(config, broker => importFromPages(broker, config.transporter ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {}));
+	if (config.transporter) return withRemoteStore(config, broker => importFromPages(servicePages(broker), { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD }));
+	if (config.mongoUri) return importFromMongo(config, config.mongoUri);
+	return openStoreFiles(config.dataDir);
 }

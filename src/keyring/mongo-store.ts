@@ -27,16 +27,21 @@ export class MongoKeyringStore implements KeyringStore {
 		private readonly roleOf: MongoCollection
 	) {}
 
+	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoKeyringStore> {
-		const connection = await connectMongo(uri, service, "keys");
-		const keys = connection.db.collection("keys");
-		const leases = connection.db.collection("leases");
+		const store = MongoKeyringStore.over(await connectMongo(uri, service, "keys"));
+		const { keysOf: keys, leasesOf: leases } = store;
 		await keys.createIndex({ keyId: 1 }, { unique: true, name: "keys_key" });
 		await leases.createIndex({ leaseId: 1 }, { unique: true, name: "leases_lease" });
 		await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
 		await leases.createIndex({ endSeq: 1 }, { unique: true, name: "leases_end_seq", partialFilterExpression: { endSeq: { $type: "number" } } });
 		await leases.createIndex({ keyId: 1 }, { unique: true, name: "leases_open_per_key", partialFilterExpression: { open: true } });
-		return new MongoKeyringStore(connection, keys, leases, connection.db.collection("keyring"));
+		return store;
+	}
+
+	/** Over an open connection, creating nothing: what the read-only audit pages through. */
+	static over(connection: MongoConnection): MongoKeyringStore {
+		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"));
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {

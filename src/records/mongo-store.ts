@@ -22,15 +22,19 @@ export class MongoRecordsStore implements RecordsStore {
 
 	private constructor(private readonly connection: MongoConnection, private readonly recordsOf: MongoCollection, private readonly signaturesOf: MongoCollection) {}
 
+	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoRecordsStore> {
-		const connection = await connectMongo(uri, service, "records");
-		const records = connection.db.collection("records");
-		const signatures = connection.db.collection("signatures");
+		const store = MongoRecordsStore.over(await connectMongo(uri, service, "records"));
 		// The guard against a second signature, then the indexes that keep every query indexed.
-		await signatures.createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
-		await signatures.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
-		await records.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
-		return new MongoRecordsStore(connection, records, signatures);
+		await store.signaturesOf.createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
+		await store.signaturesOf.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
+		await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
+		return store;
+	}
+
+	/** Over an open connection, creating nothing: what the read-only audit pages through. */
+	static over(connection: MongoConnection): MongoRecordsStore {
+		return new MongoRecordsStore(connection, connection.db.collection("records"), connection.db.collection("signatures"));
 	}
 
 	async recordCount(): Promise<number> {

@@ -54,7 +54,8 @@ export function writeConcernOptions(uri: string): object {
 	const query = uri.split("?")[1] ?? "";
 	const params = new URLSearchParams(query);
 	if (params.has("w") || params.has("journal") || params.has("j")) return {};
-	return { w: "majority", j: true, wtimeout: 10_000 };
+	// The driver's writeConcern option: top-level w/j/wtimeout are deprecated in 3.7.
+	return { writeConcern: { w: "majority", j: true, wtimeout: 10_000 } };
 }
 
 interface Adapter {
@@ -64,9 +65,9 @@ interface Adapter {
 	db: MongoDb;
 }
 
-/** Connects through the adapter; `service` is the owning service (its broker and logger). */
-export async function connectMongo(uri: string, service: { broker: unknown; logger: unknown }, collection: string): Promise<MongoConnection> {
-	const adapter: Adapter = new MongoDbAdapter(uri, { useUnifiedTopology: true, ...writeConcernOptions(uri) });
+/** Connects through the adapter; `service` is the owning service (its broker and logger); `options` go to the driver. */
+export async function connectMongo(uri: string, service: { broker: unknown; logger: unknown }, collection: string, options: object = {}): Promise<MongoConnection> {
+	const adapter: Adapter = new MongoDbAdapter(uri, { useUnifiedTopology: true, ...writeConcernOptions(uri), ...options });
 	adapter.init(service.broker, { schema: { collection }, logger: service.logger });
 	await adapter.connect();
 	return { db: adapter.db, close: () => adapter.disconnect() };

@@ -1,0 +1,47 @@
+/**
+ * How the audit and the export read MongoDB: the owners' own stores over one connection,
+ * opened without creating anything (no index, no keyring, no key, whatever the database name),
+ * and paged exactly as their `page` actions page them. No service starts and no master key is
+ * needed: only public fields leave the keys collection.
+ */
+import type { JWK } from "jose";
+import type { Page } from "../contract";
+import { MongoBatcherStore } from "../batcher/mongo-store";
+import { publicJwkOf } from "../keyring/keys";
+import { MongoKeyringStore } from "../keyring/mongo-store";
+import { MongoRecordsStore } from "../records/mongo-store";
+import { connectMongo, type MongoConnection } from "../store/mongo";
+import type { OwningService, PageSource } from "./collect";
+
+/** The collections a record-signing store has in its database. */
+export const MONGO_COLLECTIONS = ["records", "signatures", "runs", "batches", "keys", "leases"] as const;
+
+export interface MongoPages extends PageSource {
+	/** Which of MONGO_COLLECTIONS the database has (none: a wrong database name, most likely). */
+	present(): Promise<string[]>;
+	close(): Promise<void>;
+}
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+
+/** What each owner's store pages (its own collections, as its `page` action does). */
+interface Pager {
+	page(collection: string, after: string | undefined, limit: number): Promise<Page>;
+}
+
+/** Connects (with the driver `options` given, e.g. a shorter server selection timeout); creates nothing. */
+export async function openMongoPages(uri: string, options: object = {}): Promise<MongoPages> {
+	const connection: MongoConnection = await connectMongo(uri, { broker: null, logger: quiet }, "records", options);
+	const keyring = MongoKeyringStore.over(connection);
+	const owners: Record<OwningService, Pager> = { records: MongoRecordsStore.over(connection), batcher: MongoBatcherStore.over(connection), keyring };
+	return {
+		page: (service, collection, after, limit) => owners[service].page(collection, after, limit),
+		jwks: async (): Promise<JWK[]> => (await keyring.keys()).map(key => publicJwkOf(key.keyId, key.publicJwk)),
+		present: async () => {
+			const reply = await connection.db.command({ listCollections: 1, nameOnly: true, authorizedCollections: true });
+			const names = new Set<string>((reply.cursor?.firstBatch ?? []).map((c: { name: string }) => c.name));
+			return MONGO_COLLECTIONS.filter(name => names.has(name));
+		},
+		close: () => connection.close()
+	};
+}
