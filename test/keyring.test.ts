@@ -299,62 +299,6 @@ describe("keyring", () => {
 		expect(JSON.stringify(services)).not.toContain(masterKey);
 	});
 
-	test("a store write that keeps failing is tried again, then refused, and leaves the in-memory state as it was", async () => {
-		const ring = await startKeyring({ keys: 2 });
-		const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore }).store;
-		const { insertLease, endLease } = store;
-		let tries = 0;
-		store.insertLease = () => (tries++, Promise.reject(new Error("disk full")));
-		const refused = ring.acquire("a", 0).catch((err: Error) => err);
-		expect(await advanceUntil(ring.clock, refused)).toMatchObject({ message: expect.stringMatching(/disk full/) });
-		expect(tries).toBe(4);
-		expect(await ring.status()).toMatchObject({ free: 2, leased: 0, freeQueue: ["key-000", "key-001"], lastSeq: 0 });
-		store.insertLease = insertLease;
-
-		const lease = await ring.acquire("a");
-		expect(lease.keyId).toBe("key-000");
-		store.endLease = () => Promise.reject(new Error("disk full"));
-		const notReleased = ring.release(lease.leaseId).catch((err: Error) => err);
-		expect(await advanceUntil(ring.clock, notReleased)).toMatchObject({ message: expect.stringMatching(/disk full/) });
-		expect(await ring.status()).toMatchObject({ free: 1, leased: 1, freeQueue: ["key-001"] });
-		store.endLease = endLease;
-		expect(await ring.release(lease.leaseId)).toMatchObject({ changed: true });
-		// Only what the store accepted was announced, and no seq was stored twice.
-		expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released"]);
-		const docs = await ring.leaseDocs();
-		expect(docs).toHaveLength(1);
-		expect(docs[0].endSeq).toBeGreaterThan(docs[0].grantSeq);
-	});
-
-	test("a write the store applied but whose reply was lost is not made twice: one grant, one end, the LRU order kept", async () => {
-		const ring = await startKeyring({ keys: 3 });
-		const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore }).store;
-		const { insertLease, endLease } = store;
-		// Applies the write, then drops its reply, as a connection reset after the server wrote would.
-		const replyLost = <A extends unknown[], R>(write: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
-			await write.apply(store, args);
-			throw new Error("connection reset: the reply was lost");
-		};
-		store.insertLease = replyLost(insertLease);
-		const first = await advanceUntil(ring.clock, ring.acquire("a"));
-		store.insertLease = insertLease;
-		expect(first.keyId).toBe("key-000");
-		expect((await ring.leaseDocs()).map(d => [d.leaseId, d.keyId, d.grantSeq])).toEqual([[first.leaseId, "key-000", 1]]);
-
-		store.endLease = replyLost(endLease);
-		expect(await advanceUntil(ring.clock, ring.release(first.leaseId))).toMatchObject({ changed: true });
-		store.endLease = endLease;
-		expect(await ring.leaseDocs()).toEqual([expect.objectContaining({ leaseId: first.leaseId, end: "released", endSeq: 2 })]);
-		expect(await ring.release(first.leaseId)).toMatchObject({ changed: false });
-
-		// The state carried on as the store has it: key-000 went to the tail, the next grants follow the LRU order.
-		const next = [(await ring.acquire("b")).keyId, (await ring.acquire("c")).keyId, (await ring.acquire("d")).keyId];
-		expect(next).toEqual(["key-001", "key-002", "key-000"]);
-		const seqs = (await ring.leaseDocs()).flatMap(d => (d.endSeq === null ? [d.grantSeq] : [d.grantSeq, d.endSeq]));
-		expect([...seqs].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
-		expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released", "lease.granted", "lease.granted", "lease.granted"]);
-	});
-
 	test("every grant, release and reclaim is stored with a unique increasing seq that replays to the live state", async () => {
 		const ring = await startKeyring({ keys: 5, leaseTtlMs: 200, leaseGraceMs: 50, sweepIntervalMs: 25 });
 		const next = random(7);
@@ -389,4 +333,96 @@ describe("keyring", () => {
 		expect(replay.freeQueue).toEqual(status.freeQueue);
 		expect(replay.lastSeq).toBe(status.lastSeq);
 	});
+});
+
+/** Where the store-write tests run: the embedded store always, MongoDB too when MONGO_URI is set. */
+interface Backend {
+	name: string;
+	settings(): Partial<KeyringSettings>;
+	cleanup(): Promise<void>;
+}
+const backends: Backend[] = [{ name: "the embedded store", settings: () => ({}), cleanup: async () => undefined }];
+if (process.env.MONGO_URI) {
+	let n = 0;
+	let uri = "";
+	backends.push({
+		name: "MongoDB",
+		settings() {
+			const url = new URL(process.env.MONGO_URI!);
+			url.pathname = `/signing-keyring-test-${process.pid}-${++n}`;
+			uri = url.toString();
+			return { mongoUri: uri, masterKey: Buffer.alloc(32, 9).toString("base64") };
+		},
+		async cleanup() {
+			if (!uri) return;
+			const { connectMongo } = await import("../src/store/mongo");
+			const connection = await connectMongo(uri, { broker: null, logger: new ServiceBroker({ logger: false }).getLogger("keyring-test") }, "keys");
+			await connection.db.command({ dropDatabase: 1 });
+			await connection.close();
+			uri = "";
+		}
+	});
+}
+
+describe.each(backends)("keyring store writes on $name", backend => {
+	afterEach(async () => {
+		while (running.length) await running.pop()!.stop();
+		await backend.cleanup();
+	});
+
+		test("a store write that keeps failing is tried again, then refused, and leaves the in-memory state as it was", async () => {
+			const ring = await startKeyring({ ...backend.settings(), keys: 2 });
+			const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore }).store;
+			const { insertLease, endLease } = store;
+			let tries = 0;
+			store.insertLease = () => (tries++, Promise.reject(new Error("disk full")));
+			const refused = ring.acquire("a", 0).catch((err: Error) => err);
+			expect(await advanceUntil(ring.clock, refused)).toMatchObject({ message: expect.stringMatching(/disk full/) });
+			expect(tries).toBe(4);
+			expect(await ring.status()).toMatchObject({ free: 2, leased: 0, freeQueue: ["key-000", "key-001"], lastSeq: 0 });
+			store.insertLease = insertLease;
+
+			const lease = await ring.acquire("a");
+			expect(lease.keyId).toBe("key-000");
+			store.endLease = () => Promise.reject(new Error("disk full"));
+			const notReleased = ring.release(lease.leaseId).catch((err: Error) => err);
+			expect(await advanceUntil(ring.clock, notReleased)).toMatchObject({ message: expect.stringMatching(/disk full/) });
+			expect(await ring.status()).toMatchObject({ free: 1, leased: 1, freeQueue: ["key-001"] });
+			store.endLease = endLease;
+			expect(await ring.release(lease.leaseId)).toMatchObject({ changed: true });
+			// Only what the store accepted was announced, and no seq was stored twice.
+			expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released"]);
+			const docs = await ring.leaseDocs();
+			expect(docs).toHaveLength(1);
+			expect(docs[0].endSeq).toBeGreaterThan(docs[0].grantSeq);
+		});
+
+		test("a write the store applied but whose reply was lost is not made twice: one grant, one end, the LRU order kept", async () => {
+			const ring = await startKeyring({ ...backend.settings(), keys: 3 });
+			const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore }).store;
+			const { insertLease, endLease } = store;
+			// Applies the write, then drops its reply, as a connection reset after the server wrote would.
+			const replyLost = <A extends unknown[], R>(write: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+				await write.apply(store, args);
+				throw new Error("connection reset: the reply was lost");
+			};
+			store.insertLease = replyLost(insertLease);
+			const first = await advanceUntil(ring.clock, ring.acquire("a"));
+			store.insertLease = insertLease;
+			expect(first.keyId).toBe("key-000");
+			expect((await ring.leaseDocs()).map(d => [d.leaseId, d.keyId, d.grantSeq])).toEqual([[first.leaseId, "key-000", 1]]);
+
+			store.endLease = replyLost(endLease);
+			expect(await advanceUntil(ring.clock, ring.release(first.leaseId))).toMatchObject({ changed: true });
+			store.endLease = endLease;
+			expect(await ring.leaseDocs()).toEqual([expect.objectContaining({ leaseId: first.leaseId, end: "released", endSeq: 2 })]);
+			expect(await ring.release(first.leaseId)).toMatchObject({ changed: false });
+
+			// The state carried on as the store has it: key-000 went to the tail, the next grants follow the LRU order.
+			const next = [(await ring.acquire("b")).keyId, (await ring.acquire("c")).keyId, (await ring.acquire("d")).keyId];
+			expect(next).toEqual(["key-001", "key-002", "key-000"]);
+			const seqs = (await ring.leaseDocs()).flatMap(d => (d.endSeq === null ? [d.grantSeq] : [d.grantSeq, d.endSeq]));
+			expect([...seqs].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
+			expect(ring.events.map(e => e.event)).toEqual(["lease.granted", "lease.released", "lease.granted", "lease.granted", "lease.granted"]);
+		});
 });
