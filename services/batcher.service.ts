@@ -4,7 +4,7 @@
  * before dispatching it to a signer, retries failed batches as new batches, and resumes an
  * interrupted run when the service starts again. This file wires it to the broker.
  */
-import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { CallingOptions, Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
 import { Batcher } from "../src/batcher/batcher";
 import { MongoBatcherStore } from "../src/batcher/mongo-store";
@@ -13,7 +13,8 @@ import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, emit, startRunParams, type StartRunParams } from "../src/contract";
-import { natsMaxPayload } from "../src/nats-status";
+import { PEER_RECONNECTED } from "../src/lost-requests";
+import { natsMaxPayload, watchNatsStatus } from "../src/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
 
 
@@ -34,7 +35,9 @@ function signersOf(broker: ServiceBroker): SignersPort {
 	return {
 		available: () => broker.registry.getServiceList({ onlyAvailable: true }).flatMap(s => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
 		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
-		signBatch: (params, { nodeID, timeoutMs }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}) }),
+		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/lost-requests.ts).
+		signBatch: (params, { nodeID, timeoutMs, signal }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}), signal, keepOnReconnect: true } as CallingOptions),
+		inFlight: async (nodeID, timeoutMs) => (await call(broker, Actions.signer.inFlight, {}, { nodeID, timeout: timeoutMs })).batchIds,
 		maxMessageBytes: () => natsMaxPayload(broker)
 	};
 }
@@ -72,6 +75,12 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 				}
 			}
 		},
+		events: {
+			/** A signer back on NATS: requests sent to it meanwhile may be lost; its batches are checked on now. */
+			[PEER_RECONNECTED](ctx: Context<{ nodeID: string }>) {
+				this.batcher?.transportReconnected(ctx.params.nodeID);
+			}
+		},
 		async started() {
 			const broker = this.broker;
 			this.batcher = new Batcher(this.settings, {
@@ -80,6 +89,7 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 					unsignedPage: async (after, limit) => (await call(broker, Actions.records.unsignedPage, { after, limit })).records,
 					unsignedAmong: async ids => (await call(broker, Actions.records.unsignedAmong, { ids })).records,
 					progress: () => call(broker, Actions.records.progress, {}),
+					closeBatch: (batchId, recordIds) => call(broker, Actions.records.closeBatch, { batchId, recordIds }),
 					stats: () => call(broker, Actions.records.stats, {})
 				},
 				signers: signersOf(broker),
@@ -88,6 +98,8 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 				logger: this.logger,
 				nodeStopping: () => broker.stopping
 			});
+			// This node back on NATS: replies sent to it meanwhile may be lost.
+			watchNatsStatus(broker, type => type === "reconnect" && this.batcher.transportReconnected());
 			await this.batcher.resumeInterrupted();
 		},
 		async stopped() {

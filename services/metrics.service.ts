@@ -43,13 +43,14 @@ const MetricsService: ServiceSchema<Record<string, never>, MetricsMethods, Metri
 			const metrics = this.broker.metrics;
 			metrics.increment(M.recordsSigned, undefined, ctx.params.stored);
 			metrics.increment(M.batches, { status: "signed" });
-			metrics.observe(M.leaseWait, ctx.params.leaseWaitMs);
+			if (ctx.params.leaseWaitMs !== null) metrics.observe(M.leaseWait, ctx.params.leaseWaitMs);
 			metrics.observe(M.batchLatency, ctx.params.latencyMs);
 			this.publishGauges();
 		},
 		[Events.batchFailed](ctx: Context<BatchFailedEvent>) {
 			this.stats.batchFailed(ctx.params);
 			this.broker.metrics.increment(M.batches, { status: "failed" });
+			if (ctx.params.stored > 0) this.broker.metrics.increment(M.recordsSigned, undefined, ctx.params.stored);
 		},
 		[Events.leaseGranted](ctx: Context<LeaseEvent>) {
 			this.stats.leaseGranted(ctx.params);

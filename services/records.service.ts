@@ -8,13 +8,13 @@ import { Errors } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
-	recordIdsParams, storeSignaturesParams, unsignedPageParams,
-	type Progress, type RecordIdsParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
+	closeBatchParams, recordIdsParams, storeSignaturesParams, unsignedPageParams,
+	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
-import type { RecordsStore } from "../src/records/store";
+import { BatchClosedError, type RecordsStore } from "../src/records/store";
 import { serviceSettings, type RecordsSettings } from "../src/settings";
 
 interface RecordsVars {
@@ -54,11 +54,23 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 					return { records: await this.store.recordCount(), maxRecordBytes: await this.store.maxRecordBytes() };
 				}
 			},
-			/** Stores a batch's signatures; already-signed records keep their first signature. */
+			/** Stores a batch's signatures; already-signed records keep their first signature; a closed batch's are refused. */
 			storeSignatures: {
 				params: storeSignaturesParams,
 				async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
-					return this.store.storeSignatures(ctx.params);
+					try {
+						return await this.store.storeSignatures(ctx.params);
+					} catch (err) {
+						if (err instanceof BatchClosedError) throw new Errors.MoleculerClientError(err.message, 409, "BATCH_CLOSED", { batchId: err.batchId });
+						throw err;
+					}
+				}
+			},
+			/** Closes a batch that ended without its signer's reply; answers what is stored under it and which of its records are unsigned. */
+			closeBatch: {
+				params: closeBatchParams,
+				async handler(ctx: Context<CloseBatchParams>): Promise<ClosedBatch> {
+					return this.store.closeBatch(ctx.params.batchId, ctx.params.recordIds);
 				}
 			},
 			progress: {

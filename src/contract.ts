@@ -53,7 +53,12 @@ export interface LeaseDoc {
 	end: LeaseEnd | null;
 }
 
-export type BatchStatus = "pending" | "signed" | "failed" | "abandoned";
+/**
+ * `pending` until it ends; then what its stored signatures say: `signed` (every record of it
+ * signed), `partial` (some under it, some still unsigned), `failed` (none under it).
+ * `abandoned` is only in stores written before batches were reconciled from their signatures.
+ */
+export type BatchStatus = "pending" | "signed" | "partial" | "failed" | "abandoned";
 
 /** `batches` collection, owned by the batcher. */
 export interface BatchDoc {
@@ -69,9 +74,10 @@ export interface BatchDoc {
 	finishedAt: string | null;
 	signer?: string | null;
 	error?: string | null;
-	/** Signatures this batch stored, and records it found already signed. */
+	/** Signatures this batch stored, records it found already signed, and (once ended) its records still unsigned. */
 	stored?: number;
 	duplicates?: number;
+	unsigned?: number;
 }
 
 export type RunStatus = "running" | "completed" | "failed";
@@ -162,6 +168,24 @@ export const storeSignaturesParams = {
 export interface StoreSignaturesResult {
 	stored: number;
 	duplicates: number;
+}
+
+/**
+ * `records.closeBatch`: after it, no signature is stored under the batch (a late signer is
+ * refused with BATCH_CLOSED). Closing again answers the same.
+ */
+export interface CloseBatchParams {
+	batchId: string;
+	recordIds: string[];
+}
+export const closeBatchParams = {
+	batchId: { type: "string", min: 1 },
+	recordIds: { type: "array", items: "string" }
+};
+/** What a closed batch holds: its signatures by key and lease (one group, unless a rule broke), and its records still unsigned. */
+export interface ClosedBatch {
+	signed: Array<{ keyId: string; leaseId: string; count: number }>;
+	unsigned: RecordPayload[];
 }
 
 export interface Progress {
@@ -405,13 +429,16 @@ export interface BatchSignedEvent {
 	stored: number;
 	duplicates: number;
 	latencyMs: number;
-	leaseWaitMs: number;
+	/** How long its signer waited for the lease; null when its reply was lost and the batch was settled from its signatures. */
+	leaseWaitMs: number | null;
 }
 export interface BatchFailedEvent {
 	runId: string;
 	batchId: string;
 	size: number;
 	error: string;
+	/** Signatures it stored before it failed (a `partial` batch), from the records service. */
+	stored: number;
 }
 
 /** Every domain event and its payload. */
@@ -435,6 +462,7 @@ export const Actions = {
 		unsignedAmong: "records.unsignedAmong",
 		stats: "records.stats",
 		storeSignatures: "records.storeSignatures",
+		closeBatch: "records.closeBatch",
 		progress: "records.progress",
 		get: "records.get",
 		page: "records.page"
@@ -458,7 +486,9 @@ export const Actions = {
 		page: "batcher.page"
 	},
 	signer: {
-		signBatch: "signer.signBatch"
+		signBatch: "signer.signBatch",
+		/** Asked of one signer node: the batches it is working on now. */
+		inFlight: "signer.inFlight"
 	},
 	metrics: {
 		snapshot: "metrics.snapshot"
@@ -471,6 +501,7 @@ export interface ActionMap {
 	"records.unsignedAmong": { params: RecordIdsParams; result: UnsignedRecords };
 	"records.stats": { params: Record<string, never>; result: RecordStats };
 	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
+	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };
 	"records.progress": { params: Record<string, never>; result: Progress };
 	"records.get": { params: { id: string }; result: RecordView };
 	"records.page": { params: PageParams; result: Page };
@@ -488,6 +519,7 @@ export interface ActionMap {
 	"batcher.get": { params: { runId: string }; result: RunDetails };
 	"batcher.page": { params: PageParams; result: Page };
 	"signer.signBatch": { params: SignBatchParams; result: SignBatchResult };
+	"signer.inFlight": { params: Record<string, never>; result: { batchIds: string[] } };
 	"metrics.snapshot": { params: Record<string, never>; result: MetricsSnapshot };
 }
 export type ActionName = keyof ActionMap;

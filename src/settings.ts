@@ -61,7 +61,9 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			resumeOnStart: true,
 			maxAttempts: 10,
 			signTimeoutMs: signTimeoutMs(config),
-			stopSettleMs: 10_000
+			stopSettleMs: 10_000,
+			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
+			probeAfterMs: 3_000
 		},
 		signer: {
 			leaseTtlMs: config.leaseTtlMs,
@@ -70,6 +72,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			// Below the broker's tracking shutdownTimeout (15 s): releases go out before the transport closes.
 			shutdownDrainMs: 10_000,
 			releaseTimeoutMs: 10_000,
+			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads
 		},
 		metrics: {},

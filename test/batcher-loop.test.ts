@@ -36,28 +36,34 @@ class MemoryBatcherStore implements BatcherStore {
 	async updateBatch(batchId: string, fields: Partial<BatchDoc>) {
 		Object.assign(this.batches.get(batchId)!, fields);
 	}
-	async abandonPending(runId: string, finishedAt: string) {
-		let n = 0;
-		for (const b of this.batches.values()) if (b.runId === runId && b.status === "pending") Object.assign(b, { status: "abandoned", finishedAt }, n++);
-		return n;
+	async pendingBatches(runId: string) {
+		return [...this.batches.values()].filter(b => b.runId === runId && b.status === "pending").map(b => structuredClone(b));
 	}
 	async batchSummary(runId: string) {
 		const of = [...this.batches.values()].filter(b => b.runId === runId);
 		const byStatus: Record<string, number> = {};
 		for (const b of of) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
-		const signed = of.filter(b => b.status === "signed");
+		const signed = of.filter(b => b.status === "signed" || b.status === "partial");
 		return { total: of.length, byStatus, stored: signed.reduce((n, b) => n + (b.stored ?? 0), 0), duplicates: signed.reduce((n, b) => n + (b.duplicates ?? 0), 0), keysUsed: new Set(signed.map(b => b.keyId)).size };
 	}
 }
 
-/** `count` records `r0001`..., some already signed. */
+/** `count` records `r0001`..., some already signed; each signature names its batch, key and lease; a closed batch takes none. */
 class Records implements RecordsPort {
 	readonly ids: string[];
-	readonly signed = new Set<string>();
+	readonly signed = new Map<string, { batchId: string; keyId: string; leaseId: string }>();
+	readonly closed = new Set<string>();
 	constructor(count: number) {
 		this.ids = Array.from({ length: count }, (_, i) => `r${String(i + 1).padStart(4, "0")}`);
 	}
 	private payload = (id: string) => ({ id, data: `data-of-${id}` });
+	/** Stores signatures of `ids` under a batch, as records.storeSignatures does; returns how many were new. */
+	store(batchId: string, keyId: string, leaseId: string, ids: string[]): number {
+		if (this.closed.has(batchId)) throw new Error(`BATCH_CLOSED: ${batchId}`);
+		let stored = 0;
+		for (const id of ids) if (!this.signed.has(id)) (this.signed.set(id, { batchId, keyId, leaseId }), stored++);
+		return stored;
+	}
 	async unsignedPage(after: string | undefined, limit: number) {
 		return this.ids.filter(id => (after === undefined || id > after) && !this.signed.has(id)).slice(0, limit).map(this.payload);
 	}
@@ -70,6 +76,17 @@ class Records implements RecordsPort {
 	async stats() {
 		return { records: this.ids.length, maxRecordBytes: 20 };
 	}
+	async closeBatch(batchId: string, recordIds: string[]) {
+		this.closed.add(batchId);
+		const groups = new Map<string, { keyId: string; leaseId: string; count: number }>();
+		for (const signature of this.signed.values()) {
+			if (signature.batchId !== batchId) continue;
+			const group = groups.get(signature.leaseId) ?? { keyId: signature.keyId, leaseId: signature.leaseId, count: 0 };
+			group.count++;
+			groups.set(signature.leaseId, group);
+		}
+		return { signed: [...groups.values()], unsigned: await this.unsignedAmong(recordIds) };
+	}
 }
 
 type Behaviour = (params: SignBatchParams, nodeID: string) => Promise<SignBatchResult>;
@@ -78,7 +95,11 @@ type Behaviour = (params: SignBatchParams, nodeID: string) => Promise<SignBatchR
 class Signers implements SignersPort {
 	nodes: string[];
 	readonly calls: Array<{ params: SignBatchParams; nodeID: string }> = [];
-	inFlight = 0;
+	/** Batch id -> node, while its `signBatch` runs there: what `inFlight` answers unless `answer` says otherwise. */
+	readonly running = new Map<string, string>();
+	answer?: (nodeID: string) => Promise<string[]>;
+	probes: string[] = [];
+	active = 0;
 	maxInFlight = 0;
 	constructor(nodes: string[], private readonly records: Records, private readonly clock: FakeClock, public behaviour?: Behaviour) {
 		this.nodes = nodes;
@@ -94,21 +115,34 @@ class Signers implements SignersPort {
 	maxMessageBytes() {
 		return this.maxPayload;
 	}
-	/** Signs every record of the batch with a key of its own. */
+	/** The key a batch is signed with: one of three, by the order of the calls. */
+	keyOf = (batchId: string) => `key-${this.calls.findIndex(c => c.params.batchId === batchId) % 3}`;
+	/** Signs every record of the batch with its key, under a lease of its own, and stores the signatures. */
 	sign: Behaviour = async (params, nodeID) => {
-		let stored = 0;
-		for (const id of params.records.map(r => r.id)) if (!this.records.signed.has(id)) (this.records.signed.add(id), stored++);
-		return { batchId: params.batchId, keyId: `key-${this.calls.length % 3}`, leaseId: `lease-${params.batchId}`, signer: nodeID, stored, duplicates: params.records.map(r => r.id).length - stored, leaseWaitMs: 0 };
+		const ids = params.records.map(r => r.id);
+		const keyId = this.keyOf(params.batchId);
+		const stored = this.records.store(params.batchId, keyId, `lease-${params.batchId}`, ids);
+		return { batchId: params.batchId, keyId, leaseId: `lease-${params.batchId}`, signer: nodeID, stored, duplicates: ids.length - stored, leaseWaitMs: 0 };
 	};
-	async signBatch(params: SignBatchParams, options: { nodeID?: string }) {
+	async signBatch(params: SignBatchParams, options: { nodeID?: string; signal: AbortSignal }) {
 		const nodeID = options.nodeID ?? "(any)";
 		this.calls.push({ params, nodeID });
-		this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+		this.running.set(params.batchId, nodeID);
+		this.maxInFlight = Math.max(this.maxInFlight, ++this.active);
+		// As src/lost-requests.ts does: an abort fails the call at once, whatever the signer does.
+		const aborted = new Promise<never>((_, reject) => options.signal.addEventListener("abort", () => reject(new Error(`aborted: ${(options.signal.reason as Error).message}`)), { once: true }));
+		const work = (this.behaviour ?? this.sign)(params, nodeID).finally(() => this.running.delete(params.batchId));
+		work.catch(() => undefined);
 		try {
-			return await (this.behaviour ?? this.sign)(params, nodeID);
+			return await Promise.race([work, aborted]);
 		} finally {
-			this.inFlight--;
+			this.active--;
 		}
+	}
+	async inFlight(nodeID: string) {
+		this.probes.push(nodeID);
+		if (this.answer) return this.answer(nodeID);
+		return [...this.running].filter(([, node]) => node === nodeID).map(([batchId]) => batchId);
 	}
 }
 
@@ -122,7 +156,7 @@ interface Harness {
 	completed(): Promise<EventMap["run.completed"]>;
 }
 
-const OPTIONS: BatcherOptions = { batchSize: 10, window: 3, resumeOnStart: true, maxAttempts: 3, signTimeoutMs: 60_000, stopSettleMs: 1_000 };
+const OPTIONS: BatcherOptions = { batchSize: 10, window: 3, resumeOnStart: true, maxAttempts: 3, signTimeoutMs: 60_000, stopSettleMs: 1_000, probeAfterMs: 3_000 };
 
 function harness(records: number, options: Partial<BatcherOptions> = {}, store = new MemoryBatcherStore(), nodes = ["signer-1"]): Harness {
 	const clock = new FakeClock();
@@ -151,7 +185,7 @@ function harness(records: number, options: Partial<BatcherOptions> = {}, store =
 describe("the batcher's run loop", () => {
 	test("pages every unsigned record in ascending batches of the run's size, at most `window` in flight, and reports", async () => {
 		const h = harness(95);
-		h.records.signed.add("r0003");
+		h.records.store("earlier-batch", "key-x", "lease-x", ["r0003"]);
 		const done = h.completed();
 		const run = await h.batcher.start({ batchSize: 10 });
 		const completion = await done;
@@ -168,13 +202,13 @@ describe("the batcher's run loop", () => {
 		expect(h.events.map(e => e.event).filter(e => e !== "batch.signed")).toEqual(["run.started", "run.completed"]);
 	});
 
-	test("a failed batch's still-unsigned records go again as a new batch, under a new id and the next attempt", async () => {
+	test("a batch that fails after storing part of its signatures is recorded partial, naming their key and lease; the rest go again as a new batch", async () => {
 		const h = harness(30);
 		let failures = 0;
 		h.signers.behaviour = async (params, node) => {
 			if (params.records.map(r => r.id)[0] === "r0011" && failures++ === 0) {
 				// Half the batch got stored before the failure.
-				for (const id of params.records.map(r => r.id).slice(0, 5)) h.records.signed.add(id);
+				h.records.store(params.batchId, "key-7", "lease-half", params.records.map(r => r.id).slice(0, 5));
 				throw new Error("signer-1 went away");
 			}
 			return h.signers.sign(params, node);
@@ -184,14 +218,76 @@ describe("the batcher's run loop", () => {
 		const completion = await advanceUntil(h.clock, done);
 
 		const batches = [...h.store.batches.values()];
-		const failed = batches.filter(b => b.status === "failed");
-		expect(failed).toHaveLength(1);
-		expect(failed[0]).toMatchObject({ attempt: 1, error: "signer-1 went away", recordIds: h.records.ids.slice(10, 20) });
+		const partial = batches.filter(b => b.status !== "signed");
+		expect(partial).toEqual([expect.objectContaining({ status: "partial", attempt: 1, keyId: "key-7", leaseId: "lease-half", signer: "signer-1", stored: 5, unsigned: 5, error: "signer-1 went away", recordIds: h.records.ids.slice(10, 20) })]);
 		const retry = batches.find(b => b.attempt === 2)!;
-		expect(retry.batchId).not.toBe(failed[0].batchId);
+		expect(retry.batchId).not.toBe(partial[0].batchId);
 		expect(retry.recordIds).toEqual(h.records.ids.slice(15, 20));
 		expect(completion.status).toBe("completed");
+		expect(completion.report).toMatchObject({ signedThisRun: 30, failedBatches: 0 });
 		expect(h.records.signed.size).toBe(30);
+		expect(h.events.find(e => e.event === "batch.failed")).toMatchObject({ payload: { batchId: partial[0].batchId, stored: 5 } });
+	});
+
+	test("a batch whose reply is lost after its signatures were stored is recorded signed with their key and lease, and not sent again", async () => {
+		const h = harness(30);
+		h.signers.behaviour = async (params, node) => {
+			const result = await h.signers.sign(params, node);
+			if (params.records[0].id === "r0011") throw new Error("Request is rejected when call 'signer.signBatch' action on 'signer-1' node.");
+			return result;
+		};
+		const done = h.completed();
+		await h.batcher.start({});
+		const completion = await advanceUntil(h.clock, done);
+		const lost = [...h.store.batches.values()].find(b => b.recordIds[0] === "r0011")!;
+		expect(lost).toMatchObject({ status: "signed", keyId: h.signers.keyOf(lost.batchId), leaseId: `lease-${lost.batchId}`, signer: "signer-1", stored: 10, duplicates: 0, unsigned: 0, error: expect.stringMatching(/rejected/) });
+		expect(h.signers.calls).toHaveLength(3);
+		expect(h.records.closed).toEqual(new Set([lost.batchId]));
+		expect(completion.report).toMatchObject({ signedThisRun: 30, batches: 3, failedBatches: 0 });
+	});
+
+	test("a batch its signer does not have (request or reply lost in transit) is given up after probeAfterMs and its records go again", async () => {
+		const h = harness(20, { probeAfterMs: 3_000, signTimeoutMs: 60_000 });
+		// The first batch never reaches its signer: no reply, ever; the signer says it does not have it.
+		let first = true;
+		h.signers.behaviour = async (params, node) => {
+			if (first) {
+				first = false;
+				h.signers.running.delete(params.batchId);
+				return new Promise<never>(() => undefined);
+			}
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		const started = h.clock.now();
+		await h.batcher.start({});
+		const completion = await advanceUntil(h.clock, done);
+		expect(h.clock.now() - started).toBeLessThan(10_000);
+		const [lost] = [...h.store.batches.values()];
+		expect(lost).toMatchObject({ status: "failed", keyId: null, leaseId: null, stored: 0, unsigned: 10, error: expect.stringMatching(/signer signer-1 does not have batch \S+, sent \d+\.\d s ago: its request or its reply was lost/) });
+		expect(completion.report).toMatchObject({ signedThisRun: 20, failedBatches: 1 });
+		expect([...h.store.batches.values()].filter(b => b.attempt === 2).map(b => b.recordIds)).toEqual([h.records.ids.slice(0, 10)]);
+	});
+
+	test("a batch its signer still works on is left alone however long it takes; a signer that does not answer is not given up on", async () => {
+		const h = harness(10, { probeAfterMs: 1_000 });
+		h.signers.behaviour = async (params, node) => {
+			await h.clock.sleep(8_000);
+			return h.signers.sign(params, node);
+		};
+		// The first probes go unanswered (the node unreachable), later ones see the batch.
+		let unanswered = 2;
+		h.signers.answer = async nodeID => {
+			if (unanswered-- > 0) throw new Error("Request timed out");
+			return [...h.signers.running].filter(([, node]) => node === nodeID).map(([batchId]) => batchId);
+		};
+		const done = h.completed();
+		await h.batcher.start({});
+		const completion = await advanceUntil(h.clock, done);
+		expect(h.signers.probes.length).toBeGreaterThan(3);
+		expect(h.signers.calls).toHaveLength(1);
+		expect(completion.report).toMatchObject({ signedThisRun: 10, failedBatches: 0 });
+		expect([...h.store.batches.values()]).toEqual([expect.objectContaining({ status: "signed", attempt: 1 })]);
 	});
 
 	test("records that keep failing fail the run, naming the batch and the last error", async () => {
@@ -243,20 +339,27 @@ describe("the batcher's run loop", () => {
 		expect(h.signers.calls.every(c => c.nodeID === "late-signer")).toBe(true);
 	});
 
-	test("an interrupted run resumes with its own batch size; its pending batches are marked abandoned", async () => {
+	test("an interrupted run resumes with its own batch size; its pending batches are settled from their stored signatures first", async () => {
 		const store = new MemoryBatcherStore();
 		const startedAt = new Date(Date.parse("2025-12-31T23:00:00Z")).toISOString();
 		await store.insertRun({ _id: "run-old", runId: "run-old", batchSize: 7, status: "running", startedAt, finishedAt: null, report: null });
-		await store.insertBatch({ _id: "run-old-b000001", batchId: "run-old-b000001", runId: "run-old", keyId: null, leaseId: null, recordIds: ["r0001"], attempt: 1, status: "pending", startedAt, finishedAt: null });
+		const pending = (n: number, recordIds: string[]): BatchDoc => ({ _id: `run-old-b00000${n}`, batchId: `run-old-b00000${n}`, runId: "run-old", keyId: null, leaseId: null, recordIds, attempt: 1, status: "pending", startedAt, finishedAt: null, signer: "signer-9" });
+		await store.insertBatch(pending(1, ["r0001", "r0002"]));
+		await store.insertBatch(pending(2, ["r0003"]));
 		const h = harness(20, { batchSize: 300 }, store);
+		// Batch 1's signer stored its signatures before the batcher went down; batch 2's did not.
+		h.records.store("run-old-b000001", "key-5", "lease-5", ["r0001", "r0002"]);
 		const done = h.completed();
 		await h.batcher.resumeInterrupted();
 		const completion = await done;
 		expect(completion.report).toMatchObject({ runId: "run-old", batchSize: 7, signedThisRun: 20 });
 		expect(h.signers.calls.every(c => c.params.records.map(r => r.id).length <= 7)).toBe(true);
-		expect(store.batches.get("run-old-b000001")!.status).toBe("abandoned");
+		expect(store.batches.get("run-old-b000001")).toMatchObject({ status: "signed", keyId: "key-5", leaseId: "lease-5", signer: "signer-9", stored: 2, unsigned: 0 });
+		expect(store.batches.get("run-old-b000002")).toMatchObject({ status: "failed", keyId: null, leaseId: null, signer: null, stored: 0, unsigned: 1 });
+		// A late signer of a settled batch is refused.
+		expect(() => h.records.store("run-old-b000002", "key-6", "lease-6", ["r0003"])).toThrow(/BATCH_CLOSED/);
 		// New batch ids continue after the stored ones.
-		expect(h.signers.calls[0].params.batchId).toBe("run-old-b000002");
+		expect(h.signers.calls[0].params.batchId).toBe("run-old-b000003");
 		expect(h.events[0]).toMatchObject({ event: "run.started", payload: { runId: "run-old", resumed: true } });
 	});
 

@@ -18,7 +18,7 @@ import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import { DuplicateLeaseError, FencedError, type KeyringStore, type RoleHolder } from "../src/keyring/store";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
-import type { RecordsStore } from "../src/records/store";
+import { BatchClosedError, type RecordsStore } from "../src/records/store";
 import { connectMongo } from "../src/store/mongo";
 
 interface Stores {
@@ -115,6 +115,26 @@ describe.each(backends)("store on $name", backend => {
 			expect(results.reduce((sum, r) => sum + r.stored, 0)).toBe(5);
 			expect(results.reduce((sum, r) => sum + r.duplicates, 0)).toBe(15);
 			expect(await stores.records.signedCount()).toBe(5);
+		});
+
+		test("a closed batch answers what is stored under it and which of its records are unsigned, then refuses its signatures", async () => {
+			await stores.records.storeSignatures(signatures(["r1", "r2"], "b1"));
+			await stores.records.storeSignatures(signatures(["r3"], "b2"));
+			const closed = await stores.records.closeBatch("b1", ["r1", "r2", "r3", "r4"]);
+			expect(closed).toEqual({ signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 2 }], unsigned: [{ id: "r4", data: "data-r4" }] });
+			await expect(stores.records.storeSignatures(signatures(["r4"], "b1"))).rejects.toBeInstanceOf(BatchClosedError);
+			expect(await stores.records.signature("r4")).toBeNull();
+			// Closing again answers the same; a batch that stored nothing closes empty; other batches are untouched.
+			expect(await stores.records.closeBatch("b1", ["r1", "r2", "r3", "r4"])).toEqual(closed);
+			expect(await stores.records.closeBatch("b9", ["r5"])).toEqual({ signed: [], unsigned: [{ id: "r5", data: "data-r5" }] });
+			expect(await stores.records.storeSignatures(signatures(["r4"], "b3"))).toEqual({ stored: 1, duplicates: 0 });
+		});
+
+		test("a batch closed while its signatures are being stored: either they are all in and the close counts them, or none is", async () => {
+			const [stored, closed] = await Promise.allSettled([stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1")), stores.records.closeBatch("b1", ["r1", "r2", "r3"])]);
+			const answer = (closed as PromiseFulfilledResult<Awaited<ReturnType<RecordsStore["closeBatch"]>>>).value;
+			if (stored.status === "fulfilled") expect(answer).toEqual({ signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 3 }], unsigned: [] });
+			else expect({ error: stored.reason, answer, signed: await stores.records.signedCount() }).toEqual({ error: expect.any(BatchClosedError), answer: { signed: [], unsigned: expect.any(Array) }, signed: 0 });
 		});
 
 		test("a duplicate inside one bulk is stored once", async () => {
@@ -239,20 +259,20 @@ describe.each(backends)("store on $name", backend => {
 			expect(await stores.batcher.getRun("run-b")).toMatchObject({ status: "completed", finishedAt: at(3), report: { runId: "run-b" } });
 		});
 
-		test("batches: updated, abandoned when pending, summed by the store", async () => {
+		test("batches: updated, found while pending, summed by the store (partial ones count their signatures)", async () => {
 			await stores.batcher.insertRun(run("run-a", at(1)));
-			await stores.batcher.insertBatch(batch("b1", "run-a"));
-			await stores.batcher.insertBatch(batch("b2", "run-a"));
-			await stores.batcher.insertBatch(batch("b3", "run-a"));
-			await stores.batcher.updateBatch("b1", { status: "signed", keyId: "key-000", leaseId: "l1", stored: 2, duplicates: 0 });
-			await stores.batcher.updateBatch("b2", { status: "signed", keyId: "key-001", leaseId: "l2", stored: 1, duplicates: 1 });
-			expect(await stores.batcher.abandonPending("run-a", at(9))).toBe(1);
-			expect(await stores.batcher.batchSummary("run-a")).toEqual({ total: 3, byStatus: { signed: 2, abandoned: 1 }, stored: 3, duplicates: 1, keysUsed: 2 });
+			for (const id of ["b1", "b2", "b3", "b4"]) await stores.batcher.insertBatch(batch(id, "run-a"));
+			await stores.batcher.updateBatch("b1", { status: "signed", keyId: "key-000", leaseId: "l1", stored: 2, duplicates: 0, unsigned: 0 });
+			await stores.batcher.updateBatch("b2", { status: "signed", keyId: "key-001", leaseId: "l2", stored: 1, duplicates: 1, unsigned: 0 });
+			await stores.batcher.updateBatch("b3", { status: "partial", keyId: "key-002", leaseId: "l3", stored: 1, duplicates: 0, unsigned: 1, finishedAt: at(9) });
+			expect((await stores.batcher.pendingBatches("run-a")).map(b => b.batchId)).toEqual(["b4"]);
+			expect(await stores.batcher.batchSummary("run-a")).toEqual({ total: 4, byStatus: { signed: 2, partial: 1, pending: 1 }, stored: 4, duplicates: 1, keysUsed: 3 });
 			const { docs } = await stores.batcher.page("batches", undefined, 10);
 			expect(docs).toEqual([
 				expect.objectContaining({ _id: "b1", batchId: "b1", recordIds: ["r1", "r2"], status: "signed", keyId: "key-000" }),
 				expect.objectContaining({ batchId: "b2" }),
-				expect.objectContaining({ batchId: "b3", status: "abandoned", finishedAt: at(9) })
+				expect.objectContaining({ batchId: "b3", status: "partial", stored: 1, unsigned: 1, finishedAt: at(9) }),
+				expect.objectContaining({ batchId: "b4", status: "pending" })
 			]);
 		});
 	});

@@ -3,11 +3,18 @@
  * It pages unsigned records, records each batch before dispatching it to the least busy
  * signer within a bounded window, retries a failed batch's still-unsigned records as a new
  * batch, resumes an interrupted run, and reports. The batch size is fixed for the run.
+ *
+ * A batch that ends without its signer's reply (an error, a timeout, a node gone, a request
+ * or reply lost in transit) is settled from what is stored: the records service closes it,
+ * so no signature lands under it afterwards, and answers what it holds. The batch record then
+ * names the key and lease of its signatures and says `signed`, `partial` or `failed`. A batch
+ * in flight for a while is checked on: its signer is asked whether it has it, and one it does
+ * not have is given up at once instead of waiting out the sign timeout.
  */
 import { Errors } from "moleculer";
 import type { Clock } from "../clock";
 import { MAX_BATCH_SIZE } from "../config";
-import type { BatchDoc, BatcherStatus, RunDetails, RunDoc, RunReport, RunView, StartRunParams, StartedRun } from "../contract";
+import type { BatchDoc, BatcherStatus, RunDetails, RunDoc, RunReport, RunView, SignBatchResult, StartRunParams, StartedRun } from "../contract";
 import { BatchPlanner, retryDelayMs, type PlannedBatch } from "./planner";
 import type { BatcherLogger, BatcherStore, Emit, RecordsPort, SignersPort } from "./ports";
 
@@ -24,6 +31,8 @@ export interface BatcherOptions {
 	signTimeoutMs: number;
 	/** On stop, how long batches in flight may settle so their documents say how they ended. */
 	stopSettleMs: number;
+	/** A batch in flight this long is checked on with its signer, and again each time this passes. */
+	probeAfterMs: number;
 }
 
 export interface BatcherDeps {
@@ -37,15 +46,33 @@ export interface BatcherDeps {
 	nodeStopping(): boolean;
 }
 
+/** A batch sent to a signer whose reply has not come yet. */
+interface Flight {
+	batchId: string;
+	signer: string | undefined;
+	sentAt: number;
+	probedAt: number;
+	abort: AbortController;
+}
+
 interface ActiveRun {
 	run: RunDoc;
 	planner: BatchPlanner;
 	inFlight: Set<Promise<void>>;
+	flights: Map<string, Flight>;
 	/** Batches in flight per signer node. */
 	perSigner: Map<string, number>;
 	batchCount: number;
 	failure: string | null;
 	done: Promise<void>;
+}
+
+/** The signer asked does not have the batch: its request or its reply was lost in transit. */
+export class BatchLostError extends Error {
+	constructor(batchId: string, signer: string, ageMs: number) {
+		super(`signer ${signer} does not have batch ${batchId}, sent ${(ageMs / 1000).toFixed(1)} s ago: its request or its reply was lost`);
+		this.name = "BatchLostError";
+	}
 }
 
 export class InvalidBatchSizeError extends Errors.MoleculerClientError {
@@ -128,14 +155,15 @@ export class Batcher {
 		return { ...runView(run), replayed: false };
 	}
 
-	/** On start: a run left `running` by a crash or a stop goes on with its own batch size. */
+	/**
+	 * On start: a run left `running` by a crash or a stop goes on with its own batch size. Its
+	 * batches left pending are settled from their stored signatures first (a live signer's late
+	 * signatures for them are refused from then on), then unsigned records are paged again.
+	 */
 	async resumeInterrupted(): Promise<void> {
 		if (!this.options.resumeOnStart) return;
 		const interrupted = await this.deps.store.interruptedRun();
 		if (!interrupted) return;
-		// Batches left pending may still finish on a live signer; the unique index makes that
-		// harmless, and their records are paged again only if still unsigned.
-		await this.deps.store.abandonPending(interrupted.runId, new Date(this.deps.clock.now()).toISOString());
 		await this.launch(interrupted, true);
 	}
 
@@ -160,10 +188,18 @@ export class Batcher {
 		return { ...runView(run), batches: { total: summary.total, ...summary.byStatus }, inFlight };
 	}
 
-	/** Stops dispatching and lets the batches in flight settle (bounded), so their documents say how they ended. */
+	/**
+	 * Stops dispatching and lets the batches in flight settle (bounded), so their documents say
+	 * how they ended; then gives up the calls still waiting, so none keeps the node from stopping
+	 * (their batches stay pending and are settled when the run resumes).
+	 */
 	async stop(): Promise<void> {
 		this.stopping = true;
-		if (this.active) await Promise.race([this.active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
+		const active = this.active;
+		if (!active) return;
+		await Promise.race([active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
+		for (const flight of active.flights.values()) flight.abort.abort(new Error("the batcher is stopping"));
+		await Promise.race([active.done, this.deps.clock.sleep(1_000)]);
 	}
 
 	/** Refuses at the start, not mid-run, a batch size whose batches cannot reach a signer in one message. */
@@ -203,17 +239,69 @@ export class Batcher {
 
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
 		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
-		const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
+		const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), flights: new Map(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
 		this.active = active;
 		const progress = await this.whenAvailable("records.progress", () => this.deps.records.progress());
 		this.deps.emit("run.started", { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
 		this.deps.logger.info(`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`);
-		active.done = this.drive(active)
+		const stopProbing = this.deps.clock.every(Math.max(100, Math.floor(this.options.probeAfterMs / 3)), () => this.probeSigners(active));
+		active.done = (resumed ? this.settlePending(active) : Promise.resolve())
+			.then(() => this.drive(active))
 			.catch(err => {
 				active.failure = (err as Error).message;
 			})
+			.finally(stopProbing)
 			.then(() => this.finish(active))
 			.catch(err => this.deps.logger.error(`Run ${run.runId} could not be finished: ${(err as Error).message}`));
+	}
+
+	/** A resumed run's batches left pending by the crash or stop: settled from what is stored before anything is dispatched. */
+	private async settlePending(active: ActiveRun): Promise<void> {
+		const pending = await this.whenAvailable("the batcher's store", () => this.deps.store.pendingBatches(active.run.runId));
+		for (const batch of pending) await this.settle(active, batch, "the batcher stopped before this batch's reply");
+		if (pending.length) this.deps.logger.info(`Settled ${pending.length} batch(es) left pending from their stored signatures`);
+	}
+
+	/**
+	 * A signer node reconnected to NATS (or, with no node given, this one did): requests sent
+	 * to it meanwhile, or replies from it, may be lost. Its batches in flight are checked on now.
+	 */
+	transportReconnected(nodeID?: string): void {
+		if (this.active) this.probeSigners(this.active, nodeID ?? true);
+	}
+
+	/**
+	 * Asks each signer that has had a batch for `probeAfterMs` (or, when `now` says so, every
+	 * signer or that one, whatever their batches' age) which batches it is working on. One that
+	 * does not have a batch sent to it lost the request or the reply: the batch is given up now
+	 * and settled. A signer that does not answer is left to its heartbeats (the broker fails its
+	 * requests when it is declared gone) and to the next check.
+	 */
+	private readonly probing = new Set<string>();
+	private probeSigners(active: ActiveRun, now: boolean | string = false): void {
+		const at = this.deps.clock.now();
+		const due = new Map<string, Flight[]>();
+		for (const flight of active.flights.values()) {
+			if (!flight.signer || this.probing.has(flight.signer)) continue;
+			const forced = now === true || now === flight.signer;
+			if (!forced && (at - flight.sentAt < this.options.probeAfterMs || at - flight.probedAt < this.options.probeAfterMs)) continue;
+			flight.probedAt = at;
+			due.set(flight.signer, [...(due.get(flight.signer) ?? []), flight]);
+		}
+		for (const [signer, flights] of due) {
+			this.probing.add(signer);
+			this.deps.signers
+				.inFlight(signer, Math.min(2_000, this.options.probeAfterMs))
+				.then(
+					batchIds => {
+						const known = new Set(batchIds);
+						for (const flight of flights)
+							if (active.flights.get(flight.batchId) === flight && !known.has(flight.batchId)) flight.abort.abort(new BatchLostError(flight.batchId, signer, at - flight.sentAt));
+					},
+					() => undefined
+				)
+				.finally(() => this.probing.delete(signer));
+		}
 	}
 
 	private windowSize(): number {
@@ -273,34 +361,77 @@ export class Batcher {
 		const { run } = active;
 		const { store, clock } = this.deps;
 		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
-		const startedAt = clock.now();
 		const recordIds = planned.records.map(record => record.id);
-		const batch: BatchDoc = { _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(startedAt).toISOString(), finishedAt: null, signer: null, error: null };
+		const signer = this.pickSigner(active);
+		const batch: BatchDoc = { _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(clock.now()).toISOString(), finishedAt: null, signer: signer ?? null, error: null };
 		// Recorded before dispatch, whatever it takes: after a crash the store knows every batch that may have run.
 		await this.whenAvailable("the batcher's store", () => store.insertBatch(batch));
-		const signer = this.pickSigner(active);
+		const startedAt = clock.now();
+		const flight: Flight = { batchId, signer, sentAt: startedAt, probedAt: 0, abort: new AbortController() };
+		active.flights.set(batchId, flight);
 		if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
+		let result: SignBatchResult | null = null;
+		let error = "";
 		try {
-			const result = await this.deps.signers
-				.signBatch({ batchId, runId: run.runId, records: planned.records }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs })
-				.finally(() => {
-					if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
-				});
-			const finishedAt = new Date(clock.now()).toISOString();
-			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "signed", keyId: result.keyId, leaseId: result.leaseId, signer: result.signer, stored: result.stored, duplicates: result.duplicates, finishedAt }));
-			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId: result.keyId, signer: result.signer, size: recordIds.length, stored: result.stored, duplicates: result.duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
+			result = await this.deps.signers.signBatch({ batchId, runId: run.runId, records: planned.records }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs, signal: flight.abort.signal });
 		} catch (err) {
-			const error = (err as Error).message;
-			this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) failed: ${error}`);
-			const finishedAt = new Date(clock.now()).toISOString();
-			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "failed", error, finishedAt }));
-			this.deps.emit("batch.failed", { runId: run.runId, batchId, size: recordIds.length, error });
-			// Failed by the shutdown itself: not an attempt against the run; its records are paged again on resume.
-			if (this.halted) return;
-			const unsigned = await this.deps.records.unsignedAmong(recordIds).catch(() => planned.records);
-			if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
-			await clock.sleep(retryDelayMs(planned.attempt));
+			error = (err as Error).message;
+		} finally {
+			active.flights.delete(batchId);
+			if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
 		}
+		if (result) {
+			const { keyId, leaseId, stored, duplicates } = result;
+			const finishedAt = new Date(clock.now()).toISOString();
+			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "signed", keyId, leaseId, signer: result.signer, stored, duplicates, unsigned: 0, finishedAt }));
+			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId, signer: result.signer, size: recordIds.length, stored, duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
+			return;
+		}
+
+		this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) ended without a reply: ${error}`);
+		let unsigned;
+		try {
+			unsigned = await this.settle(active, batch, error, startedAt);
+		} catch (err) {
+			// Only once the node stops: the batch stays pending and is settled when the run resumes.
+			this.deps.logger.warn(`Batch ${batchId} stays pending until the run resumes: ${(err as Error).message}`);
+			return;
+		}
+		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
+		if (this.halted || unsigned.length === 0) return;
+		if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
+		await clock.sleep(retryDelayMs(planned.attempt));
+	}
+
+	/**
+	 * Settles a batch that ended without its signer's reply from what is stored: closes it at
+	 * the records service (no signature lands under it afterwards), then records the key and
+	 * lease of its signatures and whether all, some or none of its records are signed. Returns
+	 * its records still unsigned.
+	 */
+	private async settle(active: ActiveRun, batch: BatchDoc, reason: string, startedAt?: number) {
+		const { batchId, recordIds } = batch;
+		const closed = await this.whenAvailable("records.closeBatch", () => this.deps.records.closeBatch(batchId, recordIds));
+		const stored = closed.signed.reduce((sum, group) => sum + group.count, 0);
+		// One group, unless rule 3 broke somewhere: the largest names the batch, the audit reports the rest.
+		const [main] = [...closed.signed].sort((a, b) => b.count - a.count);
+		if (closed.signed.length > 1) this.deps.logger.error(`Batch ${batchId} has signatures under ${closed.signed.length} leases: ${closed.signed.map(g => `${g.leaseId} (${g.keyId})`).join(", ")}`);
+		const unsigned = closed.unsigned.length;
+		const status = unsigned === 0 ? "signed" : stored > 0 ? "partial" : "failed";
+		const finishedAt = new Date(this.deps.clock.now()).toISOString();
+		const signer = stored > 0 ? batch.signer ?? null : null;
+		await this.whenAvailable("the batcher's store", () =>
+			this.deps.store.updateBatch(batchId, { status, keyId: main?.keyId ?? null, leaseId: main?.leaseId ?? null, signer, stored, duplicates: recordIds.length - stored - unsigned, unsigned, finishedAt, error: reason })
+		);
+		const { runId } = active.run;
+		if (status === "signed" && main) {
+			this.deps.logger.info(`Batch ${batchId}: its reply was lost, but all its records are signed (${stored} under ${main.keyId}, lease ${main.leaseId})`);
+			this.deps.emit("batch.signed", { runId, batchId, keyId: main.keyId, signer: signer ?? "", size: recordIds.length, stored, duplicates: recordIds.length - stored, latencyMs: startedAt === undefined ? 0 : this.deps.clock.now() - startedAt, leaseWaitMs: null });
+		} else {
+			if (status === "partial") this.deps.logger.warn(`Batch ${batchId} is partly signed: ${stored} under ${main!.keyId}, ${unsigned} records go in a new batch`);
+			this.deps.emit("batch.failed", { runId, batchId, size: recordIds.length, error: reason, stored });
+		}
+		return closed.unsigned;
 	}
 
 	private async finish(active: ActiveRun): Promise<void> {

@@ -55,8 +55,8 @@ export class MongoBatcherStore implements BatcherStore {
 		await this.batches.updateOne({ batchId }, { $set: fields });
 	}
 
-	async abandonPending(runId: string, finishedAt: string): Promise<number> {
-		return (await this.batches.updateMany({ runId, status: "pending" }, { $set: { status: "abandoned", finishedAt } })).modifiedCount;
+	pendingBatches(runId: string): Promise<BatchDoc[]> {
+		return this.batches.find({ runId, status: "pending" }).sort({ batchId: 1 }).toArray();
 	}
 
 	async batchSummary(runId: string): Promise<BatchSummary> {
@@ -67,7 +67,7 @@ export class MongoBatcherStore implements BatcherStore {
 			total += group.n;
 		}
 		const [signed] = await this.batches.aggregate([
-			{ $match: { runId, status: "signed" } },
+			{ $match: { runId, status: { $in: ["signed", "partial"] } } },
 			{ $group: { _id: null, stored: { $sum: "$stored" }, duplicates: { $sum: "$duplicates" }, keys: { $addToSet: "$keyId" } } }
 		]).toArray();
 		return { total, byStatus, stored: signed?.stored ?? 0, duplicates: signed?.duplicates ?? 0, keysUsed: signed?.keys.length ?? 0 };

@@ -3,7 +3,7 @@
  * service, the signers and the event bus. The service wires them to the broker; unit tests
  * give plain objects.
  */
-import type { BatchDoc, BatchStatus, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
+import type { BatchDoc, BatchStatus, ClosedBatch, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
 
 /** The batcher's two collections, `runs` and `batches`. */
 export interface BatcherStore {
@@ -18,8 +18,8 @@ export interface BatcherStore {
 	/** Recorded before dispatch, so that after a crash the store knows every batch that may have run. */
 	insertBatch(batch: BatchDoc): Promise<void>;
 	updateBatch(batchId: string, fields: Partial<BatchDoc>): Promise<void>;
-	/** Marks the run's `pending` batches `abandoned`; returns how many. */
-	abandonPending(runId: string, finishedAt: string): Promise<number>;
+	/** The run's batches still `pending`: dispatched, and not known to have ended. */
+	pendingBatches(runId: string): Promise<BatchDoc[]>;
 	/** Counts and sums over a run's batches, computed by the store. */
 	batchSummary(runId: string): Promise<BatchSummary>;
 }
@@ -42,6 +42,8 @@ export interface RecordsPort {
 	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
 	progress(): Promise<Progress>;
 	stats(): Promise<RecordStats>;
+	/** Closes a batch that ended without its signer's reply: no signature is stored under it any more; what is, and its records still unsigned. */
+	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
 }
 
 /** The signers, as the batcher reaches them. */
@@ -50,7 +52,10 @@ export interface SignersPort {
 	available(): string[];
 	/** Resolves when one is available, or after `timeoutMs`. */
 	waitForAny(timeoutMs: number): Promise<void>;
-	signBatch(params: SignBatchParams, options: { nodeID?: string; timeoutMs: number }): Promise<SignBatchResult>;
+	/** Sends a batch to one signer node; aborting `signal` fails the call at once. */
+	signBatch(params: SignBatchParams, options: { nodeID?: string; timeoutMs: number; signal: AbortSignal }): Promise<SignBatchResult>;
+	/** The batches one signer node is working on, as it answers; rejects when it does not within `timeoutMs`. */
+	inFlight(nodeID: string, timeoutMs: number): Promise<string[]>;
 	/** The largest message the transport carries to a signer, or null when nothing limits it (in-process). */
 	maxMessageBytes(): number | null;
 }

@@ -5,7 +5,7 @@ import { closeStore, openStore, Statements, type DatabaseSync } from "../store/s
 import type { BatcherStore, BatchSummary } from "./ports";
 
 const RUN_COLUMNS = ["runId", "batchSize", "status", "startedAt", "finishedAt", "report", "error", "idempotencyKey", "requestFingerprint"] as const;
-const BATCH_COLUMNS = ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt", "signer", "error", "stored", "duplicates"] as const;
+const BATCH_COLUMNS = ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt", "signer", "error", "stored", "duplicates", "unsigned"] as const;
 /** Columns stored as JSON text. */
 const JSON_COLUMNS = new Set(["report", "recordIds"]);
 
@@ -44,7 +44,10 @@ export class SqliteBatcherStore implements BatcherStore {
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteBatcherStore {
-		return new SqliteBatcherStore(openStore({ dataDir, owner: "batcher", schema: BATCHER_SCHEMA, log }), dataDir);
+		const db = openStore({ dataDir, owner: "batcher", schema: BATCHER_SCHEMA, log });
+		// A file from before batches counted their unsigned records.
+		if (!(db.prepare("PRAGMA table_info(batches)").all() as Array<{ name: string }>).some(column => column.name === "unsigned")) db.exec("ALTER TABLE batches ADD COLUMN unsigned INTEGER");
+		return new SqliteBatcherStore(db, dataDir);
 	}
 
 	private insert(table: string, row: Row): void {
@@ -90,8 +93,8 @@ export class SqliteBatcherStore implements BatcherStore {
 		this.update("batches", "batchId", batchId, toRow(fields, BATCH_COLUMNS));
 	}
 
-	async abandonPending(runId: string, finishedAt: string): Promise<number> {
-		return Number(this.statements.get("UPDATE batches SET status = 'abandoned', finishedAt = ? WHERE runId = ? AND status = 'pending'").run(finishedAt, runId).changes);
+	async pendingBatches(runId: string): Promise<BatchDoc[]> {
+		return (this.statements.get("SELECT * FROM batches WHERE runId = ? AND status = 'pending' ORDER BY batchId").all(runId) as Row[]).map(row => fromRow<BatchDoc>(row, "batchId")!);
 	}
 
 	async batchSummary(runId: string): Promise<BatchSummary> {
@@ -102,7 +105,7 @@ export class SqliteBatcherStore implements BatcherStore {
 			total += Number(row.n);
 		}
 		const signed = this.statements
-			.get("SELECT coalesce(sum(stored), 0) AS stored, coalesce(sum(duplicates), 0) AS duplicates, count(DISTINCT keyId) AS keysUsed FROM batches WHERE runId = ? AND status = 'signed'")
+			.get("SELECT coalesce(sum(stored), 0) AS stored, coalesce(sum(duplicates), 0) AS duplicates, count(DISTINCT keyId) AS keysUsed FROM batches WHERE runId = ? AND status IN ('signed', 'partial')")
 			.get(runId) as { stored: number; duplicates: number; keysUsed: number };
 		return { total, byStatus, stored: Number(signed.stored), duplicates: Number(signed.duplicates), keysUsed: Number(signed.keysUsed) };
 	}

@@ -60,21 +60,26 @@ export class SigningStats {
 	}
 
 	batchSigned(event: BatchSignedEvent, now = Date.now()): void {
-		this.signed += event.stored;
+		this.countSigned(event.stored, now);
 		this.batchesSigned++;
 		this.duplicates += event.duplicates;
 		this.batchLatencyMs.add(event.latencyMs);
 		this.remember({ batchId: event.batchId, keyId: event.keyId, signer: event.signer, size: event.size, status: "signed", latencyMs: event.latencyMs, at: new Date(now).toISOString() });
-		const second = Math.floor(now / 1000);
-		const last = this.throughput[this.throughput.length - 1];
-		if (last && last[0] === second) last[1] += event.stored;
-		else this.throughput.push([second, event.stored]);
-		if (this.throughput.length > 600) this.throughput.shift();
 	}
 
 	batchFailed(event: BatchFailedEvent, now = Date.now()): void {
 		this.batchesFailed++;
+		if (event.stored > 0) this.countSigned(event.stored, now);
 		this.remember({ batchId: event.batchId, keyId: null, signer: null, size: event.size, status: "failed", latencyMs: null, at: new Date(now).toISOString() });
+	}
+
+	private countSigned(stored: number, now: number): void {
+		this.signed += stored;
+		const second = Math.floor(now / 1000);
+		const last = this.throughput[this.throughput.length - 1];
+		if (last && last[0] === second) last[1] += stored;
+		else this.throughput.push([second, stored]);
+		if (this.throughput.length > 600) this.throughput.shift();
 	}
 
 	leaseGranted(event: LeaseEvent): void {

@@ -5,10 +5,14 @@
  * The marker is set after the signatures are stored, so it may lag (a crash in between):
  * a lagging record is offered again and its second signature is refused as a duplicate,
  * which sets the marker.
+ *
+ * A batch closed by `closeBatch` (`closed_batches`) takes no more signatures. The check and
+ * the insert are two commands, so one batch's writes and its close run one after another in
+ * this process: the records service runs as a single instance, next to the batcher.
  */
-import type { Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
-import type { RecordsStore, SignedBatch } from "./store";
+import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
 
 interface RecordRow {
 	_id: string;
@@ -20,7 +24,15 @@ export class MongoRecordsStore implements RecordsStore {
 	private records: number | null = null;
 	private largest: number | null = null;
 
-	private constructor(private readonly connection: MongoConnection, private readonly recordsOf: MongoCollection, private readonly signaturesOf: MongoCollection) {}
+	/** Per batch, the tail of its writes and close in this process. */
+	private readonly busy = new Map<string, Promise<unknown>>();
+
+	private constructor(
+		private readonly connection: MongoConnection,
+		private readonly recordsOf: MongoCollection,
+		private readonly signaturesOf: MongoCollection,
+		private readonly closedOf: MongoCollection
+	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoRecordsStore> {
@@ -34,7 +46,7 @@ export class MongoRecordsStore implements RecordsStore {
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoRecordsStore {
-		return new MongoRecordsStore(connection, connection.db.collection("records"), connection.db.collection("signatures"));
+		return new MongoRecordsStore(connection, connection.db.collection("records"), connection.db.collection("signatures"), connection.db.collection("closed_batches"));
 	}
 
 	async recordCount(): Promise<number> {
@@ -79,7 +91,35 @@ export class MongoRecordsStore implements RecordsStore {
 		return this.largest!;
 	}
 
-	async storeSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+	/** Runs `work` after every earlier write or close of the same batch in this process. */
+	private serially<T>(batchId: string, work: () => Promise<T>): Promise<T> {
+		const run = (this.busy.get(batchId) ?? Promise.resolve()).then(work, work);
+		const tail = run.catch(() => undefined);
+		this.busy.set(batchId, tail);
+		void tail.then(() => {
+			if (this.busy.get(batchId) === tail) this.busy.delete(batchId);
+		});
+		return run;
+	}
+
+	storeSignatures(batch: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+		return this.serially(batch.batchId, async () => {
+			if (await this.closedOf.findOne({ _id: batch.batchId })) throw new BatchClosedError(batch.batchId);
+			return this.insertSignatures(batch);
+		});
+	}
+
+	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
+		return this.serially(batchId, async () => {
+			await this.closedOf.updateOne({ _id: batchId }, { $setOnInsert: { closedAt: new Date().toISOString() } }, { upsert: true });
+			const groups: Array<{ _id: { keyId: string; leaseId: string }; count: number }> = await this.signaturesOf
+				.aggregate([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
+				.toArray();
+			return { signed: groups.map(g => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count })), unsigned: recordIds.length ? await this.unsignedAmong(recordIds) : [] };
+		});
+	}
+
+	private async insertSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		if (!signatures.length) return { stored: 0, duplicates: 0 };
 		const docs = signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId, batchId, leaseId, jws: s.jws, signedAt: s.signedAt }));
 		let stored: number;

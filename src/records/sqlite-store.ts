@@ -1,8 +1,8 @@
 /** The records store on the embedded SQLite file `records.sqlite`. */
-import type { Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
-import type { RecordsStore, SignedBatch } from "./store";
+import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
 
 const SQL = {
 	insertRecords: "INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
@@ -12,6 +12,9 @@ const SQL = {
 	storeSignatures:
 		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) " +
 		"SELECT value->>0, ?, ?, ?, value->>1, value->>2 FROM json_each(?) WHERE true ON CONFLICT(recordId) DO NOTHING",
+	isClosed: "SELECT 1 FROM closed_batches WHERE batchId = ?",
+	close: "INSERT INTO closed_batches (batchId, closedAt) VALUES (?, ?) ON CONFLICT(batchId) DO NOTHING",
+	signedUnder: "SELECT keyId, leaseId, count(*) AS count FROM signatures WHERE batchId = ? GROUP BY keyId, leaseId ORDER BY keyId, leaseId",
 	record: "SELECT id, data FROM records WHERE id = ?",
 	signature: "SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
 	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
@@ -73,10 +76,18 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async storeSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		const rows = JSON.stringify(signatures.map(s => [s.recordId, s.jws, s.signedAt]));
-		// One statement: atomic on its own, no explicit transaction needed.
+		// The check and the insert run with no await between them, and this process is the
+		// file's only writer: a batch closed before is refused, one closed after sees these rows.
+		if (this.statements.get(SQL.isClosed).get(batchId)) throw new BatchClosedError(batchId);
 		const stored = Number(this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows).changes);
 		this.signed += stored;
 		return { stored, duplicates: signatures.length - stored };
+	}
+
+	async closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
+		this.statements.get(SQL.close).run(batchId, new Date().toISOString());
+		const signed = (this.statements.get(SQL.signedUnder).all(batchId) as Array<{ keyId: string; leaseId: string; count: number }>).map(g => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
+		return { signed, unsigned: recordIds.length ? await this.unsignedAmong(recordIds) : [] };
 	}
 
 	async record(id: string): Promise<RecordPayload | null> {

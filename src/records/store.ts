@@ -3,7 +3,7 @@
  * (src/records/sqlite-store.ts, src/records/mongo-store.ts); the unique key on
  * `signatures.recordId` is the guard against a second signature on both.
  */
-import type { Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -31,6 +31,11 @@ export interface RecordsStore {
 	 * first signature. A concurrent writer can make a signature a duplicate, never a second one.
 	 */
 	storeSignatures(batch: SignedBatch): Promise<{ stored: number; duplicates: number }>;
+	/**
+	 * Closes a batch that ended without its signer's reply: from then on its signatures are
+	 * refused (BatchClosedError), so what this answers stays true. Closing twice is harmless.
+	 */
+	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
 	record(id: string): Promise<RecordPayload | null>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
@@ -38,4 +43,12 @@ export interface RecordsStore {
 	/** Resolves when the store answers (readiness). */
 	ping(): Promise<void>;
 	close(): Promise<void>;
+}
+
+/** Signatures for a batch that was closed (it ended without its signer's reply): refused, none stored. */
+export class BatchClosedError extends Error {
+	constructor(readonly batchId: string) {
+		super(`Batch ${batchId} was closed after it ended without its signer's reply: its signatures are refused, its unsigned records go in a new batch`);
+		this.name = "BatchClosedError";
+	}
 }

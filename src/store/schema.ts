@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS signatures (
 	signedAt TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS signatures_batch ON signatures (batchId, recordId);
+-- Batches that ended without their signer's reply: no signature is stored under them any more.
+CREATE TABLE IF NOT EXISTS closed_batches (
+	batchId TEXT PRIMARY KEY,
+	closedAt TEXT NOT NULL
+) WITHOUT ROWID;
 `;
 
 /** Runs and batches; `batches.recordIds` is a JSON array of ids, ascending. */
@@ -62,7 +67,8 @@ CREATE TABLE IF NOT EXISTS batches (
 	signer TEXT,
 	error TEXT,
 	stored INTEGER,
-	duplicates INTEGER
+	duplicates INTEGER,
+	unsigned INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
 `;
