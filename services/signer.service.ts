@@ -3,7 +3,7 @@
  * batch with it, stores the signatures through `records`, and only then releases the lease.
  * The batch's life is src/signer/signer.ts; this file wires it to the broker.
  */
-import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { CallingOptions, Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
@@ -11,6 +11,7 @@ import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { SigningKey } from "../src/signer/jws";
 import { serviceSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
+import { faultFromEnv } from "../src/signer/faults";
 import { Signer, type BatchCalls, type SignerOptions } from "../src/signer/signer";
 
 interface SignerVars {
@@ -19,15 +20,19 @@ interface SignerVars {
 	signer: Signer<SigningKey>;
 }
 
-/** Every call of one batch goes out under the request that carries it. */
+/** Every call of one batch goes out under the request that carries it; `signal` gives it up (src/lost-requests.ts). */
 function batchCalls(ctx: Context, keys: LeaseKeyOpener): BatchCalls {
+	const options = (timeout: number, signal: AbortSignal) => ({ timeout, signal }) as CallingOptions;
 	return {
-		storeSignatures: batch => call(ctx, Actions.records.storeSignatures, batch),
-		acquire: (waitMs, timeout) => call(ctx, Actions.keyring.acquire, { holder: ctx.broker.nodeID, sessionKey: keys.session.publicJwk, waitMs }, { timeout }),
-		renew: (leaseId, timeout) => call(ctx, Actions.keyring.renew, { leaseId }, { timeout }),
-		release: (leaseId, timeout) => call(ctx, Actions.keyring.release, { leaseId }, { timeout })
+		storeSignatures: (batch, timeout, signal) => call(ctx, Actions.records.storeSignatures, batch, options(timeout, signal)),
+		acquire: (waitMs, timeout, signal) => call(ctx, Actions.keyring.acquire, { holder: ctx.broker.nodeID, sessionKey: keys.session.publicJwk, waitMs }, options(timeout, signal)),
+		renew: (leaseId, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId }, options(timeout, signal)),
+		release: (leaseId, timeout, signal) => call(ctx, Actions.keyring.release, { leaseId }, options(timeout, signal))
 	};
 }
+
+/** Prometheus name signing_lease_release_failures_total: releases lost (the lease then expires). */
+const RELEASE_FAILURES = "signing.lease.release.failures";
 
 export function createSignerService(settings: SignerOptions): ServiceSchema {
 	const schema: ServiceSchema<SignerOptions, Record<string, never>, SignerVars> = {
@@ -39,18 +44,29 @@ export function createSignerService(settings: SignerOptions): ServiceSchema {
 				handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
 					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys));
 				}
+			},
+			/** The batches this node is working on: the batcher asks, to find a batch lost in transit. */
+			inFlight: {
+				handler(): { batchIds: string[] } {
+					return { batchIds: this.signer.batchIds() };
+				}
 			}
 		},
 		async started() {
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
 			this.pool = new SignPool(this.settings.signingThreads || undefined);
+			const metrics = this.broker.isMetricsEnabled() ? this.broker.metrics : null;
+			metrics?.register({ type: "counter", name: RELEASE_FAILURES, description: "Lease releases that failed; the lease waited for its expiry", unit: "lease" });
+			const afterStore = faultFromEnv(process.env.SIGNER_FAULT, line => this.logger.warn(line));
 			this.signer = new Signer<SigningKey>(this.settings, {
 				nodeID: this.broker.nodeID,
 				keys: { open: lease => this.keys.open(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline) },
 				clock: systemClock,
 				logger: this.logger,
-				nodeStopping: () => this.broker.stopping
+				nodeStopping: () => this.broker.stopping,
+				onReleaseFailed: () => metrics?.increment(RELEASE_FAILURES),
+				...(afterStore ? { afterStore } : {})
 			});
 		},
 		async stopped() {

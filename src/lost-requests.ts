@@ -1,29 +1,137 @@
 /**
- * After the transporter reconnects (a restarted nats-server), requests sent before the break
- * may never be answered: their replies went to a server that is gone. Moleculer would wait
- * out each call's timeout (the batcher's sign timeout is over a minute), so this middleware
- * fails them at once. Every caller here treats a failed call as "maybe done": the batcher
- * re-signs still-unsigned records in a new batch, a lease not released expires.
+ * Requests whose replies will not come, ended now rather than at their timeout, and none left
+ * behind to keep a stopping node waiting.
+ *
+ * Over NATS a request is lost when it is published while its target is not subscribed (the
+ * target has not reconnected yet after a nats-server restart), and a reply is lost when its
+ * caller is not. So:
+ * - When this node reconnects, it fails its own requests sent before (their replies may have
+ *   gone to a server that is gone), and tells every node on a subject of its own. Its
+ *   subscriptions are back before that notice leaves (nats.js sends them first on reconnect).
+ * - When another node's notice arrives, this node fails its requests to that node sent before:
+ *   any that reached the server while the node was away was dropped. (One that reached it
+ *   after is failed too; every caller here treats a failed call as "maybe done": the batcher
+ *   settles the batch from its stored signatures, a lease not released expires.)
+ * - Calls marked `keepOnReconnect` are not failed: their caller checks on them itself (the
+ *   batcher asks the signer whether it has the batch) and hears of the reconnect as the local
+ *   event `$transporter.peerReconnected`.
+ * - A call given an AbortSignal is failed with RequestAbortedError when it aborts; a call past
+ *   its timeout is settled too. Moleculer's own timeout answers the caller but leaves the
+ *   request's context tracked, and a stopping node would wait for it (GracefulStopTimeoutError).
  */
-import type { Middleware, ServiceBroker } from "moleculer";
-import { watchNatsStatus } from "./nats-status";
+import { Errors, type Middleware, type ServiceBroker } from "moleculer";
+import { natsClient, watchNatsStatus } from "./nats-status";
 
-interface PendingRequests {
-	pendingRequests: Map<string, { nodeID: string }>;
-	removePendingRequestByNodeID(nodeID: string): void;
+interface PendingRequest {
+	nodeID: string;
+	action?: { name: string };
+	reject(err: Error): void;
+	ctx?: { options?: RequestControl };
+}
+
+interface Transit {
+	pendingRequests: Map<string, PendingRequest>;
+	removePendingRequest(id: string): void;
+	tx?: { prefix?: string };
+}
+
+/** What of nats.js this middleware uses beside the status events. */
+interface NatsPubSub {
+	publish(subject: string, data: Uint8Array): void;
+	subscribe(subject: string, options: { callback(err: Error | null, msg: { data: Uint8Array }): void }): unknown;
+}
+
+/** Options of a call this middleware reads (beside Moleculer's own). */
+export interface RequestControl {
+	/** Aborting it fails the call at once. */
+	signal?: AbortSignal;
+	/** A reconnect does not fail it: its caller checks on it. */
+	keepOnReconnect?: boolean;
+}
+
+/** Local event: another node reconnected to NATS; requests sent to it before may be lost. */
+export const PEER_RECONNECTED = "$transporter.peerReconnected";
+
+export class RequestAbortedError extends Errors.MoleculerRetryableError {
+	constructor(action: string, nodeID: string, reason: string) {
+		super(`Request '${action}' to '${nodeID}' was given up: ${reason}`, 503, "REQUEST_ABORTED", { action, nodeID });
+	}
+}
+
+function transitOf(broker: ServiceBroker): Transit | undefined {
+	return broker.transit as unknown as Transit | undefined;
+}
+
+function reasonOf(signal: AbortSignal): string {
+	const reason = signal.reason as unknown;
+	return reason instanceof Error ? reason.message : String(reason ?? "aborted");
+}
+
+/** Fails the pending requests `which` selects, except those whose caller checks on them; returns their target nodes. */
+function failPending(transit: Transit, which: (request: PendingRequest) => boolean): Set<string> {
+	const nodes = new Set<string>();
+	for (const [id, request] of [...transit.pendingRequests]) {
+		if (request.ctx?.options?.keepOnReconnect || !which(request)) continue;
+		nodes.add(request.nodeID);
+		transit.removePendingRequest(id);
+		request.reject(new Errors.RequestRejectedError({ action: request.action?.name ?? "?", nodeID: request.nodeID }));
+	}
+	return nodes;
 }
 
 export function FailLostRequestsMiddleware(): Middleware {
 	return {
 		name: "FailLostRequests",
+		remoteAction(next: (ctx: any) => Promise<unknown>, action: { name: string }) {
+			return function settled(ctx: { id: string; nodeID: string; broker: ServiceBroker; options: RequestControl & { timeout?: number } }) {
+				const signal = ctx.options?.signal;
+				if (signal?.aborted) return Promise.reject(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)));
+				const result = next(ctx);
+				const transit = transitOf(ctx.broker);
+				const request = transit?.pendingRequests.get(ctx.id);
+				if (!transit || !request) return result;
+				const giveUp = (err: Error) => {
+					if (transit.pendingRequests.get(ctx.id) === request) transit.removePendingRequest(ctx.id);
+					request.reject(err);
+				};
+				// Just after Moleculer's own timeout has answered the caller.
+				const timeoutMs = ctx.options?.timeout ?? 0;
+				const timer = timeoutMs > 0 ? setTimeout(() => giveUp(new Errors.RequestTimeoutError({ action: action.name, nodeID: ctx.nodeID })), timeoutMs + 100) : null;
+				timer?.unref();
+				const onAbort = () => giveUp(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal!)));
+				signal?.addEventListener("abort", onAbort, { once: true });
+				return result.finally(() => {
+					if (timer) clearTimeout(timer);
+					signal?.removeEventListener("abort", onAbort);
+				});
+			};
+		},
 		started(broker: ServiceBroker) {
+			const transit = transitOf(broker);
+			const client = natsClient(broker) as unknown as NatsPubSub | null;
+			if (!transit || !client) return;
+			const subject = `${transit.tx?.prefix ?? "MOL"}.X-RECONNECTED`;
+			client.subscribe(subject, {
+				callback: (err, msg) => {
+					if (err) return;
+					let nodeID: unknown;
+					try {
+						nodeID = (JSON.parse(Buffer.from(msg.data).toString("utf8")) as { nodeID?: unknown }).nodeID;
+					} catch {
+						return;
+					}
+					if (typeof nodeID !== "string" || nodeID === broker.nodeID) return;
+					const failed = failPending(transit, request => request.nodeID === nodeID);
+					if (failed.size) broker.logger.warn(`Node '${nodeID}' reconnected to NATS: failing the requests sent to it before; they may have been dropped while it was away`);
+					void broker.broadcastLocal(PEER_RECONNECTED, { nodeID });
+				}
+			});
 			watchNatsStatus(broker, type => {
-				const transit = broker.transit as unknown as PendingRequests | undefined;
-				if (type !== "reconnect" || !transit) return;
-				const nodes = new Set([...transit.pendingRequests.values()].map(request => request.nodeID));
+				if (type !== "reconnect") return;
+				client.publish(subject, Buffer.from(JSON.stringify({ nodeID: broker.nodeID })));
+				const nodes = failPending(transit, () => true);
 				if (nodes.size) broker.logger.warn(`Transporter reconnected: failing the requests in flight to ${[...nodes].join(", ")}; their replies may be lost`);
-				for (const nodeID of nodes) transit.removePendingRequestByNodeID(nodeID);
 			});
 		}
-	} as Middleware;
+	} as unknown as Middleware;
 }

@@ -7,7 +7,7 @@ import { LeaseDeadlineError } from "../src/signer/jws";
 import { Signer, SignerStoppingError, TRANSFER_CHUNK, type BatchCalls, type SignerOptions, type SigningKeys } from "../src/signer/signer";
 import { FakeClock, settle } from "./support/fake-clock";
 
-const OPTIONS: SignerOptions = { leaseTtlMs: 3_000, leaseMarginMs: 500, acquireWaitMs: 1_000, shutdownDrainMs: 2_000, releaseTimeoutMs: 1_000, signingThreads: 0 };
+const OPTIONS: SignerOptions = { leaseTtlMs: 3_000, leaseMarginMs: 500, acquireWaitMs: 1_000, shutdownDrainMs: 2_000, releaseTimeoutMs: 1_000, storeTimeoutMs: 1_000, signingThreads: 0 };
 
 /** The records and the keyring a batch talks to, with a log of every call in order. */
 class Calls implements BatchCalls {

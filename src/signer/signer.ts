@@ -19,6 +19,8 @@ export interface SignerOptions {
 	shutdownDrainMs: number;
 	/** How long a release may take; the keyring reclaims an unreleased lease at expiry anyway. */
 	releaseTimeoutMs: number;
+	/** How long storing one piece of signatures may take before the batch is given up (the batcher then settles it from what is stored). */
+	storeTimeoutMs: number;
 	/** Signing threads; 0 = one per core. */
 	signingThreads: number;
 }
@@ -30,12 +32,15 @@ export interface SignerOptions {
  */
 export const TRANSFER_CHUNK = 2_000;
 
-/** The calls one batch makes, bound to the request that carries it. */
+/**
+ * The calls one batch makes, bound to the request that carries it. `signal` aborts the call
+ * (the node stopping after its drain): none may keep a stopping node waiting.
+ */
 export interface BatchCalls {
-	storeSignatures(batch: StoreSignaturesParams): Promise<StoreSignaturesResult>;
-	acquire(waitMs: number, timeoutMs: number): Promise<Lease>;
-	renew(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
-	release(leaseId: string, timeoutMs: number): Promise<LeaseChange>;
+	storeSignatures(batch: StoreSignaturesParams, timeoutMs: number, signal: AbortSignal): Promise<StoreSignaturesResult>;
+	acquire(waitMs: number, timeoutMs: number, signal: AbortSignal): Promise<Lease>;
+	renew(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
+	release(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
 }
 
 /** Opens a lease's sealed key and signs records with it, chunk by chunk, within a deadline. */
@@ -57,6 +62,10 @@ export interface SignerDeps<K> {
 	logger: SignerLogger;
 	/** True once the node is shutting down, before the service's own stop runs. */
 	nodeStopping(): boolean;
+	/** Told of each release that failed (the lease then waits for its expiry). */
+	onReleaseFailed?(): void;
+	/** Test-only fault injection between storing a batch's signatures and replying (src/signer/faults.ts). */
+	afterStore?(batchId: string): Promise<void>;
 }
 
 export class SignerStoppingError extends Error {
@@ -73,8 +82,11 @@ function chunks<T>(items: T[], size: number): T[][] {
 }
 
 export class Signer<K = unknown> {
-	private readonly inFlight = new Set<Promise<SignBatchResult>>();
+	/** Batches being signed now, by id: what `signer.inFlight` answers the batcher. */
+	private readonly inFlight = new Map<string, Promise<SignBatchResult>>();
 	private stoppingSince: number | null = null;
+	/** Aborted once a stop has waited its drain out: the calls still waiting give up. */
+	private readonly aborts = new AbortController();
 
 	constructor(private readonly options: SignerOptions, private readonly deps: SignerDeps<K>) {}
 
@@ -87,11 +99,18 @@ export class Signer<K = unknown> {
 		return this.inFlight.size;
 	}
 
+	/** The ids of the batches being signed now. */
+	batchIds(): string[] {
+		return [...this.inFlight.keys()];
+	}
+
 	/** Lease, sign, store, release: the whole life of one batch on this signer. */
 	signBatch(params: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
 		const batch = this.runBatch(params, calls);
-		this.inFlight.add(batch);
-		const forget = () => this.inFlight.delete(batch);
+		this.inFlight.set(params.batchId, batch);
+		const forget = () => {
+			if (this.inFlight.get(params.batchId) === batch) this.inFlight.delete(params.batchId);
+		};
 		batch.then(forget, forget);
 		return batch;
 	}
@@ -110,17 +129,26 @@ export class Signer<K = unknown> {
 		this.stoppingSince ??= this.clock.now();
 	}
 
-	/** Waits until every batch in flight has finished or handed its lease back (bounded). */
+	/**
+	 * Waits until every batch in flight has finished or handed its lease back (bounded), then
+	 * gives up the calls still waiting (a reply lost in an outage), so the node stops now.
+	 */
 	async stop(): Promise<void> {
 		this.beginStop();
 		if (!this.inFlight.size) return;
 		this.deps.logger.info(`Stopping: waiting for ${this.inFlight.size} batch(es) in flight to finish or hand back their leases`);
-		await Promise.race([Promise.allSettled([...this.inFlight]), this.clock.sleep(this.options.shutdownDrainMs + 5_000)]);
+		const settled = Promise.allSettled([...this.inFlight.values()]);
+		// The drain, plus a moment for the releases that follow it.
+		await Promise.race([settled, this.clock.sleep(this.options.shutdownDrainMs + 2_000)]);
+		if (!this.inFlight.size) return;
+		this.aborts.abort(new Error("the signer is stopping"));
+		await Promise.race([settled, this.clock.sleep(1_000)]);
 	}
 
 	private async runBatch({ batchId, records }: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
+		const { signal } = this.aborts;
 		const asked = this.clock.now();
-		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000);
+		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000, signal);
 		const leaseWaitMs = this.clock.now() - asked;
 		const held = this.holdLease(lease, calls);
 		try {
@@ -129,16 +157,19 @@ export class Signer<K = unknown> {
 			const signed = await this.deps.keys.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
 			for (const part of chunks(signed, TRANSFER_CHUNK)) {
-				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part });
+				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part }, this.options.storeTimeoutMs, signal);
 				stored.stored += result.stored;
 				stored.duplicates += result.duplicates;
 			}
+			await this.deps.afterStore?.(batchId);
 			return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.deps.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
 		} finally {
 			held.stop();
 			// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at expiry).
-			await calls.release(lease.leaseId, this.options.releaseTimeoutMs)
-				.catch(err => this.deps.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`));
+			await calls.release(lease.leaseId, this.options.releaseTimeoutMs, signal).catch(err => {
+				this.deps.onReleaseFailed?.();
+				this.deps.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`);
+			});
 		}
 	}
 
@@ -148,7 +179,7 @@ export class Signer<K = unknown> {
 		const everyMs = Math.max(50, Math.floor(this.options.leaseTtlMs / 3));
 		const stop = this.clock.every(everyMs, () => {
 			// A renewal answered after a whole TTL is worth nothing (one lost in a NATS outage never is).
-			calls.renew(lease.leaseId, this.options.leaseTtlMs)
+			calls.renew(lease.leaseId, this.options.leaseTtlMs, this.aborts.signal)
 				.then(change => {
 					if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt);
 				})
