@@ -171,6 +171,44 @@ describe("one-key-per-batch", () => {
 		expect(messages(report, "one-key-per-batch")[0]).toMatch(/^batch batch-0001 records key key-002 and lease .*, which is a lease of key key-00[01]$/);
 	});
 
+	it("catches a failed batch with no key whose records are signed under it: a reply lost, not settled from its signatures", async () => {
+		// What a batcher that took a lost reply for a failure wrote: batch-0002 signed, recorded as failed with no key.
+		const batch = copy.batches.find(b => b.batchId === "batch-0002")!;
+		const { keyId, leaseId } = batch;
+		Object.assign(batch, { status: "failed", keyId: null, leaseId: null });
+		const report = await auditSnapshot(copy);
+		expect(failing(report)).toEqual(["one-key-per-batch"]);
+		expect(messages(report, "one-key-per-batch")).toEqual([
+			`batch batch-0002 records no key but its signatures use ${keyId}`,
+			`batch batch-0002 records no lease but its signatures use ${leaseId}`,
+			`batch batch-0002 is recorded "failed" but ${batch.recordIds.length} of its ${batch.recordIds.length} records are signed under it`
+		]);
+	});
+
+	it("catches a partial batch with nothing or everything signed under it, and a status no batch has", async () => {
+		Object.assign(copy.batches.find(b => b.batchId === "batch-0001")!, { status: "partial" });
+		Object.assign(copy.batches.find(b => b.batchId === "batch-0002")!, { status: "partial" });
+		Object.assign(copy.batches.find(b => b.batchId === "batch-0003")!, { status: "done" });
+		const report = await auditSnapshot(copy);
+		expect(failing(report)).toEqual(["one-key-per-batch"]);
+		expect(messages(report, "one-key-per-batch")).toEqual([
+			`batch batch-0001 is recorded "partial" but none of its records is signed under it`,
+			expect.stringMatching(/^batch batch-0002 is recorded "partial" but all \d+ of its records are signed under it$/),
+			`batch batch-0003 is recorded "done" but that is not a status a batch can have`
+		]);
+	});
+
+	it("a pending batch is in flight: its signatures need not match a key it has not learnt yet, but only a running run may have one", async () => {
+		const batch = copy.batches.find(b => b.batchId === "batch-0002")!;
+		Object.assign(batch, { status: "pending", keyId: null, leaseId: null, finishedAt: null });
+		const run = copy.runs.find(r => r.runId === batch.runId)!;
+		run.status = "running";
+		expect((await auditSnapshot(copy)).violations).toEqual([]);
+		run.status = "completed";
+		const report = await auditSnapshot(copy);
+		expect(messages(report, "one-key-per-batch")).toEqual([`batch batch-0002 is still pending, but its run ${run.runId} is not running`]);
+	});
+
 	it("catches a signature naming a batch that does not hold its record", async () => {
 		signatureOf(copy, "r-0001").batchId = "batch-0006";
 		const report = await auditSnapshot(copy);

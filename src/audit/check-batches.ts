@@ -1,6 +1,13 @@
 /**
  * Rules "one-key-per-batch" and "batch-size" in one pass: batches in batchId order merged with
  * signatures in (batchId, recordId) order, so one batch's signatures are in memory at a time.
+ *
+ * A batch that has ended must tell the truth about its signatures: it names their one key and
+ * lease (a batch with signatures and no key is a finding, whatever the reason), and its status
+ * matches them: `failed` has none under it, `partial` some but not all. (A `signed` batch's
+ * records may carry earlier batches' signatures; a record with none is rule 1's finding.)
+ * A batch still `pending` is in flight (its key not known yet to the batcher), which only a run
+ * still running may have.
  */
 import { compareSql, yieldToEventLoop, type AuditDb } from "./audit-db";
 import { FindingList, type RuleName } from "./checks";
@@ -11,6 +18,7 @@ interface BatchRow {
 	keyId: string | null;
 	leaseId: string | null;
 	recordIds: unknown;
+	status: unknown;
 }
 
 /** [batchId, recordId, keyId, leaseId] */
@@ -19,14 +27,22 @@ type SignatureRow = [unknown, string, string, string];
 /** Each run's batch sizes: one, unless the store is broken. */
 export type RunSizes = Map<string, Set<number>>;
 
+/** What the batch pass needs of the runs: their sizes, and which are still running. */
+export interface RunFacts {
+	sizes: RunSizes;
+	running: Set<string>;
+}
+
 /** The run half of rule "batch-size": one valid batch size per run, one document per run. */
-export function checkRuns(db: AuditDb, findings: FindingList): { sizes: RunSizes; count: number } {
+export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { count: number } {
 	const rule: RuleName = "batch-size";
 	const sizes: RunSizes = new Map();
+	const running = new Set<string>();
 	const docs = new Map<string, number>();
-	for (const run of db.sql.prepare("SELECT runId, batchSize FROM bat.runs ORDER BY rowid").iterate()) {
+	for (const run of db.sql.prepare("SELECT runId, batchSize, status FROM bat.runs ORDER BY rowid").iterate()) {
 		const runId = run.runId as string;
 		const batchSize = run.batchSize as number;
+		if (run.status === "running") running.add(runId);
 		if (!Number.isInteger(batchSize) || batchSize < 1) findings.add(rule, `run ${runId} has an invalid batch size ${JSON.stringify(batchSize)}`, { runId });
 		docs.set(runId, (docs.get(runId) ?? 0) + 1);
 		const set = sizes.get(runId);
@@ -37,19 +53,7 @@ export function checkRuns(db: AuditDb, findings: FindingList): { sizes: RunSizes
 		if (set.size > 1) findings.add(rule, `run ${runId} has ${set.size} batch sizes: ${[...set].sort((a, b) => a - b).join(", ")}`, { runId });
 		else if (docs.get(runId)! > 1) findings.add(rule, `run ${runId} is stored ${docs.get(runId)} times`, { runId });
 	}
-	return { sizes, count: [...docs.values()].reduce((sum, n) => sum + n, 0) };
-}
-
-// ---------------------------------------------------------------- the null-key exception
-
-/**
- * The one exception to comparing a batch document with its signatures, kept in this one place
- * because a later change removes it: a batch that recorded no key (or no lease) is not compared
- * with its signatures' key (or lease). The batcher died before the signer's reply, so the
- * signatures decide.
- */
-function comparedWithSignatures(batch: BatchRow): { key: boolean; lease: boolean } {
-	return { key: batch.keyId != null, lease: batch.leaseId != null };
+	return { sizes, running, count: [...docs.values()].reduce((sum, n) => sum + n, 0) };
 }
 
 // ---------------------------------------------------------------- the pass
@@ -64,10 +68,10 @@ function parseRecordIds(recordIds: unknown): string[] | null {
 }
 
 /** Checks every batch against its run and its signatures; returns how many batch documents it read. */
-export async function checkBatches(db: AuditDb, runs: RunSizes, findings: FindingList): Promise<number> {
+export async function checkBatches(db: AuditDb, runs: RunFacts, findings: FindingList): Promise<number> {
 	const rule: RuleName = "one-key-per-batch";
 	const imported = db.kind === "import";
-	const batches = db.sql.prepare(`SELECT batchId, runId, keyId, leaseId, recordIds FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`).iterate() as Iterator<BatchRow>;
+	const batches = db.sql.prepare(`SELECT batchId, runId, keyId, leaseId, recordIds, status FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`).iterate() as Iterator<BatchRow>;
 	const signatureQuery = db.sql.prepare(`SELECT batchId, recordId, keyId, leaseId FROM rec.signatures ORDER BY batchId, recordId${imported ? ", rowid" : ""}`);
 	signatureQuery.setReturnArrays(true);
 	const signatures = signatureQuery.iterate() as Iterator<SignatureRow>;
@@ -86,7 +90,7 @@ export async function checkBatches(db: AuditDb, runs: RunSizes, findings: Findin
 			const { batchId } = doc;
 			count++;
 			const recordIds = parseRecordIds(doc.recordIds);
-			checkBatchSize(doc, recordIds, runs, findings);
+			checkBatchSize(doc, recordIds, runs.sizes, findings);
 			// A batch id with two documents could carry two keys: rule 3 needs it unique.
 			if (batchId === previous) {
 				findings.add(rule, `batch ${batchId} is stored twice`, { batchId });
@@ -102,15 +106,21 @@ export async function checkBatches(db: AuditDb, runs: RunSizes, findings: Findin
 			let members: Set<string> | null = null;
 			const keyIds = new Set<string>();
 			const leaseIds = new Set<string>();
+			let under = 0;
 			for (; !signature.done && signature.value[0] === batchId; signature = signatures.next()) {
 				const [, recordId, keyId, leaseId] = signature.value;
 				members ??= new Set(recordIds ?? []);
 				if (!members.has(recordId)) findings.add(rule, `signature of record ${recordId} names batch ${batchId}, which does not contain that record`, { recordId, batchId });
 				keyIds.add(keyId);
 				leaseIds.add(leaseId);
+				under++;
 				if (++rows % 4096 === 0) await yieldToEventLoop();
 			}
-			if (keyIds.size) checkBatchSignatures(doc, keyIds, leaseIds, findings);
+			const pending = doc.status === "pending";
+			if (keyIds.size) checkBatchSignatures(doc, keyIds, leaseIds, pending, findings);
+			if (pending) {
+				if (!runs.running.has(doc.runId)) findings.add(rule, `batch ${batchId} is still pending, but its run ${doc.runId} is not running`, { batchId, runId: doc.runId });
+			} else checkBatchStatus(doc, recordIds?.length ?? 0, under, findings);
 		}
 		for (; !signature.done; signature = signatures.next()) unknownBatch(signature.value);
 	} finally {
@@ -120,19 +130,36 @@ export async function checkBatches(db: AuditDb, runs: RunSizes, findings: Findin
 	return count;
 }
 
-/** What a batch's signatures used against what the batch recorded. */
-function checkBatchSignatures(batch: BatchRow, keyIds: Set<string>, leaseIds: Set<string>, findings: FindingList): void {
+/**
+ * What a batch's signatures used against what the batch recorded: one key and one lease, the
+ * ones it names. A pending batch has not learnt them yet: only its signatures' own agreement counts.
+ */
+function checkBatchSignatures(batch: BatchRow, keyIds: Set<string>, leaseIds: Set<string>, pending: boolean, findings: FindingList): void {
 	const rule: RuleName = "one-key-per-batch";
 	const { batchId } = batch;
 	if (keyIds.size > 1) findings.add(rule, `batch ${batchId} has signatures made with ${keyIds.size} keys: ${[...keyIds].sort().join(", ")}`, { batchId, keyIds: [...keyIds].sort().join(",") });
 	if (leaseIds.size > 1)
 		findings.add(rule, `batch ${batchId} has signatures made under ${leaseIds.size} leases: ${[...leaseIds].sort().join(", ")}`, { batchId, leaseIds: [...leaseIds].sort().join(",") });
-	const compared = comparedWithSignatures(batch);
-	const otherKeys = [...keyIds].filter(k => k !== batch.keyId);
-	if (compared.key && otherKeys.length) findings.add(rule, `batch ${batchId} records key ${batch.keyId} but its signatures use ${otherKeys.sort().join(", ")}`, { batchId, keyId: batch.keyId! });
-	const otherLeases = [...leaseIds].filter(l => l !== batch.leaseId);
-	if (compared.lease && otherLeases.length)
-		findings.add(rule, `batch ${batchId} records lease ${batch.leaseId} but its signatures use ${otherLeases.sort().join(", ")}`, { batchId, leaseId: batch.leaseId! });
+	if (pending) return;
+	const otherKeys = [...keyIds].filter(k => k !== batch.keyId).sort();
+	if (otherKeys.length)
+		findings.add(rule, batch.keyId == null ? `batch ${batchId} records no key but its signatures use ${otherKeys.join(", ")}` : `batch ${batchId} records key ${batch.keyId} but its signatures use ${otherKeys.join(", ")}`, { batchId, keyId: String(batch.keyId) });
+	const otherLeases = [...leaseIds].filter(l => l !== batch.leaseId).sort();
+	if (otherLeases.length)
+		findings.add(rule, batch.leaseId == null ? `batch ${batchId} records no lease but its signatures use ${otherLeases.join(", ")}` : `batch ${batchId} records lease ${batch.leaseId} but its signatures use ${otherLeases.join(", ")}`, { batchId, leaseId: String(batch.leaseId) });
+}
+
+/** An ended batch's status against its signatures: `failed` none under it, `partial` some but not all. */
+function checkBatchStatus(batch: BatchRow, size: number, under: number, findings: FindingList): void {
+	const rule: RuleName = "one-key-per-batch";
+	const { batchId, status } = batch;
+	const says = (truth: string) => findings.add(rule, `batch ${batchId} is recorded ${JSON.stringify(status)} but ${truth}`, { batchId, status: String(status) });
+	if (status === "failed" || status === "abandoned") {
+		if (under > 0) says(`${under} of its ${size} records are signed under it`);
+	} else if (status === "partial") {
+		if (under === 0) says("none of its records is signed under it");
+		else if (under >= size) says(`all ${size} of its records are signed under it`);
+	} else if (status !== "signed") says("that is not a status a batch can have");
 }
 
 /** The batch half of rule "batch-size": no batch larger than its run's batch size. */

@@ -78,7 +78,7 @@ export async function audit(source: AuditDb | AuditSnapshot, options: AuditOptio
 		});
 		const mainPasses = (async () => {
 			checked.leases = await checkLeases(db, keys.keyIds, leaseFindings);
-			checked.batches = await checkBatches(db, runs.sizes, batchFindings);
+			checked.batches = await checkBatches(db, runs, batchFindings);
 		})();
 		// Both run to the end (the threads must stop before the snapshot ends), then any failure surfaces.
 		const outcomes = await Promise.allSettled([ranges, mainPasses]);
