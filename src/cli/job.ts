@@ -8,6 +8,7 @@ import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
 import { Actions, call, type Caller, type MetricsSnapshot, type Progress, type RunReport, type RunView } from "../contract";
+import { watchNatsStatus } from "../nats-status";
 
 /** The flags of a signing job. */
 export const JOB_FLAGS = {
@@ -66,11 +67,25 @@ export async function startOrResume(broker: Caller, batchSize: number, out: Term
 
 /** A progress line every `everyMs` (a bar on a terminal, a line every 2 s in a log) until stopped. */
 export function watchProgress(broker: ServiceBroker, out: Terminal, stdout: NodeJS.WriteStream = process.stdout): () => void {
+	// Over NATS: while the connection is down the progress says so (the run goes on once it is back).
+	let downSince: number | null = null;
+	watchNatsStatus(broker, type => {
+		if (type === "disconnect") downSince ??= Date.now();
+		else if (type === "reconnect") {
+			if (downSince !== null) out.say(`NATS is back after ${((Date.now() - downSince) / 1000).toFixed(1)} s; the run goes on`);
+			downSince = null;
+		}
+	});
 	const timer = setInterval(async () => {
+		if (downSince !== null) return out.progress(natsDownLine(Date.now() - downSince));
 		const snapshot = await call(broker, Actions.metrics.snapshot, {}).catch(() => null);
-		if (snapshot?.records) out.progress(progressLine(snapshot));
+		if (snapshot?.records && downSince === null) out.progress(progressLine(snapshot));
 	}, stdout.isTTY ? 250 : 2_000);
 	return () => clearInterval(timer);
+}
+
+export function natsDownLine(downMs: number): string {
+	return `NATS is unreachable for ${(downMs / 1000).toFixed(0)} s: waiting for the server to come back (the nodes reconnect by themselves and the run goes on)`;
 }
 
 export function reportLines(report: RunReport): string[] {

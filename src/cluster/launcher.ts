@@ -219,7 +219,8 @@ export class Cluster {
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
 			SERVICES: ROLE_SERVICES[kind].join(","),
 			TRANSPORTER: this.transporter,
-			NAMESPACE: this.namespace,
+			// A role may be started in another namespace: a second cluster on the same store.
+			NAMESPACE: env.NAMESPACE ?? this.namespace,
 			NODE_ID: nodeID,
 			DATA_DIR: dataDir,
 			METRICS_PORT: String(metricsPort),

@@ -43,6 +43,8 @@ export interface NatsServer {
 	kill(): Promise<void>;
 	/** Stop (if running) and start again on the same ports. */
 	restart(): Promise<void>;
+	/** Start again after `stop()` or `kill()`, on the same ports (nothing if running). */
+	start(): Promise<void>;
 	/** Output so far, for assertion messages. */
 	log(): string;
 }
@@ -173,6 +175,9 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		async restart() {
 			await stopChild("SIGTERM");
 			await start();
+		},
+		async start() {
+			if (!child) await start();
 		},
 		log: () => output
 	};
