@@ -37,7 +37,8 @@ function signersOf(broker: ServiceBroker): SignersPort {
 		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
 		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/lost-requests.ts).
 		signBatch: (params, { nodeID, timeoutMs, signal }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}), signal, keepOnReconnect: true } as CallingOptions),
-		inFlight: async (nodeID, timeoutMs) => (await call(broker, Actions.signer.inFlight, {}, { nodeID, timeout: timeoutMs })).batchIds,
+		// A check sent on this node's own reconnect must not be failed by that same reconnect.
+		inFlight: async (nodeID, timeoutMs) => (await call(broker, Actions.signer.inFlight, {}, { nodeID, timeout: timeoutMs, keepOnReconnect: true } as CallingOptions)).batchIds,
 		maxMessageBytes: () => natsMaxPayload(broker)
 	};
 }

@@ -277,14 +277,15 @@ export class Batcher {
 	 * and settled. A signer that does not answer is left to its heartbeats (the broker fails its
 	 * requests when it is declared gone) and to the next check.
 	 */
+	/** Signers with a check on the way (one sent before a reconnect may be lost: a forced check goes anyway). */
 	private readonly probing = new Set<string>();
 	private probeSigners(active: ActiveRun, now: boolean | string = false): void {
 		const at = this.deps.clock.now();
 		const due = new Map<string, Flight[]>();
 		for (const flight of active.flights.values()) {
-			if (!flight.signer || this.probing.has(flight.signer)) continue;
+			if (!flight.signer) continue;
 			const forced = now === true || now === flight.signer;
-			if (!forced && (at - flight.sentAt < this.options.probeAfterMs || at - flight.probedAt < this.options.probeAfterMs)) continue;
+			if (!forced && (this.probing.has(flight.signer) || at - flight.sentAt < this.options.probeAfterMs || at - flight.probedAt < this.options.probeAfterMs)) continue;
 			flight.probedAt = at;
 			due.set(flight.signer, [...(due.get(flight.signer) ?? []), flight]);
 		}
