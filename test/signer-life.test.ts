@@ -2,7 +2,7 @@
  * A batch's life on a signer without a broker (src/signer/signer.ts): plain objects for the
  * records, the keyring and the signing keys, and a clock moved by hand.
  */
-import type { Lease, LeaseChange, RecordPayload, SignatureDoc, StoreSignaturesParams } from "../src/contract";
+import type { Lease, LeaseChange, RecordPayload, SignatureDoc, StoreSignaturesParams, StoreSignaturesResult } from "../src/contract";
 import { LeaseDeadlineError } from "../src/signer/jws";
 import { Signer, SignerStoppingError, TRANSFER_CHUNK, type BatchCalls, type SignerOptions, type SigningKeys } from "../src/signer/signer";
 import { FakeClock, settle } from "./support/fake-clock";
@@ -61,8 +61,9 @@ function setup(nodeStopping = () => false) {
 	const clock = new FakeClock();
 	const calls = new Calls(clock);
 	const keys = new Keys(clock);
-	const signer = new Signer(OPTIONS, { nodeID: "signer-9", keys, clock, logger: { info() {}, warn() {} }, nodeStopping });
-	return { clock, calls, keys, signer };
+	const releaseFailures = { count: 0 };
+	const signer = new Signer(OPTIONS, { nodeID: "signer-9", keys, clock, logger: { info() {}, warn() {} }, nodeStopping, onReleaseFailed: () => releaseFailures.count++ });
+	return { clock, calls, keys, signer, releaseFailures };
 }
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `rec-${i}`);
@@ -121,6 +122,43 @@ describe("a batch's life on a signer", () => {
 		calls.failStore = new Error("records unreachable");
 		await expect(signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls)).rejects.toThrow("records unreachable");
 		expect(calls.log).toEqual(["acquire", "store 2", "release lease-1"]);
+	});
+
+	test("a release that fails leaves the batch signed and is counted (the lease waits for its expiry)", async () => {
+		const { calls, signer, releaseFailures } = setup();
+		calls.release = async () => {
+			throw new Error("Request is rejected when call 'keyring.release' action on 'keyring' node.");
+		};
+		await expect(signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls)).resolves.toMatchObject({ stored: 2 });
+		expect(releaseFailures.count).toBe(1);
+	});
+
+	test("the batches in flight are known by id while they run: what the batcher asks a signer", async () => {
+		const { keys, calls, signer } = setup();
+		let finish!: () => void;
+		keys.gate = new Promise(resolve => (finish = resolve));
+		const batch = signer.signBatch({ batchId: "b7", runId: "r1", records: records(1) }, calls);
+		await settle();
+		expect(signer.batchIds()).toEqual(["b7"]);
+		finish();
+		await batch;
+		expect(signer.batchIds()).toEqual([]);
+	});
+
+	test("a stop that has waited its drain out gives up the calls still waiting, so the node stops now", async () => {
+		let stopping = false;
+		const { clock, calls, signer } = setup(() => stopping);
+		// A store whose reply never comes (lost in an outage) until the call is given up.
+		calls.storeSignatures = (_batch: StoreSignaturesParams, _timeout: number, signal: AbortSignal) =>
+			new Promise<StoreSignaturesResult>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true }));
+		const batch = signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls).catch((err: Error) => err);
+		await settle();
+		stopping = true;
+		const stopped = signer.stop();
+		await clock.advance(OPTIONS.shutdownDrainMs + 2_000);
+		expect(await batch).toMatchObject({ message: "the signer is stopping" });
+		await stopped;
+		expect(signer.busy).toBe(0);
 	});
 
 	test("a stopping signer lets batches in flight finish within the drain, and hands back one that cannot start", async () => {
