@@ -149,8 +149,9 @@ describe("a batch's life on a signer", () => {
 		let stopping = false;
 		const { clock, calls, signer } = setup(() => stopping);
 		// A store whose reply never comes (lost in an outage) until the call is given up.
-		calls.storeSignatures = (_batch: StoreSignaturesParams, _timeout: number, signal: AbortSignal) =>
+		const lost: BatchCalls["storeSignatures"] = (_batch, _timeout, signal) =>
 			new Promise<StoreSignaturesResult>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true }));
+		calls.storeSignatures = lost as Calls["storeSignatures"];
 		const batch = signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls).catch((err: Error) => err);
 		await settle();
 		stopping = true;
