@@ -8,16 +8,23 @@
  * with a fencing number that every write it makes carries (src/keyring/role.ts), so a second
  * keyring on one store is refused by the store itself. One that loses refuses to start and
  * says why; it never offers the `keyring` service, so no signer can reach it.
+ *
+ * Only an enrolled signer obtains, renews or releases a lease: each request carries a proof
+ * signed with its credential, checked by src/keyring/signer-gate.ts; the holder is the node the
+ * proof names. A refusal is logged with the caller's node id.
  */
 import os from "node:os";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { describeStore, StoreMixin } from "../mixins/store.mixin";
-import { sleep, type Clock } from "../src/clock";
+import { sleep, systemClock, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type LeaseRef } from "../src/contract";
 import { electKeyring, ELECTION_SERVICE, type ElectionBus, type KeyringElection } from "../src/keyring/election";
+import { credentialFile, localCredential } from "../src/identity/credential";
+import type { ProofAction } from "../src/identity/proof";
 import { Keyring } from "../src/keyring/keyring";
+import { SignerGate, SignerRefusedError, type ProofContext, type ProvenSigner } from "../src/keyring/signer-gate";
 import { MongoKeyringStore } from "../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
@@ -26,6 +33,7 @@ import { serviceSettings, type KeyringSettings } from "../src/settings";
 interface KeyringVars {
 	store: KeyringStore;
 	keyring: Keyring;
+	gate: SignerGate;
 	election: KeyringElection | null;
 	/** Set when another active keyring showed up: this one grants and renews nothing more. */
 	fencedBy: string | null;
@@ -80,25 +88,70 @@ const KeyringStoreMixin = StoreMixin<SqliteKeyringStore | MongoKeyringStore>({
 	mongo: (uri, service) => MongoKeyringStore.open(uri, service)
 });
 
+interface KeyringMethods {
+	admit(ctx: Context, action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">): Promise<ProvenSigner>;
+	enrolLocalSigner(): Promise<void>;
+}
+
 /** What a test may give the keyring besides its settings: a clock it moves by hand. */
 export interface KeyringServiceDeps {
 	clock?: Clock;
 }
 
 export function createKeyringService(settings: KeyringSettings, deps: KeyringServiceDeps = {}): ServiceSchema {
-	const schema: ServiceSchema<KeyringSettings & { $secureSettings: string[] }, Record<string, never>, KeyringVars> = {
+	const schema: ServiceSchema<KeyringSettings & { $secureSettings: string[] }, KeyringMethods, KeyringVars> = {
 		name: "keyring",
 		mixins: [KeyringStoreMixin, KeyringElectionGuard as Partial<ServiceSchema>],
 		// Service settings travel to every node in INFO packets: the master key must not.
 		settings: { ...settings, $secureSettings: ["masterKey"] },
 		actions: {
-			/** Grants the least recently used free key, its private key sealed to `sessionKey`. */
-			acquire: { params: acquireParams, handler(ctx: Context<AcquireParams>) { return this.keyring.acquire(ctx.params); } },
-			renew: { params: leaseRefParams, handler(ctx: Context<LeaseRef>) { return this.keyring.renew(ctx.params.leaseId); } },
-			release: { params: leaseRefParams, handler(ctx: Context<LeaseRef>) { return this.keyring.release(ctx.params.leaseId); } },
+			/** Grants the least recently used free key to the proven signer, its private key sealed to `sessionKey`. */
+			acquire: {
+				params: acquireParams,
+				async handler(ctx: Context<AcquireParams>) {
+					const { sessionKey, waitMs, proof } = ctx.params;
+					const signer = await this.admit(ctx, "acquire", proof, { sessionKey: sessionKey.x });
+					return this.keyring.acquire({ holder: signer.node, sessionKey, ...(waitMs === undefined ? {} : { waitMs }) });
+				}
+			},
+			renew: {
+				params: leaseRefParams,
+				async handler(ctx: Context<LeaseRef>) {
+					await this.admit(ctx, "renew", ctx.params.proof, { leaseId: ctx.params.leaseId, holder: this.keyring.holderOf(ctx.params.leaseId) });
+					return this.keyring.renew(ctx.params.leaseId);
+				}
+			},
+			release: {
+				params: leaseRefParams,
+				async handler(ctx: Context<LeaseRef>) {
+					await this.admit(ctx, "release", ctx.params.proof, { leaseId: ctx.params.leaseId, holder: this.keyring.holderOf(ctx.params.leaseId) });
+					return this.keyring.release(ctx.params.leaseId);
+				}
+			},
 			jwks: { handler() { return this.keyring.jwks(); } },
 			keys: { handler() { return this.keyring.keyList(); } },
 			status: { handler() { return this.keyring.status(); } }
+		},
+		methods: {
+			/** The signer a lease request proves, or a 403 logged with the caller's node id. */
+			async admit(ctx: Context, action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">): Promise<ProvenSigner> {
+				const local = !ctx.nodeID || ctx.nodeID === this.broker.nodeID;
+				try {
+					return await this.gate.check(action, proof, { ...context, callerNode: local ? null : ctx.nodeID! });
+				} catch (err) {
+					if (err instanceof SignerRefusedError) this.logger.warn(`Refused keyring.${action} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
+					throw err;
+				}
+			},
+			/** The signer credential shared through DATA_DIR (or SIGNER_KEY_FILE), enrolled by itself the first time. */
+			async enrolLocalSigner(): Promise<void> {
+				const where = this.settings.enrolLocalSigner;
+				if (where === null) return;
+				const credential = where === "" ? localCredential("") : credentialFile(where, true);
+				const outcome = await this.store.enrolSigner({ name: credential.name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				if (outcome === "enrolled") this.logger.info(`Enrolled the signer credential "${credential.name}" of ${credential.source}`);
+				else if (outcome === "name-taken") this.logger.warn(`The signer credential "${credential.name}" of ${credential.source} is revoked (or its name taken by another key): signers using it are refused. Delete the file to have a new one made and enrolled.`);
+			}
 		},
 		events: {
 			// A signer that left cannot use a key: do not grant it one it waited for.
@@ -124,6 +177,9 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 			}
 		},
 		async started() {
+			// Proofs are dated by the signers' wall clocks: checked against this machine's, whatever clock the leases run on.
+			this.gate = new SignerGate(this.store, systemClock);
+			await this.enrolLocalSigner();
 			this.keyring = await Keyring.open(this.settings, {
 				store: this.store,
 				storeName: describeStore(this.settings, "keyring"),

@@ -9,40 +9,50 @@ import { appConfig } from "../src/config";
 import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { SigningKey } from "../src/signer/jws";
-import { serviceSettings } from "../src/settings";
+import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { makeProof } from "../src/identity/proof";
+import { serviceSettings, type SignerSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
 import { faultFromEnv } from "../src/signer/faults";
-import { Signer, type BatchCalls, type SignerOptions } from "../src/signer/signer";
+import { Signer, type BatchCalls } from "../src/signer/signer";
 
 interface SignerVars {
 	keys: LeaseKeyOpener;
+	credential: SignerCredential;
 	pool: SignPool;
 	signer: Signer<SigningKey>;
 }
 
-/** Every call of one batch goes out under the request that carries it; `signal` gives it up (src/lost-requests.ts). */
-function batchCalls(ctx: Context, keys: LeaseKeyOpener): BatchCalls {
+/**
+ * Every call of one batch goes out under the request that carries it; `signal` gives it up
+ * (src/lost-requests.ts). Lease requests carry a proof made with this signer's credential.
+ */
+function batchCalls(ctx: Context, keys: LeaseKeyOpener, credential: SignerCredential): BatchCalls {
 	const options = (timeout: number, signal: AbortSignal) => ({ timeout, signal }) as CallingOptions;
+	const node = ctx.broker.nodeID;
+	const sessionKey = keys.session.publicJwk;
 	return {
 		storeSignatures: (batch, timeout, signal) => call(ctx, Actions.records.storeSignatures, batch, options(timeout, signal)),
-		acquire: (waitMs, timeout, signal) => call(ctx, Actions.keyring.acquire, { holder: ctx.broker.nodeID, sessionKey: keys.session.publicJwk, waitMs }, options(timeout, signal)),
-		renew: (leaseId, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId }, options(timeout, signal)),
-		release: (leaseId, timeout, signal) => call(ctx, Actions.keyring.release, { leaseId }, options(timeout, signal))
+		acquire: (waitMs, timeout, signal) =>
+			call(ctx, Actions.keyring.acquire, { sessionKey, waitMs, proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }) }, options(timeout, signal)),
+		renew: (leaseId, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }, options(timeout, signal)),
+		release: (leaseId, timeout, signal) => call(ctx, Actions.keyring.release, { leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) }, options(timeout, signal))
 	};
 }
 
 /** Prometheus name signing_lease_release_failures_total: releases lost (the lease then expires). */
 const RELEASE_FAILURES = "signing.lease.release.failures";
 
-export function createSignerService(settings: SignerOptions): ServiceSchema {
-	const schema: ServiceSchema<SignerOptions, Record<string, never>, SignerVars> = {
+export function createSignerService(settings: SignerSettings): ServiceSchema {
+	const schema: ServiceSchema<SignerSettings & { $secureSettings: string[] }, Record<string, never>, SignerVars> = {
 		name: "signer",
-		settings,
+		// Service settings travel to every node in INFO packets: the credential must not.
+		settings: { ...settings, $secureSettings: ["credential"] },
 		actions: {
 			signBatch: {
 				params: signBatchParams,
 				handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
-					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys));
+					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys, this.credential));
 				}
 			},
 			/** The batches this node is working on: the batcher asks, to find a batch lost in transit. */
@@ -53,6 +63,9 @@ export function createSignerService(settings: SignerOptions): ServiceSchema {
 			}
 		},
 		async started() {
+			// Who this signer is to the keyring: a credential it enrolled (src/identity/credential.ts).
+			this.credential = loadCredential(this.settings.credential);
+			this.logger.info(`Signer credential "${this.credential.name}" from ${this.credential.source}`);
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
 			this.pool = new SignPool(this.settings.signingThreads || undefined);

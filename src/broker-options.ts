@@ -8,6 +8,7 @@ import type { BrokerOptions } from "moleculer";
 import { replCommands } from "./api/repl-commands";
 import type { AppConfig } from "./config";
 import { HealthMiddleware } from "./health";
+import { LocalFirstMiddleware } from "./local-first";
 import { FailLostRequestsMiddleware } from "./lost-requests";
 
 export interface BrokerOverrides {
@@ -43,6 +44,9 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		requestTimeout: 30_000,
 		// Retrying is the batcher's job (as new batches, DESIGN.md section 4), never a blind re-send.
 		retryPolicy: { enabled: false },
+		// Over NATS a call naming no node goes to one subject per action, balanced by NATS: what
+		// lets per-role NATS users be kept from the keyring's lease actions (src/nats-permissions.ts).
+		disableBalancer: Boolean(config.transporter),
 		circuitBreaker: { enabled: false },
 		registry: { strategy: "RoundRobin", preferLocal: true },
 		// Graceful shutdown: wait for in-flight requests before the services stop.
@@ -54,7 +58,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			: { enabled: false },
 		validator: true,
 		middlewares: [
-			...(config.transporter ? [FailLostRequestsMiddleware()] : []),
+			// First registered is innermost: LocalFirst sees a call before FailLostRequests sends it out.
+			...(config.transporter ? [FailLostRequestsMiddleware(), LocalFirstMiddleware()] : []),
 			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
 			HealthMiddleware({ port: overrides.health ? config.healthPort : null })
 		],

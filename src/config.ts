@@ -18,6 +18,10 @@ export interface AppConfig {
 	transporter: string | null;
 	/** base64 of 32 bytes, or null to use (or create) `DATA_DIR/master.key`. */
 	masterKey: string | null;
+	/** SIGNER_KEY: a signer's credential itself (src/identity/credential.ts), or null. */
+	signerKey: string | null;
+	/** SIGNER_KEY_FILE: where a signer reads its credential (and an embedded keyring enrols it), or null for `DATA_DIR/signer.key`. */
+	signerKeyFile: string | null;
 	leaseTtlMs: number;
 	/** A signer stops signing this long before its lease expires. */
 	leaseMarginMs: number;
@@ -100,6 +104,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.masterKey = pick("KEYRING_MASTER_KEY", "master-key") || null;
 	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
 		throw new ConfigError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)");
+	config.signerKey = env.SIGNER_KEY || null;
+	const signerKeyFile = pick("SIGNER_KEY_FILE", "signer-key-file");
+	config.signerKeyFile = signerKeyFile ? path.resolve(signerKeyFile) : null;
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";

@@ -210,16 +210,18 @@ export const pageParams = {
 // ---------------------------------------------------------------- keyring actions
 
 export interface AcquireParams {
-	holder: string;
 	/** The signer's X25519 session public key: the private key is sealed to it. */
 	sessionKey: JWK;
 	/** How long the caller is prepared to wait for a free key. */
 	waitMs?: number;
+	/** A signer proof for this node and session key (src/identity/proof.ts): the holder is the node it names. */
+	proof: string;
 }
 export const acquireParams = {
-	holder: { type: "string", min: 1 },
 	sessionKey: { type: "object", props: { kty: { type: "equal", value: "OKP" }, crv: { type: "equal", value: "X25519" }, x: "string" } },
-	waitMs: { type: "number", integer: true, min: 0, optional: true }
+	waitMs: { type: "number", integer: true, min: 0, optional: true },
+	// Optional here: a request without one is refused by the keyring (403, logged with the caller's node).
+	proof: { type: "string", max: 2_048, optional: true }
 };
 
 export interface Lease {
@@ -235,10 +237,12 @@ export interface Lease {
 	transportKey: JWK;
 }
 
+/** A renew or release: the lease, and a signer proof for it made by its holder. */
 export interface LeaseRef {
 	leaseId: string;
+	proof: string;
 }
-export const leaseRefParams = { leaseId: { type: "string", min: 1 } };
+export const leaseRefParams = { leaseId: { type: "string", min: 1 }, proof: { type: "string", max: 2_048, optional: true } };
 
 export interface LeaseChange {
 	leaseId: string;

@@ -3,7 +3,9 @@
  * `moleculer-runner` (through each service file's default export), `npm start`, the CLIs and
  * the tests all build their services from here, so a setting cannot differ between them.
  */
+import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
+import { SIGNER_KEY_FILE, type CredentialSettings } from "./identity/credential";
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
@@ -17,12 +19,14 @@ export interface RecordsSettings extends StoreSettings {
 }
 export type KeyringSettings = KeyringOptions & ElectionOptions;
 export type BatcherSettings = BatcherOptions & StoreSettings;
+/** A signer's options, and where its credential is (never published: `$secureSettings`). */
+export type SignerSettings = SignerOptions & { credential: CredentialSettings };
 
 export interface ServiceSettings {
 	records: RecordsSettings;
 	keyring: KeyringSettings;
 	batcher: BatcherSettings;
-	signer: SignerOptions;
+	signer: SignerSettings;
 	metrics: Record<string, never>;
 	api: ApiOptions;
 }
@@ -37,6 +41,17 @@ export function signTimeoutMs(config: Pick<AppConfig, "acquireWaitMs" | "leaseTt
 	return config.acquireWaitMs + config.leaseTtlMs + 10_000;
 }
 
+/**
+ * The signer credential an embedded keyring enrols by itself (creating it when absent): the one
+ * its signers share through DATA_DIR (npm start, serve, cluster) or SIGNER_KEY_FILE (compose).
+ * On MongoDB without SIGNER_KEY_FILE, none: signers there are enrolled by an operator command.
+ */
+function localSignerOf(config: AppConfig): string | null {
+	if (config.signerKeyFile) return config.signerKeyFile;
+	if (config.mongoUri) return null;
+	return config.dataDir ? path.join(config.dataDir, SIGNER_KEY_FILE) : "";
+}
+
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
 	return {
@@ -45,6 +60,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			...store,
 			keys: config.keys,
 			masterKey: config.masterKey,
+			enrolLocalSigner: localSignerOf(config),
 			leaseTtlMs: config.leaseTtlMs,
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
@@ -73,7 +89,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			shutdownDrainMs: 10_000,
 			releaseTimeoutMs: 10_000,
 			storeTimeoutMs: 10_000,
-			signingThreads: config.signingThreads
+			signingThreads: config.signingThreads,
+			credential: { signerKey: config.signerKey, signerKeyFile: config.signerKeyFile, dataDir: config.dataDir }
 		},
 		metrics: {},
 		api: apiOptions(config)

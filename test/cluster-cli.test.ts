@@ -16,7 +16,9 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 		expect(first.code).toBe(0);
 		// One DATA_DIR, a store file per owning service, as npm start keeps them.
 		const files = fs.readdirSync(dataDir).filter(file => !file.endsWith("-wal") && !file.endsWith("-shm"));
-		expect(files.sort()).toEqual(["batcher.sqlite", "cluster", "keyring.sqlite", "master.key", "records.sqlite"]);
+		// signer.key: the signers' credential, made and enrolled by the cluster itself (mode 0600, like master.key).
+		expect(files.sort()).toEqual(["batcher.sqlite", "cluster", "keyring.sqlite", "master.key", "records.sqlite", "signer.key"]);
+		expect(fs.statSync(path.join(dataDir, "signer.key")).mode & 0o777).toBe(0o600);
 
 		const again = await runCli("cluster.js", ["--signers", "1"], env);
 		expect(again.stdout).toMatch(/0 of 3000 records to sign/);

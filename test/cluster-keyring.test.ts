@@ -20,8 +20,10 @@ import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import { storeFile } from "../src/store/sqlite";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
 import { sleep } from "../src/clock";
+import { signerRequests } from "./support/signer-proofs";
 
 const running: ServiceBroker[] = [];
+const requests = signerRequests();
 afterEach(async () => {
 	while (running.length) await running.pop()!.stop().catch(() => undefined);
 });
@@ -171,13 +173,13 @@ describe.each(stores)("one keyring per store, on $name", store => {
 		const stale = keyringBroker({ ...store.place(), nodeID: "keyring-stale", roleTtlMs: 300 });
 		await stale.start();
 		const session = new LeaseKeyOpener().session;
-		const held = await stale.call<Lease, object>("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
+		const held = await stale.call<Lease, object>("keyring.acquire", requests.acquire("signer-x", session.publicJwk));
 		// Another keyring claims the role as it would once the stale one's claim expired unseen.
 		await store.setRole({ epoch: 1_000, holder: "keyring-new", host: "another-machine", pid: 1, expiresAt: new Date(Date.now() + 60_000).toISOString() });
-		const refused = await stale.call("keyring.acquire", { holder: "signer-y", sessionKey: session.publicJwk, waitMs: 0 }).then(() => null, (err: { code: number; type: string }) => err);
+		const refused = await stale.call("keyring.acquire", requests.acquire("signer-y", session.publicJwk, 0)).then(() => null, (err: { code: number; type: string }) => err);
 		expect(refused).toMatchObject({ code: 503, type: "KEYRING_FENCED" });
 		// Renewing its own leases stops too; nothing more was granted under its old epoch.
-		await expect(stale.call("keyring.renew", { leaseId: held.leaseId })).rejects.toMatchObject({ type: "KEYRING_FENCED" });
+		await expect(stale.call("keyring.renew", requests.renew("signer-x", held.leaseId))).rejects.toMatchObject({ type: "KEYRING_FENCED" });
 		expect(await stale.call("keyring.status")).toMatchObject({ leased: 1, lastSeq: 1 });
 	});
 });
@@ -220,10 +222,10 @@ describe("one active keyring per NATS namespace", () => {
 		const active = keyringBroker({ transporter: nats.url, namespace, nodeID: "keyring-active", settleMs: 300 });
 		await active.start();
 		const session = new LeaseKeyOpener().session;
-		const lease = await active.call<Lease, object>("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
-		for (let i = 0; i < 2; i++) await active.call("keyring.acquire", { holder: "signer-x", sessionKey: session.publicJwk });
+		const lease = await active.call<Lease, object>("keyring.acquire", requests.acquire("signer-x", session.publicJwk));
+		for (let i = 0; i < 2; i++) await active.call("keyring.acquire", requests.acquire("signer-x", session.publicJwk));
 		// Every key is leased: this caller waits in line.
-		const waiting = active.call("keyring.acquire", { holder: "signer-z", sessionKey: session.publicJwk, waitMs: 60_000 }).then(() => null, (err: Error) => err);
+		const waiting = active.call("keyring.acquire", requests.acquire("signer-z", session.publicJwk, 60_000)).then(() => null, (err: Error) => err);
 
 		// A node that offers `keyring` without an election: only a split brain looks like this.
 		const rival = new ServiceBroker(brokerOptions(loadConfig({ DATA_DIR: "", TRANSPORTER: nats.url, NAMESPACE: namespace }), { nodeID: "keyring-rival", logLevel: false }));
@@ -231,13 +233,13 @@ describe("one active keyring per NATS namespace", () => {
 		rival.createService({ name: "keyring", actions: { status: () => ({}) } });
 		await rival.start();
 
-		await expect(until(() => active.call("keyring.acquire", { holder: "signer-y", sessionKey: session.publicJwk, waitMs: 100 }, { nodeID: "keyring-active" }).then(() => false, (err: { type?: string }) => err.type === "KEYRING_CONFLICT")))
+		await expect(until(() => active.call("keyring.acquire", requests.acquire("signer-y", session.publicJwk, 100), { nodeID: "keyring-active" }).then(() => false, (err: { type?: string }) => err.type === "KEYRING_CONFLICT")))
 			.resolves.toBe(true);
-		await expect(active.call("keyring.renew", { leaseId: lease.leaseId }, { nodeID: "keyring-active" })).rejects.toMatchObject({ code: 503, type: "KEYRING_CONFLICT", message: expect.stringContaining("keyring node 'keyring-rival' is active too") });
+		await expect(active.call("keyring.renew", requests.renew("signer-x", lease.leaseId), { nodeID: "keyring-active" })).rejects.toMatchObject({ code: 503, type: "KEYRING_CONFLICT", message: expect.stringContaining("keyring node 'keyring-rival' is active too") });
 		// The caller that was waiting in line is turned away as well, not left for a minute.
 		expect(await waiting).toMatchObject({ type: "KEYRING_CONFLICT" });
 		// Handing a key back stays possible: it can only make fewer keys leased.
-		await expect(active.call("keyring.release", { leaseId: lease.leaseId }, { nodeID: "keyring-active" })).resolves.toMatchObject({ changed: true });
+		await expect(active.call("keyring.release", requests.release("signer-x", lease.leaseId), { nodeID: "keyring-active" })).resolves.toMatchObject({ changed: true });
 	});
 });
 

@@ -72,13 +72,15 @@ describe("crashes lose nothing and break no rule", () => {
 		const stored = await batches(broker);
 		const again = reSent(stored);
 		console.log(`kill -9 signer-2: run completed ${killToCompletion.toFixed(1)} s after the kill; ${again.failed} batches failed, ${again.records} records re-sent in ${again.batches} new batches`);
-		expect(stored.filter(b => b.status === "signed" && b.signer === "signer-2" && Date.parse(b.finishedAt!) > killedAt + 1_000)).toEqual([]);
-		// Only the killed signer's own batches failed (its share of the 12-batch window) and went out again.
-		const failed = stored.filter(b => b.status === "failed");
-		expect(failed.length).toBeGreaterThan(0);
-		expect(failed.length).toBeLessThanOrEqual(5);
-		for (const batch of failed) expect(batch.error).toContain("signer-2");
-		expect(again.records).toBeLessThanOrEqual(failed.reduce((n, b) => n + b.recordIds.length, 0));
+		// No reply came from it after the kill.
+		expect(stored.filter(b => b.signer === "signer-2" && !b.error && Date.parse(b.finishedAt!) > killedAt + 1_000)).toEqual([]);
+		// Only its own batches (its share of the 12-batch window) ended without a reply: settled from
+		// their stored signatures (signed if it stored them before dying), the rest went out again.
+		const unanswered = stored.filter(b => b.error);
+		expect(unanswered.length).toBeGreaterThan(0);
+		expect(unanswered.length).toBeLessThanOrEqual(5);
+		for (const batch of unanswered) expect(batch.error).toContain("signer-2");
+		expect(again.records).toBeLessThanOrEqual(unanswered.reduce((n, b) => n + (b.unsigned ?? b.recordIds.length), 0));
 
 		// Its leases end by expiry (never while it might still sign), and the keys come back.
 		await until("every lease to end", 30_000, async () => (await broker.call<{ leased: number }>("keyring.status")).leased === 0);

@@ -12,6 +12,7 @@ import { keyringService } from "./support/system";
 import type { KeyDoc, KeyInfo, KeyringStatus, Lease, LeaseChange } from "../src/contract";
 import type { KeyringSettings } from "../src/settings";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
+import { signerRequests } from "./support/signer-proofs";
 
 let dataDir: string;
 const running: ServiceBroker[] = [];
@@ -47,8 +48,14 @@ describe("keyring restart", () => {
 	test("a restarted keyring rebuilds the same leased set, LRU queue and last seq, with the same keys", async () => {
 		const signer = new LeaseKeyOpener();
 		const first = await startKeyring();
-		const acquire = (broker: ServiceBroker, holder: string) => broker.call<Lease, object>("keyring.acquire", { holder, sessionKey: signer.session.publicJwk });
-		const release = (broker: ServiceBroker, leaseId: string) => broker.call<LeaseChange, object>("keyring.release", { leaseId });
+		const requests = signerRequests();
+		const holders = new Map<string, string>();
+		const acquire = async (broker: ServiceBroker, holder: string) => {
+			const lease = await broker.call<Lease, object>("keyring.acquire", requests.acquire(holder, signer.session.publicJwk));
+			holders.set(lease.leaseId, holder);
+			return lease;
+		};
+		const release = (broker: ServiceBroker, leaseId: string) => broker.call<LeaseChange, object>("keyring.release", requests.release(holders.get(leaseId)!, leaseId));
 
 		const leases: Lease[] = [];
 		for (let i = 0; i < 5; i++) leases.push(await acquire(first, `signer-${i}`));

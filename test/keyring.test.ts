@@ -14,6 +14,7 @@ import { replayLeases } from "../src/keyring/replay";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { KeyringStore } from "../src/keyring/store";
 import { advanceUntil, FakeClock, settle } from "./support/fake-clock";
+import { signerRequests } from "./support/signer-proofs";
 
 interface SeenEvent extends LeaseEvent {
 	event: string;
@@ -52,14 +53,22 @@ async function startKeyring(settings: Partial<KeyringSettings>): Promise<Harness
 	await broker.start();
 	running.push(broker);
 	const signer = new LeaseKeyOpener();
+	const requests = signerRequests();
+	// Renewals and releases are proven by the lease's holder: remember who acquired what.
+	const holders = new Map<string, string>();
+	const holderOf = (leaseId: string) => holders.get(leaseId) ?? "unknown-holder";
 	return {
 		broker,
 		events,
 		signer,
 		clock,
-		acquire: (holder, waitMs) => broker.call("keyring.acquire", { holder, sessionKey: signer.session.publicJwk, ...(waitMs === undefined ? {} : { waitMs }) }),
-		release: leaseId => broker.call("keyring.release", { leaseId }),
-		renew: leaseId => broker.call("keyring.renew", { leaseId }),
+		acquire: async (holder, waitMs) => {
+			const lease = await broker.call<Lease, object>("keyring.acquire", requests.acquire(holder, signer.session.publicJwk, waitMs));
+			holders.set(lease.leaseId, holder);
+			return lease;
+		},
+		release: leaseId => broker.call("keyring.release", requests.release(holderOf(leaseId), leaseId)),
+		renew: leaseId => broker.call("keyring.renew", requests.renew(holderOf(leaseId), leaseId)),
 		status: () => broker.call("keyring.status"),
 		keys: () => broker.call("keyring.keys"),
 		leaseDocs: () => pageAll<LeaseDoc>(broker, "keyring", "leases", 1000)
@@ -152,6 +161,8 @@ describe("keyring", () => {
 		expect(served.slice(2)).toEqual(["w2", "w3", "w4"]);
 
 		const late = ring.acquire("late", 150).then(() => null, (err: { code: number; type: string; message: string }) => err);
+		// Its proof checked, it waits in line from now.
+		await settle();
 		await ring.clock.advance(149);
 		expect((await ring.status()).waiting).toBe(1);
 		await ring.clock.advance(1);
@@ -167,6 +178,7 @@ describe("keyring", () => {
 		const ring = await startKeyring({ keys: 1, acquireWaitMs: 100 });
 		await ring.acquire("holder");
 		const patient = ring.acquire("patient", 60_000).catch((err: Error) => err);
+		await settle();
 		await ring.clock.advance(100);
 		expect(await patient).toMatchObject({ code: 503, type: "NO_FREE_KEY", data: { limitMs: 100, waitedMs: 100 } });
 	});
@@ -282,9 +294,9 @@ describe("keyring", () => {
 
 	test("a malformed session key is a 422 and grants nothing", async () => {
 		const ring = await startKeyring({ keys: 1 });
-		const bad = ring.broker.call("keyring.acquire", { holder: "x", sessionKey: { kty: "OKP", crv: "X25519", x: "tooshort" } });
+		const bad = ring.broker.call("keyring.acquire", signerRequests().acquire("x", { kty: "OKP", crv: "X25519", x: "tooshort" }));
 		await expect(bad).rejects.toMatchObject({ code: 422, type: "INVALID_SESSION_KEY" });
-		await expect(ring.broker.call("keyring.acquire", { holder: "x", sessionKey: { kty: "OKP", crv: "Ed25519", x: "abc" } })).rejects.toMatchObject({ code: 422 });
+		await expect(ring.broker.call("keyring.acquire", signerRequests().acquire("x", { kty: "OKP", crv: "Ed25519", x: "abc" }))).rejects.toMatchObject({ code: 422 });
 		expect(await ring.status()).toMatchObject({ free: 1, leased: 0, lastSeq: 0 });
 		expect(await ring.leaseDocs()).toHaveLength(0);
 	});

@@ -73,7 +73,7 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 	process.once("SIGTERM", onSignal);
 
 	try {
-		say(`NATS: ${cluster.transporter} (namespace ${cluster.namespace})`);
+		say(`NATS: ${cluster.transporter} (namespace ${cluster.namespace}${cluster.nats ? "; one user per role: keyring, signer, api, ops" : ""})`);
 		const shown = (file: string) => (path.relative(process.cwd(), file).startsWith("..") ? file : path.relative(process.cwd(), file));
 		for (const role of cluster.list())
 			say(`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shown(role.dataDir)}`}`);
@@ -103,8 +103,10 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 
 		if (keep) {
 			say(`\nThe cluster keeps running; Ctrl-C stops it. From another terminal:`);
-			say(`  TRANSPORTER=${cluster.transporter} NAMESPACE=${cluster.namespace} npx moleculer-runner --repl --config dist/moleculer.config.js   # then: call batcher.status`);
-			say(`  TRANSPORTER=${cluster.transporter} NAMESPACE=${cluster.namespace} npm run audit`);
+			// The ops user: it can start runs, read and audit, and cannot reach the keyring's lease actions.
+			const ops = cluster.natsUrl("ops");
+			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npx moleculer-runner --repl --config dist/moleculer.config.js   # then: call batcher.status`);
+			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run audit`);
 			for (const role of cluster.list()) if (role.running()) say(`  ${role.name.padEnd(9)} metrics http://127.0.0.1:${role.metricsPort}/metrics`);
 			await new Promise<never>(() => undefined);
 		}

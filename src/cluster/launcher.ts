@@ -23,11 +23,16 @@ import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
 import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
 import { killOnExit } from "./children";
+import { randomBytes } from "node:crypto";
+import { authorizationBlock, NATS_ROLES, roleUrl, type NatsRole } from "../nats-permissions";
 import { freePort, startNatsServer, type NatsServer } from "./nats-server";
 
 export type RoleKind = "keyring" | "main" | "signer";
 
 /** What each role's process runs: the `SERVICES` value of its moleculer-runner command. */
+/** The NATS user each role connects as (the launcher's own client is "ops"). */
+export const NATS_ROLE_OF: Record<RoleKind, NatsRole> = { keyring: "keyring", main: "api", signer: "signer" };
+
 export const ROLE_SERVICES: Record<RoleKind, string[]> = {
 	keyring: ["keyring"],
 	main: ["records", "batcher", "metrics"],
@@ -133,12 +138,23 @@ export class Cluster {
 	readonly namespace: string;
 	readonly projectDir = projectRoot();
 
-	private constructor(private readonly options: ClusterOptions, readonly transporter: string, readonly nats: NatsServer | null) {
+	private constructor(
+		private readonly options: ClusterOptions,
+		readonly transporter: string,
+		readonly nats: NatsServer | null,
+		/** Each NATS role's password, when this launcher started nats-server (else the given TRANSPORTER is used as is). */
+		private readonly natsPasswords: Record<NatsRole, string> | null = null
+	) {
 		this.root = path.resolve(options.root);
 		this.dataDir = path.resolve(options.dataDir ?? options.root);
 		this.logDir = path.join(this.root, "logs");
 		this.namespace = options.namespace ?? "signing";
 		this.maxPayload = nats ? NATS_MAX_PAYLOAD : NATS_DEFAULT_MAX_PAYLOAD;
+	}
+
+	/** TRANSPORTER for a NATS role: its own user on the launcher's nats-server. */
+	natsUrl(role: NatsRole): string {
+		return this.natsPasswords ? roleUrl(this.transporter, role, this.natsPasswords[role]) : this.transporter;
 	}
 
 	/** The largest message the cluster's NATS takes (assumed the default when not ours). */
@@ -154,12 +170,16 @@ export class Cluster {
 			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
 		fs.mkdirSync(path.join(options.root, "logs"), { recursive: true });
 		let nats: NatsServer | null = null;
+		let passwords: Record<NatsRole, string> | null = null;
 		if (!options.transporter) {
+			// One user per role, with least privilege (src/nats-permissions.ts); fresh passwords per cluster.
+			passwords = Object.fromEntries(NATS_ROLES.map(role => [role, randomBytes(18).toString("base64url")])) as Record<NatsRole, string>;
+			const quoted = Object.fromEntries(NATS_ROLES.map(role => [role, JSON.stringify(passwords![role])])) as Record<NatsRole, string>;
 			const natsConfig = path.join(options.root, "nats-server.conf");
-			fs.writeFileSync(natsConfig, `# written by the cluster launcher\nmax_payload: ${NATS_MAX_PAYLOAD}\n`);
+			fs.writeFileSync(natsConfig, `# written by the cluster launcher\nmax_payload: ${NATS_MAX_PAYLOAD}\n${authorizationBlock(options.namespace ?? "signing", ["keyring"], quoted)}`, { mode: 0o600 });
 			nats = await startNatsServer({ args: ["-c", natsConfig] });
 		}
-		const cluster = new Cluster(options, options.transporter ?? nats!.url, nats);
+		const cluster = new Cluster(options, options.transporter ?? nats!.url, nats, passwords);
 		try {
 			await cluster.startRole("keyring", "keyring");
 			await cluster.startRole("main", "main");
@@ -218,7 +238,7 @@ export class Cluster {
 			...env,
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
 			SERVICES: ROLE_SERVICES[kind].join(","),
-			TRANSPORTER: this.transporter,
+			TRANSPORTER: env.TRANSPORTER ?? this.natsUrl(NATS_ROLE_OF[kind]),
 			// A role may be started in another namespace: a second cluster on the same store.
 			NAMESPACE: env.NAMESPACE ?? this.namespace,
 			NODE_ID: nodeID,
@@ -304,7 +324,7 @@ export class Cluster {
 	}
 
 	private async startClient(): Promise<ServiceBroker> {
-		const config = loadConfig({ TRANSPORTER: this.transporter, NAMESPACE: this.namespace, DATA_DIR: "" });
+		const config = loadConfig({ TRANSPORTER: this.natsUrl("ops"), NAMESPACE: this.namespace, DATA_DIR: "" });
 		const broker = new ServiceBroker({
 			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: this.options.clientLogLevel ?? "warn" }),
 			// The process running the cluster handles its own signals, and stopping the client

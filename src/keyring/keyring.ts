@@ -12,7 +12,7 @@
 import { randomUUID } from "node:crypto";
 import { Errors } from "moleculer";
 import type { JWK } from "jose";
-import { Events, type AcquireParams, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
+import { Events, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
 import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
 import { LeaseTable } from "./lease-table";
 import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
@@ -38,6 +38,15 @@ export interface KeyringOptions {
 	mongoUri: string | null;
 	/** How long the keyring role outlives this keyring's last renewal of it. */
 	roleTtlMs: number;
+	/** The signer credential file this keyring enrols by itself ("" = this process's in-memory one; null = none). */
+	enrolLocalSigner: string | null;
+}
+
+/** A lease asked for by a proven signer: who holds it, and where its key is sealed to. */
+export interface GrantRequest {
+	holder: string;
+	sessionKey: JWK;
+	waitMs?: number;
 }
 
 export interface KeyringLogger {
@@ -158,7 +167,8 @@ export class Keyring {
 	 * Grants the least recently used free key, waiting in FIFO order when none is free, for at
 	 * most min(waitMs, acquireWaitMs). The private key comes back sealed to `sessionKey`.
 	 */
-	async acquire(params: AcquireParams): Promise<Lease> {
+	/** Grants a key to `holder` (a proven signer's node), its private key sealed to `sessionKey`. */
+	async acquire(params: GrantRequest): Promise<Lease> {
 		this.assertOpen();
 		try {
 			checkSessionKey(params.sessionKey);
@@ -226,6 +236,11 @@ export class Keyring {
 	 * Turns away the waiting acquires of `holder` (its node left the cluster): a key granted
 	 * to a node that is gone would sit idle until its lease expired.
 	 */
+	/** The holder of an active lease, or null. */
+	holderOf(leaseId: string): string | null {
+		return this.table.activeLease(leaseId)?.holder ?? null;
+	}
+
 	dropWaiters(holder: string): number {
 		let dropped = 0;
 		for (const waiter of this.waiters) {

@@ -12,7 +12,7 @@
  */
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
-import { DuplicateLeaseError, FencedError, publicKeyDoc, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
+import { DuplicateLeaseError, FencedError, publicKeyDoc, sameSignerKey, type EnrolledSigner, type Enrolment, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
 function leaseDoc(row: LeaseDoc & { open?: boolean }): LeaseDoc {
 	const { open: _open, ...lease } = row;
@@ -24,7 +24,8 @@ export class MongoKeyringStore implements KeyringStore {
 		private readonly connection: MongoConnection,
 		private readonly keysOf: MongoCollection,
 		private readonly leasesOf: MongoCollection,
-		private readonly roleOf: MongoCollection
+		private readonly roleOf: MongoCollection,
+		private readonly signersOf: MongoCollection
 	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
@@ -41,7 +42,7 @@ export class MongoKeyringStore implements KeyringStore {
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoKeyringStore {
-		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"));
+		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"), connection.db.collection("signers"));
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
@@ -124,6 +125,22 @@ export class MongoKeyringStore implements KeyringStore {
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
 		const row = await this.leasesOf.findOne({ leaseId });
 		return row ? leaseDoc(row) : null;
+	}
+
+	async signers(): Promise<EnrolledSigner[]> {
+		const rows: Array<EnrolledSigner & { _id: string }> = await this.signersOf.find({}).sort({ _id: 1 }).toArray();
+		return rows.map(({ name, publicJwk, enrolledAt, revokedAt }) => ({ name, publicJwk, enrolledAt, revokedAt: revokedAt ?? null }));
+	}
+
+	async enrolSigner(signer: EnrolledSigner): Promise<Enrolment> {
+		const { upsertedCount } = await this.signersOf.updateOne({ _id: signer.name }, { $setOnInsert: { ...signer, revokedAt: null } }, { upsert: true });
+		if (upsertedCount) return "enrolled";
+		const existing = (await this.signers()).find(s => s.name === signer.name)!;
+		return sameSignerKey(existing, signer) && !existing.revokedAt ? "already" : "name-taken";
+	}
+
+	async revokeSigner(name: string, at: string): Promise<boolean> {
+		return (await this.signersOf.updateOne({ _id: name, revokedAt: null }, { $set: { revokedAt: at } })).modifiedCount === 1;
 	}
 
 	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {

@@ -5,6 +5,8 @@
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import { closeStore, isUniqueViolation, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
+import type { JWK } from "jose";
+import { sameSignerKey, type EnrolledSigner, type Enrolment } from "./store";
 import { DuplicateLeaseError, FencedError, publicKeyDoc, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
 const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
@@ -106,6 +108,26 @@ export class SqliteKeyringStore implements KeyringStore {
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
 		const row = this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases WHERE leaseId = ?`).get(leaseId) as Record<string, unknown> | undefined;
 		return row ? leaseDoc(row) : null;
+	}
+
+	async signers(): Promise<EnrolledSigner[]> {
+		return (this.statements.get("SELECT name, publicJwk, enrolledAt, revokedAt FROM signers ORDER BY name").all() as Array<Record<string, string | null>>).map(row => ({
+			name: row.name!,
+			publicJwk: JSON.parse(row.publicJwk!) as JWK,
+			enrolledAt: row.enrolledAt!,
+			revokedAt: row.revokedAt ?? null
+		}));
+	}
+
+	async enrolSigner(signer: EnrolledSigner): Promise<Enrolment> {
+		const inserted = this.statements.get("INSERT INTO signers (name, publicJwk, enrolledAt, revokedAt) VALUES (?, ?, ?, NULL) ON CONFLICT(name) DO NOTHING").run(signer.name, JSON.stringify(signer.publicJwk), signer.enrolledAt);
+		if (Number(inserted.changes) === 1) return "enrolled";
+		const existing = (await this.signers()).find(s => s.name === signer.name)!;
+		return sameSignerKey(existing, signer) && !existing.revokedAt ? "already" : "name-taken";
+	}
+
+	async revokeSigner(name: string, at: string): Promise<boolean> {
+		return Number(this.statements.get("UPDATE signers SET revokedAt = ? WHERE name = ? AND revokedAt IS NULL").run(at, name).changes) === 1;
 	}
 
 	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {

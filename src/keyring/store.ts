@@ -3,7 +3,19 @@
  * interface, two backends (src/keyring/sqlite-store.ts, src/keyring/mongo-store.ts). The
  * store itself refuses two leases with one `grantSeq` and a second open lease of a key.
  */
+import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+
+/** A signer credential the keyring knows: its public key under its enrolment name. */
+export interface EnrolledSigner {
+	name: string;
+	publicJwk: JWK;
+	enrolledAt: string;
+	revokedAt: string | null;
+}
+
+/** How an enrolment went: new, the same key already enrolled under the name, or the name taken by another key. */
+export type Enrolment = "enrolled" | "already" | "name-taken";
 
 /** What a restarted keyring needs from its lease log, in memory per key, not per lease. */
 export interface LeaseLogSummary {
@@ -65,6 +77,12 @@ export interface KeyringStore {
 	 */
 	endLease(leaseId: string, end: LeaseEnding, epoch: number): Promise<number>;
 	lease(leaseId: string): Promise<LeaseDoc | null>;
+	/** Every signer credential ever enrolled (revoked ones included), by name. */
+	signers(): Promise<EnrolledSigner[]>;
+	/** Enrols a credential under its name, unless the name is taken (a revoked name stays taken). */
+	enrolSigner(signer: EnrolledSigner): Promise<Enrolment>;
+	/** Revokes the credential of `name`; false when there is none, or it was revoked already. */
+	revokeSigner(name: string, at: string): Promise<boolean>;
 	/** A page of `leases`, or of `keys` with their public fields only. */
 	page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page>;
 	/** Resolves when the store answers (readiness). */
@@ -94,6 +112,11 @@ export class DuplicateLeaseError extends Error {
 		super(`the store refused lease ${lease.leaseId} of ${lease.keyId} at seq ${lease.grantSeq}: its seq is taken or ${lease.keyId} has an open lease (${(cause as Error)?.message ?? cause})`);
 		this.name = "DuplicateLeaseError";
 	}
+}
+
+/** Whether an enrolment of `signer` under a name held by `existing` is the same credential. */
+export function sameSignerKey(existing: EnrolledSigner, signer: EnrolledSigner): boolean {
+	return existing.publicJwk.x === signer.publicJwk.x;
 }
 
 /** Public fields of a key, as anyone may page them. */

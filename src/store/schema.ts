@@ -106,4 +106,11 @@ CREATE TABLE IF NOT EXISTS leases (
 	"end" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS leases_open_per_key ON leases (keyId) WHERE "end" IS NULL;
+-- The signer credentials the keyring grants keys to (only their public halves).
+CREATE TABLE IF NOT EXISTS signers (
+	name TEXT PRIMARY KEY,
+	publicJwk TEXT NOT NULL,
+	enrolledAt TEXT NOT NULL,
+	revokedAt TEXT
+);
 `;

@@ -1,0 +1,168 @@
+/**
+ * `npm run signer -- <command>`: the operator's commands for signer credentials, written to
+ * the keyring's store (DATA_DIR, or MONGO_URI); a running keyring sees a change within 5 s.
+ *
+ *   create --name NAME [--out FILE]    a new credential, enrolled; the private part is shown once
+ *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
+ *   list [--json]                      every credential, revoked ones included
+ *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
+ *
+ * The embedded default and `npm run cluster` need none of this: their keyring enrols the
+ * credential its signers share in DATA_DIR. Kubernetes: `create` once, put the private part
+ * in the Secret every signer replica mounts as SIGNER_KEY (docs/deploy.md).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { JWK } from "jose";
+import { ConfigError, loadConfig, type AppConfig } from "../config";
+import { CredentialError, newCredential, serializeCredential, SIGNER_NAME, thumbprint } from "../identity/credential";
+import { MongoKeyringStore } from "../keyring/mongo-store";
+import { SqliteKeyringStore } from "../keyring/sqlite-store";
+import type { EnrolledSigner, KeyringStore } from "../keyring/store";
+import { storeFile } from "../store/sqlite";
+import { parseCli, runCli, UsageError, write, type CliOptions } from "./cli";
+
+const STORE = {
+	"data-dir": { type: "string" },
+	"mongo-uri": { type: "string" }
+} as const satisfies CliOptions;
+
+const USAGE = `Usage: npm run signer -- <command> [flags]
+  create --name NAME [--out FILE]   make a signer credential and enrol it; prints the private part once
+                                    (or writes it to FILE, mode 0600): give it to signers as SIGNER_KEY
+  enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
+  list [--json]                     the enrolled credentials, revoked ones included
+  revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
+Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI)`;
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+
+/** The keyring's store as the configuration names it; an embedded one must exist. */
+async function openKeyringStore(config: AppConfig): Promise<{ store: KeyringStore; where: string }> {
+	if (config.mongoUri) return { store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }), where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}` };
+	if (!config.dataDir) throw new UsageError("DATA_DIR is empty: there is no keyring store to enrol signers in");
+	const file = storeFile(config.dataDir, "keyring");
+	if (!fs.existsSync(file)) throw new UsageError(`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`);
+	return { store: SqliteKeyringStore.open(config.dataDir), where: file };
+}
+
+function storeConfig(flags: { "data-dir"?: string; "mongo-uri"?: string }): AppConfig {
+	try {
+		return loadConfig(process.env, flags);
+	} catch (err) {
+		if (err instanceof ConfigError) throw new UsageError(err.message);
+		throw err;
+	}
+}
+
+function requireName(name: string | undefined): string {
+	if (!name) throw new UsageError("--name is required");
+	if (!SIGNER_NAME.test(name)) throw new UsageError(`--name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
+	return name;
+}
+
+function publicKeyFrom(text: string): JWK {
+	const source = fs.existsSync(text) ? fs.readFileSync(text, "utf8") : text;
+	let jwk: JWK;
+	try {
+		jwk = JSON.parse(source) as JWK;
+	} catch {
+		throw new UsageError("--public-key must be an Ed25519 public JWK (JSON) or a file holding one");
+	}
+	if (jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string" || Buffer.from(jwk.x, "base64url").length !== 32)
+		throw new UsageError("--public-key must be an Ed25519 public JWK: kty OKP, crv Ed25519, x of 32 bytes");
+	if (jwk.d !== undefined) throw new UsageError("--public-key holds a private key (d): enrol only the public part");
+	return { kty: "OKP", crv: "Ed25519", x: jwk.x };
+}
+
+async function enrol(store: KeyringStore, where: string, signer: EnrolledSigner): Promise<string> {
+	const outcome = await store.enrolSigner(signer);
+	if (outcome === "name-taken") throw new UsageError(`The name "${signer.name}" is taken in ${where} (by another key, or revoked): choose another name`);
+	return outcome === "enrolled" ? `Enrolled signer "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}` : `Signer "${signer.name}" was already enrolled with this key in ${where}`;
+}
+
+const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string, string | boolean | undefined>): Promise<string> }> = {
+	create: {
+		options: { ...STORE, name: { type: "string" }, out: { type: "string" } },
+		async run(values) {
+			const name = requireName(values.name as string | undefined);
+			const out = values.out as string | undefined;
+			if (out && fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
+			const { store, where } = await openKeyringStore(storeConfig(values));
+			try {
+				const credential = newCredential(name);
+				const line = await enrol(store, where, { name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				const secret = serializeCredential(credential);
+				if (out) {
+					fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+					fs.writeFileSync(out, secret + "\n", { mode: 0o600, flag: "wx" });
+					return `${line}\nIts private part is in ${out} (mode 0600): give it to the signers as SIGNER_KEY_FILE, or its content as SIGNER_KEY.`;
+				}
+				return `${line}\nIts private part, shown once (give it to the signers as SIGNER_KEY, e.g. in a Kubernetes Secret):\n${secret}`;
+			} finally {
+				await store.close();
+			}
+		}
+	},
+	enrol: {
+		options: { ...STORE, name: { type: "string" }, "public-key": { type: "string" } },
+		async run(values) {
+			const name = requireName(values.name as string | undefined);
+			if (typeof values["public-key"] !== "string") throw new UsageError("--public-key is required");
+			const publicJwk = { ...publicKeyFrom(values["public-key"]), kid: name };
+			const { store, where } = await openKeyringStore(storeConfig(values));
+			try {
+				return await enrol(store, where, { name, publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+			} finally {
+				await store.close();
+			}
+		}
+	},
+	list: {
+		options: { ...STORE, json: { type: "boolean" } },
+		async run(values) {
+			const { store, where } = await openKeyringStore(storeConfig(values));
+			try {
+				const signers = await store.signers();
+				if (values.json) return JSON.stringify(signers.map(s => ({ name: s.name, key: thumbprint(s.publicJwk), enrolledAt: s.enrolledAt, revokedAt: s.revokedAt })), null, 2);
+				if (!signers.length) return `No signer is enrolled in ${where}`;
+				return [`Signers enrolled in ${where}:`, ...signers.map(s => `  ${s.name.padEnd(24)} key ${thumbprint(s.publicJwk)}  enrolled ${s.enrolledAt}${s.revokedAt ? `  REVOKED ${s.revokedAt}` : ""}`)].join("\n");
+			} finally {
+				await store.close();
+			}
+		}
+	},
+	revoke: {
+		options: { ...STORE, name: { type: "string" } },
+		async run(values) {
+			const name = requireName(values.name as string | undefined);
+			const { store, where } = await openKeyringStore(storeConfig(values));
+			try {
+				const known = (await store.signers()).find(s => s.name === name);
+				if (!known) throw new UsageError(`No signer "${name}" is enrolled in ${where} (npm run signer -- list)`);
+				if (!(await store.revokeSigner(name, new Date().toISOString()))) return `Signer "${name}" was revoked already (${known.revokedAt})`;
+				return `Revoked signer "${name}" in ${where}: a running keyring refuses it within 5 s; leases it holds run out as usual`;
+			} finally {
+				await store.close();
+			}
+		}
+	}
+};
+
+void runCli("signer", async () => {
+	const [command, ...rest] = process.argv.slice(2);
+	if (!command || command === "--help" || command === "-h") {
+		await write(command ? process.stdout : process.stderr, `${USAGE}\n`);
+		return command ? 0 : 2;
+	}
+	const spec = COMMANDS[command];
+	if (!spec) throw new UsageError(`Unknown command "${command}": use create, enrol, list or revoke`);
+	const { values } = parseCli(rest, spec.options);
+	try {
+		await write(process.stdout, `${await spec.run(values as Record<string, string | boolean | undefined>)}\n`);
+	} catch (err) {
+		if (err instanceof CredentialError) throw new UsageError(err.message);
+		throw err;
+	}
+	return 0;
+}, USAGE);

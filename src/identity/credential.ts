@@ -1,0 +1,133 @@
+/**
+ * A signer's credential: an Ed25519 key pair whose public half the keyring has enrolled under
+ * a name (DESIGN.md section 3: only an enrolled signer obtains a key). A signer proves itself
+ * by signing each lease request with it (proof.ts); the keyring checks the proof against the
+ * signers it knows.
+ *
+ * Where a signer finds its credential, first match wins:
+ * - `SIGNER_KEY`: the private JWK itself (JSON, or base64 of it), e.g. from a Kubernetes Secret;
+ * - `SIGNER_KEY_FILE`: a file holding it;
+ * - `DATA_DIR/signer.key`: created on first use (mode 0600) on the embedded default and in
+ *   `npm run cluster`, whose keyring, sharing DATA_DIR, enrols it by itself;
+ * - with `DATA_DIR=""` (tests, in-process), one credential per process, in memory.
+ *
+ * The private JWK carries its enrolment name as `kid`.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { JWK } from "jose";
+import { UserError } from "../user-error";
+
+export const SIGNER_KEY_FILE = "signer.key";
+
+export interface SignerCredential {
+	/** The name the keyring enrolled it under (the JWK's `kid`). */
+	name: string;
+	privateKey: KeyObject;
+	/** Public Ed25519 JWK (`kty`, `crv`, `x`, `kid`). */
+	publicJwk: JWK;
+	/** Where it came from, for messages (never the key). */
+	source: string;
+}
+
+export class CredentialError extends UserError {}
+
+/** Enrolment names: what commands and log lines show. */
+export const SIGNER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export interface CredentialSettings {
+	/** SIGNER_KEY: the private JWK (JSON or base64 of JSON), or null. */
+	signerKey: string | null;
+	/** SIGNER_KEY_FILE: a file holding it, or null. */
+	signerKeyFile: string | null;
+	/** DATA_DIR: `signer.key` there, created when absent; "" = memory. */
+	dataDir: string;
+}
+
+/** A new credential: a fresh Ed25519 pair under `name`. */
+export function newCredential(name: string, source = "new"): SignerCredential {
+	if (!SIGNER_NAME.test(name)) throw new CredentialError(`A signer name is 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
+	const { privateKey } = generateKeyPairSync("ed25519");
+	return fromPrivateKey(privateKey, name, source);
+}
+
+function fromPrivateKey(privateKey: KeyObject, name: string, source: string): SignerCredential {
+	const { kty, crv, x } = createPublicKey(privateKey).export({ format: "jwk" }) as JWK;
+	return { name, privateKey, publicJwk: { kty, crv, x, kid: name }, source };
+}
+
+/** The private JWK with its name as `kid`: what SIGNER_KEY and the credential files hold. */
+export function serializeCredential(credential: SignerCredential): string {
+	const jwk = credential.privateKey.export({ format: "jwk" }) as JWK;
+	return JSON.stringify({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, d: jwk.d, kid: credential.name });
+}
+
+/** Reads a serialized credential (the JSON, or base64 of it); `source` names where it came from. */
+export function parseCredential(text: string, source: string): SignerCredential {
+	const trimmed = text.trim();
+	let jwk: JWK;
+	try {
+		jwk = JSON.parse(trimmed.startsWith("{") ? trimmed : Buffer.from(trimmed, "base64").toString("utf8")) as JWK;
+	} catch {
+		throw new CredentialError(`${source} is not a signer credential: expected the private Ed25519 JWK as JSON (or base64 of it), as \`npm run signer -- create\` prints`);
+	}
+	if (jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string" || typeof jwk.kid !== "string" || !SIGNER_NAME.test(jwk.kid))
+		throw new CredentialError(`${source} is not a signer credential: it must be a private Ed25519 JWK (kty OKP, crv Ed25519, d) whose kid is the signer's enrolled name`);
+	try {
+		return fromPrivateKey(createPrivateKey({ key: jwk as never, format: "jwk" }), jwk.kid, source);
+	} catch (err) {
+		throw new CredentialError(`${source} holds an unusable Ed25519 key: ${(err as Error).message}`);
+	}
+}
+
+/** Base64url SHA-256 of the public key: how commands tell two credentials of one name apart. */
+export function thumbprint(publicJwk: JWK): string {
+	return createHash("sha256").update(`{"crv":"Ed25519","kty":"OKP","x":"${publicJwk.x}"}`).digest("base64url").slice(0, 16);
+}
+
+const inMemory = new Map<string, SignerCredential>();
+
+/** The credential of this process's embedded signers: `DATA_DIR/signer.key`, created when absent (or one per process in memory). */
+export function localCredential(dataDir: string): SignerCredential {
+	if (!dataDir) {
+		let credential = inMemory.get("");
+		if (!credential) inMemory.set("", (credential = newCredential("local-memory", "memory")));
+		return credential;
+	}
+	return credentialFile(path.join(dataDir, SIGNER_KEY_FILE), true);
+}
+
+/** The credential in `file`; created there (mode 0600, under a fresh `local-…` name) when absent and `create` says so. */
+export function credentialFile(file: string, create: boolean): SignerCredential {
+	if (create && !fs.existsSync(file)) {
+		fs.mkdirSync(path.dirname(file), { recursive: true });
+		const created = newCredential(`local-${thumbprintOfNew()}`, file);
+		try {
+			// "wx": a signer and the keyring starting together must not both write one.
+			fs.writeFileSync(file, serializeCredential(created) + "\n", { mode: 0o600, flag: "wx" });
+			fs.chmodSync(file, 0o600);
+		} catch (err) {
+			if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new CredentialError(`Cannot create the signer credential ${file}: ${(err as Error).message}`);
+		}
+	}
+	let text: string;
+	try {
+		text = fs.readFileSync(file, "utf8");
+	} catch (err) {
+		throw new CredentialError(`Cannot read the signer credential ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+	}
+	return parseCredential(text, file);
+}
+
+/** A short random suffix for an auto-enrolled name, so a replaced local credential gets a new one. */
+function thumbprintOfNew(): string {
+	return createHash("sha256").update(String(process.hrtime.bigint()) + Math.random()).digest("hex").slice(0, 8);
+}
+
+/** A signer's credential, as the module comment says where it is looked for. */
+export function loadCredential(settings: CredentialSettings): SignerCredential {
+	if (settings.signerKey) return parseCredential(settings.signerKey, "SIGNER_KEY");
+	if (settings.signerKeyFile) return credentialFile(settings.signerKeyFile, false);
+	return localCredential(settings.dataDir);
+}

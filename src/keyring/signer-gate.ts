@@ -1,0 +1,138 @@
+/**
+ * Who may lease a key (DESIGN.md section 3): a caller that proves an enrolled signer identity.
+ * Every acquire, renew and release carries a proof (src/identity/proof.ts) signed with a
+ * credential the keyring's store has enrolled and not revoked. The gate checks it and names
+ * the holder: the node id the proof was made for, never a parameter.
+ *
+ * Enrolled credentials are read from the store and kept for REFRESH_MS, so a revocation (an
+ * operator command writing to the store) takes effect within that time; an unknown name is
+ * looked up at once (at most once a second).
+ */
+import { createPublicKey, verify, type KeyObject } from "node:crypto";
+import { Errors } from "moleculer";
+import type { Clock } from "../clock";
+import { PROOF_MAX_AGE_MS, type ProofAction, type ProofClaims } from "../identity/proof";
+import type { EnrolledSigner, KeyringStore } from "./store";
+
+const REFRESH_MS = 5_000;
+const MISS_LOOKUP_MS = 1_000;
+
+/** Why a lease request was refused: 403, with the reason; the keyring logs it with the caller's node. */
+export class SignerRefusedError extends Errors.MoleculerClientError {
+	constructor(reason: string, type: string, data: Record<string, unknown> = {}) {
+		super(`Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`, 403, type, data);
+	}
+}
+
+export interface ProofContext {
+	/** The node the request came from, as the transport says; null for a call inside this process. */
+	callerNode: string | null;
+	/** acquire: the session key's `x` the proof must name. */
+	sessionKey?: string;
+	/** renew, release: the lease the proof must name, and its holder when the keyring knows the lease. */
+	leaseId?: string;
+	holder?: string | null;
+}
+
+export interface ProvenSigner {
+	/** The enrolled credential's name. */
+	credential: string;
+	/** The node the proof was made for: the lease's holder. */
+	node: string;
+}
+
+interface Known {
+	signer: EnrolledSigner;
+	key: KeyObject;
+}
+
+export class SignerGate {
+	private known = new Map<string, Known>();
+	private loadedAt = -Infinity;
+	private lastMissLookup = -Infinity;
+	/** Proof ids taken, with when they may be forgotten. */
+	private readonly seen = new Map<string, number>();
+
+	/** `clock`: the wall clock proofs are dated by (not a lease clock a test moves by hand). */
+	constructor(private readonly store: Pick<KeyringStore, "signers">, private readonly clock: Clock) {}
+
+	/** Checks a proof for `action`; the proven signer, or SignerRefusedError saying why. */
+	async check(action: ProofAction, proof: unknown, context: ProofContext): Promise<ProvenSigner> {
+		if (typeof proof !== "string" || proof.split(".").length !== 3)
+			throw new SignerRefusedError(`keyring.${action} carries no signer proof`, "SIGNER_PROOF_MISSING");
+		const [header64, payload64, signature64] = proof.split(".");
+		let header: { alg?: string; kid?: string };
+		let claims: ProofClaims;
+		try {
+			header = JSON.parse(Buffer.from(header64, "base64url").toString("utf8"));
+			claims = JSON.parse(Buffer.from(payload64, "base64url").toString("utf8"));
+		} catch {
+			throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
+		}
+		if (header.alg !== "EdDSA" || typeof header.kid !== "string") throw new SignerRefusedError("the signer proof is not an EdDSA JWS naming its signer", "SIGNER_PROOF_INVALID");
+		const known = await this.lookup(header.kid);
+		if (!known) throw new SignerRefusedError(`signer "${header.kid}" is not enrolled`, "SIGNER_NOT_ENROLLED", { signer: header.kid });
+		if (known.signer.revokedAt) throw new SignerRefusedError(`signer "${header.kid}" was revoked at ${known.signer.revokedAt}`, "SIGNER_REVOKED", { signer: header.kid });
+		if (!verify(null, Buffer.from(`${header64}.${payload64}`), known.key, Buffer.from(signature64, "base64url")))
+			throw new SignerRefusedError(`the proof's signature does not verify with signer "${header.kid}"'s key`, "SIGNER_PROOF_INVALID", { signer: header.kid });
+
+		const now = this.clock.now();
+		const invalid = (reason: string) => new SignerRefusedError(reason, "SIGNER_PROOF_INVALID", { signer: header.kid });
+		if (claims.act !== action) throw invalid(`the proof is for keyring.${claims.act}, not keyring.${action}`);
+		if (typeof claims.node !== "string" || !claims.node) throw invalid("the proof names no node");
+		if (context.callerNode !== null && claims.node !== context.callerNode) throw invalid(`the proof was made for node ${claims.node}, the request came from ${context.callerNode}`);
+		if (typeof claims.iat !== "number" || Math.abs(now - claims.iat) > PROOF_MAX_AGE_MS) throw invalid(`the proof was made at ${new Date(Number(claims.iat)).toISOString()}, not within ${PROOF_MAX_AGE_MS / 1000} s of now`);
+		if (action === "acquire" && claims.sk !== context.sessionKey) throw invalid("the proof names another session key than the request");
+		if (action !== "acquire" && claims.lid !== context.leaseId) throw invalid("the proof names another lease than the request");
+		if (action !== "acquire" && context.holder && context.holder !== claims.node) throw invalid(`lease ${context.leaseId} is held by ${context.holder}, not ${claims.node}`);
+		if (typeof claims.jti !== "string" || claims.jti.length < 8) throw invalid("the proof has no id");
+		this.forgetOld(now);
+		const id = `${header.kid}/${claims.jti}`;
+		if (this.seen.has(id)) throw invalid("the proof was used before (a replay)");
+		this.seen.set(id, claims.iat + PROOF_MAX_AGE_MS);
+		return { credential: header.kid, node: claims.node };
+	}
+
+	/** The enrolled signers, as last read from the store. */
+	async list(): Promise<EnrolledSigner[]> {
+		await this.refresh();
+		return [...this.known.values()].map(k => k.signer);
+	}
+
+	private async lookup(name: string): Promise<Known | undefined> {
+		const now = this.clock.now();
+		if (now - this.loadedAt > REFRESH_MS) await this.refresh();
+		else if (!this.known.has(name) && now - this.lastMissLookup > MISS_LOOKUP_MS) {
+			this.lastMissLookup = now;
+			await this.refresh();
+		}
+		return this.known.get(name);
+	}
+
+	private refreshing: Promise<void> | null = null;
+	/** One read of the store at a time: callers arriving meanwhile wait for it, in the order they came. */
+	private refresh(): Promise<void> {
+		this.refreshing ??= this.load().finally(() => (this.refreshing = null));
+		return this.refreshing;
+	}
+
+	private async load(): Promise<void> {
+		const signers = await this.store.signers();
+		const known = new Map<string, Known>();
+		for (const signer of signers) {
+			const previous = this.known.get(signer.name);
+			const key = previous && previous.signer.publicJwk.x === signer.publicJwk.x ? previous.key : createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: signer.publicJwk.x }, format: "jwk" } as never);
+			known.set(signer.name, { signer, key });
+		}
+		this.known = known;
+		this.loadedAt = this.clock.now();
+	}
+
+	private lastPrune = -Infinity;
+	/** Proof ids too old to be accepted again are forgotten (at most once a second). */
+	private forgetOld(now: number): void {
+		if (now - this.lastPrune < 1_000) return;
+		this.lastPrune = now;
+		for (const [id, until] of this.seen) if (until < now) this.seen.delete(id);
+	}
+}
