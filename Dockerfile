@@ -35,8 +35,9 @@ COPY --from=build /app/dist/mixins ./dist/mixins
 COPY --from=build /app/dist/services ./dist/services
 # The gateway's dashboard and API docs (served from /app/public, beside dist/).
 COPY public ./public
-# The embedded store's folder, writable by the runtime user (unused when MONGO_URI is set).
-RUN mkdir -p /data && chown 1000:1000 /data
+# The embedded store's folder, writable by the runtime user (unused when MONGO_URI is set),
+# and where compose keeps the signers' credential (a volume takes this ownership).
+RUN mkdir -p /data /credentials && chown 1000:1000 /data /credentials
 # The `node` user of the official image, numeric so Kubernetes can verify runAsNonRoot.
 USER 1000:1000
 EXPOSE 3000 3001 3030

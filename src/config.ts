@@ -2,6 +2,7 @@
  * The one place the environment is read (DESIGN.md section 6). Every value is validated
  * here, at start-up, with a message that names the variable and the allowed range.
  */
+import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "./user-error";
 
@@ -101,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.transporter = pick("TRANSPORTER", "transporter") || null;
 	if (config.transporter && !/^nats:\/\//.test(config.transporter))
 		throw new ConfigError(`TRANSPORTER must be a nats:// URL (e.g. nats://127.0.0.1:4222), got "${config.transporter}"`);
+	if (config.transporter && env.NATS_PASSWORD_FILE) config.transporter = withPasswordFrom(config.transporter, env.NATS_PASSWORD_FILE);
 	config.masterKey = pick("KEYRING_MASTER_KEY", "master-key") || null;
 	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
 		throw new ConfigError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)");
@@ -114,6 +116,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
 	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);
 	return config;
+}
+
+/**
+ * TRANSPORTER with the password read from NATS_PASSWORD_FILE (a mounted secret): the user is
+ * in the URL (`nats://api@nats:4222`), the password only in the file.
+ */
+function withPasswordFrom(transporter: string, file: string): string {
+	const url = new URL(transporter);
+	if (!url.username) throw new ConfigError(`NATS_PASSWORD_FILE is set, so TRANSPORTER must name the user (e.g. nats://api@nats:4222), got "${transporter}"`);
+	let password: string;
+	try {
+		password = fs.readFileSync(file, "utf8").trim();
+	} catch (err) {
+		throw new ConfigError(`NATS_PASSWORD_FILE ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+	}
+	if (!password) throw new ConfigError(`NATS_PASSWORD_FILE ${file} is empty`);
+	url.password = password;
+	return url.toString().replace(/\/$/, "");
 }
 
 let cached: AppConfig | null = null;

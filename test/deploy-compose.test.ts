@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { parse } from "yaml";
 import { evalScriptOf, runHealthScript } from "./support/mongo-health";
+import { findNatsServer } from "./support/nats-server";
 
 const ROOT = path.resolve(__dirname, "..");
 const COMPOSE_FILE = path.join(ROOT, "docker-compose.yml");
@@ -51,7 +52,7 @@ function seconds(duration: string | undefined): number {
 
 describe("docker-compose.yml", () => {
 	test("has NATS, MongoDB, the keyring, the api node, signers and the one-shot run", () => {
-		expect(Object.keys(services).sort()).toEqual(["api", "keyring", "mongo", "nats", "run", "signer"]);
+		expect(Object.keys(services).sort()).toEqual(["api", "keyring", "mongo", "nats", "nats-passwords", "run", "signer"]);
 		expect(roleServices.map(([name]) => name).sort()).toEqual(["api", "keyring", "signer"]);
 		expect(roleOf("keyring")).toBe("keyring");
 		expect(roleOf("api").split(",").sort()).toEqual(["api", "batcher", "metrics", "records"]);
@@ -115,6 +116,44 @@ describe("docker-compose.yml", () => {
 		expect(services.signer.ports).toBeUndefined();
 	});
 
+	describe("NATS has one user per role, its passwords made on the first start", () => {
+		const script = (name: string) => String((services[name].command as string[])[0]).replaceAll("$$", "$");
+
+		test("the passwords are made once, one per role, readable by the app's user; nats-server starts with them and the committed configuration", () => {
+			const root = fs.mkdtempSync(path.join(os.tmpdir(), "compose-nats-"));
+			try {
+				for (const role of ["keyring", "signer", "api", "ops"]) fs.mkdirSync(path.join(root, role));
+				const make = () => spawnSync("sh", ["-c", script("nats-passwords").replaceAll("/secrets/", `${root}/`)], { encoding: "utf8" });
+				expect(make().status).toBe(0);
+				const passwords = ["keyring", "signer", "api", "ops"].map(role => fs.readFileSync(path.join(root, role, "nats-password"), "utf8").trim());
+				expect(new Set(passwords).size).toBe(4);
+				for (const password of passwords) expect(password).toMatch(/^[A-Za-z0-9]{20,}$/);
+				expect(fs.statSync(path.join(root, "api", "nats-password")).mode & 0o444).toBe(0o444);
+				// A second start keeps them.
+				expect(make().status).toBe(0);
+				expect(fs.readFileSync(path.join(root, "api", "nats-password"), "utf8").trim()).toBe(passwords[2]);
+				// nats' own start line, pointed at these files and the committed configuration, in test mode.
+				const config = services.nats.volumes!.find(v => v.endsWith(":/etc/nats/nats-server.conf:ro"))!.split(":")[0];
+				const start = script("nats").replaceAll("/secrets/", `${root}/`).replace("/etc/nats/nats-server.conf", path.resolve(ROOT, config)) + " -t";
+				const tested = spawnSync("sh", ["-c", start.replace("exec nats-server", `exec ${findNatsServer()}`)], { encoding: "utf8" });
+				expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({ status: 0, output: expect.stringContaining("is valid") });
+			} finally {
+				fs.rmSync(root, { recursive: true, force: true });
+			}
+		});
+
+		test("the keyring runs under the node id the permissions name; its signers' credential is shared read-only", () => {
+			expect(env("keyring").NODE_ID).toBe("keyring");
+			expect(fs.readFileSync(path.join(ROOT, "k8s", "nats-server.conf"), "utf8")).toContain('"MOL-signing.REQ.keyring"');
+			expect(env("keyring").SIGNER_KEY_FILE).toBe("/credentials/signer.key");
+			expect(services.keyring.volumes).toContain("signer-credential:/credentials");
+			expect(env("signer").SIGNER_KEY_FILE).toBe("/credentials/signer.key");
+			expect(services.signer.volumes).toContain("signer-credential:/credentials:ro");
+			expect(services.signer.depends_on?.keyring?.condition).toBe("service_healthy");
+			for (const name of ["api", "run"]) expect({ name, volumes: (services[name].volumes ?? []).filter(v => v.startsWith("signer-credential")) }).toEqual({ name, volumes: [] });
+		});
+	});
+
 	describe("MongoDB is a replica set of one member", () => {
 		const command = String(services.mongo.healthcheck!.test![1]).replaceAll("$$", "$");
 		const script = evalScriptOf(command);
@@ -143,9 +182,15 @@ describe("docker-compose.yml", () => {
 		}
 	});
 
-	test("MONGO_URI and TRANSPORTER point at the compose servers", () => {
-		for (const [name] of roleServices) expect({ name, transporter: env(name).TRANSPORTER }).toEqual({ name, transporter: "nats://nats:4222" });
-		expect(env("run").TRANSPORTER).toBe("nats://nats:4222");
+	test("MONGO_URI and TRANSPORTER point at the compose servers; each role is its own NATS user, its password in a volume of its own", () => {
+		const natsRole: Record<string, string> = { keyring: "keyring", api: "api", signer: "signer", run: "ops" };
+		for (const [name, role] of Object.entries(natsRole)) {
+			expect({ name, transporter: env(name).TRANSPORTER, file: env(name).NATS_PASSWORD_FILE }).toEqual({ name, transporter: `nats://${role}@nats:4222`, file: "/run/nats/nats-password" });
+			expect({ name, volumes: services[name].volumes?.filter(v => v.startsWith("nats-")) }).toEqual({ name, volumes: [`nats-${role}:/run/nats:ro`] });
+		}
+		// Only nats and the one-shot that makes them see every password.
+		for (const [name, service] of Object.entries(services).filter(([name]) => !(name in natsRole) && !name.startsWith("nats")))
+			expect({ name, volumes: (service.volumes ?? []).filter(v => v.startsWith("nats-")) }).toEqual({ name, volumes: [] });
 		// Data owners use MongoDB; the stateless signer gets no database at all.
 		expect(env("keyring").MONGO_URI).toMatch(/^mongodb:\/\/mongo:27017\/\w+\?replicaSet=rs0$/);
 		expect(env("api").MONGO_URI).toBe(env("keyring").MONGO_URI);
@@ -166,7 +211,7 @@ describe("docker-compose.yml", () => {
 			expect({ name, graceOver: seconds(service.stop_grace_period) > tracking.shutdownTimeout / 1000 }).toEqual({ name, graceOver: true });
 	});
 
-	test("no secret value is committed: the master key comes from the uncommitted .env", () => {
+	test("no secret value is committed: the master key is the keyring's own (made in its volume) unless .env supplies one", () => {
 		const secretName = /(^|_)(KEY|SECRET|PASSWORD|PASS|TOKEN|CREDENTIALS?)$/i;
 		for (const [name, service] of Object.entries(services))
 			for (const [key, value] of Object.entries(service.environment ?? {})) {
@@ -174,8 +219,10 @@ describe("docker-compose.yml", () => {
 				// No user:password@ inside a connection URL either.
 				expect({ name, key, credentialsInUrl: /:\/\/[^/@\s]+:[^/@\s]+@/.test(String(value)) }).toEqual({ name, key, credentialsInUrl: false });
 			}
-		// Required: compose stops with a message instead of starting a keyring without its key.
-		expect(env("keyring").KEYRING_MASTER_KEY).toMatch(/^\$\{KEYRING_MASTER_KEY:\?.+\}$/);
+		// Optional: unset, the keyring makes one in DATA_DIR on its own volume and keeps it there (and warns).
+		expect(env("keyring").KEYRING_MASTER_KEY).toBe("${KEYRING_MASTER_KEY:-}");
+		expect(services.keyring.volumes).toContain(`keyring-data:${runtimeDataDir()}`);
+		expect(compose.volumes).toHaveProperty("keyring-data");
 		// Only the keyring ever sees it.
 		for (const [name] of Object.entries(services)) if (name !== "keyring") expect(env(name).KEYRING_MASTER_KEY).toBeUndefined();
 
@@ -208,11 +255,11 @@ describe("docker-compose.yml", () => {
 			encoding: "utf8",
 			env: { ...withoutKey(process.env), ...extraEnv, COMPOSE_PROJECT_NAME: "record-signer-test" }
 		});
-		const valid = check({ KEYRING_MASTER_KEY: Buffer.alloc(32, 7).toString("base64") });
-		expect({ status: valid.status, stderr: valid.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
-		const missingKey = check({});
-		expect(missingKey.status).not.toBe(0);
-		expect(missingKey.stderr).toContain("KEYRING_MASTER_KEY");
+		// No .env at all: `docker compose up` needs no preparation.
+		const bare = check({});
+		expect({ status: bare.status, stderr: bare.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
+		const withKey = check({ KEYRING_MASTER_KEY: Buffer.alloc(32, 7).toString("base64") });
+		expect({ status: withKey.status, stderr: withKey.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
 	});
 });
 

@@ -11,6 +11,8 @@ import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
 import { evalScriptOf, runHealthScript } from "./support/mongo-health";
+import { findNatsServer } from "./support/nats-server";
+import { authorizationBlock, NATS_ROLES, type NatsRole } from "../src/nats-permissions";
 import { HealthMiddleware } from "../src/health";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -81,7 +83,7 @@ describe("k8s/ manifests", () => {
 	});
 
 	test("the generated Secret validates too, and its template holds no value", () => {
-		expect(secretKeys.sort()).toEqual(["AUTH_SECRET", "KEYRING_MASTER_KEY", "MONGO_PASSWORD", "MONGO_USERNAME", "NATS_PASSWORD", "NATS_USER"]);
+		expect(secretKeys.sort()).toEqual(["AUTH_SECRET", "KEYRING_MASTER_KEY", "MONGO_PASSWORD", "MONGO_USERNAME", "NATS_API_PASSWORD", "NATS_KEYRING_PASSWORD", "NATS_OPS_PASSWORD", "NATS_SIGNER_PASSWORD", "SIGNER_KEY"]);
 		for (const line of secretTemplate.split("\n").filter(l => /^[A-Z_]+=/.test(l))) expect(line).toMatch(/^[A-Z_]+=$/);
 		const Secret = modelFor("v1", "Secret");
 		const generated = { apiVersion: "v1", kind: "Secret", metadata: { name: secretName }, type: "Opaque", data: Object.fromEntries(secretKeys.map(k => [k, Buffer.from("x").toString("base64")])) };
@@ -100,6 +102,38 @@ describe("k8s/ manifests", () => {
 		expect(holders("KEYRING_MASTER_KEY")).toEqual(["keyring"]);
 		expect(holders("AUTH_SECRET")).toEqual(["api"]);
 		expect(holders("MONGO_PASSWORD")).not.toContain("signer");
+		// One NATS user per role: each workload holds only its own password; nats holds them all.
+		expect(holders("NATS_KEYRING_PASSWORD")).toEqual(["keyring", "nats"]);
+		expect(holders("NATS_API_PASSWORD")).toEqual(["api", "nats"]);
+		expect(holders("NATS_SIGNER_PASSWORD")).toEqual(["nats", "signer"]);
+		expect(holders("NATS_OPS_PASSWORD")).toEqual(["nats"]);
+		// Only the signers hold their credential.
+		expect(holders("SIGNER_KEY")).toEqual(["signer"]);
+	});
+
+	test("NATS has one user per role: each workload connects as its own, and the server's configuration is the permissions src/nats-permissions.ts writes", () => {
+		const userOf: Record<string, string> = { keyring: "keyring", api: "api", signer: "signer" };
+		for (const w of appWorkloads) {
+			const role = userOf[w.metadata.name];
+			expect({ workload: w.metadata.name, transporter: envOf(containersOf(w)[0]).TRANSPORTER }).toEqual({ workload: w.metadata.name, transporter: `nats://${role}:$(NATS_${role.toUpperCase()}_PASSWORD)@nats:4222` });
+		}
+		const nats = find("Deployment", "nats")!;
+		const [server] = containersOf(nats) as any[];
+		expect(server.args).toEqual(["-c", "/etc/nats/nats-server.conf"]);
+		const volume = nats.spec.template.spec.volumes.find((v: any) => v.configMap?.name === "nats-config");
+		expect(server.volumeMounts).toContainEqual({ name: volume.name, mountPath: "/etc/nats", readOnly: true });
+		expect((kustomization as any).configMapGenerator).toEqual([{ name: "nats-config", files: ["nats-server.conf"] }]);
+		// The committed configuration is the generator's, for the keyring's node ids here (keyring-0) and in compose (keyring).
+		const committed = fs.readFileSync(path.join(K8S, "nats-server.conf"), "utf8");
+		const passwords = Object.fromEntries(NATS_ROLES.map(role => [role, `$NATS_${role.toUpperCase()}_PASSWORD`])) as Record<NatsRole, string>;
+		expect(committed.slice(committed.indexOf("authorization {"))).toBe(authorizationBlock("signing", ["keyring", "keyring-0"], passwords));
+		const keyring = find("StatefulSet", "keyring")!;
+		expect(keyring.metadata.name + "-0").toBe("keyring-0");
+		expect(envOf(containersOf(keyring)[0]).NODE_ID).toEqual({ fieldRef: { fieldPath: "metadata.name" } });
+		expect((configMap.data as Record<string, string>).NAMESPACE ?? "signing").toBe("signing");
+		// And nats-server accepts it.
+		const tested = spawnSync(findNatsServer(), ["-c", path.join(K8S, "nats-server.conf"), "-t"], { encoding: "utf8", env: { ...process.env, ...Object.fromEntries(NATS_ROLES.map(role => [`NATS_${role.toUpperCase()}_PASSWORD`, "x"])) } });
+		expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({ status: 0, output: expect.stringContaining("is valid") });
 	});
 
 	test("the roles match docker-compose.yml", () => {

@@ -3,13 +3,16 @@
  * the keyring's store (DATA_DIR, or MONGO_URI); a running keyring sees a change within 5 s.
  *
  *   create --name NAME [--out FILE]    a new credential, enrolled; the private part is shown once
+ *   keygen --name NAME --out FILE      a new credential, not enrolled (no store at hand): its file,
+ *                                      and the enrol command to run where the keyring's store is
  *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
  *   list [--json]                      every credential, revoked ones included
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
  *
  * The embedded default and `npm run cluster` need none of this: their keyring enrols the
- * credential its signers share in DATA_DIR. Kubernetes: `create` once, put the private part
- * in the Secret every signer replica mounts as SIGNER_KEY (docs/deploy.md).
+ * credential its signers share in DATA_DIR. Kubernetes: `keygen` once, put the private part in
+ * the Secret every signer replica reads as SIGNER_KEY, and `enrol` it in the keyring's pod
+ * (docs/deploy.md).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -30,6 +33,8 @@ const STORE = {
 const USAGE = `Usage: npm run signer -- <command> [flags]
   create --name NAME [--out FILE]   make a signer credential and enrol it; prints the private part once
                                     (or writes it to FILE, mode 0600): give it to signers as SIGNER_KEY
+  keygen --name NAME --out FILE     make a credential without enrolling it (no store needed); prints
+                                    its SIGNER_KEY line and the enrol command for its public part
   enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
   list [--json]                     the enrolled credentials, revoked ones included
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
@@ -104,6 +109,27 @@ const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string,
 			}
 		}
 	},
+	keygen: {
+		options: { name: { type: "string" }, out: { type: "string" } },
+		async run(values) {
+			const name = requireName(values.name as string | undefined);
+			const out = values.out as string | undefined;
+			if (!out) throw new UsageError("--out FILE is required: the private part is written there (mode 0600), never printed");
+			if (fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
+			const credential = newCredential(name);
+			const secret = serializeCredential(credential);
+			fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+			fs.writeFileSync(out, secret + "\n", { mode: 0o600, flag: "wx" });
+			const { kty, crv, x } = credential.publicJwk;
+			return [
+				`Made signer credential "${name}" (key ${thumbprint(credential.publicJwk)}) in ${out} (mode 0600). Not enrolled yet.`,
+				`For a Kubernetes Secret env file (k8s/secrets/record-signer.env):`,
+				`  SIGNER_KEY=${Buffer.from(secret).toString("base64")}`,
+				`Enrol its public part where the keyring's store is, e.g. in the keyring's pod:`,
+				`  kubectl -n record-signer exec keyring-0 -- node --disable-warning=ExperimentalWarning dist/src/cli/signer.js enrol --name ${name} --public-key '${JSON.stringify({ kty, crv, x })}'`
+			].join("\n");
+		}
+	},
 	enrol: {
 		options: { ...STORE, name: { type: "string" }, "public-key": { type: "string" } },
 		async run(values) {
@@ -156,7 +182,7 @@ void runCli("signer", async () => {
 		return command ? 0 : 2;
 	}
 	const spec = COMMANDS[command];
-	if (!spec) throw new UsageError(`Unknown command "${command}": use create, enrol, list or revoke`);
+	if (!spec) throw new UsageError(`Unknown command "${command}": use create, keygen, enrol, list or revoke`);
 	const { values } = parseCli(rest, spec.options);
 	try {
 		await write(process.stdout, `${await spec.run(values as Record<string, string | boolean | undefined>)}\n`);
