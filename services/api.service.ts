@@ -8,7 +8,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Context, Logger, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
-import { authenticateRequest, authorizeAction, type Principal } from "../src/api/auth";
+import { authenticateRequest, authorizeAction, AuthError, type Principal } from "../src/api/auth";
+import { API_KEY_HEADER } from "../src/api/api-keys";
 import { toApiError } from "../src/api/errors";
 import { Gateway } from "../src/api/gateway";
 import { openApiDocument } from "../src/api/openapi";
@@ -19,6 +20,7 @@ import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, Events, type BatchSignedEvent, type RunCompletedEvent, type RunStartedEvent } from "../src/contract";
 import { readinessOf } from "../src/health";
+import { publicWebhookView } from "../src/api/webhook";
 import { serviceSettings } from "../src/settings";
 
 interface ApiVars {
@@ -85,8 +87,8 @@ function routes(options: ApiOptions) {
 				"GET /metrics": Actions.metrics.snapshot,
 				"GET /audit": "api.audit",
 				"GET /openapi.json": "api.openapi",
-				"GET /events"(this: ApiThis, _req: IncomingMessage, res: ServerResponse) {
-					openEventStream(this.gateway.progress, res, () => call(this.broker, Actions.metrics.snapshot, {})).catch(err => {
+				"GET /events"(this: ApiThis, req: IncomingMessage, res: ServerResponse) {
+					openEventStream(this.gateway.progress, req, res, options.eventStreams, () => call(this.broker, Actions.metrics.snapshot, {})).catch(err => {
 						this.logger.warn(`Event stream failed: ${(err as Error).message}`);
 						res.destroy();
 					});
@@ -149,12 +151,22 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				params: { id: { type: "string", min: 1, max: 200 } },
 				async handler(ctx: Context<{ id: string }>) {
 					const run = await call(ctx, Actions.batcher.get, { runId: ctx.params.id });
-					return { ...run, id: ctx.params.id, webhook: this.gateway.webhooks.get(ctx.params.id) };
+					return { ...run, id: ctx.params.id, webhook: publicWebhookView(this.gateway.webhooks.get(ctx.params.id)) };
 				}
 			},
 
-			/** The audit verdict over the stores (DESIGN.md section 8); reading everything outlasts the default timeout. */
-			audit: { ...{ timeout: 0 }, handler() { return this.gateway.audit.current(); } },
+			/**
+			 * The audit verdict over the stores (DESIGN.md section 8): the last one for anyone, a fresh
+			 * one (`?refresh=true`) only with a token. Reading everything outlasts the default timeout.
+			 */
+			audit: {
+				...{ timeout: 0 },
+				params: { refresh: { type: "boolean", optional: true, convert: true } },
+				handler(ctx: Context<{ refresh?: boolean }, { user?: Principal | null }>) {
+					if (ctx.params.refresh && !ctx.meta.user) throw new AuthError(401, "NO_TOKEN", "A fresh audit (refresh=true) needs a bearer token or an API key; without one, the last verdict is served");
+					return this.gateway.audit.current(ctx.params.refresh === true);
+				}
+			},
 
 			openapi: { handler: () => openApiDocument() }
 		},
@@ -169,13 +181,15 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			[Events.runCompleted](ctx: Context<RunCompletedEvent>) {
 				this.gateway.progress.runCompleted(ctx.params);
 				this.gateway.webhooks.runCompleted(ctx.params);
+				this.gateway.audit.invalidate();
 			}
 		},
 
 		methods: {
 			/** Writes need a valid token; reads only when AUTH_READS=required, but a token sent is always checked. */
 			async authenticate(_ctx: Context, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
-				return authenticateRequest(await this.gateway.auth, req.method, req.headers.authorization);
+				const apiKey = req.headers[API_KEY_HEADER];
+				return authenticateRequest(await this.gateway.auth, req.method, req.headers.authorization, Array.isArray(apiKey) ? apiKey[0] : apiKey, this.gateway.apiKeys);
 			},
 
 			authorize(ctx: Context<unknown, { user?: Principal | null }>, _route: unknown, _req: IncomingMessage, _res: ServerResponse, alias: { action?: string }) {

@@ -44,11 +44,12 @@ function signersOf(broker: ServiceBroker): SignersPort {
 }
 
 export function createBatcherService(settings: BatcherSettings): ServiceSchema {
-	const schema: ServiceSchema<BatcherSettings, Record<string, never>, BatcherVars> = {
+	const schema: ServiceSchema<BatcherSettings & { $secureSettings: string[] }, Record<string, never>, BatcherVars> = {
 		name: "batcher",
 		dependencies: ["records"],
 		mixins: [BatcherStoreMixin],
-		settings,
+		// Settings travel to every node in INFO packets: a MONGO_URI may carry credentials.
+		settings: { ...settings, $secureSettings: ["mongoUri"] },
 		actions: {
 			/** Starts a run over every unsigned record. The batch size is fixed for the run. */
 			start: {

@@ -102,8 +102,8 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 	const schema: ServiceSchema<KeyringSettings & { $secureSettings: string[] }, KeyringMethods, KeyringVars> = {
 		name: "keyring",
 		mixins: [KeyringStoreMixin, KeyringElectionGuard as Partial<ServiceSchema>],
-		// Service settings travel to every node in INFO packets: the master key must not.
-		settings: { ...settings, $secureSettings: ["masterKey"] },
+		// Service settings travel to every node in INFO packets: the master key and a MONGO_URI's credentials must not.
+		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri"] },
 		actions: {
 			/** Grants the least recently used free key to the proven signer, its private key sealed to `sessionKey`. */
 			acquire: {

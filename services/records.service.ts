@@ -29,10 +29,11 @@ export const RecordsStoreMixin = StoreMixin<RecordsStore>({
 });
 
 export function createRecordsService(settings: RecordsSettings): ServiceSchema {
-	const schema: ServiceSchema<RecordsSettings, Record<string, never>, RecordsVars> = {
+	const schema: ServiceSchema<RecordsSettings & { $secureSettings: string[] }, Record<string, never>, RecordsVars> = {
 		name: "records",
 		mixins: [RecordsStoreMixin],
-		settings,
+		// Settings travel to every node in INFO packets: a MONGO_URI may carry credentials.
+		settings: { ...settings, $secureSettings: ["mongoUri"] },
 		actions: {
 			/** The next `limit` unsigned records after `after` (ascending ids), with their payloads. */
 			unsignedPage: {

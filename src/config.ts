@@ -41,6 +41,10 @@ export interface AppConfig {
 	metricsPort: number;
 	/** `/health/live` and `/health/ready` of every long-running node (src/health.ts). */
 	healthPort: number;
+	/** API_KEYS_FILE: the gateway's API keys (src/api/api-keys.ts); default DATA_DIR/api-keys.json, null without DATA_DIR. */
+	apiKeysFile: string | null;
+	/** WEBHOOK_ALLOW_PRIVATE: webhooks may call loopback, link-local and private addresses (off by default). */
+	webhookAllowPrivate: boolean;
 	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
 	authEnv: Record<string, string | undefined>;
 }
@@ -112,6 +116,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
+	const apiKeysFile = pick("API_KEYS_FILE", "api-keys-file");
+	config.apiKeysFile = apiKeysFile ? path.resolve(apiKeysFile) : config.dataDir ? path.join(config.dataDir, "api-keys.json") : null;
+	const allowPrivate = (env.WEBHOOK_ALLOW_PRIVATE ?? "").trim().toLowerCase();
+	if (!["", "true", "false", "1", "0"].includes(allowPrivate)) throw new ConfigError(`WEBHOOK_ALLOW_PRIVATE must be true or false, got "${env.WEBHOOK_ALLOW_PRIVATE}"`);
+	config.webhookAllowPrivate = allowPrivate === "true" || allowPrivate === "1";
 	config.authEnv = Object.fromEntries(["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(name => [name, env[name] || undefined]));
 	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
 	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);

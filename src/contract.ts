@@ -338,7 +338,8 @@ export interface KeyringStatus {
 }
 
 /** A run as the batcher shows it: the stored run without its storage id. */
-export type RunView = Omit<RunDoc, "_id">;
+/** A run as callers see it: no storage id, no Idempotency-Key (src/batcher/batcher.ts runView). */
+export type RunView = Omit<RunDoc, "_id" | "idempotencyKey" | "requestFingerprint">;
 
 export interface BatcherStatus {
 	active: boolean;

@@ -26,7 +26,7 @@ describe("webhooks", () => {
 	}, 15_000);
 
 	beforeAll(async () => {
-		system = await startApiSystem({ clock, records: 300, keys: 3, api: { startRateLimit: { window: 60_000, limit: 100 }, webhook: { maxAttempts: 5, baseDelayMs: 30, maxDelayMs: 500, timeoutMs: 2_000 } } });
+		system = await startApiSystem({ clock, records: 300, keys: 3, api: { startRateLimit: { window: 60_000, limit: 100 }, webhook: { maxAttempts: 5, baseDelayMs: 30, maxDelayMs: 500, timeoutMs: 2_000, allowPrivate: true, maxResponseBytes: 8 * 1024 } } });
 		// Fails twice, then accepts.
 		receiver = http.createServer((req, res) => {
 			const chunks: Buffer[] = [];

@@ -1,26 +1,41 @@
 /**
  * GET /api/audit: the audit of DESIGN.md section 8 over the stores, read through their owning
- * services. One audit at a time: callers arriving while one runs share its verdict.
+ * services. A full audit reads every store, so anyone may read the last verdict (recomputed at
+ * most every `maxAgeMs`, and after a run completes), and only a caller with a token may ask for
+ * a fresh one. One audit at a time: callers arriving while one runs share its verdict.
  */
 import type { ServiceBroker } from "moleculer";
 import { auditServices, NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import type { AuditReport } from "../audit/rules";
 
+export type AuditAnswer = AuditReport & { checkedAt: string; cached: boolean };
+
 export class AuditVerdict {
-	private running: Promise<AuditReport> | null = null;
+	private running: Promise<AuditAnswer> | null = null;
+	private last: { answer: AuditAnswer; at: number } | null = null;
 
-	constructor(private readonly broker: ServiceBroker) {}
+	constructor(private readonly broker: ServiceBroker, private readonly maxAgeMs: number, private readonly now = Date.now) {}
 
-	current(): Promise<AuditReport> {
+	/** The last verdict while it is fresh enough (unless `fresh`), else a new audit. */
+	async current(fresh = false): Promise<AuditAnswer> {
+		if (!fresh && this.last && this.now() - this.last.at < this.maxAgeMs) return { ...this.last.answer, cached: true };
 		this.running ??= this.run().finally(() => {
 			this.running = null;
 		});
 		return this.running;
 	}
 
-	private async run(): Promise<AuditReport> {
+	/** The stores changed (a run completed): the next read audits again. */
+	invalidate(): void {
+		this.last = null;
+	}
+
+	private async run(): Promise<AuditAnswer> {
 		// Over a transporter each page must fit a default nats-server message.
 		const options = this.broker.transit ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {};
-		return auditServices(this.broker, options);
+		const at = this.now();
+		const answer: AuditAnswer = { ...(await auditServices(this.broker, options)), checkedAt: new Date(at).toISOString(), cached: false };
+		this.last = { answer, at };
+		return answer;
 	}
 }

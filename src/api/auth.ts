@@ -180,12 +180,26 @@ export async function issueToken(config: AuthConfig, options: IssueOptions): Pro
 		.sign(config.key.secret);
 }
 
-/** Writes need a valid token; reads only when AUTH_READS=required, but a token sent is always checked. */
-export async function authenticateRequest(config: AuthConfig, method: string | undefined, authorization: string | undefined): Promise<Principal | null> {
+/** What checks an API key (src/api/api-keys.ts): its name and scopes when valid. */
+export interface ApiKeyCheck {
+	verify(key: string): { name: string; scopes: string[] } | null;
+}
+
+/**
+ * Writes need a valid token or API key; reads only when AUTH_READS=required, but a credential
+ * sent is always checked.
+ */
+export async function authenticateRequest(config: AuthConfig, method: string | undefined, authorization: string | undefined, apiKey?: string, apiKeys?: ApiKeyCheck): Promise<Principal | null> {
 	const token = bearerToken(authorization);
 	const mutating = method !== "GET" && method !== "HEAD";
+	if (apiKey !== undefined) {
+		if (token) throw new AuthError(401, "TWO_CREDENTIALS", "Send either a bearer token or an API key, not both", "invalid_request");
+		const key = apiKeys?.verify(apiKey);
+		if (!key) throw new AuthError(401, "INVALID_API_KEY", "The API key is unknown or revoked", "invalid_token");
+		return { subject: `api-key:${key.name}`, scopes: key.scopes, claims: {} };
+	}
 	if (!token) {
-		if (mutating || config.reads === "required") throw new AuthError(401, "NO_TOKEN", "A bearer token is required");
+		if (mutating || config.reads === "required") throw new AuthError(401, "NO_TOKEN", "A bearer token or an API key is required: send Authorization: Bearer <token> (npm run token prints one) or X-API-Key: <key> (npm run apikey -- create)");
 		return null;
 	}
 	return verifyToken(config, token);

@@ -47,6 +47,21 @@ export interface ErrorContext {
 	rateLimitResetAt?: number;
 }
 
+/** zlib's and brotli's errors for a corrupt gzip / deflate / br body (body-parser passes them on untyped). */
+function isDecompressionError(e: ErrorLike & { errno?: unknown }): boolean {
+	return typeof e.code === "string" && (/^Z_/.test(e.code) || /^ERR__ERROR_FORMAT|^ERR_BROTLI|^ERR_ZLIB/.test(e.code));
+}
+
+/** Validation details name the node that checked them: internal, never answered. */
+function withoutNodeIds(data: unknown): unknown {
+	const strip = (item: unknown) => {
+		if (!item || typeof item !== "object" || Array.isArray(item)) return item;
+		const { nodeID: _node, ...rest } = item as Record<string, unknown>;
+		return rest;
+	};
+	return Array.isArray(data) ? data.map(strip) : strip(data);
+}
+
 export function toApiError(err: unknown, context: ErrorContext, now = Date.now()): ApiErrorResponse {
 	if (err instanceof AuthError) {
 		return {
@@ -70,9 +85,12 @@ export function toApiError(err: unknown, context: ErrorContext, now = Date.now()
 			headers: { "Retry-After": String(retryAfter) }
 		};
 	}
+	if (isDecompressionError(e))
+		return { status: 400, body: { name: "BadRequestError", message: "The request body does not decompress with its Content-Encoding", code: 400, type: "MALFORMED_BODY" }, headers: {} };
 	if (code < 500) {
 		const type = typeof e.type === "string" && e.type ? e.type : code === 404 ? "NOT_FOUND" : "BAD_REQUEST";
-		return { status: code, body: { name: e.name ?? "Error", message: e.message ?? "Bad request", code, type, ...(e.data !== undefined ? { data: e.data } : {}) }, headers: {} };
+		const data = withoutNodeIds(e.data);
+		return { status: code, body: { name: e.name ?? "Error", message: e.message ?? "Bad request", code, type, ...(data !== undefined ? { data } : {}) }, headers: {} };
 	}
 	// Moleculer's own 5xx (timeouts, unavailable services) say what happened; anything else is a bug.
 	const moleculer = typeof e.type === "string" && e.type !== "" && e.name !== "Error";

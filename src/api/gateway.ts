@@ -1,11 +1,12 @@
 /**
- * The gateway's own state beside moleculer-web: its token configuration, its webhook signing
- * key and deliveries, the live progress stream and the audit verdict. Created with the
+ * The gateway's own state beside moleculer-web: its token configuration and API keys, its
+ * webhook signing key and deliveries, the live progress stream and the audit verdict. Created with the
  * service, ready once the keys are loaded, closed before the HTTP server.
  */
 import type { Server } from "node:http";
 import type { ServiceBroker } from "moleculer";
 import type { Clock } from "../clock";
+import { ApiKeyVerifier } from "./api-keys";
 import { AuditVerdict } from "./audit-verdict";
 import { loadAuthConfig, type AuthConfig } from "./auth";
 import { ProgressStream } from "./progress-stream";
@@ -22,6 +23,7 @@ export class Gateway {
 	readonly webhooks: WebhookRegistry;
 	readonly progress: ProgressStream;
 	readonly audit: AuditVerdict;
+	readonly apiKeys: ApiKeyVerifier;
 
 	constructor(options: ApiOptions, broker: ServiceBroker, logger: GatewayLogger, clock?: Clock) {
 		this.auth = loadAuthConfig(options.authEnv, options.dataDir);
@@ -32,7 +34,8 @@ export class Gateway {
 		this.webhooks = new WebhookRegistry(this.webhookSigner, options.webhook, (runId, state) =>
 			logger.warn(`Webhook for run ${runId} failed after ${state.attempts.length} attempts: ${state.attempts.at(-1)?.error}`), clock);
 		this.progress = new ProgressStream(options.progressIntervalMs);
-		this.audit = new AuditVerdict(broker);
+		this.audit = new AuditVerdict(broker, options.auditCacheMs);
+		this.apiKeys = new ApiKeyVerifier(options.apiKeysFile);
 	}
 
 	/** Resolves with the token configuration once every key has loaded; rejects on a bad one. */

@@ -18,11 +18,11 @@ const json = (description: string, schema: Record<string, unknown>, headers?: Re
 
 const wwwAuthenticate = { "WWW-Authenticate": { description: "RFC 6750 Bearer challenge", schema: { type: "string" } } };
 const readErrors = {
-	"401": error("Missing, invalid or expired token (only when AUTH_READS=required, or when a bad token is sent)", wwwAuthenticate),
+	"401": error("Missing, invalid or expired token or API key (only when AUTH_READS=required, or when a bad one is sent)", wwwAuthenticate),
 	"503": error("A service behind the route is unavailable")
 };
 const idParam = (name: string, description: string) => ({ name, in: "path", required: true, description, schema: { type: "string", minLength: 1 } });
-const openRead = [{}, { bearerAuth: [] }];
+const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
 
 export function openApiDocument() {
 	return {
@@ -40,8 +40,8 @@ export function openApiDocument() {
 					operationId: "startRun",
 					tags: ["runs"],
 					summary: "Start a run over every unsigned record",
-					description: "Needs a bearer token with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
-					security: [{ bearerAuth: ["runs:write"] }],
+					description: "Needs a bearer token or an API key (X-API-Key) with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
+					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
 					parameters: [{ name: "Idempotency-Key", in: "header", required: false, description: "1 to 255 printable ASCII characters", schema: { type: "string", minLength: 1, maxLength: 255 } }],
 					requestBody: {
 						required: false,
@@ -123,9 +123,13 @@ export function openApiDocument() {
 				get: {
 					operationId: "audit",
 					tags: ["observability"],
-					summary: "Audit the stores against the five rules (reads every collection: slow on large stores)",
+					summary: "The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
 					security: openRead,
-					responses: { "200": json("Audit report", { type: "object", required: ["ok"], properties: { ok: { type: "boolean" }, checked: { type: "object" }, rules: { type: "array", items: { type: "object" } }, violations: { type: "array", items: { type: "object" } } } }), ...readErrors }
+					parameters: [{ name: "refresh", in: "query", required: false, description: "Audit now (reads every collection: slow on large stores); needs a bearer token or an API key", schema: { type: "boolean" } }],
+					responses: {
+						"200": json("Audit report", { type: "object", required: ["ok", "checkedAt", "cached"], properties: { ok: { type: "boolean" }, checkedAt: { type: "string", format: "date-time" }, cached: { type: "boolean" }, checked: { type: "object" }, rules: { type: "array", items: { type: "object" } }, violations: { type: "array", items: { type: "object" } } } }),
+						...readErrors
+					}
 				}
 			},
 			"/api/events": {
@@ -134,7 +138,12 @@ export function openApiDocument() {
 					tags: ["observability"],
 					summary: "Server-sent events: run.started, progress (at most ~4 per second), run.completed",
 					security: openRead,
-					responses: { "200": { description: "An endless text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } }, ...readErrors }
+					responses: {
+						"200": { description: "An endless text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+						...readErrors,
+						"429": error("This client holds as many streams as it may (5)"),
+						"503": error("A service behind the route is unavailable, or the gateway serves as many streams as it may (200)")
+					}
 				}
 			},
 			"/api/openapi.json": {
@@ -176,7 +185,8 @@ export function openApiDocument() {
 		},
 		components: {
 			securitySchemes: {
-				bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "HS256 (AUTH_SECRET) or EdDSA (AUTH_PUBLIC_KEY); iss AUTH_ISSUER, aud AUTH_AUDIENCE, exp required; `scope` claim (space-separated)" }
+				bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "HS256 (AUTH_SECRET) or EdDSA (AUTH_PUBLIC_KEY); iss AUTH_ISSUER, aud AUTH_AUDIENCE, exp required; `scope` claim (space-separated)" },
+				apiKey: { type: "apiKey", in: "header", name: "X-API-Key", description: "For scripts and CI: `npm run apikey -- create --name NAME --scope runs:write` shows the key once; it carries the scopes it was made with. Revoked with `npm run apikey -- revoke --name NAME`." }
 			},
 			schemas: {
 				Error: {

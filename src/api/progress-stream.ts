@@ -3,7 +3,7 @@
  * at most one message per `intervalMs`) and `run.completed`, written to every open stream.
  * No broker in here: the api service feeds it the domain events.
  */
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { BatchSignedEvent, RunCompletedEvent, RunStartedEvent } from "../contract";
 
 /** The part of an HTTP response a stream needs. */
@@ -25,8 +25,16 @@ export interface ProgressMessage {
 	elapsedSeconds: number;
 }
 
+/** How many streams one client address, and all clients together, may hold open. */
+export interface StreamLimits {
+	perClient: number;
+	total: number;
+}
+
 export class ProgressStream {
 	private readonly clients = new Set<SseClient>();
+	/** Open streams per client address. */
+	private readonly perAddress = new Map<string, number>();
 	private run: { runId: string; records: number; signed: number; batches: number; startedAt: number; signedAtStart: number } | null = null;
 	private lastFlush = 0;
 	private signedAtLastFlush = 0;
@@ -143,13 +151,40 @@ export class ProgressStream {
 	private format(event: string, data: unknown): string {
 		return `id: ${++this.eventId}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 	}
+
+	/** Takes a stream slot for `address`, or says why not (the caller answers 429 or 503). */
+	admit(address: string, limits: StreamLimits): { ok: true; release(): void } | { ok: false; status: 429 | 503; message: string } {
+		const held = this.perAddress.get(address) ?? 0;
+		if (held >= limits.perClient) return { ok: false, status: 429, message: `This client already has ${held} event streams open (at most ${limits.perClient}); close one first` };
+		if (this.clients.size >= limits.total) return { ok: false, status: 503, message: `The gateway serves at most ${limits.total} event streams at once; try again later` };
+		this.perAddress.set(address, held + 1);
+		let released = false;
+		return {
+			ok: true,
+			release: () => {
+				if (released) return;
+				released = true;
+				const left = (this.perAddress.get(address) ?? 1) - 1;
+				if (left > 0) this.perAddress.set(address, left);
+				else this.perAddress.delete(address);
+			}
+		};
+	}
 }
 
 /**
  * Answers GET /api/events: an SSE response joined to `stream`, starting from the current
- * figures (`current`, when the stream follows no run yet), closed with its socket.
+ * figures (`current`, when the stream follows no run yet), closed with its socket. Past the
+ * limits per client address and in total, a JSON 429 or 503 instead.
  */
-export async function openEventStream(stream: ProgressStream, res: ServerResponse, current: () => Promise<unknown>): Promise<void> {
+export async function openEventStream(stream: ProgressStream, req: IncomingMessage, res: ServerResponse, limits: StreamLimits, current: () => Promise<unknown>): Promise<void> {
+	const slot = stream.admit(req.socket.remoteAddress ?? "unknown", limits);
+	if (!slot.ok) {
+		res.writeHead(slot.status, { "Content-Type": "application/json; charset=utf-8", "Retry-After": "5" });
+		res.end(JSON.stringify({ name: "TooManyStreams", message: slot.message, code: slot.status, type: slot.status === 429 ? "TOO_MANY_STREAMS" : "STREAMS_EXHAUSTED", data: limits }));
+		return;
+	}
+	res.on("close", () => slot.release());
 	res.writeHead(200, {
 		"Content-Type": "text/event-stream; charset=utf-8",
 		"Cache-Control": "no-cache, no-transform",

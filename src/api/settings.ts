@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import type { AppConfig } from "../config";
 import { toApiError } from "./errors";
+import type { StreamLimits } from "./progress-stream";
 import { DEFAULT_DELIVERY, type DeliveryOptions } from "./webhook";
 
 /** The realm of the gateway's Bearer challenges. */
@@ -30,6 +31,12 @@ export interface ApiOptions {
 	requiredServices: string[];
 	/** Cache-Control max-age of the JWKS, seconds. */
 	jwksMaxAge: number;
+	/** GET /api/events streams open at once, per client address and in total. */
+	eventStreams: StreamLimits;
+	/** Where the API keys are (src/api/api-keys.ts); null: none. */
+	apiKeysFile: string | null;
+	/** GET /api/audit without a token: the last verdict, recomputed at most this often. */
+	auditCacheMs: number;
 }
 
 export const AUTH_ENV_NAMES = ["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"] as const;
@@ -42,9 +49,12 @@ export function apiOptions(config: AppConfig, env: Record<string, string | undef
 		startRateLimit: { window: 60_000, limit: 10 },
 		bodyLimit: "16kb",
 		progressIntervalMs: 250,
-		webhook: DEFAULT_DELIVERY,
+		webhook: { ...DEFAULT_DELIVERY, allowPrivate: config.webhookAllowPrivate },
 		requiredServices: ["records", "keyring", "batcher", "signer", "metrics"],
-		jwksMaxAge: 300
+		jwksMaxAge: 300,
+		eventStreams: { perClient: 5, total: 200 },
+		auditCacheMs: 60_000,
+		apiKeysFile: config.apiKeysFile
 	};
 }
 
@@ -56,10 +66,35 @@ export function publicFolder(from = __dirname): string {
 
 type RateLimitedRequest = IncomingMessage & { $route?: { rateLimit?: { store?: { resetTime?: number } } } };
 
+/**
+ * Headers on every answer: the pages load only their own scripts, styles and data (no inline
+ * code, no framing), and no content is sniffed into another type.
+ */
+export const SECURITY_HEADERS: Record<string, string> = {
+	"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+	"X-Content-Type-Options": "nosniff",
+	"Referrer-Policy": "no-referrer"
+};
+
 /** moleculer-web's own settings for this gateway: assets, error bodies, logging, the event stream's call options. */
 export function gatewaySettings() {
 	return {
-		assets: { folder: publicFolder(), options: { index: "index.html", maxAge: 0 } },
+		use: [
+			(_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+				for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+				next();
+			}
+		],
+		assets: {
+			folder: publicFolder(),
+			options: {
+				index: "index.html",
+				maxAge: 0,
+				setHeaders(res: ServerResponse) {
+					for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+				}
+			}
+		},
 		// The event stream stays open: no request timeout, and not tracked, so shutdown does not wait for it.
 		rootCallOptions(callOptions: Record<string, unknown>, req: IncomingMessage) {
 			if (req.url?.startsWith("/api/events")) Object.assign(callOptions, { timeout: 0, tracking: false });

@@ -7,6 +7,7 @@ import type { Context } from "moleculer";
 import { Errors } from "moleculer";
 import { Actions, call } from "../contract";
 import type { Principal } from "./auth";
+import { checkWebhookUrl } from "./outbound";
 import type { WebhookRegistry } from "./webhook";
 
 export interface StartRunBody {
@@ -33,6 +34,10 @@ export async function startRun(ctx: Context<StartRunBody, StartRunMeta>, webhook
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
 		throw new Errors.MoleculerClientError("The request body must be JSON (Content-Type: application/json)", 415, "UNSUPPORTED_MEDIA_TYPE", { contentType: meta.requestContentType });
 	const { batchSize, callbackUrl } = ctx.params;
+	if (callbackUrl) {
+		const refused = checkWebhookUrl(callbackUrl, webhooks.allowPrivate);
+		if (refused) throw new Errors.MoleculerClientError(refused, 422, "INVALID_CALLBACK_URL", { field: "callbackUrl" });
+	}
 	const idempotencyKey = typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;
 	// A repeat with the key must ask the same: batch size, callback and caller.
 	const requestFingerprint = JSON.stringify({ batchSize: batchSize ?? null, callbackUrl: callbackUrl ?? null, subject: meta.user?.subject ?? null });

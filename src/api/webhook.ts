@@ -9,6 +9,12 @@ import path from "node:path";
 import { CompactSign, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
 import type { RunCompletedEvent } from "../contract";
+import { postJson, publicUrl } from "./outbound";
+
+/** An abort that came from the per-attempt timeout rather than the shutdown signal. */
+function timeoutFired(shutdown?: AbortSignal): boolean {
+	return !shutdown?.aborted;
+}
 
 export const WEBHOOK_KID = "webhook-1";
 export const WEBHOOK_KEY_FILE = "webhook-key.json";
@@ -76,9 +82,27 @@ export interface DeliveryOptions {
 	baseDelayMs: number;
 	maxDelayMs: number;
 	timeoutMs: number;
+	/** Loopback, link-local and private addresses allowed (src/api/outbound.ts). */
+	allowPrivate: boolean;
+	/** Bytes of a receiver's answer read at most. */
+	maxResponseBytes: number;
 }
 
-export const DEFAULT_DELIVERY: DeliveryOptions = { maxAttempts: 6, baseDelayMs: 1_000, maxDelayMs: 60_000, timeoutMs: 10_000 };
+export const DEFAULT_DELIVERY: DeliveryOptions = { maxAttempts: 6, baseDelayMs: 1_000, maxDelayMs: 60_000, timeoutMs: 10_000, allowPrivate: false, maxResponseBytes: 8 * 1024 };
+
+/**
+ * A webhook as GET /api/runs/:id shows it to anyone: the URL without its query (a token there
+ * stays private) and each attempt's outcome, without the network details of failures (they
+ * would make the gateway a port scanner); those go to the gateway's log.
+ */
+export function publicWebhookView(state: WebhookState | null) {
+	if (!state) return null;
+	return {
+		url: publicUrl(state.url),
+		status: state.status,
+		attempts: state.attempts.map(({ attempt, at, status, ok, durationMs }) => ({ attempt, at, status, ok, durationMs, error: ok ? null : status === null ? "no answer" : `HTTP ${status}` }))
+	};
+}
 
 export function backoffMs(attempt: number, options: DeliveryOptions, random = Math.random): number {
 	const base = Math.min(options.maxDelayMs, options.baseDelayMs * 2 ** (attempt - 1));
@@ -101,19 +125,18 @@ export async function deliver(state: WebhookState, body: string, headers: Record
 		const record: WebhookAttempt = { attempt, at: new Date(started).toISOString(), status: null, ok: false, error: null, durationMs: 0 };
 		try {
 			const timeout = AbortSignal.timeout(options.timeoutMs);
-			const response = await fetch(state.url, {
-				method: "POST",
-				headers: { "Content-Type": "application/json", ...headers, "X-Webhook-Attempt": String(attempt) },
-				body,
-				redirect: "manual",
-				signal: signal ? AbortSignal.any([signal, timeout]) : timeout
+			const response = await postJson(state.url, body, { ...headers, "X-Webhook-Attempt": String(attempt) }, {
+				timeoutMs: options.timeoutMs,
+				signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+				allowPrivate: options.allowPrivate,
+				maxResponseBytes: options.maxResponseBytes
 			});
-			await response.arrayBuffer().catch(() => undefined);
 			record.status = response.status;
 			record.ok = response.status >= 200 && response.status < 300;
 			if (!record.ok) record.error = `HTTP ${response.status}`;
 		} catch (err) {
-			record.error = (err as Error).name === "TimeoutError" ? `no answer within ${options.timeoutMs} ms` : String((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message);
+			const e = err as Error & { code?: string };
+			record.error = e.name === "TimeoutError" || e.name === "AbortError" && timeoutFired(signal) ? `no answer within ${options.timeoutMs} ms` : e.message;
 		}
 		record.durationMs = clock.now() - started;
 		state.attempts.push(record);
@@ -146,6 +169,11 @@ export class WebhookRegistry {
 
 	get(runId: string): WebhookState | null {
 		return this.webhooks.get(runId) ?? null;
+	}
+
+	/** Whether webhooks may call loopback and private addresses. */
+	get allowPrivate(): boolean {
+		return this.options.allowPrivate;
 	}
 
 	register(runId: string, url: string): void {

@@ -96,7 +96,8 @@ export class BatchTooLargeError extends Errors.MoleculerClientError {
 }
 
 export function validateBatchSize(value: unknown, fallback: number): number {
-	if (value === undefined || value === null) return fallback;
+	// Left out, the default; given, it must be a valid size (null included: it is not "left out").
+	if (value === undefined) return fallback;
 	if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_BATCH_SIZE) throw new InvalidBatchSizeError(value);
 	return value;
 }
@@ -111,9 +112,9 @@ function validateIdempotencyKey(key: unknown): string | undefined {
 	return key;
 }
 
-/** What the stored run shows a caller: no storage id. */
+/** What the stored run shows a caller: no storage id, and not the caller's Idempotency-Key (public reads show runs). */
 export function runView(run: RunDoc): RunView {
-	const { _id, ...view } = run;
+	const { _id, idempotencyKey: _key, requestFingerprint: _fingerprint, ...view } = run;
 	return view;
 }
 
