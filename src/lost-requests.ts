@@ -53,8 +53,9 @@ export interface RequestControl {
 export const PEER_RECONNECTED = "$transporter.peerReconnected";
 
 export class RequestAbortedError extends Errors.MoleculerRetryableError {
-	constructor(action: string, nodeID: string, reason: string) {
-		super(`Request '${action}' to '${nodeID}' was given up: ${reason}`, 503, "REQUEST_ABORTED", { action, nodeID });
+	/** `nodeID` is null for a call balanced by NATS (it names no node). */
+	constructor(action: string, nodeID: string | null, reason: string) {
+		super(`Request '${action}'${nodeID ? ` to '${nodeID}'` : ""} was given up: ${reason}`, 503, "REQUEST_ABORTED", { action, nodeID });
 	}
 }
 
@@ -83,7 +84,7 @@ export function FailLostRequestsMiddleware(): Middleware {
 	return {
 		name: "FailLostRequests",
 		remoteAction(next: (ctx: any) => Promise<unknown>, action: { name: string }) {
-			return function settled(ctx: { id: string; nodeID: string; broker: ServiceBroker; options: RequestControl & { timeout?: number } }) {
+			return function settled(ctx: { id: string; nodeID: string | null; broker: ServiceBroker; options: RequestControl & { timeout?: number } }) {
 				const signal = ctx.options?.signal;
 				if (signal?.aborted) return Promise.reject(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)));
 				const result = next(ctx);

@@ -58,11 +58,12 @@ describe("webhooks", () => {
 		expect(run.webhook.attempts.map((a: { ok: boolean }) => a.ok)).toEqual([false, false, true]);
 		expect(run.webhook.attempts.map((a: { attempt: number }) => a.attempt)).toEqual([1, 2, 3]);
 		// Exponential backoff with up to 20% jitter: 30-36 ms, then 60-72 ms.
-		const at = run.webhook.attempts.map((a: { at: string }) => Date.parse(a.at));
-		expect(at[1] - at[0]).toBeGreaterThanOrEqual(30);
-		expect(at[1] - at[0]).toBeLessThanOrEqual(36);
-		expect(at[2] - at[1]).toBeGreaterThanOrEqual(60);
-		expect(at[2] - at[1]).toBeLessThanOrEqual(72);
+		// Measured on the gateway's clock from the end of one attempt to the start of the next.
+		const gaps = run.webhook.attempts.slice(1).map((a: { at: string }, i: number) => Date.parse(a.at) - (Date.parse(run.webhook.attempts[i].at) + run.webhook.attempts[i].durationMs));
+		expect(gaps[0]).toBeGreaterThanOrEqual(30);
+		expect(gaps[0]).toBeLessThanOrEqual(36);
+		expect(gaps[1]).toBeGreaterThanOrEqual(60);
+		expect(gaps[1]).toBeLessThanOrEqual(72);
 
 		expect(received).toHaveLength(3);
 		expect(new Set(received.map(r => r.body)).size).toBe(1);

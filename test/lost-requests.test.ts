@@ -47,7 +47,10 @@ test("an aborted call fails at once with RequestAbortedError naming why, and lea
 	abort.abort(new Error("the batch was found lost"));
 	const err = await call;
 	expect(err).toBeInstanceOf(RequestAbortedError);
-	expect((err as Error).message).toBe("Request 'silent.wait' to 'callee' was given up: the batch was found lost");
+	// A call naming no node is balanced by NATS (disableBalancer): the message names the action only.
+	expect((err as Error).message).toBe("Request 'silent.wait' was given up: the batch was found lost");
+	const targeted = caller.call("silent.wait", {}, { timeout: 60_000, nodeID: "callee", signal: AbortSignal.timeout(50) } as object).catch((e: Error) => e);
+	expect(await targeted).toMatchObject({ message: expect.stringMatching(/^Request 'silent\.wait' to 'callee' was given up: /) });
 	expect({ tracked: tracked(caller), pending: pending(caller) }).toEqual({ tracked: 0, pending: 0 });
 	// Already aborted: refused before anything is sent.
 	await expect(caller.call("silent.wait", {}, { signal: abort.signal } as object)).rejects.toBeInstanceOf(RequestAbortedError);
