@@ -15,6 +15,7 @@ function setStatus(status, runId) {
 	badge.textContent = status;
 	badge.className = `badge ${status}`;
 	$("run-id").textContent = state.runId || "";
+	$("cancel-run").disabled = status !== "running";
 }
 
 function showProgress(p) {
@@ -51,10 +52,13 @@ function drawThroughput(series) {
 	const values = [];
 	for (let t = first; t <= last; t++) values.push(bySecond.get(t) || 0);
 	const max = Math.max(...values, 1);
-	const width = 600;
-	const height = 160;
-	const step = values.length > 1 ? width / (values.length - 1) : width;
-	line.setAttribute("points", values.map((v, i) => `${(i * step).toFixed(1)},${(height - 6 - (v / max) * (height - 12)).toFixed(1)}`).join(" "));
+	// The plot area inside the axes (see index.html): x 50..630, y 10..160.
+	const [left, right, top, bottom] = [50, 630, 10, 160];
+	const step = values.length > 1 ? (right - left) / (values.length - 1) : 0;
+	line.setAttribute("points", values.map((v, i) => `${(left + i * step).toFixed(1)},${(bottom - (v / max) * (bottom - top)).toFixed(1)}`).join(" "));
+	$("axis-y-max").textContent = fmt(max);
+	$("axis-y-mid").textContent = fmt(Math.round(max / 2));
+	$("axis-x-end").textContent = `${values.length - 1} s`;
 	$("throughput-max").textContent = `peak ${fmt(max)} records/s over ${values.length} s`;
 }
 
@@ -154,8 +158,11 @@ function connect() {
 		if (progress.runId && state.status !== "running" && progress.status === undefined) setStatus("running", progress.runId);
 	});
 	events.addEventListener("run.completed", async message => {
-		const { report, status } = JSON.parse(message.data);
+		const { report, status, error } = JSON.parse(message.data);
 		setStatus(status || "completed", report.runId);
+		// A run that did not complete says so plainly, with what it left.
+		if (status === "cancelled" || status === "failed")
+			$("progress-text").textContent = `${status.toUpperCase()}: ${fmt(report.signedThisRun)} records signed in this run, the rest wait for the next run${error ? ` · ${error}` : ""}`;
 		stopPolling();
 		await refresh();
 		await showAudit();
@@ -174,6 +181,14 @@ $("start-form").addEventListener("submit", async event => {
 	});
 	const body = await response.json().catch(() => ({}));
 	$("start-result").textContent = response.ok ? `started ${body.id}` : `${response.status} ${body.type || ""}: ${body.message || ""}`;
+});
+
+$("cancel-run").addEventListener("click", async () => {
+	const token = $("token").value.trim() || sessionStorage.getItem("token") || "";
+	if (token) sessionStorage.setItem("token", token);
+	const response = await fetch(`/api/runs/${encodeURIComponent(state.runId)}/cancel`, { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+	const body = await response.json().catch(() => ({}));
+	$("start-result").textContent = response.ok ? `cancelling ${body.id}: batches in flight finish first` : `${response.status} ${body.type || ""}: ${body.message || ""}`;
 });
 
 refresh();

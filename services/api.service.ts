@@ -63,7 +63,7 @@ function routes(options: ApiOptions) {
 			bodyParsers: { json: { limit: options.bodyLimit, strict: true } },
 			// One client cannot start runs in a tight loop; keyed on the socket, not a spoofable header.
 			rateLimit: { window: options.startRateLimit.window, limit: options.startRateLimit.limit, headers: true, key: (req: IncomingMessage) => req.socket.remoteAddress ?? "unknown" },
-			aliases: { "POST /batcher/start": "api.startRun" },
+			aliases: { "POST /batcher/start": "api.startRun", "POST /runs/:id/cancel": "api.cancelRun" },
 			onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
 				const header = req.headers["idempotency-key"];
 				ctx.meta.idempotencyKey = Array.isArray(header) ? header[0] : header ?? null;
@@ -144,6 +144,17 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				params: startRunBodyParams,
 				handler(ctx: Context<StartRunBody, StartRunMeta>) {
 					return startRun(ctx, this.gateway.webhooks);
+				}
+			},
+			/** POST /api/runs/:id/cancel: 202; the run stops dispatching, its batches in flight finish, then it is `cancelled`. */
+			cancelRun: {
+				params: { id: { type: "string", min: 1, max: 200 } },
+				async handler(ctx: Context<{ id: string }, StartRunMeta>) {
+					const run = await call(ctx, Actions.batcher.cancel, { runId: ctx.params.id });
+					const location = `/api/runs/${encodeURIComponent(run.runId)}`;
+					ctx.meta.$statusCode = 202;
+					ctx.meta.$responseHeaders = { Location: location };
+					return { id: run.runId, ...run, links: { self: location } };
 				}
 			},
 			/** One run (batcher.get) with its webhook deliveries. */

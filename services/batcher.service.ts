@@ -69,6 +69,13 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 					return this.batcher.runs();
 				}
 			},
+			/** Cancels the active run (or the one named): no new batch goes out, the ones in flight finish; stored as `cancelled`. */
+			cancel: {
+				params: { runId: { type: "string", min: 1, optional: true } },
+				handler(ctx: Context<{ runId?: string }>) {
+					return this.batcher.cancel(ctx.params.runId);
+				}
+			},
 			/** One run with its batch counts and, once finished, its report. */
 			get: {
 				params: { runId: { type: "string", min: 1 } },

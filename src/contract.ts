@@ -80,7 +80,8 @@ export interface BatchDoc {
 	unsigned?: number;
 }
 
-export type RunStatus = "running" | "completed" | "failed";
+/** `cancelled`: stopped by batcher.cancel; its unsigned records are signed by a later run. */
+export type RunStatus = "running" | "completed" | "failed" | "cancelled";
 
 /** `runs` collection, owned by the batcher. */
 export interface RunDoc {
@@ -95,6 +96,8 @@ export interface RunDoc {
 	/** A client's key for retrying a start, and what it asked for then (a repeat must ask the same). */
 	idempotencyKey?: string;
 	requestFingerprint?: string;
+	/** When batcher.cancel asked it to stop (kept, so a restart finishes the cancel). */
+	cancelRequestedAt?: string | null;
 }
 
 export interface RunReport {
@@ -488,6 +491,7 @@ export const Actions = {
 		status: "batcher.status",
 		runs: "batcher.runs",
 		get: "batcher.get",
+		cancel: "batcher.cancel",
 		page: "batcher.page"
 	},
 	signer: {
@@ -522,6 +526,7 @@ export interface ActionMap {
 	"batcher.status": { params: Record<string, never>; result: BatcherStatus };
 	"batcher.runs": { params: Record<string, never>; result: RunView[] };
 	"batcher.get": { params: { runId: string }; result: RunDetails };
+	"batcher.cancel": { params: { runId?: string }; result: RunView };
 	"batcher.page": { params: PageParams; result: Page };
 	"signer.signBatch": { params: SignBatchParams; result: SignBatchResult };
 	"signer.inFlight": { params: Record<string, never>; result: { batchIds: string[] } };

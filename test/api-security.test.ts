@@ -265,3 +265,31 @@ describe("API keys for scripts and CI", () => {
 		expect(refused).toMatchObject({ status: 401, body: { type: "NO_TOKEN", message: expect.stringMatching(/Authorization: Bearer <token> \(npm run token prints one\) or X-API-Key: <key>/) } });
 	});
 });
+
+describe("POST /api/runs/:id/cancel", () => {
+	test("needs runs:write; 202 with Location; the run ends cancelled with its report; a new run may start", async () => {
+		const slow = await startApiSystem({ records: 3_000, keys: 2, window: 1, api: { startRateLimit: { window: 60_000, limit: 100 } } });
+		try {
+			const completion = slow.nextCompletion();
+			const started = await request(slow.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await slow.token() });
+			const id = started.body.id;
+			expect((await request(slow.baseUrl, "POST", `/api/runs/${id}/cancel`)).status).toBe(401);
+			expect((await request(slow.baseUrl, "POST", `/api/runs/${id}/cancel`, { token: await slow.token("runs:read") })).status).toBe(403);
+			const cancelled = await request(slow.baseUrl, "POST", `/api/runs/${id}/cancel`, { token: await slow.token() });
+			expect(cancelled.status).toBe(202);
+			expect(cancelled.headers.get("location")).toBe(`/api/runs/${id}`);
+			expect(cancelled.body).toMatchObject({ id, runId: id, cancelRequestedAt: expect.any(String) });
+			expect(await completion).toMatchObject({ status: "cancelled" });
+			const run = await request(slow.baseUrl, "GET", `/api/runs/${id}`);
+			expect(run.body).toMatchObject({ status: "cancelled", report: { runId: id } });
+			expect(run.body.report.signedThisRun).toBeLessThan(3_000);
+			expect(await request(slow.baseUrl, "POST", `/api/runs/${id}/cancel`, { token: await slow.token() })).toMatchObject({ status: 409, body: { type: "RUN_NOT_ACTIVE" } });
+			expect(await request(slow.baseUrl, "POST", "/api/runs/run-unknown/cancel", { token: await slow.token() })).toMatchObject({ status: 404, body: { type: "RUN_NOT_FOUND" } });
+			const next = slow.nextCompletion();
+			expect((await request(slow.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 300 }, token: await slow.token() })).status).toBe(202);
+			expect(await next).toMatchObject({ status: "completed", report: { records: 3_000 } });
+		} finally {
+			await slow.stop();
+		}
+	});
+});

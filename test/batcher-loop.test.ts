@@ -363,6 +363,48 @@ describe("the batcher's run loop", () => {
 		expect(h.events[0]).toMatchObject({ event: "run.started", payload: { runId: "run-old", resumed: true } });
 	});
 
+	test("cancel: no new batch goes out, the ones in flight finish and are recorded, the run is stored cancelled with its report; a new run may start", async () => {
+		const h = harness(100, { window: 2 });
+		const gates: Array<() => void> = [];
+		h.signers.behaviour = async (params, node) => {
+			await new Promise<void>(open => gates.push(open));
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		const run = await h.batcher.start({ batchSize: 10 });
+		while (h.signers.calls.length < 2) await settle();
+		const cancelling = await h.batcher.cancel(run.runId);
+		expect(cancelling).toMatchObject({ runId: run.runId, status: "running", cancelRequestedAt: expect.any(String) });
+		expect(h.store.runs.get(run.runId)!.cancelRequestedAt).toBe(cancelling.cancelRequestedAt);
+		// Asking again is harmless; a second run cannot start until this one has ended.
+		await expect(h.batcher.cancel()).resolves.toMatchObject({ runId: run.runId });
+		await expect(h.batcher.start({ batchSize: 10 })).rejects.toMatchObject({ code: 409, type: "RUN_ACTIVE" });
+		for (const open of gates.splice(0)) open();
+		const completion = await done;
+		expect(h.signers.calls).toHaveLength(2);
+		expect(completion).toMatchObject({ status: "cancelled", report: { signedThisRun: 20, batches: 2 } });
+		expect(h.store.runs.get(run.runId)).toMatchObject({ status: "cancelled", report: { signedThisRun: 20 } });
+		expect([...h.store.batches.values()].every(b => b.status === "signed")).toBe(true);
+		// Nothing to cancel now; an unknown run is a 404.
+		await expect(h.batcher.cancel()).rejects.toMatchObject({ code: 409, type: "RUN_NOT_ACTIVE", message: `Run ${run.runId} is not running (it is cancelled): nothing to cancel` });
+		await expect(h.batcher.cancel("run-nope")).rejects.toMatchObject({ code: 404, type: "RUN_NOT_FOUND" });
+		h.signers.behaviour = undefined;
+		const next = h.completed();
+		await h.batcher.start({ batchSize: 10 });
+		expect(await next).toMatchObject({ status: "completed", report: { signedThisRun: 80 } });
+	});
+
+	test("a run cancelled just before the batcher stopped ends cancelled when it resumes, dispatching nothing", async () => {
+		const store = new MemoryBatcherStore();
+		const startedAt = new Date().toISOString();
+		await store.insertRun({ _id: "run-c", runId: "run-c", batchSize: 10, status: "running", startedAt, finishedAt: null, report: null, cancelRequestedAt: startedAt });
+		const h = harness(30, {}, store);
+		const done = h.completed();
+		await h.batcher.resumeInterrupted();
+		expect(await done).toMatchObject({ status: "cancelled" });
+		expect(h.signers.calls).toHaveLength(0);
+	});
+
 	test("start refuses a wrong batch size (422, naming the field and range) and a second run while one is active (409)", async () => {
 		const h = harness(50);
 		for (const bad of [0, -1, 1.5, 100_001, "300", true])

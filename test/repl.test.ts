@@ -77,6 +77,10 @@ describe("REPL", () => {
 		child.stdin.write(`call batcher.get --runId ${runId}\n`);
 		await waitForOutput(/status: 'completed'/);
 
+		// `cancel` with nothing running says so.
+		child.stdin.write("cancel\n");
+		await waitForOutput(new RegExp(`cancel: Run ${runId} is not running \\(it is completed\\): nothing to cancel`));
+
 		// Ctrl+D: the REPL stops the broker and exits cleanly.
 		const exited = new Promise<number | null>(resolve => child.once("exit", resolve));
 		child.stdin.end();

@@ -206,7 +206,7 @@ export async function authenticateRequest(config: AuthConfig, method: string | u
 }
 
 /** Scopes a token needs per action behind a mutating route. */
-const REQUIRED_SCOPES: Record<string, string> = { "api.startRun": SCOPE_RUNS_WRITE };
+const REQUIRED_SCOPES: Record<string, string> = { "api.startRun": SCOPE_RUNS_WRITE, "api.cancelRun": SCOPE_RUNS_WRITE };
 
 /** Refuses (403) a caller whose token lacks the scope the route's action needs. */
 export function authorizeAction(principal: Principal | null | undefined, action: string | undefined): void {

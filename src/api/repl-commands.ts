@@ -1,6 +1,7 @@
 /**
  * Custom commands for the Moleculer REPL (`replOptions.customCommands` in the broker options):
- * `progress` prints the signing progress, live until the run ends (or once with --once).
+ * `progress` prints the signing progress, live until the run ends (or once with --once);
+ * `cancel` cancels the active run.
  */
 import type { ServiceBroker } from "moleculer";
 import { sleep } from "../clock";
@@ -22,6 +23,19 @@ export interface ReplCommand {
 /** Writes to the REPL's terminal: the REPL is an operator's console, not a service. */
 export function replCommands(write: (line: string) => void = line => process.stdout.write(`${line}\n`)): ReplCommand[] {
 	return [
+		{
+			command: "cancel [runId]",
+			description: "Cancel the active run (or the one named): no new batch goes out, the ones in flight finish",
+			async action(broker, args) {
+				const runId = (args as unknown as { runId?: string }).runId;
+				try {
+					const run = await call(broker, Actions.batcher.cancel, runId ? { runId } : {});
+					write(`Run ${run.runId} cancelled: its batches in flight finish, then it is stored as cancelled (progress shows it)`);
+				} catch (err) {
+					write(`cancel: ${(err as Error).message}`);
+				}
+			}
+		},
 		{
 			command: "progress",
 			description: "Signing progress from metrics.snapshot, live until the run ends",

@@ -64,6 +64,8 @@ interface ActiveRun {
 	perSigner: Map<string, number>;
 	batchCount: number;
 	failure: string | null;
+	/** batcher.cancel asked it to stop: no new batch goes out; the ones in flight end as usual. */
+	cancelled: boolean;
 	done: Promise<void>;
 }
 
@@ -168,6 +170,28 @@ export class Batcher {
 		await this.launch(interrupted, true);
 	}
 
+	/**
+	 * Cancels the active run (the one named, if `runId` is given): no new batch goes out, the ones
+	 * in flight finish or fail as usual and release their leases, then the run is stored as
+	 * `cancelled` with its report. The request is stored first, so a restart finishes the cancel.
+	 * Asking again is harmless.
+	 */
+	async cancel(runId?: string): Promise<RunView> {
+		const active = this.active;
+		if (!active || (runId !== undefined && active.run.runId !== runId)) {
+			const run = runId !== undefined ? await this.deps.store.getRun(runId) : (await this.deps.store.listRuns())[0];
+			if (runId !== undefined && !run) throw new Errors.MoleculerClientError(`Run "${runId}" not found`, 404, "RUN_NOT_FOUND", { runId });
+			throw new Errors.MoleculerClientError(run ? `Run ${run.runId} is not running (it is ${run.status}): nothing to cancel` : "No run is active: nothing to cancel", 409, "RUN_NOT_ACTIVE", { runId: run?.runId ?? null, status: run?.status ?? null });
+		}
+		if (!active.cancelled) {
+			active.cancelled = true;
+			active.run.cancelRequestedAt = new Date(this.deps.clock.now()).toISOString();
+			await this.whenAvailable("the batcher's store", () => this.deps.store.updateRun(active.run.runId, { cancelRequestedAt: active.run.cancelRequestedAt }));
+			this.deps.logger.info(`Run ${active.run.runId} cancelled: no new batch goes out; ${active.inFlight.size} in flight finish first`);
+		}
+		return runView(active.run);
+	}
+
 	/** The active run with its progress, or the last run. */
 	async status(): Promise<BatcherStatus> {
 		const progress = await this.deps.records.progress();
@@ -240,7 +264,10 @@ export class Batcher {
 
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
 		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
-		const active: ActiveRun = { run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), flights: new Map(), perSigner: new Map(), batchCount, failure: null, done: Promise.resolve() };
+		const active: ActiveRun = {
+			run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), flights: new Map(), perSigner: new Map(), batchCount, failure: null,
+			cancelled: Boolean(run.cancelRequestedAt), done: Promise.resolve()
+		};
 		this.active = active;
 		const progress = await this.whenAvailable("records.progress", () => this.deps.records.progress());
 		this.deps.emit("run.started", { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
@@ -331,12 +358,17 @@ export class Batcher {
 		const { planner } = active;
 		let sweeps = 0;
 		while (!this.halted && !active.failure) {
+			if (active.cancelled) {
+				// The batches in flight end as usual (signed, or settled), then the run ends.
+				while (active.inFlight.size) await Promise.race(active.inFlight);
+				return;
+			}
 			// No signer yet (cluster starting, or every signer gone): wait rather than fail batches.
 			if (this.deps.signers.available().length === 0) {
 				await this.deps.signers.waitForAny(1_000);
 				continue;
 			}
-			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure) {
+			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure && !active.cancelled) {
 				let planned = planner.nextRetry();
 				if (!planned && planner.paging) {
 					const after = planner.after;
@@ -400,7 +432,8 @@ export class Batcher {
 			return;
 		}
 		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
-		if (this.halted || unsigned.length === 0) return;
+		// Ended in a cancelled run: its records wait for the next run.
+		if (this.halted || active.cancelled || unsigned.length === 0) return;
 		if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
 		await clock.sleep(retryDelayMs(planned.attempt));
 	}
@@ -459,10 +492,11 @@ export class Batcher {
 			seconds,
 			recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0
 		};
-		const status = active.failure ? "failed" : "completed";
+		const status = active.failure ? "failed" : active.cancelled ? "cancelled" : "completed";
 		await this.whenAvailable("the batcher's store", () => this.deps.store.updateRun(run.runId, { status, finishedAt: finishedAt.toISOString(), report, ...(active.failure ? { error: active.failure } : {}) }));
 		Object.assign(run, { status, finishedAt: finishedAt.toISOString(), report });
 		if (active.failure) this.deps.logger.error(`Run ${run.runId} failed: ${active.failure}`);
+		else if (active.cancelled) this.deps.logger.info(`Run ${run.runId} cancelled: ${summary.stored} records signed in ${seconds.toFixed(1)} s, ${progress.records - progress.signed} left for a later run`);
 		else this.deps.logger.info(`Run ${run.runId} completed: ${summary.stored} records in ${seconds.toFixed(1)} s`);
 		this.deps.emit("run.completed", { report, status, error: active.failure });
 	}

@@ -4,7 +4,7 @@ import { BATCHER_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, type DatabaseSync } from "../store/sqlite";
 import type { BatcherStore, BatchSummary } from "./ports";
 
-const RUN_COLUMNS = ["runId", "batchSize", "status", "startedAt", "finishedAt", "report", "error", "idempotencyKey", "requestFingerprint"] as const;
+const RUN_COLUMNS = ["runId", "batchSize", "status", "startedAt", "finishedAt", "report", "error", "idempotencyKey", "requestFingerprint", "cancelRequestedAt"] as const;
 const BATCH_COLUMNS = ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt", "signer", "error", "stored", "duplicates", "unsigned"] as const;
 /** Columns stored as JSON text. */
 const JSON_COLUMNS = new Set(["report", "recordIds"]);
@@ -22,7 +22,7 @@ function toRow(doc: object, columns: readonly string[]): Row {
 }
 
 /** A run's fields that are absent, not null, when unset. */
-const OPTIONAL_RUN_FIELDS = new Set(["error", "idempotencyKey", "requestFingerprint"]);
+const OPTIONAL_RUN_FIELDS = new Set(["error", "idempotencyKey", "requestFingerprint", "cancelRequestedAt"]);
 
 function fromRow<T>(row: Row | undefined, key: string, optional = new Set<string>()): T | null {
 	if (!row) return null;
@@ -45,8 +45,10 @@ export class SqliteBatcherStore implements BatcherStore {
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteBatcherStore {
 		const db = openStore({ dataDir, owner: "batcher", schema: BATCHER_SCHEMA, log });
-		// A file from before batches counted their unsigned records.
-		if (!(db.prepare("PRAGMA table_info(batches)").all() as Array<{ name: string }>).some(column => column.name === "unsigned")) db.exec("ALTER TABLE batches ADD COLUMN unsigned INTEGER");
+		// A file from before batches counted their unsigned records, or runs could be cancelled.
+		const has = (table: string, column: string) => (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some(c => c.name === column);
+		if (!has("batches", "unsigned")) db.exec("ALTER TABLE batches ADD COLUMN unsigned INTEGER");
+		if (!has("runs", "cancelRequestedAt")) db.exec("ALTER TABLE runs ADD COLUMN cancelRequestedAt TEXT");
 		return new SqliteBatcherStore(db, dataDir);
 	}
 

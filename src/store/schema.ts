@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
 	report TEXT,
 	error TEXT,
 	idempotencyKey TEXT UNIQUE,
-	requestFingerprint TEXT
+	requestFingerprint TEXT,
+	cancelRequestedAt TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE TABLE IF NOT EXISTS batches (
