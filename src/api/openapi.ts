@@ -91,6 +91,24 @@ export function openApiDocument() {
 					responses: { "200": json("The run", { $ref: "#/components/schemas/RunDetail" }), "404": error("No such run (`RUN_NOT_FOUND`)"), ...readErrors }
 				}
 			},
+			"/api/runs/{id}/cancel": {
+				post: {
+					operationId: "cancelRun",
+					tags: ["runs"],
+					summary: "Cancel the active run",
+					description: "Needs a bearer token or an API key with scope `runs:write`. No new batch goes out; the batches in flight finish and release their leases; the run is then stored as `cancelled` with its report. Asking again is harmless.",
+					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
+					parameters: [idParam("id", "Run id")],
+					responses: {
+						"202": json("The cancel was recorded; follow the run at Location", { $ref: "#/components/schemas/StartedRun" }, { Location: { description: "/api/runs/{id}", schema: { type: "string" } } }),
+						"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
+						"403": error("The token lacks scope runs:write", wwwAuthenticate),
+						"404": error("No such run (`RUN_NOT_FOUND`)"),
+						"409": error("The run is not running (`RUN_NOT_ACTIVE`, `data.status` says what it is)"),
+						"503": error("The batcher is unavailable")
+					}
+				}
+			},
 			"/api/records/{id}": {
 				get: {
 					operationId: "getRecord",
@@ -205,7 +223,7 @@ export function openApiDocument() {
 				Run: {
 					type: "object",
 					required: ["runId", "batchSize", "status", "startedAt"],
-					properties: { runId: { type: "string" }, batchSize: { type: "integer" }, status: { type: "string", enum: ["running", "completed", "failed"] }, startedAt: { type: "string", format: "date-time" }, finishedAt: { type: ["string", "null"], format: "date-time" }, report: { type: ["object", "null"] }, error: { type: "string" } }
+					properties: { runId: { type: "string" }, batchSize: { type: "integer" }, status: { type: "string", enum: ["running", "completed", "failed", "cancelled"] }, startedAt: { type: "string", format: "date-time" }, finishedAt: { type: ["string", "null"], format: "date-time" }, cancelRequestedAt: { type: "string", format: "date-time", description: "When a cancel was asked for" }, report: { type: ["object", "null"] }, error: { type: "string" } }
 				},
 				StartedRun: {
 					type: "object",
