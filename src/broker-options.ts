@@ -9,6 +9,7 @@ import { replCommands } from "./api/repl-commands";
 import type { AppConfig } from "./config";
 import { HealthMiddleware } from "./health";
 import { LocalFirstMiddleware } from "./local-first";
+import { jsonLogFormatter, textLogFormatter } from "./log-format";
 import { FailLostRequestsMiddleware } from "./lost-requests";
 
 export interface BrokerOverrides {
@@ -37,7 +38,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 				}
 			}
 			: null,
-		logger: logLevel === false ? false : { type: "Console", options: { level: logLevel, formatter: "short", colors: process.stdout.isTTY ?? false } },
+		// Secrets are masked in every line; LOG_FORMAT=json writes one object per line (src/log-format.ts).
+		logger: logLevel === false ? false : { type: "Console", options: { level: logLevel, formatter: config.logFormat === "json" ? jsonLogFormatter : textLogFormatter, colors: false } },
 		// A dead node is noticed within seconds, not after Moleculer's defaults.
 		heartbeatInterval: 2,
 		heartbeatTimeout: 6,

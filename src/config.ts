@@ -37,6 +37,8 @@ export interface AppConfig {
 	nodeId: string | null;
 	namespace: string;
 	logLevel: string;
+	/** LOG_FORMAT: "text" for people, "json" for one JSON object per line (src/log-format.ts). */
+	logFormat: "text" | "json";
 	port: number;
 	metricsPort: number;
 	/** `/health/live` and `/health/ready` of every long-running node (src/health.ts). */
@@ -116,6 +118,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
+	const logFormat = (pick("LOG_FORMAT", "log-format") || "text").toLowerCase();
+	if (logFormat !== "text" && logFormat !== "json") throw new ConfigError(`LOG_FORMAT must be "text" or "json", got "${logFormat}"`);
+	config.logFormat = logFormat;
 	const apiKeysFile = pick("API_KEYS_FILE", "api-keys-file");
 	config.apiKeysFile = apiKeysFile ? path.resolve(apiKeysFile) : config.dataDir ? path.join(config.dataDir, "api-keys.json") : null;
 	const allowPrivate = (env.WEBHOOK_ALLOW_PRIVATE ?? "").trim().toLowerCase();
