@@ -82,6 +82,7 @@ function routes(options: ApiOptions) {
 				"GET /batcher/status": Actions.batcher.status,
 				"GET /runs": Actions.batcher.runs,
 				"GET /runs/:id": "api.run",
+				"GET /records": Actions.records.list,
 				"GET /records/:id": Actions.records.get,
 				"GET /keys": Actions.keyring.keys,
 				"GET /metrics": Actions.metrics.snapshot,

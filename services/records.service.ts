@@ -8,8 +8,8 @@ import { Errors } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
-	closeBatchParams, recordIdsParams, storeSignaturesParams, unsignedPageParams,
-	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
+	closeBatchParams, recordIdsParams, recordsListParams, storeSignaturesParams, unsignedPageParams,
+	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
@@ -77,6 +77,13 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 			progress: {
 				async handler(): Promise<Progress> {
 					return { records: await this.store.recordCount(), signed: await this.store.signedCount() };
+				}
+			},
+			/** GET /api/records: records in id order after `after`, with their signatures; `signed` picks signed or unsigned only. */
+			list: {
+				params: recordsListParams,
+				handler(ctx: Context<RecordsListParams>): Promise<RecordsList> {
+					return this.store.list(ctx.params.after, ctx.params.limit, ctx.params.signed);
 				}
 			},
 			/** One record with its signature, if any. */

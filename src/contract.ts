@@ -321,6 +321,28 @@ export interface RecordView {
 	signature: Omit<SignatureDoc, "_id" | "recordId"> | null;
 }
 
+/** The most records one `records.list` page holds. */
+export const RECORDS_LIST_MAX = 1000;
+
+/** `records.list` (GET /api/records): records in id order after `after`, signed or not or both. */
+export interface RecordsListParams {
+	after?: string;
+	limit: number;
+	signed?: boolean;
+}
+export const recordsListParams = {
+	after: { type: "string", optional: true, min: 1, max: 200 },
+	limit: { type: "number", integer: true, min: 1, max: RECORDS_LIST_MAX, convert: true, default: 100 },
+	signed: { type: "boolean", optional: true, convert: true },
+	$$strict: true
+};
+
+/** One page of records with their signatures; `next` is the `after` of the next page, null at the end. */
+export interface RecordsList {
+	records: RecordView[];
+	next: string | null;
+}
+
 export interface KeyInfo {
 	keyId: string;
 	createdAt: string;
@@ -473,6 +495,7 @@ export const Actions = {
 		closeBatch: "records.closeBatch",
 		progress: "records.progress",
 		get: "records.get",
+		list: "records.list",
 		page: "records.page"
 	},
 	keyring: {
@@ -513,6 +536,7 @@ export interface ActionMap {
 	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };
 	"records.progress": { params: Record<string, never>; result: Progress };
 	"records.get": { params: { id: string }; result: RecordView };
+	"records.list": { params: Partial<RecordsListParams>; result: RecordsList };
 	"records.page": { params: PageParams; result: Page };
 	"keyring.acquire": { params: AcquireParams; result: Lease };
 	"keyring.renew": { params: LeaseRef; result: LeaseChange };

@@ -157,6 +157,33 @@ describe("api gateway", () => {
 		expect(audit.body.ok).toBe(true);
 	});
 
+	test("browsing records: cursor pages in id order, each record once with its signature; signed=true|false filters; bad values are 422 naming the field", async () => {
+		await allSigned();
+		const seen: string[] = [];
+		let next: string | null = null;
+		do {
+			const page = await get(`/api/records?limit=700${next ? `&after=${encodeURIComponent(next)}` : ""}`);
+			expect(page.status).toBe(200);
+			for (const record of page.body.records) expect(record).toMatchObject({ id: expect.any(String), data: expect.any(String), signature: { keyId: expect.any(String), jws: expect.stringMatching(/^[\w-]+\.\.[\w-]+$/) } });
+			seen.push(...page.body.records.map((r: { id: string }) => r.id));
+			next = page.body.next;
+		} while (next);
+		expect(seen).toHaveLength(2000);
+		expect(seen).toEqual([...new Set(seen)].sort());
+		expect((await get("/api/records")).body.records).toHaveLength(100);
+		expect((await get("/api/records?signed=true&limit=1000")).body).toMatchObject({ records: expect.any(Array), next: expect.any(String) });
+		expect((await get("/api/records?signed=false")).body).toEqual({ records: [], next: null });
+		const bad: Array<[string, string]> = [
+			["limit=0", "limit"], ["limit=1001", "limit"], ["limit=ten", "limit"], ["limit=2.5", "limit"],
+			["signed=maybe", "signed"], ["after=", "after"], ["sort=desc", "sort"]
+		];
+		for (const [query, field] of bad) {
+			const response = await get(`/api/records?${query}`);
+			expect({ query, status: response.status, type: response.body.type }).toEqual({ query, status: 422, type: "VALIDATION_ERROR" });
+			expect({ query, fields: JSON.stringify(response.body.data) }).toEqual({ query, fields: expect.stringContaining(`"${field}"`) });
+		}
+	});
+
 	test("dashboard and docs pages are served", async () => {
 		const page = await fetch(system.baseUrl + "/");
 		expect(page.status).toBe(200);

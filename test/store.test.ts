@@ -164,6 +164,22 @@ describe.each(backends)("store on $name", backend => {
 			expect(second.docs).toEqual([{ _id: "r3", data: "data-r3" }, { _id: "r4", data: "data-r4" }, { _id: "r5", data: "data-r5" }]);
 			expect((await stores.records.page("signatures", "r2", 10)).docs).toEqual([expect.objectContaining({ _id: "r3", recordId: "r3", batchId: "b1" })]);
 		});
+
+		test("list: records in id order with their signatures, all or signed or unsigned only, a cursor to the next page", async () => {
+			await stores.records.storeSignatures(signatures(["r2", "r4", "r5"], "b1"));
+			const ids = (list: { records: Array<{ id: string }> }) => list.records.map(r => r.id);
+			const first = await stores.records.list(undefined, 2, undefined);
+			expect(first).toEqual({ records: [{ id: "r1", data: "data-r1", signature: null }, { id: "r2", data: "data-r2", signature: { keyId: "key-of-b1", batchId: "b1", leaseId: "lease-of-b1", jws: "jws-of-r2-b1", signedAt: expect.any(String) } }], next: "r2" });
+			const rest = await stores.records.list(first.next!, 10, undefined);
+			expect([ids(rest), rest.next]).toEqual([["r3", "r4", "r5"], null]);
+			const signedPage = await stores.records.list(undefined, 2, true);
+			expect([ids(signedPage), signedPage.next]).toEqual([["r2", "r4"], "r4"]);
+			expect(signedPage.records.every(r => r.signature?.batchId === "b1")).toBe(true);
+			expect(ids(await stores.records.list("r4", 2, true))).toEqual(["r5"]);
+			const unsignedPage = await stores.records.list(undefined, 10, false);
+			expect(unsignedPage).toEqual({ records: [{ id: "r1", data: "data-r1", signature: null }, { id: "r3", data: "data-r3", signature: null }], next: null });
+			expect(await stores.records.list("r5", 10, undefined)).toEqual({ records: [], next: null });
+		});
 	});
 
 	describe("keyring", () => {

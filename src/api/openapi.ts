@@ -109,6 +109,25 @@ export function openApiDocument() {
 					}
 				}
 			},
+			"/api/records": {
+				get: {
+					operationId: "listRecords",
+					tags: ["records"],
+					summary: "Records in id order with their signatures, one page at a time",
+					description: "Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
+					security: openRead,
+					parameters: [
+						{ name: "after", in: "query", required: false, description: "Start after this record id (a page's `next`)", schema: { type: "string", minLength: 1, maxLength: 200 } },
+						{ name: "limit", in: "query", required: false, description: "Records per page", schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 } },
+						{ name: "signed", in: "query", required: false, description: "true: signed records only; false: unsigned only; absent: every record", schema: { type: "boolean" } }
+					],
+					responses: {
+						"200": json("One page", { type: "object", required: ["records", "next"], properties: { records: { type: "array", items: { $ref: "#/components/schemas/Record" } }, next: { type: ["string", "null"], description: "The `after` of the next page; null at the end" } } }),
+						"422": error("A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)"),
+						...readErrors
+					}
+				}
+			},
 			"/api/records/{id}": {
 				get: {
 					operationId: "getRecord",

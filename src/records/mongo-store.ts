@@ -10,7 +10,7 @@
  * the insert are two commands, so one batch's writes and its close run one after another in
  * this process: the records service runs as a single instance, next to the batcher.
  */
-import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
 import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
 
@@ -144,6 +144,35 @@ export class MongoRecordsStore implements RecordsStore {
 	async signature(recordId: string): Promise<SignatureDoc | null> {
 		const row = await this.signaturesOf.findOne({ recordId }, { projection: { _id: 0 } });
 		return row ?? null;
+	}
+
+	/**
+	 * Signed only: a page of `signatures` (its `_id` is the record id) with their records.
+	 * Otherwise a page of `records` with their signatures; unsigned only pages by the `signed`
+	 * marker, and leaves out a record whose marker lags behind its signature.
+	 */
+	async list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList> {
+		const range = after === undefined ? {} : { _id: { $gt: after } };
+		let ids: string[];
+		let records: Map<string, string>;
+		let signatures: Map<string, SignatureDoc>;
+		if (signed) {
+			const docs: Array<SignatureDoc & { _id: string }> = await this.signaturesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
+			ids = docs.map(d => d._id);
+			signatures = new Map(docs.map(d => [d._id, d]));
+			records = new Map((await this.recordsOf.find({ _id: { $in: ids } }, { projection: { data: 1 } }).toArray() as RecordRow[]).map(r => [r._id, r.data]));
+		} else {
+			const rows: RecordRow[] = await this.recordsOf.find(signed === false ? { ...range, signed: false } : range, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).toArray();
+			ids = rows.map(r => r._id);
+			records = new Map(rows.map(r => [r._id, r.data]));
+			signatures = new Map((await this.signaturesOf.find({ _id: { $in: ids } }).toArray() as Array<SignatureDoc & { _id: string }>).map(d => [d._id, d]));
+		}
+		const views: RecordView[] = ids.flatMap(id => {
+			const s = signatures.get(id);
+			if (!records.has(id) || (signed === false && s)) return [];
+			return [{ id, data: records.get(id)!, signature: s ? { keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt } : null }];
+		});
+		return { records: views, next: ids.length === limit ? ids[ids.length - 1] : null };
 	}
 
 	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {

@@ -1,5 +1,5 @@
 /** The records store on the embedded SQLite file `records.sqlite`. */
-import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
 import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
@@ -16,6 +16,8 @@ const SQL = {
 	close: "INSERT INTO closed_batches (batchId, closedAt) VALUES (?, ?) ON CONFLICT(batchId) DO NOTHING",
 	signedUnder: "SELECT keyId, leaseId, count(*) AS count FROM signatures WHERE batchId = ? GROUP BY keyId, leaseId ORDER BY keyId, leaseId",
 	record: "SELECT id, data FROM records WHERE id = ?",
+	listAll: "SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM records r LEFT JOIN signatures s ON s.recordId = r.id WHERE r.id > ? ORDER BY r.id LIMIT ?",
+	listSigned: "SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM signatures s JOIN records r ON r.id = s.recordId WHERE s.recordId > ? ORDER BY s.recordId LIMIT ?",
 	signature: "SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
 	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
 	pageSignatures: "SELECT recordId AS _id, recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? ORDER BY recordId LIMIT ?"
@@ -96,6 +98,16 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
 		return (this.statements.get(SQL.signature).get(recordId) as SignatureDoc | undefined) ?? null;
+	}
+
+	async list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList> {
+		if (signed === false) {
+			const rows = await this.unsignedRecords(after, limit);
+			return { records: rows.map(r => ({ ...r, signature: null })), next: rows.length === limit ? rows[rows.length - 1].id : null };
+		}
+		const rows = this.statements.get(signed ? SQL.listSigned : SQL.listAll).all(after ?? FIRST, limit) as unknown as Array<RecordPayload & Partial<SignatureDoc>>;
+		const records: RecordView[] = rows.map(r => ({ id: r.id, data: r.data, signature: r.keyId ? { keyId: r.keyId, batchId: r.batchId!, leaseId: r.leaseId!, jws: r.jws!, signedAt: r.signedAt! } : null }));
+		return { records, next: rows.length === limit ? rows[rows.length - 1].id : null };
 	}
 
 	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {

@@ -3,7 +3,7 @@
  * (src/records/sqlite-store.ts, src/records/mongo-store.ts); the unique key on
  * `signatures.recordId` is the guard against a second signature on both.
  */
-import type { ClosedBatch, Page, RecordPayload, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, RecordsList, SignatureDoc } from "../contract";
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -37,6 +37,11 @@ export interface RecordsStore {
 	 */
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
 	record(id: string): Promise<RecordPayload | null>;
+	/**
+	 * Up to `limit` records after `after` in id order, with their signatures: every record, or
+	 * (with `signed`) only the signed or only the unsigned ones. `next` is null at the end.
+	 */
+	list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
 	page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page>;
