@@ -20,6 +20,18 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 		expect(files.sort()).toEqual(["batcher.sqlite", "cluster", "keyring.sqlite", "master.key", "records.sqlite", "signer.key"]);
 		expect(fs.statSync(path.join(dataDir, "signer.key")).mode & 0o777).toBe(0o600);
 
+		// With no cluster running, the same commands as after npm start read those stores.
+		const audit = await runCli("audit.js", [], env);
+		expect(audit.stdout).toContain("3000 records, 3000 signatures");
+		expect(audit.stdout).toContain("Audit PASSED: every rule holds");
+		expect(audit.code).toBe(0);
+		const out = path.join(dataDir, "export");
+		const exported = await runCli("export.js", ["--out", out], env);
+		expect(exported.stdout).toMatch(/Exported .* 3000 records, 3000 signatures/);
+		expect(exported.code).toBe(0);
+		expect(fs.readFileSync(path.join(out, "signatures.jsonl"), "utf8").trim().split("\n")).toHaveLength(3000);
+		fs.rmSync(out, { recursive: true });
+
 		const again = await runCli("cluster.js", ["--signers", "1"], env);
 		expect(again.stdout).toMatch(/0 of 3000 records to sign/);
 		expect(again.stdout).toContain("Audit PASSED: 3000/3000 records signed, 0 violations");
