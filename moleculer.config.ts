@@ -1,9 +1,10 @@
 /**
- * Broker configuration for moleculer-runner (`npm run serve`, one node per role with
- * `SERVICES=...`). Everything comes from the environment, validated once in src/config.ts.
+ * Broker configuration for moleculer-runner (`npm run serve`, `npm run repl`, one node per
+ * role with `SERVICES=...`). Everything comes from the environment, validated once in
+ * src/config.ts; src/runner.ts adds what serve and repl need to find each other.
  */
 import { appConfig, ConfigError } from "./src/config";
-import { brokerOptions } from "./src/broker-options";
+import { runnerBrokerOptions, type RunnerContext } from "./src/runner";
 
 function validatedConfig() {
 	try {
@@ -16,4 +17,7 @@ function validatedConfig() {
 	}
 }
 
-export = brokerOptions(validatedConfig(), { prometheus: true, health: true });
+// moleculer-runner calls an exported function with itself as `this` and awaits the options.
+export = async function (this: RunnerContext | undefined) {
+	return runnerBrokerOptions(validatedConfig(), this);
+};

@@ -4,8 +4,7 @@
  * server-sent events, the OpenAPI document, the dashboard, and run-completion webhooks.
  * The logic lives in src/api/; this file holds the routes and wires them up.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Context, Logger, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { authenticateRequest, authorizeAction, AuthError, type Principal } from "../src/api/auth";
@@ -20,6 +19,7 @@ import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, Events, type BatchSignedEvent, type RunCompletedEvent, type RunStartedEvent } from "../src/contract";
 import { readinessOf } from "../src/health";
+import { listen } from "../src/listen";
 import { publicWebhookView } from "../src/api/webhook";
 import { serviceSettings } from "../src/settings";
 
@@ -109,6 +109,9 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 		name: "api",
 		mixins: [ApiGateway as unknown as ServiceSchema],
 		settings: {
+			// The server is made and bound here (created, started): a taken port gets a clear
+			// message or a fallback (src/listen.ts), where moleculer-web would exit the process.
+			server: false,
 			port: options.port,
 			ip: options.ip,
 			api: options,
@@ -218,12 +221,13 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 
 		created() {
 			this.gateway = new Gateway(options, this.broker, this.logger, deps.clock);
+			this.server = http.createServer(this.httpHandler);
 		},
 
 		async started() {
+			const address = await listen(this.server, { port: options.port, variable: "PORT", explicit: options.portSet ?? true }, "API gateway", line => this.logger.warn(line), options.ip);
 			const auth = await this.gateway.ready();
-			const address = this.server?.address() as AddressInfo | null;
-			this.logger.info(`API on port ${address?.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}`);
+			this.logger.info(`API on http://${options.ip ?? "0.0.0.0"}:${address.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}`);
 		},
 
 		async stopped() {

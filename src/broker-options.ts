@@ -6,11 +6,12 @@
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import { replCommands } from "./api/repl-commands";
-import type { AppConfig } from "./config";
+import { portChoice, type AppConfig } from "./config";
 import { HealthMiddleware } from "./health";
 import { LocalFirstMiddleware } from "./local-first";
 import { jsonLogFormatter, textLogFormatter } from "./log-format";
 import { FailLostRequestsMiddleware } from "./lost-requests";
+import { listeningPrometheus } from "./metrics-reporter";
 
 export interface BrokerOverrides {
 	nodeID?: string;
@@ -56,14 +57,14 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		// Metrics only where something exports them: measuring every call costs the event loop
 		// time a one-shot job (npm start, the benchmark) spends better on signing.
 		metrics: prometheus
-			? { enabled: true, reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] }
+			? { enabled: true, reporter: [listeningPrometheus({ port: portChoice(config, "metricsPort"), path: "/metrics" })] }
 			: { enabled: false },
 		validator: true,
 		middlewares: [
 			// First registered is innermost: LocalFirst sees a call before FailLostRequests sends it out.
 			...(config.transporter ? [FailLostRequestsMiddleware(), LocalFirstMiddleware()] : []),
 			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
-			HealthMiddleware({ port: overrides.health ? config.healthPort : null })
+			HealthMiddleware({ port: overrides.health ? portChoice(config, "healthPort") : null })
 		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.

@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import type { PortChoice } from "./listen";
 import { UserError } from "./user-error";
 
 export interface AppConfig {
@@ -41,6 +42,8 @@ export interface AppConfig {
 	logFormat: "text" | "json";
 	port: number;
 	metricsPort: number;
+	/** Which of PORT, METRICS_PORT and HEALTH_PORT the user set: those are errors when taken; defaults give way (src/listen.ts). */
+	explicitPorts: Record<PortKey, boolean>;
 	/** `/health/live` and `/health/ready` of every long-running node (src/health.ts). */
 	healthPort: number;
 	/** API_KEYS_FILE: the gateway's API keys (src/api/api-keys.ts); default DATA_DIR/api-keys.json, null without DATA_DIR. */
@@ -53,6 +56,14 @@ export interface AppConfig {
 
 /** A bad variable or flag: its message names it and the allowed values. */
 export class ConfigError extends UserError {}
+
+export type PortKey = "port" | "metricsPort" | "healthPort";
+const PORT_VARIABLES: Record<PortKey, string> = { port: "PORT", metricsPort: "METRICS_PORT", healthPort: "HEALTH_PORT" };
+
+/** What a listener needs to bind `key`'s port (src/listen.ts). */
+export function portChoice(config: AppConfig, key: PortKey): PortChoice {
+	return { port: config[key], variable: PORT_VARIABLES[key], explicit: config.explicitPorts?.[key] ?? false };
+}
 
 export const MAX_BATCH_SIZE = 100_000;
 
@@ -91,11 +102,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 		if (typeof fromFlag === "string") return fromFlag;
 		return env[envName];
 	};
-	const config = {} as AppConfig;
+	const config = { explicitPorts: { port: false, metricsPort: false, healthPort: false } } as AppConfig;
 	for (const spec of INTEGERS) {
 		const raw = pick(spec.env, spec.flag);
 		const name = typeof flags[spec.flag] === "string" ? `--${spec.flag}` : spec.env;
-		(config[spec.key] as number) = raw === undefined || raw === "" ? spec.fallback : parseInteger(raw, name, spec.min, spec.max);
+		const given = raw !== undefined && raw !== "";
+		(config[spec.key] as number) = given ? parseInteger(raw, name, spec.min, spec.max) : spec.fallback;
+		if (given && spec.key in config.explicitPorts) config.explicitPorts[spec.key as PortKey] = true;
 	}
 	if (config.leaseMarginMs >= config.leaseTtlMs)
 		throw new ConfigError(`LEASE_MARGIN_MS (${config.leaseMarginMs}) must be smaller than LEASE_TTL_MS (${config.leaseTtlMs})`);
@@ -156,4 +169,9 @@ let cached: AppConfig | null = null;
 export function appConfig(): AppConfig {
 	if (!cached) cached = loadConfig();
 	return cached;
+}
+
+/** Makes `config` the process-wide one: moleculer-runner's config file settles the transport before the services load. */
+export function useAppConfig(config: AppConfig): void {
+	cached = config;
 }

@@ -14,11 +14,15 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Middleware, Service, ServiceBroker } from "moleculer";
+import { listen, type PortChoice } from "./listen";
 import { natsClient, watchNatsStatus } from "./nats-status";
 
 export interface HealthOptions {
-	/** TCP port; 0 picks a free one (tests), see `address()`; null serves nothing. */
-	port: number | null;
+	/**
+	 * TCP port; 0 picks a free one (tests), see `address()`; null serves nothing. A number is
+	 * taken as set by the user; a PortChoice says (a taken default gives way, src/listen.ts).
+	 */
+	port: number | PortChoice | null;
 	/** Interface to bind; all of them by default, since kubelet probes the pod IP. */
 	host?: string;
 }
@@ -144,16 +148,11 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 
 		starting(broker: ServiceBroker) {
 			if (options.port === null) return Promise.resolve();
-			const port = options.port;
-			return new Promise<void>((resolve, reject) => {
-				const listening = http.createServer((req, res) => handle(broker, req, res));
-				listening.once("error", err => reject(new Error(`Health server cannot listen on port ${port}: ${err.message}`)));
-				listening.listen(port, options.host, () => {
-					server = listening;
-					const { port } = listening.address() as AddressInfo;
-					broker.logger.info(`Health checks on http://${options.host ?? "0.0.0.0"}:${port}/health/live and /health/ready`);
-					resolve();
-				});
+			const choice: PortChoice = typeof options.port === "number" ? { port: options.port, variable: "HEALTH_PORT", explicit: true } : options.port;
+			const listening = http.createServer((req, res) => handle(broker, req, res));
+			return listen(listening, choice, "health server", line => broker.logger.warn(line), options.host).then(({ port }) => {
+				server = listening;
+				broker.logger.info(`Health checks on http://${options.host ?? "0.0.0.0"}:${port}/health/live and /health/ready`);
 			});
 		},
 

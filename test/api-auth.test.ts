@@ -37,6 +37,8 @@ describe("authentication and authorization", () => {
 			const response = await post(headers);
 			expect({ name, status: response.status, type: response.body.type }).toEqual({ name, status, type });
 			expect(response.headers.get("www-authenticate")).toMatch(challenge);
+			// A token signed with another store's secret says where to look.
+			if (name === "other secret") expect(response.body.message).toMatch(/signature does not verify\. A token from npm run token is signed with one store's secret \(DATA_DIR\/auth\.secret\) or with AUTH_SECRET/);
 		}
 		expect((await request(system.baseUrl, "GET", "/api/runs")).body).toEqual([]);
 	});
@@ -77,7 +79,9 @@ describe("authentication and authorization", () => {
 	test("npm run token: shares DATA_DIR/auth.secret (mode 0600) with the gateway; scope and ttl flags", async () => {
 		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "token-"));
 		try {
-			const token = await tokenCommand(["--scope", "runs:write runs:read", "--ttl", "10m"], { DATA_DIR: dataDir });
+			const notes: string[] = [];
+			const token = await tokenCommand(["--scope", "runs:write runs:read", "--ttl", "10m"], { DATA_DIR: dataDir }, line => notes.push(line));
+			expect(notes).toEqual([`Signed with the secret of the store in ${dataDir} (${path.join(dataDir, "auth.secret")}): only a gateway on DATA_DIR=${dataDir} accepts it.`]);
 			const file = path.join(dataDir, "auth.secret");
 			expect(fs.statSync(file).mode & 0o777).toBe(0o600);
 			const gateway = await loadAuthConfig({}, dataDir);
@@ -87,7 +91,8 @@ describe("authentication and authorization", () => {
 			expect(exp).toBeGreaterThan(590);
 			expect(exp).toBeLessThanOrEqual(600);
 			await expect(tokenCommand(["--ttl", "soon"], { DATA_DIR: dataDir })).rejects.toThrow(/--ttl/);
-			const withSecret = await tokenCommand([], { AUTH_SECRET: TEST_SECRET, DATA_DIR: dataDir });
+			const withSecret = await tokenCommand([], { AUTH_SECRET: TEST_SECRET, DATA_DIR: dataDir }, line => notes.push(line));
+			expect(notes[1]).toBe("Signed with AUTH_SECRET: only a gateway with the same AUTH_SECRET accepts it.");
 			await expect(verifyToken(system.auth, withSecret)).resolves.toMatchObject({ scopes: ["runs:write"] });
 		} finally {
 			fs.rmSync(dataDir, { recursive: true, force: true });

@@ -76,15 +76,28 @@ describe("HealthMiddleware", () => {
 		await expect(request(port, "/health/live")).rejects.toThrow(/ECONNREFUSED/);
 	});
 
-	test("a port already in use fails the start with a message naming it", async () => {
+	test("a port the user set that is in use fails the start with a message naming the setting; a taken default gives way to a free port with a warning", async () => {
 		const blocker = net.createServer();
 		await new Promise<void>(resolve => blocker.listen(0, "127.0.0.1", resolve));
 		const { port } = blocker.address() as net.AddressInfo;
 		const broker = brokerWith(HealthMiddleware({ port, host: "127.0.0.1" }));
 		try {
-			await expect(broker.start()).rejects.toThrow(`Health server cannot listen on port ${port}`);
-		} finally {
+			await expect(broker.start()).rejects.toThrow(`HEALTH_PORT=${port}: the port is already in use, so the health server cannot listen there. Stop the other process, or set HEALTH_PORT to a free port (0 picks any).`);
 			await broker.stop().catch(() => undefined);
+			const fallback = HealthMiddleware({ port: { port, variable: "HEALTH_PORT", explicit: false }, host: "127.0.0.1" });
+			const second = brokerWith(fallback);
+			const warnings: string[] = [];
+			second.logger.warn = ((line: string) => warnings.push(line)) as typeof second.logger.warn;
+			await second.start();
+			try {
+				const address = fallback.address()!;
+				expect(address.port).not.toBe(port);
+				expect((await request(address.port, "/health/live")).status).toBe(200);
+				expect(warnings).toContain(`Port ${port} (the default of HEALTH_PORT) is in use: the health server listens on port ${address.port} instead. Set HEALTH_PORT to choose one.`);
+			} finally {
+				await second.stop();
+			}
+		} finally {
 			await new Promise(resolve => blocker.close(resolve));
 		}
 	});

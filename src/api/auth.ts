@@ -146,7 +146,7 @@ export async function verifyToken(config: AuthConfig, token: string): Promise<Pr
 			if (err.claim === "iss") throw new AuthError(401, "INVALID_ISSUER", `The token was not issued by "${config.issuer}"`, "invalid_token");
 			throw new AuthError(401, "INVALID_TOKEN", `The token's "${err.claim}" claim is invalid: ${err.reason}`, "invalid_token");
 		}
-		throw new AuthError(401, "INVALID_TOKEN", "The token is malformed or its signature does not verify", "invalid_token");
+		throw new AuthError(401, "INVALID_TOKEN", "The token is malformed or its signature does not verify. A token from npm run token is signed with one store's secret (DATA_DIR/auth.secret) or with AUTH_SECRET: make it with the DATA_DIR or AUTH_SECRET this gateway runs with.", "invalid_token");
 	}
 }
 

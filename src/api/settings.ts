@@ -15,6 +15,8 @@ export const API_REALM = "record-signer";
 
 export interface ApiOptions {
 	port: number;
+	/** PORT was set by the user: taken, it is an error; otherwise the gateway falls back to a free port (src/listen.ts). */
+	portSet?: boolean;
 	/** Interface to bind; undefined = all. */
 	ip?: string;
 	dataDir: string;
@@ -44,6 +46,7 @@ export const AUTH_ENV_NAMES = ["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", 
 export function apiOptions(config: AppConfig, env: Record<string, string | undefined> = config.authEnv): ApiOptions {
 	return {
 		port: config.port,
+		portSet: config.explicitPorts.port,
 		dataDir: config.dataDir,
 		authEnv: Object.fromEntries(AUTH_ENV_NAMES.map(name => [name, env[name]])),
 		startRateLimit: { window: 60_000, limit: 10 },

@@ -105,9 +105,9 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 			say(`\nThe cluster keeps running; Ctrl-C stops it. From another terminal:`);
 			// The ops user: it can start runs, read and audit, and cannot reach the keyring's lease actions.
 			const ops = cluster.natsUrl("ops");
-			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npx moleculer-runner --repl --config dist/moleculer.config.js   # then: call batcher.status`);
+			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run repl   # joins with no services of its own; then: call batcher.start --batchSize 300`);
 			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run audit`);
-			for (const role of cluster.list()) if (role.running()) say(`  ${role.name.padEnd(9)} metrics http://127.0.0.1:${role.metricsPort}/metrics`);
+			for (const role of cluster.list()) if (role.running() && role.metricsPort) say(`  ${role.name.padEnd(9)} metrics http://127.0.0.1:${role.metricsPort}/metrics`);
 			await new Promise<never>(() => undefined);
 		}
 		say("Stopping the cluster...");

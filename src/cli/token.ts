@@ -10,8 +10,11 @@ import { ConfigError, loadConfig } from "../config";
 const USAGE = `Usage: npm run token -- [--scope "runs:write"] [--ttl 1h|3600] [--sub NAME] [--data-dir DIR]
 Environment: AUTH_SECRET (base64), AUTH_ISSUER, AUTH_AUDIENCE, DATA_DIR (see docs/api.md).`;
 
-/** The token for `argv`; exported so tests run it without a build. */
-export async function tokenCommand(argv: string[], env: Record<string, string | undefined>): Promise<string> {
+/**
+ * The token for `argv`; exported so tests run it without a build. `note` hears which secret
+ * signed it (the command writes that to stderr, so `TOKEN=$(npm run --silent token)` works).
+ */
+export async function tokenCommand(argv: string[], env: Record<string, string | undefined>, note: (line: string) => void = () => undefined): Promise<string> {
 	const { values } = parseArgs({
 		args: argv,
 		options: {
@@ -28,11 +31,15 @@ export async function tokenCommand(argv: string[], env: Record<string, string | 
 	const config = loadConfig(env as NodeJS.ProcessEnv, { "data-dir": values["data-dir"] });
 	const auth = await loadAuthConfig(env, config.dataDir);
 	if (auth.key.alg === "HS256" && auth.key.source === "memory") throw new AuthConfigError("DATA_DIR is empty and AUTH_SECRET unset: no secret the gateway shares");
-	return issueToken(auth, { scope: values.scope!, ttl, subject: values.sub });
+	const token = await issueToken(auth, { scope: values.scope!, ttl, subject: values.sub });
+	note(auth.key.source === "file"
+		? `Signed with the secret of the store in ${config.dataDir} (${auth.key.file}): only a gateway on DATA_DIR=${config.dataDir} accepts it.`
+		: "Signed with AUTH_SECRET: only a gateway with the same AUTH_SECRET accepts it.");
+	return token;
 }
 
 if (require.main === module) {
-	tokenCommand(process.argv.slice(2), process.env).then(
+	tokenCommand(process.argv.slice(2), process.env, line => process.stderr.write(`${line}\n`)).then(
 		token => process.stdout.write(`${token}\n`),
 		err => {
 			const known = err instanceof ConfigError || err instanceof AuthConfigError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");

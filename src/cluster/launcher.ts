@@ -23,9 +23,9 @@ import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
 import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
 import { killOnExit } from "./children";
-import { randomBytes } from "node:crypto";
-import { authorizationBlock, NATS_ROLES, roleUrl, type NatsRole } from "../nats-permissions";
-import { freePort, startNatsServer, type NatsServer } from "./nats-server";
+import { roleUrl, type NatsRole } from "../nats-permissions";
+import { NATS_MAX_PAYLOAD, startLocalNats } from "./local-nats";
+import type { NatsServer } from "./nats-server";
 
 export type RoleKind = "keyring" | "main" | "signer";
 
@@ -55,7 +55,8 @@ export interface RoleProcess {
 	readonly dataDir: string;
 	readonly pid: number;
 	readonly child: ChildProcess;
-	readonly metricsPort: number;
+	/** Its Prometheus port, once it has said which (it binds a free one: nothing is probed first). */
+	metricsPort: number | null;
 	readonly logFile: string;
 	readonly exited: Promise<RoleExit>;
 	/** True until the process has exited. */
@@ -100,11 +101,6 @@ export class ClusterError extends Error {
 
 const OUTPUT_LIMIT = 256 * 1024;
 
-/**
- * The max_payload of the nats-server the launcher starts: a `signer.signBatch` of the largest
- * batch (100,000 record ids, ~1.6 MB) and the batch documents the audit pages must fit.
- */
-export const NATS_MAX_PAYLOAD = 8 * 1024 * 1024;
 
 
 /** The project folder (with package.json): the launcher runs from src/ under jest and from dist/. */
@@ -169,17 +165,9 @@ export class Cluster {
 		for (const file of ["dist/moleculer.config.js", "dist/services/keyring.service.js"])
 			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
 		fs.mkdirSync(path.join(options.root, "logs"), { recursive: true });
-		let nats: NatsServer | null = null;
-		let passwords: Record<NatsRole, string> | null = null;
-		if (!options.transporter) {
-			// One user per role, with least privilege (src/nats-permissions.ts); fresh passwords per cluster.
-			passwords = Object.fromEntries(NATS_ROLES.map(role => [role, randomBytes(18).toString("base64url")])) as Record<NatsRole, string>;
-			const quoted = Object.fromEntries(NATS_ROLES.map(role => [role, JSON.stringify(passwords![role])])) as Record<NatsRole, string>;
-			const natsConfig = path.join(options.root, "nats-server.conf");
-			fs.writeFileSync(natsConfig, `# written by the cluster launcher\nmax_payload: ${NATS_MAX_PAYLOAD}\n${authorizationBlock(options.namespace ?? "signing", ["keyring"], quoted)}`, { mode: 0o600 });
-			nats = await startNatsServer({ args: ["-c", natsConfig] });
-		}
-		const cluster = new Cluster(options, options.transporter ?? nats!.url, nats, passwords);
+		// Unless joining one: a nats-server with one user per role, fresh passwords per cluster.
+		const local = options.transporter ? null : await startLocalNats(options.root, options.namespace ?? "signing", ["keyring"], "the cluster launcher");
+		const cluster = new Cluster(options, options.transporter ?? local!.server.url, local?.server ?? null, local?.passwords ?? null);
 		try {
 			await cluster.startRole("keyring", "keyring");
 			await cluster.startRole("main", "main");
@@ -225,8 +213,9 @@ export class Cluster {
 		const generation = (previous?.generation ?? 0) + 1;
 		const nodeID = generation === 1 ? name : `${name}.g${generation}`;
 		const dataDir = env.DATA_DIR ?? this.dataDir;
-		const metricsPort = await freePort();
-		// Nothing here reads the health port: let the OS pick it, so no other process can take it first.
+		// Ports the OS picks as each process binds, so no other process can take them first; the
+		// metrics port is read from the line the process prints.
+		const metricsPort = 0;
 		const healthPort = 0;
 		// The signers share this machine's cores: more signing threads than cores only adds switching.
 		const signingThreads = String(Math.max(1, Math.floor(os.availableParallelism() / (this.options.signers ?? 3))));
@@ -255,7 +244,7 @@ export class Cluster {
 		let output = "";
 		let exited = false;
 		const role: RoleProcess = {
-			name, kind, generation, nodeID, dataDir, metricsPort, logFile, child,
+			name, kind, generation, nodeID, dataDir, metricsPort: null, logFile, child,
 			pid: child.pid ?? -1,
 			exited: new Promise<RoleExit>(resolve => child.once("exit", (code, signal) => {
 				exited = true;
@@ -269,6 +258,7 @@ export class Cluster {
 			const text = chunk.toString("utf8");
 			output = (output + text).slice(-OUTPUT_LIMIT);
 			log.write(text);
+			role.metricsPort ??= Number(/Prometheus metrics on http:\/\/[^:\s]+:(\d+)\//.exec(text)?.[1]) || null;
 			if (!this.options.onLine) return;
 			const lines = (partial + text).split("\n");
 			partial = lines.pop() ?? "";

@@ -14,12 +14,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { sleep } from "../clock";
 import { killOnExit } from "./children";
 
 export interface NatsServerOptions {
-	/** Client port; 0 (default) picks a free one. `restart()` keeps whichever port was used. */
+	/** Client port; 0 (default): nats-server picks a free one and reports it. `restart()` keeps whichever port was used. */
 	port?: number;
 	/** Also open the HTTP monitoring endpoint (`/healthz`, `/varz`) on a free port. */
 	monitor?: boolean;
@@ -27,6 +28,11 @@ export interface NatsServerOptions {
 	args?: string[];
 	/** How long to wait for the server to accept connections. */
 	readyTimeoutMs?: number;
+	/**
+	 * Its own process group: a Ctrl-C in the terminal then reaches only the caller, which
+	 * stops its broker before this server (still killed when the caller exits).
+	 */
+	detached?: boolean;
 }
 
 export interface NatsServer {
@@ -74,7 +80,10 @@ export function findNatsServer(): string {
 	);
 }
 
-/** A port that was free a moment ago (the OS picks it). */
+/**
+ * A port that was free a moment ago (the OS picks it). Another process may take it before it
+ * is bound: only for tests that must know a port before starting what binds it.
+ */
 export function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
 		const probe = net.createServer();
@@ -122,17 +131,48 @@ function waitForExit(child: ChildProcess): Promise<void> {
 	return new Promise(resolve => child.once("exit", () => resolve()));
 }
 
+/**
+ * The ports a nats-server started with `-p -1` (and `-m -1`) bound: it writes them to a
+ * `.ports` file once it listens, so nothing is probed free first and taken by another.
+ */
+async function portsFromFile(dir: string, child: ChildProcess, timeoutMs: number, output: () => string): Promise<{ port: number; monitorPort: number | null }> {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		if (child.exitCode !== null || child.signalCode !== null)
+			throw new Error(`nats-server exited (${child.exitCode ?? child.signalCode}) before listening:\n${output()}`);
+		const file = fs.readdirSync(dir).find(name => name.endsWith(".ports"));
+		if (file) {
+			try {
+				const ports = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { nats?: string[]; monitoring?: string[] };
+				const port = Number(new URL(ports.nats![0]).port);
+				return { port, monitorPort: ports.monitoring?.length ? Number(new URL(ports.monitoring[0]).port) : null };
+			} catch {
+				// written but not complete yet
+			}
+		}
+		if (Date.now() > deadline) throw new Error(`nats-server did not report its ports within ${timeoutMs} ms:\n${output()}`);
+		await sleep(20);
+	}
+}
+
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
 	const binary = findNatsServer();
-	const port = options.port || await freePort();
-	const monitorPort = options.monitor ? await freePort() : null;
+	// 0: the server's own choice (-1 to nats-server), learnt from its ports file; kept for restarts.
+	let port = options.port ?? 0;
+	let monitorPort: number | null = options.monitor ? 0 : null;
 	const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
 	let child: ChildProcess | null = null;
 	let output = "";
 
 	async function start(): Promise<void> {
-		const args = ["-a", "127.0.0.1", "-p", String(port), ...(monitorPort ? ["-m", String(monitorPort)] : []), ...(options.args ?? [])];
-		const spawned = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+		const portsDir = port === 0 || monitorPort === 0 ? fs.mkdtempSync(path.join(os.tmpdir(), "nats-ports-")) : null;
+		const args = [
+			"-a", "127.0.0.1", "-p", String(port || -1),
+			...(monitorPort !== null ? ["-m", String(monitorPort || -1)] : []),
+			...(portsDir ? ["--ports_file_dir", portsDir] : []),
+			...(options.args ?? [])
+		];
+		const spawned = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
 		child = spawned;
 		killOnExit(spawned);
 		const keep = (chunk: Buffer) => {
@@ -143,10 +183,13 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		spawned.stderr?.on("data", keep);
 		const spawnError = new Promise<never>((_, reject) => spawned.once("error", err => reject(new Error(`Cannot start ${binary}: ${err.message}`))));
 		try {
+			if (portsDir) ({ port, monitorPort } = await Promise.race([portsFromFile(portsDir, spawned, readyTimeoutMs, () => output), spawnError]));
 			await Promise.race([waitUntilAccepting(port, spawned, readyTimeoutMs, () => output), spawnError]);
 		} catch (err) {
 			await stopChild("SIGKILL");
 			throw err;
+		} finally {
+			if (portsDir) fs.rmSync(portsDir, { recursive: true, force: true });
 		}
 	}
 
@@ -166,7 +209,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 	return {
 		url: `nats://127.0.0.1:${port}`,
 		port,
-		monitorPort,
+		monitorPort: monitorPort || null,
 		get pid() {
 			return child?.pid ?? null;
 		},
