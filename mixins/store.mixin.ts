@@ -90,7 +90,10 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<Se
 		},
 		async stopped() {
 			this.stopProbing?.();
-			await this.store?.close();
+			// Once: a REPL's quit and its closing input can both stop the broker.
+			const store = this.store;
+			this.store = undefined as unknown as S;
+			await store?.close();
 		}
 	};
 	return mixin as unknown as Partial<ServiceSchema>;
