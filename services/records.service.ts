@@ -14,7 +14,7 @@ import {
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
-import { BatchClosedError, type RecordsStore } from "../src/records/store";
+import { BatchClosedError, signatureView, type RecordsStore } from "../src/records/store";
 import { serviceSettings, type RecordsSettings } from "../src/settings";
 
 interface RecordsVars {
@@ -93,7 +93,7 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 					const record = await this.store.record(ctx.params.id);
 					if (!record) throw new Errors.MoleculerClientError(`Record "${ctx.params.id}" not found`, 404, "RECORD_NOT_FOUND", { id: ctx.params.id });
 					const signature = await this.store.signature(ctx.params.id);
-					return { id: record.id, data: record.data, signature: signature && { keyId: signature.keyId, batchId: signature.batchId, leaseId: signature.leaseId, jws: signature.jws, signedAt: signature.signedAt } };
+					return { id: record.id, data: record.data, signature: signature && signatureView(signature) };
 				}
 			}
 		},

@@ -43,21 +43,28 @@ export interface RunnerContext {
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
-/** The serve.json of a `npm run serve` that still runs on `dataDir`, or null. */
-export function runningServe(dataDir: string): ServeFile | null {
-	let serve: ServeFile;
+function readServeFile(dataDir: string): ServeFile | null {
 	try {
-		serve = JSON.parse(fs.readFileSync(path.join(dataDir, SERVE_FILE), "utf8")) as ServeFile;
+		return JSON.parse(fs.readFileSync(path.join(dataDir, SERVE_FILE), "utf8")) as ServeFile;
 	} catch {
 		return null;
 	}
+}
+
+function isRunning(pid: number): boolean {
 	try {
-		process.kill(serve.pid, 0);
-		return serve;
+		process.kill(pid, 0);
+		return true;
 	} catch (err) {
 		// EPERM: it runs, under another user.
-		return (err as NodeJS.ErrnoException).code === "EPERM" ? serve : null;
+		return (err as NodeJS.ErrnoException).code === "EPERM";
 	}
+}
+
+/** The serve.json of a `npm run serve` that still runs on `dataDir`, or null. */
+export function runningServe(dataDir: string): ServeFile | null {
+	const serve = readServeFile(dataDir);
+	return serve && isRunning(serve.pid) ? serve : null;
 }
 
 /** Broker options for this moleculer-runner process (see the file comment). */
@@ -105,20 +112,15 @@ async function serveWithNats(config: AppConfig): Promise<BrokerOptions> {
 
 /** The nats-server of a serve on `dataDir` that was killed (kill -9) before it could stop it. */
 function stopOrphanedNats(dataDir: string): void {
-	const file = path.join(dataDir, SERVE_FILE);
-	let serve: ServeFile;
+	const serve = readServeFile(dataDir);
+	if (!serve || isRunning(serve.pid)) return;
 	try {
-		serve = JSON.parse(fs.readFileSync(file, "utf8")) as ServeFile;
+		const ours = serve.natsPid && fs.readFileSync(`/proc/${serve.natsPid}/cmdline`, "utf8").includes(path.join(dataDir, "serve", "nats-server.conf"));
+		if (ours) process.kill(serve.natsPid!, "SIGTERM");
 	} catch {
-		return;
+		// gone already
 	}
-	if (runningServe(dataDir) || !serve.natsPid) return;
-	try {
-		if (fs.readFileSync(`/proc/${serve.natsPid}/cmdline`, "utf8").includes(path.join(dataDir, "serve", "nats-server.conf"))) process.kill(serve.natsPid, "SIGTERM");
-	} catch {
-		// gone, or not a nats-server of ours
-	}
-	fs.rmSync(file, { force: true });
+	fs.rmSync(path.join(dataDir, SERVE_FILE), { force: true });
 }
 
 function serveFileMiddleware(config: AppConfig, nats: LocalNats): Middleware {

@@ -4,14 +4,13 @@
  * project root. Each runs in its own process on a copy of the sources, so editing a service
  * file for the hot reload touches nothing of the checkout.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROOT } from "./support/cli";
+import { startCommand, stopAllCommands } from "./support/command";
 
 const copies: string[] = [];
-const children: ChildProcess[] = [];
 
 /** The project's sources and configuration in a temporary folder, sharing node_modules. */
 function projectCopy(): string {
@@ -23,69 +22,17 @@ function projectCopy(): string {
 	return dir;
 }
 
-interface Running {
-	child: ChildProcess;
-	output(): string;
-	exited: Promise<number | null>;
-	waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
-}
-
-function start(command: string, args: string[], cwd: string, env: Record<string, string> = {}, stdin = false): Running {
-	const child = spawn(command, args, {
+/** `file args` in the copy `cwd`, on its own store, no ports set. */
+function start(file: string, args: string[], cwd: string, stdin = false) {
+	return startCommand(file, args, {
 		cwd,
-		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", SERVICES: "", SERVICEDIR: "", PORT: "", HEALTH_PORT: "", METRICS_PORT: "", RECORDS: "1500", KEYS: "5", LOG_LEVEL: "info", DATA_DIR: path.join(cwd, "data"), ...env },
-		stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe"],
-		detached: true
+		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", SERVICES: "", SERVICEDIR: "", PORT: "", HEALTH_PORT: "", METRICS_PORT: "", RECORDS: "1500", KEYS: "5", LOG_LEVEL: "info", DATA_DIR: path.join(cwd, "data") },
+		stdin
 	});
-	children.push(child);
-	let output = "";
-	child.stdout!.on("data", chunk => (output += chunk));
-	child.stderr!.on("data", chunk => (output += chunk));
-	const exited = new Promise<number | null>(resolve => child.once("exit", code => resolve(code)));
-	return {
-		child,
-		output: () => output,
-		exited,
-		async waitFor(pattern, timeoutMs = 60_000) {
-			const deadline = Date.now() + timeoutMs;
-			let ended = false;
-			void exited.then(() => (ended = true));
-			for (;;) {
-				const match = output.match(pattern);
-				if (match) return match;
-				if (ended || Date.now() > deadline) throw new Error(`${ended ? "exited" : "timed out"} without ${pattern}:\n${output}`);
-				await new Promise(resolve => setTimeout(resolve, 100));
-			}
-		}
-	};
-}
-
-/** Ctrl-C to the process group, as a terminal sends it. */
-async function interrupt(running: Running): Promise<void> {
-	try {
-		process.kill(-running.child.pid!, "SIGINT");
-	} catch {
-		// gone already
-	}
-	const timer = setTimeout(() => {
-		try {
-			process.kill(-running.child.pid!, "SIGKILL");
-		} catch {
-			// gone
-		}
-	}, 20_000);
-	await running.exited;
-	clearTimeout(timer);
 }
 
 afterAll(async () => {
-	for (const child of children) {
-		try {
-			process.kill(-child.pid!, "SIGKILL");
-		} catch {
-			// gone
-		}
-	}
+	await stopAllCommands();
 	for (const dir of copies) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -94,7 +41,7 @@ const ALL_STARTED = /ServiceBroker with (\d+) service\(s\) started successfully/
 
 test("npm run dev: every service from the TypeScript sources with the REPL; editing a service file reloads it and the system keeps answering", async () => {
 	const dir = projectCopy();
-	const dev = start("npm", ["run", "--silent", "dev"], dir, {}, true);
+	const dev = start("npm", ["run", "--silent", "dev"], dir, true);
 	await dev.waitFor(ALL_STARTED, 90_000);
 	const port = (await dev.waitFor(API))[1];
 	for (const name of ["records", "keyring", "batcher", "signer", "metrics", "api"]) expect(dev.output()).toContain(`Service '${name}' started.`);
@@ -102,7 +49,7 @@ test("npm run dev: every service from the TypeScript sources with the REPL; edit
 	expect(fs.existsSync(path.join(dir, "dist"))).toBe(false);
 
 	// The REPL in the same terminal: the card's command.
-	dev.child.stdin!.write("call batcher.start --batchSize 300\n");
+	dev.send("call batcher.start --batchSize 300");
 	const runId = (await dev.waitFor(/runId: \S*'(run-[\w-]+)'/))[1];
 	const statusOf = async () => (await (await fetch(`http://127.0.0.1:${port}/api/batcher/status`)).json()) as { active: boolean; run: { runId: string; status: string }; progress: { signed: number } };
 	for (let status = await statusOf(); status.active; status = await statusOf()) await new Promise(resolve => setTimeout(resolve, 200));
@@ -122,8 +69,7 @@ test("npm run dev: every service from the TypeScript sources with the REPL; edit
 	expect(record!.status).toBe(200);
 	expect(((await record!.json()) as { records: unknown[] }).records).toHaveLength(1000);
 	expect(await statusOf()).toMatchObject({ run: { runId, status: "completed" }, progress: { records: 1500, signed: 1500 } });
-	await interrupt(dev);
-	expect(dev.output()).toMatch(/ServiceBroker is stopped\. Good bye\./);
+	expect(await dev.interrupt()).toBe(true);
 }, 180_000);
 
 test("moleculer-runner services, as the card writes it, from the project root: every service starts from the sources", async () => {
@@ -133,7 +79,7 @@ test("moleculer-runner services, as the card writes it, from the project root: e
 	expect(services).toBeGreaterThanOrEqual(7);
 	const port = (await runner.waitFor(API))[1];
 	expect((await fetch(`http://127.0.0.1:${port}/health/ready`)).status).toBe(200);
-	await interrupt(runner);
+	expect(await runner.interrupt()).toBe(true);
 }, 120_000);
 
 test("moleculer-runner with no services named, or a folder without services, fails with the working command instead of an empty broker", async () => {

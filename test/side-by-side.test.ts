@@ -3,85 +3,20 @@
  * `npm run serve` and `npm run repl` (moleculer-runner), each a separate process, with the
  * ports left at their defaults (a taken default gives way with a warning; nothing crashes).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROOT } from "./support/cli";
+import { startCommand, stopAllCommands, type Command } from "./support/command";
 
-interface Command {
-	child: ChildProcess;
-	output(): string;
-	exited: Promise<number | null>;
-	/** Resolves with the first match of `pattern` in the output; rejects if the process ends first. */
-	waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
-	send(line: string): void;
-}
-
-const running: Command[] = [];
-
-/** `npm run <script>` (built already) in its own process, with this test's environment (small store, no ports set). */
+/** `npm run <script>` (built already), with this test's environment (small store, no ports set). */
 function npmRun(script: string, env: Record<string, string>, stdin = false): Command {
 	// --ignore-scripts: not the build before it (npm test has built; two builds at once would race).
-	const child = spawn("npm", ["run", "--ignore-scripts", "--silent", script], {
+	return startCommand("npm", ["run", "--ignore-scripts", "--silent", script], {
 		cwd: ROOT,
 		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", SERVICES: "", PORT: "", HEALTH_PORT: "", METRICS_PORT: "", RECORDS: "2000", KEYS: "5", LOG_LEVEL: "info", ...env },
-		stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe"],
-		// Its own process group: stop() sends Ctrl-C to the group, as a terminal does.
-		detached: true
+		stdin
 	});
-	let output = "";
-	const listeners = new Set<() => void>();
-	const onData = (chunk: Buffer) => {
-		output += chunk.toString("utf8");
-		for (const listener of listeners) listener();
-	};
-	child.stdout!.on("data", onData);
-	child.stderr!.on("data", onData);
-	const exited = new Promise<number | null>(resolve => child.once("exit", code => resolve(code)));
-	const command: Command = {
-		child,
-		output: () => output,
-		exited,
-		waitFor(pattern, timeoutMs = 60_000) {
-			return new Promise((resolve, reject) => {
-				const done = (fn: () => void) => {
-					clearTimeout(timer);
-					listeners.delete(check);
-					fn();
-				};
-				const check = () => {
-					const match = output.match(pattern);
-					if (match) done(() => resolve(match));
-				};
-				const timer = setTimeout(() => done(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms in the output of npm run ${script}:\n${output}`))), timeoutMs);
-				void exited.then(code => done(() => (output.match(pattern) ? resolve(output.match(pattern)!) : reject(new Error(`npm run ${script} exited (${code}) without ${pattern}:\n${output}`)))));
-				listeners.add(check);
-				check();
-			});
-		},
-		send(line) {
-			child.stdin!.write(`${line}\n`);
-		}
-	};
-	running.push(command);
-	return command;
-}
-
-/** Ctrl-C, as in a terminal (SIGINT to npm and the runner); true when the broker stopped cleanly. */
-async function stop(command: Command): Promise<boolean> {
-	const group = (signal: NodeJS.Signals) => {
-		try {
-			process.kill(-command.child.pid!, signal);
-		} catch {
-			// gone already
-		}
-	};
-	if (command.child.exitCode === null && command.child.signalCode === null) group("SIGINT");
-	const timer = setTimeout(() => group("SIGKILL"), 20_000);
-	await command.exited;
-	clearTimeout(timer);
-	return /ServiceBroker is stopped\. Good bye\./.test(command.output());
 }
 
 const dirs: string[] = [];
@@ -96,7 +31,7 @@ const serveFile = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, "se
 const SERVE_READY = /A REPL can join this process/;
 
 afterAll(async () => {
-	await Promise.all(running.map(stop));
+	await stopAllCommands();
 	for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -122,11 +57,11 @@ test("npm run repl next to npm run serve joins it over NATS; call batcher.start 
 	}
 	expect(status).toMatchObject({ run: { runId, status: "completed", batchSize: 300 }, progress: { records: 2000, signed: 2000 } });
 	repl.send("exit");
-	expect(await stop(repl)).toBe(true);
+	expect(await repl.interrupt()).toBe(true);
 	// The REPL bound nothing and crashed on nothing.
 	expect(repl.output().match(/.*(EADDRINUSE|Unhandled).*/)?.[0] ?? null).toBeNull();
 
-	expect(await stop(serve)).toBe(true);
+	expect(await serve.interrupt()).toBe(true);
 	expect(fs.existsSync(path.join(dir, "serve.json"))).toBe(false);
 }, 120_000);
 
@@ -146,7 +81,7 @@ test("a second npm run serve on the same DATA_DIR is refused by the keyring's st
 	expect((await fetch(`${api}/health/ready`)).status).toBe(200);
 	// serve.json still names the first.
 	expect(serveFile(dir).api).toBe(api);
-	expect(await stop(first)).toBe(true);
+	expect(await first.interrupt()).toBe(true);
 }, 120_000);
 
 test("two npm run serve on two DATA_DIRs both run, each on its own ports and store", async () => {
@@ -162,8 +97,8 @@ test("two npm run serve on two DATA_DIRs both run, each on its own ports and sto
 		expect(await (await fetch(`${api}/api/batcher/status`)).json()).toMatchObject({ progress: { records: 2000, signed: 0 } });
 	}
 	expect(first.output() + second.output()).not.toMatch(/EADDRINUSE|Unhandled 'error'/);
-	expect(await stop(second)).toBe(true);
-	expect(await stop(first)).toBe(true);
+	expect(await second.interrupt()).toBe(true);
+	expect(await first.interrupt()).toBe(true);
 }, 120_000);
 
 test("a port the user set that is taken is a clear error naming the setting", async () => {
@@ -175,5 +110,5 @@ test("a port the user set that is taken is a clear error naming the setting", as
 	expect(await second.exited).not.toBe(0);
 	expect(second.output()).toContain(`PORT=${port}: the port is already in use, so the API gateway cannot listen there. Stop the other process, or set PORT to a free port (0 picks any).`);
 	expect(second.output()).not.toMatch(/Unhandled 'error'/);
-	expect(await stop(first)).toBe(true);
+	expect(await first.interrupt()).toBe(true);
 }, 120_000);

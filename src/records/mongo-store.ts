@@ -12,7 +12,7 @@
  */
 import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
-import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
+import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
 
 interface RecordRow {
 	_id: string;
@@ -170,7 +170,7 @@ export class MongoRecordsStore implements RecordsStore {
 		const views: RecordView[] = ids.flatMap(id => {
 			const s = signatures.get(id);
 			if (!records.has(id) || (signed === false && s)) return [];
-			return [{ id, data: records.get(id)!, signature: s ? { keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt } : null }];
+			return [{ id, data: records.get(id)!, signature: s ? signatureView(s) : null }];
 		});
 		return { records: views, next: ids.length === limit ? ids[ids.length - 1] : null };
 	}

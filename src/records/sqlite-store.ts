@@ -2,7 +2,7 @@
 import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
-import { BatchClosedError, type RecordsStore, type SignedBatch } from "./store";
+import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
 
 const SQL = {
 	insertRecords: "INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
@@ -106,7 +106,7 @@ export class SqliteRecordsStore implements RecordsStore {
 			return { records: rows.map(r => ({ ...r, signature: null })), next: rows.length === limit ? rows[rows.length - 1].id : null };
 		}
 		const rows = this.statements.get(signed ? SQL.listSigned : SQL.listAll).all(after ?? FIRST, limit) as unknown as Array<RecordPayload & Partial<SignatureDoc>>;
-		const records: RecordView[] = rows.map(r => ({ id: r.id, data: r.data, signature: r.keyId ? { keyId: r.keyId, batchId: r.batchId!, leaseId: r.leaseId!, jws: r.jws!, signedAt: r.signedAt! } : null }));
+		const records: RecordView[] = rows.map(r => ({ id: r.id, data: r.data, signature: r.keyId ? signatureView(r as SignatureDoc) : null }));
 		return { records, next: rows.length === limit ? rows[rows.length - 1].id : null };
 	}
 

@@ -3,7 +3,7 @@
  * (src/records/sqlite-store.ts, src/records/mongo-store.ts); the unique key on
  * `signatures.recordId` is the guard against a second signature on both.
  */
-import type { ClosedBatch, Page, RecordPayload, RecordsList, SignatureDoc } from "../contract";
+import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -56,4 +56,9 @@ export class BatchClosedError extends Error {
 		super(`Batch ${batchId} was closed after it ended without its signer's reply: its signatures are refused, its unsigned records go in a new batch`);
 		this.name = "BatchClosedError";
 	}
+}
+
+/** A stored signature as a record's view shows it (records.get, records.list). */
+export function signatureView(s: Pick<SignatureDoc, "keyId" | "batchId" | "leaseId" | "jws" | "signedAt">): NonNullable<RecordView["signature"]> {
+	return { keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt };
 }
