@@ -8,8 +8,9 @@
  * - When this node reconnects, it fails its own requests sent before (their replies may have
  *   gone to a server that is gone), and tells every node on a subject of its own. Its
  *   subscriptions are back before that notice leaves (nats.js sends them first on reconnect).
- * - When another node's notice arrives, this node fails its requests to that node sent before:
- *   any that reached the server while the node was away was dropped. (One that reached it
+ * - When another node's notice arrives, this node fails its requests to that node sent before,
+ *   and its balanced requests (naming no node) to an action that node serves: any that
+ *   reached the server while the node was away was dropped. (One that reached it
  *   after is failed too; every caller here treats a failed call as "maybe done": the batcher
  *   settles the batch from its stored signatures, a lease not released expires.)
  * - Calls marked `keepOnReconnect` are not failed: their caller checks on them itself (the
@@ -80,6 +81,13 @@ function failPending(transit: Transit, which: (request: PendingRequest) => boole
 	return nodes;
 }
 
+/** `nodeID` has `action` (by the registry this node keeps). */
+function serves(broker: ServiceBroker, nodeID: string, action: string | undefined): boolean {
+	if (!action) return false;
+	const endpoints = broker.registry.getActionEndpoints(action) as unknown as { endpoints?: Array<{ id: string }> } | undefined;
+	return endpoints?.endpoints?.some(endpoint => endpoint.id === nodeID) ?? false;
+}
+
 export function FailLostRequestsMiddleware(): Middleware {
 	return {
 		name: "FailLostRequests",
@@ -122,7 +130,7 @@ export function FailLostRequestsMiddleware(): Middleware {
 						return;
 					}
 					if (typeof nodeID !== "string" || nodeID === broker.nodeID) return;
-					const failed = failPending(transit, request => request.nodeID === nodeID);
+					const failed = failPending(transit, request => request.nodeID === nodeID || (!request.nodeID && serves(broker, nodeID as string, request.action?.name)));
 					if (failed.size) broker.logger.warn(`Node '${nodeID}' reconnected to NATS: failing the requests sent to it before; they may have been dropped while it was away`);
 					void broker.broadcastLocal(PEER_RECONNECTED, { nodeID });
 				}

@@ -112,14 +112,19 @@ test("a reply lost in a nats-server restart (the signer back before the batcher)
 
 test("requests sent to a signer that has not reconnected yet: given up within seconds and signed elsewhere; the run completes seconds after NATS is back", () => scenario(() => cluster, async () => {
 	cluster = await startTestCluster({ records: RECORDS, keys: 20, batchSize: 50 });
-	const run = await cluster.startRun(50);
-	await waitForSigned(cluster, 1_500);
-	// signer-2 reconnects ~2.5 s after everyone else: what the batcher sends it meanwhile has no subscriber.
+	// signer-2 reconnects ~2.5 s after everyone else: what the batcher sends it meanwhile has no
+	// subscriber. It is paused with nothing in flight, so the batcher, which sends to the signer
+	// with the fewest batches, sends to it first (the registry keeps it until its heartbeats are missed).
+	await cluster.ready();
 	cluster.pause("signer-2");
 	await cluster.nats!.stop();
 	await cluster.nats!.start();
 	const backAt = Date.now();
-	await new Promise(resolve => setTimeout(resolve, 2_500));
+	// This test's own client reconnects too: it starts the run once it is back.
+	const client = await cluster.connect();
+	await until("the client back on NATS", 10_000, () => client.call("records.progress", {}, { timeout: 1_000 }).then(() => true, () => false), 50);
+	const run = await cluster.startRun(50);
+	await new Promise(resolve => setTimeout(resolve, Math.max(0, 2_500 - (Date.now() - backAt))));
 	cluster.resume("signer-2");
 
 	const { stored } = await expectRunEndsTruthfully(run.runId);

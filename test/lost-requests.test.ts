@@ -6,6 +6,7 @@ import { Errors, ServiceBroker } from "moleculer";
 import { brokerOptions } from "../src/broker-options";
 import { loadConfig } from "../src/config";
 import { RequestAbortedError } from "../src/lost-requests";
+import { natsClient } from "../src/nats-status";
 import { startNatsServer, type NatsServer } from "./support/nats-server";
 
 let nats: NatsServer;
@@ -54,4 +55,25 @@ test("an aborted call fails at once with RequestAbortedError naming why, and lea
 	expect({ tracked: tracked(caller), pending: pending(caller) }).toEqual({ tracked: 0, pending: 0 });
 	// Already aborted: refused before anything is sent.
 	await expect(caller.call("silent.wait", {}, { signal: abort.signal } as object)).rejects.toBeInstanceOf(RequestAbortedError);
+});
+
+test("a balanced call (naming no node) is failed at once when a node serving its action says it reconnected: it may have been dropped while that node was away", async () => {
+	const call = caller.call("silent.wait", {}, { timeout: 60_000 }).catch((e: Error) => e);
+	await new Promise(resolve => setTimeout(resolve, 100));
+	expect(pending(caller)).toBe(1);
+	// The notice the callee sends on reconnecting (src/lost-requests.ts), on its own NATS connection.
+	const prefix = (callee.transit as unknown as { tx: { prefix: string } }).tx.prefix;
+	(natsClient(callee) as unknown as { publish(subject: string, data: Uint8Array): void }).publish(`${prefix}.X-RECONNECTED`, Buffer.from(JSON.stringify({ nodeID: "callee" })));
+	const started = Date.now();
+	const err = await call;
+	expect(err).toBeInstanceOf(Errors.RequestRejectedError);
+	expect(Date.now() - started).toBeLessThan(1_000);
+	expect(pending(caller)).toBe(0);
+	// A node that does not serve the action leaves the call alone.
+	const other = caller.call("silent.wait", {}, { timeout: 60_000 }).catch((e: Error) => e);
+	await new Promise(resolve => setTimeout(resolve, 100));
+	(natsClient(callee) as unknown as { publish(subject: string, data: Uint8Array): void }).publish(`${prefix}.X-RECONNECTED`, Buffer.from(JSON.stringify({ nodeID: "someone-else" })));
+	await new Promise(resolve => setTimeout(resolve, 300));
+	expect(pending(caller)).toBe(1);
+	expect(await other).toBe(undefined);
 });

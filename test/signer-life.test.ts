@@ -133,6 +133,28 @@ describe("a batch's life on a signer", () => {
 		expect(releaseFailures.count).toBe(1);
 	});
 
+	test("a release failed by a NATS reconnect (maybe never delivered) is sent once more; one that fails again is counted", async () => {
+		const { calls, signer, releaseFailures } = setup();
+		const lostInReconnect = () => Object.assign(new Error("Request is rejected when call 'keyring.release' action on 'null' node."), { type: "REQUEST_REJECTED" });
+		const sent: string[] = [];
+		calls.release = async (leaseId: string) => {
+			sent.push(leaseId);
+			if (sent.length === 1) throw lostInReconnect();
+			return { leaseId, changed: true };
+		};
+		await expect(signer.signBatch({ batchId: "b1", runId: "r1", records: records(2) }, calls)).resolves.toMatchObject({ stored: 2 });
+		expect({ sent, failures: releaseFailures.count }).toEqual({ sent: ["lease-1", "lease-1"], failures: 0 });
+
+		const again = setup();
+		let tries = 0;
+		again.calls.release = async () => {
+			tries++;
+			throw lostInReconnect();
+		};
+		await expect(again.signer.signBatch({ batchId: "b2", runId: "r1", records: records(1) }, again.calls)).resolves.toMatchObject({ stored: 1 });
+		expect({ tries, failures: again.releaseFailures.count }).toEqual({ tries: 2, failures: 1 });
+	});
+
 	test("the batches in flight are known by id while they run: what the batcher asks a signer", async () => {
 		const { keys, calls, signer } = setup();
 		let finish!: () => void;

@@ -68,6 +68,9 @@ export interface SignerDeps<K> {
 	afterStore?(batchId: string): Promise<void>;
 }
 
+/** The error type of a call failed by a NATS reconnect (src/lost-requests.ts): it may never have arrived. */
+const LOST_IN_RECONNECT = "REQUEST_REJECTED";
+
 export class SignerStoppingError extends Error {
 	constructor(nodeID: string) {
 		super(`Signer ${nodeID} is stopping; the batch is handed back unsigned`);
@@ -165,8 +168,11 @@ export class Signer<K = unknown> {
 			return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.deps.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
 		} finally {
 			held.stop();
-			// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at expiry).
-			await calls.release(lease.leaseId, this.options.releaseTimeoutMs, signal).catch(err => {
+			// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at
+			// expiry). One failed by a reconnect (maybe never delivered) is sent once more: an end
+			// already applied is taken as done.
+			const release = () => calls.release(lease.leaseId, this.options.releaseTimeoutMs, signal);
+			await release().catch(err => ((err as { type?: string }).type === LOST_IN_RECONNECT ? release() : Promise.reject(err))).catch(err => {
 				this.deps.onReleaseFailed?.();
 				this.deps.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`);
 			});
