@@ -19,6 +19,7 @@ import { brokerOptions } from "./broker-options";
 import { startLocalNats, type LocalNats } from "./cluster/local-nats";
 import { findNatsServer } from "./cluster/nats-server";
 import { useAppConfig, type AppConfig } from "./config";
+import { processAlive } from "./process-alive";
 
 /** What `npm run serve` writes for the REPLs that join it. */
 export interface ServeFile {
@@ -51,20 +52,10 @@ function readServeFile(dataDir: string): ServeFile | null {
 	}
 }
 
-function isRunning(pid: number): boolean {
-	try {
-		process.kill(pid, 0);
-		return true;
-	} catch (err) {
-		// EPERM: it runs, under another user.
-		return (err as NodeJS.ErrnoException).code === "EPERM";
-	}
-}
-
 /** The serve.json of a `npm run serve` that still runs on `dataDir`, or null. */
 export function runningServe(dataDir: string): ServeFile | null {
 	const serve = readServeFile(dataDir);
-	return serve && isRunning(serve.pid) ? serve : null;
+	return serve && processAlive(serve.pid) ? serve : null;
 }
 
 /** Broker options for this moleculer-runner process (see the file comment). */
@@ -113,7 +104,7 @@ async function serveWithNats(config: AppConfig): Promise<BrokerOptions> {
 /** The nats-server of a serve on `dataDir` that was killed (kill -9) before it could stop it. */
 function stopOrphanedNats(dataDir: string): void {
 	const serve = readServeFile(dataDir);
-	if (!serve || isRunning(serve.pid)) return;
+	if (!serve || processAlive(serve.pid)) return;
 	try {
 		const ours = serve.natsPid && fs.readFileSync(`/proc/${serve.natsPid}/cmdline`, "utf8").includes(path.join(dataDir, "serve", "nats-server.conf"));
 		if (ours) process.kill(serve.natsPid!, "SIGTERM");

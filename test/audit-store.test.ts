@@ -10,9 +10,9 @@ import path from "node:path";
 import type { DatabaseSync } from "node:sqlite";
 import { openStoreFiles, StoreFilesError } from "../src/audit/audit-db";
 import { exportDb, readExport } from "../src/audit/export-files";
-import { audit, type AuditReport, type RuleName } from "../src/audit/rules";
+import type { AuditReport, RuleName } from "../src/audit/rules";
 import type { AuditSnapshot } from "../src/audit/snapshot";
-import { buildMiniRun, openStoreFile, SEALED, writeStoreFiles } from "./support/audit-fixture";
+import { auditStoreFiles, buildMiniRun, openStoreFile, SEALED, writeStoreFiles } from "./support/audit-fixture";
 
 const failing = (report: AuditReport): RuleName[] => report.rules.filter(r => !r.ok).map(r => r.rule);
 const messages = (report: AuditReport, rule: RuleName): string[] => report.violations.filter(v => v.rule === rule).map(v => v.message);
@@ -31,14 +31,7 @@ afterEach(() => {
 	fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function auditStore(options = {}): Promise<AuditReport> {
-	const db = openStoreFiles(dataDir);
-	try {
-		return await audit(db, options);
-	} finally {
-		db.close();
-	}
-}
+const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) => auditStoreFiles(dataDir, options);
 
 /** Changes the store as its owner could (or a bug in it would): through its own file. */
 function change(owner: "records" | "batcher" | "keyring", sql: string, ...params: Array<string | number | null>): void {

@@ -6,10 +6,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { openStoreFiles } from "../src/audit/audit-db";
-import { audit, type AuditReport } from "../src/audit/rules";
 import { verifyFloor } from "../src/audit/verify-floor";
-import { openStoreFile, writeSignedStore } from "./support/audit-fixture";
+import { auditStoreFiles, openStoreFile, writeSignedStore } from "./support/audit-fixture";
 
 let dataDir: string;
 
@@ -21,14 +19,7 @@ afterAll(() => {
 	fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function auditStore(options = {}): Promise<AuditReport> {
-	const db = openStoreFiles(dataDir);
-	try {
-		return await audit(db, options);
-	} finally {
-		db.close();
-	}
-}
+const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) => auditStoreFiles(dataDir, options);
 
 function tamper(sql: string, ...params: string[]): void {
 	const db = openStoreFile(dataDir, "records");

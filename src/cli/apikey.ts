@@ -10,7 +10,7 @@
 import { ApiKeyError, ApiKeyFile, KNOWN_SCOPES } from "../api/api-keys";
 import { SCOPE_RUNS_WRITE } from "../api/auth";
 import { ConfigError, loadConfig } from "../config";
-import { parseCli, runCli, UsageError, write, type CliOptions } from "./cli";
+import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
 
 const USAGE = `Usage: npm run apikey -- <command> [flags]
   create --name NAME [--scope ${SCOPE_RUNS_WRITE}]  make an API key; it is shown once, only its hash is kept
@@ -33,7 +33,7 @@ function keyFile(values: { file?: string; "data-dir"?: string }): ApiKeyFile {
 	return new ApiKeyFile(config.apiKeysFile);
 }
 
-const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string, string | boolean | undefined>): string }> = {
+const COMMANDS: Record<string, Subcommand> = {
 	create: {
 		options: { ...FILE, name: { type: "string" }, scope: { type: "string" } },
 		run(values) {
@@ -65,20 +65,4 @@ const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string,
 	}
 };
 
-void runCli("apikey", async () => {
-	const [command, ...rest] = process.argv.slice(2);
-	if (!command || command === "--help" || command === "-h") {
-		await write(command ? process.stdout : process.stderr, `${USAGE}\n`);
-		return command ? 0 : 2;
-	}
-	const spec = COMMANDS[command];
-	if (!spec) throw new UsageError(`Unknown command "${command}": use create, list or revoke`);
-	const { values } = parseCli(rest, spec.options);
-	try {
-		await write(process.stdout, `${spec.run(values as Record<string, string | boolean | undefined>)}\n`);
-	} catch (err) {
-		if (err instanceof ApiKeyError) throw new UsageError(err.message);
-		throw err;
-	}
-	return 0;
-}, USAGE);
+void runSubcommands("apikey", USAGE, COMMANDS, err => err instanceof ApiKeyError);

@@ -71,3 +71,35 @@ export function runCommand<O extends CliOptions>(command: Command<O>, main: (fla
 }
 
 const HELP = { help: { type: "boolean", short: "h" } } as const;
+
+/** One subcommand of a command like `npm run apikey -- create --name NAME`: its flags and what it prints. */
+export interface Subcommand {
+	options: CliOptions;
+	run(values: Record<string, string | boolean | undefined>): string | Promise<string>;
+}
+
+/**
+ * `npm run <name> -- <subcommand> [flags]`: the usage on `--help` (exit 0) or with no
+ * subcommand (exit 2), an unknown one named with the ones there are; errors `isUserError`
+ * accepts are reported as usage errors, the rest as `runCli` says.
+ */
+export function runSubcommands(name: string, usage: string, commands: Record<string, Subcommand>, isUserError: (err: unknown) => boolean): Promise<never> {
+	return runCli(name, async () => {
+		const [command, ...rest] = process.argv.slice(2);
+		if (!command || command === "--help" || command === "-h") {
+			await write(command ? process.stdout : process.stderr, `${usage}\n`);
+			return command ? 0 : 2;
+		}
+		const spec = commands[command];
+		const names = Object.keys(commands);
+		if (!spec) throw new UsageError(`Unknown command "${command}": use ${names.slice(0, -1).join(", ")} or ${names.at(-1)}`);
+		const { values } = parseCli(rest, spec.options);
+		try {
+			await write(process.stdout, `${await spec.run(values as Record<string, string | boolean | undefined>)}\n`);
+		} catch (err) {
+			if (isUserError(err)) throw new UsageError((err as Error).message);
+			throw err;
+		}
+		return 0;
+	}, usage);
+}

@@ -23,7 +23,7 @@ import { MongoKeyringStore } from "../keyring/mongo-store";
 import { SqliteKeyringStore } from "../keyring/sqlite-store";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
 import { storeFile } from "../store/sqlite";
-import { parseCli, runCli, UsageError, write, type CliOptions } from "./cli";
+import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
 
 const STORE = {
 	"data-dir": { type: "string" },
@@ -86,7 +86,7 @@ async function enrol(store: KeyringStore, where: string, signer: EnrolledSigner)
 	return outcome === "enrolled" ? `Enrolled signer "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}` : `Signer "${signer.name}" was already enrolled with this key in ${where}`;
 }
 
-const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string, string | boolean | undefined>): Promise<string> }> = {
+const COMMANDS: Record<string, Subcommand> = {
 	create: {
 		options: { ...STORE, name: { type: "string" }, out: { type: "string" } },
 		async run(values) {
@@ -175,20 +175,4 @@ const COMMANDS: Record<string, { options: CliOptions; run(values: Record<string,
 	}
 };
 
-void runCli("signer", async () => {
-	const [command, ...rest] = process.argv.slice(2);
-	if (!command || command === "--help" || command === "-h") {
-		await write(command ? process.stdout : process.stderr, `${USAGE}\n`);
-		return command ? 0 : 2;
-	}
-	const spec = COMMANDS[command];
-	if (!spec) throw new UsageError(`Unknown command "${command}": use create, keygen, enrol, list or revoke`);
-	const { values } = parseCli(rest, spec.options);
-	try {
-		await write(process.stdout, `${await spec.run(values as Record<string, string | boolean | undefined>)}\n`);
-	} catch (err) {
-		if (err instanceof CredentialError) throw new UsageError(err.message);
-		throw err;
-	}
-	return 0;
-}, USAGE);
+void runSubcommands("signer", USAGE, COMMANDS, err => err instanceof CredentialError);

@@ -7,6 +7,7 @@
  * is gone from this machine, is taken over; a live one refuses the newcomer, naming its holder.
  */
 import type { Clock } from "../clock";
+import { processAlive } from "../process-alive";
 import type { KeyringStore, RoleHolder } from "./store";
 
 export interface RoleIdentity {
@@ -21,16 +22,6 @@ export class KeyringRoleHeldError extends Error {
 		super(`The keyring store ${store} is in use by another keyring (pid ${heldBy.pid} on ${heldBy.host}, node ${heldBy.holder}, since ${heldBy.since}, its claim valid until ${heldBy.expiresAt} unless renewed). ` +
 			"Two keyrings must never grant leases from one store: stop that one first, or read the store through it over NATS (TRANSPORTER).");
 		this.name = "KeyringRoleHeldError";
-	}
-}
-
-function processAlive(pid: number): boolean {
-	try {
-		process.kill(pid, 0);
-		return true;
-	} catch (err) {
-		// EPERM: it exists but belongs to someone else.
-		return (err as NodeJS.ErrnoException).code === "EPERM";
 	}
 }
 

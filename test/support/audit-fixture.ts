@@ -10,6 +10,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { CompactSign, exportJWK, generateKeyPair, type CryptoKey, type JWK } from "jose";
+import { openStoreFiles } from "../../src/audit/audit-db";
+import { audit, type AuditReport } from "../../src/audit/rules";
 import { BATCHER_SCHEMA, KEYRING_SCHEMA, RECORDS_SCHEMA, STORE_FILES } from "../../src/store/schema";
 import type {
 	AuditSnapshot,
@@ -282,4 +284,14 @@ export function writeSignedStore(dataDir: string, options: SignedStoreOptions): 
 		db.close();
 	}
 	return privateKeys;
+}
+
+/** The audit of the store files in `dataDir`, opened read-only for it and closed after. */
+export async function auditStoreFiles(dataDir: string, options: Parameters<typeof audit>[1] = {}): Promise<AuditReport> {
+	const db = openStoreFiles(dataDir);
+	try {
+		return await audit(db, options);
+	} finally {
+		db.close();
+	}
 }
