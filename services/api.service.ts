@@ -9,11 +9,12 @@ import type { Context, Logger, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { authenticateRequest, authorizeAction, AuthError, type Principal } from "../src/api/auth";
 import { API_KEY_HEADER } from "../src/api/api-keys";
+import { clientAddress, TrustedProxies } from "../src/api/client-address";
 import { toApiError } from "../src/api/errors";
 import { Gateway } from "../src/api/gateway";
 import { openApiDocument } from "../src/api/openapi";
 import { openEventStream } from "../src/api/progress-stream";
-import { API_REALM, gatewaySettings, type ApiOptions } from "../src/api/settings";
+import { answerClientError, API_REALM, gatewaySettings, withSecurityHeaders, type ApiOptions } from "../src/api/settings";
 import { startRun, startRunBodyParams, type StartRunBody, type StartRunMeta } from "../src/api/start-run";
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
@@ -37,6 +38,9 @@ interface ApiMethods {
 type ApiThis = ApiVars & ApiMethods & { broker: ServiceBroker; logger: Logger };
 
 function routes(options: ApiOptions) {
+	// One client, for the rate limit and the event streams alike: the peer, or behind a trusted proxy the address it forwarded.
+	const trusted = new TrustedProxies(options.trustedProxies);
+	const clientOf = (req: IncomingMessage) => clientAddress(req, trusted);
 	return [
 		{
 			name: "health",
@@ -61,8 +65,8 @@ function routes(options: ApiOptions) {
 			authorization: true,
 			mappingPolicy: "restrict",
 			bodyParsers: { json: { limit: options.bodyLimit, strict: true } },
-			// One client cannot start runs in a tight loop; keyed on the socket, not a spoofable header.
-			rateLimit: { window: options.startRateLimit.window, limit: options.startRateLimit.limit, headers: true, key: (req: IncomingMessage) => req.socket.remoteAddress ?? "unknown" },
+			// One client cannot start runs in a tight loop; keyed on the client address, which X-Forwarded-For sets only from a trusted proxy.
+			rateLimit: { window: options.startRateLimit.window, limit: options.startRateLimit.limit, headers: true, key: clientOf },
 			aliases: { "POST /batcher/start": "api.startRun", "POST /runs/:id/cancel": "api.cancelRun" },
 			onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
 				const header = req.headers["idempotency-key"];
@@ -89,7 +93,7 @@ function routes(options: ApiOptions) {
 				"GET /audit": "api.audit",
 				"GET /openapi.json": "api.openapi",
 				"GET /events"(this: ApiThis, req: IncomingMessage, res: ServerResponse) {
-					openEventStream(this.gateway.progress, req, res, options.eventStreams, () => call(this.broker, Actions.metrics.snapshot, {})).catch(err => {
+					openEventStream(this.gateway.progress, clientOf(req), res, options.eventStreams, () => call(this.broker, Actions.metrics.snapshot, {})).catch(err => {
 						this.logger.warn(`Event stream failed: ${(err as Error).message}`);
 						res.destroy();
 					});
@@ -221,13 +225,14 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 
 		created() {
 			this.gateway = new Gateway(options, this.broker, this.logger, deps.clock);
-			this.server = http.createServer(this.httpHandler);
+			this.server = http.createServer(withSecurityHeaders(this.httpHandler));
+			this.server.on("clientError", answerClientError);
 		},
 
 		async started() {
 			const address = await listen(this.server, { port: options.port, variable: "PORT", explicit: options.portSet ?? true }, "API gateway", line => this.logger.warn(line), options.ip);
 			const auth = await this.gateway.ready();
-			this.logger.info(`API on http://${options.ip ?? "0.0.0.0"}:${address.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}`);
+			this.logger.info(`API on http://${options.ip ?? "0.0.0.0"}:${address.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}${options.trustedProxies.length ? `; X-Forwarded-For read from ${options.trustedProxies.join(", ")}` : ""}`);
 		},
 
 		async stopped() {

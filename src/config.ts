@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { proxyRule } from "./ip-address";
 import type { PortChoice } from "./listen";
 import { UserError } from "./user-error";
 
@@ -50,6 +51,8 @@ export interface AppConfig {
 	apiKeysFile: string | null;
 	/** WEBHOOK_ALLOW_PRIVATE: webhooks may call loopback, link-local and private addresses (off by default). */
 	webhookAllowPrivate: boolean;
+	/** TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (src/api/client-address.ts), as `address/prefix`; empty: the header is never read. */
+	trustedProxies: string[];
 	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
 	authEnv: Record<string, string | undefined>;
 }
@@ -139,6 +142,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	const allowPrivate = (env.WEBHOOK_ALLOW_PRIVATE ?? "").trim().toLowerCase();
 	if (!["", "true", "false", "1", "0"].includes(allowPrivate)) throw new ConfigError(`WEBHOOK_ALLOW_PRIVATE must be true or false, got "${env.WEBHOOK_ALLOW_PRIVATE}"`);
 	config.webhookAllowPrivate = allowPrivate === "true" || allowPrivate === "1";
+	config.trustedProxies = (env.TRUSTED_PROXIES ?? "").split(",").map(entry => entry.trim()).filter(entry => entry !== "").map(entry => {
+		const rule = proxyRule(entry);
+		if (!rule) throw new ConfigError(`TRUSTED_PROXIES must be IP addresses or CIDR ranges separated by commas (e.g. 10.0.0.0/8,127.0.0.1,::1), got "${entry}"`);
+		return rule;
+	});
 	config.authEnv = Object.fromEntries(["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(name => [name, env[name] || undefined]));
 	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
 	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);

@@ -12,6 +12,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { SCOPE_RUNS_WRITE } from "./auth";
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private-files";
 
 export const API_KEYS_FILE = "api-keys.json";
 export const API_KEY_HEADER = "x-api-key";
@@ -44,9 +45,11 @@ function readFile(file: string): ApiKeyRecord[] {
 
 /** Written whole, then renamed over the old file: a reader never sees half of it. */
 function writeFile(file: string, records: ApiKeyRecord[]): void {
-	fs.mkdirSync(path.dirname(file), { recursive: true });
+	// Its folder may be any (API_KEYS_FILE): made 0700 when missing, never changed when there.
+	fs.mkdirSync(path.dirname(file), { recursive: true, mode: PRIVATE_DIR_MODE });
 	const temporary = `${file}.${process.pid}.tmp`;
-	fs.writeFileSync(temporary, JSON.stringify(records, null, 2) + "\n", { mode: 0o600 });
+	fs.writeFileSync(temporary, JSON.stringify(records, null, 2) + "\n", { mode: PRIVATE_FILE_MODE });
+	fs.chmodSync(temporary, PRIVATE_FILE_MODE);
 	fs.renameSync(temporary, file);
 }
 

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { SignJWT, errors as joseErrors, importJWK, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from "jose";
+import { ensurePrivateDir, PRIVATE_FILE_MODE } from "../private-files";
 
 export type AuthKey =
 	/** HS256 with a shared secret: the gateway verifies, `npm run token` issues. */
@@ -35,10 +36,11 @@ export const SCOPE_RUNS_WRITE = "runs:write";
 /** Reads (or, with a data folder, creates once with mode 0600) the shared dev secret. */
 function secretFromFile(dataDir: string): { secret: Uint8Array; file: string } {
 	const file = path.join(dataDir, AUTH_SECRET_FILE);
-	fs.mkdirSync(dataDir, { recursive: true });
+	ensurePrivateDir(dataDir);
 	try {
 		// "wx": two processes starting together never overwrite each other's secret.
-		fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+		fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: PRIVATE_FILE_MODE, flag: "wx" });
+		fs.chmodSync(file, PRIVATE_FILE_MODE);
 	} catch (err) {
 		if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
 	}

@@ -9,6 +9,7 @@ import type { Clock } from "../clock";
 import { ApiKeyVerifier } from "./api-keys";
 import { AuditVerdict } from "./audit-verdict";
 import { loadAuthConfig, type AuthConfig } from "./auth";
+import { ensurePrivateDir } from "../private-files";
 import { ProgressStream } from "./progress-stream";
 import type { ApiOptions } from "./settings";
 import { WebhookRegistry, WebhookSigner } from "./webhook";
@@ -26,6 +27,8 @@ export class Gateway {
 	readonly apiKeys: ApiKeyVerifier;
 
 	constructor(options: ApiOptions, broker: ServiceBroker, logger: GatewayLogger, clock?: Clock) {
+		// DATA_DIR 0700 before the secrets go in (tightened, and said so, if an earlier version made it 0755).
+		if (options.dataDir) ensurePrivateDir(options.dataDir, line => logger.warn(line));
 		this.auth = loadAuthConfig(options.authEnv, options.dataDir);
 		this.webhookSigner = WebhookSigner.open(options.dataDir);
 		// Settled at once, so a bad configuration fails the start (`ready`), not the first request.

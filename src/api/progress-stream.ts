@@ -3,7 +3,7 @@
  * at most one message per `intervalMs`) and `run.completed`, written to every open stream.
  * No broker in here: the api service feeds it the domain events.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import type { BatchSignedEvent, RunCompletedEvent, RunStartedEvent } from "../contract";
 
 /** The part of an HTTP response a stream needs. */
@@ -175,10 +175,11 @@ export class ProgressStream {
 /**
  * Answers GET /api/events: an SSE response joined to `stream`, starting from the current
  * figures (`current`, when the stream follows no run yet), closed with its socket. Past the
- * limits per client address and in total, a JSON 429 or 503 instead.
+ * limits per client address (`address`, from src/api/client-address.ts) and in total, a JSON
+ * 429 or 503 instead.
  */
-export async function openEventStream(stream: ProgressStream, req: IncomingMessage, res: ServerResponse, limits: StreamLimits, current: () => Promise<unknown>): Promise<void> {
-	const slot = stream.admit(req.socket.remoteAddress ?? "unknown", limits);
+export async function openEventStream(stream: ProgressStream, address: string, res: ServerResponse, limits: StreamLimits, current: () => Promise<unknown>): Promise<void> {
+	const slot = stream.admit(address, limits);
 	if (!slot.ok) {
 		res.writeHead(slot.status, { "Content-Type": "application/json; charset=utf-8", "Retry-After": "5" });
 		res.end(JSON.stringify({ name: "TooManyStreams", message: slot.message, code: slot.status, type: slot.status === 429 ? "TOO_MANY_STREAMS" : "STREAMS_EXHAUSTED", data: limits }));

@@ -3,8 +3,9 @@
  * The environment comes in as a parameter: src/config.ts stays the one reader of it.
  */
 import fs from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import path from "node:path";
+import type { Duplex } from "node:stream";
 import type { AppConfig } from "../config";
 import { toApiError } from "./errors";
 import type { StreamLimits } from "./progress-stream";
@@ -22,7 +23,7 @@ export interface ApiOptions {
 	dataDir: string;
 	/** The AUTH_* variables, read by src/api/auth.ts when the service starts. */
 	authEnv: Record<string, string | undefined>;
-	/** POST /api/batcher/start per client IP. */
+	/** POST /api/batcher/start per client address (src/api/client-address.ts). */
 	startRateLimit: { window: number; limit: number };
 	/** Largest accepted JSON body (body-parser syntax). */
 	bodyLimit: string;
@@ -35,6 +36,8 @@ export interface ApiOptions {
 	jwksMaxAge: number;
 	/** GET /api/events streams open at once, per client address and in total. */
 	eventStreams: StreamLimits;
+	/** TRUSTED_PROXIES: peers whose X-Forwarded-For names the client of the limits (src/api/client-address.ts); empty: none. */
+	trustedProxies: string[];
 	/** Where the API keys are (src/api/api-keys.ts); null: none. */
 	apiKeysFile: string | null;
 	/** GET /api/audit without a token: the last verdict, recomputed at most this often. */
@@ -56,6 +59,7 @@ export function apiOptions(config: AppConfig, env: Record<string, string | undef
 		requiredServices: ["records", "keyring", "batcher", "signer", "metrics"],
 		jwksMaxAge: 300,
 		eventStreams: { perClient: 5, total: 200 },
+		trustedProxies: config.trustedProxies,
 		auditCacheMs: 60_000,
 		apiKeysFile: config.apiKeysFile
 	};
@@ -79,24 +83,42 @@ export const SECURITY_HEADERS: Record<string, string> = {
 	"Referrer-Policy": "no-referrer"
 };
 
+/**
+ * The gateway's request handler with SECURITY_HEADERS set before anything else runs, so every
+ * answer carries them: routes, assets, the event stream, and moleculer-web's own 404s, body
+ * parser and rate limit errors, which no route middleware sees.
+ */
+export function withSecurityHeaders<R>(handler: (req: IncomingMessage, res: ServerResponse) => R): (req: IncomingMessage, res: ServerResponse) => R {
+	return (req, res) => {
+		for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+		return handler(req, res);
+	};
+}
+
+const CLIENT_ERROR_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
+
+/**
+ * The server's `clientError` listener: a request Node cannot parse gets the answer Node would
+ * give (400, 408, 413 or 431, then the connection closed), with SECURITY_HEADERS too. As Node
+ * does, nothing is written over a response already under way on the socket.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+	const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+	if (socket.writable && !inFlight?.headersSent) {
+		const status = CLIENT_ERROR_STATUS[err.code ?? ""] ?? 400;
+		const headers = Object.entries(SECURITY_HEADERS).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+		socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+	}
+	socket.destroy();
+}
+
 /** moleculer-web's own settings for this gateway: assets, error bodies, logging, the event stream's call options. */
 export function gatewaySettings() {
 	return {
-		use: [
-			(_req: IncomingMessage, res: ServerResponse, next: () => void) => {
-				for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
-				next();
-			}
-		],
+		// SECURITY_HEADERS are set on every response by withSecurityHeaders, around the whole handler.
 		assets: {
 			folder: publicFolder(),
-			options: {
-				index: "index.html",
-				maxAge: 0,
-				setHeaders(res: ServerResponse) {
-					for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
-				}
-			}
+			options: { index: "index.html", maxAge: 0 }
 		},
 		// The event stream stays open: no request timeout, and not tracked, so shutdown does not wait for it.
 		rootCallOptions(callOptions: Record<string, unknown>, req: IncomingMessage) {

@@ -7,7 +7,7 @@ import type { Context } from "moleculer";
 import { Errors } from "moleculer";
 import { Actions, call } from "../contract";
 import type { Principal } from "./auth";
-import { checkWebhookUrl } from "./outbound";
+import { checkWebhookTarget } from "./outbound";
 import type { WebhookRegistry } from "./webhook";
 
 export interface StartRunBody {
@@ -35,7 +35,8 @@ export async function startRun(ctx: Context<StartRunBody, StartRunMeta>, webhook
 		throw new Errors.MoleculerClientError("The request body must be JSON (Content-Type: application/json)", 415, "UNSUPPORTED_MEDIA_TYPE", { contentType: meta.requestContentType });
 	const { batchSize, callbackUrl } = ctx.params;
 	if (callbackUrl) {
-		const refused = checkWebhookUrl(callbackUrl, webhooks.allowPrivate);
+		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.
+		const refused = await checkWebhookTarget(callbackUrl, webhooks.allowPrivate);
 		if (refused) throw new Errors.MoleculerClientError(refused, 422, "INVALID_CALLBACK_URL", { field: "callbackUrl" });
 	}
 	const idempotencyKey = typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;

@@ -10,6 +10,7 @@ import { CompactSign, exportJWK, generateKeyPair, importJWK, type CryptoKey, typ
 import { systemClock, type Clock } from "../clock";
 import type { RunCompletedEvent } from "../contract";
 import { postJson, publicUrl } from "./outbound";
+import { ensurePrivateDir, PRIVATE_FILE_MODE } from "../private-files";
 
 /** An abort that came from the per-attempt timeout rather than the shutdown signal. */
 function timeoutFired(shutdown?: AbortSignal): boolean {
@@ -34,9 +35,10 @@ export class WebhookSigner {
 		const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
 		const jwk = { ...(await exportJWK(privateKey)), kid: WEBHOOK_KID, alg: "EdDSA", use: "sig" };
 		if (file) {
-			fs.mkdirSync(dataDir, { recursive: true });
+			ensurePrivateDir(dataDir);
 			try {
-				fs.writeFileSync(file, JSON.stringify(jwk), { mode: 0o600, flag: "wx" });
+				fs.writeFileSync(file, JSON.stringify(jwk), { mode: PRIVATE_FILE_MODE, flag: "wx" });
+				fs.chmodSync(file, PRIVATE_FILE_MODE);
 			} catch (err) {
 				// Another process created it first: use theirs, so one kid means one key.
 				if ((err as NodeJS.ErrnoException).code === "EEXIST") return WebhookSigner.fromPrivateJwk(JSON.parse(fs.readFileSync(file, "utf8")));

@@ -19,6 +19,7 @@ import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker-options";
 import { loadConfig } from "../config";
+import { ensurePrivateDir, privateAppendStream } from "../private-files";
 import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
 import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
@@ -164,7 +165,8 @@ export class Cluster {
 		const projectDir = projectRoot();
 		for (const file of ["dist/moleculer.config.js", "dist/services/keyring.service.js"])
 			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
-		fs.mkdirSync(path.join(options.root, "logs"), { recursive: true });
+		// The logs say what the roles did, with their DATA_DIR: 0700 and 0600 like the stores.
+		ensurePrivateDir(path.join(options.root, "logs"));
 		// Unless joining one: a nats-server with one user per role, fresh passwords per cluster.
 		const local = options.transporter ? null : await startLocalNats(options.root, options.namespace ?? "signing", ["keyring"], "the cluster launcher");
 		const cluster = new Cluster(options, options.transporter ?? local!.server.url, local?.server ?? null, local?.passwords ?? null);
@@ -239,7 +241,7 @@ export class Cluster {
 		const child = spawn(file, args, { cwd: this.projectDir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
 		killOnExit(child);
 		const logFile = path.join(this.logDir, `${name}.log`);
-		const log = fs.createWriteStream(logFile, { flags: "a" });
+		const log = privateAppendStream(logFile);
 		log.write(`--- ${new Date().toISOString()} ${nodeID} (pid ${child.pid}) SERVICES=${childEnv.SERVICES} DATA_DIR=${dataDir}\n`);
 		let output = "";
 		let exited = false;

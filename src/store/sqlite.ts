@@ -7,9 +7,9 @@
  * writes are the answer to that, docs/deploy.md). Checkpoints run on a thread of their own
  * (src/store/checkpointer.ts), so no write on the event loop waits for one.
  */
-import fs from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { ensurePrivateDir, makePrivate, touchPrivate } from "../private-files";
 import { checkpointInBackground, stopCheckpointing } from "./checkpointer";
 import { importLegacyStore } from "./legacy-nedb";
 import { STORE_FILES, type StoreOwner } from "./schema";
@@ -34,8 +34,11 @@ export function storeFile(dataDir: string, owner: StoreOwner): string {
 export function openStore(options: OpenOptions): DatabaseSync {
 	let location = ":memory:";
 	if (options.dataDir) {
-		fs.mkdirSync(options.dataDir, { recursive: true });
+		// DATA_DIR 0700 (tightened if an earlier version made it 0755), the store file 0600
+		// before SQLite opens it: SQLite gives its -wal and -shm files the database file's mode.
+		ensurePrivateDir(options.dataDir, options.log);
 		location = storeFile(options.dataDir, options.owner);
+		touchPrivate(location);
 	}
 	const db = new DatabaseSync(location);
 	db.exec(`
@@ -46,6 +49,8 @@ export function openStore(options: OpenOptions): DatabaseSync {
 	`);
 	db.exec(options.schema);
 	if (options.dataDir) {
+		// Those an earlier version left 0644 keep their mode when SQLite reuses them.
+		for (const suffix of ["-wal", "-shm"]) makePrivate(location + suffix);
 		const imported = importLegacyStore(db, options.owner, options.dataDir);
 		if (imported) options.log?.(imported);
 		db.exec("PRAGMA wal_autocheckpoint = 0");
