@@ -13,15 +13,16 @@ import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, emit, startRunParams, type StartRunParams } from "../src/contract";
+import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { makeCloseProof, makeTicket } from "../src/identity/ticket";
 import { PEER_RECONNECTED } from "../src/lost-requests";
 import { natsMaxPayload, watchNatsStatus } from "../src/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
-
-
-
 interface BatcherVars {
 	store: BatcherStore;
 	batcher: Batcher;
+	/** Signs dispatch tickets and close proofs: the keyring and records take batches from it alone. */
+	credential: SignerCredential;
 }
 
 const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
@@ -31,12 +32,17 @@ const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
 	mongo: (uri, service) => MongoBatcherStore.open(uri, service)
 });
 
-function signersOf(broker: ServiceBroker): SignersPort {
+function signersOf(broker: ServiceBroker, credential: SignerCredential): SignersPort {
 	return {
 		available: () => broker.registry.getServiceList({ onlyAvailable: true }).flatMap(s => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
 		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
 		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/lost-requests.ts).
-		signBatch: (params, { nodeID, timeoutMs, signal }) => call(broker, Actions.signer.signBatch, params, { timeout: timeoutMs, ...(nodeID ? { nodeID } : {}), signal, keepOnReconnect: true } as CallingOptions),
+		async signBatch(params, { nodeID, timeoutMs, signal }) {
+			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
+			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);
+			const ticket = makeTicket(credential, { ...params, signer: nodeID, ttlMs: timeoutMs });
+			return call(broker, Actions.signer.signBatch, { ...params, ticket }, { timeout: timeoutMs, nodeID, signal, keepOnReconnect: true } as CallingOptions);
+		},
 		// A check sent on this node's own reconnect must not be failed by that same reconnect.
 		inFlight: async (nodeID, timeoutMs) => (await call(broker, Actions.signer.inFlight, {}, { nodeID, timeout: timeoutMs, keepOnReconnect: true } as CallingOptions)).batchIds,
 		maxMessageBytes: () => natsMaxPayload(broker)
@@ -48,8 +54,8 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 		name: "batcher",
 		dependencies: ["records"],
 		mixins: [BatcherStoreMixin],
-		// Settings travel to every node in INFO packets: a MONGO_URI may carry credentials.
-		settings: { ...settings, $secureSettings: ["mongoUri"] },
+		// Settings travel to every node in INFO packets: a MONGO_URI and the credential must not.
+		settings: { ...settings, $secureSettings: ["mongoUri", "credential"] },
 		actions: {
 			/** Starts a run over every unsigned record. The batch size is fixed for the run. */
 			start: {
@@ -92,16 +98,20 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 		},
 		async started() {
 			const broker = this.broker;
+			this.credential = loadCredential(this.settings.credential);
+			this.logger.info(`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`);
+			const credential = this.credential;
 			this.batcher = new Batcher(this.settings, {
 				store: this.store,
 				records: {
 					unsignedPage: async (after, limit) => (await call(broker, Actions.records.unsignedPage, { after, limit })).records,
 					unsignedAmong: async ids => (await call(broker, Actions.records.unsignedAmong, { ids })).records,
 					progress: () => call(broker, Actions.records.progress, {}),
-					closeBatch: (batchId, recordIds) => call(broker, Actions.records.closeBatch, { batchId, recordIds }),
+					closeBatch: (batchId, recordIds) => call(broker, Actions.records.closeBatch, { batchId, recordIds, proof: makeCloseProof(credential, batchId) }),
+					signedUnder: async batchId => (await call(broker, Actions.records.signedUnder, { batchId })).signed,
 					stats: () => call(broker, Actions.records.stats, {})
 				},
-				signers: signersOf(broker),
+				signers: signersOf(broker, credential),
 				emit: (event, payload) => void Promise.resolve(emit(broker, event, payload)).catch(err => this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`)),
 				clock: systemClock,
 				logger: this.logger,

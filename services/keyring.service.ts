@@ -10,8 +10,11 @@
  * says why; it never offers the `keyring` service, so no signer can reach it.
  *
  * Only an enrolled signer obtains, renews or releases a lease: each request carries a proof
- * signed with its credential, checked by src/keyring/signer-gate.ts; the holder is the node the
- * proof names. A refusal is logged with the caller's node id.
+ * signed with its credential, checked by src/keyring/credential-gate.ts; the holder is the node
+ * the proof names. A key is granted only for a batch the batcher recorded: the acquire carries
+ * its dispatch ticket, signed by an enrolled batcher, for the proven node, taken once. The
+ * grant comes with a lease token signed with the keyring's authority key, which records checks
+ * offline. A refusal is logged with the caller's node id.
  */
 import os from "node:os";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
@@ -19,12 +22,15 @@ import { Errors } from "moleculer";
 import { describeStore, StoreMixin } from "../mixins/store.mixin";
 import { sleep, systemClock, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type LeaseRef } from "../src/contract";
+import { acquireParams, Actions, call, leaseRefParams, type AcquireParams, type ClaimReply, type Lease, type LeaseChange, type LeaseRef } from "../src/contract";
 import { electKeyring, ELECTION_SERVICE, type ElectionBus, type KeyringElection } from "../src/keyring/election";
-import { credentialFile, localCredential } from "../src/identity/credential";
+import { parseAuthorityKey, publishAuthority, TrustAnchorError } from "../src/identity/authority";
+import { credentialFile, localCredential, type CredentialRole } from "../src/identity/credential";
+import { issueLeaseToken, ownLeaseToken } from "../src/identity/lease-token";
 import type { ProofAction } from "../src/identity/proof";
+import { BatchRefusedError } from "../src/identity/ticket";
 import { Keyring } from "../src/keyring/keyring";
-import { SignerGate, SignerRefusedError, type ProofContext, type ProvenSigner } from "../src/keyring/signer-gate";
+import { CredentialGate, SignerRefusedError, type ProofContext, type ProvenSigner } from "../src/keyring/credential-gate";
 import { MongoKeyringStore } from "../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
@@ -33,7 +39,10 @@ import { serviceSettings, type KeyringSettings } from "../src/settings";
 interface KeyringVars {
 	store: KeyringStore;
 	keyring: Keyring;
-	gate: SignerGate;
+	/** Enrolled signers: lease requests' proofs. */
+	signers: CredentialGate;
+	/** Enrolled batchers: dispatch tickets. */
+	batchers: CredentialGate;
 	election: KeyringElection | null;
 	/** Set when another active keyring showed up: this one grants and renews nothing more. */
 	fencedBy: string | null;
@@ -90,7 +99,9 @@ const KeyringStoreMixin = StoreMixin<SqliteKeyringStore | MongoKeyringStore>({
 
 interface KeyringMethods {
 	admit(ctx: Context, action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">): Promise<ProvenSigner>;
-	enrolLocalSigner(): Promise<void>;
+	logRefusal<T>(ctx: Context, action: ProofAction, check: () => Promise<T>): Promise<T>;
+	enrolLocal(role: CredentialRole): Promise<void>;
+	publishAuthority(): void;
 }
 
 /** What a test may give the keyring besides its settings: a clock it moves by hand. */
@@ -105,20 +116,33 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		// Service settings travel to every node in INFO packets: the master key and a MONGO_URI's credentials must not.
 		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri"] },
 		actions: {
-			/** Grants the least recently used free key to the proven signer, its private key sealed to `sessionKey`. */
+			/**
+			 * Grants the least recently used free key to the proven signer for the batch its ticket
+			 * names, its private key sealed to `sessionKey`, with the lease token records takes.
+			 */
 			acquire: {
 				params: acquireParams,
-				async handler(ctx: Context<AcquireParams>) {
-					const { sessionKey, waitMs, proof } = ctx.params;
+				async handler(ctx: Context<AcquireParams>): Promise<Lease> {
+					const { sessionKey, waitMs, proof, ticket } = ctx.params;
 					const signer = await this.admit(ctx, "acquire", proof, { sessionKey: sessionKey.x });
-					return this.keyring.acquire({ holder: signer.node, sessionKey, ...(waitMs === undefined ? {} : { waitMs }) });
+					const batch = await this.logRefusal(ctx, "acquire", () => this.batchers.checkTicket(ticket, signer.node));
+					const lease = await this.keyring.acquire({ holder: signer.node, sessionKey, ...(waitMs === undefined ? {} : { waitMs }) });
+					const until = Date.parse(lease.expiresAt) + this.settings.leaseGraceMs;
+					const token = issueLeaseToken(this.keyring.authority, { lid: lease.leaseId, key: lease.keyId, node: signer.node, cnf: signer.x, bid: batch.bid, ids: batch.ids, exp: until });
+					return { ...lease, token };
 				}
 			},
+			/** Extends the proven holder's lease; with its current token, answers a fresh one for the new expiry. */
 			renew: {
 				params: leaseRefParams,
-				async handler(ctx: Context<LeaseRef>) {
-					await this.admit(ctx, "renew", ctx.params.proof, { leaseId: ctx.params.leaseId, holder: this.keyring.holderOf(ctx.params.leaseId) });
-					return this.keyring.renew(ctx.params.leaseId);
+				async handler(ctx: Context<LeaseRef>): Promise<LeaseChange> {
+					const { leaseId, proof, token } = ctx.params;
+					await this.admit(ctx, "renew", proof, { leaseId, holder: this.keyring.holderOf(leaseId) });
+					const change = await this.keyring.renew(leaseId);
+					const current = change.changed && change.expiresAt ? ownLeaseToken(this.keyring.authority, token) : null;
+					if (!current || current.lid !== leaseId) return change;
+					const { iat: _issued, ...claims } = current;
+					return { ...change, token: issueLeaseToken(this.keyring.authority, { ...claims, exp: Date.parse(change.expiresAt!) + this.settings.leaseGraceMs }) };
 				}
 			},
 			release: {
@@ -134,23 +158,43 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		},
 		methods: {
 			/** The signer a lease request proves, or a 403 logged with the caller's node id. */
-			async admit(ctx: Context, action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">): Promise<ProvenSigner> {
+			admit(ctx: Context, action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">): Promise<ProvenSigner> {
 				const local = !ctx.nodeID || ctx.nodeID === this.broker.nodeID;
+				return this.logRefusal(ctx, action, () => this.signers.check(action, proof, { ...context, callerNode: local ? null : ctx.nodeID! }));
+			},
+			/** Runs a check; a refusal (403) is logged with the caller's node id. */
+			async logRefusal<T>(ctx: Context, action: ProofAction, check: () => Promise<T>): Promise<T> {
 				try {
-					return await this.gate.check(action, proof, { ...context, callerNode: local ? null : ctx.nodeID! });
+					return await check();
 				} catch (err) {
-					if (err instanceof SignerRefusedError) this.logger.warn(`Refused keyring.${action} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
+					if (err instanceof SignerRefusedError || err instanceof BatchRefusedError) this.logger.warn(`Refused keyring.${action} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
 					throw err;
 				}
 			},
-			/** The signer credential shared through DATA_DIR (or SIGNER_KEY_FILE), enrolled by itself the first time. */
-			async enrolLocalSigner(): Promise<void> {
-				const where = this.settings.enrolLocalSigner;
+			/**
+			 * Records checks lease tokens with the authority key's public half: KEYRING_PUBLIC_KEY must
+			 * be it, and it is written where records nodes sharing DATA_DIR (or a volume) find it.
+			 */
+			publishAuthority(): void {
+				const { authority } = this.keyring;
+				const { publicKey, publicKeyFile } = this.settings;
+				if (publicKey && parseAuthorityKey(publicKey, "KEYRING_PUBLIC_KEY").kid !== authority.kid)
+					throw new TrustAnchorError(`KEYRING_PUBLIC_KEY is not this keyring's public key, which is ${authority.publicJwk.x} (from its master key): records would refuse every lease token. Set it to what \`npm run signer -- authority\` prints`);
+				try {
+					publishAuthority(authority, publicKey ? null : publicKeyFile);
+					this.logger.info(`Lease tokens are signed with the keyring key ${authority.publicJwk.x}${publicKey ? " (KEYRING_PUBLIC_KEY)" : publicKeyFile ? `, published in ${publicKeyFile}` : ""}`);
+				} catch (err) {
+					this.logger.warn(`Could not write the keyring's public key to ${publicKeyFile} (${(err as Error).message}): records nodes that do not run in this process need KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`);
+				}
+			},
+			/** The `role` credential shared through DATA_DIR (or SIGNER_KEY_FILE / BATCHER_KEY_FILE), enrolled by itself the first time. */
+			async enrolLocal(role: CredentialRole): Promise<void> {
+				const where = this.settings.enrolLocal[role];
 				if (where === null) return;
-				const credential = where === "" ? localCredential("") : credentialFile(where, true);
-				const outcome = await this.store.enrolSigner({ name: credential.name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
-				if (outcome === "enrolled") this.logger.info(`Enrolled the signer credential "${credential.name}" of ${credential.source}`);
-				else if (outcome === "name-taken") this.logger.warn(`The signer credential "${credential.name}" of ${credential.source} is revoked (or its name taken by another key): signers using it are refused. Delete the file to have a new one made and enrolled.`);
+				const credential = where === "" ? localCredential("", role) : credentialFile(where, true);
+				const outcome = await this.store.enrol(role, { name: credential.name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				if (outcome === "enrolled") this.logger.info(`Enrolled the ${role} credential "${credential.name}" of ${credential.source}`);
+				else if (outcome === "name-taken") this.logger.warn(`The ${role} credential "${credential.name}" of ${credential.source} is revoked (or its name taken by another key): ${role}s using it are refused. Delete the file to have a new one made and enrolled.`);
 			}
 		},
 		events: {
@@ -178,8 +222,10 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		},
 		async started() {
 			// Proofs are dated by the signers' wall clocks: checked against this machine's, whatever clock the leases run on.
-			this.gate = new SignerGate(this.store, systemClock);
-			await this.enrolLocalSigner();
+			this.signers = new CredentialGate(this.store, "signer", systemClock);
+			this.batchers = new CredentialGate(this.store, "batcher", systemClock);
+			await this.enrolLocal("signer");
+			await this.enrolLocal("batcher");
 			this.keyring = await Keyring.open(this.settings, {
 				store: this.store,
 				storeName: describeStore(this.settings, "keyring"),
@@ -190,6 +236,7 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 					this.broker.emit(event, payload).catch(err => this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`));
 				}
 			});
+			this.publishAuthority();
 		},
 		async stopped() {
 			// Runs before the mixin closes the stores: the change in progress finishes first.

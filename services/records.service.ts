@@ -2,15 +2,26 @@
  * records: owns `records` and `signatures`. Seeds the records when the store is empty, pages
  * unsigned record ids in ascending order, and stores signatures in bulk with the unique key
  * on `signatures.recordId` as the guard against a second signature (src/records/store.ts).
+ *
+ * Signatures are taken only from the holder of the batch's current lease, for that batch's
+ * records, under that lease's key: each piece carries the keyring's lease token and the
+ * holder's store proof, checked here offline (src/identity/lease-token.ts). A batch is closed
+ * only by the batcher (its close proof, src/identity/ticket.ts). Refusals are 403s, logged
+ * with the caller's node.
  */
+import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
-	closeBatchParams, recordIdsParams, recordsListParams, storeSignaturesParams, unsignedPageParams,
-	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
+	closeBatchParams, recordIdsParams, recordsListParams, signedUnderParams, storeSignaturesParams, unsignedPageParams,
+	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type SignedUnder, type SignedUnderParams, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
+import { KeyringTrust } from "../src/identity/authority";
+import { loadCredential } from "../src/identity/credential";
+import { StoreGate, StoreRefusedError } from "../src/identity/lease-token";
+import { checkCloseProof } from "../src/identity/ticket";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
@@ -19,6 +30,14 @@ import { serviceSettings, type RecordsSettings } from "../src/settings";
 
 interface RecordsVars {
 	store: RecordsStore;
+	/** Checks each piece of signatures against its lease token and store proof. */
+	gate: StoreGate;
+	/** The batcher's public key: only its close proofs close a batch. */
+	batcherKey: KeyObject;
+}
+
+interface RecordsMethods {
+	refuse(ctx: Context, action: string, err: StoreRefusedError): never;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -29,11 +48,11 @@ export const RecordsStoreMixin = StoreMixin<RecordsStore>({
 });
 
 export function createRecordsService(settings: RecordsSettings): ServiceSchema {
-	const schema: ServiceSchema<RecordsSettings & { $secureSettings: string[] }, Record<string, never>, RecordsVars> = {
+	const schema: ServiceSchema<RecordsSettings & { $secureSettings: string[] }, RecordsMethods, RecordsVars> = {
 		name: "records",
 		mixins: [RecordsStoreMixin],
-		// Settings travel to every node in INFO packets: a MONGO_URI may carry credentials.
-		settings: { ...settings, $secureSettings: ["mongoUri"] },
+		// Settings travel to every node in INFO packets: a MONGO_URI (and the batcher's credential) must not.
+		settings: { ...settings, $secureSettings: ["mongoUri", "batcherCredential"] },
 		actions: {
 			/** The next `limit` unsigned records after `after` (ascending ids), with their payloads. */
 			unsignedPage: {
@@ -55,10 +74,19 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 					return { records: await this.store.recordCount(), maxRecordBytes: await this.store.maxRecordBytes() };
 				}
 			},
-			/** Stores a batch's signatures; already-signed records keep their first signature; a closed batch's are refused. */
+			/**
+			 * Stores a piece of a batch's signatures sent by its lease's holder; already-signed records
+			 * keep their first signature; a closed batch's are refused.
+			 */
 			storeSignatures: {
 				params: storeSignaturesParams,
 				async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
+					try {
+						this.gate.check(ctx.params);
+					} catch (err) {
+						if (err instanceof StoreRefusedError) this.refuse(ctx, "storeSignatures", err);
+						throw err;
+					}
 					try {
 						return await this.store.storeSignatures(ctx.params);
 					} catch (err) {
@@ -67,11 +95,20 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 					}
 				}
 			},
-			/** Closes a batch that ended without its signer's reply; answers what is stored under it and which of its records are unsigned. */
+			/** Closes a batch that ended without its signer's reply (the batcher's proof only); answers what is stored under it and which of its records are unsigned. */
 			closeBatch: {
 				params: closeBatchParams,
 				async handler(ctx: Context<CloseBatchParams>): Promise<ClosedBatch> {
+					if (!checkCloseProof(this.batcherKey, ctx.params.batchId, ctx.params.proof))
+						this.refuse(ctx, "closeBatch", new StoreRefusedError(`records.closeBatch of ${ctx.params.batchId} carries no close proof of the batcher`, "CLOSE_PROOF_INVALID", { batchId: ctx.params.batchId }));
 					return this.store.closeBatch(ctx.params.batchId, ctx.params.recordIds);
+				}
+			},
+			/** The signatures stored under a batch, by key and lease: what the batcher counts a batch by. */
+			signedUnder: {
+				params: signedUnderParams,
+				async handler(ctx: Context<SignedUnderParams>): Promise<SignedUnder> {
+					return { signed: await this.store.signedUnder(ctx.params.batchId) };
 				}
 			},
 			progress: {
@@ -97,7 +134,16 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 				}
 			}
 		},
+		methods: {
+			/** A refusal: logged with the caller's node, then thrown (403). */
+			refuse(ctx: Context, action: string, err: StoreRefusedError): never {
+				this.logger.warn(`Refused records.${action} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
+				throw err;
+			}
+		},
 		async started() {
+			this.gate = new StoreGate(new KeyringTrust(this.settings.trust));
+			this.batcherKey = createPublicKey(loadCredential(this.settings.batcherCredential).privateKey);
 			const started = Date.now();
 			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
 			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);

@@ -10,7 +10,9 @@ import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchRes
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { SigningKey } from "../src/signer/jws";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { makeStoreProof } from "../src/identity/lease-token";
 import { makeProof } from "../src/identity/proof";
+import { BatchRefusedError, checkTicketForBatch } from "../src/identity/ticket";
 import { serviceSettings, type SignerSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
 import { faultFromEnv } from "../src/signer/faults";
@@ -25,17 +27,19 @@ interface SignerVars {
 
 /**
  * Every call of one batch goes out under the request that carries it; `signal` gives it up
- * (src/lost-requests.ts). Lease requests carry a proof made with this signer's credential.
+ * (src/lost-requests.ts). Lease requests carry a proof made with this signer's credential, the
+ * acquire the batch's dispatch ticket, and each stored piece the holder's store proof.
  */
-function batchCalls(ctx: Context, keys: LeaseKeyOpener, credential: SignerCredential): BatchCalls {
+function batchCalls(ctx: Context<SignBatchParams>, keys: LeaseKeyOpener, credential: SignerCredential): BatchCalls {
 	const options = (timeout: number, signal: AbortSignal) => ({ timeout, signal }) as CallingOptions;
 	const node = ctx.broker.nodeID;
 	const sessionKey = keys.session.publicJwk;
+	const { ticket } = ctx.params;
 	return {
-		storeSignatures: (batch, timeout, signal) => call(ctx, Actions.records.storeSignatures, batch, options(timeout, signal)),
+		storeSignatures: (piece, timeout, signal) => call(ctx, Actions.records.storeSignatures, { ...piece, proof: makeStoreProof(credential, piece) }, options(timeout, signal)),
 		acquire: (waitMs, timeout, signal) =>
-			call(ctx, Actions.keyring.acquire, { sessionKey, waitMs, proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }) }, options(timeout, signal)),
-		renew: (leaseId, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }, options(timeout, signal)),
+			call(ctx, Actions.keyring.acquire, { sessionKey, waitMs, ticket, proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }) }, options(timeout, signal)),
+		renew: (leaseId, token, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId, token, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }, options(timeout, signal)),
 		release: (leaseId, timeout, signal) => call(ctx, Actions.keyring.release, { leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) }, options(timeout, signal))
 	};
 }
@@ -52,6 +56,13 @@ export function createSignerService(settings: SignerSettings): ServiceSchema {
 			signBatch: {
 				params: signBatchParams,
 				handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
+					// A batch the batcher did not send to this node is refused before any lease is asked for.
+					try {
+						checkTicketForBatch(ctx.params.ticket, ctx.params, this.broker.nodeID);
+					} catch (err) {
+						if (err instanceof BatchRefusedError) this.logger.warn(`Refused signer.signBatch of batch ${ctx.params.batchId} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
+						throw err;
+					}
 					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys, this.credential));
 				}
 			},

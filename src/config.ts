@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { AUTHORITY_PUBLIC_FILE, parseAuthorityKey } from "./identity/authority";
 import { proxyRule } from "./ip-address";
 import type { PortChoice } from "./listen";
 import { UserError } from "./user-error";
@@ -25,6 +26,14 @@ export interface AppConfig {
 	signerKey: string | null;
 	/** SIGNER_KEY_FILE: where a signer reads its credential (and an embedded keyring enrols it), or null for `DATA_DIR/signer.key`. */
 	signerKeyFile: string | null;
+	/** BATCHER_KEY: the batcher's credential itself, or null. */
+	batcherKey: string | null;
+	/** BATCHER_KEY_FILE: where the batcher (and records, checking its closes) reads its credential, or null for `DATA_DIR/batcher.key`. */
+	batcherKeyFile: string | null;
+	/** KEYRING_PUBLIC_KEY: the keyring's public key lease tokens are checked with (src/identity/authority.ts), or null. */
+	keyringPublicKey: string | null;
+	/** KEYRING_PUBLIC_KEY_FILE: where the keyring writes it and records reads it; default DATA_DIR/keyring.pub, null without DATA_DIR. */
+	keyringPublicKeyFile: string | null;
 	leaseTtlMs: number;
 	/** A signer stops signing this long before its lease expires. */
 	leaseMarginMs: number;
@@ -131,6 +140,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.signerKey = env.SIGNER_KEY || null;
 	const signerKeyFile = pick("SIGNER_KEY_FILE", "signer-key-file");
 	config.signerKeyFile = signerKeyFile ? path.resolve(signerKeyFile) : null;
+	config.batcherKey = env.BATCHER_KEY || null;
+	const batcherKeyFile = pick("BATCHER_KEY_FILE", "batcher-key-file");
+	config.batcherKeyFile = batcherKeyFile ? path.resolve(batcherKeyFile) : null;
+	config.keyringPublicKey = env.KEYRING_PUBLIC_KEY?.trim() || null;
+	if (config.keyringPublicKey) {
+		try {
+			parseAuthorityKey(config.keyringPublicKey, "KEYRING_PUBLIC_KEY");
+		} catch (err) {
+			throw new ConfigError((err as Error).message);
+		}
+	}
+	const keyringPublicKeyFile = env.KEYRING_PUBLIC_KEY_FILE;
+	config.keyringPublicKeyFile = keyringPublicKeyFile ? path.resolve(keyringPublicKeyFile) : config.dataDir ? path.join(config.dataDir, AUTHORITY_PUBLIC_FILE) : null;
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";

@@ -151,12 +151,19 @@ export interface RecordStats {
 	maxRecordBytes: number;
 }
 
-/** The signatures of one batch, all made with its one key under its one lease (rule 3). */
+/**
+ * The signatures of one batch, all made with its one key under its one lease (rule 3), sent by
+ * the lease's holder: its lease token and its store proof over this piece (src/identity/lease-token.ts).
+ */
 export interface StoreSignaturesParams {
 	batchId: string;
 	keyId: string;
 	leaseId: string;
 	signatures: Array<{ recordId: string; jws: string; signedAt: string }>;
+	/** The keyring's lease token for this lease and batch. */
+	token: string;
+	/** The holder's signature over this piece with its credential. */
+	proof: string;
 }
 export const storeSignaturesParams = {
 	batchId: { type: "string", min: 1 },
@@ -166,7 +173,10 @@ export const storeSignaturesParams = {
 		type: "array",
 		min: 1,
 		items: { type: "object", props: { recordId: "string", jws: "string", signedAt: "string" }, strict: "remove" }
-	}
+	},
+	// Optional here: a call without them is refused by records (403, logged with the caller's node).
+	token: { type: "string", max: 16_384, optional: true },
+	proof: { type: "string", max: 256, optional: true }
 };
 export interface StoreSignaturesResult {
 	stored: number;
@@ -180,11 +190,23 @@ export interface StoreSignaturesResult {
 export interface CloseBatchParams {
 	batchId: string;
 	recordIds: string[];
+	/** The batcher's close proof for the batch (src/identity/ticket.ts): only the batcher closes batches. */
+	proof: string;
 }
 export const closeBatchParams = {
 	batchId: { type: "string", min: 1 },
-	recordIds: { type: "array", items: "string" }
+	recordIds: { type: "array", items: "string" },
+	proof: { type: "string", max: 256, optional: true }
 };
+
+/** `records.signedUnder`: what is stored under one batch, by key and lease: how the batcher counts a batch signed. */
+export interface SignedUnderParams {
+	batchId: string;
+}
+export const signedUnderParams = { batchId: { type: "string", min: 1 } };
+export interface SignedUnder {
+	signed: Array<{ keyId: string; leaseId: string; count: number }>;
+}
 /** What a closed batch holds: its signatures by key and lease (one group, unless a rule broke), and its records still unsigned. */
 export interface ClosedBatch {
 	signed: Array<{ keyId: string; leaseId: string; count: number }>;
@@ -219,12 +241,15 @@ export interface AcquireParams {
 	waitMs?: number;
 	/** A signer proof for this node and session key (src/identity/proof.ts): the holder is the node it names. */
 	proof: string;
+	/** The batch's dispatch ticket, naming this node (src/identity/ticket.ts): a key is granted for a recorded batch only. */
+	ticket: string;
 }
 export const acquireParams = {
 	sessionKey: { type: "object", props: { kty: { type: "equal", value: "OKP" }, crv: { type: "equal", value: "X25519" }, x: "string" } },
 	waitMs: { type: "number", integer: true, min: 0, optional: true },
-	// Optional here: a request without one is refused by the keyring (403, logged with the caller's node).
-	proof: { type: "string", max: 2_048, optional: true }
+	// Optional here: a request without them is refused by the keyring (403, logged with the caller's node).
+	proof: { type: "string", max: 2_048, optional: true },
+	ticket: { type: "string", max: 16_384, optional: true }
 };
 
 export interface Lease {
@@ -238,14 +263,18 @@ export interface Lease {
 	key: string;
 	/** The keyring's X25519 public key: the signer's other half of that derivation. */
 	transportKey: JWK;
+	/** The keyring's lease token (src/identity/lease-token.ts): what records takes this lease's signatures with. */
+	token: string;
 }
 
 /** A renew or release: the lease, and a signer proof for it made by its holder. */
 export interface LeaseRef {
 	leaseId: string;
 	proof: string;
+	/** renew: the lease's current token, answered with a fresh one for the new expiry. */
+	token?: string;
 }
-export const leaseRefParams = { leaseId: { type: "string", min: 1 }, proof: { type: "string", max: 2_048, optional: true } };
+export const leaseRefParams = { leaseId: { type: "string", min: 1 }, proof: { type: "string", max: 2_048, optional: true }, token: { type: "string", max: 16_384, optional: true } };
 
 export interface LeaseChange {
 	leaseId: string;
@@ -253,6 +282,8 @@ export interface LeaseChange {
 	changed: boolean;
 	expiresAt?: string;
 	reason?: string;
+	/** renew: the lease token for the new expiry. */
+	token?: string;
 }
 
 export type ElectionState = "waiting" | "claiming" | "active" | "refused";
@@ -290,11 +321,15 @@ export interface SignBatchParams {
 	batchId: string;
 	runId: string;
 	records: RecordPayload[];
+	/** The batcher's dispatch ticket for exactly this batch and this signer node (src/identity/ticket.ts). */
+	ticket: string;
 }
 export const signBatchParams = {
 	batchId: { type: "string", min: 1 },
 	runId: { type: "string", min: 1 },
-	records: { type: "array", items: recordPayloadParams, min: 1 }
+	records: { type: "array", items: recordPayloadParams, min: 1 },
+	// Optional here: a batch without one is refused by the signer (403, logged with the caller's node).
+	ticket: { type: "string", max: 16_384, optional: true }
 };
 export interface SignBatchResult {
 	batchId: string;
@@ -493,6 +528,7 @@ export const Actions = {
 		stats: "records.stats",
 		storeSignatures: "records.storeSignatures",
 		closeBatch: "records.closeBatch",
+		signedUnder: "records.signedUnder",
 		progress: "records.progress",
 		get: "records.get",
 		list: "records.list",
@@ -534,6 +570,7 @@ export interface ActionMap {
 	"records.stats": { params: Record<string, never>; result: RecordStats };
 	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
 	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };
+	"records.signedUnder": { params: SignedUnderParams; result: SignedUnder };
 	"records.progress": { params: Record<string, never>; result: Progress };
 	"records.get": { params: { id: string }; result: RecordView };
 	"records.list": { params: Partial<RecordsListParams>; result: RecordsList };

@@ -5,7 +5,8 @@
  */
 import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
-import { SIGNER_KEY_FILE, type CredentialSettings } from "./identity/credential";
+import type { TrustSettings } from "./identity/authority";
+import { CREDENTIAL_FILES, type CredentialRole, type CredentialSettings } from "./identity/credential";
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
@@ -16,9 +17,14 @@ import type { SignerOptions } from "./signer/signer";
 export interface RecordsSettings extends StoreSettings {
 	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
 	seedCount: number;
+	/** Where the keyring's public key is found: lease tokens are checked with it. */
+	trust: TrustSettings;
+	/** The batcher's credential: only its holder closes batches. */
+	batcherCredential: CredentialSettings;
 }
 export type KeyringSettings = KeyringOptions & ElectionOptions;
-export type BatcherSettings = BatcherOptions & StoreSettings;
+/** The batcher's options, and its credential (never published: `$secureSettings`). */
+export type BatcherSettings = BatcherOptions & StoreSettings & { credential: CredentialSettings };
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
 export type SignerSettings = SignerOptions & { credential: CredentialSettings };
 
@@ -42,25 +48,40 @@ export function signTimeoutMs(config: Pick<AppConfig, "acquireWaitMs" | "leaseTt
 }
 
 /**
- * The signer credential an embedded keyring enrols by itself (creating it when absent): the one
- * its signers share through DATA_DIR (npm start, serve, cluster) or SIGNER_KEY_FILE (compose).
- * On MongoDB without SIGNER_KEY_FILE, none: signers there are enrolled by an operator command.
+ * The credential of `role` an embedded keyring enrols by itself (creating it when absent): the
+ * one its signers (or its batcher) share through DATA_DIR (npm start, serve, cluster) or
+ * SIGNER_KEY_FILE / BATCHER_KEY_FILE (compose). On MongoDB without the file, none: those are
+ * enrolled by an operator command.
  */
-function localSignerOf(config: AppConfig): string | null {
-	if (config.signerKeyFile) return config.signerKeyFile;
+function localCredentialOf(config: AppConfig, role: CredentialRole): string | null {
+	const file = role === "signer" ? config.signerKeyFile : config.batcherKeyFile;
+	if (file) return file;
 	if (config.mongoUri) return null;
-	return config.dataDir ? path.join(config.dataDir, SIGNER_KEY_FILE) : "";
+	return config.dataDir ? path.join(config.dataDir, CREDENTIAL_FILES[role]) : "";
+}
+
+function credentialSettings(config: AppConfig, role: CredentialRole): CredentialSettings {
+	return role === "signer"
+		? { role, key: config.signerKey, keyFile: config.signerKeyFile, dataDir: config.dataDir }
+		: { role, key: config.batcherKey, keyFile: config.batcherKeyFile, dataDir: config.dataDir };
 }
 
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
 	return {
-		records: { ...store, seedCount: config.records },
+		records: {
+			...store,
+			seedCount: config.records,
+			trust: { keyringPublicKey: config.keyringPublicKey, keyringPublicKeyFile: config.keyringPublicKeyFile },
+			batcherCredential: credentialSettings(config, "batcher")
+		},
 		keyring: {
 			...store,
 			keys: config.keys,
 			masterKey: config.masterKey,
-			enrolLocalSigner: localSignerOf(config),
+			enrolLocal: { signer: localCredentialOf(config, "signer"), batcher: localCredentialOf(config, "batcher") },
+			publicKey: config.keyringPublicKey,
+			publicKeyFile: config.keyringPublicKeyFile,
 			leaseTtlMs: config.leaseTtlMs,
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
@@ -79,7 +100,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			signTimeoutMs: signTimeoutMs(config),
 			stopSettleMs: 10_000,
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
-			probeAfterMs: 3_000
+			probeAfterMs: 3_000,
+			credential: credentialSettings(config, "batcher")
 		},
 		signer: {
 			leaseTtlMs: config.leaseTtlMs,
@@ -90,7 +112,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			releaseTimeoutMs: 10_000,
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
-			credential: { signerKey: config.signerKey, signerKeyFile: config.signerKeyFile, dataDir: config.dataDir }
+			credential: credentialSettings(config, "signer")
 		},
 		metrics: {},
 		api: apiOptions(config)

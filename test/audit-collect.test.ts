@@ -59,7 +59,7 @@ beforeAll(async () => {
 	}));
 	broker.createService(owner("batcher", ["runs", "batches"], () => SqliteBatcherStore.open(""), async store => {
 		for (const run of snapshot.runs) await store.insertRun({ ...run, report: null });
-		for (const batch of snapshot.batches) await store.insertBatch({ ...batch, signer: "signer-1", error: null });
+		for (const batch of snapshot.batches) await store.insertBatch({ ...batch, stored: batch.stored ?? undefined, signer: "signer-1", error: null });
 	}));
 	await broker.start();
 });

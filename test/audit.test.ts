@@ -209,6 +209,17 @@ describe("one-key-per-batch", () => {
 		expect(messages(report, "one-key-per-batch")).toEqual([`batch batch-0002 is still pending, but its run ${run.runId} is not running`]);
 	});
 
+	it("catches a batch that claims more stored signatures than stand under it (counted from a signer's word)", async () => {
+		const batch = copy.batches.find(b => b.batchId === "batch-0003")!;
+		const under = copy.signatures.filter(s => s.batchId === "batch-0003").length;
+		batch.stored = under;
+		expect((await auditSnapshot(copy)).violations).toEqual([]);
+		batch.stored = under + 100;
+		const report = await auditSnapshot(copy);
+		expect(failing(report)).toEqual(["one-key-per-batch"]);
+		expect(messages(report, "one-key-per-batch")).toEqual([`batch batch-0003 claims ${under + 100} stored signatures but ${under} stand under it`]);
+	});
+
 	it("catches a signature naming a batch that does not hold its record", async () => {
 		signatureOf(copy, "r-0001").batchId = "batch-0006";
 		const report = await auditSnapshot(copy);

@@ -78,6 +78,9 @@ class Records implements RecordsPort {
 	}
 	async closeBatch(batchId: string, recordIds: string[]) {
 		this.closed.add(batchId);
+		return { signed: await this.signedUnder(batchId), unsigned: await this.unsignedAmong(recordIds) };
+	}
+	async signedUnder(batchId: string) {
 		const groups = new Map<string, { keyId: string; leaseId: string; count: number }>();
 		for (const signature of this.signed.values()) {
 			if (signature.batchId !== batchId) continue;
@@ -85,7 +88,7 @@ class Records implements RecordsPort {
 			group.count++;
 			groups.set(signature.leaseId, group);
 		}
-		return { signed: [...groups.values()], unsigned: await this.unsignedAmong(recordIds) };
+		return [...groups.values()];
 	}
 }
 

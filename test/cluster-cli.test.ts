@@ -16,9 +16,10 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 		expect(first.code).toBe(0);
 		// One DATA_DIR, a store file per owning service, as npm start keeps them.
 		const files = fs.readdirSync(dataDir).filter(file => !file.endsWith("-wal") && !file.endsWith("-shm"));
-		// signer.key: the signers' credential, made and enrolled by the cluster itself (mode 0600, like master.key).
-		expect(files.sort()).toEqual(["batcher.sqlite", "cluster", "keyring.sqlite", "master.key", "records.sqlite", "signer.key"]);
-		expect(fs.statSync(path.join(dataDir, "signer.key")).mode & 0o777).toBe(0o600);
+		// signer.key and batcher.key: the signers' and the batcher's credentials, made and enrolled by the cluster itself
+		// (mode 0600, like master.key); keyring.pub: the keyring's public key, which records checks lease tokens with.
+		expect(files.sort()).toEqual(["batcher.key", "batcher.sqlite", "cluster", "keyring.pub", "keyring.sqlite", "master.key", "records.sqlite", "signer.key"]);
+		for (const file of ["signer.key", "batcher.key", "keyring.pub"]) expect(fs.statSync(path.join(dataDir, file)).mode & 0o777).toBe(0o600);
 
 		// With no cluster running, the same commands as after npm start read those stores.
 		const audit = await runCli("audit.js", [], env);

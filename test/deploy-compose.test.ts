@@ -151,6 +151,12 @@ describe("docker-compose.yml", () => {
 			expect(services.signer.volumes).toContain("signer-credential:/credentials:ro");
 			expect(services.signer.depends_on?.keyring?.condition).toBe("service_healthy");
 			for (const name of ["api", "run"]) expect({ name, volumes: (services[name].volumes ?? []).filter(v => v.startsWith("signer-credential")) }).toEqual({ name, volumes: [] });
+			// The batcher's credential and the keyring's public key: made by the keyring, read by the api node only.
+			expect(env("keyring").BATCHER_KEY_FILE).toBe("/batcher-credential/batcher.key");
+			expect(env("api").BATCHER_KEY_FILE).toBe("/batcher-credential/batcher.key");
+			expect(services.api.volumes).toEqual(expect.arrayContaining(["batcher-credential:/batcher-credential:ro", "keyring-public:/keyring-public:ro"]));
+			expect(env("keyring").KEYRING_PUBLIC_KEY_FILE).toBe(env("api").KEYRING_PUBLIC_KEY_FILE);
+			for (const name of ["signer", "run"]) expect({ name, volumes: (services[name].volumes ?? []).filter(v => v.startsWith("batcher-credential")) }).toEqual({ name, volumes: [] });
 		});
 	});
 

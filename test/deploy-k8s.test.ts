@@ -83,7 +83,7 @@ describe("k8s/ manifests", () => {
 	});
 
 	test("the generated Secret validates too, and its template holds no value", () => {
-		expect(secretKeys.sort()).toEqual(["AUTH_SECRET", "KEYRING_MASTER_KEY", "MONGO_PASSWORD", "MONGO_USERNAME", "NATS_API_PASSWORD", "NATS_KEYRING_PASSWORD", "NATS_OPS_PASSWORD", "NATS_SIGNER_PASSWORD", "SIGNER_KEY"]);
+		expect(secretKeys.sort()).toEqual(["AUTH_SECRET", "BATCHER_KEY", "KEYRING_MASTER_KEY", "KEYRING_PUBLIC_KEY", "MONGO_PASSWORD", "MONGO_USERNAME", "NATS_API_PASSWORD", "NATS_KEYRING_PASSWORD", "NATS_OPS_PASSWORD", "NATS_SIGNER_PASSWORD", "SIGNER_KEY"]);
 		for (const line of secretTemplate.split("\n").filter(l => /^[A-Z_]+=/.test(l))) expect(line).toMatch(/^[A-Z_]+=$/);
 		const Secret = modelFor("v1", "Secret");
 		const generated = { apiVersion: "v1", kind: "Secret", metadata: { name: secretName }, type: "Opaque", data: Object.fromEntries(secretKeys.map(k => [k, Buffer.from("x").toString("base64")])) };
@@ -107,8 +107,11 @@ describe("k8s/ manifests", () => {
 		expect(holders("NATS_API_PASSWORD")).toEqual(["api", "nats"]);
 		expect(holders("NATS_SIGNER_PASSWORD")).toEqual(["nats", "signer"]);
 		expect(holders("NATS_OPS_PASSWORD")).toEqual(["nats"]);
-		// Only the signers hold their credential.
+		// Only the signers hold their credential, only the api node (the batcher) its own.
 		expect(holders("SIGNER_KEY")).toEqual(["signer"]);
+		expect(holders("BATCHER_KEY")).toEqual(["api"]);
+		// Records (api) checks lease tokens with the keyring's public key; the keyring checks it matches its master key.
+		expect(holders("KEYRING_PUBLIC_KEY")).toEqual(["api", "keyring"]);
 	});
 
 	test("NATS has one user per role: each workload connects as its own, and the server's configuration is the permissions src/nats-permissions.ts writes", () => {

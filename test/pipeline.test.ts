@@ -1,6 +1,7 @@
 /** End to end on the embedded store, in one process: every scenario ends with the audit. */
 import { pageAll } from "../src/audit/collect";
 import type { BatchDoc, SignatureDoc } from "../src/contract";
+import { ticketFor } from "./support/signer-proofs";
 import { auditSystem, runToCompletion, startSystem, type TestSystem } from "./support/system";
 
 describe("a run on the embedded store", () => {
@@ -72,15 +73,16 @@ describe("a run on the embedded store", () => {
 });
 
 describe("duplicate delivery", () => {
-	test("the same batch handed to signer.signBatch twice at once: one signature per record, duplicates counted", async () => {
+	test("the same records handed to two signers at once, as two batches: one signature per record, the rest counted as duplicates", async () => {
 		const system = await startSystem({ records: 200, keys: 4 });
 		try {
 			const { records } = await system.broker.call<{ records: Array<{ id: string; data: string }> }, object>("records.unsignedPage", { limit: 200 });
 			expect(records).toHaveLength(200);
-			const params = { batchId: "manual-batch-1", runId: "manual-run", records };
+			const node = system.broker.nodeID;
+			const batch = (batchId: string) => ({ batchId, runId: "test-run", records, ticket: ticketFor(node, records, batchId) });
 			const results = await Promise.all([
-				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params),
-				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", params)
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", batch("manual-batch-1")),
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", batch("manual-batch-2"))
 			]);
 			expect(results[0].stored + results[1].stored).toBe(200);
 			expect(results[0].duplicates + results[1].duplicates).toBe(200);
@@ -89,6 +91,22 @@ describe("duplicate delivery", () => {
 			expect(progress.signed).toBe(200);
 			const signatures = await pageAll<SignatureDoc>(system.broker, "records", "signatures");
 			expect(signatures).toHaveLength(200);
+		} finally {
+			await system.broker.stop();
+		}
+	});
+
+	test("the same batch and ticket handed to signer.signBatch twice: the second is refused as a replay, nothing is signed twice", async () => {
+		const system = await startSystem({ records: 50, keys: 4 });
+		try {
+			const { records } = await system.broker.call<{ records: Array<{ id: string; data: string }> }, object>("records.unsignedPage", { limit: 50 });
+			const params = { batchId: "manual-batch-3", runId: "test-run", records, ticket: ticketFor(system.broker.nodeID, records, "manual-batch-3") };
+			const first = await system.broker.call<{ stored: number }, object>("signer.signBatch", params);
+			expect(first.stored).toBe(50);
+			await expect(system.broker.call("signer.signBatch", params)).rejects.toMatchObject({ code: 403, type: "DISPATCH_TICKET_REPLAYED" });
+			const signatures = await pageAll<SignatureDoc>(system.broker, "records", "signatures");
+			expect(signatures).toHaveLength(50);
+			expect(new Set(signatures.map(s => s.batchId))).toEqual(new Set(["manual-batch-3"]));
 		} finally {
 			await system.broker.stop();
 		}

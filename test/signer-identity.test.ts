@@ -12,7 +12,7 @@ import { brokerOptions } from "../src/broker-options";
 import type { Cluster } from "../src/cluster/launcher";
 import { loadConfig } from "../src/config";
 import type { KeyInfo, Lease } from "../src/contract";
-import { newCredential, parseCredential } from "../src/identity/credential";
+import { credentialFile, newCredential, parseCredential } from "../src/identity/credential";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { NatsRole } from "../src/nats-permissions";
 import { runCli } from "./support/cli";
@@ -87,7 +87,8 @@ test("a credential enrolled by the operator command gets keys; revoked, it is re
 	expect(created.stderr).toBe("");
 	expect(created.stdout).toMatch(/^Enrolled signer "ops-signer" \(key [\w-]{16}\) in .*keyring\.sqlite/);
 	const credential = parseCredential(fs.readFileSync(file, "utf8"), file);
-	const requests = signerRequests(credential);
+	// Lease requests carry a dispatch ticket: made with the cluster's batcher credential, as its batcher does.
+	const requests = signerRequests(credential, credentialFile(path.join(cluster!.root, "batcher.key"), false));
 	const node = await stranger("signer", "ops-signer-node");
 	const session = new LeaseKeyOpener().session;
 	const lease = await node.call<Lease, object>("keyring.acquire", requests.acquire("ops-signer-node", session.publicJwk));

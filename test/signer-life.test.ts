@@ -28,7 +28,7 @@ class Calls implements BatchCalls {
 	async acquire(): Promise<Lease> {
 		this.log.push("acquire");
 		this.expiresAt = this.clock.now() + OPTIONS.leaseTtlMs;
-		return { leaseId: `lease-${++this.leases}`, keyId: "key-007", expiresAt: new Date(this.expiresAt).toISOString(), key: "sealed", transportKey: { kty: "OKP", crv: "X25519", x: "transport" } };
+		return { leaseId: `lease-${++this.leases}`, keyId: "key-007", expiresAt: new Date(this.expiresAt).toISOString(), key: "sealed", transportKey: { kty: "OKP", crv: "X25519", x: "transport" }, token: `token-of-lease-${this.leases}` };
 	}
 	async renew(leaseId: string): Promise<LeaseChange> {
 		this.log.push(`renew ${leaseId}`);

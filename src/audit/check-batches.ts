@@ -4,8 +4,10 @@
  *
  * A batch that has ended must tell the truth about its signatures: it names their one key and
  * lease (a batch with signatures and no key is a finding, whatever the reason), and its status
- * matches them: `failed` has none under it, `partial` some but not all. (A `signed` batch's
- * records may carry earlier batches' signatures; a record with none is rule 1's finding.)
+ * matches them: `failed` has none under it, `partial` some but not all, and it claims no more
+ * stored signatures than stand under it (a batch counted from a signer's word, not from the
+ * store). (A `signed` batch's records may carry earlier batches' signatures; a record with none
+ * is rule 1's finding.)
  * A batch still `pending` is in flight (its key not known yet to the batcher), which only a run
  * still running may have.
  */
@@ -19,6 +21,8 @@ interface BatchRow {
 	leaseId: string | null;
 	recordIds: unknown;
 	status: unknown;
+	/** Signatures the batch record says it stored; null in stores and exports from before it was kept. */
+	stored: unknown;
 }
 
 /** [batchId, recordId, keyId, leaseId] */
@@ -71,7 +75,7 @@ function parseRecordIds(recordIds: unknown): string[] | null {
 export async function checkBatches(db: AuditDb, runs: RunFacts, findings: FindingList): Promise<number> {
 	const rule: RuleName = "one-key-per-batch";
 	const imported = db.kind === "import";
-	const batches = db.sql.prepare(`SELECT batchId, runId, keyId, leaseId, recordIds, status FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`).iterate() as Iterator<BatchRow>;
+	const batches = db.sql.prepare(`SELECT batchId, runId, keyId, leaseId, recordIds, status, stored FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`).iterate() as Iterator<BatchRow>;
 	const signatureQuery = db.sql.prepare(`SELECT batchId, recordId, keyId, leaseId FROM rec.signatures ORDER BY batchId, recordId${imported ? ", rowid" : ""}`);
 	signatureQuery.setReturnArrays(true);
 	const signatures = signatureQuery.iterate() as Iterator<SignatureRow>;
@@ -154,6 +158,8 @@ function checkBatchStatus(batch: BatchRow, size: number, under: number, findings
 	const rule: RuleName = "one-key-per-batch";
 	const { batchId, status } = batch;
 	const says = (truth: string) => findings.add(rule, `batch ${batchId} is recorded ${JSON.stringify(status)} but ${truth}`, { batchId, status: String(status) });
+	if (typeof batch.stored === "number" && batch.stored > under)
+		findings.add(rule, `batch ${batchId} claims ${batch.stored} stored signatures but ${under} stand under it`, { batchId, stored: String(batch.stored) });
 	if (status === "failed" || status === "abandoned") {
 		if (under > 0) says(`${under} of its ${size} records are signed under it`);
 	} else if (status === "partial") {

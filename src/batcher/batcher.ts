@@ -4,8 +4,12 @@
  * signer within a bounded window, retries a failed batch's still-unsigned records as a new
  * batch, resumes an interrupted run, and reports. The batch size is fixed for the run.
  *
+ * A signer's reply is not taken at its word: a batch counts as signed only when records holds
+ * a signature under it for every one of its records, under one key and lease. A signer that
+ * claimed more than records holds gets no more batches of the run.
+ *
  * A batch that ends without its signer's reply (an error, a timeout, a node gone, a request
- * or reply lost in transit) is settled from what is stored: the records service closes it,
+ * or reply lost in transit), or whose reply records does not bear out, is settled from what is stored: the records service closes it,
  * so no signature lands under it afterwards, and answers what it holds. The batch record then
  * names the key and lease of its signatures and says `signed`, `partial` or `failed`. A batch
  * in flight for a while is checked on: its signer is asked whether it has it, and one it does
@@ -66,6 +70,8 @@ interface ActiveRun {
 	failure: string | null;
 	/** batcher.cancel asked it to stop: no new batch goes out; the ones in flight end as usual. */
 	cancelled: boolean;
+	/** Signer nodes whose reply claimed signatures records does not hold: sent nothing more. */
+	distrusted: Set<string>;
 	done: Promise<void>;
 }
 
@@ -266,7 +272,7 @@ export class Batcher {
 		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
 		const active: ActiveRun = {
 			run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), flights: new Map(), perSigner: new Map(), batchCount, failure: null,
-			cancelled: Boolean(run.cancelRequestedAt), done: Promise.resolve()
+			cancelled: Boolean(run.cancelRequestedAt), distrusted: new Set(), done: Promise.resolve()
 		};
 		this.active = active;
 		const progress = await this.whenAvailable("records.progress", () => this.deps.records.progress());
@@ -333,10 +339,16 @@ export class Batcher {
 		}
 	}
 
-	private windowSize(): number {
+	/** The signer nodes batches may go to: those available, less the ones this run stopped trusting. */
+	private signersFor(active: ActiveRun): string[] {
+		const available = this.deps.signers.available();
+		return active.distrusted.size ? available.filter(node => !active.distrusted.has(node)) : available;
+	}
+
+	private windowSize(active: ActiveRun): number {
 		if (this.options.window > 0) return this.options.window;
 		// Enough batches to keep every signer node busy while others wait on storage.
-		return Math.max(6, 4 * this.deps.signers.available().length);
+		return Math.max(6, 4 * this.signersFor(active).length);
 	}
 
 	/**
@@ -347,7 +359,7 @@ export class Batcher {
 	private pickSigner(active: ActiveRun): string | undefined {
 		let best: string | undefined;
 		let bestLoad = Infinity;
-		for (const nodeID of this.deps.signers.available()) {
+		for (const nodeID of this.signersFor(active)) {
 			const load = active.perSigner.get(nodeID) ?? 0;
 			if (load < bestLoad) [best, bestLoad] = [nodeID, load];
 		}
@@ -364,11 +376,11 @@ export class Batcher {
 				return;
 			}
 			// No signer yet (cluster starting, or every signer gone): wait rather than fail batches.
-			if (this.deps.signers.available().length === 0) {
+			if (this.signersFor(active).length === 0) {
 				await this.deps.signers.waitForAny(1_000);
 				continue;
 			}
-			while (active.inFlight.size < this.windowSize() && !this.halted && !active.failure && !active.cancelled) {
+			while (active.inFlight.size < this.windowSize(active) && !this.halted && !active.failure && !active.cancelled) {
 				let planned = planner.nextRetry();
 				if (!planned && planner.paging) {
 					const after = planner.after;
@@ -415,14 +427,24 @@ export class Batcher {
 			if (signer) active.perSigner.set(signer, active.perSigner.get(signer)! - 1);
 		}
 		if (result) {
-			const { keyId, leaseId, stored, duplicates } = result;
-			const finishedAt = new Date(clock.now()).toISOString();
-			await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "signed", keyId, leaseId, signer: result.signer, stored, duplicates, unsigned: 0, finishedAt }));
-			this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId, signer: result.signer, size: recordIds.length, stored, duplicates, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
-			return;
+			// Counted from what records holds under the batch, never from the signer's word.
+			const groups = await this.whenAvailable("records.signedUnder", () => this.deps.records.signedUnder(batchId));
+			const stored = groups.reduce((sum, group) => sum + group.count, 0);
+			if (groups.length === 1 && stored === recordIds.length) {
+				const [{ keyId, leaseId }] = groups;
+				const finishedAt = new Date(clock.now()).toISOString();
+				await this.whenAvailable("the batcher's store", () => store.updateBatch(batchId, { status: "signed", keyId, leaseId, signer: signer ?? result!.signer, stored, duplicates: 0, unsigned: 0, finishedAt }));
+				this.deps.emit("batch.signed", { runId: run.runId, batchId, keyId, signer: signer ?? result.signer, size: recordIds.length, stored, duplicates: 0, latencyMs: clock.now() - startedAt, leaseWaitMs: result.leaseWaitMs });
+				return;
+			}
+			error = `signer ${signer ?? result.signer} answered ${result.stored} signature(s) stored; records holds ${stored} under the batch`;
+			if (result.stored > stored && signer) {
+				active.distrusted.add(signer);
+				this.deps.logger.error(`Batch ${batchId}: ${error}. Signer ${signer} gets no more batches of run ${run.runId}`);
+			}
 		}
 
-		this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) ended without a reply: ${error}`);
+		this.deps.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) ended without ${result ? "a reply records bears out" : "a reply"}: ${error}`);
 		let unsigned;
 		try {
 			unsigned = await this.settle(active, batch, error, startedAt);

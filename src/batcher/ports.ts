@@ -3,7 +3,7 @@
  * service, the signers and the event bus. The service wires them to the broker; unit tests
  * give plain objects.
  */
-import type { BatchDoc, BatchStatus, ClosedBatch, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult } from "../contract";
+import type { BatchDoc, BatchStatus, ClosedBatch, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult, SignedUnder } from "../contract";
 
 /** The batcher's two collections, `runs` and `batches`. */
 export interface BatcherStore {
@@ -44,6 +44,8 @@ export interface RecordsPort {
 	stats(): Promise<RecordStats>;
 	/** Closes a batch that ended without its signer's reply: no signature is stored under it any more; what is, and its records still unsigned. */
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
+	/** What is stored under a batch, by key and lease: how a batch is counted signed, never from its signer's word. */
+	signedUnder(batchId: string): Promise<SignedUnder["signed"]>;
 }
 
 /** The signers, as the batcher reaches them. */
@@ -52,8 +54,11 @@ export interface SignersPort {
 	available(): string[];
 	/** Resolves when one is available, or after `timeoutMs`. */
 	waitForAny(timeoutMs: number): Promise<void>;
-	/** Sends a batch to one signer node; aborting `signal` fails the call at once. */
-	signBatch(params: SignBatchParams, options: { nodeID?: string; timeoutMs: number; signal: AbortSignal }): Promise<SignBatchResult>;
+	/**
+	 * Sends a batch to one signer node, with a dispatch ticket naming that node (the port makes
+	 * it with the batcher's credential); aborting `signal` fails the call at once.
+	 */
+	signBatch(params: Omit<SignBatchParams, "ticket">, options: { nodeID?: string; timeoutMs: number; signal: AbortSignal }): Promise<SignBatchResult>;
 	/** The batches one signer node is working on, as it answers; rejects when it does not within `timeoutMs`. */
 	inFlight(nodeID: string, timeoutMs: number): Promise<string[]>;
 	/** The largest message the transport carries to a signer, or null when nothing limits it (in-process). */

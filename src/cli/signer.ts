@@ -1,6 +1,7 @@
 /**
- * `npm run signer -- <command>`: the operator's commands for signer credentials, written to
- * the keyring's store (DATA_DIR, or MONGO_URI); a running keyring sees a change within 5 s.
+ * `npm run signer -- <command>`: the operator's commands for signer and batcher credentials,
+ * written to the keyring's store (DATA_DIR, or MONGO_URI); a running keyring sees a change
+ * within 5 s. `--role batcher` works on batcher credentials (the dispatch tickets' signers).
  *
  *   create --name NAME [--out FILE]    a new credential, enrolled; the private part is shown once
  *   keygen --name NAME --out FILE      a new credential, not enrolled (no store at hand): its file,
@@ -8,17 +9,20 @@
  *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
  *   list [--json]                      every credential, revoked ones included
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
+ *   authority                          the keyring's public key (from its master key): the
+ *                                      KEYRING_PUBLIC_KEY of nodes that do not share its DATA_DIR
  *
  * The embedded default and `npm run cluster` need none of this: their keyring enrols the
- * credential its signers share in DATA_DIR. Kubernetes: `keygen` once, put the private part in
- * the Secret every signer replica reads as SIGNER_KEY, and `enrol` it in the keyring's pod
- * (docs/deploy.md).
+ * credentials its signers and batcher share in DATA_DIR. Kubernetes: `keygen` once per role,
+ * put the private parts in the Secret (SIGNER_KEY, BATCHER_KEY), and `enrol` them in the
+ * keyring's pod (docs/deploy.md).
  */
 import fs from "node:fs";
 import path from "node:path";
 import type { JWK } from "jose";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
-import { CredentialError, newCredential, serializeCredential, SIGNER_NAME, thumbprint } from "../identity/credential";
+import { CREDENTIAL_VARIABLES, CredentialError, newCredential, serializeCredential, SIGNER_NAME, thumbprint, type CredentialRole } from "../identity/credential";
+import { loadMasterKey } from "../keyring/master-key";
 import { MongoKeyringStore } from "../keyring/mongo-store";
 import { SqliteKeyringStore } from "../keyring/sqlite-store";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
@@ -27,7 +31,8 @@ import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./
 
 const STORE = {
 	"data-dir": { type: "string" },
-	"mongo-uri": { type: "string" }
+	"mongo-uri": { type: "string" },
+	role: { type: "string" }
 } as const satisfies CliOptions;
 
 const USAGE = `Usage: npm run signer -- <command> [flags]
@@ -38,7 +43,18 @@ const USAGE = `Usage: npm run signer -- <command> [flags]
   enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
   list [--json]                     the enrolled credentials, revoked ones included
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
+  authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), from
+                                    KEYRING_MASTER_KEY or DATA_DIR/master.key
+--role signer|batcher               whose credentials (default signer): batchers sign dispatch tickets
 Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI)`;
+
+function roleOf(value: unknown): CredentialRole {
+	if (value === undefined || value === "signer") return "signer";
+	if (value === "batcher") return "batcher";
+	throw new UsageError(`--role must be signer or batcher, got ${JSON.stringify(value)}`);
+}
+
+const Role = (role: CredentialRole) => (role === "signer" ? "Signer" : "Batcher");
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -80,10 +96,10 @@ function publicKeyFrom(text: string): JWK {
 	return { kty: "OKP", crv: "Ed25519", x: jwk.x };
 }
 
-async function enrol(store: KeyringStore, where: string, signer: EnrolledSigner): Promise<string> {
-	const outcome = await store.enrolSigner(signer);
+async function enrol(store: KeyringStore, where: string, role: CredentialRole, signer: EnrolledSigner): Promise<string> {
+	const outcome = await store.enrol(role, signer);
 	if (outcome === "name-taken") throw new UsageError(`The name "${signer.name}" is taken in ${where} (by another key, or revoked): choose another name`);
-	return outcome === "enrolled" ? `Enrolled signer "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}` : `Signer "${signer.name}" was already enrolled with this key in ${where}`;
+	return outcome === "enrolled" ? `Enrolled ${role} "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}` : `${Role(role)} "${signer.name}" was already enrolled with this key in ${where}`;
 }
 
 const COMMANDS: Record<string, Subcommand> = {
@@ -91,28 +107,31 @@ const COMMANDS: Record<string, Subcommand> = {
 		options: { ...STORE, name: { type: "string" }, out: { type: "string" } },
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
+			const role = roleOf(values.role);
+			const vars = CREDENTIAL_VARIABLES[role];
 			const out = values.out as string | undefined;
 			if (out && fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
 				const credential = newCredential(name);
-				const line = await enrol(store, where, { name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				const line = await enrol(store, where, role, { name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
 				const secret = serializeCredential(credential);
 				if (out) {
 					fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
 					fs.writeFileSync(out, secret + "\n", { mode: 0o600, flag: "wx" });
-					return `${line}\nIts private part is in ${out} (mode 0600): give it to the signers as SIGNER_KEY_FILE, or its content as SIGNER_KEY.`;
+					return `${line}\nIts private part is in ${out} (mode 0600): give it to the ${role}s as ${vars.file}, or its content as ${vars.key}.`;
 				}
-				return `${line}\nIts private part, shown once (give it to the signers as SIGNER_KEY, e.g. in a Kubernetes Secret):\n${secret}`;
+				return `${line}\nIts private part, shown once (give it to the ${role}s as ${vars.key}, e.g. in a Kubernetes Secret):\n${secret}`;
 			} finally {
 				await store.close();
 			}
 		}
 	},
 	keygen: {
-		options: { name: { type: "string" }, out: { type: "string" } },
+		options: { name: { type: "string" }, out: { type: "string" }, role: { type: "string" } },
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
+			const role = roleOf(values.role);
 			const out = values.out as string | undefined;
 			if (!out) throw new UsageError("--out FILE is required: the private part is written there (mode 0600), never printed");
 			if (fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
@@ -122,11 +141,11 @@ const COMMANDS: Record<string, Subcommand> = {
 			fs.writeFileSync(out, secret + "\n", { mode: 0o600, flag: "wx" });
 			const { kty, crv, x } = credential.publicJwk;
 			return [
-				`Made signer credential "${name}" (key ${thumbprint(credential.publicJwk)}) in ${out} (mode 0600). Not enrolled yet.`,
+				`Made ${role} credential "${name}" (key ${thumbprint(credential.publicJwk)}) in ${out} (mode 0600). Not enrolled yet.`,
 				`For a Kubernetes Secret env file (k8s/secrets/record-signer.env):`,
-				`  SIGNER_KEY=${Buffer.from(secret).toString("base64")}`,
+				`  ${CREDENTIAL_VARIABLES[role].key}=${Buffer.from(secret).toString("base64")}`,
 				`Enrol its public part where the keyring's store is, e.g. in the keyring's pod:`,
-				`  kubectl -n record-signer exec keyring-0 -- node --disable-warning=ExperimentalWarning dist/src/cli/signer.js enrol --name ${name} --public-key '${JSON.stringify({ kty, crv, x })}'`
+				`  kubectl -n record-signer exec keyring-0 -- node --disable-warning=ExperimentalWarning dist/src/cli/signer.js enrol${role === "signer" ? "" : " --role batcher"} --name ${name} --public-key '${JSON.stringify({ kty, crv, x })}'`
 			].join("\n");
 		}
 	},
@@ -135,10 +154,11 @@ const COMMANDS: Record<string, Subcommand> = {
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
 			if (typeof values["public-key"] !== "string") throw new UsageError("--public-key is required");
+			const role = roleOf(values.role);
 			const publicJwk = { ...publicKeyFrom(values["public-key"]), kid: name };
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
-				return await enrol(store, where, { name, publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				return await enrol(store, where, role, { name, publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
 			} finally {
 				await store.close();
 			}
@@ -147,12 +167,13 @@ const COMMANDS: Record<string, Subcommand> = {
 	list: {
 		options: { ...STORE, json: { type: "boolean" } },
 		async run(values) {
+			const role = roleOf(values.role);
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
-				const signers = await store.signers();
+				const signers = await store.enrolled(role);
 				if (values.json) return JSON.stringify(signers.map(s => ({ name: s.name, key: thumbprint(s.publicJwk), enrolledAt: s.enrolledAt, revokedAt: s.revokedAt })), null, 2);
-				if (!signers.length) return `No signer is enrolled in ${where}`;
-				return [`Signers enrolled in ${where}:`, ...signers.map(s => `  ${s.name.padEnd(24)} key ${thumbprint(s.publicJwk)}  enrolled ${s.enrolledAt}${s.revokedAt ? `  REVOKED ${s.revokedAt}` : ""}`)].join("\n");
+				if (!signers.length) return `No ${role} is enrolled in ${where}`;
+				return [`${Role(role)}s enrolled in ${where}:`, ...signers.map(s => `  ${s.name.padEnd(24)} key ${thumbprint(s.publicJwk)}  enrolled ${s.enrolledAt}${s.revokedAt ? `  REVOKED ${s.revokedAt}` : ""}`)].join("\n");
 			} finally {
 				await store.close();
 			}
@@ -162,16 +183,29 @@ const COMMANDS: Record<string, Subcommand> = {
 		options: { ...STORE, name: { type: "string" } },
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
+			const role = roleOf(values.role);
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
-				const known = (await store.signers()).find(s => s.name === name);
-				if (!known) throw new UsageError(`No signer "${name}" is enrolled in ${where} (npm run signer -- list)`);
-				if (!(await store.revokeSigner(name, new Date().toISOString()))) return `Signer "${name}" was revoked already (${known.revokedAt})`;
-				return `Revoked signer "${name}" in ${where}: a running keyring refuses it within 5 s; leases it holds run out as usual`;
+				const known = (await store.enrolled(role)).find(s => s.name === name);
+				if (!known) throw new UsageError(`No ${role} "${name}" is enrolled in ${where} (npm run signer -- list${role === "signer" ? "" : " --role batcher"})`);
+				if (!(await store.revoke(role, name, new Date().toISOString()))) return `${Role(role)} "${name}" was revoked already (${known.revokedAt})`;
+				return `Revoked ${role} "${name}" in ${where}: a running keyring refuses it within 5 s; leases it holds run out as usual`;
 			} finally {
 				await store.close();
 			}
 		}
+	}
+};
+
+COMMANDS.authority = {
+	options: { "data-dir": { type: "string" }, json: { type: "boolean" } },
+	async run(values) {
+		const config = storeConfig({ "data-dir": values["data-dir"] as string | undefined });
+		if (!config.masterKey && !config.dataDir) throw new UsageError("Neither KEYRING_MASTER_KEY nor DATA_DIR is set: the keyring's public key comes from its master key");
+		if (!config.masterKey && !fs.existsSync(path.join(config.dataDir, "master.key"))) throw new UsageError(`No master key in ${config.dataDir}: start the keyring once, pass --data-dir, or set KEYRING_MASTER_KEY`);
+		const { authority, source } = await loadMasterKey(config, false);
+		if (values.json) return JSON.stringify(authority.publicJwk);
+		return [`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`, `KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`].join("\n");
 	}
 };
 

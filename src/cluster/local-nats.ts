@@ -31,7 +31,7 @@ export async function startLocalNats(folder: string, namespace: string, keyringN
 	const passwords = Object.fromEntries(NATS_ROLES.map(role => [role, randomBytes(18).toString("base64url")])) as Record<NatsRole, string>;
 	const quoted = Object.fromEntries(NATS_ROLES.map(role => [role, JSON.stringify(passwords[role])])) as Record<NatsRole, string>;
 	const config = path.join(folder, "nats-server.conf");
-	fs.mkdirSync(folder, { recursive: true });
+	fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
 	fs.writeFileSync(config, `# written by ${writtenBy}\nmax_payload: ${NATS_MAX_PAYLOAD}\n${authorizationBlock(namespace, keyringNodes, quoted)}`, { mode: 0o600 });
 	const server = await startNatsServer({ args: ["-c", config], detached });
 	return { server, passwords, url: role => roleUrl(server.url, role, passwords[role]) };

@@ -1,15 +1,17 @@
 /**
- * A signer's credential: an Ed25519 key pair whose public half the keyring has enrolled under
- * a name (DESIGN.md section 3: only an enrolled signer obtains a key). A signer proves itself
- * by signing each lease request with it (proof.ts); the keyring checks the proof against the
- * signers it knows.
+ * A credential: an Ed25519 key pair whose public half the keyring has enrolled under a name
+ * (docs/design.md, "Who may act on the bus"). Two roles hold one:
+ * - a signer proves itself with it on each lease request (proof.ts) and on each piece of
+ *   signatures it stores (lease-token.ts): only an enrolled signer obtains a key;
+ * - the batcher signs each batch's dispatch ticket with it (ticket.ts): only a batch the
+ *   batcher recorded is signed; records takes a batch's closing from it alone.
  *
- * Where a signer finds its credential, first match wins:
- * - `SIGNER_KEY`: the private JWK itself (JSON, or base64 of it), e.g. from a Kubernetes Secret;
- * - `SIGNER_KEY_FILE`: a file holding it;
- * - `DATA_DIR/signer.key`: created on first use (mode 0600) on the embedded default and in
- *   `npm run cluster`, whose keyring, sharing DATA_DIR, enrols it by itself;
- * - with `DATA_DIR=""` (tests, in-process), one credential per process, in memory.
+ * Where a role finds its credential, first match wins (`<ROLE>` = SIGNER or BATCHER):
+ * - `<ROLE>_KEY`: the private JWK itself (JSON, or base64 of it), e.g. from a Kubernetes Secret;
+ * - `<ROLE>_KEY_FILE`: a file holding it;
+ * - `DATA_DIR/signer.key` or `DATA_DIR/batcher.key`: created on first use (mode 0600) on the
+ *   embedded default and in `npm run cluster`, whose keyring, sharing DATA_DIR, enrols it by itself;
+ * - with `DATA_DIR=""` (tests, in-process), one credential per role and process, in memory.
  *
  * The private JWK carries its enrolment name as `kid`.
  */
@@ -19,7 +21,16 @@ import path from "node:path";
 import type { JWK } from "jose";
 import { UserError } from "../user-error";
 
-export const SIGNER_KEY_FILE = "signer.key";
+export type CredentialRole = "signer" | "batcher";
+
+/** Each role's credential file in DATA_DIR. */
+export const CREDENTIAL_FILES: Record<CredentialRole, string> = { signer: "signer.key", batcher: "batcher.key" };
+export const SIGNER_KEY_FILE = CREDENTIAL_FILES.signer;
+/** The variables each role's credential is read from, for messages. */
+export const CREDENTIAL_VARIABLES: Record<CredentialRole, { key: string; file: string }> = {
+	signer: { key: "SIGNER_KEY", file: "SIGNER_KEY_FILE" },
+	batcher: { key: "BATCHER_KEY", file: "BATCHER_KEY_FILE" }
+};
 
 export interface SignerCredential {
 	/** The name the keyring enrolled it under (the JWK's `kid`). */
@@ -37,11 +48,12 @@ export class CredentialError extends UserError {}
 export const SIGNER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export interface CredentialSettings {
-	/** SIGNER_KEY: the private JWK (JSON or base64 of JSON), or null. */
-	signerKey: string | null;
-	/** SIGNER_KEY_FILE: a file holding it, or null. */
-	signerKeyFile: string | null;
-	/** DATA_DIR: `signer.key` there, created when absent; "" = memory. */
+	role: CredentialRole;
+	/** SIGNER_KEY or BATCHER_KEY: the private JWK (JSON or base64 of JSON), or null. */
+	key: string | null;
+	/** SIGNER_KEY_FILE or BATCHER_KEY_FILE: a file holding it, or null. */
+	keyFile: string | null;
+	/** DATA_DIR: the role's file there, created when absent; "" = memory. */
 	dataDir: string;
 }
 
@@ -88,20 +100,20 @@ export function thumbprint(publicJwk: JWK): string {
 
 const inMemory = new Map<string, SignerCredential>();
 
-/** The credential of this process's embedded signers: `DATA_DIR/signer.key`, created when absent (or one per process in memory). */
-export function localCredential(dataDir: string): SignerCredential {
+/** The credential of this process's embedded `role`: its file in DATA_DIR, created when absent (or one per role and process in memory). */
+export function localCredential(dataDir: string, role: CredentialRole = "signer"): SignerCredential {
 	if (!dataDir) {
-		let credential = inMemory.get("");
-		if (!credential) inMemory.set("", (credential = newCredential("local-memory", "memory")));
+		let credential = inMemory.get(role);
+		if (!credential) inMemory.set(role, (credential = newCredential(`local-${role}-memory`, "memory")));
 		return credential;
 	}
-	return credentialFile(path.join(dataDir, SIGNER_KEY_FILE), true);
+	return credentialFile(path.join(dataDir, CREDENTIAL_FILES[role]), true);
 }
 
 /** The credential in `file`; created there (mode 0600, under a fresh `local-…` name) when absent and `create` says so. */
 export function credentialFile(file: string, create: boolean): SignerCredential {
 	if (create && !fs.existsSync(file)) {
-		fs.mkdirSync(path.dirname(file), { recursive: true });
+		fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
 		const created = newCredential(`local-${thumbprintOfNew()}`, file);
 		try {
 			// "wx": a signer and the keyring starting together must not both write one.
@@ -125,9 +137,9 @@ function thumbprintOfNew(): string {
 	return createHash("sha256").update(String(process.hrtime.bigint()) + Math.random()).digest("hex").slice(0, 8);
 }
 
-/** A signer's credential, as the module comment says where it is looked for. */
+/** A role's credential, as the module comment says where it is looked for. */
 export function loadCredential(settings: CredentialSettings): SignerCredential {
-	if (settings.signerKey) return parseCredential(settings.signerKey, "SIGNER_KEY");
-	if (settings.signerKeyFile) return credentialFile(settings.signerKeyFile, false);
-	return localCredential(settings.dataDir);
+	if (settings.key) return parseCredential(settings.key, CREDENTIAL_VARIABLES[settings.role].key);
+	if (settings.keyFile) return credentialFile(settings.keyFile, false);
+	return localCredential(settings.dataDir, settings.role);
 }

@@ -15,6 +15,8 @@ import type { JWK } from "jose";
 import { Events, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
 import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
 import { LeaseTable } from "./lease-table";
+import type { AuthorityKey } from "../identity/authority";
+import type { CredentialRole } from "../identity/credential";
 import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
 import { checkSessionKey, InvalidSessionKeyError, KeyTransport } from "./key-transport";
 import { Serial } from "./serial";
@@ -38,8 +40,12 @@ export interface KeyringOptions {
 	mongoUri: string | null;
 	/** How long the keyring role outlives this keyring's last renewal of it. */
 	roleTtlMs: number;
-	/** The signer credential file this keyring enrols by itself ("" = this process's in-memory one; null = none). */
-	enrolLocalSigner: string | null;
+	/** The signer and batcher credential files this keyring enrols by itself ("" = this process's in-memory one; null = none). */
+	enrolLocal: Record<CredentialRole, string | null>;
+	/** KEYRING_PUBLIC_KEY, when set: it must be this keyring's own (src/identity/authority.ts). */
+	publicKey: string | null;
+	/** Where the keyring writes its public key; null = this process only. */
+	publicKeyFile: string | null;
 }
 
 /** A lease asked for by a proven signer: who holds it, and where its key is sealed to. */
@@ -163,12 +169,17 @@ export class Keyring {
 
 	// ------------------------------------------------------------ leases
 
+	/** The key this keyring signs lease tokens with, derived from its master key. */
+	get authority(): AuthorityKey {
+		return this.master.authority;
+	}
+
 	/**
-	 * Grants the least recently used free key, waiting in FIFO order when none is free, for at
-	 * most min(waitMs, acquireWaitMs). The private key comes back sealed to `sessionKey`.
+	 * Grants the least recently used free key to `holder` (a proven signer's node), waiting in
+	 * FIFO order when none is free, for at most min(waitMs, acquireWaitMs). The private key
+	 * comes back sealed to `sessionKey`.
 	 */
-	/** Grants a key to `holder` (a proven signer's node), its private key sealed to `sessionKey`. */
-	async acquire(params: GrantRequest): Promise<Lease> {
+	async acquire(params: GrantRequest): Promise<Omit<Lease, "token">> {
 		this.assertOpen();
 		try {
 			checkSessionKey(params.sessionKey);

@@ -7,11 +7,14 @@ import { createDecipheriv, randomBytes, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { CompactEncrypt, type CryptoKey } from "jose";
+import { deriveAuthorityKey, type AuthorityKey } from "../identity/authority";
 
 export const MASTER_KEY_FILE = "master.key";
 
 export interface MasterKey {
 	key: CryptoKey;
+	/** The lease-token signing key derived from it (src/identity/authority.ts). */
+	authority: AuthorityKey;
 	/** Where it came from, for log lines and error messages (never the key itself). */
 	source: string;
 }
@@ -30,11 +33,12 @@ export class MasterKeyError extends Error {
 	}
 }
 
-async function importAesKey(raw: Uint8Array): Promise<CryptoKey> {
+async function importAesKey(raw: Uint8Array, source: string): Promise<MasterKey> {
 	if (raw.length !== 32) throw new MasterKeyError(`the keyring master key must be 32 bytes, got ${raw.length}`);
 	try {
 		// Non-extractable: once imported, the raw bytes are wiped and cannot be read back.
-		return await crypto.subtle.importKey("raw", raw, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+		const key = await crypto.subtle.importKey("raw", raw, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+		return { key, authority: deriveAuthorityKey(raw), source };
 	} finally {
 		raw.fill(0);
 	}
@@ -48,16 +52,16 @@ export async function loadMasterKey(settings: MasterKeySettings, mayCreate: bool
 	if (settings.masterKey) {
 		const raw = Buffer.from(settings.masterKey, "base64");
 		if (raw.length !== 32) throw new MasterKeyError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes");
-		return { key: await importAesKey(raw), source: "KEYRING_MASTER_KEY" };
+		return importAesKey(raw, "KEYRING_MASTER_KEY");
 	}
 	if (!settings.dataDir) {
 		if (!mayCreate) throw new MasterKeyError("the store holds sealed keys but no KEYRING_MASTER_KEY is set and there is no DATA_DIR to read master.key from");
-		return { key: await importAesKey(randomBytes(32)), source: "a random in-memory master key" };
+		return importAesKey(randomBytes(32), "a random in-memory master key");
 	}
 	const file = path.join(settings.dataDir, MASTER_KEY_FILE);
 	if (!fs.existsSync(file)) {
 		if (!mayCreate) throw new MasterKeyError(`the store holds sealed keys but ${file} is missing; restore it or set KEYRING_MASTER_KEY to the key they were sealed with`);
-		fs.mkdirSync(settings.dataDir, { recursive: true });
+		fs.mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
 		try {
 			// "wx": never overwrite a master key another process has just written.
 			fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
@@ -68,7 +72,7 @@ export async function loadMasterKey(settings: MasterKeySettings, mayCreate: bool
 	}
 	const raw = Buffer.from(fs.readFileSync(file, "utf8").trim(), "base64");
 	if (raw.length !== 32) throw new MasterKeyError(`${file} must hold the base64 encoding of exactly 32 bytes`);
-	return { key: await importAesKey(raw), source: file };
+	return importAesKey(raw, file);
 }
 
 /** Permission bits of the master key file that let anyone but its owner read it, or 0. */

@@ -11,6 +11,7 @@
  * is conditional on the stored expiry, so neither can end up with two holders of a key.
  */
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
+import type { CredentialRole } from "../identity/credential";
 import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
 import { DuplicateLeaseError, FencedError, publicKeyDoc, sameSignerKey, type EnrolledSigner, type Enrolment, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
@@ -25,7 +26,8 @@ export class MongoKeyringStore implements KeyringStore {
 		private readonly keysOf: MongoCollection,
 		private readonly leasesOf: MongoCollection,
 		private readonly roleOf: MongoCollection,
-		private readonly signersOf: MongoCollection
+		/** Each role's enrolled credentials: `signers`, `batchers`. */
+		private readonly enrolmentsOf: Record<CredentialRole, MongoCollection>
 	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
@@ -42,7 +44,10 @@ export class MongoKeyringStore implements KeyringStore {
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoKeyringStore {
-		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"), connection.db.collection("signers"));
+		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"), {
+			signer: connection.db.collection("signers"),
+			batcher: connection.db.collection("batchers")
+		});
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
@@ -127,20 +132,20 @@ export class MongoKeyringStore implements KeyringStore {
 		return row ? leaseDoc(row) : null;
 	}
 
-	async signers(): Promise<EnrolledSigner[]> {
-		const rows: Array<EnrolledSigner & { _id: string }> = await this.signersOf.find({}).sort({ _id: 1 }).toArray();
+	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
+		const rows: Array<EnrolledSigner & { _id: string }> = await this.enrolmentsOf[role].find({}).sort({ _id: 1 }).toArray();
 		return rows.map(({ name, publicJwk, enrolledAt, revokedAt }) => ({ name, publicJwk, enrolledAt, revokedAt: revokedAt ?? null }));
 	}
 
-	async enrolSigner(signer: EnrolledSigner): Promise<Enrolment> {
-		const { upsertedCount } = await this.signersOf.updateOne({ _id: signer.name }, { $setOnInsert: { ...signer, revokedAt: null } }, { upsert: true });
+	async enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment> {
+		const { upsertedCount } = await this.enrolmentsOf[role].updateOne({ _id: credential.name }, { $setOnInsert: { ...credential, revokedAt: null } }, { upsert: true });
 		if (upsertedCount) return "enrolled";
-		const existing = (await this.signers()).find(s => s.name === signer.name)!;
-		return sameSignerKey(existing, signer) && !existing.revokedAt ? "already" : "name-taken";
+		const existing = (await this.enrolled(role)).find(s => s.name === credential.name)!;
+		return sameSignerKey(existing, credential) && !existing.revokedAt ? "already" : "name-taken";
 	}
 
-	async revokeSigner(name: string, at: string): Promise<boolean> {
-		return (await this.signersOf.updateOne({ _id: name, revokedAt: null }, { $set: { revokedAt: at } })).modifiedCount === 1;
+	async revoke(role: CredentialRole, name: string, at: string): Promise<boolean> {
+		return (await this.enrolmentsOf[role].updateOne({ _id: name, revokedAt: null }, { $set: { revokedAt: at } })).modifiedCount === 1;
 	}
 
 	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {

@@ -6,7 +6,11 @@ import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import { closeStore, isUniqueViolation, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
 import type { JWK } from "jose";
+import type { CredentialRole } from "../identity/credential";
 import { sameSignerKey, type EnrolledSigner, type Enrolment } from "./store";
+
+/** Where each role's enrolled credentials are (the table names are fixed, never input). */
+const ENROLMENT_TABLES: Record<CredentialRole, string> = { signer: "signers", batcher: "batchers" };
 import { DuplicateLeaseError, FencedError, publicKeyDoc, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
 const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
@@ -110,8 +114,8 @@ export class SqliteKeyringStore implements KeyringStore {
 		return row ? leaseDoc(row) : null;
 	}
 
-	async signers(): Promise<EnrolledSigner[]> {
-		return (this.statements.get("SELECT name, publicJwk, enrolledAt, revokedAt FROM signers ORDER BY name").all() as Array<Record<string, string | null>>).map(row => ({
+	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
+		return (this.statements.get(`SELECT name, publicJwk, enrolledAt, revokedAt FROM ${ENROLMENT_TABLES[role]} ORDER BY name`).all() as Array<Record<string, string | null>>).map(row => ({
 			name: row.name!,
 			publicJwk: JSON.parse(row.publicJwk!) as JWK,
 			enrolledAt: row.enrolledAt!,
@@ -119,15 +123,15 @@ export class SqliteKeyringStore implements KeyringStore {
 		}));
 	}
 
-	async enrolSigner(signer: EnrolledSigner): Promise<Enrolment> {
-		const inserted = this.statements.get("INSERT INTO signers (name, publicJwk, enrolledAt, revokedAt) VALUES (?, ?, ?, NULL) ON CONFLICT(name) DO NOTHING").run(signer.name, JSON.stringify(signer.publicJwk), signer.enrolledAt);
+	async enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment> {
+		const inserted = this.statements.get(`INSERT INTO ${ENROLMENT_TABLES[role]} (name, publicJwk, enrolledAt, revokedAt) VALUES (?, ?, ?, NULL) ON CONFLICT(name) DO NOTHING`).run(credential.name, JSON.stringify(credential.publicJwk), credential.enrolledAt);
 		if (Number(inserted.changes) === 1) return "enrolled";
-		const existing = (await this.signers()).find(s => s.name === signer.name)!;
-		return sameSignerKey(existing, signer) && !existing.revokedAt ? "already" : "name-taken";
+		const existing = (await this.enrolled(role)).find(s => s.name === credential.name)!;
+		return sameSignerKey(existing, credential) && !existing.revokedAt ? "already" : "name-taken";
 	}
 
-	async revokeSigner(name: string, at: string): Promise<boolean> {
-		return Number(this.statements.get("UPDATE signers SET revokedAt = ? WHERE name = ? AND revokedAt IS NULL").run(at, name).changes) === 1;
+	async revoke(role: CredentialRole, name: string, at: string): Promise<boolean> {
+		return Number(this.statements.get(`UPDATE ${ENROLMENT_TABLES[role]} SET revokedAt = ? WHERE name = ? AND revokedAt IS NULL`).run(at, name).changes) === 1;
 	}
 
 	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {

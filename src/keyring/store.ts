@@ -5,8 +5,9 @@
  */
 import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+import type { CredentialRole } from "../identity/credential";
 
-/** A signer credential the keyring knows: its public key under its enrolment name. */
+/** A signer or batcher credential the keyring knows: its public key under its enrolment name. */
 export interface EnrolledSigner {
 	name: string;
 	publicJwk: JWK;
@@ -77,12 +78,12 @@ export interface KeyringStore {
 	 */
 	endLease(leaseId: string, end: LeaseEnding, epoch: number): Promise<number>;
 	lease(leaseId: string): Promise<LeaseDoc | null>;
-	/** Every signer credential ever enrolled (revoked ones included), by name. */
-	signers(): Promise<EnrolledSigner[]>;
-	/** Enrols a credential under its name, unless the name is taken (a revoked name stays taken). */
-	enrolSigner(signer: EnrolledSigner): Promise<Enrolment>;
-	/** Revokes the credential of `name`; false when there is none, or it was revoked already. */
-	revokeSigner(name: string, at: string): Promise<boolean>;
+	/** Every credential of `role` ever enrolled (revoked ones included), by name. */
+	enrolled(role: CredentialRole): Promise<EnrolledSigner[]>;
+	/** Enrols a credential of `role` under its name, unless the name is taken (a revoked name stays taken). */
+	enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment>;
+	/** Revokes the credential of `role` named `name`; false when there is none, or it was revoked already. */
+	revoke(role: CredentialRole, name: string, at: string): Promise<boolean>;
 	/** A page of `leases`, or of `keys` with their public fields only. */
 	page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page>;
 	/** Resolves when the store answers (readiness). */

@@ -112,11 +112,17 @@ export class MongoRecordsStore implements RecordsStore {
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
 		return this.serially(batchId, async () => {
 			await this.closedOf.updateOne({ _id: batchId }, { $setOnInsert: { closedAt: new Date().toISOString() } }, { upsert: true });
-			const groups: Array<{ _id: { keyId: string; leaseId: string }; count: number }> = await this.signaturesOf
-				.aggregate([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
-				.toArray();
-			return { signed: groups.map(g => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count })), unsigned: recordIds.length ? await this.unsignedAmong(recordIds) : [] };
+			const signed = await this.signedUnder(batchId);
+			const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
+			return { signed, unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [] };
 		});
+	}
+
+	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
+		const groups: Array<{ _id: { keyId: string; leaseId: string }; count: number }> = await this.signaturesOf
+			.aggregate([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
+			.toArray();
+		return groups.map(g => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count }));
 	}
 
 	private async insertSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {

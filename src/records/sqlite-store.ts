@@ -88,8 +88,14 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
 		this.statements.get(SQL.close).run(batchId, new Date().toISOString());
-		const signed = (this.statements.get(SQL.signedUnder).all(batchId) as Array<{ keyId: string; leaseId: string; count: number }>).map(g => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
-		return { signed, unsigned: recordIds.length ? await this.unsignedAmong(recordIds) : [] };
+		const signed = await this.signedUnder(batchId);
+		// Every record signed under the batch: none can be unsigned, and the lookup is skipped.
+		const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
+		return { signed, unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [] };
+	}
+
+	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
+		return (this.statements.get(SQL.signedUnder).all(batchId) as Array<{ keyId: string; leaseId: string; count: number }>).map(g => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
 	}
 
 	async record(id: string): Promise<RecordPayload | null> {

@@ -36,6 +36,8 @@ export interface RecordsStore {
 	 * refused (BatchClosedError), so what this answers stays true. Closing twice is harmless.
 	 */
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
+	/** The signatures stored under a batch, counted by key and lease. */
+	signedUnder(batchId: string): Promise<ClosedBatch["signed"]>;
 	record(id: string): Promise<RecordPayload | null>;
 	/**
 	 * Up to `limit` records after `after` in id order, with their signatures: every record, or

@@ -9,6 +9,7 @@
  */
 import type { Clock } from "../clock";
 import type { Lease, LeaseChange, RecordPayload, SignBatchParams, SignBatchResult, StoreSignaturesParams, StoreSignaturesResult } from "../contract";
+import { TRANSFER_CHUNK } from "../identity/batch-digest";
 import type { SignedRecord } from "./sign-pool";
 
 export interface SignerOptions {
@@ -26,20 +27,24 @@ export interface SignerOptions {
 }
 
 /**
- * Signatures per records.storeSignatures call. Over NATS a message must fit the server's
- * max_payload (1 MB by default; ~200 bytes per signature): a large batch's signatures go in
- * pieces, and a batch of the usual size in one bulk call.
+ * Signatures per records.storeSignatures call (TRANSFER_CHUNK). Over NATS a message must fit
+ * the server's max_payload (1 MB by default; ~200 bytes per signature): a large batch's
+ * signatures go in pieces, and a batch of the usual size in one bulk call. The dispatch
+ * ticket and the lease token name each piece's record ids, so the pieces are cut the same way.
  */
-export const TRANSFER_CHUNK = 2_000;
+export { TRANSFER_CHUNK };
 
 /**
  * The calls one batch makes, bound to the request that carries it. `signal` aborts the call
  * (the node stopping after its drain): none may keep a stopping node waiting.
  */
 export interface BatchCalls {
-	storeSignatures(batch: StoreSignaturesParams, timeoutMs: number, signal: AbortSignal): Promise<StoreSignaturesResult>;
+	/** Stores one piece under the lease token; the call adds the holder's store proof. */
+	storeSignatures(batch: Omit<StoreSignaturesParams, "proof">, timeoutMs: number, signal: AbortSignal): Promise<StoreSignaturesResult>;
+	/** Asks for a lease for this batch (the call carries its dispatch ticket). */
 	acquire(waitMs: number, timeoutMs: number, signal: AbortSignal): Promise<Lease>;
-	renew(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
+	/** Renews the lease, handing in its current token for a fresh one. */
+	renew(leaseId: string, token: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
 	release(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
 }
 
@@ -108,7 +113,7 @@ export class Signer<K = unknown> {
 	}
 
 	/** Lease, sign, store, release: the whole life of one batch on this signer. */
-	signBatch(params: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
+	signBatch(params: Omit<SignBatchParams, "ticket">, calls: BatchCalls): Promise<SignBatchResult> {
 		const batch = this.runBatch(params, calls);
 		this.inFlight.set(params.batchId, batch);
 		const forget = () => {
@@ -148,7 +153,7 @@ export class Signer<K = unknown> {
 		await Promise.race([settled, this.clock.sleep(1_000)]);
 	}
 
-	private async runBatch({ batchId, records }: SignBatchParams, calls: BatchCalls): Promise<SignBatchResult> {
+	private async runBatch({ batchId, records }: Omit<SignBatchParams, "ticket">, calls: BatchCalls): Promise<SignBatchResult> {
 		const { signal } = this.aborts;
 		const asked = this.clock.now();
 		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000, signal);
@@ -160,7 +165,7 @@ export class Signer<K = unknown> {
 			const signed = await this.deps.keys.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
 			for (const part of chunks(signed, TRANSFER_CHUNK)) {
-				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part }, this.options.storeTimeoutMs, signal);
+				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part, token: held.token() }, this.options.storeTimeoutMs, signal);
 				stored.stored += result.stored;
 				stored.duplicates += result.duplicates;
 			}
@@ -179,18 +184,20 @@ export class Signer<K = unknown> {
 		}
 	}
 
-	/** Renews the lease while the batch runs; the deadline is its expiry minus the margin. */
-	private holdLease(lease: Lease, calls: BatchCalls): { deadline(): number; stop(): void } {
+	/** Renews the lease while the batch runs; the deadline is its expiry minus the margin, the token the latest one. */
+	private holdLease(lease: Lease, calls: BatchCalls): { deadline(): number; token(): string; stop(): void } {
 		let expiresAt = Date.parse(lease.expiresAt);
+		let token = lease.token;
 		const everyMs = Math.max(50, Math.floor(this.options.leaseTtlMs / 3));
 		const stop = this.clock.every(everyMs, () => {
 			// A renewal answered after a whole TTL is worth nothing (one lost in a NATS outage never is).
-			calls.renew(lease.leaseId, this.options.leaseTtlMs, this.aborts.signal)
+			calls.renew(lease.leaseId, token, this.options.leaseTtlMs, this.aborts.signal)
 				.then(change => {
 					if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt);
+					if (change.changed && change.token) token = change.token;
 				})
 				.catch(err => this.deps.logger.warn(`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`));
 		});
-		return { deadline: () => expiresAt - this.options.leaseMarginMs, stop };
+		return { deadline: () => expiresAt - this.options.leaseMarginMs, token: () => token, stop };
 	}
 }

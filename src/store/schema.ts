@@ -114,4 +114,11 @@ CREATE TABLE IF NOT EXISTS signers (
 	enrolledAt TEXT NOT NULL,
 	revokedAt TEXT
 );
+-- The batcher credentials whose dispatch tickets the keyring takes (only their public halves).
+CREATE TABLE IF NOT EXISTS batchers (
+	name TEXT PRIMARY KEY,
+	publicJwk TEXT NOT NULL,
+	enrolledAt TEXT NOT NULL,
+	revokedAt TEXT
+);
 `;

@@ -118,7 +118,9 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 			attempt,
 			status: "pending",
 			startedAt: tick(),
-			finishedAt: null
+			finishedAt: null,
+			// What the batch says it stored: left out here, as in stores from before it was kept.
+			stored: null
 		};
 		snapshot.batches.push(batch);
 		return batch;

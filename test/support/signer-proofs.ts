@@ -1,17 +1,27 @@
 /**
  * Lease requests as an enrolled signer makes them: each carries a proof signed with a signer
- * credential (src/identity/proof.ts). By default the credential of this process's in-memory
- * keyring (`DATA_DIR=""`), which that keyring enrols by itself.
+ * credential (src/identity/proof.ts), and an acquire the dispatch ticket of a batch naming the
+ * node (src/identity/ticket.ts). By default the credentials of this process's in-memory keyring
+ * (`DATA_DIR=""`), which that keyring enrols by itself.
  */
+import { randomUUID } from "node:crypto";
 import type { JWK } from "jose";
+import type { RecordPayload } from "../../src/contract";
 import { localCredential, type SignerCredential } from "../../src/identity/credential";
 import { makeProof } from "../../src/identity/proof";
+import { makeTicket } from "../../src/identity/ticket";
 
-export function signerRequests(credential: SignerCredential = localCredential("")) {
+/** A dispatch ticket for `records` (one made-up record by default), sent to `node`. */
+export function ticketFor(node: string, records: RecordPayload[] = [{ id: "rec-x", data: "x" }], batchId = `test-batch-${randomUUID()}`, batcher: SignerCredential = localCredential("", "batcher")): string {
+	return makeTicket(batcher, { runId: "test-run", batchId, records, signer: node, ttlMs: 60_000 });
+}
+
+export function signerRequests(credential: SignerCredential = localCredential(""), batcher: SignerCredential = localCredential("", "batcher")) {
 	return {
 		acquire: (node: string, sessionKey: JWK, waitMs?: number) => ({
 			sessionKey,
 			proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x! }),
+			ticket: ticketFor(node, undefined, undefined, batcher),
 			...(waitMs === undefined ? {} : { waitMs })
 		}),
 		renew: (node: string, leaseId: string) => ({ leaseId, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }),

@@ -1,8 +1,10 @@
 /**
- * Who may lease a key (DESIGN.md section 3): a caller that proves an enrolled signer identity.
- * Every acquire, renew and release carries a proof (src/identity/proof.ts) signed with a
- * credential the keyring's store has enrolled and not revoked. The gate checks it and names
- * the holder: the node id the proof was made for, never a parameter.
+ * Who may act on a lease (docs/design.md, "Who may act on the bus"): the keyring checks each
+ * request against the credentials its store has enrolled and not revoked.
+ * - Every acquire, renew and release carries a signer proof (src/identity/proof.ts). The gate
+ *   checks it and names the holder: the node id the proof was made for, never a parameter.
+ * - Every acquire also carries the batch's dispatch ticket (src/identity/ticket.ts), signed by
+ *   an enrolled batcher: it must name the proven signer's node, be unexpired, and is taken once.
  *
  * Enrolled credentials are read from the store and kept for REFRESH_MS, so a revocation (an
  * operator command writing to the store) takes effect within that time; an unknown name is
@@ -11,7 +13,10 @@
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { Errors } from "moleculer";
 import type { Clock } from "../clock";
+import { parseJws } from "../identity/compact-jws";
+import type { CredentialRole } from "../identity/credential";
 import { PROOF_MAX_AGE_MS, type ProofAction, type ProofClaims } from "../identity/proof";
+import { BatchRefusedError, TICKET_TYPE, type TicketClaims } from "../identity/ticket";
 import type { EnrolledSigner, KeyringStore } from "./store";
 
 const REFRESH_MS = 5_000;
@@ -37,6 +42,8 @@ export interface ProofContext {
 export interface ProvenSigner {
 	/** The enrolled credential's name. */
 	credential: string;
+	/** Its public key's `x`: what a lease token binds the holder's store proofs to. */
+	x: string;
 	/** The node the proof was made for: the lease's holder. */
 	node: string;
 }
@@ -46,15 +53,41 @@ interface Known {
 	key: KeyObject;
 }
 
-export class SignerGate {
+export class CredentialGate {
 	private known = new Map<string, Known>();
 	private loadedAt = -Infinity;
 	private lastMissLookup = -Infinity;
-	/** Proof ids taken, with when they may be forgotten. */
+	/** Proof ids and ticket ids taken, with when they may be forgotten. */
 	private readonly seen = new Map<string, number>();
 
 	/** `clock`: the wall clock proofs are dated by (not a lease clock a test moves by hand). */
-	constructor(private readonly store: Pick<KeyringStore, "signers">, private readonly clock: Clock) {}
+	constructor(private readonly store: Pick<KeyringStore, "enrolled">, private readonly role: CredentialRole, private readonly clock: Clock) {}
+
+	/**
+	 * Checks a dispatch ticket for an acquire by `holder` (a proven signer's node): signed by an
+	 * enrolled batcher, for that node, unexpired, never used before. Returns its claims.
+	 */
+	async checkTicket(ticket: unknown, holder: string): Promise<TicketClaims> {
+		if (ticket === undefined || ticket === null || ticket === "") throw new BatchRefusedError("keyring.acquire carries no dispatch ticket", "DISPATCH_TICKET_MISSING");
+		const parsed = parseJws<TicketClaims>(ticket);
+		if (!parsed || parsed.header.typ !== TICKET_TYPE || typeof parsed.header.kid !== "string") throw new BatchRefusedError("the dispatch ticket is not one", "DISPATCH_TICKET_INVALID");
+		const batcher = parsed.header.kid;
+		const known = await this.lookup(batcher);
+		const invalid = (reason: string, type = "DISPATCH_TICKET_INVALID") => new BatchRefusedError(reason, type, { batcher });
+		if (!known) throw invalid(`batcher "${batcher}" is not enrolled`, "BATCHER_NOT_ENROLLED");
+		if (known.signer.revokedAt) throw invalid(`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`, "BATCHER_REVOKED");
+		if (!verify(null, parsed.signingInput, known.key, parsed.signature)) throw invalid(`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`);
+		const { claims } = parsed;
+		const now = this.clock.now();
+		if (claims.node !== holder) throw invalid(`the dispatch ticket is for node ${String(claims.node)}, the lease was asked for by ${holder}`);
+		if (typeof claims.exp !== "number" || claims.exp < now) throw invalid(`the dispatch ticket expired at ${new Date(Number(claims.exp)).toISOString()}`, "DISPATCH_TICKET_EXPIRED");
+		if (typeof claims.bid !== "string" || !Array.isArray(claims.ids) || !claims.ids.every(id => typeof id === "string")) throw invalid("the dispatch ticket lacks its claims");
+		this.forgetOld(now);
+		const id = `ticket/${batcher}/${claims.bid}`;
+		if (this.seen.has(id)) throw invalid(`the dispatch ticket of batch ${claims.bid} was used before (a replay)`, "DISPATCH_TICKET_REPLAYED");
+		this.seen.set(id, claims.exp);
+		return claims;
+	}
 
 	/** Checks a proof for `action`; the proven signer, or SignerRefusedError saying why. */
 	async check(action: ProofAction, proof: unknown, context: ProofContext): Promise<ProvenSigner> {
@@ -90,7 +123,7 @@ export class SignerGate {
 		const id = `${header.kid}/${claims.jti}`;
 		if (this.seen.has(id)) throw invalid("the proof was used before (a replay)");
 		this.seen.set(id, claims.iat + PROOF_MAX_AGE_MS);
-		return { credential: header.kid, node: claims.node };
+		return { credential: header.kid, x: known.signer.publicJwk.x!, node: claims.node };
 	}
 
 	/** The enrolled signers, as last read from the store. */
@@ -117,7 +150,7 @@ export class SignerGate {
 	}
 
 	private async load(): Promise<void> {
-		const signers = await this.store.signers();
+		const signers = await this.store.enrolled(this.role);
 		const known = new Map<string, Known>();
 		for (const signer of signers) {
 			const previous = this.known.get(signer.name);
