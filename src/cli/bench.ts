@@ -9,6 +9,9 @@
  * - the run: `batcher.start` to `run.completed`, every record signed and stored;
  * - the audit of the stored run, and its floor: the same signatures verified with node:crypto
  *   on every core, nothing else checked;
+ * - unless `--skip-checks-cost`, the same run on a second store of the same records with the
+ *   bus checks off (src/identity/bus-checks.ts): what dispatch tickets, lease tokens, store
+ *   proofs and counting batches from records cost (`checksCost`, a fraction of that run);
  * - unless `--skip-nats`, the run across processes over a local nats-server (three signers).
  *
  * Every ratio is against its floor. The last line is one JSON object.
@@ -27,24 +30,28 @@ import { loadConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask, SignTaskResult } from "../signer/sign.worker";
+import { withoutBusChecks } from "../identity/bus-checks";
 import { storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 
-const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats]
-  --records N      records to sign (default 100000)
-  --keys N         keys in the keyring (default 100)
-  --batch-size N   batch size of the run (default 300)
-  --skip-nats      leave out the run across processes over NATS
+const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost]
+  --records N         records to sign (default 100000)
+  --keys N            keys in the keyring (default 100)
+  --batch-size N      batch size of the run (default 300)
+  --skip-nats         leave out the run across processes over NATS
+  --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds, joseFloorSeconds, runSeconds, ratio, recordsPerSecond,
-peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, and natsRunSeconds, natsRatio unless --skip-nats.`;
+peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, uncheckedRunSeconds and checksCost unless
+--skip-checks-cost, and natsRunSeconds, natsRatio unless --skip-nats.`;
 
 const OPTIONS = {
 	records: { type: "string" },
 	keys: { type: "string" },
 	"batch-size": { type: "string" },
-	"skip-nats": { type: "boolean" }
+	"skip-nats": { type: "boolean" },
+	"skip-checks-cost": { type: "boolean" }
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -122,17 +129,40 @@ interface EmbeddedFigures {
 	auditSeconds: number;
 	verifyFloorSeconds: number;
 	peakRssMB: number;
+	/** The same run with the bus checks off, unless skipped. */
+	uncheckedRunSeconds: number | null;
 }
 
-async function embedded(records: number, keys: number, batchSize: number): Promise<EmbeddedFigures> {
+/** A started embedded system on a fresh store of `records` records, and its next run's completion. */
+async function seededSystem(records: number, keys: number, batchSize: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
 	const broker = createSystem(loadConfig({ RECORDS: String(records), KEYS: String(keys), BATCH_SIZE: String(batchSize), DATA_DIR: dataDir }), { logLevel: "warn" });
 	const completion = new Promise<RunCompletedEvent>(resolve => broker.createService({ name: "bench-watch", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
-	try {
-		let started = performance.now();
-		await broker.start();
-		console.log(`seeded     ${records} records and ${keys} keys in ${seconds(started).toFixed(1)} s (not timed)`);
+	const started = performance.now();
+	await broker.start();
+	console.log(`seeded     ${records} records and ${keys} keys in ${seconds(started).toFixed(1)} s (not timed)`);
+	const remove = async () => {
+		if (broker.started) await broker.stop();
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	};
+	return { dataDir, broker, completion, remove };
+}
 
+/** The same run on a second store of the same records, with the bus checks off in this process. */
+async function uncheckedRun(records: number, keys: number, batchSize: number, runSeconds: number): Promise<number> {
+	const system = await seededSystem(records, keys, batchSize);
+	try {
+		const took = await withoutBusChecks(() => timedRun(system.broker, system.completion, records, batchSize));
+		console.log(`unchecked  ${took.toFixed(2)} s  (the same run without tickets, lease tokens, proofs and counting from records: the checks cost ${(100 * (runSeconds / took - 1)).toFixed(1)}%)`);
+		return took;
+	} finally {
+		await system.remove();
+	}
+}
+
+async function embedded(records: number, keys: number, batchSize: number, checksCost: boolean): Promise<EmbeddedFigures> {
+	const { dataDir, broker, completion, remove } = await seededSystem(records, keys, batchSize);
+	try {
 		const floorSeconds = await nodeCryptoFloor(dataDir);
 		console.log(`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: node:crypto Ed25519, ${cores} threads, no coordination, no storage)`);
 		const joseFloorSeconds = await joseFloor(dataDir);
@@ -142,7 +172,7 @@ async function embedded(records: number, keys: number, batchSize: number): Promi
 		console.log(`embedded   ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)})`);
 		await broker.stop();
 
-		started = performance.now();
+		const started = performance.now();
 		const verdict = await (async () => {
 			const db = openStoreFiles(dataDir);
 			try {
@@ -155,18 +185,19 @@ async function embedded(records: number, keys: number, batchSize: number): Promi
 		if (!verdict.ok) throw new Error(`the audit of the benchmark's run failed: ${verdict.violations.slice(0, 3).map(v => v.message).join("; ")}`);
 		const verifyFloorSeconds = (await verifyFloor(dataDir)).seconds;
 		console.log(`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: node:crypto on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)})`);
-		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: peakRssMB() };
+		const rss = peakRssMB();
+		const uncheckedRunSeconds = checksCost ? await uncheckedRun(records, keys, batchSize, runSeconds) : null;
+		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: rss, uncheckedRunSeconds };
 	} finally {
-		if (broker.started) await broker.stop();
-		fs.rmSync(dataDir, { recursive: true, force: true });
+		await remove();
 	}
 }
 
-async function main(flags: { records?: string; keys?: string; "batch-size"?: string; "skip-nats"?: boolean }): Promise<number> {
-	const { "skip-nats": skipNats, ...sizes } = flags;
+async function main(flags: { records?: string; keys?: string; "batch-size"?: string; "skip-nats"?: boolean; "skip-checks-cost"?: boolean }): Promise<number> {
+	const { "skip-nats": skipNats, "skip-checks-cost": skipChecksCost, ...sizes } = flags;
 	const { records, keys, batchSize } = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, sizes);
 	console.log(`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${cores} cores, Node ${process.version}`);
-	const figures = await embedded(records, keys, batchSize);
+	const figures = await embedded(records, keys, batchSize, !skipChecksCost);
 	console.log(`peak RSS   ${figures.peakRssMB} MB`);
 	const summary: Record<string, number> = {
 		records,
@@ -180,6 +211,7 @@ async function main(flags: { records?: string; keys?: string; "batch-size"?: str
 		verifyFloorSeconds: round(figures.verifyFloorSeconds),
 		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds)
 	};
+	if (figures.uncheckedRunSeconds !== null) Object.assign(summary, { uncheckedRunSeconds: round(figures.uncheckedRunSeconds), checksCost: round(figures.runSeconds / figures.uncheckedRunSeconds - 1) });
 	if (!skipNats) {
 		// Separate OS processes over a local nats-server, measured against the same floor.
 		const { runOverNats } = await import("../cluster/run-over-nats");

@@ -1,9 +1,16 @@
 /**
- * Digests that bind a batch's contents to the statements about it (docs/design.md, "Who may
+ * Digests that bind a batch's contents to the statements about it (docs/deploy.md, "Who may
  * act on the bus"): the dispatch ticket names its records by `recordsDigest`, and the lease
  * token names the record ids of each piece the signer stores by `idChunkDigests`, so records
  * can check, offline, that signatures stored under a lease are for that batch's records.
- * SHA-256 over JSON arrays: no separator a record's data could forge.
+ *
+ * SHA-256 over each string's length and UTF-16 code units (`<length>:<text>`, hashed as
+ * UTF-16LE): no separator a record's data could forge, and no two strings with one encoding
+ * (UTF-8 would fold lone surrogates together).
+ *
+ * A batch's records and a piece's signatures cross the services of one process by reference.
+ * `sealRecords` and `sealSignatures` freeze them and remember their digest, so a service of the
+ * same process checking them does not hash them again; frozen, they cannot change after it.
  */
 import { createHash } from "node:crypto";
 import type { RecordPayload } from "../contract";
@@ -11,26 +18,62 @@ import type { RecordPayload } from "../contract";
 /** Signatures per `records.storeSignatures` call: the pieces a batch is stored in (src/signer/signer.ts). */
 export const TRANSFER_CHUNK = 2_000;
 
-const sha256 = (value: string) => createHash("sha256").update(value).digest("base64url");
+const digest = (encoded: string) => createHash("sha256").update(encoded, "utf16le").digest("base64url");
+const field = (text: string) => `${text.length}:${text}`;
+
+/** Digests of sealed (frozen) arrays, by identity. */
+const sealed = new WeakMap<object, string>();
+
+function encodeRecords(records: readonly RecordPayload[]): string {
+	let encoded = "";
+	for (const record of records) encoded += field(record.id) + field(record.data);
+	return encoded;
+}
+
+function encodeSignatures(signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>): string {
+	let encoded = "";
+	for (const s of signatures) encoded += field(s.recordId) + field(s.jws) + field(s.signedAt);
+	return encoded;
+}
 
 /** The batch's records, ids and data, in order. */
-export function recordsDigest(records: RecordPayload[]): string {
-	return sha256(JSON.stringify(records.map(record => [record.id, record.data])));
+export function recordsDigest(records: readonly RecordPayload[]): string {
+	return sealed.get(records) ?? digest(encodeRecords(records));
+}
+
+/** Freezes a batch's records and remembers their digest. */
+export function sealRecords(records: RecordPayload[]): string {
+	for (const record of records) Object.freeze(record);
+	Object.freeze(records);
+	const value = digest(encodeRecords(records));
+	sealed.set(records, value);
+	return value;
 }
 
 /** The ids of one stored piece, in order. */
-export function idsDigest(ids: string[]): string {
-	return sha256(JSON.stringify(ids));
+export function idsDigest(ids: readonly string[]): string {
+	let encoded = "";
+	for (const id of ids) encoded += field(id);
+	return digest(encoded);
 }
 
 /** One digest per TRANSFER_CHUNK ids of the batch, in order: one per piece its signer stores. */
-export function idChunkDigests(ids: string[]): string[] {
+export function idChunkDigests(ids: readonly string[]): string[] {
 	const digests: string[] = [];
 	for (let i = 0; i < ids.length; i += TRANSFER_CHUNK) digests.push(idsDigest(ids.slice(i, i + TRANSFER_CHUNK)));
 	return digests;
 }
 
 /** One stored piece's signatures: what the lease holder's store proof signs. */
-export function signaturesDigest(signatures: Array<{ recordId: string; jws: string; signedAt: string }>): string {
-	return sha256(JSON.stringify(signatures.map(s => [s.recordId, s.jws, s.signedAt])));
+export function signaturesDigest(signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>): string {
+	return sealed.get(signatures) ?? digest(encodeSignatures(signatures));
+}
+
+/** Freezes a piece's signatures and remembers their digest. */
+export function sealSignatures(signatures: Array<{ recordId: string; jws: string; signedAt: string }>): string {
+	for (const signature of signatures) Object.freeze(signature);
+	Object.freeze(signatures);
+	const value = digest(encodeSignatures(signatures));
+	sealed.set(signatures, value);
+	return value;
 }

@@ -10,12 +10,12 @@
  * signature over the lease, the batch and a digest of the piece. Records checks both offline,
  * with no round trip: a token read off the bus is useless without the holder's credential.
  */
-import { sign, verify, createPublicKey, type KeyObject } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { Errors } from "moleculer";
 import type { StoreSignaturesParams } from "../contract";
 import type { AuthorityKey, KeyringTrust } from "./authority";
-import { idsDigest, signaturesDigest } from "./batch-digest";
-import { parseJws, signJws, verifyJws } from "./compact-jws";
+import { idsDigest, sealSignatures, signaturesDigest } from "./batch-digest";
+import { parseJws, signDetached, signJws, verifyDetached, verifyJws } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
 export const LEASE_TOKEN_TYPE = "lease-token";
@@ -47,11 +47,11 @@ export function ownLeaseToken(authority: AuthorityKey, token: unknown): LeaseTok
 	return verifyJws(parsed, createPublicKey(authority.privateKey)) ? parsed.claims : null;
 }
 
-const storeStatement = (leaseId: string, batchId: string, digest: string) => Buffer.from(`record-signer store v1\n${leaseId}\n${batchId}\n${digest}`);
+const storeStatement = (leaseId: string, batchId: string, digest: string) => `record-signer store v1\n${leaseId}\n${batchId}\n${digest}`;
 
-/** The holder's proof for one stored piece: its credential's signature over the lease, the batch and the piece. */
+/** The holder's proof for one stored piece: its credential's signature over the lease, the batch and the piece (sealed from then on). */
 export function makeStoreProof(credential: SignerCredential, piece: Pick<StoreSignaturesParams, "leaseId" | "batchId" | "signatures">): string {
-	return sign(null, storeStatement(piece.leaseId, piece.batchId, signaturesDigest(piece.signatures)), credential.privateKey).toString("base64url");
+	return signDetached(credential.privateKey, storeStatement(piece.leaseId, piece.batchId, sealSignatures(piece.signatures)));
 }
 
 /** Signatures refused because their sender is not the holder of the batch's current lease: 403. */
@@ -85,7 +85,7 @@ export class StoreGate {
 			throw refuse(`the lease token is for lease ${claims.lid} of ${claims.key} on batch ${claims.bid}, not lease ${params.leaseId} of ${params.keyId} on batch ${params.batchId}`);
 		if (claims.exp < now) throw refuse(`lease ${params.leaseId} ended at ${new Date(claims.exp).toISOString()}`, "LEASE_TOKEN_EXPIRED");
 		if (!claims.ids.includes(idsDigest(params.signatures.map(s => s.recordId)))) throw refuse(`the signatures are not for a piece of batch ${params.batchId}'s records`, "NOT_THE_BATCH_RECORDS");
-		if (typeof params.proof !== "string" || !verify(null, storeStatement(params.leaseId, params.batchId, signaturesDigest(params.signatures)), token.holderKey, Buffer.from(params.proof, "base64url")))
+		if (!verifyDetached(token.holderKey, storeStatement(params.leaseId, params.batchId, signaturesDigest(params.signatures)), params.proof))
 			throw refuse(`the store proof does not verify with the credential of lease ${params.leaseId}'s holder`, "STORE_PROOF_INVALID");
 	}
 

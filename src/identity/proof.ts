@@ -1,7 +1,7 @@
 /**
  * Signer proofs: a compact JWS (EdDSA, `kid` = the signer's enrolled name) over what one lease
  * request asks, made with the signer's credential (credential.ts) and checked by the keyring
- * (src/keyring/signer-gate.ts). node:crypto signs and verifies one in tens of microseconds.
+ * (src/keyring/credential-gate.ts). node:crypto signs and verifies one in tens of microseconds.
  *
  * - `acquire`: the node asking and the X25519 session key the private key is to be sealed to,
  *   so a proof seen on the bus is worth nothing to anyone without that session's private key;
@@ -9,7 +9,8 @@
  * Each carries the time it was made and a random id; the keyring takes each id once, and only
  * within PROOF_MAX_AGE_MS of that time.
  */
-import { randomBytes, sign } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { signJws } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
 export type ProofAction = "acquire" | "renew" | "release";
@@ -31,12 +32,7 @@ export interface ProofClaims {
 /** A proof older (or further ahead of the keyring's clock) than this is refused. */
 export const PROOF_MAX_AGE_MS = 60_000;
 
-const b64 = (value: string | Buffer) => Buffer.from(value).toString("base64url");
-
 /** Signs `claims` (time and random id added) with the credential. */
 export function makeProof(credential: SignerCredential, claims: Omit<ProofClaims, "iat" | "jti">, now = Date.now()): string {
-	const header = b64(JSON.stringify({ alg: "EdDSA", kid: credential.name, typ: "signer-proof" }));
-	const payload = b64(JSON.stringify({ ...claims, iat: now, jti: randomBytes(12).toString("base64url") }));
-	const signature = sign(null, Buffer.from(`${header}.${payload}`), credential.privateKey);
-	return `${header}.${payload}.${signature.toString("base64url")}`;
+	return signJws(credential.privateKey, { alg: "EdDSA", kid: credential.name, typ: "signer-proof" }, { ...claims, iat: now, jti: randomBytes(12).toString("base64url") });
 }

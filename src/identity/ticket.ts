@@ -13,11 +13,11 @@
  * The batcher's credential also closes batches at records (a close proof, below): records
  * settles a batch whose signer is gone only when the batcher asks.
  */
-import { sign, verify, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { Errors } from "moleculer";
 import type { RecordPayload } from "../contract";
-import { idChunkDigests, recordsDigest } from "./batch-digest";
-import { parseJws, signJws } from "./compact-jws";
+import { idChunkDigests, recordsDigest, sealRecords } from "./batch-digest";
+import { parseJws, signDetached, signJws, verifyDetached } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
 export const TICKET_TYPE = "dispatch-ticket";
@@ -45,12 +45,13 @@ export interface TicketRequest {
 	ttlMs: number;
 }
 
+/** A ticket for the batch, whose records are sealed (frozen) from then on. */
 export function makeTicket(credential: SignerCredential, request: TicketRequest, now = Date.now()): string {
 	const claims: TicketClaims = {
 		run: request.runId,
 		bid: request.batchId,
 		node: request.signer,
-		rd: recordsDigest(request.records),
+		rd: sealRecords(request.records),
 		ids: idChunkDigests(request.records.map(record => record.id)),
 		iat: now,
 		exp: now + request.ttlMs
@@ -82,14 +83,14 @@ export function checkTicketForBatch(ticket: unknown, batch: { batchId: string; r
 	return claims;
 }
 
-const closeStatement = (batchId: string) => Buffer.from(`record-signer close v1\n${batchId}`);
+const closeStatement = (batchId: string) => `record-signer close v1\n${batchId}`;
 
 /** The batcher's proof for closing a batch at records: its credential's signature over the batch id. */
 export function makeCloseProof(credential: SignerCredential, batchId: string): string {
-	return sign(null, closeStatement(batchId), credential.privateKey).toString("base64url");
+	return signDetached(credential.privateKey, closeStatement(batchId));
 }
 
 /** Whether `proof` closes `batchId` with the batcher key `publicKey`. */
 export function checkCloseProof(publicKey: KeyObject, batchId: string, proof: unknown): boolean {
-	return typeof proof === "string" && verify(null, closeStatement(batchId), publicKey, Buffer.from(proof, "base64url"));
+	return verifyDetached(publicKey, closeStatement(batchId), proof);
 }

@@ -10,10 +10,10 @@
  * operator command writing to the store) takes effect within that time; an unknown name is
  * looked up at once (at most once a second).
  */
-import { createPublicKey, verify, type KeyObject } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { Errors } from "moleculer";
 import type { Clock } from "../clock";
-import { parseJws } from "../identity/compact-jws";
+import { parseJws, verifyJws } from "../identity/compact-jws";
 import type { CredentialRole } from "../identity/credential";
 import { PROOF_MAX_AGE_MS, type ProofAction, type ProofClaims } from "../identity/proof";
 import { BatchRefusedError, TICKET_TYPE, type TicketClaims } from "../identity/ticket";
@@ -76,7 +76,7 @@ export class CredentialGate {
 		const invalid = (reason: string, type = "DISPATCH_TICKET_INVALID") => new BatchRefusedError(reason, type, { batcher });
 		if (!known) throw invalid(`batcher "${batcher}" is not enrolled`, "BATCHER_NOT_ENROLLED");
 		if (known.signer.revokedAt) throw invalid(`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`, "BATCHER_REVOKED");
-		if (!verify(null, parsed.signingInput, known.key, parsed.signature)) throw invalid(`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`);
+		if (!verifyJws(parsed, known.key)) throw invalid(`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`);
 		const { claims } = parsed;
 		const now = this.clock.now();
 		if (claims.node !== holder) throw invalid(`the dispatch ticket is for node ${String(claims.node)}, the lease was asked for by ${holder}`);
@@ -93,20 +93,14 @@ export class CredentialGate {
 	async check(action: ProofAction, proof: unknown, context: ProofContext): Promise<ProvenSigner> {
 		if (typeof proof !== "string" || proof.split(".").length !== 3)
 			throw new SignerRefusedError(`keyring.${action} carries no signer proof`, "SIGNER_PROOF_MISSING");
-		const [header64, payload64, signature64] = proof.split(".");
-		let header: { alg?: string; kid?: string };
-		let claims: ProofClaims;
-		try {
-			header = JSON.parse(Buffer.from(header64, "base64url").toString("utf8"));
-			claims = JSON.parse(Buffer.from(payload64, "base64url").toString("utf8"));
-		} catch {
-			throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
-		}
+		const parsed = parseJws<ProofClaims>(proof);
+		if (!parsed) throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
+		const { header, claims } = parsed;
 		if (header.alg !== "EdDSA" || typeof header.kid !== "string") throw new SignerRefusedError("the signer proof is not an EdDSA JWS naming its signer", "SIGNER_PROOF_INVALID");
 		const known = await this.lookup(header.kid);
 		if (!known) throw new SignerRefusedError(`signer "${header.kid}" is not enrolled`, "SIGNER_NOT_ENROLLED", { signer: header.kid });
 		if (known.signer.revokedAt) throw new SignerRefusedError(`signer "${header.kid}" was revoked at ${known.signer.revokedAt}`, "SIGNER_REVOKED", { signer: header.kid });
-		if (!verify(null, Buffer.from(`${header64}.${payload64}`), known.key, Buffer.from(signature64, "base64url")))
+		if (!verifyJws(parsed, known.key))
 			throw new SignerRefusedError(`the proof's signature does not verify with signer "${header.kid}"'s key`, "SIGNER_PROOF_INVALID", { signer: header.kid });
 
 		const now = this.clock.now();
