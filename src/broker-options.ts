@@ -12,6 +12,8 @@ import { LocalFirstMiddleware } from "./local-first";
 import { jsonLogFormatter, textLogFormatter } from "./log-format";
 import { FailLostRequestsMiddleware } from "./lost-requests";
 import { listeningPrometheus } from "./metrics-reporter";
+import { nodeIdFor } from "./nats-permissions";
+import { PacketGuardMiddleware } from "./packet-guard";
 
 export interface BrokerOverrides {
 	nodeID?: string;
@@ -27,7 +29,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 	const prometheus = overrides.prometheus ?? false;
 	return {
 		namespace: config.namespace,
-		nodeID: overrides.nodeID ?? config.nodeId ?? `${os.hostname()}-${process.pid}`,
+		// As the NATS user ops, `ops.<id>`: the only node subjects ops may read (src/nats-permissions.ts).
+		nodeID: nodeIdFor(config.transporter, overrides.nodeID ?? config.nodeId ?? `${os.hostname()}-${process.pid}`),
 		transporter: config.transporter
 			? {
 				type: "NATS",
@@ -62,7 +65,9 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		validator: true,
 		middlewares: [
 			// First registered is innermost: LocalFirst sees a call before FailLostRequests sends it out.
-			...(config.transporter ? [FailLostRequestsMiddleware(), LocalFirstMiddleware()] : []),
+			// PacketGuard wraps only the handling of incoming packets (none of the others does):
+			// a forged INFO naming this node must not stop it.
+			...(config.transporter ? [PacketGuardMiddleware(), FailLostRequestsMiddleware(), LocalFirstMiddleware()] : []),
 			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
 			HealthMiddleware({ port: overrides.health ? portChoice(config, "healthPort") : null })
 		],

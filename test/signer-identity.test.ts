@@ -77,7 +77,9 @@ test("as the api or ops user, the lease actions are out of reach: NATS drops the
 	const refused = await ops.call("keyring.acquire", { sessionKey: session.publicJwk }, { timeout: 2_000 }).then(() => null, (err: Error) => err);
 	expect(refused?.name).toBe("RequestTimeoutError");
 	// Timed out, not refused: the keyring never saw it (it answers a request without a proof at once, with a 403).
-	expect(keyringLog()).not.toMatch(/Refused keyring\.\w+ from node ops-probe/);
+	// An ops node runs as ops.<id> (src/nats-permissions.ts nodeIdFor).
+	expect(ops.nodeID).toBe("ops.ops-probe");
+	expect(keyringLog()).not.toMatch(/Refused keyring\.\w+ from node ops\.ops-probe/);
 	expect((await ops.call<{ keys: object[] }, object>("keyring.jwks", {})).keys).toHaveLength(5);
 }));
 

@@ -24,7 +24,7 @@ import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
 import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
 import { killOnExit } from "./children";
-import { roleUrl, type NatsRole } from "../nats-permissions";
+import { opsEventGroup, roleUrl, type NatsRole } from "../nats-permissions";
 import { NATS_MAX_PAYLOAD, startLocalNats } from "./local-nats";
 import type { NatsServer } from "./nats-server";
 
@@ -324,12 +324,17 @@ export class Cluster {
 			skipProcessEventRegistration: true,
 			tracking: { enabled: false }
 		});
+		const name = `cluster-watch-${process.pid}-${Date.now().toString(36)}`;
 		broker.createService({
-			// Its own group: run.completed is a balanced event, and no other client may take it.
-			name: `cluster-watch-${process.pid}-${Date.now().toString(36)}`,
+			name,
 			events: {
-				[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => {
-					for (const waiter of this.completions.splice(0)) waiter(ctx.params);
+				[Events.runCompleted]: {
+					// Its own group: run.completed is a balanced event, and no other client may take it.
+					// Under `ops.`: the only balanced events the ops user may subscribe to.
+					group: opsEventGroup(name),
+					handler: (ctx: { params: RunCompletedEvent }) => {
+						for (const waiter of this.completions.splice(0)) waiter(ctx.params);
+					}
 				}
 			}
 		});
