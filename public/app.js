@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = id => document.getElementById(id);
-const state = { runId: null, status: "idle", polling: null };
+const state = { runId: null, status: "idle", polling: null, throughput: [], elapsedSeconds: 0, verdictRequest: 0 };
 
 function fmt(n) {
 	return Number(n || 0).toLocaleString("en");
@@ -29,37 +29,148 @@ function showProgress(p) {
 	$("rate-text").textContent = `${fmt(p.recordsPerSecond)} records/s average${rate}${p.elapsedSeconds !== undefined ? ` · ${Number(p.elapsedSeconds).toFixed(1)} s` : ""}`;
 }
 
-async function getJson(path) {
-	const headers = {};
+function authHeaders() {
 	const token = sessionStorage.getItem("token");
-	if (token) headers.Authorization = `Bearer ${token}`;
-	const response = await fetch(path, { headers });
+	return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function getJson(path) {
+	const response = await fetch(path, { headers: authHeaders() });
 	if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
 	return response.json();
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgText(parent, text, attributes) {
+	const node = document.createElementNS(SVG, "text");
+	for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+	node.textContent = text;
+	parent.append(node);
+	return node;
+}
+
+function svgLine(parent, x1, y1, x2, y2) {
+	const node = document.createElementNS(SVG, "line");
+	for (const [name, value] of Object.entries({ x1, y1, x2, y2 })) node.setAttribute(name, value.toFixed(1));
+	parent.append(node);
+	return node;
+}
+
+/** 1, 2 or 5 times a power of ten, at least `rough`. */
+function niceStep(rough) {
+	const power = 10 ** Math.floor(Math.log10(Math.max(rough, 1e-9)));
+	const unit = [1, 2, 5, 10].find(f => f * power >= rough * (1 - 1e-9));
+	return unit * power;
+}
+
+/** Seconds between x ticks: a step a reader counts in (…, 10, 15, 30, 60, 120, …). */
+function timeStep(minimum) {
+	const steps = [1, 2, 5, 10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1800, 3600];
+	return steps.find(s => s >= minimum) ?? niceStep(minimum);
+}
+
+function boxesOverlap(a, b, gap = 0) {
+	return a.x < b.x + b.width + gap && b.x < a.x + a.width + gap && a.y < b.y + b.height && b.y < a.y + a.height;
+}
+
+/**
+ * The throughput chart, drawn in the SVG's own pixels (its viewBox follows its size) so it fills
+ * its panel at any width, with text at its real size. Per-second counts are drawn as steps: one
+ * step per second since the first signed batch, a stall shows as a drop to zero.
+ */
 function drawThroughput(series) {
-	const line = $("throughput-line");
-	if (!series || series.length === 0) {
-		line.setAttribute("points", "");
-		$("throughput-max").textContent = "";
-		return;
-	}
+	state.throughput = series || [];
+	renderThroughput();
+}
+
+function renderThroughput() {
+	const svg = $("throughput");
+	const width = Math.round(svg.clientWidth);
+	const height = Math.round(svg.clientHeight);
+	if (width < 50 || height < 50) return;
+	svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+	const axis = svg.querySelector(".axis");
+	const grid = svg.querySelector(".grid");
+	axis.replaceChildren();
+	grid.replaceChildren();
+
+	const series = state.throughput || [];
 	// Fill missing seconds with zero so a stall shows as a dip, not a straight line.
-	const first = series[0][0];
-	const last = series[series.length - 1][0];
-	const bySecond = new Map(series);
 	const values = [];
-	for (let t = first; t <= last; t++) values.push(bySecond.get(t) || 0);
-	const max = Math.max(...values, 1);
-	// The plot area inside the axes (see index.html): x 50..630, y 10..160.
-	const [left, right, top, bottom] = [50, 630, 10, 160];
-	const step = values.length > 1 ? (right - left) / (values.length - 1) : 0;
-	line.setAttribute("points", values.map((v, i) => `${(left + i * step).toFixed(1)},${(bottom - (v / max) * (bottom - top)).toFixed(1)}`).join(" "));
-	$("axis-y-max").textContent = fmt(max);
-	$("axis-y-mid").textContent = fmt(Math.round(max / 2));
-	$("axis-x-end").textContent = `${values.length - 1} s`;
-	$("throughput-max").textContent = `peak ${fmt(max)} records/s over ${values.length} s`;
+	let max = 0;
+	let offset = 0;
+	if (series.length) {
+		const first = series[0][0];
+		const last = series[series.length - 1][0];
+		const bySecond = new Map(series);
+		for (let t = first; t <= last; t++) values.push(bySecond.get(t) || 0);
+		max = Math.max(...values);
+		// The API keeps the last 120 s: a longer run's window starts that far into it.
+		if (series.length >= 120 && state.elapsedSeconds > values.length + 1) offset = Math.floor(state.elapsedSeconds - values.length);
+	}
+	const seconds = Math.max(values.length, 1);
+
+	// y: 0 up to a round number, a tick every ~45 px at most.
+	const pad = 8;
+	const titleSize = 14;
+	const top = 12;
+	const bottom = height - (pad + titleSize + 8 + 14 + 8);
+	const yTicks = Math.max(2, Math.min(6, Math.floor((bottom - top) / 45)));
+	const yStep = niceStep(Math.max(max, 1) / yTicks);
+	const yMax = Math.max(yStep, Math.ceil(Math.max(max, 1) / yStep) * yStep);
+	const yLabels = [];
+	// Six-figure rates read better short: 1.5M, 250K.
+	const yFormat = yMax >= 100_000 ? new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 }).format : fmt;
+	for (let v = 0; v <= yMax + yStep / 2; v += yStep) yLabels.push({ value: v, node: svgText(axis, yFormat(v), { class: "tick-y", "text-anchor": "end", "dominant-baseline": "middle" }) });
+	const yLabelWidth = Math.max(...yLabels.map(l => l.node.getComputedTextLength()));
+	const left = pad + titleSize + 8 + Math.ceil(yLabelWidth) + 6;
+
+	// x: seconds since the run started; the widest label sets how far apart the ticks must be.
+	const probe = svgText(axis, `${offset + seconds} s`, { class: "tick-x" });
+	const xLabelWidth = probe.getComputedTextLength();
+	probe.remove();
+	const right = width - Math.max(pad, Math.ceil(xLabelWidth / 2) + 4);
+	const plotWidth = right - left;
+	const xPerSecond = plotWidth / seconds;
+	const xStep = timeStep(Math.max(xLabelWidth + 12, 48) / xPerSecond);
+	const x = t => left + (t - offset) * xPerSecond;
+	const y = v => bottom - (v / yMax) * (bottom - top);
+
+	for (const label of yLabels) {
+		label.node.setAttribute("x", (left - 6).toFixed(1));
+		label.node.setAttribute("y", y(label.value).toFixed(1));
+		if (label.value > 0) svgLine(grid, left, y(label.value), right, y(label.value));
+	}
+	yLabels[yLabels.length - 1].node.id = "axis-y-max";
+	svgLine(axis, left, top, left, bottom);
+	svgLine(axis, left, bottom, right, bottom);
+
+	const firstTick = Math.ceil(offset / xStep) * xStep;
+	let lastLabel = null;
+	for (let t = firstTick; t <= offset + seconds; t += xStep) {
+		svgLine(axis, x(t), bottom, x(t), bottom + 5);
+		const node = svgText(axis, `${t} s`, { class: "tick-x", x: x(t).toFixed(1), y: bottom + 10, "text-anchor": "middle", "dominant-baseline": "hanging" });
+		// Never two labels on top of each other, whatever the fonts: drop one that would touch the last.
+		if (lastLabel && boxesOverlap(lastLabel.getBBox(), node.getBBox(), 6)) node.remove();
+		else lastLabel = node;
+	}
+	if (lastLabel) lastLabel.id = "axis-x-end";
+	svgText(axis, "seconds since the run started", { class: "title", x: ((left + right) / 2).toFixed(1), y: height - pad, "text-anchor": "middle" });
+	svgText(axis, "records/s", { class: "title", x: pad + titleSize / 2, y: ((top + bottom) / 2).toFixed(1), "text-anchor": "middle", "dominant-baseline": "middle", transform: `rotate(-90 ${pad + titleSize / 2} ${((top + bottom) / 2).toFixed(1)})` });
+
+	const empty = $("throughput-empty");
+	empty.textContent = values.length ? "" : "no batches signed yet";
+	empty.setAttribute("x", ((left + right) / 2).toFixed(1));
+	empty.setAttribute("y", ((top + bottom) / 2).toFixed(1));
+
+	// Steps: second i (from the window's start) spans [i, i + 1).
+	const points = [];
+	values.forEach((v, i) => points.push(`${x(offset + i).toFixed(1)},${y(v).toFixed(1)}`, `${x(offset + i + 1).toFixed(1)},${y(v).toFixed(1)}`));
+	$("throughput-line").setAttribute("points", points.join(" "));
+	if (points.length) $("throughput-area").setAttribute("d", `M${x(offset).toFixed(1)},${bottom.toFixed(1)} L${points.join(" L")} L${x(offset + seconds).toFixed(1)},${bottom.toFixed(1)} Z`);
+	else $("throughput-area").removeAttribute("d");
+	$("throughput-max").textContent = values.length ? `peak ${fmt(max)} records/s over ${values.length} s` : "";
 }
 
 function drawHeatmap(keys, metrics) {
@@ -100,6 +211,7 @@ async function refresh() {
 		const [keys, metrics] = await Promise.all([getJson("/api/keys"), getJson("/api/metrics")]);
 		drawHeatmap(keys, metrics);
 		drawBatches(metrics.recentBatches);
+		state.elapsedSeconds = Number(metrics.elapsedSeconds) || 0;
 		drawThroughput(metrics.throughput);
 		if (state.status === "idle" && metrics.runId) {
 			setStatus(metrics.status, metrics.runId);
@@ -110,25 +222,74 @@ async function refresh() {
 	}
 }
 
-async function showAudit() {
+const SINGULAR = { records: "record", signatures: "signature", batches: "batch", leases: "lease", keys: "key", runs: "run", violations: "violation" };
+
+function count(n, noun) {
+	return `${fmt(n)} ${Number(n) === 1 ? SINGULAR[noun] || noun : noun}`;
+}
+
+/** The verdict panel with no verdict to show (yet): `text` says why. */
+function showNoVerdict(text) {
 	const target = $("audit");
 	target.className = "muted";
-	target.textContent = "auditing the stores…";
+	target.textContent = text;
+	delete target.dataset.verdict;
+	$("audit-detail").textContent = "";
+	$("audit-detail").title = "";
 	$("audit-violations").replaceChildren();
+}
+
+/** One answer of GET /api/audit: PASSED or FAILED, when it was checked, what it counted. */
+function showVerdict(report) {
+	const target = $("audit");
+	const passed = report.ok === true;
+	target.className = passed ? "ok" : "bad";
+	target.dataset.verdict = passed ? "passed" : "failed";
+	const violations = Number(report.violationCount ?? (report.violations || []).length);
+	target.textContent = passed ? "Audit PASSED" : `Audit FAILED · ${count(violations, "violations")}`;
+	const parts = [];
+	const at = report.checkedAt ? new Date(report.checkedAt) : null;
+	const dated = at !== null && !Number.isNaN(at.getTime());
+	if (dated) parts.push(`checked ${at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" })}`);
+	if (report.checked) parts.push(Object.entries(report.checked).map(([noun, n]) => count(n, noun)).join(", "));
+	if (passed) parts.push("no violations");
+	$("audit-detail").textContent = parts.join(" · ");
+	$("audit-detail").title = dated ? report.checkedAt : "";
+	const listed = (report.violations || []).slice(0, 20);
+	$("audit-violations").replaceChildren(...listed.map(v => {
+		const item = document.createElement("li");
+		item.textContent = `${v.rule}: ${v.message}`;
+		return item;
+	}));
+	if (violations > listed.length) {
+		const more = document.createElement("li");
+		more.className = "muted";
+		more.textContent = `… and ${fmt(violations - listed.length)} more (npm run audit lists them)`;
+		$("audit-violations").append(more);
+	}
+}
+
+/**
+ * Reads the last verdict from GET /api/audit (public; after a run completes the gateway audits
+ * again). A run that starts meanwhile wins: its placeholder is not overwritten by an older answer.
+ */
+async function showAudit(waiting = "auditing the stores…") {
+	const request = ++state.verdictRequest;
+	showNoVerdict(waiting);
 	try {
-		const report = await getJson("/api/audit");
-		target.className = report.ok ? "ok" : "bad";
-		const checked = report.checked ? ` (${fmt(report.checked.records)} records, ${fmt(report.checked.signatures)} signatures, ${fmt(report.checked.leases)} leases checked)` : "";
-		target.textContent = `${report.ok ? "Audit passed" : "Audit FAILED"}${checked}`;
-		target.dataset.verdict = report.ok ? "passed" : "failed";
-		$("audit-violations").replaceChildren(...(report.violations || []).slice(0, 20).map(v => {
-			const item = document.createElement("li");
-			item.textContent = `${v.rule}: ${v.message}`;
-			return item;
-		}));
+		const response = await fetch("/api/audit", { headers: authHeaders() });
+		const report = await response.json().catch(() => null);
+		if (request !== state.verdictRequest) return;
+		if (response.ok && report && typeof report.ok === "boolean") showVerdict(report);
+		else if (response.ok || response.status === 404) showNoVerdict("no audit verdict yet: the verdict appears when a run ends");
+		else {
+			showNoVerdict(`audit unavailable: ${response.status} ${(report && (report.message || report.type)) || ""}`.trim());
+			$("audit").className = "bad";
+		}
 	} catch (err) {
-		target.className = "bad";
-		target.textContent = `audit unavailable: ${err.message || err}`;
+		if (request !== state.verdictRequest) return;
+		showNoVerdict(`audit unavailable: ${err.message || err}`);
+		$("audit").className = "bad";
 	}
 }
 
@@ -147,9 +308,8 @@ function connect() {
 		const run = JSON.parse(message.data);
 		setStatus("running", run.runId);
 		showProgress({ records: run.records, signed: run.alreadySigned, recordsPerSecond: 0 });
-		$("audit").className = "muted";
-		$("audit").textContent = "the verdict appears when the run ends";
-		delete $("audit").dataset.verdict;
+		state.verdictRequest++;
+		showNoVerdict("the verdict appears when the run ends");
 		startPolling();
 	});
 	events.addEventListener("progress", message => {
@@ -191,5 +351,17 @@ $("cancel-run").addEventListener("click", async () => {
 	$("start-result").textContent = response.ok ? `cancelling ${body.id}: batches in flight finish first` : `${response.status} ${body.type || ""}: ${body.message || ""}`;
 });
 
-refresh();
-connect();
+// On load: the figures, then the last audit verdict unless a run is under way (its own verdict comes when it ends).
+async function start() {
+	connect();
+	await refresh();
+	if (state.status !== "running") await showAudit("reading the last audit verdict…");
+}
+
+let resizing = null;
+new ResizeObserver(() => {
+	cancelAnimationFrame(resizing);
+	resizing = requestAnimationFrame(renderThroughput);
+}).observe($("throughput"));
+
+start();
