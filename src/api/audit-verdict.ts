@@ -13,29 +13,36 @@ export type AuditAnswer = AuditReport & { checkedAt: string; cached: boolean };
 export class AuditVerdict {
 	private running: Promise<AuditAnswer> | null = null;
 	private last: { answer: AuditAnswer; at: number } | null = null;
+	/** Bumped by `invalidate`: an audit begun before the stores changed neither answers later callers nor is kept. */
+	private generation = 0;
 
 	constructor(private readonly broker: ServiceBroker, private readonly maxAgeMs: number, private readonly now = Date.now) {}
 
 	/** The last verdict while it is fresh enough (unless `fresh`), else a new audit. */
 	async current(fresh = false): Promise<AuditAnswer> {
 		if (!fresh && this.last && this.now() - this.last.at < this.maxAgeMs) return { ...this.last.answer, cached: true };
-		this.running ??= this.run().finally(() => {
-			this.running = null;
-		});
+		if (!this.running) {
+			const running: Promise<AuditAnswer> = this.run(this.generation).finally(() => {
+				if (this.running === running) this.running = null;
+			});
+			this.running = running;
+		}
 		return this.running;
 	}
 
-	/** The stores changed (a run completed): the next read audits again. */
+	/** The stores changed (a run completed): the next read audits again, whatever was under way. */
 	invalidate(): void {
+		this.generation++;
 		this.last = null;
+		this.running = null;
 	}
 
-	private async run(): Promise<AuditAnswer> {
+	private async run(generation: number): Promise<AuditAnswer> {
 		// Over a transporter each page must fit a default nats-server message.
 		const options = this.broker.transit ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {};
 		const at = this.now();
 		const answer: AuditAnswer = { ...(await auditServices(this.broker, options)), checkedAt: new Date(at).toISOString(), cached: false };
-		this.last = { answer, at };
+		if (generation === this.generation) this.last = { answer, at };
 		return answer;
 	}
 }
