@@ -3,7 +3,9 @@
  * keyring role, claimed with a fencing number; a claim left by a dead process is taken over, a
  * keyring whose claim was taken has its writes refused), and keyring nodes on one NATS
  * namespace elect exactly one active keyring, even when they start at the same moment. The
- * store cases run on the embedded store, and on MongoDB too when MONGO_URI is set.
+ * store cases run on the embedded store, and on MongoDB when MONGO_URI names a replica set
+ * (listed as skipped when it is not set):
+ *   MONGO_URI='mongodb://127.0.0.1:27017/signing-test?replicaSet=rs0' npm test -- test/cluster-keyring.test.ts
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -83,14 +85,15 @@ const stores: StoreUnderTest[] = [(() => {
 		}
 	} satisfies StoreUnderTest;
 })()];
-if (process.env.MONGO_URI) {
+/** The keyring's store on MONGO_URI, a database of its own dropped after each test. Nothing connects until a test places a keyring. */
+const mongoStore: StoreUnderTest = (() => {
 	let uri = "";
 	let n = 0;
 	const connect = async () => {
 		const { connectMongo } = await import("../src/store/mongo");
-		return connectMongo(uri, { broker: null, logger: new ServiceBroker({ logger: false }).getLogger("role-test") }, "keyring");
+		return connectMongo(uri, { broker: null, logger: new ServiceBroker({ logger: false }).getLogger("role-test") }, "role-test");
 	};
-	stores.push({
+	return {
 		name: "MongoDB",
 		place() {
 			if (!uri) {
@@ -102,8 +105,14 @@ if (process.env.MONGO_URI) {
 		},
 		async setRole(role) {
 			const connection = await connect();
-			await connection.db.collection("keyring").updateOne({ _id: "role" }, { $set: { ...role, since: new Date().toISOString() } }, { upsert: true });
-			await connection.close();
+			try {
+				// As that keyring's claim would read on the server: valid for as long from the server's now as `expiresAt` is from ours.
+				const validForMs = Date.parse(role.expiresAt) - Date.now();
+				const literal = Object.fromEntries(Object.entries({ ...role, since: new Date().toISOString() }).map(([key, value]) => [key, { $literal: value }]));
+				await connection.db.collection<{ _id: string }>("keyring").updateOne({ _id: "role" }, [{ $set: { ...literal, validUntil: { $add: ["$$NOW", validForMs] } } }], { upsert: true });
+			} finally {
+				await connection.close();
+			}
 		},
 		async keyCount() {
 			const connection = await connect();
@@ -116,14 +125,19 @@ if (process.env.MONGO_URI) {
 		async cleanup() {
 			if (!uri) return;
 			const connection = await connect();
-			await connection.db.command({ dropDatabase: 1 });
+			await connection.db.dropDatabase();
 			await connection.close();
 			uri = "";
 		}
-	});
-}
+	};
+})();
 
-describe.each(stores)("one keyring per store, on $name", store => {
+describe.each(stores)("one keyring per store, on $name", store => oneKeyringPerStore(store));
+// Without MONGO_URI the MongoDB cases are listed as skipped, with the reason: none is left out silently.
+if (process.env.MONGO_URI) describe("one keyring per store, on MongoDB", () => oneKeyringPerStore(mongoStore));
+else describe.skip("one keyring per store, on MongoDB: needs MONGO_URI (a MongoDB replica set); not set", () => oneKeyringPerStore(mongoStore));
+
+function oneKeyringPerStore(store: StoreUnderTest): void {
 	afterEach(() => store.cleanup());
 
 	test("two keyrings on one store and no NATS: the second is refused by the store, naming the first; it starts once the first stopped", async () => {
@@ -182,7 +196,7 @@ describe.each(stores)("one keyring per store, on $name", store => {
 		await expect(stale.call("keyring.renew", requests.renew("signer-x", held.leaseId))).rejects.toMatchObject({ type: "KEYRING_FENCED" });
 		expect(await stale.call("keyring.status")).toMatchObject({ leased: 1, lastSeq: 1 });
 	});
-});
+}
 
 describe("one active keyring per NATS namespace", () => {
 	let nats: NatsServer;

@@ -187,7 +187,7 @@ describe("k8s/ manifests", () => {
 		// CPU utilization targets need CPU requests to be computed against.
 		for (const c of containersOf(signer)) expect(c.resources.requests.cpu).toBeDefined();
 
-		const pdb = manifests.find(m => m.kind === "PodDisruptionBudget")!;
+		const pdb = find("PodDisruptionBudget", "signer")!;
 		expect(pdb.apiVersion).toBe("policy/v1");
 		expect(pdb.spec.selector.matchLabels).toEqual(podLabels);
 		expect(pdb.spec.maxUnavailable ?? pdb.spec.minAvailable).toBeDefined();
@@ -237,14 +237,41 @@ describe("k8s/ manifests", () => {
 		expect(find("Service", "nats")?.spec.ports.map((p: any) => p.port)).toContain(4222);
 		// The app reaches them by those names.
 		for (const w of appWorkloads) expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats:4222$/);
-		for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI)) expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/@mongo-0\.mongo:27017\//);
+		for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI)) expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/@mongo-0\.mongo:27017,mongo-1\.mongo:27017,mongo-2\.mongo:27017\//);
 	});
 
-	describe("MongoDB is a replica set of one member, with access control", () => {
+	describe("MongoDB is a replica set of three members, with access control and a disruption budget", () => {
 		const mongo = find("StatefulSet", "mongo")!;
 		const [container] = containersOf(mongo) as any[];
 		const probe = container.readinessProbe.exec.command as string[];
-		const script = evalScriptOf(probe[2]);
+		/** The script mongosh runs on pod `pod`: sh puts the pod's name in for $(hostname). */
+		const scriptOn = (pod: string) => evalScriptOf(probe[2]).replaceAll("$(hostname)", pod);
+		const members = [0, 1, 2].map(i => ({ _id: i, host: `mongo-${i}.mongo:27017` }));
+
+		test("three members started together, one per node where it can, at most one down by choice, 8.0 images", () => {
+			expect(mongo.spec.replicas).toBe(3);
+			// rs.initiate needs every member up: OrderedReady would wait for mongo-0 to be ready first.
+			expect(mongo.spec.podManagementPolicy).toBe("Parallel");
+			const spread = mongo.spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
+			expect(spread).toEqual({ topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: mongo.spec.selector.matchLabels } });
+			const pdb = find("PodDisruptionBudget", "mongo")!;
+			expect(pdb.apiVersion).toBe("policy/v1");
+			expect(pdb.spec.selector.matchLabels).toEqual(mongo.spec.selector.matchLabels);
+			// Two of three stay: a majority, so majority writes go on.
+			expect(pdb.spec.maxUnavailable).toBe(1);
+			expect(container.image).toMatch(/^mongo:8\.0\.\d+$/);
+		});
+
+		test("only mongo-0 creates the root user: the others join empty, as rs.initiate requires", () => {
+			expect(container.command.slice(0, 2)).toEqual(["sh", "-c"]);
+			expect(spawnSync("sh", ["-n", "-c", container.command[2]]).status).toBe(0);
+			expect(container.command[2]).toMatch(/^\[ "\$\(hostname\)" = mongo-0 \] \|\| unset MONGO_INITDB_ROOT_USERNAME MONGO_INITDB_ROOT_PASSWORD; exec docker-entrypoint\.sh mongod "\$@"$/);
+			expect(container.command[3]).toBe("mongod");
+		});
+
+		test("the liveness probe pings with mongosh", () => {
+			expect(container.livenessProbe.exec.command.slice(0, 2)).toEqual(["mongosh", "--quiet"]);
+		});
 
 		test("mongod runs as rs0 with a key file an init container writes, mode 0400, into a volume of its own", () => {
 			const args = container.args as string[];
@@ -255,6 +282,9 @@ describe("k8s/ manifests", () => {
 			const init = (mongo.spec.template.spec.initContainers as any[]).find(c => c.volumeMounts.some((v: any) => v.name === mount.name));
 			expect(init.command.join(" ")).toContain(`chmod 0400 ${keyFile}`);
 			expect(init.image).toBe(container.image);
+			// The same key on every member: derived from the Secret, never random per pod.
+			expect(init.command.join(" ")).not.toContain("urandom");
+			expect(init.env).toEqual([{ name: "MONGO_PASSWORD", valueFrom: { secretKeyRef: { name: secretName, key: "MONGO_PASSWORD" } } }]);
 			// Its name resolves before it is ready: the readiness probe initiates the set under it.
 			expect(find("Service", "mongo")?.spec.publishNotReadyAddresses).toBe(true);
 		});
@@ -264,21 +294,29 @@ describe("k8s/ manifests", () => {
 				expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/[?&]replicaSet=rs0(&|$)/);
 		});
 
-		test("the readiness probe is a valid shell command, authenticates, and uses mongosh or the legacy shell", () => {
+		test("the readiness probe is a valid shell command, authenticates, and uses mongosh", () => {
 			expect(probe.slice(0, 2)).toEqual(["sh", "-c"]);
-			expect(probe[2]).toMatch(/^\$\(command -v mongosh \|\| command -v mongo\) --quiet/);
+			expect(probe[2]).toMatch(/^mongosh --quiet/);
 			expect(probe[2]).toContain('-u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin');
 			expect(spawnSync("sh", ["-n", "-c", probe[2]]).status).toBe(0);
 		});
 
-		for (const shell of ["mongosh", "mongo"] as const) {
-			test(`with ${shell}: a fresh member is initiated as mongo-0.mongo, then ready once primary`, () => {
-				const state = { initiated: false, primary: false };
-				expect(runHealthScript(script, shell, state)).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members: [{ _id: 0, host: "mongo-0.mongo:27017" }] } });
-				state.primary = true;
-				expect(runHealthScript(script, shell, state)).toEqual({ exitCode: 0, initiatedWith: null });
-			});
-		}
+		test("mongo-0 initiates the set of three under the names clients use, and is ready once primary", () => {
+			const state = { initiated: false, primary: false };
+			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members } });
+			state.primary = true;
+			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({ exitCode: 0, initiatedWith: null });
+		});
+
+		test("mongo-1 and mongo-2 never initiate a set of their own; they are ready once secondaries", () => {
+			for (const pod of ["mongo-1", "mongo-2"]) {
+				const state = { initiated: false, primary: false, secondary: false };
+				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({ exitCode: 1, initiatedWith: null });
+				// mongo-0's initiation reached it, and it caught up.
+				Object.assign(state, { initiated: true, secondary: true });
+				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({ exitCode: 0, initiatedWith: null });
+			}
+		});
 	});
 
 	test("every image is pinned, never latest", () => {

@@ -10,6 +10,7 @@ import { MongoBatcherStore } from "../batcher/mongo-store";
 import { publicJwkOf } from "../keyring/keys";
 import { MongoKeyringStore } from "../keyring/mongo-store";
 import { MongoRecordsStore } from "../records/mongo-store";
+import type { MongoClientOptions } from "mongodb";
 import { connectMongo, type MongoConnection } from "../store/mongo";
 import type { OwningService, PageSource } from "./collect";
 
@@ -30,16 +31,17 @@ interface Pager {
 }
 
 /** Connects (with the driver `options` given, e.g. a shorter server selection timeout); creates nothing. */
-export async function openMongoPages(uri: string, options: object = {}): Promise<MongoPages> {
-	const connection: MongoConnection = await connectMongo(uri, { broker: null, logger: quiet }, "records", options);
+export async function openMongoPages(uri: string, options: MongoClientOptions = {}): Promise<MongoPages> {
+	const connection: MongoConnection = await connectMongo(uri, { broker: null, logger: quiet }, "audit", options);
 	const keyring = MongoKeyringStore.over(connection);
 	const owners: Record<OwningService, Pager> = { records: MongoRecordsStore.over(connection), batcher: MongoBatcherStore.over(connection), keyring };
 	return {
 		page: (service, collection, after, limit) => owners[service].page(collection, after, limit),
 		jwks: async (): Promise<JWK[]> => (await keyring.keys()).map(key => publicJwkOf(key.keyId, key.publicJwk)),
 		present: async () => {
-			const reply = await connection.db.command({ listCollections: 1, nameOnly: true, authorizedCollections: true });
-			const names = new Set<string>((reply.cursor?.firstBatch ?? []).map((c: { name: string }) => c.name));
+			// The driver's cursor reads every batch: the command's first batch alone may leave collections out.
+			const listed = await connection.db.listCollections({}, { nameOnly: true, authorizedCollections: true }).toArray();
+			const names = new Set(listed.map(c => c.name));
 			return MONGO_COLLECTIONS.filter(name => names.has(name));
 		},
 		close: () => connection.close()

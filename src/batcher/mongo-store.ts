@@ -1,26 +1,43 @@
-/** The batcher's store on MongoDB: `runs` and `batches`, each keyed by its id. */
+/**
+ * The batcher's store on MongoDB: `runs` and `batches`, each keyed by its id in `_id` (the
+ * `_id` index is the unique one: no other index repeats it).
+ */
+import type { Collection } from "mongodb";
 import type { BatchDoc, BatchStatus, Page, RunDoc } from "../contract";
-import { connectMongo, type MongoCollection, type MongoConnection } from "../store/mongo";
+import { connectMongo, dropIndexIfPresent, type MongoConnection } from "../store/mongo";
 import type { BatcherStore, BatchSummary } from "./ports";
 
+type RunRow = RunDoc & { _id: string };
+type BatchRow = BatchDoc & { _id: string };
+
 export class MongoBatcherStore implements BatcherStore {
-	private constructor(private readonly connection: MongoConnection, private readonly runs: MongoCollection, private readonly batches: MongoCollection) {}
+	private constructor(private readonly connection: MongoConnection, private readonly runs: Collection<RunRow>, private readonly batches: Collection<BatchRow>) {}
 
 	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoBatcherStore> {
-		const store = MongoBatcherStore.over(await connectMongo(uri, service, "runs"));
-		const { runs, batches } = store;
-		await runs.createIndex({ runId: 1 }, { unique: true, name: "runs_run" });
-		await runs.createIndex({ idempotencyKey: 1 }, { unique: true, name: "runs_idempotency", partialFilterExpression: { idempotencyKey: { $type: "string" } } });
-		await runs.createIndex({ status: 1 }, { name: "runs_status" });
-		await batches.createIndex({ batchId: 1 }, { unique: true, name: "batches_batch" });
-		await batches.createIndex({ runId: 1, status: 1 }, { name: "batches_run" });
-		return store;
+		const connection = await connectMongo(uri, service, "batcher");
+		try {
+			const store = MongoBatcherStore.over(connection);
+			const { runs, batches } = store;
+			await runs.createIndex({ idempotencyKey: 1 }, { unique: true, name: "runs_idempotency", partialFilterExpression: { idempotencyKey: { $type: "string" } } });
+			await runs.createIndex({ status: 1 }, { name: "runs_status" });
+			// pendingBatches reads it in order (no sort in memory); batchSummary uses its prefix.
+			await batches.createIndex({ runId: 1, status: 1, batchId: 1 }, { name: "batches_run_status" });
+			// Earlier versions: unique indexes repeating `_id` (an index write per document for
+			// nothing), and `{ runId, status }`, a prefix of the index above.
+			await dropIndexIfPresent(runs, "runs_run");
+			await dropIndexIfPresent(batches, "batches_batch");
+			await dropIndexIfPresent(batches, "batches_run");
+			return store;
+		} catch (err) {
+			await connection.close();
+			throw err;
+		}
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoBatcherStore {
-		return new MongoBatcherStore(connection, connection.db.collection("runs"), connection.db.collection("batches"));
+		return new MongoBatcherStore(connection, connection.db.collection<RunRow>("runs"), connection.db.collection<BatchRow>("batches"));
 	}
 
 	async insertRun(run: RunDoc): Promise<void> {
@@ -28,7 +45,7 @@ export class MongoBatcherStore implements BatcherStore {
 	}
 
 	getRun(runId: string): Promise<RunDoc | null> {
-		return this.runs.findOne({ runId });
+		return this.runs.findOne({ _id: runId });
 	}
 
 	runByIdempotencyKey(key: string): Promise<RunDoc | null> {
@@ -44,7 +61,7 @@ export class MongoBatcherStore implements BatcherStore {
 	}
 
 	async updateRun(runId: string, fields: Partial<RunDoc>): Promise<void> {
-		await this.runs.updateOne({ runId }, { $set: fields });
+		await this.runs.updateOne({ _id: runId }, { $set: fields });
 	}
 
 	async insertBatch(batch: BatchDoc): Promise<void> {
@@ -52,7 +69,7 @@ export class MongoBatcherStore implements BatcherStore {
 	}
 
 	async updateBatch(batchId: string, fields: Partial<BatchDoc>): Promise<void> {
-		await this.batches.updateOne({ batchId }, { $set: fields });
+		await this.batches.updateOne({ _id: batchId }, { $set: fields });
 	}
 
 	pendingBatches(runId: string): Promise<BatchDoc[]> {
@@ -62,19 +79,21 @@ export class MongoBatcherStore implements BatcherStore {
 	async batchSummary(runId: string): Promise<BatchSummary> {
 		const byStatus: Partial<Record<BatchStatus, number>> = {};
 		let total = 0;
-		for await (const group of this.batches.aggregate([{ $match: { runId } }, { $group: { _id: "$status", n: { $sum: 1 } } }])) {
-			byStatus[group._id as BatchStatus] = group.n;
+		for await (const group of this.batches.aggregate<{ _id: BatchStatus; n: number }>([{ $match: { runId } }, { $group: { _id: "$status", n: { $sum: 1 } } }])) {
+			byStatus[group._id] = group.n;
 			total += group.n;
 		}
-		const [signed] = await this.batches.aggregate([
-			{ $match: { runId, status: { $in: ["signed", "partial"] } } },
-			{ $group: { _id: null, stored: { $sum: "$stored" }, duplicates: { $sum: "$duplicates" }, keys: { $addToSet: "$keyId" } } }
-		]).toArray();
+		const [signed] = await this.batches
+			.aggregate<{ stored: number; duplicates: number; keys: string[] }>([
+				{ $match: { runId, status: { $in: ["signed", "partial"] } } },
+				{ $group: { _id: null, stored: { $sum: "$stored" }, duplicates: { $sum: "$duplicates" }, keys: { $addToSet: "$keyId" } } }
+			])
+			.toArray();
 		return { total, byStatus, stored: signed?.stored ?? 0, duplicates: signed?.duplicates ?? 0, keysUsed: signed?.keys.length ?? 0 };
 	}
 
 	async page(collection: "runs" | "batches", after: string | undefined, limit: number): Promise<Page> {
-		const of = collection === "runs" ? this.runs : this.batches;
+		const of = (collection === "runs" ? this.runs : this.batches) as unknown as Collection<{ _id: string }>;
 		const docs = await of.find(after === undefined ? {} : { _id: { $gt: after } }).sort({ _id: 1 }).limit(limit).toArray();
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 	}

@@ -1,92 +1,189 @@
 /**
- * The keyring's store on MongoDB. Open leases carry `open: true` (removed at their end): a
- * unique index over the open leases' keyIds is how MongoDB refuses a second open lease of a
- * key, since a partial index cannot select "end is null".
+ * The keyring's store on MongoDB (a replica set: it needs transactions). Open leases carry
+ * `open: true` (removed at their end): a unique index over the open leases' keyIds is how
+ * MongoDB refuses a second open lease of a key, since a partial index cannot select "end is
+ * null". Every document's `_id` is its natural key (a key's keyId, a lease's leaseId).
  *
  * The keyring role is one document (`keyring`, `_id: "role"`) taken by compare-and-set on its
- * epoch. Without multi-document transactions, a grant or an end first advances the role's
- * `seq` conditionally on the epoch, then writes the lease: a stale keyring is refused at that
- * first step. One whose check passed just before a takeover can still land that one write; the
- * unique open-lease index then refuses the new keyring's grant of the same key, and a reclaim
- * is conditional on the stored expiry, so neither can end up with two holders of a key.
+ * epoch. Every grant, renewal and end runs in one transaction with the fence: an update of the
+ * role conditional on the writer's epoch that always writes (`writes` is incremented, `seq`
+ * raised). The fence and the lease write commit together or not at all, and a takeover that
+ * commits while such a transaction runs conflicts with its fence (a WriteConflict, a
+ * TransientTransactionError): the transaction runs again and is refused. A fence that changed
+ * nothing (`$max` with a lower seq) would not conflict, hence the increment.
+ *
+ * Whether a claim has expired is decided by the server's clock (`$$NOW`), never by comparing
+ * times that other hosts' clocks wrote: a claim is valid until `validUntil`, which the server
+ * sets to its own time plus the claim's lifetime at each claim and renewal. `expiresAt` stays
+ * what the holder's clock said, for people.
+ *
+ * Per key, the leases ever granted and the seq of the last end (what a restarted keyring needs)
+ * are kept in `lease_stats`, in the same transactions as the lease writes, so `summary()` reads
+ * one document per key instead of every lease. A store written before they were kept (no
+ * `leaseStats` mark on the role) has them computed once from the leases.
  */
+import type { ClientSession, Collection, Filter } from "mongodb";
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
-import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
+import { assertReplicaSet, connectMongo, dropIndexIfPresent, ensureCollection, isDuplicateKey, runTransaction, type MongoConnection } from "../store/mongo";
 import { DuplicateLeaseError, FencedError, publicKeyDoc, sameSignerKey, type EnrolledSigner, type Enrolment, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
 
-function leaseDoc(row: LeaseDoc & { open?: boolean }): LeaseDoc {
+type KeyRow = KeyDoc & { _id: string };
+type LeaseRow = LeaseDoc & { _id: string; open?: true };
+type EnrolmentRow = EnrolledSigner & { _id: string };
+
+interface RoleRow extends RoleHolder {
+	_id: string;
+	/** The highest seq a fenced write carried. */
+	seq: number;
+	/** Fenced writes so far: incremented by each, so that each writes the role document. */
+	writes?: number;
+	/** Until when the claim holds, by the server's clock. Absent on a role written before it was kept. */
+	validUntil?: Date;
+	/** Set once `lease_stats` is kept for every lease of the store. */
+	leaseStats?: boolean;
+}
+
+interface LeaseStatsRow {
+	/** The key's id. */
+	_id: string;
+	uses?: number;
+	lastEnd?: number;
+}
+
+const ROLE = "role";
+
+/** Ended leases, as leases_end_seq's partial filter selects them (the server's "number" type alias, which the driver's types lack). */
+const ENDED = { endSeq: { $type: "number" } } as unknown as Filter<LeaseRow>;
+
+/**
+ * Until when a role holds, by the server's clock. A role written before `validUntil` was kept
+ * has only its holder's `expiresAt`: read as a date by the server, once, until its next claim.
+ */
+const VALID_UNTIL = { $ifNull: ["$validUntil", { $dateFromString: { dateString: "$expiresAt", onError: "$$NOW", onNull: "$$NOW" } }] };
+
+function leaseDoc(row: LeaseRow): LeaseDoc {
 	const { open: _open, ...lease } = row;
 	return lease;
 }
 
+/** A URI for messages: no credentials, no options. */
+function where(uri: string): string {
+	return `MongoDB ${uri.replace(/\/\/[^@/]*@/, "//***@").replace(/\?.*$/, "")}`;
+}
+
 export class MongoKeyringStore implements KeyringStore {
+	/** The lifetime of this store's claim of the role (the claim's expiresAt minus its now): what a renewal extends it by. */
+	private roleTtlMs: number | null = null;
+
 	private constructor(
 		private readonly connection: MongoConnection,
-		private readonly keysOf: MongoCollection,
-		private readonly leasesOf: MongoCollection,
-		private readonly roleOf: MongoCollection,
+		private readonly keysOf: Collection<KeyRow>,
+		private readonly leasesOf: Collection<LeaseRow>,
+		private readonly roleOf: Collection<RoleRow>,
+		private readonly statsOf: Collection<LeaseStatsRow>,
 		/** Each role's enrolled credentials: `signers`, `batchers`. */
-		private readonly enrolmentsOf: Record<CredentialRole, MongoCollection>
+		private readonly enrolmentsOf: Record<CredentialRole, Collection<EnrolmentRow>>
 	) {}
 
-	/** Connects and creates the indexes: for the owning service. */
+	/** Connects and creates the indexes: for the owning service (and the signer CLI). */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoKeyringStore> {
-		const store = MongoKeyringStore.over(await connectMongo(uri, service, "keys"));
-		const { keysOf: keys, leasesOf: leases } = store;
-		await keys.createIndex({ keyId: 1 }, { unique: true, name: "keys_key" });
-		await leases.createIndex({ leaseId: 1 }, { unique: true, name: "leases_lease" });
-		await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
-		await leases.createIndex({ endSeq: 1 }, { unique: true, name: "leases_end_seq", partialFilterExpression: { endSeq: { $type: "number" } } });
-		await leases.createIndex({ keyId: 1 }, { unique: true, name: "leases_open_per_key", partialFilterExpression: { open: true } });
-		return store;
+		const connection = await connectMongo(uri, service, "keyring");
+		try {
+			await assertReplicaSet(connection, where(uri));
+			const store = MongoKeyringStore.over(connection);
+			const { keysOf: keys, leasesOf: leases } = store;
+			await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
+			await leases.createIndex({ endSeq: 1 }, { unique: true, name: "leases_end_seq", partialFilterExpression: { endSeq: { $type: "number" } } });
+			await leases.createIndex({ keyId: 1 }, { unique: true, name: "leases_open_per_key", partialFilterExpression: { open: true } });
+			// Earlier versions repeated `_id` in a unique index: one more index write per document, for nothing.
+			await dropIndexIfPresent(keys, "keys_key");
+			await dropIndexIfPresent(leases, "leases_lease");
+			// The collections the transactions write to exist before any transaction runs.
+			for (const name of ["keyring", "leases", "lease_stats"]) await ensureCollection(connection.db, name);
+			return store;
+		} catch (err) {
+			await connection.close();
+			throw err;
+		}
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoKeyringStore {
-		return new MongoKeyringStore(connection, connection.db.collection("keys"), connection.db.collection("leases"), connection.db.collection("keyring"), {
-			signer: connection.db.collection("signers"),
-			batcher: connection.db.collection("batchers")
+		const { db } = connection;
+		return new MongoKeyringStore(connection, db.collection<KeyRow>("keys"), db.collection<LeaseRow>("leases"), db.collection<RoleRow>("keyring"), db.collection<LeaseStatsRow>("lease_stats"), {
+			signer: db.collection<EnrolmentRow>("signers"),
+			batcher: db.collection<EnrolmentRow>("batchers")
 		});
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
+		const ttlMs = Math.max(0, Date.parse(claim.expiresAt) - Date.parse(claim.now));
 		const fields = { holder: claim.holder, host: claim.host, pid: claim.pid, since: claim.now, expiresAt: claim.expiresAt };
+		// An update pipeline: `$$NOW` is the server's time; strings are literals, never field paths.
+		const claimed = (epoch: number) => ({
+			epoch,
+			holder: { $literal: fields.holder },
+			host: { $literal: fields.host },
+			pid: { $literal: fields.pid },
+			since: { $literal: fields.since },
+			expiresAt: { $literal: fields.expiresAt },
+			validUntil: { $add: ["$$NOW", ttlMs] }
+		});
 		for (let attempt = 0; attempt < 5; attempt++) {
-			const current: (RoleHolder & { _id: string }) | null = await this.roleOf.findOne({ _id: "role" });
+			const [current] = await this.roleOf.aggregate<RoleRow & { remainingMs: number }>([{ $match: { _id: ROLE } }, { $set: { remainingMs: { $subtract: [VALID_UNTIL, "$$NOW"] } } }]).toArray();
 			if (!current) {
 				try {
-					await this.roleOf.insertOne({ _id: "role", epoch: 1, seq: 0, ...fields });
+					// An upsert that can only insert: an existing role (it has an epoch) is not matched, and its `_id` refuses a second one.
+					await this.roleOf.updateOne({ _id: ROLE, epoch: { $exists: false } }, [{ $set: { ...claimed(1), seq: 0, writes: 0 } }], { upsert: true });
+					this.roleTtlMs = ttlMs;
 					return { claimed: { epoch: 1, ...fields } };
 				} catch (err) {
 					if (!isDuplicateKey(err)) throw err;
 					continue; // another keyring created it first: look again
 				}
 			}
-			const { _id, ...holder } = current;
-			if (!claim.mayTakeOver(holder)) return { heldBy: holder };
-			const taken = await this.roleOf.updateOne({ _id: "role", epoch: current.epoch }, { $set: { epoch: current.epoch + 1, ...fields } });
-			if (taken.matchedCount === 1) return { claimed: { epoch: current.epoch + 1, ...fields } };
+			const holder: RoleHolder = { epoch: current.epoch, holder: current.holder, host: current.host, pid: current.pid, since: current.since, expiresAt: current.expiresAt };
+			// The server's verdict on its expiry, put on the claimant's own timeline (its `now` plus what is left), so that
+			// mayTakeOver's comparison with its `now` is the server's comparison; the process check is the claimant's own.
+			if (!claim.mayTakeOver({ ...holder, expiresAt: new Date(Date.parse(claim.now) + Number(current.remainingMs)).toISOString() })) return { heldBy: holder };
+			// Taken only if nobody renewed or took it since it was read.
+			const unchanged = current.validUntil ? { validUntil: current.validUntil } : { validUntil: { $exists: false }, expiresAt: current.expiresAt };
+			const taken = await this.roleOf.updateOne({ _id: ROLE, epoch: current.epoch, ...unchanged }, [{ $set: claimed(current.epoch + 1) }]);
+			if (taken.matchedCount === 1) {
+				this.roleTtlMs = ttlMs;
+				return { claimed: { epoch: current.epoch + 1, ...fields } };
+			}
 		}
 		throw new Error("the keyring role kept changing hands while this keyring claimed it; start it again");
 	}
 
 	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
-		return (await this.roleOf.updateOne({ _id: "role", epoch }, { $set: { expiresAt } })).matchedCount === 1;
+		// Extended by the claim's lifetime from the server's now; `expiresAt` (this host's clock) is kept for people.
+		const ttlMs = this.roleTtlMs ?? Math.max(0, Date.parse(expiresAt) - Date.now());
+		const renewed = await this.roleOf.updateOne({ _id: ROLE, epoch }, [{ $set: { expiresAt: { $literal: expiresAt }, validUntil: { $add: ["$$NOW", ttlMs] } } }]);
+		return renewed.matchedCount === 1;
 	}
 
 	async releaseRole(epoch: number, now: string): Promise<void> {
-		await this.roleOf.updateOne({ _id: "role", epoch }, { $set: { expiresAt: now } });
+		await this.roleOf.updateOne({ _id: ROLE, epoch }, [{ $set: { expiresAt: { $literal: now }, validUntil: "$$NOW" } }]);
 	}
 
-	/** Advances the role's seq while `epoch` holds it; a stale keyring is refused here, before it writes. */
-	private async fence(epoch: number, seq: number): Promise<void> {
-		const held = await this.roleOf.updateOne({ _id: "role", epoch }, { $max: { seq } });
-		if (held.matchedCount !== 1) throw new FencedError(epoch);
+	/**
+	 * Runs `write` in one transaction with the fence: refused (FencedError) unless `epoch` holds
+	 * the role. The fence always writes the role document, so it conflicts with a concurrent
+	 * takeover (see the top of this file); `seq` is raised to the write's seq.
+	 */
+	private fenced<T>(epoch: number, seq: number, write: (session: ClientSession) => Promise<T>): Promise<T> {
+		return runTransaction(this.connection.client, async session => {
+			const held = await this.roleOf.updateOne({ _id: ROLE, epoch }, { $max: { seq }, $inc: { writes: 1 } }, { session });
+			if (held.matchedCount !== 1) throw new FencedError(epoch);
+			return write(session);
+		});
 	}
 
 	keys(): Promise<KeyDoc[]> {
-		return this.keysOf.find({}).sort({ keyId: 1 }).toArray();
+		return this.keysOf.find({}).sort({ _id: 1 }).toArray();
 	}
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
@@ -94,46 +191,72 @@ export class MongoKeyringStore implements KeyringStore {
 	}
 
 	async summary(): Promise<LeaseLogSummary> {
+		// The open leases: at most one per key (leases_open_per_key).
 		const open = (await this.leasesOf.find({ open: true }).sort({ grantSeq: 1 }).toArray()).map(leaseDoc);
+		await this.keepLeaseStats();
 		const lastEnd = new Map<string, number>();
 		const uses = new Map<string, number>();
-		for await (const row of this.leasesOf.aggregate([{ $group: { _id: "$keyId", uses: { $sum: 1 }, lastEnd: { $max: "$endSeq" } } }])) {
-			uses.set(row._id, row.uses);
+		for await (const row of this.statsOf.find({})) {
+			if (row.uses) uses.set(row._id, row.uses);
 			if (typeof row.lastEnd === "number") lastEnd.set(row._id, row.lastEnd);
 		}
+		// The highest seqs: one index entry each (leases_grant_seq, leases_end_seq).
 		const [lastGrant] = await this.leasesOf.find({}, { projection: { grantSeq: 1 } }).sort({ grantSeq: -1 }).limit(1).toArray();
-		const [lastEnded] = await this.leasesOf.find({ endSeq: { $type: "number" } }, { projection: { endSeq: 1 } }).sort({ endSeq: -1 }).limit(1).toArray();
+		const [lastEnded] = await this.leasesOf.find(ENDED, { projection: { endSeq: 1 } }).sort({ endSeq: -1 }).limit(1).toArray();
 		return { open, lastEnd, uses, lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0) };
 	}
 
+	/**
+	 * Computes `lease_stats` from the leases, once, for a store written before they were kept:
+	 * in one transaction that also marks the role, so a fenced write meanwhile conflicts with it.
+	 */
+	private async keepLeaseStats(): Promise<void> {
+		if ((await this.roleOf.findOne({ _id: ROLE }, { projection: { leaseStats: 1 } }))?.leaseStats) return;
+		await runTransaction(this.connection.client, async session => {
+			const perKey = await this.leasesOf
+				.aggregate<{ _id: string; uses: number; lastEnd: number | null }>([{ $group: { _id: "$keyId", uses: { $sum: 1 }, lastEnd: { $max: "$endSeq" } } }], { session })
+				.toArray();
+			await this.statsOf.deleteMany({}, { session });
+			if (perKey.length) await this.statsOf.insertMany(perKey.map(k => ({ _id: k._id, uses: k.uses, ...(typeof k.lastEnd === "number" ? { lastEnd: k.lastEnd } : {}) })), { session });
+			await this.roleOf.updateOne({ _id: ROLE }, { $set: { leaseStats: true } }, { session });
+		});
+	}
+
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
-		await this.fence(epoch, lease.grantSeq);
 		try {
-			await this.leasesOf.insertOne({ ...lease, _id: lease.leaseId, ...(lease.end === null ? { open: true } : {}) });
+			await this.fenced(epoch, lease.grantSeq, async session => {
+				await this.leasesOf.insertOne({ ...lease, _id: lease.leaseId, ...(lease.end === null ? { open: true as const } : {}) }, { session });
+				const ended = typeof lease.endSeq === "number" ? { $max: { lastEnd: lease.endSeq } } : {};
+				await this.statsOf.updateOne({ _id: lease.keyId }, { $inc: { uses: 1 }, ...ended }, { upsert: true, session });
+			});
 		} catch (err) {
+			// Refused by `_id` (its leaseId), leases_grant_seq or leases_open_per_key; nothing of the transaction was written.
 			throw isDuplicateKey(err) ? new DuplicateLeaseError(lease, err) : err;
 		}
 	}
 
 	async renewLease(leaseId: string, expiresAt: string, epoch: number): Promise<number> {
-		await this.fence(epoch, 0);
-		return (await this.leasesOf.updateOne({ leaseId, open: true }, { $set: { expiresAt } })).matchedCount;
+		return this.fenced(epoch, 0, async session => (await this.leasesOf.updateOne({ _id: leaseId, open: true }, { $set: { expiresAt } }, { session })).matchedCount);
 	}
 
 	async endLease(leaseId: string, { end, endSeq, endedAt, expiredBy }: LeaseEnding, epoch: number): Promise<number> {
-		await this.fence(epoch, endSeq);
-		// A release ends the lease whatever its expiry; a reclaim only one whose stored expiry (renewals included) has passed.
-		const query = expiredBy === undefined ? { leaseId, open: true } : { leaseId, open: true, expiresAt: { $lte: expiredBy } };
-		return (await this.leasesOf.updateOne(query, { $set: { end, endSeq, endedAt }, $unset: { open: "" } })).matchedCount;
+		return this.fenced(epoch, endSeq, async session => {
+			// A release ends the lease whatever its expiry; a reclaim only one whose stored expiry (renewals included) has passed.
+			const query = expiredBy === undefined ? { _id: leaseId, open: true as const } : { _id: leaseId, open: true as const, expiresAt: { $lte: expiredBy } };
+			const ended = await this.leasesOf.findOneAndUpdate(query, { $set: { end, endSeq, endedAt }, $unset: { open: "" } }, { session, projection: { keyId: 1 } });
+			if (!ended) return 0;
+			await this.statsOf.updateOne({ _id: ended.keyId }, { $max: { lastEnd: endSeq } }, { upsert: true, session });
+			return 1;
+		});
 	}
 
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
-		const row = await this.leasesOf.findOne({ leaseId });
+		const row = await this.leasesOf.findOne({ _id: leaseId });
 		return row ? leaseDoc(row) : null;
 	}
 
 	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
-		const rows: Array<EnrolledSigner & { _id: string }> = await this.enrolmentsOf[role].find({}).sort({ _id: 1 }).toArray();
+		const rows = await this.enrolmentsOf[role].find({}).sort({ _id: 1 }).toArray();
 		return rows.map(({ name, publicJwk, enrolledAt, revokedAt }) => ({ name, publicJwk, enrolledAt, revokedAt: revokedAt ?? null }));
 	}
 
@@ -149,9 +272,9 @@ export class MongoKeyringStore implements KeyringStore {
 	}
 
 	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {
-		const of = collection === "keys" ? this.keysOf : this.leasesOf;
-		const rows = await of.find(after === undefined ? {} : { _id: { $gt: after } }).sort({ _id: 1 }).limit(limit).toArray();
-		const docs = collection === "keys" ? rows.map((row: KeyDoc) => publicKeyDoc(row)) : rows.map(leaseDoc);
+		const range = after === undefined ? {} : { _id: { $gt: after } };
+		const rows = collection === "keys" ? await this.keysOf.find(range).sort({ _id: 1 }).limit(limit).toArray() : await this.leasesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
+		const docs = collection === "keys" ? (rows as KeyRow[]).map(row => publicKeyDoc(row)) : (rows as LeaseRow[]).map(leaseDoc);
 		return { docs, next: rows.length === limit ? String(rows[rows.length - 1]._id) : null };
 	}
 

@@ -6,12 +6,16 @@
  * a lagging record is offered again and its second signature is refused as a duplicate,
  * which sets the marker.
  *
+ * Every document's `_id` is its natural key (a signature's is its record id), so the `_id`
+ * index is the guard against a second signature: no other unique index repeats it.
+ *
  * A batch closed by `closeBatch` (`closed_batches`) takes no more signatures. The check and
  * the insert are two commands, so one batch's writes and its close run one after another in
  * this process: the records service runs as a single instance, next to the batcher.
  */
+import type { Collection } from "mongodb";
 import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
-import { connectMongo, isDuplicateKey, type MongoCollection, type MongoConnection } from "../store/mongo";
+import { connectMongo, dropIndexIfPresent, insertUnordered, type MongoConnection } from "../store/mongo";
 import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
 
 interface RecordRow {
@@ -19,6 +23,16 @@ interface RecordRow {
 	data: string;
 	signed: boolean;
 }
+
+type SignatureRow = SignatureDoc & { _id: string };
+
+interface ClosedRow {
+	_id: string;
+	closedAt: string;
+}
+
+/** Records read per command when a scan must see them all: each command stays far within the socket timeout. */
+const SCAN_PAGE = 100_000;
 
 export class MongoRecordsStore implements RecordsStore {
 	private records: number | null = null;
@@ -29,24 +43,32 @@ export class MongoRecordsStore implements RecordsStore {
 
 	private constructor(
 		private readonly connection: MongoConnection,
-		private readonly recordsOf: MongoCollection,
-		private readonly signaturesOf: MongoCollection,
-		private readonly closedOf: MongoCollection
+		private readonly recordsOf: Collection<RecordRow>,
+		private readonly signaturesOf: Collection<SignatureRow>,
+		private readonly closedOf: Collection<ClosedRow>
 	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
 	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoRecordsStore> {
-		const store = MongoRecordsStore.over(await connectMongo(uri, service, "records"));
-		// The guard against a second signature, then the indexes that keep every query indexed.
-		await store.signaturesOf.createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
-		await store.signaturesOf.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
-		await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
-		return store;
+		const connection = await connectMongo(uri, service, "records");
+		try {
+			const store = MongoRecordsStore.over(connection);
+			// The guard against a second signature is the `_id` index (`_id` is the record id); these keep every query indexed.
+			await store.signaturesOf.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
+			await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
+			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
+			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
+			return store;
+		} catch (err) {
+			await connection.close();
+			throw err;
+		}
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoRecordsStore {
-		return new MongoRecordsStore(connection, connection.db.collection("records"), connection.db.collection("signatures"), connection.db.collection("closed_batches"));
+		const { db } = connection;
+		return new MongoRecordsStore(connection, db.collection<RecordRow>("records"), db.collection<SignatureRow>("signatures"), db.collection<ClosedRow>("closed_batches"));
 	}
 
 	async recordCount(): Promise<number> {
@@ -60,11 +82,8 @@ export class MongoRecordsStore implements RecordsStore {
 	}
 
 	async insertRecords(records: RecordPayload[]): Promise<void> {
-		try {
-			await this.recordsOf.insertMany(records.map(r => ({ _id: r.id, data: r.data, signed: false })), { ordered: false });
-		} catch (err) {
-			if (!allDuplicates(err)) throw err;
-		}
+		// Records already stored are refused by `_id` and counted as duplicates; anything else throws.
+		await insertUnordered(this.recordsOf, records.map(r => ({ _id: r.id, data: r.data, signed: false })));
 		this.records = null;
 		this.largest = null;
 	}
@@ -76,19 +95,35 @@ export class MongoRecordsStore implements RecordsStore {
 	}
 
 	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {
-		const signed = new Set((await this.signaturesOf.find({ recordId: { $in: ids } }, { projection: { recordId: 1 } }).toArray()).map((s: SignatureDoc) => s.recordId));
+		const signed = new Set((await this.signaturesOf.find({ _id: { $in: ids } }, { projection: { _id: 1 } }).toArray()).map(s => s._id));
 		const rows: RecordRow[] = await this.recordsOf.find({ _id: { $in: ids.filter(id => !signed.has(id)) } }, { projection: { data: 1 } }).toArray();
 		const byId = new Map(rows.map(row => [row._id, row.data]));
 		return ids.flatMap(id => (byId.has(id) ? [{ id, data: byId.get(id)! }] : []));
 	}
 
 	async maxRecordBytes(): Promise<number> {
-		// Records never change once seeded: measured once (a full scan), then kept.
+		// Records never change once seeded: measured once (a full scan), then kept. The scan is
+		// paged by `_id` so that no single command runs long enough to meet the socket timeout.
 		if (this.largest === null) {
-			const [row] = await this.recordsOf.aggregate([{ $group: { _id: null, n: { $max: { $add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }] } } } }]).toArray();
-			this.largest = row?.n ?? 0;
+			let largest = 0;
+			let after: string | undefined;
+			for (;;) {
+				const [page] = await this.recordsOf
+					.aggregate<{ n: number; last: string; count: number }>([
+						{ $match: after === undefined ? {} : { _id: { $gt: after } } },
+						{ $sort: { _id: 1 } },
+						{ $limit: SCAN_PAGE },
+						{ $group: { _id: null, n: { $max: { $add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }] } }, last: { $max: "$_id" }, count: { $sum: 1 } } }
+					])
+					.toArray();
+				if (!page) break;
+				largest = Math.max(largest, page.n);
+				if (page.count < SCAN_PAGE) break;
+				after = page.last;
+			}
+			this.largest = largest;
 		}
-		return this.largest!;
+		return this.largest;
 	}
 
 	/** Runs `work` after every earlier write or close of the same batch in this process. */
@@ -119,36 +154,30 @@ export class MongoRecordsStore implements RecordsStore {
 	}
 
 	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
-		const groups: Array<{ _id: { keyId: string; leaseId: string }; count: number }> = await this.signaturesOf
-			.aggregate([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
+		const groups = await this.signaturesOf
+			.aggregate<{ _id: { keyId: string; leaseId: string }; count: number }>([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
 			.toArray();
 		return groups.map(g => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count }));
 	}
 
 	private async insertSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		if (!signatures.length) return { stored: 0, duplicates: 0 };
-		const docs = signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId, batchId, leaseId, jws: s.jws, signedAt: s.signedAt }));
-		let stored: number;
-		try {
-			// Unordered: every document is tried; the unique index refuses the stored ones.
-			stored = (await this.signaturesOf.insertMany(docs, { ordered: false })).insertedCount;
-		} catch (err) {
-			const duplicates = allDuplicates(err);
-			if (!duplicates) throw err;
-			stored = docs.length - duplicates;
-		}
+		const docs: SignatureRow[] = signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId, batchId, leaseId, jws: s.jws, signedAt: s.signedAt }));
+		// Unordered: every document is tried; `_id` (the record id) refuses the stored ones. A
+		// write concern error throws even when the rest were duplicates: not confirmed is not stored.
+		const { inserted: stored, duplicates } = await insertUnordered(this.signaturesOf, docs);
 		// Every record of the batch has a signature now, this one or an earlier one.
 		await this.recordsOf.updateMany({ _id: { $in: docs.map(d => d._id) }, signed: false }, { $set: { signed: true } });
-		return { stored, duplicates: docs.length - stored };
+		return { stored, duplicates };
 	}
 
 	async record(id: string): Promise<RecordPayload | null> {
-		const row: RecordRow | null = await this.recordsOf.findOne({ _id: id });
+		const row = await this.recordsOf.findOne({ _id: id });
 		return row ? { id: row._id, data: row.data } : null;
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
-		const row = await this.signaturesOf.findOne({ recordId }, { projection: { _id: 0 } });
+		const row = await this.signaturesOf.findOne({ _id: recordId }, { projection: { _id: 0 } });
 		return row ?? null;
 	}
 
@@ -163,15 +192,15 @@ export class MongoRecordsStore implements RecordsStore {
 		let records: Map<string, string>;
 		let signatures: Map<string, SignatureDoc>;
 		if (signed) {
-			const docs: Array<SignatureDoc & { _id: string }> = await this.signaturesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
+			const docs = await this.signaturesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
 			ids = docs.map(d => d._id);
 			signatures = new Map(docs.map(d => [d._id, d]));
-			records = new Map((await this.recordsOf.find({ _id: { $in: ids } }, { projection: { data: 1 } }).toArray() as RecordRow[]).map(r => [r._id, r.data]));
+			records = new Map((await this.recordsOf.find({ _id: { $in: ids } }, { projection: { data: 1 } }).toArray()).map(r => [r._id, r.data]));
 		} else {
-			const rows: RecordRow[] = await this.recordsOf.find(signed === false ? { ...range, signed: false } : range, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).toArray();
+			const rows = await this.recordsOf.find(signed === false ? { ...range, signed: false } : range, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).toArray();
 			ids = rows.map(r => r._id);
 			records = new Map(rows.map(r => [r._id, r.data]));
-			signatures = new Map((await this.signaturesOf.find({ _id: { $in: ids } }).toArray() as Array<SignatureDoc & { _id: string }>).map(d => [d._id, d]));
+			signatures = new Map((await this.signaturesOf.find({ _id: { $in: ids } }).toArray()).map(d => [d._id, d]));
 		}
 		const views: RecordView[] = ids.flatMap(id => {
 			const s = signatures.get(id);
@@ -182,7 +211,7 @@ export class MongoRecordsStore implements RecordsStore {
 	}
 
 	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {
-		const of = collection === "records" ? this.recordsOf : this.signaturesOf;
+		const of = (collection === "records" ? this.recordsOf : this.signaturesOf) as unknown as Collection<{ _id: string }>;
 		const projection = collection === "records" ? { signed: 0 } : {};
 		const docs = await of.find(after === undefined ? {} : { _id: { $gt: after } }, { projection }).sort({ _id: 1 }).limit(limit).toArray();
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
@@ -195,12 +224,4 @@ export class MongoRecordsStore implements RecordsStore {
 	async close(): Promise<void> {
 		await this.connection.close();
 	}
-}
-
-/** The number of duplicate-key refusals of an unordered bulk insert, or 0 when any other error is among them. */
-function allDuplicates(err: unknown): number {
-	const bulk = err as { writeErrors?: Array<{ code: number }> | { code: number } };
-	const writeErrors = Array.isArray(bulk.writeErrors) ? bulk.writeErrors : bulk.writeErrors ? [bulk.writeErrors] : [];
-	if (!writeErrors.length) return isDuplicateKey(err) ? 1 : 0;
-	return writeErrors.every(w => w.code === 11000) ? writeErrors.length : 0;
 }

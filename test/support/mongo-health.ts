@@ -1,8 +1,9 @@
 /**
  * The MongoDB health checks of docker-compose.yml and k8s/mongo.yaml, run without a server:
- * the script they pass to the shell is evaluated against the two shells' documented behaviour
- * (the legacy `mongo` shell returns a failed command's reply, `mongosh` throws it), so what it
- * does on a fresh and on a running replica set is checked, not only that it parses.
+ * the script they pass to mongosh is evaluated against its documented behaviour (`mongosh`
+ * throws a failed command's error; the legacy `mongo` shell, gone from the 6.0+ images, returned
+ * its reply), so what it does on a fresh and on a running replica set member is checked, not
+ * only that it parses.
  */
 import vm from "node:vm";
 
@@ -16,6 +17,8 @@ export function evalScriptOf(command: string): string {
 export interface ReplicaSetState {
 	initiated: boolean;
 	primary: boolean;
+	/** A member of an initiated set that is not the primary and has caught up. */
+	secondary?: boolean;
 }
 
 export interface HealthOutcome {
@@ -35,7 +38,7 @@ export function runHealthScript(script: string, shell: "mongosh" | "mongo", stat
 		adminCommand(command: Record<string, unknown>) {
 			if ("replSetGetStatus" in command)
 				return state.initiated ? { ok: 1, set: "rs0" } : failed(NOT_YET_INITIALIZED, "no replset config has been received");
-			if ("hello" in command) return { ok: 1, isWritablePrimary: state.initiated && state.primary };
+			if ("hello" in command) return { ok: 1, isWritablePrimary: state.initiated && state.primary, secondary: state.initiated && !state.primary && !!state.secondary };
 			return failed(59, `no such command: '${Object.keys(command)[0]}'`);
 		}
 	};
