@@ -1,8 +1,9 @@
 /**
  * Storage for a data-owning service: opens its store when the service starts (before the
  * service's own `started`) and closes it after its `stopped`. `MONGO_URI` set: MongoDB through
- * moleculer-db-adapter-mongo; otherwise the embedded SQLite file of the owner in `DATA_DIR`
- * (in memory when `dataDir` is ""). The service reaches it as `this.store`.
+ * the official `mongodb` driver (src/store/mongo.ts, a client per store, closed and awaited on
+ * stop); otherwise the embedded SQLite file of the owner in `DATA_DIR` (in memory when
+ * `dataDir` is ""). The service reaches it as `this.store`.
  *
  * Every owner also answers `page`: its collections by `_id`, for the audit and the export
  * when they read a running system over the transporter. No store pages secrets.
@@ -11,6 +12,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { pageParams, type Page, type PageParams } from "../src/contract";
 import { addReadinessCondition } from "../src/health";
+import type { MixinSchema } from "../src/service-schema";
 import type { StoreOwner } from "../src/store/schema";
 
 export interface StoreSettings {
@@ -44,7 +46,7 @@ export function describeStore(settings: StoreSettings, owner: StoreOwner): strin
 	return settings.dataDir ? `${settings.dataDir}/${owner}.sqlite` : "memory";
 }
 
-export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<ServiceSchema> {
+export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): MixinSchema {
 	const mixin: ServiceSchema<StoreSettings, Record<string, never>, { store: S; storeProblem: string | null; stopProbing: () => void }> = {
 		name: `${spec.owner}-store`,
 		actions: {
@@ -96,5 +98,5 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): Partial<Se
 			await store?.close();
 		}
 	};
-	return mixin as unknown as Partial<ServiceSchema>;
+	return mixin;
 }

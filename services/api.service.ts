@@ -108,10 +108,13 @@ export interface ApiServiceDeps {
 	clock?: Clock;
 }
 
-export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {}): ServiceSchema {
-	const schema: ServiceSchema<Record<string, unknown>, ApiMethods, ApiVars> = {
+/** The schema, typed for its own settings, methods and vars. */
+export type ApiSchema = ServiceSchema<Record<string, unknown>, ApiMethods, ApiVars>;
+
+export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {}): ApiSchema {
+	const schema: ApiSchema = {
 		name: "api",
-		mixins: [ApiGateway as unknown as ServiceSchema],
+		mixins: [ApiGateway],
 		settings: {
 			// The server is made and bound here (created, started): a taken port gets a clear
 			// message or a fallback (src/listen.ts), where moleculer-web would exit the process.
@@ -175,7 +178,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			},
 
 			/**
-			 * The audit verdict over the stores (DESIGN.md section 8): the last one for anyone, a fresh
+			 * The audit verdict over the stores (docs/design.md §9): the last one for anyone, a fresh
 			 * one (`?refresh=true`) only with a token. Reading everything outlasts the default timeout.
 			 */
 			audit: {
@@ -240,7 +243,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			await this.gateway.close(this.server);
 		}
 	};
-	return schema as unknown as ServiceSchema;
+	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */

@@ -50,8 +50,11 @@ function signersOf(broker: ServiceBroker, credential: SignerCredential): Signers
 	};
 }
 
-export function createBatcherService(settings: BatcherSettings): ServiceSchema {
-	const schema: ServiceSchema<BatcherSettings & { $secureSettings: string[] }, Record<string, never>, BatcherVars> = {
+/** The schema, typed for its own settings, methods and vars. */
+export type BatcherSchema = ServiceSchema<BatcherSettings & { $secureSettings: string[] }, Record<string, never>, BatcherVars>;
+
+export function createBatcherService(settings: BatcherSettings): BatcherSchema {
+	const schema: BatcherSchema = {
 		name: "batcher",
 		dependencies: ["records"],
 		mixins: [BatcherStoreMixin],
@@ -126,7 +129,7 @@ export function createBatcherService(settings: BatcherSettings): ServiceSchema {
 			await this.batcher?.stop();
 		}
 	};
-	return schema as unknown as ServiceSchema;
+	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */

@@ -24,7 +24,10 @@ interface MetricsMethods {
 	[name: string]: (...args: any[]) => any;
 }
 
-const MetricsService: ServiceSchema<Record<string, never>, MetricsMethods, MetricsVars> = {
+/** The schema, typed for its own methods and vars. */
+export type MetricsSchema = ServiceSchema<Record<string, never>, MetricsMethods, MetricsVars>;
+
+const MetricsService: MetricsSchema = {
 	name: "metrics",
 	actions: {
 		snapshot: {
@@ -87,8 +90,8 @@ const MetricsService: ServiceSchema<Record<string, never>, MetricsMethods, Metri
 };
 
 /** It has no settings; a factory like every other service file's. */
-export function createMetricsService(): ServiceSchema {
-	return MetricsService as unknown as ServiceSchema;
+export function createMetricsService(): MetricsSchema {
+	return MetricsService;
 }
 
 export default (_broker: ServiceBroker) => createMetricsService();

@@ -9,7 +9,6 @@
  * only by the batcher (its close proof, src/identity/ticket.ts). Refusals are 403s, logged
  * with the caller's node.
  */
-import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
@@ -18,11 +17,7 @@ import {
 	closeBatchParams, recordIdsParams, recordsListParams, signedUnderParams, storeSignaturesParams, unsignedPageParams,
 	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type SignedUnder, type SignedUnderParams, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
-import { KeyringTrust } from "../src/identity/authority";
-import { busChecks } from "../src/identity/bus-checks";
-import { loadCredential } from "../src/identity/credential";
-import { StoreGate, StoreRefusedError } from "../src/identity/lease-token";
-import { checkCloseProof } from "../src/identity/ticket";
+import { RecordsIntake } from "../src/records/intake";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
@@ -31,14 +26,8 @@ import { serviceSettings, type RecordsSettings } from "../src/settings";
 
 interface RecordsVars {
 	store: RecordsStore;
-	/** Checks each piece of signatures against its lease token and store proof. */
-	gate: StoreGate;
-	/** The batcher's public key: only its close proofs close a batch. */
-	batcherKey: KeyObject;
-}
-
-interface RecordsMethods {
-	refuse(ctx: Context, action: string, err: StoreRefusedError): never;
+	/** Who may store signatures and close batches (src/records/intake.ts). */
+	intake: RecordsIntake;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -48,8 +37,11 @@ export const RecordsStoreMixin = StoreMixin<RecordsStore>({
 	mongo: (uri, service) => MongoRecordsStore.open(uri, service)
 });
 
-export function createRecordsService(settings: RecordsSettings): ServiceSchema {
-	const schema: ServiceSchema<RecordsSettings & { $secureSettings: string[] }, RecordsMethods, RecordsVars> = {
+/** The schema, typed for its own settings, methods and vars. */
+export type RecordsSchema = ServiceSchema<RecordsSettings & { $secureSettings: string[] }, Record<string, never>, RecordsVars>;
+
+export function createRecordsService(settings: RecordsSettings): RecordsSchema {
+	const schema: RecordsSchema = {
 		name: "records",
 		mixins: [RecordsStoreMixin],
 		// Settings travel to every node in INFO packets: a MONGO_URI (and the batcher's credential) must not.
@@ -82,12 +74,7 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 			storeSignatures: {
 				params: storeSignaturesParams,
 				async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
-					try {
-						if (busChecks.on) this.gate.check(ctx.params);
-					} catch (err) {
-						if (err instanceof StoreRefusedError) this.refuse(ctx, "storeSignatures", err);
-						throw err;
-					}
+					this.intake.admitSignatures(ctx.params, ctx.nodeID ?? this.broker.nodeID);
 					try {
 						return await this.store.storeSignatures(ctx.params);
 					} catch (err) {
@@ -100,8 +87,7 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 			closeBatch: {
 				params: closeBatchParams,
 				async handler(ctx: Context<CloseBatchParams>): Promise<ClosedBatch> {
-					if (busChecks.on && !checkCloseProof(this.batcherKey, ctx.params.batchId, ctx.params.proof))
-						this.refuse(ctx, "closeBatch", new StoreRefusedError(`records.closeBatch of ${ctx.params.batchId} carries no close proof of the batcher`, "CLOSE_PROOF_INVALID", { batchId: ctx.params.batchId }));
+					this.intake.admitClose(ctx.params, ctx.nodeID ?? this.broker.nodeID);
 					return this.store.closeBatch(ctx.params.batchId, ctx.params.recordIds);
 				}
 			},
@@ -135,22 +121,14 @@ export function createRecordsService(settings: RecordsSettings): ServiceSchema {
 				}
 			}
 		},
-		methods: {
-			/** A refusal: logged with the caller's node, then thrown (403). */
-			refuse(ctx: Context, action: string, err: StoreRefusedError): never {
-				this.logger.warn(`Refused records.${action} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
-				throw err;
-			}
-		},
 		async started() {
-			this.gate = new StoreGate(new KeyringTrust(this.settings.trust));
-			this.batcherKey = createPublicKey(loadCredential(this.settings.batcherCredential).privateKey);
+			this.intake = new RecordsIntake(this.settings.trust, this.settings.batcherCredential, this.logger);
 			const started = Date.now();
 			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
 			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);
 		}
 	};
-	return schema as unknown as ServiceSchema;
+	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */

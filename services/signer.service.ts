@@ -48,8 +48,11 @@ function batchCalls(ctx: Context<SignBatchParams>, keys: LeaseKeyOpener, credent
 /** Prometheus name signing_lease_release_failures_total: releases lost (the lease then expires). */
 const RELEASE_FAILURES = "signing.lease.release.failures";
 
-export function createSignerService(settings: SignerSettings): ServiceSchema {
-	const schema: ServiceSchema<SignerSettings & { $secureSettings: string[] }, Record<string, never>, SignerVars> = {
+/** The schema, typed for its own settings, methods and vars. */
+export type SignerSchema = ServiceSchema<SignerSettings & { $secureSettings: string[] }, Record<string, never>, SignerVars>;
+
+export function createSignerService(settings: SignerSettings): SignerSchema {
+	const schema: SignerSchema = {
 		name: "signer",
 		// Service settings travel to every node in INFO packets: the credential must not.
 		settings: { ...settings, $secureSettings: ["credential"] },
@@ -101,7 +104,7 @@ export function createSignerService(settings: SignerSettings): ServiceSchema {
 			await this.pool?.destroy();
 		}
 	};
-	return schema as unknown as ServiceSchema;
+	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */

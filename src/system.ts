@@ -3,7 +3,7 @@
  * validated configuration (src/settings.ts): `npm start`, the benchmark, the CLIs and the
  * tests share it.
  */
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import { createBatcherService } from "../services/batcher.service";
 import { createKeyringService } from "../services/keyring.service";
 import { createMetricsService } from "../services/metrics.service";
@@ -11,13 +11,16 @@ import { createRecordsService } from "../services/records.service";
 import { createSignerService } from "../services/signer.service";
 import { brokerOptions, type BrokerOverrides } from "./broker-options";
 import type { AppConfig } from "./config";
+import type { BrokerSchema } from "./service-schema";
 import { serviceSettings, type ServiceSettings } from "./settings";
 
 export type SystemService = Exclude<keyof ServiceSettings, "api">;
 export const ALL_SERVICES: SystemService[] = ["records", "keyring", "batcher", "signer", "metrics"];
 
+export type { BrokerSchema } from "./service-schema";
+
 /** Each service's schema from its settings. */
-export function serviceSchema(name: SystemService, settings: ServiceSettings): ServiceSchema {
+export function serviceSchema(name: SystemService, settings: ServiceSettings): BrokerSchema {
 	switch (name) {
 		case "records":
 			return createRecordsService(settings.records);

@@ -1,6 +1,6 @@
 /**
  * A credential: an Ed25519 key pair whose public half the keyring has enrolled under a name
- * (docs/design.md, "Who may act on the bus"). Two roles hold one:
+ * (docs/design.md §6.1). Two roles hold one:
  * - a signer proves itself with it on each lease request (proof.ts) and on each piece of
  *   signatures it stores (lease-token.ts): only an enrolled signer obtains a key;
  * - the batcher signs each batch's dispatch ticket with it (ticket.ts): only a batch the

@@ -1,5 +1,5 @@
 /**
- * Who may act on a lease (docs/design.md, "Who may act on the bus"): the keyring checks each
+ * Who may act on a lease (docs/design.md §6.2, §6.3): the keyring checks each
  * request against the credentials its store has enrolled and not revoked.
  * - Every acquire, renew and release carries a signer proof (src/identity/proof.ts). The gate
  *   checks it and names the holder: the node id the proof was made for, never a parameter.

@@ -1,5 +1,5 @@
 /**
- * Which keyring node may grant leases on a NATS namespace: exactly one (DESIGN.md section 3).
+ * Which keyring node may grant leases on a NATS namespace: exactly one (docs/design.md §5.7).
  *
  * Every keyring node, before it opens its store or offers the `keyring` service, makes its
  * `keyring-election` service reachable, lets discovery settle, then claims: it asks every

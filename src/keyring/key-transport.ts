@@ -1,6 +1,6 @@
 /**
- * A leased private key's way from the keyring to one signer (DESIGN.md section 3: "a
- * per-signer key derived once and A256KW per lease").
+ * A leased private key's way from the keyring to one signer (docs/design.md §5.6: a
+ * key-encryption key derived once per signer session and keyring, and A256KW per lease).
  *
  * Each signer process makes an X25519 session key pair and sends the public half with its
  * acquires; each keyring process has an X25519 transport key pair. Both sides derive the same

@@ -1,28 +1,31 @@
 /**
- * The keyring's whole behaviour, without a broker: keys at rest, the LRU queue of free keys,
- * grants, renewals, releases, expiry, and the FIFO line of callers waiting for a key.
+ * The keyring's lease life, without a broker: the LRU queue of free keys, grants, renewals,
+ * releases, expiry, and the FIFO line of callers waiting for a key. Its parts, each with one job:
+ * - key-material.ts: the keys, checked against the master key, and a leased key sealed to its holder;
+ * - lease-log-writer.ts: every write to the lease log, and whether a write whose reply was lost landed;
+ * - lease-table.ts: the lease state in memory (the LRU order, the open leases);
+ * - wait-queue.ts: the callers waiting for a key.
  *
  * Every change runs through one `Serial` queue and is written to the store before memory
- * changes and before anyone is told (DESIGN.md section 3), so a restart rebuilds the same
- * state from the `leases` collection. The keyring first claims the keyring role in its store
+ * changes and before anyone is told (docs/design.md §5.4), so a restart rebuilds the same state from
+ * the `leases` collection. The keyring first claims the keyring role in its store
  * (src/keyring/role.ts) and writes only under its epoch, so a second keyring is refused by the
- * store itself. A write whose reply is lost is retried, and the retry first looks whether the
- * write landed: a grant is never made twice, an end already applied counts as done.
+ * store itself.
  */
-import { randomUUID } from "node:crypto";
 import { Errors } from "moleculer";
 import type { JWK } from "jose";
-import { Events, type KeyDoc, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
-import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
-import { LeaseTable } from "./lease-table";
+import { systemClock, type Clock } from "../clock";
+import { Events, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
-import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
-import { checkSessionKey, InvalidSessionKeyError, KeyTransport } from "./key-transport";
-import { Serial } from "./serial";
+import { KeyMaterial } from "./key-material";
+import { checkSessionKey, InvalidSessionKeyError } from "./key-transport";
+import { LeaseLogWriter } from "./lease-log-writer";
+import { LeaseTable } from "./lease-table";
 import { KeyringRole, type RoleIdentity } from "./role";
-import { DuplicateLeaseError, FencedError, type KeyringStore, type LeaseEnding } from "./store";
-import { systemClock, type Clock } from "../clock";
+import { Serial } from "./serial";
+import type { KeyringStore } from "./store";
+import { WaitQueue, type Grant, type Waiter } from "./wait-queue";
 
 export interface KeyringOptions {
 	/** Keys to generate when the store holds none. */
@@ -77,31 +80,14 @@ export interface KeyringDeps {
 
 const stopping = (): Error => new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
 
-/** Tries of a write whose outcome is unknown (a reply lost), with these pauses between them. */
-const WRITE_RETRIES_MS = [100, 400, 1_600];
-
 function toClientError(err: unknown): unknown {
 	return err instanceof InvalidSessionKeyError ? new Errors.MoleculerClientError(err.message, 422, "INVALID_SESSION_KEY") : err;
 }
 
-interface Waiter {
-	holder: string;
-	since: number;
-	limitMs: number;
-	/** Cancels the wait's time limit. */
-	timer: (() => void) | null;
-	resolve(grant: { lease: LeaseDoc; waitMs: number }): void;
-	reject(err: Error): void;
-}
-
 export class Keyring {
 	private readonly serial = new Serial();
-	/** Seals leased keys to the signers' sessions; its key lives as long as this process. */
-	private readonly transport = new KeyTransport();
-	/** Callers waiting for a key, in call order (a Set keeps insertion order, deletes in O(1)). */
-	private readonly waiters = new Set<Waiter>();
-	/** Last `seq` handed out; a failed write burns its seq so no value is ever stored twice. */
-	private issuedSeq: number;
+	private readonly waiters = new WaitQueue();
+	private readonly log: LeaseLogWriter;
 	private stopSweeping: (() => void) | null = null;
 	private sweepQueued = false;
 	private closed = false;
@@ -113,13 +99,18 @@ export class Keyring {
 	private constructor(
 		private readonly options: KeyringOptions,
 		private readonly deps: KeyringDeps,
-		private readonly master: MasterKey,
-		private readonly keyDocs: Map<string, KeyDoc>,
+		private readonly keys: KeyMaterial,
 		private readonly table: LeaseTable,
 		private readonly role: KeyringRole
 	) {
 		this.clock = deps.clock ?? systemClock;
-		this.issuedSeq = table.lastSeq;
+		this.log = new LeaseLogWriter({
+			store: deps.store, table, role, clock: this.clock, logger: deps.logger,
+			fenced: () => {
+				this.lostRole();
+				return this.refusal();
+			}
+		});
 	}
 
 	/**
@@ -131,7 +122,11 @@ export class Keyring {
 		const clock = deps.clock ?? systemClock;
 		const role = await KeyringRole.claim(deps.store, deps.storeName, deps.identity, options.roleTtlMs, clock);
 		try {
-			const keyring = await Keyring.load(options, deps, role);
+			const keys = await KeyMaterial.load(options, deps.store, logger);
+			const table = LeaseTable.fromSummary(keys.keyIds, await deps.store.summary());
+			const keyring = new Keyring(options, deps, keys, table, role);
+			logger.info(`Keyring ready: ${keys.docs.size} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`);
+			if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
 			role.keepRenewing(
 				() => keyring.lostRole(),
 				err => logger.warn(`Could not renew the keyring role (epoch ${role.epoch}); trying again: ${err.message}`)
@@ -143,35 +138,11 @@ export class Keyring {
 		}
 	}
 
-	private static async load(options: KeyringOptions, deps: KeyringDeps, role: KeyringRole): Promise<Keyring> {
-		const { logger } = deps;
-		let keyDocs = await deps.store.keys();
-		const master = await loadMasterKey(options, keyDocs.length === 0);
-		if (options.dataDir && !options.masterKey && masterKeyFileExposure(options.dataDir))
-			logger.warn(`${master.source} is readable by other users; chmod 600 it`);
-		if (options.mongoUri && !options.masterKey)
-			logger.warn(`Keys in MongoDB are sealed with ${master.source}; set KEYRING_MASTER_KEY so that any keyring node can open them`);
-		if (keyDocs.length === 0) {
-			keyDocs = await generateKeys(options.keys, master);
-			await deps.store.insertKeys(keyDocs);
-			logger.info(`Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`);
-		} else {
-			for (const doc of keyDocs) await verifySealedKey(doc, master);
-			if (keyDocs.length !== options.keys) logger.info(`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`);
-		}
-
-		const table = LeaseTable.fromSummary(keyDocs.map(k => k.keyId), await deps.store.summary());
-		const keyring = new Keyring(options, deps, master, new Map(keyDocs.map(k => [k.keyId, k])), table, role);
-		logger.info(`Keyring ready: ${keyDocs.length} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`);
-		if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
-		return keyring;
-	}
-
 	// ------------------------------------------------------------ leases
 
 	/** The key this keyring signs lease tokens with, derived from its master key. */
 	get authority(): AuthorityKey {
-		return this.master.authority;
+		return this.keys.authority;
 	}
 
 	/**
@@ -189,8 +160,8 @@ export class Keyring {
 		const limitMs = Math.min(params.waitMs ?? this.options.acquireWaitMs, this.options.acquireWaitMs);
 		const { lease } = await this.waitForGrant(params.holder, limitMs);
 		try {
-			const key = await this.sealLeaseKey(lease, params.sessionKey);
-			return { leaseId: lease.leaseId, keyId: lease.keyId, expiresAt: lease.expiresAt, key, transportKey: this.transport.publicJwk };
+			const key = await this.keys.sealFor(lease, params.sessionKey);
+			return { leaseId: lease.leaseId, keyId: lease.keyId, expiresAt: lease.expiresAt, key, transportKey: this.keys.transportKey };
 		} catch (err) {
 			// The holder never got the key: hand it back instead of letting it idle until expiry.
 			await this.release(lease.leaseId).catch(releaseErr => this.deps.logger.error(`Could not release lease ${lease.leaseId} after a failed key transport: ${(releaseErr as Error).message}`));
@@ -205,13 +176,13 @@ export class Keyring {
 			const lease = this.table.activeLease(leaseId);
 			if (!lease) return null;
 			const expiresAt = new Date(this.clock.now() + this.options.leaseTtlMs).toISOString();
-			const matched = await this.write(`renewal of lease ${leaseId}`, () => this.deps.store.renewLease(leaseId, expiresAt, this.role.epoch), async () => {
-				const stored = await this.deps.store.lease(leaseId);
-				return stored?.expiresAt === expiresAt ? { value: 1 } : null;
-			});
-			if (matched !== 1) {
+			const outcome = await this.log.renew(leaseId, expiresAt);
+			if (outcome !== true) {
 				// The store says it ended (another keyring's reclaim before this one took over): follow the store.
-				await this.adoptStoredEnd(lease);
+				if (outcome?.end && outcome.endSeq !== null && outcome.endedAt) {
+					this.table.end(leaseId, outcome.end, outcome.endSeq, outcome.endedAt);
+					this.log.sawSeq(outcome.endSeq);
+				}
 				return null;
 			}
 			this.table.renew(leaseId, expiresAt);
@@ -243,35 +214,30 @@ export class Keyring {
 		});
 	}
 
-	/**
-	 * Turns away the waiting acquires of `holder` (its node left the cluster): a key granted
-	 * to a node that is gone would sit idle until its lease expired.
-	 */
 	/** The holder of an active lease, or null. */
 	holderOf(leaseId: string): string | null {
 		return this.table.activeLease(leaseId)?.holder ?? null;
 	}
 
+	/**
+	 * Turns away the waiting acquires of `holder` (its node left the cluster): a key granted
+	 * to a node that is gone would sit idle until its lease expired.
+	 */
 	dropWaiters(holder: string): number {
-		let dropped = 0;
-		for (const waiter of this.waiters) {
-			if (waiter.holder !== holder) continue;
-			this.waiters.delete(waiter);
-			waiter.timer?.();
-			waiter.reject(new Errors.MoleculerRetryableError(`${holder} left the cluster while waiting for a key; no key was granted`, 503, "HOLDER_GONE", { holder }));
-			dropped++;
-		}
-		return dropped;
+		return this.waiters.rejectWhere(
+			waiter => waiter.holder === holder,
+			() => new Errors.MoleculerRetryableError(`${holder} left the cluster while waiting for a key; no key was granted`, 503, "HOLDER_GONE", { holder })
+		);
 	}
 
 	// ------------------------------------------------------------ public views
 
 	jwks(): { keys: JWK[] } {
-		return { keys: [...this.keyDocs.values()].map(doc => publicJwkOf(doc.keyId, doc.publicJwk)) };
+		return this.keys.jwks();
 	}
 
 	keyList(): KeyInfo[] {
-		return [...this.keyDocs.values()].map(doc => {
+		return [...this.keys.docs.values()].map(doc => {
 			const lease = this.table.leaseOfKey(doc.keyId);
 			return { keyId: doc.keyId, createdAt: doc.createdAt, uses: this.table.usesOf(doc.keyId), leased: !!lease, leaseId: lease?.leaseId ?? null, holder: lease?.holder ?? null };
 		});
@@ -279,7 +245,7 @@ export class Keyring {
 
 	status(): KeyringStatus {
 		return {
-			keys: this.keyDocs.size,
+			keys: this.keys.docs.size,
 			free: this.table.freeCount,
 			leased: this.table.leasedCount,
 			waiting: this.waiters.size,
@@ -298,11 +264,7 @@ export class Keyring {
 		this.refusal = refusal;
 		this.stopSweeping?.();
 		this.stopSweeping = null;
-		for (const waiter of this.waiters) {
-			this.waiters.delete(waiter);
-			waiter.timer?.();
-			waiter.reject(refusal());
-		}
+		this.waiters.rejectWhere(() => true, refusal);
 		await this.serial.drain();
 		if (!this.fenced) await this.role.release().catch(err => this.deps.logger.warn(`Could not give the keyring role up; it expires by itself: ${(err as Error).message}`));
 	}
@@ -322,7 +284,7 @@ export class Keyring {
 		if (this.closed) throw this.refusal();
 	}
 
-	private waitForGrant(holder: string, limitMs: number): Promise<{ lease: LeaseDoc; waitMs: number }> {
+	private waitForGrant(holder: string, limitMs: number): Promise<Grant> {
 		return new Promise((resolve, reject) => {
 			if (this.closed) return reject(this.refusal());
 			const waiter: Waiter = { holder, since: this.clock.now(), limitMs, timer: null, resolve, reject };
@@ -338,10 +300,8 @@ export class Keyring {
 	/** Serves waiting callers, oldest first, while keys are free; reclaims expired leases when none is. */
 	private async serveWaiters(): Promise<void> {
 		if (this.waiters.size && this.table.freeCount === 0) await this.reclaimExpired();
-		for (const waiter of this.waiters) {
-			if (this.table.freeCount === 0) break;
-			this.waiters.delete(waiter);
-			waiter.timer?.();
+		for (let waiter = this.waiters.oldest(); waiter && this.table.freeCount > 0; waiter = this.waiters.oldest()) {
+			this.waiters.take(waiter);
 			try {
 				waiter.resolve(await this.grant(waiter));
 			} catch (err) {
@@ -354,95 +314,22 @@ export class Keyring {
 	private async giveUp(waiter: Waiter): Promise<void> {
 		if (!this.waiters.has(waiter)) return;
 		await this.serveWaiters();
-		if (!this.waiters.has(waiter)) return;
-		this.waiters.delete(waiter);
+		if (!this.waiters.take(waiter)) return;
 		const waitedMs = this.clock.now() - waiter.since;
-		const keys = this.keyDocs.size;
+		const keys = this.keys.docs.size;
 		waiter.reject(new Errors.MoleculerRetryableError(
 			`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
 			503, "NO_FREE_KEY", { keys, waitedMs, limitMs: waiter.limitMs }
 		));
 	}
 
-	private async grant(waiter: Waiter): Promise<{ lease: LeaseDoc; waitMs: number }> {
-		let lease: LeaseDoc;
-		for (;;) {
-			const keyId = this.table.nextFreeKey();
-			if (!keyId) throw new Error("grant with no free key");
-			const now = this.clock.now();
-			// Its id chosen before writing: after an unknown outcome, a retry finds the written lease.
-			const leaseId = randomUUID();
-			lease = {
-				_id: leaseId,
-				leaseId,
-				keyId,
-				holder: waiter.holder,
-				grantSeq: ++this.issuedSeq,
-				grantedAt: new Date(now).toISOString(),
-				expiresAt: new Date(now + this.options.leaseTtlMs).toISOString(),
-				endSeq: null,
-				endedAt: null,
-				end: null
-			};
-			const written = { ...lease };
-			try {
-				await this.write(`grant of ${keyId}`, () => this.deps.store.insertLease(written, this.role.epoch), async () => ((await this.deps.store.lease(leaseId)) ? { value: undefined } : null));
-				break;
-			} catch (err) {
-				if (!(err instanceof DuplicateLeaseError)) throw err;
-				// Our own earlier try landed after all.
-				if (await this.deps.store.lease(leaseId)) break;
-				// The store knows what this keyring does not (a write that landed unseen, a keyring before it): catch up and try again.
-				await this.catchUpWithStore(keyId);
-			}
-		}
+	private async grant(waiter: Waiter): Promise<Grant> {
+		const lease = await this.log.grant(waiter.holder, this.options.leaseTtlMs);
 		this.table.grant(lease);
-		const waitMs = lease.grantedAt ? Date.parse(lease.grantedAt) - waiter.since : 0;
+		const waitMs = Date.parse(lease.grantedAt) - waiter.since;
 		this.deps.emit(Events.leaseGranted, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: lease.grantSeq, waitMs });
 		this.deps.logger.debug(`Granted ${lease.keyId} to ${lease.holder} (lease ${lease.leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`);
 		return { lease, waitMs };
-	}
-
-	/**
-	 * Runs a store write, retrying one whose outcome is unknown; before each retry `landed`
-	 * looks whether the lost try was applied after all (a value: done). The store's own refusals
-	 * are not retried, and a fenced write turns this keyring off.
-	 */
-	private async write<T>(what: string, attempt: () => Promise<T>, landed: () => Promise<{ value: T } | null>): Promise<T> {
-		for (let tries = 0; ; tries++) {
-			try {
-				return await attempt();
-			} catch (err) {
-				if (err instanceof FencedError) {
-					this.lostRole();
-					throw this.refusal();
-				}
-				if (err instanceof DuplicateLeaseError || tries >= WRITE_RETRIES_MS.length) throw err;
-				this.deps.logger.warn(`The store did not confirm the ${what}; looking whether it landed before trying again: ${(err as Error).message}`);
-				const seen = await landed().catch(() => null);
-				if (seen) return seen.value;
-				await this.clock.sleep(WRITE_RETRIES_MS[tries]);
-			}
-		}
-	}
-
-	/** After the store refused a grant: learn its last seq and the key's open lease, if any. */
-	private async catchUpWithStore(keyId: string): Promise<void> {
-		const summary = await this.deps.store.summary();
-		this.issuedSeq = Math.max(this.issuedSeq, summary.lastSeq);
-		const open = summary.open.find(lease => lease.keyId === keyId);
-		if (open && !this.table.activeLease(open.leaseId)) {
-			this.deps.logger.warn(`The store holds lease ${open.leaseId} of ${keyId} (seq ${open.grantSeq}) that this keyring did not know; taking it into account`);
-			this.table.adopt(open);
-		}
-	}
-
-	/** A lease the store ended without this keyring (another keyring's reclaim): end it here too. */
-	private async adoptStoredEnd(lease: LeaseDoc): Promise<void> {
-		const stored = await this.deps.store.lease(lease.leaseId);
-		if (!stored?.end || stored.endSeq === null || !stored.endedAt || !this.table.activeLease(lease.leaseId)) return;
-		this.table.end(lease.leaseId, stored.end, stored.endSeq, stored.endedAt);
-		this.issuedSeq = Math.max(this.issuedSeq, stored.endSeq);
 	}
 
 	/** Another keyring took the role: grant and renew nothing more (releases are refused by the store too). */
@@ -457,24 +344,14 @@ export class Keyring {
 	 * done; a reclaim the store refuses because the lease was renewed meanwhile changes nothing.
 	 */
 	private async endLease(lease: LeaseDoc, end: LeaseEnd): Promise<boolean> {
-		const now = this.clock.now();
-		const ending: LeaseEnding = { end, endSeq: ++this.issuedSeq, endedAt: new Date(now).toISOString() };
-		if (end === "expired") ending.expiredBy = new Date(now - this.options.leaseGraceMs).toISOString();
-		const ended = async () => {
-			const stored = await this.deps.store.lease(lease.leaseId);
-			return stored?.end ? stored : undefined;
-		};
-		const matched = await this.write(`${end} of lease ${lease.leaseId}`, () => this.deps.store.endLease(lease.leaseId, ending, this.role.epoch), async () => ((await ended()) ? { value: 1 } : null));
-		const stored = matched === 1 ? null : await ended();
-		if (matched !== 1 && !stored) {
+		const outcome = await this.log.end(lease, end, this.options.leaseGraceMs);
+		if (!outcome || "renewedUntil" in outcome) {
 			// A reclaim of a lease the store knows renewed: take its expiry and leave it be.
-			const current = await this.deps.store.lease(lease.leaseId);
-			if (current) this.table.renew(lease.leaseId, current.expiresAt);
+			if (outcome) this.table.renew(lease.leaseId, outcome.renewedUntil);
 			return false;
 		}
-		const applied = stored && stored.endSeq !== ending.endSeq ? { end: stored.end!, endSeq: stored.endSeq!, endedAt: stored.endedAt! } : ending;
+		const { applied } = outcome;
 		this.table.end(lease.leaseId, applied.end, applied.endSeq, applied.endedAt);
-		this.issuedSeq = Math.max(this.issuedSeq, applied.endSeq);
 		this.deps.emit(applied.end === "released" ? Events.leaseReleased : Events.leaseExpired, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: applied.endSeq });
 		return true;
 	}
@@ -510,17 +387,5 @@ export class Keyring {
 		if (!stored) return `unknown lease ${leaseId}; nothing changed`;
 		if (stored.end) return `lease ${leaseId} of ${stored.keyId} already ended (${stored.end} at ${stored.endedAt}, seq ${stored.endSeq}); nothing changed`;
 		return `lease ${leaseId} is not current in this keyring; nothing changed`;
-	}
-
-	/** The leased private key, opened from rest and sealed to the holder's session, for this lease only. */
-	private async sealLeaseKey(lease: LeaseDoc, sessionKey: JWK): Promise<string> {
-		const doc = this.keyDocs.get(lease.keyId);
-		if (!doc) throw new Error(`no key ${lease.keyId}`);
-		const privateJwk = await unsealPrivateKey(doc.sealedPrivateKey, lease.keyId, this.master);
-		try {
-			return this.transport.seal(privateJwk, lease.keyId, lease.leaseId, sessionKey);
-		} finally {
-			privateJwk.fill(0);
-		}
 	}
 }

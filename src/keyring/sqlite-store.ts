@@ -1,6 +1,6 @@
 /**
- * The keyring's store on the embedded SQLite file `keyring.sqlite`. Every commit is fsynced:
- * a grant is written before the reply and must survive the machine, not only the process.
+ * The keyring's store on the embedded SQLite file `keyring.sqlite` (WAL, synchronous = NORMAL:
+ * docs/design.md §4.2): a grant is written before the reply and survives a killed process.
  */
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";

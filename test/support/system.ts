@@ -6,7 +6,7 @@ import { auditServices } from "../../src/audit/collect";
 import { loadConfig } from "../../src/config";
 import { Events, type RunCompletedEvent, type RunDoc } from "../../src/contract";
 import { serviceSettings, type KeyringSettings } from "../../src/settings";
-import { createSystem, type SystemOptions } from "../../src/system";
+import { createSystem, type BrokerSchema, type SystemOptions } from "../../src/system";
 
 export interface TestSystemOptions extends SystemOptions {
 	records: number;
@@ -61,11 +61,11 @@ export async function auditSystem(broker: ServiceBroker) {
 }
 
 /** The keyring service with the defaults of an in-memory test configuration, and `overrides`. */
-export function keyringService(overrides: Partial<KeyringSettings> = {}, deps: KeyringServiceDeps = {}): ServiceSchema {
+export function keyringService(overrides: Partial<KeyringSettings> = {}, deps: KeyringServiceDeps = {}): BrokerSchema {
 	return createKeyringService({ ...serviceSettings(loadConfig({ DATA_DIR: "" })).keyring, ...overrides }, deps);
 }
 
 /** The signer service with the defaults of an in-memory test configuration (to join a running system). */
-export function signerService(): ServiceSchema {
+export function signerService(): BrokerSchema {
 	return createSignerService(serviceSettings(loadConfig({ DATA_DIR: "" })).signer);
 }

@@ -1,0 +1,62 @@
+/**
+ * One run while it is active: its stored document, its planner, its batches in flight (with
+ * their signers), and how it is to end. The dispatcher, the flight watcher and the report
+ * share it; the batcher holds at most one.
+ */
+import { Errors } from "moleculer";
+import type { Clock } from "../clock";
+import type { RunDoc } from "../contract";
+import type { BatchPlanner } from "./planner";
+import type { BatcherLogger } from "./ports";
+
+/** A batch sent to a signer whose reply has not come yet. */
+export interface Flight {
+	batchId: string;
+	signer: string | undefined;
+	sentAt: number;
+	probedAt: number;
+	abort: AbortController;
+}
+
+export interface ActiveRun {
+	run: RunDoc;
+	planner: BatchPlanner;
+	inFlight: Set<Promise<void>>;
+	flights: Map<string, Flight>;
+	/** Batches in flight per signer node. */
+	perSigner: Map<string, number>;
+	batchCount: number;
+	failure: string | null;
+	/** batcher.cancel asked it to stop: no new batch goes out; the ones in flight end as usual. */
+	cancelled: boolean;
+	/** Signer nodes whose reply claimed signatures records does not hold: sent nothing more. */
+	distrusted: Set<string>;
+	done: Promise<void>;
+}
+
+/** What the parts of a run share: the clock, the log, and whether the node is stopping. */
+export interface RunContext {
+	clock: Clock;
+	logger: BatcherLogger;
+	/** True once the batcher or its node is stopping. */
+	halted(): boolean;
+}
+
+/**
+ * Runs `work` (a store write, a page from the records service) until it answers: an outage
+ * pauses dispatch instead of failing the run. A client error (a bug, bad input) is not an
+ * outage and is thrown at once, as is anything once the node stops.
+ */
+export async function whenAvailable<T>(context: RunContext, what: string, work: () => Promise<T>): Promise<T> {
+	for (let attempt = 0; ; attempt++) {
+		try {
+			const result = await work();
+			if (attempt > 0) context.logger.info(`${what} answers again after ${attempt} tries: dispatch goes on`);
+			return result;
+		} catch (err) {
+			if (context.halted() || err instanceof Errors.MoleculerClientError) throw err;
+			if (attempt === 0) context.logger.warn(`${what} failed (${(err as Error).message}): dispatch pauses and tries again until it answers`);
+			await context.clock.sleep(Math.min(5_000, 100 * 2 ** attempt));
+		}
+	}
+}

@@ -1,0 +1,203 @@
+/**
+ * A run's dispatch: pages unsigned records, records each batch before sending it to the least
+ * busy trusted signer within a bounded window, counts a batch signed from what records holds
+ * under it (never from the signer's word), settles a batch that ended otherwise from what is
+ * stored, and gives a failed batch's still-unsigned records to the planner as a new batch.
+ *
+ * A batch that ends without its signer's reply (an error, a timeout, a node gone, a request
+ * or reply lost in transit), or whose reply records does not bear out, is settled: the records
+ * service closes it, so no signature lands under it afterwards, and answers what it holds. The
+ * batch record then names the key and lease of its signatures and says `signed`, `partial` or
+ * `failed`. A signer whose reply claimed more than records holds gets no more batches of the run.
+ */
+import type { BatchDoc, RecordPayload, SignBatchResult } from "../contract";
+import { busChecks } from "../identity/bus-checks";
+import { whenAvailable, type ActiveRun, type RunContext } from "./active-run";
+import type { FlightWatcher } from "./flight-watcher";
+import { retryDelayMs, type PlannedBatch } from "./planner";
+import type { BatcherStore, Emit, RecordsPort, SignersPort } from "./ports";
+
+export interface DispatchOptions {
+	/** Batches in flight; 0 = 4 per available signer node, at least 6. */
+	window: number;
+	/** How long one `signer.signBatch` may take. */
+	signTimeoutMs: number;
+}
+
+export interface DispatchDeps {
+	store: BatcherStore;
+	records: RecordsPort;
+	signers: SignersPort;
+	emit: Emit;
+	flights: FlightWatcher;
+}
+
+export class Dispatcher {
+	constructor(private readonly options: DispatchOptions, private readonly deps: DispatchDeps, private readonly context: RunContext) {}
+
+	/** Dispatches until every record is signed, the run is cancelled or fails, or the node stops. */
+	async drive(active: ActiveRun): Promise<void> {
+		const { planner } = active;
+		let sweeps = 0;
+		while (!this.context.halted() && !active.failure) {
+			if (active.cancelled) {
+				// The batches in flight end as usual (signed, or settled), then the run ends.
+				while (active.inFlight.size) await Promise.race(active.inFlight);
+				return;
+			}
+			// No signer yet (cluster starting, or every signer gone): wait rather than fail batches.
+			if (this.signersFor(active).length === 0) {
+				await this.deps.signers.waitForAny(1_000);
+				continue;
+			}
+			while (active.inFlight.size < this.windowSize(active) && !this.context.halted() && !active.failure && !active.cancelled) {
+				let planned = planner.nextRetry();
+				if (!planned && planner.paging) {
+					const after = planner.after;
+					planned = planner.acceptPage(await whenAvailable(this.context, "records.unsignedPage", () => this.deps.records.unsignedPage(after, active.run.batchSize)));
+				}
+				if (!planned) break;
+				const task: Promise<void> = this.runBatch(active, planned).finally(() => active.inFlight.delete(task));
+				active.inFlight.add(task);
+			}
+			if (active.inFlight.size > 0) {
+				await Promise.race(active.inFlight);
+				continue;
+			}
+			if (planner.pendingRetries > 0) continue;
+			const progress = await whenAvailable(this.context, "records.progress", () => this.deps.records.progress());
+			if (progress.signed >= progress.records) return;
+			// Pages are read while batches are in flight; one more pass picks up any stragglers.
+			if (++sweeps > 3) throw new Error(`${progress.records - progress.signed} records are still unsigned after ${sweeps} passes`);
+			planner.rewind();
+		}
+	}
+
+	/** The signer nodes batches may go to: those available, less the ones this run stopped trusting. */
+	private signersFor(active: ActiveRun): string[] {
+		const available = this.deps.signers.available();
+		return active.distrusted.size ? available.filter(node => !active.distrusted.has(node)) : available;
+	}
+
+	private windowSize(active: ActiveRun): number {
+		if (this.options.window > 0) return this.options.window;
+		// Enough batches to keep every signer node busy while others wait on storage.
+		return Math.max(6, 4 * this.signersFor(active).length);
+	}
+
+	/**
+	 * The signer node with the fewest batches in flight. A node that died keeps only its share
+	 * of the window until its heartbeats are missed, instead of collecting every batch
+	 * round-robin would send it meanwhile (the whole window, and a stalled run).
+	 */
+	private pickSigner(active: ActiveRun): string | undefined {
+		let best: string | undefined;
+		let bestLoad = Infinity;
+		for (const nodeID of this.signersFor(active)) {
+			const load = active.perSigner.get(nodeID) ?? 0;
+			if (load < bestLoad) [best, bestLoad] = [nodeID, load];
+		}
+		return best;
+	}
+
+	private async runBatch(active: ActiveRun, planned: PlannedBatch): Promise<void> {
+		const { run } = active;
+		const { store } = this.deps;
+		const { clock } = this.context;
+		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
+		const recordIds = planned.records.map(record => record.id);
+		const signer = this.pickSigner(active);
+		const batch: BatchDoc = { _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(clock.now()).toISOString(), finishedAt: null, signer: signer ?? null, error: null };
+		// Recorded before dispatch, whatever it takes: after a crash the store knows every batch that may have run.
+		await whenAvailable(this.context, "the batcher's store", () => store.insertBatch(batch));
+		const flight = this.deps.flights.takeOff(active, batchId, signer);
+		let result: SignBatchResult | null = null;
+		let error = "";
+		try {
+			result = await this.deps.signers.signBatch({ batchId, runId: run.runId, records: planned.records }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs, signal: flight.abort.signal });
+		} catch (err) {
+			error = (err as Error).message;
+		} finally {
+			this.deps.flights.land(active, flight);
+		}
+		if (result) {
+			const counted = await this.countFromStore(active, batch, result, flight.sentAt);
+			if (counted === true) return;
+			error = counted;
+		}
+
+		this.context.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) ended without ${result ? "a reply records bears out" : "a reply"}: ${error}`);
+		let unsigned: RecordPayload[];
+		try {
+			unsigned = await this.settle(active, batch, error, flight.sentAt);
+		} catch (err) {
+			// Only once the node stops: the batch stays pending and is settled when the run resumes.
+			this.context.logger.warn(`Batch ${batchId} stays pending until the run resumes: ${(err as Error).message}`);
+			return;
+		}
+		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
+		// Ended in a cancelled run: its records wait for the next run.
+		if (this.context.halted() || active.cancelled || unsigned.length === 0) return;
+		if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
+		await clock.sleep(retryDelayMs(planned.attempt));
+	}
+
+	/**
+	 * A signer answered: the batch is recorded signed when records holds a signature under it for
+	 * each of its records, under one key and lease (true). Otherwise, why not; a signer that
+	 * claimed more than records holds is trusted with no more batches of the run.
+	 */
+	private async countFromStore(active: ActiveRun, batch: BatchDoc, result: SignBatchResult, sentAt: number): Promise<true | string> {
+		const { batchId, recordIds } = batch;
+		const { clock } = this.context;
+		// The benchmark's run without the bus checks takes the word, to measure what this costs.
+		const groups = busChecks.on ? await whenAvailable(this.context, "records.signedUnder", () => this.deps.records.signedUnder(batchId)) : [{ keyId: result.keyId, leaseId: result.leaseId, count: result.stored }];
+		const stored = groups.reduce((sum, group) => sum + group.count, 0);
+		const signer = batch.signer ?? result.signer;
+		if (groups.length === 1 && stored === recordIds.length) {
+			const [{ keyId, leaseId }] = groups;
+			const finishedAt = new Date(clock.now()).toISOString();
+			await whenAvailable(this.context, "the batcher's store", () => this.deps.store.updateBatch(batchId, { status: "signed", keyId, leaseId, signer, stored, duplicates: 0, unsigned: 0, finishedAt }));
+			this.deps.emit("batch.signed", { runId: active.run.runId, batchId, keyId, signer, size: recordIds.length, stored, duplicates: 0, latencyMs: clock.now() - sentAt, leaseWaitMs: result.leaseWaitMs });
+			return true;
+		}
+		const why = `signer ${signer} answered ${result.stored} signature(s) stored; records holds ${stored} under the batch`;
+		if (result.stored > stored && batch.signer) {
+			active.distrusted.add(batch.signer);
+			this.context.logger.error(`Batch ${batchId}: ${why}. Signer ${batch.signer} gets no more batches of run ${active.run.runId}`);
+		}
+		return why;
+	}
+
+	/**
+	 * Settles a batch that ended without its signer's reply (or with one records does not bear
+	 * out) from what is stored: closes it at the records service (no signature lands under it
+	 * afterwards), then records the key and lease of its signatures and whether all, some or none
+	 * of its records are signed. Returns its records still unsigned.
+	 */
+	async settle(active: ActiveRun, batch: BatchDoc, reason: string, startedAt?: number): Promise<RecordPayload[]> {
+		const { batchId, recordIds } = batch;
+		const { clock, logger } = this.context;
+		const closed = await whenAvailable(this.context, "records.closeBatch", () => this.deps.records.closeBatch(batchId, recordIds));
+		const stored = closed.signed.reduce((sum, group) => sum + group.count, 0);
+		// One group, unless rule 3 broke somewhere: the largest names the batch, the audit reports the rest.
+		const [main] = [...closed.signed].sort((a, b) => b.count - a.count);
+		if (closed.signed.length > 1) logger.error(`Batch ${batchId} has signatures under ${closed.signed.length} leases: ${closed.signed.map(g => `${g.leaseId} (${g.keyId})`).join(", ")}`);
+		const unsigned = closed.unsigned.length;
+		const status = unsigned === 0 ? "signed" : stored > 0 ? "partial" : "failed";
+		const finishedAt = new Date(clock.now()).toISOString();
+		const signer = stored > 0 ? batch.signer ?? null : null;
+		await whenAvailable(this.context, "the batcher's store", () =>
+			this.deps.store.updateBatch(batchId, { status, keyId: main?.keyId ?? null, leaseId: main?.leaseId ?? null, signer, stored, duplicates: recordIds.length - stored - unsigned, unsigned, finishedAt, error: reason })
+		);
+		const { runId } = active.run;
+		if (status === "signed" && main) {
+			logger.info(`Batch ${batchId}: its reply was lost, but all its records are signed (${stored} under ${main.keyId}, lease ${main.leaseId})`);
+			this.deps.emit("batch.signed", { runId, batchId, keyId: main.keyId, signer: signer ?? "", size: recordIds.length, stored, duplicates: recordIds.length - stored, latencyMs: startedAt === undefined ? 0 : clock.now() - startedAt, leaseWaitMs: null });
+		} else {
+			if (status === "partial") logger.warn(`Batch ${batchId} is partly signed: ${stored} under ${main!.keyId}, ${unsigned} records go in a new batch`);
+			this.deps.emit("batch.failed", { runId, batchId, size: recordIds.length, error: reason, stored });
+		}
+		return closed.unsigned;
+	}
+}

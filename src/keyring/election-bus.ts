@@ -1,0 +1,58 @@
+/**
+ * The keyring election (election.ts) over a broker's transporter: every keyring node offers
+ * `keyring-election.claim` before it serves, asks the others, and only the winner opens its
+ * store. Also how a keyring that finds a rival active afterwards leaves the stage.
+ */
+import type { Context, ServiceBroker } from "moleculer";
+import { sleep } from "../clock";
+import { Actions, call, type ClaimReply } from "../contract";
+import { electKeyring, ELECTION_SERVICE, type ElectionBus, type ElectionOptions, type KeyringElection } from "./election";
+
+/** How long a node's own election service may take to register locally. */
+const OFFER_TIMEOUT_MS = 10_000;
+
+/** The other nodes offering any of `services`, sorted. */
+export function otherKeyringNodes(broker: ServiceBroker, services: string[]): string[] {
+	const peers = new Set<string>();
+	for (const service of broker.registry.getServiceList({ onlyAvailable: true }))
+		if (services.includes(service.name) && service.nodeID && service.nodeID !== broker.nodeID) peers.add(service.nodeID);
+	return [...peers].sort();
+}
+
+function electionBus(broker: ServiceBroker): ElectionBus {
+	return {
+		nodeID: broker.nodeID,
+		namespace: broker.namespace,
+		async offer(onClaim) {
+			broker.createService({
+				name: ELECTION_SERVICE,
+				actions: { claim: { params: { nodeID: { type: "string", min: 1 } }, handler: (ctx: Context<{ nodeID: string }>): ClaimReply => onClaim(ctx.params.nodeID) } }
+			});
+			const deadline = Date.now() + OFFER_TIMEOUT_MS;
+			while (!broker.registry.getServiceList({ onlyLocal: true }).some(s => s.name === ELECTION_SERVICE)) {
+				if (Date.now() > deadline) throw new Error(`The keyring election service did not start within ${OFFER_TIMEOUT_MS / 1000} s on node ${broker.nodeID}`);
+				await sleep(20);
+			}
+		},
+		peers: () => otherKeyringNodes(broker, [ELECTION_SERVICE, "keyring"]),
+		ask: (peer, timeout) => call(broker, Actions.keyring.claim, { nodeID: broker.nodeID }, { nodeID: peer, timeout }),
+		sleep
+	};
+}
+
+/** Runs the election on the broker's bus; null on a broker without a transporter (nothing to elect among). */
+export async function electOnBus(broker: ServiceBroker, options: ElectionOptions, logger: { info(line: string): void }): Promise<KeyringElection | null> {
+	if (!broker.transit) return null;
+	const { election, peers } = await electKeyring(electionBus(broker), options);
+	logger.info(`Elected the active keyring on NATS namespace '${broker.namespace}'${peers.length ? ` (over ${peers.join(", ")})` : " (no other keyring node in sight)"}`);
+	return election;
+}
+
+/**
+ * A keyring that found a rival active ends its process under moleculer-runner (after a
+ * graceful stop), so a supervisor restarts it into a fresh election; an embedded keyring stays
+ * fenced until its owner restarts it.
+ */
+export function leaveForRestart(broker: ServiceBroker): void {
+	if ((broker as { runner?: unknown }).runner) void broker.stop().finally(() => process.exit(1));
+}
