@@ -1,6 +1,6 @@
 /**
  * moleculer-runner's default configuration file (it looks for moleculer.config.js in the
- * folder it runs in), for the command as the design card writes it, from the project root:
+ * folder it runs in), for the command as the card writes it (docs/design.md §1.2), from the project root:
  *
  *   npx moleculer-runner services           every service, from the TypeScript sources
  *   npm run dev                             the same with --hot and --repl

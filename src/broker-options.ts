@@ -48,7 +48,7 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		heartbeatInterval: 2,
 		heartbeatTimeout: 6,
 		requestTimeout: 30_000,
-		// Retrying is the batcher's job (as new batches, DESIGN.md section 4), never a blind re-send.
+		// Retrying is the batcher's job (as new batches, docs/design.md §7.4), never a blind re-send.
 		retryPolicy: { enabled: false },
 		// Over NATS a call naming no node goes to one subject per action, balanced by NATS: what
 		// lets per-role NATS users be kept from the keyring's lease actions (src/nats-permissions.ts).

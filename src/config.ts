@@ -1,6 +1,7 @@
 /**
- * The one place the environment is read (DESIGN.md section 6). Every value is validated
- * here, at start-up, with a message that names the variable and the allowed range.
+ * The one place the environment is read (docs/design.md §10, whose table lists every variable
+ * and test/config-reference.test.ts keeps complete). Every value is validated here, at
+ * start-up, with a message that names the variable and the allowed range.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -64,6 +65,8 @@ export interface AppConfig {
 	trustedProxies: string[];
 	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
 	authEnv: Record<string, string | undefined>;
+	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/runner.ts). */
+	serveNats: boolean;
 }
 
 /** A bad variable or flag: its message names it and the allowed values. */
@@ -79,7 +82,7 @@ export function portChoice(config: AppConfig, key: PortKey): PortChoice {
 
 export const MAX_BATCH_SIZE = 100_000;
 
-/** Env names, their CLI flags and their validation: the table README's reference mirrors. */
+/** Env names, their CLI flags and their validation: the table of docs/design.md §10 lists them. */
 const INTEGERS: Array<{ env: string; flag: string; key: keyof AppConfig; min: number; max: number; fallback: number }> = [
 	{ env: "RECORDS", flag: "records", key: "records", min: 1, max: 10_000_000, fallback: 100_000 },
 	{ env: "KEYS", flag: "keys", key: "keys", min: 1, max: 10_000, fallback: 100 },
@@ -172,6 +175,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	config.authEnv = Object.fromEntries(["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(name => [name, env[name] || undefined]));
 	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
 	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);
+	// Only "off" turns it off; any other value leaves it on, as it always did.
+	config.serveNats = (env.SERVE_NATS ?? "").trim().toLowerCase() !== "off";
 	return config;
 }
 

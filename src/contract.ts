@@ -22,7 +22,7 @@ export interface SignatureDoc {
 	keyId: string;
 	batchId: string;
 	leaseId: string;
-	/** Detached compact JWS: `<protected>..<signature>` (DESIGN.md section 5). */
+	/** Detached compact JWS: `<protected>..<signature>` (docs/design.md §8.1). */
 	jws: string;
 	signedAt: string;
 }
@@ -115,7 +115,7 @@ export interface RunReport {
 
 // ---------------------------------------------------------------- records actions
 
-/** A record as a signer signs it (DESIGN.md section 5: the payload is `{ id, data }`). */
+/** A record as a signer signs it (docs/design.md §8.1: the payload is `{ id, data }`). */
 export interface RecordPayload {
 	id: string;
 	data: string;

@@ -69,7 +69,7 @@ export async function runnerBrokerOptions(config: AppConfig, runner: RunnerConte
 		if (serve) return joinOnly({ ...config, transporter: serve.nats, namespace: serve.namespace }, `Joining npm run serve (pid ${serve.pid}${serve.api ? `, API ${serve.api}` : ""}) over NATS at ${redactUrl(serve.nats)}, with no services of its own`, env);
 		return brokerOptions(config, { prometheus: true, health: true });
 	}
-	if (!allServices || config.transporter || !config.dataDir || (env.SERVE_NATS ?? "").toLowerCase() === "off") return brokerOptions(config, { prometheus: true, health: true });
+	if (!allServices || config.transporter || !config.dataDir || !config.serveNats) return brokerOptions(config, { prometheus: true, health: true });
 	return serveWithNats(config);
 }
 

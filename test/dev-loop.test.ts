@@ -1,6 +1,6 @@
 /**
  * The Moleculer developer's loop on the TypeScript sources: `npm run dev` (moleculer-runner
- * --hot --repl on services/) and the design card's `moleculer-runner services` from the
+ * --hot --repl on services/) and the card's (docs/design.md §1.2) `moleculer-runner services` from the
  * project root. Each runs in its own process on a copy of the sources, so editing a service
  * file for the hot reload touches nothing of the checkout.
  */

@@ -1,5 +1,5 @@
 /**
- * The export of DESIGN.md section 9: exactly the contract's files and fields, nothing secret,
+ * The export of docs/design.md §8.3: exactly the contract's files and fields, nothing secret,
  * and an audit of the export reaches the same verdict as an audit of the snapshot it came from.
  */
 import fs from "node:fs";
@@ -23,7 +23,7 @@ afterEach(() => {
 	fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/** What the export holds of a snapshot: all of it, `expiresAt` included since section 9 lists it. */
+/** What the export holds of a snapshot: all of it, `expiresAt` included since docs/design.md §8.3 lists it. */
 function asExported(source: AuditSnapshot): AuditSnapshot {
 	return cloneSnapshot(source);
 }

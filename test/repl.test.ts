@@ -1,6 +1,6 @@
 /**
  * The real Moleculer REPL in a child process (it reads process.stdin): `call batcher.start
- * --batchSize 300` as written in DESIGN.md section 7, and the custom `progress` command.
+ * --batchSize 300` as the card writes it (docs/design.md §1.2, §11.2), and the custom `progress` command.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import fs from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * GET /api/audit: the audit of DESIGN.md section 8 over the stores, read through their owning
+ * GET /api/audit: the audit of docs/design.md §9 over the stores, read through their owning
  * services. A full audit reads every store, so anyone may read the last verdict (recomputed at
  * most every `maxAgeMs`, and after a run completes), and only a caller with a token may ask for
  * a fresh one. One audit at a time: callers arriving while one runs share its verdict.

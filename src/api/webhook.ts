@@ -1,7 +1,7 @@
 /**
  * Run-completion webhooks: the report POSTed to the run's `callbackUrl`, signed with the
  * gateway's own Ed25519 key (a detached compact JWS over the exact body bytes, the same
- * format as the record signatures, DESIGN.md section 5), retried with exponential backoff,
+ * format as the record signatures, docs/design.md §8.1), retried with exponential backoff,
  * every attempt kept for GET /api/runs/:id. No broker in here.
  */
 import fs from "node:fs";

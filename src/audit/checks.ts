@@ -153,7 +153,7 @@ export function checkSignature(signature: SignatureRow, data: unknown, verifier:
 		findings.add(rule, `signature of record ${recordId} does not verify against key ${keyId} (${signatureRef(signature)})`, ids);
 }
 
-/** `<protected>.<base64url(UTF-8 of JSON.stringify({ id, data }))>`, the bytes Ed25519 signed (DESIGN.md section 5). */
+/** `<protected>.<base64url(UTF-8 of JSON.stringify({ id, data }))>`, the bytes Ed25519 signed (docs/design.md §8.1). */
 export function signingInput(protectedHeader: string, id: string, data: unknown): Buffer {
 	const payload = Buffer.from(JSON.stringify({ id, data }), "utf8").toString("base64url");
 	return Buffer.from(`${protectedHeader}.${payload}`, "latin1");

@@ -1,7 +1,7 @@
 /**
  * Reads every owned collection page by page and maps the stored documents to the export's
  * fields, into an import (importFromPages). The pages come from a PageSource: the owners'
- * `page` actions (DESIGN.md section 2: no service reads another's store), or the owners' own
+ * `page` actions (docs/design.md §3: no service reads another's store), or the owners' own
  * MongoDB stores opened read-only by the audit and the export (src/audit/mongo-pages.ts).
  */
 import type { JWK } from "jose";

@@ -1,5 +1,5 @@
 /**
- * The documents of an audit database in the export's fields and order (DESIGN.md section 9),
+ * The documents of an audit database in the export's fields and order (docs/design.md §8.3),
  * one at a time: the export streams them to its files, small tools collect them.
  */
 import type { AuditDb } from "./audit-db";

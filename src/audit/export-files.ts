@@ -1,5 +1,5 @@
 /**
- * The export of DESIGN.md section 9, which third-party verifiers read: JSON Lines files plus
+ * The export of docs/design.md §8.3, which third-party verifiers read: JSON Lines files plus
  * `jwks.json` and `runs.json`, exactly the contract's fields, nothing secret. Written from an
  * audit database and read back into one line by line, so neither side holds a collection.
  */

@@ -15,7 +15,7 @@ import { UserError } from "../user-error";
 import { AuditDatabase, type AuditDb, type AuditFiles } from "./audit-db";
 import { EXPORT_FIELDS, type AuditSnapshot, type SnapshotBatch, type SnapshotKey, type SnapshotLease, type SnapshotRecord, type SnapshotRun, type SnapshotSignature } from "./snapshot";
 
-/** The documents an import takes, in the export's field names (DESIGN.md section 9). */
+/** The documents an import takes, in the export's field names (docs/design.md §8.3). */
 export interface ImportDocs {
 	records: SnapshotRecord;
 	signatures: SnapshotSignature;

@@ -1,5 +1,5 @@
 /**
- * The audit of DESIGN.md section 8 over an audit database (the store's own files or an
+ * The audit of docs/design.md §9 over an audit database (the store's own files or an
  * import). The threads check the records and their signatures range by range (rules 1 and 2,
  * and each signature's lease); meanwhile the main thread hands out the ranges, checks the keys,
  * replays the lease log (no-key-overlap, lru-order) and merges batches with their signatures

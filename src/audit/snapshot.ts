@@ -1,12 +1,12 @@
 /**
- * The stores' documents in the export's field names (DESIGN.md section 9): what an export
+ * The stores' documents in the export's field names (docs/design.md §8.3): what an export
  * holds, what an import takes, and the in-memory shape tests and the fixture build.
  */
 import type { JWK } from "jose";
 import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } from "../contract";
 
 /**
- * The export's fields of each stored document (DESIGN.md section 9), picked from the stored
+ * The export's fields of each stored document (docs/design.md §8.3), picked from the stored
  * types: a field renamed in the store breaks the build here, while a field added to a stored
  * document stays out of the export until it is named below.
  */
@@ -17,7 +17,7 @@ export type SnapshotBatch = Omit<Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[n
 	stored: number | null;
 };
 export type SnapshotLease = Omit<Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]>, "expiresAt"> & {
-	/** The last expiry granted, after renewals; null in exports written before section 9 listed it. */
+	/** The last expiry granted, after renewals; null in exports written before the contract (docs/design.md §8.3) listed it. */
 	expiresAt: string | null;
 };
 export type SnapshotKey = Pick<KeyDoc, (typeof EXPORT_FIELDS.keys)[number]>;
@@ -33,7 +33,7 @@ export interface AuditSnapshot {
 	runs: SnapshotRun[];
 }
 
-/** The contract's fields of each export file, in the order they are written (section 9). */
+/** The contract's fields of each export file, in the order they are written (docs/design.md §8.3). */
 export const EXPORT_FIELDS = {
 	records: ["id", "data"] satisfies Array<keyof RecordPayload>,
 	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<keyof SignatureDoc>,

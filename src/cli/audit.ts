@@ -1,5 +1,5 @@
 /**
- * `npm run audit`: checks the five rules (DESIGN.md section 8) on the configured store, or on
+ * `npm run audit`: checks the five rules (docs/design.md §9) on the configured store, or on
  * an export with `--from DIR`. Exit 0 when every rule holds, 1 on violations, 2 on errors.
  */
 import type { AuditDb } from "../audit/audit-db";

@@ -1,6 +1,6 @@
 /**
- * `npm run export -- --out DIR`: writes the configured store as the export of DESIGN.md
- * section 9 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
+ * `npm run export -- --out DIR`: writes the configured store as the export of
+ * docs/design.md §8.3 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
  */
 import { checkExportDir, exportDb } from "../audit/export-files";
 import { plural } from "../audit/format";

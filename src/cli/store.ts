@@ -21,7 +21,7 @@ const WAIT_MS = 10_000;
 /** The store cannot be reached or is not there: one line, exit code 2. */
 export class StoreError extends UserError {}
 
-/** Flags that override the store's configuration (DESIGN.md section 6), shared by both commands. */
+/** Flags that override the store's configuration (docs/design.md §10), shared by both commands. */
 export const STORE_OPTIONS = {
 	"data-dir": { type: "string" },
 	"mongo-uri": { type: "string" },

@@ -1,6 +1,6 @@
 /**
  * A real `nats-server` for `npm run cluster` and for tests that go over the transport
- * (DESIGN: tests use a real nats-server, never a mock). Debian ships it:
+ * (docs/contributing.md: tests use a real nats-server, never a mock). Debian ships it:
  * `apt-get install -y nats-server`.
  *
  *   const nats = await startNatsServer();

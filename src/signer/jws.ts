@@ -1,5 +1,5 @@
 /**
- * The signature format of DESIGN.md section 5: a detached compact JWS (RFC 7515 appendix F)
+ * The signature format of docs/design.md §8.1: a detached compact JWS (RFC 7515 appendix F)
  * per record, `alg: "EdDSA"`, `kid` in the protected header, over the UTF-8 of
  * `JSON.stringify({ id, data })`. Signed with node:crypto's Ed25519 (OpenSSL): the protected
  * header is encoded once per key, and each record costs one JSON, one base64url and one sign.

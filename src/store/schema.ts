@@ -1,5 +1,5 @@
 /**
- * The embedded store's files and tables (DESIGN.md section 2): one SQLite database in WAL
+ * The embedded store's files and tables (docs/design.md §4.2): one SQLite database in WAL
  * mode per owning service under DATA_DIR. Only the owner writes its file; readers (the
  * audit, the export) may open any of them read-only while the owner runs.
  *

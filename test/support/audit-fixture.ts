@@ -38,7 +38,7 @@ export interface MiniRunOptions {
 export interface MiniRun {
 	snapshot: AuditSnapshot;
 	privateKeys: Map<string, CryptoKey>;
-	/** Signs like a signer does: detached compact JWS, kid in the header (DESIGN.md section 5). */
+	/** Signs like a signer does: detached compact JWS, kid in the header (docs/design.md §8.1). */
 	sign(keyId: string, recordId: string, data: string, kid?: string): Promise<string>;
 }
 

@@ -107,7 +107,7 @@ export async function signatures(broker: ServiceBroker): Promise<SignatureDoc[]>
 	return (await pageAll(broker, "records", "signatures", PAGE)) as unknown as SignatureDoc[];
 }
 
-/** The audit of DESIGN.md section 8 over the stores, read through their owning nodes. */
+/** The audit of docs/design.md §9 over the stores, read through their owning nodes. */
 export async function auditCluster(cluster: Cluster) {
 	const broker = await cluster.connect();
 	return auditServices(broker, { pageSize: PAGE });
