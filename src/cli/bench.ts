@@ -9,9 +9,10 @@
  * - the run: `batcher.start` to `run.completed`, every record signed and stored;
  * - the audit of the stored run, and its floor: the same signatures verified with node:crypto
  *   on every core, nothing else checked;
- * - unless `--skip-checks-cost`, the same run on a second store of the same records with the
- *   bus checks off (src/identity/bus-checks.ts): what dispatch tickets, lease tokens, store
- *   proofs and counting batches from records cost (`checksCost`, a fraction of that run);
+ * - unless `--skip-checks-cost`, three pairs of the same run on fresh stores of the same
+ *   records, with the bus checks and without (src/identity/bus-checks.ts), in turn: what
+ *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
+ *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
  * - unless `--skip-nats`, the run across processes over a local nats-server (three signers).
  *
  * Every ratio is against its floor. The last line is one JSON object.
@@ -43,7 +44,7 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --skip-nats         leave out the run across processes over NATS
   --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds, joseFloorSeconds, runSeconds, ratio, recordsPerSecond,
-peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, uncheckedRunSeconds and checksCost unless
+peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds and checksCost unless
 --skip-checks-cost, and natsRunSeconds, natsRatio unless --skip-nats.`;
 
 const OPTIONS = {
@@ -130,7 +131,7 @@ interface EmbeddedFigures {
 	verifyFloorSeconds: number;
 	peakRssMB: number;
 	/** The same run with the bus checks off, unless skipped. */
-	uncheckedRunSeconds: number | null;
+	checks: { checkedSeconds: number; uncheckedSeconds: number; cost: number } | null;
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
@@ -148,19 +149,37 @@ async function seededSystem(records: number, keys: number, batchSize: number) {
 	return { dataDir, broker, completion, remove };
 }
 
-/** The same run on a second store of the same records, with the bus checks off in this process. */
-async function uncheckedRun(records: number, keys: number, batchSize: number, runSeconds: number): Promise<number> {
+/** The run on a fresh store of the same records, with the bus checks on or off in this process. */
+async function freshRun(records: number, keys: number, batchSize: number, checks: boolean): Promise<number> {
 	const system = await seededSystem(records, keys, batchSize);
 	try {
-		const took = await withoutBusChecks(() => timedRun(system.broker, system.completion, records, batchSize));
-		console.log(`unchecked  ${took.toFixed(2)} s  (the same run without tickets, lease tokens, proofs and counting from records: the checks cost ${(100 * (runSeconds / took - 1)).toFixed(1)}%)`);
-		return took;
+		const run = () => timedRun(system.broker, system.completion, records, batchSize);
+		return await (checks ? run() : withoutBusChecks(run));
 	} finally {
 		await system.remove();
 	}
 }
 
-async function embedded(records: number, keys: number, batchSize: number, checksCost: boolean): Promise<EmbeddedFigures> {
+/** Pairs of runs measured in turn, with the checks and without: the median of the pairs' ratios is what the checks cost. */
+const CHECK_PAIRS = 3;
+
+async function checksCost(records: number, keys: number, batchSize: number): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number }> {
+	const pairs: Array<{ checked: number; unchecked: number }> = [];
+	for (let i = 0; i < CHECK_PAIRS; i++) {
+		// Alternating which goes first, so a machine speeding up or slowing down favours neither.
+		const order = i % 2 === 0 ? [true, false] : [false, true];
+		const took: Record<string, number> = {};
+		for (const checks of order) took[String(checks)] = await freshRun(records, keys, batchSize, checks);
+		pairs.push({ checked: took.true, unchecked: took.false });
+		console.log(`checks     pair ${i + 1}: ${took.true.toFixed(2)} s with the bus checks, ${took.false.toFixed(2)} s without (${(100 * (took.true / took.false - 1)).toFixed(1)}%)`);
+	}
+	const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+	const cost = median(pairs.map(pair => pair.checked / pair.unchecked - 1));
+	console.log(`checks     cost ${(100 * cost).toFixed(1)}% of the run (median of ${CHECK_PAIRS} pairs: tickets, lease tokens, proofs and counting batches from records)`);
+	return { checkedSeconds: median(pairs.map(pair => pair.checked)), uncheckedSeconds: median(pairs.map(pair => pair.unchecked)), cost };
+}
+
+async function embedded(records: number, keys: number, batchSize: number, withChecksCost: boolean): Promise<EmbeddedFigures> {
 	const { dataDir, broker, completion, remove } = await seededSystem(records, keys, batchSize);
 	try {
 		const floorSeconds = await nodeCryptoFloor(dataDir);
@@ -186,8 +205,8 @@ async function embedded(records: number, keys: number, batchSize: number, checks
 		const verifyFloorSeconds = (await verifyFloor(dataDir)).seconds;
 		console.log(`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: node:crypto on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)})`);
 		const rss = peakRssMB();
-		const uncheckedRunSeconds = checksCost ? await uncheckedRun(records, keys, batchSize, runSeconds) : null;
-		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: rss, uncheckedRunSeconds };
+		const checks = withChecksCost ? await checksCost(records, keys, batchSize) : null;
+		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: rss, checks };
 	} finally {
 		await remove();
 	}
@@ -211,7 +230,7 @@ async function main(flags: { records?: string; keys?: string; "batch-size"?: str
 		verifyFloorSeconds: round(figures.verifyFloorSeconds),
 		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds)
 	};
-	if (figures.uncheckedRunSeconds !== null) Object.assign(summary, { uncheckedRunSeconds: round(figures.uncheckedRunSeconds), checksCost: round(figures.runSeconds / figures.uncheckedRunSeconds - 1) });
+	if (figures.checks) Object.assign(summary, { checkedRunSeconds: round(figures.checks.checkedSeconds), uncheckedRunSeconds: round(figures.checks.uncheckedSeconds), checksCost: round(figures.checks.cost) });
 	if (!skipNats) {
 		// Separate OS processes over a local nats-server, measured against the same floor.
 		const { runOverNats } = await import("../cluster/run-over-nats");
