@@ -9,9 +9,9 @@
  * when they read a running system over the transporter. No store pages secrets.
  */
 import type { Context, ServiceSchema } from "moleculer";
-import { Errors } from "moleculer";
+import { DomainError } from "../src/errors";
 import { pageParams, type Page, type PageParams } from "../src/contract";
-import { addReadinessCondition } from "../src/health";
+import { addReadinessCondition } from "../src/broker/health";
 import type { MixinSchema } from "../src/service-schema";
 import type { StoreOwner } from "../src/store/schema";
 
@@ -56,7 +56,7 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): MixinSchem
 				handler(ctx: Context<PageParams>): Promise<Page> {
 					const { collection, after, limit = 1000 } = ctx.params;
 					if (!spec.collections.includes(collection))
-						throw new Errors.MoleculerClientError(`Unknown collection "${collection}"; ${this.name} owns: ${spec.collections.join(", ")}`, 404, "UNKNOWN_COLLECTION", { collection });
+						throw new DomainError("UNKNOWN_COLLECTION", `Unknown collection "${collection}"; ${this.name} owns: ${spec.collections.join(", ")}`, { collection });
 					return this.store.page(collection, after, limit);
 				}
 			}

@@ -19,8 +19,8 @@ import { startRun, startRunBodyParams, type StartRunBody, type StartRunMeta } fr
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, Events, type BatchSignedEvent, type RunCompletedEvent, type RunStartedEvent } from "../src/contract";
-import { readinessOf } from "../src/health";
-import { listen } from "../src/listen";
+import { readinessOf } from "../src/broker/health";
+import { listen } from "../src/broker/listen";
 import { publicWebhookView } from "../src/api/webhook";
 import { serviceSettings } from "../src/settings";
 
@@ -117,7 +117,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 		mixins: [ApiGateway],
 		settings: {
 			// The server is made and bound here (created, started): a taken port gets a clear
-			// message or a fallback (src/listen.ts), where moleculer-web would exit the process.
+			// message or a fallback (src/broker/listen.ts), where moleculer-web would exit the process.
 			server: false,
 			port: options.port,
 			ip: options.ip,
@@ -131,7 +131,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 		actions: {
 			live: { handler: () => ({ status: "live" }) },
 
-			/** The node's readiness (src/health.ts) plus every service the routes need. */
+			/** The node's readiness (src/broker/health.ts) plus every service the routes need. */
 			ready: {
 				handler(ctx: Context<unknown, Record<string, unknown>>) {
 					const report = readinessOf(this.broker)?.(options.requiredServices);

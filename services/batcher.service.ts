@@ -16,8 +16,8 @@ import { Actions, call, emit, startRunParams, type StartRunParams } from "../src
 import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { makeCloseProof, makeTicket } from "../src/identity/ticket";
-import { PEER_RECONNECTED } from "../src/lost-requests";
-import { natsMaxPayload, watchNatsStatus } from "../src/nats-status";
+import { PEER_RECONNECTED } from "../src/broker/lost-requests";
+import { natsMaxPayload, watchNatsStatus } from "../src/broker/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
 interface BatcherVars {
 	store: BatcherStore;
@@ -37,7 +37,7 @@ function signersOf(broker: ServiceBroker, credential: SignerCredential): Signers
 	return {
 		available: () => broker.registry.getServiceList({ onlyAvailable: true }).flatMap(s => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
 		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
-		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/lost-requests.ts).
+		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/broker/lost-requests.ts).
 		async signBatch(params, { nodeID, timeoutMs, signal }) {
 			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
 			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);

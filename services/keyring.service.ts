@@ -18,7 +18,7 @@
  */
 import os from "node:os";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
-import { Errors } from "moleculer";
+import { DomainError } from "../src/errors";
 import { describeStore, StoreMixin } from "../mixins/store.mixin";
 import { systemClock, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
@@ -113,7 +113,7 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 				this.fencedBy = rival;
 				this.election.fence();
 				// Renewals and acquires (waiting ones too) are turned away; releases keep working.
-				void this.keyring?.fence(() => new Errors.MoleculerRetryableError(`This keyring no longer grants or renews leases: keyring node '${rival}' is active too`, 503, "KEYRING_CONFLICT", { other: rival }));
+				void this.keyring?.fence(() => new DomainError("KEYRING_CONFLICT", `This keyring no longer grants or renews leases: keyring node '${rival}' is active too`, { other: rival }));
 				this.logger.error(`Keyring node '${rival}' is active too: this keyring stops granting and renewing leases now. Two keyrings must never both grant; restart one of them alone.`);
 				leaveForRestart(this.broker);
 			}

@@ -10,13 +10,14 @@
  * with the caller's node.
  */
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
-import { Errors } from "moleculer";
+import { DomainError } from "../src/errors";
 import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
 	closeBatchParams, recordIdsParams, recordsListParams, signedUnderParams, storeSignaturesParams, unsignedPageParams,
 	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type SignedUnder, type SignedUnderParams, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
 } from "../src/contract";
+import { BatchTally } from "../src/records/batch-tally";
 import { RecordsIntake } from "../src/records/intake";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { seedIfEmpty } from "../src/records/records";
@@ -28,6 +29,8 @@ interface RecordsVars {
 	store: RecordsStore;
 	/** Who may store signatures and close batches (src/records/intake.ts). */
 	intake: RecordsIntake;
+	/** What this process stored under recent batches (src/records/batch-tally.ts). */
+	tally: BatchTally;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -76,9 +79,11 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				async handler(ctx: Context<StoreSignaturesParams>): Promise<StoreSignaturesResult> {
 					this.intake.admitSignatures(ctx.params, ctx.nodeID ?? this.broker.nodeID);
 					try {
-						return await this.store.storeSignatures(ctx.params);
+						const result = await this.store.storeSignatures(ctx.params);
+						this.tally.add(ctx.params.batchId, ctx.params.keyId, ctx.params.leaseId, result.stored);
+						return result;
 					} catch (err) {
-						if (err instanceof BatchClosedError) throw new Errors.MoleculerClientError(err.message, 409, "BATCH_CLOSED", { batchId: err.batchId });
+						if (err instanceof BatchClosedError) throw new DomainError("BATCH_CLOSED", err.message, { batchId: err.batchId });
 						throw err;
 					}
 				}
@@ -95,7 +100,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			signedUnder: {
 				params: signedUnderParams,
 				async handler(ctx: Context<SignedUnderParams>): Promise<SignedUnder> {
-					return { signed: await this.store.signedUnder(ctx.params.batchId) };
+					return { signed: this.tally.get(ctx.params.batchId) ?? (await this.store.signedUnder(ctx.params.batchId)) };
 				}
 			},
 			progress: {
@@ -115,7 +120,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				params: { id: { type: "string", min: 1 } },
 				async handler(ctx: Context<{ id: string }>): Promise<RecordView> {
 					const record = await this.store.record(ctx.params.id);
-					if (!record) throw new Errors.MoleculerClientError(`Record "${ctx.params.id}" not found`, 404, "RECORD_NOT_FOUND", { id: ctx.params.id });
+					if (!record) throw new DomainError("RECORD_NOT_FOUND", `Record "${ctx.params.id}" not found`, { id: ctx.params.id });
 					const signature = await this.store.signature(ctx.params.id);
 					return { id: record.id, data: record.data, signature: signature && signatureView(signature) };
 				}
@@ -123,6 +128,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 		},
 		async started() {
 			this.intake = new RecordsIntake(this.settings.trust, this.settings.batcherCredential, this.logger);
+			this.tally = new BatchTally();
 			const started = Date.now();
 			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
 			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);

@@ -8,7 +8,7 @@ import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
-import type { SigningKey } from "../src/signer/jws";
+import type { LeaseSecret } from "../src/signer/lease-secret";
 import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { makeStoreProof } from "../src/identity/lease-token";
@@ -23,12 +23,12 @@ interface SignerVars {
 	keys: LeaseKeyOpener;
 	credential: SignerCredential;
 	pool: SignPool;
-	signer: Signer<SigningKey>;
+	signer: Signer<LeaseSecret>;
 }
 
 /**
  * Every call of one batch goes out under the request that carries it; `signal` gives it up
- * (src/lost-requests.ts). Lease requests carry a proof made with this signer's credential, the
+ * (src/broker/lost-requests.ts). Lease requests carry a proof made with this signer's credential, the
  * acquire the batch's dispatch ticket, and each stored piece the holder's store proof.
  */
 function batchCalls(ctx: Context<SignBatchParams>, keys: LeaseKeyOpener, credential: SignerCredential): BatchCalls {
@@ -87,9 +87,11 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 			const metrics = this.broker.isMetricsEnabled() ? this.broker.metrics : null;
 			metrics?.register({ type: "counter", name: RELEASE_FAILURES, description: "Lease releases that failed; the lease waited for its expiry", unit: "lease" });
 			const afterStore = faultFromEnv(process.env.SIGNER_FAULT, line => this.logger.warn(line));
-			this.signer = new Signer<SigningKey>(this.settings, {
+			this.signer = new Signer<LeaseSecret>(this.settings, {
 				nodeID: this.broker.nodeID,
-				keys: { open: lease => this.keys.open(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline) },
+				// The lease's key, opened into libsodium's guarded memory, lives until its batch is signed
+				// (or fails to be): wiped then, before the signatures are stored and the lease released.
+				keys: { open: lease => this.keys.openSecret(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline).finally(() => key.dispose()) },
 				clock: systemClock,
 				logger: this.logger,
 				nodeStopping: () => this.broker.stopping,

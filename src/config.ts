@@ -1,13 +1,13 @@
 /**
  * The one place the environment is read (docs/design.md §10, whose table lists every variable
- * and test/config-reference.test.ts keeps complete). Every value is validated here, at
+ * and test/unit/config-reference.test.ts keeps complete). Every value is validated here, at
  * start-up, with a message that names the variable and the allowed range.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { AUTHORITY_PUBLIC_FILE, parseAuthorityKey } from "./identity/authority";
 import { proxyRule } from "./ip-address";
-import type { PortChoice } from "./listen";
+import type { PortChoice } from "./broker/listen";
 import { UserError } from "./user-error";
 
 export interface AppConfig {
@@ -53,9 +53,9 @@ export interface AppConfig {
 	logFormat: "text" | "json";
 	port: number;
 	metricsPort: number;
-	/** Which of PORT, METRICS_PORT and HEALTH_PORT the user set: those are errors when taken; defaults give way (src/listen.ts). */
+	/** Which of PORT, METRICS_PORT and HEALTH_PORT the user set: those are errors when taken; defaults give way (src/broker/listen.ts). */
 	explicitPorts: Record<PortKey, boolean>;
-	/** `/health/live` and `/health/ready` of every long-running node (src/health.ts). */
+	/** `/health/live` and `/health/ready` of every long-running node (src/broker/health.ts). */
 	healthPort: number;
 	/** API_KEYS_FILE: the gateway's API keys (src/api/api-keys.ts); default DATA_DIR/api-keys.json, null without DATA_DIR. */
 	apiKeysFile: string | null;
@@ -65,7 +65,7 @@ export interface AppConfig {
 	trustedProxies: string[];
 	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
 	authEnv: Record<string, string | undefined>;
-	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/runner.ts). */
+	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/broker/runner.ts). */
 	serveNats: boolean;
 }
 
@@ -75,7 +75,7 @@ export class ConfigError extends UserError {}
 export type PortKey = "port" | "metricsPort" | "healthPort";
 const PORT_VARIABLES: Record<PortKey, string> = { port: "PORT", metricsPort: "METRICS_PORT", healthPort: "HEALTH_PORT" };
 
-/** What a listener needs to bind `key`'s port (src/listen.ts). */
+/** What a listener needs to bind `key`'s port (src/broker/listen.ts). */
 export function portChoice(config: AppConfig, key: PortKey): PortChoice {
 	return { port: config[key], variable: PORT_VARIABLES[key], explicit: config.explicitPorts?.[key] ?? false };
 }

@@ -9,7 +9,7 @@ import { createKeyringService } from "../services/keyring.service";
 import { createMetricsService } from "../services/metrics.service";
 import { createRecordsService } from "../services/records.service";
 import { createSignerService } from "../services/signer.service";
-import { brokerOptions, type BrokerOverrides } from "./broker-options";
+import { brokerOptions, type BrokerOverrides } from "./broker/broker-options";
 import type { AppConfig } from "./config";
 import type { BrokerSchema } from "./service-schema";
 import { serviceSettings, type ServiceSettings } from "./settings";

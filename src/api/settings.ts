@@ -16,7 +16,7 @@ export const API_REALM = "record-signer";
 
 export interface ApiOptions {
 	port: number;
-	/** PORT was set by the user: taken, it is an error; otherwise the gateway falls back to a free port (src/listen.ts). */
+	/** PORT was set by the user: taken, it is an error; otherwise the gateway falls back to a free port (src/broker/listen.ts). */
 	portSet?: boolean;
 	/** Interface to bind; undefined = all. */
 	ip?: string;

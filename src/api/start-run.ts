@@ -4,7 +4,7 @@
  * the webhook, and answers 202 with the run and its Location.
  */
 import type { Context } from "moleculer";
-import { Errors } from "moleculer";
+import { DomainError } from "../errors";
 import { Actions, call } from "../contract";
 import type { Principal } from "./auth";
 import { checkWebhookTarget } from "./outbound";
@@ -32,12 +32,12 @@ export interface StartRunMeta {
 export async function startRun(ctx: Context<StartRunBody, StartRunMeta>, webhooks: WebhookRegistry) {
 	const { meta } = ctx;
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
-		throw new Errors.MoleculerClientError("The request body must be JSON (Content-Type: application/json)", 415, "UNSUPPORTED_MEDIA_TYPE", { contentType: meta.requestContentType });
+		throw new DomainError("UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json)", { contentType: meta.requestContentType });
 	const { batchSize, callbackUrl } = ctx.params;
 	if (callbackUrl) {
 		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.
 		const refused = await checkWebhookTarget(callbackUrl, webhooks.allowPrivate);
-		if (refused) throw new Errors.MoleculerClientError(refused, 422, "INVALID_CALLBACK_URL", { field: "callbackUrl" });
+		if (refused) throw new DomainError("INVALID_CALLBACK_URL", refused, { field: "callbackUrl" });
 	}
 	const idempotencyKey = typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;
 	// A repeat with the key must ask the same: batch size, callback and caller.

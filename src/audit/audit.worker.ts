@@ -3,11 +3,21 @@
  * half of no-key-overlap) or, for the verification floor, only verifies. It opens the records
  * and keyring files read-only itself. Erasable TypeScript with `.ts` imports, so Node 22 loads
  * it from the sources under jest and from dist/ as JavaScript otherwise.
+ *
+ * Signatures are verified with libsodium (`crypto_sign_verify_detached`). Ed25519 is one
+ * algorithm whoever computes it: signatures node:crypto made before the signer moved to
+ * libsodium verify the same. libsodium is the stricter verifier: it also refuses signatures
+ * whose R, or public keys, are of small order, which no honest Ed25519 signer produces. The
+ * floor can verify with node:crypto instead, for the benchmark's comparison.
  */
-import { verify, type KeyObject } from "node:crypto";
+import { createPublicKey, verify as nodeCryptoVerify, type KeyObject } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { FindingList, HeaderCache, checkSignature, checkSignatureInLease, importEd25519, signatureRef, signingInput, type FindingsData, type LeaseRow, type SignatureRow, type Verifier } from "./checks.ts";
+import { FindingList, HeaderCache, checkSignature, checkSignatureInLease, ed25519PublicKeyBytes, signatureRef, signingInput, type FindingsData, type LeaseRow, type SignatureRow, type Verifier } from "./checks.ts";
 import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only.ts";
+import { SIGNATURE_BYTES, importSodium, type Sodium } from "../signer/sodium.ts";
+
+/** Who verifies: libsodium always in the audit; the floor also measures node:crypto. */
+export type VerifyLibrary = "libsodium" | "node:crypto";
 
 export interface RangeTask {
 	kind: "audit" | "floor";
@@ -23,6 +33,8 @@ export interface RangeTask {
 	upto: string | null;
 	clockToleranceMs: number;
 	maxListed: number;
+	/** The floor's verifier (default libsodium); the audit always verifies with libsodium. */
+	library?: VerifyLibrary;
 }
 
 export interface RangeResult {
@@ -39,11 +51,14 @@ interface Session {
 	sql: DatabaseSync;
 	statements: Map<string, StatementSync>;
 	verifier: Verifier;
+	/** The same keys as node:crypto keys, for a node:crypto floor only. */
+	nodeCryptoKeys: Map<string, KeyObject> | null;
 }
 
 let session: Session | null = null;
+let sodium: Sodium | null = null;
 
-function open(task: RangeTask): Session {
+function open(task: RangeTask, sodium: Sodium): Session {
 	if (session?.id === task.session) return session;
 	session?.sql.close();
 	const sql = new DatabaseSync(":memory:");
@@ -51,9 +66,11 @@ function open(task: RangeTask): Session {
 	// One statement joins both files, so each range reads them at one moment (see CAUSAL_ORDER in audit-db.ts).
 	attachReadOnly(sql, task.files.records, "rec");
 	attachReadOnly(sql, task.files.keyring, "kr");
-	const keys = new Map<string, KeyObject>();
-	for (const [kid, x] of task.keys) keys.set(kid, importEd25519(x));
-	session = { id: task.session, sql, statements: new Map(), verifier: { keys, headers: new HeaderCache() } };
+	const keys = new Map<string, Uint8Array>();
+	for (const [kid, x] of task.keys) keys.set(kid, ed25519PublicKeyBytes(x));
+	const verify = (signature: Buffer, message: Buffer, publicKey: Uint8Array) => signature.length === SIGNATURE_BYTES && sodium.crypto_sign_verify_detached(signature, message, publicKey as Buffer);
+	const nodeCryptoKeys = task.library === "node:crypto" ? new Map(task.keys.map(([kid, x]) => [kid, createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" })])) : null;
+	session = { id: task.session, sql, statements: new Map(), verifier: { keys, headers: new HeaderCache(), verify }, nodeCryptoKeys };
 	return session;
 }
 
@@ -100,8 +117,7 @@ function signatureAt(row: unknown[], at: number): Signed {
 	return { signature, lease };
 }
 
-function auditRange(task: RangeTask): RangeResult {
-	const current = open(task);
+function auditRange(task: RangeTask, current: Session): RangeResult {
 	const findings = new FindingList(task.maxListed);
 	let records = 0;
 	let signatures = 0;
@@ -185,22 +201,30 @@ function auditRange(task: RangeTask): RangeResult {
 }
 
 /** The verification floor: each signature of the range verified, nothing else checked. */
-function verifyRange(task: RangeTask): RangeResult {
-	const current = open(task);
-	const { keys } = current.verifier;
+function verifyRange(task: RangeTask, current: Session): RangeResult {
+	const { keys, verify } = current.verifier;
+	const nodeCryptoKeys = current.nodeCryptoKeys;
 	const recordRange = range("r.id", task);
 	const rows = statement(current, `SELECT r.id, r.data, s.keyId, s.jws FROM rec.records r JOIN rec.signatures s ON s.recordId = r.id WHERE ${recordRange.where}`);
 	let signatures = 0;
 	let valid = 0;
 	for (const [id, data, keyId, jws] of rows.iterate(...recordRange.args) as Iterable<[string, string, string, string]>) {
 		signatures++;
-		const key = keys.get(keyId);
 		const [header, , signature] = jws.split(".");
-		if (key && signature && verify(null, signingInput(header, id, data), key, Buffer.from(signature, "base64url"))) valid++;
+		if (!signature) continue;
+		if (nodeCryptoKeys) {
+			const key = nodeCryptoKeys.get(keyId);
+			if (key && nodeCryptoVerify(null, signingInput(header, id, data), key, Buffer.from(signature, "base64url"))) valid++;
+		} else {
+			const key = keys.get(keyId);
+			if (key && verify(Buffer.from(signature, "base64url"), signingInput(header, id, data), key)) valid++;
+		}
 	}
 	return { records: signatures, signatures, valid, findings: null };
 }
 
-export default function checkRange(task: RangeTask): RangeResult {
-	return task.kind === "audit" ? auditRange(task) : verifyRange(task);
+export default async function checkRange(task: RangeTask): Promise<RangeResult> {
+	sodium ??= await importSodium();
+	const current = open(task, sodium);
+	return task.kind === "audit" ? auditRange(task, current) : verifyRange(task, current);
 }

@@ -3,7 +3,7 @@
  * of one signature (its JWS, its verification, its place in its lease). Erasable TypeScript
  * with `.ts` imports only, so a worker thread loads it straight from the sources under jest.
  */
-import { createPublicKey, verify, type KeyObject } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 
 export const RULES = [
 	"one-signature-per-record",
@@ -122,10 +122,22 @@ export class HeaderCache {
 	}
 }
 
-/** What verifying needs: the keys that imported, the parsed headers. */
+/** The raw 32 bytes of an Ed25519 public key from a JWK's `x` (one `importEd25519` accepted). */
+export function ed25519PublicKeyBytes(x: string): Buffer {
+	const bytes = Buffer.from(x, "base64url");
+	if (bytes.length !== 32) throw new Error(`an Ed25519 public key is 32 bytes, not ${bytes.length}`);
+	return bytes;
+}
+
+/**
+ * What verifying needs: the raw public key of each key id that imported, the parsed headers,
+ * and Ed25519 verification of a 64-byte detached signature (libsodium's
+ * `crypto_sign_verify_detached` in the audit's threads, src/audit/audit.worker.ts).
+ */
 export interface Verifier {
-	keys: Map<string, KeyObject>;
+	keys: Map<string, Uint8Array>;
 	headers: HeaderCache;
+	verify(signature: Buffer, message: Buffer, publicKey: Uint8Array): boolean;
 }
 
 /**
@@ -149,7 +161,7 @@ export function checkSignature(signature: SignatureRow, data: unknown, verifier:
 	if (!key) return findings.add(rule, `signature of record ${recordId} names key ${keyId}, which has no usable public key`, ids);
 	const signatureBytes = Buffer.from(parts[2], "base64url");
 	if (signatureBytes.length !== 64) return findings.add(rule, `signature of record ${recordId} is ${signatureBytes.length} bytes, not an Ed25519 signature`, ids);
-	if (!verify(null, signingInput(parts[0], recordId, data), key, signatureBytes))
+	if (!verifier.verify(signatureBytes, signingInput(parts[0], recordId, data), key))
 		findings.add(rule, `signature of record ${recordId} does not verify against key ${keyId} (${signatureRef(signature)})`, ids);
 }
 

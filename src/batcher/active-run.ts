@@ -5,6 +5,7 @@
  */
 import { Errors } from "moleculer";
 import type { Clock } from "../clock";
+import { DomainError } from "../errors";
 import type { RunDoc } from "../contract";
 import type { BatchPlanner } from "./planner";
 import type { BatcherLogger } from "./ports";
@@ -54,7 +55,7 @@ export async function whenAvailable<T>(context: RunContext, what: string, work: 
 			if (attempt > 0) context.logger.info(`${what} answers again after ${attempt} tries: dispatch goes on`);
 			return result;
 		} catch (err) {
-			if (context.halted() || err instanceof Errors.MoleculerClientError) throw err;
+			if (context.halted() || err instanceof Errors.MoleculerClientError || (err instanceof DomainError && !err.retryable)) throw err;
 			if (attempt === 0) context.logger.warn(`${what} failed (${(err as Error).message}): dispatch pauses and tries again until it answers`);
 			await context.clock.sleep(Math.min(5_000, 100 * 2 ** attempt));
 		}

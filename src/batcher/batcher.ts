@@ -7,7 +7,7 @@
  * - flight-watcher.ts: batches in flight checked on with their signers, lost ones given up;
  * - report.ts: how a run ends.
  */
-import { Errors } from "moleculer";
+import { DomainError } from "../errors";
 import type { Clock } from "../clock";
 import type { BatcherStatus, RunDetails, RunDoc, RunView, StartRunParams, StartedRun } from "../contract";
 import { whenAvailable, type ActiveRun, type RunContext } from "./active-run";
@@ -74,13 +74,13 @@ export class Batcher {
 			const known = await this.deps.store.runByIdempotencyKey(idempotencyKey);
 			if (known) {
 				if ((known.requestFingerprint ?? fingerprint) !== fingerprint)
-					throw new Errors.MoleculerClientError("This Idempotency-Key was already used with a different request", 422, "IDEMPOTENCY_KEY_REUSED", { field: "Idempotency-Key", runId: known.runId });
+					throw new DomainError("IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request", { field: "Idempotency-Key", runId: known.runId });
 				return { ...runView(known), replayed: true };
 			}
 		}
 		if (this.active) {
 			const { runId, batchSize: activeSize } = this.active.run;
-			throw new Errors.MoleculerClientError(`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, 409, "RUN_ACTIVE", { runId, batchSize: activeSize });
+			throw new DomainError("RUN_ACTIVE", `Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, { runId, batchSize: activeSize });
 		}
 		await this.checkBatchFits(batchSize);
 		const now = new Date(this.deps.clock.now()).toISOString();
@@ -116,8 +116,8 @@ export class Batcher {
 		const active = this.active;
 		if (!active || (runId !== undefined && active.run.runId !== runId)) {
 			const run = runId !== undefined ? await this.deps.store.getRun(runId) : (await this.deps.store.listRuns())[0];
-			if (runId !== undefined && !run) throw new Errors.MoleculerClientError(`Run "${runId}" not found`, 404, "RUN_NOT_FOUND", { runId });
-			throw new Errors.MoleculerClientError(run ? `Run ${run.runId} is not running (it is ${run.status}): nothing to cancel` : "No run is active: nothing to cancel", 409, "RUN_NOT_ACTIVE", { runId: run?.runId ?? null, status: run?.status ?? null });
+			if (runId !== undefined && !run) throw new DomainError("RUN_NOT_FOUND", `Run "${runId}" not found`, { runId });
+			throw new DomainError("RUN_NOT_ACTIVE", run ? `Run ${run.runId} is not running (it is ${run.status}): nothing to cancel` : "No run is active: nothing to cancel", { runId: run?.runId ?? null, status: run?.status ?? null });
 		}
 		if (!active.cancelled) {
 			active.cancelled = true;
@@ -143,7 +143,7 @@ export class Batcher {
 	/** One run with its batch counts and, once finished, its report. */
 	async get(runId: string): Promise<RunDetails> {
 		const run = await this.deps.store.getRun(runId);
-		if (!run) throw new Errors.MoleculerClientError(`Run "${runId}" not found`, 404, "RUN_NOT_FOUND", { runId });
+		if (!run) throw new DomainError("RUN_NOT_FOUND", `Run "${runId}" not found`, { runId });
 		const summary = await this.deps.store.batchSummary(run.runId);
 		const inFlight = this.active?.run.runId === run.runId ? this.active.inFlight.size : 0;
 		return { ...runView(run), batches: { total: summary.total, ...summary.byStatus }, inFlight };

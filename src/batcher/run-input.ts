@@ -3,13 +3,13 @@
  * (an integer in range, and small enough for one message to a signer), the Idempotency-Key,
  * and what the stored run shows a caller.
  */
-import { Errors } from "moleculer";
+import { DomainError } from "../errors";
 import { MAX_BATCH_SIZE } from "../config";
 import type { RunDoc, RunView } from "../contract";
 
-export class InvalidBatchSizeError extends Errors.MoleculerClientError {
+export class InvalidBatchSizeError extends DomainError {
 	constructor(value: unknown) {
-		super(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}, got ${JSON.stringify(value)}`, 422, "INVALID_BATCH_SIZE", { field: "batchSize", min: 1, max: MAX_BATCH_SIZE, value });
+		super("INVALID_BATCH_SIZE", `batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}, got ${JSON.stringify(value)}`, { field: "batchSize", min: 1, max: MAX_BATCH_SIZE, value });
 	}
 }
 
@@ -17,12 +17,13 @@ export class InvalidBatchSizeError extends Errors.MoleculerClientError {
 const BYTES_PER_RECORD = 24;
 const BYTES_PER_BATCH = 1024;
 
-export class BatchTooLargeError extends Errors.MoleculerClientError {
+export class BatchTooLargeError extends DomainError {
 	constructor(batchSize: number, bytes: number, limit: number, largest: number) {
 		super(
+			"BATCH_TOO_LARGE",
 			`batchSize ${batchSize} does not fit one message to a signer: a batch of ${batchSize} records takes about ${Math.ceil(bytes / 1024)} KB, and the NATS server takes at most ${Math.floor(limit / 1024)} KB (its max_payload). ` +
 				`Use a batch size of at most ${largest}, or raise the server's max_payload.`,
-			422, "BATCH_TOO_LARGE", { field: "batchSize", value: batchSize, max: largest, maxPayload: limit }
+			{ field: "batchSize", value: batchSize, max: largest, maxPayload: limit }
 		);
 	}
 }
@@ -47,7 +48,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 export function validateIdempotencyKey(key: unknown): string | undefined {
 	if (key === undefined || key === null) return undefined;
 	if (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key))
-		throw new Errors.MoleculerClientError("Idempotency-Key must be 1 to 255 printable ASCII characters", 422, "INVALID_IDEMPOTENCY_KEY", { field: "Idempotency-Key", rule: "1-255 printable ASCII characters" });
+		throw new DomainError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 printable ASCII characters", { field: "Idempotency-Key", rule: "1-255 printable ASCII characters" });
 	return key;
 }
 

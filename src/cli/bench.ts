@@ -3,12 +3,14 @@
  * not timed):
  *
  * - the floor: the run's own payloads, read from the store, signed as the same detached JWS
- *   with node:crypto's Ed25519 on one worker thread per core (src/signer/sign.worker.ts), with
- *   no coordination and no storage: the hardware's limit for this work;
- * - the jose floor: the same with jose, as the benchmark's floor was before;
+ *   with libsodium's Ed25519 on one worker thread per core (the signer's own signing thread,
+ *   src/signer/sign.worker.ts, the key handed off per chunk as in a run), with no
+ *   coordination and no storage: the hardware's limit for this work, with the fastest library;
+ * - the node:crypto floor: the same with node:crypto (OpenSSL), as the signer signed before;
+ * - the jose floor: the same with jose, as the benchmark's floor was before that;
  * - the run: `batcher.start` to `run.completed`, every record signed and stored;
- * - the audit of the stored run, and its floor: the same signatures verified with node:crypto
- *   on every core, nothing else checked;
+ * - the audit of the stored run, and its floor: the same signatures verified with libsodium
+ *   on every core, nothing else checked (and with node:crypto beside it);
  * - unless `--skip-checks-cost`, three pairs of the same run on fresh stores of the same
  *   records, with the bus checks and without (src/identity/bus-checks.ts), in turn: what
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
@@ -29,6 +31,7 @@ import { openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
 import { loadConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
+import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask, SignTaskResult } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
@@ -36,6 +39,7 @@ import { storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
+import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
 const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost]
   --records N         records to sign (default 100000)
@@ -43,9 +47,10 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the run across processes over NATS
   --skip-checks-cost  leave out the run without the bus checks
-The last line is one JSON object: floorSeconds, joseFloorSeconds, runSeconds, ratio, recordsPerSecond,
-peakRssMB, auditSeconds, verifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds and checksCost unless
---skip-checks-cost, and natsRunSeconds, natsRatio unless --skip-nats.`;
+The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
+runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
+nodeCryptoVerifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds and checksCost unless --skip-checks-cost,
+and natsRunSeconds, natsRatio unless --skip-nats.`;
 
 const OPTIONS = {
 	records: { type: "string" },
@@ -90,12 +95,33 @@ async function overStoredPayloads<T>(dataDir: string, pool: Piscina, task: (chun
 	return took;
 }
 
-/** The hardware floor: node:crypto Ed25519, the production signing thread, nothing else. */
-async function nodeCryptoFloor(dataDir: string): Promise<number> {
+/**
+ * The hardware floor: libsodium Ed25519 in the production signing thread, nothing else. The
+ * key lives in guarded memory and reaches the threads as in a run: one hand-off per chunk.
+ */
+async function sodiumFloor(dataDir: string): Promise<number> {
 	const pool = new Piscina<SignTask, SignTaskResult>({ filename: workerFile("../signer/sign.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const key = LeaseSecret.generate("key-000");
+	const handOffs: SharedArrayBuffer[] = [];
+	try {
+		return await overStoredPayloads(dataDir, pool, records => {
+			const secret = key.handOff();
+			handOffs.push(secret);
+			return { secret, keyId: key.keyId, records, deadline: Infinity };
+		});
+	} finally {
+		for (const handOff of handOffs) wipeHandOff(handOff);
+		key.dispose();
+		await pool.destroy();
+	}
+}
+
+/** The same signatures with node:crypto (OpenSSL), one thread per core. */
+async function nodeCryptoFloor(dataDir: string): Promise<number> {
+	const pool = new Piscina<NodeCryptoTask, number>({ filename: workerFile("bench-node-crypto.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
 	const { privateKey } = generateKeyPairSync("ed25519");
 	try {
-		return await overStoredPayloads(dataDir, pool, records => ({ key: privateKey, keyId: "key-000", records, deadline: Infinity }));
+		return await overStoredPayloads(dataDir, pool, records => ({ key: privateKey, keyId: "key-000", records }));
 	} finally {
 		await pool.destroy();
 	}
@@ -124,11 +150,15 @@ async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedE
 }
 
 interface EmbeddedFigures {
+	/** libsodium's floor: the fastest. */
 	floorSeconds: number;
+	nodeCryptoFloorSeconds: number;
 	joseFloorSeconds: number;
 	runSeconds: number;
 	auditSeconds: number;
+	/** libsodium's verify floor, and node:crypto's. */
 	verifyFloorSeconds: number;
+	nodeCryptoVerifyFloorSeconds: number;
 	peakRssMB: number;
 	/** The same run with the bus checks off, unless skipped. */
 	checks: { checkedSeconds: number; uncheckedSeconds: number; cost: number } | null;
@@ -182,8 +212,10 @@ async function checksCost(records: number, keys: number, batchSize: number): Pro
 async function embedded(records: number, keys: number, batchSize: number, withChecksCost: boolean): Promise<EmbeddedFigures> {
 	const { dataDir, broker, completion, remove } = await seededSystem(records, keys, batchSize);
 	try {
-		const floorSeconds = await nodeCryptoFloor(dataDir);
-		console.log(`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: node:crypto Ed25519, ${cores} threads, no coordination, no storage)`);
+		const floorSeconds = await sodiumFloor(dataDir);
+		console.log(`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: libsodium Ed25519, ${cores} threads, no coordination, no storage)`);
+		const nodeCryptoFloorSeconds = await nodeCryptoFloor(dataDir);
+		console.log(`node:crypto floor ${nodeCryptoFloorSeconds.toFixed(2)} s  (${Math.round(records / nodeCryptoFloorSeconds)} signatures/s: the same with node:crypto; libsodium ${(nodeCryptoFloorSeconds / floorSeconds).toFixed(2)}x as fast)`);
 		const joseFloorSeconds = await joseFloor(dataDir);
 		console.log(`jose floor ${joseFloorSeconds.toFixed(2)} s  (${Math.round(records / joseFloorSeconds)} signatures/s: the same with jose)`);
 
@@ -203,10 +235,14 @@ async function embedded(records: number, keys: number, batchSize: number, withCh
 		const auditSeconds = seconds(started);
 		if (!verdict.ok) throw new Error(`the audit of the benchmark's run failed: ${verdict.violations.slice(0, 3).map(v => v.message).join("; ")}`);
 		const verifyFloorSeconds = (await verifyFloor(dataDir)).seconds;
-		console.log(`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: node:crypto on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)})`);
+		const nodeCryptoVerifyFloorSeconds = (await verifyFloor(dataDir, { library: "node:crypto" })).seconds;
+		console.log(
+			`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: libsodium on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)}; ` +
+				`node:crypto's verify floor ${nodeCryptoVerifyFloorSeconds.toFixed(2)} s, libsodium ${(nodeCryptoVerifyFloorSeconds / verifyFloorSeconds).toFixed(2)}x as fast)`
+		);
 		const rss = peakRssMB();
 		const checks = withChecksCost ? await checksCost(records, keys, batchSize) : null;
-		return { floorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, peakRssMB: rss, checks };
+		return { floorSeconds, nodeCryptoFloorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, nodeCryptoVerifyFloorSeconds, peakRssMB: rss, checks };
 	} finally {
 		await remove();
 	}
@@ -221,6 +257,7 @@ async function main(flags: { records?: string; keys?: string; "batch-size"?: str
 	const summary: Record<string, number> = {
 		records,
 		floorSeconds: round(figures.floorSeconds),
+		nodeCryptoFloorSeconds: round(figures.nodeCryptoFloorSeconds),
 		joseFloorSeconds: round(figures.joseFloorSeconds),
 		runSeconds: round(figures.runSeconds),
 		ratio: round(figures.runSeconds / figures.floorSeconds),
@@ -228,6 +265,7 @@ async function main(flags: { records?: string; keys?: string; "batch-size"?: str
 		peakRssMB: figures.peakRssMB,
 		auditSeconds: round(figures.auditSeconds),
 		verifyFloorSeconds: round(figures.verifyFloorSeconds),
+		nodeCryptoVerifyFloorSeconds: round(figures.nodeCryptoVerifyFloorSeconds),
 		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds)
 	};
 	if (figures.checks) Object.assign(summary, { checkedRunSeconds: round(figures.checks.checkedSeconds), uncheckedRunSeconds: round(figures.checks.uncheckedSeconds), checksCost: round(figures.checks.cost) });

@@ -8,7 +8,7 @@ import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
 import { Actions, call, type Caller, type MetricsSnapshot, type Progress, type RunReport, type RunView } from "../contract";
-import { watchNatsStatus } from "../nats-status";
+import { watchNatsStatus } from "../broker/nats-status";
 
 /** The flags of a signing job. */
 export const JOB_FLAGS = {

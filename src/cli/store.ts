@@ -10,7 +10,7 @@ import { ServiceBroker } from "moleculer";
 import { openStoreFiles, type AuditDb } from "../audit/audit-db";
 import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD, servicePages } from "../audit/collect";
 import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
-import { brokerOptions } from "../broker-options";
+import { brokerOptions } from "../broker/broker-options";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { UserError } from "../user-error";
 import { UsageError, type CliOptions } from "./cli";

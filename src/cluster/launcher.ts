@@ -17,14 +17,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
-import { brokerOptions } from "../broker-options";
+import { brokerOptions } from "../broker/broker-options";
 import { loadConfig } from "../config";
 import { ensurePrivateDir, privateAppendStream } from "../private-files";
 import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
 import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
 import { killOnExit } from "./children";
-import { opsEventGroup, roleUrl, type NatsRole } from "../nats-permissions";
+import { opsEventGroup, roleUrl, type NatsRole } from "../broker/nats-permissions";
 import { NATS_MAX_PAYLOAD, startLocalNats } from "./local-nats";
 import type { NatsServer } from "./nats-server";
 

@@ -1,13 +1,13 @@
 /**
  * A nats-server on 127.0.0.1 for processes of this machine: `npm run cluster` and
  * `npm run serve` (so that `npm run repl` can join it). One NATS user per role with least
- * privilege (src/nats-permissions.ts), fresh random passwords, and the configuration file
+ * privilege (src/broker/nats-permissions.ts), fresh random passwords, and the configuration file
  * (mode 0600) in the caller's folder.
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { authorizationBlock, NATS_ROLES, roleUrl, type NatsRole } from "../nats-permissions";
+import { authorizationBlock, NATS_ROLES, roleUrl, type NatsRole } from "../broker/nats-permissions";
 import { startNatsServer, type NatsServer } from "./nats-server";
 
 /**

@@ -6,7 +6,9 @@
  *
  * SHA-256 over each string's length and UTF-16 code units (`<length>:<text>`, hashed as
  * UTF-16LE): no separator a record's data could forge, and no two strings with one encoding
- * (UTF-8 would fold lone surrogates together).
+ * (UTF-8 would fold lone surrogates together). A piece's signatures are hashed as UTF-8, half
+ * the bytes: their JWS and times are ASCII, and their record ids are bound exactly by the
+ * ids digest records checks beside the proof.
  *
  * A batch's records and a piece's signatures cross the services of one process by reference.
  * `sealRecords` and `sealSignatures` freeze them and remember their digest, so a service of the
@@ -18,7 +20,7 @@ import type { RecordPayload } from "../contract";
 /** Signatures per `records.storeSignatures` call: the pieces a batch is stored in (src/signer/signer.ts). */
 export const TRANSFER_CHUNK = 2_000;
 
-const digest = (encoded: string) => createHash("sha256").update(encoded, "utf16le").digest("base64url");
+const digest = (encoded: string, encoding: "utf16le" | "utf8" = "utf16le") => createHash("sha256").update(encoded, encoding).digest("base64url");
 const field = (text: string) => `${text.length}:${text}`;
 
 /** Digests of sealed (frozen) arrays, by identity. */
@@ -66,14 +68,14 @@ export function idChunkDigests(ids: readonly string[]): string[] {
 
 /** One stored piece's signatures: what the lease holder's store proof signs. */
 export function signaturesDigest(signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>): string {
-	return sealed.get(signatures) ?? digest(encodeSignatures(signatures));
+	return sealed.get(signatures) ?? digest(encodeSignatures(signatures), "utf8");
 }
 
 /** Freezes a piece's signatures and remembers their digest. */
 export function sealSignatures(signatures: Array<{ recordId: string; jws: string; signedAt: string }>): string {
 	for (const signature of signatures) Object.freeze(signature);
 	Object.freeze(signatures);
-	const value = digest(encodeSignatures(signatures));
+	const value = digest(encodeSignatures(signatures), "utf8");
 	sealed.set(signatures, value);
 	return value;
 }

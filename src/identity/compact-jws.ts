@@ -3,12 +3,17 @@
  * cross the bus (signer proofs, dispatch tickets, lease tokens) are made and checked on every
  * batch, so they skip a JOSE library's generality. Any JOSE library verifies them.
  *
+ * Signing and verifying go through libsodium (src/signer/sodium.ts), twice as fast as
+ * node:crypto here: a key's raw bytes are taken from its KeyObject once and kept beside it.
+ *
  * A statement signed in this process is known to verify when it is checked in this process
  * (the services of `npm start` share one): the last few thousand are remembered, so that
  * check costs a lookup instead of an Ed25519 verification. Only this module's own signing
  * puts an entry there, with the public key it verifies under.
  */
-import { createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import type { JWK } from "jose";
+import { requireSodium } from "../signer/sodium";
 
 export interface JwsHeader {
 	alg: "EdDSA";
@@ -29,35 +34,52 @@ export interface ParsedJws<C> {
 
 const b64 = (value: string | Buffer) => Buffer.from(value).toString("base64url");
 
-/** Signatures made here: `<signature>\n<message>` -> the public key's DER (as base64) it verifies under. */
+/** Signatures made here: `<signature>\n<message>` -> the public key's `x` it verifies under. */
 const signedHere = new Map<string, string>();
 const SIGNED_HERE_MAX = 8_192;
-const publicDer = new WeakMap<KeyObject, string>();
 
-/** A key's public half as one string, computed once per KeyObject. */
-function publicId(key: KeyObject): string {
-	let id = publicDer.get(key);
-	if (id === undefined) {
-		id = (key.type === "private" ? createPublicKey(key) : key).export({ format: "der", type: "spki" }).toString("base64");
-		publicDer.set(key, id);
+/** A key's raw Ed25519 bytes as libsodium takes them: the 64-byte secret (seed and public key) of a private key, the 32-byte public key. */
+interface RawKey {
+	x: string;
+	publicKey: Buffer;
+	secretKey: Buffer | null;
+}
+const rawKeys = new WeakMap<KeyObject, RawKey>();
+
+/** The raw bytes of an Ed25519 KeyObject, read once (long-lived keys: credentials, the authority, enrolled keys). */
+function raw(key: KeyObject): RawKey {
+	let found = rawKeys.get(key);
+	if (!found) {
+		const jwk = key.export({ format: "jwk" }) as JWK;
+		const publicKey = Buffer.from(jwk.x!, "base64url");
+		found = { x: jwk.x!, publicKey, secretKey: jwk.d ? Buffer.concat([Buffer.from(jwk.d, "base64url"), publicKey]) : null };
+		rawKeys.set(key, found);
 	}
-	return id;
+	return found;
 }
 
 /** An Ed25519 signature over `message`, remembered as made here. */
 export function signDetached(privateKey: KeyObject, message: string): string {
-	const signature = sign(null, Buffer.from(message), privateKey).toString("base64url");
+	const { x, secretKey } = raw(privateKey);
+	if (!secretKey) throw new Error("signDetached needs a private key");
+	const sodium = requireSodium();
+	const signature = Buffer.alloc(sodium.crypto_sign_BYTES);
+	sodium.crypto_sign_detached(signature, Buffer.from(message), secretKey);
+	const text = signature.toString("base64url");
 	if (signedHere.size >= SIGNED_HERE_MAX) signedHere.delete(signedHere.keys().next().value!);
-	signedHere.set(`${signature}\n${message}`, publicId(privateKey));
-	return signature;
+	signedHere.set(`${text}\n${message}`, x);
+	return text;
 }
 
 /** Whether `signature` signs `message` under `publicKey`: a lookup when it was made in this process. */
 export function verifyDetached(publicKey: KeyObject, message: string, signature: unknown): boolean {
 	if (typeof signature !== "string") return false;
+	const key = raw(publicKey);
 	const here = signedHere.get(`${signature}\n${message}`);
-	if (here !== undefined) return here === publicId(publicKey);
-	return verify(null, Buffer.from(message), publicKey, Buffer.from(signature, "base64url"));
+	if (here !== undefined) return here === key.x;
+	const bytes = Buffer.from(signature, "base64url");
+	const sodium = requireSodium();
+	return bytes.length === sodium.crypto_sign_BYTES && sodium.crypto_sign_verify_detached(bytes, Buffer.from(message), key.publicKey);
 }
 
 export function signJws(privateKey: KeyObject, header: JwsHeader, claims: object): string {

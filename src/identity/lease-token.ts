@@ -11,7 +11,7 @@
  * with no round trip: a token read off the bus is useless without the holder's credential.
  */
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { Errors } from "moleculer";
+import { DomainError, type ErrorType } from "../errors";
 import type { StoreSignaturesParams } from "../contract";
 import type { AuthorityKey, KeyringTrust } from "./authority";
 import { idsDigest, sealSignatures, signaturesDigest } from "./batch-digest";
@@ -44,7 +44,7 @@ export function issueLeaseToken(authority: AuthorityKey, claims: Omit<LeaseToken
 export function ownLeaseToken(authority: AuthorityKey, token: unknown): LeaseTokenClaims | null {
 	const parsed = parseJws<LeaseTokenClaims>(token);
 	if (!parsed || parsed.header.typ !== LEASE_TOKEN_TYPE || parsed.header.kid !== authority.kid) return null;
-	return verifyJws(parsed, createPublicKey(authority.privateKey)) ? parsed.claims : null;
+	return verifyJws(parsed, authority.privateKey) ? parsed.claims : null;
 }
 
 const storeStatement = (leaseId: string, batchId: string, digest: string) => `record-signer store v1\n${leaseId}\n${batchId}\n${digest}`;
@@ -55,16 +55,16 @@ export function makeStoreProof(credential: SignerCredential, piece: Pick<StoreSi
 }
 
 /** Signatures refused because their sender is not the holder of the batch's current lease: 403. */
-export class StoreRefusedError extends Errors.MoleculerClientError {
-	constructor(reason: string, type: string, data: Record<string, unknown> = {}) {
-		super(`Refused: ${reason}. Only the holder of a batch's current lease stores its signatures`, 403, type, data);
+export class StoreRefusedError extends DomainError {
+	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
+		super(type, `Refused: ${reason}. Only the holder of a batch's current lease stores its signatures`, data);
 	}
 }
 
 /** Records has no keyring public key to check tokens with yet: 503, retried by the signer's batch. */
-export class NoTrustAnchorError extends Errors.MoleculerRetryableError {
+export class NoTrustAnchorError extends DomainError {
 	constructor(where: string) {
-		super(`Records cannot check lease tokens: no keyring public key found in ${where}. Start the keyring with the same DATA_DIR, or set KEYRING_PUBLIC_KEY`, 503, "NO_KEYRING_PUBLIC_KEY");
+		super("NO_KEYRING_PUBLIC_KEY", `Records cannot check lease tokens: no keyring public key found in ${where}. Start the keyring with the same DATA_DIR, or set KEYRING_PUBLIC_KEY`);
 	}
 }
 
@@ -74,13 +74,15 @@ const CHECKED_MAX = 4_096;
 /** Records' side: checks a piece of signatures against its lease token and store proof. */
 export class StoreGate {
 	private readonly checked = new Map<string, { claims: LeaseTokenClaims; holderKey: KeyObject }>();
+	/** The holders' credentials, by their `x`: a handful of signers, each made into a key once. */
+	private readonly holders = new Map<string, KeyObject>();
 
 	constructor(private readonly trust: KeyringTrust) {}
 
 	check(params: StoreSignaturesParams, now = Date.now()): void {
 		const token = this.token(params.token);
 		const { claims } = token;
-		const refuse = (reason: string, type = "LEASE_TOKEN_INVALID") => new StoreRefusedError(reason, type, { batchId: params.batchId, leaseId: params.leaseId });
+		const refuse = (reason: string, type: ErrorType = "LEASE_TOKEN_INVALID") => new StoreRefusedError(reason, type, { batchId: params.batchId, leaseId: params.leaseId });
 		if (claims.lid !== params.leaseId || claims.key !== params.keyId || claims.bid !== params.batchId)
 			throw refuse(`the lease token is for lease ${claims.lid} of ${claims.key} on batch ${claims.bid}, not lease ${params.leaseId} of ${params.keyId} on batch ${params.batchId}`);
 		if (claims.exp < now) throw refuse(`lease ${params.leaseId} ended at ${new Date(claims.exp).toISOString()}`, "LEASE_TOKEN_EXPIRED");
@@ -100,7 +102,9 @@ export class StoreGate {
 		if (!verifyJws(parsed, key)) throw new StoreRefusedError("the lease token's signature does not verify with the keyring's public key", "LEASE_TOKEN_INVALID");
 		const { claims } = parsed;
 		if (typeof claims.cnf !== "string" || !Array.isArray(claims.ids) || typeof claims.exp !== "number") throw new StoreRefusedError("the lease token lacks its claims", "LEASE_TOKEN_INVALID");
-		const checked = { claims, holderKey: createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: claims.cnf }, format: "jwk" } as never) };
+		let holderKey = this.holders.get(claims.cnf);
+		if (!holderKey) this.holders.set(claims.cnf, (holderKey = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: claims.cnf }, format: "jwk" } as never)));
+		const checked = { claims, holderKey };
 		if (this.checked.size >= CHECKED_MAX) this.checked.delete(this.checked.keys().next().value!);
 		this.checked.set(token, checked);
 		return checked;

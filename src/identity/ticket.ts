@@ -14,7 +14,7 @@
  * settles a batch whose signer is gone only when the batcher asks.
  */
 import type { KeyObject } from "node:crypto";
-import { Errors } from "moleculer";
+import { DomainError, type ErrorType } from "../errors";
 import type { RecordPayload } from "../contract";
 import { idChunkDigests, recordsDigest, sealRecords } from "./batch-digest";
 import { parseJws, signDetached, signJws, verifyDetached } from "./compact-jws";
@@ -60,9 +60,9 @@ export function makeTicket(credential: SignerCredential, request: TicketRequest,
 }
 
 /** A request to act on a batch the batcher did not send: 403, logged with the caller's node. */
-export class BatchRefusedError extends Errors.MoleculerClientError {
-	constructor(reason: string, type: string, data: Record<string, unknown> = {}) {
-		super(`Refused: ${reason}. A signer signs only a batch the batcher recorded and sent to it`, 403, type, data);
+export class BatchRefusedError extends DomainError {
+	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
+		super(type, `Refused: ${reason}. A signer signs only a batch the batcher recorded and sent to it`, data);
 	}
 }
 

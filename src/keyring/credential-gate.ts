@@ -11,7 +11,7 @@
  * looked up at once (at most once a second).
  */
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { Errors } from "moleculer";
+import { DomainError, type ErrorType } from "../errors";
 import type { Clock } from "../clock";
 import { parseJws, verifyJws } from "../identity/compact-jws";
 import type { CredentialRole } from "../identity/credential";
@@ -23,9 +23,9 @@ const REFRESH_MS = 5_000;
 const MISS_LOOKUP_MS = 1_000;
 
 /** Why a lease request was refused: 403, with the reason; the keyring logs it with the caller's node. */
-export class SignerRefusedError extends Errors.MoleculerClientError {
-	constructor(reason: string, type: string, data: Record<string, unknown> = {}) {
-		super(`Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`, 403, type, data);
+export class SignerRefusedError extends DomainError {
+	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
+		super(type, `Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`, data);
 	}
 }
 
@@ -73,7 +73,7 @@ export class CredentialGate {
 		if (!parsed || parsed.header.typ !== TICKET_TYPE || typeof parsed.header.kid !== "string") throw new BatchRefusedError("the dispatch ticket is not one", "DISPATCH_TICKET_INVALID");
 		const batcher = parsed.header.kid;
 		const known = await this.lookup(batcher);
-		const invalid = (reason: string, type = "DISPATCH_TICKET_INVALID") => new BatchRefusedError(reason, type, { batcher });
+		const invalid = (reason: string, type: ErrorType = "DISPATCH_TICKET_INVALID") => new BatchRefusedError(reason, type, { batcher });
 		if (!known) throw invalid(`batcher "${batcher}" is not enrolled`, "BATCHER_NOT_ENROLLED");
 		if (known.signer.revokedAt) throw invalid(`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`, "BATCHER_REVOKED");
 		if (!verifyJws(parsed, known.key)) throw invalid(`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`);

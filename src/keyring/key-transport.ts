@@ -8,11 +8,13 @@
  * shared secret. Per lease the keyring seals the private JWK as a compact JWE
  * (`A256KW`, `A256GCM`) under that key, with the key id and the lease id in its protected
  * header (so the sealed key cannot be replayed for another lease): a few microseconds of
- * AES, where an ECDH per lease cost a millisecond and a half. Only that signer opens it, into
- * a non-extractable key its signing threads use with node:crypto.
+ * AES, where an ECDH per lease cost a millisecond and a half. Only that signer opens it,
+ * straight into libsodium's guarded memory (`openSecret`, src/signer/lease-secret.ts), from
+ * which its signing threads sign the batch.
  */
 import crypto, { type KeyObject, type webcrypto } from "node:crypto";
 import type { JWK } from "jose";
+import { LeaseSecret } from "../signer/lease-secret";
 
 export const LEASE_KEY_ALG = "A256KW";
 export const LEASE_KEY_ENC = "A256GCM";
@@ -121,30 +123,55 @@ export class LeaseKeyOpener {
 	constructor(readonly session: SessionKey = createSessionKey()) {}
 
 	/**
-	 * The lease's Ed25519 private key, non-extractable. Refuses a sealed key bound to another
-	 * key id or lease, or one that does not open under this session.
+	 * Decrypts the lease's sealed key and hands its plaintext (the private JWK's bytes) to
+	 * `use`, then wipes every buffer that held it or the content key. Refuses a sealed key bound
+	 * to another key id or lease, or one that does not open under this session.
 	 */
-	async open(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<webcrypto.CryptoKey> {
+	private unseal<T>(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }, use: (plaintext: Buffer) => T): T {
 		const kek = this.keks.get(String(lease.transportKey.x), () => deriveKek(this.session.privateKey, lease.transportKey, String(this.session.publicJwk.x), String(lease.transportKey.x)));
 		const [header, wrapped, iv, ciphertext, tag] = lease.key.split(".");
 		const fields = JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { alg?: string; enc?: string; kid?: string; lid?: string };
 		if (fields.alg !== LEASE_KEY_ALG || fields.enc !== LEASE_KEY_ENC) throw new Error(`the lease key is not an ${LEASE_KEY_ALG}/${LEASE_KEY_ENC} JWE`);
 		if (fields.kid !== lease.keyId || fields.lid !== lease.leaseId) throw new Error(`the lease key is sealed for ${fields.kid} under lease ${fields.lid}, not ${lease.keyId} under ${lease.leaseId}`);
-		const unwrap = crypto.createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
-		const cek = Buffer.concat([unwrap.update(Buffer.from(wrapped, "base64url")), unwrap.final()]);
-		const decipher = crypto.createDecipheriv("aes-256-gcm", cek, Buffer.from(iv, "base64url"));
-		decipher.setAAD(Buffer.from(header, "ascii"));
-		decipher.setAuthTag(Buffer.from(tag, "base64url"));
-		const plaintext = Buffer.concat([decipher.update(Buffer.from(ciphertext, "base64url")), decipher.final()]);
-		cek.fill(0);
+		// Each output buffer is wiped, not only the joined one: update() and final() return their own.
+		const parts: Buffer[] = [];
+		const kept = (part: Buffer) => {
+			parts.push(part);
+			return part;
+		};
 		try {
+			const unwrap = crypto.createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+			const cek = kept(Buffer.concat([kept(unwrap.update(Buffer.from(wrapped, "base64url"))), kept(unwrap.final())]));
+			const decipher = crypto.createDecipheriv("aes-256-gcm", cek, Buffer.from(iv, "base64url"));
+			decipher.setAAD(Buffer.from(header, "ascii"));
+			decipher.setAuthTag(Buffer.from(tag, "base64url"));
+			const plaintext = kept(Buffer.concat([kept(decipher.update(Buffer.from(ciphertext, "base64url"))), kept(decipher.final())]));
+			return use(plaintext);
+		} finally {
+			for (const part of parts) part.fill(0);
+		}
+	}
+
+	/**
+	 * The lease's Ed25519 key in libsodium's guarded memory, for the signing threads
+	 * (src/signer/lease-secret.ts): `d` goes from the decrypted bytes into a secure buffer and
+	 * nowhere else. The caller disposes it when the batch is signed.
+	 */
+	async openSecret(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<LeaseSecret> {
+		return this.unseal(lease, plaintext => LeaseSecret.fromPrivateJwk(plaintext, lease.keyId));
+	}
+
+	/**
+	 * The lease's Ed25519 private key as a non-extractable node:crypto/WebCrypto key (for
+	 * JOSE libraries; the signer itself signs with `openSecret`'s key).
+	 */
+	async open(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<webcrypto.CryptoKey> {
+		return this.unseal(lease, plaintext => {
 			const jwk = JSON.parse(plaintext.toString("utf8")) as JWK;
 			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string") throw new Error("the lease key is not an Ed25519 private key");
 			const key = crypto.createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, format: "jwk" }).toCryptoKey("Ed25519", false, ["sign"]);
 			delete jwk.d;
 			return key as webcrypto.CryptoKey;
-		} finally {
-			plaintext.fill(0);
-		}
+		});
 	}
 }

@@ -12,7 +12,7 @@
  * (src/keyring/role.ts) and writes only under its epoch, so a second keyring is refused by the
  * store itself.
  */
-import { Errors } from "moleculer";
+import { DomainError } from "../errors";
 import type { JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
 import { Events, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
@@ -78,10 +78,10 @@ export interface KeyringDeps {
 	clock?: Clock;
 }
 
-const stopping = (): Error => new Errors.MoleculerRetryableError("The keyring is stopping; no key was granted", 503, "KEYRING_STOPPING");
+const stopping = (): Error => new DomainError("KEYRING_STOPPING", "The keyring is stopping; no key was granted");
 
 function toClientError(err: unknown): unknown {
-	return err instanceof InvalidSessionKeyError ? new Errors.MoleculerClientError(err.message, 422, "INVALID_SESSION_KEY") : err;
+	return err instanceof InvalidSessionKeyError ? new DomainError("INVALID_SESSION_KEY", err.message) : err;
 }
 
 export class Keyring {
@@ -226,7 +226,7 @@ export class Keyring {
 	dropWaiters(holder: string): number {
 		return this.waiters.rejectWhere(
 			waiter => waiter.holder === holder,
-			() => new Errors.MoleculerRetryableError(`${holder} left the cluster while waiting for a key; no key was granted`, 503, "HOLDER_GONE", { holder })
+			() => new DomainError("HOLDER_GONE", `${holder} left the cluster while waiting for a key; no key was granted`, { holder })
 		);
 	}
 
@@ -317,9 +317,10 @@ export class Keyring {
 		if (!this.waiters.take(waiter)) return;
 		const waitedMs = this.clock.now() - waiter.since;
 		const keys = this.keys.docs.size;
-		waiter.reject(new Errors.MoleculerRetryableError(
+		waiter.reject(new DomainError(
+			"NO_FREE_KEY",
 			`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
-			503, "NO_FREE_KEY", { keys, waitedMs, limitMs: waiter.limitMs }
+			{ keys, waitedMs, limitMs: waiter.limitMs }
 		));
 	}
 
@@ -336,7 +337,7 @@ export class Keyring {
 	private lostRole(): void {
 		if (this.fenced) return;
 		this.deps.logger.error(`Another keyring took the keyring role of ${this.deps.storeName} (this one held epoch ${this.role.epoch}): this keyring stops granting and renewing leases now`);
-		void this.fence(() => new Errors.MoleculerRetryableError(`This keyring no longer grants or renews leases: another keyring holds the role in ${this.deps.storeName}`, 503, "KEYRING_FENCED", { epoch: this.role.epoch }));
+		void this.fence(() => new DomainError("KEYRING_FENCED", `This keyring no longer grants or renews leases: another keyring holds the role in ${this.deps.storeName}`, { epoch: this.role.epoch }));
 	}
 
 	/**

@@ -1,5 +1,5 @@
 /**
- * Test-only fault injection for the lost-reply scenarios (test/cluster-lost-replies.test.ts),
+ * Test-only fault injection for the lost-reply scenarios (test/integration/cluster-lost-replies.test.ts),
  * read from SIGNER_FAULT; unset in every real deployment. It acts once, on the N-th batch this
  * process stores, between storing its signatures and replying:
  *   kill-after-store@N        the process kills itself (SIGKILL): stored, never answered

@@ -1,13 +1,17 @@
 /**
  * The signer's pool of signing threads (piscina). A batch is cut into chunks spread over
  * the threads, so even one large batch uses every core while the event loop stays free for
- * leases and storage.
+ * leases and storage. The threads sign with libsodium; each chunk carries its own one-shot
+ * hand-off of the lease's key (src/signer/lease-secret.ts), wiped by the thread that copies it
+ * and again here once every chunk of the batch has settled.
  */
 import os from "node:os";
 import path from "node:path";
 import Piscina from "piscina";
-import { LeaseDeadlineError, type RecordPayload, type SigningKey } from "./jws";
+import { LeaseDeadlineError, type RecordPayload } from "./jws";
+import { wipeHandOff, type LeaseSecret } from "./lease-secret";
 import type { SignTask, SignTaskResult } from "./sign.worker";
+import { requireSodium } from "./sodium";
 
 /**
  * A signing thread holds one chunk at a time; small heaps make V8 collect its short-lived
@@ -26,6 +30,8 @@ export class SignPool {
 	readonly threads: number;
 
 	constructor(threads = os.availableParallelism()) {
+		// A signer without libsodium fails here, at its start, with what to do (not at its first batch).
+		requireSodium();
 		this.threads = Math.max(1, threads);
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
 		const worker = path.join(__dirname, `sign.worker${path.extname(__filename)}`);
@@ -37,13 +43,28 @@ export class SignPool {
 	/**
 	 * Signs every record with one key. No chunk starts at or after `deadline()`, and a chunk
 	 * that finishes past it voids the batch: a paused process must not come back and use a
-	 * lease the keyring may have reclaimed.
+	 * lease the keyring may have reclaimed. The key stays the caller's to dispose; no copy of it
+	 * made here outlives this call.
 	 */
-	async sign(key: SigningKey, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]> {
+	async sign(key: LeaseSecret, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]> {
 		const chunkSize = Math.min(512, Math.max(32, Math.ceil(records.length / this.threads)));
 		const chunks: RecordPayload[][] = [];
 		for (let i = 0; i < records.length; i += chunkSize) chunks.push(records.slice(i, i + chunkSize));
-		const results = await Promise.all(chunks.map(chunk => this.pool.run({ key, keyId, records: JSON.stringify(chunk.map(r => [r.id, r.data])), deadline: deadline() })));
+		const handOffs: SharedArrayBuffer[] = [];
+		const runs: Array<Promise<SignTaskResult>> = [];
+		let results: SignTaskResult[];
+		try {
+			for (const chunk of chunks) {
+				const secret = key.handOff();
+				handOffs.push(secret);
+				runs.push(this.pool.run({ secret, keyId, records: JSON.stringify(chunk.map(r => [r.id, r.data])), deadline: deadline() }));
+			}
+			results = await Promise.all(runs);
+		} finally {
+			// A failed chunk fails the batch at once, but the others may still be queued with their hand-offs.
+			await Promise.allSettled(runs);
+			for (const handOff of handOffs) wipeHandOff(handOff);
+		}
 		const signed: SignedRecord[] = [];
 		for (let c = 0; c < chunks.length; c++) {
 			const { jws, finishedAt } = results[c];

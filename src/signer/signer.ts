@@ -73,7 +73,7 @@ export interface SignerDeps<K> {
 	afterStore?(batchId: string): Promise<void>;
 }
 
-/** The error type of a call failed by a NATS reconnect (src/lost-requests.ts): it may never have arrived. */
+/** The error type of a call failed by a NATS reconnect (src/broker/lost-requests.ts): it may never have arrived. */
 const LOST_IN_RECONNECT = "REQUEST_REJECTED";
 
 export class SignerStoppingError extends Error {

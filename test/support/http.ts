@@ -6,6 +6,7 @@ import { sleep, type Clock } from "../../src/clock";
 import { issueToken, loadAuthConfig, type AuthConfig, type IssueOptions } from "../../src/api/auth";
 import { apiOptions, type ApiOptions } from "../../src/api/settings";
 import type { RunCompletedEvent } from "../../src/contract";
+import { until } from "../../src/cluster/launcher";
 import { createSystem } from "../../src/system";
 import { testConfig, watchCompletions, type TestSystemOptions } from "./system";
 
@@ -79,13 +80,16 @@ export async function request<T = any>(baseUrl: string, method: string, path: st
 
 export { sleep };
 
-/** Polls `probe` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await probe();
-		if (value) return value;
-		if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-		await sleep(everyMs);
-	}
+type Probe<T> = () => Promise<T | null | undefined | false>;
+
+/**
+ * Polls `probe` until it returns a truthy value; past `timeoutMs` it fails naming `what` it
+ * waited for (the launcher's `until`, which every poll of the tests shares).
+ */
+export async function waitFor<T>(what: string, probe: Probe<T>, timeoutMs?: number, everyMs?: number): Promise<T>;
+/** @deprecated name what is waited for: `waitFor(what, probe, ...)`. */
+export async function waitFor<T>(probe: Probe<T>, timeoutMs?: number, everyMs?: number): Promise<T>;
+export async function waitFor<T>(...args: [string, Probe<T>, number?, number?] | [Probe<T>, number?, number?]): Promise<T> {
+	const [what, probe, timeoutMs = 10_000, everyMs = 50] = typeof args[0] === "string" ? (args as [string, Probe<T>, number?, number?]) : ["the condition", ...(args as [Probe<T>, number?, number?])];
+	return until(what, timeoutMs, async () => (await probe()) || null, everyMs) as Promise<T>;
 }

@@ -1,0 +1,89 @@
+/**
+ * The real Moleculer REPL in a child process (it reads process.stdin): `call batcher.start
+ * --batchSize 300` as the card writes it (docs/design.md §1.2, §11.2), and the custom `progress` command.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const ROOT = path.join(__dirname, "../..");
+
+/** Loads the TypeScript sources through the compiler's transpiler (no build needed), starts a small system and its REPL. */
+const CHILD = `
+const fs = require("fs");
+const ts = require("typescript");
+require.extensions[".ts"] = (module, filename) => {
+	const { outputText } = ts.transpileModule(fs.readFileSync(filename, "utf8"), { fileName: filename, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } });
+	module._compile(outputText, filename);
+};
+const { loadConfig } = require("./src/config.ts");
+const { createSystem } = require("./src/system.ts");
+const { replCommands } = require("./src/api/repl-commands.ts");
+const broker = createSystem(loadConfig({ RECORDS: "900", KEYS: "3", DATA_DIR: "" }), { logLevel: false });
+// What src/broker/broker-options.ts would carry: replOptions.customCommands.
+broker.options.replOptions = { customCommands: replCommands() };
+broker.start().then(() => { process.stdout.write("READY\\n"); broker.repl(); });
+`;
+
+describe("REPL", () => {
+	let child: ChildProcessWithoutNullStreams;
+	let output = "";
+	let home: string;
+
+	const waitForOutput = (pattern: RegExp, timeoutMs = 20_000) =>
+		new Promise<RegExpMatchArray>((resolve, reject) => {
+			const deadline = setTimeout(() => reject(new Error(`no ${pattern} in REPL output:\n${output}`)), timeoutMs);
+			const check = () => {
+				const match = output.match(pattern);
+				if (!match) return;
+				clearTimeout(deadline);
+				child.stdout.off("data", check);
+				resolve(match);
+			};
+			child.stdout.on("data", check);
+			check();
+		});
+
+	beforeAll(async () => {
+		home = fs.mkdtempSync(path.join(os.tmpdir(), "repl-home-"));
+		// HOME: the REPL keeps its history there.
+		child = spawn(process.execPath, ["-e", CHILD], { cwd: ROOT, env: { ...process.env, HOME: home, NO_COLOR: "1", FORCE_COLOR: "0" } });
+		child.stdout.setEncoding("utf8");
+		// util.inspect colours the replies whatever NO_COLOR says: strip the escapes.
+		const collect = (chunk: Buffer | string) => (output += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""));
+		child.stdout.on("data", collect);
+		child.stderr.on("data", collect);
+		await waitForOutput(/READY/);
+	});
+	afterAll(async () => {
+		if (child && child.exitCode === null) {
+			const exited = new Promise(resolve => child.once("exit", resolve));
+			child.kill("SIGTERM");
+			await exited;
+		}
+		fs.rmSync(home, { recursive: true, force: true });
+	});
+
+	test("call batcher.start --batchSize 300 starts a run with batch size 300; progress follows it to the end", async () => {
+		child.stdin.write("call batcher.start --batchSize 300\n");
+		const [, runId] = await waitForOutput(/runId: '(run-[^']+)'/);
+		expect(output).toContain("Call 'batcher.start' with params: { batchSize: 300 }");
+		expect(output).toMatch(/batchSize: 300,\s+status: 'running'/);
+
+		child.stdin.write("progress --interval 100\n");
+		await waitForOutput(new RegExp(`${runId} completed: 100\\.0% 900/900 records`));
+
+		child.stdin.write(`call batcher.get --runId ${runId}\n`);
+		await waitForOutput(/status: 'completed'/);
+
+		// `cancel` with nothing running says so.
+		child.stdin.write("cancel\n");
+		await waitForOutput(new RegExp(`cancel: Run ${runId} is not running \\(it is completed\\): nothing to cancel`));
+
+		// Ctrl+D: the REPL stops the broker and exits cleanly.
+		const exited = new Promise<number | null>(resolve => child.once("exit", resolve));
+		child.stdin.end();
+		expect(await exited).toBe(0);
+	});
+});
