@@ -11,6 +11,19 @@ import { electKeyring, ELECTION_SERVICE, type ElectionBus, type ElectionOptions,
 /** How long a node's own election service may take to register locally. */
 const OFFER_TIMEOUT_MS = 10_000;
 
+/** Moleculer's own discovery, which the typings do not show: what its debounced announcement calls. */
+interface Discovery {
+	regenerateLocalRawInfo(incSeq: boolean): unknown;
+	discoverer: { sendLocalNodeInfo(): Promise<unknown> | unknown };
+}
+
+/** Sends this node's INFO (its services) to the other nodes at once. */
+async function announceNow(broker: ServiceBroker): Promise<void> {
+	const registry = broker.registry as unknown as Discovery;
+	registry.regenerateLocalRawInfo(true);
+	await registry.discoverer.sendLocalNodeInfo();
+}
+
 /** The other nodes offering any of `services`, sorted. */
 export function otherKeyringNodes(broker: ServiceBroker, services: string[]): string[] {
 	const peers = new Set<string>();
@@ -33,6 +46,9 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 				if (Date.now() > deadline) throw new Error(`The keyring election service did not start within ${OFFER_TIMEOUT_MS / 1000} s on node ${broker.nodeID}`);
 				await sleep(20);
 			}
+			// Announced now: Moleculer debounces a new service's announcement by a second, which a
+			// loaded machine stretches past the settle time, and two candidates then miss each other.
+			await announceNow(broker);
 		},
 		peers: () => otherKeyringNodes(broker, [ELECTION_SERVICE, "keyring"]),
 		ask: (peer, timeout) => call(broker, Actions.keyring.claim, { nodeID: broker.nodeID }, { nodeID: peer, timeout }),
