@@ -18,10 +18,12 @@ interface Discovery {
 }
 
 /** Sends this node's INFO (its services) to the other nodes at once. */
-async function announceNow(broker: ServiceBroker): Promise<void> {
+function announceNow(broker: ServiceBroker): void {
 	const registry = broker.registry as unknown as Discovery;
 	registry.regenerateLocalRawInfo(true);
-	await registry.discoverer.sendLocalNodeInfo();
+	void Promise.resolve()
+		.then(() => registry.discoverer.sendLocalNodeInfo())
+		.catch(err => broker.logger.warn(`Could not announce the keyring election at once (${(err as Error).message}); it is announced with the node's next INFO`));
 }
 
 /** The other nodes offering any of `services`, sorted. */
@@ -48,7 +50,8 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 			}
 			// Announced now: Moleculer debounces a new service's announcement by a second, which a
 			// loaded machine stretches past the settle time, and two candidates then miss each other.
-			await announceNow(broker);
+			// Best effort, never awaited: a transport that cannot publish must not hold the election.
+			announceNow(broker);
 		},
 		peers: () => otherKeyringNodes(broker, [ELECTION_SERVICE, "keyring"]),
 		ask: (peer, timeout) => call(broker, Actions.keyring.claim, { nodeID: broker.nodeID }, { nodeID: peer, timeout }),
