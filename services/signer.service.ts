@@ -13,7 +13,8 @@ import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { makeStoreProof } from "../src/identity/lease-token";
 import { makeProof } from "../src/identity/proof";
-import { BatchRefusedError, checkTicketForBatch } from "../src/identity/ticket";
+import { checkTicketForBatch } from "../src/identity/ticket";
+import { loggedRefusal } from "../src/errors";
 import { serviceSettings, type SignerSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
 import { faultFromEnv } from "../src/signer/faults";
@@ -64,8 +65,7 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 					try {
 						if (busChecks.on) checkTicketForBatch(ctx.params.ticket, ctx.params, this.broker.nodeID);
 					} catch (err) {
-						if (err instanceof BatchRefusedError) this.logger.warn(`Refused signer.signBatch of batch ${ctx.params.batchId} from node ${ctx.nodeID ?? this.broker.nodeID}: ${err.message}`);
-						throw err;
+						throw loggedRefusal(err, this.logger, `signer.signBatch of batch ${ctx.params.batchId}`, ctx.nodeID ?? this.broker.nodeID);
 					}
 					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys, this.credential));
 				}

@@ -65,6 +65,15 @@ export class DomainError extends Error {
 	}
 }
 
+/**
+ * A refusal (a 403: a caller that may not do this) is logged where it happened, with the
+ * caller's node, and handed back to be thrown; any other error passes as it is.
+ */
+export function loggedRefusal(err: unknown, logger: { warn(line: string): void }, what: string, callerNode: string): unknown {
+	if (err instanceof DomainError && err.code === 403) logger.warn(`Refused ${what} from node ${callerNode}: ${err.message}`);
+	return err;
+}
+
 /** The Moleculer error a DomainError is at the service edge; anything else as it is. */
 export function toMoleculerError(err: unknown): unknown {
 	if (!(err instanceof DomainError)) return err;

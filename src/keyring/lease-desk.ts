@@ -8,9 +8,9 @@ import type { AcquireParams, Lease, LeaseChange, LeaseRef } from "../contract";
 import { busChecks } from "../identity/bus-checks";
 import { issueLeaseToken, ownLeaseToken } from "../identity/lease-token";
 import type { ProofAction } from "../identity/proof";
-import { BatchRefusedError } from "../identity/ticket";
 import type { Clock } from "../clock";
-import { CredentialGate, SignerRefusedError, type ProofContext, type ProvenSigner } from "./credential-gate";
+import { loggedRefusal } from "../errors";
+import { CredentialGate, type ProofContext, type ProvenSigner } from "./credential-gate";
 import type { Keyring } from "./keyring";
 import type { KeyringStore } from "./store";
 
@@ -66,8 +66,7 @@ export class LeaseDesk {
 		try {
 			return await check();
 		} catch (err) {
-			if (err instanceof SignerRefusedError || err instanceof BatchRefusedError) this.logger.warn(`Refused keyring.${action} from node ${caller.nodeID}: ${err.message}`);
-			throw err;
+			throw loggedRefusal(err, this.logger, `keyring.${action}`, caller.nodeID);
 		}
 	}
 }

@@ -11,6 +11,7 @@ import { busChecks } from "../identity/bus-checks";
 import { loadCredential, type CredentialSettings } from "../identity/credential";
 import { StoreGate, StoreRefusedError } from "../identity/lease-token";
 import { checkCloseProof } from "../identity/ticket";
+import { loggedRefusal } from "../errors";
 
 export class RecordsIntake {
 	private readonly gate: StoreGate;
@@ -41,8 +42,7 @@ export class RecordsIntake {
 		try {
 			check();
 		} catch (err) {
-			if (err instanceof StoreRefusedError) this.logger.warn(`Refused records.${action} from node ${callerNode}: ${err.message}`);
-			throw err;
+			throw loggedRefusal(err, this.logger, `records.${action}`, callerNode);
 		}
 	}
 }

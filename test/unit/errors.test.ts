@@ -1,6 +1,6 @@
 /** The error catalogue (src/errors.ts): each domain error becomes, at the service edge, the Moleculer error its status says. */
 import { Errors, ServiceBroker } from "moleculer";
-import { DomainError, DomainErrorsMiddleware, ERRORS, toMoleculerError, type ErrorType } from "../../src/errors";
+import { DomainError, DomainErrorsMiddleware, ERRORS, loggedRefusal, toMoleculerError, type ErrorType } from "../../src/errors";
 
 test.each(Object.entries(ERRORS) as Array<[ErrorType, number]>)("%s is a %i with its type and data, retryable only when 503", (type, status) => {
 	const mapped = toMoleculerError(new DomainError(type, `it is ${type}`, { field: "x" })) as Errors.MoleculerError;
@@ -24,4 +24,16 @@ test("an action's domain error reaches its caller as a Moleculer error; other er
 	} finally {
 		await broker.stop();
 	}
+});
+
+test("a refusal (403) is logged with the caller's node where it happened; other errors are not", () => {
+	const lines: string[] = [];
+	const logger = { warn: (line: string) => lines.push(line) };
+	const refusal = new DomainError("LEASE_TOKEN_MISSING", "Refused: no token");
+	expect(loggedRefusal(refusal, logger, "records.storeSignatures", "evil-node")).toBe(refusal);
+	const notFound = new DomainError("RUN_NOT_FOUND", "no such run");
+	const bug = new TypeError("a bug");
+	expect(loggedRefusal(notFound, logger, "batcher.get", "n1")).toBe(notFound);
+	expect(loggedRefusal(bug, logger, "batcher.get", "n1")).toBe(bug);
+	expect(lines).toEqual(["Refused records.storeSignatures from node evil-node: Refused: no token"]);
 });
