@@ -145,6 +145,19 @@ describe("the verify floor", () => {
 	});
 });
 
+
+/** Every hand-off the secret makes to the signing threads, kept to look at after the batch (the real ones, not stand-ins). */
+function keepHandOffs(secret: LeaseSecret): SharedArrayBuffer[] {
+	const handOffs: SharedArrayBuffer[] = [];
+	const handOff = secret.handOff.bind(secret);
+	jest.spyOn(secret, "handOff").mockImplementation(() => {
+		const shared = handOff();
+		handOffs.push(shared);
+		return shared;
+	});
+	return handOffs;
+}
+
 describe("the lease key's life in guarded memory", () => {
 	test("opened only for its own lease and session, from an Ed25519 JWK whose x matches its d", async () => {
 		const { docs, lease } = await keyring(2);
@@ -173,13 +186,7 @@ describe("the lease key's life in guarded memory", () => {
 		expect(inspect(secret)).toBe('LeaseSecret { keyId: "key-042", in guarded memory }');
 		expect(JSON.stringify({ secret })).toBe('{"secret":{"keyId":"key-042","disposed":false}}');
 
-		const handOffs: SharedArrayBuffer[] = [];
-		const handOff = secret.handOff.bind(secret);
-		jest.spyOn(secret, "handOff").mockImplementation(() => {
-			const shared = handOff();
-			handOffs.push(shared);
-			return shared;
-		});
+		const handOffs = keepHandOffs(secret);
 		const records = payloads();
 		const signed = await pool.sign(secret, "key-042", records, () => Infinity);
 		expect(signed).toHaveLength(records.length);
@@ -212,13 +219,7 @@ describe("the lease key's life in guarded memory", () => {
 
 	test("a batch that fails (its deadline passed) still wipes every hand-off", async () => {
 		const secret = LeaseSecret.generate("key-007");
-		const handOffs: SharedArrayBuffer[] = [];
-		const handOff = secret.handOff.bind(secret);
-		jest.spyOn(secret, "handOff").mockImplementation(() => {
-			const shared = handOff();
-			handOffs.push(shared);
-			return shared;
-		});
+		const handOffs = keepHandOffs(secret);
 		// The deadline passes as the chunks go out: the batch is handed back unsigned.
 		let calls = 0;
 		await expect(pool.sign(secret, "key-007", payloads(), () => (++calls > 1 ? 0 : Infinity))).rejects.toThrow(/Lease deadline reached/);
