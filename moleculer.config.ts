@@ -1,10 +1,10 @@
 /**
  * Broker configuration for moleculer-runner (`npm run serve`, `npm run repl`, one node per
  * role with `SERVICES=...`). Everything comes from the environment, validated once in
- * src/config.ts; src/broker/runner.ts adds what serve and repl need to find each other.
+ * src/config.ts; src/cli/runner.ts adds what serve and repl need to find each other.
  */
 import { appConfig, ConfigError } from "./src/config";
-import { runnerBrokerOptions, type RunnerContext } from "./src/broker/runner";
+import { runnerBrokerOptions, type RunnerContext } from "./src/cli/runner";
 
 function validatedConfig() {
 	try {

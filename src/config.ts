@@ -7,7 +7,6 @@ import fs from "node:fs";
 import path from "node:path";
 import { AUTHORITY_PUBLIC_FILE, parseAuthorityKey } from "./identity/authority";
 import { proxyRule } from "./ip-address";
-import type { PortChoice } from "./broker/listen";
 import { UserError } from "./user-error";
 
 export interface AppConfig {
@@ -65,12 +64,21 @@ export interface AppConfig {
 	trustedProxies: string[];
 	/** The gateway's token settings: AUTH_SECRET, AUTH_PUBLIC_KEY, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_READS. */
 	authEnv: Record<string, string | undefined>;
-	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/broker/runner.ts). */
+	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/cli/runner.ts). */
 	serveNats: boolean;
 }
 
 /** A bad variable or flag: its message names it and the allowed values. */
 export class ConfigError extends UserError {}
+
+/** A port to bind, and whether the user set it (taken: an error) or it may give way to a free one (src/broker/listen.ts). */
+export interface PortChoice {
+	port: number;
+	/** The setting the port comes from: PORT, HEALTH_PORT, METRICS_PORT. */
+	variable: string;
+	/** The user set the variable (a taken port is then an error, not a fallback). */
+	explicit: boolean;
+}
 
 export type PortKey = "port" | "metricsPort" | "healthPort";
 const PORT_VARIABLES: Record<PortKey, string> = { port: "PORT", metricsPort: "METRICS_PORT", healthPort: "HEALTH_PORT" };

@@ -14,7 +14,7 @@ import { createPublicKey, verify as nodeCryptoVerify, type KeyObject } from "nod
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { FindingList, HeaderCache, checkSignature, checkSignatureInLease, ed25519PublicKeyBytes, signatureRef, signingInput, type FindingsData, type LeaseRow, type SignatureRow, type Verifier } from "./checks.ts";
 import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only.ts";
-import { SIGNATURE_BYTES, importSodium, type Sodium } from "../signer/sodium.ts";
+import { SIGNATURE_BYTES, importSodium, type Sodium } from "../sodium.ts";
 
 /** Who verifies: libsodium always in the audit; the floor also measures node:crypto. */
 export type VerifyLibrary = "libsodium" | "node:crypto";

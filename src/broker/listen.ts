@@ -9,16 +9,10 @@
  */
 import type { Server } from "node:net";
 import type { AddressInfo } from "node:net";
+import type { PortChoice } from "../config";
 import { UserError } from "../user-error";
 
-/** Which port a listener wants, and whether the user chose it. */
-export interface PortChoice {
-	port: number;
-	/** The setting the port comes from: PORT, HEALTH_PORT, METRICS_PORT. */
-	variable: string;
-	/** The user set the variable (a taken port is then an error, not a fallback). */
-	explicit: boolean;
-}
+export type { PortChoice };
 
 /** A port the user set is taken (or not allowed). */
 export class PortUnavailableError extends UserError {

@@ -3,7 +3,7 @@
  * cross the bus (signer proofs, dispatch tickets, lease tokens) are made and checked on every
  * batch, so they skip a JOSE library's generality. Any JOSE library verifies them.
  *
- * Signing and verifying go through libsodium (src/signer/sodium.ts), twice as fast as
+ * Signing and verifying go through libsodium (src/sodium.ts), twice as fast as
  * node:crypto here: a key's raw bytes are taken from its KeyObject once and kept beside it.
  *
  * A statement signed in this process is known to verify when it is checked in this process
@@ -13,7 +13,7 @@
  */
 import type { KeyObject } from "node:crypto";
 import type { JWK } from "jose";
-import { requireSodium } from "../signer/sodium";
+import { requireSodium } from "../sodium";
 
 export interface JwsHeader {
 	alg: "EdDSA";

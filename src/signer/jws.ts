@@ -9,7 +9,7 @@
  */
 import crypto, { type KeyObject, type webcrypto } from "node:crypto";
 import type { RecordPayload } from "../contract";
-import { SIGNATURE_BYTES, type Sodium } from "./sodium.ts";
+import { SIGNATURE_BYTES, type Sodium } from "../sodium.ts";
 
 export type { RecordPayload };
 

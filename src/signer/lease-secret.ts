@@ -31,7 +31,7 @@
  * and four mprotect calls per chunk of up to 512 signatures.
  */
 import { inspect } from "node:util";
-import { PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SEED_BYTES, requireSodium, type SecureBuffer, type Sodium } from "./sodium";
+import { PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SEED_BYTES, requireSodium, type SecureBuffer, type Sodium } from "../sodium";
 
 export class LeaseKeyFormatError extends Error {
 	constructor(message: string) {

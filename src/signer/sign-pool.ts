@@ -11,7 +11,7 @@ import Piscina from "piscina";
 import { LeaseDeadlineError, type RecordPayload } from "./jws";
 import { wipeHandOff, type LeaseSecret } from "./lease-secret";
 import type { SignTask, SignTaskResult } from "./sign.worker";
-import { requireSodium } from "./sodium";
+import { requireSodium } from "../sodium";
 
 /**
  * A signing thread holds one chunk at a time; small heaps make V8 collect its short-lived

@@ -11,7 +11,7 @@
  * to the wipe nothing awaits, so no other chunk of this thread can run in between.
  */
 import { protectedHeader, sodiumSigner } from "./jws.ts";
-import { SECRET_KEY_BYTES, importSodium, type SecureBuffer, type Sodium } from "./sodium.ts";
+import { SECRET_KEY_BYTES, importSodium, type SecureBuffer, type Sodium } from "../sodium.ts";
 
 export interface SignTask {
 	/** The lease's 64-byte libsodium secret key, handed off for this chunk only (`LeaseSecret.handOff`); wiped here once copied. */

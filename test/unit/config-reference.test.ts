@@ -20,7 +20,7 @@ const ROOT = path.join(__dirname, "../..");
  * Kubernetes for another program, and documented because an operator meets it.
  */
 const READ_BY_OTHERS: Record<string, string> = {
-	// moleculer-runner reads both itself; src/broker/runner.ts and moleculer.config.js look at them too, but need not.
+	// moleculer-runner reads both itself; src/cli/runner.ts and moleculer.config.js look at them too, but need not.
 	SERVICES: "moleculer-runner starts the services it names: the role of a node (image, compose, Kubernetes)",
 	SERVICEDIR: "moleculer-runner resolves the SERVICES names in it (the Dockerfile sets dist/services)",
 	// The Dockerfile sets it; Node libraries read it, this code does not.

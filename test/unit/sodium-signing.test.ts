@@ -19,7 +19,7 @@ import { makeRecords } from "../../src/records/records";
 import { nodeCryptoSignDetached, protectedHeader, signingInput, sodiumSigner } from "../../src/signer/jws";
 import { LeaseKeyFormatError, LeaseSecret, wipeHandOff } from "../../src/signer/lease-secret";
 import { SignPool } from "../../src/signer/sign-pool";
-import { importSodium, requireSodium, SodiumUnavailableError } from "../../src/signer/sodium";
+import { importSodium, requireSodium, SodiumUnavailableError } from "../../src/sodium";
 import type { KeyDoc, RecordPayload } from "../../src/contract";
 import { openStoreFile, writeSignedStore } from "../support/audit-fixture";
 

@@ -15,7 +15,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions, Middleware, ServiceBroker } from "moleculer";
-import { brokerOptions } from "./broker-options";
+import { brokerOptions } from "../broker/broker-options";
 import { startLocalNats, type LocalNats } from "../cluster/local-nats";
 import { findNatsServer } from "../cluster/nats-server";
 import { useAppConfig, type AppConfig } from "../config";
