@@ -36,8 +36,7 @@ function serviceFiles(folder) {
 }
 
 module.exports = async function () {
-	const runner = this;
-	const named = runner.servicePaths || [];
+	const named = this.servicePaths || [];
 	if (!process.env.SERVICES && !process.env.SERVICEDIR) {
 		// No services named: the runner would start an empty broker and exit 0. Say what works.
 		if (named.length === 0) fail(`Name the services to run: npx moleculer-runner services (every service), or npm run dev (with hot reload and the REPL). From the build: ${FROM_BUILD}`);
@@ -48,7 +47,7 @@ module.exports = async function () {
 		}
 	}
 	// The services are *.service.ts; the runner's default mask finds only *.service.js.
-	if (!runner.flags.mask) runner.flags.mask = "**/*.service.ts";
+	if (!this.flags.mask) this.flags.mask = "**/*.service.ts";
 	const options = require("./moleculer.config.ts");
-	return typeof options === "function" ? options.call(runner) : options;
+	return typeof options === "function" ? options.call(this) : options;
 };

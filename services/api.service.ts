@@ -32,7 +32,10 @@ interface ApiVars {
 interface ApiMethods {
 	authenticate(ctx: Context, route: unknown, req: IncomingMessage): Promise<Principal | null>;
 	authorize(ctx: Context<unknown, { user?: Principal | null }>, route: unknown, req: IncomingMessage, res: ServerResponse, alias: { action?: string }): void;
-	[name: string]: (...args: any[]) => any;
+	errorHandler(req: IncomingMessage, res: ServerResponse, err: Error & { code?: unknown }): void;
+	/** moleculer-web's, from the ApiGateway mixin. */
+	sendError(req: IncomingMessage, res: ServerResponse, err: Error): void;
+	httpHandler(req: IncomingMessage, res: ServerResponse): void;
 }
 
 type ApiThis = ApiVars & ApiMethods & { broker: ServiceBroker; logger: Logger };

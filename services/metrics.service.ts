@@ -21,7 +21,6 @@ interface MetricsVars {
 }
 interface MetricsMethods {
 	publishGauges(): void;
-	[name: string]: (...args: any[]) => any;
 }
 
 /** The schema, typed for its own methods and vars. */

@@ -599,7 +599,7 @@ export type ActionResult<A extends ActionName> = ActionMap[A]["result"];
 
 /** What can call an action: a broker or a context. */
 export interface Caller {
-	call(actionName: string, params?: any, opts?: CallingOptions): Promise<any>;
+	call(actionName: string, params?: unknown, opts?: CallingOptions): Promise<unknown>;
 }
 
 /** Calls `action` with params and result typed by the action map. */
@@ -609,7 +609,7 @@ export function call<A extends ActionName>(caller: Caller, action: A, params: Ac
 
 /** What can emit an event: a broker or a context. */
 export interface Emitter {
-	emit(eventName: string, payload?: any): Promise<void> | void;
+	emit(eventName: string, payload?: unknown): Promise<void> | void;
 }
 
 /** Emits `event` with the payload the event map gives it. */

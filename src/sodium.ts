@@ -48,6 +48,7 @@ export function requireSodium(specifier = SODIUM_PACKAGE): Sodium {
 	if (specifier === SODIUM_PACKAGE && required) return required;
 	let loaded: unknown;
 	try {
+		// eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous load of a package chosen at run time
 		loaded = require(specifier);
 	} catch (err) {
 		throw new SodiumUnavailableError(err);

@@ -15,7 +15,6 @@ import {
 	isoTime,
 	pick,
 	publicJwk,
-	type AuditSnapshot,
 	type SnapshotBatch,
 	type SnapshotKey,
 	type SnapshotLease,

@@ -88,11 +88,19 @@ function serves(broker: ServiceBroker, nodeID: string, action: string | undefine
 	return endpoints?.endpoints?.some(endpoint => endpoint.id === nodeID) ?? false;
 }
 
+/** What the middleware reads of a remote call's context. */
+interface RemoteCall {
+	id: string;
+	nodeID: string | null;
+	broker: ServiceBroker;
+	options: RequestControl & { timeout?: number };
+}
+
 export function FailLostRequestsMiddleware(): Middleware {
 	return {
 		name: "FailLostRequests",
-		remoteAction(next: (ctx: any) => Promise<unknown>, action: { name: string }) {
-			return function settled(ctx: { id: string; nodeID: string | null; broker: ServiceBroker; options: RequestControl & { timeout?: number } }) {
+		remoteAction(next: (ctx: RemoteCall) => Promise<unknown>, action: { name: string }) {
+			return function settled(ctx: RemoteCall) {
 				const signal = ctx.options?.signal;
 				if (signal?.aborted) return Promise.reject(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)));
 				const result = next(ctx);

@@ -108,6 +108,18 @@ class Announcer {
 	}
 }
 
+/** `next`, except that an INFO packet claiming `transit`'s node id from another instance goes to `drop`. */
+function guardedHandler(transit: Transit, next: MessageHandler, drop: (transit: Transit, payload: Packet["payload"]) => void): MessageHandler {
+	return function guarded(this: unknown, cmd: string, packet: Packet) {
+		const payload = packet?.payload;
+		if (cmd === "INFO" && payload && payload.sender === transit.nodeID && payload.instanceID !== transit.instanceID) {
+			drop(transit, payload);
+			return Promise.resolve(false);
+		}
+		return next.call(this, cmd, packet);
+	};
+}
+
 export function PacketGuardMiddleware(): Middleware {
 	const drops = new DropLog();
 	const announcer = new Announcer();
@@ -118,17 +130,11 @@ export function PacketGuardMiddleware(): Middleware {
 			logger = broker.getLogger("packet-guard");
 		},
 		transitMessageHandler(this: Transit, next: MessageHandler): MessageHandler {
-			const transit = this;
-			return function guarded(this: unknown, cmd: string, packet: Packet) {
-				const payload = packet?.payload;
-				if (cmd === "INFO" && payload && payload.sender === transit.nodeID && payload.instanceID !== transit.instanceID) {
-					const log = logger ?? transit.broker.logger;
-					drops.dropped(log, transit.nodeID, transit.instanceID, payload);
-					announcer.request(transit, log);
-					return Promise.resolve(false);
-				}
-				return next.call(this, cmd, packet);
-			};
+			return guardedHandler(this, next, (transit, payload) => {
+				const log = logger ?? transit.broker.logger;
+				drops.dropped(log, transit.nodeID, transit.instanceID, payload);
+				announcer.request(transit, log);
+			});
 		},
 		stopping() {
 			announcer.stop();

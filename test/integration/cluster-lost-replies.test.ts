@@ -11,7 +11,7 @@
 import type { ServiceBroker } from "moleculer";
 import type { Cluster } from "../../src/cluster/launcher";
 import type { BatchDoc, SignatureDoc } from "../../src/contract";
-import { auditCluster, batches, clusterLogs, scenario, signatures, startTestCluster, stopTestCluster, until, waitForSigned } from "../support/cluster";
+import { auditCluster, batches, clusterLogs, scenario, signatures, startTestCluster, stopTestCluster, until } from "../support/cluster";
 
 let cluster: Cluster | undefined;
 afterEach(async () => {

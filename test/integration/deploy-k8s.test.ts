@@ -18,7 +18,6 @@ import { HealthMiddleware } from "../../src/broker/health";
 const ROOT = path.resolve(__dirname, "../..");
 const K8S = path.join(ROOT, "k8s");
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: any; data?: Record<string, string> };
 type Container = { name: string; image: string; env?: any[]; envFrom?: any[]; ports?: any[]; livenessProbe?: any; readinessProbe?: any; startupProbe?: any; resources?: any; securityContext?: any };
 

@@ -66,6 +66,6 @@ test("LOG_FORMAT=json: every line is one JSON object with time, level, node, ser
 
 test("the text format masks the same secrets", async () => {
 	const out = await runSystem("text");
-	expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}Z\] INFO  BATCHER: Starting run run-/m);
+	expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}Z\] INFO {2}BATCHER: Starting run run-/m);
 	for (const secret of SECRETS) expect({ secret, found: out.includes(secret) }).toEqual({ secret, found: false });
 }, 60_000);

@@ -6,7 +6,6 @@
  * completes with every record signed.
  */
 import type { ServiceBroker } from "moleculer";
-import { brokerOptions } from "../../src/broker/broker-options";
 import { watchProgress, type Terminal } from "../../src/cli/job";
 import { loadConfig } from "../../src/config";
 import { createSystem } from "../../src/system";

@@ -51,6 +51,7 @@ describe("REPL", () => {
 		child = spawn(process.execPath, ["-e", CHILD], { cwd: ROOT, env: { ...process.env, HOME: home, NO_COLOR: "1", FORCE_COLOR: "0" } });
 		child.stdout.setEncoding("utf8");
 		// util.inspect colours the replies whatever NO_COLOR says: strip the escapes.
+		// eslint-disable-next-line no-control-regex -- ESC starts the colour escapes this strips
 		const collect = (chunk: Buffer | string) => (output += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""));
 		child.stdout.on("data", collect);
 		child.stderr.on("data", collect);

@@ -1,5 +1,5 @@
 /** A whole system in one test process: real broker, real services, in-memory stores. */
-import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { ServiceBroker } from "moleculer";
 import { createKeyringService, type KeyringServiceDeps } from "../../services/keyring.service";
 import { createSignerService } from "../../services/signer.service";
 import { auditServices } from "../../src/audit/collect";

@@ -62,7 +62,11 @@ class Records implements RecordsPort {
 	store(batchId: string, keyId: string, leaseId: string, ids: string[]): number {
 		if (this.closed.has(batchId)) throw new Error(`BATCH_CLOSED: ${batchId}`);
 		let stored = 0;
-		for (const id of ids) if (!this.signed.has(id)) (this.signed.set(id, { batchId, keyId, leaseId }), stored++);
+		for (const id of ids) {
+			if (this.signed.has(id)) continue;
+			this.signed.set(id, { batchId, keyId, leaseId });
+			stored++;
+		}
 		return stored;
 	}
 	async unsignedPage(after: string | undefined, limit: number) {

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
-import { CompactSign, importJWK, type JWK } from "jose";
+import { CompactSign, type JWK } from "jose";
 import { HeaderCache, ed25519PublicKeyBytes, checkSignature, FindingList } from "../../src/audit/checks";
 import { verifyFloor } from "../../src/audit/verify-floor";
 import { generateKeys } from "../../src/keyring/keys";
