@@ -22,7 +22,12 @@ export default tseslint.config(
 			// A leading underscore marks a value left out on purpose (`const { secret: _secret, ...rest }`).
 			"@typescript-eslint/no-unused-vars": [
 				"error",
-				{ argsIgnorePattern: "^_", varsIgnorePattern: "^_", ignoreRestSiblings: true, caughtErrors: "none" },
+				{
+					argsIgnorePattern: "^_",
+					varsIgnorePattern: "^_",
+					ignoreRestSiblings: true,
+					caughtErrors: "none",
+				},
 			],
 		},
 	},

@@ -14,27 +14,51 @@
  * `--selectProjects`, it leaves the file paths given after it (`npm run test:unit -- test/unit/x.test.ts`)
  * as paths, not as more project names.
  */
-const transpile = ["ts-jest", { tsconfig: { isolatedModules: true, allowJs: true, module: "commonjs", target: "es2022", rewriteRelativeImportExtensions: false } }];
+const transpile = [
+	"ts-jest",
+	{
+		tsconfig: {
+			isolatedModules: true,
+			allowJs: true,
+			module: "commonjs",
+			target: "es2022",
+			rewriteRelativeImportExtensions: false,
+		},
+	},
+];
 
 const project = {
 	testEnvironment: "node",
 	transform: {
 		"^.+\\.ts$": transpile,
-		"^.+\\.js$": transpile
+		"^.+\\.js$": transpile,
 	},
-	transformIgnorePatterns: ["/node_modules/(?!jose/)"]
+	transformIgnorePatterns: ["/node_modules/(?!jose/)"],
 };
 
 const projects = [
-	{ ...project, displayName: "unit", roots: ["<rootDir>/test/unit"], testMatch: ["<rootDir>/test/unit/**/*.test.ts"] },
-	{ ...project, displayName: "integration", roots: ["<rootDir>/test"], testMatch: ["<rootDir>/test/integration/**/*.test.ts", "<rootDir>/test/*.test.ts"] }
+	{
+		...project,
+		displayName: "unit",
+		roots: ["<rootDir>/test/unit"],
+		testMatch: ["<rootDir>/test/unit/**/*.test.ts"],
+	},
+	{
+		...project,
+		displayName: "integration",
+		roots: ["<rootDir>/test"],
+		testMatch: ["<rootDir>/test/integration/**/*.test.ts", "<rootDir>/test/*.test.ts"],
+	},
 ];
 
 const only = process.env.TEST_PROJECT;
-if (only && !projects.some(p => p.displayName === only)) throw new Error(`TEST_PROJECT must be ${projects.map(p => p.displayName).join(" or ")}, got ${JSON.stringify(only)}`);
+if (only && !projects.some((p) => p.displayName === only))
+	throw new Error(
+		`TEST_PROJECT must be ${projects.map((p) => p.displayName).join(" or ")}, got ${JSON.stringify(only)}`,
+	);
 
 module.exports = {
-	projects: only ? projects.filter(p => p.displayName === only) : projects,
+	projects: only ? projects.filter((p) => p.displayName === only) : projects,
 	testTimeout: 120000,
-	maxWorkers: 2
+	maxWorkers: 2,
 };

@@ -15,7 +15,8 @@
 const fs = require("node:fs");
 const path = require("node:path");
 
-const FROM_BUILD = "npm run build && SERVICEDIR=dist/services npx moleculer-runner --config dist/moleculer.config.js";
+const FROM_BUILD =
+	"npm run build && SERVICEDIR=dist/services npx moleculer-runner --config dist/moleculer.config.js";
 
 function fail(message) {
 	process.stderr.write(`${message}\n`);
@@ -26,24 +27,37 @@ try {
 	require("tsx/cjs/api").register();
 } catch (err) {
 	if (err && err.code !== "MODULE_NOT_FOUND") throw err;
-	fail(`moleculer-runner runs the TypeScript services of this project through tsx, a dev dependency that is not installed: run npm ci. Or run the build: ${FROM_BUILD}`);
+	fail(
+		`moleculer-runner runs the TypeScript services of this project through tsx, a dev dependency that is not installed: run npm ci. Or run the build: ${FROM_BUILD}`,
+	);
 }
 
 /** The service files (*.service.ts or *.service.js) under `folder`, recursively. */
 function serviceFiles(folder) {
 	if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) return [];
-	return fs.readdirSync(folder, { recursive: true }).filter(file => /\.service\.[jt]s$/.test(String(file)));
+	return fs
+		.readdirSync(folder, { recursive: true })
+		.filter((file) => /\.service\.[jt]s$/.test(String(file)));
 }
 
 module.exports = async function () {
 	const named = this.servicePaths || [];
 	if (!process.env.SERVICES && !process.env.SERVICEDIR) {
 		// No services named: the runner would start an empty broker and exit 0. Say what works.
-		if (named.length === 0) fail(`Name the services to run: npx moleculer-runner services (every service), or npm run dev (with hot reload and the REPL). From the build: ${FROM_BUILD}`);
+		if (named.length === 0)
+			fail(
+				`Name the services to run: npx moleculer-runner services (every service), or npm run dev (with hot reload and the REPL). From the build: ${FROM_BUILD}`,
+			);
 		for (const folder of named) {
 			const resolved = path.resolve(folder);
-			if (fs.existsSync(resolved) && fs.statSync(resolved).isDirectory() && serviceFiles(resolved).length === 0)
-				fail(`No service files in ${resolved}: the services are in ${path.resolve(__dirname, "services")} (npx moleculer-runner services).`);
+			if (
+				fs.existsSync(resolved) &&
+				fs.statSync(resolved).isDirectory() &&
+				serviceFiles(resolved).length === 0
+			)
+				fail(
+					`No service files in ${resolved}: the services are in ${path.resolve(__dirname, "services")} (npx moleculer-runner services).`,
+				);
 		}
 	}
 	// The services are *.service.ts; the runner's default mask finds only *.service.js.

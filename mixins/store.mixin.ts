@@ -42,12 +42,17 @@ export interface StoreSpec<S extends OwnedStore> {
 
 /** Where a store lives, for log lines: never the URI's credentials. */
 export function describeStore(settings: StoreSettings, owner: StoreOwner): string {
-	if (settings.mongoUri) return `MongoDB ${settings.mongoUri.replace(/\/\/[^@/]*@/, "//***@").replace(/\?.*$/, "")}`;
+	if (settings.mongoUri)
+		return `MongoDB ${settings.mongoUri.replace(/\/\/[^@/]*@/, "//***@").replace(/\?.*$/, "")}`;
 	return settings.dataDir ? `${settings.dataDir}/${owner}.sqlite` : "memory";
 }
 
 export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): MixinSchema {
-	const mixin: ServiceSchema<StoreSettings, Record<string, never>, { store: S; storeProblem: string | null; stopProbing: () => void }> = {
+	const mixin: ServiceSchema<
+		StoreSettings,
+		Record<string, never>,
+		{ store: S; storeProblem: string | null; stopProbing: () => void }
+	> = {
 		name: `${spec.owner}-store`,
 		actions: {
 			/** One page of an owned collection by `_id` (ascending): the audit and the export read through it. */
@@ -56,35 +61,58 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): MixinSchem
 				handler(ctx: Context<PageParams>): Promise<Page> {
 					const { collection, after, limit = 1000 } = ctx.params;
 					if (!spec.collections.includes(collection))
-						throw new DomainError("UNKNOWN_COLLECTION", `Unknown collection "${collection}"; ${this.name} owns: ${spec.collections.join(", ")}`, { collection });
+						throw new DomainError(
+							"UNKNOWN_COLLECTION",
+							`Unknown collection "${collection}"; ${this.name} owns: ${spec.collections.join(", ")}`,
+							{ collection },
+						);
 					return this.store.page(collection, after, limit);
-				}
-			}
+				},
+			},
 		},
 		async started() {
 			const { settings } = this;
-			this.store = settings.mongoUri ? await spec.mongo(settings.mongoUri, this) : spec.embedded(settings.dataDir, line => this.logger.warn(line));
-			this.logger.info(`Store ready: ${spec.collections.join(", ")} on ${describeStore(settings, spec.owner)}`);
+			this.store = settings.mongoUri
+				? await spec.mongo(settings.mongoUri, this)
+				: spec.embedded(settings.dataDir, (line) => this.logger.warn(line));
+			this.logger.info(
+				`Store ready: ${spec.collections.join(", ")} on ${describeStore(settings, spec.owner)}`,
+			);
 			// The node is ready only while its store answers: a probe every few seconds, its verdict kept.
 			this.storeProblem = null;
 			const where = describeStore(settings, spec.owner);
 			const probe = () => {
 				let timer: NodeJS.Timeout | undefined;
-				const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS)));
-				Promise.race([this.store.ping(), timeout]).then(
-					() => {
-						if (this.storeProblem) this.logger.info(`Store ${where} answers again`);
-						this.storeProblem = null;
-					},
-					err => {
-						if (!this.storeProblem) this.logger.warn(`Store ${where} does not answer: ${(err as Error).message}`);
-						this.storeProblem = `store of ${spec.owner} (${where}) does not answer: ${(err as Error).message}`;
-					}
-				).finally(() => clearTimeout(timer));
+				const timeout = new Promise<never>(
+					(_, reject) =>
+						(timer = setTimeout(
+							() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)),
+							PING_TIMEOUT_MS,
+						)),
+				);
+				Promise.race([this.store.ping(), timeout])
+					.then(
+						() => {
+							if (this.storeProblem) this.logger.info(`Store ${where} answers again`);
+							this.storeProblem = null;
+						},
+						(err) => {
+							if (!this.storeProblem)
+								this.logger.warn(
+									`Store ${where} does not answer: ${(err as Error).message}`,
+								);
+							this.storeProblem = `store of ${spec.owner} (${where}) does not answer: ${(err as Error).message}`;
+						},
+					)
+					.finally(() => clearTimeout(timer));
 			};
 			const timer = setInterval(probe, PING_EVERY_MS);
 			timer.unref();
-			const removeCondition = addReadinessCondition(this.broker, `store:${spec.owner}`, () => this.storeProblem);
+			const removeCondition = addReadinessCondition(
+				this.broker,
+				`store:${spec.owner}`,
+				() => this.storeProblem,
+			);
 			this.stopProbing = () => {
 				clearInterval(timer);
 				removeCondition();
@@ -96,7 +124,7 @@ export function StoreMixin<S extends OwnedStore>(spec: StoreSpec<S>): MixinSchem
 			const store = this.store;
 			this.store = undefined as unknown as S;
 			await store?.close();
-		}
+		},
 	};
 	return mixin;
 }

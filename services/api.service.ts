@@ -14,11 +14,29 @@ import { toApiError } from "../src/api/errors";
 import { Gateway } from "../src/api/gateway";
 import { openApiDocument } from "../src/api/openapi";
 import { openEventStream } from "../src/api/progress-stream";
-import { answerClientError, API_REALM, gatewaySettings, withSecurityHeaders, type ApiOptions } from "../src/api/settings";
-import { startRun, startRunBodyParams, type StartRunBody, type StartRunMeta } from "../src/api/start-run";
+import {
+	answerClientError,
+	API_REALM,
+	gatewaySettings,
+	withSecurityHeaders,
+	type ApiOptions,
+} from "../src/api/settings";
+import {
+	startRun,
+	startRunBodyParams,
+	type StartRunBody,
+	type StartRunMeta,
+} from "../src/api/start-run";
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { Actions, call, Events, type BatchSignedEvent, type RunCompletedEvent, type RunStartedEvent } from "../src/contract";
+import {
+	Actions,
+	call,
+	Events,
+	type BatchSignedEvent,
+	type RunCompletedEvent,
+	type RunStartedEvent,
+} from "../src/contract";
 import { readinessOf } from "../src/broker/health";
 import { listen } from "../src/broker/listen";
 import { publicWebhookView } from "../src/api/webhook";
@@ -31,7 +49,13 @@ interface ApiVars {
 
 interface ApiMethods {
 	authenticate(ctx: Context, route: unknown, req: IncomingMessage): Promise<Principal | null>;
-	authorize(ctx: Context<unknown, { user?: Principal | null }>, route: unknown, req: IncomingMessage, res: ServerResponse, alias: { action?: string }): void;
+	authorize(
+		ctx: Context<unknown, { user?: Principal | null }>,
+		route: unknown,
+		req: IncomingMessage,
+		res: ServerResponse,
+		alias: { action?: string },
+	): void;
 	errorHandler(req: IncomingMessage, res: ServerResponse, err: Error & { code?: unknown }): void;
 	/** moleculer-web's, from the ApiGateway mixin. */
 	sendError(req: IncomingMessage, res: ServerResponse, err: Error): void;
@@ -51,7 +75,7 @@ function routes(options: ApiOptions) {
 			authentication: false,
 			bodyParsers: false,
 			mappingPolicy: "restrict",
-			aliases: { "GET /live": "api.live", "GET /ready": "api.ready" }
+			aliases: { "GET /live": "api.live", "GET /ready": "api.ready" },
 		},
 		{
 			name: "well-known",
@@ -59,7 +83,7 @@ function routes(options: ApiOptions) {
 			authentication: false,
 			bodyParsers: false,
 			mappingPolicy: "restrict",
-			aliases: { "GET /jwks.json": "api.jwks" }
+			aliases: { "GET /jwks.json": "api.jwks" },
 		},
 		{
 			name: "writes",
@@ -69,14 +93,28 @@ function routes(options: ApiOptions) {
 			mappingPolicy: "restrict",
 			bodyParsers: { json: { limit: options.bodyLimit, strict: true } },
 			// One client cannot start runs in a tight loop; keyed on the client address, which X-Forwarded-For sets only from a trusted proxy.
-			rateLimit: { window: options.startRateLimit.window, limit: options.startRateLimit.limit, headers: true, key: clientOf },
-			aliases: { "POST /batcher/start": "api.startRun", "POST /runs/:id/cancel": "api.cancelRun" },
-			onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
+			rateLimit: {
+				window: options.startRateLimit.window,
+				limit: options.startRateLimit.limit,
+				headers: true,
+				key: clientOf,
+			},
+			aliases: {
+				"POST /batcher/start": "api.startRun",
+				"POST /runs/:id/cancel": "api.cancelRun",
+			},
+			onBeforeCall(
+				ctx: Context<unknown, Record<string, unknown>>,
+				_route: unknown,
+				req: IncomingMessage,
+			) {
 				const header = req.headers["idempotency-key"];
-				ctx.meta.idempotencyKey = Array.isArray(header) ? header[0] : header ?? null;
+				ctx.meta.idempotencyKey = Array.isArray(header) ? header[0] : (header ?? null);
 				ctx.meta.requestContentType = req.headers["content-type"] ?? null;
-				ctx.meta.requestHasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
-			}
+				ctx.meta.requestHasBody =
+					Number(req.headers["content-length"] ?? 0) > 0 ||
+					req.headers["transfer-encoding"] !== undefined;
+			},
 		},
 		{
 			name: "reads",
@@ -96,13 +134,19 @@ function routes(options: ApiOptions) {
 				"GET /audit": "api.audit",
 				"GET /openapi.json": "api.openapi",
 				"GET /events"(this: ApiThis, req: IncomingMessage, res: ServerResponse) {
-					openEventStream(this.gateway.progress, clientOf(req), res, options.eventStreams, () => call(this.broker, Actions.metrics.snapshot, {})).catch(err => {
+					openEventStream(
+						this.gateway.progress,
+						clientOf(req),
+						res,
+						options.eventStreams,
+						() => call(this.broker, Actions.metrics.snapshot, {}),
+					).catch((err) => {
 						this.logger.warn(`Event stream failed: ${(err as Error).message}`);
 						res.destroy();
 					});
-				}
-			}
-		}
+				},
+			},
+		},
 	];
 }
 
@@ -128,7 +172,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			// Settings travel to every node in INFO packets: the auth secret must not.
 			$secureSettings: ["api.authEnv"],
 			routes: routes(options),
-			...gatewaySettings()
+			...gatewaySettings(),
 		},
 
 		actions: {
@@ -139,8 +183,13 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				handler(ctx: Context<unknown, Record<string, unknown>>) {
 					const report = readinessOf(this.broker)?.(options.requiredServices);
 					if (!report || report.status !== "ready") ctx.meta.$statusCode = 503;
-					return report ?? { status: "not ready", notReady: ["no health middleware on this broker"] };
-				}
+					return (
+						report ?? {
+							status: "not ready",
+							notReady: ["no health middleware on this broker"],
+						}
+					);
+				},
 			},
 
 			/** The keyring's public keys plus the gateway's webhook key; public data, cacheable. */
@@ -148,9 +197,11 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				async handler(ctx: Context<unknown, Record<string, unknown>>) {
 					const keyring = await call(ctx, Actions.keyring.jwks, {});
 					const signer = await this.gateway.webhookSigner;
-					ctx.meta.$responseHeaders = { "Cache-Control": `public, max-age=${options.jwksMaxAge}` };
+					ctx.meta.$responseHeaders = {
+						"Cache-Control": `public, max-age=${options.jwksMaxAge}`,
+					};
 					return { keys: [...keyring.keys, signer.publicJwk] };
-				}
+				},
 			},
 
 			/** POST /api/batcher/start: 202 + Location; an Idempotency-Key replays the same run. */
@@ -158,7 +209,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				params: startRunBodyParams,
 				handler(ctx: Context<StartRunBody, StartRunMeta>) {
 					return startRun(ctx, this.gateway.webhooks);
-				}
+				},
 			},
 			/** POST /api/runs/:id/cancel: 202; the run stops dispatching, its batches in flight finish, then it is `cancelled`. */
 			cancelRun: {
@@ -169,15 +220,19 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 					ctx.meta.$statusCode = 202;
 					ctx.meta.$responseHeaders = { Location: location };
 					return { id: run.runId, ...run, links: { self: location } };
-				}
+				},
 			},
 			/** One run (batcher.get) with its webhook deliveries. */
 			run: {
 				params: { id: { type: "string", min: 1, max: 200 } },
 				async handler(ctx: Context<{ id: string }>) {
 					const run = await call(ctx, Actions.batcher.get, { runId: ctx.params.id });
-					return { ...run, id: ctx.params.id, webhook: publicWebhookView(this.gateway.webhooks.get(ctx.params.id)) };
-				}
+					return {
+						...run,
+						id: ctx.params.id,
+						webhook: publicWebhookView(this.gateway.webhooks.get(ctx.params.id)),
+					};
+				},
 			},
 
 			/**
@@ -188,12 +243,17 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				...{ timeout: 0 },
 				params: { refresh: { type: "boolean", optional: true, convert: true } },
 				handler(ctx: Context<{ refresh?: boolean }, { user?: Principal | null }>) {
-					if (ctx.params.refresh && !ctx.meta.user) throw new AuthError(401, "NO_TOKEN", "A fresh audit (refresh=true) needs a bearer token or an API key; without one, the last verdict is served");
+					if (ctx.params.refresh && !ctx.meta.user)
+						throw new AuthError(
+							401,
+							"NO_TOKEN",
+							"A fresh audit (refresh=true) needs a bearer token or an API key; without one, the last verdict is served",
+						);
 					return this.gateway.audit.current(ctx.params.refresh === true);
-				}
+				},
 			},
 
-			openapi: { handler: () => openApiDocument() }
+			openapi: { handler: () => openApiDocument() },
 		},
 
 		events: {
@@ -207,26 +267,46 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 				this.gateway.progress.runCompleted(ctx.params);
 				this.gateway.webhooks.runCompleted(ctx.params);
 				this.gateway.audit.invalidate();
-			}
+			},
 		},
 
 		methods: {
 			/** Writes need a valid token; reads only when AUTH_READS=required, but a token sent is always checked. */
-			async authenticate(_ctx: Context, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
+			async authenticate(
+				_ctx: Context,
+				_route: unknown,
+				req: IncomingMessage,
+			): Promise<Principal | null> {
 				const apiKey = req.headers[API_KEY_HEADER];
-				return authenticateRequest(await this.gateway.auth, req.method, req.headers.authorization, Array.isArray(apiKey) ? apiKey[0] : apiKey, this.gateway.apiKeys);
+				return authenticateRequest(
+					await this.gateway.auth,
+					req.method,
+					req.headers.authorization,
+					Array.isArray(apiKey) ? apiKey[0] : apiKey,
+					this.gateway.apiKeys,
+				);
 			},
 
-			authorize(ctx: Context<unknown, { user?: Principal | null }>, _route: unknown, _req: IncomingMessage, _res: ServerResponse, alias: { action?: string }) {
+			authorize(
+				ctx: Context<unknown, { user?: Principal | null }>,
+				_route: unknown,
+				_req: IncomingMessage,
+				_res: ServerResponse,
+				alias: { action?: string },
+			) {
 				authorizeAction(ctx.meta.user, alias.action);
 			},
 
 			/** moleculer-web logs every non-4xx as an error; here only real server errors are. */
-			errorHandler(req: IncomingMessage, res: ServerResponse, err: Error & { code?: unknown }) {
+			errorHandler(
+				req: IncomingMessage,
+				res: ServerResponse,
+				err: Error & { code?: unknown },
+			) {
 				const { status } = toApiError(err, { realm: API_REALM });
 				if (status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
 				this.sendError(req, res, err);
-			}
+			},
 		},
 
 		created() {
@@ -236,15 +316,23 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 		},
 
 		async started() {
-			const address = await listen(this.server, { port: options.port, variable: "PORT", explicit: options.portSet ?? true }, "API gateway", line => this.logger.warn(line), options.ip);
+			const address = await listen(
+				this.server,
+				{ port: options.port, variable: "PORT", explicit: options.portSet ?? true },
+				"API gateway",
+				(line) => this.logger.warn(line),
+				options.ip,
+			);
 			const auth = await this.gateway.ready();
-			this.logger.info(`API on http://${options.ip ?? "0.0.0.0"}:${address.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}${options.trustedProxies.length ? `; X-Forwarded-For read from ${options.trustedProxies.join(", ")}` : ""}`);
+			this.logger.info(
+				`API on http://${options.ip ?? "0.0.0.0"}:${address.port}; auth ${auth.key.alg} (${auth.key.source}${auth.key.source === "file" ? ` ${auth.key.file}` : ""}), reads ${auth.reads}${options.trustedProxies.length ? `; X-Forwarded-For read from ${options.trustedProxies.join(", ")}` : ""}`,
+			);
 		},
 
 		async stopped() {
 			// Runs before the gateway's own stopped hook, which then finds the server closed.
 			await this.gateway.close(this.server);
-		}
+		},
 	};
 	return schema;
 }

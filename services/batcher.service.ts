@@ -30,28 +30,53 @@ const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
 	owner: "batcher",
 	collections: ["runs", "batches"],
 	embedded: (dataDir, log) => SqliteBatcherStore.open(dataDir, log),
-	mongo: (uri, service) => MongoBatcherStore.open(uri, service)
+	mongo: (uri, service) => MongoBatcherStore.open(uri, service),
 });
 
 function signersOf(broker: ServiceBroker, credential: SignerCredential): SignersPort {
 	return {
-		available: () => broker.registry.getServiceList({ onlyAvailable: true }).flatMap(s => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
-		waitForAny: timeoutMs => broker.waitForServices("signer", timeoutMs).then(() => undefined, () => undefined),
+		available: () =>
+			broker.registry
+				.getServiceList({ onlyAvailable: true })
+				.flatMap((s) => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
+		waitForAny: (timeoutMs) =>
+			broker.waitForServices("signer", timeoutMs).then(
+				() => undefined,
+				() => undefined,
+			),
 		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/broker/lost-requests.ts).
 		async signBatch(params, { nodeID, timeoutMs, signal }) {
 			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
 			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);
-			const ticket = busChecks.on ? makeTicket(credential, { ...params, signer: nodeID, ttlMs: timeoutMs }) : "";
-			return call(broker, Actions.signer.signBatch, { ...params, ticket }, { timeout: timeoutMs, nodeID, signal, keepOnReconnect: true } as CallingOptions);
+			const ticket = busChecks.on
+				? makeTicket(credential, { ...params, signer: nodeID, ttlMs: timeoutMs })
+				: "";
+			return call(broker, Actions.signer.signBatch, { ...params, ticket }, {
+				timeout: timeoutMs,
+				nodeID,
+				signal,
+				keepOnReconnect: true,
+			} as CallingOptions);
 		},
 		// A check sent on this node's own reconnect must not be failed by that same reconnect.
-		inFlight: async (nodeID, timeoutMs) => (await call(broker, Actions.signer.inFlight, {}, { nodeID, timeout: timeoutMs, keepOnReconnect: true } as CallingOptions)).batchIds,
-		maxMessageBytes: () => natsMaxPayload(broker)
+		inFlight: async (nodeID, timeoutMs) =>
+			(
+				await call(broker, Actions.signer.inFlight, {}, {
+					nodeID,
+					timeout: timeoutMs,
+					keepOnReconnect: true,
+				} as CallingOptions)
+			).batchIds,
+		maxMessageBytes: () => natsMaxPayload(broker),
 	};
 }
 
 /** The schema, typed for its own settings, methods and vars. */
-export type BatcherSchema = ServiceSchema<BatcherSettings & { $secureSettings: string[] }, Record<string, never>, BatcherVars>;
+export type BatcherSchema = ServiceSchema<
+	BatcherSettings & { $secureSettings: string[] },
+	Record<string, never>,
+	BatcherVars
+>;
 
 export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 	const schema: BatcherSchema = {
@@ -66,71 +91,89 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 				params: startRunParams,
 				handler(ctx: Context<StartRunParams>) {
 					return this.batcher.start(ctx.params);
-				}
+				},
 			},
 			/** The active run with its progress, or the last run. */
 			status: {
 				handler() {
 					return this.batcher.status();
-				}
+				},
 			},
 			runs: {
 				handler() {
 					return this.batcher.runs();
-				}
+				},
 			},
 			/** Cancels the active run (or the one named): no new batch goes out, the ones in flight finish; stored as `cancelled`. */
 			cancel: {
 				params: { runId: { type: "string", min: 1, optional: true } },
 				handler(ctx: Context<{ runId?: string }>) {
 					return this.batcher.cancel(ctx.params.runId);
-				}
+				},
 			},
 			/** One run with its batch counts and, once finished, its report. */
 			get: {
 				params: { runId: { type: "string", min: 1 } },
 				handler(ctx: Context<{ runId: string }>) {
 					return this.batcher.get(ctx.params.runId);
-				}
-			}
+				},
+			},
 		},
 		events: {
 			/** A signer back on NATS: requests sent to it meanwhile may be lost; its batches are checked on now. */
 			[PEER_RECONNECTED](ctx: Context<{ nodeID: string }>) {
 				this.batcher?.transportReconnected(ctx.params.nodeID);
-			}
+			},
 		},
 		async started() {
 			const broker = this.broker;
 			this.credential = loadCredential(this.settings.credential);
-			this.logger.info(`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`);
+			this.logger.info(
+				`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`,
+			);
 			const credential = this.credential;
 			this.batcher = new Batcher(this.settings, {
 				store: this.store,
 				records: {
-					unsignedPage: async (after, limit) => (await call(broker, Actions.records.unsignedPage, { after, limit })).records,
-					unsignedAmong: async ids => (await call(broker, Actions.records.unsignedAmong, { ids })).records,
+					unsignedPage: async (after, limit) =>
+						(await call(broker, Actions.records.unsignedPage, { after, limit }))
+							.records,
+					unsignedAmong: async (ids) =>
+						(await call(broker, Actions.records.unsignedAmong, { ids })).records,
 					progress: () => call(broker, Actions.records.progress, {}),
-					closeBatch: (batchId, recordIds) => call(broker, Actions.records.closeBatch, { batchId, recordIds, proof: busChecks.on ? makeCloseProof(credential, batchId) : "" }),
-					signedUnder: async batchId => (await call(broker, Actions.records.signedUnder, { batchId })).signed,
-					stats: () => call(broker, Actions.records.stats, {})
+					closeBatch: (batchId, recordIds) =>
+						call(broker, Actions.records.closeBatch, {
+							batchId,
+							recordIds,
+							proof: busChecks.on ? makeCloseProof(credential, batchId) : "",
+						}),
+					signedUnder: async (batchId) =>
+						(await call(broker, Actions.records.signedUnder, { batchId })).signed,
+					stats: () => call(broker, Actions.records.stats, {}),
 				},
 				signers: signersOf(broker, credential),
-				emit: (event, payload) => void Promise.resolve(emit(broker, event, payload)).catch(err => this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`)),
+				emit: (event, payload) =>
+					void Promise.resolve(emit(broker, event, payload)).catch((err) =>
+						this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`),
+					),
 				clock: systemClock,
 				logger: this.logger,
-				nodeStopping: () => broker.stopping
+				nodeStopping: () => broker.stopping,
 			});
 			// This node back on NATS: replies sent to it meanwhile may be lost.
-			watchNatsStatus(broker, type => type === "reconnect" && this.batcher.transportReconnected());
+			watchNatsStatus(
+				broker,
+				(type) => type === "reconnect" && this.batcher.transportReconnected(),
+			);
 			await this.batcher.resumeInterrupted();
 		},
 		async stopped() {
 			await this.batcher?.stop();
-		}
+		},
 	};
 	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */
-export default (_broker: ServiceBroker) => createBatcherService(serviceSettings(appConfig()).batcher);
+export default (_broker: ServiceBroker) =>
+	createBatcherService(serviceSettings(appConfig()).batcher);

@@ -22,7 +22,14 @@ import { DomainError } from "../src/errors";
 import { describeStore, StoreMixin } from "../mixins/store.mixin";
 import { systemClock, type Clock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { acquireParams, leaseRefParams, type AcquireParams, type Lease, type LeaseChange, type LeaseRef } from "../src/contract";
+import {
+	acquireParams,
+	leaseRefParams,
+	type AcquireParams,
+	type Lease,
+	type LeaseChange,
+	type LeaseRef,
+} from "../src/contract";
 import type { KeyringElection } from "../src/keyring/election";
 import { electOnBus, leaveForRestart, otherKeyringNodes } from "../src/keyring/election-bus";
 import { Keyring } from "../src/keyring/keyring";
@@ -47,11 +54,11 @@ interface KeyringVars {
 const electionGuard: Partial<ServiceSchema<KeyringSettings, Record<string, never>, KeyringVars>> = {
 	async started() {
 		this.fencedBy = null;
-		this.election = await electOnBus(this.broker, this.settings, this.logger).catch(err => {
+		this.election = await electOnBus(this.broker, this.settings, this.logger).catch((err) => {
 			this.logger.error((err as Error).message);
 			throw err;
 		});
-	}
+	},
 };
 const KeyringElectionGuard: MixinSchema = electionGuard;
 
@@ -59,7 +66,7 @@ const KeyringStoreMixin = StoreMixin<SqliteKeyringStore | MongoKeyringStore>({
 	owner: "keyring",
 	collections: ["keys", "leases"],
 	embedded: (dataDir, log) => SqliteKeyringStore.open(dataDir, log),
-	mongo: (uri, service) => MongoKeyringStore.open(uri, service)
+	mongo: (uri, service) => MongoKeyringStore.open(uri, service),
 });
 
 interface KeyringMethods {
@@ -72,9 +79,16 @@ export interface KeyringServiceDeps {
 }
 
 /** The schema, typed for its own settings, methods and vars. */
-export type KeyringSchema = ServiceSchema<KeyringSettings & { $secureSettings: string[] }, KeyringMethods, KeyringVars>;
+export type KeyringSchema = ServiceSchema<
+	KeyringSettings & { $secureSettings: string[] },
+	KeyringMethods,
+	KeyringVars
+>;
 
-export function createKeyringService(settings: KeyringSettings, deps: KeyringServiceDeps = {}): KeyringSchema {
+export function createKeyringService(
+	settings: KeyringSettings,
+	deps: KeyringServiceDeps = {},
+): KeyringSchema {
 	const schema: KeyringSchema = {
 		name: "keyring",
 		mixins: [KeyringStoreMixin, KeyringElectionGuard],
@@ -82,25 +96,58 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri"] },
 		actions: {
 			/** The least recently used free key for the batch its ticket names, sealed to the proven signer's session (src/keyring/lease-desk.ts). */
-			acquire: { params: acquireParams, handler(ctx: Context<AcquireParams>): Promise<Lease> { return this.desk.acquire(ctx.params, this.callerOf(ctx)); } },
+			acquire: {
+				params: acquireParams,
+				handler(ctx: Context<AcquireParams>): Promise<Lease> {
+					return this.desk.acquire(ctx.params, this.callerOf(ctx));
+				},
+			},
 			/** Extends the proven holder's lease, with a fresh lease token. */
-			renew: { params: leaseRefParams, handler(ctx: Context<LeaseRef>): Promise<LeaseChange> { return this.desk.renew(ctx.params, this.callerOf(ctx)); } },
-			release: { params: leaseRefParams, handler(ctx: Context<LeaseRef>): Promise<LeaseChange> { return this.desk.release(ctx.params, this.callerOf(ctx)); } },
-			jwks: { handler() { return this.keyring.jwks(); } },
-			keys: { handler() { return this.keyring.keyList(); } },
-			status: { handler() { return this.keyring.status(); } }
+			renew: {
+				params: leaseRefParams,
+				handler(ctx: Context<LeaseRef>): Promise<LeaseChange> {
+					return this.desk.renew(ctx.params, this.callerOf(ctx));
+				},
+			},
+			release: {
+				params: leaseRefParams,
+				handler(ctx: Context<LeaseRef>): Promise<LeaseChange> {
+					return this.desk.release(ctx.params, this.callerOf(ctx));
+				},
+			},
+			jwks: {
+				handler() {
+					return this.keyring.jwks();
+				},
+			},
+			keys: {
+				handler() {
+					return this.keyring.keyList();
+				},
+			},
+			status: {
+				handler() {
+					return this.keyring.status();
+				},
+			},
 		},
 		methods: {
 			/** Who sent a request, as the transport says. */
 			callerOf(ctx: Context): Caller {
-				return { nodeID: ctx.nodeID ?? this.broker.nodeID, local: !ctx.nodeID || ctx.nodeID === this.broker.nodeID };
-			}
+				return {
+					nodeID: ctx.nodeID ?? this.broker.nodeID,
+					local: !ctx.nodeID || ctx.nodeID === this.broker.nodeID,
+				};
+			},
 		},
 		events: {
 			// A signer that left cannot use a key: do not grant it one it waited for.
 			"$node.disconnected"(ctx: Context<{ node: { id: string } }>) {
 				const dropped = this.keyring?.dropWaiters(ctx.params.node.id) ?? 0;
-				if (dropped) this.logger.info(`Node ${ctx.params.node.id} left: turned away its ${dropped} waiting acquire(s)`);
+				if (dropped)
+					this.logger.info(
+						`Node ${ctx.params.node.id} left: turned away its ${dropped} waiting acquire(s)`,
+					);
 			},
 			/**
 			 * A second active keyring can only appear after a partition or a paused process healed.
@@ -113,13 +160,28 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 				this.fencedBy = rival;
 				this.election.fence();
 				// Renewals and acquires (waiting ones too) are turned away; releases keep working.
-				void this.keyring?.fence(() => new DomainError("KEYRING_CONFLICT", `This keyring no longer grants or renews leases: keyring node '${rival}' is active too`, { other: rival }));
-				this.logger.error(`Keyring node '${rival}' is active too: this keyring stops granting and renewing leases now. Two keyrings must never both grant; restart one of them alone.`);
+				void this.keyring?.fence(
+					() =>
+						new DomainError(
+							"KEYRING_CONFLICT",
+							`This keyring no longer grants or renews leases: keyring node '${rival}' is active too`,
+							{ other: rival },
+						),
+				);
+				this.logger.error(
+					`Keyring node '${rival}' is active too: this keyring stops granting and renewing leases now. Two keyrings must never both grant; restart one of them alone.`,
+				);
 				leaveForRestart(this.broker);
-			}
+			},
 		},
 		async started() {
-			for (const role of ["signer", "batcher"] as const) await enrolLocalCredential(this.store, role, this.settings.enrolLocal[role], this.logger);
+			for (const role of ["signer", "batcher"] as const)
+				await enrolLocalCredential(
+					this.store,
+					role,
+					this.settings.enrolLocal[role],
+					this.logger,
+				);
 			this.keyring = await Keyring.open(this.settings, {
 				store: this.store,
 				storeName: describeStore(this.settings, "keyring"),
@@ -127,20 +189,31 @@ export function createKeyringService(settings: KeyringSettings, deps: KeyringSer
 				logger: this.logger,
 				clock: deps.clock,
 				emit: (event, payload) => {
-					this.broker.emit(event, payload).catch(err => this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`));
-				}
+					this.broker
+						.emit(event, payload)
+						.catch((err) =>
+							this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`),
+						);
+				},
 			});
 			// Proofs are dated by the signers' wall clocks: checked against this machine's, whatever clock the leases run on.
-			this.desk = new LeaseDesk(this.keyring, this.store, systemClock, this.settings.leaseGraceMs, this.logger);
+			this.desk = new LeaseDesk(
+				this.keyring,
+				this.store,
+				systemClock,
+				this.settings.leaseGraceMs,
+				this.logger,
+			);
 			announceAuthority(this.keyring.authority, this.settings, this.logger);
 		},
 		async stopped() {
 			// Runs before the mixin closes the stores: the change in progress finishes first.
 			await this.keyring?.close();
-		}
+		},
 	};
 	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */
-export default (_broker: ServiceBroker) => createKeyringService(serviceSettings(appConfig()).keyring);
+export default (_broker: ServiceBroker) =>
+	createKeyringService(serviceSettings(appConfig()).keyring);

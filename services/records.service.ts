@@ -14,8 +14,26 @@ import { DomainError } from "../src/errors";
 import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
-	closeBatchParams, recordIdsParams, recordsListParams, signedUnderParams, storeSignaturesParams, unsignedPageParams,
-	type ClosedBatch, type CloseBatchParams, type Progress, type RecordIdsParams, type RecordsList, type RecordsListParams, type RecordStats, type RecordView, type SignedUnder, type SignedUnderParams, type StoreSignaturesParams, type StoreSignaturesResult, type UnsignedPageParams, type UnsignedRecords
+	closeBatchParams,
+	recordIdsParams,
+	recordsListParams,
+	signedUnderParams,
+	storeSignaturesParams,
+	unsignedPageParams,
+	type ClosedBatch,
+	type CloseBatchParams,
+	type Progress,
+	type RecordIdsParams,
+	type RecordsList,
+	type RecordsListParams,
+	type RecordStats,
+	type RecordView,
+	type SignedUnder,
+	type SignedUnderParams,
+	type StoreSignaturesParams,
+	type StoreSignaturesResult,
+	type UnsignedPageParams,
+	type UnsignedRecords,
 } from "../src/contract";
 import { BatchTally } from "../src/records/batch-tally";
 import { RecordsIntake } from "../src/records/intake";
@@ -37,11 +55,15 @@ export const RecordsStoreMixin = StoreMixin<RecordsStore>({
 	owner: "records",
 	collections: ["records", "signatures"],
 	embedded: (dataDir, log) => SqliteRecordsStore.open(dataDir, log),
-	mongo: (uri, service) => MongoRecordsStore.open(uri, service)
+	mongo: (uri, service) => MongoRecordsStore.open(uri, service),
 });
 
 /** The schema, typed for its own settings, methods and vars. */
-export type RecordsSchema = ServiceSchema<RecordsSettings & { $secureSettings: string[] }, Record<string, never>, RecordsVars>;
+export type RecordsSchema = ServiceSchema<
+	RecordsSettings & { $secureSettings: string[] },
+	Record<string, never>,
+	RecordsVars
+>;
 
 export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 	const schema: RecordsSchema = {
@@ -54,21 +76,29 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			unsignedPage: {
 				params: unsignedPageParams,
 				async handler(ctx: Context<UnsignedPageParams>): Promise<UnsignedRecords> {
-					return { records: await this.store.unsignedRecords(ctx.params.after, ctx.params.limit) };
-				}
+					return {
+						records: await this.store.unsignedRecords(
+							ctx.params.after,
+							ctx.params.limit,
+						),
+					};
+				},
 			},
 			/** Of the given records, those without a signature (a failed batch's retry set), with their payloads. */
 			unsignedAmong: {
 				params: recordIdsParams,
 				async handler(ctx: Context<RecordIdsParams>): Promise<UnsignedRecords> {
 					return { records: await this.store.unsignedAmong(ctx.params.ids) };
-				}
+				},
 			},
 			/** How many records there are and how large the largest is: what a run's batch size must fit. */
 			stats: {
 				async handler(): Promise<RecordStats> {
-					return { records: await this.store.recordCount(), maxRecordBytes: await this.store.maxRecordBytes() };
-				}
+					return {
+						records: await this.store.recordCount(),
+						maxRecordBytes: await this.store.maxRecordBytes(),
+					};
+				},
 			},
 			/**
 			 * Stores a piece of a batch's signatures sent by its lease's holder; already-signed records
@@ -80,13 +110,21 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 					this.intake.admitSignatures(ctx.params, ctx.nodeID ?? this.broker.nodeID);
 					try {
 						const result = await this.store.storeSignatures(ctx.params);
-						this.tally.add(ctx.params.batchId, ctx.params.keyId, ctx.params.leaseId, result.stored);
+						this.tally.add(
+							ctx.params.batchId,
+							ctx.params.keyId,
+							ctx.params.leaseId,
+							result.stored,
+						);
 						return result;
 					} catch (err) {
-						if (err instanceof BatchClosedError) throw new DomainError("BATCH_CLOSED", err.message, { batchId: err.batchId });
+						if (err instanceof BatchClosedError)
+							throw new DomainError("BATCH_CLOSED", err.message, {
+								batchId: err.batchId,
+							});
 						throw err;
 					}
-				}
+				},
 			},
 			/** Closes a batch that ended without its signer's reply (the batcher's proof only); answers what is stored under it and which of its records are unsigned. */
 			closeBatch: {
@@ -94,48 +132,69 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				async handler(ctx: Context<CloseBatchParams>): Promise<ClosedBatch> {
 					this.intake.admitClose(ctx.params, ctx.nodeID ?? this.broker.nodeID);
 					return this.store.closeBatch(ctx.params.batchId, ctx.params.recordIds);
-				}
+				},
 			},
 			/** The signatures stored under a batch, by key and lease: what the batcher counts a batch by. */
 			signedUnder: {
 				params: signedUnderParams,
 				async handler(ctx: Context<SignedUnderParams>): Promise<SignedUnder> {
-					return { signed: this.tally.get(ctx.params.batchId) ?? (await this.store.signedUnder(ctx.params.batchId)) };
-				}
+					return {
+						signed:
+							this.tally.get(ctx.params.batchId) ??
+							(await this.store.signedUnder(ctx.params.batchId)),
+					};
+				},
 			},
 			progress: {
 				async handler(): Promise<Progress> {
-					return { records: await this.store.recordCount(), signed: await this.store.signedCount() };
-				}
+					return {
+						records: await this.store.recordCount(),
+						signed: await this.store.signedCount(),
+					};
+				},
 			},
 			/** GET /api/records: records in id order after `after`, with their signatures; `signed` picks signed or unsigned only. */
 			list: {
 				params: recordsListParams,
 				handler(ctx: Context<RecordsListParams>): Promise<RecordsList> {
 					return this.store.list(ctx.params.after, ctx.params.limit, ctx.params.signed);
-				}
+				},
 			},
 			/** One record with its signature, if any. */
 			get: {
 				params: { id: { type: "string", min: 1 } },
 				async handler(ctx: Context<{ id: string }>): Promise<RecordView> {
 					const record = await this.store.record(ctx.params.id);
-					if (!record) throw new DomainError("RECORD_NOT_FOUND", `Record "${ctx.params.id}" not found`, { id: ctx.params.id });
+					if (!record)
+						throw new DomainError(
+							"RECORD_NOT_FOUND",
+							`Record "${ctx.params.id}" not found`,
+							{ id: ctx.params.id },
+						);
 					const signature = await this.store.signature(ctx.params.id);
-					return { id: record.id, data: record.data, signature: signature && signatureView(signature) };
-				}
-			}
+					return {
+						id: record.id,
+						data: record.data,
+						signature: signature && signatureView(signature),
+					};
+				},
+			},
 		},
 		async started() {
-			this.intake = new RecordsIntake(this.settings.trust, this.settings.batcherCredential, this.logger);
+			this.intake = new RecordsIntake(
+				this.settings.trust,
+				this.settings.batcherCredential,
+				this.logger,
+			);
 			this.tally = new BatchTally();
 			const started = Date.now();
 			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
 			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);
-		}
+		},
 	};
 	return schema;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */
-export default (_broker: ServiceBroker) => createRecordsService(serviceSettings(appConfig()).records);
+export default (_broker: ServiceBroker) =>
+	createRecordsService(serviceSettings(appConfig()).records);

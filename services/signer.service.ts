@@ -6,7 +6,13 @@
 import type { CallingOptions, Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { Actions, call, signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
+import {
+	Actions,
+	call,
+	signBatchParams,
+	type SignBatchParams,
+	type SignBatchResult,
+} from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { LeaseSecret } from "../src/signer/lease-secret";
 import { busChecks } from "../src/identity/bus-checks";
@@ -32,17 +38,54 @@ interface SignerVars {
  * (src/broker/lost-requests.ts). Lease requests carry a proof made with this signer's credential, the
  * acquire the batch's dispatch ticket, and each stored piece the holder's store proof.
  */
-function batchCalls(ctx: Context<SignBatchParams>, keys: LeaseKeyOpener, credential: SignerCredential): BatchCalls {
-	const options = (timeout: number, signal: AbortSignal) => ({ timeout, signal }) as CallingOptions;
+function batchCalls(
+	ctx: Context<SignBatchParams>,
+	keys: LeaseKeyOpener,
+	credential: SignerCredential,
+): BatchCalls {
+	const options = (timeout: number, signal: AbortSignal) =>
+		({ timeout, signal }) as CallingOptions;
 	const node = ctx.broker.nodeID;
 	const sessionKey = keys.session.publicJwk;
 	const { ticket } = ctx.params;
 	return {
-		storeSignatures: (piece, timeout, signal) => call(ctx, Actions.records.storeSignatures, { ...piece, proof: busChecks.on ? makeStoreProof(credential, piece) : "" }, options(timeout, signal)),
+		storeSignatures: (piece, timeout, signal) =>
+			call(
+				ctx,
+				Actions.records.storeSignatures,
+				{ ...piece, proof: busChecks.on ? makeStoreProof(credential, piece) : "" },
+				options(timeout, signal),
+			),
 		acquire: (waitMs, timeout, signal) =>
-			call(ctx, Actions.keyring.acquire, { sessionKey, waitMs, ticket, proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }) }, options(timeout, signal)),
-		renew: (leaseId, token, timeout, signal) => call(ctx, Actions.keyring.renew, { leaseId, token, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }, options(timeout, signal)),
-		release: (leaseId, timeout, signal) => call(ctx, Actions.keyring.release, { leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) }, options(timeout, signal))
+			call(
+				ctx,
+				Actions.keyring.acquire,
+				{
+					sessionKey,
+					waitMs,
+					ticket,
+					proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }),
+				},
+				options(timeout, signal),
+			),
+		renew: (leaseId, token, timeout, signal) =>
+			call(
+				ctx,
+				Actions.keyring.renew,
+				{
+					leaseId,
+					token,
+					proof: makeProof(credential, { act: "renew", node, lid: leaseId }),
+				},
+				options(timeout, signal),
+			),
+		release: (leaseId, timeout, signal) =>
+			call(
+				ctx,
+				Actions.keyring.release,
+				{ leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) },
+				options(timeout, signal),
+			),
 	};
 }
 
@@ -50,7 +93,11 @@ function batchCalls(ctx: Context<SignBatchParams>, keys: LeaseKeyOpener, credent
 const RELEASE_FAILURES = "signing.lease.release.failures";
 
 /** The schema, typed for its own settings, methods and vars. */
-export type SignerSchema = ServiceSchema<SignerSettings & { $secureSettings: string[] }, Record<string, never>, SignerVars>;
+export type SignerSchema = ServiceSchema<
+	SignerSettings & { $secureSettings: string[] },
+	Record<string, never>,
+	SignerVars
+>;
 
 export function createSignerService(settings: SignerSettings): SignerSchema {
 	const schema: SignerSchema = {
@@ -63,40 +110,62 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 				handler(ctx: Context<SignBatchParams>): Promise<SignBatchResult> {
 					// A batch the batcher did not send to this node is refused before any lease is asked for.
 					try {
-						if (busChecks.on) checkTicketForBatch(ctx.params.ticket, ctx.params, this.broker.nodeID);
+						if (busChecks.on)
+							checkTicketForBatch(ctx.params.ticket, ctx.params, this.broker.nodeID);
 					} catch (err) {
-						throw loggedRefusal(err, this.logger, `signer.signBatch of batch ${ctx.params.batchId}`, ctx.nodeID ?? this.broker.nodeID);
+						throw loggedRefusal(
+							err,
+							this.logger,
+							`signer.signBatch of batch ${ctx.params.batchId}`,
+							ctx.nodeID ?? this.broker.nodeID,
+						);
 					}
-					return this.signer.signBatch(ctx.params, batchCalls(ctx, this.keys, this.credential));
-				}
+					return this.signer.signBatch(
+						ctx.params,
+						batchCalls(ctx, this.keys, this.credential),
+					);
+				},
 			},
 			/** The batches this node is working on: the batcher asks, to find a batch lost in transit. */
 			inFlight: {
 				handler(): { batchIds: string[] } {
 					return { batchIds: this.signer.batchIds() };
-				}
-			}
+				},
+			},
 		},
 		async started() {
 			// Who this signer is to the keyring: a credential it enrolled (src/identity/credential.ts).
 			this.credential = loadCredential(this.settings.credential);
-			this.logger.info(`Signer credential "${this.credential.name}" from ${this.credential.source}`);
+			this.logger.info(
+				`Signer credential "${this.credential.name}" from ${this.credential.source}`,
+			);
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
 			this.pool = new SignPool(this.settings.signingThreads || undefined);
 			const metrics = this.broker.isMetricsEnabled() ? this.broker.metrics : null;
-			metrics?.register({ type: "counter", name: RELEASE_FAILURES, description: "Lease releases that failed; the lease waited for its expiry", unit: "lease" });
-			const afterStore = faultFromEnv(process.env.SIGNER_FAULT, line => this.logger.warn(line));
+			metrics?.register({
+				type: "counter",
+				name: RELEASE_FAILURES,
+				description: "Lease releases that failed; the lease waited for its expiry",
+				unit: "lease",
+			});
+			const afterStore = faultFromEnv(process.env.SIGNER_FAULT, (line) =>
+				this.logger.warn(line),
+			);
 			this.signer = new Signer<LeaseSecret>(this.settings, {
 				nodeID: this.broker.nodeID,
 				// The lease's key, opened into libsodium's guarded memory, lives until its batch is signed
 				// (or fails to be): wiped then, before the signatures are stored and the lease released.
-				keys: { open: lease => this.keys.openSecret(lease), sign: (key, keyId, records, deadline) => this.pool.sign(key, keyId, records, deadline).finally(() => key.dispose()) },
+				keys: {
+					open: (lease) => this.keys.openSecret(lease),
+					sign: (key, keyId, records, deadline) =>
+						this.pool.sign(key, keyId, records, deadline).finally(() => key.dispose()),
+				},
 				clock: systemClock,
 				logger: this.logger,
 				nodeStopping: () => this.broker.stopping,
 				onReleaseFailed: () => metrics?.increment(RELEASE_FAILURES),
-				...(afterStore ? { afterStore } : {})
+				...(afterStore ? { afterStore } : {}),
 			});
 		},
 		async stopped() {
@@ -104,7 +173,7 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 			// while the transport is still up; the pool goes only after that.
 			await this.signer?.stop();
 			await this.pool?.destroy();
-		}
+		},
 	};
 	return schema;
 }

@@ -14,7 +14,7 @@ export interface Clock {
 
 /** Resolves after `ms` (an aborted `signal` ends it early). Keeps the process alive meanwhile. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-	return new Promise(resolve => {
+	return new Promise((resolve) => {
 		if (signal?.aborted) return resolve();
 		const timer = setTimeout(done, ms);
 		function done() {
@@ -28,7 +28,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 export const systemClock: Clock = {
 	now: () => Date.now(),
-	sleep: ms => new Promise<void>(resolve => setTimeout(resolve, ms).unref()),
+	sleep: (ms) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref()),
 	every(ms, tick) {
 		const timer = setInterval(tick, ms);
 		timer.unref();
@@ -38,5 +38,5 @@ export const systemClock: Clock = {
 		const timer = setTimeout(fire, ms);
 		timer.unref();
 		return () => clearTimeout(timer);
-	}
+	},
 };

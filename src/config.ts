@@ -81,29 +81,100 @@ export interface PortChoice {
 }
 
 export type PortKey = "port" | "metricsPort" | "healthPort";
-const PORT_VARIABLES: Record<PortKey, string> = { port: "PORT", metricsPort: "METRICS_PORT", healthPort: "HEALTH_PORT" };
+const PORT_VARIABLES: Record<PortKey, string> = {
+	port: "PORT",
+	metricsPort: "METRICS_PORT",
+	healthPort: "HEALTH_PORT",
+};
 
 /** What a listener needs to bind `key`'s port (src/broker/listen.ts). */
 export function portChoice(config: AppConfig, key: PortKey): PortChoice {
-	return { port: config[key], variable: PORT_VARIABLES[key], explicit: config.explicitPorts?.[key] ?? false };
+	return {
+		port: config[key],
+		variable: PORT_VARIABLES[key],
+		explicit: config.explicitPorts?.[key] ?? false,
+	};
 }
 
 export const MAX_BATCH_SIZE = 100_000;
 
 /** Env names, their CLI flags and their validation: the table of docs/design.md §10 lists them. */
-const INTEGERS: Array<{ env: string; flag: string; key: keyof AppConfig; min: number; max: number; fallback: number }> = [
+const INTEGERS: Array<{
+	env: string;
+	flag: string;
+	key: keyof AppConfig;
+	min: number;
+	max: number;
+	fallback: number;
+}> = [
 	{ env: "RECORDS", flag: "records", key: "records", min: 1, max: 10_000_000, fallback: 100_000 },
 	{ env: "KEYS", flag: "keys", key: "keys", min: 1, max: 10_000, fallback: 100 },
-	{ env: "BATCH_SIZE", flag: "batch-size", key: "batchSize", min: 1, max: MAX_BATCH_SIZE, fallback: 300 },
-	{ env: "LEASE_TTL_MS", flag: "lease-ttl-ms", key: "leaseTtlMs", min: 100, max: 3_600_000, fallback: 30_000 },
-	{ env: "LEASE_MARGIN_MS", flag: "lease-margin-ms", key: "leaseMarginMs", min: 0, max: 600_000, fallback: 2_000 },
-	{ env: "LEASE_GRACE_MS", flag: "lease-grace-ms", key: "leaseGraceMs", min: 0, max: 600_000, fallback: 2_000 },
-	{ env: "ACQUIRE_WAIT_MS", flag: "acquire-wait-ms", key: "acquireWaitMs", min: 0, max: 3_600_000, fallback: 60_000 },
+	{
+		env: "BATCH_SIZE",
+		flag: "batch-size",
+		key: "batchSize",
+		min: 1,
+		max: MAX_BATCH_SIZE,
+		fallback: 300,
+	},
+	{
+		env: "LEASE_TTL_MS",
+		flag: "lease-ttl-ms",
+		key: "leaseTtlMs",
+		min: 100,
+		max: 3_600_000,
+		fallback: 30_000,
+	},
+	{
+		env: "LEASE_MARGIN_MS",
+		flag: "lease-margin-ms",
+		key: "leaseMarginMs",
+		min: 0,
+		max: 600_000,
+		fallback: 2_000,
+	},
+	{
+		env: "LEASE_GRACE_MS",
+		flag: "lease-grace-ms",
+		key: "leaseGraceMs",
+		min: 0,
+		max: 600_000,
+		fallback: 2_000,
+	},
+	{
+		env: "ACQUIRE_WAIT_MS",
+		flag: "acquire-wait-ms",
+		key: "acquireWaitMs",
+		min: 0,
+		max: 3_600_000,
+		fallback: 60_000,
+	},
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
-	{ env: "SIGNING_THREADS", flag: "signing-threads", key: "signingThreads", min: 0, max: 256, fallback: 0 },
+	{
+		env: "SIGNING_THREADS",
+		flag: "signing-threads",
+		key: "signingThreads",
+		min: 0,
+		max: 256,
+		fallback: 0,
+	},
 	{ env: "PORT", flag: "port", key: "port", min: 0, max: 65_535, fallback: 3000 },
-	{ env: "METRICS_PORT", flag: "metrics-port", key: "metricsPort", min: 0, max: 65_535, fallback: 3030 },
-	{ env: "HEALTH_PORT", flag: "health-port", key: "healthPort", min: 0, max: 65_535, fallback: 3001 }
+	{
+		env: "METRICS_PORT",
+		flag: "metrics-port",
+		key: "metricsPort",
+		min: 0,
+		max: 65_535,
+		fallback: 3030,
+	},
+	{
+		env: "HEALTH_PORT",
+		flag: "health-port",
+		key: "healthPort",
+		min: 0,
+		max: 65_535,
+		fallback: 3001,
+	},
 ];
 
 function parseInteger(raw: string, name: string, min: number, max: number): number {
@@ -125,29 +196,44 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 		if (typeof fromFlag === "string") return fromFlag;
 		return env[envName];
 	};
-	const config = { explicitPorts: { port: false, metricsPort: false, healthPort: false } } as AppConfig;
+	const config = {
+		explicitPorts: { port: false, metricsPort: false, healthPort: false },
+	} as AppConfig;
 	for (const spec of INTEGERS) {
 		const raw = pick(spec.env, spec.flag);
 		const name = typeof flags[spec.flag] === "string" ? `--${spec.flag}` : spec.env;
 		const given = raw !== undefined && raw !== "";
-		(config[spec.key] as number) = given ? parseInteger(raw, name, spec.min, spec.max) : spec.fallback;
-		if (given && spec.key in config.explicitPorts) config.explicitPorts[spec.key as PortKey] = true;
+		(config[spec.key] as number) = given
+			? parseInteger(raw, name, spec.min, spec.max)
+			: spec.fallback;
+		if (given && spec.key in config.explicitPorts)
+			config.explicitPorts[spec.key as PortKey] = true;
 	}
 	if (config.leaseMarginMs >= config.leaseTtlMs)
-		throw new ConfigError(`LEASE_MARGIN_MS (${config.leaseMarginMs}) must be smaller than LEASE_TTL_MS (${config.leaseTtlMs})`);
+		throw new ConfigError(
+			`LEASE_MARGIN_MS (${config.leaseMarginMs}) must be smaller than LEASE_TTL_MS (${config.leaseTtlMs})`,
+		);
 
 	const dataDir = pick("DATA_DIR", "data-dir");
-	config.dataDir = dataDir === undefined ? path.resolve("data") : dataDir === "" ? "" : path.resolve(dataDir);
+	config.dataDir =
+		dataDir === undefined ? path.resolve("data") : dataDir === "" ? "" : path.resolve(dataDir);
 	config.mongoUri = pick("MONGO_URI", "mongo-uri") || null;
 	if (config.mongoUri && !/^mongodb(\+srv)?:\/\//.test(config.mongoUri))
-		throw new ConfigError(`MONGO_URI must start with mongodb:// or mongodb+srv://, got "${config.mongoUri}"`);
+		throw new ConfigError(
+			`MONGO_URI must start with mongodb:// or mongodb+srv://, got "${config.mongoUri}"`,
+		);
 	config.transporter = pick("TRANSPORTER", "transporter") || null;
 	if (config.transporter && !/^nats:\/\//.test(config.transporter))
-		throw new ConfigError(`TRANSPORTER must be a nats:// URL (e.g. nats://127.0.0.1:4222), got "${config.transporter}"`);
-	if (config.transporter && env.NATS_PASSWORD_FILE) config.transporter = withPasswordFrom(config.transporter, env.NATS_PASSWORD_FILE);
+		throw new ConfigError(
+			`TRANSPORTER must be a nats:// URL (e.g. nats://127.0.0.1:4222), got "${config.transporter}"`,
+		);
+	if (config.transporter && env.NATS_PASSWORD_FILE)
+		config.transporter = withPasswordFrom(config.transporter, env.NATS_PASSWORD_FILE);
 	config.masterKey = pick("KEYRING_MASTER_KEY", "master-key") || null;
 	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
-		throw new ConfigError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)");
+		throw new ConfigError(
+			"KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)",
+		);
 	config.signerKey = env.SIGNER_KEY || null;
 	const signerKeyFile = pick("SIGNER_KEY_FILE", "signer-key-file");
 	config.signerKeyFile = signerKeyFile ? path.resolve(signerKeyFile) : null;
@@ -163,26 +249,52 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 		}
 	}
 	const keyringPublicKeyFile = env.KEYRING_PUBLIC_KEY_FILE;
-	config.keyringPublicKeyFile = keyringPublicKeyFile ? path.resolve(keyringPublicKeyFile) : config.dataDir ? path.join(config.dataDir, AUTHORITY_PUBLIC_FILE) : null;
+	config.keyringPublicKeyFile = keyringPublicKeyFile
+		? path.resolve(keyringPublicKeyFile)
+		: config.dataDir
+			? path.join(config.dataDir, AUTHORITY_PUBLIC_FILE)
+			: null;
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
 	const logFormat = (pick("LOG_FORMAT", "log-format") || "text").toLowerCase();
-	if (logFormat !== "text" && logFormat !== "json") throw new ConfigError(`LOG_FORMAT must be "text" or "json", got "${logFormat}"`);
+	if (logFormat !== "text" && logFormat !== "json")
+		throw new ConfigError(`LOG_FORMAT must be "text" or "json", got "${logFormat}"`);
 	config.logFormat = logFormat;
 	const apiKeysFile = pick("API_KEYS_FILE", "api-keys-file");
-	config.apiKeysFile = apiKeysFile ? path.resolve(apiKeysFile) : config.dataDir ? path.join(config.dataDir, "api-keys.json") : null;
+	config.apiKeysFile = apiKeysFile
+		? path.resolve(apiKeysFile)
+		: config.dataDir
+			? path.join(config.dataDir, "api-keys.json")
+			: null;
 	const allowPrivate = (env.WEBHOOK_ALLOW_PRIVATE ?? "").trim().toLowerCase();
-	if (!["", "true", "false", "1", "0"].includes(allowPrivate)) throw new ConfigError(`WEBHOOK_ALLOW_PRIVATE must be true or false, got "${env.WEBHOOK_ALLOW_PRIVATE}"`);
+	if (!["", "true", "false", "1", "0"].includes(allowPrivate))
+		throw new ConfigError(
+			`WEBHOOK_ALLOW_PRIVATE must be true or false, got "${env.WEBHOOK_ALLOW_PRIVATE}"`,
+		);
 	config.webhookAllowPrivate = allowPrivate === "true" || allowPrivate === "1";
-	config.trustedProxies = (env.TRUSTED_PROXIES ?? "").split(",").map(entry => entry.trim()).filter(entry => entry !== "").map(entry => {
-		const rule = proxyRule(entry);
-		if (!rule) throw new ConfigError(`TRUSTED_PROXIES must be IP addresses or CIDR ranges separated by commas (e.g. 10.0.0.0/8,127.0.0.1,::1), got "${entry}"`);
-		return rule;
-	});
-	config.authEnv = Object.fromEntries(["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(name => [name, env[name] || undefined]));
+	config.trustedProxies = (env.TRUSTED_PROXIES ?? "")
+		.split(",")
+		.map((entry) => entry.trim())
+		.filter((entry) => entry !== "")
+		.map((entry) => {
+			const rule = proxyRule(entry);
+			if (!rule)
+				throw new ConfigError(
+					`TRUSTED_PROXIES must be IP addresses or CIDR ranges separated by commas (e.g. 10.0.0.0/8,127.0.0.1,::1), got "${entry}"`,
+				);
+			return rule;
+		});
+	config.authEnv = Object.fromEntries(
+		["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"].map(
+			(name) => [name, env[name] || undefined],
+		),
+	);
 	const reads = (config.authEnv.AUTH_READS ?? "open").toLowerCase();
-	if (reads !== "open" && reads !== "required") throw new ConfigError(`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`);
+	if (reads !== "open" && reads !== "required")
+		throw new ConfigError(
+			`AUTH_READS must be "open" or "required", got "${config.authEnv.AUTH_READS}"`,
+		);
 	// Only "off" turns it off; any other value leaves it on, as it always did.
 	config.serveNats = (env.SERVE_NATS ?? "").trim().toLowerCase() !== "off";
 	return config;
@@ -194,12 +306,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
  */
 function withPasswordFrom(transporter: string, file: string): string {
 	const url = new URL(transporter);
-	if (!url.username) throw new ConfigError(`NATS_PASSWORD_FILE is set, so TRANSPORTER must name the user (e.g. nats://api@nats:4222), got "${transporter}"`);
+	if (!url.username)
+		throw new ConfigError(
+			`NATS_PASSWORD_FILE is set, so TRANSPORTER must name the user (e.g. nats://api@nats:4222), got "${transporter}"`,
+		);
 	let password: string;
 	try {
 		password = fs.readFileSync(file, "utf8").trim();
 	} catch (err) {
-		throw new ConfigError(`NATS_PASSWORD_FILE ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+		throw new ConfigError(
+			`NATS_PASSWORD_FILE ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+		);
 	}
 	if (!password) throw new ConfigError(`NATS_PASSWORD_FILE ${file} is empty`);
 	url.password = password;

@@ -120,7 +120,11 @@ export interface RecordPayload {
 	id: string;
 	data: string;
 }
-const recordPayloadParams = { type: "object", props: { id: "string", data: "string" }, strict: "remove" };
+const recordPayloadParams = {
+	type: "object",
+	props: { id: "string", data: "string" },
+	strict: "remove",
+};
 
 /** The next `limit` unsigned records after `after`, ascending. */
 export interface UnsignedPageParams {
@@ -129,14 +133,14 @@ export interface UnsignedPageParams {
 }
 export const unsignedPageParams = {
 	after: { type: "string", optional: true },
-	limit: { type: "number", integer: true, positive: true, convert: true }
+	limit: { type: "number", integer: true, positive: true, convert: true },
 };
 
 export interface RecordIdsParams {
 	ids: string[];
 }
 export const recordIdsParams = {
-	ids: { type: "array", items: "string", min: 1 }
+	ids: { type: "array", items: "string", min: 1 },
 };
 
 /** Records with their payloads: what a batch carries to its signer. */
@@ -172,11 +176,15 @@ export const storeSignaturesParams = {
 	signatures: {
 		type: "array",
 		min: 1,
-		items: { type: "object", props: { recordId: "string", jws: "string", signedAt: "string" }, strict: "remove" }
+		items: {
+			type: "object",
+			props: { recordId: "string", jws: "string", signedAt: "string" },
+			strict: "remove",
+		},
 	},
 	// Optional here: a call without them is refused by records (403, logged with the caller's node).
 	token: { type: "string", max: 16_384, optional: true },
-	proof: { type: "string", max: 256, optional: true }
+	proof: { type: "string", max: 256, optional: true },
 };
 export interface StoreSignaturesResult {
 	stored: number;
@@ -196,7 +204,7 @@ export interface CloseBatchParams {
 export const closeBatchParams = {
 	batchId: { type: "string", min: 1 },
 	recordIds: { type: "array", items: "string" },
-	proof: { type: "string", max: 256, optional: true }
+	proof: { type: "string", max: 256, optional: true },
 };
 
 /** `records.signedUnder`: what is stored under one batch, by key and lease: how the batcher counts a batch signed. */
@@ -229,7 +237,14 @@ export interface PageParams {
 export const pageParams = {
 	collection: "string",
 	after: { type: "string", optional: true },
-	limit: { type: "number", integer: true, positive: true, max: 5000, optional: true, convert: true }
+	limit: {
+		type: "number",
+		integer: true,
+		positive: true,
+		max: 5000,
+		optional: true,
+		convert: true,
+	},
 };
 
 // ---------------------------------------------------------------- keyring actions
@@ -245,11 +260,18 @@ export interface AcquireParams {
 	ticket: string;
 }
 export const acquireParams = {
-	sessionKey: { type: "object", props: { kty: { type: "equal", value: "OKP" }, crv: { type: "equal", value: "X25519" }, x: "string" } },
+	sessionKey: {
+		type: "object",
+		props: {
+			kty: { type: "equal", value: "OKP" },
+			crv: { type: "equal", value: "X25519" },
+			x: "string",
+		},
+	},
 	waitMs: { type: "number", integer: true, min: 0, optional: true },
 	// Optional here: a request without them is refused by the keyring (403, logged with the caller's node).
 	proof: { type: "string", max: 2_048, optional: true },
-	ticket: { type: "string", max: 16_384, optional: true }
+	ticket: { type: "string", max: 16_384, optional: true },
 };
 
 export interface Lease {
@@ -274,7 +296,11 @@ export interface LeaseRef {
 	/** renew: the lease's current token, answered with a fresh one for the new expiry. */
 	token?: string;
 }
-export const leaseRefParams = { leaseId: { type: "string", min: 1 }, proof: { type: "string", max: 2_048, optional: true }, token: { type: "string", max: 16_384, optional: true } };
+export const leaseRefParams = {
+	leaseId: { type: "string", min: 1 },
+	proof: { type: "string", max: 2_048, optional: true },
+	token: { type: "string", max: 16_384, optional: true },
+};
 
 export interface LeaseChange {
 	leaseId: string;
@@ -309,7 +335,7 @@ export interface StartRunParams {
 export const startRunParams = {
 	batchSize: { type: "any", optional: true },
 	idempotencyKey: { type: "any", optional: true },
-	requestFingerprint: { type: "string", max: 2000, optional: true }
+	requestFingerprint: { type: "string", max: 2000, optional: true },
 };
 /** `batcher.start`: the run, and whether an earlier request with the same key started it. */
 export type StartedRun = RunView & { replayed: boolean };
@@ -329,7 +355,7 @@ export const signBatchParams = {
 	runId: { type: "string", min: 1 },
 	records: { type: "array", items: recordPayloadParams, min: 1 },
 	// Optional here: a batch without one is refused by the signer (403, logged with the caller's node).
-	ticket: { type: "string", max: 16_384, optional: true }
+	ticket: { type: "string", max: 16_384, optional: true },
 };
 export interface SignBatchResult {
 	batchId: string;
@@ -367,9 +393,16 @@ export interface RecordsListParams {
 }
 export const recordsListParams = {
 	after: { type: "string", optional: true, min: 1, max: 200 },
-	limit: { type: "number", integer: true, min: 1, max: RECORDS_LIST_MAX, convert: true, default: 100 },
+	limit: {
+		type: "number",
+		integer: true,
+		min: 1,
+		max: RECORDS_LIST_MAX,
+		convert: true,
+		default: 100,
+	},
 	signed: { type: "boolean", optional: true, convert: true },
-	$$strict: true
+	$$strict: true,
 };
 
 /** One page of records with their signatures; `next` is the `after` of the next page, null at the end. */
@@ -462,7 +495,7 @@ export const Events = {
 	leaseReleased: "lease.released",
 	leaseExpired: "lease.expired",
 	batchSigned: "batch.signed",
-	batchFailed: "batch.failed"
+	batchFailed: "batch.failed",
 } as const;
 
 export interface RunStartedEvent {
@@ -532,7 +565,7 @@ export const Actions = {
 		progress: "records.progress",
 		get: "records.get",
 		list: "records.list",
-		page: "records.page"
+		page: "records.page",
 	},
 	keyring: {
 		acquire: "keyring.acquire",
@@ -543,7 +576,7 @@ export const Actions = {
 		status: "keyring.status",
 		page: "keyring.page",
 		/** Offered by every keyring node before it serves: the election's channel. */
-		claim: "keyring-election.claim"
+		claim: "keyring-election.claim",
 	},
 	batcher: {
 		start: "batcher.start",
@@ -551,16 +584,16 @@ export const Actions = {
 		runs: "batcher.runs",
 		get: "batcher.get",
 		cancel: "batcher.cancel",
-		page: "batcher.page"
+		page: "batcher.page",
 	},
 	signer: {
 		signBatch: "signer.signBatch",
 		/** Asked of one signer node: the batches it is working on now. */
-		inFlight: "signer.inFlight"
+		inFlight: "signer.inFlight",
 	},
 	metrics: {
-		snapshot: "metrics.snapshot"
-	}
+		snapshot: "metrics.snapshot",
+	},
 } as const;
 
 /** Every action's params and result. */
@@ -603,7 +636,12 @@ export interface Caller {
 }
 
 /** Calls `action` with params and result typed by the action map. */
-export function call<A extends ActionName>(caller: Caller, action: A, params: ActionParams<A>, opts?: CallingOptions): Promise<ActionResult<A>> {
+export function call<A extends ActionName>(
+	caller: Caller,
+	action: A,
+	params: ActionParams<A>,
+	opts?: CallingOptions,
+): Promise<ActionResult<A>> {
 	return caller.call(action, params, opts) as Promise<ActionResult<A>>;
 }
 
@@ -613,6 +651,10 @@ export interface Emitter {
 }
 
 /** Emits `event` with the payload the event map gives it. */
-export function emit<E extends EventName>(emitter: Emitter, event: E, payload: EventMap[E]): Promise<void> | void {
+export function emit<E extends EventName>(
+	emitter: Emitter,
+	event: E,
+	payload: EventMap[E],
+): Promise<void> | void {
 	return emitter.emit(event, payload);
 }

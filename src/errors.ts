@@ -47,7 +47,7 @@ export const ERRORS = {
 	KEYRING_FENCED: 503,
 	KEYRING_CONFLICT: 503,
 	HOLDER_GONE: 503,
-	NO_KEYRING_PUBLIC_KEY: 503
+	NO_KEYRING_PUBLIC_KEY: 503,
 } as const;
 
 export type ErrorType = keyof typeof ERRORS;
@@ -57,7 +57,11 @@ export class DomainError extends Error {
 	readonly code: number;
 	readonly retryable: boolean;
 
-	constructor(readonly type: ErrorType, message: string, readonly data: Record<string, unknown> = {}) {
+	constructor(
+		readonly type: ErrorType,
+		message: string,
+		readonly data: Record<string, unknown> = {},
+	) {
 		super(message);
 		this.name = new.target.name;
 		this.code = ERRORS[type];
@@ -69,15 +73,23 @@ export class DomainError extends Error {
  * A refusal (a 403: a caller that may not do this) is logged where it happened, with the
  * caller's node, and handed back to be thrown; any other error passes as it is.
  */
-export function loggedRefusal(err: unknown, logger: { warn(line: string): void }, what: string, callerNode: string): unknown {
-	if (err instanceof DomainError && err.code === 403) logger.warn(`Refused ${what} from node ${callerNode}: ${err.message}`);
+export function loggedRefusal(
+	err: unknown,
+	logger: { warn(line: string): void },
+	what: string,
+	callerNode: string,
+): unknown {
+	if (err instanceof DomainError && err.code === 403)
+		logger.warn(`Refused ${what} from node ${callerNode}: ${err.message}`);
 	return err;
 }
 
 /** The Moleculer error a DomainError is at the service edge; anything else as it is. */
 export function toMoleculerError(err: unknown): unknown {
 	if (!(err instanceof DomainError)) return err;
-	const mapped = err.retryable ? new Errors.MoleculerRetryableError(err.message, err.code, err.type, err.data) : new Errors.MoleculerClientError(err.message, err.code, err.type, err.data);
+	const mapped = err.retryable
+		? new Errors.MoleculerRetryableError(err.message, err.code, err.type, err.data)
+		: new Errors.MoleculerClientError(err.message, err.code, err.type, err.data);
 	mapped.stack = err.stack;
 	return mapped;
 }
@@ -91,6 +103,6 @@ export function DomainErrorsMiddleware(): Middleware {
 				next(ctx).catch((err: unknown) => {
 					throw toMoleculerError(err);
 				});
-		}
+		},
 	} as Middleware;
 }

@@ -19,7 +19,7 @@ const SECRETS: Array<[RegExp, string]> = [
 	// private members of a JWK
 	[/("(?:d|p|q|dp|dq|qi|k)"\s*:\s*")[^"]+"/g, '$1***"'],
 	// NAME_KEY=..., NAME_SECRET=..., PASSWORD=...
-	[/\b([A-Z][A-Z0-9_]*(?:KEY|SECRET|PASSWORD|TOKEN)=)\S+/g, "$1***"]
+	[/\b([A-Z][A-Z0-9_]*(?:KEY|SECRET|PASSWORD|TOKEN)=)\S+/g, "$1***"],
 ];
 
 /** The text with every secret this module knows the shape of masked. */
@@ -57,22 +57,45 @@ const JWK_PRIVATE = new Set(["d", "p", "q", "dp", "dq", "qi", "k"]);
 function redactValue(value: unknown, depth = 0): unknown {
 	if (typeof value === "string") return redact(value);
 	if (!value || typeof value !== "object" || depth > 4) return value;
-	if (Array.isArray(value)) return value.map(item => redactValue(item, depth + 1));
+	if (Array.isArray(value)) return value.map((item) => redactValue(item, depth + 1));
 	const jwk = "kty" in (value as object);
-	return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([key, member]) => [key, SECRET_NAME.test(key) || (jwk && JWK_PRIVATE.has(key)) ? "***" : redactValue(member, depth + 1)]));
+	return Object.fromEntries(
+		Object.entries(value as Record<string, unknown>).map(([key, member]) => [
+			key,
+			SECRET_NAME.test(key) || (jwk && JWK_PRIVATE.has(key))
+				? "***"
+				: redactValue(member, depth + 1),
+		]),
+	);
 }
 
-function messageOf(args: unknown[], printer: Printer): { message: string; error?: { name: string; message: string; stack?: string } } {
+function messageOf(
+	args: unknown[],
+	printer: Printer,
+): { message: string; error?: { name: string; message: string; stack?: string } } {
 	const errors = args.filter((a): a is Error => a instanceof Error);
-	const rest = args.filter(a => !(a instanceof Error)).map(a => redactValue(a));
+	const rest = args.filter((a) => !(a instanceof Error)).map((a) => redactValue(a));
 	const message = redact(printer.printArgs(rest).map(String).join(" "));
 	if (!errors.length) return { message };
 	const [e] = errors;
-	return { message: message || redact(e.message), error: { name: e.name, message: redact(e.message), ...(e.stack ? { stack: redact(e.stack) } : {}) } };
+	return {
+		message: message || redact(e.message),
+		error: {
+			name: e.name,
+			message: redact(e.message),
+			...(e.stack ? { stack: redact(e.stack) } : {}),
+		},
+	};
 }
 
 /** Moleculer Console logger formatter: one JSON object per line. */
-export function jsonLogFormatter(this: Printer, type: string, args: unknown[], bindings: Bindings, printer: Printer): string[] {
+export function jsonLogFormatter(
+	this: Printer,
+	type: string,
+	args: unknown[],
+	bindings: Bindings,
+	printer: Printer,
+): string[] {
 	const { message, error } = messageOf(args, printer);
 	return [
 		JSON.stringify({
@@ -82,14 +105,22 @@ export function jsonLogFormatter(this: Printer, type: string, args: unknown[], b
 			service: bindings?.svc ?? bindings?.mod,
 			message,
 			...idsOf(message),
-			...(error ? { error } : {})
-		})
+			...(error ? { error } : {}),
+		}),
 	];
 }
 
 /** Moleculer Console logger formatter: `[time] LEVEL SERVICE: message`, secrets masked. */
-export function textLogFormatter(this: Printer, type: string, args: unknown[], bindings: Bindings, printer: Printer): string[] {
+export function textLogFormatter(
+	this: Printer,
+	type: string,
+	args: unknown[],
+	bindings: Bindings,
+	printer: Printer,
+): string[] {
 	const { message, error } = messageOf(args, printer);
 	const service = String(bindings?.svc ?? bindings?.mod ?? "").toUpperCase();
-	return [`[${new Date().toISOString().substring(11)}] ${type.toUpperCase().padEnd(5)} ${service}: ${message}${error ? `${message ? " " : ""}${error.stack ?? `${error.name}: ${error.message}`}` : ""}`];
+	return [
+		`[${new Date().toISOString().substring(11)}] ${type.toUpperCase().padEnd(5)} ${service}: ${message}${error ? `${message ? " " : ""}${error.stack ?? `${error.name}: ${error.message}`}` : ""}`,
+	];
 }

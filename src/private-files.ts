@@ -25,11 +25,15 @@ export function ensurePrivateDir(dir: string, log?: (line: string) => void): voi
 	const was = `0${mode.toString(8)}`;
 	try {
 		fs.chmodSync(dir, PRIVATE_DIR_MODE);
-		if (!told.has(dir)) log?.(`DATA_DIR ${dir} was mode ${was}, open to other users: tightened to 0700`);
+		if (!told.has(dir))
+			log?.(`DATA_DIR ${dir} was mode ${was}, open to other users: tightened to 0700`);
 	} catch (err) {
 		const code = (err as NodeJS.ErrnoException).code;
 		if (code !== "EPERM" && code !== "EACCES") throw err;
-		if (!told.has(dir)) log?.(`DATA_DIR ${dir} is mode ${was} and not this user's to change (${code}): left as it is; the files made in it are 0600`);
+		if (!told.has(dir))
+			log?.(
+				`DATA_DIR ${dir} is mode ${was} and not this user's to change (${code}): left as it is; the files made in it are 0600`,
+			);
 	}
 	told.add(dir);
 }

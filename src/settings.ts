@@ -6,7 +6,11 @@
 import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
 import type { TrustSettings } from "./identity/authority";
-import { CREDENTIAL_FILES, type CredentialRole, type CredentialSettings } from "./identity/credential";
+import {
+	CREDENTIAL_FILES,
+	type CredentialRole,
+	type CredentialSettings,
+} from "./identity/credential";
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
@@ -72,14 +76,20 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 		records: {
 			...store,
 			seedCount: config.records,
-			trust: { keyringPublicKey: config.keyringPublicKey, keyringPublicKeyFile: config.keyringPublicKeyFile },
-			batcherCredential: credentialSettings(config, "batcher")
+			trust: {
+				keyringPublicKey: config.keyringPublicKey,
+				keyringPublicKeyFile: config.keyringPublicKeyFile,
+			},
+			batcherCredential: credentialSettings(config, "batcher"),
 		},
 		keyring: {
 			...store,
 			keys: config.keys,
 			masterKey: config.masterKey,
-			enrolLocal: { signer: localCredentialOf(config, "signer"), batcher: localCredentialOf(config, "batcher") },
+			enrolLocal: {
+				signer: localCredentialOf(config, "signer"),
+				batcher: localCredentialOf(config, "batcher"),
+			},
 			publicKey: config.keyringPublicKey,
 			publicKeyFile: config.keyringPublicKeyFile,
 			leaseTtlMs: config.leaseTtlMs,
@@ -89,7 +99,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			// A keyring killed on another machine holds the role this long at most; one killed on this machine, not at all.
 			roleTtlMs: 15_000,
 			electionSettleMs: 2_000,
-			electionClaimTimeoutMs: 3_000
+			electionClaimTimeoutMs: 3_000,
 		},
 		batcher: {
 			...store,
@@ -101,7 +111,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			stopSettleMs: 10_000,
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
 			probeAfterMs: 3_000,
-			credential: credentialSettings(config, "batcher")
+			credential: credentialSettings(config, "batcher"),
 		},
 		signer: {
 			leaseTtlMs: config.leaseTtlMs,
@@ -112,9 +122,9 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			releaseTimeoutMs: 10_000,
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
-			credential: credentialSettings(config, "signer")
+			credential: credentialSettings(config, "signer"),
 		},
 		metrics: {},
-		api: apiOptions(config)
+		api: apiOptions(config),
 	};
 }

@@ -28,16 +28,25 @@ export class SodiumUnavailableError extends Error {
 			`${SODIUM_PACKAGE} (libsodium, which signs and verifies every Ed25519 signature here) could not be loaded: ${reason}. ` +
 				`Install the project's dependencies with \`npm ci\` (or \`npm install ${SODIUM_PACKAGE}\`) on this machine's platform and Node version; ` +
 				`${SODIUM_PACKAGE} ships prebuilt binaries for linux, macOS and Windows on x64 and arm64, and builds from source elsewhere (cmake and a C compiler).`,
-			{ cause }
+			{ cause },
 		);
 		this.name = "SodiumUnavailableError";
 	}
 }
 
 function checked(loaded: unknown, specifier: string): Sodium {
-	const sodium = ((loaded as { default?: unknown })?.default ?? loaded) as Partial<Sodium> | undefined;
-	if (typeof sodium?.crypto_sign_detached !== "function" || typeof sodium.sodium_malloc !== "function" || typeof sodium.sodium_free !== "function")
-		throw new SodiumUnavailableError(new Error(`"${specifier}" loaded but is not the ${SODIUM_PACKAGE} 5 API (no crypto_sign_detached/sodium_malloc/sodium_free)`));
+	const sodium = ((loaded as { default?: unknown })?.default ?? loaded) as
+		Partial<Sodium> | undefined;
+	if (
+		typeof sodium?.crypto_sign_detached !== "function" ||
+		typeof sodium.sodium_malloc !== "function" ||
+		typeof sodium.sodium_free !== "function"
+	)
+		throw new SodiumUnavailableError(
+			new Error(
+				`"${specifier}" loaded but is not the ${SODIUM_PACKAGE} 5 API (no crypto_sign_detached/sodium_malloc/sodium_free)`,
+			),
+		);
 	return sodium as Sodium;
 }
 

@@ -42,7 +42,10 @@ export interface SystemOptions extends BrokerOverrides {
 }
 
 /** The settings of `config` with `overrides` applied per service. */
-export function settingsWith(config: AppConfig, overrides: SystemOptions["settings"] = {}): ServiceSettings {
+export function settingsWith(
+	config: AppConfig,
+	overrides: SystemOptions["settings"] = {},
+): ServiceSettings {
 	const settings = serviceSettings(config);
 	for (const name of ALL_SERVICES) Object.assign(settings[name], overrides[name]);
 	return settings;
@@ -51,6 +54,7 @@ export function settingsWith(config: AppConfig, overrides: SystemOptions["settin
 export function createSystem(config: AppConfig, options: SystemOptions = {}): ServiceBroker {
 	const broker = new ServiceBroker(brokerOptions(config, options));
 	const settings = settingsWith(config, options.settings);
-	for (const name of options.services ?? ALL_SERVICES) broker.createService(serviceSchema(name, settings));
+	for (const name of options.services ?? ALL_SERVICES)
+		broker.createService(serviceSchema(name, settings));
 	return broker;
 }

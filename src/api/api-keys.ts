@@ -48,7 +48,9 @@ function writeFile(file: string, records: ApiKeyRecord[]): void {
 	// Its folder may be any (API_KEYS_FILE): made 0700 when missing, never changed when there.
 	fs.mkdirSync(path.dirname(file), { recursive: true, mode: PRIVATE_DIR_MODE });
 	const temporary = `${file}.${process.pid}.tmp`;
-	fs.writeFileSync(temporary, JSON.stringify(records, null, 2) + "\n", { mode: PRIVATE_FILE_MODE });
+	fs.writeFileSync(temporary, JSON.stringify(records, null, 2) + "\n", {
+		mode: PRIVATE_FILE_MODE,
+	});
 	fs.chmodSync(temporary, PRIVATE_FILE_MODE);
 	fs.renameSync(temporary, file);
 }
@@ -62,15 +64,35 @@ export class ApiKeyFile {
 	}
 
 	/** A new key: its record is stored, the key itself is returned once and never again. */
-	create(name: string, scopes: string[], now = new Date()): { key: string; record: ApiKeyRecord } {
-		if (!NAME.test(name)) throw new ApiKeyError(`An API key's name is 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
-		const unknown = scopes.filter(scope => !KNOWN_SCOPES.includes(scope));
-		if (unknown.length) throw new ApiKeyError(`Unknown scope ${unknown.map(s => JSON.stringify(s)).join(", ")}: the scopes are ${KNOWN_SCOPES.join(", ")}`);
+	create(
+		name: string,
+		scopes: string[],
+		now = new Date(),
+	): { key: string; record: ApiKeyRecord } {
+		if (!NAME.test(name))
+			throw new ApiKeyError(
+				`An API key's name is 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`,
+			);
+		const unknown = scopes.filter((scope) => !KNOWN_SCOPES.includes(scope));
+		if (unknown.length)
+			throw new ApiKeyError(
+				`Unknown scope ${unknown.map((s) => JSON.stringify(s)).join(", ")}: the scopes are ${KNOWN_SCOPES.join(", ")}`,
+			);
 		const records = readFile(this.file);
-		if (records.some(r => r.name === name && !r.revokedAt)) throw new ApiKeyError(`An API key named "${name}" exists: revoke it first, or choose another name`);
+		if (records.some((r) => r.name === name && !r.revokedAt))
+			throw new ApiKeyError(
+				`An API key named "${name}" exists: revoke it first, or choose another name`,
+			);
 		const id = randomBytes(9).toString("base64url").replace(/[-_]/g, "x").slice(0, 12);
 		const key = `rsk_${id}_${randomBytes(32).toString("base64url")}`;
-		const record: ApiKeyRecord = { id, name, hash: sha256(key).toString("hex"), scopes, createdAt: now.toISOString(), revokedAt: null };
+		const record: ApiKeyRecord = {
+			id,
+			name,
+			hash: sha256(key).toString("hex"),
+			scopes,
+			createdAt: now.toISOString(),
+			revokedAt: null,
+		};
 		writeFile(this.file, [...records, record]);
 		return { key, record };
 	}
@@ -78,7 +100,7 @@ export class ApiKeyFile {
 	/** Revokes the active key of `name`; false when there is none. */
 	revoke(name: string, now = new Date()): boolean {
 		const records = readFile(this.file);
-		const record = records.find(r => r.name === name && !r.revokedAt);
+		const record = records.find((r) => r.name === name && !r.revokedAt);
 		if (!record) return false;
 		record.revokedAt = now.toISOString();
 		writeFile(this.file, records);
@@ -93,7 +115,10 @@ export class ApiKeyVerifier {
 	private checkedAt = -Infinity;
 
 	/** `file` null: no keys (every presented key is refused). */
-	constructor(private readonly file: string | null, private readonly now = Date.now) {}
+	constructor(
+		private readonly file: string | null,
+		private readonly now = Date.now,
+	) {}
 
 	/** The key's record when it is valid and not revoked; null otherwise. */
 	verify(presented: string): ApiKeyRecord | null {
@@ -122,7 +147,7 @@ export class ApiKeyVerifier {
 		}
 		if (version === this.loaded) return;
 		try {
-			this.records = new Map(readFile(this.file).map(r => [r.id, r]));
+			this.records = new Map(readFile(this.file).map((r) => [r.id, r]));
 			this.loaded = version;
 		} catch {
 			// Unreadable or half-written by hand: no key is accepted until it reads again.

@@ -16,11 +16,16 @@ export class AuditVerdict {
 	/** Bumped by `invalidate`: an audit begun before the stores changed neither answers later callers nor is kept. */
 	private generation = 0;
 
-	constructor(private readonly broker: ServiceBroker, private readonly maxAgeMs: number, private readonly now = Date.now) {}
+	constructor(
+		private readonly broker: ServiceBroker,
+		private readonly maxAgeMs: number,
+		private readonly now = Date.now,
+	) {}
 
 	/** The last verdict while it is fresh enough (unless `fresh`), else a new audit. */
 	async current(fresh = false): Promise<AuditAnswer> {
-		if (!fresh && this.last && this.now() - this.last.at < this.maxAgeMs) return { ...this.last.answer, cached: true };
+		if (!fresh && this.last && this.now() - this.last.at < this.maxAgeMs)
+			return { ...this.last.answer, cached: true };
 		if (!this.running) {
 			const running: Promise<AuditAnswer> = this.run(this.generation).finally(() => {
 				if (this.running === running) this.running = null;
@@ -41,7 +46,11 @@ export class AuditVerdict {
 		// Over a transporter each page must fit a default nats-server message.
 		const options = this.broker.transit ? { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD } : {};
 		const at = this.now();
-		const answer: AuditAnswer = { ...(await auditServices(this.broker, options)), checkedAt: new Date(at).toISOString(), cached: false };
+		const answer: AuditAnswer = {
+			...(await auditServices(this.broker, options)),
+			checkedAt: new Date(at).toISOString(),
+			cached: false,
+		};
 		if (generation === this.generation) this.last = { answer, at };
 		return answer;
 	}

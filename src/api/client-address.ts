@@ -44,7 +44,9 @@ export class TrustedProxies {
 }
 
 /** The part of a request clientAddress reads. */
-export type AddressedRequest = Pick<IncomingMessage, "headers"> & { socket: { remoteAddress?: string } };
+export type AddressedRequest = Pick<IncomingMessage, "headers"> & {
+	socket: { remoteAddress?: string };
+};
 
 /** The client of `req` as the limits count it (see the top of this file); "unknown" for a socket already gone. */
 export function clientAddress(req: AddressedRequest, trusted: TrustedProxies): string {

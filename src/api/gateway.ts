@@ -28,14 +28,21 @@ export class Gateway {
 
 	constructor(options: ApiOptions, broker: ServiceBroker, logger: GatewayLogger, clock?: Clock) {
 		// DATA_DIR 0700 before the secrets go in (tightened, and said so, if an earlier version made it 0755).
-		if (options.dataDir) ensurePrivateDir(options.dataDir, line => logger.warn(line));
+		if (options.dataDir) ensurePrivateDir(options.dataDir, (line) => logger.warn(line));
 		this.auth = loadAuthConfig(options.authEnv, options.dataDir);
 		this.webhookSigner = WebhookSigner.open(options.dataDir);
 		// Settled at once, so a bad configuration fails the start (`ready`), not the first request.
 		this.auth.catch(() => undefined);
 		this.webhookSigner.catch(() => undefined);
-		this.webhooks = new WebhookRegistry(this.webhookSigner, options.webhook, (runId, state) =>
-			logger.warn(`Webhook for run ${runId} failed after ${state.attempts.length} attempts: ${state.attempts.at(-1)?.error}`), clock);
+		this.webhooks = new WebhookRegistry(
+			this.webhookSigner,
+			options.webhook,
+			(runId, state) =>
+				logger.warn(
+					`Webhook for run ${runId} failed after ${state.attempts.length} attempts: ${state.attempts.at(-1)?.error}`,
+				),
+			clock,
+		);
 		this.progress = new ProgressStream(options.progressIntervalMs);
 		this.audit = new AuditVerdict(broker, options.auditCacheMs);
 		this.apiKeys = new ApiKeyVerifier(options.apiKeysFile);
@@ -55,7 +62,7 @@ export class Gateway {
 		this.webhooks.close();
 		this.progress.close();
 		if (!server?.listening) return;
-		const closed = new Promise<void>(resolve => server.close(() => resolve()));
+		const closed = new Promise<void>((resolve) => server.close(() => resolve()));
 		server.closeAllConnections();
 		await closed;
 	}

@@ -7,21 +7,36 @@
 const error = (description: string, headers?: Record<string, unknown>) => ({
 	description,
 	...(headers ? { headers } : {}),
-	content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } }
+	content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
 });
 
-const json = (description: string, schema: Record<string, unknown>, headers?: Record<string, unknown>) => ({
+const json = (
+	description: string,
+	schema: Record<string, unknown>,
+	headers?: Record<string, unknown>,
+) => ({
 	description,
 	...(headers ? { headers } : {}),
-	content: { "application/json": { schema } }
+	content: { "application/json": { schema } },
 });
 
-const wwwAuthenticate = { "WWW-Authenticate": { description: "RFC 6750 Bearer challenge", schema: { type: "string" } } };
-const readErrors = {
-	"401": error("Missing, invalid or expired token or API key (only when AUTH_READS=required, or when a bad one is sent)", wwwAuthenticate),
-	"503": error("A service behind the route is unavailable")
+const wwwAuthenticate = {
+	"WWW-Authenticate": { description: "RFC 6750 Bearer challenge", schema: { type: "string" } },
 };
-const idParam = (name: string, description: string) => ({ name, in: "path", required: true, description, schema: { type: "string", minLength: 1 } });
+const readErrors = {
+	"401": error(
+		"Missing, invalid or expired token or API key (only when AUTH_READS=required, or when a bad one is sent)",
+		wwwAuthenticate,
+	),
+	"503": error("A service behind the route is unavailable"),
+};
+const idParam = (name: string, description: string) => ({
+	name,
+	in: "path",
+	required: true,
+	description,
+	schema: { type: "string", minLength: 1 },
+});
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
 
 export function openApiDocument() {
@@ -30,38 +45,81 @@ export function openApiDocument() {
 		info: {
 			title: "record-signer API",
 			version: "1.0.0",
-			description: "Starts and follows signing runs, reads records, signatures, keys and metrics. Errors are JSON with a stable `type`."
+			description:
+				"Starts and follows signing runs, reads records, signatures, keys and metrics. Errors are JSON with a stable `type`.",
 		},
 		servers: [{ url: "/" }],
-		tags: [{ name: "runs" }, { name: "records" }, { name: "keys" }, { name: "observability" }, { name: "pages" }],
+		tags: [
+			{ name: "runs" },
+			{ name: "records" },
+			{ name: "keys" },
+			{ name: "observability" },
+			{ name: "pages" },
+		],
 		paths: {
 			"/api/batcher/start": {
 				post: {
 					operationId: "startRun",
 					tags: ["runs"],
 					summary: "Start a run over every unsigned record",
-					description: "Needs a bearer token or an API key (X-API-Key) with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
+					description:
+						"Needs a bearer token or an API key (X-API-Key) with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
-					parameters: [{ name: "Idempotency-Key", in: "header", required: false, description: "1 to 255 printable ASCII characters", schema: { type: "string", minLength: 1, maxLength: 255 } }],
+					parameters: [
+						{
+							name: "Idempotency-Key",
+							in: "header",
+							required: false,
+							description: "1 to 255 printable ASCII characters",
+							schema: { type: "string", minLength: 1, maxLength: 255 },
+						},
+					],
 					requestBody: {
 						required: false,
-						content: { "application/json": { schema: { $ref: "#/components/schemas/StartRunRequest" } } }
+						content: {
+							"application/json": {
+								schema: { $ref: "#/components/schemas/StartRunRequest" },
+							},
+						},
 					},
 					responses: {
-						"202": json("The run was started (or, with a known Idempotency-Key, had been started)", { $ref: "#/components/schemas/StartedRun" }, {
-							Location: { description: "/api/runs/{id}", schema: { type: "string" } },
-							"Idempotent-Replayed": { description: "true when an earlier request with this key started the run", schema: { type: "string", enum: ["true", "false"] } }
-						}),
+						"202": json(
+							"The run was started (or, with a known Idempotency-Key, had been started)",
+							{ $ref: "#/components/schemas/StartedRun" },
+							{
+								Location: {
+									description: "/api/runs/{id}",
+									schema: { type: "string" },
+								},
+								"Idempotent-Replayed": {
+									description:
+										"true when an earlier request with this key started the run",
+									schema: { type: "string", enum: ["true", "false"] },
+								},
+							},
+						),
 						"400": error("Malformed JSON body"),
-						"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
+						"401": error(
+							"Missing, invalid or expired token, wrong audience or issuer",
+							wwwAuthenticate,
+						),
 						"403": error("The token lacks scope runs:write", wwwAuthenticate),
-						"409": error("A run is already active (`RUN_ACTIVE`, `data.runId` names it)"),
+						"409": error(
+							"A run is already active (`RUN_ACTIVE`, `data.runId` names it)",
+						),
 						"413": error("Body larger than 16 kB"),
 						"415": error("Body is not JSON"),
-						"422": error("Invalid parameter (`data` names the field and the rule), or an Idempotency-Key reused with another body"),
-						"429": error("Too many starts from this client", { "Retry-After": { description: "Seconds until the limit resets", schema: { type: "integer" } } })
-					}
-				}
+						"422": error(
+							"Invalid parameter (`data` names the field and the rule), or an Idempotency-Key reused with another body",
+						),
+						"429": error("Too many starts from this client", {
+							"Retry-After": {
+								description: "Seconds until the limit resets",
+								schema: { type: "integer" },
+							},
+						}),
+					},
+				},
 			},
 			"/api/batcher/status": {
 				get: {
@@ -69,8 +127,22 @@ export function openApiDocument() {
 					tags: ["runs"],
 					summary: "The active run with its progress, or the last run",
 					security: openRead,
-					responses: { "200": json("Status", { type: "object", required: ["active", "progress"], properties: { active: { type: "boolean" }, run: { oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }] }, progress: { $ref: "#/components/schemas/Progress" }, inFlight: { type: "integer" } } }), ...readErrors }
-				}
+					responses: {
+						"200": json("Status", {
+							type: "object",
+							required: ["active", "progress"],
+							properties: {
+								active: { type: "boolean" },
+								run: {
+									oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }],
+								},
+								progress: { $ref: "#/components/schemas/Progress" },
+								inFlight: { type: "integer" },
+							},
+						}),
+						...readErrors,
+					},
+				},
 			},
 			"/api/runs": {
 				get: {
@@ -78,8 +150,14 @@ export function openApiDocument() {
 					tags: ["runs"],
 					summary: "Every run, newest first",
 					security: openRead,
-					responses: { "200": json("Runs", { type: "array", items: { $ref: "#/components/schemas/Run" } }), ...readErrors }
-				}
+					responses: {
+						"200": json("Runs", {
+							type: "array",
+							items: { $ref: "#/components/schemas/Run" },
+						}),
+						...readErrors,
+					},
+				},
 			},
 			"/api/runs/{id}": {
 				get: {
@@ -88,45 +166,99 @@ export function openApiDocument() {
 					summary: "One run with its batch counts, report and webhook deliveries",
 					security: openRead,
 					parameters: [idParam("id", "Run id")],
-					responses: { "200": json("The run", { $ref: "#/components/schemas/RunDetail" }), "404": error("No such run (`RUN_NOT_FOUND`)"), ...readErrors }
-				}
+					responses: {
+						"200": json("The run", { $ref: "#/components/schemas/RunDetail" }),
+						"404": error("No such run (`RUN_NOT_FOUND`)"),
+						...readErrors,
+					},
+				},
 			},
 			"/api/runs/{id}/cancel": {
 				post: {
 					operationId: "cancelRun",
 					tags: ["runs"],
 					summary: "Cancel the active run",
-					description: "Needs a bearer token or an API key with scope `runs:write`. No new batch goes out; the batches in flight finish and release their leases; the run is then stored as `cancelled` with its report. Asking again is harmless.",
+					description:
+						"Needs a bearer token or an API key with scope `runs:write`. No new batch goes out; the batches in flight finish and release their leases; the run is then stored as `cancelled` with its report. Asking again is harmless.",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
 					parameters: [idParam("id", "Run id")],
 					responses: {
-						"202": json("The cancel was recorded; follow the run at Location", { $ref: "#/components/schemas/StartedRun" }, { Location: { description: "/api/runs/{id}", schema: { type: "string" } } }),
-						"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
+						"202": json(
+							"The cancel was recorded; follow the run at Location",
+							{ $ref: "#/components/schemas/StartedRun" },
+							{
+								Location: {
+									description: "/api/runs/{id}",
+									schema: { type: "string" },
+								},
+							},
+						),
+						"401": error(
+							"Missing, invalid or expired token, wrong audience or issuer",
+							wwwAuthenticate,
+						),
 						"403": error("The token lacks scope runs:write", wwwAuthenticate),
 						"404": error("No such run (`RUN_NOT_FOUND`)"),
-						"409": error("The run is not running (`RUN_NOT_ACTIVE`, `data.status` says what it is)"),
-						"503": error("The batcher is unavailable")
-					}
-				}
+						"409": error(
+							"The run is not running (`RUN_NOT_ACTIVE`, `data.status` says what it is)",
+						),
+						"503": error("The batcher is unavailable"),
+					},
+				},
 			},
 			"/api/records": {
 				get: {
 					operationId: "listRecords",
 					tags: ["records"],
 					summary: "Records in id order with their signatures, one page at a time",
-					description: "Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
+					description:
+						"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
 					security: openRead,
 					parameters: [
-						{ name: "after", in: "query", required: false, description: "Start after this record id (a page's `next`)", schema: { type: "string", minLength: 1, maxLength: 200 } },
-						{ name: "limit", in: "query", required: false, description: "Records per page", schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 } },
-						{ name: "signed", in: "query", required: false, description: "true: signed records only; false: unsigned only; absent: every record", schema: { type: "boolean" } }
+						{
+							name: "after",
+							in: "query",
+							required: false,
+							description: "Start after this record id (a page's `next`)",
+							schema: { type: "string", minLength: 1, maxLength: 200 },
+						},
+						{
+							name: "limit",
+							in: "query",
+							required: false,
+							description: "Records per page",
+							schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
+						},
+						{
+							name: "signed",
+							in: "query",
+							required: false,
+							description:
+								"true: signed records only; false: unsigned only; absent: every record",
+							schema: { type: "boolean" },
+						},
 					],
 					responses: {
-						"200": json("One page", { type: "object", required: ["records", "next"], properties: { records: { type: "array", items: { $ref: "#/components/schemas/Record" } }, next: { type: ["string", "null"], description: "The `after` of the next page; null at the end" } } }),
-						"422": error("A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)"),
-						...readErrors
-					}
-				}
+						"200": json("One page", {
+							type: "object",
+							required: ["records", "next"],
+							properties: {
+								records: {
+									type: "array",
+									items: { $ref: "#/components/schemas/Record" },
+								},
+								next: {
+									type: ["string", "null"],
+									description: "The `after` of the next page; null at the end",
+								},
+							},
+						}),
+						"422": error(
+							"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
+						),
+						...readErrors,
+					},
+				},
 			},
 			"/api/records/{id}": {
 				get: {
@@ -135,8 +267,12 @@ export function openApiDocument() {
 					summary: "One record with its signature, key id and batch id",
 					security: openRead,
 					parameters: [idParam("id", "Record id")],
-					responses: { "200": json("The record", { $ref: "#/components/schemas/Record" }), "404": error("No such record (`RECORD_NOT_FOUND`)"), ...readErrors }
-				}
+					responses: {
+						"200": json("The record", { $ref: "#/components/schemas/Record" }),
+						"404": error("No such record (`RECORD_NOT_FOUND`)"),
+						...readErrors,
+					},
+				},
 			},
 			"/api/keys": {
 				get: {
@@ -144,8 +280,14 @@ export function openApiDocument() {
 					tags: ["keys"],
 					summary: "Every key with its uses and current lease",
 					security: openRead,
-					responses: { "200": json("Keys", { type: "array", items: { $ref: "#/components/schemas/KeyInfo" } }), ...readErrors }
-				}
+					responses: {
+						"200": json("Keys", {
+							type: "array",
+							items: { $ref: "#/components/schemas/KeyInfo" },
+						}),
+						...readErrors,
+					},
+				},
 			},
 			"/api/metrics": {
 				get: {
@@ -153,35 +295,85 @@ export function openApiDocument() {
 					tags: ["observability"],
 					summary: "Live signing figures (metrics.snapshot)",
 					security: openRead,
-					responses: { "200": json("Snapshot", { type: "object", properties: { runId: { type: ["string", "null"] }, status: { type: "string" }, records: { type: "integer" }, signed: { type: "integer" }, progress: { type: "number" }, recordsPerSecond: { type: "number" }, keyUses: { type: "object", additionalProperties: { type: "integer" } }, leasedNow: { type: "array", items: { type: "string" } }, throughput: { type: "array", items: { type: "array", items: { type: "number" } } }, recentBatches: { type: "array", items: { type: "object" } } } }), ...readErrors }
-				}
+					responses: {
+						"200": json("Snapshot", {
+							type: "object",
+							properties: {
+								runId: { type: ["string", "null"] },
+								status: { type: "string" },
+								records: { type: "integer" },
+								signed: { type: "integer" },
+								progress: { type: "number" },
+								recordsPerSecond: { type: "number" },
+								keyUses: {
+									type: "object",
+									additionalProperties: { type: "integer" },
+								},
+								leasedNow: { type: "array", items: { type: "string" } },
+								throughput: {
+									type: "array",
+									items: { type: "array", items: { type: "number" } },
+								},
+								recentBatches: { type: "array", items: { type: "object" } },
+							},
+						}),
+						...readErrors,
+					},
+				},
 			},
 			"/api/audit": {
 				get: {
 					operationId: "audit",
 					tags: ["observability"],
-					summary: "The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
+					summary:
+						"The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
 					security: openRead,
-					parameters: [{ name: "refresh", in: "query", required: false, description: "Audit now (reads every collection: slow on large stores); needs a bearer token or an API key", schema: { type: "boolean" } }],
+					parameters: [
+						{
+							name: "refresh",
+							in: "query",
+							required: false,
+							description:
+								"Audit now (reads every collection: slow on large stores); needs a bearer token or an API key",
+							schema: { type: "boolean" },
+						},
+					],
 					responses: {
-						"200": json("Audit report", { type: "object", required: ["ok", "checkedAt", "cached"], properties: { ok: { type: "boolean" }, checkedAt: { type: "string", format: "date-time" }, cached: { type: "boolean" }, checked: { type: "object" }, rules: { type: "array", items: { type: "object" } }, violations: { type: "array", items: { type: "object" } } } }),
-						...readErrors
-					}
-				}
+						"200": json("Audit report", {
+							type: "object",
+							required: ["ok", "checkedAt", "cached"],
+							properties: {
+								ok: { type: "boolean" },
+								checkedAt: { type: "string", format: "date-time" },
+								cached: { type: "boolean" },
+								checked: { type: "object" },
+								rules: { type: "array", items: { type: "object" } },
+								violations: { type: "array", items: { type: "object" } },
+							},
+						}),
+						...readErrors,
+					},
+				},
 			},
 			"/api/events": {
 				get: {
 					operationId: "events",
 					tags: ["observability"],
-					summary: "Server-sent events: run.started, progress (at most ~4 per second), run.completed",
+					summary:
+						"Server-sent events: run.started, progress (at most ~4 per second), run.completed",
 					security: openRead,
 					responses: {
-						"200": { description: "An endless text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+						"200": {
+							description: "An endless text/event-stream",
+							content: { "text/event-stream": { schema: { type: "string" } } },
+						},
 						...readErrors,
 						"429": error("This client holds as many streams as it may (5)"),
-						"503": error("A service behind the route is unavailable, or the gateway serves as many streams as it may (200)")
-					}
-				}
+						"503": error(
+							"A service behind the route is unavailable, or the gateway serves as many streams as it may (200)",
+						),
+					},
+				},
 			},
 			"/api/openapi.json": {
 				get: {
@@ -189,20 +381,60 @@ export function openApiDocument() {
 					tags: ["pages"],
 					summary: "This document",
 					security: openRead,
-					responses: { "200": json("OpenAPI 3.1 document", { type: "object" }), ...readErrors }
-				}
+					responses: {
+						"200": json("OpenAPI 3.1 document", { type: "object" }),
+						...readErrors,
+					},
+				},
 			},
 			"/.well-known/jwks.json": {
 				get: {
 					operationId: "jwks",
 					tags: ["keys"],
-					summary: "Public keys: every signing key (kid = key id) and the webhook key (kid webhook-1)",
+					summary:
+						"Public keys: every signing key (kid = key id) and the webhook key (kid webhook-1)",
 					security: [{}],
-					responses: { "200": json("JWKS", { type: "object", required: ["keys"], properties: { keys: { type: "array", items: { type: "object", required: ["kty", "kid"], properties: { kty: { type: "string" }, crv: { type: "string" }, x: { type: "string" }, kid: { type: "string" } } } } } }, { "Cache-Control": { schema: { type: "string" } } }), "503": error("The keyring is unavailable") }
-				}
+					responses: {
+						"200": json(
+							"JWKS",
+							{
+								type: "object",
+								required: ["keys"],
+								properties: {
+									keys: {
+										type: "array",
+										items: {
+											type: "object",
+											required: ["kty", "kid"],
+											properties: {
+												kty: { type: "string" },
+												crv: { type: "string" },
+												x: { type: "string" },
+												kid: { type: "string" },
+											},
+										},
+									},
+								},
+							},
+							{ "Cache-Control": { schema: { type: "string" } } },
+						),
+						"503": error("The keyring is unavailable"),
+					},
+				},
 			},
 			"/health/live": {
-				get: { operationId: "live", tags: ["observability"], summary: "The process answers", security: [{}], responses: { "200": json("Live", { type: "object", properties: { status: { const: "live" } } }) } }
+				get: {
+					operationId: "live",
+					tags: ["observability"],
+					summary: "The process answers",
+					security: [{}],
+					responses: {
+						"200": json("Live", {
+							type: "object",
+							properties: { status: { const: "live" } },
+						}),
+					},
+				},
 			},
 			"/health/ready": {
 				get: {
@@ -210,44 +442,121 @@ export function openApiDocument() {
 					tags: ["observability"],
 					summary: "Every service is reachable and the transporter (if any) connected",
 					security: [{}],
-					responses: { "200": json("Ready", { $ref: "#/components/schemas/Readiness" }), "503": json("Not ready", { $ref: "#/components/schemas/Readiness" }) }
-				}
+					responses: {
+						"200": json("Ready", { $ref: "#/components/schemas/Readiness" }),
+						"503": json("Not ready", { $ref: "#/components/schemas/Readiness" }),
+					},
+				},
 			},
 			"/": {
-				get: { operationId: "dashboard", tags: ["pages"], summary: "The live dashboard", security: [{}], responses: { "200": { description: "HTML page", content: { "text/html": { schema: { type: "string" } } } } } }
+				get: {
+					operationId: "dashboard",
+					tags: ["pages"],
+					summary: "The live dashboard",
+					security: [{}],
+					responses: {
+						"200": {
+							description: "HTML page",
+							content: { "text/html": { schema: { type: "string" } } },
+						},
+					},
+				},
 			},
 			"/docs/": {
-				get: { operationId: "docs", tags: ["pages"], summary: "This API's operations, rendered from /api/openapi.json", security: [{}], responses: { "200": { description: "HTML page", content: { "text/html": { schema: { type: "string" } } } } } }
-			}
+				get: {
+					operationId: "docs",
+					tags: ["pages"],
+					summary: "This API's operations, rendered from /api/openapi.json",
+					security: [{}],
+					responses: {
+						"200": {
+							description: "HTML page",
+							content: { "text/html": { schema: { type: "string" } } },
+						},
+					},
+				},
+			},
 		},
 		components: {
 			securitySchemes: {
-				bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "HS256 (AUTH_SECRET) or EdDSA (AUTH_PUBLIC_KEY); iss AUTH_ISSUER, aud AUTH_AUDIENCE, exp required; `scope` claim (space-separated)" },
-				apiKey: { type: "apiKey", in: "header", name: "X-API-Key", description: "For scripts and CI: `npm run apikey -- create --name NAME --scope runs:write` shows the key once; it carries the scopes it was made with. Revoked with `npm run apikey -- revoke --name NAME`." }
+				bearerAuth: {
+					type: "http",
+					scheme: "bearer",
+					bearerFormat: "JWT",
+					description:
+						"HS256 (AUTH_SECRET) or EdDSA (AUTH_PUBLIC_KEY); iss AUTH_ISSUER, aud AUTH_AUDIENCE, exp required; `scope` claim (space-separated)",
+				},
+				apiKey: {
+					type: "apiKey",
+					in: "header",
+					name: "X-API-Key",
+					description:
+						"For scripts and CI: `npm run apikey -- create --name NAME --scope runs:write` shows the key once; it carries the scopes it was made with. Revoked with `npm run apikey -- revoke --name NAME`.",
+				},
 			},
 			schemas: {
 				Error: {
 					type: "object",
 					required: ["name", "message", "code", "type"],
-					properties: { name: { type: "string" }, message: { type: "string" }, code: { type: "integer" }, type: { type: "string", description: "Stable machine-readable error type" }, data: {} }
+					properties: {
+						name: { type: "string" },
+						message: { type: "string" },
+						code: { type: "integer" },
+						type: { type: "string", description: "Stable machine-readable error type" },
+						data: {},
+					},
 				},
 				StartRunRequest: {
 					type: "object",
 					additionalProperties: false,
 					properties: {
-						batchSize: { type: "integer", minimum: 1, maximum: 100000, description: "Defaults to BATCH_SIZE" },
-						callbackUrl: { type: "string", format: "uri", description: "http(s) URL receiving the report when the run ends" }
-					}
+						batchSize: {
+							type: "integer",
+							minimum: 1,
+							maximum: 100000,
+							description: "Defaults to BATCH_SIZE",
+						},
+						callbackUrl: {
+							type: "string",
+							format: "uri",
+							description: "http(s) URL receiving the report when the run ends",
+						},
+					},
 				},
 				Run: {
 					type: "object",
 					required: ["runId", "batchSize", "status", "startedAt"],
-					properties: { runId: { type: "string" }, batchSize: { type: "integer" }, status: { type: "string", enum: ["running", "completed", "failed", "cancelled"] }, startedAt: { type: "string", format: "date-time" }, finishedAt: { type: ["string", "null"], format: "date-time" }, cancelRequestedAt: { type: "string", format: "date-time", description: "When a cancel was asked for" }, report: { type: ["object", "null"] }, error: { type: "string" } }
+					properties: {
+						runId: { type: "string" },
+						batchSize: { type: "integer" },
+						status: {
+							type: "string",
+							enum: ["running", "completed", "failed", "cancelled"],
+						},
+						startedAt: { type: "string", format: "date-time" },
+						finishedAt: { type: ["string", "null"], format: "date-time" },
+						cancelRequestedAt: {
+							type: "string",
+							format: "date-time",
+							description: "When a cancel was asked for",
+						},
+						report: { type: ["object", "null"] },
+						error: { type: "string" },
+					},
 				},
 				StartedRun: {
 					type: "object",
 					required: ["id", "runId", "batchSize", "status"],
-					properties: { id: { type: "string" }, runId: { type: "string" }, batchSize: { type: "integer" }, status: { type: "string" }, startedAt: { type: "string" }, finishedAt: { type: ["string", "null"] }, replayed: { type: "boolean" }, links: { type: "object" } }
+					properties: {
+						id: { type: "string" },
+						runId: { type: "string" },
+						batchSize: { type: "integer" },
+						status: { type: "string" },
+						startedAt: { type: "string" },
+						finishedAt: { type: ["string", "null"] },
+						replayed: { type: "boolean" },
+						links: { type: "object" },
+					},
 				},
 				RunDetail: {
 					allOf: [
@@ -256,7 +565,10 @@ export function openApiDocument() {
 							type: "object",
 							properties: {
 								id: { type: "string" },
-								batches: { type: "object", additionalProperties: { type: "integer" } },
+								batches: {
+									type: "object",
+									additionalProperties: { type: "integer" },
+								},
 								inFlight: { type: "integer" },
 								webhook: {
 									oneOf: [
@@ -266,30 +578,80 @@ export function openApiDocument() {
 											required: ["url", "status", "attempts"],
 											properties: {
 												url: { type: "string" },
-												status: { type: "string", enum: ["waiting", "delivering", "delivered", "failed"] },
-												attempts: { type: "array", items: { type: "object", required: ["attempt", "at", "ok"], properties: { attempt: { type: "integer" }, at: { type: "string" }, status: { type: ["integer", "null"] }, ok: { type: "boolean" }, error: { type: ["string", "null"] }, durationMs: { type: "integer" } } } }
-											}
-										}
-									]
-								}
-							}
-						}
-					]
+												status: {
+													type: "string",
+													enum: [
+														"waiting",
+														"delivering",
+														"delivered",
+														"failed",
+													],
+												},
+												attempts: {
+													type: "array",
+													items: {
+														type: "object",
+														required: ["attempt", "at", "ok"],
+														properties: {
+															attempt: { type: "integer" },
+															at: { type: "string" },
+															status: { type: ["integer", "null"] },
+															ok: { type: "boolean" },
+															error: { type: ["string", "null"] },
+															durationMs: { type: "integer" },
+														},
+													},
+												},
+											},
+										},
+									],
+								},
+							},
+						},
+					],
 				},
-				Progress: { type: "object", required: ["records", "signed"], properties: { records: { type: "integer" }, signed: { type: "integer" } } },
+				Progress: {
+					type: "object",
+					required: ["records", "signed"],
+					properties: { records: { type: "integer" }, signed: { type: "integer" } },
+				},
 				Record: {
 					type: "object",
 					required: ["id", "data"],
 					properties: {
 						id: { type: "string" },
 						data: { type: "string" },
-						signature: { oneOf: [{ type: "null" }, { type: "object", properties: { keyId: { type: "string" }, batchId: { type: "string" }, leaseId: { type: "string" }, jws: { type: "string", description: "Detached compact JWS" }, signedAt: { type: "string" } } }] }
-					}
+						signature: {
+							oneOf: [
+								{ type: "null" },
+								{
+									type: "object",
+									properties: {
+										keyId: { type: "string" },
+										batchId: { type: "string" },
+										leaseId: { type: "string" },
+										jws: {
+											type: "string",
+											description: "Detached compact JWS",
+										},
+										signedAt: { type: "string" },
+									},
+								},
+							],
+						},
+					},
 				},
 				KeyInfo: {
 					type: "object",
 					required: ["keyId"],
-					properties: { keyId: { type: "string" }, createdAt: { type: "string" }, uses: { type: "integer" }, leased: { type: "boolean" }, leaseId: { type: ["string", "null"] }, holder: { type: ["string", "null"] } }
+					properties: {
+						keyId: { type: "string" },
+						createdAt: { type: "string" },
+						uses: { type: "integer" },
+						leased: { type: "boolean" },
+						leaseId: { type: ["string", "null"] },
+						holder: { type: ["string", "null"] },
+					},
 				},
 				Readiness: {
 					type: "object",
@@ -297,11 +659,20 @@ export function openApiDocument() {
 					properties: {
 						status: { type: "string", enum: ["ready", "not ready"] },
 						nodeID: { type: "string" },
-						services: { type: "array", items: { type: "string" }, description: "This node's services" },
-						notReady: { type: "array", items: { type: "string" }, description: "Why not ready: services not started or not reachable, transporter not connected; empty when ready" }
-					}
-				}
-			}
-		}
+						services: {
+							type: "array",
+							items: { type: "string" },
+							description: "This node's services",
+						},
+						notReady: {
+							type: "array",
+							items: { type: "string" },
+							description:
+								"Why not ready: services not started or not reachable, transporter not connected; empty when ready",
+						},
+					},
+				},
+			},
+		},
 	};
 }

@@ -35,14 +35,25 @@ export class ProgressStream {
 	private readonly clients = new Set<SseClient>();
 	/** Open streams per client address. */
 	private readonly perAddress = new Map<string, number>();
-	private run: { runId: string; records: number; signed: number; batches: number; startedAt: number; signedAtStart: number } | null = null;
+	private run: {
+		runId: string;
+		records: number;
+		signed: number;
+		batches: number;
+		startedAt: number;
+		signedAtStart: number;
+	} | null = null;
 	private lastFlush = 0;
 	private signedAtLastFlush = 0;
 	private timer: NodeJS.Timeout | null = null;
 	private heartbeat: NodeJS.Timeout | null = null;
 	private eventId = 0;
 
-	constructor(private readonly intervalMs = 250, private readonly heartbeatMs = 15_000, private readonly now = Date.now) {}
+	constructor(
+		private readonly intervalMs = 250,
+		private readonly heartbeatMs = 15_000,
+		private readonly now = Date.now,
+	) {}
 
 	get size(): number {
 		return this.clients.size;
@@ -75,7 +86,14 @@ export class ProgressStream {
 	runStarted(event: RunStartedEvent): void {
 		this.cancelFlush();
 		const now = this.now();
-		this.run = { runId: event.runId, records: event.records, signed: event.alreadySigned, batches: 0, startedAt: now, signedAtStart: event.alreadySigned };
+		this.run = {
+			runId: event.runId,
+			records: event.records,
+			signed: event.alreadySigned,
+			batches: 0,
+			startedAt: now,
+			signedAtStart: event.alreadySigned,
+		};
 		this.lastFlush = now;
 		this.signedAtLastFlush = event.alreadySigned;
 		this.broadcast("run.started", event);
@@ -113,8 +131,9 @@ export class ProgressStream {
 			progress: records ? Math.min(1, signed / records) : 1,
 			batches,
 			recordsPerSecond: seconds > 0 ? Math.round((signed - signedAtStart) / seconds) : 0,
-			currentRate: sinceFlush > 0 ? Math.round((signed - this.signedAtLastFlush) / sinceFlush) : 0,
-			elapsedSeconds: Math.round(seconds * 10) / 10
+			currentRate:
+				sinceFlush > 0 ? Math.round((signed - this.signedAtLastFlush) / sinceFlush) : 0,
+			elapsedSeconds: Math.round(seconds * 10) / 10,
 		};
 	}
 
@@ -153,10 +172,23 @@ export class ProgressStream {
 	}
 
 	/** Takes a stream slot for `address`, or says why not (the caller answers 429 or 503). */
-	admit(address: string, limits: StreamLimits): { ok: true; release(): void } | { ok: false; status: 429 | 503; message: string } {
+	admit(
+		address: string,
+		limits: StreamLimits,
+	): { ok: true; release(): void } | { ok: false; status: 429 | 503; message: string } {
 		const held = this.perAddress.get(address) ?? 0;
-		if (held >= limits.perClient) return { ok: false, status: 429, message: `This client already has ${held} event streams open (at most ${limits.perClient}); close one first` };
-		if (this.clients.size >= limits.total) return { ok: false, status: 503, message: `The gateway serves at most ${limits.total} event streams at once; try again later` };
+		if (held >= limits.perClient)
+			return {
+				ok: false,
+				status: 429,
+				message: `This client already has ${held} event streams open (at most ${limits.perClient}); close one first`,
+			};
+		if (this.clients.size >= limits.total)
+			return {
+				ok: false,
+				status: 503,
+				message: `The gateway serves at most ${limits.total} event streams at once; try again later`,
+			};
 		this.perAddress.set(address, held + 1);
 		let released = false;
 		return {
@@ -167,7 +199,7 @@ export class ProgressStream {
 				const left = (this.perAddress.get(address) ?? 1) - 1;
 				if (left > 0) this.perAddress.set(address, left);
 				else this.perAddress.delete(address);
-			}
+			},
 		};
 	}
 }
@@ -178,11 +210,28 @@ export class ProgressStream {
  * limits per client address (`address`, from src/api/client-address.ts) and in total, a JSON
  * 429 or 503 instead.
  */
-export async function openEventStream(stream: ProgressStream, address: string, res: ServerResponse, limits: StreamLimits, current: () => Promise<unknown>): Promise<void> {
+export async function openEventStream(
+	stream: ProgressStream,
+	address: string,
+	res: ServerResponse,
+	limits: StreamLimits,
+	current: () => Promise<unknown>,
+): Promise<void> {
 	const slot = stream.admit(address, limits);
 	if (!slot.ok) {
-		res.writeHead(slot.status, { "Content-Type": "application/json; charset=utf-8", "Retry-After": "5" });
-		res.end(JSON.stringify({ name: "TooManyStreams", message: slot.message, code: slot.status, type: slot.status === 429 ? "TOO_MANY_STREAMS" : "STREAMS_EXHAUSTED", data: limits }));
+		res.writeHead(slot.status, {
+			"Content-Type": "application/json; charset=utf-8",
+			"Retry-After": "5",
+		});
+		res.end(
+			JSON.stringify({
+				name: "TooManyStreams",
+				message: slot.message,
+				code: slot.status,
+				type: slot.status === 429 ? "TOO_MANY_STREAMS" : "STREAMS_EXHAUSTED",
+				data: limits,
+			}),
+		);
 		return;
 	}
 	res.on("close", () => slot.release());
@@ -192,9 +241,9 @@ export async function openEventStream(stream: ProgressStream, address: string, r
 		// The socket is the stream's own: closed with it, so shutdown never waits on an idle keep-alive.
 		Connection: "close",
 		// nginx buffers responses by default, which would hold events back.
-		"X-Accel-Buffering": "no"
+		"X-Accel-Buffering": "no",
 	});
-	const client: SseClient = { write: chunk => res.write(chunk), end: () => res.end() };
+	const client: SseClient = { write: (chunk) => res.write(chunk), end: () => res.end() };
 	stream.add(client);
 	// `res` closes with the connection; the request may close as soon as its (empty) body is read.
 	res.on("close", () => {

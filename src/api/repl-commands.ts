@@ -7,7 +7,12 @@ import type { ServiceBroker } from "moleculer";
 import { sleep } from "../clock";
 import { Actions, call, type MetricsSnapshot } from "../contract";
 
-export function progressLine(s: Pick<MetricsSnapshot, "runId" | "status" | "records" | "signed" | "recordsPerSecond" | "elapsedSeconds">): string {
+export function progressLine(
+	s: Pick<
+		MetricsSnapshot,
+		"runId" | "status" | "records" | "signed" | "recordsPerSecond" | "elapsedSeconds"
+	>,
+): string {
 	if (!s.runId) return "no run yet";
 	const percent = s.records ? ((s.signed / s.records) * 100).toFixed(1) : "100.0";
 	return `${s.runId} ${s.status}: ${percent}% ${s.signed}/${s.records} records, ${s.recordsPerSecond} records/s, ${s.elapsedSeconds.toFixed(1)} s`;
@@ -21,27 +26,35 @@ export interface ReplCommand {
 }
 
 /** Writes to the REPL's terminal: the REPL is an operator's console, not a service. */
-export function replCommands(write: (line: string) => void = line => process.stdout.write(`${line}\n`)): ReplCommand[] {
+export function replCommands(
+	write: (line: string) => void = (line) => process.stdout.write(`${line}\n`),
+): ReplCommand[] {
 	return [
 		{
 			command: "cancel [runId]",
-			description: "Cancel the active run (or the one named): no new batch goes out, the ones in flight finish",
+			description:
+				"Cancel the active run (or the one named): no new batch goes out, the ones in flight finish",
 			async action(broker, args) {
 				const runId = (args as unknown as { runId?: string }).runId;
 				try {
 					const run = await call(broker, Actions.batcher.cancel, runId ? { runId } : {});
-					write(`Run ${run.runId} cancelled: its batches in flight finish, then it is stored as cancelled (progress shows it)`);
+					write(
+						`Run ${run.runId} cancelled: its batches in flight finish, then it is stored as cancelled (progress shows it)`,
+					);
 				} catch (err) {
 					write(`cancel: ${(err as Error).message}`);
 				}
-			}
+			},
 		},
 		{
 			command: "progress",
 			description: "Signing progress from metrics.snapshot, live until the run ends",
 			options: [
 				{ option: "--once", description: "print one line and return" },
-				{ option: "--interval <ms>", description: "milliseconds between lines (default 500)" }
+				{
+					option: "--interval <ms>",
+					description: "milliseconds between lines (default 500)",
+				},
 			],
 			async action(broker, args) {
 				const interval = Math.max(100, Number(args.options.interval ?? 500) || 500);
@@ -51,7 +64,7 @@ export function replCommands(write: (line: string) => void = line => process.std
 					if (args.options.once || snapshot.status !== "running") return;
 					await sleep(interval);
 				}
-			}
-		}
+			},
+		},
 	];
 }

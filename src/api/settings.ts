@@ -44,14 +44,23 @@ export interface ApiOptions {
 	auditCacheMs: number;
 }
 
-export const AUTH_ENV_NAMES = ["AUTH_SECRET", "AUTH_PUBLIC_KEY", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_READS"] as const;
+export const AUTH_ENV_NAMES = [
+	"AUTH_SECRET",
+	"AUTH_PUBLIC_KEY",
+	"AUTH_ISSUER",
+	"AUTH_AUDIENCE",
+	"AUTH_READS",
+] as const;
 
-export function apiOptions(config: AppConfig, env: Record<string, string | undefined> = config.authEnv): ApiOptions {
+export function apiOptions(
+	config: AppConfig,
+	env: Record<string, string | undefined> = config.authEnv,
+): ApiOptions {
 	return {
 		port: config.port,
 		portSet: config.explicitPorts.port,
 		dataDir: config.dataDir,
-		authEnv: Object.fromEntries(AUTH_ENV_NAMES.map(name => [name, env[name]])),
+		authEnv: Object.fromEntries(AUTH_ENV_NAMES.map((name) => [name, env[name]])),
 		startRateLimit: { window: 60_000, limit: 10 },
 		bodyLimit: "16kb",
 		progressIntervalMs: 250,
@@ -61,26 +70,32 @@ export function apiOptions(config: AppConfig, env: Record<string, string | undef
 		eventStreams: { perClient: 5, total: 200 },
 		trustedProxies: config.trustedProxies,
 		auditCacheMs: 60_000,
-		apiKeysFile: config.apiKeysFile
+		apiKeysFile: config.apiKeysFile,
 	};
 }
 
 /** public/ (the dashboard and the API docs) beside services/ in the sources, or beside dist/. */
 export function publicFolder(from = __dirname): string {
-	const candidates = [path.resolve(from, "..", "..", "public"), path.resolve(from, "..", "..", "..", "public")];
-	return candidates.find(dir => fs.existsSync(path.join(dir, "index.html"))) ?? candidates[0];
+	const candidates = [
+		path.resolve(from, "..", "..", "public"),
+		path.resolve(from, "..", "..", "..", "public"),
+	];
+	return candidates.find((dir) => fs.existsSync(path.join(dir, "index.html"))) ?? candidates[0];
 }
 
-type RateLimitedRequest = IncomingMessage & { $route?: { rateLimit?: { store?: { resetTime?: number } } } };
+type RateLimitedRequest = IncomingMessage & {
+	$route?: { rateLimit?: { store?: { resetTime?: number } } };
+};
 
 /**
  * Headers on every answer: the pages load only their own scripts, styles and data (no inline
  * code, no framing), and no content is sniffed into another type.
  */
 export const SECURITY_HEADERS: Record<string, string> = {
-	"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+	"Content-Security-Policy":
+		"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 	"X-Content-Type-Options": "nosniff",
-	"Referrer-Policy": "no-referrer"
+	"Referrer-Policy": "no-referrer",
 };
 
 /**
@@ -88,14 +103,20 @@ export const SECURITY_HEADERS: Record<string, string> = {
  * answer carries them: routes, assets, the event stream, and moleculer-web's own 404s, body
  * parser and rate limit errors, which no route middleware sees.
  */
-export function withSecurityHeaders<R>(handler: (req: IncomingMessage, res: ServerResponse) => R): (req: IncomingMessage, res: ServerResponse) => R {
+export function withSecurityHeaders<R>(
+	handler: (req: IncomingMessage, res: ServerResponse) => R,
+): (req: IncomingMessage, res: ServerResponse) => R {
 	return (req, res) => {
 		for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
 		return handler(req, res);
 	};
 }
 
-const CLIENT_ERROR_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
+const CLIENT_ERROR_STATUS: Record<string, number> = {
+	HPE_HEADER_OVERFLOW: 431,
+	HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+	ERR_HTTP_REQUEST_TIMEOUT: 408,
+};
 
 /**
  * The server's `clientError` listener: a request Node cannot parse gets the answer Node would
@@ -103,11 +124,16 @@ const CLIENT_ERROR_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, 
  * does, nothing is written over a response already under way on the socket.
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-	const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+	const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })
+		._httpMessage;
 	if (socket.writable && !inFlight?.headersSent) {
 		const status = CLIENT_ERROR_STATUS[err.code ?? ""] ?? 400;
-		const headers = Object.entries(SECURITY_HEADERS).map(([name, value]) => `${name}: ${value}\r\n`).join("");
-		socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+		const headers = Object.entries(SECURITY_HEADERS)
+			.map(([name, value]) => `${name}: ${value}\r\n`)
+			.join("");
+		socket.write(
+			`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers}Content-Length: 0\r\nConnection: close\r\n\r\n`,
+		);
 	}
 	socket.destroy();
 }
@@ -118,22 +144,26 @@ export function gatewaySettings() {
 		// SECURITY_HEADERS are set on every response by withSecurityHeaders, around the whole handler.
 		assets: {
 			folder: publicFolder(),
-			options: { index: "index.html", maxAge: 0 }
+			options: { index: "index.html", maxAge: 0 },
 		},
 		// The event stream stays open: no request timeout, and not tracked, so shutdown does not wait for it.
 		rootCallOptions(callOptions: Record<string, unknown>, req: IncomingMessage) {
-			if (req.url?.startsWith("/api/events")) Object.assign(callOptions, { timeout: 0, tracking: false });
+			if (req.url?.startsWith("/api/events"))
+				Object.assign(callOptions, { timeout: 0, tracking: false });
 		},
 		log4XXResponses: false,
 		logRequest: "debug",
 		logResponse: "debug",
 		onError(req: RateLimitedRequest, res: ServerResponse, err: unknown) {
-			const { status, body, headers } = toApiError(err, { realm: API_REALM, rateLimitResetAt: req.$route?.rateLimit?.store?.resetTime });
+			const { status, body, headers } = toApiError(err, {
+				realm: API_REALM,
+				rateLimitResetAt: req.$route?.rateLimit?.store?.resetTime,
+			});
 			if (res.headersSent) return void res.end();
 			for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
 			res.setHeader("Content-Type", "application/json; charset=utf-8");
 			res.writeHead(status);
 			res.end(JSON.stringify(body));
-		}
+		},
 	};
 }

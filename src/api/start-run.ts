@@ -15,7 +15,11 @@ export interface StartRunBody {
 	callbackUrl?: string;
 }
 
-export const startRunBodyParams = { batchSize: { type: "any", optional: true }, callbackUrl: { type: "url", optional: true }, $$strict: true };
+export const startRunBodyParams = {
+	batchSize: { type: "any", optional: true },
+	callbackUrl: { type: "url", optional: true },
+	$$strict: true,
+};
 
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 
@@ -29,24 +33,54 @@ export interface StartRunMeta {
 	$responseHeaders?: Record<string, string>;
 }
 
-export async function startRun(ctx: Context<StartRunBody, StartRunMeta>, webhooks: WebhookRegistry) {
+export async function startRun(
+	ctx: Context<StartRunBody, StartRunMeta>,
+	webhooks: WebhookRegistry,
+) {
 	const { meta } = ctx;
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
-		throw new DomainError("UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json)", { contentType: meta.requestContentType });
+		throw new DomainError(
+			"UNSUPPORTED_MEDIA_TYPE",
+			"The request body must be JSON (Content-Type: application/json)",
+			{ contentType: meta.requestContentType },
+		);
 	const { batchSize, callbackUrl } = ctx.params;
 	if (callbackUrl) {
 		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.
 		const refused = await checkWebhookTarget(callbackUrl, webhooks.allowPrivate);
-		if (refused) throw new DomainError("INVALID_CALLBACK_URL", refused, { field: "callbackUrl" });
+		if (refused)
+			throw new DomainError("INVALID_CALLBACK_URL", refused, { field: "callbackUrl" });
 	}
-	const idempotencyKey = typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;
+	const idempotencyKey =
+		typeof meta.idempotencyKey === "string" ? meta.idempotencyKey : undefined;
 	// A repeat with the key must ask the same: batch size, callback and caller.
-	const requestFingerprint = JSON.stringify({ batchSize: batchSize ?? null, callbackUrl: callbackUrl ?? null, subject: meta.user?.subject ?? null });
-	const started = await call(ctx, Actions.batcher.start, { ...(batchSize === undefined ? {} : { batchSize }), ...(idempotencyKey ? { idempotencyKey, requestFingerprint } : {}) });
+	const requestFingerprint = JSON.stringify({
+		batchSize: batchSize ?? null,
+		callbackUrl: callbackUrl ?? null,
+		subject: meta.user?.subject ?? null,
+	});
+	const started = await call(ctx, Actions.batcher.start, {
+		...(batchSize === undefined ? {} : { batchSize }),
+		...(idempotencyKey ? { idempotencyKey, requestFingerprint } : {}),
+	});
 	if (callbackUrl && !started.replayed) webhooks.register(started.runId, callbackUrl);
 	const run = await call(ctx, Actions.batcher.get, { runId: started.runId });
 	const location = `/api/runs/${encodeURIComponent(run.runId)}`;
 	meta.$statusCode = 202;
-	meta.$responseHeaders = { Location: location, ...(idempotencyKey ? { "Idempotency-Key": idempotencyKey, "Idempotent-Replayed": String(started.replayed) } : {}) };
-	return { id: run.runId, runId: run.runId, batchSize: run.batchSize, status: run.status, startedAt: run.startedAt, finishedAt: run.finishedAt, replayed: started.replayed, links: { self: location, events: "/api/events" } };
+	meta.$responseHeaders = {
+		Location: location,
+		...(idempotencyKey
+			? { "Idempotency-Key": idempotencyKey, "Idempotent-Replayed": String(started.replayed) }
+			: {}),
+	};
+	return {
+		id: run.runId,
+		runId: run.runId,
+		batchSize: run.batchSize,
+		status: run.status,
+		startedAt: run.startedAt,
+		finishedAt: run.finishedAt,
+		replayed: started.replayed,
+		links: { self: location, events: "/api/events" },
+	};
 }

@@ -23,7 +23,10 @@ export const WEBHOOK_KEY_FILE = "webhook-key.json";
 export const SIGNATURE_HEADER = "X-Signature-JWS";
 
 export class WebhookSigner {
-	private constructor(private readonly privateKey: CryptoKey, readonly publicJwk: JWK) {}
+	private constructor(
+		private readonly privateKey: CryptoKey,
+		readonly publicJwk: JWK,
+	) {}
 
 	/** Loads `dataDir/webhook-key.json` (mode 0600), creating it once; in memory when `dataDir` is "". */
 	static async open(dataDir: string): Promise<WebhookSigner> {
@@ -32,16 +35,28 @@ export class WebhookSigner {
 			const jwk = JSON.parse(fs.readFileSync(file, "utf8")) as JWK;
 			return WebhookSigner.fromPrivateJwk(jwk);
 		}
-		const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
-		const jwk = { ...(await exportJWK(privateKey)), kid: WEBHOOK_KID, alg: "EdDSA", use: "sig" };
+		const { privateKey } = await generateKeyPair("EdDSA", {
+			crv: "Ed25519",
+			extractable: true,
+		});
+		const jwk = {
+			...(await exportJWK(privateKey)),
+			kid: WEBHOOK_KID,
+			alg: "EdDSA",
+			use: "sig",
+		};
 		if (file) {
 			ensurePrivateDir(dataDir);
 			try {
-				fs.writeFileSync(file, JSON.stringify(jwk), { mode: PRIVATE_FILE_MODE, flag: "wx" });
+				fs.writeFileSync(file, JSON.stringify(jwk), {
+					mode: PRIVATE_FILE_MODE,
+					flag: "wx",
+				});
 				fs.chmodSync(file, PRIVATE_FILE_MODE);
 			} catch (err) {
 				// Another process created it first: use theirs, so one kid means one key.
-				if ((err as NodeJS.ErrnoException).code === "EEXIST") return WebhookSigner.fromPrivateJwk(JSON.parse(fs.readFileSync(file, "utf8")));
+				if ((err as NodeJS.ErrnoException).code === "EEXIST")
+					return WebhookSigner.fromPrivateJwk(JSON.parse(fs.readFileSync(file, "utf8")));
 				throw err;
 			}
 		}
@@ -51,12 +66,19 @@ export class WebhookSigner {
 	private static async fromPrivateJwk(jwk: JWK): Promise<WebhookSigner> {
 		const privateKey = (await importJWK({ ...jwk, alg: "EdDSA" }, "EdDSA")) as CryptoKey;
 		const { d: _private, ...publicJwk } = jwk;
-		return new WebhookSigner(privateKey, { ...publicJwk, kid: jwk.kid ?? WEBHOOK_KID, alg: "EdDSA", use: "sig" });
+		return new WebhookSigner(privateKey, {
+			...publicJwk,
+			kid: jwk.kid ?? WEBHOOK_KID,
+			alg: "EdDSA",
+			use: "sig",
+		});
 	}
 
 	/** Detached compact JWS (RFC 7515 appendix F) over the UTF-8 bytes of `body`. */
 	async sign(body: string): Promise<string> {
-		const jws = await new CompactSign(new TextEncoder().encode(body)).setProtectedHeader({ alg: "EdDSA", kid: this.publicJwk.kid!, typ: "webhook+jws" }).sign(this.privateKey);
+		const jws = await new CompactSign(new TextEncoder().encode(body))
+			.setProtectedHeader({ alg: "EdDSA", kid: this.publicJwk.kid!, typ: "webhook+jws" })
+			.sign(this.privateKey);
 		const [protectedHeader, , signature] = jws.split(".");
 		return `${protectedHeader}..${signature}`;
 	}
@@ -90,7 +112,14 @@ export interface DeliveryOptions {
 	maxResponseBytes: number;
 }
 
-export const DEFAULT_DELIVERY: DeliveryOptions = { maxAttempts: 6, baseDelayMs: 1_000, maxDelayMs: 60_000, timeoutMs: 10_000, allowPrivate: false, maxResponseBytes: 8 * 1024 };
+export const DEFAULT_DELIVERY: DeliveryOptions = {
+	maxAttempts: 6,
+	baseDelayMs: 1_000,
+	maxDelayMs: 60_000,
+	timeoutMs: 10_000,
+	allowPrivate: false,
+	maxResponseBytes: 8 * 1024,
+};
 
 /**
  * A webhook as GET /api/runs/:id shows it to anyone: the URL without its query (a token there
@@ -102,7 +131,14 @@ export function publicWebhookView(state: WebhookState | null) {
 	return {
 		url: publicUrl(state.url),
 		status: state.status,
-		attempts: state.attempts.map(({ attempt, at, status, ok, durationMs }) => ({ attempt, at, status, ok, durationMs, error: ok ? null : status === null ? "no answer" : `HTTP ${status}` }))
+		attempts: state.attempts.map(({ attempt, at, status, ok, durationMs }) => ({
+			attempt,
+			at,
+			status,
+			ok,
+			durationMs,
+			error: ok ? null : status === null ? "no answer" : `HTTP ${status}`,
+		})),
 	};
 }
 
@@ -116,29 +152,56 @@ export function backoffMs(attempt: number, options: DeliveryOptions, random = Ma
 function pause(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
 	if (!signal) return clock.sleep(ms);
 	if (signal.aborted) return Promise.resolve();
-	return Promise.race([clock.sleep(ms), new Promise<void>(resolve => signal.addEventListener("abort", () => resolve(), { once: true }))]);
+	return Promise.race([
+		clock.sleep(ms),
+		new Promise<void>((resolve) =>
+			signal.addEventListener("abort", () => resolve(), { once: true }),
+		),
+	]);
 }
 
 /** POSTs `body` until a 2xx or `maxAttempts`, recording each attempt on `state`. */
-export async function deliver(state: WebhookState, body: string, headers: Record<string, string>, options: DeliveryOptions, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
+export async function deliver(
+	state: WebhookState,
+	body: string,
+	headers: Record<string, string>,
+	options: DeliveryOptions,
+	signal?: AbortSignal,
+	clock: Clock = systemClock,
+): Promise<void> {
 	state.status = "delivering";
 	for (let attempt = 1; attempt <= options.maxAttempts && !signal?.aborted; attempt++) {
 		const started = clock.now();
-		const record: WebhookAttempt = { attempt, at: new Date(started).toISOString(), status: null, ok: false, error: null, durationMs: 0 };
+		const record: WebhookAttempt = {
+			attempt,
+			at: new Date(started).toISOString(),
+			status: null,
+			ok: false,
+			error: null,
+			durationMs: 0,
+		};
 		try {
 			const timeout = AbortSignal.timeout(options.timeoutMs);
-			const response = await postJson(state.url, body, { ...headers, "X-Webhook-Attempt": String(attempt) }, {
-				timeoutMs: options.timeoutMs,
-				signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-				allowPrivate: options.allowPrivate,
-				maxResponseBytes: options.maxResponseBytes
-			});
+			const response = await postJson(
+				state.url,
+				body,
+				{ ...headers, "X-Webhook-Attempt": String(attempt) },
+				{
+					timeoutMs: options.timeoutMs,
+					signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+					allowPrivate: options.allowPrivate,
+					maxResponseBytes: options.maxResponseBytes,
+				},
+			);
 			record.status = response.status;
 			record.ok = response.status >= 200 && response.status < 300;
 			if (!record.ok) record.error = `HTTP ${response.status}`;
 		} catch (err) {
 			const e = err as Error & { code?: string };
-			record.error = e.name === "TimeoutError" || e.name === "AbortError" && timeoutFired(signal) ? `no answer within ${options.timeoutMs} ms` : e.message;
+			record.error =
+				e.name === "TimeoutError" || (e.name === "AbortError" && timeoutFired(signal))
+					? `no answer within ${options.timeoutMs} ms`
+					: e.message;
 		}
 		record.durationMs = clock.now() - started;
 		state.attempts.push(record);
@@ -166,7 +229,7 @@ export class WebhookRegistry {
 		private readonly options: DeliveryOptions,
 		private readonly onFailed: (runId: string, state: WebhookState) => void,
 		private readonly clock: Clock = systemClock,
-		private readonly remembered = 100
+		private readonly remembered = 100,
 	) {}
 
 	get(runId: string): WebhookState | null {
@@ -187,7 +250,8 @@ export class WebhookRegistry {
 	runCompleted(event: RunCompletedEvent): void {
 		const { runId } = event.report;
 		this.completions.set(runId, event);
-		if (this.completions.size > this.remembered) this.completions.delete(this.completions.keys().next().value as string);
+		if (this.completions.size > this.remembered)
+			this.completions.delete(this.completions.keys().next().value as string);
 		if (this.webhooks.get(runId)?.status === "waiting") void this.send(runId, event);
 	}
 
@@ -201,9 +265,26 @@ export class WebhookRegistry {
 		if (!state || state.status !== "waiting") return;
 		state.status = "delivering";
 		// One body for every attempt, signed once: the receiver can dedupe on its bytes.
-		const body = JSON.stringify({ event: "run.completed", runId, status: completion.status, error: completion.error ?? null, report: completion.report });
+		const body = JSON.stringify({
+			event: "run.completed",
+			runId,
+			status: completion.status,
+			error: completion.error ?? null,
+			report: completion.report,
+		});
 		const signature = await (await this.signer).sign(body);
-		await deliver(state, body, { [SIGNATURE_HEADER]: signature, "X-Webhook-Event": "run.completed", "X-Run-Id": runId }, this.options, this.shutdown.signal, this.clock);
+		await deliver(
+			state,
+			body,
+			{
+				[SIGNATURE_HEADER]: signature,
+				"X-Webhook-Event": "run.completed",
+				"X-Run-Id": runId,
+			},
+			this.options,
+			this.shutdown.signal,
+			this.clock,
+		);
 		if ((state.status as WebhookState["status"]) === "failed") this.onFailed(runId, state);
 	}
 }

@@ -23,10 +23,17 @@ export type AuditDbKind = "store" | "import";
 export type AuditFiles = Record<StoreOwner, string>;
 
 /** Schema name of each owner's file on an audit connection. */
-export const SCHEMA = { records: "rec", batcher: "bat", keyring: "kr" } as const satisfies Record<StoreOwner, string>;
+export const SCHEMA = { records: "rec", batcher: "bat", keyring: "kr" } as const satisfies Record<
+	StoreOwner,
+	string
+>;
 
 /** The tables each file must hold. */
-const TABLES: Record<StoreOwner, string[]> = { records: ["records", "signatures"], batcher: ["runs", "batches"], keyring: ["keys", "leases"] };
+const TABLES: Record<StoreOwner, string[]> = {
+	records: ["records", "signatures"],
+	batcher: ["runs", "batches"],
+	keyring: ["keys", "leases"],
+};
 
 /**
  * The order the read snapshots are taken in. A lease is stored before its batch's signatures
@@ -56,9 +63,19 @@ export function openReadOnly(files: AuditFiles, owners: StoreOwner[] = CAUSAL_OR
 		for (const owner of owners) {
 			try {
 				attachReadOnly(sql, files[owner], SCHEMA[owner]);
-				const tables = new Set(sql.prepare(`SELECT name FROM ${SCHEMA[owner]}.sqlite_master WHERE type = 'table'`).all().map(row => row.name));
-				const missing = TABLES[owner].filter(table => !tables.has(table));
-				if (missing.length) throw new StoreFilesError(`${files[owner]} is not the ${owner} store: it has no table ${missing.join(", ")}`);
+				const tables = new Set(
+					sql
+						.prepare(
+							`SELECT name FROM ${SCHEMA[owner]}.sqlite_master WHERE type = 'table'`,
+						)
+						.all()
+						.map((row) => row.name),
+				);
+				const missing = TABLES[owner].filter((table) => !tables.has(table));
+				if (missing.length)
+					throw new StoreFilesError(
+						`${files[owner]} is not the ${owner} store: it has no table ${missing.join(", ")}`,
+					);
 			} catch (err) {
 				if (err instanceof StoreFilesError) throw err;
 				throw new StoreFilesError(`Cannot read ${files[owner]}: ${(err as Error).message}`);
@@ -79,7 +96,12 @@ export class AuditDatabase implements AuditDb {
 	#onClose: () => void;
 	#closed = false;
 
-	constructor(kind: AuditDbKind, files: AuditFiles, jwks: { keys: JWK[] } | null, onClose: () => void = () => undefined) {
+	constructor(
+		kind: AuditDbKind,
+		files: AuditFiles,
+		jwks: { keys: JWK[] } | null,
+		onClose: () => void = () => undefined,
+	) {
 		this.kind = kind;
 		this.files = files;
 		this.sql = openReadOnly(files);
@@ -101,7 +123,9 @@ export class AuditDatabase implements AuditDb {
 /** The JWKS as the keyring serves it: each key's stored public JWK, public members only. */
 function storedJwks(sql: DatabaseSync): { keys: JWK[] } {
 	const keys: JWK[] = [];
-	for (const row of sql.prepare("SELECT keyId, publicJwk FROM kr.keys ORDER BY keyId").iterate()) {
+	for (const row of sql
+		.prepare("SELECT keyId, publicJwk FROM kr.keys ORDER BY keyId")
+		.iterate()) {
 		let jwk: JWK = {};
 		try {
 			const parsed = JSON.parse(String(row.publicJwk));
@@ -109,7 +133,10 @@ function storedJwks(sql: DatabaseSync): { keys: JWK[] } {
 		} catch {
 			// Unreadable: the audit reports a JWKS key that is not an Ed25519 public key.
 		}
-		keys.push({ ...publicJwk(jwk), kid: typeof jwk.kid === "string" ? jwk.kid : String(row.keyId) });
+		keys.push({
+			...publicJwk(jwk),
+			kid: typeof jwk.kid === "string" ? jwk.kid : String(row.keyId),
+		});
 	}
 	return { keys };
 }
@@ -119,7 +146,7 @@ export function storeFiles(dataDir: string): AuditFiles {
 	return {
 		records: path.join(dataDir, STORE_FILES.records),
 		batcher: path.join(dataDir, STORE_FILES.batcher),
-		keyring: path.join(dataDir, STORE_FILES.keyring)
+		keyring: path.join(dataDir, STORE_FILES.keyring),
 	};
 }
 
@@ -128,10 +155,18 @@ export function storeFiles(dataDir: string): AuditFiles {
  * may add its `-wal`/`-shm` companions beside a file no owner has open).
  */
 export function openStoreFiles(dataDir: string): AuditDb {
-	if (!dataDir) throw new StoreFilesError("DATA_DIR is empty, which means an in-memory store: there is nothing stored to read");
+	if (!dataDir)
+		throw new StoreFilesError(
+			"DATA_DIR is empty, which means an in-memory store: there is nothing stored to read",
+		);
 	const files = storeFiles(path.resolve(dataDir));
-	const missing = Object.values(files).filter(file => !fs.existsSync(file)).map(file => path.basename(file));
-	if (missing.length) throw new StoreFilesError(`No embedded store in ${path.resolve(dataDir)} (missing ${missing.join(", ")}): run npm start first, or pass --data-dir`);
+	const missing = Object.values(files)
+		.filter((file) => !fs.existsSync(file))
+		.map((file) => path.basename(file));
+	if (missing.length)
+		throw new StoreFilesError(
+			`No embedded store in ${path.resolve(dataDir)} (missing ${missing.join(", ")}): run npm start first, or pass --data-dir`,
+		);
 	return new AuditDatabase("store", files, null);
 }
 
@@ -142,7 +177,8 @@ export function openStoreFiles(dataDir: string): AuditDb {
 export async function withReadSnapshot<T>(db: AuditDb, work: () => Promise<T>): Promise<T> {
 	db.sql.exec("BEGIN");
 	try {
-		for (const owner of CAUSAL_ORDER) db.sql.prepare(`SELECT count(*) FROM ${SCHEMA[owner]}.sqlite_master`).get();
+		for (const owner of CAUSAL_ORDER)
+			db.sql.prepare(`SELECT count(*) FROM ${SCHEMA[owner]}.sqlite_master`).get();
 		return await work();
 	} finally {
 		db.sql.exec("COMMIT");
@@ -151,12 +187,19 @@ export async function withReadSnapshot<T>(db: AuditDb, work: () => Promise<T>): 
 
 /** Waits for the event loop: a long pass on the main thread lets the worker threads' results in. */
 export function yieldToEventLoop(): Promise<void> {
-	return new Promise(resolve => setImmediate(resolve));
+	return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** SQLite's order of values (NULL, numbers, text by UTF-8 bytes, blobs), for merging two ordered queries. */
 export function compareSql(a: unknown, b: unknown): number {
-	const rank = (v: unknown) => (v == null ? 0 : typeof v === "number" || typeof v === "bigint" ? 1 : typeof v === "string" ? 2 : 3);
+	const rank = (v: unknown) =>
+		v == null
+			? 0
+			: typeof v === "number" || typeof v === "bigint"
+				? 1
+				: typeof v === "string"
+					? 2
+					: 3;
 	const ra = rank(a);
 	const rb = rank(b);
 	if (ra !== rb) return ra - rb;

@@ -12,7 +12,19 @@
  */
 import { createPublicKey, verify as nodeCryptoVerify, type KeyObject } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { FindingList, HeaderCache, checkSignature, checkSignatureInLease, ed25519PublicKeyBytes, signatureRef, signingInput, type FindingsData, type LeaseRow, type SignatureRow, type Verifier } from "./checks.ts";
+import {
+	FindingList,
+	HeaderCache,
+	checkSignature,
+	checkSignatureInLease,
+	ed25519PublicKeyBytes,
+	signatureRef,
+	signingInput,
+	type FindingsData,
+	type LeaseRow,
+	type SignatureRow,
+	type Verifier,
+} from "./checks.ts";
 import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only.ts";
 import { SIGNATURE_BYTES, importSodium, type Sodium } from "../sodium.ts";
 
@@ -68,9 +80,25 @@ function open(task: RangeTask, sodium: Sodium): Session {
 	attachReadOnly(sql, task.files.keyring, "kr");
 	const keys = new Map<string, Uint8Array>();
 	for (const [kid, x] of task.keys) keys.set(kid, ed25519PublicKeyBytes(x));
-	const verify = (signature: Buffer, message: Buffer, publicKey: Uint8Array) => signature.length === SIGNATURE_BYTES && sodium.crypto_sign_verify_detached(signature, message, publicKey as Buffer);
-	const nodeCryptoKeys = task.library === "node:crypto" ? new Map(task.keys.map(([kid, x]) => [kid, createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" })])) : null;
-	session = { id: task.session, sql, statements: new Map(), verifier: { keys, headers: new HeaderCache(), verify }, nodeCryptoKeys };
+	const verify = (signature: Buffer, message: Buffer, publicKey: Uint8Array) =>
+		signature.length === SIGNATURE_BYTES &&
+		sodium.crypto_sign_verify_detached(signature, message, publicKey as Buffer);
+	const nodeCryptoKeys =
+		task.library === "node:crypto"
+			? new Map(
+					task.keys.map(([kid, x]) => [
+						kid,
+						createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" }),
+					]),
+				)
+			: null;
+	session = {
+		id: task.session,
+		sql,
+		statements: new Map(),
+		verifier: { keys, headers: new HeaderCache(), verify },
+		nodeCryptoKeys,
+	};
 	return session;
 }
 
@@ -100,10 +128,13 @@ function range(column: string, task: RangeTask): { where: string; args: string[]
 
 /** The lease a signature names: the store's one, or an import's first document of that id. */
 function leaseJoin(task: RangeTask): string {
-	return task.unique ? "LEFT JOIN kr.leases l ON l.leaseId = s.leaseId" : "LEFT JOIN kr.leases l ON l.rowid = (SELECT min(x.rowid) FROM kr.leases x WHERE x.leaseId = s.leaseId)";
+	return task.unique
+		? "LEFT JOIN kr.leases l ON l.leaseId = s.leaseId"
+		: "LEFT JOIN kr.leases l ON l.rowid = (SELECT min(x.rowid) FROM kr.leases x WHERE x.leaseId = s.leaseId)";
 }
 
-const SIGNATURE_COLUMNS = "s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt, l.leaseId, l.keyId, l.grantedAt, l.expiresAt, l.endedAt";
+const SIGNATURE_COLUMNS =
+	"s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt, l.leaseId, l.keyId, l.grantedAt, l.expiresAt, l.endedAt";
 
 /** A signature with the lease it names, if that lease exists. */
 interface Signed {
@@ -112,8 +143,24 @@ interface Signed {
 }
 
 function signatureAt(row: unknown[], at: number): Signed {
-	const signature = { recordId: row[at], keyId: row[at + 1], batchId: row[at + 2], leaseId: row[at + 3], jws: row[at + 4], signedAt: row[at + 5] } as SignatureRow;
-	const lease = row[at + 6] == null ? null : ({ leaseId: row[at + 6], keyId: row[at + 7], grantedAt: row[at + 8], expiresAt: row[at + 9], endedAt: row[at + 10] } as LeaseRow);
+	const signature = {
+		recordId: row[at],
+		keyId: row[at + 1],
+		batchId: row[at + 2],
+		leaseId: row[at + 3],
+		jws: row[at + 4],
+		signedAt: row[at + 5],
+	} as SignatureRow;
+	const lease =
+		row[at + 6] == null
+			? null
+			: ({
+					leaseId: row[at + 6],
+					keyId: row[at + 7],
+					grantedAt: row[at + 8],
+					expiresAt: row[at + 9],
+					endedAt: row[at + 10],
+				} as LeaseRow);
 	return { signature, lease };
 }
 
@@ -130,12 +177,19 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const finishRecord = () => {
 		if (recordId === null) return;
 		signatures += signed.length;
-		if (signed.length === 0) findings.add("one-signature-per-record", `record ${recordId} has no signature`, { recordId });
+		if (signed.length === 0)
+			findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
+				recordId,
+			});
 		else if (signed.length > 1)
 			findings.add(
 				"one-signature-per-record",
-				`record ${recordId} has ${signed.length} signatures: ${signed.map(s => `(${signatureRef(s.signature)})`).join(", ")}`,
-				{ recordId, batchIds: signed.map(s => s.signature.batchId).join(","), leaseIds: signed.map(s => s.signature.leaseId).join(",") }
+				`record ${recordId} has ${signed.length} signatures: ${signed.map((s) => `(${signatureRef(s.signature)})`).join(", ")}`,
+				{
+					recordId,
+					batchIds: signed.map((s) => s.signature.batchId).join(","),
+					leaseIds: signed.map((s) => s.signature.leaseId).join(","),
+				},
 			);
 		for (const { signature, lease } of signed) {
 			checkSignature(signature, data, current.verifier, findings);
@@ -149,7 +203,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 		current,
 		task.unique
 			? `SELECT r.id, r.data, 0, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id`
-			: `SELECT r.id, r.data, r.rowid, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id, r.rowid, s.rowid`
+			: `SELECT r.id, r.data, r.rowid, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id, r.rowid, s.rowid`,
 	);
 	for (const row of rows.iterate(...recordRange.args) as Iterable<unknown[]>) {
 		if (row[0] !== recordId) {
@@ -166,7 +220,9 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 			extraDoc = true;
 			records++;
 			const id = row[0] as string;
-			findings.add("one-signature-per-record", `record ${id} is stored twice`, { recordId: id });
+			findings.add("one-signature-per-record", `record ${id} is stored twice`, {
+				recordId: id,
+			});
 			continue;
 		}
 		if (extraDoc || row[3] == null) continue;
@@ -178,17 +234,22 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const orphanRange = range("s.recordId", task);
 	const orphans = statement(
 		current,
-		`SELECT ${SIGNATURE_COLUMNS} FROM rec.signatures s ${leaseJoin(task)} WHERE ${orphanRange.where} AND NOT EXISTS (SELECT 1 FROM rec.records r WHERE r.id = s.recordId) ORDER BY s.recordId${task.unique ? "" : ", s.rowid"}`
+		`SELECT ${SIGNATURE_COLUMNS} FROM rec.signatures s ${leaseJoin(task)} WHERE ${orphanRange.where} AND NOT EXISTS (SELECT 1 FROM rec.records r WHERE r.id = s.recordId) ORDER BY s.recordId${task.unique ? "" : ", s.rowid"}`,
 	);
 	let orphaned: Signed[] = [];
 	const finishOrphans = () => {
 		if (!orphaned.length) return;
 		const [first] = orphaned;
-		findings.add("one-signature-per-record", `${orphaned.length} signature(s) for unknown record ${first.signature.recordId} (${signatureRef(first.signature)})`, {
-			recordId: first.signature.recordId,
-			batchId: first.signature.batchId
-		});
-		for (const { signature, lease } of orphaned) checkSignatureInLease(signature, lease, task.clockToleranceMs, findings);
+		findings.add(
+			"one-signature-per-record",
+			`${orphaned.length} signature(s) for unknown record ${first.signature.recordId} (${signatureRef(first.signature)})`,
+			{
+				recordId: first.signature.recordId,
+				batchId: first.signature.batchId,
+			},
+		);
+		for (const { signature, lease } of orphaned)
+			checkSignatureInLease(signature, lease, task.clockToleranceMs, findings);
 		signatures += orphaned.length;
 		orphaned = [];
 	};
@@ -205,19 +266,37 @@ function verifyRange(task: RangeTask, current: Session): RangeResult {
 	const { keys, verify } = current.verifier;
 	const nodeCryptoKeys = current.nodeCryptoKeys;
 	const recordRange = range("r.id", task);
-	const rows = statement(current, `SELECT r.id, r.data, s.keyId, s.jws FROM rec.records r JOIN rec.signatures s ON s.recordId = r.id WHERE ${recordRange.where}`);
+	const rows = statement(
+		current,
+		`SELECT r.id, r.data, s.keyId, s.jws FROM rec.records r JOIN rec.signatures s ON s.recordId = r.id WHERE ${recordRange.where}`,
+	);
 	let signatures = 0;
 	let valid = 0;
-	for (const [id, data, keyId, jws] of rows.iterate(...recordRange.args) as Iterable<[string, string, string, string]>) {
+	for (const [id, data, keyId, jws] of rows.iterate(...recordRange.args) as Iterable<
+		[string, string, string, string]
+	>) {
 		signatures++;
 		const [header, , signature] = jws.split(".");
 		if (!signature) continue;
 		if (nodeCryptoKeys) {
 			const key = nodeCryptoKeys.get(keyId);
-			if (key && nodeCryptoVerify(null, signingInput(header, id, data), key, Buffer.from(signature, "base64url"))) valid++;
+			if (
+				key &&
+				nodeCryptoVerify(
+					null,
+					signingInput(header, id, data),
+					key,
+					Buffer.from(signature, "base64url"),
+				)
+			)
+				valid++;
 		} else {
 			const key = keys.get(keyId);
-			if (key && verify(Buffer.from(signature, "base64url"), signingInput(header, id, data), key)) valid++;
+			if (
+				key &&
+				verify(Buffer.from(signature, "base64url"), signingInput(header, id, data), key)
+			)
+				valid++;
 		}
 	}
 	return { records: signatures, signatures, valid, findings: null };

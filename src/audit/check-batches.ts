@@ -43,19 +43,32 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 	const sizes: RunSizes = new Map();
 	const running = new Set<string>();
 	const docs = new Map<string, number>();
-	for (const run of db.sql.prepare("SELECT runId, batchSize, status FROM bat.runs ORDER BY rowid").iterate()) {
+	for (const run of db.sql
+		.prepare("SELECT runId, batchSize, status FROM bat.runs ORDER BY rowid")
+		.iterate()) {
 		const runId = run.runId as string;
 		const batchSize = run.batchSize as number;
 		if (run.status === "running") running.add(runId);
-		if (!Number.isInteger(batchSize) || batchSize < 1) findings.add(rule, `run ${runId} has an invalid batch size ${JSON.stringify(batchSize)}`, { runId });
+		if (!Number.isInteger(batchSize) || batchSize < 1)
+			findings.add(
+				rule,
+				`run ${runId} has an invalid batch size ${JSON.stringify(batchSize)}`,
+				{ runId },
+			);
 		docs.set(runId, (docs.get(runId) ?? 0) + 1);
 		const set = sizes.get(runId);
 		if (set) set.add(batchSize);
 		else sizes.set(runId, new Set([batchSize]));
 	}
 	for (const [runId, set] of sizes) {
-		if (set.size > 1) findings.add(rule, `run ${runId} has ${set.size} batch sizes: ${[...set].sort((a, b) => a - b).join(", ")}`, { runId });
-		else if (docs.get(runId)! > 1) findings.add(rule, `run ${runId} is stored ${docs.get(runId)} times`, { runId });
+		if (set.size > 1)
+			findings.add(
+				rule,
+				`run ${runId} has ${set.size} batch sizes: ${[...set].sort((a, b) => a - b).join(", ")}`,
+				{ runId },
+			);
+		else if (docs.get(runId)! > 1)
+			findings.add(rule, `run ${runId} is stored ${docs.get(runId)} times`, { runId });
 	}
 	return { sizes, running, count: [...docs.values()].reduce((sum, n) => sum + n, 0) };
 }
@@ -72,18 +85,33 @@ function parseRecordIds(recordIds: unknown): string[] | null {
 }
 
 /** Checks every batch against its run and its signatures; returns how many batch documents it read. */
-export async function checkBatches(db: AuditDb, runs: RunFacts, findings: FindingList): Promise<number> {
+export async function checkBatches(
+	db: AuditDb,
+	runs: RunFacts,
+	findings: FindingList,
+): Promise<number> {
 	const rule: RuleName = "one-key-per-batch";
 	const imported = db.kind === "import";
-	const batches = db.sql.prepare(`SELECT batchId, runId, keyId, leaseId, recordIds, status, stored FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`).iterate() as Iterator<BatchRow>;
-	const signatureQuery = db.sql.prepare(`SELECT batchId, recordId, keyId, leaseId FROM rec.signatures ORDER BY batchId, recordId${imported ? ", rowid" : ""}`);
+	const batches = db.sql
+		.prepare(
+			`SELECT batchId, runId, keyId, leaseId, recordIds, status, stored FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`,
+		)
+		.iterate() as Iterator<BatchRow>;
+	const signatureQuery = db.sql.prepare(
+		`SELECT batchId, recordId, keyId, leaseId FROM rec.signatures ORDER BY batchId, recordId${imported ? ", rowid" : ""}`,
+	);
 	signatureQuery.setReturnArrays(true);
 	const signatures = signatureQuery.iterate() as Iterator<SignatureRow>;
-	const leaseKey = db.sql.prepare(`SELECT leaseId, keyId FROM kr.leases WHERE leaseId = ?${imported ? " ORDER BY rowid LIMIT 1" : ""}`);
+	const leaseKey = db.sql.prepare(
+		`SELECT leaseId, keyId FROM kr.leases WHERE leaseId = ?${imported ? " ORDER BY rowid LIMIT 1" : ""}`,
+	);
 
 	let rows = 0;
 	const unknownBatch = ([batchId, recordId]: SignatureRow) =>
-		findings.add(rule, `signature of record ${recordId} names unknown batch ${batchId}`, { recordId, batchId: String(batchId) });
+		findings.add(rule, `signature of record ${recordId} names unknown batch ${batchId}`, {
+			recordId,
+			batchId: String(batchId),
+		});
 
 	let count = 0;
 	let previous: string | null = null;
@@ -101,20 +129,41 @@ export async function checkBatches(db: AuditDb, runs: RunFacts, findings: Findin
 				continue;
 			}
 			previous = batchId;
-			for (; !signature.done && compareSql(signature.value[0], batchId) < 0; signature = signatures.next()) unknownBatch(signature.value);
+			for (
+				;
+				!signature.done && compareSql(signature.value[0], batchId) < 0;
+				signature = signatures.next()
+			)
+				unknownBatch(signature.value);
 
-			const lease = doc.leaseId != null ? (leaseKey.get(doc.leaseId) as { leaseId: string; keyId: string } | undefined) : undefined;
+			const lease =
+				doc.leaseId != null
+					? (leaseKey.get(doc.leaseId) as { leaseId: string; keyId: string } | undefined)
+					: undefined;
 			if (lease && doc.keyId != null && lease.keyId !== doc.keyId)
-				findings.add(rule, `batch ${batchId} records key ${doc.keyId} and lease ${lease.leaseId}, which is a lease of key ${lease.keyId}`, { batchId, leaseId: lease.leaseId });
+				findings.add(
+					rule,
+					`batch ${batchId} records key ${doc.keyId} and lease ${lease.leaseId}, which is a lease of key ${lease.keyId}`,
+					{ batchId, leaseId: lease.leaseId },
+				);
 
 			let members: Set<string> | null = null;
 			const keyIds = new Set<string>();
 			const leaseIds = new Set<string>();
 			let under = 0;
-			for (; !signature.done && signature.value[0] === batchId; signature = signatures.next()) {
+			for (
+				;
+				!signature.done && signature.value[0] === batchId;
+				signature = signatures.next()
+			) {
 				const [, recordId, keyId, leaseId] = signature.value;
 				members ??= new Set(recordIds ?? []);
-				if (!members.has(recordId)) findings.add(rule, `signature of record ${recordId} names batch ${batchId}, which does not contain that record`, { recordId, batchId });
+				if (!members.has(recordId))
+					findings.add(
+						rule,
+						`signature of record ${recordId} names batch ${batchId}, which does not contain that record`,
+						{ recordId, batchId },
+					);
 				keyIds.add(keyId);
 				leaseIds.add(leaseId);
 				under++;
@@ -123,7 +172,12 @@ export async function checkBatches(db: AuditDb, runs: RunFacts, findings: Findin
 			const pending = doc.status === "pending";
 			if (keyIds.size) checkBatchSignatures(doc, keyIds, leaseIds, pending, findings);
 			if (pending) {
-				if (!runs.running.has(doc.runId)) findings.add(rule, `batch ${batchId} is still pending, but its run ${doc.runId} is not running`, { batchId, runId: doc.runId });
+				if (!runs.running.has(doc.runId))
+					findings.add(
+						rule,
+						`batch ${batchId} is still pending, but its run ${doc.runId} is not running`,
+						{ batchId, runId: doc.runId },
+					);
 			} else checkBatchStatus(doc, recordIds?.length ?? 0, under, findings);
 		}
 		for (; !signature.done; signature = signatures.next()) unknownBatch(signature.value);
@@ -138,28 +192,68 @@ export async function checkBatches(db: AuditDb, runs: RunFacts, findings: Findin
  * What a batch's signatures used against what the batch recorded: one key and one lease, the
  * ones it names. A pending batch has not learnt them yet: only its signatures' own agreement counts.
  */
-function checkBatchSignatures(batch: BatchRow, keyIds: Set<string>, leaseIds: Set<string>, pending: boolean, findings: FindingList): void {
+function checkBatchSignatures(
+	batch: BatchRow,
+	keyIds: Set<string>,
+	leaseIds: Set<string>,
+	pending: boolean,
+	findings: FindingList,
+): void {
 	const rule: RuleName = "one-key-per-batch";
 	const { batchId } = batch;
-	if (keyIds.size > 1) findings.add(rule, `batch ${batchId} has signatures made with ${keyIds.size} keys: ${[...keyIds].sort().join(", ")}`, { batchId, keyIds: [...keyIds].sort().join(",") });
+	if (keyIds.size > 1)
+		findings.add(
+			rule,
+			`batch ${batchId} has signatures made with ${keyIds.size} keys: ${[...keyIds].sort().join(", ")}`,
+			{ batchId, keyIds: [...keyIds].sort().join(",") },
+		);
 	if (leaseIds.size > 1)
-		findings.add(rule, `batch ${batchId} has signatures made under ${leaseIds.size} leases: ${[...leaseIds].sort().join(", ")}`, { batchId, leaseIds: [...leaseIds].sort().join(",") });
+		findings.add(
+			rule,
+			`batch ${batchId} has signatures made under ${leaseIds.size} leases: ${[...leaseIds].sort().join(", ")}`,
+			{ batchId, leaseIds: [...leaseIds].sort().join(",") },
+		);
 	if (pending) return;
-	const otherKeys = [...keyIds].filter(k => k !== batch.keyId).sort();
+	const otherKeys = [...keyIds].filter((k) => k !== batch.keyId).sort();
 	if (otherKeys.length)
-		findings.add(rule, batch.keyId == null ? `batch ${batchId} records no key but its signatures use ${otherKeys.join(", ")}` : `batch ${batchId} records key ${batch.keyId} but its signatures use ${otherKeys.join(", ")}`, { batchId, keyId: String(batch.keyId) });
-	const otherLeases = [...leaseIds].filter(l => l !== batch.leaseId).sort();
+		findings.add(
+			rule,
+			batch.keyId == null
+				? `batch ${batchId} records no key but its signatures use ${otherKeys.join(", ")}`
+				: `batch ${batchId} records key ${batch.keyId} but its signatures use ${otherKeys.join(", ")}`,
+			{ batchId, keyId: String(batch.keyId) },
+		);
+	const otherLeases = [...leaseIds].filter((l) => l !== batch.leaseId).sort();
 	if (otherLeases.length)
-		findings.add(rule, batch.leaseId == null ? `batch ${batchId} records no lease but its signatures use ${otherLeases.join(", ")}` : `batch ${batchId} records lease ${batch.leaseId} but its signatures use ${otherLeases.join(", ")}`, { batchId, leaseId: String(batch.leaseId) });
+		findings.add(
+			rule,
+			batch.leaseId == null
+				? `batch ${batchId} records no lease but its signatures use ${otherLeases.join(", ")}`
+				: `batch ${batchId} records lease ${batch.leaseId} but its signatures use ${otherLeases.join(", ")}`,
+			{ batchId, leaseId: String(batch.leaseId) },
+		);
 }
 
 /** An ended batch's status against its signatures: `failed` none under it, `partial` some but not all. */
-function checkBatchStatus(batch: BatchRow, size: number, under: number, findings: FindingList): void {
+function checkBatchStatus(
+	batch: BatchRow,
+	size: number,
+	under: number,
+	findings: FindingList,
+): void {
 	const rule: RuleName = "one-key-per-batch";
 	const { batchId, status } = batch;
-	const says = (truth: string) => findings.add(rule, `batch ${batchId} is recorded ${JSON.stringify(status)} but ${truth}`, { batchId, status: String(status) });
+	const says = (truth: string) =>
+		findings.add(rule, `batch ${batchId} is recorded ${JSON.stringify(status)} but ${truth}`, {
+			batchId,
+			status: String(status),
+		});
 	if (typeof batch.stored === "number" && batch.stored > under)
-		findings.add(rule, `batch ${batchId} claims ${batch.stored} stored signatures but ${under} stand under it`, { batchId, stored: String(batch.stored) });
+		findings.add(
+			rule,
+			`batch ${batchId} claims ${batch.stored} stored signatures but ${under} stand under it`,
+			{ batchId, stored: String(batch.stored) },
+		);
 	if (status === "failed" || status === "abandoned") {
 		if (under > 0) says(`${under} of its ${size} records are signed under it`);
 	} else if (status === "partial") {
@@ -169,11 +263,25 @@ function checkBatchStatus(batch: BatchRow, size: number, under: number, findings
 }
 
 /** The batch half of rule "batch-size": no batch larger than its run's batch size. */
-function checkBatchSize(batch: BatchRow, recordIds: string[] | null, runs: RunSizes, findings: FindingList): void {
+function checkBatchSize(
+	batch: BatchRow,
+	recordIds: string[] | null,
+	runs: RunSizes,
+	findings: FindingList,
+): void {
 	const rule: RuleName = "batch-size";
 	const sizes = runs.get(batch.runId);
-	if (!sizes) return findings.add(rule, `batch ${batch.batchId} names unknown run ${batch.runId}`, { batchId: batch.batchId, runId: batch.runId });
+	if (!sizes)
+		return findings.add(rule, `batch ${batch.batchId} names unknown run ${batch.runId}`, {
+			batchId: batch.batchId,
+			runId: batch.runId,
+		});
 	const batchSize = Math.min(...sizes);
 	const size = recordIds ? recordIds.length : NaN;
-	if (!(size <= batchSize)) findings.add(rule, `batch ${batch.batchId} has ${size} records, more than run ${batch.runId}'s batch size ${batchSize}`, { batchId: batch.batchId, runId: batch.runId });
+	if (!(size <= batchSize))
+		findings.add(
+			rule,
+			`batch ${batch.batchId} has ${size} records, more than run ${batch.runId}'s batch size ${batchSize}`,
+			{ batchId: batch.batchId, runId: batch.runId },
+		);
 }

@@ -18,10 +18,13 @@ export function checkPublicKeys(db: AuditDb, findings: FindingList): PublicKeys 
 	const rule: RuleName = "signature-verifies";
 	const keyIds: string[] = [];
 	let count = 0;
-	for (const row of db.sql.prepare(`SELECT keyId FROM kr.keys ORDER BY keyId${db.kind === "import" ? ", rowid" : ""}`).iterate()) {
+	for (const row of db.sql
+		.prepare(`SELECT keyId FROM kr.keys ORDER BY keyId${db.kind === "import" ? ", rowid" : ""}`)
+		.iterate()) {
 		count++;
 		const keyId = row.keyId as string;
-		if (keyIds[keyIds.length - 1] === keyId) findings.add(rule, `key ${keyId} is listed twice`, { keyId });
+		if (keyIds[keyIds.length - 1] === keyId)
+			findings.add(rule, `key ${keyId} is listed twice`, { keyId });
 		else keyIds.push(keyId);
 	}
 	const known = new Set(keyIds);
@@ -39,19 +42,31 @@ export function checkPublicKeys(db: AuditDb, findings: FindingList): PublicKeys 
 			continue;
 		}
 		seen.add(kid);
-		if (jwk.d !== undefined) findings.add(rule, `JWKS key ${kid} carries private key material ("d")`, { keyId: kid });
-		if (!known.has(kid)) findings.add(rule, `JWKS key ${kid} is not in the keyring's keys`, { keyId: kid });
+		if (jwk.d !== undefined)
+			findings.add(rule, `JWKS key ${kid} carries private key material ("d")`, {
+				keyId: kid,
+			});
+		if (!known.has(kid))
+			findings.add(rule, `JWKS key ${kid} is not in the keyring's keys`, { keyId: kid });
 		if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string") {
-			findings.add(rule, `JWKS key ${kid} is not an Ed25519 public key (kty ${jwk.kty}, crv ${jwk.crv})`, { keyId: kid });
+			findings.add(
+				rule,
+				`JWKS key ${kid} is not an Ed25519 public key (kty ${jwk.kty}, crv ${jwk.crv})`,
+				{ keyId: kid },
+			);
 			continue;
 		}
 		try {
 			importEd25519(jwk.x);
 			usable.set(kid, jwk.x);
 		} catch (err) {
-			findings.add(rule, `JWKS key ${kid} cannot be imported: ${(err as Error).message}`, { keyId: kid });
+			findings.add(rule, `JWKS key ${kid} cannot be imported: ${(err as Error).message}`, {
+				keyId: kid,
+			});
 		}
 	}
-	for (const keyId of keyIds) if (!seen.has(keyId)) findings.add(rule, `key ${keyId} has no public key in the JWKS`, { keyId });
+	for (const keyId of keyIds)
+		if (!seen.has(keyId))
+			findings.add(rule, `key ${keyId} has no public key in the JWKS`, { keyId });
 	return { keyIds, usable: [...usable], count };
 }

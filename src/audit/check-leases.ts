@@ -23,41 +23,99 @@ interface LeaseLogRow {
 function checkLease(lease: LeaseLogRow, knownKeys: Set<string>, findings: FindingList): void {
 	const rule: RuleName = "no-key-overlap";
 	const ids = { leaseId: lease.leaseId, keyId: lease.keyId };
-	if (!knownKeys.has(lease.keyId)) findings.add(rule, `lease ${lease.leaseId} is of unknown key ${lease.keyId}`, ids);
-	if (!isSeq(lease.grantSeq)) findings.add(rule, `lease ${lease.leaseId} has no valid grantSeq (${JSON.stringify(lease.grantSeq)})`, ids);
+	if (!knownKeys.has(lease.keyId))
+		findings.add(rule, `lease ${lease.leaseId} is of unknown key ${lease.keyId}`, ids);
+	if (!isSeq(lease.grantSeq))
+		findings.add(
+			rule,
+			`lease ${lease.leaseId} has no valid grantSeq (${JSON.stringify(lease.grantSeq)})`,
+			ids,
+		);
 	const ended = lease.endSeq != null || lease.endedAt != null || lease.end != null;
-	if (ended && (!isSeq(lease.endSeq) || lease.endedAt == null || (lease.end !== "released" && lease.end !== "expired")))
-		findings.add(rule, `lease ${lease.leaseId} is half ended (end ${JSON.stringify(lease.end)}, endSeq ${JSON.stringify(lease.endSeq)}, endedAt ${JSON.stringify(lease.endedAt)})`, ids);
+	if (
+		ended &&
+		(!isSeq(lease.endSeq) ||
+			lease.endedAt == null ||
+			(lease.end !== "released" && lease.end !== "expired"))
+	)
+		findings.add(
+			rule,
+			`lease ${lease.leaseId} is half ended (end ${JSON.stringify(lease.end)}, endSeq ${JSON.stringify(lease.endSeq)}, endedAt ${JSON.stringify(lease.endedAt)})`,
+			ids,
+		);
 	if (isSeq(lease.endSeq) && isSeq(lease.grantSeq) && lease.endSeq <= lease.grantSeq)
-		findings.add(rule, `lease ${lease.leaseId} ends at seq ${lease.endSeq}, not after its grant at seq ${lease.grantSeq}`, ids);
-	if (Number.isNaN(time(lease.grantedAt))) findings.add(rule, `lease ${lease.leaseId} has no valid grantedAt (${JSON.stringify(lease.grantedAt)})`, ids);
-	else if (time(lease.endedAt) < time(lease.grantedAt)) findings.add(rule, `lease ${lease.leaseId} ended at ${lease.endedAt}, before its grant at ${lease.grantedAt}`, ids);
+		findings.add(
+			rule,
+			`lease ${lease.leaseId} ends at seq ${lease.endSeq}, not after its grant at seq ${lease.grantSeq}`,
+			ids,
+		);
+	if (Number.isNaN(time(lease.grantedAt)))
+		findings.add(
+			rule,
+			`lease ${lease.leaseId} has no valid grantedAt (${JSON.stringify(lease.grantedAt)})`,
+			ids,
+		);
+	else if (time(lease.endedAt) < time(lease.grantedAt))
+		findings.add(
+			rule,
+			`lease ${lease.leaseId} ended at ${lease.endedAt}, before its grant at ${lease.grantedAt}`,
+			ids,
+		);
 }
 
 /** Checks every lease and replays the log; returns how many lease documents it read. */
-export async function checkLeases(db: AuditDb, keyIds: string[], findings: FindingList): Promise<number> {
+export async function checkLeases(
+	db: AuditDb,
+	keyIds: string[],
+	findings: FindingList,
+): Promise<number> {
 	const rule: RuleName = "no-key-overlap";
 	const imported = db.kind === "import";
 	if (imported)
-		for (const row of db.sql.prepare("SELECT leaseId, count(*) AS n FROM kr.leases GROUP BY leaseId HAVING n > 1 ORDER BY leaseId").iterate())
-			for (let extra = 1; extra < Number(row.n); extra++) findings.add(rule, `lease ${row.leaseId} is stored twice`, { leaseId: String(row.leaseId) });
+		for (const row of db.sql
+			.prepare(
+				"SELECT leaseId, count(*) AS n FROM kr.leases GROUP BY leaseId HAVING n > 1 ORDER BY leaseId",
+			)
+			.iterate())
+			for (let extra = 1; extra < Number(row.n); extra++)
+				findings.add(rule, `lease ${row.leaseId} is stored twice`, {
+					leaseId: String(row.leaseId),
+				});
 
-	const first = imported ? "(l.rowid = (SELECT min(x.rowid) FROM kr.leases x WHERE x.leaseId = l.leaseId)) AS first" : "1 AS first";
+	const first = imported
+		? "(l.rowid = (SELECT min(x.rowid) FROM kr.leases x WHERE x.leaseId = l.leaseId)) AS first"
+		: "1 AS first";
 	const columns = `l.leaseId, l.keyId, l.grantSeq, l.grantedAt, l.endSeq, l.endedAt, l."end", ${first}`;
-	const grants = db.sql.prepare(`SELECT ${columns} FROM kr.leases l ORDER BY l.grantSeq${imported ? ", l.rowid" : ""}`).iterate() as Iterator<LeaseLogRow>;
-	const ends = db.sql.prepare(`SELECT ${columns} FROM kr.leases l WHERE l.endSeq IS NOT NULL ORDER BY l.endSeq${imported ? ", l.rowid" : ""}`).iterate() as Iterator<LeaseLogRow>;
+	const grants = db.sql
+		.prepare(
+			`SELECT ${columns} FROM kr.leases l ORDER BY l.grantSeq${imported ? ", l.rowid" : ""}`,
+		)
+		.iterate() as Iterator<LeaseLogRow>;
+	const ends = db.sql
+		.prepare(
+			`SELECT ${columns} FROM kr.leases l WHERE l.endSeq IS NOT NULL ORDER BY l.endSeq${imported ? ", l.rowid" : ""}`,
+		)
+		.iterate() as Iterator<LeaseLogRow>;
 
 	const knownKeys = new Set(keyIds);
 	// The free queue starts with every key in ascending id order: the keyring's own rule for never-used keys.
 	const replay = new LeaseReplay(keyIds, {
-		problem: problem => findings.add(rule, `lease ${problem.leaseId} (seq ${problem.seq}) ${problem.problem}`, { leaseId: problem.leaseId, seq: String(problem.seq) }),
-		nonLruGrant: grant =>
-			findings.add("lru-order", `lease ${grant.leaseId} (seq ${grant.seq}) was granted key ${grant.granted} while ${grant.expected} was the least recently used free key`, {
-				leaseId: grant.leaseId,
-				seq: String(grant.seq),
-				keyId: grant.granted,
-				expected: grant.expected ?? ""
-			})
+		problem: (problem) =>
+			findings.add(rule, `lease ${problem.leaseId} (seq ${problem.seq}) ${problem.problem}`, {
+				leaseId: problem.leaseId,
+				seq: String(problem.seq),
+			}),
+		nonLruGrant: (grant) =>
+			findings.add(
+				"lru-order",
+				`lease ${grant.leaseId} (seq ${grant.seq}) was granted key ${grant.granted} while ${grant.expected} was the least recently used free key`,
+				{
+					leaseId: grant.leaseId,
+					seq: String(grant.seq),
+					keyId: grant.granted,
+					expected: grant.expected ?? "",
+				},
+			),
 	});
 
 	let count = 0;
@@ -70,7 +128,9 @@ export async function checkLeases(db: AuditDb, keyIds: string[], findings: Findi
 	try {
 		while (!grant.done || !end.done) {
 			// On a tie the grant goes first: a lease granted and ended at one seq is named once, as the keyring wrote it.
-			const takeGrant = !grant.done && (end.done || compareSql(grant.value.grantSeq, end.value.endSeq) <= 0);
+			const takeGrant =
+				!grant.done &&
+				(end.done || compareSql(grant.value.grantSeq, end.value.endSeq) <= 0);
 			const lease = takeGrant ? grant.value : end.value;
 			const seq = takeGrant ? lease.grantSeq : lease.endSeq;
 			if (takeGrant) {
@@ -79,10 +139,19 @@ export async function checkLeases(db: AuditDb, keyIds: string[], findings: Findi
 				grant = grants.next();
 			} else end = ends.next();
 			if (lease.first && isSeq(seq)) {
-				if (seq === lastSeq) findings.add(rule, `seq ${seq} is used by both lease ${lastOwner} and lease ${lease.leaseId}; the lease log must be totally ordered`, { leaseId: lease.leaseId, seq: String(seq) });
+				if (seq === lastSeq)
+					findings.add(
+						rule,
+						`seq ${seq} is used by both lease ${lastOwner} and lease ${lease.leaseId}; the lease log must be totally ordered`,
+						{ leaseId: lease.leaseId, seq: String(seq) },
+					);
 				else [lastSeq, lastOwner] = [seq, lease.leaseId];
 			}
-			replay.apply({ seq, kind: takeGrant ? "grant" : "end", lease: lease as unknown as LeaseDoc } as ReplayEvent);
+			replay.apply({
+				seq,
+				kind: takeGrant ? "grant" : "end",
+				lease: lease as unknown as LeaseDoc,
+			} as ReplayEvent);
 			if (++events % 2000 === 0) await yieldToEventLoop();
 		}
 	} finally {

@@ -11,7 +11,7 @@ export const RULES = [
 	"one-key-per-batch",
 	"no-key-overlap",
 	"lru-order",
-	"batch-size"
+	"batch-size",
 ] as const;
 export type RuleName = (typeof RULES)[number];
 
@@ -40,7 +40,8 @@ export class FindingList {
 	add(rule: RuleName, message: string, ids?: Record<string, string>): void {
 		const at = RULES.indexOf(rule);
 		this.counts[at]++;
-		if (this.listed[at].length < this.maxListed) this.listed[at].push(ids ? { rule, message, ids } : { rule, message });
+		if (this.listed[at].length < this.maxListed)
+			this.listed[at].push(ids ? { rule, message, ids } : { rule, message });
 	}
 
 	/** Appends findings made after these (a later range, a later pass). */
@@ -125,7 +126,8 @@ export class HeaderCache {
 /** The raw 32 bytes of an Ed25519 public key from a JWK's `x` (one `importEd25519` accepted). */
 export function ed25519PublicKeyBytes(x: string): Buffer {
 	const bytes = Buffer.from(x, "base64url");
-	if (bytes.length !== 32) throw new Error(`an Ed25519 public key is 32 bytes, not ${bytes.length}`);
+	if (bytes.length !== 32)
+		throw new Error(`an Ed25519 public key is 32 bytes, not ${bytes.length}`);
 	return bytes;
 }
 
@@ -144,25 +146,67 @@ export interface Verifier {
  * Rule "signature-verifies" for one signature of a known record: a detached compact JWS with
  * the contract's header, 64 bytes, valid over `<protected>.<base64url(JSON of { id, data })>`.
  */
-export function checkSignature(signature: SignatureRow, data: unknown, verifier: Verifier, findings: FindingList): void {
+export function checkSignature(
+	signature: SignatureRow,
+	data: unknown,
+	verifier: Verifier,
+	findings: FindingList,
+): void {
 	const rule: RuleName = "signature-verifies";
 	const { recordId, keyId } = signature;
 	const ids = { recordId, keyId, batchId: signature.batchId };
 	const parts = typeof signature.jws === "string" ? signature.jws.split(".") : [];
 	if (parts.length !== 3 || parts[1] !== "" || !parts[0] || !parts[2])
-		return findings.add(rule, `signature of record ${recordId} is not a detached compact JWS ("<protected>..<signature>")`, ids);
+		return findings.add(
+			rule,
+			`signature of record ${recordId} is not a detached compact JWS ("<protected>..<signature>")`,
+			ids,
+		);
 	const header = verifier.headers.get(parts[0]);
-	if (!header) return findings.add(rule, `signature of record ${recordId} has an unreadable protected header`, ids);
-	if (header.alg !== "EdDSA") return findings.add(rule, `signature of record ${recordId} has alg ${JSON.stringify(header.alg)}, not "EdDSA"`, ids);
-	if (header.kid !== keyId) return findings.add(rule, `signature of record ${recordId} has kid ${JSON.stringify(header.kid)} but keyId ${keyId}`, ids);
+	if (!header)
+		return findings.add(
+			rule,
+			`signature of record ${recordId} has an unreadable protected header`,
+			ids,
+		);
+	if (header.alg !== "EdDSA")
+		return findings.add(
+			rule,
+			`signature of record ${recordId} has alg ${JSON.stringify(header.alg)}, not "EdDSA"`,
+			ids,
+		);
+	if (header.kid !== keyId)
+		return findings.add(
+			rule,
+			`signature of record ${recordId} has kid ${JSON.stringify(header.kid)} but keyId ${keyId}`,
+			ids,
+		);
 	if (header.crit !== undefined || header.b64 !== undefined)
-		return findings.add(rule, `signature of record ${recordId} uses header parameters the contract does not allow (crit/b64)`, ids);
+		return findings.add(
+			rule,
+			`signature of record ${recordId} uses header parameters the contract does not allow (crit/b64)`,
+			ids,
+		);
 	const key = verifier.keys.get(keyId);
-	if (!key) return findings.add(rule, `signature of record ${recordId} names key ${keyId}, which has no usable public key`, ids);
+	if (!key)
+		return findings.add(
+			rule,
+			`signature of record ${recordId} names key ${keyId}, which has no usable public key`,
+			ids,
+		);
 	const signatureBytes = Buffer.from(parts[2], "base64url");
-	if (signatureBytes.length !== 64) return findings.add(rule, `signature of record ${recordId} is ${signatureBytes.length} bytes, not an Ed25519 signature`, ids);
+	if (signatureBytes.length !== 64)
+		return findings.add(
+			rule,
+			`signature of record ${recordId} is ${signatureBytes.length} bytes, not an Ed25519 signature`,
+			ids,
+		);
 	if (!verifier.verify(signatureBytes, signingInput(parts[0], recordId, data), key))
-		findings.add(rule, `signature of record ${recordId} does not verify against key ${keyId} (${signatureRef(signature)})`, ids);
+		findings.add(
+			rule,
+			`signature of record ${recordId} does not verify against key ${keyId} (${signatureRef(signature)})`,
+			ids,
+		);
 }
 
 /** `<protected>.<base64url(UTF-8 of JSON.stringify({ id, data }))>`, the bytes Ed25519 signed (docs/design.md §8.1). */
@@ -175,15 +219,34 @@ export function signingInput(protectedHeader: string, id: string, data: unknown)
  * The signature half of rule "no-key-overlap": the lease it names exists, is of its key, and
  * `signedAt` lies within the lease, give or take the clock tolerance.
  */
-export function checkSignatureInLease(signature: SignatureRow, lease: LeaseRow | null, toleranceMs: number, findings: FindingList): void {
+export function checkSignatureInLease(
+	signature: SignatureRow,
+	lease: LeaseRow | null,
+	toleranceMs: number,
+	findings: FindingList,
+): void {
 	const rule: RuleName = "no-key-overlap";
 	const { recordId, keyId, leaseId } = signature;
 	const ids = { recordId, keyId, leaseId };
-	if (!lease) return findings.add(rule, `signature of record ${recordId} names unknown lease ${leaseId}`, ids);
+	if (!lease)
+		return findings.add(
+			rule,
+			`signature of record ${recordId} names unknown lease ${leaseId}`,
+			ids,
+		);
 	if (lease.keyId !== keyId)
-		return findings.add(rule, `signature of record ${recordId} is made with key ${keyId} under lease ${lease.leaseId}, which is a lease of key ${lease.keyId}`, ids);
+		return findings.add(
+			rule,
+			`signature of record ${recordId} is made with key ${keyId} under lease ${lease.leaseId}, which is a lease of key ${lease.keyId}`,
+			ids,
+		);
 	const signedAt = time(signature.signedAt);
-	if (Number.isNaN(signedAt)) return findings.add(rule, `signature of record ${recordId} has no valid signedAt (${JSON.stringify(signature.signedAt)})`, ids);
+	if (Number.isNaN(signedAt))
+		return findings.add(
+			rule,
+			`signature of record ${recordId} has no valid signedAt (${JSON.stringify(signature.signedAt)})`,
+			ids,
+		);
 	const grantedAt = time(lease.grantedAt);
 	// An ended lease is bounded by its end; an active one by its last granted expiry.
 	const until = lease.endedAt != null ? time(lease.endedAt) : time(lease.expiresAt);
@@ -191,6 +254,6 @@ export function checkSignatureInLease(signature: SignatureRow, lease: LeaseRow |
 		findings.add(
 			rule,
 			`signature of record ${recordId} was made at ${signature.signedAt}, outside lease ${lease.leaseId} of key ${lease.keyId} (granted ${lease.grantedAt}, ${lease.endedAt != null ? `ended ${lease.endedAt}` : `expires ${lease.expiresAt ?? "unknown"}`})`,
-			ids
+			ids,
 		);
 }

@@ -8,7 +8,13 @@ import type { JWK } from "jose";
 import { Actions, call, type Caller, type Page, type PageParams } from "../contract";
 import { UserError } from "../user-error";
 import type { AuditDb } from "./audit-db";
-import { createImport, ImportProblem, type ImportCollection, type ImportDocs, type ImportOptions } from "./import";
+import {
+	createImport,
+	ImportProblem,
+	type ImportCollection,
+	type ImportDocs,
+	type ImportOptions,
+} from "./import";
 import { audit, type AuditOptions, type AuditReport } from "./rules";
 import {
 	EXPORT_FIELDS,
@@ -20,7 +26,7 @@ import {
 	type SnapshotLease,
 	type SnapshotRecord,
 	type SnapshotRun,
-	type SnapshotSignature
+	type SnapshotSignature,
 } from "./snapshot";
 
 type StoredDoc = Record<string, unknown>;
@@ -39,13 +45,20 @@ export interface CollectOptions {
 export const NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 /** Generous JSON sizes of one stored document, by collection. */
-const DOC_BYTES: Record<string, number> = { keys: 1200, leases: 500, runs: 1500, records: 200, signatures: 500 };
+const DOC_BYTES: Record<string, number> = {
+	keys: 1200,
+	leases: 500,
+	runs: 1500,
+	records: 200,
+	signatures: 500,
+};
 
 /** Documents of `collection` per `page` call that fit `options.maxPayloadBytes` (batches by their runs' largest size). */
 export function pageSizeFor(collection: string, options: CollectOptions, largestBatch = 0): number {
 	const fallback = options.pageSize ?? 5000;
 	if (!options.maxPayloadBytes) return fallback;
-	const docBytes = collection === "batches" ? largestBatch * 20 + 600 : DOC_BYTES[collection] ?? 2000;
+	const docBytes =
+		collection === "batches" ? largestBatch * 20 + 600 : (DOC_BYTES[collection] ?? 2000);
 	return Math.max(1, Math.min(fallback, Math.floor(options.maxPayloadBytes / 2 / docBytes)));
 }
 
@@ -55,7 +68,12 @@ export type OwningService = "records" | "keyring" | "batcher";
 /** Where pages of the owned collections come from. */
 export interface PageSource {
 	/** One page of `collection` of `service` by `_id` (ascending), as the owner's `page` action answers. */
-	page(service: OwningService, collection: string, after: string | undefined, limit: number): Promise<Page>;
+	page(
+		service: OwningService,
+		collection: string,
+		after: string | undefined,
+		limit: number,
+	): Promise<Page>;
 	/** The public JWKS. */
 	jwks(): Promise<JWK[]>;
 }
@@ -64,15 +82,22 @@ export interface PageSource {
 export function servicePages(broker: Caller): PageSource {
 	return {
 		page: (service, collection, after, limit) => {
-			const params: PageParams = after === undefined ? { collection, limit } : { collection, after, limit };
+			const params: PageParams =
+				after === undefined ? { collection, limit } : { collection, after, limit };
 			return call(broker, Actions[service].page, params);
 		},
-		jwks: async () => (await call(broker, Actions.keyring.jwks, {}))?.keys ?? []
+		jwks: async () => (await call(broker, Actions.keyring.jwks, {}))?.keys ?? [],
 	};
 }
 
 /** Calls `onPage` with each page of `collection` of `service`, by `_id`, until the owner says there is no next page. */
-export async function eachPage<T = StoredDoc>(source: PageSource, service: OwningService, collection: string, pageSize: number, onPage: (docs: T[]) => void): Promise<void> {
+export async function eachPage<T = StoredDoc>(
+	source: PageSource,
+	service: OwningService,
+	collection: string,
+	pageSize: number,
+	onPage: (docs: T[]) => void,
+): Promise<void> {
 	let after: string | undefined;
 	for (;;) {
 		const page = await source.page(service, collection, after, pageSize);
@@ -83,9 +108,16 @@ export async function eachPage<T = StoredDoc>(source: PageSource, service: Ownin
 }
 
 /** Every document of `collection` of `service`, in memory: for small collections and tests. */
-export async function pageAll<T = StoredDoc>(broker: Caller, service: OwningService, collection: string, pageSize = 5000): Promise<T[]> {
+export async function pageAll<T = StoredDoc>(
+	broker: Caller,
+	service: OwningService,
+	collection: string,
+	pageSize = 5000,
+): Promise<T[]> {
 	const all: T[] = [];
-	await eachPage<T>(servicePages(broker), service, collection, pageSize, docs => all.push(...docs));
+	await eachPage<T>(servicePages(broker), service, collection, pageSize, (docs) =>
+		all.push(...docs),
+	);
 	return all;
 }
 
@@ -109,13 +141,18 @@ export function toBatch(doc: StoredDoc): SnapshotBatch {
 		leaseId: strOrNull(batch.leaseId),
 		recordIds: Array.isArray(batch.recordIds) ? batch.recordIds.map(str) : [],
 		startedAt: isoTime(doc.startedAt)!,
-		finishedAt: isoTime(doc.finishedAt)
+		finishedAt: isoTime(doc.finishedAt),
 	};
 }
 
 export function toLease(doc: StoredDoc): SnapshotLease {
 	const lease = pick<SnapshotLease>(doc, EXPORT_FIELDS.leases);
-	return { ...lease, grantedAt: isoTime(doc.grantedAt)!, expiresAt: isoTime(doc.expiresAt), endedAt: isoTime(doc.endedAt) };
+	return {
+		...lease,
+		grantedAt: isoTime(doc.grantedAt)!,
+		expiresAt: isoTime(doc.expiresAt),
+		endedAt: isoTime(doc.endedAt),
+	};
 }
 
 export function toKey(doc: StoredDoc): SnapshotKey {
@@ -129,46 +166,81 @@ export function toRun(doc: StoredDoc): SnapshotRun {
 }
 
 /** Each collection: its owner and how a stored document becomes an export document. */
-const SOURCES: { [C in ImportCollection]: { service: OwningService; map: (doc: StoredDoc) => ImportDocs[C] } } = {
+const SOURCES: {
+	[C in ImportCollection]: { service: OwningService; map: (doc: StoredDoc) => ImportDocs[C] };
+} = {
 	keys: { service: "keyring", map: toKey },
 	leases: { service: "keyring", map: toLease },
 	runs: { service: "batcher", map: toRun },
 	batches: { service: "batcher", map: toBatch },
 	records: { service: "records", map: toRecord },
-	signatures: { service: "records", map: toSignature }
+	signatures: { service: "records", map: toSignature },
 };
 
 /**
  * Pages every owned collection straight into an import: a page at a time in memory, however
  * large the stores, in causal order.
  */
-export async function importFromPages(source: PageSource, options: CollectOptions & ImportOptions = {}): Promise<AuditDb> {
+export async function importFromPages(
+	source: PageSource,
+	options: CollectOptions & ImportOptions = {},
+): Promise<AuditDb> {
 	const writer = createImport(options);
 	try {
-		const addPage = <C extends ImportCollection>(collection: C) => (docs: StoredDoc[]) => {
-			for (const doc of docs) {
-				try {
-					writer.add(collection, SOURCES[collection].map(doc));
-				} catch (err) {
-					if (err instanceof ImportProblem) throw new UserError(`${SOURCES[collection].service}.page of ${collection}: a document ${err.message}`);
-					throw err;
+		const addPage =
+			<C extends ImportCollection>(collection: C) =>
+			(docs: StoredDoc[]) => {
+				for (const doc of docs) {
+					try {
+						writer.add(collection, SOURCES[collection].map(doc));
+					} catch (err) {
+						if (err instanceof ImportProblem)
+							throw new UserError(
+								`${SOURCES[collection].service}.page of ${collection}: a document ${err.message}`,
+							);
+						throw err;
+					}
 				}
-			}
-		};
+			};
 		// Causal order: a lease is stored before its batch's signatures and a batch before it is
 		// dispatched, so signatures are read before batches and leases, and a live system never
 		// shows a signature whose batch or lease this read missed.
 		let largestBatch = 0;
-		await eachPage(source, "records", "records", pageSizeFor("records", options), addPage("records"));
-		await eachPage(source, "records", "signatures", pageSizeFor("signatures", options), addPage("signatures"));
-		await eachPage(source, "batcher", "runs", pageSizeFor("runs", options), docs => {
-			for (const run of docs) largestBatch = Math.max(largestBatch, Number(run.batchSize) || 0);
+		await eachPage(
+			source,
+			"records",
+			"records",
+			pageSizeFor("records", options),
+			addPage("records"),
+		);
+		await eachPage(
+			source,
+			"records",
+			"signatures",
+			pageSizeFor("signatures", options),
+			addPage("signatures"),
+		);
+		await eachPage(source, "batcher", "runs", pageSizeFor("runs", options), (docs) => {
+			for (const run of docs)
+				largestBatch = Math.max(largestBatch, Number(run.batchSize) || 0);
 			addPage("runs")(docs);
 		});
-		await eachPage(source, "batcher", "batches", pageSizeFor("batches", options, largestBatch), addPage("batches"));
+		await eachPage(
+			source,
+			"batcher",
+			"batches",
+			pageSizeFor("batches", options, largestBatch),
+			addPage("batches"),
+		);
 		await eachPage(source, "keyring", "keys", pageSizeFor("keys", options), addPage("keys"));
 		writer.jwks((await source.jwks()).map(publicJwk));
-		await eachPage(source, "keyring", "leases", pageSizeFor("leases", options), addPage("leases"));
+		await eachPage(
+			source,
+			"keyring",
+			"leases",
+			pageSizeFor("leases", options),
+			addPage("leases"),
+		);
 		return writer.finish();
 	} catch (err) {
 		writer.abort();
@@ -177,7 +249,10 @@ export async function importFromPages(source: PageSource, options: CollectOption
 }
 
 /** The audit of the stores read through their owning services (over NATS, or in one process). */
-export async function auditServices(broker: Caller, options: CollectOptions & AuditOptions = {}): Promise<AuditReport> {
+export async function auditServices(
+	broker: Caller,
+	options: CollectOptions & AuditOptions = {},
+): Promise<AuditReport> {
 	const db = await importFromPages(servicePages(broker), options);
 	try {
 		return await audit(db, options);

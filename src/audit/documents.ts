@@ -21,7 +21,14 @@ function orderBy(db: AuditDb, collection: ImportCollection): string {
 	}
 }
 
-const SCHEMA_OF: Record<ImportCollection, string> = { records: "rec", signatures: "rec", batches: "bat", runs: "bat", keys: "kr", leases: "kr" };
+const SCHEMA_OF: Record<ImportCollection, string> = {
+	records: "rec",
+	signatures: "rec",
+	batches: "bat",
+	runs: "bat",
+	keys: "kr",
+	leases: "kr",
+};
 
 function parseJson(text: unknown): unknown {
 	try {
@@ -32,10 +39,17 @@ function parseJson(text: unknown): unknown {
 }
 
 /** Every document of `collection`, with exactly the export's fields in the export's order. */
-export function* documents<C extends ImportCollection>(db: AuditDb, collection: C): Generator<ImportDocs[C]> {
+export function* documents<C extends ImportCollection>(
+	db: AuditDb,
+	collection: C,
+): Generator<ImportDocs[C]> {
 	const fields = EXPORT_FIELDS[collection];
-	const columns = fields.map(field => `"${field}"`).join(", ");
-	const rows = db.sql.prepare(`SELECT ${columns} FROM ${SCHEMA_OF[collection]}.${collection} ORDER BY ${orderBy(db, collection)}`).iterate();
+	const columns = fields.map((field) => `"${field}"`).join(", ");
+	const rows = db.sql
+		.prepare(
+			`SELECT ${columns} FROM ${SCHEMA_OF[collection]}.${collection} ORDER BY ${orderBy(db, collection)}`,
+		)
+		.iterate();
 	for (const row of rows) {
 		const doc = pick<Record<string, unknown>>(row, fields);
 		// The one field stored as JSON text: the export has the array.
@@ -53,6 +67,6 @@ export function readSnapshot(db: AuditDb): AuditSnapshot {
 		leases: [...documents(db, "leases")],
 		keys: [...documents(db, "keys")],
 		jwks: { keys: db.jwks.keys },
-		runs: [...documents(db, "runs")]
+		runs: [...documents(db, "runs")],
 	};
 }

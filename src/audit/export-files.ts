@@ -9,7 +9,15 @@ import path from "node:path";
 import { UserError } from "../user-error";
 import { withReadSnapshot, type AuditDb } from "./audit-db";
 import { documents, readSnapshot } from "./documents";
-import { createImport, importSnapshot, ImportProblem, type ImportCollection, type ImportDocs, type ImportOptions, type ImportWriter } from "./import";
+import {
+	createImport,
+	importSnapshot,
+	ImportProblem,
+	type ImportCollection,
+	type ImportDocs,
+	type ImportOptions,
+	type ImportWriter,
+} from "./import";
 import { publicJwk, type AuditSnapshot } from "./snapshot";
 
 export const EXPORT_FILES = {
@@ -19,7 +27,7 @@ export const EXPORT_FILES = {
 	leases: "leases.jsonl",
 	keys: "keys.jsonl",
 	jwks: "jwks.json",
-	runs: "runs.json"
+	runs: "runs.json",
 } as const;
 
 type LineCollection = Exclude<ImportCollection, "runs">;
@@ -49,8 +57,12 @@ function refuseLink(file: string): void {
 		if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
 		throw new ExportError(`Cannot write ${file}: ${(err as Error).message}`);
 	}
-	if (stat.isSymbolicLink()) throw new ExportError(`${file} is a symbolic link: refusing to write the export through it (remove it, or choose another --out)`);
-	if (!stat.isFile()) throw new ExportError(`${file} exists and is not a regular file: refusing to replace it`);
+	if (stat.isSymbolicLink())
+		throw new ExportError(
+			`${file} is a symbolic link: refusing to write the export through it (remove it, or choose another --out)`,
+		);
+	if (!stat.isFile())
+		throw new ExportError(`${file} exists and is not a regular file: refusing to replace it`);
 }
 
 /**
@@ -63,9 +75,13 @@ export function checkExportDir(dir: string): string {
 	try {
 		stat = fs.statSync(target);
 	} catch (err) {
-		if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new ExportError(`Cannot use ${target} for the export: ${(err as Error).message}`);
+		if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+			throw new ExportError(`Cannot use ${target} for the export: ${(err as Error).message}`);
 	}
-	if (stat && !stat.isDirectory()) throw new ExportError(`${target} is a file, not a folder: name a folder to write the export into (it is created if needed)`);
+	if (stat && !stat.isDirectory())
+		throw new ExportError(
+			`${target} is a file, not a folder: name a folder to write the export into (it is created if needed)`,
+		);
 	if (stat) for (const name of Object.values(EXPORT_FILES)) refuseLink(path.join(target, name));
 	return target;
 }
@@ -100,7 +116,7 @@ class PendingFile {
 		const buffer = Buffer.from(this.#chunks.join(""), "utf8");
 		this.#chunks = [];
 		this.#size = 0;
-		for (let at = 0; at < buffer.length; ) at += fs.writeSync(this.#fd, buffer, at);
+		for (let at = 0; at < buffer.length;) at += fs.writeSync(this.#fd, buffer, at);
 	}
 
 	close(): void {
@@ -125,7 +141,15 @@ class PendingFile {
 export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> {
 	const target = checkExportDir(dir);
 	await fs.promises.mkdir(target, { recursive: true });
-	const counts: ExportCounts = { dir: target, records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
+	const counts: ExportCounts = {
+		dir: target,
+		records: 0,
+		signatures: 0,
+		batches: 0,
+		leases: 0,
+		keys: 0,
+		runs: 0,
+	};
 	const pending: PendingFile[] = [];
 	try {
 		await withReadSnapshot(db, async () => {
@@ -141,7 +165,10 @@ export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> 
 			const runs = [...documents(db, "runs")];
 			counts.runs = runs.length;
 			// Only the public members of each JWK: an export must be safe to hand to anyone.
-			const jsonFiles: Array<[string, unknown]> = [[EXPORT_FILES.jwks, { keys: db.jwks.keys.map(publicJwk) }], [EXPORT_FILES.runs, runs]];
+			const jsonFiles: Array<[string, unknown]> = [
+				[EXPORT_FILES.jwks, { keys: db.jwks.keys.map(publicJwk) }],
+				[EXPORT_FILES.runs, runs],
+			];
 			for (const [name, content] of jsonFiles) {
 				const file = new PendingFile(target, name);
 				pending.push(file);
@@ -171,10 +198,16 @@ export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise
 // ---------------------------------------------------------------- reading
 
 /** Calls `onLine` with every line of `file` and its number, reading a megabyte at a time. */
-async function eachLine(file: string, onLine: (text: string, lineNo: number) => void): Promise<void> {
+async function eachLine(
+	file: string,
+	onLine: (text: string, lineNo: number) => void,
+): Promise<void> {
 	let rest = "";
 	let lineNo = 0;
-	for await (const chunk of fs.createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
+	for await (const chunk of fs.createReadStream(file, {
+		encoding: "utf8",
+		highWaterMark: 1 << 20,
+	})) {
 		const text = rest + (chunk as string);
 		let start = 0;
 		for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
@@ -186,7 +219,13 @@ async function eachLine(file: string, onLine: (text: string, lineNo: number) => 
 	if (rest) onLine(rest, ++lineNo);
 }
 
-function addLine(writer: ImportWriter, collection: LineCollection, file: string, text: string, lineNo: number): void {
+function addLine(
+	writer: ImportWriter,
+	collection: LineCollection,
+	file: string,
+	text: string,
+	lineNo: number,
+): void {
 	if (text.trim() === "") return;
 	let doc: unknown;
 	try {
@@ -210,7 +249,8 @@ async function readJson(file: string): Promise<unknown> {
 	}
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === "object" && !Array.isArray(value);
+const isObject = (value: unknown): value is Record<string, unknown> =>
+	value !== null && typeof value === "object" && !Array.isArray(value);
 
 /**
  * Imports the export in `dir` line by line into an audit database; an ExportError names the
@@ -218,18 +258,27 @@ const isObject = (value: unknown): value is Record<string, unknown> => value !==
  */
 export async function importExport(dir: string, options: ImportOptions = {}): Promise<AuditDb> {
 	const source = path.resolve(dir);
-	if (!fs.existsSync(source) || !fs.statSync(source).isDirectory()) throw new ExportError(`${source} is not a directory; expected an export (see \`npm run export -- --out DIR\`)`);
-	const missing = Object.values(EXPORT_FILES).filter(name => !fs.existsSync(path.join(source, name)));
-	if (missing.length) throw new ExportError(`${source} is not an export: missing ${missing.join(", ")}`);
+	if (!fs.existsSync(source) || !fs.statSync(source).isDirectory())
+		throw new ExportError(
+			`${source} is not a directory; expected an export (see \`npm run export -- --out DIR\`)`,
+		);
+	const missing = Object.values(EXPORT_FILES).filter(
+		(name) => !fs.existsSync(path.join(source, name)),
+	);
+	if (missing.length)
+		throw new ExportError(`${source} is not an export: missing ${missing.join(", ")}`);
 	const file = (name: string) => path.join(source, name);
 
 	const jwks = await readJson(file(EXPORT_FILES.jwks));
-	if (!isObject(jwks) || !Array.isArray(jwks.keys)) throw new ExportError(`${file(EXPORT_FILES.jwks)} has no "keys" array`);
+	if (!isObject(jwks) || !Array.isArray(jwks.keys))
+		throw new ExportError(`${file(EXPORT_FILES.jwks)} has no "keys" array`);
 	jwks.keys.forEach((key, at) => {
-		if (!isObject(key)) throw new ExportError(`${file(EXPORT_FILES.jwks)}: keys[${at}] is not a JSON object`);
+		if (!isObject(key))
+			throw new ExportError(`${file(EXPORT_FILES.jwks)}: keys[${at}] is not a JSON object`);
 	});
 	const runs = await readJson(file(EXPORT_FILES.runs));
-	if (!Array.isArray(runs)) throw new ExportError(`${file(EXPORT_FILES.runs)} is not a JSON array`);
+	if (!Array.isArray(runs))
+		throw new ExportError(`${file(EXPORT_FILES.runs)} is not a JSON array`);
 
 	const writer = createImport(options);
 	try {
@@ -238,7 +287,8 @@ export async function importExport(dir: string, options: ImportOptions = {}): Pr
 			try {
 				writer.add("runs", run);
 			} catch (err) {
-				if (err instanceof ImportProblem) throw new ExportError(`${file(EXPORT_FILES.runs)}: entry ${at} ${err.message}`);
+				if (err instanceof ImportProblem)
+					throw new ExportError(`${file(EXPORT_FILES.runs)}: entry ${at} ${err.message}`);
 				throw err;
 			}
 		});

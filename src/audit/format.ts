@@ -1,20 +1,32 @@
 /** The audit report as operators read it on a terminal: counts, a verdict per rule, each violation. */
 import type { AuditReport } from "./rules";
 
-export const plural = (n: number, word: string, words = `${word}s`) => `${n} ${n === 1 ? word : words}`;
+export const plural = (n: number, word: string, words = `${word}s`) =>
+	`${n} ${n === 1 ? word : words}`;
 
 export function formatReport(report: AuditReport, source: string): string {
 	const { checked } = report;
 	const lines = [
 		`Audit of ${source}`,
 		`  ${plural(checked.records, "record")}, ${plural(checked.signatures, "signature")}, ${plural(checked.batches, "batch", "batches")}, ` +
-			`${plural(checked.leases, "lease")}, ${plural(checked.keys, "key")}, ${plural(checked.runs, "run")}`
+			`${plural(checked.leases, "lease")}, ${plural(checked.keys, "key")}, ${plural(checked.runs, "run")}`,
 	];
 	for (const rule of report.rules) {
-		lines.push(`${rule.ok ? "PASS" : "FAIL"} ${rule.rule}${rule.ok ? "" : ` (${plural(rule.violations, "violation")})`}`);
-		for (const violation of report.violations) if (violation.rule === rule.rule) lines.push(`  - ${violation.message}`);
-		if (rule.violations > rule.listed) lines.push(`  ... and ${rule.violations - rule.listed} more`);
+		lines.push(
+			`${rule.ok ? "PASS" : "FAIL"} ${rule.rule}${rule.ok ? "" : ` (${plural(rule.violations, "violation")})`}`,
+		);
+		for (const violation of report.violations)
+			if (violation.rule === rule.rule) lines.push(`  - ${violation.message}`);
+		if (rule.violations > rule.listed)
+			lines.push(`  ... and ${rule.violations - rule.listed} more`);
 	}
-	lines.push(report.ok ? "Audit PASSED: every rule holds" : `Audit FAILED: ${plural(report.violationCount, "violation")} of ${report.rules.filter(r => !r.ok).map(r => r.rule).join(", ")}`);
+	lines.push(
+		report.ok
+			? "Audit PASSED: every rule holds"
+			: `Audit FAILED: ${plural(report.violationCount, "violation")} of ${report.rules
+					.filter((r) => !r.ok)
+					.map((r) => r.rule)
+					.join(", ")}`,
+	);
 	return lines.join("\n") + "\n";
 }

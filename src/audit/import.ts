@@ -13,7 +13,16 @@ import type { JWK } from "jose";
 import type { StoreOwner } from "../store/schema";
 import { UserError } from "../user-error";
 import { AuditDatabase, type AuditDb, type AuditFiles } from "./audit-db";
-import { EXPORT_FIELDS, type AuditSnapshot, type SnapshotBatch, type SnapshotKey, type SnapshotLease, type SnapshotRecord, type SnapshotRun, type SnapshotSignature } from "./snapshot";
+import {
+	EXPORT_FIELDS,
+	type AuditSnapshot,
+	type SnapshotBatch,
+	type SnapshotKey,
+	type SnapshotLease,
+	type SnapshotRecord,
+	type SnapshotRun,
+	type SnapshotSignature,
+} from "./snapshot";
 
 /** The documents an import takes, in the export's field names (docs/design.md §8.3). */
 export interface ImportDocs {
@@ -27,7 +36,14 @@ export interface ImportDocs {
 export type ImportCollection = keyof ImportDocs;
 
 /** Every collection, in the causal order a live system is best read in (keys and leases first). */
-export const IMPORT_COLLECTIONS: ImportCollection[] = ["keys", "leases", "runs", "batches", "records", "signatures"];
+export const IMPORT_COLLECTIONS: ImportCollection[] = [
+	"keys",
+	"leases",
+	"runs",
+	"batches",
+	"records",
+	"signatures",
+];
 
 export interface ImportWriter {
 	/** Adds one document; an ImportProblem (with no location: the reader adds it) when it cannot be imported at all. */
@@ -48,10 +64,24 @@ export interface ImportOptions {
 	tmpDir?: string;
 }
 
-const OWNER: Record<ImportCollection, StoreOwner> = { records: "records", signatures: "records", batches: "batcher", runs: "batcher", keys: "keyring", leases: "keyring" };
+const OWNER: Record<ImportCollection, StoreOwner> = {
+	records: "records",
+	signatures: "records",
+	batches: "batcher",
+	runs: "batcher",
+	keys: "keyring",
+	leases: "keyring",
+};
 
 /** The fields without which a document cannot be placed or named. */
-const ID_FIELDS: Record<ImportCollection, string> = { records: "id", signatures: "recordId", batches: "batchId", leases: "leaseId", keys: "keyId", runs: "runId" };
+const ID_FIELDS: Record<ImportCollection, string> = {
+	records: "id",
+	signatures: "recordId",
+	batches: "batchId",
+	leases: "leaseId",
+	keys: "keyId",
+	runs: "runId",
+};
 
 const quote = (column: string) => `"${column}"`;
 
@@ -68,13 +98,14 @@ const INDEXES: Record<StoreOwner, string> = {
 		CREATE INDEX keys_id ON keys (keyId);
 		CREATE INDEX leases_id ON leases (leaseId);
 		CREATE INDEX leases_grant ON leases (grantSeq);
-		CREATE INDEX leases_end ON leases (endSeq);`
+		CREATE INDEX leases_end ON leases (endSeq);`,
 };
 
 /** A value SQLite can hold as it is; anything else (an object where a string belongs) as its JSON. */
 function bindable(value: unknown): string | number | bigint | null {
 	if (value == null) return null;
-	if (typeof value === "string" || typeof value === "number" || typeof value === "bigint") return value;
+	if (typeof value === "string" || typeof value === "number" || typeof value === "bigint")
+		return value;
 	return JSON.stringify(value);
 }
 
@@ -87,14 +118,24 @@ class SqliteImport implements ImportWriter {
 
 	constructor(options: ImportOptions) {
 		this.dir = fs.mkdtempSync(path.join(options.tmpDir ?? os.tmpdir(), "audit-import-"));
-		this.files = { records: path.join(this.dir, "records.sqlite"), batcher: path.join(this.dir, "batcher.sqlite"), keyring: path.join(this.dir, "keyring.sqlite") };
+		this.files = {
+			records: path.join(this.dir, "records.sqlite"),
+			batcher: path.join(this.dir, "batcher.sqlite"),
+			keyring: path.join(this.dir, "keyring.sqlite"),
+		};
 		const open = (owner: StoreOwner) => {
 			const db = new DatabaseSync(this.files[owner]);
 			// A scratch copy: no journal, no fsync; a crash loses nothing that matters.
-			db.exec("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384; PRAGMA temp_store = FILE");
+			db.exec(
+				"PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384; PRAGMA temp_store = FILE",
+			);
 			return db;
 		};
-		this.#dbs = { records: open("records"), batcher: open("batcher"), keyring: open("keyring") };
+		this.#dbs = {
+			records: open("records"),
+			batcher: open("batcher"),
+			keyring: open("keyring"),
+		};
 		for (const collection of IMPORT_COLLECTIONS) {
 			const columns = EXPORT_FIELDS[collection].map(quote);
 			// No types: a number where a string belongs stays a number, for the audit to see.
@@ -103,19 +144,31 @@ class SqliteImport implements ImportWriter {
 		for (const db of Object.values(this.#dbs)) db.exec("BEGIN");
 		for (const collection of IMPORT_COLLECTIONS) {
 			const columns = EXPORT_FIELDS[collection];
-			this.#inserts.set(collection, this.#dbs[OWNER[collection]].prepare(`INSERT INTO ${collection} (${columns.map(quote).join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`));
+			this.#inserts.set(
+				collection,
+				this.#dbs[OWNER[collection]].prepare(
+					`INSERT INTO ${collection} (${columns.map(quote).join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`,
+				),
+			);
 		}
 	}
 
 	add<C extends ImportCollection>(collection: C, doc: ImportDocs[C]): void {
 		const fields = doc as unknown as Record<string, unknown>;
 		if (fields === null || typeof fields !== "object" || Array.isArray(fields))
-			throw new ImportProblem(`is not a JSON object (got ${fields === null ? "null" : Array.isArray(fields) ? "an array" : `a ${typeof fields}`})`);
+			throw new ImportProblem(
+				`is not a JSON object (got ${fields === null ? "null" : Array.isArray(fields) ? "an array" : `a ${typeof fields}`})`,
+			);
 		const idField = ID_FIELDS[collection];
-		if (typeof fields[idField] !== "string") throw new ImportProblem(`has no string "${idField}" (got ${JSON.stringify(fields[idField]) ?? "nothing"})`);
-		const values = EXPORT_FIELDS[collection].map(field =>
+		if (typeof fields[idField] !== "string")
+			throw new ImportProblem(
+				`has no string "${idField}" (got ${JSON.stringify(fields[idField]) ?? "nothing"})`,
+			);
+		const values = EXPORT_FIELDS[collection].map((field) =>
 			// recordIds is JSON text in the store too; whatever it holds comes back as it was.
-			collection === "batches" && field === "recordIds" ? JSON.stringify(fields[field] ?? null) : bindable(fields[field])
+			collection === "batches" && field === "recordIds"
+				? JSON.stringify(fields[field] ?? null)
+				: bindable(fields[field]),
 		);
 		this.#inserts.get(collection)!.run(...values);
 	}
@@ -126,13 +179,17 @@ class SqliteImport implements ImportWriter {
 
 	finish(): AuditDb {
 		try {
-			for (const [owner, db] of Object.entries(this.#dbs) as Array<[StoreOwner, DatabaseSync]>) {
+			for (const [owner, db] of Object.entries(this.#dbs) as Array<
+				[StoreOwner, DatabaseSync]
+			>) {
 				db.exec("COMMIT");
 				db.exec(INDEXES[owner]);
 				db.close();
 			}
 			const dir = this.dir;
-			return new AuditDatabase("import", this.files, { keys: this.#jwks }, () => fs.rmSync(dir, { recursive: true, force: true }));
+			return new AuditDatabase("import", this.files, { keys: this.#jwks }, () =>
+				fs.rmSync(dir, { recursive: true, force: true }),
+			);
 		} catch (err) {
 			this.abort();
 			throw err;
@@ -165,7 +222,8 @@ export function importSnapshot(snapshot: AuditSnapshot, options: ImportOptions =
 				try {
 					writer.add(collection, doc as ImportDocs[typeof collection]);
 				} catch (err) {
-					if (err instanceof ImportProblem) throw new UserError(`snapshot ${collection}[${at}] ${err.message}`);
+					if (err instanceof ImportProblem)
+						throw new UserError(`snapshot ${collection}[${at}] ${err.message}`);
 					throw err;
 				}
 			});

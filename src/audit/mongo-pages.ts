@@ -15,7 +15,14 @@ import { connectMongo, type MongoConnection } from "../store/mongo";
 import type { OwningService, PageSource } from "./collect";
 
 /** The collections a record-signing store has in its database. */
-export const MONGO_COLLECTIONS = ["records", "signatures", "runs", "batches", "keys", "leases"] as const;
+export const MONGO_COLLECTIONS = [
+	"records",
+	"signatures",
+	"runs",
+	"batches",
+	"keys",
+	"leases",
+] as const;
 
 export interface MongoPages extends PageSource {
 	/** Which of MONGO_COLLECTIONS the database has (none: a wrong database name, most likely). */
@@ -31,19 +38,34 @@ interface Pager {
 }
 
 /** Connects (with the driver `options` given, e.g. a shorter server selection timeout); creates nothing. */
-export async function openMongoPages(uri: string, options: MongoClientOptions = {}): Promise<MongoPages> {
-	const connection: MongoConnection = await connectMongo(uri, { broker: null, logger: quiet }, "audit", options);
+export async function openMongoPages(
+	uri: string,
+	options: MongoClientOptions = {},
+): Promise<MongoPages> {
+	const connection: MongoConnection = await connectMongo(
+		uri,
+		{ broker: null, logger: quiet },
+		"audit",
+		options,
+	);
 	const keyring = MongoKeyringStore.over(connection);
-	const owners: Record<OwningService, Pager> = { records: MongoRecordsStore.over(connection), batcher: MongoBatcherStore.over(connection), keyring };
+	const owners: Record<OwningService, Pager> = {
+		records: MongoRecordsStore.over(connection),
+		batcher: MongoBatcherStore.over(connection),
+		keyring,
+	};
 	return {
 		page: (service, collection, after, limit) => owners[service].page(collection, after, limit),
-		jwks: async (): Promise<JWK[]> => (await keyring.keys()).map(key => publicJwkOf(key.keyId, key.publicJwk)),
+		jwks: async (): Promise<JWK[]> =>
+			(await keyring.keys()).map((key) => publicJwkOf(key.keyId, key.publicJwk)),
 		present: async () => {
 			// The driver's cursor reads every batch: the command's first batch alone may leave collections out.
-			const listed = await connection.db.listCollections({}, { nameOnly: true, authorizedCollections: true }).toArray();
-			const names = new Set(listed.map(c => c.name));
-			return MONGO_COLLECTIONS.filter(name => names.has(name));
+			const listed = await connection.db
+				.listCollections({}, { nameOnly: true, authorizedCollections: true })
+				.toArray();
+			const names = new Set(listed.map((c) => c.name));
+			return MONGO_COLLECTIONS.filter((name) => names.has(name));
 		},
-		close: () => connection.close()
+		close: () => connection.close(),
 	};
 }

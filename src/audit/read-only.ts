@@ -5,7 +5,7 @@
 import type { DatabaseSync } from "node:sqlite";
 
 function sqliteUri(file: string): string {
-	return `file:${file.replace(/[%?#]/g, c => `%${c.charCodeAt(0).toString(16)}`)}?mode=ro`;
+	return `file:${file.replace(/[%?#]/g, (c) => `%${c.charCodeAt(0).toString(16)}`)}?mode=ro`;
 }
 
 export function attachReadOnly(sql: DatabaseSync, file: string, schema: string): void {

@@ -28,7 +28,14 @@ export interface RuleResult {
 
 export interface AuditReport {
 	ok: boolean;
-	checked: { records: number; signatures: number; batches: number; leases: number; keys: number; runs: number };
+	checked: {
+		records: number;
+		signatures: number;
+		batches: number;
+		leases: number;
+		keys: number;
+		runs: number;
+	};
 	rules: RuleResult[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
@@ -54,7 +61,10 @@ function isAuditDb(source: AuditDb | AuditSnapshot): source is AuditDb {
  * audit database instead (openStoreFiles, importExport, importFromPages), which never holds a
  * collection in memory.
  */
-export async function audit(source: AuditDb | AuditSnapshot, options: AuditOptions = {}): Promise<AuditReport> {
+export async function audit(
+	source: AuditDb | AuditSnapshot,
+	options: AuditOptions = {},
+): Promise<AuditReport> {
 	if (!isAuditDb(source)) return auditSnapshot(source, options);
 	const db = source;
 	const { clockToleranceMs, maxListedPerRule: maxListed } = { ...DEFAULTS, ...options };
@@ -71,11 +81,16 @@ export async function audit(source: AuditDb | AuditSnapshot, options: AuditOptio
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;
 		checked.runs = runs.count;
-		const ranges = runRanges(db, { kind: "audit", keys: keys.usable, clockToleranceMs, maxListed }, options, range => {
-			checked.records += range.records;
-			checked.signatures += range.signatures;
-			recordFindings.append(range.findings!);
-		});
+		const ranges = runRanges(
+			db,
+			{ kind: "audit", keys: keys.usable, clockToleranceMs, maxListed },
+			options,
+			(range) => {
+				checked.records += range.records;
+				checked.signatures += range.signatures;
+				recordFindings.append(range.findings!);
+			},
+		);
 		const mainPasses = (async () => {
 			checked.leases = await checkLeases(db, keys.keyIds, leaseFindings);
 			checked.batches = await checkBatches(db, runs, batchFindings);
@@ -86,19 +101,28 @@ export async function audit(source: AuditDb | AuditSnapshot, options: AuditOptio
 	});
 
 	const all = new FindingList(maxListed);
-	for (const part of [keyFindings, runFindings, leaseFindings, recordFindings, batchFindings]) all.append(part.data());
-	const rules = RULES.map((rule, at) => ({ rule, ok: all.counts[at] === 0, violations: all.counts[at], listed: all.listed[at].length }));
+	for (const part of [keyFindings, runFindings, leaseFindings, recordFindings, batchFindings])
+		all.append(part.data());
+	const rules = RULES.map((rule, at) => ({
+		rule,
+		ok: all.counts[at] === 0,
+		violations: all.counts[at],
+		listed: all.listed[at].length,
+	}));
 	return {
-		ok: rules.every(r => r.ok),
+		ok: rules.every((r) => r.ok),
 		checked,
 		rules,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
-		violations: all.listed.flat()
+		violations: all.listed.flat(),
 	};
 }
 
 /** Imports `snapshot` into temporary files, audits them and removes them. */
-export async function auditSnapshot(snapshot: AuditSnapshot, options: AuditOptions = {}): Promise<AuditReport> {
+export async function auditSnapshot(
+	snapshot: AuditSnapshot,
+	options: AuditOptions = {},
+): Promise<AuditReport> {
 	const db = importSnapshot(snapshot);
 	try {
 		return await audit(db, options);

@@ -12,11 +12,17 @@ import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } 
  */
 export type SnapshotRecord = RecordPayload;
 export type SnapshotSignature = Pick<SignatureDoc, (typeof EXPORT_FIELDS.signatures)[number]>;
-export type SnapshotBatch = Omit<Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>, "stored"> & {
+export type SnapshotBatch = Omit<
+	Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>,
+	"stored"
+> & {
 	/** Signatures the batch record says it stored; null in stores and exports from before it was kept. */
 	stored: number | null;
 };
-export type SnapshotLease = Omit<Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]>, "expiresAt"> & {
+export type SnapshotLease = Omit<
+	Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]>,
+	"expiresAt"
+> & {
 	/** The last expiry granted, after renewals; null in exports written before the contract (docs/design.md §8.3) listed it. */
 	expiresAt: string | null;
 };
@@ -36,11 +42,34 @@ export interface AuditSnapshot {
 /** The contract's fields of each export file, in the order they are written (docs/design.md §8.3). */
 export const EXPORT_FIELDS = {
 	records: ["id", "data"] satisfies Array<keyof RecordPayload>,
-	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<keyof SignatureDoc>,
-	batches: ["batchId", "runId", "keyId", "leaseId", "recordIds", "attempt", "status", "startedAt", "finishedAt", "stored"] satisfies Array<keyof BatchDoc>,
-	leases: ["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "expiresAt", "endSeq", "endedAt", "end"] satisfies Array<keyof LeaseDoc>,
+	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<
+		keyof SignatureDoc
+	>,
+	batches: [
+		"batchId",
+		"runId",
+		"keyId",
+		"leaseId",
+		"recordIds",
+		"attempt",
+		"status",
+		"startedAt",
+		"finishedAt",
+		"stored",
+	] satisfies Array<keyof BatchDoc>,
+	leases: [
+		"leaseId",
+		"keyId",
+		"holder",
+		"grantSeq",
+		"grantedAt",
+		"expiresAt",
+		"endSeq",
+		"endedAt",
+		"end",
+	] satisfies Array<keyof LeaseDoc>,
 	keys: ["keyId", "createdAt"] satisfies Array<keyof KeyDoc>,
-	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>
+	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>,
 } as const;
 
 /** The public members of an Ed25519 JWK: anything else (above all `d`) never leaves the keyring. */

@@ -20,7 +20,10 @@ export interface VerifyFloor {
 	library: VerifyLibrary;
 }
 
-export async function verifyFloor(dataDir: string, options: RangeOptions & { library?: VerifyLibrary } = {}): Promise<VerifyFloor> {
+export async function verifyFloor(
+	dataDir: string,
+	options: RangeOptions & { library?: VerifyLibrary } = {},
+): Promise<VerifyFloor> {
 	const { library = "libsodium", ...rangeOptions } = options;
 	const started = performance.now();
 	const db = openStoreFiles(dataDir);
@@ -28,10 +31,15 @@ export async function verifyFloor(dataDir: string, options: RangeOptions & { lib
 		const { usable } = checkPublicKeys(db, new FindingList(0));
 		let signatures = 0;
 		let valid = 0;
-		await runRanges(db, { kind: "floor", keys: usable, clockToleranceMs: 0, maxListed: 0, library }, rangeOptions, range => {
-			signatures += range.signatures;
-			valid += range.valid;
-		});
+		await runRanges(
+			db,
+			{ kind: "floor", keys: usable, clockToleranceMs: 0, maxListed: 0, library },
+			rangeOptions,
+			(range) => {
+				signatures += range.signatures;
+				valid += range.valid;
+			},
+		);
 		return { seconds: (performance.now() - started) / 1000, signatures, valid, library };
 	} finally {
 		db.close();

@@ -48,15 +48,30 @@ export interface RunContext {
  * pauses dispatch instead of failing the run. A client error (a bug, bad input) is not an
  * outage and is thrown at once, as is anything once the node stops.
  */
-export async function whenAvailable<T>(context: RunContext, what: string, work: () => Promise<T>): Promise<T> {
+export async function whenAvailable<T>(
+	context: RunContext,
+	what: string,
+	work: () => Promise<T>,
+): Promise<T> {
 	for (let attempt = 0; ; attempt++) {
 		try {
 			const result = await work();
-			if (attempt > 0) context.logger.info(`${what} answers again after ${attempt} tries: dispatch goes on`);
+			if (attempt > 0)
+				context.logger.info(
+					`${what} answers again after ${attempt} tries: dispatch goes on`,
+				);
 			return result;
 		} catch (err) {
-			if (context.halted() || err instanceof Errors.MoleculerClientError || (err instanceof DomainError && !err.retryable)) throw err;
-			if (attempt === 0) context.logger.warn(`${what} failed (${(err as Error).message}): dispatch pauses and tries again until it answers`);
+			if (
+				context.halted() ||
+				err instanceof Errors.MoleculerClientError ||
+				(err instanceof DomainError && !err.retryable)
+			)
+				throw err;
+			if (attempt === 0)
+				context.logger.warn(
+					`${what} failed (${(err as Error).message}): dispatch pauses and tries again until it answers`,
+				);
 			await context.clock.sleep(Math.min(5_000, 100 * 2 ** attempt));
 		}
 	}

@@ -9,7 +9,14 @@
  */
 import { DomainError } from "../errors";
 import type { Clock } from "../clock";
-import type { BatcherStatus, RunDetails, RunDoc, RunView, StartRunParams, StartedRun } from "../contract";
+import type {
+	BatcherStatus,
+	RunDetails,
+	RunDoc,
+	RunView,
+	StartRunParams,
+	StartedRun,
+} from "../contract";
 import { whenAvailable, type ActiveRun, type RunContext } from "./active-run";
 import { Dispatcher } from "./dispatcher";
 import { FlightWatcher } from "./flight-watcher";
@@ -56,8 +63,15 @@ export class Batcher {
 	private readonly flights: FlightWatcher;
 	private readonly dispatcher: Dispatcher;
 
-	constructor(private readonly options: BatcherOptions, private readonly deps: BatcherDeps) {
-		this.context = { clock: deps.clock, logger: deps.logger, halted: () => this.stopping || deps.nodeStopping() };
+	constructor(
+		private readonly options: BatcherOptions,
+		private readonly deps: BatcherDeps,
+	) {
+		this.context = {
+			clock: deps.clock,
+			logger: deps.logger,
+			halted: () => this.stopping || deps.nodeStopping(),
+		};
 		this.flights = new FlightWatcher(deps.signers, this.context, options.probeAfterMs);
 		this.dispatcher = new Dispatcher(options, { ...deps, flights: this.flights }, this.context);
 	}
@@ -69,25 +83,40 @@ export class Batcher {
 	async start(params: StartRunParams): Promise<StartedRun> {
 		const batchSize = validateBatchSize(params.batchSize, this.options.batchSize);
 		const idempotencyKey = validateIdempotencyKey(params.idempotencyKey);
-		const fingerprint = params.requestFingerprint ?? JSON.stringify({ batchSize: params.batchSize ?? null });
+		const fingerprint =
+			params.requestFingerprint ?? JSON.stringify({ batchSize: params.batchSize ?? null });
 		if (idempotencyKey) {
 			const known = await this.deps.store.runByIdempotencyKey(idempotencyKey);
 			if (known) {
 				if ((known.requestFingerprint ?? fingerprint) !== fingerprint)
-					throw new DomainError("IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request", { field: "Idempotency-Key", runId: known.runId });
+					throw new DomainError(
+						"IDEMPOTENCY_KEY_REUSED",
+						"This Idempotency-Key was already used with a different request",
+						{ field: "Idempotency-Key", runId: known.runId },
+					);
 				return { ...runView(known), replayed: true };
 			}
 		}
 		if (this.active) {
 			const { runId, batchSize: activeSize } = this.active.run;
-			throw new DomainError("RUN_ACTIVE", `Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`, { runId, batchSize: activeSize });
+			throw new DomainError(
+				"RUN_ACTIVE",
+				`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`,
+				{ runId, batchSize: activeSize },
+			);
 		}
 		await this.checkBatchFits(batchSize);
 		const now = new Date(this.deps.clock.now()).toISOString();
 		const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
 		const run: RunDoc = {
-			_id: runId, runId, batchSize, status: "running", startedAt: now, finishedAt: null, report: null,
-			...(idempotencyKey ? { idempotencyKey, requestFingerprint: fingerprint } : {})
+			_id: runId,
+			runId,
+			batchSize,
+			status: "running",
+			startedAt: now,
+			finishedAt: null,
+			report: null,
+			...(idempotencyKey ? { idempotencyKey, requestFingerprint: fingerprint } : {}),
 		};
 		await this.deps.store.insertRun(run);
 		await this.launch(run, false);
@@ -115,15 +144,31 @@ export class Batcher {
 	async cancel(runId?: string): Promise<RunView> {
 		const active = this.active;
 		if (!active || (runId !== undefined && active.run.runId !== runId)) {
-			const run = runId !== undefined ? await this.deps.store.getRun(runId) : (await this.deps.store.listRuns())[0];
-			if (runId !== undefined && !run) throw new DomainError("RUN_NOT_FOUND", `Run "${runId}" not found`, { runId });
-			throw new DomainError("RUN_NOT_ACTIVE", run ? `Run ${run.runId} is not running (it is ${run.status}): nothing to cancel` : "No run is active: nothing to cancel", { runId: run?.runId ?? null, status: run?.status ?? null });
+			const run =
+				runId !== undefined
+					? await this.deps.store.getRun(runId)
+					: (await this.deps.store.listRuns())[0];
+			if (runId !== undefined && !run)
+				throw new DomainError("RUN_NOT_FOUND", `Run "${runId}" not found`, { runId });
+			throw new DomainError(
+				"RUN_NOT_ACTIVE",
+				run
+					? `Run ${run.runId} is not running (it is ${run.status}): nothing to cancel`
+					: "No run is active: nothing to cancel",
+				{ runId: run?.runId ?? null, status: run?.status ?? null },
+			);
 		}
 		if (!active.cancelled) {
 			active.cancelled = true;
 			active.run.cancelRequestedAt = new Date(this.deps.clock.now()).toISOString();
-			await whenAvailable(this.context, "the batcher's store", () => this.deps.store.updateRun(active.run.runId, { cancelRequestedAt: active.run.cancelRequestedAt }));
-			this.deps.logger.info(`Run ${active.run.runId} cancelled: no new batch goes out; ${active.inFlight.size} in flight finish first`);
+			await whenAvailable(this.context, "the batcher's store", () =>
+				this.deps.store.updateRun(active.run.runId, {
+					cancelRequestedAt: active.run.cancelRequestedAt,
+				}),
+			);
+			this.deps.logger.info(
+				`Run ${active.run.runId} cancelled: no new batch goes out; ${active.inFlight.size} in flight finish first`,
+			);
 		}
 		return runView(active.run);
 	}
@@ -131,7 +176,13 @@ export class Batcher {
 	/** The active run with its progress, or the last run. */
 	async status(): Promise<BatcherStatus> {
 		const progress = await this.deps.records.progress();
-		if (this.active) return { active: true, run: runView(this.active.run), progress, inFlight: this.active.inFlight.size };
+		if (this.active)
+			return {
+				active: true,
+				run: runView(this.active.run),
+				progress,
+				inFlight: this.active.inFlight.size,
+			};
 		const [last] = await this.deps.store.listRuns();
 		return { active: false, run: last ? runView(last) : null, progress, inFlight: 0 };
 	}
@@ -146,7 +197,11 @@ export class Batcher {
 		if (!run) throw new DomainError("RUN_NOT_FOUND", `Run "${runId}" not found`, { runId });
 		const summary = await this.deps.store.batchSummary(run.runId);
 		const inFlight = this.active?.run.runId === run.runId ? this.active.inFlight.size : 0;
-		return { ...runView(run), batches: { total: summary.total, ...summary.byStatus }, inFlight };
+		return {
+			...runView(run),
+			batches: { total: summary.total, ...summary.byStatus },
+			inFlight,
+		};
 	}
 
 	/**
@@ -159,7 +214,8 @@ export class Batcher {
 		const active = this.active;
 		if (!active) return;
 		await Promise.race([active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
-		for (const flight of active.flights.values()) flight.abort.abort(new Error("the batcher is stopping"));
+		for (const flight of active.flights.values())
+			flight.abort.abort(new Error("the batcher is stopping"));
 		await Promise.race([active.done, this.deps.clock.sleep(1_000)]);
 	}
 
@@ -173,17 +229,35 @@ export class Batcher {
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
 		const { total: batchCount } = await this.deps.store.batchSummary(run.runId);
 		const active: ActiveRun = {
-			run, planner: new BatchPlanner(run.batchSize, this.options.maxAttempts), inFlight: new Set(), flights: new Map(), perSigner: new Map(), batchCount, failure: null,
-			cancelled: Boolean(run.cancelRequestedAt), distrusted: new Set(), done: Promise.resolve()
+			run,
+			planner: new BatchPlanner(run.batchSize, this.options.maxAttempts),
+			inFlight: new Set(),
+			flights: new Map(),
+			perSigner: new Map(),
+			batchCount,
+			failure: null,
+			cancelled: Boolean(run.cancelRequestedAt),
+			distrusted: new Set(),
+			done: Promise.resolve(),
 		};
 		this.active = active;
-		const progress = await whenAvailable(this.context, "records.progress", () => this.deps.records.progress());
-		this.deps.emit("run.started", { runId: run.runId, batchSize: run.batchSize, records: progress.records, alreadySigned: progress.signed, resumed });
-		this.deps.logger.info(`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`);
+		const progress = await whenAvailable(this.context, "records.progress", () =>
+			this.deps.records.progress(),
+		);
+		this.deps.emit("run.started", {
+			runId: run.runId,
+			batchSize: run.batchSize,
+			records: progress.records,
+			alreadySigned: progress.signed,
+			resumed,
+		});
+		this.deps.logger.info(
+			`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`,
+		);
 		const stopWatching = this.flights.watch(active);
 		active.done = (resumed ? this.settlePending(active) : Promise.resolve())
 			.then(() => this.dispatcher.drive(active))
-			.catch(err => {
+			.catch((err) => {
 				active.failure = (err as Error).message;
 			})
 			.finally(stopWatching)
@@ -191,14 +265,28 @@ export class Batcher {
 				if (this.active === active) this.active = null;
 				return finishRun(active, this.deps, this.context);
 			})
-			.catch(err => this.deps.logger.error(`Run ${run.runId} could not be finished: ${(err as Error).message}`));
+			.catch((err) =>
+				this.deps.logger.error(
+					`Run ${run.runId} could not be finished: ${(err as Error).message}`,
+				),
+			);
 	}
 
 	/** A resumed run's batches left pending by the crash or stop: settled from what is stored before anything is dispatched. */
 	private async settlePending(active: ActiveRun): Promise<void> {
-		const pending = await whenAvailable(this.context, "the batcher's store", () => this.deps.store.pendingBatches(active.run.runId));
-		for (const batch of pending) await this.dispatcher.settle(active, batch, "the batcher stopped before this batch's reply");
-		if (pending.length) this.deps.logger.info(`Settled ${pending.length} batch(es) left pending from their stored signatures`);
+		const pending = await whenAvailable(this.context, "the batcher's store", () =>
+			this.deps.store.pendingBatches(active.run.runId),
+		);
+		for (const batch of pending)
+			await this.dispatcher.settle(
+				active,
+				batch,
+				"the batcher stopped before this batch's reply",
+			);
+		if (pending.length)
+			this.deps.logger.info(
+				`Settled ${pending.length} batch(es) left pending from their stored signatures`,
+			);
 	}
 
 	/**

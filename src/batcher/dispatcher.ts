@@ -33,7 +33,11 @@ export interface DispatchDeps {
 }
 
 export class Dispatcher {
-	constructor(private readonly options: DispatchOptions, private readonly deps: DispatchDeps, private readonly context: RunContext) {}
+	constructor(
+		private readonly options: DispatchOptions,
+		private readonly deps: DispatchDeps,
+		private readonly context: RunContext,
+	) {}
 
 	/** Dispatches until every record is signed, the run is cancelled or fails, or the node stops. */
 	async drive(active: ActiveRun): Promise<void> {
@@ -50,14 +54,25 @@ export class Dispatcher {
 				await this.deps.signers.waitForAny(1_000);
 				continue;
 			}
-			while (active.inFlight.size < this.windowSize(active) && !this.context.halted() && !active.failure && !active.cancelled) {
+			while (
+				active.inFlight.size < this.windowSize(active) &&
+				!this.context.halted() &&
+				!active.failure &&
+				!active.cancelled
+			) {
 				let planned = planner.nextRetry();
 				if (!planned && planner.paging) {
 					const after = planner.after;
-					planned = planner.acceptPage(await whenAvailable(this.context, "records.unsignedPage", () => this.deps.records.unsignedPage(after, active.run.batchSize)));
+					planned = planner.acceptPage(
+						await whenAvailable(this.context, "records.unsignedPage", () =>
+							this.deps.records.unsignedPage(after, active.run.batchSize),
+						),
+					);
 				}
 				if (!planned) break;
-				const task: Promise<void> = this.runBatch(active, planned).finally(() => active.inFlight.delete(task));
+				const task: Promise<void> = this.runBatch(active, planned).finally(() =>
+					active.inFlight.delete(task),
+				);
 				active.inFlight.add(task);
 			}
 			if (active.inFlight.size > 0) {
@@ -65,10 +80,15 @@ export class Dispatcher {
 				continue;
 			}
 			if (planner.pendingRetries > 0) continue;
-			const progress = await whenAvailable(this.context, "records.progress", () => this.deps.records.progress());
+			const progress = await whenAvailable(this.context, "records.progress", () =>
+				this.deps.records.progress(),
+			);
 			if (progress.signed >= progress.records) return;
 			// Pages are read while batches are in flight; one more pass picks up any stragglers.
-			if (++sweeps > 3) throw new Error(`${progress.records - progress.signed} records are still unsigned after ${sweeps} passes`);
+			if (++sweeps > 3)
+				throw new Error(
+					`${progress.records - progress.signed} records are still unsigned after ${sweeps} passes`,
+				);
 			planner.rewind();
 		}
 	}
@@ -76,7 +96,9 @@ export class Dispatcher {
 	/** The signer nodes batches may go to: those available, less the ones this run stopped trusting. */
 	private signersFor(active: ActiveRun): string[] {
 		const available = this.deps.signers.available();
-		return active.distrusted.size ? available.filter(node => !active.distrusted.has(node)) : available;
+		return active.distrusted.size
+			? available.filter((node) => !active.distrusted.has(node))
+			: available;
 	}
 
 	private windowSize(active: ActiveRun): number {
@@ -105,16 +127,36 @@ export class Dispatcher {
 		const { store } = this.deps;
 		const { clock } = this.context;
 		const batchId = `${run.runId}-b${String(++active.batchCount).padStart(6, "0")}`;
-		const recordIds = planned.records.map(record => record.id);
+		const recordIds = planned.records.map((record) => record.id);
 		const signer = this.pickSigner(active);
-		const batch: BatchDoc = { _id: batchId, batchId, runId: run.runId, keyId: null, leaseId: null, recordIds, attempt: planned.attempt, status: "pending", startedAt: new Date(clock.now()).toISOString(), finishedAt: null, signer: signer ?? null, error: null };
+		const batch: BatchDoc = {
+			_id: batchId,
+			batchId,
+			runId: run.runId,
+			keyId: null,
+			leaseId: null,
+			recordIds,
+			attempt: planned.attempt,
+			status: "pending",
+			startedAt: new Date(clock.now()).toISOString(),
+			finishedAt: null,
+			signer: signer ?? null,
+			error: null,
+		};
 		// Recorded before dispatch, whatever it takes: after a crash the store knows every batch that may have run.
 		await whenAvailable(this.context, "the batcher's store", () => store.insertBatch(batch));
 		const flight = this.deps.flights.takeOff(active, batchId, signer);
 		let result: SignBatchResult | null = null;
 		let error = "";
 		try {
-			result = await this.deps.signers.signBatch({ batchId, runId: run.runId, records: planned.records }, { nodeID: signer, timeoutMs: this.options.signTimeoutMs, signal: flight.abort.signal });
+			result = await this.deps.signers.signBatch(
+				{ batchId, runId: run.runId, records: planned.records },
+				{
+					nodeID: signer,
+					timeoutMs: this.options.signTimeoutMs,
+					signal: flight.abort.signal,
+				},
+			);
 		} catch (err) {
 			error = (err as Error).message;
 		} finally {
@@ -126,19 +168,24 @@ export class Dispatcher {
 			error = counted;
 		}
 
-		this.context.logger.warn(`Batch ${batchId} (attempt ${planned.attempt}) ended without ${result ? "a reply records bears out" : "a reply"}: ${error}`);
+		this.context.logger.warn(
+			`Batch ${batchId} (attempt ${planned.attempt}) ended without ${result ? "a reply records bears out" : "a reply"}: ${error}`,
+		);
 		let unsigned: RecordPayload[];
 		try {
 			unsigned = await this.settle(active, batch, error, flight.sentAt);
 		} catch (err) {
 			// Only once the node stops: the batch stays pending and is settled when the run resumes.
-			this.context.logger.warn(`Batch ${batchId} stays pending until the run resumes: ${(err as Error).message}`);
+			this.context.logger.warn(
+				`Batch ${batchId} stays pending until the run resumes: ${(err as Error).message}`,
+			);
 			return;
 		}
 		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
 		// Ended in a cancelled run: its records wait for the next run.
 		if (this.context.halted() || active.cancelled || unsigned.length === 0) return;
-		if (!active.planner.failed(planned, unsigned)) active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
+		if (!active.planner.failed(planned, unsigned))
+			active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
 		await clock.sleep(retryDelayMs(planned.attempt));
 	}
 
@@ -147,24 +194,56 @@ export class Dispatcher {
 	 * each of its records, under one key and lease (true). Otherwise, why not; a signer that
 	 * claimed more than records holds is trusted with no more batches of the run.
 	 */
-	private async countFromStore(active: ActiveRun, batch: BatchDoc, result: SignBatchResult, sentAt: number): Promise<true | string> {
+	private async countFromStore(
+		active: ActiveRun,
+		batch: BatchDoc,
+		result: SignBatchResult,
+		sentAt: number,
+	): Promise<true | string> {
 		const { batchId, recordIds } = batch;
 		const { clock } = this.context;
 		// The benchmark's run without the bus checks takes the word, to measure what this costs.
-		const groups = busChecks.on ? await whenAvailable(this.context, "records.signedUnder", () => this.deps.records.signedUnder(batchId)) : [{ keyId: result.keyId, leaseId: result.leaseId, count: result.stored }];
+		const groups = busChecks.on
+			? await whenAvailable(this.context, "records.signedUnder", () =>
+					this.deps.records.signedUnder(batchId),
+				)
+			: [{ keyId: result.keyId, leaseId: result.leaseId, count: result.stored }];
 		const stored = groups.reduce((sum, group) => sum + group.count, 0);
 		const signer = batch.signer ?? result.signer;
 		if (groups.length === 1 && stored === recordIds.length) {
 			const [{ keyId, leaseId }] = groups;
 			const finishedAt = new Date(clock.now()).toISOString();
-			await whenAvailable(this.context, "the batcher's store", () => this.deps.store.updateBatch(batchId, { status: "signed", keyId, leaseId, signer, stored, duplicates: 0, unsigned: 0, finishedAt }));
-			this.deps.emit("batch.signed", { runId: active.run.runId, batchId, keyId, signer, size: recordIds.length, stored, duplicates: 0, latencyMs: clock.now() - sentAt, leaseWaitMs: result.leaseWaitMs });
+			await whenAvailable(this.context, "the batcher's store", () =>
+				this.deps.store.updateBatch(batchId, {
+					status: "signed",
+					keyId,
+					leaseId,
+					signer,
+					stored,
+					duplicates: 0,
+					unsigned: 0,
+					finishedAt,
+				}),
+			);
+			this.deps.emit("batch.signed", {
+				runId: active.run.runId,
+				batchId,
+				keyId,
+				signer,
+				size: recordIds.length,
+				stored,
+				duplicates: 0,
+				latencyMs: clock.now() - sentAt,
+				leaseWaitMs: result.leaseWaitMs,
+			});
 			return true;
 		}
 		const why = `signer ${signer} answered ${result.stored} signature(s) stored; records holds ${stored} under the batch`;
 		if (result.stored > stored && batch.signer) {
 			active.distrusted.add(batch.signer);
-			this.context.logger.error(`Batch ${batchId}: ${why}. Signer ${batch.signer} gets no more batches of run ${active.run.runId}`);
+			this.context.logger.error(
+				`Batch ${batchId}: ${why}. Signer ${batch.signer} gets no more batches of run ${active.run.runId}`,
+			);
 		}
 		return why;
 	}
@@ -175,28 +254,69 @@ export class Dispatcher {
 	 * afterwards), then records the key and lease of its signatures and whether all, some or none
 	 * of its records are signed. Returns its records still unsigned.
 	 */
-	async settle(active: ActiveRun, batch: BatchDoc, reason: string, startedAt?: number): Promise<RecordPayload[]> {
+	async settle(
+		active: ActiveRun,
+		batch: BatchDoc,
+		reason: string,
+		startedAt?: number,
+	): Promise<RecordPayload[]> {
 		const { batchId, recordIds } = batch;
 		const { clock, logger } = this.context;
-		const closed = await whenAvailable(this.context, "records.closeBatch", () => this.deps.records.closeBatch(batchId, recordIds));
+		const closed = await whenAvailable(this.context, "records.closeBatch", () =>
+			this.deps.records.closeBatch(batchId, recordIds),
+		);
 		const stored = closed.signed.reduce((sum, group) => sum + group.count, 0);
 		// One group, unless rule 3 broke somewhere: the largest names the batch, the audit reports the rest.
 		const [main] = [...closed.signed].sort((a, b) => b.count - a.count);
-		if (closed.signed.length > 1) logger.error(`Batch ${batchId} has signatures under ${closed.signed.length} leases: ${closed.signed.map(g => `${g.leaseId} (${g.keyId})`).join(", ")}`);
+		if (closed.signed.length > 1)
+			logger.error(
+				`Batch ${batchId} has signatures under ${closed.signed.length} leases: ${closed.signed.map((g) => `${g.leaseId} (${g.keyId})`).join(", ")}`,
+			);
 		const unsigned = closed.unsigned.length;
 		const status = unsigned === 0 ? "signed" : stored > 0 ? "partial" : "failed";
 		const finishedAt = new Date(clock.now()).toISOString();
-		const signer = stored > 0 ? batch.signer ?? null : null;
+		const signer = stored > 0 ? (batch.signer ?? null) : null;
 		await whenAvailable(this.context, "the batcher's store", () =>
-			this.deps.store.updateBatch(batchId, { status, keyId: main?.keyId ?? null, leaseId: main?.leaseId ?? null, signer, stored, duplicates: recordIds.length - stored - unsigned, unsigned, finishedAt, error: reason })
+			this.deps.store.updateBatch(batchId, {
+				status,
+				keyId: main?.keyId ?? null,
+				leaseId: main?.leaseId ?? null,
+				signer,
+				stored,
+				duplicates: recordIds.length - stored - unsigned,
+				unsigned,
+				finishedAt,
+				error: reason,
+			}),
 		);
 		const { runId } = active.run;
 		if (status === "signed" && main) {
-			logger.info(`Batch ${batchId}: its reply was lost, but all its records are signed (${stored} under ${main.keyId}, lease ${main.leaseId})`);
-			this.deps.emit("batch.signed", { runId, batchId, keyId: main.keyId, signer: signer ?? "", size: recordIds.length, stored, duplicates: recordIds.length - stored, latencyMs: startedAt === undefined ? 0 : clock.now() - startedAt, leaseWaitMs: null });
+			logger.info(
+				`Batch ${batchId}: its reply was lost, but all its records are signed (${stored} under ${main.keyId}, lease ${main.leaseId})`,
+			);
+			this.deps.emit("batch.signed", {
+				runId,
+				batchId,
+				keyId: main.keyId,
+				signer: signer ?? "",
+				size: recordIds.length,
+				stored,
+				duplicates: recordIds.length - stored,
+				latencyMs: startedAt === undefined ? 0 : clock.now() - startedAt,
+				leaseWaitMs: null,
+			});
 		} else {
-			if (status === "partial") logger.warn(`Batch ${batchId} is partly signed: ${stored} under ${main!.keyId}, ${unsigned} records go in a new batch`);
-			this.deps.emit("batch.failed", { runId, batchId, size: recordIds.length, error: reason, stored });
+			if (status === "partial")
+				logger.warn(
+					`Batch ${batchId} is partly signed: ${stored} under ${main!.keyId}, ${unsigned} records go in a new batch`,
+				);
+			this.deps.emit("batch.failed", {
+				runId,
+				batchId,
+				size: recordIds.length,
+				error: reason,
+				stored,
+			});
 		}
 		return closed.unsigned;
 	}

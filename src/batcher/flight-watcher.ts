@@ -13,7 +13,9 @@ import type { SignersPort } from "./ports";
 /** The signer asked does not have the batch: its request or its reply was lost in transit. */
 export class BatchLostError extends Error {
 	constructor(batchId: string, signer: string, ageMs: number) {
-		super(`signer ${signer} does not have batch ${batchId}, sent ${(ageMs / 1000).toFixed(1)} s ago: its request or its reply was lost`);
+		super(
+			`signer ${signer} does not have batch ${batchId}, sent ${(ageMs / 1000).toFixed(1)} s ago: its request or its reply was lost`,
+		);
 		this.name = "BatchLostError";
 	}
 }
@@ -22,16 +24,28 @@ export class FlightWatcher {
 	/** Signers with a check on the way (one sent before a reconnect may be lost: a forced check goes anyway). */
 	private readonly probing = new Set<string>();
 
-	constructor(private readonly signers: Pick<SignersPort, "inFlight">, private readonly context: RunContext, private readonly probeAfterMs: number) {}
+	constructor(
+		private readonly signers: Pick<SignersPort, "inFlight">,
+		private readonly context: RunContext,
+		private readonly probeAfterMs: number,
+	) {}
 
 	/** Checks the run's batches every third of `probeAfterMs`; returns the stop. */
 	watch(active: ActiveRun): () => void {
-		return this.context.clock.every(Math.max(100, Math.floor(this.probeAfterMs / 3)), () => this.probe(active));
+		return this.context.clock.every(Math.max(100, Math.floor(this.probeAfterMs / 3)), () =>
+			this.probe(active),
+		);
 	}
 
 	/** A batch goes out to `signer`: it is in flight until `land` is called. */
 	takeOff(active: ActiveRun, batchId: string, signer: string | undefined): Flight {
-		const flight: Flight = { batchId, signer, sentAt: this.context.clock.now(), probedAt: 0, abort: new AbortController() };
+		const flight: Flight = {
+			batchId,
+			signer,
+			sentAt: this.context.clock.now(),
+			probedAt: 0,
+			abort: new AbortController(),
+		};
 		active.flights.set(batchId, flight);
 		if (signer) active.perSigner.set(signer, (active.perSigner.get(signer) ?? 0) + 1);
 		return flight;
@@ -39,7 +53,8 @@ export class FlightWatcher {
 
 	land(active: ActiveRun, flight: Flight): void {
 		active.flights.delete(flight.batchId);
-		if (flight.signer) active.perSigner.set(flight.signer, active.perSigner.get(flight.signer)! - 1);
+		if (flight.signer)
+			active.perSigner.set(flight.signer, active.perSigner.get(flight.signer)! - 1);
 	}
 
 	/**
@@ -52,7 +67,13 @@ export class FlightWatcher {
 		for (const flight of active.flights.values()) {
 			if (!flight.signer) continue;
 			const forced = now === true || now === flight.signer;
-			if (!forced && (this.probing.has(flight.signer) || at - flight.sentAt < this.probeAfterMs || at - flight.probedAt < this.probeAfterMs)) continue;
+			if (
+				!forced &&
+				(this.probing.has(flight.signer) ||
+					at - flight.sentAt < this.probeAfterMs ||
+					at - flight.probedAt < this.probeAfterMs)
+			)
+				continue;
 			flight.probedAt = at;
 			due.set(flight.signer, [...(due.get(flight.signer) ?? []), flight]);
 		}
@@ -61,12 +82,18 @@ export class FlightWatcher {
 			this.signers
 				.inFlight(signer, Math.min(2_000, this.probeAfterMs))
 				.then(
-					batchIds => {
+					(batchIds) => {
 						const known = new Set(batchIds);
 						for (const flight of flights)
-							if (active.flights.get(flight.batchId) === flight && !known.has(flight.batchId)) flight.abort.abort(new BatchLostError(flight.batchId, signer, at - flight.sentAt));
+							if (
+								active.flights.get(flight.batchId) === flight &&
+								!known.has(flight.batchId)
+							)
+								flight.abort.abort(
+									new BatchLostError(flight.batchId, signer, at - flight.sentAt),
+								);
 					},
-					() => undefined
+					() => undefined,
 				)
 				.finally(() => this.probing.delete(signer));
 		}

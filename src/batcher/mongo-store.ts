@@ -11,18 +11,35 @@ type RunRow = RunDoc & { _id: string };
 type BatchRow = BatchDoc & { _id: string };
 
 export class MongoBatcherStore implements BatcherStore {
-	private constructor(private readonly connection: MongoConnection, private readonly runs: Collection<RunRow>, private readonly batches: Collection<BatchRow>) {}
+	private constructor(
+		private readonly connection: MongoConnection,
+		private readonly runs: Collection<RunRow>,
+		private readonly batches: Collection<BatchRow>,
+	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
-	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoBatcherStore> {
+	static async open(
+		uri: string,
+		service: { broker: unknown; logger: unknown },
+	): Promise<MongoBatcherStore> {
 		const connection = await connectMongo(uri, service, "batcher");
 		try {
 			const store = MongoBatcherStore.over(connection);
 			const { runs, batches } = store;
-			await runs.createIndex({ idempotencyKey: 1 }, { unique: true, name: "runs_idempotency", partialFilterExpression: { idempotencyKey: { $type: "string" } } });
+			await runs.createIndex(
+				{ idempotencyKey: 1 },
+				{
+					unique: true,
+					name: "runs_idempotency",
+					partialFilterExpression: { idempotencyKey: { $type: "string" } },
+				},
+			);
 			await runs.createIndex({ status: 1 }, { name: "runs_status" });
 			// pendingBatches reads it in order (no sort in memory); batchSummary uses its prefix.
-			await batches.createIndex({ runId: 1, status: 1, batchId: 1 }, { name: "batches_run_status" });
+			await batches.createIndex(
+				{ runId: 1, status: 1, batchId: 1 },
+				{ name: "batches_run_status" },
+			);
 			// Earlier versions: unique indexes repeating `_id` (an index write per document for
 			// nothing), and `{ runId, status }`, a prefix of the index above.
 			await dropIndexIfPresent(runs, "runs_run");
@@ -37,7 +54,11 @@ export class MongoBatcherStore implements BatcherStore {
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoBatcherStore {
-		return new MongoBatcherStore(connection, connection.db.collection<RunRow>("runs"), connection.db.collection<BatchRow>("batches"));
+		return new MongoBatcherStore(
+			connection,
+			connection.db.collection<RunRow>("runs"),
+			connection.db.collection<BatchRow>("batches"),
+		);
 	}
 
 	async insertRun(run: RunDoc): Promise<void> {
@@ -79,22 +100,48 @@ export class MongoBatcherStore implements BatcherStore {
 	async batchSummary(runId: string): Promise<BatchSummary> {
 		const byStatus: Partial<Record<BatchStatus, number>> = {};
 		let total = 0;
-		for await (const group of this.batches.aggregate<{ _id: BatchStatus; n: number }>([{ $match: { runId } }, { $group: { _id: "$status", n: { $sum: 1 } } }])) {
+		for await (const group of this.batches.aggregate<{ _id: BatchStatus; n: number }>([
+			{ $match: { runId } },
+			{ $group: { _id: "$status", n: { $sum: 1 } } },
+		])) {
 			byStatus[group._id] = group.n;
 			total += group.n;
 		}
 		const [signed] = await this.batches
 			.aggregate<{ stored: number; duplicates: number; keys: string[] }>([
 				{ $match: { runId, status: { $in: ["signed", "partial"] } } },
-				{ $group: { _id: null, stored: { $sum: "$stored" }, duplicates: { $sum: "$duplicates" }, keys: { $addToSet: "$keyId" } } }
+				{
+					$group: {
+						_id: null,
+						stored: { $sum: "$stored" },
+						duplicates: { $sum: "$duplicates" },
+						keys: { $addToSet: "$keyId" },
+					},
+				},
 			])
 			.toArray();
-		return { total, byStatus, stored: signed?.stored ?? 0, duplicates: signed?.duplicates ?? 0, keysUsed: signed?.keys.length ?? 0 };
+		return {
+			total,
+			byStatus,
+			stored: signed?.stored ?? 0,
+			duplicates: signed?.duplicates ?? 0,
+			keysUsed: signed?.keys.length ?? 0,
+		};
 	}
 
-	async page(collection: "runs" | "batches", after: string | undefined, limit: number): Promise<Page> {
-		const of = (collection === "runs" ? this.runs : this.batches) as unknown as Collection<{ _id: string }>;
-		const docs = await of.find(after === undefined ? {} : { _id: { $gt: after } }).sort({ _id: 1 }).limit(limit).toArray();
+	async page(
+		collection: "runs" | "batches",
+		after: string | undefined,
+		limit: number,
+	): Promise<Page> {
+		const of = (collection === "runs" ? this.runs : this.batches) as unknown as Collection<{
+			_id: string;
+		}>;
+		const docs = await of
+			.find(after === undefined ? {} : { _id: { $gt: after } })
+			.sort({ _id: 1 })
+			.limit(limit)
+			.toArray();
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 	}
 

@@ -16,7 +16,10 @@ export class BatchPlanner {
 	private exhausted = false;
 	private readonly retries: PlannedBatch[] = [];
 
-	constructor(readonly batchSize: number, readonly maxAttempts: number) {}
+	constructor(
+		readonly batchSize: number,
+		readonly maxAttempts: number,
+	) {}
 
 	/** True while fresh pages may remain. */
 	get paging(): boolean {
@@ -54,7 +57,10 @@ export class BatchPlanner {
 		if (stillUnsigned.length === 0) return true;
 		if (batch.attempt >= this.maxAttempts) return false;
 		for (let i = 0; i < stillUnsigned.length; i += this.batchSize)
-			this.retries.push({ records: stillUnsigned.slice(i, i + this.batchSize), attempt: batch.attempt + 1 });
+			this.retries.push({
+				records: stillUnsigned.slice(i, i + this.batchSize),
+				attempt: batch.attempt + 1,
+			});
 		return true;
 	}
 

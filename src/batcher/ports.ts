@@ -3,7 +3,19 @@
  * service, the signers and the event bus. The service wires them to the broker; unit tests
  * give plain objects.
  */
-import type { BatchDoc, BatchStatus, ClosedBatch, EventMap, Progress, RecordPayload, RecordStats, RunDoc, SignBatchParams, SignBatchResult, SignedUnder } from "../contract";
+import type {
+	BatchDoc,
+	BatchStatus,
+	ClosedBatch,
+	EventMap,
+	Progress,
+	RecordPayload,
+	RecordStats,
+	RunDoc,
+	SignBatchParams,
+	SignBatchResult,
+	SignedUnder,
+} from "../contract";
 
 /** The batcher's two collections, `runs` and `batches`. */
 export interface BatcherStore {
@@ -58,7 +70,10 @@ export interface SignersPort {
 	 * Sends a batch to one signer node, with a dispatch ticket naming that node (the port makes
 	 * it with the batcher's credential); aborting `signal` fails the call at once.
 	 */
-	signBatch(params: Omit<SignBatchParams, "ticket">, options: { nodeID?: string; timeoutMs: number; signal: AbortSignal }): Promise<SignBatchResult>;
+	signBatch(
+		params: Omit<SignBatchParams, "ticket">,
+		options: { nodeID?: string; timeoutMs: number; signal: AbortSignal },
+	): Promise<SignBatchResult>;
 	/** The batches one signer node is working on, as it answers; rejects when it does not within `timeoutMs`. */
 	inFlight(nodeID: string, timeoutMs: number): Promise<string[]>;
 	/** The largest message the transport carries to a signer, or null when nothing limits it (in-process). */

@@ -8,7 +8,11 @@ import type { RunReport } from "../contract";
 import { whenAvailable, type ActiveRun, type RunContext } from "./active-run";
 import type { BatcherStore, Emit, RecordsPort } from "./ports";
 
-export async function finishRun(active: ActiveRun, deps: { store: BatcherStore; records: RecordsPort; emit: Emit }, context: RunContext): Promise<void> {
+export async function finishRun(
+	active: ActiveRun,
+	deps: { store: BatcherStore; records: RecordsPort; emit: Emit },
+	context: RunContext,
+): Promise<void> {
 	const { run } = active;
 	const { logger } = context;
 	if (context.halted()) {
@@ -16,7 +20,9 @@ export async function finishRun(active: ActiveRun, deps: { store: BatcherStore; 
 		return;
 	}
 	const finishedAt = new Date(context.clock.now());
-	const summary = await whenAvailable(context, "the batcher's store", () => deps.store.batchSummary(run.runId));
+	const summary = await whenAvailable(context, "the batcher's store", () =>
+		deps.store.batchSummary(run.runId),
+	);
 	const progress = await deps.records.progress().catch(() => ({ records: 0, signed: 0 }));
 	const seconds = (finishedAt.getTime() - Date.parse(run.startedAt)) / 1000;
 	const report: RunReport = {
@@ -29,13 +35,26 @@ export async function finishRun(active: ActiveRun, deps: { store: BatcherStore; 
 		keysUsed: summary.keysUsed,
 		duplicates: summary.duplicates,
 		seconds,
-		recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0
+		recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0,
 	};
 	const status = active.failure ? "failed" : active.cancelled ? "cancelled" : "completed";
-	await whenAvailable(context, "the batcher's store", () => deps.store.updateRun(run.runId, { status, finishedAt: finishedAt.toISOString(), report, ...(active.failure ? { error: active.failure } : {}) }));
+	await whenAvailable(context, "the batcher's store", () =>
+		deps.store.updateRun(run.runId, {
+			status,
+			finishedAt: finishedAt.toISOString(),
+			report,
+			...(active.failure ? { error: active.failure } : {}),
+		}),
+	);
 	Object.assign(run, { status, finishedAt: finishedAt.toISOString(), report });
 	if (active.failure) logger.error(`Run ${run.runId} failed: ${active.failure}`);
-	else if (active.cancelled) logger.info(`Run ${run.runId} cancelled: ${summary.stored} records signed in ${seconds.toFixed(1)} s, ${progress.records - progress.signed} left for a later run`);
-	else logger.info(`Run ${run.runId} completed: ${summary.stored} records in ${seconds.toFixed(1)} s`);
+	else if (active.cancelled)
+		logger.info(
+			`Run ${run.runId} cancelled: ${summary.stored} records signed in ${seconds.toFixed(1)} s, ${progress.records - progress.signed} left for a later run`,
+		);
+	else
+		logger.info(
+			`Run ${run.runId} completed: ${summary.stored} records in ${seconds.toFixed(1)} s`,
+		);
 	deps.emit("run.completed", { report, status, error: active.failure });
 }

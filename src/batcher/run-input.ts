@@ -9,7 +9,11 @@ import type { RunDoc, RunView } from "../contract";
 
 export class InvalidBatchSizeError extends DomainError {
 	constructor(value: unknown) {
-		super("INVALID_BATCH_SIZE", `batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}, got ${JSON.stringify(value)}`, { field: "batchSize", min: 1, max: MAX_BATCH_SIZE, value });
+		super(
+			"INVALID_BATCH_SIZE",
+			`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}, got ${JSON.stringify(value)}`,
+			{ field: "batchSize", min: 1, max: MAX_BATCH_SIZE, value },
+		);
 	}
 }
 
@@ -23,7 +27,7 @@ export class BatchTooLargeError extends DomainError {
 			"BATCH_TOO_LARGE",
 			`batchSize ${batchSize} does not fit one message to a signer: a batch of ${batchSize} records takes about ${Math.ceil(bytes / 1024)} KB, and the NATS server takes at most ${Math.floor(limit / 1024)} KB (its max_payload). ` +
 				`Use a batch size of at most ${largest}, or raise the server's max_payload.`,
-			{ field: "batchSize", value: batchSize, max: largest, maxPayload: limit }
+			{ field: "batchSize", value: batchSize, max: largest, maxPayload: limit },
 		);
 	}
 }
@@ -31,7 +35,13 @@ export class BatchTooLargeError extends DomainError {
 export function validateBatchSize(value: unknown, fallback: number): number {
 	// Left out, the default; given, it must be a valid size (null included: it is not "left out").
 	if (value === undefined) return fallback;
-	if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_BATCH_SIZE) throw new InvalidBatchSizeError(value);
+	if (
+		typeof value !== "number" ||
+		!Number.isInteger(value) ||
+		value < 1 ||
+		value > MAX_BATCH_SIZE
+	)
+		throw new InvalidBatchSizeError(value);
 	return value;
 }
 
@@ -39,7 +49,13 @@ export function validateBatchSize(value: unknown, fallback: number): number {
 export function checkBatchFits(batchSize: number, maxRecordBytes: number, limit: number): void {
 	const perRecord = maxRecordBytes + BYTES_PER_RECORD;
 	const bytes = batchSize * perRecord + BYTES_PER_BATCH;
-	if (bytes > limit) throw new BatchTooLargeError(batchSize, bytes, limit, Math.max(1, Math.floor((limit - BYTES_PER_BATCH) / perRecord)));
+	if (bytes > limit)
+		throw new BatchTooLargeError(
+			batchSize,
+			bytes,
+			limit,
+			Math.max(1, Math.floor((limit - BYTES_PER_BATCH) / perRecord)),
+		);
 }
 
 /** Printable ASCII, as in the IETF httpapi Idempotency-Key draft; bounded so it cannot bloat the store. */
@@ -48,7 +64,11 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 export function validateIdempotencyKey(key: unknown): string | undefined {
 	if (key === undefined || key === null) return undefined;
 	if (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key))
-		throw new DomainError("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 255 printable ASCII characters", { field: "Idempotency-Key", rule: "1-255 printable ASCII characters" });
+		throw new DomainError(
+			"INVALID_IDEMPOTENCY_KEY",
+			"Idempotency-Key must be 1 to 255 printable ASCII characters",
+			{ field: "Idempotency-Key", rule: "1-255 printable ASCII characters" },
+		);
 	return key;
 }
 

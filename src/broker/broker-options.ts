@@ -31,20 +31,34 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 	return {
 		namespace: config.namespace,
 		// As the NATS user ops, `ops.<id>`: the only node subjects ops may read (src/broker/nats-permissions.ts).
-		nodeID: nodeIdFor(config.transporter, overrides.nodeID ?? config.nodeId ?? `${os.hostname()}-${process.pid}`),
+		nodeID: nodeIdFor(
+			config.transporter,
+			overrides.nodeID ?? config.nodeId ?? `${os.hostname()}-${process.pid}`,
+		),
 		transporter: config.transporter
 			? {
-				type: "NATS",
-				options: {
-					url: config.transporter,
-					// Keep reconnecting: a restarted nats-server must not strand a node.
-					maxReconnectAttempts: -1,
-					reconnectTimeWait: 500
+					type: "NATS",
+					options: {
+						url: config.transporter,
+						// Keep reconnecting: a restarted nats-server must not strand a node.
+						maxReconnectAttempts: -1,
+						reconnectTimeWait: 500,
+					},
 				}
-			}
 			: null,
 		// Secrets are masked in every line; LOG_FORMAT=json writes one object per line (src/log-format.ts).
-		logger: logLevel === false ? false : { type: "Console", options: { level: logLevel, formatter: config.logFormat === "json" ? jsonLogFormatter : textLogFormatter, colors: false } },
+		logger:
+			logLevel === false
+				? false
+				: {
+						type: "Console",
+						options: {
+							level: logLevel,
+							formatter:
+								config.logFormat === "json" ? jsonLogFormatter : textLogFormatter,
+							colors: false,
+						},
+					},
 		// A dead node is noticed within seconds, not after Moleculer's defaults.
 		heartbeatInterval: 2,
 		heartbeatTimeout: 6,
@@ -61,21 +75,35 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		// Metrics only where something exports them: measuring every call costs the event loop
 		// time a one-shot job (npm start, the benchmark) spends better on signing.
 		metrics: prometheus
-			? { enabled: true, reporter: [listeningPrometheus({ port: portChoice(config, "metricsPort"), path: "/metrics" })] }
+			? {
+					enabled: true,
+					reporter: [
+						listeningPrometheus({
+							port: portChoice(config, "metricsPort"),
+							path: "/metrics",
+						}),
+					],
+				}
 			: { enabled: false },
 		validator: true,
 		middlewares: [
 			// First registered is innermost: LocalFirst sees a call before FailLostRequests sends it out.
 			// PacketGuard wraps only the handling of incoming packets (none of the others does):
 			// a forged INFO naming this node must not stop it.
-			...(config.transporter ? [PacketGuardMiddleware(), FailLostRequestsMiddleware(), LocalFirstMiddleware()] : []),
+			...(config.transporter
+				? [PacketGuardMiddleware(), FailLostRequestsMiddleware(), LocalFirstMiddleware()]
+				: []),
 			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
 			HealthMiddleware({ port: overrides.health ? portChoice(config, "healthPort") : null }),
 			// The logic's DomainErrors become Moleculer errors at the edge of every local action (src/errors.ts).
-			DomainErrorsMiddleware()
+			DomainErrorsMiddleware(),
 		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.
-		replOptions: { customCommands: replCommands() as unknown as NonNullable<BrokerOptions["replOptions"]>["customCommands"] }
+		replOptions: {
+			customCommands: replCommands() as unknown as NonNullable<
+				BrokerOptions["replOptions"]
+			>["customCommands"],
+		},
 	};
 }

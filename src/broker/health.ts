@@ -36,7 +36,6 @@ export interface ReadinessReport {
 	notReady: string[];
 }
 
-
 export type HealthMiddleware = Middleware & {
 	/** Where the health server listens, once the broker is starting; null before and after. */
 	address(): AddressInfo | null;
@@ -53,7 +52,11 @@ export type ReadinessCondition = () => string | null;
 const conditions = new WeakMap<ServiceBroker, Map<string, ReadinessCondition>>();
 
 /** Adds `condition` to `broker`'s readiness (a service's store, say); returns how to take it away. */
-export function addReadinessCondition(broker: ServiceBroker, name: string, condition: ReadinessCondition): () => void {
+export function addReadinessCondition(
+	broker: ServiceBroker,
+	name: string,
+	condition: ReadinessCondition,
+): () => void {
 	let of = conditions.get(broker);
 	if (!of) conditions.set(broker, (of = new Map()));
 	of.set(name, condition);
@@ -81,16 +84,27 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 		if (broker.stopping) notReady.push("broker is stopping");
 		else if (!broker.started) notReady.push("broker is not started");
 		for (const service of broker.services)
-			if (!startedServices.has(service)) notReady.push(`service ${service.fullName} is not started`);
+			if (!startedServices.has(service))
+				notReady.push(`service ${service.fullName} is not started`);
 		const transit = broker.transit;
 		if (transit) {
 			const client = natsClient(broker);
-			if (!transit.connected || !transit.tx.connected || transportDown || client?.isClosed?.())
+			if (
+				!transit.connected ||
+				!transit.tx.connected ||
+				transportDown ||
+				client?.isClosed?.()
+			)
 				notReady.push("transporter is not connected");
 		}
 		if (required.length) {
-			const reachable = new Set(broker.registry.getServiceList({ onlyAvailable: true }).map(service => service.name));
-			for (const name of required) if (!reachable.has(name)) notReady.push(`service ${name} is not reachable`);
+			const reachable = new Set(
+				broker.registry
+					.getServiceList({ onlyAvailable: true })
+					.map((service) => service.name),
+			);
+			for (const name of required)
+				if (!reachable.has(name)) notReady.push(`service ${name} is not reachable`);
 		}
 		for (const condition of conditions.get(broker)?.values() ?? []) {
 			const reason = condition();
@@ -99,29 +113,43 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 		return {
 			status: notReady.length === 0 ? "ready" : "not ready",
 			nodeID: broker.nodeID,
-			services: broker.services.map(service => service.fullName).filter(name => !name.startsWith("$")),
-			notReady
+			services: broker.services
+				.map((service) => service.fullName)
+				.filter((name) => !name.startsWith("$")),
+			notReady,
 		};
 	}
 
 	function watchTransport(broker: ServiceBroker): void {
-		watchNatsStatus(broker, type => {
+		watchNatsStatus(broker, (type) => {
 			if (type === "disconnect") transportDown = true;
 			else if (type === "reconnect") transportDown = false;
 		});
 	}
 
-	function handle(broker: ServiceBroker, req: http.IncomingMessage, res: http.ServerResponse): void {
+	function handle(
+		broker: ServiceBroker,
+		req: http.IncomingMessage,
+		res: http.ServerResponse,
+	): void {
 		const path = (req.url ?? "/").split("?")[0];
 		const send = (code: number, body: object) => {
-			res.writeHead(code, { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" });
+			res.writeHead(code, {
+				"Content-Type": "application/json; charset=utf-8",
+				"Cache-Control": "no-store",
+			});
 			res.end(req.method === "HEAD" ? undefined : JSON.stringify(body));
 		};
 		if (req.method !== "GET" && req.method !== "HEAD") {
 			res.setHeader("Allow", "GET, HEAD");
 			return send(405, { error: "method not allowed" });
 		}
-		if (path === "/health/live") return send(200, { status: "live", nodeID: broker.nodeID, uptimeSeconds: Math.round(process.uptime()) });
+		if (path === "/health/live")
+			return send(200, {
+				status: "live",
+				nodeID: broker.nodeID,
+				uptimeSeconds: Math.round(process.uptime()),
+			});
 		if (path === "/health/ready") {
 			const report = readiness(broker);
 			return send(report.status === "ready" ? 200 : 503, report);
@@ -133,7 +161,7 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 		name: "Health",
 
 		created(broker: ServiceBroker) {
-			checks.set(broker, required => readiness(broker, required));
+			checks.set(broker, (required) => readiness(broker, required));
 		},
 
 		serviceStarted(service: Service) {
@@ -148,11 +176,22 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 
 		starting(broker: ServiceBroker) {
 			if (options.port === null) return Promise.resolve();
-			const choice: PortChoice = typeof options.port === "number" ? { port: options.port, variable: "HEALTH_PORT", explicit: true } : options.port;
+			const choice: PortChoice =
+				typeof options.port === "number"
+					? { port: options.port, variable: "HEALTH_PORT", explicit: true }
+					: options.port;
 			const listening = http.createServer((req, res) => handle(broker, req, res));
-			return listen(listening, choice, "health server", line => broker.logger.warn(line), options.host).then(({ port }) => {
+			return listen(
+				listening,
+				choice,
+				"health server",
+				(line) => broker.logger.warn(line),
+				options.host,
+			).then(({ port }) => {
 				server = listening;
-				broker.logger.info(`Health checks on http://${options.host ?? "0.0.0.0"}:${port}/health/live and /health/ready`);
+				broker.logger.info(
+					`Health checks on http://${options.host ?? "0.0.0.0"}:${port}/health/live and /health/ready`,
+				);
 			});
 		},
 
@@ -165,7 +204,7 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 			const closing = server;
 			server = null;
 			if (!closing) return Promise.resolve();
-			return new Promise<void>(resolve => {
+			return new Promise<void>((resolve) => {
 				closing.close(() => resolve());
 				// Probes use keep-alive; idle sockets would hold close() open.
 				closing.closeAllConnections();
@@ -174,7 +213,6 @@ export function HealthMiddleware(options: HealthOptions): HealthMiddleware {
 
 		address() {
 			return server ? (server.address() as AddressInfo) : null;
-		}
+		},
 	};
 }
-

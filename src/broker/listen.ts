@@ -16,11 +16,15 @@ export type { PortChoice };
 
 /** A port the user set is taken (or not allowed). */
 export class PortUnavailableError extends UserError {
-	constructor(readonly choice: PortChoice, what: string, cause: NodeJS.ErrnoException) {
+	constructor(
+		readonly choice: PortChoice,
+		what: string,
+		cause: NodeJS.ErrnoException,
+	) {
 		super(
 			cause.code === "EADDRINUSE"
 				? `${choice.variable}=${choice.port}: the port is already in use, so the ${what} cannot listen there. Stop the other process, or set ${choice.variable} to a free port (0 picks any).`
-				: `${choice.variable}=${choice.port}: the ${what} cannot listen there (${cause.code ?? cause.message}). Set ${choice.variable} to another port (0 picks any).`
+				: `${choice.variable}=${choice.port}: the ${what} cannot listen there (${cause.code ?? cause.message}). Set ${choice.variable} to another port (0 picks any).`,
 		);
 	}
 }
@@ -46,15 +50,24 @@ function bind(server: Server, port: number, host: string | undefined): Promise<A
  * a free one, calling `warn` with a line that names the variable. Rejects with a
  * PortUnavailableError otherwise.
  */
-export async function listen(server: Server, choice: PortChoice, what: string, warn: (line: string) => void, host?: string): Promise<AddressInfo> {
+export async function listen(
+	server: Server,
+	choice: PortChoice,
+	what: string,
+	warn: (line: string) => void,
+	host?: string,
+): Promise<AddressInfo> {
 	try {
 		return await bind(server, choice.port, host);
 	} catch (err) {
 		const error = err as NodeJS.ErrnoException;
 		const unavailable = error.code === "EADDRINUSE" || error.code === "EACCES";
-		if (!unavailable || choice.explicit || choice.port === 0) throw unavailable ? new PortUnavailableError(choice, what, error) : err;
+		if (!unavailable || choice.explicit || choice.port === 0)
+			throw unavailable ? new PortUnavailableError(choice, what, error) : err;
 		const address = await bind(server, 0, host);
-		warn(`Port ${choice.port} (the default of ${choice.variable}) is in use: the ${what} listens on port ${address.port} instead. Set ${choice.variable} to choose one.`);
+		warn(
+			`Port ${choice.port} (the default of ${choice.variable}) is in use: the ${what} listens on port ${address.port} instead. Set ${choice.variable} to choose one.`,
+		);
 		return address;
 	}
 }

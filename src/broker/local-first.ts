@@ -34,11 +34,20 @@ export function LocalFirstMiddleware(): Middleware {
 					return ctx.endpoint.action.handler(ctx);
 				}
 				if (!ctx.nodeID) {
-					const endpoints = (ctx.broker.registry as unknown as { getActionEndpoints(name: string): EndpointList | null }).getActionEndpoints(action.name);
-					if (endpoints?.hasLocal()) return ctx.broker.call(action.name, ctx.params as object, { ...ctx.options, nodeID: ctx.broker.nodeID, parentCtx: ctx as never });
+					const endpoints = (
+						ctx.broker.registry as unknown as {
+							getActionEndpoints(name: string): EndpointList | null;
+						}
+					).getActionEndpoints(action.name);
+					if (endpoints?.hasLocal())
+						return ctx.broker.call(action.name, ctx.params as object, {
+							...ctx.options,
+							nodeID: ctx.broker.nodeID,
+							parentCtx: ctx as never,
+						});
 				}
 				return next(ctx);
 			};
-		}
+		},
 	} as unknown as Middleware;
 }

@@ -39,7 +39,10 @@ interface Transit {
 /** What of nats.js this middleware uses beside the status events. */
 interface NatsPubSub {
 	publish(subject: string, data: Uint8Array): void;
-	subscribe(subject: string, options: { callback(err: Error | null, msg: { data: Uint8Array }): void }): unknown;
+	subscribe(
+		subject: string,
+		options: { callback(err: Error | null, msg: { data: Uint8Array }): void },
+	): unknown;
 }
 
 /** Options of a call this middleware reads (beside Moleculer's own). */
@@ -56,7 +59,12 @@ export const PEER_RECONNECTED = "$transporter.peerReconnected";
 export class RequestAbortedError extends Errors.MoleculerRetryableError {
 	/** `nodeID` is null for a call balanced by NATS (it names no node). */
 	constructor(action: string, nodeID: string | null, reason: string) {
-		super(`Request '${action}'${nodeID ? ` to '${nodeID}'` : ""} was given up: ${reason}`, 503, "REQUEST_ABORTED", { action, nodeID });
+		super(
+			`Request '${action}'${nodeID ? ` to '${nodeID}'` : ""} was given up: ${reason}`,
+			503,
+			"REQUEST_ABORTED",
+			{ action, nodeID },
+		);
 	}
 }
 
@@ -76,7 +84,12 @@ function failPending(transit: Transit, which: (request: PendingRequest) => boole
 		if (request.ctx?.options?.keepOnReconnect || !which(request)) continue;
 		nodes.add(request.nodeID);
 		transit.removePendingRequest(id);
-		request.reject(new Errors.RequestRejectedError({ action: request.action?.name ?? "?", nodeID: request.nodeID }));
+		request.reject(
+			new Errors.RequestRejectedError({
+				action: request.action?.name ?? "?",
+				nodeID: request.nodeID,
+			}),
+		);
 	}
 	return nodes;
 }
@@ -84,8 +97,9 @@ function failPending(transit: Transit, which: (request: PendingRequest) => boole
 /** `nodeID` has `action` (by the registry this node keeps). */
 function serves(broker: ServiceBroker, nodeID: string, action: string | undefined): boolean {
 	if (!action) return false;
-	const endpoints = broker.registry.getActionEndpoints(action) as unknown as { endpoints?: Array<{ id: string }> } | undefined;
-	return endpoints?.endpoints?.some(endpoint => endpoint.id === nodeID) ?? false;
+	const endpoints = broker.registry.getActionEndpoints(action) as unknown as
+		{ endpoints?: Array<{ id: string }> } | undefined;
+	return endpoints?.endpoints?.some((endpoint) => endpoint.id === nodeID) ?? false;
 }
 
 /** What the middleware reads of a remote call's context. */
@@ -102,20 +116,37 @@ export function FailLostRequestsMiddleware(): Middleware {
 		remoteAction(next: (ctx: RemoteCall) => Promise<unknown>, action: { name: string }) {
 			return function settled(ctx: RemoteCall) {
 				const signal = ctx.options?.signal;
-				if (signal?.aborted) return Promise.reject(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)));
+				if (signal?.aborted)
+					return Promise.reject(
+						new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)),
+					);
 				const result = next(ctx);
 				const transit = transitOf(ctx.broker);
 				const request = transit?.pendingRequests.get(ctx.id);
 				if (!transit || !request) return result;
 				const giveUp = (err: Error) => {
-					if (transit.pendingRequests.get(ctx.id) === request) transit.removePendingRequest(ctx.id);
+					if (transit.pendingRequests.get(ctx.id) === request)
+						transit.removePendingRequest(ctx.id);
 					request.reject(err);
 				};
 				// Just after Moleculer's own timeout has answered the caller.
 				const timeoutMs = ctx.options?.timeout ?? 0;
-				const timer = timeoutMs > 0 ? setTimeout(() => giveUp(new Errors.RequestTimeoutError({ action: action.name, nodeID: ctx.nodeID })), timeoutMs + 100) : null;
+				const timer =
+					timeoutMs > 0
+						? setTimeout(
+								() =>
+									giveUp(
+										new Errors.RequestTimeoutError({
+											action: action.name,
+											nodeID: ctx.nodeID,
+										}),
+									),
+								timeoutMs + 100,
+							)
+						: null;
 				timer?.unref();
-				const onAbort = () => giveUp(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal!)));
+				const onAbort = () =>
+					giveUp(new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal!)));
 				signal?.addEventListener("abort", onAbort, { once: true });
 				return result.finally(() => {
 					if (timer) clearTimeout(timer);
@@ -133,22 +164,38 @@ export function FailLostRequestsMiddleware(): Middleware {
 					if (err) return;
 					let nodeID: unknown;
 					try {
-						nodeID = (JSON.parse(Buffer.from(msg.data).toString("utf8")) as { nodeID?: unknown }).nodeID;
+						nodeID = (
+							JSON.parse(Buffer.from(msg.data).toString("utf8")) as {
+								nodeID?: unknown;
+							}
+						).nodeID;
 					} catch {
 						return;
 					}
 					if (typeof nodeID !== "string" || nodeID === broker.nodeID) return;
-					const failed = failPending(transit, request => request.nodeID === nodeID || (!request.nodeID && serves(broker, nodeID as string, request.action?.name)));
-					if (failed.size) broker.logger.warn(`Node '${nodeID}' reconnected to NATS: failing the requests sent to it before; they may have been dropped while it was away`);
+					const failed = failPending(
+						transit,
+						(request) =>
+							request.nodeID === nodeID ||
+							(!request.nodeID &&
+								serves(broker, nodeID as string, request.action?.name)),
+					);
+					if (failed.size)
+						broker.logger.warn(
+							`Node '${nodeID}' reconnected to NATS: failing the requests sent to it before; they may have been dropped while it was away`,
+						);
 					void broker.broadcastLocal(PEER_RECONNECTED, { nodeID });
-				}
+				},
 			});
-			watchNatsStatus(broker, type => {
+			watchNatsStatus(broker, (type) => {
 				if (type !== "reconnect") return;
 				client.publish(subject, Buffer.from(JSON.stringify({ nodeID: broker.nodeID })));
 				const nodes = failPending(transit, () => true);
-				if (nodes.size) broker.logger.warn(`Transporter reconnected: failing the requests in flight to ${[...nodes].join(", ")}; their replies may be lost`);
+				if (nodes.size)
+					broker.logger.warn(
+						`Transporter reconnected: failing the requests in flight to ${[...nodes].join(", ")}; their replies may be lost`,
+					);
 			});
-		}
+		},
 	} as unknown as Middleware;
 }

@@ -25,14 +25,24 @@ export class ListeningPrometheusReporter extends MetricReporters.Prometheus {
 	override init(registry: MetricRegistry): void {
 		// The base reporter's init (registry, logger, filters), not the Prometheus one that listens.
 		MetricReporters.Base.prototype.init.call(this, registry);
-		const opts = this.opts as typeof this.opts & { defaultLabels: (registry: MetricRegistry) => Record<string, unknown> };
-		(this as unknown as { defaultLabels: Record<string, unknown> }).defaultLabels = typeof opts.defaultLabels === "function" ? opts.defaultLabels.call(this, registry) : opts.defaultLabels;
+		const opts = this.opts as typeof this.opts & {
+			defaultLabels: (registry: MetricRegistry) => Record<string, unknown>;
+		};
+		(this as unknown as { defaultLabels: Record<string, unknown> }).defaultLabels =
+			typeof opts.defaultLabels === "function"
+				? opts.defaultLabels.call(this, registry)
+				: opts.defaultLabels;
 		this.server = http.createServer();
 		this.server.on("request", this.handler.bind(this));
-		const logger = (this as unknown as { logger: { info(line: string): void; warn(line: string): void } }).logger;
-		listen(this.server, this.choice, "Prometheus metrics endpoint", line => logger.warn(line)).then(
-			({ port }) => logger.info(`Prometheus metrics on http://0.0.0.0:${port}${this.opts.path}`),
-			(err: Error) => registry.broker.fatal(err.message, err, true)
+		const logger = (
+			this as unknown as { logger: { info(line: string): void; warn(line: string): void } }
+		).logger;
+		listen(this.server, this.choice, "Prometheus metrics endpoint", (line) =>
+			logger.warn(line),
+		).then(
+			({ port }) =>
+				logger.info(`Prometheus metrics on http://0.0.0.0:${port}${this.opts.path}`),
+			(err: Error) => registry.broker.fatal(err.message, err, true),
 		);
 	}
 
@@ -42,9 +52,17 @@ export class ListeningPrometheusReporter extends MetricReporters.Prometheus {
 	}
 }
 
-MetricReporters.register("ListeningPrometheus", ListeningPrometheusReporter as unknown as MetricReporters.Base);
+MetricReporters.register(
+	"ListeningPrometheus",
+	ListeningPrometheusReporter as unknown as MetricReporters.Base,
+);
 
-type ReporterOption = NonNullable<Exclude<Extract<NonNullable<BrokerOptions["metrics"]>, object>["reporter"], unknown[] | string | null>>;
+type ReporterOption = NonNullable<
+	Exclude<
+		Extract<NonNullable<BrokerOptions["metrics"]>, object>["reporter"],
+		unknown[] | string | null
+	>
+>;
 
 /** The broker's `metrics.reporter` entry for this reporter (Moleculer's typings list only its own names). */
 export function listeningPrometheus(options: ListeningPrometheusOptions): ReporterOption {

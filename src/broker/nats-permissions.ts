@@ -58,7 +58,8 @@ export function transporterUser(transporter: string | null | undefined): string 
 
 /** The node id a node runs under: as the ops user, `ops.<nodeID>` (unless it is so already). */
 export function nodeIdFor(transporter: string | null | undefined, nodeID: string): string {
-	if (transporterUser(transporter) !== OPS_TOKEN || nodeID.startsWith(`${OPS_TOKEN}.`)) return nodeID;
+	if (transporterUser(transporter) !== OPS_TOKEN || nodeID.startsWith(`${OPS_TOKEN}.`))
+		return nodeID;
 	return `${OPS_TOKEN}.${nodeID}`;
 }
 
@@ -81,34 +82,49 @@ export interface RolePermissions {
  * The permissions of each role's user. `keyringNodes`: the node ids a keyring may run as (the
  * subjects of requests to one node are `<prefix>.REQ.<nodeID>`; a dotted id gets its `.>` too).
  */
-export function rolePermissions(namespace: string, keyringNodes: string[]): Record<NatsRole, RolePermissions> {
+export function rolePermissions(
+	namespace: string,
+	keyringNodes: string[],
+): Record<NatsRole, RolePermissions> {
 	const p = subjectPrefix(namespace);
 	const all = [`${p}.>`];
-	const keyringNodeSubjects = keyringNodes.flatMap(node => [`${p}.REQ.${node}`, `${p}.REQ.${node}.>`]);
-	const noLeases = { allow: all, deny: [...LEASE_ACTIONS.map(action => `${p}.REQB.${action}`), ...keyringNodeSubjects] };
+	const keyringNodeSubjects = keyringNodes.flatMap((node) => [
+		`${p}.REQ.${node}`,
+		`${p}.REQ.${node}.>`,
+	]);
+	const noLeases = {
+		allow: all,
+		deny: [...LEASE_ACTIONS.map((action) => `${p}.REQB.${action}`), ...keyringNodeSubjects],
+	};
 	const opsNode = `${OPS_TOKEN}.>`;
 	return {
 		keyring: { publish: { allow: all }, subscribe: { allow: all } },
 		// Signers reach the lease actions (their credential is checked there) but cannot serve as the keyring.
-		signer: { publish: { allow: all }, subscribe: { allow: all, deny: [`${p}.REQB.keyring.>`, ...keyringNodeSubjects] } },
-		api: { publish: noLeases, subscribe: { allow: all, deny: [`${p}.REQB.keyring.>`, ...keyringNodeSubjects] } },
+		signer: {
+			publish: { allow: all },
+			subscribe: { allow: all, deny: [`${p}.REQB.keyring.>`, ...keyringNodeSubjects] },
+		},
+		api: {
+			publish: noLeases,
+			subscribe: { allow: all, deny: [`${p}.REQB.keyring.>`, ...keyringNodeSubjects] },
+		},
 		// What a node with no services needs, and nothing else (the file comment).
 		ops: {
 			publish: noLeases,
 			subscribe: {
 				allow: [
-					...BROADCASTS.map(cmd => `${p}.${cmd}`),
-					...TARGETED.map(cmd => `${p}.${cmd}.${opsNode}`),
+					...BROADCASTS.map((cmd) => `${p}.${cmd}`),
+					...TARGETED.map((cmd) => `${p}.${cmd}.${opsNode}`),
 					`${p}.REQB.$node.>`,
 					`${p}.EVENTB.${opsNode}`,
-					`${p}.X-RECONNECTED`
-				]
-			}
-		}
+					`${p}.X-RECONNECTED`,
+				],
+			},
+		},
 	};
 }
 
-const list = (subjects: string[]) => `[${subjects.map(s => JSON.stringify(s)).join(", ")}]`;
+const list = (subjects: string[]) => `[${subjects.map((s) => JSON.stringify(s)).join(", ")}]`;
 
 function permissionBlock(permissions: RolePermissions, indent: string): string {
 	const side = (name: string, rules: { allow: string[]; deny?: string[] }) =>
@@ -121,9 +137,16 @@ function permissionBlock(permissions: RolePermissions, indent: string): string {
  * gives each role's password as it is written into the file: a quoted literal, or `$VAR`
  * (nats-server reads it from the environment).
  */
-export function authorizationBlock(namespace: string, keyringNodes: string[], passwords: Record<NatsRole, string>): string {
+export function authorizationBlock(
+	namespace: string,
+	keyringNodes: string[],
+	passwords: Record<NatsRole, string>,
+): string {
 	const permissions = rolePermissions(namespace, keyringNodes);
-	const users = NATS_ROLES.map(role => `    {\n      user: ${JSON.stringify(role)}\n      password: ${passwords[role]}\n${permissionBlock(permissions[role], "      ")}\n    }`);
+	const users = NATS_ROLES.map(
+		(role) =>
+			`    {\n      user: ${JSON.stringify(role)}\n      password: ${passwords[role]}\n${permissionBlock(permissions[role], "      ")}\n    }`,
+	);
 	return `authorization {\n  users: [\n${users.join(",\n")}\n  ]\n}\n`;
 }
 

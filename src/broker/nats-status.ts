@@ -14,7 +14,8 @@ interface NatsStatusSource {
 }
 
 export function natsClient(broker: ServiceBroker): NatsStatusSource | null {
-	const client = (broker.transit?.tx as unknown as { client?: unknown } | undefined)?.client as NatsStatusSource | null | undefined;
+	const client = (broker.transit?.tx as unknown as { client?: unknown } | undefined)?.client as
+		NatsStatusSource | null | undefined;
 	return client && typeof client.status === "function" ? client : null;
 }
 

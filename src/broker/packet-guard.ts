@@ -49,7 +49,7 @@ const ANNOUNCE_EVERY_MS = 1_000;
 
 /** An attacker's string, fit for one log line. */
 function shown(value: unknown): string {
-	const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+	const text = typeof value === "string" ? value : (JSON.stringify(value) ?? String(value));
 	return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
 }
 
@@ -65,7 +65,8 @@ class DropLog {
 		if (now - this.windowStart >= WARN_EVERY_MS) {
 			this.windowStart = now;
 			this.warnings = 0;
-			for (const [key, at] of this.lastWarned) if (now - at >= WARN_EVERY_MS) this.lastWarned.delete(key);
+			for (const [key, at] of this.lastWarned)
+				if (now - at >= WARN_EVERY_MS) this.lastWarned.delete(key);
 		}
 		const key = shown(claimed?.instanceID);
 		const last = this.lastWarned.get(key);
@@ -75,11 +76,13 @@ class DropLog {
 		}
 		this.lastWarned.set(key, now);
 		this.warnings++;
-		const more = this.unlogged ? ` (${this.unlogged} more such packet(s) dropped since the last warning)` : "";
+		const more = this.unlogged
+			? ` (${this.unlogged} more such packet(s) dropped since the last warning)`
+			: "";
 		this.unlogged = 0;
 		logger.warn(
 			`Dropped an INFO packet claiming to be this node: sender ${shown(claimed?.sender)}, instanceID ${key}, while this node is ${JSON.stringify(nodeID)} ` +
-			`instance ${JSON.stringify(instanceID)}. Either a forged packet or a second process started with this node id; this node keeps running${more}`
+				`instance ${JSON.stringify(instanceID)}. Either a forged packet or a second process started with this node id; this node keeps running${more}`,
 		);
 	}
 }
@@ -96,7 +99,11 @@ class Announcer {
 		this.timer = setTimeout(() => {
 			this.timer = null;
 			this.last = Date.now();
-			transit.sendNodeInfo(transit.broker.getLocalNodeInfo()).catch((err: Error) => logger.warn(`Could not announce this node again: ${err.message}`));
+			transit
+				.sendNodeInfo(transit.broker.getLocalNodeInfo())
+				.catch((err: Error) =>
+					logger.warn(`Could not announce this node again: ${err.message}`),
+				);
 		}, delay);
 		this.timer.unref();
 	}
@@ -109,10 +116,19 @@ class Announcer {
 }
 
 /** `next`, except that an INFO packet claiming `transit`'s node id from another instance goes to `drop`. */
-function guardedHandler(transit: Transit, next: MessageHandler, drop: (transit: Transit, payload: Packet["payload"]) => void): MessageHandler {
+function guardedHandler(
+	transit: Transit,
+	next: MessageHandler,
+	drop: (transit: Transit, payload: Packet["payload"]) => void,
+): MessageHandler {
 	return function guarded(this: unknown, cmd: string, packet: Packet) {
 		const payload = packet?.payload;
-		if (cmd === "INFO" && payload && payload.sender === transit.nodeID && payload.instanceID !== transit.instanceID) {
+		if (
+			cmd === "INFO" &&
+			payload &&
+			payload.sender === transit.nodeID &&
+			payload.instanceID !== transit.instanceID
+		) {
 			drop(transit, payload);
 			return Promise.resolve(false);
 		}
@@ -138,6 +154,6 @@ export function PacketGuardMiddleware(): Middleware {
 		},
 		stopping() {
 			announcer.stop();
-		}
+		},
 	} as unknown as Middleware;
 }

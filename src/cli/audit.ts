@@ -22,7 +22,8 @@ Exit code: 0 every rule holds, 1 violations, 2 error.
 function nonNegativeInteger(raw: string | undefined, flag: string): number | undefined {
 	if (raw === undefined) return undefined;
 	const value = Number(raw);
-	if (raw.trim() === "" || !Number.isInteger(value) || value < 0) throw new UsageError(`--${flag} must be a non-negative integer, got "${raw}"`);
+	if (raw.trim() === "" || !Number.isInteger(value) || value < 0)
+		throw new UsageError(`--${flag} must be a non-negative integer, got "${raw}"`);
 	return value;
 }
 
@@ -31,7 +32,7 @@ const OPTIONS = {
 	from: { type: "string" },
 	json: { type: "boolean" },
 	"clock-tolerance-ms": { type: "string" },
-	"max-listed": { type: "string" }
+	"max-listed": { type: "string" },
 } as const;
 
 async function main(values: Flags<typeof OPTIONS>): Promise<number> {
@@ -57,7 +58,12 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	} finally {
 		db.close();
 	}
-	await write(process.stdout, values.json ? JSON.stringify({ source, ...report }, null, 2) + "\n" : formatReport(report, source));
+	await write(
+		process.stdout,
+		values.json
+			? JSON.stringify({ source, ...report }, null, 2) + "\n"
+			: formatReport(report, source),
+	);
 	return report.ok ? 0 : 1;
 }
 

@@ -20,7 +20,13 @@ export default async function sign(task: JoseTask): Promise<number> {
 	const privateKey = await key;
 	const records = JSON.parse(task.records) as Array<[string, string]>;
 	const encoder = new TextEncoder();
-	const jws = await Promise.all(records.map(([id, data]) =>
-		new FlattenedSign(encoder.encode(JSON.stringify({ id, data }))).setProtectedHeader({ alg: "EdDSA", kid: task.keyId }).sign(privateKey).then(s => `${s.protected}..${s.signature}`)));
+	const jws = await Promise.all(
+		records.map(([id, data]) =>
+			new FlattenedSign(encoder.encode(JSON.stringify({ id, data })))
+				.setProtectedHeader({ alg: "EdDSA", kid: task.keyId })
+				.sign(privateKey)
+				.then((s) => `${s.protected}..${s.signature}`),
+		),
+	);
 	return jws.length;
 }

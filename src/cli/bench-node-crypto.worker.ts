@@ -18,6 +18,10 @@ export default function sign(task: NodeCryptoTask): number {
 	const header = protectedHeader(task.keyId);
 	const records = JSON.parse(task.records) as Array<[string, string]>;
 	const jws = new Array<string>(records.length);
-	for (let i = 0; i < records.length; i++) jws[i] = nodeCryptoSignDetached(task.key, header, { id: records[i][0], data: records[i][1] });
+	for (let i = 0; i < records.length; i++)
+		jws[i] = nodeCryptoSignDetached(task.key, header, {
+			id: records[i][0],
+			data: records[i][1],
+		});
 	return jws.join("\n").length;
 }

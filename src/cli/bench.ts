@@ -57,7 +57,7 @@ const OPTIONS = {
 	keys: { type: "string" },
 	"batch-size": { type: "string" },
 	"skip-nats": { type: "boolean" },
-	"skip-checks-cost": { type: "boolean" }
+	"skip-checks-cost": { type: "boolean" },
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -73,18 +73,27 @@ const workerFile = (name: string) => path.join(__dirname, `${name}${path.extname
  * Streams the stored payloads, in id order and `CHUNK` at a time, to `run` on a pool of one
  * thread per core, keeping two tasks per thread in flight; returns the seconds it took.
  */
-async function overStoredPayloads<T>(dataDir: string, pool: Piscina, task: (chunk: string) => T): Promise<number> {
+async function overStoredPayloads<T>(
+	dataDir: string,
+	pool: Piscina,
+	task: (chunk: string) => T,
+): Promise<number> {
 	const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
 	const inFlight = new Set<Promise<unknown>>();
 	const started = performance.now();
 	let chunk: Array<[string, string]> = [];
 	const send = async () => {
-		const run: Promise<unknown> = pool.run(task(JSON.stringify(chunk))).finally(() => inFlight.delete(run));
+		const run: Promise<unknown> = pool
+			.run(task(JSON.stringify(chunk)))
+			.finally(() => inFlight.delete(run));
 		inFlight.add(run);
 		chunk = [];
 		if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
 	};
-	for (const row of db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{ id: string; data: string }>) {
+	for (const row of db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{
+		id: string;
+		data: string;
+	}>) {
 		chunk.push([row.id, row.data]);
 		if (chunk.length === CHUNK) await send();
 	}
@@ -100,11 +109,16 @@ async function overStoredPayloads<T>(dataDir: string, pool: Piscina, task: (chun
  * key lives in guarded memory and reaches the threads as in a run: one hand-off per chunk.
  */
 async function sodiumFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<SignTask, SignTaskResult>({ filename: workerFile("../signer/sign.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const pool = new Piscina<SignTask, SignTaskResult>({
+		filename: workerFile("../signer/sign.worker"),
+		minThreads: cores,
+		maxThreads: cores,
+		resourceLimits: SIGNING_THREAD_LIMITS,
+	});
 	const key = LeaseSecret.generate("key-000");
 	const handOffs: SharedArrayBuffer[] = [];
 	try {
-		return await overStoredPayloads(dataDir, pool, records => {
+		return await overStoredPayloads(dataDir, pool, (records) => {
 			const secret = key.handOff();
 			handOffs.push(secret);
 			return { secret, keyId: key.keyId, records, deadline: Infinity };
@@ -118,10 +132,19 @@ async function sodiumFloor(dataDir: string): Promise<number> {
 
 /** The same signatures with node:crypto (OpenSSL), one thread per core. */
 async function nodeCryptoFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<NodeCryptoTask, number>({ filename: workerFile("bench-node-crypto.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const pool = new Piscina<NodeCryptoTask, number>({
+		filename: workerFile("bench-node-crypto.worker"),
+		minThreads: cores,
+		maxThreads: cores,
+		resourceLimits: SIGNING_THREAD_LIMITS,
+	});
 	const { privateKey } = generateKeyPairSync("ed25519");
 	try {
-		return await overStoredPayloads(dataDir, pool, records => ({ key: privateKey, keyId: "key-000", records }));
+		return await overStoredPayloads(dataDir, pool, (records) => ({
+			key: privateKey,
+			keyId: "key-000",
+			records,
+		}));
 	} finally {
 		await pool.destroy();
 	}
@@ -129,23 +152,40 @@ async function nodeCryptoFloor(dataDir: string): Promise<number> {
 
 /** The same signatures with jose, one thread per core. */
 async function joseFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<JoseTask, number>({ filename: workerFile("bench-jose.worker"), minThreads: cores, maxThreads: cores, resourceLimits: SIGNING_THREAD_LIMITS });
+	const pool = new Piscina<JoseTask, number>({
+		filename: workerFile("bench-jose.worker"),
+		minThreads: cores,
+		maxThreads: cores,
+		resourceLimits: SIGNING_THREAD_LIMITS,
+	});
 	const { privateKey } = generateKeyPairSync("ed25519");
 	const jwk = privateKey.export({ format: "jwk" });
 	try {
-		return await overStoredPayloads(dataDir, pool, records => ({ jwk, keyId: "key-000", records }));
+		return await overStoredPayloads(dataDir, pool, (records) => ({
+			jwk,
+			keyId: "key-000",
+			records,
+		}));
 	} finally {
 		await pool.destroy();
 	}
 }
 
-async function timedRun(broker: ServiceBroker, completion: Promise<RunCompletedEvent>, records: number, batchSize: number): Promise<number> {
+async function timedRun(
+	broker: ServiceBroker,
+	completion: Promise<RunCompletedEvent>,
+	records: number,
+	batchSize: number,
+): Promise<number> {
 	const started = performance.now();
 	await call(broker, Actions.batcher.start, { batchSize });
 	const outcome = await completion;
 	const took = seconds(started);
 	const progress = await call(broker, Actions.records.progress, {});
-	if (outcome.status !== "completed" || progress.signed !== records) throw new Error(`the run ended ${outcome.status} with ${progress.signed} of ${records} records signed: ${outcome.error ?? ""}`);
+	if (outcome.status !== "completed" || progress.signed !== records)
+		throw new Error(
+			`the run ended ${outcome.status} with ${progress.signed} of ${records} records signed: ${outcome.error ?? ""}`,
+		);
 	return took;
 }
 
@@ -167,11 +207,28 @@ interface EmbeddedFigures {
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
 async function seededSystem(records: number, keys: number, batchSize: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
-	const broker = createSystem(loadConfig({ RECORDS: String(records), KEYS: String(keys), BATCH_SIZE: String(batchSize), DATA_DIR: dataDir }), { logLevel: "warn" });
-	const completion = new Promise<RunCompletedEvent>(resolve => broker.createService({ name: "bench-watch", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
+	const broker = createSystem(
+		loadConfig({
+			RECORDS: String(records),
+			KEYS: String(keys),
+			BATCH_SIZE: String(batchSize),
+			DATA_DIR: dataDir,
+		}),
+		{ logLevel: "warn" },
+	);
+	const completion = new Promise<RunCompletedEvent>((resolve) =>
+		broker.createService({
+			name: "bench-watch",
+			events: {
+				[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params),
+			},
+		}),
+	);
 	const started = performance.now();
 	await broker.start();
-	console.log(`seeded     ${records} records and ${keys} keys in ${seconds(started).toFixed(1)} s (not timed)`);
+	console.log(
+		`seeded     ${records} records and ${keys} keys in ${seconds(started).toFixed(1)} s (not timed)`,
+	);
 	const remove = async () => {
 		if (broker.started) await broker.stop();
 		fs.rmSync(dataDir, { recursive: true, force: true });
@@ -180,7 +237,12 @@ async function seededSystem(records: number, keys: number, batchSize: number) {
 }
 
 /** The run on a fresh store of the same records, with the bus checks on or off in this process. */
-async function freshRun(records: number, keys: number, batchSize: number, checks: boolean): Promise<number> {
+async function freshRun(
+	records: number,
+	keys: number,
+	batchSize: number,
+	checks: boolean,
+): Promise<number> {
 	const system = await seededSystem(records, keys, batchSize);
 	try {
 		const run = () => timedRun(system.broker, system.completion, records, batchSize);
@@ -193,34 +255,61 @@ async function freshRun(records: number, keys: number, batchSize: number, checks
 /** Pairs of runs measured in turn, with the checks and without: the median of the pairs' ratios is what the checks cost. */
 const CHECK_PAIRS = 3;
 
-async function checksCost(records: number, keys: number, batchSize: number): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number }> {
+async function checksCost(
+	records: number,
+	keys: number,
+	batchSize: number,
+): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number }> {
 	const pairs: Array<{ checked: number; unchecked: number }> = [];
 	for (let i = 0; i < CHECK_PAIRS; i++) {
 		// Alternating which goes first, so a machine speeding up or slowing down favours neither.
 		const order = i % 2 === 0 ? [true, false] : [false, true];
 		const took: Record<string, number> = {};
-		for (const checks of order) took[String(checks)] = await freshRun(records, keys, batchSize, checks);
+		for (const checks of order)
+			took[String(checks)] = await freshRun(records, keys, batchSize, checks);
 		pairs.push({ checked: took.true, unchecked: took.false });
-		console.log(`checks     pair ${i + 1}: ${took.true.toFixed(2)} s with the bus checks, ${took.false.toFixed(2)} s without (${(100 * (took.true / took.false - 1)).toFixed(1)}%)`);
+		console.log(
+			`checks     pair ${i + 1}: ${took.true.toFixed(2)} s with the bus checks, ${took.false.toFixed(2)} s without (${(100 * (took.true / took.false - 1)).toFixed(1)}%)`,
+		);
 	}
-	const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-	const cost = median(pairs.map(pair => pair.checked / pair.unchecked - 1));
-	console.log(`checks     cost ${(100 * cost).toFixed(1)}% of the run (median of ${CHECK_PAIRS} pairs: tickets, lease tokens, proofs and counting batches from records)`);
-	return { checkedSeconds: median(pairs.map(pair => pair.checked)), uncheckedSeconds: median(pairs.map(pair => pair.unchecked)), cost };
+	const median = (values: number[]) =>
+		[...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+	const cost = median(pairs.map((pair) => pair.checked / pair.unchecked - 1));
+	console.log(
+		`checks     cost ${(100 * cost).toFixed(1)}% of the run (median of ${CHECK_PAIRS} pairs: tickets, lease tokens, proofs and counting batches from records)`,
+	);
+	return {
+		checkedSeconds: median(pairs.map((pair) => pair.checked)),
+		uncheckedSeconds: median(pairs.map((pair) => pair.unchecked)),
+		cost,
+	};
 }
 
-async function embedded(records: number, keys: number, batchSize: number, withChecksCost: boolean): Promise<EmbeddedFigures> {
+async function embedded(
+	records: number,
+	keys: number,
+	batchSize: number,
+	withChecksCost: boolean,
+): Promise<EmbeddedFigures> {
 	const { dataDir, broker, completion, remove } = await seededSystem(records, keys, batchSize);
 	try {
 		const floorSeconds = await sodiumFloor(dataDir);
-		console.log(`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: libsodium Ed25519, ${cores} threads, no coordination, no storage)`);
+		console.log(
+			`floor      ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: libsodium Ed25519, ${cores} threads, no coordination, no storage)`,
+		);
 		const nodeCryptoFloorSeconds = await nodeCryptoFloor(dataDir);
-		console.log(`node:crypto floor ${nodeCryptoFloorSeconds.toFixed(2)} s  (${Math.round(records / nodeCryptoFloorSeconds)} signatures/s: the same with node:crypto; libsodium ${(nodeCryptoFloorSeconds / floorSeconds).toFixed(2)}x as fast)`);
+		console.log(
+			`node:crypto floor ${nodeCryptoFloorSeconds.toFixed(2)} s  (${Math.round(records / nodeCryptoFloorSeconds)} signatures/s: the same with node:crypto; libsodium ${(nodeCryptoFloorSeconds / floorSeconds).toFixed(2)}x as fast)`,
+		);
 		const joseFloorSeconds = await joseFloor(dataDir);
-		console.log(`jose floor ${joseFloorSeconds.toFixed(2)} s  (${Math.round(records / joseFloorSeconds)} signatures/s: the same with jose)`);
+		console.log(
+			`jose floor ${joseFloorSeconds.toFixed(2)} s  (${Math.round(records / joseFloorSeconds)} signatures/s: the same with jose)`,
+		);
 
 		const runSeconds = await timedRun(broker, completion, records, batchSize);
-		console.log(`embedded   ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)})`);
+		console.log(
+			`embedded   ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)})`,
+		);
 		await broker.stop();
 
 		const started = performance.now();
@@ -233,25 +322,54 @@ async function embedded(records: number, keys: number, batchSize: number, withCh
 			}
 		})();
 		const auditSeconds = seconds(started);
-		if (!verdict.ok) throw new Error(`the audit of the benchmark's run failed: ${verdict.violations.slice(0, 3).map(v => v.message).join("; ")}`);
+		if (!verdict.ok)
+			throw new Error(
+				`the audit of the benchmark's run failed: ${verdict.violations
+					.slice(0, 3)
+					.map((v) => v.message)
+					.join("; ")}`,
+			);
 		const verifyFloorSeconds = (await verifyFloor(dataDir)).seconds;
-		const nodeCryptoVerifyFloorSeconds = (await verifyFloor(dataDir, { library: "node:crypto" })).seconds;
+		const nodeCryptoVerifyFloorSeconds = (
+			await verifyFloor(dataDir, { library: "node:crypto" })
+		).seconds;
 		console.log(
 			`audit      ${auditSeconds.toFixed(2)} s  (verify floor ${verifyFloorSeconds.toFixed(2)} s: libsodium on ${cores} threads; ratio ${(auditSeconds / verifyFloorSeconds).toFixed(2)}; ` +
-				`node:crypto's verify floor ${nodeCryptoVerifyFloorSeconds.toFixed(2)} s, libsodium ${(nodeCryptoVerifyFloorSeconds / verifyFloorSeconds).toFixed(2)}x as fast)`
+				`node:crypto's verify floor ${nodeCryptoVerifyFloorSeconds.toFixed(2)} s, libsodium ${(nodeCryptoVerifyFloorSeconds / verifyFloorSeconds).toFixed(2)}x as fast)`,
 		);
 		const rss = peakRssMB();
 		const checks = withChecksCost ? await checksCost(records, keys, batchSize) : null;
-		return { floorSeconds, nodeCryptoFloorSeconds, joseFloorSeconds, runSeconds, auditSeconds, verifyFloorSeconds, nodeCryptoVerifyFloorSeconds, peakRssMB: rss, checks };
+		return {
+			floorSeconds,
+			nodeCryptoFloorSeconds,
+			joseFloorSeconds,
+			runSeconds,
+			auditSeconds,
+			verifyFloorSeconds,
+			nodeCryptoVerifyFloorSeconds,
+			peakRssMB: rss,
+			checks,
+		};
 	} finally {
 		await remove();
 	}
 }
 
-async function main(flags: { records?: string; keys?: string; "batch-size"?: string; "skip-nats"?: boolean; "skip-checks-cost"?: boolean }): Promise<number> {
+async function main(flags: {
+	records?: string;
+	keys?: string;
+	"batch-size"?: string;
+	"skip-nats"?: boolean;
+	"skip-checks-cost"?: boolean;
+}): Promise<number> {
 	const { "skip-nats": skipNats, "skip-checks-cost": skipChecksCost, ...sizes } = flags;
-	const { records, keys, batchSize } = loadConfig({ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" }, sizes);
-	console.log(`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${cores} cores, Node ${process.version}`);
+	const { records, keys, batchSize } = loadConfig(
+		{ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" },
+		sizes,
+	);
+	console.log(
+		`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${cores} cores, Node ${process.version}`,
+	);
 	const figures = await embedded(records, keys, batchSize, !skipChecksCost);
 	console.log(`peak RSS   ${figures.peakRssMB} MB`);
 	const summary: Record<string, number> = {
@@ -266,18 +384,30 @@ async function main(flags: { records?: string; keys?: string; "batch-size"?: str
 		auditSeconds: round(figures.auditSeconds),
 		verifyFloorSeconds: round(figures.verifyFloorSeconds),
 		nodeCryptoVerifyFloorSeconds: round(figures.nodeCryptoVerifyFloorSeconds),
-		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds)
+		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds),
 	};
-	if (figures.checks) Object.assign(summary, { checkedRunSeconds: round(figures.checks.checkedSeconds), uncheckedRunSeconds: round(figures.checks.uncheckedSeconds), checksCost: round(figures.checks.cost) });
+	if (figures.checks)
+		Object.assign(summary, {
+			checkedRunSeconds: round(figures.checks.checkedSeconds),
+			uncheckedRunSeconds: round(figures.checks.uncheckedSeconds),
+			checksCost: round(figures.checks.cost),
+		});
 	if (!skipNats) {
 		// Separate OS processes over a local nats-server, measured against the same floor.
 		const { runOverNats } = await import("../cluster/run-over-nats");
 		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
-		console.log(`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`);
-		Object.assign(summary, { natsRunSeconds: round(nats.seconds), natsRatio: round(nats.seconds / figures.floorSeconds), natsRecordsPerSecond: Math.round(records / nats.seconds) });
+		console.log(
+			`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`,
+		);
+		Object.assign(summary, {
+			natsRunSeconds: round(nats.seconds),
+			natsRatio: round(nats.seconds / figures.floorSeconds),
+			natsRecordsPerSecond: Math.round(records / nats.seconds),
+		});
 	}
 	console.log(JSON.stringify(summary));
 	return 0;
 }
 
-if (require.main === module) void runCommand({ name: "npm run bench", usage: USAGE, options: OPTIONS }, main);
+if (require.main === module)
+	void runCommand({ name: "npm run bench", usage: USAGE, options: OPTIONS }, main);

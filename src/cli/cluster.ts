@@ -12,7 +12,16 @@ import { Cluster, ROLE_SERVICES } from "../cluster/launcher";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Actions, call, type BatchDoc } from "../contract";
 import { runCommand } from "./cli";
-import { JOB_FLAGS, auditJobStores, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
+import {
+	JOB_FLAGS,
+	auditJobStores,
+	jobExitCode,
+	reportLines,
+	startOrResume,
+	terminal,
+	verdictLines,
+	watchProgress,
+} from "./job";
 
 const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N] [--transporter URL] [--keep]
   --signers N        signer processes (default 3)
@@ -20,22 +29,35 @@ const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--recor
   --keep             leave the cluster running after the run (Ctrl-C stops it)
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, LEASE_TTL_MS, ... (see README). Each service keeps its store file in DATA_DIR (as npm start does); logs go to DATA_DIR/cluster/logs.`;
 
-const CLUSTER_FLAGS = { ...JOB_FLAGS, signers: { type: "string" }, transporter: { type: "string" }, keep: { type: "boolean" } } as const;
+const CLUSTER_FLAGS = {
+	...JOB_FLAGS,
+	signers: { type: "string" },
+	transporter: { type: "string" },
+	keep: { type: "boolean" },
+} as const;
 
 function parseSigners(raw: string | undefined): number {
 	if (raw === undefined) return 3;
 	const value = Number(raw);
-	if (!Number.isInteger(value) || value < 1 || value > 64) throw new ConfigError(`--signers must be an integer from 1 to 64, got "${raw}"`);
+	if (!Number.isInteger(value) || value < 1 || value > 64)
+		throw new ConfigError(`--signers must be an integer from 1 to 64, got "${raw}"`);
 	return value;
 }
 
-async function runCluster(config: AppConfig, signers: number, keep: boolean, transporter: string | undefined): Promise<number> {
+async function runCluster(
+	config: AppConfig,
+	signers: number,
+	keep: boolean,
+	transporter: string | undefined,
+): Promise<number> {
 	// The stores in DATA_DIR itself (audit and export read them there); logs and the nats-server config beside them.
 	const root = path.join(config.dataDir, "cluster");
 	const out = terminal();
 	const say = (line: string) => out.say(line);
 
-	say(`Cluster on the stores in ${config.dataDir}: ${transporter ? `NATS at ${transporter}` : "a local nats-server"}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`);
+	say(
+		`Cluster on the stores in ${config.dataDir}: ${transporter ? `NATS at ${transporter}` : "a local nats-server"}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`,
+	);
 	const cluster = await Cluster.start({
 		root,
 		dataDir: config.dataDir,
@@ -51,12 +73,12 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 			LEASE_TTL_MS: String(config.leaseTtlMs),
 			LEASE_MARGIN_MS: String(config.leaseMarginMs),
 			LEASE_GRACE_MS: String(config.leaseGraceMs),
-			ACQUIRE_WAIT_MS: String(config.acquireWaitMs)
+			ACQUIRE_WAIT_MS: String(config.acquireWaitMs),
 		},
 		// The nodes' own warnings and errors, as they happen; everything is in the log files.
 		onLine: (role, line) => {
 			if (/\b(WARN|ERROR|FATAL)\b/.test(line)) say(`  [${role.name}] ${line}`);
-		}
+		},
 	});
 
 	let stopping: Promise<void> | null = null;
@@ -64,25 +86,41 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 	// Set once the run has ended and been audited: a kept cluster stopped later exits with it.
 	let verdictCode: number | null = null;
 	const onSignal = (signal: NodeJS.Signals) => {
-		say(verdictCode === null
-			? `\n${signal}: stopping the cluster (batches in flight finish or come back; the run resumes on the next \`npm run cluster\`)...`
-			: `\n${signal}: stopping the cluster...`);
+		say(
+			verdictCode === null
+				? `\n${signal}: stopping the cluster (batches in flight finish or come back; the run resumes on the next \`npm run cluster\`)...`
+				: `\n${signal}: stopping the cluster...`,
+		);
 		void stop().finally(() => process.exit(verdictCode ?? 130));
 	};
 	process.once("SIGINT", onSignal);
 	process.once("SIGTERM", onSignal);
 
 	try {
-		say(`NATS: ${cluster.transporter} (namespace ${cluster.namespace}${cluster.nats ? "; one user per role: keyring, signer, api, ops" : ""})`);
-		const shown = (file: string) => (path.relative(process.cwd(), file).startsWith("..") ? file : path.relative(process.cwd(), file));
+		say(
+			`NATS: ${cluster.transporter} (namespace ${cluster.namespace}${cluster.nats ? "; one user per role: keyring, signer, api, ops" : ""})`,
+		);
+		const shown = (file: string) =>
+			path.relative(process.cwd(), file).startsWith("..")
+				? file
+				: path.relative(process.cwd(), file);
 		for (const role of cluster.list())
-			say(`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shown(role.dataDir)}`}`);
+			say(
+				`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shown(role.dataDir)}`}`,
+			);
 		say(`  logs in ${shown(cluster.logDir)}`);
-		say("Waiting for every node (the main node seeds the records, the keyring generates its keys)...");
+		say(
+			"Waiting for every node (the main node seeds the records, the keyring generates its keys)...",
+		);
 		await cluster.ready(30 * 60_000);
 		const broker = await cluster.connect();
 
-		const run = await startOrResume(broker, config.batchSize, out, ` over ${signers} signer process(es)`);
+		const run = await startOrResume(
+			broker,
+			config.batchSize,
+			out,
+			` over ${signers} signer process(es)`,
+		);
 		const stopWatching = watchProgress(broker, out);
 		const outcome = await cluster.runEnded(run.runId, 24 * 3600_000).finally(stopWatching);
 
@@ -90,9 +128,21 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 		if (outcome.report) for (const line of reportLines(outcome.report)) say(line);
 		const perSigner = new Map<string, number>();
 		const fits = { maxPayloadBytes: cluster.maxPayload };
-		for (const batch of await pageAll<BatchDoc>(broker, "batcher", "batches", pageSizeFor("batches", fits, run.batchSize)))
-			if (batch.runId === run.runId && batch.status === "signed") perSigner.set(String(batch.signer), (perSigner.get(String(batch.signer)) ?? 0) + 1);
-		if (perSigner.size) say(`  per signer     ${[...perSigner].sort().map(([signer, n]) => `${signer} ${n}`).join(", ")} batches`);
+		for (const batch of await pageAll<BatchDoc>(
+			broker,
+			"batcher",
+			"batches",
+			pageSizeFor("batches", fits, run.batchSize),
+		))
+			if (batch.runId === run.runId && batch.status === "signed")
+				perSigner.set(String(batch.signer), (perSigner.get(String(batch.signer)) ?? 0) + 1);
+		if (perSigner.size)
+			say(
+				`  per signer     ${[...perSigner]
+					.sort()
+					.map(([signer, n]) => `${signer} ${n}`)
+					.join(", ")} batches`,
+			);
 
 		say(`\nAuditing the stores in ${config.dataDir}...`);
 		const verdict = await auditJobStores(config, broker);
@@ -105,9 +155,15 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 			say(`\nThe cluster keeps running; Ctrl-C stops it. From another terminal:`);
 			// The ops user: it can start runs, read and audit, and cannot reach the keyring's lease actions.
 			const ops = cluster.natsUrl("ops");
-			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run repl   # joins with no services of its own; then: call batcher.start --batchSize 300`);
+			say(
+				`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run repl   # joins with no services of its own; then: call batcher.start --batchSize 300`,
+			);
 			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run audit`);
-			for (const role of cluster.list()) if (role.running() && role.metricsPort) say(`  ${role.name.padEnd(9)} metrics http://127.0.0.1:${role.metricsPort}/metrics`);
+			for (const role of cluster.list())
+				if (role.running() && role.metricsPort)
+					say(
+						`  ${role.name.padEnd(9)} metrics http://127.0.0.1:${role.metricsPort}/metrics`,
+					);
 			await new Promise<never>(() => undefined);
 		}
 		say("Stopping the cluster...");
@@ -121,12 +177,19 @@ async function runCluster(config: AppConfig, signers: number, keep: boolean, tra
 }
 
 if (require.main === module) {
-	void runCommand({ name: "npm run cluster", usage: USAGE, options: CLUSTER_FLAGS }, async flags => {
-		const signers = parseSigners(flags.signers);
-		const { signers: _signers, keep, transporter, ...configFlags } = flags;
-		const config = loadConfig({ ...process.env, TRANSPORTER: "" }, configFlags);
-		if (!config.dataDir) throw new ConfigError("npm run cluster keeps its stores on disk: DATA_DIR must name a folder");
-		if (transporter && !/^nats:\/\//.test(transporter)) throw new ConfigError(`--transporter must be a nats:// URL, got "${transporter}"`);
-		return runCluster(config, signers, !!keep, transporter);
-	});
+	void runCommand(
+		{ name: "npm run cluster", usage: USAGE, options: CLUSTER_FLAGS },
+		async (flags) => {
+			const signers = parseSigners(flags.signers);
+			const { signers: _signers, keep, transporter, ...configFlags } = flags;
+			const config = loadConfig({ ...process.env, TRANSPORTER: "" }, configFlags);
+			if (!config.dataDir)
+				throw new ConfigError(
+					"npm run cluster keeps its stores on disk: DATA_DIR must name a folder",
+				);
+			if (transporter && !/^nats:\/\//.test(transporter))
+				throw new ConfigError(`--transporter must be a nats:// URL, got "${transporter}"`);
+			return runCluster(config, signers, !!keep, transporter);
+		},
+	);
 }

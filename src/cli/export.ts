@@ -17,7 +17,10 @@ Exit code: 0 written, 2 error.
 const OPTIONS = { ...STORE_OPTIONS, out: { type: "string" } } as const;
 
 async function main(values: Flags<typeof OPTIONS>): Promise<number> {
-	if (!values.out) throw new UsageError("--out DIR is required: the folder to write the export to (e.g. npm run export -- --out ./export)");
+	if (!values.out)
+		throw new UsageError(
+			"--out DIR is required: the folder to write the export to (e.g. npm run export -- --out ./export)",
+		);
 	// Before any store is read: a wrong --out fails at once.
 	const out = checkExportDir(values.out);
 	const config = storeConfig(values);
@@ -31,7 +34,7 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	await write(
 		process.stdout,
 		`Exported ${describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +
-			`${plural(written.batches, "batch", "batches")}, ${plural(written.leases, "lease")}, ${plural(written.keys, "key")} (public JWKS), ${plural(written.runs, "run")}\n`
+			`${plural(written.batches, "batch", "batches")}, ${plural(written.leases, "lease")}, ${plural(written.keys, "key")} (public JWKS), ${plural(written.runs, "run")}\n`,
 	);
 	return 0;
 }

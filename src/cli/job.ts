@@ -7,7 +7,15 @@ import { openStoreFiles } from "../audit/audit-db";
 import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
-import { Actions, call, type Caller, type MetricsSnapshot, type Progress, type RunReport, type RunView } from "../contract";
+import {
+	Actions,
+	call,
+	type Caller,
+	type MetricsSnapshot,
+	type Progress,
+	type RunReport,
+	type RunView,
+} from "../contract";
 import { watchNatsStatus } from "../broker/nats-status";
 
 /** The flags of a signing job. */
@@ -16,7 +24,7 @@ export const JOB_FLAGS = {
 	records: { type: "string" },
 	keys: { type: "string" },
 	"data-dir": { type: "string" },
-	window: { type: "string" }
+	window: { type: "string" },
 } as const;
 
 /** Lines to the terminal; `say` ends an open progress line first. */
@@ -38,7 +46,7 @@ export function terminal(stdout: NodeJS.WriteStream = process.stdout): Terminal 
 			if (!stdout.isTTY) return void stdout.write(`${line}\n`);
 			stdout.write(`\r${line}`);
 			open = true;
-		}
+		},
 	};
 }
 
@@ -47,40 +55,61 @@ function bar(done: number, total: number, width = 30): string {
 	return `[${"#".repeat(filled)}${"-".repeat(width - filled)}]`;
 }
 
-export function progressLine(snapshot: Pick<MetricsSnapshot, "signed" | "records" | "recordsPerSecond" | "elapsedSeconds">): string {
+export function progressLine(
+	snapshot: Pick<MetricsSnapshot, "signed" | "records" | "recordsPerSecond" | "elapsedSeconds">,
+): string {
 	const { signed, records } = snapshot;
 	return `${bar(signed, records)} ${((signed / records) * 100).toFixed(1)}% ${signed.toLocaleString("en")}/${records.toLocaleString("en")} · ${snapshot.recordsPerSecond.toLocaleString("en")} records/s · ${snapshot.elapsedSeconds.toFixed(1)} s`;
 }
 
 /** The active run if one is interrupted (it keeps its own batch size), else a new run of `batchSize`. */
-export async function startOrResume(broker: Caller, batchSize: number, out: Terminal, detail = ""): Promise<RunView> {
+export async function startOrResume(
+	broker: Caller,
+	batchSize: number,
+	out: Terminal,
+	detail = "",
+): Promise<RunView> {
 	const status = await call(broker, Actions.batcher.status, {});
 	if (status.active && status.run) {
 		const run = status.run;
-		out.say(`Resuming interrupted run ${run.runId} with its batch size ${run.batchSize}${run.batchSize !== batchSize ? ` (not ${batchSize}: a run keeps its batch size)` : ""}`);
+		out.say(
+			`Resuming interrupted run ${run.runId} with its batch size ${run.batchSize}${run.batchSize !== batchSize ? ` (not ${batchSize}: a run keeps its batch size)` : ""}`,
+		);
 		return run;
 	}
 	const run = await call(broker, Actions.batcher.start, { batchSize });
-	out.say(`Run ${run.runId}: batch size ${run.batchSize}, ${status.progress.records - status.progress.signed} of ${status.progress.records} records to sign${detail}`);
+	out.say(
+		`Run ${run.runId}: batch size ${run.batchSize}, ${status.progress.records - status.progress.signed} of ${status.progress.records} records to sign${detail}`,
+	);
 	return run;
 }
 
 /** A progress line every `everyMs` (a bar on a terminal, a line every 2 s in a log) until stopped. */
-export function watchProgress(broker: ServiceBroker, out: Terminal, stdout: NodeJS.WriteStream = process.stdout): () => void {
+export function watchProgress(
+	broker: ServiceBroker,
+	out: Terminal,
+	stdout: NodeJS.WriteStream = process.stdout,
+): () => void {
 	// Over NATS: while the connection is down the progress says so (the run goes on once it is back).
 	let downSince: number | null = null;
-	watchNatsStatus(broker, type => {
+	watchNatsStatus(broker, (type) => {
 		if (type === "disconnect") downSince ??= Date.now();
 		else if (type === "reconnect") {
-			if (downSince !== null) out.say(`NATS is back after ${((Date.now() - downSince) / 1000).toFixed(1)} s; the run goes on`);
+			if (downSince !== null)
+				out.say(
+					`NATS is back after ${((Date.now() - downSince) / 1000).toFixed(1)} s; the run goes on`,
+				);
 			downSince = null;
 		}
 	});
-	const timer = setInterval(async () => {
-		if (downSince !== null) return out.progress(natsDownLine(Date.now() - downSince));
-		const snapshot = await call(broker, Actions.metrics.snapshot, {}).catch(() => null);
-		if (snapshot?.records && downSince === null) out.progress(progressLine(snapshot));
-	}, stdout.isTTY ? 250 : 2_000);
+	const timer = setInterval(
+		async () => {
+			if (downSince !== null) return out.progress(natsDownLine(Date.now() - downSince));
+			const snapshot = await call(broker, Actions.metrics.snapshot, {}).catch(() => null);
+			if (snapshot?.records && downSince === null) out.progress(progressLine(snapshot));
+		},
+		stdout.isTTY ? 250 : 2_000,
+	);
 	return () => clearInterval(timer);
 }
 
@@ -94,15 +123,17 @@ export function reportLines(report: RunReport): string[] {
 		`  batches        ${report.batches} (failed and retried: ${report.failedBatches}), batch size ${report.batchSize}`,
 		`  keys used      ${report.keysUsed}`,
 		`  duplicates     ${report.duplicates} (kept the first signature)`,
-		`  time           ${report.seconds.toFixed(2)} s, ${report.recordsPerSecond.toLocaleString("en")} records/s`
+		`  time           ${report.seconds.toFixed(2)} s, ${report.recordsPerSecond.toLocaleString("en")} records/s`,
 	];
 }
 
 /** Each violation, then `Audit PASSED|FAILED: x/y records signed, N violations`. */
 export function verdictLines(verdict: AuditReport, progress: Progress): string[] {
 	return [
-		...verdict.violations.map(violation => `  VIOLATION ${violation.rule}: ${violation.message}`),
-		`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violationCount} violations`
+		...verdict.violations.map(
+			(violation) => `  VIOLATION ${violation.rule}: ${violation.message}`,
+		),
+		`Audit ${verdict.ok ? "PASSED" : "FAILED"}: ${progress.signed}/${progress.records} records signed, ${verdict.violationCount} violations`,
 	];
 }
 
@@ -116,7 +147,10 @@ export function jobExitCode(status: string, progress: Progress, verdict: AuditRe
  * `npm run audit` reads them), or through the owning services when the data is in MongoDB
  * or in memory.
  */
-export async function auditJobStores(config: Pick<AppConfig, "dataDir" | "mongoUri">, broker: Caller): Promise<AuditReport> {
+export async function auditJobStores(
+	config: Pick<AppConfig, "dataDir" | "mongoUri">,
+	broker: Caller,
+): Promise<AuditReport> {
 	if (config.mongoUri || !config.dataDir) return auditServices(broker);
 	const db = openStoreFiles(config.dataDir);
 	try {

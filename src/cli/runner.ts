@@ -59,17 +59,32 @@ export function runningServe(dataDir: string): ServeFile | null {
 }
 
 /** Broker options for this moleculer-runner process (see the file comment). */
-export async function runnerBrokerOptions(config: AppConfig, runner: RunnerContext | undefined, env: NodeJS.ProcessEnv = process.env): Promise<BrokerOptions> {
+export async function runnerBrokerOptions(
+	config: AppConfig,
+	runner: RunnerContext | undefined,
+	env: NodeJS.ProcessEnv = process.env,
+): Promise<BrokerOptions> {
 	const allServices = !env.SERVICES;
 	// `npm run dev` (--hot --repl) runs the services like serve; a plain --repl is a REPL that joins.
 	if (runner?.flags?.repl && !runner.flags.hot) {
 		if (!allServices) return brokerOptions(config, { prometheus: true, health: true });
-		if (config.transporter) return joinOnly(config, `Joining the cluster at ${redactUrl(config.transporter)} (namespace ${config.namespace}) with no services of its own`, env);
+		if (config.transporter)
+			return joinOnly(
+				config,
+				`Joining the cluster at ${redactUrl(config.transporter)} (namespace ${config.namespace}) with no services of its own`,
+				env,
+			);
 		const serve = config.dataDir ? runningServe(config.dataDir) : null;
-		if (serve) return joinOnly({ ...config, transporter: serve.nats, namespace: serve.namespace }, `Joining npm run serve (pid ${serve.pid}${serve.api ? `, API ${serve.api}` : ""}) over NATS at ${redactUrl(serve.nats)}, with no services of its own`, env);
+		if (serve)
+			return joinOnly(
+				{ ...config, transporter: serve.nats, namespace: serve.namespace },
+				`Joining npm run serve (pid ${serve.pid}${serve.api ? `, API ${serve.api}` : ""}) over NATS at ${redactUrl(serve.nats)}, with no services of its own`,
+				env,
+			);
 		return brokerOptions(config, { prometheus: true, health: true });
 	}
-	if (!allServices || config.transporter || !config.dataDir || !config.serveNats) return brokerOptions(config, { prometheus: true, health: true });
+	if (!allServices || config.transporter || !config.dataDir || !config.serveNats)
+		return brokerOptions(config, { prometheus: true, health: true });
 	return serveWithNats(config);
 }
 
@@ -87,13 +102,21 @@ async function serveWithNats(config: AppConfig): Promise<BrokerOptions> {
 	try {
 		findNatsServer();
 	} catch {
-		say("nats-server is not installed, so no other process can join this one (npm run repl would start a second system): apt-get install -y nats-server");
+		say(
+			"nats-server is not installed, so no other process can join this one (npm run repl would start a second system): apt-get install -y nats-server",
+		);
 		return brokerOptions(config, { prometheus: true, health: true });
 	}
 	stopOrphanedNats(config.dataDir);
 	const nodeID = config.nodeId ?? `${os.hostname()}-${process.pid}`;
 	// Detached: Ctrl-C stops this broker first, which then stops the server.
-	const nats = await startLocalNats(path.join(config.dataDir, "serve"), config.namespace, [nodeID], "npm run serve", true);
+	const nats = await startLocalNats(
+		path.join(config.dataDir, "serve"),
+		config.namespace,
+		[nodeID],
+		"npm run serve",
+		true,
+	);
 	const served: AppConfig = { ...config, nodeId: nodeID, transporter: nats.url("keyring") };
 	useAppConfig(served);
 	const options = brokerOptions(served, { prometheus: true, health: true });
@@ -106,7 +129,11 @@ function stopOrphanedNats(dataDir: string): void {
 	const serve = readServeFile(dataDir);
 	if (!serve || processAlive(serve.pid)) return;
 	try {
-		const ours = serve.natsPid && fs.readFileSync(`/proc/${serve.natsPid}/cmdline`, "utf8").includes(path.join(dataDir, "serve", "nats-server.conf"));
+		const ours =
+			serve.natsPid &&
+			fs
+				.readFileSync(`/proc/${serve.natsPid}/cmdline`, "utf8")
+				.includes(path.join(dataDir, "serve", "nats-server.conf"));
 		if (ours) process.kill(serve.natsPid!, "SIGTERM");
 	} catch {
 		// gone already
@@ -120,16 +147,26 @@ function serveFileMiddleware(config: AppConfig, nats: LocalNats): Middleware {
 	return {
 		name: "ServeFile",
 		async started(broker: ServiceBroker) {
-			const api = broker.getLocalService("api") as unknown as { server?: { address(): { port: number } | string | null } } | undefined;
+			const api = broker.getLocalService("api") as unknown as
+				{ server?: { address(): { port: number } | string | null } } | undefined;
 			const address = api?.server?.address();
 			const serve: ServeFile = {
-				pid: process.pid, nodeID: broker.nodeID, namespace: config.namespace, nats: nats.url("ops"), natsPid: nats.server.pid,
-				api: address && typeof address === "object" ? `http://127.0.0.1:${address.port}` : null,
-				startedAt: new Date().toISOString()
+				pid: process.pid,
+				nodeID: broker.nodeID,
+				namespace: config.namespace,
+				nats: nats.url("ops"),
+				natsPid: nats.server.pid,
+				api:
+					address && typeof address === "object"
+						? `http://127.0.0.1:${address.port}`
+						: null,
+				startedAt: new Date().toISOString(),
 			};
 			fs.writeFileSync(file, `${JSON.stringify(serve, null, 2)}\n`, { mode: 0o600 });
 			written = true;
-			broker.logger.info(`A REPL can join this process: npm run repl (DATA_DIR=${config.dataDir}); NATS at ${nats.server.url}`);
+			broker.logger.info(
+				`A REPL can join this process: npm run repl (DATA_DIR=${config.dataDir}); NATS at ${nats.server.url}`,
+			);
 		},
 		// First thing on the way down: no REPL should try to join from now on.
 		async stopping() {
@@ -137,7 +174,7 @@ function serveFileMiddleware(config: AppConfig, nats: LocalNats): Middleware {
 		},
 		async stopped() {
 			await nats.server.stop();
-		}
+		},
 	} as Middleware;
 }
 

@@ -21,7 +21,15 @@ import fs from "node:fs";
 import path from "node:path";
 import type { JWK } from "jose";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
-import { CREDENTIAL_VARIABLES, CredentialError, newCredential, serializeCredential, SIGNER_NAME, thumbprint, type CredentialRole } from "../identity/credential";
+import {
+	CREDENTIAL_VARIABLES,
+	CredentialError,
+	newCredential,
+	serializeCredential,
+	SIGNER_NAME,
+	thumbprint,
+	type CredentialRole,
+} from "../identity/credential";
 import { loadMasterKey } from "../keyring/master-key";
 import { MongoKeyringStore } from "../keyring/mongo-store";
 import { SqliteKeyringStore } from "../keyring/sqlite-store";
@@ -32,7 +40,7 @@ import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./
 const STORE = {
 	"data-dir": { type: "string" },
 	"mongo-uri": { type: "string" },
-	role: { type: "string" }
+	role: { type: "string" },
 } as const satisfies CliOptions;
 
 const USAGE = `Usage: npm run signer -- <command> [flags]
@@ -59,11 +67,21 @@ const Role = (role: CredentialRole) => (role === "signer" ? "Signer" : "Batcher"
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
 /** The keyring's store as the configuration names it; an embedded one must exist. */
-async function openKeyringStore(config: AppConfig): Promise<{ store: KeyringStore; where: string }> {
-	if (config.mongoUri) return { store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }), where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}` };
-	if (!config.dataDir) throw new UsageError("DATA_DIR is empty: there is no keyring store to enrol signers in");
+async function openKeyringStore(
+	config: AppConfig,
+): Promise<{ store: KeyringStore; where: string }> {
+	if (config.mongoUri)
+		return {
+			store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }),
+			where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`,
+		};
+	if (!config.dataDir)
+		throw new UsageError("DATA_DIR is empty: there is no keyring store to enrol signers in");
 	const file = storeFile(config.dataDir, "keyring");
-	if (!fs.existsSync(file)) throw new UsageError(`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`);
+	if (!fs.existsSync(file))
+		throw new UsageError(
+			`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`,
+		);
 	return { store: SqliteKeyringStore.open(config.dataDir), where: file };
 }
 
@@ -78,7 +96,10 @@ function storeConfig(flags: { "data-dir"?: string; "mongo-uri"?: string }): AppC
 
 function requireName(name: string | undefined): string {
 	if (!name) throw new UsageError("--name is required");
-	if (!SIGNER_NAME.test(name)) throw new UsageError(`--name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
+	if (!SIGNER_NAME.test(name))
+		throw new UsageError(
+			`--name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`,
+		);
 	return name;
 }
 
@@ -88,18 +109,38 @@ function publicKeyFrom(text: string): JWK {
 	try {
 		jwk = JSON.parse(source) as JWK;
 	} catch {
-		throw new UsageError("--public-key must be an Ed25519 public JWK (JSON) or a file holding one");
+		throw new UsageError(
+			"--public-key must be an Ed25519 public JWK (JSON) or a file holding one",
+		);
 	}
-	if (jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string" || Buffer.from(jwk.x, "base64url").length !== 32)
-		throw new UsageError("--public-key must be an Ed25519 public JWK: kty OKP, crv Ed25519, x of 32 bytes");
-	if (jwk.d !== undefined) throw new UsageError("--public-key holds a private key (d): enrol only the public part");
+	if (
+		jwk?.kty !== "OKP" ||
+		jwk.crv !== "Ed25519" ||
+		typeof jwk.x !== "string" ||
+		Buffer.from(jwk.x, "base64url").length !== 32
+	)
+		throw new UsageError(
+			"--public-key must be an Ed25519 public JWK: kty OKP, crv Ed25519, x of 32 bytes",
+		);
+	if (jwk.d !== undefined)
+		throw new UsageError("--public-key holds a private key (d): enrol only the public part");
 	return { kty: "OKP", crv: "Ed25519", x: jwk.x };
 }
 
-async function enrol(store: KeyringStore, where: string, role: CredentialRole, signer: EnrolledSigner): Promise<string> {
+async function enrol(
+	store: KeyringStore,
+	where: string,
+	role: CredentialRole,
+	signer: EnrolledSigner,
+): Promise<string> {
 	const outcome = await store.enrol(role, signer);
-	if (outcome === "name-taken") throw new UsageError(`The name "${signer.name}" is taken in ${where} (by another key, or revoked): choose another name`);
-	return outcome === "enrolled" ? `Enrolled ${role} "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}` : `${Role(role)} "${signer.name}" was already enrolled with this key in ${where}`;
+	if (outcome === "name-taken")
+		throw new UsageError(
+			`The name "${signer.name}" is taken in ${where} (by another key, or revoked): choose another name`,
+		);
+	return outcome === "enrolled"
+		? `Enrolled ${role} "${signer.name}" (key ${thumbprint(signer.publicJwk)}) in ${where}`
+		: `${Role(role)} "${signer.name}" was already enrolled with this key in ${where}`;
 }
 
 const COMMANDS: Record<string, Subcommand> = {
@@ -110,11 +151,17 @@ const COMMANDS: Record<string, Subcommand> = {
 			const role = roleOf(values.role);
 			const vars = CREDENTIAL_VARIABLES[role];
 			const out = values.out as string | undefined;
-			if (out && fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
+			if (out && fs.existsSync(out))
+				throw new UsageError(`--out ${out} exists: a credential is never written over`);
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
 				const credential = newCredential(name);
-				const line = await enrol(store, where, role, { name, publicJwk: credential.publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				const line = await enrol(store, where, role, {
+					name,
+					publicJwk: credential.publicJwk,
+					enrolledAt: new Date().toISOString(),
+					revokedAt: null,
+				});
 				const secret = serializeCredential(credential);
 				if (out) {
 					fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
@@ -125,7 +172,7 @@ const COMMANDS: Record<string, Subcommand> = {
 			} finally {
 				await store.close();
 			}
-		}
+		},
 	},
 	keygen: {
 		options: { name: { type: "string" }, out: { type: "string" }, role: { type: "string" } },
@@ -133,8 +180,12 @@ const COMMANDS: Record<string, Subcommand> = {
 			const name = requireName(values.name as string | undefined);
 			const role = roleOf(values.role);
 			const out = values.out as string | undefined;
-			if (!out) throw new UsageError("--out FILE is required: the private part is written there (mode 0600), never printed");
-			if (fs.existsSync(out)) throw new UsageError(`--out ${out} exists: a credential is never written over`);
+			if (!out)
+				throw new UsageError(
+					"--out FILE is required: the private part is written there (mode 0600), never printed",
+				);
+			if (fs.existsSync(out))
+				throw new UsageError(`--out ${out} exists: a credential is never written over`);
 			const credential = newCredential(name);
 			const secret = serializeCredential(credential);
 			fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
@@ -145,24 +196,30 @@ const COMMANDS: Record<string, Subcommand> = {
 				`For a Kubernetes Secret env file (k8s/secrets/record-signer.env):`,
 				`  ${CREDENTIAL_VARIABLES[role].key}=${Buffer.from(secret).toString("base64")}`,
 				`Enrol its public part where the keyring's store is, e.g. in the keyring's pod:`,
-				`  kubectl -n record-signer exec keyring-0 -- node --disable-warning=ExperimentalWarning dist/src/cli/signer.js enrol${role === "signer" ? "" : " --role batcher"} --name ${name} --public-key '${JSON.stringify({ kty, crv, x })}'`
+				`  kubectl -n record-signer exec keyring-0 -- node --disable-warning=ExperimentalWarning dist/src/cli/signer.js enrol${role === "signer" ? "" : " --role batcher"} --name ${name} --public-key '${JSON.stringify({ kty, crv, x })}'`,
 			].join("\n");
-		}
+		},
 	},
 	enrol: {
 		options: { ...STORE, name: { type: "string" }, "public-key": { type: "string" } },
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
-			if (typeof values["public-key"] !== "string") throw new UsageError("--public-key is required");
+			if (typeof values["public-key"] !== "string")
+				throw new UsageError("--public-key is required");
 			const role = roleOf(values.role);
 			const publicJwk = { ...publicKeyFrom(values["public-key"]), kid: name };
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
-				return await enrol(store, where, role, { name, publicJwk, enrolledAt: new Date().toISOString(), revokedAt: null });
+				return await enrol(store, where, role, {
+					name,
+					publicJwk,
+					enrolledAt: new Date().toISOString(),
+					revokedAt: null,
+				});
 			} finally {
 				await store.close();
 			}
-		}
+		},
 	},
 	list: {
 		options: { ...STORE, json: { type: "boolean" } },
@@ -171,13 +228,29 @@ const COMMANDS: Record<string, Subcommand> = {
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
 				const signers = await store.enrolled(role);
-				if (values.json) return JSON.stringify(signers.map(s => ({ name: s.name, key: thumbprint(s.publicJwk), enrolledAt: s.enrolledAt, revokedAt: s.revokedAt })), null, 2);
+				if (values.json)
+					return JSON.stringify(
+						signers.map((s) => ({
+							name: s.name,
+							key: thumbprint(s.publicJwk),
+							enrolledAt: s.enrolledAt,
+							revokedAt: s.revokedAt,
+						})),
+						null,
+						2,
+					);
 				if (!signers.length) return `No ${role} is enrolled in ${where}`;
-				return [`${Role(role)}s enrolled in ${where}:`, ...signers.map(s => `  ${s.name.padEnd(24)} key ${thumbprint(s.publicJwk)}  enrolled ${s.enrolledAt}${s.revokedAt ? `  REVOKED ${s.revokedAt}` : ""}`)].join("\n");
+				return [
+					`${Role(role)}s enrolled in ${where}:`,
+					...signers.map(
+						(s) =>
+							`  ${s.name.padEnd(24)} key ${thumbprint(s.publicJwk)}  enrolled ${s.enrolledAt}${s.revokedAt ? `  REVOKED ${s.revokedAt}` : ""}`,
+					),
+				].join("\n");
 			} finally {
 				await store.close();
 			}
-		}
+		},
 	},
 	revoke: {
 		options: { ...STORE, name: { type: "string" } },
@@ -186,27 +259,40 @@ const COMMANDS: Record<string, Subcommand> = {
 			const role = roleOf(values.role);
 			const { store, where } = await openKeyringStore(storeConfig(values));
 			try {
-				const known = (await store.enrolled(role)).find(s => s.name === name);
-				if (!known) throw new UsageError(`No ${role} "${name}" is enrolled in ${where} (npm run signer -- list${role === "signer" ? "" : " --role batcher"})`);
-				if (!(await store.revoke(role, name, new Date().toISOString()))) return `${Role(role)} "${name}" was revoked already (${known.revokedAt})`;
+				const known = (await store.enrolled(role)).find((s) => s.name === name);
+				if (!known)
+					throw new UsageError(
+						`No ${role} "${name}" is enrolled in ${where} (npm run signer -- list${role === "signer" ? "" : " --role batcher"})`,
+					);
+				if (!(await store.revoke(role, name, new Date().toISOString())))
+					return `${Role(role)} "${name}" was revoked already (${known.revokedAt})`;
 				return `Revoked ${role} "${name}" in ${where}: a running keyring refuses it within 5 s; leases it holds run out as usual`;
 			} finally {
 				await store.close();
 			}
-		}
-	}
+		},
+	},
 };
 
 COMMANDS.authority = {
 	options: { "data-dir": { type: "string" }, json: { type: "boolean" } },
 	async run(values) {
 		const config = storeConfig({ "data-dir": values["data-dir"] as string | undefined });
-		if (!config.masterKey && !config.dataDir) throw new UsageError("Neither KEYRING_MASTER_KEY nor DATA_DIR is set: the keyring's public key comes from its master key");
-		if (!config.masterKey && !fs.existsSync(path.join(config.dataDir, "master.key"))) throw new UsageError(`No master key in ${config.dataDir}: start the keyring once, pass --data-dir, or set KEYRING_MASTER_KEY`);
+		if (!config.masterKey && !config.dataDir)
+			throw new UsageError(
+				"Neither KEYRING_MASTER_KEY nor DATA_DIR is set: the keyring's public key comes from its master key",
+			);
+		if (!config.masterKey && !fs.existsSync(path.join(config.dataDir, "master.key")))
+			throw new UsageError(
+				`No master key in ${config.dataDir}: start the keyring once, pass --data-dir, or set KEYRING_MASTER_KEY`,
+			);
 		const { authority, source } = await loadMasterKey(config, false);
 		if (values.json) return JSON.stringify(authority.publicJwk);
-		return [`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`, `KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`].join("\n");
-	}
+		return [
+			`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
+			`KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`,
+		].join("\n");
+	},
 };
 
-void runSubcommands("signer", USAGE, COMMANDS, err => err instanceof CredentialError);
+void runSubcommands("signer", USAGE, COMMANDS, (err) => err instanceof CredentialError);

@@ -7,7 +7,16 @@ import { loadConfig, type AppConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
-import { JOB_FLAGS, auditJobStores, jobExitCode, reportLines, startOrResume, terminal, verdictLines, watchProgress } from "./job";
+import {
+	JOB_FLAGS,
+	auditJobStores,
+	jobExitCode,
+	reportLines,
+	startOrResume,
+	terminal,
+	verdictLines,
+	watchProgress,
+} from "./job";
 
 const USAGE = `Usage: npm start -- [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N]
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see README).`;
@@ -15,8 +24,14 @@ Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see R
 export async function runJob(config: AppConfig): Promise<number> {
 	const out = terminal();
 	const broker = createSystem(config, { logLevel: "warn" });
-	const completion = new Promise<RunCompletedEvent>(resolve =>
-		broker.createService({ name: "start-cli", events: { [Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params) } }));
+	const completion = new Promise<RunCompletedEvent>((resolve) =>
+		broker.createService({
+			name: "start-cli",
+			events: {
+				[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params),
+			},
+		}),
+	);
 
 	const stopOnSignal = () => {
 		out.say("\nStopping: in-flight batches finish, the run resumes on the next `npm start`.");
@@ -25,14 +40,18 @@ export async function runJob(config: AppConfig): Promise<number> {
 	process.once("SIGINT", stopOnSignal);
 	process.once("SIGTERM", stopOnSignal);
 
-	out.say(`Store: ${config.mongoUri ? "MongoDB" : config.dataDir || "memory"} · keys ${config.keys} · records ${config.records} (seeded when empty)`);
+	out.say(
+		`Store: ${config.mongoUri ? "MongoDB" : config.dataDir || "memory"} · keys ${config.keys} · records ${config.records} (seeded when empty)`,
+	);
 	await broker.start();
 	await startOrResume(broker, config.batchSize, out);
 	const stopWatching = watchProgress(broker, out);
 	const outcome = await completion;
 	stopWatching();
 
-	out.say(`\nRun ${outcome.report.runId} ${outcome.status}${outcome.error ? `: ${outcome.error}` : ""}`);
+	out.say(
+		`\nRun ${outcome.report.runId} ${outcome.status}${outcome.error ? `: ${outcome.error}` : ""}`,
+	);
 	for (const line of reportLines(outcome.report)) out.say(line);
 	out.say("\nAuditing the stores...");
 	const verdict = await auditJobStores(config, broker);
@@ -42,4 +61,7 @@ export async function runJob(config: AppConfig): Promise<number> {
 	return jobExitCode(outcome.status, progress, verdict);
 }
 
-if (require.main === module) void runCommand({ name: "npm start", usage: USAGE, options: JOB_FLAGS }, flags => runJob(loadConfig(process.env, flags)));
+if (require.main === module)
+	void runCommand({ name: "npm start", usage: USAGE, options: JOB_FLAGS }, (flags) =>
+		runJob(loadConfig(process.env, flags)),
+	);

@@ -26,21 +26,21 @@ export const STORE_OPTIONS = {
 	"data-dir": { type: "string" },
 	"mongo-uri": { type: "string" },
 	transporter: { type: "string" },
-	namespace: { type: "string" }
+	namespace: { type: "string" },
 } as const satisfies CliOptions;
 
 export const STORE_USAGE = [
 	"  --data-dir DIR            embedded store folder (DATA_DIR)",
 	"  --mongo-uri URI           read MongoDB, creating nothing (MONGO_URI)",
 	"  --transporter URL         ask the running services over NATS (TRANSPORTER)",
-	"  --namespace NAME          Moleculer namespace of those services (NAMESPACE)"
+	"  --namespace NAME          Moleculer namespace of those services (NAMESPACE)",
 ].join("\n");
-
 
 /** The configuration with the store flags applied; a bad value is a UsageError naming it. */
 export function storeConfig(flags: Record<string, unknown>): AppConfig {
 	const configFlags: Record<string, string> = {};
-	for (const name of Object.keys(STORE_OPTIONS)) if (typeof flags[name] === "string") configFlags[name] = flags[name] as string;
+	for (const name of Object.keys(STORE_OPTIONS))
+		if (typeof flags[name] === "string") configFlags[name] = flags[name] as string;
 	try {
 		return loadConfig(process.env, configFlags);
 	} catch (err) {
@@ -50,7 +50,8 @@ export function storeConfig(flags: Record<string, unknown>): AppConfig {
 }
 
 export function describeStore(config: AppConfig): string {
-	if (config.transporter) return `services ${STORE_SERVICES.join(", ")} over ${config.transporter} (namespace ${config.namespace})`;
+	if (config.transporter)
+		return `services ${STORE_SERVICES.join(", ")} over ${config.transporter} (namespace ${config.namespace})`;
 	if (config.mongoUri) return `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`;
 	return `embedded store in ${config.dataDir}`;
 }
@@ -58,7 +59,10 @@ export function describeStore(config: AppConfig): string {
 async function within<T>(ms: number, work: Promise<T>, onTimeout: () => Error): Promise<T> {
 	let timer: NodeJS.Timeout | undefined;
 	try {
-		return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]);
+		return await Promise.race([
+			work,
+			new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms))),
+		]);
 	} finally {
 		clearTimeout(timer);
 	}
@@ -66,17 +70,30 @@ async function within<T>(ms: number, work: Promise<T>, onTimeout: () => Error): 
 
 async function startRemote(config: AppConfig): Promise<ServiceBroker> {
 	// Its own node id: a NODE_ID meant for a long-running node must not be taken twice.
-	const broker = new ServiceBroker(brokerOptions(config, { logLevel: "warn", nodeID: `cli-${os.hostname()}-${process.pid}` }));
+	const broker = new ServiceBroker(
+		brokerOptions(config, { logLevel: "warn", nodeID: `cli-${os.hostname()}-${process.pid}` }),
+	);
 	try {
-		await within(WAIT_MS, broker.start(), () => new StoreError(`Cannot reach NATS at ${config.transporter} within ${WAIT_MS / 1000} s: is nats-server running?`));
+		await within(
+			WAIT_MS,
+			broker.start(),
+			() =>
+				new StoreError(
+					`Cannot reach NATS at ${config.transporter} within ${WAIT_MS / 1000} s: is nats-server running?`,
+				),
+		);
 		try {
 			await broker.waitForServices([...STORE_SERVICES], WAIT_MS);
 		} catch (err) {
-			const statuses = ((err as { data?: { statuses?: Array<{ name: string; available: boolean }> } }).data?.statuses) ?? [];
-			const missing = statuses.length ? statuses.filter(s => !s.available).map(s => s.name) : [...STORE_SERVICES];
+			const statuses =
+				(err as { data?: { statuses?: Array<{ name: string; available: boolean }> } }).data
+					?.statuses ?? [];
+			const missing = statuses.length
+				? statuses.filter((s) => !s.available).map((s) => s.name)
+				: [...STORE_SERVICES];
 			throw new StoreError(
 				`No ${missing.join(", ")} service answered over ${config.transporter} (namespace ${config.namespace}) within ${WAIT_MS / 1000} s: ` +
-				`start ${missing.length > 1 ? "them" : "it"} first (e.g. \`SERVICES=${missing.join(",")} npm run serve\` with the same TRANSPORTER), or audit the embedded store without TRANSPORTER`
+					`start ${missing.length > 1 ? "them" : "it"} first (e.g. \`SERVICES=${missing.join(",")} npm run serve\` with the same TRANSPORTER), or audit the embedded store without TRANSPORTER`,
 			);
 		}
 		return broker;
@@ -92,7 +109,10 @@ async function stopQuietly(broker: ServiceBroker): Promise<void> {
 }
 
 /** Runs `work` with a broker on which the running records, keyring and batcher services answer over NATS, then stops it. */
-export async function withRemoteStore<T>(config: AppConfig, work: (broker: ServiceBroker) => Promise<T>): Promise<T> {
+export async function withRemoteStore<T>(
+	config: AppConfig,
+	work: (broker: ServiceBroker) => Promise<T>,
+): Promise<T> {
 	const broker = await startRemote(config);
 	try {
 		return await work(broker);
@@ -107,11 +127,15 @@ async function importFromMongo(config: AppConfig, uri: string): Promise<AuditDb>
 	try {
 		pages = await openMongoPages(uri, { serverSelectionTimeoutMS: WAIT_MS });
 	} catch (err) {
-		throw new StoreError(`Cannot reach ${describeStore(config)} within ${WAIT_MS / 1000} s: is mongod running there? (${(err as Error).message})`);
+		throw new StoreError(
+			`Cannot reach ${describeStore(config)} within ${WAIT_MS / 1000} s: is mongod running there? (${(err as Error).message})`,
+		);
 	}
 	try {
 		if ((await pages.present()).length === 0)
-			throw new StoreError(`${describeStore(config)} has none of the store's collections (${MONGO_COLLECTIONS.join(", ")}): is the database name in MONGO_URI right? Nothing was created.`);
+			throw new StoreError(
+				`${describeStore(config)} has none of the store's collections (${MONGO_COLLECTIONS.join(", ")}): is the database name in MONGO_URI right? Nothing was created.`,
+			);
 		return await importFromPages(pages);
 	} finally {
 		await pages.close().catch(() => undefined);
@@ -121,7 +145,10 @@ async function importFromMongo(config: AppConfig, uri: string): Promise<AuditDb>
 /** The configured store as an audit database; the caller closes it. */
 export async function openAuditDb(config: AppConfig): Promise<AuditDb> {
 	// Over a transporter each page must fit a default nats-server message.
-	if (config.transporter) return withRemoteStore(config, broker => importFromPages(servicePages(broker), { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD }));
+	if (config.transporter)
+		return withRemoteStore(config, (broker) =>
+			importFromPages(servicePages(broker), { maxPayloadBytes: NATS_DEFAULT_MAX_PAYLOAD }),
+		);
 	if (config.mongoUri) return importFromMongo(config, config.mongoUri);
 	return openStoreFiles(config.dataDir);
 }

@@ -22,7 +22,14 @@ import { loadConfig } from "../config";
 import { ensurePrivateDir, privateAppendStream } from "../private-files";
 import { NATS_DEFAULT_MAX_PAYLOAD } from "../audit/collect";
 import { sleep, systemClock } from "../clock";
-import { Actions, Events, call, type RunCompletedEvent, type RunReport, type RunView } from "../contract";
+import {
+	Actions,
+	Events,
+	call,
+	type RunCompletedEvent,
+	type RunReport,
+	type RunView,
+} from "../contract";
 import { killOnExit } from "./children";
 import { opsEventGroup, roleUrl, type NatsRole } from "../broker/nats-permissions";
 import { NATS_MAX_PAYLOAD, startLocalNats } from "./local-nats";
@@ -32,12 +39,16 @@ export type RoleKind = "keyring" | "main" | "signer";
 
 /** What each role's process runs: the `SERVICES` value of its moleculer-runner command. */
 /** The NATS user each role connects as (the launcher's own client is "ops"). */
-export const NATS_ROLE_OF: Record<RoleKind, NatsRole> = { keyring: "keyring", main: "api", signer: "signer" };
+export const NATS_ROLE_OF: Record<RoleKind, NatsRole> = {
+	keyring: "keyring",
+	main: "api",
+	signer: "signer",
+};
 
 export const ROLE_SERVICES: Record<RoleKind, string[]> = {
 	keyring: ["keyring"],
 	main: ["records", "batcher", "metrics"],
-	signer: ["signer"]
+	signer: ["signer"],
 };
 
 export interface RoleExit {
@@ -102,8 +113,6 @@ export class ClusterError extends Error {
 
 const OUTPUT_LIMIT = 256 * 1024;
 
-
-
 /** The project folder (with package.json): the launcher runs from src/ under jest and from dist/. */
 export function projectRoot(from = __dirname): string {
 	for (let dir = from; ; dir = path.dirname(dir)) {
@@ -113,12 +122,18 @@ export function projectRoot(from = __dirname): string {
 }
 
 /** Polls `check` until it returns a value other than false/undefined/null, or throws on timeout. */
-export async function until<T>(what: string, timeoutMs: number, check: () => T | false | null | undefined | Promise<T | false | null | undefined>, intervalMs = 100): Promise<T> {
+export async function until<T>(
+	what: string,
+	timeoutMs: number,
+	check: () => T | false | null | undefined | Promise<T | false | null | undefined>,
+	intervalMs = 100,
+): Promise<T> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		const value = await check();
 		if (value !== false && value !== null && value !== undefined) return value;
-		if (Date.now() > deadline) throw new ClusterError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+		if (Date.now() > deadline)
+			throw new ClusterError(`timed out after ${timeoutMs} ms waiting for ${what}`);
 		await sleep(intervalMs);
 	}
 }
@@ -140,7 +155,7 @@ export class Cluster {
 		readonly transporter: string,
 		readonly nats: NatsServer | null,
 		/** Each NATS role's password, when this launcher started nats-server (else the given TRANSPORTER is used as is). */
-		private readonly natsPasswords: Record<NatsRole, string> | null = null
+		private readonly natsPasswords: Record<NatsRole, string> | null = null,
 	) {
 		this.root = path.resolve(options.root);
 		this.dataDir = path.resolve(options.dataDir ?? options.root);
@@ -151,7 +166,9 @@ export class Cluster {
 
 	/** TRANSPORTER for a NATS role: its own user on the launcher's nats-server. */
 	natsUrl(role: NatsRole): string {
-		return this.natsPasswords ? roleUrl(this.transporter, role, this.natsPasswords[role]) : this.transporter;
+		return this.natsPasswords
+			? roleUrl(this.transporter, role, this.natsPasswords[role])
+			: this.transporter;
 	}
 
 	/** The largest message the cluster's NATS takes (assumed the default when not ours). */
@@ -164,16 +181,30 @@ export class Cluster {
 	static async start(options: ClusterOptions): Promise<Cluster> {
 		const projectDir = projectRoot();
 		for (const file of ["dist/moleculer.config.js", "dist/services/keyring.service.js"])
-			if (!fs.existsSync(path.join(projectDir, file))) throw new ClusterError(`${file} is missing: build first (npm run build)`);
+			if (!fs.existsSync(path.join(projectDir, file)))
+				throw new ClusterError(`${file} is missing: build first (npm run build)`);
 		// The logs say what the roles did, with their DATA_DIR: 0700 and 0600 like the stores.
 		ensurePrivateDir(path.join(options.root, "logs"));
 		// Unless joining one: a nats-server with one user per role, fresh passwords per cluster.
-		const local = options.transporter ? null : await startLocalNats(options.root, options.namespace ?? "signing", ["keyring"], "the cluster launcher");
-		const cluster = new Cluster(options, options.transporter ?? local!.server.url, local?.server ?? null, local?.passwords ?? null);
+		const local = options.transporter
+			? null
+			: await startLocalNats(
+					options.root,
+					options.namespace ?? "signing",
+					["keyring"],
+					"the cluster launcher",
+				);
+		const cluster = new Cluster(
+			options,
+			options.transporter ?? local!.server.url,
+			local?.server ?? null,
+			local?.passwords ?? null,
+		);
 		try {
 			await cluster.startRole("keyring", "keyring");
 			await cluster.startRole("main", "main");
-			for (let i = 1; i <= (options.signers ?? 3); i++) await cluster.startRole("signer", `signer-${i}`);
+			for (let i = 1; i <= (options.signers ?? 3); i++)
+				await cluster.startRole("signer", `signer-${i}`);
 		} catch (err) {
 			await cluster.stop();
 			throw err;
@@ -185,7 +216,8 @@ export class Cluster {
 
 	role(name: string): RoleProcess {
 		const role = this.roles.get(name);
-		if (!role) throw new ClusterError(`no role ${name} (have ${[...this.roles.keys()].join(", ")})`);
+		if (!role)
+			throw new ClusterError(`no role ${name} (have ${[...this.roles.keys()].join(", ")})`);
 		return role;
 	}
 
@@ -195,23 +227,41 @@ export class Cluster {
 	}
 
 	signers(): RoleProcess[] {
-		return this.list().filter(role => role.kind === "signer");
+		return this.list().filter((role) => role.kind === "signer");
 	}
 
 	/** The moleculer-runner command line of a role, as README documents it. */
 	command(): { file: string; args: string[] } {
-		const runner = path.join(path.dirname(require.resolve("moleculer")), "bin", "moleculer-runner.js");
-		return { file: process.execPath, args: ["--disable-warning=DEP0174", "--disable-warning=ExperimentalWarning", runner, "--config", path.join(this.projectDir, "dist", "moleculer.config.js")] };
+		const runner = path.join(
+			path.dirname(require.resolve("moleculer")),
+			"bin",
+			"moleculer-runner.js",
+		);
+		return {
+			file: process.execPath,
+			args: [
+				"--disable-warning=DEP0174",
+				"--disable-warning=ExperimentalWarning",
+				runner,
+				"--config",
+				path.join(this.projectDir, "dist", "moleculer.config.js"),
+			],
+		};
 	}
 
 	/**
 	 * Starts a process of `kind` named `name` (a new generation if that name ran before, on the
 	 * shared DATA_DIR); `env` adds to the cluster's (e.g. a second keyring on a DATA_DIR of its own).
 	 */
-	async startRole(kind: RoleKind, name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
+	async startRole(
+		kind: RoleKind,
+		name: string,
+		env: Record<string, string | undefined> = {},
+	): Promise<RoleProcess> {
 		if (this.stopped) throw new ClusterError("the cluster is stopped");
 		const previous = this.roles.get(name);
-		if (previous?.running()) throw new ClusterError(`${name} is still running (pid ${previous.pid})`);
+		if (previous?.running())
+			throw new ClusterError(`${name} is still running (pid ${previous.pid})`);
 		const generation = (previous?.generation ?? 0) + 1;
 		const nodeID = generation === 1 ? name : `${name}.g${generation}`;
 		const dataDir = env.DATA_DIR ?? this.dataDir;
@@ -220,12 +270,22 @@ export class Cluster {
 		const metricsPort = 0;
 		const healthPort = 0;
 		// The signers share this machine's cores: more signing threads than cores only adds switching.
-		const signingThreads = String(Math.max(1, Math.floor(os.availableParallelism() / (this.options.signers ?? 3))));
+		const signingThreads = String(
+			Math.max(1, Math.floor(os.availableParallelism() / (this.options.signers ?? 3))),
+		);
 		const childEnv: NodeJS.ProcessEnv = {
 			...process.env,
 			...this.options.env,
-			LOG_LEVEL: this.options.logLevel ?? this.options.env?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? "info",
-			...(kind === "signer" && !process.env.SIGNING_THREADS && !this.options.env?.SIGNING_THREADS ? { SIGNING_THREADS: signingThreads } : {}),
+			LOG_LEVEL:
+				this.options.logLevel ??
+				this.options.env?.LOG_LEVEL ??
+				process.env.LOG_LEVEL ??
+				"info",
+			...(kind === "signer" &&
+			!process.env.SIGNING_THREADS &&
+			!this.options.env?.SIGNING_THREADS
+				? { SIGNING_THREADS: signingThreads }
+				: {}),
 			...env,
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
 			SERVICES: ROLE_SERVICES[kind].join(","),
@@ -235,32 +295,48 @@ export class Cluster {
 			NODE_ID: nodeID,
 			DATA_DIR: dataDir,
 			METRICS_PORT: String(metricsPort),
-			HEALTH_PORT: String(healthPort)
+			HEALTH_PORT: String(healthPort),
 		};
 		const { file, args } = this.command();
-		const child = spawn(file, args, { cwd: this.projectDir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+		const child = spawn(file, args, {
+			cwd: this.projectDir,
+			env: childEnv,
+			stdio: ["ignore", "pipe", "pipe"],
+		});
 		killOnExit(child);
 		const logFile = path.join(this.logDir, `${name}.log`);
 		const log = privateAppendStream(logFile);
-		log.write(`--- ${new Date().toISOString()} ${nodeID} (pid ${child.pid}) SERVICES=${childEnv.SERVICES} DATA_DIR=${dataDir}\n`);
+		log.write(
+			`--- ${new Date().toISOString()} ${nodeID} (pid ${child.pid}) SERVICES=${childEnv.SERVICES} DATA_DIR=${dataDir}\n`,
+		);
 		let output = "";
 		let exited = false;
 		const role: RoleProcess = {
-			name, kind, generation, nodeID, dataDir, metricsPort: null, logFile, child,
+			name,
+			kind,
+			generation,
+			nodeID,
+			dataDir,
+			metricsPort: null,
+			logFile,
+			child,
 			pid: child.pid ?? -1,
-			exited: new Promise<RoleExit>(resolve => child.once("exit", (code, signal) => {
-				exited = true;
-				resolve({ code, signal });
-			})),
+			exited: new Promise<RoleExit>((resolve) =>
+				child.once("exit", (code, signal) => {
+					exited = true;
+					resolve({ code, signal });
+				}),
+			),
 			running: () => !exited,
-			output: () => output
+			output: () => output,
 		};
 		let partial = "";
 		const onData = (chunk: Buffer) => {
 			const text = chunk.toString("utf8");
 			output = (output + text).slice(-OUTPUT_LIMIT);
 			log.write(text);
-			role.metricsPort ??= Number(/Prometheus metrics on http:\/\/[^:\s]+:(\d+)\//.exec(text)?.[1]) || null;
+			role.metricsPort ??=
+				Number(/Prometheus metrics on http:\/\/[^:\s]+:(\d+)\//.exec(text)?.[1]) || null;
 			if (!this.options.onLine) return;
 			const lines = (partial + text).split("\n");
 			partial = lines.pop() ?? "";
@@ -268,10 +344,14 @@ export class Cluster {
 		};
 		child.stdout!.on("data", onData);
 		child.stderr!.on("data", onData);
-		void role.exited.then(({ code, signal }) => log.end(`--- exited: ${signal ?? `code ${code}`}\n`));
+		void role.exited.then(({ code, signal }) =>
+			log.end(`--- exited: ${signal ?? `code ${code}`}\n`),
+		);
 		await new Promise<void>((resolve, reject) => {
 			child.once("spawn", () => resolve());
-			child.once("error", err => reject(new ClusterError(`cannot start ${name}: ${err.message}`)));
+			child.once("error", (err) =>
+				reject(new ClusterError(`cannot start ${name}: ${err.message}`)),
+			);
 		});
 		this.roles.set(name, role);
 		return role;
@@ -298,7 +378,10 @@ export class Cluster {
 	}
 
 	/** Starts role `name` again (same kind, same DATA_DIR) once its process has ended. */
-	async restart(name: string, env: Record<string, string | undefined> = {}): Promise<RoleProcess> {
+	async restart(
+		name: string,
+		env: Record<string, string | undefined> = {},
+	): Promise<RoleProcess> {
 		const role = this.role(name);
 		if (role.running()) await this.kill(name);
 		return this.startRole(role.kind, name, env);
@@ -308,7 +391,7 @@ export class Cluster {
 
 	/** A client node on the cluster's NATS (no services of its own but a watcher): calls, audit, events. */
 	connect(): Promise<ServiceBroker> {
-		this.connecting ??= this.startClient().catch(err => {
+		this.connecting ??= this.startClient().catch((err) => {
 			this.connecting = null;
 			throw err;
 		});
@@ -316,13 +399,20 @@ export class Cluster {
 	}
 
 	private async startClient(): Promise<ServiceBroker> {
-		const config = loadConfig({ TRANSPORTER: this.natsUrl("ops"), NAMESPACE: this.namespace, DATA_DIR: "" });
+		const config = loadConfig({
+			TRANSPORTER: this.natsUrl("ops"),
+			NAMESPACE: this.namespace,
+			DATA_DIR: "",
+		});
 		const broker = new ServiceBroker({
-			...brokerOptions(config, { nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`, logLevel: this.options.clientLogLevel ?? "warn" }),
+			...brokerOptions(config, {
+				nodeID: `client-${os.hostname()}-${process.pid}-${Date.now().toString(36)}`,
+				logLevel: this.options.clientLogLevel ?? "warn",
+			}),
 			// The process running the cluster handles its own signals, and stopping the client
 			// must not wait for a call that a dead node will never answer.
 			skipProcessEventRegistration: true,
-			tracking: { enabled: false }
+			tracking: { enabled: false },
 		});
 		const name = `cluster-watch-${process.pid}-${Date.now().toString(36)}`;
 		broker.createService({
@@ -334,9 +424,9 @@ export class Cluster {
 					group: opsEventGroup(name),
 					handler: (ctx: { params: RunCompletedEvent }) => {
 						for (const waiter of this.completions.splice(0)) waiter(ctx.params);
-					}
-				}
-			}
+					},
+				},
+			},
 		});
 		await broker.start();
 		this.client = broker;
@@ -349,8 +439,13 @@ export class Cluster {
 		if (!broker || !role.running()) return false;
 		const node = broker.registry.nodes.get(role.nodeID);
 		if (!node?.available) return false;
-		const offered = new Set(broker.registry.getServiceList({ onlyAvailable: true }).filter(s => s.nodeID === role.nodeID).map(s => s.name));
-		return ROLE_SERVICES[role.kind].every(service => offered.has(service));
+		const offered = new Set(
+			broker.registry
+				.getServiceList({ onlyAvailable: true })
+				.filter((s) => s.nodeID === role.nodeID)
+				.map((s) => s.name),
+		);
+		return ROLE_SERVICES[role.kind].every((service) => offered.has(service));
 	}
 
 	/**
@@ -361,18 +456,31 @@ export class Cluster {
 	async ready(timeoutMs = 120_000, names?: string[]): Promise<void> {
 		await this.connect();
 		// Every role by default: one that already exited (a port taken, a bad setting) is an error, not skipped.
-		const waited = () => (names ? names.map(name => this.role(name)) : this.list());
-		await until("every role to offer its services", timeoutMs, () => {
-			for (const role of waited())
-				if (!role.running()) throw new ClusterError(`${role.name} (${role.nodeID}) exited while starting:\n${tail(role.output())}`);
-			return waited().every(role => this.offers(role));
-		}, 100);
+		const waited = () => (names ? names.map((name) => this.role(name)) : this.list());
+		await until(
+			"every role to offer its services",
+			timeoutMs,
+			() => {
+				for (const role of waited())
+					if (!role.running())
+						throw new ClusterError(
+							`${role.name} (${role.nodeID}) exited while starting:\n${tail(role.output())}`,
+						);
+				return waited().every((role) => this.offers(role));
+			},
+			100,
+		);
 	}
 
 	/** Waits until the client no longer sees `nodeID` (a killed node's heartbeats stopped). */
 	async gone(nodeID: string, timeoutMs = 30_000): Promise<void> {
 		const broker = await this.connect();
-		await until(`node ${nodeID} to be seen as gone`, timeoutMs, () => !broker.registry.nodes.get(nodeID)?.available, 100);
+		await until(
+			`node ${nodeID} to be seen as gone`,
+			timeoutMs,
+			() => !broker.registry.nodes.get(nodeID)?.available,
+			100,
+		);
 	}
 
 	// ------------------------------------------------------------ runs
@@ -390,19 +498,33 @@ export class Cluster {
 	async runEnded(runId: string, timeoutMs = 600_000): Promise<RunEnding> {
 		const broker = await this.connect();
 		let ended: RunEnding | null = null;
-		const listen = () => this.completions.push(event => {
-			if (event.report?.runId === runId) ended = { status: event.status, error: event.error, report: event.report };
-			else if (!ended) listen();
-		});
+		const listen = () =>
+			this.completions.push((event) => {
+				if (event.report?.runId === runId)
+					ended = { status: event.status, error: event.error, report: event.report };
+				else if (!ended) listen();
+			});
 		listen();
 		let lastPoll = 0;
-		return until(`run ${runId} to end`, timeoutMs, async () => {
-			if (ended) return ended;
-			if (Date.now() - lastPoll < 1_000) return null;
-			lastPoll = Date.now();
-			const run = await call(broker, Actions.batcher.get, { runId }, { timeout: 5_000 }).catch(() => null);
-			return run && run.status !== "running" ? { status: run.status, error: run.error ?? null, report: run.report ?? null } : null;
-		}, 50);
+		return until(
+			`run ${runId} to end`,
+			timeoutMs,
+			async () => {
+				if (ended) return ended;
+				if (Date.now() - lastPoll < 1_000) return null;
+				lastPoll = Date.now();
+				const run = await call(
+					broker,
+					Actions.batcher.get,
+					{ runId },
+					{ timeout: 5_000 },
+				).catch(() => null);
+				return run && run.status !== "running"
+					? { status: run.status, error: run.error ?? null, report: run.report ?? null }
+					: null;
+			},
+			50,
+		);
 	}
 
 	// ------------------------------------------------------------ stop
@@ -415,13 +537,17 @@ export class Cluster {
 	async stop(graceMs = 30_000): Promise<void> {
 		this.stopped = true;
 		const terminate = async (roles: RoleProcess[]) => {
-			await Promise.all(roles.filter(role => role.running()).map(async role => {
-				role.child.kill("SIGCONT");
-				role.child.kill("SIGTERM");
-				const timer = setTimeout(() => role.child.kill("SIGKILL"), graceMs);
-				await role.exited;
-				clearTimeout(timer);
-			}));
+			await Promise.all(
+				roles
+					.filter((role) => role.running())
+					.map(async (role) => {
+						role.child.kill("SIGCONT");
+						role.child.kill("SIGTERM");
+						const timer = setTimeout(() => role.child.kill("SIGKILL"), graceMs);
+						await role.exited;
+						clearTimeout(timer);
+					}),
+			);
 		};
 		// The client first: nothing waits on it, and it must not outlive the nats-server reconnecting.
 		const client = this.client ?? (await this.connecting?.catch(() => null)) ?? null;
@@ -431,9 +557,9 @@ export class Cluster {
 			await Promise.race([client.stop(), systemClock.sleep(5_000)]);
 		}
 		const all = this.list();
-		await terminate(all.filter(role => role.kind === "main"));
-		await terminate(all.filter(role => role.kind === "signer"));
-		await terminate(all.filter(role => role.kind === "keyring"));
+		await terminate(all.filter((role) => role.kind === "main"));
+		await terminate(all.filter((role) => role.kind === "signer"));
+		await terminate(all.filter((role) => role.kind === "keyring"));
 		await terminate(all);
 		await this.nats?.stop();
 	}

@@ -27,12 +27,26 @@ export interface LocalNats {
  * Starts nats-server with a user per role; `keyringNodes` are the node ids the keyring runs
  * under (their node-addressed subjects are the keyring user's only).
  */
-export async function startLocalNats(folder: string, namespace: string, keyringNodes: string[], writtenBy: string, detached = false): Promise<LocalNats> {
-	const passwords = Object.fromEntries(NATS_ROLES.map(role => [role, randomBytes(18).toString("base64url")])) as Record<NatsRole, string>;
-	const quoted = Object.fromEntries(NATS_ROLES.map(role => [role, JSON.stringify(passwords[role])])) as Record<NatsRole, string>;
+export async function startLocalNats(
+	folder: string,
+	namespace: string,
+	keyringNodes: string[],
+	writtenBy: string,
+	detached = false,
+): Promise<LocalNats> {
+	const passwords = Object.fromEntries(
+		NATS_ROLES.map((role) => [role, randomBytes(18).toString("base64url")]),
+	) as Record<NatsRole, string>;
+	const quoted = Object.fromEntries(
+		NATS_ROLES.map((role) => [role, JSON.stringify(passwords[role])]),
+	) as Record<NatsRole, string>;
 	const config = path.join(folder, "nats-server.conf");
 	fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
-	fs.writeFileSync(config, `# written by ${writtenBy}\nmax_payload: ${NATS_MAX_PAYLOAD}\n${authorizationBlock(namespace, keyringNodes, quoted)}`, { mode: 0o600 });
+	fs.writeFileSync(
+		config,
+		`# written by ${writtenBy}\nmax_payload: ${NATS_MAX_PAYLOAD}\n${authorizationBlock(namespace, keyringNodes, quoted)}`,
+		{ mode: 0o600 },
+	);
 	const server = await startNatsServer({ args: ["-c", config], detached });
-	return { server, passwords, url: role => roleUrl(server.url, role, passwords[role]) };
+	return { server, passwords, url: (role) => roleUrl(server.url, role, passwords[role]) };
 }

@@ -56,15 +56,22 @@ export interface NatsServer {
 }
 
 const DEBIAN_PACKAGE = "nats-server";
-const FALLBACK_PATHS = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
+const FALLBACK_PATHS = [
+	"/usr/sbin/nats-server",
+	"/usr/bin/nats-server",
+	"/usr/local/bin/nats-server",
+];
 const STOP_GRACE_MS = 5_000;
 
 /** Finds the binary: `NATS_SERVER_BIN`, then PATH, then Debian's location. */
 export function findNatsServer(): string {
 	const candidates = [
 		process.env.NATS_SERVER_BIN,
-		...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean).map(dir => path.join(dir, "nats-server")),
-		...FALLBACK_PATHS
+		...(process.env.PATH ?? "")
+			.split(path.delimiter)
+			.filter(Boolean)
+			.map((dir) => path.join(dir, "nats-server")),
+		...FALLBACK_PATHS,
 	].filter((candidate): candidate is string => Boolean(candidate));
 	for (const candidate of candidates) {
 		try {
@@ -76,7 +83,7 @@ export function findNatsServer(): string {
 	}
 	throw new Error(
 		`nats-server not found (looked at NATS_SERVER_BIN, PATH and ${FALLBACK_PATHS.join(", ")}). ` +
-		`Install the Debian package: apt-get install -y ${DEBIAN_PACKAGE}`
+			`Install the Debian package: apt-get install -y ${DEBIAN_PACKAGE}`,
 	);
 }
 
@@ -97,19 +104,29 @@ export function freePort(): Promise<number> {
 }
 
 /** Resolves once a client can connect and reads the server's INFO line. */
-async function waitUntilAccepting(port: number, child: ChildProcess, timeoutMs: number, output: () => string): Promise<void> {
+async function waitUntilAccepting(
+	port: number,
+	child: ChildProcess,
+	timeoutMs: number,
+	output: () => string,
+): Promise<void> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		if (child.exitCode !== null || child.signalCode !== null)
-			throw new Error(`nats-server exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${output()}`);
+			throw new Error(
+				`nats-server exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${output()}`,
+			);
 		if (await readsInfo(port)) return;
-		if (Date.now() > deadline) throw new Error(`nats-server did not accept connections on port ${port} within ${timeoutMs} ms:\n${output()}`);
+		if (Date.now() > deadline)
+			throw new Error(
+				`nats-server did not accept connections on port ${port} within ${timeoutMs} ms:\n${output()}`,
+			);
 		await sleep(50);
 	}
 }
 
 function readsInfo(port: number): Promise<boolean> {
-	return new Promise(resolve => {
+	return new Promise((resolve) => {
 		const socket = net.connect({ port, host: "127.0.0.1" });
 		let received = "";
 		const done = (ok: boolean) => {
@@ -117,7 +134,7 @@ function readsInfo(port: number): Promise<boolean> {
 			resolve(ok);
 		};
 		socket.setTimeout(1_000, () => done(false));
-		socket.on("data", chunk => {
+		socket.on("data", (chunk) => {
 			received += chunk.toString("utf8");
 			if (received.startsWith("INFO ")) done(true);
 		});
@@ -128,29 +145,47 @@ function readsInfo(port: number): Promise<boolean> {
 
 function waitForExit(child: ChildProcess): Promise<void> {
 	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise(resolve => child.once("exit", () => resolve()));
+	return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
 /**
  * The ports a nats-server started with `-p -1` (and `-m -1`) bound: it writes them to a
  * `.ports` file once it listens, so nothing is probed free first and taken by another.
  */
-async function portsFromFile(dir: string, child: ChildProcess, timeoutMs: number, output: () => string): Promise<{ port: number; monitorPort: number | null }> {
+async function portsFromFile(
+	dir: string,
+	child: ChildProcess,
+	timeoutMs: number,
+	output: () => string,
+): Promise<{ port: number; monitorPort: number | null }> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		if (child.exitCode !== null || child.signalCode !== null)
-			throw new Error(`nats-server exited (${child.exitCode ?? child.signalCode}) before listening:\n${output()}`);
-		const file = fs.readdirSync(dir).find(name => name.endsWith(".ports"));
+			throw new Error(
+				`nats-server exited (${child.exitCode ?? child.signalCode}) before listening:\n${output()}`,
+			);
+		const file = fs.readdirSync(dir).find((name) => name.endsWith(".ports"));
 		if (file) {
 			try {
-				const ports = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { nats?: string[]; monitoring?: string[] };
+				const ports = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as {
+					nats?: string[];
+					monitoring?: string[];
+				};
 				const port = Number(new URL(ports.nats![0]).port);
-				return { port, monitorPort: ports.monitoring?.length ? Number(new URL(ports.monitoring[0]).port) : null };
+				return {
+					port,
+					monitorPort: ports.monitoring?.length
+						? Number(new URL(ports.monitoring[0]).port)
+						: null,
+				};
 			} catch {
 				// written but not complete yet
 			}
 		}
-		if (Date.now() > deadline) throw new Error(`nats-server did not report its ports within ${timeoutMs} ms:\n${output()}`);
+		if (Date.now() > deadline)
+			throw new Error(
+				`nats-server did not report its ports within ${timeoutMs} ms:\n${output()}`,
+			);
 		await sleep(20);
 	}
 }
@@ -165,14 +200,23 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 	let output = "";
 
 	async function start(): Promise<void> {
-		const portsDir = port === 0 || monitorPort === 0 ? fs.mkdtempSync(path.join(os.tmpdir(), "nats-ports-")) : null;
+		const portsDir =
+			port === 0 || monitorPort === 0
+				? fs.mkdtempSync(path.join(os.tmpdir(), "nats-ports-"))
+				: null;
 		const args = [
-			"-a", "127.0.0.1", "-p", String(port || -1),
+			"-a",
+			"127.0.0.1",
+			"-p",
+			String(port || -1),
 			...(monitorPort !== null ? ["-m", String(monitorPort || -1)] : []),
 			...(portsDir ? ["--ports_file_dir", portsDir] : []),
-			...(options.args ?? [])
+			...(options.args ?? []),
 		];
-		const spawned = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
+		const spawned = spawn(binary, args, {
+			stdio: ["ignore", "pipe", "pipe"],
+			detached: options.detached ?? false,
+		});
 		child = spawned;
 		killOnExit(spawned);
 		const keep = (chunk: Buffer) => {
@@ -181,10 +225,21 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		};
 		spawned.stdout?.on("data", keep);
 		spawned.stderr?.on("data", keep);
-		const spawnError = new Promise<never>((_, reject) => spawned.once("error", err => reject(new Error(`Cannot start ${binary}: ${err.message}`))));
+		const spawnError = new Promise<never>((_, reject) =>
+			spawned.once("error", (err) =>
+				reject(new Error(`Cannot start ${binary}: ${err.message}`)),
+			),
+		);
 		try {
-			if (portsDir) ({ port, monitorPort } = await Promise.race([portsFromFile(portsDir, spawned, readyTimeoutMs, () => output), spawnError]));
-			await Promise.race([waitUntilAccepting(port, spawned, readyTimeoutMs, () => output), spawnError]);
+			if (portsDir)
+				({ port, monitorPort } = await Promise.race([
+					portsFromFile(portsDir, spawned, readyTimeoutMs, () => output),
+					spawnError,
+				]));
+			await Promise.race([
+				waitUntilAccepting(port, spawned, readyTimeoutMs, () => output),
+				spawnError,
+			]);
 		} catch (err) {
 			await stopChild("SIGKILL");
 			throw err;
@@ -222,6 +277,6 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		async start() {
 			if (!child) await start();
 		},
-		log: () => output
+		log: () => output,
 	};
 }

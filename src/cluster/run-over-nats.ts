@@ -33,7 +33,13 @@ export async function runOverNats(options: OverNatsOptions): Promise<OverNatsRes
 		signers: options.signers ?? 3,
 		logLevel: "warn",
 		clientLogLevel: "error",
-		env: { ...options.env, RECORDS: String(options.records), KEYS: String(options.keys), BATCH_SIZE: String(options.batchSize), MONGO_URI: "" }
+		env: {
+			...options.env,
+			RECORDS: String(options.records),
+			KEYS: String(options.keys),
+			BATCH_SIZE: String(options.batchSize),
+			MONGO_URI: "",
+		},
 	});
 	try {
 		await cluster.ready(600_000); // seeds the records and generates the keys: not timed
@@ -41,9 +47,15 @@ export async function runOverNats(options: OverNatsOptions): Promise<OverNatsRes
 		const run = await cluster.startRun(options.batchSize);
 		const outcome = await cluster.runEnded(run.runId);
 		const seconds = (performance.now() - started) / 1000;
-		if (outcome.status !== "completed") throw new Error(`the run over NATS ended ${outcome.status}: ${outcome.error ?? "no error given"}`);
+		if (outcome.status !== "completed")
+			throw new Error(
+				`the run over NATS ended ${outcome.status}: ${outcome.error ?? "no error given"}`,
+			);
 		const progress = await call(await cluster.connect(), Actions.records.progress, {});
-		if (progress.signed !== options.records) throw new Error(`the run over NATS signed ${progress.signed} of ${options.records} records`);
+		if (progress.signed !== options.records)
+			throw new Error(
+				`the run over NATS signed ${progress.signed} of ${options.records} records`,
+			);
 		return { seconds, signed: outcome.report?.signedThisRun ?? progress.signed };
 	} finally {
 		await cluster.stop();

@@ -13,7 +13,13 @@
  * - a keyring in the same process.
  * Never from the bus: a stranger there could answer in the keyring's name.
  */
-import { createHash, createPrivateKey, createPublicKey, hkdfSync, type KeyObject } from "node:crypto";
+import {
+	createHash,
+	createPrivateKey,
+	createPublicKey,
+	hkdfSync,
+	type KeyObject,
+} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { JWK } from "jose";
@@ -40,9 +46,15 @@ function kidOf(x: string): string {
 
 /** The authority key of a master key's raw bytes (read before they are wiped). */
 export function deriveAuthorityKey(masterKey: Uint8Array): AuthorityKey {
-	const seed = Buffer.from(hkdfSync("sha256", masterKey, Buffer.alloc(0), "record-signer keyring authority v1", 32));
+	const seed = Buffer.from(
+		hkdfSync("sha256", masterKey, Buffer.alloc(0), "record-signer keyring authority v1", 32),
+	);
 	try {
-		const privateKey = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: "der", type: "pkcs8" });
+		const privateKey = createPrivateKey({
+			key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]),
+			format: "der",
+			type: "pkcs8",
+		});
 		const { x } = createPublicKey(privateKey).export({ format: "jwk" }) as JWK;
 		const kid = kidOf(x!);
 		return { kid, privateKey, publicJwk: { kty: "OKP", crv: "Ed25519", x, kid, use: "sig" } };
@@ -82,8 +94,13 @@ export function parseAuthorityKey(text: string, source: string): { kid: string; 
 		}
 	} else if (/^[A-Za-z0-9_-]{43}$/.test(trimmed)) x = trimmed;
 	if (!x || Buffer.from(x, "base64url").length !== 32)
-		throw new TrustAnchorError(`${source} is not the keyring's public key: expected its Ed25519 JWK or the 43-character base64url x (npm run signer -- authority prints it)`);
-	return { kid: kidOf(x), key: createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" } as never) };
+		throw new TrustAnchorError(
+			`${source} is not the keyring's public key: expected its Ed25519 JWK or the 43-character base64url x (npm run signer -- authority prints it)`,
+		);
+	return {
+		kid: kidOf(x),
+		key: createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" } as never),
+	};
 }
 
 export interface TrustSettings {
@@ -111,9 +128,17 @@ export class KeyringTrust {
 
 	/** The trusted key named `kid`, or null (re-reading the file at most once a second). */
 	key(kid: string): KeyObject | null {
-		const known = this.fixed.get(kid) ?? this.fromFile.get(kid) ?? (this.fixed.size ? undefined : inProcess.get(kid));
+		const known =
+			this.fixed.get(kid) ??
+			this.fromFile.get(kid) ??
+			(this.fixed.size ? undefined : inProcess.get(kid));
 		if (known) return known;
-		if (this.fixed.size || !this.settings.keyringPublicKeyFile || Date.now() - this.loadedAt < RELOAD_MS) return null;
+		if (
+			this.fixed.size ||
+			!this.settings.keyringPublicKeyFile ||
+			Date.now() - this.loadedAt < RELOAD_MS
+		)
+			return null;
 		this.loadedAt = Date.now();
 		const file = this.settings.keyringPublicKeyFile;
 		if (!fs.existsSync(file)) return null;
@@ -125,6 +150,8 @@ export class KeyringTrust {
 	/** Where this node looks for the keyring's public key, for messages. */
 	describe(): string {
 		if (this.fixed.size) return "KEYRING_PUBLIC_KEY";
-		return this.settings.keyringPublicKeyFile ? `${this.settings.keyringPublicKeyFile} (KEYRING_PUBLIC_KEY_FILE), or a keyring in this process` : "a keyring in this process (set KEYRING_PUBLIC_KEY)";
+		return this.settings.keyringPublicKeyFile
+			? `${this.settings.keyringPublicKeyFile} (KEYRING_PUBLIC_KEY_FILE), or a keyring in this process`
+			: "a keyring in this process (set KEYRING_PUBLIC_KEY)";
 	}
 }

@@ -20,7 +20,8 @@ import type { RecordPayload } from "../contract";
 /** Signatures per `records.storeSignatures` call: the pieces a batch is stored in (src/signer/signer.ts). */
 export const TRANSFER_CHUNK = 2_000;
 
-const digest = (encoded: string, encoding: "utf16le" | "utf8" = "utf16le") => createHash("sha256").update(encoded, encoding).digest("base64url");
+const digest = (encoded: string, encoding: "utf16le" | "utf8" = "utf16le") =>
+	createHash("sha256").update(encoded, encoding).digest("base64url");
 const field = (text: string) => `${text.length}:${text}`;
 
 /** Digests of sealed (frozen) arrays, by identity. */
@@ -32,7 +33,9 @@ function encodeRecords(records: readonly RecordPayload[]): string {
 	return encoded;
 }
 
-function encodeSignatures(signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>): string {
+function encodeSignatures(
+	signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>,
+): string {
 	let encoded = "";
 	for (const s of signatures) encoded += field(s.recordId) + field(s.jws) + field(s.signedAt);
 	return encoded;
@@ -62,17 +65,22 @@ export function idsDigest(ids: readonly string[]): string {
 /** One digest per TRANSFER_CHUNK ids of the batch, in order: one per piece its signer stores. */
 export function idChunkDigests(ids: readonly string[]): string[] {
 	const digests: string[] = [];
-	for (let i = 0; i < ids.length; i += TRANSFER_CHUNK) digests.push(idsDigest(ids.slice(i, i + TRANSFER_CHUNK)));
+	for (let i = 0; i < ids.length; i += TRANSFER_CHUNK)
+		digests.push(idsDigest(ids.slice(i, i + TRANSFER_CHUNK)));
 	return digests;
 }
 
 /** One stored piece's signatures: what the lease holder's store proof signs. */
-export function signaturesDigest(signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>): string {
+export function signaturesDigest(
+	signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>,
+): string {
 	return sealed.get(signatures) ?? digest(encodeSignatures(signatures), "utf8");
 }
 
 /** Freezes a piece's signatures and remembers their digest. */
-export function sealSignatures(signatures: Array<{ recordId: string; jws: string; signedAt: string }>): string {
+export function sealSignatures(
+	signatures: Array<{ recordId: string; jws: string; signedAt: string }>,
+): string {
 	for (const signature of signatures) Object.freeze(signature);
 	Object.freeze(signatures);
 	const value = digest(encodeSignatures(signatures), "utf8");

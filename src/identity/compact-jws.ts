@@ -52,7 +52,11 @@ function raw(key: KeyObject): RawKey {
 	if (!found) {
 		const jwk = key.export({ format: "jwk" }) as JWK;
 		const publicKey = Buffer.from(jwk.x!, "base64url");
-		found = { x: jwk.x!, publicKey, secretKey: jwk.d ? Buffer.concat([Buffer.from(jwk.d, "base64url"), publicKey]) : null };
+		found = {
+			x: jwk.x!,
+			publicKey,
+			secretKey: jwk.d ? Buffer.concat([Buffer.from(jwk.d, "base64url"), publicKey]) : null,
+		};
 		rawKeys.set(key, found);
 	}
 	return found;
@@ -79,7 +83,10 @@ export function verifyDetached(publicKey: KeyObject, message: string, signature:
 	if (here !== undefined) return here === key.x;
 	const bytes = Buffer.from(signature, "base64url");
 	const sodium = requireSodium();
-	return bytes.length === sodium.crypto_sign_BYTES && sodium.crypto_sign_verify_detached(bytes, Buffer.from(message), key.publicKey);
+	return (
+		bytes.length === sodium.crypto_sign_BYTES &&
+		sodium.crypto_sign_verify_detached(bytes, Buffer.from(message), key.publicKey)
+	);
 }
 
 export function signJws(privateKey: KeyObject, header: JwsHeader, claims: object): string {
@@ -95,7 +102,8 @@ export function parseJws<C extends object>(jws: unknown): ParsedJws<C> | null {
 	try {
 		const header = JSON.parse(Buffer.from(parts[0], "base64url").toString("utf8"));
 		const claims = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8"));
-		if (!header || typeof header !== "object" || !claims || typeof claims !== "object") return null;
+		if (!header || typeof header !== "object" || !claims || typeof claims !== "object")
+			return null;
 		return { header, claims, signingInput: `${parts[0]}.${parts[1]}`, signature: parts[2] };
 	} catch {
 		return null;
@@ -103,5 +111,8 @@ export function parseJws<C extends object>(jws: unknown): ParsedJws<C> | null {
 }
 
 export function verifyJws(parsed: ParsedJws<object>, publicKey: KeyObject): boolean {
-	return parsed.header.alg === "EdDSA" && verifyDetached(publicKey, parsed.signingInput, parsed.signature);
+	return (
+		parsed.header.alg === "EdDSA" &&
+		verifyDetached(publicKey, parsed.signingInput, parsed.signature)
+	);
 }

@@ -15,7 +15,13 @@
  *
  * The private JWK carries its enrolment name as `kid`.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import {
+	createHash,
+	createPrivateKey,
+	createPublicKey,
+	generateKeyPairSync,
+	type KeyObject,
+} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { JWK } from "jose";
@@ -24,12 +30,15 @@ import { UserError } from "../user-error";
 export type CredentialRole = "signer" | "batcher";
 
 /** Each role's credential file in DATA_DIR. */
-export const CREDENTIAL_FILES: Record<CredentialRole, string> = { signer: "signer.key", batcher: "batcher.key" };
+export const CREDENTIAL_FILES: Record<CredentialRole, string> = {
+	signer: "signer.key",
+	batcher: "batcher.key",
+};
 export const SIGNER_KEY_FILE = CREDENTIAL_FILES.signer;
 /** The variables each role's credential is read from, for messages. */
 export const CREDENTIAL_VARIABLES: Record<CredentialRole, { key: string; file: string }> = {
 	signer: { key: "SIGNER_KEY", file: "SIGNER_KEY_FILE" },
-	batcher: { key: "BATCHER_KEY", file: "BATCHER_KEY_FILE" }
+	batcher: { key: "BATCHER_KEY", file: "BATCHER_KEY_FILE" },
 };
 
 export interface SignerCredential {
@@ -59,7 +68,10 @@ export interface CredentialSettings {
 
 /** A new credential: a fresh Ed25519 pair under `name`. */
 export function newCredential(name: string, source = "new"): SignerCredential {
-	if (!SIGNER_NAME.test(name)) throw new CredentialError(`A signer name is 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
+	if (!SIGNER_NAME.test(name))
+		throw new CredentialError(
+			`A signer name is 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`,
+		);
 	const { privateKey } = generateKeyPairSync("ed25519");
 	return fromPrivateKey(privateKey, name, source);
 }
@@ -80,31 +92,56 @@ export function parseCredential(text: string, source: string): SignerCredential 
 	const trimmed = text.trim();
 	let jwk: JWK;
 	try {
-		jwk = JSON.parse(trimmed.startsWith("{") ? trimmed : Buffer.from(trimmed, "base64").toString("utf8")) as JWK;
+		jwk = JSON.parse(
+			trimmed.startsWith("{") ? trimmed : Buffer.from(trimmed, "base64").toString("utf8"),
+		) as JWK;
 	} catch {
-		throw new CredentialError(`${source} is not a signer credential: expected the private Ed25519 JWK as JSON (or base64 of it), as \`npm run signer -- create\` prints`);
+		throw new CredentialError(
+			`${source} is not a signer credential: expected the private Ed25519 JWK as JSON (or base64 of it), as \`npm run signer -- create\` prints`,
+		);
 	}
-	if (jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string" || typeof jwk.kid !== "string" || !SIGNER_NAME.test(jwk.kid))
-		throw new CredentialError(`${source} is not a signer credential: it must be a private Ed25519 JWK (kty OKP, crv Ed25519, d) whose kid is the signer's enrolled name`);
+	if (
+		jwk?.kty !== "OKP" ||
+		jwk.crv !== "Ed25519" ||
+		typeof jwk.d !== "string" ||
+		typeof jwk.kid !== "string" ||
+		!SIGNER_NAME.test(jwk.kid)
+	)
+		throw new CredentialError(
+			`${source} is not a signer credential: it must be a private Ed25519 JWK (kty OKP, crv Ed25519, d) whose kid is the signer's enrolled name`,
+		);
 	try {
-		return fromPrivateKey(createPrivateKey({ key: jwk as never, format: "jwk" }), jwk.kid, source);
+		return fromPrivateKey(
+			createPrivateKey({ key: jwk as never, format: "jwk" }),
+			jwk.kid,
+			source,
+		);
 	} catch (err) {
-		throw new CredentialError(`${source} holds an unusable Ed25519 key: ${(err as Error).message}`);
+		throw new CredentialError(
+			`${source} holds an unusable Ed25519 key: ${(err as Error).message}`,
+		);
 	}
 }
 
 /** Base64url SHA-256 of the public key: how commands tell two credentials of one name apart. */
 export function thumbprint(publicJwk: JWK): string {
-	return createHash("sha256").update(`{"crv":"Ed25519","kty":"OKP","x":"${publicJwk.x}"}`).digest("base64url").slice(0, 16);
+	return createHash("sha256")
+		.update(`{"crv":"Ed25519","kty":"OKP","x":"${publicJwk.x}"}`)
+		.digest("base64url")
+		.slice(0, 16);
 }
 
 const inMemory = new Map<string, SignerCredential>();
 
 /** The credential of this process's embedded `role`: its file in DATA_DIR, created when absent (or one per role and process in memory). */
-export function localCredential(dataDir: string, role: CredentialRole = "signer"): SignerCredential {
+export function localCredential(
+	dataDir: string,
+	role: CredentialRole = "signer",
+): SignerCredential {
 	if (!dataDir) {
 		let credential = inMemory.get(role);
-		if (!credential) inMemory.set(role, (credential = newCredential(`local-${role}-memory`, "memory")));
+		if (!credential)
+			inMemory.set(role, (credential = newCredential(`local-${role}-memory`, "memory")));
 		return credential;
 	}
 	return credentialFile(path.join(dataDir, CREDENTIAL_FILES[role]), true);
@@ -117,24 +154,35 @@ export function credentialFile(file: string, create: boolean): SignerCredential 
 		const created = newCredential(`local-${thumbprintOfNew()}`, file);
 		try {
 			// "wx": a signer and the keyring starting together must not both write one.
-			fs.writeFileSync(file, serializeCredential(created) + "\n", { mode: 0o600, flag: "wx" });
+			fs.writeFileSync(file, serializeCredential(created) + "\n", {
+				mode: 0o600,
+				flag: "wx",
+			});
 			fs.chmodSync(file, 0o600);
 		} catch (err) {
-			if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new CredentialError(`Cannot create the signer credential ${file}: ${(err as Error).message}`);
+			if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+				throw new CredentialError(
+					`Cannot create the signer credential ${file}: ${(err as Error).message}`,
+				);
 		}
 	}
 	let text: string;
 	try {
 		text = fs.readFileSync(file, "utf8");
 	} catch (err) {
-		throw new CredentialError(`Cannot read the signer credential ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+		throw new CredentialError(
+			`Cannot read the signer credential ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+		);
 	}
 	return parseCredential(text, file);
 }
 
 /** A short random suffix for an auto-enrolled name, so a replaced local credential gets a new one. */
 function thumbprintOfNew(): string {
-	return createHash("sha256").update(String(process.hrtime.bigint()) + Math.random()).digest("hex").slice(0, 8);
+	return createHash("sha256")
+		.update(String(process.hrtime.bigint()) + Math.random())
+		.digest("hex")
+		.slice(0, 8);
 }
 
 /** A role's credential, as the module comment says where it is looked for. */

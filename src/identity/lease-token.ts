@@ -36,35 +36,58 @@ export interface LeaseTokenClaims {
 	exp: number;
 }
 
-export function issueLeaseToken(authority: AuthorityKey, claims: Omit<LeaseTokenClaims, "iat">, now = Date.now()): string {
-	return signJws(authority.privateKey, { alg: "EdDSA", kid: authority.kid, typ: LEASE_TOKEN_TYPE }, { ...claims, iat: now });
+export function issueLeaseToken(
+	authority: AuthorityKey,
+	claims: Omit<LeaseTokenClaims, "iat">,
+	now = Date.now(),
+): string {
+	return signJws(
+		authority.privateKey,
+		{ alg: "EdDSA", kid: authority.kid, typ: LEASE_TOKEN_TYPE },
+		{ ...claims, iat: now },
+	);
 }
 
 /** The claims of a token this keyring issued (checked with its own key); null when it is not one. */
 export function ownLeaseToken(authority: AuthorityKey, token: unknown): LeaseTokenClaims | null {
 	const parsed = parseJws<LeaseTokenClaims>(token);
-	if (!parsed || parsed.header.typ !== LEASE_TOKEN_TYPE || parsed.header.kid !== authority.kid) return null;
+	if (!parsed || parsed.header.typ !== LEASE_TOKEN_TYPE || parsed.header.kid !== authority.kid)
+		return null;
 	return verifyJws(parsed, authority.privateKey) ? parsed.claims : null;
 }
 
-const storeStatement = (leaseId: string, batchId: string, digest: string) => `record-signer store v1\n${leaseId}\n${batchId}\n${digest}`;
+const storeStatement = (leaseId: string, batchId: string, digest: string) =>
+	`record-signer store v1\n${leaseId}\n${batchId}\n${digest}`;
 
 /** The holder's proof for one stored piece: its credential's signature over the lease, the batch and the piece (sealed from then on). */
-export function makeStoreProof(credential: SignerCredential, piece: Pick<StoreSignaturesParams, "leaseId" | "batchId" | "signatures">): string {
-	return signDetached(credential.privateKey, storeStatement(piece.leaseId, piece.batchId, sealSignatures(piece.signatures)));
+export function makeStoreProof(
+	credential: SignerCredential,
+	piece: Pick<StoreSignaturesParams, "leaseId" | "batchId" | "signatures">,
+): string {
+	return signDetached(
+		credential.privateKey,
+		storeStatement(piece.leaseId, piece.batchId, sealSignatures(piece.signatures)),
+	);
 }
 
 /** Signatures refused because their sender is not the holder of the batch's current lease: 403. */
 export class StoreRefusedError extends DomainError {
 	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
-		super(type, `Refused: ${reason}. Only the holder of a batch's current lease stores its signatures`, data);
+		super(
+			type,
+			`Refused: ${reason}. Only the holder of a batch's current lease stores its signatures`,
+			data,
+		);
 	}
 }
 
 /** Records has no keyring public key to check tokens with yet: 503, retried by the signer's batch. */
 export class NoTrustAnchorError extends DomainError {
 	constructor(where: string) {
-		super("NO_KEYRING_PUBLIC_KEY", `Records cannot check lease tokens: no keyring public key found in ${where}. Start the keyring with the same DATA_DIR, or set KEYRING_PUBLIC_KEY`);
+		super(
+			"NO_KEYRING_PUBLIC_KEY",
+			`Records cannot check lease tokens: no keyring public key found in ${where}. Start the keyring with the same DATA_DIR, or set KEYRING_PUBLIC_KEY`,
+		);
 	}
 }
 
@@ -73,7 +96,10 @@ const CHECKED_MAX = 4_096;
 
 /** Records' side: checks a piece of signatures against its lease token and store proof. */
 export class StoreGate {
-	private readonly checked = new Map<string, { claims: LeaseTokenClaims; holderKey: KeyObject }>();
+	private readonly checked = new Map<
+		string,
+		{ claims: LeaseTokenClaims; holderKey: KeyObject }
+	>();
 	/** The holders' credentials, by their `x`: a handful of signers, each made into a key once. */
 	private readonly holders = new Map<string, KeyObject>();
 
@@ -82,30 +108,83 @@ export class StoreGate {
 	check(params: StoreSignaturesParams, now = Date.now()): void {
 		const token = this.token(params.token);
 		const { claims } = token;
-		const refuse = (reason: string, type: ErrorType = "LEASE_TOKEN_INVALID") => new StoreRefusedError(reason, type, { batchId: params.batchId, leaseId: params.leaseId });
-		if (claims.lid !== params.leaseId || claims.key !== params.keyId || claims.bid !== params.batchId)
-			throw refuse(`the lease token is for lease ${claims.lid} of ${claims.key} on batch ${claims.bid}, not lease ${params.leaseId} of ${params.keyId} on batch ${params.batchId}`);
-		if (claims.exp < now) throw refuse(`lease ${params.leaseId} ended at ${new Date(claims.exp).toISOString()}`, "LEASE_TOKEN_EXPIRED");
-		if (!claims.ids.includes(idsDigest(params.signatures.map(s => s.recordId)))) throw refuse(`the signatures are not for a piece of batch ${params.batchId}'s records`, "NOT_THE_BATCH_RECORDS");
-		if (!verifyDetached(token.holderKey, storeStatement(params.leaseId, params.batchId, signaturesDigest(params.signatures)), params.proof))
-			throw refuse(`the store proof does not verify with the credential of lease ${params.leaseId}'s holder`, "STORE_PROOF_INVALID");
+		const refuse = (reason: string, type: ErrorType = "LEASE_TOKEN_INVALID") =>
+			new StoreRefusedError(reason, type, {
+				batchId: params.batchId,
+				leaseId: params.leaseId,
+			});
+		if (
+			claims.lid !== params.leaseId ||
+			claims.key !== params.keyId ||
+			claims.bid !== params.batchId
+		)
+			throw refuse(
+				`the lease token is for lease ${claims.lid} of ${claims.key} on batch ${claims.bid}, not lease ${params.leaseId} of ${params.keyId} on batch ${params.batchId}`,
+			);
+		if (claims.exp < now)
+			throw refuse(
+				`lease ${params.leaseId} ended at ${new Date(claims.exp).toISOString()}`,
+				"LEASE_TOKEN_EXPIRED",
+			);
+		if (!claims.ids.includes(idsDigest(params.signatures.map((s) => s.recordId))))
+			throw refuse(
+				`the signatures are not for a piece of batch ${params.batchId}'s records`,
+				"NOT_THE_BATCH_RECORDS",
+			);
+		if (
+			!verifyDetached(
+				token.holderKey,
+				storeStatement(params.leaseId, params.batchId, signaturesDigest(params.signatures)),
+				params.proof,
+			)
+		)
+			throw refuse(
+				`the store proof does not verify with the credential of lease ${params.leaseId}'s holder`,
+				"STORE_PROOF_INVALID",
+			);
 	}
 
 	private token(token: unknown): { claims: LeaseTokenClaims; holderKey: KeyObject } {
-		if (typeof token !== "string" || !token) throw new StoreRefusedError("records.storeSignatures carries no lease token", "LEASE_TOKEN_MISSING");
+		if (typeof token !== "string" || !token)
+			throw new StoreRefusedError(
+				"records.storeSignatures carries no lease token",
+				"LEASE_TOKEN_MISSING",
+			);
 		const known = this.checked.get(token);
 		if (known) return known;
 		const parsed = parseJws<LeaseTokenClaims>(token);
-		if (!parsed || parsed.header.typ !== LEASE_TOKEN_TYPE || typeof parsed.header.kid !== "string") throw new StoreRefusedError("the lease token is not one", "LEASE_TOKEN_INVALID");
+		if (
+			!parsed ||
+			parsed.header.typ !== LEASE_TOKEN_TYPE ||
+			typeof parsed.header.kid !== "string"
+		)
+			throw new StoreRefusedError("the lease token is not one", "LEASE_TOKEN_INVALID");
 		const key = this.trust.key(parsed.header.kid);
 		if (!key) throw new NoTrustAnchorError(this.trust.describe());
-		if (!verifyJws(parsed, key)) throw new StoreRefusedError("the lease token's signature does not verify with the keyring's public key", "LEASE_TOKEN_INVALID");
+		if (!verifyJws(parsed, key))
+			throw new StoreRefusedError(
+				"the lease token's signature does not verify with the keyring's public key",
+				"LEASE_TOKEN_INVALID",
+			);
 		const { claims } = parsed;
-		if (typeof claims.cnf !== "string" || !Array.isArray(claims.ids) || typeof claims.exp !== "number") throw new StoreRefusedError("the lease token lacks its claims", "LEASE_TOKEN_INVALID");
+		if (
+			typeof claims.cnf !== "string" ||
+			!Array.isArray(claims.ids) ||
+			typeof claims.exp !== "number"
+		)
+			throw new StoreRefusedError("the lease token lacks its claims", "LEASE_TOKEN_INVALID");
 		let holderKey = this.holders.get(claims.cnf);
-		if (!holderKey) this.holders.set(claims.cnf, (holderKey = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: claims.cnf }, format: "jwk" } as never)));
+		if (!holderKey)
+			this.holders.set(
+				claims.cnf,
+				(holderKey = createPublicKey({
+					key: { kty: "OKP", crv: "Ed25519", x: claims.cnf },
+					format: "jwk",
+				} as never)),
+			);
 		const checked = { claims, holderKey };
-		if (this.checked.size >= CHECKED_MAX) this.checked.delete(this.checked.keys().next().value!);
+		if (this.checked.size >= CHECKED_MAX)
+			this.checked.delete(this.checked.keys().next().value!);
 		this.checked.set(token, checked);
 		return checked;
 	}

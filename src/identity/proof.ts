@@ -33,6 +33,14 @@ export interface ProofClaims {
 export const PROOF_MAX_AGE_MS = 60_000;
 
 /** Signs `claims` (time and random id added) with the credential. */
-export function makeProof(credential: SignerCredential, claims: Omit<ProofClaims, "iat" | "jti">, now = Date.now()): string {
-	return signJws(credential.privateKey, { alg: "EdDSA", kid: credential.name, typ: "signer-proof" }, { ...claims, iat: now, jti: randomBytes(12).toString("base64url") });
+export function makeProof(
+	credential: SignerCredential,
+	claims: Omit<ProofClaims, "iat" | "jti">,
+	now = Date.now(),
+): string {
+	return signJws(
+		credential.privateKey,
+		{ alg: "EdDSA", kid: credential.name, typ: "signer-proof" },
+		{ ...claims, iat: now, jti: randomBytes(12).toString("base64url") },
+	);
 }

@@ -46,23 +46,35 @@ export interface TicketRequest {
 }
 
 /** A ticket for the batch, whose records are sealed (frozen) from then on. */
-export function makeTicket(credential: SignerCredential, request: TicketRequest, now = Date.now()): string {
+export function makeTicket(
+	credential: SignerCredential,
+	request: TicketRequest,
+	now = Date.now(),
+): string {
 	const claims: TicketClaims = {
 		run: request.runId,
 		bid: request.batchId,
 		node: request.signer,
 		rd: sealRecords(request.records),
-		ids: idChunkDigests(request.records.map(record => record.id)),
+		ids: idChunkDigests(request.records.map((record) => record.id)),
 		iat: now,
-		exp: now + request.ttlMs
+		exp: now + request.ttlMs,
 	};
-	return signJws(credential.privateKey, { alg: "EdDSA", kid: credential.name, typ: TICKET_TYPE }, claims);
+	return signJws(
+		credential.privateKey,
+		{ alg: "EdDSA", kid: credential.name, typ: TICKET_TYPE },
+		claims,
+	);
 }
 
 /** A request to act on a batch the batcher did not send: 403, logged with the caller's node. */
 export class BatchRefusedError extends DomainError {
 	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
-		super(type, `Refused: ${reason}. A signer signs only a batch the batcher recorded and sent to it`, data);
+		super(
+			type,
+			`Refused: ${reason}. A signer signs only a batch the batcher recorded and sent to it`,
+			data,
+		);
 	}
 }
 
@@ -70,16 +82,32 @@ export class BatchRefusedError extends DomainError {
  * The signer's side: the ticket is for this node, this batch and exactly these records (its
  * signature is the keyring's to check). Returns the ticket's claims.
  */
-export function checkTicketForBatch(ticket: unknown, batch: { batchId: string; runId: string; records: RecordPayload[] }, nodeID: string): TicketClaims {
-	if (ticket === undefined || ticket === null || ticket === "") throw new BatchRefusedError("signer.signBatch carries no dispatch ticket", "DISPATCH_TICKET_MISSING");
+export function checkTicketForBatch(
+	ticket: unknown,
+	batch: { batchId: string; runId: string; records: RecordPayload[] },
+	nodeID: string,
+): TicketClaims {
+	if (ticket === undefined || ticket === null || ticket === "")
+		throw new BatchRefusedError(
+			"signer.signBatch carries no dispatch ticket",
+			"DISPATCH_TICKET_MISSING",
+		);
 	const parsed = parseJws<TicketClaims>(ticket);
-	if (!parsed || parsed.header.typ !== TICKET_TYPE) throw new BatchRefusedError("the dispatch ticket is not one", "DISPATCH_TICKET_INVALID");
+	if (!parsed || parsed.header.typ !== TICKET_TYPE)
+		throw new BatchRefusedError("the dispatch ticket is not one", "DISPATCH_TICKET_INVALID");
 	const { claims } = parsed;
-	const invalid = (reason: string) => new BatchRefusedError(reason, "DISPATCH_TICKET_INVALID", { batchId: batch.batchId });
-	if (claims.node !== nodeID) throw invalid(`the dispatch ticket is for node ${String(claims.node)}, not ${nodeID}`);
-	if (claims.bid !== batch.batchId || claims.run !== batch.runId) throw invalid(`the dispatch ticket is for batch ${String(claims.bid)} of ${String(claims.run)}, not ${batch.batchId} of ${batch.runId}`);
-	if (claims.rd !== recordsDigest(batch.records)) throw invalid("the records are not the ones the dispatch ticket names");
-	if (typeof claims.exp !== "number" || claims.exp < Date.now()) throw invalid("the dispatch ticket has expired");
+	const invalid = (reason: string) =>
+		new BatchRefusedError(reason, "DISPATCH_TICKET_INVALID", { batchId: batch.batchId });
+	if (claims.node !== nodeID)
+		throw invalid(`the dispatch ticket is for node ${String(claims.node)}, not ${nodeID}`);
+	if (claims.bid !== batch.batchId || claims.run !== batch.runId)
+		throw invalid(
+			`the dispatch ticket is for batch ${String(claims.bid)} of ${String(claims.run)}, not ${batch.batchId} of ${batch.runId}`,
+		);
+	if (claims.rd !== recordsDigest(batch.records))
+		throw invalid("the records are not the ones the dispatch ticket names");
+	if (typeof claims.exp !== "number" || claims.exp < Date.now())
+		throw invalid("the dispatch ticket has expired");
 	return claims;
 }
 

@@ -25,7 +25,11 @@ const MISS_LOOKUP_MS = 1_000;
 /** Why a lease request was refused: 403, with the reason; the keyring logs it with the caller's node. */
 export class SignerRefusedError extends DomainError {
 	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
-		super(type, `Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`, data);
+		super(
+			type,
+			`Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`,
+			data,
+		);
 	}
 }
 
@@ -61,30 +65,66 @@ export class CredentialGate {
 	private readonly seen = new Map<string, number>();
 
 	/** `clock`: the wall clock proofs are dated by (not a lease clock a test moves by hand). */
-	constructor(private readonly store: Pick<KeyringStore, "enrolled">, private readonly role: CredentialRole, private readonly clock: Clock) {}
+	constructor(
+		private readonly store: Pick<KeyringStore, "enrolled">,
+		private readonly role: CredentialRole,
+		private readonly clock: Clock,
+	) {}
 
 	/**
 	 * Checks a dispatch ticket for an acquire by `holder` (a proven signer's node): signed by an
 	 * enrolled batcher, for that node, unexpired, never used before. Returns its claims.
 	 */
 	async checkTicket(ticket: unknown, holder: string): Promise<TicketClaims> {
-		if (ticket === undefined || ticket === null || ticket === "") throw new BatchRefusedError("keyring.acquire carries no dispatch ticket", "DISPATCH_TICKET_MISSING");
+		if (ticket === undefined || ticket === null || ticket === "")
+			throw new BatchRefusedError(
+				"keyring.acquire carries no dispatch ticket",
+				"DISPATCH_TICKET_MISSING",
+			);
 		const parsed = parseJws<TicketClaims>(ticket);
-		if (!parsed || parsed.header.typ !== TICKET_TYPE || typeof parsed.header.kid !== "string") throw new BatchRefusedError("the dispatch ticket is not one", "DISPATCH_TICKET_INVALID");
+		if (!parsed || parsed.header.typ !== TICKET_TYPE || typeof parsed.header.kid !== "string")
+			throw new BatchRefusedError(
+				"the dispatch ticket is not one",
+				"DISPATCH_TICKET_INVALID",
+			);
 		const batcher = parsed.header.kid;
 		const known = await this.lookup(batcher);
-		const invalid = (reason: string, type: ErrorType = "DISPATCH_TICKET_INVALID") => new BatchRefusedError(reason, type, { batcher });
+		const invalid = (reason: string, type: ErrorType = "DISPATCH_TICKET_INVALID") =>
+			new BatchRefusedError(reason, type, { batcher });
 		if (!known) throw invalid(`batcher "${batcher}" is not enrolled`, "BATCHER_NOT_ENROLLED");
-		if (known.signer.revokedAt) throw invalid(`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`, "BATCHER_REVOKED");
-		if (!verifyJws(parsed, known.key)) throw invalid(`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`);
+		if (known.signer.revokedAt)
+			throw invalid(
+				`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`,
+				"BATCHER_REVOKED",
+			);
+		if (!verifyJws(parsed, known.key))
+			throw invalid(
+				`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`,
+			);
 		const { claims } = parsed;
 		const now = this.clock.now();
-		if (claims.node !== holder) throw invalid(`the dispatch ticket is for node ${String(claims.node)}, the lease was asked for by ${holder}`);
-		if (typeof claims.exp !== "number" || claims.exp < now) throw invalid(`the dispatch ticket expired at ${new Date(Number(claims.exp)).toISOString()}`, "DISPATCH_TICKET_EXPIRED");
-		if (typeof claims.bid !== "string" || !Array.isArray(claims.ids) || !claims.ids.every(id => typeof id === "string")) throw invalid("the dispatch ticket lacks its claims");
+		if (claims.node !== holder)
+			throw invalid(
+				`the dispatch ticket is for node ${String(claims.node)}, the lease was asked for by ${holder}`,
+			);
+		if (typeof claims.exp !== "number" || claims.exp < now)
+			throw invalid(
+				`the dispatch ticket expired at ${new Date(Number(claims.exp)).toISOString()}`,
+				"DISPATCH_TICKET_EXPIRED",
+			);
+		if (
+			typeof claims.bid !== "string" ||
+			!Array.isArray(claims.ids) ||
+			!claims.ids.every((id) => typeof id === "string")
+		)
+			throw invalid("the dispatch ticket lacks its claims");
 		this.forgetOld(now);
 		const id = `ticket/${batcher}/${claims.bid}`;
-		if (this.seen.has(id)) throw invalid(`the dispatch ticket of batch ${claims.bid} was used before (a replay)`, "DISPATCH_TICKET_REPLAYED");
+		if (this.seen.has(id))
+			throw invalid(
+				`the dispatch ticket of batch ${claims.bid} was used before (a replay)`,
+				"DISPATCH_TICKET_REPLAYED",
+			);
 		this.seen.set(id, claims.exp);
 		return claims;
 	}
@@ -92,27 +132,64 @@ export class CredentialGate {
 	/** Checks a proof for `action`; the proven signer, or SignerRefusedError saying why. */
 	async check(action: ProofAction, proof: unknown, context: ProofContext): Promise<ProvenSigner> {
 		if (typeof proof !== "string" || proof.split(".").length !== 3)
-			throw new SignerRefusedError(`keyring.${action} carries no signer proof`, "SIGNER_PROOF_MISSING");
+			throw new SignerRefusedError(
+				`keyring.${action} carries no signer proof`,
+				"SIGNER_PROOF_MISSING",
+			);
 		const parsed = parseJws<ProofClaims>(proof);
-		if (!parsed) throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
+		if (!parsed)
+			throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
 		const { header, claims } = parsed;
-		if (header.alg !== "EdDSA" || typeof header.kid !== "string") throw new SignerRefusedError("the signer proof is not an EdDSA JWS naming its signer", "SIGNER_PROOF_INVALID");
+		if (header.alg !== "EdDSA" || typeof header.kid !== "string")
+			throw new SignerRefusedError(
+				"the signer proof is not an EdDSA JWS naming its signer",
+				"SIGNER_PROOF_INVALID",
+			);
 		const known = await this.lookup(header.kid);
-		if (!known) throw new SignerRefusedError(`signer "${header.kid}" is not enrolled`, "SIGNER_NOT_ENROLLED", { signer: header.kid });
-		if (known.signer.revokedAt) throw new SignerRefusedError(`signer "${header.kid}" was revoked at ${known.signer.revokedAt}`, "SIGNER_REVOKED", { signer: header.kid });
+		if (!known)
+			throw new SignerRefusedError(
+				`signer "${header.kid}" is not enrolled`,
+				"SIGNER_NOT_ENROLLED",
+				{ signer: header.kid },
+			);
+		if (known.signer.revokedAt)
+			throw new SignerRefusedError(
+				`signer "${header.kid}" was revoked at ${known.signer.revokedAt}`,
+				"SIGNER_REVOKED",
+				{ signer: header.kid },
+			);
 		if (!verifyJws(parsed, known.key))
-			throw new SignerRefusedError(`the proof's signature does not verify with signer "${header.kid}"'s key`, "SIGNER_PROOF_INVALID", { signer: header.kid });
+			throw new SignerRefusedError(
+				`the proof's signature does not verify with signer "${header.kid}"'s key`,
+				"SIGNER_PROOF_INVALID",
+				{ signer: header.kid },
+			);
 
 		const now = this.clock.now();
-		const invalid = (reason: string) => new SignerRefusedError(reason, "SIGNER_PROOF_INVALID", { signer: header.kid });
-		if (claims.act !== action) throw invalid(`the proof is for keyring.${claims.act}, not keyring.${action}`);
-		if (typeof claims.node !== "string" || !claims.node) throw invalid("the proof names no node");
-		if (context.callerNode !== null && claims.node !== context.callerNode) throw invalid(`the proof was made for node ${claims.node}, the request came from ${context.callerNode}`);
-		if (typeof claims.iat !== "number" || Math.abs(now - claims.iat) > PROOF_MAX_AGE_MS) throw invalid(`the proof was made at ${new Date(Number(claims.iat)).toISOString()}, not within ${PROOF_MAX_AGE_MS / 1000} s of now`);
-		if (action === "acquire" && claims.sk !== context.sessionKey) throw invalid("the proof names another session key than the request");
-		if (action !== "acquire" && claims.lid !== context.leaseId) throw invalid("the proof names another lease than the request");
-		if (action !== "acquire" && context.holder && context.holder !== claims.node) throw invalid(`lease ${context.leaseId} is held by ${context.holder}, not ${claims.node}`);
-		if (typeof claims.jti !== "string" || claims.jti.length < 8) throw invalid("the proof has no id");
+		const invalid = (reason: string) =>
+			new SignerRefusedError(reason, "SIGNER_PROOF_INVALID", { signer: header.kid });
+		if (claims.act !== action)
+			throw invalid(`the proof is for keyring.${claims.act}, not keyring.${action}`);
+		if (typeof claims.node !== "string" || !claims.node)
+			throw invalid("the proof names no node");
+		if (context.callerNode !== null && claims.node !== context.callerNode)
+			throw invalid(
+				`the proof was made for node ${claims.node}, the request came from ${context.callerNode}`,
+			);
+		if (typeof claims.iat !== "number" || Math.abs(now - claims.iat) > PROOF_MAX_AGE_MS)
+			throw invalid(
+				`the proof was made at ${new Date(Number(claims.iat)).toISOString()}, not within ${PROOF_MAX_AGE_MS / 1000} s of now`,
+			);
+		if (action === "acquire" && claims.sk !== context.sessionKey)
+			throw invalid("the proof names another session key than the request");
+		if (action !== "acquire" && claims.lid !== context.leaseId)
+			throw invalid("the proof names another lease than the request");
+		if (action !== "acquire" && context.holder && context.holder !== claims.node)
+			throw invalid(
+				`lease ${context.leaseId} is held by ${context.holder}, not ${claims.node}`,
+			);
+		if (typeof claims.jti !== "string" || claims.jti.length < 8)
+			throw invalid("the proof has no id");
 		this.forgetOld(now);
 		const id = `${header.kid}/${claims.jti}`;
 		if (this.seen.has(id)) throw invalid("the proof was used before (a replay)");
@@ -123,7 +200,7 @@ export class CredentialGate {
 	/** The enrolled signers, as last read from the store. */
 	async list(): Promise<EnrolledSigner[]> {
 		await this.refresh();
-		return [...this.known.values()].map(k => k.signer);
+		return [...this.known.values()].map((k) => k.signer);
 	}
 
 	private async lookup(name: string): Promise<Known | undefined> {
@@ -148,7 +225,13 @@ export class CredentialGate {
 		const known = new Map<string, Known>();
 		for (const signer of signers) {
 			const previous = this.known.get(signer.name);
-			const key = previous && previous.signer.publicJwk.x === signer.publicJwk.x ? previous.key : createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: signer.publicJwk.x }, format: "jwk" } as never);
+			const key =
+				previous && previous.signer.publicJwk.x === signer.publicJwk.x
+					? previous.key
+					: createPublicKey({
+							key: { kty: "OKP", crv: "Ed25519", x: signer.publicJwk.x },
+							format: "jwk",
+						} as never);
 			known.set(signer.name, { signer, key });
 		}
 		this.known = known;

@@ -6,7 +6,13 @@
 import type { Context, ServiceBroker } from "moleculer";
 import { sleep } from "../clock";
 import { Actions, call, type ClaimReply } from "../contract";
-import { electKeyring, ELECTION_SERVICE, type ElectionBus, type ElectionOptions, type KeyringElection } from "./election";
+import {
+	electKeyring,
+	ELECTION_SERVICE,
+	type ElectionBus,
+	type ElectionOptions,
+	type KeyringElection,
+} from "./election";
 
 /** How long a node's own election service may take to register locally. */
 const OFFER_TIMEOUT_MS = 10_000;
@@ -23,14 +29,19 @@ function announceNow(broker: ServiceBroker): void {
 	registry.regenerateLocalRawInfo(true);
 	void Promise.resolve()
 		.then(() => registry.discoverer.sendLocalNodeInfo())
-		.catch(err => broker.logger.warn(`Could not announce the keyring election at once (${(err as Error).message}); it is announced with the node's next INFO`));
+		.catch((err) =>
+			broker.logger.warn(
+				`Could not announce the keyring election at once (${(err as Error).message}); it is announced with the node's next INFO`,
+			),
+		);
 }
 
 /** The other nodes offering any of `services`, sorted. */
 export function otherKeyringNodes(broker: ServiceBroker, services: string[]): string[] {
 	const peers = new Set<string>();
 	for (const service of broker.registry.getServiceList({ onlyAvailable: true }))
-		if (services.includes(service.name) && service.nodeID && service.nodeID !== broker.nodeID) peers.add(service.nodeID);
+		if (services.includes(service.name) && service.nodeID && service.nodeID !== broker.nodeID)
+			peers.add(service.nodeID);
 	return [...peers].sort();
 }
 
@@ -41,11 +52,24 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 		async offer(onClaim) {
 			broker.createService({
 				name: ELECTION_SERVICE,
-				actions: { claim: { params: { nodeID: { type: "string", min: 1 } }, handler: (ctx: Context<{ nodeID: string }>): ClaimReply => onClaim(ctx.params.nodeID) } }
+				actions: {
+					claim: {
+						params: { nodeID: { type: "string", min: 1 } },
+						handler: (ctx: Context<{ nodeID: string }>): ClaimReply =>
+							onClaim(ctx.params.nodeID),
+					},
+				},
 			});
 			const deadline = Date.now() + OFFER_TIMEOUT_MS;
-			while (!broker.registry.getServiceList({ onlyLocal: true }).some(s => s.name === ELECTION_SERVICE)) {
-				if (Date.now() > deadline) throw new Error(`The keyring election service did not start within ${OFFER_TIMEOUT_MS / 1000} s on node ${broker.nodeID}`);
+			while (
+				!broker.registry
+					.getServiceList({ onlyLocal: true })
+					.some((s) => s.name === ELECTION_SERVICE)
+			) {
+				if (Date.now() > deadline)
+					throw new Error(
+						`The keyring election service did not start within ${OFFER_TIMEOUT_MS / 1000} s on node ${broker.nodeID}`,
+					);
 				await sleep(20);
 			}
 			// Announced now: Moleculer debounces a new service's announcement by a second, which a
@@ -54,16 +78,28 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 			announceNow(broker);
 		},
 		peers: () => otherKeyringNodes(broker, [ELECTION_SERVICE, "keyring"]),
-		ask: (peer, timeout) => call(broker, Actions.keyring.claim, { nodeID: broker.nodeID }, { nodeID: peer, timeout }),
-		sleep
+		ask: (peer, timeout) =>
+			call(
+				broker,
+				Actions.keyring.claim,
+				{ nodeID: broker.nodeID },
+				{ nodeID: peer, timeout },
+			),
+		sleep,
 	};
 }
 
 /** Runs the election on the broker's bus; null on a broker without a transporter (nothing to elect among). */
-export async function electOnBus(broker: ServiceBroker, options: ElectionOptions, logger: { info(line: string): void }): Promise<KeyringElection | null> {
+export async function electOnBus(
+	broker: ServiceBroker,
+	options: ElectionOptions,
+	logger: { info(line: string): void },
+): Promise<KeyringElection | null> {
 	if (!broker.transit) return null;
 	const { election, peers } = await electKeyring(electionBus(broker), options);
-	logger.info(`Elected the active keyring on NATS namespace '${broker.namespace}'${peers.length ? ` (over ${peers.join(", ")})` : " (no other keyring node in sight)"}`);
+	logger.info(
+		`Elected the active keyring on NATS namespace '${broker.namespace}'${peers.length ? ` (over ${peers.join(", ")})` : " (no other keyring node in sight)"}`,
+	);
 	return election;
 }
 

@@ -20,8 +20,7 @@ import type { ClaimReply, ElectionState } from "../contract";
 export type { ClaimReply, ElectionState };
 
 export type ElectionVerdict =
-	| { active: true }
-	| { active: false; reason: string; winner: string | null };
+	{ active: true } | { active: false; reason: string; winner: string | null };
 
 export class KeyringElection {
 	private current: ElectionState = "waiting";
@@ -41,7 +40,11 @@ export class KeyringElection {
 
 	/** Another keyring node asks whether it may become active. */
 	onClaim(from: string): ClaimReply {
-		const reply = (refuses: boolean): ClaimReply => ({ nodeID: this.nodeID, state: this.current, refuses });
+		const reply = (refuses: boolean): ClaimReply => ({
+			nodeID: this.nodeID,
+			state: this.current,
+			refuses,
+		});
 		switch (this.current) {
 			case "active":
 				return reply(true);
@@ -60,24 +63,44 @@ export class KeyringElection {
 	 * Claims the keyring role against `peers` (every other keyring node in sight). The verdict
 	 * is final: a refused node must not claim again without restarting.
 	 */
-	async claim(peers: string[], ask: (peer: string) => Promise<ClaimReply>): Promise<ElectionVerdict> {
+	async claim(
+		peers: string[],
+		ask: (peer: string) => Promise<ClaimReply>,
+	): Promise<ElectionVerdict> {
 		if (this.current !== "waiting") throw new Error(`claim in state ${this.current}`);
 		this.current = "claiming";
-		const answers = await Promise.allSettled(peers.map(peer => ask(peer)));
+		const answers = await Promise.allSettled(peers.map((peer) => ask(peer)));
 		let verdict: ElectionVerdict = { active: true };
 		answers.forEach((answer, i) => {
 			if (!verdict.active) return;
 			if (answer.status === "rejected") {
-				verdict = { active: false, winner: peers[i], reason: `keyring node '${peers[i]}' did not answer the claim (${(answer.reason as Error)?.message ?? answer.reason}); it may be active` };
+				verdict = {
+					active: false,
+					winner: peers[i],
+					reason: `keyring node '${peers[i]}' did not answer the claim (${(answer.reason as Error)?.message ?? answer.reason}); it may be active`,
+				};
 			} else if (answer.value.refuses) {
-				verdict = answer.value.state === "active"
-					? { active: false, winner: peers[i], reason: `keyring node '${peers[i]}' is already active` }
-					: { active: false, winner: peers[i], reason: `keyring node '${peers[i]}' is claiming too and its node id sorts first` };
+				verdict =
+					answer.value.state === "active"
+						? {
+								active: false,
+								winner: peers[i],
+								reason: `keyring node '${peers[i]}' is already active`,
+							}
+						: {
+								active: false,
+								winner: peers[i],
+								reason: `keyring node '${peers[i]}' is claiming too and its node id sorts first`,
+							};
 			}
 		});
 		// Decided and switched in one synchronous step: no claim can be answered in between.
 		if (verdict.active && this.gaveWayTo !== null)
-			verdict = { active: false, winner: this.gaveWayTo, reason: `keyring node '${this.gaveWayTo}' claimed at the same time and its node id sorts first` };
+			verdict = {
+				active: false,
+				winner: this.gaveWayTo,
+				reason: `keyring node '${this.gaveWayTo}' claimed at the same time and its node id sorts first`,
+			};
 		this.current = verdict.active ? "active" : "refused";
 		if (verdict.active) this.activeSince = Date.now();
 		return verdict;
@@ -100,9 +123,15 @@ export interface ElectionOptions {
 export const ELECTION_SERVICE = "keyring-election";
 
 export class KeyringRefusedError extends Error {
-	constructor(readonly reason: string, readonly winner: string | null, namespace: string) {
-		super(`This keyring refuses to start: ${reason} on NATS namespace '${namespace}'. ` +
-			"Two keyrings must never both grant leases, so this node grants none; stop the other keyring first if this one should serve.");
+	constructor(
+		readonly reason: string,
+		readonly winner: string | null,
+		namespace: string,
+	) {
+		super(
+			`This keyring refuses to start: ${reason} on NATS namespace '${namespace}'. ` +
+				"Two keyrings must never both grant leases, so this node grants none; stop the other keyring first if this one should serve.",
+		);
 		this.name = "KeyringRefusedError";
 	}
 }
@@ -123,13 +152,19 @@ export interface ElectionBus {
  * Claims the keyring role among the keyring nodes on this NATS namespace. Resolves with the
  * election (active) and the peers it won over; throws a KeyringRefusedError otherwise.
  */
-export async function electKeyring(bus: ElectionBus, options: ElectionOptions): Promise<{ election: KeyringElection; peers: string[] }> {
+export async function electKeyring(
+	bus: ElectionBus,
+	options: ElectionOptions,
+): Promise<{ election: KeyringElection; peers: string[] }> {
 	const election = new KeyringElection(bus.nodeID);
 	// Offered (and announced) before settling: a rival claiming later always sees it.
-	await bus.offer(from => election.onClaim(from));
+	await bus.offer((from) => election.onClaim(from));
 	await bus.sleep(options.electionSettleMs);
 	const peers = bus.peers();
-	const verdict = await election.claim(peers, peer => bus.ask(peer, options.electionClaimTimeoutMs));
-	if (!verdict.active) throw new KeyringRefusedError(verdict.reason, verdict.winner, bus.namespace || "(none)");
+	const verdict = await election.claim(peers, (peer) =>
+		bus.ask(peer, options.electionClaimTimeoutMs),
+	);
+	if (!verdict.active)
+		throw new KeyringRefusedError(verdict.reason, verdict.winner, bus.namespace || "(none)");
 	return { election, peers };
 }

@@ -9,7 +9,12 @@ import type { KeyDoc, LeaseDoc } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import { KeyTransport } from "./key-transport";
 import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
-import { loadMasterKey, masterKeyFileExposure, unsealPrivateKey, type MasterKey } from "./master-key";
+import {
+	loadMasterKey,
+	masterKeyFileExposure,
+	unsealPrivateKey,
+	type MasterKey,
+} from "./master-key";
 import type { KeyringStore } from "./store";
 
 export interface KeyMaterialOptions {
@@ -23,25 +28,39 @@ export class KeyMaterial {
 	/** Seals leased keys to the signers' sessions; its key lives as long as this process. */
 	private readonly transport = new KeyTransport();
 
-	private constructor(private readonly master: MasterKey, readonly docs: ReadonlyMap<string, KeyDoc>) {}
+	private constructor(
+		private readonly master: MasterKey,
+		readonly docs: ReadonlyMap<string, KeyDoc>,
+	) {}
 
 	/** Loads (or generates, into an empty store) the keys, and checks the master key opens them. */
-	static async load(options: KeyMaterialOptions, store: KeyringStore, logger: { info(...args: unknown[]): void; warn(...args: unknown[]): void }): Promise<KeyMaterial> {
+	static async load(
+		options: KeyMaterialOptions,
+		store: KeyringStore,
+		logger: { info(...args: unknown[]): void; warn(...args: unknown[]): void },
+	): Promise<KeyMaterial> {
 		let keyDocs = await store.keys();
 		const master = await loadMasterKey(options, keyDocs.length === 0);
 		if (options.dataDir && !options.masterKey && masterKeyFileExposure(options.dataDir))
 			logger.warn(`${master.source} is readable by other users; chmod 600 it`);
 		if (options.mongoUri && !options.masterKey)
-			logger.warn(`Keys in MongoDB are sealed with ${master.source}; set KEYRING_MASTER_KEY so that any keyring node can open them`);
+			logger.warn(
+				`Keys in MongoDB are sealed with ${master.source}; set KEYRING_MASTER_KEY so that any keyring node can open them`,
+			);
 		if (keyDocs.length === 0) {
 			keyDocs = await generateKeys(options.keys, master);
 			await store.insertKeys(keyDocs);
-			logger.info(`Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`);
+			logger.info(
+				`Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`,
+			);
 		} else {
 			for (const doc of keyDocs) await verifySealedKey(doc, master);
-			if (keyDocs.length !== options.keys) logger.info(`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`);
+			if (keyDocs.length !== options.keys)
+				logger.info(
+					`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`,
+				);
 		}
-		return new KeyMaterial(master, new Map(keyDocs.map(k => [k.keyId, k])));
+		return new KeyMaterial(master, new Map(keyDocs.map((k) => [k.keyId, k])));
 	}
 
 	/** The key lease tokens are signed with, derived from the master key. */
@@ -59,7 +78,9 @@ export class KeyMaterial {
 	}
 
 	jwks(): { keys: JWK[] } {
-		return { keys: [...this.docs.values()].map(doc => publicJwkOf(doc.keyId, doc.publicJwk)) };
+		return {
+			keys: [...this.docs.values()].map((doc) => publicJwkOf(doc.keyId, doc.publicJwk)),
+		};
 	}
 
 	/** The leased private key, opened from rest and sealed to the holder's session, for this lease only. */

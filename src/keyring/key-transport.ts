@@ -44,17 +44,29 @@ export function createSessionKey(): SessionKey {
 
 /** Checks the shape of an X25519 public JWK, synchronously; only its public members count. */
 export function checkSessionKey(jwk: JWK): void {
-	if (jwk?.kty !== "OKP" || jwk.crv !== "X25519" || typeof jwk.x !== "string" || Buffer.from(jwk.x, "base64url").length !== 32)
-		throw new InvalidSessionKeyError("sessionKey must be an X25519 public JWK ({ kty: \"OKP\", crv: \"X25519\", x: <32 bytes base64url> })");
+	if (
+		jwk?.kty !== "OKP" ||
+		jwk.crv !== "X25519" ||
+		typeof jwk.x !== "string" ||
+		Buffer.from(jwk.x, "base64url").length !== 32
+	)
+		throw new InvalidSessionKeyError(
+			'sessionKey must be an X25519 public JWK ({ kty: "OKP", crv: "X25519", x: <32 bytes base64url> })',
+		);
 }
 
 function publicKeyOf(jwk: JWK): KeyObject {
 	checkSessionKey(jwk);
 	try {
 		// Only the public members: a stray `d` must not turn it into a private key here.
-		return crypto.createPublicKey({ key: { kty: "OKP", crv: "X25519", x: jwk.x }, format: "jwk" });
+		return crypto.createPublicKey({
+			key: { kty: "OKP", crv: "X25519", x: jwk.x },
+			format: "jwk",
+		});
 	} catch (err) {
-		throw new InvalidSessionKeyError(`sessionKey is not a usable X25519 public key: ${(err as Error).message}`);
+		throw new InvalidSessionKeyError(
+			`sessionKey is not a usable X25519 public key: ${(err as Error).message}`,
+		);
 	}
 }
 
@@ -62,9 +74,25 @@ function publicKeyOf(jwk: JWK): KeyObject {
  * The key-encryption key of one (signer session, keyring) pair. `info` binds it to both
  * public keys, in a fixed order, so each side derives the same bytes.
  */
-function deriveKek(ownPrivate: KeyObject, peerPublicJwk: JWK, signerX: string, keyringX: string): Buffer {
-	const shared = crypto.diffieHellman({ privateKey: ownPrivate, publicKey: publicKeyOf(peerPublicJwk) });
-	return Buffer.from(crypto.hkdfSync("sha256", shared, KDF_SALT, Buffer.from(`signer=${signerX};keyring=${keyringX}`), 32));
+function deriveKek(
+	ownPrivate: KeyObject,
+	peerPublicJwk: JWK,
+	signerX: string,
+	keyringX: string,
+): Buffer {
+	const shared = crypto.diffieHellman({
+		privateKey: ownPrivate,
+		publicKey: publicKeyOf(peerPublicJwk),
+	});
+	return Buffer.from(
+		crypto.hkdfSync(
+			"sha256",
+			shared,
+			KDF_SALT,
+			Buffer.from(`signer=${signerX};keyring=${keyringX}`),
+			32,
+		),
+	);
 }
 
 /** Keys derived once and kept, a few hundred at most: one per live signer session. */
@@ -76,7 +104,8 @@ class KekCache {
 		let kek = this.keks.get(id);
 		if (!kek) {
 			kek = derive();
-			if (this.keks.size >= this.limit) this.keks.delete(this.keks.keys().next().value as string);
+			if (this.keks.size >= this.limit)
+				this.keks.delete(this.keks.keys().next().value as string);
 			this.keks.set(id, kek);
 		}
 		return kek;
@@ -99,8 +128,25 @@ export class KeyTransport {
 
 	/** Compact JWE of `privateJwkBytes` for the session `sessionKey`, bound to `keyId` and `leaseId`. */
 	seal(privateJwkBytes: Uint8Array, keyId: string, leaseId: string, sessionKey: JWK): string {
-		const kek = this.keks.get(String(sessionKey.x), () => deriveKek(this.own.privateKey, sessionKey, String(sessionKey.x), String(this.own.publicJwk.x)));
-		const header = b64(Buffer.from(JSON.stringify({ alg: LEASE_KEY_ALG, enc: LEASE_KEY_ENC, kid: keyId, lid: leaseId, cty: "jwk+json" })));
+		const kek = this.keks.get(String(sessionKey.x), () =>
+			deriveKek(
+				this.own.privateKey,
+				sessionKey,
+				String(sessionKey.x),
+				String(this.own.publicJwk.x),
+			),
+		);
+		const header = b64(
+			Buffer.from(
+				JSON.stringify({
+					alg: LEASE_KEY_ALG,
+					enc: LEASE_KEY_ENC,
+					kid: keyId,
+					lid: leaseId,
+					cty: "jwk+json",
+				}),
+			),
+		);
 		const cek = crypto.randomBytes(32);
 		try {
 			const wrap = crypto.createCipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
@@ -109,7 +155,9 @@ export class KeyTransport {
 			const cipher = crypto.createCipheriv("aes-256-gcm", cek, iv);
 			cipher.setAAD(Buffer.from(header, "ascii"));
 			const ciphertext = Buffer.concat([cipher.update(privateJwkBytes), cipher.final()]);
-			return [header, b64(wrapped), b64(iv), b64(ciphertext), b64(cipher.getAuthTag())].join(".");
+			return [header, b64(wrapped), b64(iv), b64(ciphertext), b64(cipher.getAuthTag())].join(
+				".",
+			);
 		} finally {
 			cek.fill(0);
 		}
@@ -127,12 +175,31 @@ export class LeaseKeyOpener {
 	 * `use`, then wipes every buffer that held it or the content key. Refuses a sealed key bound
 	 * to another key id or lease, or one that does not open under this session.
 	 */
-	private unseal<T>(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }, use: (plaintext: Buffer) => T): T {
-		const kek = this.keks.get(String(lease.transportKey.x), () => deriveKek(this.session.privateKey, lease.transportKey, String(this.session.publicJwk.x), String(lease.transportKey.x)));
+	private unseal<T>(
+		lease: { key: string; keyId: string; leaseId: string; transportKey: JWK },
+		use: (plaintext: Buffer) => T,
+	): T {
+		const kek = this.keks.get(String(lease.transportKey.x), () =>
+			deriveKek(
+				this.session.privateKey,
+				lease.transportKey,
+				String(this.session.publicJwk.x),
+				String(lease.transportKey.x),
+			),
+		);
 		const [header, wrapped, iv, ciphertext, tag] = lease.key.split(".");
-		const fields = JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { alg?: string; enc?: string; kid?: string; lid?: string };
-		if (fields.alg !== LEASE_KEY_ALG || fields.enc !== LEASE_KEY_ENC) throw new Error(`the lease key is not an ${LEASE_KEY_ALG}/${LEASE_KEY_ENC} JWE`);
-		if (fields.kid !== lease.keyId || fields.lid !== lease.leaseId) throw new Error(`the lease key is sealed for ${fields.kid} under lease ${fields.lid}, not ${lease.keyId} under ${lease.leaseId}`);
+		const fields = JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as {
+			alg?: string;
+			enc?: string;
+			kid?: string;
+			lid?: string;
+		};
+		if (fields.alg !== LEASE_KEY_ALG || fields.enc !== LEASE_KEY_ENC)
+			throw new Error(`the lease key is not an ${LEASE_KEY_ALG}/${LEASE_KEY_ENC} JWE`);
+		if (fields.kid !== lease.keyId || fields.lid !== lease.leaseId)
+			throw new Error(
+				`the lease key is sealed for ${fields.kid} under lease ${fields.lid}, not ${lease.keyId} under ${lease.leaseId}`,
+			);
 		// Each output buffer is wiped, not only the joined one: update() and final() return their own.
 		const parts: Buffer[] = [];
 		const kept = (part: Buffer) => {
@@ -141,11 +208,25 @@ export class LeaseKeyOpener {
 		};
 		try {
 			const unwrap = crypto.createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
-			const cek = kept(Buffer.concat([kept(unwrap.update(Buffer.from(wrapped, "base64url"))), kept(unwrap.final())]));
-			const decipher = crypto.createDecipheriv("aes-256-gcm", cek, Buffer.from(iv, "base64url"));
+			const cek = kept(
+				Buffer.concat([
+					kept(unwrap.update(Buffer.from(wrapped, "base64url"))),
+					kept(unwrap.final()),
+				]),
+			);
+			const decipher = crypto.createDecipheriv(
+				"aes-256-gcm",
+				cek,
+				Buffer.from(iv, "base64url"),
+			);
 			decipher.setAAD(Buffer.from(header, "ascii"));
 			decipher.setAuthTag(Buffer.from(tag, "base64url"));
-			const plaintext = kept(Buffer.concat([kept(decipher.update(Buffer.from(ciphertext, "base64url"))), kept(decipher.final())]));
+			const plaintext = kept(
+				Buffer.concat([
+					kept(decipher.update(Buffer.from(ciphertext, "base64url"))),
+					kept(decipher.final()),
+				]),
+			);
 			return use(plaintext);
 		} finally {
 			for (const part of parts) part.fill(0);
@@ -157,19 +238,37 @@ export class LeaseKeyOpener {
 	 * (src/signer/lease-secret.ts): `d` goes from the decrypted bytes into a secure buffer and
 	 * nowhere else. The caller disposes it when the batch is signed.
 	 */
-	async openSecret(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<LeaseSecret> {
-		return this.unseal(lease, plaintext => LeaseSecret.fromPrivateJwk(plaintext, lease.keyId));
+	async openSecret(lease: {
+		key: string;
+		keyId: string;
+		leaseId: string;
+		transportKey: JWK;
+	}): Promise<LeaseSecret> {
+		return this.unseal(lease, (plaintext) =>
+			LeaseSecret.fromPrivateJwk(plaintext, lease.keyId),
+		);
 	}
 
 	/**
 	 * The lease's Ed25519 private key as a non-extractable node:crypto/WebCrypto key (for
 	 * JOSE libraries; the signer itself signs with `openSecret`'s key).
 	 */
-	async open(lease: { key: string; keyId: string; leaseId: string; transportKey: JWK }): Promise<webcrypto.CryptoKey> {
-		return this.unseal(lease, plaintext => {
+	async open(lease: {
+		key: string;
+		keyId: string;
+		leaseId: string;
+		transportKey: JWK;
+	}): Promise<webcrypto.CryptoKey> {
+		return this.unseal(lease, (plaintext) => {
 			const jwk = JSON.parse(plaintext.toString("utf8")) as JWK;
-			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string") throw new Error("the lease key is not an Ed25519 private key");
-			const key = crypto.createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, format: "jwk" }).toCryptoKey("Ed25519", false, ["sign"]);
+			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string")
+				throw new Error("the lease key is not an Ed25519 private key");
+			const key = crypto
+				.createPrivateKey({
+					key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d },
+					format: "jwk",
+				})
+				.toCryptoKey("Ed25519", false, ["sign"]);
 			delete jwk.d;
 			return key as webcrypto.CryptoKey;
 		});

@@ -15,7 +15,16 @@
 import { DomainError } from "../errors";
 import type { JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
-import { Events, type KeyInfo, type KeyringStatus, type Lease, type LeaseChange, type LeaseDoc, type LeaseEnd, type LeaseEvent } from "../contract";
+import {
+	Events,
+	type KeyInfo,
+	type KeyringStatus,
+	type Lease,
+	type LeaseChange,
+	type LeaseDoc,
+	type LeaseEnd,
+	type LeaseEvent,
+} from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
 import { KeyMaterial } from "./key-material";
@@ -78,10 +87,13 @@ export interface KeyringDeps {
 	clock?: Clock;
 }
 
-const stopping = (): Error => new DomainError("KEYRING_STOPPING", "The keyring is stopping; no key was granted");
+const stopping = (): Error =>
+	new DomainError("KEYRING_STOPPING", "The keyring is stopping; no key was granted");
 
 function toClientError(err: unknown): unknown {
-	return err instanceof InvalidSessionKeyError ? new DomainError("INVALID_SESSION_KEY", err.message) : err;
+	return err instanceof InvalidSessionKeyError
+		? new DomainError("INVALID_SESSION_KEY", err.message)
+		: err;
 }
 
 export class Keyring {
@@ -101,15 +113,19 @@ export class Keyring {
 		private readonly deps: KeyringDeps,
 		private readonly keys: KeyMaterial,
 		private readonly table: LeaseTable,
-		private readonly role: KeyringRole
+		private readonly role: KeyringRole,
 	) {
 		this.clock = deps.clock ?? systemClock;
 		this.log = new LeaseLogWriter({
-			store: deps.store, table, role, clock: this.clock, logger: deps.logger,
+			store: deps.store,
+			table,
+			role,
+			clock: this.clock,
+			logger: deps.logger,
 			fenced: () => {
 				this.lostRole();
 				return this.refusal();
-			}
+			},
 		});
 	}
 
@@ -120,16 +136,27 @@ export class Keyring {
 	static async open(options: KeyringOptions, deps: KeyringDeps): Promise<Keyring> {
 		const { logger } = deps;
 		const clock = deps.clock ?? systemClock;
-		const role = await KeyringRole.claim(deps.store, deps.storeName, deps.identity, options.roleTtlMs, clock);
+		const role = await KeyringRole.claim(
+			deps.store,
+			deps.storeName,
+			deps.identity,
+			options.roleTtlMs,
+			clock,
+		);
 		try {
 			const keys = await KeyMaterial.load(options, deps.store, logger);
 			const table = LeaseTable.fromSummary(keys.keyIds, await deps.store.summary());
 			const keyring = new Keyring(options, deps, keys, table, role);
-			logger.info(`Keyring ready: ${keys.docs.size} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`);
+			logger.info(
+				`Keyring ready: ${keys.docs.size} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`,
+			);
 			if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
 			role.keepRenewing(
 				() => keyring.lostRole(),
-				err => logger.warn(`Could not renew the keyring role (epoch ${role.epoch}); trying again: ${err.message}`)
+				(err) =>
+					logger.warn(
+						`Could not renew the keyring role (epoch ${role.epoch}); trying again: ${err.message}`,
+					),
 			);
 			return keyring;
 		} catch (err) {
@@ -157,14 +184,27 @@ export class Keyring {
 		} catch (err) {
 			throw toClientError(err);
 		}
-		const limitMs = Math.min(params.waitMs ?? this.options.acquireWaitMs, this.options.acquireWaitMs);
+		const limitMs = Math.min(
+			params.waitMs ?? this.options.acquireWaitMs,
+			this.options.acquireWaitMs,
+		);
 		const { lease } = await this.waitForGrant(params.holder, limitMs);
 		try {
 			const key = await this.keys.sealFor(lease, params.sessionKey);
-			return { leaseId: lease.leaseId, keyId: lease.keyId, expiresAt: lease.expiresAt, key, transportKey: this.keys.transportKey };
+			return {
+				leaseId: lease.leaseId,
+				keyId: lease.keyId,
+				expiresAt: lease.expiresAt,
+				key,
+				transportKey: this.keys.transportKey,
+			};
 		} catch (err) {
 			// The holder never got the key: hand it back instead of letting it idle until expiry.
-			await this.release(lease.leaseId).catch(releaseErr => this.deps.logger.error(`Could not release lease ${lease.leaseId} after a failed key transport: ${(releaseErr as Error).message}`));
+			await this.release(lease.leaseId).catch((releaseErr) =>
+				this.deps.logger.error(
+					`Could not release lease ${lease.leaseId} after a failed key transport: ${(releaseErr as Error).message}`,
+				),
+			);
 			throw toClientError(err);
 		}
 	}
@@ -188,7 +228,8 @@ export class Keyring {
 			this.table.renew(leaseId, expiresAt);
 			return expiresAt;
 		});
-		if (renewed === null) return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
+		if (renewed === null)
+			return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
 		return { leaseId, changed: true, expiresAt: renewed };
 	}
 
@@ -201,7 +242,8 @@ export class Keyring {
 			await this.serveWaiters();
 			return true;
 		});
-		if (!released) return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
+		if (!released)
+			return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
 		return { leaseId, changed: true };
 	}
 
@@ -225,8 +267,13 @@ export class Keyring {
 	 */
 	dropWaiters(holder: string): number {
 		return this.waiters.rejectWhere(
-			waiter => waiter.holder === holder,
-			() => new DomainError("HOLDER_GONE", `${holder} left the cluster while waiting for a key; no key was granted`, { holder })
+			(waiter) => waiter.holder === holder,
+			() =>
+				new DomainError(
+					"HOLDER_GONE",
+					`${holder} left the cluster while waiting for a key; no key was granted`,
+					{ holder },
+				),
 		);
 	}
 
@@ -237,9 +284,16 @@ export class Keyring {
 	}
 
 	keyList(): KeyInfo[] {
-		return [...this.keys.docs.values()].map(doc => {
+		return [...this.keys.docs.values()].map((doc) => {
 			const lease = this.table.leaseOfKey(doc.keyId);
-			return { keyId: doc.keyId, createdAt: doc.createdAt, uses: this.table.usesOf(doc.keyId), leased: !!lease, leaseId: lease?.leaseId ?? null, holder: lease?.holder ?? null };
+			return {
+				keyId: doc.keyId,
+				createdAt: doc.createdAt,
+				uses: this.table.usesOf(doc.keyId),
+				leased: !!lease,
+				leaseId: lease?.leaseId ?? null,
+				holder: lease?.holder ?? null,
+			};
 		});
 	}
 
@@ -250,7 +304,7 @@ export class Keyring {
 			leased: this.table.leasedCount,
 			waiting: this.waiters.size,
 			freeQueue: this.table.freeQueue(),
-			lastSeq: this.table.lastSeq
+			lastSeq: this.table.lastSeq,
 		};
 	}
 
@@ -266,7 +320,14 @@ export class Keyring {
 		this.stopSweeping = null;
 		this.waiters.rejectWhere(() => true, refusal);
 		await this.serial.drain();
-		if (!this.fenced) await this.role.release().catch(err => this.deps.logger.warn(`Could not give the keyring role up; it expires by itself: ${(err as Error).message}`));
+		if (!this.fenced)
+			await this.role
+				.release()
+				.catch((err) =>
+					this.deps.logger.warn(
+						`Could not give the keyring role up; it expires by itself: ${(err as Error).message}`,
+					),
+				);
 	}
 
 	/**
@@ -287,12 +348,29 @@ export class Keyring {
 	private waitForGrant(holder: string, limitMs: number): Promise<Grant> {
 		return new Promise((resolve, reject) => {
 			if (this.closed) return reject(this.refusal());
-			const waiter: Waiter = { holder, since: this.clock.now(), limitMs, timer: null, resolve, reject };
+			const waiter: Waiter = {
+				holder,
+				since: this.clock.now(),
+				limitMs,
+				timer: null,
+				resolve,
+				reject,
+			};
 			this.waiters.add(waiter);
 			// Queued before the deadline check below, so a free key always goes to this caller first.
-			this.serial.run(() => this.serveWaiters()).catch(err => this.deps.logger.error(`Serving waiting acquires failed: ${(err as Error).message}`));
+			this.serial
+				.run(() => this.serveWaiters())
+				.catch((err) =>
+					this.deps.logger.error(
+						`Serving waiting acquires failed: ${(err as Error).message}`,
+					),
+				);
 			waiter.timer = this.clock.after(limitMs, () => {
-				this.serial.run(() => this.giveUp(waiter)).catch(err => this.deps.logger.error(`Ending a wait failed: ${(err as Error).message}`));
+				this.serial
+					.run(() => this.giveUp(waiter))
+					.catch((err) =>
+						this.deps.logger.error(`Ending a wait failed: ${(err as Error).message}`),
+					);
 			});
 		});
 	}
@@ -300,7 +378,11 @@ export class Keyring {
 	/** Serves waiting callers, oldest first, while keys are free; reclaims expired leases when none is. */
 	private async serveWaiters(): Promise<void> {
 		if (this.waiters.size && this.table.freeCount === 0) await this.reclaimExpired();
-		for (let waiter = this.waiters.oldest(); waiter && this.table.freeCount > 0; waiter = this.waiters.oldest()) {
+		for (
+			let waiter = this.waiters.oldest();
+			waiter && this.table.freeCount > 0;
+			waiter = this.waiters.oldest()
+		) {
 			this.waiters.take(waiter);
 			try {
 				waiter.resolve(await this.grant(waiter));
@@ -317,27 +399,46 @@ export class Keyring {
 		if (!this.waiters.take(waiter)) return;
 		const waitedMs = this.clock.now() - waiter.since;
 		const keys = this.keys.docs.size;
-		waiter.reject(new DomainError(
-			"NO_FREE_KEY",
-			`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
-			{ keys, waitedMs, limitMs: waiter.limitMs }
-		));
+		waiter.reject(
+			new DomainError(
+				"NO_FREE_KEY",
+				`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
+				{ keys, waitedMs, limitMs: waiter.limitMs },
+			),
+		);
 	}
 
 	private async grant(waiter: Waiter): Promise<Grant> {
 		const lease = await this.log.grant(waiter.holder, this.options.leaseTtlMs);
 		this.table.grant(lease);
 		const waitMs = Date.parse(lease.grantedAt) - waiter.since;
-		this.deps.emit(Events.leaseGranted, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: lease.grantSeq, waitMs });
-		this.deps.logger.debug(`Granted ${lease.keyId} to ${lease.holder} (lease ${lease.leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`);
+		this.deps.emit(Events.leaseGranted, {
+			leaseId: lease.leaseId,
+			keyId: lease.keyId,
+			holder: lease.holder,
+			seq: lease.grantSeq,
+			waitMs,
+		});
+		this.deps.logger.debug(
+			`Granted ${lease.keyId} to ${lease.holder} (lease ${lease.leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`,
+		);
 		return { lease, waitMs };
 	}
 
 	/** Another keyring took the role: grant and renew nothing more (releases are refused by the store too). */
 	private lostRole(): void {
 		if (this.fenced) return;
-		this.deps.logger.error(`Another keyring took the keyring role of ${this.deps.storeName} (this one held epoch ${this.role.epoch}): this keyring stops granting and renewing leases now`);
-		void this.fence(() => new DomainError("KEYRING_FENCED", `This keyring no longer grants or renews leases: another keyring holds the role in ${this.deps.storeName}`, { epoch: this.role.epoch }));
+		this.deps.logger.error(
+			`Another keyring took the keyring role of ${this.deps.storeName} (this one held epoch ${this.role.epoch}): this keyring stops granting and renewing leases now`,
+		);
+		void this.fence(
+			() =>
+				new DomainError(
+					"KEYRING_FENCED",
+					`This keyring no longer grants or renews leases: another keyring holds the role in ${this.deps.storeName}`,
+					{ epoch: this.role.epoch },
+				),
+		);
 	}
 
 	/**
@@ -353,7 +454,12 @@ export class Keyring {
 		}
 		const { applied } = outcome;
 		this.table.end(lease.leaseId, applied.end, applied.endSeq, applied.endedAt);
-		this.deps.emit(applied.end === "released" ? Events.leaseReleased : Events.leaseExpired, { leaseId: lease.leaseId, keyId: lease.keyId, holder: lease.holder, seq: applied.endSeq });
+		this.deps.emit(applied.end === "released" ? Events.leaseReleased : Events.leaseExpired, {
+			leaseId: lease.leaseId,
+			keyId: lease.keyId,
+			holder: lease.holder,
+			seq: applied.endSeq,
+		});
 		return true;
 	}
 
@@ -363,9 +469,13 @@ export class Keyring {
 			try {
 				if (!(await this.endLease(lease, "expired"))) continue;
 				reclaimed++;
-				this.deps.logger.warn(`Reclaimed ${lease.keyId} from ${lease.holder}: lease ${lease.leaseId} expired at ${lease.expiresAt}`);
+				this.deps.logger.warn(
+					`Reclaimed ${lease.keyId} from ${lease.holder}: lease ${lease.leaseId} expired at ${lease.expiresAt}`,
+				);
 			} catch (err) {
-				this.deps.logger.error(`Could not reclaim expired lease ${lease.leaseId}; retrying at the next sweep: ${(err as Error).message}`);
+				this.deps.logger.error(
+					`Could not reclaim expired lease ${lease.leaseId}; retrying at the next sweep: ${(err as Error).message}`,
+				);
 			}
 		}
 		return reclaimed;
@@ -377,8 +487,12 @@ export class Keyring {
 			if (this.sweepQueued) return;
 			this.sweepQueued = true;
 			this.sweep()
-				.catch(err => this.deps.logger.error(`Expiry sweep failed: ${(err as Error).message}`))
-				.finally(() => { this.sweepQueued = false; });
+				.catch((err) =>
+					this.deps.logger.error(`Expiry sweep failed: ${(err as Error).message}`),
+				)
+				.finally(() => {
+					this.sweepQueued = false;
+				});
 		});
 	}
 
@@ -386,7 +500,8 @@ export class Keyring {
 	private async whyNotCurrent(leaseId: string): Promise<string> {
 		const stored = await this.deps.store.lease(leaseId);
 		if (!stored) return `unknown lease ${leaseId}; nothing changed`;
-		if (stored.end) return `lease ${leaseId} of ${stored.keyId} already ended (${stored.end} at ${stored.endedAt}, seq ${stored.endSeq}); nothing changed`;
+		if (stored.end)
+			return `lease ${leaseId} of ${stored.keyId} already ended (${stored.end} at ${stored.endedAt}, seq ${stored.endSeq}); nothing changed`;
 		return `lease ${leaseId} is not current in this keyring; nothing changed`;
 	}
 }

@@ -16,7 +16,11 @@ export function publicJwkOf(keyId: string, jwk: JWK): JWK {
 	return { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid: keyId, alg: "EdDSA", use: "sig" };
 }
 
-export async function generateKeys(count: number, master: MasterKey, now: Date = new Date()): Promise<KeyDoc[]> {
+export async function generateKeys(
+	count: number,
+	master: MasterKey,
+	now: Date = new Date(),
+): Promise<KeyDoc[]> {
 	const docs: KeyDoc[] = [];
 	for (let index = 0; index < count; index++) {
 		const keyId = keyIdOf(index);
@@ -28,7 +32,7 @@ export async function generateKeys(count: number, master: MasterKey, now: Date =
 				keyId,
 				createdAt: now.toISOString(),
 				publicJwk: publicJwkOf(keyId, await exportJWK(publicKey)),
-				sealedPrivateKey: await sealPrivateKey(privateJwk, keyId, master)
+				sealedPrivateKey: await sealPrivateKey(privateJwk, keyId, master),
 			});
 		} finally {
 			delete privateJwk.d;
@@ -42,9 +46,16 @@ export async function verifySealedKey(doc: KeyDoc, master: MasterKey): Promise<v
 	const plaintext = await unsealPrivateKey(doc.sealedPrivateKey, doc.keyId, master);
 	try {
 		const jwk = JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
-		const matches = jwk.kty === "OKP" && jwk.crv === "Ed25519" && typeof jwk.d === "string" && jwk.x === doc.publicJwk.x;
+		const matches =
+			jwk.kty === "OKP" &&
+			jwk.crv === "Ed25519" &&
+			typeof jwk.d === "string" &&
+			jwk.x === doc.publicJwk.x;
 		delete jwk.d;
-		if (!matches) throw new MasterKeyError(`the sealed private key of ${doc.keyId} does not belong to its stored public key`);
+		if (!matches)
+			throw new MasterKeyError(
+				`the sealed private key of ${doc.keyId} does not belong to its stored public key`,
+			);
 	} finally {
 		plaintext.fill(0);
 	}

@@ -27,42 +27,102 @@ export class LeaseDesk {
 	private readonly batchers: CredentialGate;
 
 	/** `clock`: the wall clock proofs are dated by (the signers'), whatever clock the leases run on. */
-	constructor(private readonly keyring: Keyring, store: KeyringStore, clock: Clock, private readonly leaseGraceMs: number, private readonly logger: { warn(line: string): void }) {
+	constructor(
+		private readonly keyring: Keyring,
+		store: KeyringStore,
+		clock: Clock,
+		private readonly leaseGraceMs: number,
+		private readonly logger: { warn(line: string): void },
+	) {
 		this.signers = new CredentialGate(store, "signer", clock);
 		this.batchers = new CredentialGate(store, "batcher", clock);
 	}
 
 	/** Grants the least recently used free key to the proven signer, for the batch its ticket names, with the lease token records takes. */
-	async acquire({ sessionKey, waitMs, proof, ticket }: AcquireParams, caller: Caller): Promise<Lease> {
+	async acquire(
+		{ sessionKey, waitMs, proof, ticket }: AcquireParams,
+		caller: Caller,
+	): Promise<Lease> {
 		const signer = await this.admit("acquire", proof, { sessionKey: sessionKey.x }, caller);
-		const batch = busChecks.on ? await this.refusalsLogged("acquire", caller, () => this.batchers.checkTicket(ticket, signer.node)) : null;
-		const lease = await this.keyring.acquire({ holder: signer.node, sessionKey, ...(waitMs === undefined ? {} : { waitMs }) });
+		const batch = busChecks.on
+			? await this.refusalsLogged("acquire", caller, () =>
+					this.batchers.checkTicket(ticket, signer.node),
+				)
+			: null;
+		const lease = await this.keyring.acquire({
+			holder: signer.node,
+			sessionKey,
+			...(waitMs === undefined ? {} : { waitMs }),
+		});
 		const until = Date.parse(lease.expiresAt) + this.leaseGraceMs;
-		const token = batch ? issueLeaseToken(this.keyring.authority, { lid: lease.leaseId, key: lease.keyId, node: signer.node, cnf: signer.x, bid: batch.bid, ids: batch.ids, exp: until }) : "";
+		const token = batch
+			? issueLeaseToken(this.keyring.authority, {
+					lid: lease.leaseId,
+					key: lease.keyId,
+					node: signer.node,
+					cnf: signer.x,
+					bid: batch.bid,
+					ids: batch.ids,
+					exp: until,
+				})
+			: "";
 		return { ...lease, token };
 	}
 
 	/** Extends the proven holder's lease; with its current token, answers a fresh one for the new expiry. */
 	async renew({ leaseId, proof, token }: LeaseRef, caller: Caller): Promise<LeaseChange> {
-		await this.admit("renew", proof, { leaseId, holder: this.keyring.holderOf(leaseId) }, caller);
+		await this.admit(
+			"renew",
+			proof,
+			{ leaseId, holder: this.keyring.holderOf(leaseId) },
+			caller,
+		);
 		const change = await this.keyring.renew(leaseId);
-		const current = change.changed && change.expiresAt ? ownLeaseToken(this.keyring.authority, token) : null;
+		const current =
+			change.changed && change.expiresAt
+				? ownLeaseToken(this.keyring.authority, token)
+				: null;
 		if (!current || current.lid !== leaseId) return change;
 		const { iat: _issued, ...claims } = current;
-		return { ...change, token: issueLeaseToken(this.keyring.authority, { ...claims, exp: Date.parse(change.expiresAt!) + this.leaseGraceMs }) };
+		return {
+			...change,
+			token: issueLeaseToken(this.keyring.authority, {
+				...claims,
+				exp: Date.parse(change.expiresAt!) + this.leaseGraceMs,
+			}),
+		};
 	}
 
 	async release({ leaseId, proof }: LeaseRef, caller: Caller): Promise<LeaseChange> {
-		await this.admit("release", proof, { leaseId, holder: this.keyring.holderOf(leaseId) }, caller);
+		await this.admit(
+			"release",
+			proof,
+			{ leaseId, holder: this.keyring.holderOf(leaseId) },
+			caller,
+		);
 		return this.keyring.release(leaseId);
 	}
 
 	/** The signer a lease request proves, or a 403. */
-	private admit(action: ProofAction, proof: string, context: Omit<ProofContext, "callerNode">, caller: Caller): Promise<ProvenSigner> {
-		return this.refusalsLogged(action, caller, () => this.signers.check(action, proof, { ...context, callerNode: caller.local ? null : caller.nodeID }));
+	private admit(
+		action: ProofAction,
+		proof: string,
+		context: Omit<ProofContext, "callerNode">,
+		caller: Caller,
+	): Promise<ProvenSigner> {
+		return this.refusalsLogged(action, caller, () =>
+			this.signers.check(action, proof, {
+				...context,
+				callerNode: caller.local ? null : caller.nodeID,
+			}),
+		);
 	}
 
-	private async refusalsLogged<T>(action: ProofAction, caller: Caller, check: () => Promise<T>): Promise<T> {
+	private async refusalsLogged<T>(
+		action: ProofAction,
+		caller: Caller,
+		check: () => Promise<T>,
+	): Promise<T> {
 		try {
 			return await check();
 		} catch (err) {

@@ -27,7 +27,10 @@ export interface WriterDeps {
 }
 
 /** How an end went: applied (this one, or one the store already had), or refused because the lease was renewed meanwhile. */
-export type EndOutcome = { applied: { end: LeaseEnd; endSeq: number; endedAt: string } } | { renewedUntil: string } | null;
+export type EndOutcome =
+	| { applied: { end: LeaseEnd; endSeq: number; endedAt: string } }
+	| { renewedUntil: string }
+	| null;
 
 export class LeaseLogWriter {
 	/** Last `seq` handed out. */
@@ -47,15 +50,24 @@ export class LeaseLogWriter {
 			// Its id chosen before writing: after an unknown outcome, a retry finds the written lease.
 			const leaseId = randomUUID();
 			const lease: LeaseDoc = {
-				_id: leaseId, leaseId, keyId, holder,
+				_id: leaseId,
+				leaseId,
+				keyId,
+				holder,
 				grantSeq: ++this.issuedSeq,
 				grantedAt: new Date(now).toISOString(),
 				expiresAt: new Date(now + ttlMs).toISOString(),
-				endSeq: null, endedAt: null, end: null
+				endSeq: null,
+				endedAt: null,
+				end: null,
 			};
 			const written = { ...lease };
 			try {
-				await this.write(`grant of ${keyId}`, () => store.insertLease(written, role.epoch), async () => ((await store.lease(leaseId)) ? { value: undefined } : null));
+				await this.write(
+					`grant of ${keyId}`,
+					() => store.insertLease(written, role.epoch),
+					async () => ((await store.lease(leaseId)) ? { value: undefined } : null),
+				);
 				return lease;
 			} catch (err) {
 				if (!(err instanceof DuplicateLeaseError)) throw err;
@@ -71,10 +83,14 @@ export class LeaseLogWriter {
 	async renew(leaseId: string, expiresAt: string): Promise<true | LeaseDoc | null> {
 		const { store, role } = this.deps;
 		let seen: LeaseDoc | null = null;
-		const matched = await this.write(`renewal of lease ${leaseId}`, () => store.renewLease(leaseId, expiresAt, role.epoch), async () => {
-			seen = await store.lease(leaseId);
-			return seen?.expiresAt === expiresAt ? { value: 1 } : null;
-		});
+		const matched = await this.write(
+			`renewal of lease ${leaseId}`,
+			() => store.renewLease(leaseId, expiresAt, role.epoch),
+			async () => {
+				seen = await store.lease(leaseId);
+				return seen?.expiresAt === expiresAt ? { value: 1 } : null;
+			},
+		);
 		return matched === 1 ? true : (seen ?? (await store.lease(leaseId)));
 	}
 
@@ -85,17 +101,32 @@ export class LeaseLogWriter {
 	async end(lease: LeaseDoc, end: LeaseEnd, graceMs: number): Promise<EndOutcome> {
 		const { store, role, clock } = this.deps;
 		const now = clock.now();
-		const ending: LeaseEnding = { end, endSeq: ++this.issuedSeq, endedAt: new Date(now).toISOString() };
+		const ending: LeaseEnding = {
+			end,
+			endSeq: ++this.issuedSeq,
+			endedAt: new Date(now).toISOString(),
+		};
 		if (end === "expired") ending.expiredBy = new Date(now - graceMs).toISOString();
 		let seen: LeaseDoc | null = null;
-		const matched = await this.write(`${end} of lease ${lease.leaseId}`, () => store.endLease(lease.leaseId, ending, role.epoch), async () => {
-			seen = await store.lease(lease.leaseId);
-			return seen?.end ? { value: 1 } : null;
-		});
+		const matched = await this.write(
+			`${end} of lease ${lease.leaseId}`,
+			() => store.endLease(lease.leaseId, ending, role.epoch),
+			async () => {
+				seen = await store.lease(lease.leaseId);
+				return seen?.end ? { value: 1 } : null;
+			},
+		);
 		// Matched, or found applied by the lookup before a retry: `seen` then tells whether it was this end or an earlier one.
 		const stored: LeaseDoc | null = matched === 1 ? seen : await store.lease(lease.leaseId);
-		if (matched !== 1 && !stored?.end) return stored ? { renewedUntil: stored.expiresAt } : null;
-		const applied = stored?.end && stored.endSeq !== null && stored.endedAt && stored.endSeq !== ending.endSeq ? { end: stored.end, endSeq: stored.endSeq, endedAt: stored.endedAt } : { end: ending.end, endSeq: ending.endSeq, endedAt: ending.endedAt };
+		if (matched !== 1 && !stored?.end)
+			return stored ? { renewedUntil: stored.expiresAt } : null;
+		const applied =
+			stored?.end &&
+			stored.endSeq !== null &&
+			stored.endedAt &&
+			stored.endSeq !== ending.endSeq
+				? { end: stored.end, endSeq: stored.endSeq, endedAt: stored.endedAt }
+				: { end: ending.end, endSeq: ending.endSeq, endedAt: ending.endedAt };
 		this.issuedSeq = Math.max(this.issuedSeq, applied.endSeq);
 		return { applied };
 	}
@@ -110,14 +141,21 @@ export class LeaseLogWriter {
 	 * looks whether the lost try was applied after all (a value: done). The store's own refusals
 	 * are not retried, and a fenced write turns this keyring off.
 	 */
-	private async write<T>(what: string, attempt: () => Promise<T>, landed: () => Promise<{ value: T } | null>): Promise<T> {
+	private async write<T>(
+		what: string,
+		attempt: () => Promise<T>,
+		landed: () => Promise<{ value: T } | null>,
+	): Promise<T> {
 		for (let tries = 0; ; tries++) {
 			try {
 				return await attempt();
 			} catch (err) {
 				if (err instanceof FencedError) throw this.deps.fenced();
-				if (err instanceof DuplicateLeaseError || tries >= WRITE_RETRIES_MS.length) throw err;
-				this.deps.logger.warn(`The store did not confirm the ${what}; looking whether it landed before trying again: ${(err as Error).message}`);
+				if (err instanceof DuplicateLeaseError || tries >= WRITE_RETRIES_MS.length)
+					throw err;
+				this.deps.logger.warn(
+					`The store did not confirm the ${what}; looking whether it landed before trying again: ${(err as Error).message}`,
+				);
 				const seen = await landed().catch(() => null);
 				if (seen) return seen.value;
 				await this.deps.clock.sleep(WRITE_RETRIES_MS[tries]);
@@ -129,9 +167,11 @@ export class LeaseLogWriter {
 	private async catchUp(keyId: string): Promise<void> {
 		const summary = await this.deps.store.summary();
 		this.issuedSeq = Math.max(this.issuedSeq, summary.lastSeq);
-		const open = summary.open.find(lease => lease.keyId === keyId);
+		const open = summary.open.find((lease) => lease.keyId === keyId);
 		if (open && !this.deps.table.activeLease(open.leaseId)) {
-			this.deps.logger.warn(`The store holds lease ${open.leaseId} of ${keyId} (seq ${open.grantSeq}) that this keyring did not know; taking it into account`);
+			this.deps.logger.warn(
+				`The store holds lease ${open.leaseId} of ${keyId} (seq ${open.grantSeq}) that this keyring did not know; taking it into account`,
+			);
 			this.deps.table.adopt(open);
 		}
 	}

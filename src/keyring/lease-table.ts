@@ -24,7 +24,7 @@ export class LeaseTable {
 	static fromSummary(keyIds: string[], summary: LeaseLogSummary): LeaseTable {
 		const table = new LeaseTable();
 		for (const lease of summary.open) table.activate(lease);
-		const free = [...keyIds].sort().filter(keyId => !table.byKey.has(keyId));
+		const free = [...keyIds].sort().filter((keyId) => !table.byKey.has(keyId));
 		const lastEnd = (keyId: string) => summary.lastEnd.get(keyId) ?? 0;
 		free.sort((a, b) => lastEnd(a) - lastEnd(b) || (a < b ? -1 : a > b ? 1 : 0));
 		for (const keyId of free) table.free.add(keyId);
@@ -69,7 +69,10 @@ export class LeaseTable {
 
 	/** Records a persisted grant; it must be of the head of the free queue. */
 	grant(lease: LeaseDoc): void {
-		if (this.nextFreeKey() !== lease.keyId) throw new Error(`grant of ${lease.keyId} is not of the least recently used free key ${this.nextFreeKey() ?? "(none)"}`);
+		if (this.nextFreeKey() !== lease.keyId)
+			throw new Error(
+				`grant of ${lease.keyId} is not of the least recently used free key ${this.nextFreeKey() ?? "(none)"}`,
+			);
 		this.free.delete(lease.keyId);
 		this.activate(lease);
 		this.uses.set(lease.keyId, this.usesOf(lease.keyId) + 1);

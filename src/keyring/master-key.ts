@@ -34,10 +34,17 @@ export class MasterKeyError extends Error {
 }
 
 async function importAesKey(raw: Uint8Array, source: string): Promise<MasterKey> {
-	if (raw.length !== 32) throw new MasterKeyError(`the keyring master key must be 32 bytes, got ${raw.length}`);
+	if (raw.length !== 32)
+		throw new MasterKeyError(`the keyring master key must be 32 bytes, got ${raw.length}`);
 	try {
 		// Non-extractable: once imported, the raw bytes are wiped and cannot be read back.
-		const key = await crypto.subtle.importKey("raw", raw, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+		const key = await crypto.subtle.importKey(
+			"raw",
+			raw,
+			{ name: "AES-GCM", length: 256 },
+			false,
+			["encrypt", "decrypt"],
+		);
 		return { key, authority: deriveAuthorityKey(raw), source };
 	} finally {
 		raw.fill(0);
@@ -48,30 +55,46 @@ async function importAesKey(raw: Uint8Array, source: string): Promise<MasterKey>
  * Resolves the master key. `mayCreate` is false when sealed keys already exist: a missing
  * key file then means the keys cannot be opened, and a fresh key would only hide that.
  */
-export async function loadMasterKey(settings: MasterKeySettings, mayCreate: boolean): Promise<MasterKey> {
+export async function loadMasterKey(
+	settings: MasterKeySettings,
+	mayCreate: boolean,
+): Promise<MasterKey> {
 	if (settings.masterKey) {
 		const raw = Buffer.from(settings.masterKey, "base64");
-		if (raw.length !== 32) throw new MasterKeyError("KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes");
+		if (raw.length !== 32)
+			throw new MasterKeyError(
+				"KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes",
+			);
 		return importAesKey(raw, "KEYRING_MASTER_KEY");
 	}
 	if (!settings.dataDir) {
-		if (!mayCreate) throw new MasterKeyError("the store holds sealed keys but no KEYRING_MASTER_KEY is set and there is no DATA_DIR to read master.key from");
+		if (!mayCreate)
+			throw new MasterKeyError(
+				"the store holds sealed keys but no KEYRING_MASTER_KEY is set and there is no DATA_DIR to read master.key from",
+			);
 		return importAesKey(randomBytes(32), "a random in-memory master key");
 	}
 	const file = path.join(settings.dataDir, MASTER_KEY_FILE);
 	if (!fs.existsSync(file)) {
-		if (!mayCreate) throw new MasterKeyError(`the store holds sealed keys but ${file} is missing; restore it or set KEYRING_MASTER_KEY to the key they were sealed with`);
+		if (!mayCreate)
+			throw new MasterKeyError(
+				`the store holds sealed keys but ${file} is missing; restore it or set KEYRING_MASTER_KEY to the key they were sealed with`,
+			);
 		fs.mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
 		try {
 			// "wx": never overwrite a master key another process has just written.
-			fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+			fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", {
+				mode: 0o600,
+				flag: "wx",
+			});
 			fs.chmodSync(file, 0o600);
 		} catch (err) {
 			if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
 		}
 	}
 	const raw = Buffer.from(fs.readFileSync(file, "utf8").trim(), "base64");
-	if (raw.length !== 32) throw new MasterKeyError(`${file} must hold the base64 encoding of exactly 32 bytes`);
+	if (raw.length !== 32)
+		throw new MasterKeyError(`${file} must hold the base64 encoding of exactly 32 bytes`);
 	return importAesKey(raw, file);
 }
 
@@ -82,10 +105,16 @@ export function masterKeyFileExposure(dataDir: string): number {
 }
 
 /** The `kid` in the protected header binds each sealed key to its keyId (it is the AAD). */
-export async function sealPrivateKey(privateJwk: object, keyId: string, master: MasterKey): Promise<string> {
+export async function sealPrivateKey(
+	privateJwk: object,
+	keyId: string,
+	master: MasterKey,
+): Promise<string> {
 	const plaintext = new TextEncoder().encode(JSON.stringify(privateJwk));
 	try {
-		return await new CompactEncrypt(plaintext).setProtectedHeader({ alg: "dir", enc: "A256GCM", kid: keyId, cty: "jwk+json" }).encrypt(master.key);
+		return await new CompactEncrypt(plaintext)
+			.setProtectedHeader({ alg: "dir", enc: "A256GCM", kid: keyId, cty: "jwk+json" })
+			.encrypt(master.key);
 	} finally {
 		plaintext.fill(0);
 	}
@@ -98,7 +127,11 @@ export async function sealPrivateKey(privateJwk: object, keyId: string, master: 
  * The compact JWE (`dir`, `A256GCM`) is opened with node:crypto directly, on this thread and
  * in microseconds: it happens for every lease. Any JOSE library opens it too.
  */
-export async function unsealPrivateKey(sealed: string, keyId: string, master: MasterKey): Promise<Uint8Array> {
+export async function unsealPrivateKey(
+	sealed: string,
+	keyId: string,
+	master: MasterKey,
+): Promise<Uint8Array> {
 	const [header, encryptedKey, iv, ciphertext, tag] = sealed.split(".");
 	let fields: { alg?: unknown; enc?: unknown; kid?: unknown };
 	try {
@@ -106,16 +139,35 @@ export async function unsealPrivateKey(sealed: string, keyId: string, master: Ma
 	} catch {
 		throw new MasterKeyError(`the sealed private key of ${keyId} is not a compact JWE`);
 	}
-	if (fields.kid !== keyId) throw new MasterKeyError(`the sealed private key stored for ${keyId} belongs to ${String(fields.kid)}`);
-	if (fields.alg !== "dir" || fields.enc !== "A256GCM" || encryptedKey !== "" || tag === undefined)
-		throw new MasterKeyError(`the sealed private key of ${keyId} is not a dir/A256GCM compact JWE`);
+	if (fields.kid !== keyId)
+		throw new MasterKeyError(
+			`the sealed private key stored for ${keyId} belongs to ${String(fields.kid)}`,
+		);
+	if (
+		fields.alg !== "dir" ||
+		fields.enc !== "A256GCM" ||
+		encryptedKey !== "" ||
+		tag === undefined
+	)
+		throw new MasterKeyError(
+			`the sealed private key of ${keyId} is not a dir/A256GCM compact JWE`,
+		);
 	try {
 		// node:crypto takes the non-extractable CryptoKey as it is (@types/node does not say so).
-		const decipher = createDecipheriv("aes-256-gcm", master.key as unknown as KeyObject, Buffer.from(iv, "base64url"));
+		const decipher = createDecipheriv(
+			"aes-256-gcm",
+			master.key as unknown as KeyObject,
+			Buffer.from(iv, "base64url"),
+		);
 		decipher.setAAD(Buffer.from(header, "ascii"));
 		decipher.setAuthTag(Buffer.from(tag, "base64url"));
-		return Buffer.concat([decipher.update(Buffer.from(ciphertext, "base64url")), decipher.final()]);
+		return Buffer.concat([
+			decipher.update(Buffer.from(ciphertext, "base64url")),
+			decipher.final(),
+		]);
 	} catch {
-		throw new MasterKeyError(`the master key from ${master.source} does not open the sealed private key of ${keyId}: it is not the key these keys were sealed with`);
+		throw new MasterKeyError(
+			`the master key from ${master.source} does not open the sealed private key of ${keyId}: it is not the key these keys were sealed with`,
+		);
 	}
 }

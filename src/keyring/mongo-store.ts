@@ -25,8 +25,28 @@
 import type { ClientSession, Collection, Filter } from "mongodb";
 import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
-import { assertReplicaSet, connectMongo, dropIndexIfPresent, ensureCollection, isDuplicateKey, runTransaction, type MongoConnection } from "../store/mongo";
-import { DuplicateLeaseError, FencedError, publicKeyDoc, sameSignerKey, type EnrolledSigner, type Enrolment, type KeyringStore, type LeaseEnding, type LeaseLogSummary, type RoleClaim, type RoleHolder } from "./store";
+import {
+	assertReplicaSet,
+	connectMongo,
+	dropIndexIfPresent,
+	ensureCollection,
+	isDuplicateKey,
+	runTransaction,
+	type MongoConnection,
+} from "../store/mongo";
+import {
+	DuplicateLeaseError,
+	FencedError,
+	publicKeyDoc,
+	sameSignerKey,
+	type EnrolledSigner,
+	type Enrolment,
+	type KeyringStore,
+	type LeaseEnding,
+	type LeaseLogSummary,
+	type RoleClaim,
+	type RoleHolder,
+} from "./store";
 
 type KeyRow = KeyDoc & { _id: string };
 type LeaseRow = LeaseDoc & { _id: string; open?: true };
@@ -60,7 +80,12 @@ const ENDED = { endSeq: { $type: "number" } } as unknown as Filter<LeaseRow>;
  * Until when a role holds, by the server's clock. A role written before `validUntil` was kept
  * has only its holder's `expiresAt`: read as a date by the server, once, until its next claim.
  */
-const VALID_UNTIL = { $ifNull: ["$validUntil", { $dateFromString: { dateString: "$expiresAt", onError: "$$NOW", onNull: "$$NOW" } }] };
+const VALID_UNTIL = {
+	$ifNull: [
+		"$validUntil",
+		{ $dateFromString: { dateString: "$expiresAt", onError: "$$NOW", onNull: "$$NOW" } },
+	],
+};
 
 function leaseDoc(row: LeaseRow): LeaseDoc {
 	const { open: _open, ...lease } = row;
@@ -83,24 +108,42 @@ export class MongoKeyringStore implements KeyringStore {
 		private readonly roleOf: Collection<RoleRow>,
 		private readonly statsOf: Collection<LeaseStatsRow>,
 		/** Each role's enrolled credentials: `signers`, `batchers`. */
-		private readonly enrolmentsOf: Record<CredentialRole, Collection<EnrolmentRow>>
+		private readonly enrolmentsOf: Record<CredentialRole, Collection<EnrolmentRow>>,
 	) {}
 
 	/** Connects and creates the indexes: for the owning service (and the signer CLI). */
-	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoKeyringStore> {
+	static async open(
+		uri: string,
+		service: { broker: unknown; logger: unknown },
+	): Promise<MongoKeyringStore> {
 		const connection = await connectMongo(uri, service, "keyring");
 		try {
 			await assertReplicaSet(connection, where(uri));
 			const store = MongoKeyringStore.over(connection);
 			const { keysOf: keys, leasesOf: leases } = store;
 			await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
-			await leases.createIndex({ endSeq: 1 }, { unique: true, name: "leases_end_seq", partialFilterExpression: { endSeq: { $type: "number" } } });
-			await leases.createIndex({ keyId: 1 }, { unique: true, name: "leases_open_per_key", partialFilterExpression: { open: true } });
+			await leases.createIndex(
+				{ endSeq: 1 },
+				{
+					unique: true,
+					name: "leases_end_seq",
+					partialFilterExpression: { endSeq: { $type: "number" } },
+				},
+			);
+			await leases.createIndex(
+				{ keyId: 1 },
+				{
+					unique: true,
+					name: "leases_open_per_key",
+					partialFilterExpression: { open: true },
+				},
+			);
 			// Earlier versions repeated `_id` in a unique index: one more index write per document, for nothing.
 			await dropIndexIfPresent(keys, "keys_key");
 			await dropIndexIfPresent(leases, "leases_lease");
 			// The collections the transactions write to exist before any transaction runs.
-			for (const name of ["keyring", "leases", "lease_stats"]) await ensureCollection(connection.db, name);
+			for (const name of ["keyring", "leases", "lease_stats"])
+				await ensureCollection(connection.db, name);
 			return store;
 		} catch (err) {
 			await connection.close();
@@ -111,15 +154,28 @@ export class MongoKeyringStore implements KeyringStore {
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoKeyringStore {
 		const { db } = connection;
-		return new MongoKeyringStore(connection, db.collection<KeyRow>("keys"), db.collection<LeaseRow>("leases"), db.collection<RoleRow>("keyring"), db.collection<LeaseStatsRow>("lease_stats"), {
-			signer: db.collection<EnrolmentRow>("signers"),
-			batcher: db.collection<EnrolmentRow>("batchers")
-		});
+		return new MongoKeyringStore(
+			connection,
+			db.collection<KeyRow>("keys"),
+			db.collection<LeaseRow>("leases"),
+			db.collection<RoleRow>("keyring"),
+			db.collection<LeaseStatsRow>("lease_stats"),
+			{
+				signer: db.collection<EnrolmentRow>("signers"),
+				batcher: db.collection<EnrolmentRow>("batchers"),
+			},
+		);
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
 		const ttlMs = Math.max(0, Date.parse(claim.expiresAt) - Date.parse(claim.now));
-		const fields = { holder: claim.holder, host: claim.host, pid: claim.pid, since: claim.now, expiresAt: claim.expiresAt };
+		const fields = {
+			holder: claim.holder,
+			host: claim.host,
+			pid: claim.pid,
+			since: claim.now,
+			expiresAt: claim.expiresAt,
+		};
 		// An update pipeline: `$$NOW` is the server's time; strings are literals, never field paths.
 		const claimed = (epoch: number) => ({
 			epoch,
@@ -128,14 +184,23 @@ export class MongoKeyringStore implements KeyringStore {
 			pid: { $literal: fields.pid },
 			since: { $literal: fields.since },
 			expiresAt: { $literal: fields.expiresAt },
-			validUntil: { $add: ["$$NOW", ttlMs] }
+			validUntil: { $add: ["$$NOW", ttlMs] },
 		});
 		for (let attempt = 0; attempt < 5; attempt++) {
-			const [current] = await this.roleOf.aggregate<RoleRow & { remainingMs: number }>([{ $match: { _id: ROLE } }, { $set: { remainingMs: { $subtract: [VALID_UNTIL, "$$NOW"] } } }]).toArray();
+			const [current] = await this.roleOf
+				.aggregate<RoleRow & { remainingMs: number }>([
+					{ $match: { _id: ROLE } },
+					{ $set: { remainingMs: { $subtract: [VALID_UNTIL, "$$NOW"] } } },
+				])
+				.toArray();
 			if (!current) {
 				try {
 					// An upsert that can only insert: an existing role (it has an epoch) is not matched, and its `_id` refuses a second one.
-					await this.roleOf.updateOne({ _id: ROLE, epoch: { $exists: false } }, [{ $set: { ...claimed(1), seq: 0, writes: 0 } }], { upsert: true });
+					await this.roleOf.updateOne(
+						{ _id: ROLE, epoch: { $exists: false } },
+						[{ $set: { ...claimed(1), seq: 0, writes: 0 } }],
+						{ upsert: true },
+					);
 					this.roleTtlMs = ttlMs;
 					return { claimed: { epoch: 1, ...fields } };
 				} catch (err) {
@@ -143,30 +208,61 @@ export class MongoKeyringStore implements KeyringStore {
 					continue; // another keyring created it first: look again
 				}
 			}
-			const holder: RoleHolder = { epoch: current.epoch, holder: current.holder, host: current.host, pid: current.pid, since: current.since, expiresAt: current.expiresAt };
+			const holder: RoleHolder = {
+				epoch: current.epoch,
+				holder: current.holder,
+				host: current.host,
+				pid: current.pid,
+				since: current.since,
+				expiresAt: current.expiresAt,
+			};
 			// The server's verdict on its expiry, put on the claimant's own timeline (its `now` plus what is left), so that
 			// mayTakeOver's comparison with its `now` is the server's comparison; the process check is the claimant's own.
-			if (!claim.mayTakeOver({ ...holder, expiresAt: new Date(Date.parse(claim.now) + Number(current.remainingMs)).toISOString() })) return { heldBy: holder };
+			if (
+				!claim.mayTakeOver({
+					...holder,
+					expiresAt: new Date(
+						Date.parse(claim.now) + Number(current.remainingMs),
+					).toISOString(),
+				})
+			)
+				return { heldBy: holder };
 			// Taken only if nobody renewed or took it since it was read.
-			const unchanged = current.validUntil ? { validUntil: current.validUntil } : { validUntil: { $exists: false }, expiresAt: current.expiresAt };
-			const taken = await this.roleOf.updateOne({ _id: ROLE, epoch: current.epoch, ...unchanged }, [{ $set: claimed(current.epoch + 1) }]);
+			const unchanged = current.validUntil
+				? { validUntil: current.validUntil }
+				: { validUntil: { $exists: false }, expiresAt: current.expiresAt };
+			const taken = await this.roleOf.updateOne(
+				{ _id: ROLE, epoch: current.epoch, ...unchanged },
+				[{ $set: claimed(current.epoch + 1) }],
+			);
 			if (taken.matchedCount === 1) {
 				this.roleTtlMs = ttlMs;
 				return { claimed: { epoch: current.epoch + 1, ...fields } };
 			}
 		}
-		throw new Error("the keyring role kept changing hands while this keyring claimed it; start it again");
+		throw new Error(
+			"the keyring role kept changing hands while this keyring claimed it; start it again",
+		);
 	}
 
 	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
 		// Extended by the claim's lifetime from the server's now; `expiresAt` (this host's clock) is kept for people.
 		const ttlMs = this.roleTtlMs ?? Math.max(0, Date.parse(expiresAt) - Date.now());
-		const renewed = await this.roleOf.updateOne({ _id: ROLE, epoch }, [{ $set: { expiresAt: { $literal: expiresAt }, validUntil: { $add: ["$$NOW", ttlMs] } } }]);
+		const renewed = await this.roleOf.updateOne({ _id: ROLE, epoch }, [
+			{
+				$set: {
+					expiresAt: { $literal: expiresAt },
+					validUntil: { $add: ["$$NOW", ttlMs] },
+				},
+			},
+		]);
 		return renewed.matchedCount === 1;
 	}
 
 	async releaseRole(epoch: number, now: string): Promise<void> {
-		await this.roleOf.updateOne({ _id: ROLE, epoch }, [{ $set: { expiresAt: { $literal: now }, validUntil: "$$NOW" } }]);
+		await this.roleOf.updateOne({ _id: ROLE, epoch }, [
+			{ $set: { expiresAt: { $literal: now }, validUntil: "$$NOW" } },
+		]);
 	}
 
 	/**
@@ -174,9 +270,17 @@ export class MongoKeyringStore implements KeyringStore {
 	 * the role. The fence always writes the role document, so it conflicts with a concurrent
 	 * takeover (see the top of this file); `seq` is raised to the write's seq.
 	 */
-	private fenced<T>(epoch: number, seq: number, write: (session: ClientSession) => Promise<T>): Promise<T> {
-		return runTransaction(this.connection.client, async session => {
-			const held = await this.roleOf.updateOne({ _id: ROLE, epoch }, { $max: { seq }, $inc: { writes: 1 } }, { session });
+	private fenced<T>(
+		epoch: number,
+		seq: number,
+		write: (session: ClientSession) => Promise<T>,
+	): Promise<T> {
+		return runTransaction(this.connection.client, async (session) => {
+			const held = await this.roleOf.updateOne(
+				{ _id: ROLE, epoch },
+				{ $max: { seq }, $inc: { writes: 1 } },
+				{ session },
+			);
 			if (held.matchedCount !== 1) throw new FencedError(epoch);
 			return write(session);
 		});
@@ -187,12 +291,17 @@ export class MongoKeyringStore implements KeyringStore {
 	}
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
-		await this.keysOf.insertMany(docs.map(doc => ({ ...doc, _id: doc.keyId })), { ordered: true });
+		await this.keysOf.insertMany(
+			docs.map((doc) => ({ ...doc, _id: doc.keyId })),
+			{ ordered: true },
+		);
 	}
 
 	async summary(): Promise<LeaseLogSummary> {
 		// The open leases: at most one per key (leases_open_per_key).
-		const open = (await this.leasesOf.find({ open: true }).sort({ grantSeq: 1 }).toArray()).map(leaseDoc);
+		const open = (await this.leasesOf.find({ open: true }).sort({ grantSeq: 1 }).toArray()).map(
+			leaseDoc,
+		);
 		await this.keepLeaseStats();
 		const lastEnd = new Map<string, number>();
 		const uses = new Map<string, number>();
@@ -201,9 +310,22 @@ export class MongoKeyringStore implements KeyringStore {
 			if (typeof row.lastEnd === "number") lastEnd.set(row._id, row.lastEnd);
 		}
 		// The highest seqs: one index entry each (leases_grant_seq, leases_end_seq).
-		const [lastGrant] = await this.leasesOf.find({}, { projection: { grantSeq: 1 } }).sort({ grantSeq: -1 }).limit(1).toArray();
-		const [lastEnded] = await this.leasesOf.find(ENDED, { projection: { endSeq: 1 } }).sort({ endSeq: -1 }).limit(1).toArray();
-		return { open, lastEnd, uses, lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0) };
+		const [lastGrant] = await this.leasesOf
+			.find({}, { projection: { grantSeq: 1 } })
+			.sort({ grantSeq: -1 })
+			.limit(1)
+			.toArray();
+		const [lastEnded] = await this.leasesOf
+			.find(ENDED, { projection: { endSeq: 1 } })
+			.sort({ endSeq: -1 })
+			.limit(1)
+			.toArray();
+		return {
+			open,
+			lastEnd,
+			uses,
+			lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0),
+		};
 	}
 
 	/**
@@ -211,23 +333,58 @@ export class MongoKeyringStore implements KeyringStore {
 	 * in one transaction that also marks the role, so a fenced write meanwhile conflicts with it.
 	 */
 	private async keepLeaseStats(): Promise<void> {
-		if ((await this.roleOf.findOne({ _id: ROLE }, { projection: { leaseStats: 1 } }))?.leaseStats) return;
-		await runTransaction(this.connection.client, async session => {
+		if (
+			(await this.roleOf.findOne({ _id: ROLE }, { projection: { leaseStats: 1 } }))
+				?.leaseStats
+		)
+			return;
+		await runTransaction(this.connection.client, async (session) => {
 			const perKey = await this.leasesOf
-				.aggregate<{ _id: string; uses: number; lastEnd: number | null }>([{ $group: { _id: "$keyId", uses: { $sum: 1 }, lastEnd: { $max: "$endSeq" } } }], { session })
+				.aggregate<{ _id: string; uses: number; lastEnd: number | null }>(
+					[
+						{
+							$group: {
+								_id: "$keyId",
+								uses: { $sum: 1 },
+								lastEnd: { $max: "$endSeq" },
+							},
+						},
+					],
+					{ session },
+				)
 				.toArray();
 			await this.statsOf.deleteMany({}, { session });
-			if (perKey.length) await this.statsOf.insertMany(perKey.map(k => ({ _id: k._id, uses: k.uses, ...(typeof k.lastEnd === "number" ? { lastEnd: k.lastEnd } : {}) })), { session });
+			if (perKey.length)
+				await this.statsOf.insertMany(
+					perKey.map((k) => ({
+						_id: k._id,
+						uses: k.uses,
+						...(typeof k.lastEnd === "number" ? { lastEnd: k.lastEnd } : {}),
+					})),
+					{ session },
+				);
 			await this.roleOf.updateOne({ _id: ROLE }, { $set: { leaseStats: true } }, { session });
 		});
 	}
 
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
 		try {
-			await this.fenced(epoch, lease.grantSeq, async session => {
-				await this.leasesOf.insertOne({ ...lease, _id: lease.leaseId, ...(lease.end === null ? { open: true as const } : {}) }, { session });
-				const ended = typeof lease.endSeq === "number" ? { $max: { lastEnd: lease.endSeq } } : {};
-				await this.statsOf.updateOne({ _id: lease.keyId }, { $inc: { uses: 1 }, ...ended }, { upsert: true, session });
+			await this.fenced(epoch, lease.grantSeq, async (session) => {
+				await this.leasesOf.insertOne(
+					{
+						...lease,
+						_id: lease.leaseId,
+						...(lease.end === null ? { open: true as const } : {}),
+					},
+					{ session },
+				);
+				const ended =
+					typeof lease.endSeq === "number" ? { $max: { lastEnd: lease.endSeq } } : {};
+				await this.statsOf.updateOne(
+					{ _id: lease.keyId },
+					{ $inc: { uses: 1 }, ...ended },
+					{ upsert: true, session },
+				);
 			});
 		} catch (err) {
 			// Refused by `_id` (its leaseId), leases_grant_seq or leases_open_per_key; nothing of the transaction was written.
@@ -236,16 +393,42 @@ export class MongoKeyringStore implements KeyringStore {
 	}
 
 	async renewLease(leaseId: string, expiresAt: string, epoch: number): Promise<number> {
-		return this.fenced(epoch, 0, async session => (await this.leasesOf.updateOne({ _id: leaseId, open: true }, { $set: { expiresAt } }, { session })).matchedCount);
+		return this.fenced(
+			epoch,
+			0,
+			async (session) =>
+				(
+					await this.leasesOf.updateOne(
+						{ _id: leaseId, open: true },
+						{ $set: { expiresAt } },
+						{ session },
+					)
+				).matchedCount,
+		);
 	}
 
-	async endLease(leaseId: string, { end, endSeq, endedAt, expiredBy }: LeaseEnding, epoch: number): Promise<number> {
-		return this.fenced(epoch, endSeq, async session => {
+	async endLease(
+		leaseId: string,
+		{ end, endSeq, endedAt, expiredBy }: LeaseEnding,
+		epoch: number,
+	): Promise<number> {
+		return this.fenced(epoch, endSeq, async (session) => {
 			// A release ends the lease whatever its expiry; a reclaim only one whose stored expiry (renewals included) has passed.
-			const query = expiredBy === undefined ? { _id: leaseId, open: true as const } : { _id: leaseId, open: true as const, expiresAt: { $lte: expiredBy } };
-			const ended = await this.leasesOf.findOneAndUpdate(query, { $set: { end, endSeq, endedAt }, $unset: { open: "" } }, { session, projection: { keyId: 1 } });
+			const query =
+				expiredBy === undefined
+					? { _id: leaseId, open: true as const }
+					: { _id: leaseId, open: true as const, expiresAt: { $lte: expiredBy } };
+			const ended = await this.leasesOf.findOneAndUpdate(
+				query,
+				{ $set: { end, endSeq, endedAt }, $unset: { open: "" } },
+				{ session, projection: { keyId: 1 } },
+			);
 			if (!ended) return 0;
-			await this.statsOf.updateOne({ _id: ended.keyId }, { $max: { lastEnd: endSeq } }, { upsert: true, session });
+			await this.statsOf.updateOne(
+				{ _id: ended.keyId },
+				{ $max: { lastEnd: endSeq } },
+				{ upsert: true, session },
+			);
 			return 1;
 		});
 	}
@@ -257,24 +440,52 @@ export class MongoKeyringStore implements KeyringStore {
 
 	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
 		const rows = await this.enrolmentsOf[role].find({}).sort({ _id: 1 }).toArray();
-		return rows.map(({ name, publicJwk, enrolledAt, revokedAt }) => ({ name, publicJwk, enrolledAt, revokedAt: revokedAt ?? null }));
+		return rows.map(({ name, publicJwk, enrolledAt, revokedAt }) => ({
+			name,
+			publicJwk,
+			enrolledAt,
+			revokedAt: revokedAt ?? null,
+		}));
 	}
 
 	async enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment> {
-		const { upsertedCount } = await this.enrolmentsOf[role].updateOne({ _id: credential.name }, { $setOnInsert: { ...credential, revokedAt: null } }, { upsert: true });
+		const { upsertedCount } = await this.enrolmentsOf[role].updateOne(
+			{ _id: credential.name },
+			{ $setOnInsert: { ...credential, revokedAt: null } },
+			{ upsert: true },
+		);
 		if (upsertedCount) return "enrolled";
-		const existing = (await this.enrolled(role)).find(s => s.name === credential.name)!;
-		return sameSignerKey(existing, credential) && !existing.revokedAt ? "already" : "name-taken";
+		const existing = (await this.enrolled(role)).find((s) => s.name === credential.name)!;
+		return sameSignerKey(existing, credential) && !existing.revokedAt
+			? "already"
+			: "name-taken";
 	}
 
 	async revoke(role: CredentialRole, name: string, at: string): Promise<boolean> {
-		return (await this.enrolmentsOf[role].updateOne({ _id: name, revokedAt: null }, { $set: { revokedAt: at } })).modifiedCount === 1;
+		return (
+			(
+				await this.enrolmentsOf[role].updateOne(
+					{ _id: name, revokedAt: null },
+					{ $set: { revokedAt: at } },
+				)
+			).modifiedCount === 1
+		);
 	}
 
-	async page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page> {
+	async page(
+		collection: "keys" | "leases",
+		after: string | undefined,
+		limit: number,
+	): Promise<Page> {
 		const range = after === undefined ? {} : { _id: { $gt: after } };
-		const rows = collection === "keys" ? await this.keysOf.find(range).sort({ _id: 1 }).limit(limit).toArray() : await this.leasesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
-		const docs = collection === "keys" ? (rows as KeyRow[]).map(row => publicKeyDoc(row)) : (rows as LeaseRow[]).map(leaseDoc);
+		const rows =
+			collection === "keys"
+				? await this.keysOf.find(range).sort({ _id: 1 }).limit(limit).toArray()
+				: await this.leasesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
+		const docs =
+			collection === "keys"
+				? (rows as KeyRow[]).map((row) => publicKeyDoc(row))
+				: (rows as LeaseRow[]).map(leaseDoc);
 		return { docs, next: rows.length === limit ? String(rows[rows.length - 1]._id) : null };
 	}
 

@@ -74,15 +74,29 @@ export class LeaseReplay {
 		if (kind === "grant") {
 			const at = this.freeQueue.indexOf(lease.keyId);
 			if (at < 0) {
-				this.#listener.problem({ leaseId: lease.leaseId, seq, problem: `granted key ${lease.keyId}, which was not free (held by lease ${this.active.get(lease.keyId)?.leaseId ?? "unknown"})` });
+				this.#listener.problem({
+					leaseId: lease.leaseId,
+					seq,
+					problem: `granted key ${lease.keyId}, which was not free (held by lease ${this.active.get(lease.keyId)?.leaseId ?? "unknown"})`,
+				});
 				return;
 			}
-			if (at !== 0) this.#listener.nonLruGrant({ leaseId: lease.leaseId, seq, granted: lease.keyId, expected: this.freeQueue[0] ?? null });
+			if (at !== 0)
+				this.#listener.nonLruGrant({
+					leaseId: lease.leaseId,
+					seq,
+					granted: lease.keyId,
+					expected: this.freeQueue[0] ?? null,
+				});
 			this.freeQueue.splice(at, 1);
 			this.active.set(lease.keyId, lease);
 		} else {
 			if (this.active.get(lease.keyId)?.leaseId !== lease.leaseId) {
-				this.#listener.problem({ leaseId: lease.leaseId, seq, problem: `ended while not the active lease of key ${lease.keyId}` });
+				this.#listener.problem({
+					leaseId: lease.leaseId,
+					seq,
+					problem: `ended while not the active lease of key ${lease.keyId}`,
+				});
 				return;
 			}
 			this.active.delete(lease.keyId);
@@ -94,7 +108,16 @@ export class LeaseReplay {
 export function replayLeases(keyIds: string[], leases: LeaseDoc[]): ReplayResult {
 	const nonLruGrants: NonLruGrant[] = [];
 	const problems: ReplayProblem[] = [];
-	const replay = new LeaseReplay(keyIds, { nonLruGrant: grant => nonLruGrants.push(grant), problem: problem => problems.push(problem) });
+	const replay = new LeaseReplay(keyIds, {
+		nonLruGrant: (grant) => nonLruGrants.push(grant),
+		problem: (problem) => problems.push(problem),
+	});
 	for (const event of leaseEvents(leases)) replay.apply(event);
-	return { freeQueue: replay.freeQueue, active: replay.active, nonLruGrants, problems, lastSeq: replay.lastSeq };
+	return {
+		freeQueue: replay.freeQueue,
+		active: replay.active,
+		nonLruGrants,
+		problems,
+		lastSeq: replay.lastSeq,
+	};
 }

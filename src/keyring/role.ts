@@ -18,9 +18,14 @@ export interface RoleIdentity {
 }
 
 export class KeyringRoleHeldError extends Error {
-	constructor(readonly heldBy: RoleHolder, store: string) {
-		super(`The keyring store ${store} is in use by another keyring (pid ${heldBy.pid} on ${heldBy.host}, node ${heldBy.holder}, since ${heldBy.since}, its claim valid until ${heldBy.expiresAt} unless renewed). ` +
-			"Two keyrings must never grant leases from one store: stop that one first, or read the store through it over NATS (TRANSPORTER).");
+	constructor(
+		readonly heldBy: RoleHolder,
+		store: string,
+	) {
+		super(
+			`The keyring store ${store} is in use by another keyring (pid ${heldBy.pid} on ${heldBy.host}, node ${heldBy.holder}, since ${heldBy.since}, its claim valid until ${heldBy.expiresAt} unless renewed). ` +
+				"Two keyrings must never grant leases from one store: stop that one first, or read the store through it over NATS (TRANSPORTER).",
+		);
 		this.name = "KeyringRoleHeldError";
 	}
 }
@@ -32,7 +37,7 @@ export class KeyringRole {
 		private readonly store: KeyringStore,
 		private readonly clock: Clock,
 		private readonly ttlMs: number,
-		readonly claimed: RoleHolder
+		readonly claimed: RoleHolder,
 	) {}
 
 	/** The fencing number every write of this keyring carries. */
@@ -41,16 +46,22 @@ export class KeyringRole {
 	}
 
 	/** Takes the role in `store` or throws a KeyringRoleHeldError naming the live holder. */
-	static async claim(store: KeyringStore, storeName: string, me: RoleIdentity, ttlMs: number, clock: Clock): Promise<KeyringRole> {
+	static async claim(
+		store: KeyringStore,
+		storeName: string,
+		me: RoleIdentity,
+		ttlMs: number,
+		clock: Clock,
+	): Promise<KeyringRole> {
 		const now = clock.now();
 		const outcome = await store.claimRole({
 			...me,
 			now: new Date(now).toISOString(),
 			expiresAt: new Date(now + ttlMs).toISOString(),
-			mayTakeOver: current =>
+			mayTakeOver: (current) =>
 				Date.parse(current.expiresAt) <= now ||
 				// A process of this machine that is gone (kill -9, a crash) cannot be granting: no need to wait out its claim.
-				(current.host === me.host && current.pid !== me.pid && !processAlive(current.pid))
+				(current.host === me.host && current.pid !== me.pid && !processAlive(current.pid)),
 		});
 		if ("heldBy" in outcome) throw new KeyringRoleHeldError(outcome.heldBy, storeName);
 		return new KeyringRole(store, clock, ttlMs, outcome.claimed);
@@ -62,15 +73,17 @@ export class KeyringRole {
 	 */
 	keepRenewing(onLost: () => void, onError: (err: Error) => void): void {
 		this.stopRenewing = this.clock.every(Math.max(50, Math.floor(this.ttlMs / 3)), () => {
-			this.store.renewRole(this.epoch, new Date(this.clock.now() + this.ttlMs).toISOString()).then(
-				held => {
-					if (held) return;
-					this.stopRenewing?.();
-					this.stopRenewing = null;
-					onLost();
-				},
-				err => onError(err as Error)
-			);
+			this.store
+				.renewRole(this.epoch, new Date(this.clock.now() + this.ttlMs).toISOString())
+				.then(
+					(held) => {
+						if (held) return;
+						this.stopRenewing?.();
+						this.stopRenewing = null;
+						onLost();
+					},
+					(err) => onError(err as Error),
+				);
 		});
 	}
 

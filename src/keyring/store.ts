@@ -102,7 +102,9 @@ export interface LeaseEnding {
 /** Another keyring took the role: this one's writes are refused by the store. */
 export class FencedError extends Error {
 	constructor(readonly epoch: number) {
-		super(`the store refused the write: this keyring's claim (epoch ${epoch}) is no longer the current one; another keyring holds the role`);
+		super(
+			`the store refused the write: this keyring's claim (epoch ${epoch}) is no longer the current one; another keyring holds the role`,
+		);
 		this.name = "FencedError";
 	}
 }
@@ -110,7 +112,9 @@ export class FencedError extends Error {
 /** The store refused a lease that would break rule 2 or the log's order. */
 export class DuplicateLeaseError extends Error {
 	constructor(lease: Pick<LeaseDoc, "leaseId" | "keyId" | "grantSeq">, cause: unknown) {
-		super(`the store refused lease ${lease.leaseId} of ${lease.keyId} at seq ${lease.grantSeq}: its seq is taken or ${lease.keyId} has an open lease (${(cause as Error)?.message ?? cause})`);
+		super(
+			`the store refused lease ${lease.leaseId} of ${lease.keyId} at seq ${lease.grantSeq}: its seq is taken or ${lease.keyId} has an open lease (${(cause as Error)?.message ?? cause})`,
+		);
 		this.name = "DuplicateLeaseError";
 	}
 }

@@ -1,5 +1,14 @@
 /** Live signing figures folded from the domain events; no broker in here. */
-import type { BatchFailedEvent, BatchSignedEvent, DistributionSummary, LeaseEvent, MetricsSnapshot, RecentBatch, RunCompletedEvent, RunStartedEvent } from "../contract";
+import type {
+	BatchFailedEvent,
+	BatchSignedEvent,
+	DistributionSummary,
+	LeaseEvent,
+	MetricsSnapshot,
+	RecentBatch,
+	RunCompletedEvent,
+	RunStartedEvent,
+} from "../contract";
 
 /** Count, mean, max and percentiles over the last `capacity` samples. */
 export class Distribution {
@@ -20,8 +29,15 @@ export class Distribution {
 
 	summary(): DistributionSummary {
 		const sorted = [...this.samples].sort((a, b) => a - b);
-		const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : 0);
-		return { count: this.count, mean: this.count ? Math.round((this.sum / this.count) * 10) / 10 : 0, p50: at(0.5), p95: at(0.95), max: this.max };
+		const at = (q: number) =>
+			sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : 0;
+		return {
+			count: this.count,
+			mean: this.count ? Math.round((this.sum / this.count) * 10) / 10 : 0,
+			p50: at(0.5),
+			p95: at(0.95),
+			max: this.max,
+		};
 	}
 }
 
@@ -64,13 +80,29 @@ export class SigningStats {
 		this.batchesSigned++;
 		this.duplicates += event.duplicates;
 		this.batchLatencyMs.add(event.latencyMs);
-		this.remember({ batchId: event.batchId, keyId: event.keyId, signer: event.signer, size: event.size, status: "signed", latencyMs: event.latencyMs, at: new Date(now).toISOString() });
+		this.remember({
+			batchId: event.batchId,
+			keyId: event.keyId,
+			signer: event.signer,
+			size: event.size,
+			status: "signed",
+			latencyMs: event.latencyMs,
+			at: new Date(now).toISOString(),
+		});
 	}
 
 	batchFailed(event: BatchFailedEvent, now = Date.now()): void {
 		this.batchesFailed++;
 		if (event.stored > 0) this.countSigned(event.stored, now);
-		this.remember({ batchId: event.batchId, keyId: null, signer: null, size: event.size, status: "failed", latencyMs: null, at: new Date(now).toISOString() });
+		this.remember({
+			batchId: event.batchId,
+			keyId: null,
+			signer: null,
+			size: event.size,
+			status: "failed",
+			latencyMs: null,
+			at: new Date(now).toISOString(),
+		});
 	}
 
 	private countSigned(stored: number, now: number): void {
@@ -127,7 +159,7 @@ export class SigningStats {
 			leaseWaitMs: this.leaseWaitMs.summary(),
 			batchLatencyMs: this.batchLatencyMs.summary(),
 			throughput: this.throughput.slice(-120),
-			recentBatches: this.recent
+			recentBatches: this.recent,
 		};
 	}
 }

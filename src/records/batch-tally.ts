@@ -20,10 +20,11 @@ export class BatchTally {
 		if (stored <= 0) return;
 		let groups = this.batches.get(batchId);
 		if (!groups) {
-			if (this.batches.size >= REMEMBERED) this.batches.delete(this.batches.keys().next().value!);
+			if (this.batches.size >= REMEMBERED)
+				this.batches.delete(this.batches.keys().next().value!);
 			this.batches.set(batchId, (groups = []));
 		}
-		const group = groups.find(g => g.keyId === keyId && g.leaseId === leaseId);
+		const group = groups.find((g) => g.keyId === keyId && g.leaseId === leaseId);
 		if (group) group.count += stored;
 		else groups.push({ keyId, leaseId, count: stored });
 	}
@@ -31,6 +32,6 @@ export class BatchTally {
 	/** What this process stored under the batch, or null when it does not know the batch. */
 	get(batchId: string): Groups | null {
 		const groups = this.batches.get(batchId);
-		return groups ? groups.map(g => ({ ...g })) : null;
+		return groups ? groups.map((g) => ({ ...g })) : null;
 	}
 }

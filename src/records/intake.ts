@@ -18,7 +18,11 @@ export class RecordsIntake {
 	/** The batcher's public key: only its close proofs close a batch. */
 	private readonly batcherKey: KeyObject;
 
-	constructor(trust: TrustSettings, batcherCredential: CredentialSettings, private readonly logger: { warn(line: string): void }) {
+	constructor(
+		trust: TrustSettings,
+		batcherCredential: CredentialSettings,
+		private readonly logger: { warn(line: string): void },
+	) {
 		this.gate = new StoreGate(new KeyringTrust(trust));
 		this.batcherKey = createPublicKey(loadCredential(batcherCredential).privateKey);
 	}
@@ -34,7 +38,11 @@ export class RecordsIntake {
 		if (!busChecks.on) return;
 		this.refusalsLogged("closeBatch", callerNode, () => {
 			if (!checkCloseProof(this.batcherKey, params.batchId, params.proof))
-				throw new StoreRefusedError(`records.closeBatch of ${params.batchId} carries no close proof of the batcher`, "CLOSE_PROOF_INVALID", { batchId: params.batchId });
+				throw new StoreRefusedError(
+					`records.closeBatch of ${params.batchId} carries no close proof of the batcher`,
+					"CLOSE_PROOF_INVALID",
+					{ batchId: params.batchId },
+				);
 		});
 	}
 

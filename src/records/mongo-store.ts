@@ -14,8 +14,20 @@
  * this process: the records service runs as a single instance, next to the batcher.
  */
 import type { Collection } from "mongodb";
-import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
-import { connectMongo, dropIndexIfPresent, insertUnordered, type MongoConnection } from "../store/mongo";
+import type {
+	ClosedBatch,
+	Page,
+	RecordPayload,
+	RecordsList,
+	RecordView,
+	SignatureDoc,
+} from "../contract";
+import {
+	connectMongo,
+	dropIndexIfPresent,
+	insertUnordered,
+	type MongoConnection,
+} from "../store/mongo";
 import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
 
 interface RecordRow {
@@ -45,16 +57,22 @@ export class MongoRecordsStore implements RecordsStore {
 		private readonly connection: MongoConnection,
 		private readonly recordsOf: Collection<RecordRow>,
 		private readonly signaturesOf: Collection<SignatureRow>,
-		private readonly closedOf: Collection<ClosedRow>
+		private readonly closedOf: Collection<ClosedRow>,
 	) {}
 
 	/** Connects and creates the indexes: for the owning service. */
-	static async open(uri: string, service: { broker: unknown; logger: unknown }): Promise<MongoRecordsStore> {
+	static async open(
+		uri: string,
+		service: { broker: unknown; logger: unknown },
+	): Promise<MongoRecordsStore> {
 		const connection = await connectMongo(uri, service, "records");
 		try {
 			const store = MongoRecordsStore.over(connection);
 			// The guard against a second signature is the `_id` index (`_id` is the record id); these keep every query indexed.
-			await store.signaturesOf.createIndex({ batchId: 1, recordId: 1 }, { name: "signatures_batch" });
+			await store.signaturesOf.createIndex(
+				{ batchId: 1, recordId: 1 },
+				{ name: "signatures_batch" },
+			);
 			await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
 			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
 			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
@@ -68,7 +86,12 @@ export class MongoRecordsStore implements RecordsStore {
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
 	static over(connection: MongoConnection): MongoRecordsStore {
 		const { db } = connection;
-		return new MongoRecordsStore(connection, db.collection<RecordRow>("records"), db.collection<SignatureRow>("signatures"), db.collection<ClosedRow>("closed_batches"));
+		return new MongoRecordsStore(
+			connection,
+			db.collection<RecordRow>("records"),
+			db.collection<SignatureRow>("signatures"),
+			db.collection<ClosedRow>("closed_batches"),
+		);
 	}
 
 	async recordCount(): Promise<number> {
@@ -83,22 +106,42 @@ export class MongoRecordsStore implements RecordsStore {
 
 	async insertRecords(records: RecordPayload[]): Promise<void> {
 		// Records already stored are refused by `_id` and counted as duplicates; anything else throws.
-		await insertUnordered(this.recordsOf, records.map(r => ({ _id: r.id, data: r.data, signed: false })));
+		await insertUnordered(
+			this.recordsOf,
+			records.map((r) => ({ _id: r.id, data: r.data, signed: false })),
+		);
 		this.records = null;
 		this.largest = null;
 	}
 
 	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
-		const query = after === undefined ? { signed: false } : { signed: false, _id: { $gt: after } };
-		const rows: RecordRow[] = await this.recordsOf.find(query, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).hint("records_unsigned").toArray();
-		return rows.map(row => ({ id: row._id, data: row.data }));
+		const query =
+			after === undefined ? { signed: false } : { signed: false, _id: { $gt: after } };
+		const rows: RecordRow[] = await this.recordsOf
+			.find(query, { projection: { data: 1 } })
+			.sort({ _id: 1 })
+			.limit(limit)
+			.hint("records_unsigned")
+			.toArray();
+		return rows.map((row) => ({ id: row._id, data: row.data }));
 	}
 
 	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {
-		const signed = new Set((await this.signaturesOf.find({ _id: { $in: ids } }, { projection: { _id: 1 } }).toArray()).map(s => s._id));
-		const rows: RecordRow[] = await this.recordsOf.find({ _id: { $in: ids.filter(id => !signed.has(id)) } }, { projection: { data: 1 } }).toArray();
-		const byId = new Map(rows.map(row => [row._id, row.data]));
-		return ids.flatMap(id => (byId.has(id) ? [{ id, data: byId.get(id)! }] : []));
+		const signed = new Set(
+			(
+				await this.signaturesOf
+					.find({ _id: { $in: ids } }, { projection: { _id: 1 } })
+					.toArray()
+			).map((s) => s._id),
+		);
+		const rows: RecordRow[] = await this.recordsOf
+			.find(
+				{ _id: { $in: ids.filter((id) => !signed.has(id)) } },
+				{ projection: { data: 1 } },
+			)
+			.toArray();
+		const byId = new Map(rows.map((row) => [row._id, row.data]));
+		return ids.flatMap((id) => (byId.has(id) ? [{ id, data: byId.get(id)! }] : []));
 	}
 
 	async maxRecordBytes(): Promise<number> {
@@ -113,7 +156,18 @@ export class MongoRecordsStore implements RecordsStore {
 						{ $match: after === undefined ? {} : { _id: { $gt: after } } },
 						{ $sort: { _id: 1 } },
 						{ $limit: SCAN_PAGE },
-						{ $group: { _id: null, n: { $max: { $add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }] } }, last: { $max: "$_id" }, count: { $sum: 1 } } }
+						{
+							$group: {
+								_id: null,
+								n: {
+									$max: {
+										$add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }],
+									},
+								},
+								last: { $max: "$_id" },
+								count: { $sum: 1 },
+							},
+						},
 					])
 					.toArray();
 				if (!page) break;
@@ -139,35 +193,63 @@ export class MongoRecordsStore implements RecordsStore {
 
 	storeSignatures(batch: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		return this.serially(batch.batchId, async () => {
-			if (await this.closedOf.findOne({ _id: batch.batchId })) throw new BatchClosedError(batch.batchId);
+			if (await this.closedOf.findOne({ _id: batch.batchId }))
+				throw new BatchClosedError(batch.batchId);
 			return this.insertSignatures(batch);
 		});
 	}
 
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
 		return this.serially(batchId, async () => {
-			await this.closedOf.updateOne({ _id: batchId }, { $setOnInsert: { closedAt: new Date().toISOString() } }, { upsert: true });
+			await this.closedOf.updateOne(
+				{ _id: batchId },
+				{ $setOnInsert: { closedAt: new Date().toISOString() } },
+				{ upsert: true },
+			);
 			const signed = await this.signedUnder(batchId);
 			const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
-			return { signed, unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [] };
+			return {
+				signed,
+				unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [],
+			};
 		});
 	}
 
 	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
 		const groups = await this.signaturesOf
-			.aggregate<{ _id: { keyId: string; leaseId: string }; count: number }>([{ $match: { batchId } }, { $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } }, { $sort: { _id: 1 } }])
+			.aggregate<{ _id: { keyId: string; leaseId: string }; count: number }>([
+				{ $match: { batchId } },
+				{ $group: { _id: { keyId: "$keyId", leaseId: "$leaseId" }, count: { $sum: 1 } } },
+				{ $sort: { _id: 1 } },
+			])
 			.toArray();
-		return groups.map(g => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count }));
+		return groups.map((g) => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count }));
 	}
 
-	private async insertSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+	private async insertSignatures({
+		batchId,
+		keyId,
+		leaseId,
+		signatures,
+	}: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		if (!signatures.length) return { stored: 0, duplicates: 0 };
-		const docs: SignatureRow[] = signatures.map(s => ({ _id: s.recordId, recordId: s.recordId, keyId, batchId, leaseId, jws: s.jws, signedAt: s.signedAt }));
+		const docs: SignatureRow[] = signatures.map((s) => ({
+			_id: s.recordId,
+			recordId: s.recordId,
+			keyId,
+			batchId,
+			leaseId,
+			jws: s.jws,
+			signedAt: s.signedAt,
+		}));
 		// Unordered: every document is tried; `_id` (the record id) refuses the stored ones. A
 		// write concern error throws even when the rest were duplicates: not confirmed is not stored.
 		const { inserted: stored, duplicates } = await insertUnordered(this.signaturesOf, docs);
 		// Every record of the batch has a signature now, this one or an earlier one.
-		await this.recordsOf.updateMany({ _id: { $in: docs.map(d => d._id) }, signed: false }, { $set: { signed: true } });
+		await this.recordsOf.updateMany(
+			{ _id: { $in: docs.map((d) => d._id) }, signed: false },
+			{ $set: { signed: true } },
+		);
 		return { stored, duplicates };
 	}
 
@@ -186,23 +268,48 @@ export class MongoRecordsStore implements RecordsStore {
 	 * Otherwise a page of `records` with their signatures; unsigned only pages by the `signed`
 	 * marker, and leaves out a record whose marker lags behind its signature.
 	 */
-	async list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList> {
+	async list(
+		after: string | undefined,
+		limit: number,
+		signed: boolean | undefined,
+	): Promise<RecordsList> {
 		const range = after === undefined ? {} : { _id: { $gt: after } };
 		let ids: string[];
 		let records: Map<string, string>;
 		let signatures: Map<string, SignatureDoc>;
 		if (signed) {
-			const docs = await this.signaturesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
-			ids = docs.map(d => d._id);
-			signatures = new Map(docs.map(d => [d._id, d]));
-			records = new Map((await this.recordsOf.find({ _id: { $in: ids } }, { projection: { data: 1 } }).toArray()).map(r => [r._id, r.data]));
+			const docs = await this.signaturesOf
+				.find(range)
+				.sort({ _id: 1 })
+				.limit(limit)
+				.toArray();
+			ids = docs.map((d) => d._id);
+			signatures = new Map(docs.map((d) => [d._id, d]));
+			records = new Map(
+				(
+					await this.recordsOf
+						.find({ _id: { $in: ids } }, { projection: { data: 1 } })
+						.toArray()
+				).map((r) => [r._id, r.data]),
+			);
 		} else {
-			const rows = await this.recordsOf.find(signed === false ? { ...range, signed: false } : range, { projection: { data: 1 } }).sort({ _id: 1 }).limit(limit).toArray();
-			ids = rows.map(r => r._id);
-			records = new Map(rows.map(r => [r._id, r.data]));
-			signatures = new Map((await this.signaturesOf.find({ _id: { $in: ids } }).toArray()).map(d => [d._id, d]));
+			const rows = await this.recordsOf
+				.find(signed === false ? { ...range, signed: false } : range, {
+					projection: { data: 1 },
+				})
+				.sort({ _id: 1 })
+				.limit(limit)
+				.toArray();
+			ids = rows.map((r) => r._id);
+			records = new Map(rows.map((r) => [r._id, r.data]));
+			signatures = new Map(
+				(await this.signaturesOf.find({ _id: { $in: ids } }).toArray()).map((d) => [
+					d._id,
+					d,
+				]),
+			);
 		}
-		const views: RecordView[] = ids.flatMap(id => {
+		const views: RecordView[] = ids.flatMap((id) => {
 			const s = signatures.get(id);
 			if (!records.has(id) || (signed === false && s)) return [];
 			return [{ id, data: records.get(id)!, signature: s ? signatureView(s) : null }];
@@ -210,10 +317,20 @@ export class MongoRecordsStore implements RecordsStore {
 		return { records: views, next: ids.length === limit ? ids[ids.length - 1] : null };
 	}
 
-	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {
-		const of = (collection === "records" ? this.recordsOf : this.signaturesOf) as unknown as Collection<{ _id: string }>;
+	async page(
+		collection: "records" | "signatures",
+		after: string | undefined,
+		limit: number,
+	): Promise<Page> {
+		const of = (collection === "records"
+			? this.recordsOf
+			: this.signaturesOf) as unknown as Collection<{ _id: string }>;
 		const projection = collection === "records" ? { signed: 0 } : {};
-		const docs = await of.find(after === undefined ? {} : { _id: { $gt: after } }, { projection }).sort({ _id: 1 }).limit(limit).toArray();
+		const docs = await of
+			.find(after === undefined ? {} : { _id: { $gt: after } }, { projection })
+			.sort({ _id: 1 })
+			.limit(limit)
+			.toArray();
 		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 	}
 

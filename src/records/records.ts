@@ -12,7 +12,11 @@ export function recordId(n: number, count: number): string {
 export function* makeRecords(count: number, chunkSize = 10_000): Generator<RecordPayload[]> {
 	for (let start = 1; start <= count; start += chunkSize) {
 		const chunk: RecordPayload[] = [];
-		for (let n = start; n < Math.min(count + 1, start + chunkSize); n++) chunk.push({ id: recordId(n, count), data: crypto.randomBytes(32).toString("base64url") });
+		for (let n = start; n < Math.min(count + 1, start + chunkSize); n++)
+			chunk.push({
+				id: recordId(n, count),
+				data: crypto.randomBytes(32).toString("base64url"),
+			});
 		yield chunk;
 	}
 }

@@ -1,26 +1,42 @@
 /** The records store on the embedded SQLite file `records.sqlite`. */
-import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
+import type {
+	ClosedBatch,
+	Page,
+	RecordPayload,
+	RecordsList,
+	RecordView,
+	SignatureDoc,
+} from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
 import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
 
 const SQL = {
-	insertRecords: "INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
-	unsignedRecords: "SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
-	unsignedAmong: "SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
-	maxRecordBytes: "SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(data AS BLOB))), 0) AS n FROM records",
+	insertRecords:
+		"INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
+	unsignedRecords:
+		"SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
+	unsignedAmong:
+		"SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
+	maxRecordBytes:
+		"SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(data AS BLOB))), 0) AS n FROM records",
 	storeSignatures:
 		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) " +
 		"SELECT value->>0, ?, ?, ?, value->>1, value->>2 FROM json_each(?) WHERE true ON CONFLICT(recordId) DO NOTHING",
 	isClosed: "SELECT 1 FROM closed_batches WHERE batchId = ?",
 	close: "INSERT INTO closed_batches (batchId, closedAt) VALUES (?, ?) ON CONFLICT(batchId) DO NOTHING",
-	signedUnder: "SELECT keyId, leaseId, count(*) AS count FROM signatures WHERE batchId = ? GROUP BY keyId, leaseId ORDER BY keyId, leaseId",
+	signedUnder:
+		"SELECT keyId, leaseId, count(*) AS count FROM signatures WHERE batchId = ? GROUP BY keyId, leaseId ORDER BY keyId, leaseId",
 	record: "SELECT id, data FROM records WHERE id = ?",
-	listAll: "SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM records r LEFT JOIN signatures s ON s.recordId = r.id WHERE r.id > ? ORDER BY r.id LIMIT ?",
-	listSigned: "SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM signatures s JOIN records r ON r.id = s.recordId WHERE s.recordId > ? ORDER BY s.recordId LIMIT ?",
-	signature: "SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
+	listAll:
+		"SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM records r LEFT JOIN signatures s ON s.recordId = r.id WHERE r.id > ? ORDER BY r.id LIMIT ?",
+	listSigned:
+		"SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM signatures s JOIN records r ON r.id = s.recordId WHERE s.recordId > ? ORDER BY s.recordId LIMIT ?",
+	signature:
+		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
 	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
-	pageSignatures: "SELECT recordId AS _id, recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? ORDER BY recordId LIMIT ?"
+	pageSignatures:
+		"SELECT recordId AS _id, recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? ORDER BY recordId LIMIT ?",
 };
 
 /** Sorts before every id: `id > ""` is every id. */
@@ -28,7 +44,7 @@ const FIRST = "";
 
 /** Rows as plain `{ id, data }` objects (node:sqlite gives objects without a prototype). */
 function plain(rows: unknown[]): RecordPayload[] {
-	return (rows as RecordPayload[]).map(row => ({ id: row.id, data: row.data }));
+	return (rows as RecordPayload[]).map((row) => ({ id: row.id, data: row.data }));
 }
 
 export class SqliteRecordsStore implements RecordsStore {
@@ -38,14 +54,24 @@ export class SqliteRecordsStore implements RecordsStore {
 	private signed: number;
 	private largest: number | null = null;
 
-	private constructor(private readonly db: DatabaseSync, private readonly dataDir: string) {
+	private constructor(
+		private readonly db: DatabaseSync,
+		private readonly dataDir: string,
+	) {
 		this.statements = new Statements(db);
-		this.records = Number((db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n);
-		this.signed = Number((db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n);
+		this.records = Number(
+			(db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n,
+		);
+		this.signed = Number(
+			(db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n,
+		);
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteRecordsStore {
-		return new SqliteRecordsStore(openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log }), dataDir);
+		return new SqliteRecordsStore(
+			openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log }),
+			dataDir,
+		);
 	}
 
 	async recordCount(): Promise<number> {
@@ -57,7 +83,11 @@ export class SqliteRecordsStore implements RecordsStore {
 	}
 
 	async insertRecords(records: RecordPayload[]): Promise<void> {
-		const { changes } = transaction(this.db, () => this.statements.get(SQL.insertRecords).run(JSON.stringify(records.map(r => [r.id, r.data]))));
+		const { changes } = transaction(this.db, () =>
+			this.statements
+				.get(SQL.insertRecords)
+				.run(JSON.stringify(records.map((r) => [r.id, r.data]))),
+		);
 		this.records += Number(changes);
 		this.largest = null;
 	}
@@ -76,12 +106,19 @@ export class SqliteRecordsStore implements RecordsStore {
 		return this.largest;
 	}
 
-	async storeSignatures({ batchId, keyId, leaseId, signatures }: SignedBatch): Promise<{ stored: number; duplicates: number }> {
-		const rows = JSON.stringify(signatures.map(s => [s.recordId, s.jws, s.signedAt]));
+	async storeSignatures({
+		batchId,
+		keyId,
+		leaseId,
+		signatures,
+	}: SignedBatch): Promise<{ stored: number; duplicates: number }> {
+		const rows = JSON.stringify(signatures.map((s) => [s.recordId, s.jws, s.signedAt]));
 		// The check and the insert run with no await between them, and this process is the
 		// file's only writer: a batch closed before is refused, one closed after sees these rows.
 		if (this.statements.get(SQL.isClosed).get(batchId)) throw new BatchClosedError(batchId);
-		const stored = Number(this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows).changes);
+		const stored = Number(
+			this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows).changes,
+		);
 		this.signed += stored;
 		return { stored, duplicates: signatures.length - stored };
 	}
@@ -91,11 +128,20 @@ export class SqliteRecordsStore implements RecordsStore {
 		const signed = await this.signedUnder(batchId);
 		// Every record signed under the batch: none can be unsigned, and the lookup is skipped.
 		const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
-		return { signed, unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [] };
+		return {
+			signed,
+			unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [],
+		};
 	}
 
 	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
-		return (this.statements.get(SQL.signedUnder).all(batchId) as Array<{ keyId: string; leaseId: string; count: number }>).map(g => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
+		return (
+			this.statements.get(SQL.signedUnder).all(batchId) as Array<{
+				keyId: string;
+				leaseId: string;
+				count: number;
+			}>
+		).map((g) => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
 	}
 
 	async record(id: string): Promise<RecordPayload | null> {
@@ -103,22 +149,46 @@ export class SqliteRecordsStore implements RecordsStore {
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
-		return (this.statements.get(SQL.signature).get(recordId) as SignatureDoc | undefined) ?? null;
+		return (
+			(this.statements.get(SQL.signature).get(recordId) as SignatureDoc | undefined) ?? null
+		);
 	}
 
-	async list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList> {
+	async list(
+		after: string | undefined,
+		limit: number,
+		signed: boolean | undefined,
+	): Promise<RecordsList> {
 		if (signed === false) {
 			const rows = await this.unsignedRecords(after, limit);
-			return { records: rows.map(r => ({ ...r, signature: null })), next: rows.length === limit ? rows[rows.length - 1].id : null };
+			return {
+				records: rows.map((r) => ({ ...r, signature: null })),
+				next: rows.length === limit ? rows[rows.length - 1].id : null,
+			};
 		}
-		const rows = this.statements.get(signed ? SQL.listSigned : SQL.listAll).all(after ?? FIRST, limit) as unknown as Array<RecordPayload & Partial<SignatureDoc>>;
-		const records: RecordView[] = rows.map(r => ({ id: r.id, data: r.data, signature: r.keyId ? signatureView(r as SignatureDoc) : null }));
+		const rows = this.statements
+			.get(signed ? SQL.listSigned : SQL.listAll)
+			.all(after ?? FIRST, limit) as unknown as Array<RecordPayload & Partial<SignatureDoc>>;
+		const records: RecordView[] = rows.map((r) => ({
+			id: r.id,
+			data: r.data,
+			signature: r.keyId ? signatureView(r as SignatureDoc) : null,
+		}));
 		return { records, next: rows.length === limit ? rows[rows.length - 1].id : null };
 	}
 
-	async page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page> {
-		const docs = this.statements.get(collection === "records" ? SQL.pageRecords : SQL.pageSignatures).all(after ?? FIRST, limit) as Array<{ _id: string }>;
-		return { docs: docs.map(doc => ({ ...doc })), next: docs.length === limit ? docs[docs.length - 1]._id : null };
+	async page(
+		collection: "records" | "signatures",
+		after: string | undefined,
+		limit: number,
+	): Promise<Page> {
+		const docs = this.statements
+			.get(collection === "records" ? SQL.pageRecords : SQL.pageSignatures)
+			.all(after ?? FIRST, limit) as Array<{ _id: string }>;
+		return {
+			docs: docs.map((doc) => ({ ...doc })),
+			next: docs.length === limit ? docs[docs.length - 1]._id : null,
+		};
 	}
 
 	async ping(): Promise<void> {

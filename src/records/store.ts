@@ -3,7 +3,14 @@
  * (src/records/sqlite-store.ts, src/records/mongo-store.ts); the unique key on
  * `signatures.recordId` is the guard against a second signature on both.
  */
-import type { ClosedBatch, Page, RecordPayload, RecordsList, RecordView, SignatureDoc } from "../contract";
+import type {
+	ClosedBatch,
+	Page,
+	RecordPayload,
+	RecordsList,
+	RecordView,
+	SignatureDoc,
+} from "../contract";
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -43,10 +50,18 @@ export interface RecordsStore {
 	 * Up to `limit` records after `after` in id order, with their signatures: every record, or
 	 * (with `signed`) only the signed or only the unsigned ones. `next` is null at the end.
 	 */
-	list(after: string | undefined, limit: number, signed: boolean | undefined): Promise<RecordsList>;
+	list(
+		after: string | undefined,
+		limit: number,
+		signed: boolean | undefined,
+	): Promise<RecordsList>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
-	page(collection: "records" | "signatures", after: string | undefined, limit: number): Promise<Page>;
+	page(
+		collection: "records" | "signatures",
+		after: string | undefined,
+		limit: number,
+	): Promise<Page>;
 	/** Resolves when the store answers (readiness). */
 	ping(): Promise<void>;
 	close(): Promise<void>;
@@ -55,12 +70,22 @@ export interface RecordsStore {
 /** Signatures for a batch that was closed (it ended without its signer's reply): refused, none stored. */
 export class BatchClosedError extends Error {
 	constructor(readonly batchId: string) {
-		super(`Batch ${batchId} was closed after it ended without its signer's reply: its signatures are refused, its unsigned records go in a new batch`);
+		super(
+			`Batch ${batchId} was closed after it ended without its signer's reply: its signatures are refused, its unsigned records go in a new batch`,
+		);
 		this.name = "BatchClosedError";
 	}
 }
 
 /** A stored signature as a record's view shows it (records.get, records.list). */
-export function signatureView(s: Pick<SignatureDoc, "keyId" | "batchId" | "leaseId" | "jws" | "signedAt">): NonNullable<RecordView["signature"]> {
-	return { keyId: s.keyId, batchId: s.batchId, leaseId: s.leaseId, jws: s.jws, signedAt: s.signedAt };
+export function signatureView(
+	s: Pick<SignatureDoc, "keyId" | "batchId" | "leaseId" | "jws" | "signedAt">,
+): NonNullable<RecordView["signature"]> {
+	return {
+		keyId: s.keyId,
+		batchId: s.batchId,
+		leaseId: s.leaseId,
+		jws: s.jws,
+		signedAt: s.signedAt,
+	};
 }

@@ -20,7 +20,10 @@ export function protectedHeader(keyId: string): string {
 
 /** The bytes a signature covers: `<protected>.<base64url(UTF-8 of {"id","data"})>`. */
 export function signingInput(header: string, record: RecordPayload): Buffer {
-	const payload = Buffer.from(JSON.stringify({ id: record.id, data: record.data }), "utf8").toString("base64url");
+	const payload = Buffer.from(
+		JSON.stringify({ id: record.id, data: record.data }),
+		"utf8",
+	).toString("base64url");
 	return Buffer.from(`${header}.${payload}`, "ascii");
 }
 
@@ -29,7 +32,10 @@ export function signingInput(header: string, record: RecordPayload): Buffer {
  * detached compact JWS `<protected>..<signature>`. The key stays the caller's: this neither
  * copies nor keeps it beyond the signer's use, and one signature buffer serves every record.
  */
-export function sodiumSigner(sodium: Sodium, secretKey: Uint8Array): (header: string, record: RecordPayload) => string {
+export function sodiumSigner(
+	sodium: Sodium,
+	secretKey: Uint8Array,
+): (header: string, record: RecordPayload) => string {
 	const signature = Buffer.alloc(SIGNATURE_BYTES);
 	return (header, record) => {
 		sodium.crypto_sign_detached(signature, signingInput(header, record), secretKey as Buffer);
@@ -41,7 +47,11 @@ export function sodiumSigner(sodium: Sodium, secretKey: Uint8Array): (header: st
 export type NodeCryptoKey = KeyObject | webcrypto.CryptoKey;
 
 /** The same detached compact JWS with node:crypto (OpenSSL), as the signer made it before libsodium. */
-export function nodeCryptoSignDetached(key: NodeCryptoKey, header: string, record: RecordPayload): string {
+export function nodeCryptoSignDetached(
+	key: NodeCryptoKey,
+	header: string,
+	record: RecordPayload,
+): string {
 	// node:crypto signs with a CryptoKey as it does with a KeyObject (@types/node does not say so).
 	return `${header}..${crypto.sign(null, signingInput(header, record), key as KeyObject).toString("base64url")}`;
 }
@@ -50,7 +60,9 @@ export class LeaseDeadlineError extends Error {
 	readonly signed: number;
 	readonly total: number;
 	constructor(signed: number, total: number) {
-		super(`Lease deadline reached after ${signed} of ${total} signatures; the batch is handed back unsigned`);
+		super(
+			`Lease deadline reached after ${signed} of ${total} signatures; the batch is handed back unsigned`,
+		);
 		this.name = "LeaseDeadlineError";
 		this.signed = signed;
 		this.total = total;

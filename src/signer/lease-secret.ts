@@ -31,7 +31,14 @@
  * and four mprotect calls per chunk of up to 512 signatures.
  */
 import { inspect } from "node:util";
-import { PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SEED_BYTES, requireSodium, type SecureBuffer, type Sodium } from "../sodium";
+import {
+	PUBLIC_KEY_BYTES,
+	SECRET_KEY_BYTES,
+	SEED_BYTES,
+	requireSodium,
+	type SecureBuffer,
+	type Sodium,
+} from "../sodium";
 
 export class LeaseKeyFormatError extends Error {
 	constructor(message: string) {
@@ -86,29 +93,39 @@ function privateMember(bytes: Uint8Array): { start: number; end: number } {
 	i = skip(i + 1);
 	if (bytes[i] === 0x7d) throw new LeaseKeyFormatError("the lease key is an empty JSON object");
 	for (;;) {
-		if (bytes[i] !== QUOTE) throw new LeaseKeyFormatError("the lease key is not a JSON object (a member name is not a string)");
+		if (bytes[i] !== QUOTE)
+			throw new LeaseKeyFormatError(
+				"the lease key is not a JSON object (a member name is not a string)",
+			);
 		const nameEnd = stringEnd(bytes, i);
 		const isD = nameEnd === i + 2 && bytes[i + 1] === 0x64;
 		i = skip(nameEnd + 1);
-		if (bytes[i] !== 0x3a) throw new LeaseKeyFormatError("the lease key is not a JSON object (no colon after a member name)");
+		if (bytes[i] !== 0x3a)
+			throw new LeaseKeyFormatError(
+				"the lease key is not a JSON object (no colon after a member name)",
+			);
 		i = skip(i + 1);
 		if (bytes[i] === QUOTE) {
 			const end = stringEnd(bytes, i);
 			if (isD) {
-				if (found) throw new LeaseKeyFormatError("the lease key has two \"d\" members");
+				if (found) throw new LeaseKeyFormatError('the lease key has two "d" members');
 				found = { start: i + 1, end };
 			}
 			i = end + 1;
 		} else {
-			if (isD) throw new LeaseKeyFormatError("the lease key's \"d\" is not a string");
+			if (isD) throw new LeaseKeyFormatError('the lease key\'s "d" is not a string');
 			i = valueEnd(bytes, i);
 		}
 		i = skip(i);
 		if (bytes[i] === 0x2c) i = skip(i + 1);
 		else if (bytes[i] === 0x7d) break;
-		else throw new LeaseKeyFormatError("the lease key is not a JSON object (no comma or closing brace after a member)");
+		else
+			throw new LeaseKeyFormatError(
+				"the lease key is not a JSON object (no comma or closing brace after a member)",
+			);
 	}
-	if (!found) throw new LeaseKeyFormatError("the lease key is not an Ed25519 private key (no \"d\")");
+	if (!found)
+		throw new LeaseKeyFormatError('the lease key is not an Ed25519 private key (no "d")');
 	return found;
 }
 
@@ -124,13 +141,16 @@ function sextet(byte: number): number {
 
 /** Decodes the unpadded base64url of 32 bytes (43 characters) at `bytes[start, end)` into `out`, byte by byte. */
 function decodeSeed(bytes: Uint8Array, start: number, end: number, out: Uint8Array): void {
-	if (end - start !== 43) throw new LeaseKeyFormatError(`the lease key's "d" is not 32 bytes of base64url (${end - start} characters)`);
+	if (end - start !== 43)
+		throw new LeaseKeyFormatError(
+			`the lease key's "d" is not 32 bytes of base64url (${end - start} characters)`,
+		);
 	let bits = 0;
 	let held = 0;
 	let at = 0;
 	for (let i = start; i < end; i++) {
 		const value = sextet(bytes[i]);
-		if (value < 0) throw new LeaseKeyFormatError("the lease key's \"d\" is not base64url");
+		if (value < 0) throw new LeaseKeyFormatError('the lease key\'s "d" is not base64url');
 		bits = ((bits << 6) | value) & 0xfff;
 		held += 6;
 		if (held >= 8) {
@@ -139,7 +159,8 @@ function decodeSeed(bytes: Uint8Array, start: number, end: number, out: Uint8Arr
 		}
 	}
 	// 43 characters are 258 bits: the last 2 must be zero in a canonical encoding.
-	if ((bits & ((1 << held) - 1)) !== 0) throw new LeaseKeyFormatError("the lease key's \"d\" is not canonical base64url");
+	if ((bits & ((1 << held) - 1)) !== 0)
+		throw new LeaseKeyFormatError('the lease key\'s "d" is not canonical base64url');
 	bits = 0;
 }
 
@@ -169,7 +190,11 @@ export class LeaseSecret {
 	 * `jwkBytes` into guarded memory only; `jwkBytes` is left with `d` overwritten, and the
 	 * caller wipes it. Refuses anything but an Ed25519 key whose `x` matches its `d`.
 	 */
-	static fromPrivateJwk(jwkBytes: Uint8Array, keyId: string, sodium: Sodium = requireSodium()): LeaseSecret {
+	static fromPrivateJwk(
+		jwkBytes: Uint8Array,
+		keyId: string,
+		sodium: Sodium = requireSodium(),
+	): LeaseSecret {
 		const { start, end } = privateMember(jwkBytes);
 		const seed = sodium.sodium_malloc(SEED_BYTES);
 		let secretKey: SecureBuffer | null = null;
@@ -177,13 +202,21 @@ export class LeaseSecret {
 			decodeSeed(jwkBytes, start, end, seed);
 			// `d` is in guarded memory now: blank it, so the rest of the JWK can be read as JSON.
 			jwkBytes.fill(0x41, start, end);
-			const jwk = JSON.parse(Buffer.from(jwkBytes.buffer, jwkBytes.byteOffset, jwkBytes.byteLength).toString("utf8")) as { kty?: unknown; crv?: unknown; x?: unknown };
-			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string") throw new LeaseKeyFormatError("the lease key is not an Ed25519 private key");
+			const jwk = JSON.parse(
+				Buffer.from(jwkBytes.buffer, jwkBytes.byteOffset, jwkBytes.byteLength).toString(
+					"utf8",
+				),
+			) as { kty?: unknown; crv?: unknown; x?: unknown };
+			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string")
+				throw new LeaseKeyFormatError("the lease key is not an Ed25519 private key");
 			const expected = Buffer.from(jwk.x, "base64url");
 			secretKey = sodium.sodium_malloc(SECRET_KEY_BYTES);
 			const publicKey = Buffer.alloc(PUBLIC_KEY_BYTES);
 			sodium.crypto_sign_seed_keypair(publicKey, secretKey, seed);
-			if (expected.length !== PUBLIC_KEY_BYTES || !publicKey.equals(expected)) throw new LeaseKeyFormatError(`the lease key of ${keyId} is not one key pair: its "x" is not the public key of its "d"`);
+			if (expected.length !== PUBLIC_KEY_BYTES || !publicKey.equals(expected))
+				throw new LeaseKeyFormatError(
+					`the lease key of ${keyId} is not one key pair: its "x" is not the public key of its "d"`,
+				);
 			const secret = new LeaseSecret(sodium, keyId, secretKey, publicKey);
 			secretKey = null;
 			return secret;
@@ -212,7 +245,8 @@ export class LeaseSecret {
 	/** Runs `read` with the key readable (read-only), and makes it inaccessible again. `read` must not keep it. */
 	use<T>(read: (secretKey: SecureBuffer) => T): T {
 		const secretKey = this.#secretKey;
-		if (!secretKey) throw new Error(`the key of ${this.keyId} was wiped: its lease's batch is over`);
+		if (!secretKey)
+			throw new Error(`the key of ${this.keyId} was wiped: its lease's batch is over`);
 		this.#sodium.sodium_mprotect_readonly(secretKey);
 		try {
 			return read(secretKey);
@@ -228,7 +262,7 @@ export class LeaseSecret {
 	 */
 	handOff(): SharedArrayBuffer {
 		const shared = new SharedArrayBuffer(SECRET_KEY_BYTES);
-		this.use(secretKey => new Uint8Array(shared).set(secretKey));
+		this.use((secretKey) => new Uint8Array(shared).set(secretKey));
 		return shared;
 	}
 

@@ -37,7 +37,14 @@ export class SignPool {
 		const worker = path.join(__dirname, `sign.worker${path.extname(__filename)}`);
 		// Several chunks queued per thread: a thread finishing one starts the next without waiting
 		// for the event loop (busy with storage) to hand it out.
-		this.pool = new Piscina({ filename: worker, minThreads: this.threads, maxThreads: this.threads, concurrentTasksPerWorker: 4, idleTimeout: 60_000, resourceLimits: SIGNING_THREAD_LIMITS });
+		this.pool = new Piscina({
+			filename: worker,
+			minThreads: this.threads,
+			maxThreads: this.threads,
+			concurrentTasksPerWorker: 4,
+			idleTimeout: 60_000,
+			resourceLimits: SIGNING_THREAD_LIMITS,
+		});
 	}
 
 	/**
@@ -46,10 +53,16 @@ export class SignPool {
 	 * lease the keyring may have reclaimed. The key stays the caller's to dispose; no copy of it
 	 * made here outlives this call.
 	 */
-	async sign(key: LeaseSecret, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]> {
+	async sign(
+		key: LeaseSecret,
+		keyId: string,
+		records: RecordPayload[],
+		deadline: () => number,
+	): Promise<SignedRecord[]> {
 		const chunkSize = Math.min(512, Math.max(32, Math.ceil(records.length / this.threads)));
 		const chunks: RecordPayload[][] = [];
-		for (let i = 0; i < records.length; i += chunkSize) chunks.push(records.slice(i, i + chunkSize));
+		for (let i = 0; i < records.length; i += chunkSize)
+			chunks.push(records.slice(i, i + chunkSize));
 		const handOffs: SharedArrayBuffer[] = [];
 		const runs: Array<Promise<SignTaskResult>> = [];
 		let results: SignTaskResult[];
@@ -57,7 +70,14 @@ export class SignPool {
 			for (const chunk of chunks) {
 				const secret = key.handOff();
 				handOffs.push(secret);
-				runs.push(this.pool.run({ secret, keyId, records: JSON.stringify(chunk.map(r => [r.id, r.data])), deadline: deadline() }));
+				runs.push(
+					this.pool.run({
+						secret,
+						keyId,
+						records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
+						deadline: deadline(),
+					}),
+				);
 			}
 			results = await Promise.all(runs);
 		} finally {
@@ -68,10 +88,13 @@ export class SignPool {
 		const signed: SignedRecord[] = [];
 		for (let c = 0; c < chunks.length; c++) {
 			const { jws, finishedAt } = results[c];
-			if (jws === null || finishedAt >= deadline()) throw new LeaseDeadlineError(signed.length, records.length);
+			if (jws === null || finishedAt >= deadline())
+				throw new LeaseDeadlineError(signed.length, records.length);
 			const signedAt = new Date(finishedAt).toISOString();
 			const chunkJws = jws.split("\n");
-			chunks[c].forEach((record, i) => signed.push({ recordId: record.id, jws: chunkJws[i], signedAt }));
+			chunks[c].forEach((record, i) =>
+				signed.push({ recordId: record.id, jws: chunkJws[i], signedAt }),
+			);
 		}
 		return signed;
 	}

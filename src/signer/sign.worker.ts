@@ -40,7 +40,9 @@ function signChunk(sodium: Sodium, task: SignTask): SignTaskResult {
 	const handOff = Buffer.from(task.secret);
 	if (handOff.length !== SECRET_KEY_BYTES) {
 		sodium.sodium_memzero(handOff);
-		throw new Error(`a signing task's key is ${handOff.length} bytes, not a ${SECRET_KEY_BYTES}-byte libsodium Ed25519 secret key`);
+		throw new Error(
+			`a signing task's key is ${handOff.length} bytes, not a ${SECRET_KEY_BYTES}-byte libsodium Ed25519 secret key`,
+		);
 	}
 	if (Date.now() >= task.deadline) {
 		sodium.sodium_memzero(handOff);
@@ -57,7 +59,8 @@ function signChunk(sodium: Sodium, task: SignTask): SignTaskResult {
 		const sign = sodiumSigner(sodium, slot);
 		const records = JSON.parse(task.records) as Array<[string, string]>;
 		const jws = new Array<string>(records.length);
-		for (let i = 0; i < records.length; i++) jws[i] = sign(header, { id: records[i][0], data: records[i][1] });
+		for (let i = 0; i < records.length; i++)
+			jws[i] = sign(header, { id: records[i][0], data: records[i][1] });
 		return { jws: jws.join("\n"), finishedAt: Date.now() };
 	} finally {
 		sodium.sodium_memzero(handOff);

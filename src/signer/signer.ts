@@ -8,7 +8,15 @@
  * as a new batch.
  */
 import type { Clock } from "../clock";
-import type { Lease, LeaseChange, RecordPayload, SignBatchParams, SignBatchResult, StoreSignaturesParams, StoreSignaturesResult } from "../contract";
+import type {
+	Lease,
+	LeaseChange,
+	RecordPayload,
+	SignBatchParams,
+	SignBatchResult,
+	StoreSignaturesParams,
+	StoreSignaturesResult,
+} from "../contract";
 import { TRANSFER_CHUNK } from "../identity/batch-digest";
 import type { SignedRecord } from "./sign-pool";
 
@@ -40,18 +48,32 @@ export { TRANSFER_CHUNK };
  */
 export interface BatchCalls {
 	/** Stores one piece under the lease token; the call adds the holder's store proof. */
-	storeSignatures(batch: Omit<StoreSignaturesParams, "proof">, timeoutMs: number, signal: AbortSignal): Promise<StoreSignaturesResult>;
+	storeSignatures(
+		batch: Omit<StoreSignaturesParams, "proof">,
+		timeoutMs: number,
+		signal: AbortSignal,
+	): Promise<StoreSignaturesResult>;
 	/** Asks for a lease for this batch (the call carries its dispatch ticket). */
 	acquire(waitMs: number, timeoutMs: number, signal: AbortSignal): Promise<Lease>;
 	/** Renews the lease, handing in its current token for a fresh one. */
-	renew(leaseId: string, token: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
+	renew(
+		leaseId: string,
+		token: string,
+		timeoutMs: number,
+		signal: AbortSignal,
+	): Promise<LeaseChange>;
 	release(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
 }
 
 /** Opens a lease's sealed key and signs records with it, chunk by chunk, within a deadline. */
 export interface SigningKeys<K> {
 	open(lease: Lease): Promise<K>;
-	sign(key: K, keyId: string, records: RecordPayload[], deadline: () => number): Promise<SignedRecord[]>;
+	sign(
+		key: K,
+		keyId: string,
+		records: RecordPayload[],
+		deadline: () => number,
+	): Promise<SignedRecord[]>;
 }
 
 export interface SignerLogger {
@@ -96,7 +118,10 @@ export class Signer<K = unknown> {
 	/** Aborted once a stop has waited its drain out: the calls still waiting give up. */
 	private readonly aborts = new AbortController();
 
-	constructor(private readonly options: SignerOptions, private readonly deps: SignerDeps<K>) {}
+	constructor(
+		private readonly options: SignerOptions,
+		private readonly deps: SignerDeps<K>,
+	) {}
 
 	private get clock(): Clock {
 		return this.deps.clock;
@@ -113,7 +138,10 @@ export class Signer<K = unknown> {
 	}
 
 	/** Lease, sign, store, release: the whole life of one batch on this signer. */
-	signBatch(params: Omit<SignBatchParams, "ticket">, calls: BatchCalls): Promise<SignBatchResult> {
+	signBatch(
+		params: Omit<SignBatchParams, "ticket">,
+		calls: BatchCalls,
+	): Promise<SignBatchResult> {
 		const batch = this.runBatch(params, calls);
 		this.inFlight.set(params.batchId, batch);
 		const forget = () => {
@@ -144,7 +172,9 @@ export class Signer<K = unknown> {
 	async stop(): Promise<void> {
 		this.beginStop();
 		if (!this.inFlight.size) return;
-		this.deps.logger.info(`Stopping: waiting for ${this.inFlight.size} batch(es) in flight to finish or hand back their leases`);
+		this.deps.logger.info(
+			`Stopping: waiting for ${this.inFlight.size} batch(es) in flight to finish or hand back their leases`,
+		);
 		const settled = Promise.allSettled([...this.inFlight.values()]);
 		// The drain, plus a moment for the releases that follow it.
 		await Promise.race([settled, this.clock.sleep(this.options.shutdownDrainMs + 2_000)]);
@@ -153,50 +183,96 @@ export class Signer<K = unknown> {
 		await Promise.race([settled, this.clock.sleep(1_000)]);
 	}
 
-	private async runBatch({ batchId, records }: Omit<SignBatchParams, "ticket">, calls: BatchCalls): Promise<SignBatchResult> {
+	private async runBatch(
+		{ batchId, records }: Omit<SignBatchParams, "ticket">,
+		calls: BatchCalls,
+	): Promise<SignBatchResult> {
 		const { signal } = this.aborts;
 		const asked = this.clock.now();
-		const lease = await calls.acquire(this.options.acquireWaitMs, this.options.acquireWaitMs + 10_000, signal);
+		const lease = await calls.acquire(
+			this.options.acquireWaitMs,
+			this.options.acquireWaitMs + 10_000,
+			signal,
+		);
 		const leaseWaitMs = this.clock.now() - asked;
 		const held = this.holdLease(lease, calls);
 		try {
-			if (this.clock.now() >= this.drainDeadline()) throw new SignerStoppingError(this.deps.nodeID);
+			if (this.clock.now() >= this.drainDeadline())
+				throw new SignerStoppingError(this.deps.nodeID);
 			const key = await this.deps.keys.open(lease);
-			const signed = await this.deps.keys.sign(key, lease.keyId, records, () => Math.min(held.deadline(), this.drainDeadline()));
+			const signed = await this.deps.keys.sign(key, lease.keyId, records, () =>
+				Math.min(held.deadline(), this.drainDeadline()),
+			);
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
 			for (const part of chunks(signed, TRANSFER_CHUNK)) {
-				const result = await calls.storeSignatures({ batchId, keyId: lease.keyId, leaseId: lease.leaseId, signatures: part, token: held.token() }, this.options.storeTimeoutMs, signal);
+				const result = await calls.storeSignatures(
+					{
+						batchId,
+						keyId: lease.keyId,
+						leaseId: lease.leaseId,
+						signatures: part,
+						token: held.token(),
+					},
+					this.options.storeTimeoutMs,
+					signal,
+				);
 				stored.stored += result.stored;
 				stored.duplicates += result.duplicates;
 			}
 			await this.deps.afterStore?.(batchId);
-			return { batchId, keyId: lease.keyId, leaseId: lease.leaseId, signer: this.deps.nodeID, stored: stored.stored, duplicates: stored.duplicates, leaseWaitMs };
+			return {
+				batchId,
+				keyId: lease.keyId,
+				leaseId: lease.leaseId,
+				signer: this.deps.nodeID,
+				stored: stored.stored,
+				duplicates: stored.duplicates,
+				leaseWaitMs,
+			};
 		} finally {
 			held.stop();
 			// Bounded: a release lost in a NATS outage must not hold the batch (the keyring reclaims at
 			// expiry). One failed by a reconnect (maybe never delivered) is sent once more: an end
 			// already applied is taken as done.
-			const release = () => calls.release(lease.leaseId, this.options.releaseTimeoutMs, signal);
-			await release().catch(err => ((err as { type?: string }).type === LOST_IN_RECONNECT ? release() : Promise.reject(err))).catch(err => {
-				this.deps.onReleaseFailed?.();
-				this.deps.logger.warn(`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`);
-			});
+			const release = () =>
+				calls.release(lease.leaseId, this.options.releaseTimeoutMs, signal);
+			await release()
+				.catch((err) =>
+					(err as { type?: string }).type === LOST_IN_RECONNECT
+						? release()
+						: Promise.reject(err),
+				)
+				.catch((err) => {
+					this.deps.onReleaseFailed?.();
+					this.deps.logger.warn(
+						`Release of lease ${lease.leaseId} failed; the keyring reclaims it at expiry: ${(err as Error).message}`,
+					);
+				});
 		}
 	}
 
 	/** Renews the lease while the batch runs; the deadline is its expiry minus the margin, the token the latest one. */
-	private holdLease(lease: Lease, calls: BatchCalls): { deadline(): number; token(): string; stop(): void } {
+	private holdLease(
+		lease: Lease,
+		calls: BatchCalls,
+	): { deadline(): number; token(): string; stop(): void } {
 		let expiresAt = Date.parse(lease.expiresAt);
 		let token = lease.token;
 		const everyMs = Math.max(50, Math.floor(this.options.leaseTtlMs / 3));
 		const stop = this.clock.every(everyMs, () => {
 			// A renewal answered after a whole TTL is worth nothing (one lost in a NATS outage never is).
-			calls.renew(lease.leaseId, token, this.options.leaseTtlMs, this.aborts.signal)
-				.then(change => {
-					if (change.changed && change.expiresAt) expiresAt = Date.parse(change.expiresAt);
+			calls
+				.renew(lease.leaseId, token, this.options.leaseTtlMs, this.aborts.signal)
+				.then((change) => {
+					if (change.changed && change.expiresAt)
+						expiresAt = Date.parse(change.expiresAt);
 					if (change.changed && change.token) token = change.token;
 				})
-				.catch(err => this.deps.logger.warn(`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`));
+				.catch((err) =>
+					this.deps.logger.warn(
+						`Renewal of lease ${lease.leaseId} failed: ${(err as Error).message}`,
+					),
+				);
 		});
 		return { deadline: () => expiresAt - this.options.leaseMarginMs, token: () => token, stop };
 	}

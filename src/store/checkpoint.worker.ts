@@ -18,7 +18,8 @@ function checkpointAll(): void {
 			db.exec("PRAGMA wal_checkpoint(PASSIVE)");
 		} catch (err) {
 			// A busy or vanished file is tried again at the next tick; the owner loses nothing meanwhile.
-			if (!/busy|locked/i.test((err as Error).message)) parentPort?.postMessage({ file, error: (err as Error).message });
+			if (!/busy|locked/i.test((err as Error).message))
+				parentPort?.postMessage({ file, error: (err as Error).message });
 		}
 	}
 }

@@ -21,7 +21,9 @@ function send(message: CheckpointMessage): void {
 export function checkpointInBackground(file: string): void {
 	if (!worker) {
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
-		worker = new Worker(path.join(__dirname, `checkpoint.worker${path.extname(__filename)}`), { resourceLimits: { maxOldGenerationSizeMb: 16 } });
+		worker = new Worker(path.join(__dirname, `checkpoint.worker${path.extname(__filename)}`), {
+			resourceLimits: { maxOldGenerationSizeMb: 16 },
+		});
 		worker.unref();
 		worker.on("error", () => {
 			// The owners keep working; their logs just grow until the next open checkpoints them.

@@ -35,7 +35,9 @@ export function readNedbFile(file: string): Doc[] {
 		try {
 			doc = JSON.parse(line);
 		} catch {
-			throw new Error(`${file}:${i + 1} is not a NeDB document; the earlier store cannot be imported`);
+			throw new Error(
+				`${file}:${i + 1} is not a NeDB document; the earlier store cannot be imported`,
+			);
 		}
 		if (doc.$$indexCreated || doc.$$indexRemoved) return;
 		const id = String(doc._id);
@@ -52,53 +54,114 @@ interface Import {
 	row(doc: Doc): unknown[];
 }
 
-const str = (value: unknown): string | null => (value === undefined || value === null ? null : String(value));
+const str = (value: unknown): string | null =>
+	value === undefined || value === null ? null : String(value);
 const num = (value: unknown): number | null => (typeof value === "number" ? value : null);
-const json = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
+const json = (value: unknown): string | null =>
+	value === undefined || value === null ? null : JSON.stringify(value);
 
 const IMPORTS: Record<StoreOwner, Import[]> = {
 	records: [
-		{ file: "records.db", insert: "INSERT OR IGNORE INTO records (id, data) VALUES (?, ?)", row: d => [str(d._id), str(d.data)] },
+		{
+			file: "records.db",
+			insert: "INSERT OR IGNORE INTO records (id, data) VALUES (?, ?)",
+			row: (d) => [str(d._id), str(d.data)],
+		},
 		{
 			file: "signatures.db",
 			insert: "INSERT OR IGNORE INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)",
-			row: d => [str(d.recordId), str(d.keyId), str(d.batchId), str(d.leaseId), str(d.jws), str(d.signedAt)]
-		}
+			row: (d) => [
+				str(d.recordId),
+				str(d.keyId),
+				str(d.batchId),
+				str(d.leaseId),
+				str(d.jws),
+				str(d.signedAt),
+			],
+		},
 	],
 	keyring: [
-		{ file: "keys.db", insert: "INSERT OR IGNORE INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)", row: d => [str(d.keyId), str(d.createdAt), json(d.publicJwk), str(d.sealedPrivateKey)] },
+		{
+			file: "keys.db",
+			insert: "INSERT OR IGNORE INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
+			row: (d) => [
+				str(d.keyId),
+				str(d.createdAt),
+				json(d.publicJwk),
+				str(d.sealedPrivateKey),
+			],
+		},
 		{
 			file: "leases.db",
 			insert: `INSERT OR IGNORE INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			row: d => [str(d.leaseId), str(d.keyId), str(d.holder), num(d.grantSeq), str(d.grantedAt), str(d.expiresAt), num(d.endSeq), str(d.endedAt), str(d.end)]
-		}
+			row: (d) => [
+				str(d.leaseId),
+				str(d.keyId),
+				str(d.holder),
+				num(d.grantSeq),
+				str(d.grantedAt),
+				str(d.expiresAt),
+				num(d.endSeq),
+				str(d.endedAt),
+				str(d.end),
+			],
+		},
 	],
 	batcher: [
 		{
 			file: "runs.db",
 			insert: "INSERT OR IGNORE INTO runs (runId, batchSize, status, startedAt, finishedAt, report, error, idempotencyKey) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			row: d => [str(d.runId), num(d.batchSize), str(d.status), str(d.startedAt), str(d.finishedAt), json(d.report), str(d.error), str(d.idempotencyKey)]
+			row: (d) => [
+				str(d.runId),
+				num(d.batchSize),
+				str(d.status),
+				str(d.startedAt),
+				str(d.finishedAt),
+				json(d.report),
+				str(d.error),
+				str(d.idempotencyKey),
+			],
 		},
 		{
 			file: "batches.db",
 			insert: "INSERT OR IGNORE INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer, error, stored, duplicates) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-			row: d => [str(d.batchId), str(d.runId), str(d.keyId), str(d.leaseId), json(d.recordIds ?? []), num(d.attempt) ?? 1, str(d.status), str(d.startedAt), str(d.finishedAt), str(d.signer), str(d.error), num(d.stored), num(d.duplicates)]
-		}
-	]
+			row: (d) => [
+				str(d.batchId),
+				str(d.runId),
+				str(d.keyId),
+				str(d.leaseId),
+				json(d.recordIds ?? []),
+				num(d.attempt) ?? 1,
+				str(d.status),
+				str(d.startedAt),
+				str(d.finishedAt),
+				str(d.signer),
+				str(d.error),
+				num(d.stored),
+				num(d.duplicates),
+			],
+		},
+	],
 };
 
 /** The earlier version's files of `owner` that are still in `dataDir`. */
 export function legacyFiles(dataDir: string, owner: StoreOwner): string[] {
 	if (!dataDir) return [];
-	return IMPORTS[owner].map(spec => path.join(dataDir, spec.file)).filter(file => fs.existsSync(file));
+	return IMPORTS[owner]
+		.map((spec) => path.join(dataDir, spec.file))
+		.filter((file) => fs.existsSync(file));
 }
 
 /**
  * Imports `owner`'s NeDB files from `dataDir` into `db` in one transaction, then renames them.
  * Returns a line for the log, or null when there was nothing to import.
  */
-export function importLegacyStore(db: DatabaseSync, owner: StoreOwner, dataDir: string): string | null {
-	const present = IMPORTS[owner].filter(spec => fs.existsSync(path.join(dataDir, spec.file)));
+export function importLegacyStore(
+	db: DatabaseSync,
+	owner: StoreOwner,
+	dataDir: string,
+): string | null {
+	const present = IMPORTS[owner].filter((spec) => fs.existsSync(path.join(dataDir, spec.file)));
 	if (!present.length) return null;
 	// Only into a new store: one that already holds data was imported before or started afresh.
 	const table = /INTO (\w+)/.exec(IMPORTS[owner][0].insert)![1];
@@ -107,10 +170,13 @@ export function importLegacyStore(db: DatabaseSync, owner: StoreOwner, dataDir: 
 	db.exec("BEGIN IMMEDIATE");
 	let counts: string[];
 	try {
-		counts = present.map(spec => {
+		counts = present.map((spec) => {
 			const insert = db.prepare(spec.insert);
 			let imported = 0;
-			for (const doc of readNedbFile(path.join(dataDir, spec.file))) imported += Number(insert.run(...(spec.row(doc) as Array<string | number | null>)).changes);
+			for (const doc of readNedbFile(path.join(dataDir, spec.file)))
+				imported += Number(
+					insert.run(...(spec.row(doc) as Array<string | number | null>)).changes,
+				);
 			return `${imported} from ${spec.file}`;
 		});
 		db.exec("COMMIT");
@@ -118,6 +184,7 @@ export function importLegacyStore(db: DatabaseSync, owner: StoreOwner, dataDir: 
 		db.exec("ROLLBACK");
 		throw err;
 	}
-	for (const spec of present) fs.renameSync(path.join(dataDir, spec.file), path.join(dataDir, spec.file + LEGACY_SUFFIX));
+	for (const spec of present)
+		fs.renameSync(path.join(dataDir, spec.file), path.join(dataDir, spec.file + LEGACY_SUFFIX));
 	return `${dataDir} held a store of an earlier version (NeDB files): imported ${counts.join(", ")}; the old files are kept as *.db${LEGACY_SUFFIX}`;
 }

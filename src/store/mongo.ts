@@ -30,7 +30,7 @@ import {
 	type Document,
 	type MongoClientOptions,
 	type OptionalUnlessRequiredId,
-	type TransactionOptions
+	type TransactionOptions,
 } from "mongodb";
 
 /** A collection of the driver, typed by its documents. */
@@ -55,7 +55,7 @@ export const TRANSACTION_BUDGET_MS = 20_000;
 /** URI option names (case-insensitive), as the driver reads them. */
 function uriOptionNames(uri: string): Set<string> {
 	const query = uri.split("?")[1] ?? "";
-	return new Set([...new URLSearchParams(query).keys()].map(key => key.toLowerCase()));
+	return new Set([...new URLSearchParams(query).keys()].map((key) => key.toLowerCase()));
 }
 
 const WRITE_CONCERN_KEYS = ["w", "journal", "j", "wtimeoutms", "wtimeout", "fsync"];
@@ -64,11 +64,20 @@ const WRITE_CONCERN_KEYS = ["w", "journal", "j", "wtimeoutms", "wtimeout", "fsyn
  * The client's options: majority, journaled writes and the timeouts above, each unless the URI
  * sets its own (an option given here would win over the URI's), then `options` as given.
  */
-export function clientOptions(uri: string, owner: string, options: MongoClientOptions = {}): MongoClientOptions {
+export function clientOptions(
+	uri: string,
+	owner: string,
+	options: MongoClientOptions = {},
+): MongoClientOptions {
 	const inUri = uriOptionNames(uri);
 	const defaults: MongoClientOptions = {};
 	if (!inUri.has("appname")) defaults.appName = `record-signer/${owner}`;
-	if (!WRITE_CONCERN_KEYS.some(key => inUri.has(key))) defaults.writeConcern = { w: "majority", journal: true, wtimeoutMS: WRITE_CONCERN_TIMEOUT_MS };
+	if (!WRITE_CONCERN_KEYS.some((key) => inUri.has(key)))
+		defaults.writeConcern = {
+			w: "majority",
+			journal: true,
+			wtimeoutMS: WRITE_CONCERN_TIMEOUT_MS,
+		};
 	if (!inUri.has("sockettimeoutms")) defaults.socketTimeoutMS = SOCKET_TIMEOUT_MS;
 	if (!inUri.has("connecttimeoutms")) defaults.connectTimeoutMS = CONNECT_TIMEOUT_MS;
 	return { ...defaults, ...options };
@@ -79,7 +88,12 @@ export function clientOptions(uri: string, owner: string, options: MongoClientOp
  * `options` go to the driver (e.g. a shorter serverSelectionTimeoutMS). `service` is the owning
  * service, kept for the stores' signatures. Rejects when no server is selected in time.
  */
-export async function connectMongo(uri: string, _service: { broker?: unknown; logger?: unknown }, owner: string, options: MongoClientOptions = {}): Promise<MongoConnection> {
+export async function connectMongo(
+	uri: string,
+	_service: { broker?: unknown; logger?: unknown },
+	owner: string,
+	options: MongoClientOptions = {},
+): Promise<MongoConnection> {
 	const client = new MongoClient(uri, clientOptions(uri, owner, options));
 	try {
 		await client.connect();
@@ -97,12 +111,17 @@ export async function connectMongo(uri: string, _service: { broker?: unknown; lo
 export async function assertReplicaSet(connection: MongoConnection, where: string): Promise<void> {
 	const hello = await connection.db.admin().command({ hello: 1 });
 	if (hello.setName || hello.msg === "isdbgrid") return;
-	throw new Error(`${where} is a standalone MongoDB server: the keyring needs a replica set (transactions, majority writes). ` +
-		"Start mongod with --replSet rs0, run rs.initiate() once, and add ?replicaSet=rs0 to MONGO_URI (docs/deploy.md, \"Which MongoDB, and why\")");
+	throw new Error(
+		`${where} is a standalone MongoDB server: the keyring needs a replica set (transactions, majority writes). ` +
+			'Start mongod with --replSet rs0, run rs.initiate() once, and add ?replicaSet=rs0 to MONGO_URI (docs/deploy.md, "Which MongoDB, and why")',
+	);
 }
 
 /** Drops an index the store no longer uses; an index or a collection that is not there is fine. */
-export async function dropIndexIfPresent<T extends Document>(collection: Collection<T>, name: string): Promise<void> {
+export async function dropIndexIfPresent<T extends Document>(
+	collection: Collection<T>,
+	name: string,
+): Promise<void> {
 	try {
 		await collection.dropIndex(name);
 	} catch (err) {
@@ -157,9 +176,13 @@ export function writeConcernErrorOf(err: unknown): { code?: number; errmsg?: str
 	}
 	if (err instanceof MongoWriteConcernError) {
 		const wce = err.result?.writeConcernError as { code?: number; errmsg?: string } | undefined;
-		return { code: wce?.code ?? (err.code as number | undefined), errmsg: wce?.errmsg ?? err.message };
+		return {
+			code: wce?.code ?? (err.code as number | undefined),
+			errmsg: wce?.errmsg ?? err.message,
+		};
 	}
-	if (err instanceof MongoServerError && err.writeConcernError) return { code: err.writeConcernError.code, errmsg: err.writeConcernError.errmsg };
+	if (err instanceof MongoServerError && err.writeConcernError)
+		return { code: err.writeConcernError.code, errmsg: err.writeConcernError.errmsg };
 	return null;
 }
 
@@ -167,8 +190,14 @@ export function writeConcernErrorOf(err: unknown): { code?: number; errmsg?: str
 export function bulkWriteFailures(err: unknown): BulkWriteFailure[] {
 	if (!(err instanceof MongoBulkWriteError)) return [];
 	const inResult = err.result?.getWriteErrors() ?? [];
-	const all = inResult.length ? inResult : Array.isArray(err.writeErrors) ? err.writeErrors : err.writeErrors ? [err.writeErrors] : [];
-	return all.map(w => ({ index: w.index, code: w.code }));
+	const all = inResult.length
+		? inResult
+		: Array.isArray(err.writeErrors)
+			? err.writeErrors
+			: err.writeErrors
+				? [err.writeErrors]
+				: [];
+	return all.map((w) => ({ index: w.index, code: w.code }));
 }
 
 /**
@@ -180,7 +209,7 @@ export function isDuplicateKey(err: unknown): boolean {
 	if (!(err instanceof MongoServerError) || writeConcernErrorOf(err)) return false;
 	if (err instanceof MongoBulkWriteError) {
 		const failures = bulkWriteFailures(err);
-		return failures.length > 0 && failures.every(f => f.code === DUPLICATE_KEY);
+		return failures.length > 0 && failures.every((f) => f.code === DUPLICATE_KEY);
 	}
 	return err.code === DUPLICATE_KEY;
 }
@@ -191,9 +220,14 @@ export function isDuplicateKey(err: unknown): boolean {
  * else went wrong (another write error, a write concern error, no reply at all), which the
  * caller must throw: a majority timeout is not a success.
  */
-export function duplicatesOfUnorderedInsert(err: unknown): { inserted: number; duplicateIndexes: number[] } | null {
+export function duplicatesOfUnorderedInsert(
+	err: unknown,
+): { inserted: number; duplicateIndexes: number[] } | null {
 	if (!(err instanceof MongoBulkWriteError) || !isDuplicateKey(err)) return null;
-	return { inserted: err.result.insertedCount, duplicateIndexes: bulkWriteFailures(err).map(f => f.index) };
+	return {
+		inserted: err.result.insertedCount,
+		duplicateIndexes: bulkWriteFailures(err).map((f) => f.index),
+	};
 }
 
 /**
@@ -207,7 +241,10 @@ export function duplicatesOfUnorderedInsert(err: unknown): { inserted: number; d
  * been sent: those are sent again. What a round inserted is counted from the server's `n`
  * (insertedCount), never from insertedIds, which lists unsent documents too.
  */
-export async function insertUnordered<T extends Document>(collection: Collection<T>, docs: OptionalUnlessRequiredId<T>[]): Promise<{ inserted: number; duplicates: number }> {
+export async function insertUnordered<T extends Document>(
+	collection: Collection<T>,
+	docs: OptionalUnlessRequiredId<T>[],
+): Promise<{ inserted: number; duplicates: number }> {
 	let pending = docs;
 	let inserted = 0;
 	while (pending.length) {
@@ -234,7 +271,11 @@ export function isTransientTransactionError(err: unknown): boolean {
 
 /** A commit whose result is unknown: it may have committed. Committing again is safe (the driver uses w: majority then). */
 export function isUnknownCommitResult(err: unknown): boolean {
-	return err instanceof MongoError && err.hasErrorLabel("UnknownTransactionCommitResult") && err.code !== MAX_TIME_MS_EXPIRED;
+	return (
+		err instanceof MongoError &&
+		err.hasErrorLabel("UnknownTransactionCommitResult") &&
+		err.code !== MAX_TIME_MS_EXPIRED
+	);
 }
 
 /**
@@ -246,13 +287,17 @@ export function isUnknownCommitResult(err: unknown): boolean {
  */
 export function isUnknownOutcome(err: unknown): boolean {
 	if (!(err instanceof MongoError) || err.hasErrorLabel("NoWritesPerformed")) return false;
-	if (err.hasErrorLabel("UnknownTransactionCommitResult") || writeConcernErrorOf(err)) return true;
+	if (err.hasErrorLabel("UnknownTransactionCommitResult") || writeConcernErrorOf(err))
+		return true;
 	if (err instanceof MongoNetworkError || err instanceof MongoOperationTimeoutError) return true;
 	return err.hasErrorLabel("RetryableWriteError");
 }
 
 /** Transactions: snapshot reads, majority journaled commit (unless the URI set a write concern), on the primary. */
-const TRANSACTION_OPTIONS: TransactionOptions = { readConcern: { level: "snapshot" }, readPreference: "primary" };
+const TRANSACTION_OPTIONS: TransactionOptions = {
+	readConcern: { level: "snapshot" },
+	readPreference: "primary",
+};
 
 /**
  * Runs `work` in a transaction on the replica set and commits it: the loop of the driver's
@@ -263,7 +308,11 @@ const TRANSACTION_OPTIONS: TransactionOptions = { readConcern: { level: "snapsho
  * it gives up after `budgetMs` and throws the last error: a store call never hangs for minutes.
  * `work` must use `session` for every operation and must not swallow their errors.
  */
-export async function runTransaction<T>(client: MongoClient, work: (session: ClientSession) => Promise<T>, budgetMs = TRANSACTION_BUDGET_MS): Promise<T> {
+export async function runTransaction<T>(
+	client: MongoClient,
+	work: (session: ClientSession) => Promise<T>,
+	budgetMs = TRANSACTION_BUDGET_MS,
+): Promise<T> {
 	const deadline = Date.now() + budgetMs;
 	const session = client.startSession();
 	try {
@@ -305,5 +354,5 @@ async function commit(session: ClientSession, deadline: number): Promise<boolean
 /** 5 ms growing by half each attempt, at most 500 ms, with full jitter (as withTransaction waits). */
 function backoff(attempt: number): Promise<void> {
 	const ms = Math.random() * Math.min(5 * 1.5 ** attempt, 500);
-	return new Promise(resolve => setTimeout(resolve, ms));
+	return new Promise((resolve) => setTimeout(resolve, ms));
 }

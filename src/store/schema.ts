@@ -10,7 +10,7 @@
 export const STORE_FILES = {
 	records: "records.sqlite",
 	keyring: "keyring.sqlite",
-	batcher: "batcher.sqlite"
+	batcher: "batcher.sqlite",
 } as const;
 
 export type StoreOwner = keyof typeof STORE_FILES;

@@ -60,7 +60,11 @@ export function openStore(options: OpenOptions): DatabaseSync {
 }
 
 /** Closes an owner's database: its log checkpointed into the file, the background checkpoints stopped. */
-export async function closeStore(db: DatabaseSync, dataDir: string, owner: StoreOwner): Promise<void> {
+export async function closeStore(
+	db: DatabaseSync,
+	dataDir: string,
+	owner: StoreOwner,
+): Promise<void> {
 	if (dataDir) await stopCheckpointing(storeFile(dataDir, owner));
 	try {
 		db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -87,7 +91,11 @@ export function transaction<T>(db: DatabaseSync, work: () => T): T {
 export function isUniqueViolation(err: unknown): boolean {
 	const e = err as { code?: string; errcode?: number; message?: string };
 	// SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
-	return e?.errcode === 2067 || e?.errcode === 1555 || /UNIQUE constraint failed/.test(e?.message ?? "");
+	return (
+		e?.errcode === 2067 ||
+		e?.errcode === 1555 ||
+		/UNIQUE constraint failed/.test(e?.message ?? "")
+	);
 }
 
 /** A prepared statement per SQL text, prepared once per database. */

@@ -10,13 +10,18 @@ describe("API keys for scripts and CI", () => {
 	const file = path.join(dir, "api-keys.json");
 	let keyed: ApiSystem;
 	beforeAll(async () => {
-		keyed = await startApiSystem({ records: 30, keys: 2, api: { apiKeysFile: file, startRateLimit: { window: 60_000, limit: 100 } } });
+		keyed = await startApiSystem({
+			records: 30,
+			keys: 2,
+			api: { apiKeysFile: file, startRateLimit: { window: 60_000, limit: 100 } },
+		});
 	});
 	afterAll(async () => {
 		await keyed?.stop();
 		fs.rmSync(dir, { recursive: true, force: true });
 	});
-	const startWith = (headers: Record<string, string>) => request(keyed.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, headers });
+	const startWith = (headers: Record<string, string>) =>
+		request(keyed.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, headers });
 
 	test("made by the command and shown once, kept only as a hash, accepted with its scopes, refused once revoked", async () => {
 		const made = await runCli("apikey.js", ["create", "--name", "ci-job", "--file", file], {});
@@ -33,23 +38,55 @@ describe("API keys for scripts and CI", () => {
 		const completion = keyed.nextCompletion();
 		expect((await startWith({ "X-API-Key": key })).status).toBe(202);
 		await completion;
-		expect(await startWith({ "X-API-Key": key.slice(0, -1) + (key.endsWith("A") ? "B" : "A") })).toMatchObject({ status: 401, body: { type: "INVALID_API_KEY" } });
-		expect(await startWith({ "X-API-Key": "not-a-key" })).toMatchObject({ status: 401, body: { type: "INVALID_API_KEY" } });
-		expect(await startWith({ "X-API-Key": key, Authorization: `Bearer ${await keyed.token()}` })).toMatchObject({ status: 401, body: { type: "TWO_CREDENTIALS" } });
+		expect(
+			await startWith({ "X-API-Key": key.slice(0, -1) + (key.endsWith("A") ? "B" : "A") }),
+		).toMatchObject({ status: 401, body: { type: "INVALID_API_KEY" } });
+		expect(await startWith({ "X-API-Key": "not-a-key" })).toMatchObject({
+			status: 401,
+			body: { type: "INVALID_API_KEY" },
+		});
+		expect(
+			await startWith({ "X-API-Key": key, Authorization: `Bearer ${await keyed.token()}` }),
+		).toMatchObject({ status: 401, body: { type: "TWO_CREDENTIALS" } });
 
-		expect((await runCli("apikey.js", ["revoke", "--name", "ci-job", "--file", file], {})).stdout).toMatch(/Revoked API key "ci-job"/);
-		await waitFor("the revoked key to be refused", async () => (await startWith({ "X-API-Key": key })).status === 401, 5_000, 200);
+		expect(
+			(await runCli("apikey.js", ["revoke", "--name", "ci-job", "--file", file], {})).stdout,
+		).toMatch(/Revoked API key "ci-job"/);
+		await waitFor(
+			"the revoked key to be refused",
+			async () => (await startWith({ "X-API-Key": key })).status === 401,
+			5_000,
+			200,
+		);
 	});
 
 	test("a key without the runs:write scope may read but not start a run (403)", async () => {
-		const made = await runCli("apikey.js", ["create", "--name", "reader", "--scope", "", "--file", file], {});
+		const made = await runCli(
+			"apikey.js",
+			["create", "--name", "reader", "--scope", "", "--file", file],
+			{},
+		);
 		const key = made.stdout.split("\n")[1];
-		expect(await startWith({ "X-API-Key": key })).toMatchObject({ status: 403, body: { type: "INSUFFICIENT_SCOPE" } });
-		expect((await request(keyed.baseUrl, "GET", "/api/runs", { headers: { "X-API-Key": key } })).status).toBe(200);
+		expect(await startWith({ "X-API-Key": key })).toMatchObject({
+			status: 403,
+			body: { type: "INSUFFICIENT_SCOPE" },
+		});
+		expect(
+			(await request(keyed.baseUrl, "GET", "/api/runs", { headers: { "X-API-Key": key } }))
+				.status,
+		).toBe(200);
 	});
 
 	test("without any credential, a write says what to send", async () => {
 		const refused = await startWith({});
-		expect(refused).toMatchObject({ status: 401, body: { type: "NO_TOKEN", message: expect.stringMatching(/Authorization: Bearer <token> \(npm run token prints one\) or X-API-Key: <key>/) } });
+		expect(refused).toMatchObject({
+			status: 401,
+			body: {
+				type: "NO_TOKEN",
+				message: expect.stringMatching(
+					/Authorization: Bearer <token> \(npm run token prints one\) or X-API-Key: <key>/,
+				),
+			},
+		});
 	});
 });

@@ -11,10 +11,15 @@ function validateOpenApi(document: unknown): Promise<{ valid: boolean; errors?: 
 		const result = await new Validator().validate(JSON.parse(input));
 		process.stdout.write(JSON.stringify({ valid: result.valid, errors: result.errors }));`;
 	return new Promise((resolve, reject) => {
-		const child = execFile(process.execPath, ["--input-type=module", "-e", script], { cwd: `${__dirname}/../..` }, (err, stdout, stderr) => {
-			if (err) reject(new Error(`${err.message}\n${stderr}`));
-			else resolve(JSON.parse(stdout));
-		});
+		const child = execFile(
+			process.execPath,
+			["--input-type=module", "-e", script],
+			{ cwd: `${__dirname}/../..` },
+			(err, stdout, stderr) => {
+				if (err) reject(new Error(`${err.message}\n${stderr}`));
+				else resolve(JSON.parse(stdout));
+			},
+		);
 		child.stdin!.end(JSON.stringify(document));
 	});
 }
@@ -39,21 +44,42 @@ describe("OpenAPI document", () => {
 	});
 
 	test("the validator does reject a broken document", async () => {
-		const result = await validateOpenApi({ ...document, paths: { "/x": { get: { responses: "none" } } } });
+		const result = await validateOpenApi({
+			...document,
+			paths: { "/x": { get: { responses: "none" } } },
+		});
 		expect(result.valid).toBe(false);
 	});
 
 	test("documents every route the gateway serves, and only those", async () => {
-		const aliases = await system.broker.call<Array<{ methods: string; fullPath: string }>>("api.listAliases");
-		const served = aliases.map(a => `${a.methods.toLowerCase()} ${a.fullPath.replace(/:(\w+)/g, "{$1}")}`);
+		const aliases =
+			await system.broker.call<Array<{ methods: string; fullPath: string }>>(
+				"api.listAliases",
+			);
+		const served = aliases.map(
+			(a) => `${a.methods.toLowerCase()} ${a.fullPath.replace(/:(\w+)/g, "{$1}")}`,
+		);
 		// Static pages come from public/, not from aliases.
 		served.push("get /", "get /docs/");
-		const documented = Object.entries(document.paths as Record<string, Record<string, unknown>>).flatMap(([path, operations]) => Object.keys(operations).map(method => `${method} ${path}`));
+		const documented = Object.entries(
+			document.paths as Record<string, Record<string, unknown>>,
+		).flatMap(([path, operations]) =>
+			Object.keys(operations).map((method) => `${method} ${path}`),
+		);
 		expect(served.length).toBeGreaterThanOrEqual(14);
 		expect([...documented].sort()).toEqual([...served].sort());
-		for (const [path, operations] of Object.entries(document.paths as Record<string, Record<string, { operationId: string; responses: Record<string, unknown> }>>))
+		for (const [path, operations] of Object.entries(
+			document.paths as Record<
+				string,
+				Record<string, { operationId: string; responses: Record<string, unknown> }>
+			>,
+		))
 			for (const [method, operation] of Object.entries(operations)) {
-				expect({ path, method, operationId: typeof operation.operationId }).toEqual({ path, method, operationId: "string" });
+				expect({ path, method, operationId: typeof operation.operationId }).toEqual({
+					path,
+					method,
+					operationId: "string",
+				});
 				if (method === "get") expect(Object.keys(operation.responses)).toContain("200");
 			}
 	});

@@ -13,7 +13,9 @@ let root: string;
 let dataDir: string;
 
 /** node:sqlite's ExperimentalWarning is Node's to print: kept off stderr here as the npm scripts should. */
-const QUIET = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --disable-warning=ExperimentalWarning` };
+const QUIET = {
+	NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --disable-warning=ExperimentalWarning`,
+};
 const env = (extra: Record<string, string> = {}) => ({ DATA_DIR: dataDir, ...QUIET, ...extra });
 
 beforeAll(async () => {
@@ -33,7 +35,9 @@ describe("npm run audit on the store's files", () => {
 			expect(result.stderr).toBe("");
 			expect(result.code).toBe(0);
 			expect(result.stdout).toContain(`Audit of embedded store in ${dataDir}`);
-			expect(result.stdout).toMatch(/15 records, 15 signatures, 6 batches, 6 leases, 3 keys, 2 runs/);
+			expect(result.stdout).toMatch(
+				/15 records, 15 signatures, 6 batches, 6 leases, 3 keys, 2 runs/,
+			);
 			expect(result.stdout).toMatch(/Audit PASSED/);
 		} finally {
 			owner.close();
@@ -41,16 +45,26 @@ describe("npm run audit on the store's files", () => {
 	});
 
 	it("prints JSON with --json and takes --data-dir over DATA_DIR", async () => {
-		const result = await runCli("audit.js", ["--json", "--data-dir", dataDir], env({ DATA_DIR: path.join(root, "elsewhere") }));
+		const result = await runCli(
+			"audit.js",
+			["--json", "--data-dir", dataDir],
+			env({ DATA_DIR: path.join(root, "elsewhere") }),
+		);
 		expect(result.code).toBe(0);
 		const report = JSON.parse(result.stdout);
-		expect(report).toMatchObject({ source: `embedded store in ${dataDir}`, ok: true, violationCount: 0 });
+		expect(report).toMatchObject({
+			source: `embedded store in ${dataDir}`,
+			ok: true,
+			violationCount: 0,
+		});
 		expect(fs.existsSync(path.join(root, "elsewhere"))).toBe(false);
 	});
 
 	it("exits 1 naming the violation", async () => {
 		const owner = openStoreFile(dataDir, "records");
-		const { data } = owner.prepare("SELECT data FROM records WHERE id = 'r-0004'").get() as { data: string };
+		const { data } = owner.prepare("SELECT data FROM records WHERE id = 'r-0004'").get() as {
+			data: string;
+		};
 		owner.prepare("UPDATE records SET data = 'tampered' WHERE id = 'r-0004'").run();
 		try {
 			const result = await runCli("audit.js", ["--max-listed", "5"], env());
@@ -69,7 +83,9 @@ describe("npm run audit on the store's files", () => {
 		const result = await runCli("audit.js", [], env({ DATA_DIR: empty }));
 		expect(result.code).toBe(2);
 		expect(result.stdout).toBe("");
-		expect(result.stderr).toBe(`audit: No embedded store in ${empty} (missing records.sqlite, batcher.sqlite, keyring.sqlite): run npm start first, or pass --data-dir\n`);
+		expect(result.stderr).toBe(
+			`audit: No embedded store in ${empty} (missing records.sqlite, batcher.sqlite, keyring.sqlite): run npm start first, or pass --data-dir\n`,
+		);
 		expect(fs.readdirSync(empty)).toEqual([]);
 	});
 });
@@ -78,9 +94,15 @@ describe("npm run export on the store's files", () => {
 	it("fails at once when --out is a file, before reading any store", async () => {
 		const file = path.join(root, "a-file");
 		fs.writeFileSync(file, "keep me");
-		const result = await runCli("export.js", ["--out", file], env({ DATA_DIR: path.join(root, "no-store-here") }));
+		const result = await runCli(
+			"export.js",
+			["--out", file],
+			env({ DATA_DIR: path.join(root, "no-store-here") }),
+		);
 		expect(result.code).toBe(2);
-		expect(result.stderr).toBe(`export: ${file} is a file, not a folder: name a folder to write the export into (it is created if needed)\n`);
+		expect(result.stderr).toBe(
+			`export: ${file} is a file, not a folder: name a folder to write the export into (it is created if needed)\n`,
+		);
 		expect(fs.readFileSync(file, "utf8")).toBe("keep me");
 		expect(fs.existsSync(path.join(root, "no-store-here"))).toBe(false);
 	});
@@ -93,7 +115,9 @@ describe("npm run export on the store's files", () => {
 		fs.symlinkSync(victim, path.join(out, "records.jsonl"));
 		const result = await runCli("export.js", ["--out", out], env());
 		expect(result.code).toBe(2);
-		expect(result.stderr).toContain(`${path.join(out, "records.jsonl")} is a symbolic link: refusing to write the export through it`);
+		expect(result.stderr).toContain(
+			`${path.join(out, "records.jsonl")} is a symbolic link: refusing to write the export through it`,
+		);
 		expect(fs.readFileSync(victim, "utf8")).toBe("precious");
 	});
 
@@ -102,13 +126,16 @@ describe("npm run export on the store's files", () => {
 		const exported = await runCli("export.js", ["--out", out], env());
 		expect(exported.stderr).toBe("");
 		expect(exported.code).toBe(0);
-		expect(exported.stdout).toBe(`Exported embedded store in ${dataDir} to ${out}: 15 records, 15 signatures, 6 batches, 6 leases, 3 keys (public JWKS), 2 runs\n`);
+		expect(exported.stdout).toBe(
+			`Exported embedded store in ${dataDir} to ${out}: 15 records, 15 signatures, 6 batches, 6 leases, 3 keys (public JWKS), 2 runs\n`,
+		);
 		expect((await runCli("audit.js", ["--from", out], QUIET)).code).toBe(0);
 
 		fs.appendFileSync(path.join(out, "records.jsonl"), "null\n");
 		const audited = await runCli("audit.js", ["--from", out], QUIET);
 		expect(audited.code).toBe(2);
-		expect(audited.stderr).toBe(`audit: ${path.join(out, "records.jsonl")}:16 is not a JSON object (got null)\n`);
+		expect(audited.stderr).toBe(
+			`audit: ${path.join(out, "records.jsonl")}:16 is not a JSON object (got null)\n`,
+		);
 	});
 });
-

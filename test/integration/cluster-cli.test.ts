@@ -10,16 +10,30 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 		const env = { DATA_DIR: dataDir, RECORDS: "3000", KEYS: "5" };
 		const first = await runCli("cluster.js", ["--signers", "2", "--batch-size", "100"], env);
 		expect(first.stdout).toMatch(/signer-2 +pid \d+ +SERVICES=signer/);
-		expect(first.stdout).toMatch(/Run run-\S+: batch size 100, 3000 of 3000 records to sign over 2 signer process\(es\)/);
+		expect(first.stdout).toMatch(
+			/Run run-\S+: batch size 100, 3000 of 3000 records to sign over 2 signer process\(es\)/,
+		);
 		expect(first.stdout).toMatch(/per signer +signer-1 \d+, signer-2 \d+ batches/);
 		expect(first.stdout).toContain("Audit PASSED: 3000/3000 records signed, 0 violations");
 		expect(first.code).toBe(0);
 		// One DATA_DIR, a store file per owning service, as npm start keeps them.
-		const files = fs.readdirSync(dataDir).filter(file => !file.endsWith("-wal") && !file.endsWith("-shm"));
+		const files = fs
+			.readdirSync(dataDir)
+			.filter((file) => !file.endsWith("-wal") && !file.endsWith("-shm"));
 		// signer.key and batcher.key: the signers' and the batcher's credentials, made and enrolled by the cluster itself
 		// (mode 0600, like master.key); keyring.pub: the keyring's public key, which records checks lease tokens with.
-		expect(files.sort()).toEqual(["batcher.key", "batcher.sqlite", "cluster", "keyring.pub", "keyring.sqlite", "master.key", "records.sqlite", "signer.key"]);
-		for (const file of ["signer.key", "batcher.key", "keyring.pub"]) expect(fs.statSync(path.join(dataDir, file)).mode & 0o777).toBe(0o600);
+		expect(files.sort()).toEqual([
+			"batcher.key",
+			"batcher.sqlite",
+			"cluster",
+			"keyring.pub",
+			"keyring.sqlite",
+			"master.key",
+			"records.sqlite",
+			"signer.key",
+		]);
+		for (const file of ["signer.key", "batcher.key", "keyring.pub"])
+			expect(fs.statSync(path.join(dataDir, file)).mode & 0o777).toBe(0o600);
 
 		// With no cluster running, the same commands as after npm start read those stores.
 		const audit = await runCli("audit.js", [], env);
@@ -30,7 +44,9 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 		const exported = await runCli("export.js", ["--out", out], env);
 		expect(exported.stdout).toMatch(/Exported .* 3000 records, 3000 signatures/);
 		expect(exported.code).toBe(0);
-		expect(fs.readFileSync(path.join(out, "signatures.jsonl"), "utf8").trim().split("\n")).toHaveLength(3000);
+		expect(
+			fs.readFileSync(path.join(out, "signatures.jsonl"), "utf8").trim().split("\n"),
+		).toHaveLength(3000);
 		fs.rmSync(out, { recursive: true });
 
 		const again = await runCli("cluster.js", ["--signers", "1"], env);
@@ -43,7 +59,9 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 });
 
 test("npm run cluster refuses a bad flag with its usage, before starting anything", async () => {
-	const result = await runCli("cluster.js", ["--signers", "0"], { DATA_DIR: "/nonexistent/cluster-should-not-be-created" });
+	const result = await runCli("cluster.js", ["--signers", "0"], {
+		DATA_DIR: "/nonexistent/cluster-should-not-be-created",
+	});
 	expect(result.code).toBe(2);
 	expect(result.stderr).toMatch(/--signers must be an integer from 1 to 64, got "0"/);
 	expect(result.stderr).toContain("Usage: npm run cluster");

@@ -11,8 +11,17 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
  * Polls `expression` in the page from here (each look is one DevTools evaluation): the pages'
  * Content-Security-Policy forbids the eval that Playwright's own in-page polling uses.
  */
-async function waitInPage(page: import("playwright-core").Page, expression: string, timeoutMs = 10_000): Promise<void> {
-	await until(`${expression} in the page`, timeoutMs, async () => Boolean(await page.evaluate(expression)), 50);
+async function waitInPage(
+	page: import("playwright-core").Page,
+	expression: string,
+	timeoutMs = 10_000,
+): Promise<void> {
+	await until(
+		`${expression} in the page`,
+		timeoutMs,
+		async () => Boolean(await page.evaluate(expression)),
+		50,
+	);
 }
 const ARTIFACTS = path.join(__dirname, "../..", "test-artifacts");
 
@@ -48,24 +57,33 @@ const CHART_DRAWN = `(() => {
 function overlapping(boxes: Box[]): string[] {
 	const found: string[] = [];
 	boxes.forEach((a, i) =>
-		boxes.slice(i + 1).forEach(b => {
-			if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) found.push(`"${a.text}" and "${b.text}"`);
-		})
+		boxes.slice(i + 1).forEach((b) => {
+			if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+				found.push(`"${a.text}" and "${b.text}"`);
+		}),
 	);
 	return found;
 }
 
 /** The chart fills its panel's width, and no axis label overlaps another or leaves the chart. */
-async function expectReadableChart(page: import("playwright-core").Page, minXLabels: number): Promise<void> {
+async function expectReadableChart(
+	page: import("playwright-core").Page,
+	minXLabels: number,
+): Promise<void> {
 	await waitInPage(page, CHART_DRAWN);
-	const layout = (await page.evaluate(CHART_LAYOUT)) as { chart: Box; panelContentWidth: number; xLabels: Box[]; labels: Box[] };
+	const layout = (await page.evaluate(CHART_LAYOUT)) as {
+		chart: Box;
+		panelContentWidth: number;
+		xLabels: Box[];
+		labels: Box[];
+	};
 	const chartWidth = layout.chart.right - layout.chart.left;
 	expect(chartWidth).toBeGreaterThanOrEqual(0.9 * layout.panelContentWidth);
 	expect(layout.chart.bottom - layout.chart.top).toBeGreaterThanOrEqual(180);
 	expect(layout.xLabels.length).toBeGreaterThanOrEqual(minXLabels);
 	for (const label of layout.xLabels) expect(label.text).toMatch(/^\d+ s$/);
 	// Left to right, in time order.
-	const starts = layout.xLabels.map(l => Number(l.text.split(" ")[0]));
+	const starts = layout.xLabels.map((l) => Number(l.text.split(" ")[0]));
 	expect(starts).toEqual([...starts].sort((a, b) => a - b));
 	expect(overlapping(layout.xLabels)).toEqual([]);
 	expect(overlapping(layout.labels)).toEqual([]);
@@ -84,13 +102,25 @@ describe("dashboard", () => {
 	let completedRun = false;
 
 	beforeAll(async () => {
-		if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+		if (!fs.existsSync(CHROMIUM))
+			throw new Error(
+				`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`,
+			);
 		[system, browser] = await Promise.all([
 			startApiSystem({ records: 4000, keys: 6, window: 2 }),
 			chromium.launch({
 				executablePath: CHROMIUM,
-				args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-			})
+				args: [
+					"--headless",
+					"--no-sandbox",
+					"--disable-gpu",
+					"--disable-quic",
+					"--no-first-run",
+					"--disable-background-networking",
+					"--disable-component-update",
+					"--disable-sync",
+				],
+			}),
 		]);
 	});
 	afterAll(async () => {
@@ -101,7 +131,7 @@ describe("dashboard", () => {
 	test("shows progress reaching 100% during a run, a cell per key, and the audit verdict", async () => {
 		const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
 		const pageErrors: string[] = [];
-		page.on("pageerror", err => pageErrors.push(err.message));
+		page.on("pageerror", (err) => pageErrors.push(err.message));
 		await page.goto(system.baseUrl + "/");
 		// Browser-side code as strings: this project's TypeScript has no DOM types.
 		await waitInPage(page, `document.querySelectorAll("#heatmap .key-cell").length === 6`);
@@ -114,26 +144,37 @@ describe("dashboard", () => {
 		`);
 
 		const completion = system.nextCompletion();
-		const started = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await system.token() });
+		const started = await request(system.baseUrl, "POST", "/api/batcher/start", {
+			body: { batchSize: 10 },
+			token: await system.token(),
+		});
 		expect(started.status).toBe(202);
 		await completion;
 		completedRun = true;
 
-		await waitInPage(page, `document.getElementById("progress-text").textContent.startsWith("100.0%")`);
+		await waitInPage(
+			page,
+			`document.getElementById("progress-text").textContent.startsWith("100.0%")`,
+		);
 		expect(await page.textContent("#progress-text")).toContain("4,000 / 4,000");
 		expect(await page.getAttribute("#progress", "aria-valuenow")).toBe("100.0");
 		const seen = (await page.evaluate(`window.seen.map(Number)`)) as number[];
-		expect(seen.some(v => v > 0 && v < 100)).toBe(true);
+		expect(seen.some((v) => v > 0 && v < 100)).toBe(true);
 
 		await page.waitForSelector("#audit[data-verdict]", { timeout: 15_000 });
 		expect(await page.getAttribute("#audit", "data-verdict")).toBe("passed");
 		expect(await page.textContent("#run-status")).toBe("completed");
 
-		const cells = await page.$$eval("#heatmap .key-cell", nodes => nodes.map(n => ({ keyId: n.getAttribute("data-key-id"), uses: Number(n.getAttribute("data-uses")) })));
+		const cells = await page.$$eval("#heatmap .key-cell", (nodes) =>
+			nodes.map((n) => ({
+				keyId: n.getAttribute("data-key-id"),
+				uses: Number(n.getAttribute("data-uses")),
+			})),
+		);
 		expect(cells).toHaveLength(6);
-		expect(new Set(cells.map(c => c.keyId)).size).toBe(6);
+		expect(new Set(cells.map((c) => c.keyId)).size).toBe(6);
 		expect(cells.reduce((sum, c) => sum + c.uses, 0)).toBeGreaterThanOrEqual(400);
-		expect(await page.$$eval("#batches tbody tr", rows => rows.length)).toBeGreaterThan(0);
+		expect(await page.$$eval("#batches tbody tr", (rows) => rows.length)).toBeGreaterThan(0);
 		expect(await page.getAttribute("#throughput-line", "points")).not.toBe("");
 
 		fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -142,21 +183,34 @@ describe("dashboard", () => {
 
 		// The throughput chart has labelled axes with a scale.
 		expect(await page.textContent("#axis-y-max")).toMatch(/^[\d,]+$/);
-		expect(Number((await page.textContent("#axis-y-max"))!.replace(/,/g, ""))).toBeGreaterThan(0);
+		expect(Number((await page.textContent("#axis-y-max"))!.replace(/,/g, ""))).toBeGreaterThan(
+			0,
+		);
 		expect(await page.textContent("#axis-x-end")).toMatch(/^\d+ s$/);
-		expect(await page.$$eval("#throughput .axis text", nodes => nodes.map(n => n.textContent))).toEqual(expect.arrayContaining(["seconds since the run started", "records/s"]));
+		expect(
+			await page.$$eval("#throughput .axis text", (nodes) => nodes.map((n) => n.textContent)),
+		).toEqual(expect.arrayContaining(["seconds since the run started", "records/s"]));
 
 		const docs = await browser.newPage();
 		await docs.goto(system.baseUrl + "/docs/");
 		await docs.waitForSelector("#startRun");
-		expect(await docs.$$eval("#operations section", s => s.length)).toBeGreaterThanOrEqual(14);
+		expect(await docs.$$eval("#operations section", (s) => s.length)).toBeGreaterThanOrEqual(
+			14,
+		);
 		await docs.screenshot({ path: path.join(ARTIFACTS, "docs.png"), fullPage: true });
 	});
 
 	test("a page opened after a run shows the last audit verdict, and a chart that fills its panel with readable axes", async () => {
 		if (!completedRun) {
 			const completion = system.nextCompletion();
-			expect((await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await system.token() })).status).toBe(202);
+			expect(
+				(
+					await request(system.baseUrl, "POST", "/api/batcher/start", {
+						body: { batchSize: 10 },
+						token: await system.token(),
+					})
+				).status,
+			).toBe(202);
 			await completion;
 		}
 		// What anyone may read: the last verdict.
@@ -166,7 +220,7 @@ describe("dashboard", () => {
 
 		const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 		const pageErrors: string[] = [];
-		page.on("pageerror", err => pageErrors.push(err.message));
+		page.on("pageerror", (err) => pageErrors.push(err.message));
 		await page.goto(system.baseUrl + "/");
 		await page.waitForSelector("#audit[data-verdict]", { timeout: 15_000 });
 		expect(await page.getAttribute("#audit", "data-verdict")).toBe("passed");
@@ -174,29 +228,45 @@ describe("dashboard", () => {
 		const detail = (await page.textContent("#audit-detail"))!;
 		expect(detail).toMatch(/^checked /);
 		expect(detail).toContain(`${verdict.body.checked.records.toLocaleString("en")} records`);
-		expect(detail).toContain(`${verdict.body.checked.signatures.toLocaleString("en")} signatures`);
+		expect(detail).toContain(
+			`${verdict.body.checked.signatures.toLocaleString("en")} signatures`,
+		);
 		expect(detail).toContain("no violations");
 		// When: the verdict's own time, from this run's audit (not older than the run).
 		const checkedAt = Date.parse((await page.getAttribute("#audit-detail", "title"))!);
 		expect(Date.now() - checkedAt).toBeLessThan(10 * 60_000);
 		expect(await page.textContent("#audit")).not.toContain("appears when");
 
-		await waitInPage(page, `document.getElementById("throughput-line").getAttribute("points") !== ""`);
+		await waitInPage(
+			page,
+			`document.getElementById("throughput-line").getAttribute("points") !== ""`,
+		);
 		fs.mkdirSync(ARTIFACTS, { recursive: true });
-		for (const [width, height] of [[1280, 800], [800, 600], [400, 700]]) {
+		for (const [width, height] of [
+			[1280, 800],
+			[800, 600],
+			[400, 700],
+		]) {
 			await page.setViewportSize({ width, height });
 			await expectReadableChart(page, 2);
-			await page.screenshot({ path: path.join(ARTIFACTS, `dashboard-after-run-${width}x${height}.png`), fullPage: true });
+			await page.screenshot({
+				path: path.join(ARTIFACTS, `dashboard-after-run-${width}x${height}.png`),
+				fullPage: true,
+			});
 		}
 
 		// A long run's window (its last 120 s) with six-figure rates: ticks thin out as the chart narrows.
-		await page.evaluate(`state.elapsedSeconds = 400.3; drawThroughput(Array.from({ length: 120 }, (_, i) => [1700000280 + i, i % 37 === 5 ? 0 : Math.round(900000 + 300000 * Math.sin(i / 9))]))`);
+		await page.evaluate(
+			`state.elapsedSeconds = 400.3; drawThroughput(Array.from({ length: 120 }, (_, i) => [1700000280 + i, i % 37 === 5 ? 0 : Math.round(900000 + 300000 * Math.sin(i / 9))]))`,
+		);
 		for (const width of [1280, 800, 360]) {
 			await page.setViewportSize({ width, height: 800 });
 			await expectReadableChart(page, 3);
 		}
 		// Seconds since the run started, not since the window's start.
-		const ticks = (await page.$$eval("#throughput .tick-x", nodes => nodes.map(n => Number(n.textContent!.split(" ")[0])))) as number[];
+		const ticks = (await page.$$eval("#throughput .tick-x", (nodes) =>
+			nodes.map((n) => Number(n.textContent!.split(" ")[0])),
+		)) as number[];
 		for (const t of ticks) expect(t >= 280 && t <= 400).toBe(true);
 		expect(pageErrors).toEqual([]);
 	});
@@ -214,7 +284,7 @@ describe("dashboard", () => {
 	async function cancelFromTheDashboard(system: ApiSystem): Promise<void> {
 		const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
 		const pageErrors: string[] = [];
-		page.on("pageerror", err => pageErrors.push(err.message));
+		page.on("pageerror", (err) => pageErrors.push(err.message));
 		await page.goto(system.baseUrl + "/");
 		await page.fill("#token", await system.token());
 		await page.fill("#batch-size", "5");
@@ -228,9 +298,14 @@ describe("dashboard", () => {
 		expect(await completion).toMatchObject({ status: "cancelled" });
 		await waitInPage(page, `document.getElementById("run-status").textContent === "cancelled"`);
 		expect(await page.getAttribute("#run-status", "class")).toBe("badge cancelled");
-		expect(await page.textContent("#progress-text")).toMatch(/^CANCELLED: [\d,]+ records signed in this run, the rest wait for the next run/);
+		expect(await page.textContent("#progress-text")).toMatch(
+			/^CANCELLED: [\d,]+ records signed in this run, the rest wait for the next run/,
+		);
 		expect(await page.isDisabled("#cancel-run")).toBe(true);
-		await page.screenshot({ path: path.join(ARTIFACTS, "dashboard-cancelled.png"), fullPage: true });
+		await page.screenshot({
+			path: path.join(ARTIFACTS, "dashboard-cancelled.png"),
+			fullPage: true,
+		});
 		expect(pageErrors).toEqual([]);
 	}
 });

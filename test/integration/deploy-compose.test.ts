@@ -36,9 +36,16 @@ interface ComposeFile {
 const compose = parse(fs.readFileSync(COMPOSE_FILE, "utf8"), { merge: true }) as ComposeFile;
 const services = compose.services;
 const env = (name: string): Record<string, string> =>
-	Object.fromEntries(Object.entries(services[name]?.environment ?? {}).map(([key, value]) => [key, String(value)]));
+	Object.fromEntries(
+		Object.entries(services[name]?.environment ?? {}).map(([key, value]) => [
+			key,
+			String(value),
+		]),
+	);
 /** Long-running nodes of the app: the ones with a role. */
-const roleServices = Object.entries(services).filter(([, service]) => service.environment?.SERVICES !== undefined);
+const roleServices = Object.entries(services).filter(
+	([, service]) => service.environment?.SERVICES !== undefined,
+);
 const roleOf = (name: string) => String(services[name].environment!.SERVICES);
 
 /** Seconds of a compose duration such as "45s" or "1m30s". */
@@ -46,13 +53,22 @@ function seconds(duration: string | undefined): number {
 	if (!duration) return 10; // compose's default stop grace period
 	let total = 0;
 	for (const [, value, unit] of duration.matchAll(/(\d+(?:\.\d+)?)(h|m|s|ms)/g))
-		total += Number(value) * { h: 3600, m: 60, s: 1, ms: 0.001 }[unit as "h" | "m" | "s" | "ms"];
+		total +=
+			Number(value) * { h: 3600, m: 60, s: 1, ms: 0.001 }[unit as "h" | "m" | "s" | "ms"];
 	return total;
 }
 
 describe("docker-compose.yml", () => {
 	test("has NATS, MongoDB, the keyring, the api node, signers and the one-shot run", () => {
-		expect(Object.keys(services).sort()).toEqual(["api", "keyring", "mongo", "nats", "nats-passwords", "run", "signer"]);
+		expect(Object.keys(services).sort()).toEqual([
+			"api",
+			"keyring",
+			"mongo",
+			"nats",
+			"nats-passwords",
+			"run",
+			"signer",
+		]);
 		expect(roleServices.map(([name]) => name).sort()).toEqual(["api", "keyring", "signer"]);
 		expect(roleOf("keyring")).toBe("keyring");
 		expect(roleOf("api").split(",").sort()).toEqual(["api", "batcher", "metrics", "records"]);
@@ -60,16 +76,23 @@ describe("docker-compose.yml", () => {
 	});
 
 	test("every image is pinned to an exact version, never latest", () => {
-		const ownVersion = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")).version as string;
+		const ownVersion = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"))
+			.version as string;
 		for (const [name, service] of Object.entries(services)) {
-			expect({ name, image: service.image }).toEqual({ name, image: expect.stringMatching(/^[a-z0-9./-]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?$/) });
+			expect({ name, image: service.image }).toEqual({
+				name,
+				image: expect.stringMatching(/^[a-z0-9./-]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?$/),
+			});
 			expect(service.image).not.toMatch(/:latest$/);
 		}
 		expect(services.nats.image).toMatch(/^nats:2\.\d+\.\d+/);
 		expect(services.mongo.image).toMatch(/^mongo:\d+\.\d+\.\d+$/);
 		// The app's image carries the package version and is built from the Dockerfile here.
 		for (const [name, service] of roleServices) {
-			expect({ name, image: service.image }).toEqual({ name, image: `record-signer:${ownVersion}` });
+			expect({ name, image: service.image }).toEqual({
+				name,
+				image: `record-signer:${ownVersion}`,
+			});
 			expect(service.build).toBeDefined();
 		}
 	});
@@ -80,8 +103,14 @@ describe("docker-compose.yml", () => {
 		const driverVersion = require("mongodb/package.json").version as string;
 		expect(driverVersion).toMatch(/^7\./);
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		const { MIN_SUPPORTED_SERVER_VERSION, MAX_SUPPORTED_SERVER_VERSION } = require("mongodb/lib/cmap/wire_protocol/constants") as Record<string, string>;
-		const line = (version: string) => version.split(".").slice(0, 2).map(Number).reduce((major, minor) => major * 100 + minor);
+		const { MIN_SUPPORTED_SERVER_VERSION, MAX_SUPPORTED_SERVER_VERSION } =
+			require("mongodb/lib/cmap/wire_protocol/constants") as Record<string, string>;
+		const line = (version: string) =>
+			version
+				.split(".")
+				.slice(0, 2)
+				.map(Number)
+				.reduce((major, minor) => major * 100 + minor);
 		const server = line(services.mongo.image!.split(":")[1]);
 		expect(server).toBe(800);
 		expect(server).toBeGreaterThanOrEqual(line(MIN_SUPPORTED_SERVER_VERSION));
@@ -91,17 +120,31 @@ describe("docker-compose.yml", () => {
 	test("every long-running service has a health check; NATS and MongoDB are waited for until healthy", () => {
 		for (const [name, service] of Object.entries(services)) {
 			if (service.restart === "no") continue; // the one-shot run exits by design
-			expect({ name, disabled: service.healthcheck?.disable ?? false }).toEqual({ name, disabled: false });
-			expect({ name, test: service.healthcheck?.test?.[0] }).toEqual({ name, test: expect.stringMatching(/^CMD(-SHELL)?$/) });
+			expect({ name, disabled: service.healthcheck?.disable ?? false }).toEqual({
+				name,
+				disabled: false,
+			});
+			expect({ name, test: service.healthcheck?.test?.[0] }).toEqual({
+				name,
+				test: expect.stringMatching(/^CMD(-SHELL)?$/),
+			});
 		}
 		for (const [name, service] of roleServices) {
-			expect({ name, nats: service.depends_on?.nats?.condition }).toEqual({ name, nats: "service_healthy" });
+			expect({ name, nats: service.depends_on?.nats?.condition }).toEqual({
+				name,
+				nats: "service_healthy",
+			});
 			// App nodes report ready on the health route every role serves.
 			expect(JSON.stringify(service.healthcheck?.test)).toContain("/health/ready");
 			expect(env(name).HEALTH_PORT).toBe("3001");
 		}
-		for (const name of ["keyring", "api"]) expect(services[name].depends_on?.mongo?.condition).toBe("service_healthy");
-		expect(Object.keys(services.run.depends_on ?? {}).sort()).toEqual(["api", "keyring", "signer"]);
+		for (const name of ["keyring", "api"])
+			expect(services[name].depends_on?.mongo?.condition).toBe("service_healthy");
+		expect(Object.keys(services.run.depends_on ?? {}).sort()).toEqual([
+			"api",
+			"keyring",
+			"signer",
+		]);
 	});
 
 	test("exactly one keyring, several signers", () => {
@@ -117,27 +160,53 @@ describe("docker-compose.yml", () => {
 	});
 
 	describe("NATS has one user per role, its passwords made on the first start", () => {
-		const script = (name: string) => String((services[name].command as string[])[0]).replaceAll("$$", "$");
+		const script = (name: string) =>
+			String((services[name].command as string[])[0]).replaceAll("$$", "$");
 
 		test("the passwords are made once, one per role, readable by the app's user; nats-server starts with them and the committed configuration", () => {
 			const root = fs.mkdtempSync(path.join(os.tmpdir(), "compose-nats-"));
 			try {
-				for (const role of ["keyring", "signer", "api", "ops"]) fs.mkdirSync(path.join(root, role));
-				const make = () => spawnSync("sh", ["-c", script("nats-passwords").replaceAll("/secrets/", `${root}/`)], { encoding: "utf8" });
+				for (const role of ["keyring", "signer", "api", "ops"])
+					fs.mkdirSync(path.join(root, role));
+				const make = () =>
+					spawnSync(
+						"sh",
+						["-c", script("nats-passwords").replaceAll("/secrets/", `${root}/`)],
+						{ encoding: "utf8" },
+					);
 				expect(make().status).toBe(0);
-				const passwords = ["keyring", "signer", "api", "ops"].map(role => fs.readFileSync(path.join(root, role, "nats-password"), "utf8").trim());
+				const passwords = ["keyring", "signer", "api", "ops"].map((role) =>
+					fs.readFileSync(path.join(root, role, "nats-password"), "utf8").trim(),
+				);
 				expect(new Set(passwords).size).toBe(4);
 				// Starting with a letter: nats-server would read a value such as 1e5... as a number and refuse it.
-				for (const password of passwords) expect(password).toMatch(/^[A-Za-z][A-Za-z0-9]{20,}$/);
-				expect(fs.statSync(path.join(root, "api", "nats-password")).mode & 0o444).toBe(0o444);
+				for (const password of passwords)
+					expect(password).toMatch(/^[A-Za-z][A-Za-z0-9]{20,}$/);
+				expect(fs.statSync(path.join(root, "api", "nats-password")).mode & 0o444).toBe(
+					0o444,
+				);
 				// A second start keeps them.
 				expect(make().status).toBe(0);
-				expect(fs.readFileSync(path.join(root, "api", "nats-password"), "utf8").trim()).toBe(passwords[2]);
+				expect(
+					fs.readFileSync(path.join(root, "api", "nats-password"), "utf8").trim(),
+				).toBe(passwords[2]);
 				// nats' own start line, pointed at these files and the committed configuration, in test mode.
-				const config = services.nats.volumes!.find(v => v.endsWith(":/etc/nats/nats-server.conf:ro"))!.split(":")[0];
-				const start = script("nats").replaceAll("/secrets/", `${root}/`).replace("/etc/nats/nats-server.conf", path.resolve(ROOT, config)) + " -t";
-				const tested = spawnSync("sh", ["-c", start.replace("exec nats-server", `exec ${findNatsServer()}`)], { encoding: "utf8" });
-				expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({ status: 0, output: expect.stringContaining("is valid") });
+				const config = services.nats
+					.volumes!.find((v) => v.endsWith(":/etc/nats/nats-server.conf:ro"))!
+					.split(":")[0];
+				const start =
+					script("nats")
+						.replaceAll("/secrets/", `${root}/`)
+						.replace("/etc/nats/nats-server.conf", path.resolve(ROOT, config)) + " -t";
+				const tested = spawnSync(
+					"sh",
+					["-c", start.replace("exec nats-server", `exec ${findNatsServer()}`)],
+					{ encoding: "utf8" },
+				);
+				expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({
+					status: 0,
+					output: expect.stringContaining("is valid"),
+				});
 			} finally {
 				fs.rmSync(root, { recursive: true, force: true });
 			}
@@ -145,19 +214,38 @@ describe("docker-compose.yml", () => {
 
 		test("the keyring runs under the node id the permissions name; its signers' credential is shared read-only", () => {
 			expect(env("keyring").NODE_ID).toBe("keyring");
-			expect(fs.readFileSync(path.join(ROOT, "k8s", "nats-server.conf"), "utf8")).toContain('"MOL-signing.REQ.keyring"');
+			expect(fs.readFileSync(path.join(ROOT, "k8s", "nats-server.conf"), "utf8")).toContain(
+				'"MOL-signing.REQ.keyring"',
+			);
 			expect(env("keyring").SIGNER_KEY_FILE).toBe("/credentials/signer.key");
 			expect(services.keyring.volumes).toContain("signer-credential:/credentials");
 			expect(env("signer").SIGNER_KEY_FILE).toBe("/credentials/signer.key");
 			expect(services.signer.volumes).toContain("signer-credential:/credentials:ro");
 			expect(services.signer.depends_on?.keyring?.condition).toBe("service_healthy");
-			for (const name of ["api", "run"]) expect({ name, volumes: (services[name].volumes ?? []).filter(v => v.startsWith("signer-credential")) }).toEqual({ name, volumes: [] });
+			for (const name of ["api", "run"])
+				expect({
+					name,
+					volumes: (services[name].volumes ?? []).filter((v) =>
+						v.startsWith("signer-credential"),
+					),
+				}).toEqual({ name, volumes: [] });
 			// The batcher's credential and the keyring's public key: made by the keyring, read by the api node only.
 			expect(env("keyring").BATCHER_KEY_FILE).toBe("/batcher-credential/batcher.key");
 			expect(env("api").BATCHER_KEY_FILE).toBe("/batcher-credential/batcher.key");
-			expect(services.api.volumes).toEqual(expect.arrayContaining(["batcher-credential:/batcher-credential:ro", "keyring-public:/keyring-public:ro"]));
+			expect(services.api.volumes).toEqual(
+				expect.arrayContaining([
+					"batcher-credential:/batcher-credential:ro",
+					"keyring-public:/keyring-public:ro",
+				]),
+			);
 			expect(env("keyring").KEYRING_PUBLIC_KEY_FILE).toBe(env("api").KEYRING_PUBLIC_KEY_FILE);
-			for (const name of ["signer", "run"]) expect({ name, volumes: (services[name].volumes ?? []).filter(v => v.startsWith("batcher-credential")) }).toEqual({ name, volumes: [] });
+			for (const name of ["signer", "run"])
+				expect({
+					name,
+					volumes: (services[name].volumes ?? []).filter((v) =>
+						v.startsWith("batcher-credential"),
+					),
+				}).toEqual({ name, volumes: [] });
 		});
 	});
 
@@ -168,7 +256,10 @@ describe("docker-compose.yml", () => {
 		test("mongod runs as rs0 and every MONGO_URI names it", () => {
 			expect(services.mongo.command).toEqual(expect.arrayContaining(["--replSet", "rs0"]));
 			for (const [name] of roleServices.filter(([, s]) => s.environment?.MONGO_URI))
-				expect({ name, uri: env(name).MONGO_URI }).toEqual({ name, uri: expect.stringMatching(/[?&]replicaSet=rs0(&|$)/) });
+				expect({ name, uri: env(name).MONGO_URI }).toEqual({
+					name,
+					uri: expect.stringMatching(/[?&]replicaSet=rs0(&|$)/),
+				});
 		});
 
 		test("the health check is a valid shell command using mongosh", () => {
@@ -181,21 +272,48 @@ describe("docker-compose.yml", () => {
 			const state = { initiated: false, primary: false };
 			const first = runHealthScript(script, "mongosh", state);
 			const host = new URL(env("keyring").MONGO_URI).host;
-			expect(first).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members: [{ _id: 0, host }] } });
+			expect(first).toEqual({
+				exitCode: 1,
+				initiatedWith: { _id: "rs0", members: [{ _id: 0, host }] },
+			});
 			state.primary = true;
-			expect(runHealthScript(script, "mongosh", state)).toEqual({ exitCode: 0, initiatedWith: null });
+			expect(runHealthScript(script, "mongosh", state)).toEqual({
+				exitCode: 0,
+				initiatedWith: null,
+			});
 		});
 	});
 
 	test("MONGO_URI and TRANSPORTER point at the compose servers; each role is its own NATS user, its password in a volume of its own", () => {
-		const natsRole: Record<string, string> = { keyring: "keyring", api: "api", signer: "signer", run: "ops" };
+		const natsRole: Record<string, string> = {
+			keyring: "keyring",
+			api: "api",
+			signer: "signer",
+			run: "ops",
+		};
 		for (const [name, role] of Object.entries(natsRole)) {
-			expect({ name, transporter: env(name).TRANSPORTER, file: env(name).NATS_PASSWORD_FILE }).toEqual({ name, transporter: `nats://${role}@nats:4222`, file: "/run/nats/nats-password" });
-			expect({ name, volumes: services[name].volumes?.filter(v => v.startsWith("nats-")) }).toEqual({ name, volumes: [`nats-${role}:/run/nats:ro`] });
+			expect({
+				name,
+				transporter: env(name).TRANSPORTER,
+				file: env(name).NATS_PASSWORD_FILE,
+			}).toEqual({
+				name,
+				transporter: `nats://${role}@nats:4222`,
+				file: "/run/nats/nats-password",
+			});
+			expect({
+				name,
+				volumes: services[name].volumes?.filter((v) => v.startsWith("nats-")),
+			}).toEqual({ name, volumes: [`nats-${role}:/run/nats:ro`] });
 		}
 		// Only nats and the one-shot that makes them see every password.
-		for (const [name, service] of Object.entries(services).filter(([name]) => !(name in natsRole) && !name.startsWith("nats")))
-			expect({ name, volumes: (service.volumes ?? []).filter(v => v.startsWith("nats-")) }).toEqual({ name, volumes: [] });
+		for (const [name, service] of Object.entries(services).filter(
+			([name]) => !(name in natsRole) && !name.startsWith("nats"),
+		))
+			expect({
+				name,
+				volumes: (service.volumes ?? []).filter((v) => v.startsWith("nats-")),
+			}).toEqual({ name, volumes: [] });
 		// Data owners use MongoDB; the stateless signer gets no database at all.
 		expect(env("keyring").MONGO_URI).toMatch(/^mongodb:\/\/mongo:27017\/\w+\?replicaSet=rs0$/);
 		expect(env("api").MONGO_URI).toBe(env("keyring").MONGO_URI);
@@ -207,65 +325,120 @@ describe("docker-compose.yml", () => {
 
 	test("nodes get longer to stop than the broker's shutdown timeout", () => {
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		const { brokerOptions } = require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
+		const { brokerOptions } =
+			require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { loadConfig } = require("../../src/config") as typeof import("../../src/config");
 		const tracking = brokerOptions(loadConfig({})).tracking as { shutdownTimeout: number };
 		expect(tracking.shutdownTimeout).toBeGreaterThan(0);
 		for (const [name, service] of roleServices)
-			expect({ name, graceOver: seconds(service.stop_grace_period) > tracking.shutdownTimeout / 1000 }).toEqual({ name, graceOver: true });
+			expect({
+				name,
+				graceOver: seconds(service.stop_grace_period) > tracking.shutdownTimeout / 1000,
+			}).toEqual({ name, graceOver: true });
 	});
 
 	test("no secret value is committed: the master key is the keyring's own (made in its volume) unless .env supplies one", () => {
 		const secretName = /(^|_)(KEY|SECRET|PASSWORD|PASS|TOKEN|CREDENTIALS?)$/i;
 		for (const [name, service] of Object.entries(services))
 			for (const [key, value] of Object.entries(service.environment ?? {})) {
-				if (secretName.test(key)) expect({ name, key, value }).toEqual({ name, key, value: expect.stringMatching(/^\$\{[A-Z_]+(:\?[^}]*|:-)?\}$/) });
+				if (secretName.test(key))
+					expect({ name, key, value }).toEqual({
+						name,
+						key,
+						value: expect.stringMatching(/^\$\{[A-Z_]+(:\?[^}]*|:-)?\}$/),
+					});
 				// No user:password@ inside a connection URL either.
-				expect({ name, key, credentialsInUrl: /:\/\/[^/@\s]+:[^/@\s]+@/.test(String(value)) }).toEqual({ name, key, credentialsInUrl: false });
+				expect({
+					name,
+					key,
+					credentialsInUrl: /:\/\/[^/@\s]+:[^/@\s]+@/.test(String(value)),
+				}).toEqual({ name, key, credentialsInUrl: false });
 			}
 		// Optional: unset, the keyring makes one in DATA_DIR on its own volume and keeps it there (and warns).
 		expect(env("keyring").KEYRING_MASTER_KEY).toBe("${KEYRING_MASTER_KEY:-}");
 		expect(services.keyring.volumes).toContain(`keyring-data:${runtimeDataDir()}`);
 		expect(compose.volumes).toHaveProperty("keyring-data");
 		// Only the keyring ever sees it.
-		for (const [name] of Object.entries(services)) if (name !== "keyring") expect(env(name).KEYRING_MASTER_KEY).toBeUndefined();
+		for (const [name] of Object.entries(services))
+			if (name !== "keyring") expect(env(name).KEYRING_MASTER_KEY).toBeUndefined();
 
 		const example = fs.readFileSync(path.join(ROOT, ".env.example"), "utf8");
 		expect(example).toMatch(/^KEYRING_MASTER_KEY=$/m);
-		for (const line of example.split("\n").filter(l => /^[A-Z_]+=/.test(l)))
+		for (const line of example.split("\n").filter((l) => /^[A-Z_]+=/.test(l)))
 			if (secretName.test(line.split("=")[0])) expect(line).toMatch(/=$/);
 		// .env is ignored by git and not in the repository.
 		expect(spawnSync("git", ["check-ignore", "-q", ".env"], { cwd: ROOT }).status).toBe(0);
-		expect(execFileSync("git", ["ls-files", ".env", "secrets", "k8s/secrets"], { cwd: ROOT, encoding: "utf8" }).trim()).toBe("");
+		expect(
+			execFileSync("git", ["ls-files", ".env", "secrets", "k8s/secrets"], {
+				cwd: ROOT,
+				encoding: "utf8",
+			}).trim(),
+		).toBe("");
 	});
 
 	test("the image build context leaves local state and secrets out", () => {
-		const ignore = fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n").map(l => l.trim()).filter(l => l && !l.startsWith("#"));
+		const ignore = fs
+			.readFileSync(path.join(ROOT, ".dockerignore"), "utf8")
+			.split("\n")
+			.map((l) => l.trim())
+			.filter((l) => l && !l.startsWith("#"));
 		// Deny everything, then allow only the build inputs: .env, data/ and node_modules/ never go in.
 		expect(ignore[0]).toBe("*");
-		const allowed = ignore.filter(l => l.startsWith("!")).map(l => l.slice(1).replace(/\/$/, ""));
-		expect(allowed.sort()).toEqual(["mixins", "moleculer.config.ts", "package-lock.json", "package.json", "public", "services", "src", "tsconfig.json"]);
+		const allowed = ignore
+			.filter((l) => l.startsWith("!"))
+			.map((l) => l.slice(1).replace(/\/$/, ""));
+		expect(allowed.sort()).toEqual([
+			"mixins",
+			"moleculer.config.ts",
+			"package-lock.json",
+			"package.json",
+			"public",
+			"services",
+			"src",
+			"tsconfig.json",
+		]);
 	});
 
 	// The one sub-check that needs a tool: the compose CLI's own validation. Everything above runs everywhere.
 	const composeCli = findComposeCli();
-	(composeCli ? test : test.skip)(`${composeCli ? composeCli.join(" ") : "docker compose (not installed, skipped)"} config accepts the file`, () => {
-		const [command, ...prefix] = composeCli!;
-		// An empty env file keeps a developer's real .env out of the check.
-		const emptyEnvFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "compose-")), "empty.env");
-		fs.writeFileSync(emptyEnvFile, "");
-		const check = (extraEnv: Record<string, string | undefined>) => spawnSync(command, [...prefix, "--env-file", emptyEnvFile, "-f", COMPOSE_FILE, "config", "-q"], {
-			cwd: ROOT,
-			encoding: "utf8",
-			env: { ...withoutKey(process.env), ...extraEnv, COMPOSE_PROJECT_NAME: "record-signer-test" }
-		});
-		// No .env at all: `docker compose up` needs no preparation.
-		const bare = check({});
-		expect({ status: bare.status, stderr: bare.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
-		const withKey = check({ KEYRING_MASTER_KEY: Buffer.alloc(32, 7).toString("base64") });
-		expect({ status: withKey.status, stderr: withKey.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
-	});
+	(composeCli ? test : test.skip)(
+		`${composeCli ? composeCli.join(" ") : "docker compose (not installed, skipped)"} config accepts the file`,
+		() => {
+			const [command, ...prefix] = composeCli!;
+			// An empty env file keeps a developer's real .env out of the check.
+			const emptyEnvFile = path.join(
+				fs.mkdtempSync(path.join(os.tmpdir(), "compose-")),
+				"empty.env",
+			);
+			fs.writeFileSync(emptyEnvFile, "");
+			const check = (extraEnv: Record<string, string | undefined>) =>
+				spawnSync(
+					command,
+					[...prefix, "--env-file", emptyEnvFile, "-f", COMPOSE_FILE, "config", "-q"],
+					{
+						cwd: ROOT,
+						encoding: "utf8",
+						env: {
+							...withoutKey(process.env),
+							...extraEnv,
+							COMPOSE_PROJECT_NAME: "record-signer-test",
+						},
+					},
+				);
+			// No .env at all: `docker compose up` needs no preparation.
+			const bare = check({});
+			expect({ status: bare.status, stderr: bare.stderr }).toEqual({
+				status: 0,
+				stderr: expect.any(String),
+			});
+			const withKey = check({ KEYRING_MASTER_KEY: Buffer.alloc(32, 7).toString("base64") });
+			expect({ status: withKey.status, stderr: withKey.stderr }).toEqual({
+				status: 0,
+				stderr: expect.any(String),
+			});
+		},
+	);
 });
 
 /** DATA_DIR as the Dockerfile's runtime stage sets it. */
@@ -284,7 +457,9 @@ function withoutKey(source: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 /** `docker compose` (v2 plugin) or `docker-compose` (v1, Debian's package), whichever works. */
 function findComposeCli(): string[] | null {
 	for (const candidate of [["docker", "compose"], ["docker-compose"]]) {
-		const probe = spawnSync(candidate[0], [...candidate.slice(1), "version"], { encoding: "utf8" });
+		const probe = spawnSync(candidate[0], [...candidate.slice(1), "version"], {
+			encoding: "utf8",
+		});
 		if (probe.status === 0) return candidate;
 	}
 	return null;

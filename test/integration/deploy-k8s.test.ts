@@ -18,8 +18,29 @@ import { HealthMiddleware } from "../../src/broker/health";
 const ROOT = path.resolve(__dirname, "../..");
 const K8S = path.join(ROOT, "k8s");
 
-type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: any; data?: Record<string, string> };
-type Container = { name: string; image: string; env?: any[]; envFrom?: any[]; ports?: any[]; livenessProbe?: any; readinessProbe?: any; startupProbe?: any; resources?: any; securityContext?: any };
+type Manifest = {
+	apiVersion: string;
+	kind: string;
+	metadata: {
+		name: string;
+		labels?: Record<string, string>;
+		annotations?: Record<string, string>;
+	};
+	spec?: any;
+	data?: Record<string, string>;
+};
+type Container = {
+	name: string;
+	image: string;
+	env?: any[];
+	envFrom?: any[];
+	ports?: any[];
+	livenessProbe?: any;
+	readinessProbe?: any;
+	startupProbe?: any;
+	resources?: any;
+	securityContext?: any;
+};
 
 interface Kustomization {
 	namespace: string;
@@ -28,24 +49,37 @@ interface Kustomization {
 	images?: Array<{ name: string; newName?: string; newTag?: string }>;
 }
 
-const kustomization = parse(fs.readFileSync(path.join(K8S, "kustomization.yaml"), "utf8")) as Kustomization;
-const files = fs.readdirSync(K8S).filter(file => /\.ya?ml$/.test(file) && file !== "kustomization.yaml").sort();
-const manifests: Array<Manifest & { file: string }> = files.flatMap(file =>
-	parseAllDocuments(fs.readFileSync(path.join(K8S, file), "utf8")).map(doc => {
-		if (doc.errors.length) throw new Error(`${file}: ${doc.errors.map(e => e.message).join("; ")}`);
+const kustomization = parse(
+	fs.readFileSync(path.join(K8S, "kustomization.yaml"), "utf8"),
+) as Kustomization;
+const files = fs
+	.readdirSync(K8S)
+	.filter((file) => /\.ya?ml$/.test(file) && file !== "kustomization.yaml")
+	.sort();
+const manifests: Array<Manifest & { file: string }> = files.flatMap((file) =>
+	parseAllDocuments(fs.readFileSync(path.join(K8S, file), "utf8")).map((doc) => {
+		if (doc.errors.length)
+			throw new Error(`${file}: ${doc.errors.map((e) => e.message).join("; ")}`);
 		return { ...(doc.toJS() as Manifest), file };
-	})
+	}),
 );
-const find = (kind: string, name: string) => manifests.find(m => m.kind === kind && m.metadata.name === name);
-const workloads = manifests.filter(m => ["Deployment", "StatefulSet"].includes(m.kind));
+const find = (kind: string, name: string) =>
+	manifests.find((m) => m.kind === kind && m.metadata.name === name);
+const workloads = manifests.filter((m) => ["Deployment", "StatefulSet"].includes(m.kind));
 const containersOf = (m: Manifest): Container[] => m.spec.template.spec.containers;
-const envOf = (c: Container): Record<string, any> => Object.fromEntries((c.env ?? []).map(e => [e.name, e.value ?? e.valueFrom]));
+const envOf = (c: Container): Record<string, any> =>
+	Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? e.valueFrom]));
 /** The app's workloads: the ones that run our image with a role. */
-const appWorkloads = workloads.filter(m => containersOf(m).some(c => envOf(c).SERVICES !== undefined));
+const appWorkloads = workloads.filter((m) =>
+	containersOf(m).some((c) => envOf(c).SERVICES !== undefined),
+);
 const roleOf = (m: Manifest) => String(envOf(containersOf(m)[0]).SERVICES);
-const configMap = manifests.find(m => m.kind === "ConfigMap")!;
+const configMap = manifests.find((m) => m.kind === "ConfigMap")!;
 const secretTemplate = fs.readFileSync(path.join(K8S, "secrets.env.example"), "utf8");
-const secretKeys = secretTemplate.split("\n").filter(line => /^[A-Z_]+=/.test(line)).map(line => line.split("=")[0]);
+const secretKeys = secretTemplate
+	.split("\n")
+	.filter((line) => /^[A-Z_]+=/.test(line))
+	.map((line) => line.split("=")[0]);
 const secretName = kustomization.secretGenerator?.[0]?.name;
 
 /** The schema-carrying model class for an apiVersion/kind, from the bundled API schemas. */
@@ -59,45 +93,101 @@ function modelFor(apiVersion: string, kind: string): { new (data: object): { val
 describe("k8s/ manifests", () => {
 	test("kustomization lists every manifest file, one namespace, and generates the Secret from an ignored file", () => {
 		expect([...kustomization.resources].sort()).toEqual(files);
-		const namespace = manifests.find(m => m.kind === "Namespace");
+		const namespace = manifests.find((m) => m.kind === "Namespace");
 		expect(namespace?.metadata.name).toBe(kustomization.namespace);
 		// Namespaces come from kustomize, not from each file.
-		for (const m of manifests) expect({ file: m.file, kind: m.kind, namespace: (m.metadata as any).namespace }).toEqual({ file: m.file, kind: m.kind, namespace: undefined });
+		for (const m of manifests)
+			expect({
+				file: m.file,
+				kind: m.kind,
+				namespace: (m.metadata as any).namespace,
+			}).toEqual({ file: m.file, kind: m.kind, namespace: undefined });
 		expect(kustomization.secretGenerator).toHaveLength(1);
 		const [envFile] = kustomization.secretGenerator![0].envs!;
 		// The filled-in copy never reaches git.
-		expect(spawnSync("git", ["check-ignore", "-q", path.join("k8s", envFile)], { cwd: ROOT }).status).toBe(0);
+		expect(
+			spawnSync("git", ["check-ignore", "-q", path.join("k8s", envFile)], { cwd: ROOT })
+				.status,
+		).toBe(0);
 	});
 
-	test.each(manifests.map(m => [`${m.file}: ${m.kind} ${m.metadata.name}`, m] as const))("%s validates against the Kubernetes API schema", (_, manifest) => {
-		const { file: _file, ...resource } = manifest;
-		const Model = modelFor(resource.apiVersion, resource.kind);
-		expect(() => new Model(resource).validate()).not.toThrow();
-	});
+	test.each(manifests.map((m) => [`${m.file}: ${m.kind} ${m.metadata.name}`, m] as const))(
+		"%s validates against the Kubernetes API schema",
+		(_, manifest) => {
+			const { file: _file, ...resource } = manifest;
+			const Model = modelFor(resource.apiVersion, resource.kind);
+			expect(() => new Model(resource).validate()).not.toThrow();
+		},
+	);
 
 	test("the schema validator has teeth: a malformed manifest is rejected", () => {
 		const Deployment = modelFor("apps/v1", "Deployment");
-		const malformed = { metadata: { name: "x" }, spec: { replicas: "three", selector: {}, template: { spec: { containers: [{ image: "x:1.0.0" }] } } } };
-		expect(() => new Deployment(malformed).validate()).toThrow(/replicas must be integer|must have required property 'name'/);
+		const malformed = {
+			metadata: { name: "x" },
+			spec: {
+				replicas: "three",
+				selector: {},
+				template: { spec: { containers: [{ image: "x:1.0.0" }] } },
+			},
+		};
+		expect(() => new Deployment(malformed).validate()).toThrow(
+			/replicas must be integer|must have required property 'name'/,
+		);
 	});
 
 	test("the generated Secret validates too, and its template holds no value", () => {
-		expect(secretKeys.sort()).toEqual(["AUTH_SECRET", "BATCHER_KEY", "KEYRING_MASTER_KEY", "KEYRING_PUBLIC_KEY", "MONGO_PASSWORD", "MONGO_USERNAME", "NATS_API_PASSWORD", "NATS_KEYRING_PASSWORD", "NATS_OPS_PASSWORD", "NATS_SIGNER_PASSWORD", "SIGNER_KEY"]);
-		for (const line of secretTemplate.split("\n").filter(l => /^[A-Z_]+=/.test(l))) expect(line).toMatch(/^[A-Z_]+=$/);
+		expect(secretKeys.sort()).toEqual([
+			"AUTH_SECRET",
+			"BATCHER_KEY",
+			"KEYRING_MASTER_KEY",
+			"KEYRING_PUBLIC_KEY",
+			"MONGO_PASSWORD",
+			"MONGO_USERNAME",
+			"NATS_API_PASSWORD",
+			"NATS_KEYRING_PASSWORD",
+			"NATS_OPS_PASSWORD",
+			"NATS_SIGNER_PASSWORD",
+			"SIGNER_KEY",
+		]);
+		for (const line of secretTemplate.split("\n").filter((l) => /^[A-Z_]+=/.test(l)))
+			expect(line).toMatch(/^[A-Z_]+=$/);
 		const Secret = modelFor("v1", "Secret");
-		const generated = { apiVersion: "v1", kind: "Secret", metadata: { name: secretName }, type: "Opaque", data: Object.fromEntries(secretKeys.map(k => [k, Buffer.from("x").toString("base64")])) };
+		const generated = {
+			apiVersion: "v1",
+			kind: "Secret",
+			metadata: { name: secretName },
+			type: "Opaque",
+			data: Object.fromEntries(
+				secretKeys.map((k) => [k, Buffer.from("x").toString("base64")]),
+			),
+		};
 		expect(() => new Secret(generated).validate()).not.toThrow();
 		// No Secret object with data is committed anywhere in k8s/.
-		expect(manifests.filter(m => m.kind === "Secret")).toEqual([]);
+		expect(manifests.filter((m) => m.kind === "Secret")).toEqual([]);
 	});
 
 	test("every secret reference names the generated Secret and a key of its template", () => {
-		const refs = workloads.flatMap(w => containersOf(w).flatMap(c => (c.env ?? []).filter(e => e.valueFrom?.secretKeyRef).map(e => ({ workload: w.metadata.name, ...e.valueFrom.secretKeyRef }))));
+		const refs = workloads.flatMap((w) =>
+			containersOf(w).flatMap((c) =>
+				(c.env ?? [])
+					.filter((e) => e.valueFrom?.secretKeyRef)
+					.map((e) => ({ workload: w.metadata.name, ...e.valueFrom.secretKeyRef })),
+			),
+		);
 		expect(refs.length).toBeGreaterThan(0);
-		for (const ref of refs) expect(ref).toEqual({ workload: ref.workload, name: secretName, key: expect.any(String) });
+		for (const ref of refs)
+			expect(ref).toEqual({
+				workload: ref.workload,
+				name: secretName,
+				key: expect.any(String),
+			});
 		for (const ref of refs) expect(secretKeys).toContain(ref.key);
 		// Least privilege: only the keyring holds the master key; signers never see MongoDB.
-		const holders = (key: string) => refs.filter(r => r.key === key).map(r => r.workload).sort();
+		const holders = (key: string) =>
+			refs
+				.filter((r) => r.key === key)
+				.map((r) => r.workload)
+				.sort();
 		expect(holders("KEYRING_MASTER_KEY")).toEqual(["keyring"]);
 		expect(holders("AUTH_SECRET")).toEqual(["api"]);
 		expect(holders("MONGO_PASSWORD")).not.toContain("signer");
@@ -117,35 +207,75 @@ describe("k8s/ manifests", () => {
 		const userOf: Record<string, string> = { keyring: "keyring", api: "api", signer: "signer" };
 		for (const w of appWorkloads) {
 			const role = userOf[w.metadata.name];
-			expect({ workload: w.metadata.name, transporter: envOf(containersOf(w)[0]).TRANSPORTER }).toEqual({ workload: w.metadata.name, transporter: `nats://${role}:$(NATS_${role.toUpperCase()}_PASSWORD)@nats:4222` });
+			expect({
+				workload: w.metadata.name,
+				transporter: envOf(containersOf(w)[0]).TRANSPORTER,
+			}).toEqual({
+				workload: w.metadata.name,
+				transporter: `nats://${role}:$(NATS_${role.toUpperCase()}_PASSWORD)@nats:4222`,
+			});
 		}
 		const nats = find("Deployment", "nats")!;
 		const [server] = containersOf(nats) as any[];
 		expect(server.args).toEqual(["-c", "/etc/nats/nats-server.conf"]);
-		const volume = nats.spec.template.spec.volumes.find((v: any) => v.configMap?.name === "nats-config");
-		expect(server.volumeMounts).toContainEqual({ name: volume.name, mountPath: "/etc/nats", readOnly: true });
-		expect((kustomization as any).configMapGenerator).toEqual([{ name: "nats-config", files: ["nats-server.conf"] }]);
+		const volume = nats.spec.template.spec.volumes.find(
+			(v: any) => v.configMap?.name === "nats-config",
+		);
+		expect(server.volumeMounts).toContainEqual({
+			name: volume.name,
+			mountPath: "/etc/nats",
+			readOnly: true,
+		});
+		expect((kustomization as any).configMapGenerator).toEqual([
+			{ name: "nats-config", files: ["nats-server.conf"] },
+		]);
 		// The committed configuration is the generator's, for the keyring's node ids here (keyring-0) and in compose (keyring).
 		const committed = fs.readFileSync(path.join(K8S, "nats-server.conf"), "utf8");
-		const passwords = Object.fromEntries(NATS_ROLES.map(role => [role, `$NATS_${role.toUpperCase()}_PASSWORD`])) as Record<NatsRole, string>;
-		expect(committed.slice(committed.indexOf("authorization {"))).toBe(authorizationBlock("signing", ["keyring", "keyring-0"], passwords));
+		const passwords = Object.fromEntries(
+			NATS_ROLES.map((role) => [role, `$NATS_${role.toUpperCase()}_PASSWORD`]),
+		) as Record<NatsRole, string>;
+		expect(committed.slice(committed.indexOf("authorization {"))).toBe(
+			authorizationBlock("signing", ["keyring", "keyring-0"], passwords),
+		);
 		const keyring = find("StatefulSet", "keyring")!;
 		expect(keyring.metadata.name + "-0").toBe("keyring-0");
-		expect(envOf(containersOf(keyring)[0]).NODE_ID).toEqual({ fieldRef: { fieldPath: "metadata.name" } });
+		expect(envOf(containersOf(keyring)[0]).NODE_ID).toEqual({
+			fieldRef: { fieldPath: "metadata.name" },
+		});
 		expect((configMap.data as Record<string, string>).NAMESPACE ?? "signing").toBe("signing");
 		// And nats-server accepts it.
-		const tested = spawnSync(findNatsServer(), ["-c", path.join(K8S, "nats-server.conf"), "-t"], { encoding: "utf8", env: { ...process.env, ...Object.fromEntries(NATS_ROLES.map(role => [`NATS_${role.toUpperCase()}_PASSWORD`, "x"])) } });
-		expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({ status: 0, output: expect.stringContaining("is valid") });
+		const tested = spawnSync(
+			findNatsServer(),
+			["-c", path.join(K8S, "nats-server.conf"), "-t"],
+			{
+				encoding: "utf8",
+				env: {
+					...process.env,
+					...Object.fromEntries(
+						NATS_ROLES.map((role) => [`NATS_${role.toUpperCase()}_PASSWORD`, "x"]),
+					),
+				},
+			},
+		);
+		expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({
+			status: 0,
+			output: expect.stringContaining("is valid"),
+		});
 	});
 
 	test("the roles match docker-compose.yml", () => {
-		const compose = parse(fs.readFileSync(path.join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as { services: Record<string, { environment?: Record<string, string> }> };
-		const composeRoles = Object.values(compose.services).map(s => s.environment?.SERVICES).filter(Boolean).sort();
+		const compose = parse(fs.readFileSync(path.join(ROOT, "docker-compose.yml"), "utf8"), {
+			merge: true,
+		}) as { services: Record<string, { environment?: Record<string, string> }> };
+		const composeRoles = Object.values(compose.services)
+			.map((s) => s.environment?.SERVICES)
+			.filter(Boolean)
+			.sort();
 		expect(appWorkloads.map(roleOf).sort()).toEqual(composeRoles);
 	});
 
 	test("the keyring is a single replica that never runs twice, even during an update", () => {
-		const keyrings = appWorkloads.filter(w => roleOf(w).split(",").includes("keyring"));
+		const keyrings = appWorkloads.filter((w) => roleOf(w).split(",").includes("keyring"));
 		expect(keyrings).toHaveLength(1);
 		const [keyring] = keyrings;
 		expect(keyring.spec.replicas).toBe(1);
@@ -158,28 +288,38 @@ describe("k8s/ manifests", () => {
 			expect(keyring.spec.strategy?.type).toBe("Recreate");
 		}
 		// Nothing may scale it.
-		const scaled = manifests.filter(m => m.kind === "HorizontalPodAutoscaler").map(h => h.spec.scaleTargetRef.name);
+		const scaled = manifests
+			.filter((m) => m.kind === "HorizontalPodAutoscaler")
+			.map((h) => h.spec.scaleTargetRef.name);
 		expect(scaled).not.toContain(keyring.metadata.name);
 	});
 
 	test("the api node (with the batcher) is single too, replaced with Recreate", () => {
-		const api = appWorkloads.find(w => roleOf(w).split(",").includes("batcher"))!;
+		const api = appWorkloads.find((w) => roleOf(w).split(",").includes("batcher"))!;
 		expect(api.kind).toBe("Deployment");
 		expect(api.spec.replicas).toBe(1);
 		expect(api.spec.strategy?.type).toBe("Recreate");
 	});
 
 	test("signers: a Deployment with several replicas, an autoscaler and a disruption budget", () => {
-		const signer = appWorkloads.find(w => roleOf(w) === "signer")!;
+		const signer = appWorkloads.find((w) => roleOf(w) === "signer")!;
 		expect(signer.kind).toBe("Deployment");
 		expect(signer.spec.replicas).toBeGreaterThanOrEqual(2);
 		const podLabels = signer.spec.template.metadata.labels;
 		expect(signer.spec.selector.matchLabels).toEqual(podLabels);
 
-		const hpa = manifests.find(m => m.kind === "HorizontalPodAutoscaler" && m.spec.scaleTargetRef.name === signer.metadata.name)!;
+		const hpa = manifests.find(
+			(m) =>
+				m.kind === "HorizontalPodAutoscaler" &&
+				m.spec.scaleTargetRef.name === signer.metadata.name,
+		)!;
 		expect(hpa).toBeDefined();
 		expect(hpa.apiVersion).toBe("autoscaling/v2");
-		expect(hpa.spec.scaleTargetRef).toEqual({ apiVersion: "apps/v1", kind: "Deployment", name: signer.metadata.name });
+		expect(hpa.spec.scaleTargetRef).toEqual({
+			apiVersion: "apps/v1",
+			kind: "Deployment",
+			name: signer.metadata.name,
+		});
 		expect(hpa.spec.minReplicas).toBeGreaterThanOrEqual(2);
 		expect(hpa.spec.maxReplicas).toBeGreaterThan(hpa.spec.minReplicas);
 		expect(hpa.spec.metrics.length).toBeGreaterThan(0);
@@ -193,50 +333,73 @@ describe("k8s/ manifests", () => {
 	});
 
 	test("the api has a Service and an Ingress that reach its http port", () => {
-		const api = appWorkloads.find(w => roleOf(w).split(",").includes("api"))!;
+		const api = appWorkloads.find((w) => roleOf(w).split(",").includes("api"))!;
 		const service = find("Service", "api")!;
 		expect(service.spec.selector).toEqual(api.spec.selector.matchLabels);
-		const httpPort = containersOf(api)[0].ports!.find(p => p.name === "http");
+		const httpPort = containersOf(api)[0].ports!.find((p) => p.name === "http");
 		expect(httpPort.containerPort).toBe(Number(configMap.data!.PORT));
 		expect(service.spec.ports.find((p: any) => p.name === "http").targetPort).toBe("http");
-		const ingress = manifests.find(m => m.kind === "Ingress")!;
-		const backends = ingress.spec.rules.flatMap((r: any) => r.http.paths.map((p: any) => p.backend.service));
+		const ingress = manifests.find((m) => m.kind === "Ingress")!;
+		const backends = ingress.spec.rules.flatMap((r: any) =>
+			r.http.paths.map((p: any) => p.backend.service),
+		);
 		expect(backends).toEqual([{ name: "api", port: { name: "http" } }]);
 	});
 
 	test("only the api pod has a writable DATA_DIR; the keyring fails closed without its master key", () => {
-		const dataMounts = (w: Manifest) => containersOf(w).flatMap(c => ((c as any).volumeMounts ?? []).filter((v: any) => v.mountPath === "/data"));
-		const api = appWorkloads.find(w => roleOf(w).split(",").includes("api"))!;
+		const dataMounts = (w: Manifest) =>
+			containersOf(w).flatMap((c) =>
+				((c as any).volumeMounts ?? []).filter((v: any) => v.mountPath === "/data"),
+			);
+		const api = appWorkloads.find((w) => roleOf(w).split(",").includes("api"))!;
 		// The gateway writes its webhook signing key there (read-only root filesystem elsewhere).
 		expect(dataMounts(api)).toHaveLength(1);
-		for (const w of appWorkloads.filter(w => w !== api)) expect({ w: w.metadata.name, mounts: dataMounts(w) }).toEqual({ w: w.metadata.name, mounts: [] });
+		for (const w of appWorkloads.filter((w) => w !== api))
+			expect({ w: w.metadata.name, mounts: dataMounts(w) }).toEqual({
+				w: w.metadata.name,
+				mounts: [],
+			});
 
 		// The keyring's master key comes from the Secret, and not optionally: without it the
 		// kubelet refuses to create the container, so the keyring never starts on a generated key.
-		const keyring = appWorkloads.find(w => roleOf(w) === "keyring")!;
+		const keyring = appWorkloads.find((w) => roleOf(w) === "keyring")!;
 		const [container] = containersOf(keyring);
 		const masterKey = (container.env ?? []).find((e: any) => e.name === "KEYRING_MASTER_KEY");
 		expect(masterKey?.value).toBeUndefined();
-		expect(masterKey?.valueFrom?.secretKeyRef).toEqual({ name: secretName, key: "KEYRING_MASTER_KEY" });
+		expect(masterKey?.valueFrom?.secretKeyRef).toEqual({
+			name: secretName,
+			key: "KEYRING_MASTER_KEY",
+		});
 		expect(secretKeys).toContain("KEYRING_MASTER_KEY");
 		// Nowhere to write one either: no volume at DATA_DIR and a read-only root filesystem.
 		expect(container.securityContext?.readOnlyRootFilesystem).toBe(true);
 		// No other workload can read it.
-		for (const w of appWorkloads.filter(w => w !== keyring))
-			expect({ w: w.metadata.name, env: (containersOf(w)[0].env ?? []).filter((e: any) => e.name === "KEYRING_MASTER_KEY") }).toEqual({ w: w.metadata.name, env: [] });
+		for (const w of appWorkloads.filter((w) => w !== keyring))
+			expect({
+				w: w.metadata.name,
+				env: (containersOf(w)[0].env ?? []).filter(
+					(e: any) => e.name === "KEYRING_MASTER_KEY",
+				),
+			}).toEqual({ w: w.metadata.name, env: [] });
 	});
 
 	test("MongoDB runs as a StatefulSet with a persistent volume; NATS is there", () => {
 		const mongo = find("StatefulSet", "mongo")!;
 		expect(mongo.spec.volumeClaimTemplates).toHaveLength(1);
 		const mount = containersOf(mongo)[0] as any;
-		expect(mount.volumeMounts.find((v: any) => v.mountPath === "/data/db").name).toBe(mongo.spec.volumeClaimTemplates[0].metadata.name);
+		expect(mount.volumeMounts.find((v: any) => v.mountPath === "/data/db").name).toBe(
+			mongo.spec.volumeClaimTemplates[0].metadata.name,
+		);
 		expect(find("Service", "mongo")?.spec.clusterIP).toBe("None");
 		expect(find("Deployment", "nats")).toBeDefined();
 		expect(find("Service", "nats")?.spec.ports.map((p: any) => p.port)).toContain(4222);
 		// The app reaches them by those names.
-		for (const w of appWorkloads) expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats:4222$/);
-		for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI)) expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/@mongo-0\.mongo:27017,mongo-1\.mongo:27017,mongo-2\.mongo:27017\//);
+		for (const w of appWorkloads)
+			expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats:4222$/);
+		for (const w of appWorkloads.filter((w) => envOf(containersOf(w)[0]).MONGO_URI))
+			expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(
+				/@mongo-0\.mongo:27017,mongo-1\.mongo:27017,mongo-2\.mongo:27017\//,
+			);
 	});
 
 	describe("MongoDB is a replica set of three members, with access control and a disruption budget", () => {
@@ -245,14 +408,19 @@ describe("k8s/ manifests", () => {
 		const probe = container.readinessProbe.exec.command as string[];
 		/** The script mongosh runs on pod `pod`: sh puts the pod's name in for $(hostname). */
 		const scriptOn = (pod: string) => evalScriptOf(probe[2]).replaceAll("$(hostname)", pod);
-		const members = [0, 1, 2].map(i => ({ _id: i, host: `mongo-${i}.mongo:27017` }));
+		const members = [0, 1, 2].map((i) => ({ _id: i, host: `mongo-${i}.mongo:27017` }));
 
 		test("three members started together, one per node where it can, at most one down by choice, 8.0 images", () => {
 			expect(mongo.spec.replicas).toBe(3);
 			// rs.initiate needs every member up: OrderedReady would wait for mongo-0 to be ready first.
 			expect(mongo.spec.podManagementPolicy).toBe("Parallel");
-			const spread = mongo.spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
-			expect(spread).toEqual({ topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: mongo.spec.selector.matchLabels } });
+			const spread =
+				mongo.spec.template.spec.affinity.podAntiAffinity
+					.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
+			expect(spread).toEqual({
+				topologyKey: "kubernetes.io/hostname",
+				labelSelector: { matchLabels: mongo.spec.selector.matchLabels },
+			});
 			const pdb = find("PodDisruptionBudget", "mongo")!;
 			expect(pdb.apiVersion).toBe("policy/v1");
 			expect(pdb.spec.selector.matchLabels).toEqual(mongo.spec.selector.matchLabels);
@@ -264,56 +432,84 @@ describe("k8s/ manifests", () => {
 		test("only mongo-0 creates the root user: the others join empty, as rs.initiate requires", () => {
 			expect(container.command.slice(0, 2)).toEqual(["sh", "-c"]);
 			expect(spawnSync("sh", ["-n", "-c", container.command[2]]).status).toBe(0);
-			expect(container.command[2]).toMatch(/^\[ "\$\(hostname\)" = mongo-0 \] \|\| unset MONGO_INITDB_ROOT_USERNAME MONGO_INITDB_ROOT_PASSWORD; exec docker-entrypoint\.sh mongod "\$@"$/);
+			expect(container.command[2]).toMatch(
+				/^\[ "\$\(hostname\)" = mongo-0 \] \|\| unset MONGO_INITDB_ROOT_USERNAME MONGO_INITDB_ROOT_PASSWORD; exec docker-entrypoint\.sh mongod "\$@"$/,
+			);
 			expect(container.command[3]).toBe("mongod");
 		});
 
 		test("the liveness probe pings with mongosh", () => {
-			expect(container.livenessProbe.exec.command.slice(0, 2)).toEqual(["mongosh", "--quiet"]);
+			expect(container.livenessProbe.exec.command.slice(0, 2)).toEqual([
+				"mongosh",
+				"--quiet",
+			]);
 		});
 
 		test("mongod runs as rs0 with a key file an init container writes, mode 0400, into a volume of its own", () => {
 			const args = container.args as string[];
 			expect(args).toEqual(expect.arrayContaining(["--replSet", "rs0", "--keyFile"]));
 			const keyFile = args[args.indexOf("--keyFile") + 1];
-			const mount = container.volumeMounts.find((v: any) => keyFile.startsWith(`${v.mountPath}/`));
+			const mount = container.volumeMounts.find((v: any) =>
+				keyFile.startsWith(`${v.mountPath}/`),
+			);
 			expect(mount).toMatchObject({ readOnly: true });
-			const init = (mongo.spec.template.spec.initContainers as any[]).find(c => c.volumeMounts.some((v: any) => v.name === mount.name));
+			const init = (mongo.spec.template.spec.initContainers as any[]).find((c) =>
+				c.volumeMounts.some((v: any) => v.name === mount.name),
+			);
 			expect(init.command.join(" ")).toContain(`chmod 0400 ${keyFile}`);
 			expect(init.image).toBe(container.image);
 			// The same key on every member: derived from the Secret, never random per pod.
 			expect(init.command.join(" ")).not.toContain("urandom");
-			expect(init.env).toEqual([{ name: "MONGO_PASSWORD", valueFrom: { secretKeyRef: { name: secretName, key: "MONGO_PASSWORD" } } }]);
+			expect(init.env).toEqual([
+				{
+					name: "MONGO_PASSWORD",
+					valueFrom: { secretKeyRef: { name: secretName, key: "MONGO_PASSWORD" } },
+				},
+			]);
 			// Its name resolves before it is ready: the readiness probe initiates the set under it.
 			expect(find("Service", "mongo")?.spec.publishNotReadyAddresses).toBe(true);
 		});
 
 		test("every MONGO_URI names the replica set", () => {
-			for (const w of appWorkloads.filter(w => envOf(containersOf(w)[0]).MONGO_URI))
+			for (const w of appWorkloads.filter((w) => envOf(containersOf(w)[0]).MONGO_URI))
 				expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(/[?&]replicaSet=rs0(&|$)/);
 		});
 
 		test("the readiness probe is a valid shell command, authenticates, and uses mongosh", () => {
 			expect(probe.slice(0, 2)).toEqual(["sh", "-c"]);
 			expect(probe[2]).toMatch(/^mongosh --quiet/);
-			expect(probe[2]).toContain('-u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin');
+			expect(probe[2]).toContain(
+				'-u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin',
+			);
 			expect(spawnSync("sh", ["-n", "-c", probe[2]]).status).toBe(0);
 		});
 
 		test("mongo-0 initiates the set of three under the names clients use, and is ready once primary", () => {
 			const state = { initiated: false, primary: false };
-			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({ exitCode: 1, initiatedWith: { _id: "rs0", members } });
+			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({
+				exitCode: 1,
+				initiatedWith: { _id: "rs0", members },
+			});
 			state.primary = true;
-			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({ exitCode: 0, initiatedWith: null });
+			expect(runHealthScript(scriptOn("mongo-0"), "mongosh", state)).toEqual({
+				exitCode: 0,
+				initiatedWith: null,
+			});
 		});
 
 		test("mongo-1 and mongo-2 never initiate a set of their own; they are ready once secondaries", () => {
 			for (const pod of ["mongo-1", "mongo-2"]) {
 				const state = { initiated: false, primary: false, secondary: false };
-				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({ exitCode: 1, initiatedWith: null });
+				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({
+					exitCode: 1,
+					initiatedWith: null,
+				});
 				// mongo-0's initiation reached it, and it caught up.
 				Object.assign(state, { initiated: true, secondary: true });
-				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({ exitCode: 0, initiatedWith: null });
+				expect(runHealthScript(scriptOn(pod), "mongosh", state)).toEqual({
+					exitCode: 0,
+					initiatedWith: null,
+				});
 			}
 		});
 	});
@@ -321,29 +517,51 @@ describe("k8s/ manifests", () => {
 	test("every image is pinned, never latest", () => {
 		for (const w of workloads)
 			for (const c of containersOf(w)) {
-				expect({ workload: w.metadata.name, image: c.image }).toEqual({ workload: w.metadata.name, image: expect.stringMatching(/^[a-z0-9./-]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?$/) });
+				expect({ workload: w.metadata.name, image: c.image }).toEqual({
+					workload: w.metadata.name,
+					image: expect.stringMatching(/^[a-z0-9./-]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?$/),
+				});
 				expect(c.image).not.toMatch(/:latest$/);
 			}
-		for (const image of kustomization.images ?? []) expect(image.newTag).toMatch(/^\d+\.\d+\.\d+/);
+		for (const image of kustomization.images ?? [])
+			expect(image.newTag).toMatch(/^\d+\.\d+\.\d+/);
 	});
 
 	test("every container has resource requests and limits and a restrictive securityContext", () => {
 		for (const w of workloads) {
 			const pod = w.spec.template.spec;
 			const where = `${w.kind} ${w.metadata.name}`;
-			expect({ where, runAsNonRoot: pod.securityContext?.runAsNonRoot, seccomp: pod.securityContext?.seccompProfile?.type, token: pod.automountServiceAccountToken })
-				.toEqual({ where, runAsNonRoot: true, seccomp: "RuntimeDefault", token: false });
+			expect({
+				where,
+				runAsNonRoot: pod.securityContext?.runAsNonRoot,
+				seccomp: pod.securityContext?.seccompProfile?.type,
+				token: pod.automountServiceAccountToken,
+			}).toEqual({ where, runAsNonRoot: true, seccomp: "RuntimeDefault", token: false });
 			expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
 			for (const c of containersOf(w)) {
 				expect({ where, c: c.name, resources: c.resources }).toEqual({
-					where, c: c.name,
-					resources: { requests: { cpu: expect.anything(), memory: expect.anything() }, limits: { cpu: expect.anything(), memory: expect.anything() } }
+					where,
+					c: c.name,
+					resources: {
+						requests: { cpu: expect.anything(), memory: expect.anything() },
+						limits: { cpu: expect.anything(), memory: expect.anything() },
+					},
 				});
 				expect({ where, c: c.name, securityContext: c.securityContext }).toEqual({
-					where, c: c.name,
-					securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } }
+					where,
+					c: c.name,
+					securityContext: {
+						allowPrivilegeEscalation: false,
+						readOnlyRootFilesystem: true,
+						capabilities: { drop: ["ALL"] },
+					},
 				});
-				expect({ where, c: c.name, liveness: Boolean(c.livenessProbe), readiness: Boolean(c.readinessProbe) }).toEqual({ where, c: c.name, liveness: true, readiness: true });
+				expect({
+					where,
+					c: c.name,
+					liveness: Boolean(c.livenessProbe),
+					readiness: Boolean(c.readinessProbe),
+				}).toEqual({ where, c: c.name, liveness: true, readiness: true });
 			}
 		}
 	});
@@ -355,32 +573,63 @@ describe("k8s/ manifests", () => {
 		for (const w of appWorkloads) {
 			const c = containersOf(w)[0];
 			expect(c.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
-			const portNumber = (port: string | number) => typeof port === "number" ? port : c.ports!.find(p => p.name === port)?.containerPort;
-			expect({ w: w.metadata.name, path: c.livenessProbe.httpGet.path, port: portNumber(c.livenessProbe.httpGet.port) }).toEqual({ w: w.metadata.name, path: "/health/live", port: healthPort });
-			expect({ w: w.metadata.name, path: c.readinessProbe.httpGet.path, port: portNumber(c.readinessProbe.httpGet.port) }).toEqual({ w: w.metadata.name, path: "/health/ready", port: healthPort });
+			const portNumber = (port: string | number) =>
+				typeof port === "number"
+					? port
+					: c.ports!.find((p) => p.name === port)?.containerPort;
+			expect({
+				w: w.metadata.name,
+				path: c.livenessProbe.httpGet.path,
+				port: portNumber(c.livenessProbe.httpGet.port),
+			}).toEqual({ w: w.metadata.name, path: "/health/live", port: healthPort });
+			expect({
+				w: w.metadata.name,
+				path: c.readinessProbe.httpGet.path,
+				port: portNumber(c.readinessProbe.httpGet.port),
+			}).toEqual({ w: w.metadata.name, path: "/health/ready", port: healthPort });
 			if (c.startupProbe) expect(c.startupProbe.httpGet.path).toBe("/health/live");
 			const annotations = w.spec.template.metadata.annotations;
-			expect({ w: w.metadata.name, annotations }).toEqual({ w: w.metadata.name, annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(metricsPort), "prometheus.io/path": "/metrics" } });
-			expect(c.ports!.map(p => p.containerPort)).toEqual(expect.arrayContaining([healthPort, metricsPort]));
+			expect({ w: w.metadata.name, annotations }).toEqual({
+				w: w.metadata.name,
+				annotations: {
+					"prometheus.io/scrape": "true",
+					"prometheus.io/port": String(metricsPort),
+					"prometheus.io/path": "/metrics",
+				},
+			});
+			expect(c.ports!.map((p) => p.containerPort)).toEqual(
+				expect.arrayContaining([healthPort, metricsPort]),
+			);
 		}
 	});
 
 	test("pods get longer to stop than the broker's shutdown timeout", () => {
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		const { brokerOptions } = require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
+		const { brokerOptions } =
+			require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { loadConfig } = require("../../src/config") as typeof import("../../src/config");
-		const { shutdownTimeout } = brokerOptions(loadConfig({})).tracking as { shutdownTimeout: number };
+		const { shutdownTimeout } = brokerOptions(loadConfig({})).tracking as {
+			shutdownTimeout: number;
+		};
 		for (const w of appWorkloads)
-			expect({ w: w.metadata.name, grace: w.spec.template.spec.terminationGracePeriodSeconds > shutdownTimeout / 1000 }).toEqual({ w: w.metadata.name, grace: true });
+			expect({
+				w: w.metadata.name,
+				grace: w.spec.template.spec.terminationGracePeriodSeconds > shutdownTimeout / 1000,
+			}).toEqual({ w: w.metadata.name, grace: true });
 	});
 
 	test("the ConfigMap sets only configuration names the app reads", () => {
 		const configSource = fs.readFileSync(path.join(ROOT, "src", "config.ts"), "utf8");
-		const known = new Set([...configSource.matchAll(/env: "([A-Z_]+)"|pick\("([A-Z_]+)"/g)].map(m => m[1] ?? m[2]));
+		const known = new Set(
+			[...configSource.matchAll(/env: "([A-Z_]+)"|pick\("([A-Z_]+)"/g)].map(
+				(m) => m[1] ?? m[2],
+			),
+		);
 		// Read by the health middleware's wiring (src/broker/health.ts) until src/config.ts has it.
 		known.add("HEALTH_PORT");
-		for (const key of Object.keys(configMap.data!)) expect({ key, known: known.has(key) }).toEqual({ key, known: true });
+		for (const key of Object.keys(configMap.data!))
+			expect({ key, known: known.has(key) }).toEqual({ key, known: true });
 	});
 
 	test("the probe routes answer on a real broker with the health middleware", async () => {
@@ -389,9 +638,21 @@ describe("k8s/ manifests", () => {
 		await broker.start();
 		try {
 			const { port } = health.address()!;
-			const paths = new Set(appWorkloads.flatMap(w => containersOf(w).flatMap(c => [c.livenessProbe, c.readinessProbe, c.startupProbe].filter(Boolean).map((p: any) => p.httpGet.path))));
+			const paths = new Set(
+				appWorkloads.flatMap((w) =>
+					containersOf(w).flatMap((c) =>
+						[c.livenessProbe, c.readinessProbe, c.startupProbe]
+							.filter(Boolean)
+							.map((p: any) => p.httpGet.path),
+					),
+				),
+			);
 			expect([...paths].sort()).toEqual(["/health/live", "/health/ready"]);
-			for (const probePath of paths) expect({ probePath, status: await status(port, probePath) }).toEqual({ probePath, status: 200 });
+			for (const probePath of paths)
+				expect({ probePath, status: await status(port, probePath) }).toEqual({
+					probePath,
+					status: 200,
+				});
 		} finally {
 			await broker.stop();
 		}
@@ -400,7 +661,7 @@ describe("k8s/ manifests", () => {
 
 function status(port: number, urlPath: string): Promise<number> {
 	return new Promise((resolve, reject) => {
-		http.get({ host: "127.0.0.1", port, path: urlPath }, res => {
+		http.get({ host: "127.0.0.1", port, path: urlPath }, (res) => {
 			res.resume();
 			resolve(res.statusCode ?? 0);
 		}).on("error", reject);

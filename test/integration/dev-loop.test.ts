@@ -17,7 +17,16 @@ const copies: string[] = [];
 function projectCopy(): string {
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dev-loop-"));
 	copies.push(dir);
-	for (const entry of ["services", "mixins", "src", "public", "moleculer.config.ts", "moleculer.config.js", "package.json", "tsconfig.json"])
+	for (const entry of [
+		"services",
+		"mixins",
+		"src",
+		"public",
+		"moleculer.config.ts",
+		"moleculer.config.js",
+		"package.json",
+		"tsconfig.json",
+	])
 		fs.cpSync(path.join(ROOT, entry), path.join(dir, entry), { recursive: true });
 	fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"), "dir");
 	return dir;
@@ -27,8 +36,21 @@ function projectCopy(): string {
 function start(file: string, args: string[], cwd: string, stdin = false) {
 	return startCommand(file, args, {
 		cwd,
-		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", SERVICES: "", SERVICEDIR: "", PORT: "", HEALTH_PORT: "", METRICS_PORT: "", RECORDS: "1500", KEYS: "5", LOG_LEVEL: "info", DATA_DIR: path.join(cwd, "data") },
-		stdin
+		env: {
+			...process.env,
+			TRANSPORTER: "",
+			MONGO_URI: "",
+			SERVICES: "",
+			SERVICEDIR: "",
+			PORT: "",
+			HEALTH_PORT: "",
+			METRICS_PORT: "",
+			RECORDS: "1500",
+			KEYS: "5",
+			LOG_LEVEL: "info",
+			DATA_DIR: path.join(cwd, "data"),
+		},
+		stdin,
 	});
 }
 
@@ -45,34 +67,62 @@ test("npm run dev: every service from the TypeScript sources with the REPL; edit
 	const dev = start("npm", ["run", "--silent", "dev"], dir, true);
 	await dev.waitFor(ALL_STARTED, 90_000);
 	const port = (await dev.waitFor(API))[1];
-	for (const name of ["records", "keyring", "batcher", "signer", "metrics", "api"]) expect(dev.output()).toContain(`Service '${name}' started.`);
+	for (const name of ["records", "keyring", "batcher", "signer", "metrics", "api"])
+		expect(dev.output()).toContain(`Service '${name}' started.`);
 	// Loaded from the sources: no dist/ in the copy.
 	expect(fs.existsSync(path.join(dir, "dist"))).toBe(false);
 
 	// The REPL in the same terminal: the card's command.
 	dev.send("call batcher.start --batchSize 300");
 	const runId = (await dev.waitFor(/runId: \S*'(run-[\w-]+)'/))[1];
-	const statusOf = async () => (await (await fetch(`http://127.0.0.1:${port}/api/batcher/status`)).json()) as { active: boolean; run: { runId: string; status: string }; progress: { signed: number } };
-	await until(`run ${runId} of 1,500 records to end`, 60_000, async () => !(await statusOf()).active, 200);
-	expect(await statusOf()).toMatchObject({ run: { runId, status: "completed" }, progress: { signed: 1500 } });
+	const statusOf = async () =>
+		(await (await fetch(`http://127.0.0.1:${port}/api/batcher/status`)).json()) as {
+			active: boolean;
+			run: { runId: string; status: string };
+			progress: { signed: number };
+		};
+	await until(
+		`run ${runId} of 1,500 records to end`,
+		60_000,
+		async () => !(await statusOf()).active,
+		200,
+	);
+	expect(await statusOf()).toMatchObject({
+		run: { runId, status: "completed" },
+		progress: { signed: 1500 },
+	});
 
 	// Edit the records service, which owns a store: the runner reloads it, the store is kept
 	// (the signatures are still there) and the API answers from it.
 	const file = path.join(dir, "services", "records.service.ts");
 	fs.appendFileSync(file, "\n// edited by the hot reload test\n");
 	await dev.waitFor(/Service 'records' stopped[\s\S]*Service 'records' started/, 30_000);
-	const record = await until("GET /api/records to answer 200 from the reloaded records service", 10_000, async () => {
-		const response = await fetch(`http://127.0.0.1:${port}/api/records?signed=true&limit=1000`);
-		return response.status === 200 ? response : null;
-	}, 200);
+	const record = await until(
+		"GET /api/records to answer 200 from the reloaded records service",
+		10_000,
+		async () => {
+			const response = await fetch(
+				`http://127.0.0.1:${port}/api/records?signed=true&limit=1000`,
+			);
+			return response.status === 200 ? response : null;
+		},
+		200,
+	);
 	expect(((await record.json()) as { records: unknown[] }).records).toHaveLength(1000);
-	expect(await statusOf()).toMatchObject({ run: { runId, status: "completed" }, progress: { records: 1500, signed: 1500 } });
+	expect(await statusOf()).toMatchObject({
+		run: { runId, status: "completed" },
+		progress: { records: 1500, signed: 1500 },
+	});
 	expect(await dev.interrupt()).toBe(true);
 }, 180_000);
 
 test("moleculer-runner services, as the card writes it, from the project root: every service starts from the sources", async () => {
 	const dir = projectCopy();
-	const runner = start(path.join(dir, "node_modules", ".bin", "moleculer-runner"), ["services"], dir);
+	const runner = start(
+		path.join(dir, "node_modules", ".bin", "moleculer-runner"),
+		["services"],
+		dir,
+	);
 	const services = Number((await runner.waitFor(ALL_STARTED, 90_000))[1]);
 	expect(services).toBeGreaterThanOrEqual(7);
 	const port = (await runner.waitFor(API))[1];
@@ -84,8 +134,16 @@ test("moleculer-runner with no services named, or a folder without services, fai
 	const dir = projectCopy();
 	const bare = start(path.join(dir, "node_modules", ".bin", "moleculer-runner"), [], dir);
 	expect(await bare.exited).toBe(2);
-	expect(bare.output()).toContain("Name the services to run: npx moleculer-runner services (every service), or npm run dev (with hot reload and the REPL).");
-	const empty = start(path.join(dir, "node_modules", ".bin", "moleculer-runner"), ["public"], dir);
+	expect(bare.output()).toContain(
+		"Name the services to run: npx moleculer-runner services (every service), or npm run dev (with hot reload and the REPL).",
+	);
+	const empty = start(
+		path.join(dir, "node_modules", ".bin", "moleculer-runner"),
+		["public"],
+		dir,
+	);
 	expect(await empty.exited).toBe(2);
-	expect(empty.output()).toContain(`No service files in ${path.join(dir, "public")}: the services are in ${path.join(dir, "services")} (npx moleculer-runner services).`);
+	expect(empty.output()).toContain(
+		`No service files in ${path.join(dir, "public")}: the services are in ${path.join(dir, "services")} (npx moleculer-runner services).`,
+	);
 }, 60_000);

@@ -9,7 +9,14 @@ import os from "node:os";
 import path from "node:path";
 
 const ROOT = path.join(__dirname, "../..");
-const SECRETS = ["hunter2-nats-password", "s3cret-mongo", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLWJ5dGVz", "rsk_abcdefghijkl_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", "PRIVATE-D-MEMBER", "bWFzdGVyLWtleS1ieXRlcw=="];
+const SECRETS = [
+	"hunter2-nats-password",
+	"s3cret-mongo",
+	"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLWJ5dGVz",
+	"rsk_abcdefghijkl_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+	"PRIVATE-D-MEMBER",
+	"bWFzdGVyLWtleS1ieXRlcw==",
+];
 
 /** A small system in a child process (its console is the log), signing 600 records, logging lines with secrets in them. */
 function runSystem(format: "json" | "text"): Promise<string> {
@@ -34,11 +41,17 @@ function runSystem(format: "json" | "text"): Promise<string> {
 		})().catch(err => { console.error(err); process.exit(1); });
 	`;
 	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, ["-e", script], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --disable-warning=ExperimentalWarning` } });
+		const child = spawn(process.execPath, ["-e", script], {
+			cwd: ROOT,
+			env: {
+				...process.env,
+				NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --disable-warning=ExperimentalWarning`,
+			},
+		});
 		let out = "";
-		child.stdout.on("data", chunk => (out += chunk));
-		child.stderr.on("data", chunk => (out += chunk));
-		child.on("exit", code => {
+		child.stdout.on("data", (chunk) => (out += chunk));
+		child.stderr.on("data", (chunk) => (out += chunk));
+		child.on("exit", (code) => {
 			fs.rmSync(dataDir, { recursive: true, force: true });
 			if (code === 0) resolve(out);
 			else reject(new Error(`exit ${code}:\n${out}`));
@@ -50,22 +63,43 @@ test("LOG_FORMAT=json: every line is one JSON object with time, level, node, ser
 	const out = await runSystem("json");
 	const lines = out.split("\n").filter(Boolean);
 	expect(lines.length).toBeGreaterThan(10);
-	const entries = lines.map(line => {
+	const entries = lines.map((line) => {
 		try {
 			return JSON.parse(line) as Record<string, unknown>;
 		} catch {
 			throw new Error(`not JSON: ${line}`);
 		}
 	});
-	for (const entry of entries) expect(entry).toEqual(expect.objectContaining({ time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), level: expect.stringMatching(/^(trace|debug|info|warn|error|fatal)$/), node: expect.any(String), service: expect.any(String), message: expect.any(String) }));
-	expect(entries.find(e => /^Starting run /.test(String(e.message)))).toMatchObject({ service: "batcher", runId: expect.stringMatching(/^run-/) });
-	expect(entries.find(e => /ended without a reply/.test(String(e.message)))).toMatchObject({ batchId: expect.stringMatching(/-b000001$/), runId: expect.stringMatching(/^run-/), leaseId: "0e8414ae-1b2c-4d5e-8f90-a1b2c3d4e5f6" });
-	expect(entries.find(e => e.error)).toMatchObject({ level: "error", error: { name: "Error", message: "failed at nats://ops:***@nats:4222" } });
-	for (const secret of SECRETS) expect({ secret, found: out.includes(secret) }).toEqual({ secret, found: false });
+	for (const entry of entries)
+		expect(entry).toEqual(
+			expect.objectContaining({
+				time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+				level: expect.stringMatching(/^(trace|debug|info|warn|error|fatal)$/),
+				node: expect.any(String),
+				service: expect.any(String),
+				message: expect.any(String),
+			}),
+		);
+	expect(entries.find((e) => /^Starting run /.test(String(e.message)))).toMatchObject({
+		service: "batcher",
+		runId: expect.stringMatching(/^run-/),
+	});
+	expect(entries.find((e) => /ended without a reply/.test(String(e.message)))).toMatchObject({
+		batchId: expect.stringMatching(/-b000001$/),
+		runId: expect.stringMatching(/^run-/),
+		leaseId: "0e8414ae-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+	});
+	expect(entries.find((e) => e.error)).toMatchObject({
+		level: "error",
+		error: { name: "Error", message: "failed at nats://ops:***@nats:4222" },
+	});
+	for (const secret of SECRETS)
+		expect({ secret, found: out.includes(secret) }).toEqual({ secret, found: false });
 }, 60_000);
 
 test("the text format masks the same secrets", async () => {
 	const out = await runSystem("text");
 	expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}Z\] INFO {2}BATCHER: Starting run run-/m);
-	for (const secret of SECRETS) expect({ secret, found: out.includes(secret) }).toEqual({ secret, found: false });
+	for (const secret of SECRETS)
+		expect({ secret, found: out.includes(secret) }).toEqual({ secret, found: false });
 }, 60_000);

@@ -33,7 +33,10 @@ describe("REPL", () => {
 
 	const waitForOutput = (pattern: RegExp, timeoutMs = 20_000) =>
 		new Promise<RegExpMatchArray>((resolve, reject) => {
-			const deadline = setTimeout(() => reject(new Error(`no ${pattern} in REPL output:\n${output}`)), timeoutMs);
+			const deadline = setTimeout(
+				() => reject(new Error(`no ${pattern} in REPL output:\n${output}`)),
+				timeoutMs,
+			);
 			const check = () => {
 				const match = output.match(pattern);
 				if (!match) return;
@@ -48,18 +51,22 @@ describe("REPL", () => {
 	beforeAll(async () => {
 		home = fs.mkdtempSync(path.join(os.tmpdir(), "repl-home-"));
 		// HOME: the REPL keeps its history there.
-		child = spawn(process.execPath, ["-e", CHILD], { cwd: ROOT, env: { ...process.env, HOME: home, NO_COLOR: "1", FORCE_COLOR: "0" } });
+		child = spawn(process.execPath, ["-e", CHILD], {
+			cwd: ROOT,
+			env: { ...process.env, HOME: home, NO_COLOR: "1", FORCE_COLOR: "0" },
+		});
 		child.stdout.setEncoding("utf8");
 		// util.inspect colours the replies whatever NO_COLOR says: strip the escapes.
 		// eslint-disable-next-line no-control-regex -- ESC starts the colour escapes this strips
-		const collect = (chunk: Buffer | string) => (output += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""));
+		const collect = (chunk: Buffer | string) =>
+			(output += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""));
 		child.stdout.on("data", collect);
 		child.stderr.on("data", collect);
 		await waitForOutput(/READY/);
 	});
 	afterAll(async () => {
 		if (child && child.exitCode === null) {
-			const exited = new Promise(resolve => child.once("exit", resolve));
+			const exited = new Promise((resolve) => child.once("exit", resolve));
 			child.kill("SIGTERM");
 			await exited;
 		}
@@ -80,10 +87,14 @@ describe("REPL", () => {
 
 		// `cancel` with nothing running says so.
 		child.stdin.write("cancel\n");
-		await waitForOutput(new RegExp(`cancel: Run ${runId} is not running \\(it is completed\\): nothing to cancel`));
+		await waitForOutput(
+			new RegExp(
+				`cancel: Run ${runId} is not running \\(it is completed\\): nothing to cancel`,
+			),
+		);
 
 		// Ctrl+D: the REPL stops the broker and exits cleanly.
-		const exited = new Promise<number | null>(resolve => child.once("exit", resolve));
+		const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
 		child.stdin.end();
 		expect(await exited).toBe(0);
 	});

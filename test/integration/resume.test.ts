@@ -14,7 +14,9 @@ function signaturesStored(dataDir: string): number {
 	if (!fs.existsSync(file)) return 0;
 	const db = new DatabaseSync(file, { readOnly: true });
 	try {
-		return Number((db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n);
+		return Number(
+			(db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n,
+		);
 	} catch {
 		return 0; // not created yet
 	} finally {
@@ -27,7 +29,12 @@ test("a run killed with SIGKILL mid-way resumes on the next start and finishes w
 	const env = { DATA_DIR: dataDir, RECORDS: "30000", KEYS: "10", BATCH_SIZE: "100" };
 	try {
 		const first = startCli("start.js", [], env);
-		await until("npm start to store 3,000 signatures", 60_000, () => signaturesStored(dataDir) >= 3_000 || first.child.exitCode !== null, 20);
+		await until(
+			"npm start to store 3,000 signatures",
+			60_000,
+			() => signaturesStored(dataDir) >= 3_000 || first.child.exitCode !== null,
+			20,
+		);
 		first.child.kill("SIGKILL");
 		const killed = await first.finished;
 		expect(killed.signal).toBe("SIGKILL");
@@ -36,15 +43,28 @@ test("a run killed with SIGKILL mid-way resumes on the next start and finishes w
 		expect(signedBeforeCrash).toBeLessThan(30_000);
 
 		const second = await runCli("start.js", ["--batch-size", "250"], env);
-		expect(second.stdout).toMatch(/Resuming interrupted run run-\S+ with its batch size 100 \(not 250/);
+		expect(second.stdout).toMatch(
+			/Resuming interrupted run run-\S+ with its batch size 100 \(not 250/,
+		);
 		expect(second.stdout).toContain("Audit PASSED: 30000/30000 records signed, 0 violations");
 		expect(second.code).toBe(0);
 
 		// The stores themselves: one signature per record, one run, one batch size.
-		const system = await startSystem({ records: 30_000, keys: 10, dataDir, settings: { batcher: { resumeOnStart: false } } });
+		const system = await startSystem({
+			records: 30_000,
+			keys: 10,
+			dataDir,
+			settings: { batcher: { resumeOnStart: false } },
+		});
 		try {
-			expect(await system.broker.call("records.progress")).toEqual({ records: 30_000, signed: 30_000 });
-			const runs = await system.broker.call<Array<{ batchSize: number; status: string }>>("batcher.runs");
+			expect(await system.broker.call("records.progress")).toEqual({
+				records: 30_000,
+				signed: 30_000,
+			});
+			const runs =
+				await system.broker.call<Array<{ batchSize: number; status: string }>>(
+					"batcher.runs",
+				);
 			expect(runs).toHaveLength(1);
 			expect(runs[0]).toMatchObject({ batchSize: 100, status: "completed" });
 			const verdict = await auditSystem(system.broker);

@@ -15,8 +15,20 @@ function npmRun(script: string, env: Record<string, string>, stdin = false): Com
 	// --ignore-scripts: not the build before it (npm test has built; two builds at once would race).
 	return startCommand("npm", ["run", "--ignore-scripts", "--silent", script], {
 		cwd: ROOT,
-		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", SERVICES: "", PORT: "", HEALTH_PORT: "", METRICS_PORT: "", RECORDS: "2000", KEYS: "5", LOG_LEVEL: "info", ...env },
-		stdin
+		env: {
+			...process.env,
+			TRANSPORTER: "",
+			MONGO_URI: "",
+			SERVICES: "",
+			PORT: "",
+			HEALTH_PORT: "",
+			METRICS_PORT: "",
+			RECORDS: "2000",
+			KEYS: "5",
+			LOG_LEVEL: "info",
+			...env,
+		},
+		stdin,
 	});
 }
 
@@ -28,7 +40,12 @@ function dataDir(): string {
 }
 
 /** The serve.json a running serve wrote (its API address, its NATS for REPLs). */
-const serveFile = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, "serve.json"), "utf8")) as { pid: number; api: string; nats: string };
+const serveFile = (dir: string) =>
+	JSON.parse(fs.readFileSync(path.join(dir, "serve.json"), "utf8")) as {
+		pid: number;
+		api: string;
+		nats: string;
+	};
 const SERVE_READY = /A REPL can join this process/;
 
 afterAll(async () => {
@@ -45,17 +62,31 @@ test("npm run repl next to npm run serve joins it over NATS; call batcher.start 
 	expect(fs.statSync(path.join(dir, "serve.json")).mode & 0o777).toBe(0o600);
 
 	const repl = npmRun("repl", { DATA_DIR: dir }, true);
-	await repl.waitFor(/Joining npm run serve \(pid \d+, API http:\/\/127\.0\.0\.1:\d+\) over NATS at nats:\/\/ops:\*\*\*@127\.0\.0\.1:\d+, with no services of its own/);
+	await repl.waitFor(
+		/Joining npm run serve \(pid \d+, API http:\/\/127\.0\.0\.1:\d+\) over NATS at nats:\/\/ops:\*\*\*@127\.0\.0\.1:\d+, with no services of its own/,
+	);
 	await repl.waitFor(/ServiceBroker with 1 service\(s\) started/);
 	repl.send("call batcher.start --batchSize 300");
 	const runId = (await repl.waitFor(/runId: \S*'(run-[\w-]+)'/))[1];
 	// The serve's own gateway reports the run the REPL started, completed over its store.
-	type Status = { active: boolean; run: { runId: string; status: string; batchSize: number }; progress: { records: number; signed: number } };
-	const status = await until(`run ${runId} of 2,000 records to end, as the serve's gateway reports it`, 60_000, async () => {
-		const now = (await (await fetch(`${api}/api/batcher/status`)).json()) as Status;
-		return !now.active && now.run?.runId === runId ? now : null;
-	}, 200);
-	expect(status).toMatchObject({ run: { runId, status: "completed", batchSize: 300 }, progress: { records: 2000, signed: 2000 } });
+	type Status = {
+		active: boolean;
+		run: { runId: string; status: string; batchSize: number };
+		progress: { records: number; signed: number };
+	};
+	const status = await until(
+		`run ${runId} of 2,000 records to end, as the serve's gateway reports it`,
+		60_000,
+		async () => {
+			const now = (await (await fetch(`${api}/api/batcher/status`)).json()) as Status;
+			return !now.active && now.run?.runId === runId ? now : null;
+		},
+		200,
+	);
+	expect(status).toMatchObject({
+		run: { runId, status: "completed", batchSize: 300 },
+		progress: { records: 2000, signed: 2000 },
+	});
 	repl.send("exit");
 	expect(await repl.interrupt()).toBe(true);
 	// The REPL bound nothing and crashed on nothing.
@@ -73,7 +104,9 @@ test("a second npm run serve on the same DATA_DIR is refused by the keyring's st
 
 	const second = npmRun("serve", { DATA_DIR: dir });
 	expect(await second.exited).not.toBe(0);
-	expect(second.output()).toMatch(/The keyring store \S+keyring\.sqlite is in use by another keyring \(pid \d+ on [^,]+, node [^,]+, since [^,]+, its claim valid until [^)]+\)\. Two keyrings must never grant leases from one store/);
+	expect(second.output()).toMatch(
+		/The keyring store \S+keyring\.sqlite is in use by another keyring \(pid \d+ on [^,]+, node [^,]+, since [^,]+, its claim valid until [^)]+\)\. Two keyrings must never grant leases from one store/,
+	);
 	// Its ports were taken: it gave way with warnings naming the settings, never an unhandled error.
 	expect(second.output()).toMatch(/the default of (PORT|HEALTH_PORT|METRICS_PORT)\) is in use/);
 	expect(second.output()).not.toMatch(/EADDRINUSE|Unhandled 'error'/);
@@ -94,7 +127,9 @@ test("two npm run serve on two DATA_DIRs both run, each on its own ports and sto
 	expect(apiA).not.toBe(apiB);
 	for (const api of [apiA, apiB]) {
 		expect((await fetch(`${api}/health/ready`)).status).toBe(200);
-		expect(await (await fetch(`${api}/api/batcher/status`)).json()).toMatchObject({ progress: { records: 2000, signed: 0 } });
+		expect(await (await fetch(`${api}/api/batcher/status`)).json()).toMatchObject({
+			progress: { records: 2000, signed: 0 },
+		});
 	}
 	expect(first.output() + second.output()).not.toMatch(/EADDRINUSE|Unhandled 'error'/);
 	expect(await second.interrupt()).toBe(true);
@@ -108,7 +143,9 @@ test("a port the user set that is taken is a clear error naming the setting", as
 	const port = new URL(serveFile(dir).api).port;
 	const second = npmRun("serve", { DATA_DIR: dataDir(), PORT: port, SERVE_NATS: "off" });
 	expect(await second.exited).not.toBe(0);
-	expect(second.output()).toContain(`PORT=${port}: the port is already in use, so the API gateway cannot listen there. Stop the other process, or set PORT to a free port (0 picks any).`);
+	expect(second.output()).toContain(
+		`PORT=${port}: the port is already in use, so the API gateway cannot listen there. Stop the other process, or set PORT to a free port (0 picks any).`,
+	);
 	expect(second.output()).not.toMatch(/Unhandled 'error'/);
 	expect(await first.interrupt()).toBe(true);
 }, 120_000);

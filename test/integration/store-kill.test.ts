@@ -14,7 +14,12 @@ describe("the embedded store under kill -9", () => {
 		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-kill-"));
 		try {
 			const seeded = SqliteRecordsStore.open(dataDir);
-			await seeded.insertRecords(Array.from({ length: 20_000 }, (_, i) => ({ id: `r${String(i).padStart(5, "0")}`, data: "x" })));
+			await seeded.insertRecords(
+				Array.from({ length: 20_000 }, (_, i) => ({
+					id: `r${String(i).padStart(5, "0")}`,
+					data: "x",
+				})),
+			);
 			await seeded.close();
 			// A writer that prints each batch it stored, after the store acknowledged it, until it is killed.
 			const writer = `
@@ -27,11 +32,20 @@ describe("the embedded store under kill -9", () => {
 						process.stdout.write("acked b" + b + "\\n");
 					}
 				})();`;
-			const child = spawn(process.execPath, ["--disable-warning=ExperimentalWarning", "-e", writer], { stdio: ["ignore", "pipe", "inherit"] });
+			const child = spawn(
+				process.execPath,
+				["--disable-warning=ExperimentalWarning", "-e", writer],
+				{ stdio: ["ignore", "pipe", "inherit"] },
+			);
 			const acked: string[] = [];
-			await new Promise<void>(resolve => {
-				child.stdout!.on("data", chunk => {
-					acked.push(...String(chunk).split("\n").filter(Boolean).map(line => line.split(" ")[1]));
+			await new Promise<void>((resolve) => {
+				child.stdout!.on("data", (chunk) => {
+					acked.push(
+						...String(chunk)
+							.split("\n")
+							.filter(Boolean)
+							.map((line) => line.split(" ")[1]),
+					);
 					if (acked.length >= 20 && !child.killed) child.kill("SIGKILL");
 				});
 				child.on("exit", () => resolve());
@@ -41,7 +55,12 @@ describe("the embedded store under kill -9", () => {
 			try {
 				for (const batchId of acked) {
 					const b = Number(batchId.slice(1));
-					expect(await reopened.unsignedAmong([`r${String(b * 100).padStart(5, "0")}`, `r${String(b * 100 + 99).padStart(5, "0")}`])).toEqual([]);
+					expect(
+						await reopened.unsignedAmong([
+							`r${String(b * 100).padStart(5, "0")}`,
+							`r${String(b * 100 + 99).padStart(5, "0")}`,
+						]),
+					).toEqual([]);
 				}
 				expect(await reopened.signedCount()).toBeGreaterThanOrEqual(acked.length * 100);
 			} finally {

@@ -12,7 +12,12 @@ import { DatabaseSync } from "node:sqlite";
 import { CompactSign, exportJWK, generateKeyPair, type CryptoKey, type JWK } from "jose";
 import { openStoreFiles } from "../../src/audit/audit-db";
 import { audit, type AuditReport } from "../../src/audit/rules";
-import { BATCHER_SCHEMA, KEYRING_SCHEMA, RECORDS_SCHEMA, STORE_FILES } from "../../src/store/schema";
+import {
+	BATCHER_SCHEMA,
+	KEYRING_SCHEMA,
+	RECORDS_SCHEMA,
+	STORE_FILES,
+} from "../../src/store/schema";
 import type {
 	AuditSnapshot,
 	SnapshotBatch,
@@ -20,7 +25,7 @@ import type {
 	SnapshotLease,
 	SnapshotRecord,
 	SnapshotRun,
-	SnapshotSignature
+	SnapshotSignature,
 } from "../../src/audit/snapshot";
 
 export interface MiniRunOptions {
@@ -45,23 +50,41 @@ export interface MiniRun {
 const BASE = Date.parse("2026-01-01T00:00:00.000Z");
 const LEASE_TTL_MS = 30_000;
 
-export async function signRecord(privateKey: CryptoKey, kid: string, recordId: string, data: string): Promise<string> {
+export async function signRecord(
+	privateKey: CryptoKey,
+	kid: string,
+	recordId: string,
+	data: string,
+): Promise<string> {
 	const payload = new TextEncoder().encode(JSON.stringify({ id: recordId, data }));
-	const compact = await new CompactSign(payload).setProtectedHeader({ alg: "EdDSA", kid }).sign(privateKey);
+	const compact = await new CompactSign(payload)
+		.setProtectedHeader({ alg: "EdDSA", kid })
+		.sign(privateKey);
 	const [header, , signature] = compact.split(".");
 	return `${header}..${signature}`;
 }
 
 export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRun> {
 	const keyCount = options.keys ?? 3;
-	const runs = options.runs ?? [{ batchSize: 4, records: 6, status: "failed" }, { batchSize: 3, records: 9, status: "completed" }];
+	const runs = options.runs ?? [
+		{ batchSize: 4, records: 6, status: "failed" },
+		{ batchSize: 3, records: 9, status: "completed" },
+	];
 	const window = options.window ?? 2;
 	const chooseKey = options.chooseKey ?? ((free: readonly string[]) => free[0]);
 	let clock = BASE;
 	const tick = () => new Date((clock += 10)).toISOString();
 	let seq = 0;
 
-	const snapshot: AuditSnapshot = { records: [], signatures: [], batches: [], leases: [], keys: [], jwks: { keys: [] }, runs: [] };
+	const snapshot: AuditSnapshot = {
+		records: [],
+		signatures: [],
+		batches: [],
+		leases: [],
+		keys: [],
+		jwks: { keys: [] },
+		runs: [],
+	};
 	const privateKeys = new Map<string, CryptoKey>();
 	for (let i = 0; i < keyCount; i++) {
 		const keyId = `key-${String(i).padStart(3, "0")}`;
@@ -72,7 +95,8 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 		const jwk: JWK = { ...(await exportJWK(publicKey)), kid: keyId };
 		snapshot.jwks.keys.push(jwk);
 	}
-	const sign = async (keyId: string, recordId: string, data: string, kid = keyId) => signRecord(privateKeys.get(keyId)!, kid, recordId, data);
+	const sign = async (keyId: string, recordId: string, data: string, kid = keyId) =>
+		signRecord(privateKeys.get(keyId)!, kid, recordId, data);
 
 	const totalRecords = runs.reduce((sum, run) => sum + run.records, 0);
 	for (let i = 1; i <= totalRecords; i++) {
@@ -82,7 +106,7 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 	}
 	const recordData = new Map(snapshot.records.map((r: SnapshotRecord) => [r.id, r.data]));
 
-	const freeQueue = snapshot.keys.map(k => k.keyId).sort();
+	const freeQueue = snapshot.keys.map((k) => k.keyId).sort();
 	let grants = 0;
 	const grant = (holder: string): SnapshotLease => {
 		const keyId = chooseKey(freeQueue, grants++);
@@ -97,7 +121,7 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 			endSeq: null,
 			endedAt: null,
 			end: null,
-			expiresAt: new Date(Date.parse(grantedAt) + LEASE_TTL_MS).toISOString()
+			expiresAt: new Date(Date.parse(grantedAt) + LEASE_TTL_MS).toISOString(),
 		};
 		snapshot.leases.push(lease);
 		return lease;
@@ -120,7 +144,7 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 			startedAt: tick(),
 			finishedAt: null,
 			// What the batch says it stored: left out here, as in stores from before it was kept.
-			stored: null
+			stored: null,
 		};
 		snapshot.batches.push(batch);
 		return batch;
@@ -128,12 +152,21 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 
 	let nextRecord = 0;
 	for (const [r, spec] of runs.entries()) {
-		const run: SnapshotRun = { runId: `run-${r + 1}`, batchSize: spec.batchSize, status: spec.status ?? "completed", startedAt: tick(), finishedAt: null };
+		const run: SnapshotRun = {
+			runId: `run-${r + 1}`,
+			batchSize: spec.batchSize,
+			status: spec.status ?? "completed",
+			startedAt: tick(),
+			finishedAt: null,
+		};
 		snapshot.runs.push(run);
-		const ids = snapshot.records.slice(nextRecord, nextRecord + spec.records).map(rec => rec.id);
+		const ids = snapshot.records
+			.slice(nextRecord, nextRecord + spec.records)
+			.map((rec) => rec.id);
 		nextRecord += spec.records;
 		const planned: Array<{ recordIds: string[]; attempt: number }> = [];
-		for (let at = 0; at < ids.length; at += spec.batchSize) planned.push({ recordIds: ids.slice(at, at + spec.batchSize), attempt: 1 });
+		for (let at = 0; at < ids.length; at += spec.batchSize)
+			planned.push({ recordIds: ids.slice(at, at + spec.batchSize), attempt: 1 });
 
 		if (r === 0 && options.failFirstBatch !== false && planned.length) {
 			// A signer that died holding its lease: the keyring reclaims it, the batcher never learnt the key.
@@ -159,13 +192,18 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 						batchId: batch.batchId,
 						leaseId: lease.leaseId,
 						jws: await sign(lease.keyId, recordId, recordData.get(recordId)!),
-						signedAt: tick()
+						signedAt: tick(),
 					};
 					snapshot.signatures.push(signature);
 				}
 			for (const { batch, lease } of group) {
 				end(lease, "released");
-				Object.assign(batch, { keyId: lease.keyId, leaseId: lease.leaseId, status: "signed", finishedAt: tick() });
+				Object.assign(batch, {
+					keyId: lease.keyId,
+					leaseId: lease.leaseId,
+					status: "signed",
+					finishedAt: tick(),
+				});
 			}
 		}
 		run.finishedAt = tick();
@@ -195,25 +233,61 @@ export const SEALED = "SEALED-PRIVATE-KEY-NEVER-EXPORTED";
 /** Writes `snapshot` as the three store files of `dataDir`, with the schema of src/store/schema.ts. */
 export function writeStoreFiles(snapshot: AuditSnapshot, dataDir: string): void {
 	const keyring = openStoreFile(dataDir, "keyring");
-	const jwkOf = new Map(snapshot.jwks.keys.map(jwk => [jwk.kid, jwk]));
-	const key = keyring.prepare("INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)");
-	for (const k of snapshot.keys) key.run(k.keyId, k.createdAt, JSON.stringify(jwkOf.get(k.keyId) ?? {}), SEALED);
-	const lease = keyring.prepare(`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-	for (const l of snapshot.leases) lease.run(l.leaseId, l.keyId, l.holder, l.grantSeq, l.grantedAt, l.expiresAt, l.endSeq, l.endedAt, l.end);
+	const jwkOf = new Map(snapshot.jwks.keys.map((jwk) => [jwk.kid, jwk]));
+	const key = keyring.prepare(
+		"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
+	);
+	for (const k of snapshot.keys)
+		key.run(k.keyId, k.createdAt, JSON.stringify(jwkOf.get(k.keyId) ?? {}), SEALED);
+	const lease = keyring.prepare(
+		`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	);
+	for (const l of snapshot.leases)
+		lease.run(
+			l.leaseId,
+			l.keyId,
+			l.holder,
+			l.grantSeq,
+			l.grantedAt,
+			l.expiresAt,
+			l.endSeq,
+			l.endedAt,
+			l.end,
+		);
 	keyring.close();
 
 	const batcher = openStoreFile(dataDir, "batcher");
-	const run = batcher.prepare("INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, ?, ?, ?)");
-	for (const r of snapshot.runs) run.run(r.runId, r.batchSize, r.status, r.startedAt, r.finishedAt);
-	const batch = batcher.prepare("INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-	for (const b of snapshot.batches) batch.run(b.batchId, b.runId, b.keyId, b.leaseId, JSON.stringify(b.recordIds), b.attempt, b.status, b.startedAt, b.finishedAt, "signer-1");
+	const run = batcher.prepare(
+		"INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, ?, ?, ?)",
+	);
+	for (const r of snapshot.runs)
+		run.run(r.runId, r.batchSize, r.status, r.startedAt, r.finishedAt);
+	const batch = batcher.prepare(
+		"INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	);
+	for (const b of snapshot.batches)
+		batch.run(
+			b.batchId,
+			b.runId,
+			b.keyId,
+			b.leaseId,
+			JSON.stringify(b.recordIds),
+			b.attempt,
+			b.status,
+			b.startedAt,
+			b.finishedAt,
+			"signer-1",
+		);
 	batcher.close();
 
 	const records = openStoreFile(dataDir, "records");
 	const record = records.prepare("INSERT INTO records (id, data) VALUES (?, ?)");
 	for (const r of snapshot.records) record.run(r.id, r.data);
-	const signature = records.prepare("INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)");
-	for (const s of snapshot.signatures) signature.run(s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt);
+	const signature = records.prepare(
+		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)",
+	);
+	for (const s of snapshot.signatures)
+		signature.run(s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt);
 	records.close();
 }
 
@@ -230,7 +304,10 @@ export interface SignedStoreOptions {
  * batches in id order, each under its own lease of the least recently used key, every record
  * signed with node:crypto in the contract's format. Returns the private keys by keyId.
  */
-export function writeSignedStore(dataDir: string, options: SignedStoreOptions): Map<string, KeyObject> {
+export function writeSignedStore(
+	dataDir: string,
+	options: SignedStoreOptions,
+): Map<string, KeyObject> {
 	const { records: total, keys: keyCount, batchSize } = options;
 	let clock = BASE;
 	const at = () => new Date((clock += 1)).toISOString();
@@ -240,21 +317,41 @@ export function writeSignedStore(dataDir: string, options: SignedStoreOptions): 
 	const batcher = openStoreFile(dataDir, "batcher");
 	const records = openStoreFile(dataDir, "records");
 	for (const db of [keyring, batcher, records]) db.exec("BEGIN");
-	const insertKey = keyring.prepare("INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)");
+	const insertKey = keyring.prepare(
+		"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
+	);
 	const headers = new Map<string, string>();
 	for (let i = 0; i < keyCount; i++) {
 		const keyId = `key-${String(i).padStart(3, "0")}`;
 		const { publicKey, privateKey } = generateKeyPairSync("ed25519");
 		privateKeys.set(keyId, privateKey);
-		headers.set(keyId, Buffer.from(JSON.stringify({ alg: "EdDSA", kid: keyId })).toString("base64url"));
-		insertKey.run(keyId, new Date(BASE).toISOString(), JSON.stringify({ ...publicKey.export({ format: "jwk" }), kid: keyId }), SEALED);
+		headers.set(
+			keyId,
+			Buffer.from(JSON.stringify({ alg: "EdDSA", kid: keyId })).toString("base64url"),
+		);
+		insertKey.run(
+			keyId,
+			new Date(BASE).toISOString(),
+			JSON.stringify({ ...publicKey.export({ format: "jwk" }), kid: keyId }),
+			SEALED,
+		);
 	}
-	const insertLease = keyring.prepare(`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'released')`);
+	const insertLease = keyring.prepare(
+		`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'released')`,
+	);
 	const runId = "run-1";
-	batcher.prepare("INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, 'completed', ?, NULL)").run(runId, batchSize, at());
-	const insertBatch = batcher.prepare("INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, 1, 'signed', ?, ?, 'signer-1')");
+	batcher
+		.prepare(
+			"INSERT INTO runs (runId, batchSize, status, startedAt, finishedAt) VALUES (?, ?, 'completed', ?, NULL)",
+		)
+		.run(runId, batchSize, at());
+	const insertBatch = batcher.prepare(
+		"INSERT INTO batches (batchId, runId, keyId, leaseId, recordIds, attempt, status, startedAt, finishedAt, signer) VALUES (?, ?, ?, ?, ?, 1, 'signed', ?, ?, 'signer-1')",
+	);
 	const insertRecord = records.prepare("INSERT INTO records (id, data) VALUES (?, ?)");
-	const insertSignature = records.prepare("INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)");
+	const insertSignature = records.prepare(
+		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) VALUES (?, ?, ?, ?, ?, ?)",
+	);
 
 	const width = String(total).length;
 	const freeQueue = [...privateKeys.keys()];
@@ -271,13 +368,33 @@ export function writeSignedStore(dataDir: string, options: SignedStoreOptions): 
 			const id = `r-${String(n).padStart(width, "0")}`;
 			const data = randomBytes(options.dataBytes ?? 16).toString("hex");
 			const payload = Buffer.from(JSON.stringify({ id, data })).toString("base64url");
-			const signature = signBytes(null, Buffer.from(`${headers.get(keyId)}.${payload}`), privateKeys.get(keyId)!).toString("base64url");
+			const signature = signBytes(
+				null,
+				Buffer.from(`${headers.get(keyId)}.${payload}`),
+				privateKeys.get(keyId)!,
+			).toString("base64url");
 			insertRecord.run(id, data);
-			insertSignature.run(id, keyId, batchId, leaseId, `${headers.get(keyId)}..${signature}`, at());
+			insertSignature.run(
+				id,
+				keyId,
+				batchId,
+				leaseId,
+				`${headers.get(keyId)}..${signature}`,
+				at(),
+			);
 			ids.push(id);
 		}
 		const endedAt = at();
-		insertLease.run(leaseId, keyId, "signer-1", grantSeq, grantedAt, new Date(Date.parse(grantedAt) + LEASE_TTL_MS).toISOString(), ++seq, endedAt);
+		insertLease.run(
+			leaseId,
+			keyId,
+			"signer-1",
+			grantSeq,
+			grantedAt,
+			new Date(Date.parse(grantedAt) + LEASE_TTL_MS).toISOString(),
+			++seq,
+			endedAt,
+		);
 		insertBatch.run(batchId, runId, keyId, leaseId, JSON.stringify(ids), startedAt, at());
 		freeQueue.push(keyId);
 	}
@@ -289,7 +406,10 @@ export function writeSignedStore(dataDir: string, options: SignedStoreOptions): 
 }
 
 /** The audit of the store files in `dataDir`, opened read-only for it and closed after. */
-export async function auditStoreFiles(dataDir: string, options: Parameters<typeof audit>[1] = {}): Promise<AuditReport> {
+export async function auditStoreFiles(
+	dataDir: string,
+	options: Parameters<typeof audit>[1] = {},
+): Promise<AuditReport> {
 	const db = openStoreFiles(dataDir);
 	try {
 		return await audit(db, options);

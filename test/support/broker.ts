@@ -13,6 +13,8 @@ export async function stopBroker(broker: ServiceBroker | undefined | null): Prom
 	try {
 		await broker.stop();
 	} finally {
-		(broker as unknown as { localServiceChanged: { cancel?: () => void } }).localServiceChanged.cancel?.();
+		(
+			broker as unknown as { localServiceChanged: { cancel?: () => void } }
+		).localServiceChanged.cancel?.();
 	}
 }

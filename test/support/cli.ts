@@ -14,20 +14,30 @@ export interface Finished {
 	stderr: string;
 }
 
-export function startCli(script: string, args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; finished: Promise<Finished> } {
+export function startCli(
+	script: string,
+	args: string[],
+	env: Record<string, string>,
+): { child: ChildProcess; output: () => string; finished: Promise<Finished> } {
 	const child = spawn(NODE, [path.join(ROOT, "dist/src/cli", script), ...args], {
 		cwd: ROOT,
 		env: { ...process.env, TRANSPORTER: "", MONGO_URI: "", ...env },
-		stdio: ["ignore", "pipe", "pipe"]
+		stdio: ["ignore", "pipe", "pipe"],
 	});
 	let stdout = "";
 	let stderr = "";
-	child.stdout!.on("data", chunk => (stdout += chunk));
-	child.stderr!.on("data", chunk => (stderr += chunk));
-	const finished = new Promise<Finished>(resolve => child.on("exit", (code, signal) => resolve({ code, signal, stdout, stderr })));
+	child.stdout!.on("data", (chunk) => (stdout += chunk));
+	child.stderr!.on("data", (chunk) => (stderr += chunk));
+	const finished = new Promise<Finished>((resolve) =>
+		child.on("exit", (code, signal) => resolve({ code, signal, stdout, stderr })),
+	);
 	return { child, output: () => stdout + stderr, finished };
 }
 
-export function runCli(script: string, args: string[], env: Record<string, string>): Promise<Finished> {
+export function runCli(
+	script: string,
+	args: string[],
+	env: Record<string, string>,
+): Promise<Finished> {
 	return startCli(script, args, env).finished;
 }

@@ -37,8 +37,8 @@ export async function startTestCluster(options: TestClusterOptions): Promise<Clu
 			LEASE_MARGIN_MS: "1000",
 			LEASE_GRACE_MS: "1000",
 			MONGO_URI: "",
-			...options.env
-		}
+			...options.env,
+		},
 	});
 	try {
 		await cluster.ready();
@@ -58,7 +58,10 @@ const failedRoots = new Set<string>();
  * Runs a scenario against a cluster; on failure prints the end of every role's log and keeps
  * the cluster's folder (set CLUSTER_KEEP=1 to keep it always).
  */
-export async function scenario<T>(cluster: () => Cluster | undefined, body: () => Promise<T>): Promise<T> {
+export async function scenario<T>(
+	cluster: () => Cluster | undefined,
+	body: () => Promise<T>,
+): Promise<T> {
 	try {
 		return await body();
 	} catch (err) {
@@ -75,21 +78,33 @@ export async function scenario<T>(cluster: () => Cluster | undefined, body: () =
 export async function stopTestCluster(cluster: Cluster | undefined): Promise<void> {
 	if (!cluster) return;
 	await cluster.stop(15_000);
-	if (failedRoots.has(cluster.root) || process.env.CLUSTER_KEEP) console.log(`cluster folder kept: ${cluster.root}`);
+	if (failedRoots.has(cluster.root) || process.env.CLUSTER_KEEP)
+		console.log(`cluster folder kept: ${cluster.root}`);
 	else fs.rmSync(cluster.root, { recursive: true, force: true });
 }
 
 export async function progress(broker: ServiceBroker): Promise<Progress | null> {
-	return broker.call<Progress, object>("records.progress", {}, { timeout: 5_000 }).catch(() => null);
+	return broker
+		.call<Progress, object>("records.progress", {}, { timeout: 5_000 })
+		.catch(() => null);
 }
 
 /** Waits until at least `signed` records carry a signature. */
-export async function waitForSigned(cluster: Cluster, signed: number, timeoutMs = 120_000): Promise<Progress> {
+export async function waitForSigned(
+	cluster: Cluster,
+	signed: number,
+	timeoutMs = 120_000,
+): Promise<Progress> {
 	const broker = await cluster.connect();
-	return until(`${signed} signed records`, timeoutMs, async () => {
-		const now = await progress(broker);
-		return now && now.signed >= signed ? now : null;
-	}, 50);
+	return until(
+		`${signed} signed records`,
+		timeoutMs,
+		async () => {
+			const now = await progress(broker);
+			return now && now.signed >= signed ? now : null;
+		},
+		50,
+	);
 }
 
 /** Page size through the test clusters' nats-server for batches of up to 500 records. */
@@ -115,5 +130,8 @@ export async function auditCluster(cluster: Cluster) {
 
 /** The end of every role's output, for a failed assertion's message. */
 export function clusterLogs(cluster: Cluster, lines = 15): string {
-	return cluster.list().map(role => `--- ${role.name} (${role.nodeID})\n${tail(role.output(), lines)}`).join("\n");
+	return cluster
+		.list()
+		.map((role) => `--- ${role.name} (${role.nodeID})\n${tail(role.output(), lines)}`)
+		.join("\n");
 }

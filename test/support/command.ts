@@ -20,16 +20,27 @@ export interface Command {
 
 const started = new Set<Command>();
 
-export function startCommand(file: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv; stdin?: boolean }): Command {
-	const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"], detached: true });
+export function startCommand(
+	file: string,
+	args: string[],
+	options: { cwd: string; env: NodeJS.ProcessEnv; stdin?: boolean },
+): Command {
+	const child = spawn(file, args, {
+		cwd: options.cwd,
+		env: options.env,
+		stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+		detached: true,
+	});
 	let output = "";
-	child.stdout!.on("data", chunk => (output += chunk));
-	child.stderr!.on("data", chunk => (output += chunk));
+	child.stdout!.on("data", (chunk) => (output += chunk));
+	child.stderr!.on("data", (chunk) => (output += chunk));
 	let ended = false;
-	const exited = new Promise<number | null>(resolve => child.once("exit", code => {
-		ended = true;
-		resolve(code);
-	}));
+	const exited = new Promise<number | null>((resolve) =>
+		child.once("exit", (code) => {
+			ended = true;
+			resolve(code);
+		}),
+	);
 	const signalGroup = (signal: NodeJS.Signals) => {
 		try {
 			process.kill(-child.pid!, signal);
@@ -46,8 +57,11 @@ export function startCommand(file: string, args: string[], options: { cwd: strin
 			for (;;) {
 				const match = output.match(pattern);
 				if (match) return match;
-				if (ended || Date.now() > deadline) throw new Error(`${file} ${args.join(" ")} ${ended ? "exited" : `ran ${timeoutMs} ms`} without ${pattern}:\n${output}`);
-				await new Promise(resolve => setTimeout(resolve, 100));
+				if (ended || Date.now() > deadline)
+					throw new Error(
+						`${file} ${args.join(" ")} ${ended ? "exited" : `ran ${timeoutMs} ms`} without ${pattern}:\n${output}`,
+					);
+				await new Promise((resolve) => setTimeout(resolve, 100));
 			}
 		},
 		send(line) {
@@ -59,7 +73,7 @@ export function startCommand(file: string, args: string[], options: { cwd: strin
 			await exited;
 			clearTimeout(timer);
 			return /ServiceBroker is stopped\. Good bye\./.test(output);
-		}
+		},
 	};
 	started.add(command);
 	void exited.then(() => started.delete(command));
@@ -68,5 +82,5 @@ export function startCommand(file: string, args: string[], options: { cwd: strin
 
 /** Ends every command still running (afterAll). */
 export async function stopAllCommands(): Promise<void> {
-	await Promise.all([...started].map(command => command.interrupt()));
+	await Promise.all([...started].map((command) => command.interrupt()));
 }

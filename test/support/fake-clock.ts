@@ -14,7 +14,7 @@ interface Timer {
 
 /** Lets every pending promise callback (and the ones they queue) run. */
 export async function settle(rounds = 20): Promise<void> {
-	for (let i = 0; i < rounds; i++) await new Promise(resolve => setImmediate(resolve));
+	for (let i = 0; i < rounds; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
 export class FakeClock implements Clock {
@@ -30,7 +30,7 @@ export class FakeClock implements Clock {
 	}
 
 	sleep(ms: number): Promise<void> {
-		return new Promise(resolve => this.timers.push({ at: this.current + ms, fire: resolve }));
+		return new Promise((resolve) => this.timers.push({ at: this.current + ms, fire: resolve }));
 	}
 
 	every(ms: number, tick: () => void): () => void {
@@ -51,14 +51,16 @@ export class FakeClock implements Clock {
 
 	/** Timers waiting to fire (cancelled ones left out). */
 	get pending(): number {
-		return this.timers.filter(t => !t.cancelled).length;
+		return this.timers.filter((t) => !t.cancelled).length;
 	}
 
 	/** Moves time forward by `ms`, firing each due timer in time order and letting its effects settle. */
 	async advance(ms: number): Promise<void> {
 		const target = this.current + ms;
 		for (;;) {
-			const due = this.timers.filter(t => !t.cancelled && t.at <= target).sort((a, b) => a.at - b.at)[0];
+			const due = this.timers
+				.filter((t) => !t.cancelled && t.at <= target)
+				.sort((a, b) => a.at - b.at)[0];
 			if (!due) break;
 			this.current = due.at;
 			if (due.every) due.at += due.every;
@@ -72,7 +74,12 @@ export class FakeClock implements Clock {
 }
 
 /** Moves `clock` forward `stepMs` at a time until `promise` settles (at most `maxMs`), then returns its value. */
-export async function advanceUntil<T>(clock: FakeClock, promise: Promise<T>, stepMs = 100, maxMs = 600_000): Promise<T> {
+export async function advanceUntil<T>(
+	clock: FakeClock,
+	promise: Promise<T>,
+	stepMs = 100,
+	maxMs = 600_000,
+): Promise<T> {
 	let settled = false;
 	const watched = promise.finally(() => {
 		settled = true;

@@ -34,20 +34,28 @@ export async function startApiSystem(options: ApiSystemOptions): Promise<ApiSyst
 	const config = testConfig(options);
 	const authEnv = { AUTH_SECRET: TEST_SECRET, ...options.authEnv };
 	const broker = createSystem(config, { logLevel: false, ...options });
-	const api: ApiOptions = { ...apiOptions(config, authEnv), port: 0, ip: "127.0.0.1", ...options.api };
+	const api: ApiOptions = {
+		...apiOptions(config, authEnv),
+		port: 0,
+		ip: "127.0.0.1",
+		...options.api,
+	};
 	broker.createService(createApiService(api, { clock: options.clock }));
 	const nextCompletion = watchCompletions(broker);
 	await broker.start();
-	const service = broker.getLocalService("api") as unknown as { server: import("node:http").Server };
+	const service = broker.getLocalService("api") as unknown as {
+		server: import("node:http").Server;
+	};
 	const { port } = service.server.address() as AddressInfo;
 	const auth = await loadAuthConfig(authEnv, "");
 	return {
 		broker,
 		baseUrl: `http://127.0.0.1:${port}`,
 		auth,
-		token: (scope = "runs:write", overrides = {}) => issueToken(auth, { scope, ttl: 300, subject: "test", ...overrides }),
+		token: (scope = "runs:write", overrides = {}) =>
+			issueToken(auth, { scope, ttl: 300, subject: "test", ...overrides }),
 		nextCompletion,
-		stop: () => broker.stop()
+		stop: () => broker.stop(),
 	};
 }
 
@@ -58,7 +66,17 @@ export interface JsonResponse<T = any> {
 }
 
 /** fetch with a JSON body and a parsed JSON answer (text when it is not JSON). */
-export async function request<T = any>(baseUrl: string, method: string, path: string, options: { body?: unknown; rawBody?: string; token?: string; headers?: Record<string, string> } = {}): Promise<JsonResponse<T>> {
+export async function request<T = any>(
+	baseUrl: string,
+	method: string,
+	path: string,
+	options: {
+		body?: unknown;
+		rawBody?: string;
+		token?: string;
+		headers?: Record<string, string>;
+	} = {},
+): Promise<JsonResponse<T>> {
 	const headers: Record<string, string> = { ...options.headers };
 	if (options.token) headers.Authorization = `Bearer ${options.token}`;
 	let body: string | undefined;
@@ -86,10 +104,20 @@ type Probe<T> = () => Promise<T | null | undefined | false>;
  * Polls `probe` until it returns a truthy value; past `timeoutMs` it fails naming `what` it
  * waited for (the launcher's `until`, which every poll of the tests shares).
  */
-export async function waitFor<T>(what: string, probe: Probe<T>, timeoutMs?: number, everyMs?: number): Promise<T>;
+export async function waitFor<T>(
+	what: string,
+	probe: Probe<T>,
+	timeoutMs?: number,
+	everyMs?: number,
+): Promise<T>;
 /** @deprecated name what is waited for: `waitFor(what, probe, ...)`. */
 export async function waitFor<T>(probe: Probe<T>, timeoutMs?: number, everyMs?: number): Promise<T>;
-export async function waitFor<T>(...args: [string, Probe<T>, number?, number?] | [Probe<T>, number?, number?]): Promise<T> {
-	const [what, probe, timeoutMs = 10_000, everyMs = 50] = typeof args[0] === "string" ? (args as [string, Probe<T>, number?, number?]) : ["the condition", ...(args as [Probe<T>, number?, number?])];
+export async function waitFor<T>(
+	...args: [string, Probe<T>, number?, number?] | [Probe<T>, number?, number?]
+): Promise<T> {
+	const [what, probe, timeoutMs = 10_000, everyMs = 50] =
+		typeof args[0] === "string"
+			? (args as [string, Probe<T>, number?, number?])
+			: ["the condition", ...(args as [Probe<T>, number?, number?])];
 	return until(what, timeoutMs, async () => (await probe()) || null, everyMs) as Promise<T>;
 }

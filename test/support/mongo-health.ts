@@ -28,7 +28,11 @@ export interface HealthOutcome {
 
 const NOT_YET_INITIALIZED = 94;
 
-export function runHealthScript(script: string, shell: "mongosh" | "mongo", state: ReplicaSetState): HealthOutcome {
+export function runHealthScript(
+	script: string,
+	shell: "mongosh" | "mongo",
+	state: ReplicaSetState,
+): HealthOutcome {
 	const outcome: HealthOutcome = { exitCode: null, initiatedWith: null };
 	const failed = (code: number, errmsg: string) => {
 		if (shell === "mongo") return { ok: 0, code, errmsg };
@@ -37,10 +41,17 @@ export function runHealthScript(script: string, shell: "mongosh" | "mongo", stat
 	const db = {
 		adminCommand(command: Record<string, unknown>) {
 			if ("replSetGetStatus" in command)
-				return state.initiated ? { ok: 1, set: "rs0" } : failed(NOT_YET_INITIALIZED, "no replset config has been received");
-			if ("hello" in command) return { ok: 1, isWritablePrimary: state.initiated && state.primary, secondary: state.initiated && !state.primary && !!state.secondary };
+				return state.initiated
+					? { ok: 1, set: "rs0" }
+					: failed(NOT_YET_INITIALIZED, "no replset config has been received");
+			if ("hello" in command)
+				return {
+					ok: 1,
+					isWritablePrimary: state.initiated && state.primary,
+					secondary: state.initiated && !state.primary && !!state.secondary,
+				};
 			return failed(59, `no such command: '${Object.keys(command)[0]}'`);
-		}
+		},
 	};
 	const rs = {
 		initiate(config: HealthOutcome["initiatedWith"]) {
@@ -48,7 +59,7 @@ export function runHealthScript(script: string, shell: "mongosh" | "mongo", stat
 			outcome.initiatedWith = config;
 			state.initiated = true;
 			return { ok: 1 };
-		}
+		},
 	};
 	class Quit extends Error {}
 	const quit = (code = 0) => {

@@ -12,19 +12,39 @@ import { makeProof } from "../../src/identity/proof";
 import { makeTicket } from "../../src/identity/ticket";
 
 /** A dispatch ticket for `records` (one made-up record by default), sent to `node`. */
-export function ticketFor(node: string, records: RecordPayload[] = [{ id: "rec-x", data: "x" }], batchId = `test-batch-${randomUUID()}`, batcher: SignerCredential = localCredential("", "batcher")): string {
-	return makeTicket(batcher, { runId: "test-run", batchId, records, signer: node, ttlMs: 60_000 });
+export function ticketFor(
+	node: string,
+	records: RecordPayload[] = [{ id: "rec-x", data: "x" }],
+	batchId = `test-batch-${randomUUID()}`,
+	batcher: SignerCredential = localCredential("", "batcher"),
+): string {
+	return makeTicket(batcher, {
+		runId: "test-run",
+		batchId,
+		records,
+		signer: node,
+		ttlMs: 60_000,
+	});
 }
 
-export function signerRequests(credential: SignerCredential = localCredential(""), batcher: SignerCredential = localCredential("", "batcher")) {
+export function signerRequests(
+	credential: SignerCredential = localCredential(""),
+	batcher: SignerCredential = localCredential("", "batcher"),
+) {
 	return {
 		acquire: (node: string, sessionKey: JWK, waitMs?: number) => ({
 			sessionKey,
 			proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x! }),
 			ticket: ticketFor(node, undefined, undefined, batcher),
-			...(waitMs === undefined ? {} : { waitMs })
+			...(waitMs === undefined ? {} : { waitMs }),
 		}),
-		renew: (node: string, leaseId: string) => ({ leaseId, proof: makeProof(credential, { act: "renew", node, lid: leaseId }) }),
-		release: (node: string, leaseId: string) => ({ leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) })
+		renew: (node: string, leaseId: string) => ({
+			leaseId,
+			proof: makeProof(credential, { act: "renew", node, lid: leaseId }),
+		}),
+		release: (node: string, leaseId: string) => ({
+			leaseId,
+			proof: makeProof(credential, { act: "release", node, lid: leaseId }),
+		}),
 	};
 }

@@ -31,15 +31,21 @@ export function testConfig(options: TestSystemOptions) {
 		BATCH_SIZE: String(options.batchSize ?? 300),
 		WINDOW: String(options.window ?? 0),
 		DATA_DIR: options.dataDir ?? "",
-		...options.env
+		...options.env,
 	});
 }
 
 /** A service on `broker` that hands each run.completed event to whoever waits for the next one. */
 export function watchCompletions(broker: ServiceBroker): TestSystem["nextCompletion"] {
 	const waiters: Array<(event: any) => void> = [];
-	broker.createService({ name: "test-watch", events: { [Events.runCompleted]: (ctx: { params: unknown }) => waiters.splice(0).forEach(w => w(ctx.params)) } });
-	return () => new Promise(resolve => waiters.push(resolve));
+	broker.createService({
+		name: "test-watch",
+		events: {
+			[Events.runCompleted]: (ctx: { params: unknown }) =>
+				waiters.splice(0).forEach((w) => w(ctx.params)),
+		},
+	});
+	return () => new Promise((resolve) => waiters.push(resolve));
 }
 
 export async function startSystem(options: TestSystemOptions): Promise<TestSystem> {
@@ -52,7 +58,10 @@ export async function startSystem(options: TestSystemOptions): Promise<TestSyste
 /** Starts a run and waits for it to end; returns the run and the completion event. */
 export async function runToCompletion(system: TestSystem, batchSize?: number) {
 	const completion = system.nextCompletion();
-	const run = await system.broker.call<RunDoc, object>("batcher.start", batchSize === undefined ? {} : { batchSize });
+	const run = await system.broker.call<RunDoc, object>(
+		"batcher.start",
+		batchSize === undefined ? {} : { batchSize },
+	);
 	return { run, completion: await completion };
 }
 
@@ -61,8 +70,14 @@ export async function auditSystem(broker: ServiceBroker) {
 }
 
 /** The keyring service with the defaults of an in-memory test configuration, and `overrides`. */
-export function keyringService(overrides: Partial<KeyringSettings> = {}, deps: KeyringServiceDeps = {}): BrokerSchema {
-	return createKeyringService({ ...serviceSettings(loadConfig({ DATA_DIR: "" })).keyring, ...overrides }, deps);
+export function keyringService(
+	overrides: Partial<KeyringSettings> = {},
+	deps: KeyringServiceDeps = {},
+): BrokerSchema {
+	return createKeyringService(
+		{ ...serviceSettings(loadConfig({ DATA_DIR: "" })).keyring, ...overrides },
+		deps,
+	);
 }
 
 /** The signer service with the defaults of an in-memory test configuration (to join a running system). */

@@ -24,7 +24,8 @@ async function follow(url: string, events: SseEvent[], signal: AbortSignal): Pro
 					buffer = buffer.slice(end + 2);
 					const event = /^event: (.*)$/m.exec(block)?.[1];
 					const data = /^data: (.*)$/m.exec(block)?.[1];
-					if (event && data) events.push({ event, data: JSON.parse(data), at: Date.now() });
+					if (event && data)
+						events.push({ event, data: JSON.parse(data), at: Date.now() });
 				}
 			}
 		} catch {
@@ -38,7 +39,12 @@ describe("server-sent events", () => {
 	let system: ApiSystem;
 
 	beforeAll(async () => {
-		system = await startApiSystem({ records: 3000, keys: 4, window: 2, api: { startRateLimit: { window: 60_000, limit: 100 }, progressIntervalMs: 250 } });
+		system = await startApiSystem({
+			records: 3000,
+			keys: 4,
+			window: 2,
+			api: { startRateLimit: { window: 60_000, limit: 100 }, progressIntervalMs: 250 },
+		});
 	});
 	afterAll(() => system?.stop());
 
@@ -51,24 +57,50 @@ describe("server-sent events", () => {
 		expect(response.headers.get("cache-control")).toContain("no-cache");
 
 		const completion = system.nextCompletion();
-		const started = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 5 }, token: await system.token() });
+		const started = await request(system.baseUrl, "POST", "/api/batcher/start", {
+			body: { batchSize: 5 },
+			token: await system.token(),
+		});
 		expect(started.status).toBe(202);
 		await completion;
-		await waitFor("the run.completed event on the stream", async () => events.some(e => e.event === "run.completed"));
+		await waitFor("the run.completed event on the stream", async () =>
+			events.some((e) => e.event === "run.completed"),
+		);
 		abort.abort();
 
-		const names = events.map(e => e.event);
+		const names = events.map((e) => e.event);
 		// The first message may be the state at connection time (an idle snapshot).
-		const run = events.filter(e => e.event !== "progress" || e.data.runId === started.body.id);
-		expect(run[0]).toMatchObject({ event: "run.started", data: { runId: started.body.id, batchSize: 5, records: 3000 } });
+		const run = events.filter(
+			(e) => e.event !== "progress" || e.data.runId === started.body.id,
+		);
+		expect(run[0]).toMatchObject({
+			event: "run.started",
+			data: { runId: started.body.id, batchSize: 5, records: 3000 },
+		});
 		expect(names.at(-1)).toBe("run.completed");
-		expect(events.at(-1)!.data).toMatchObject({ status: "completed", report: { runId: started.body.id, signedThisRun: 3000 } });
+		expect(events.at(-1)!.data).toMatchObject({
+			status: "completed",
+			report: { runId: started.body.id, signedThisRun: 3000 },
+		});
 
-		const progress = run.filter(e => e.event === "progress");
+		const progress = run.filter((e) => e.event === "progress");
 		expect(progress.length).toBeGreaterThanOrEqual(2);
-		expect(progress.at(-1)!.data).toMatchObject({ runId: started.body.id, records: 3000, signed: 3000, progress: 1 });
-		for (const { data } of progress) expect(data).toEqual(expect.objectContaining({ signed: expect.any(Number), records: 3000, recordsPerSecond: expect.any(Number) }));
-		for (let i = 1; i < progress.length; i++) expect(progress[i].data.signed).toBeGreaterThanOrEqual(progress[i - 1].data.signed);
+		expect(progress.at(-1)!.data).toMatchObject({
+			runId: started.body.id,
+			records: 3000,
+			signed: 3000,
+			progress: 1,
+		});
+		for (const { data } of progress)
+			expect(data).toEqual(
+				expect.objectContaining({
+					signed: expect.any(Number),
+					records: 3000,
+					recordsPerSecond: expect.any(Number),
+				}),
+			);
+		for (let i = 1; i < progress.length; i++)
+			expect(progress[i].data.signed).toBeGreaterThanOrEqual(progress[i - 1].data.signed);
 		// 600 batch.signed events folded into a handful of messages: at most one per 250 ms (+ the final flush).
 		const batches = progress.at(-1)!.data.batches;
 		expect(batches).toBe(600);
@@ -82,6 +114,9 @@ describe("server-sent events", () => {
 		await follow(`${system.baseUrl}/api/events`, events, abort.signal);
 		await waitFor("a first event for the late client", async () => events.length > 0);
 		abort.abort();
-		expect(events[0]).toMatchObject({ event: "progress", data: { signed: 3000, records: 3000 } });
+		expect(events[0]).toMatchObject({
+			event: "progress",
+			data: { signed: 3000, records: 3000 },
+		});
 	});
 });

@@ -28,24 +28,44 @@ interface Answer {
 }
 
 /** One HTTP request from a chosen loopback source address (each is a distinct client to the gateway). */
-function send(system: ApiSystem, method: string, urlPath: string, options: { from?: string; forwardedFor?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
+function send(
+	system: ApiSystem,
+	method: string,
+	urlPath: string,
+	options: {
+		from?: string;
+		forwardedFor?: string;
+		headers?: Record<string, string>;
+		body?: string;
+	} = {},
+): Promise<Answer> {
 	const { port } = new URL(system.baseUrl);
 	const headers: Record<string, string> = { ...options.headers };
 	if (options.forwardedFor !== undefined) headers["X-Forwarded-For"] = options.forwardedFor;
 	return new Promise((resolve, reject) => {
-		const req = http.request({ host: "127.0.0.1", port: Number(port), method, path: urlPath, localAddress: options.from ?? "127.0.0.1", headers }, res => {
-			let text = "";
-			res.on("data", chunk => (text += chunk));
-			res.on("end", () => {
-				let body: unknown = text;
-				try {
-					body = JSON.parse(text);
-				} catch {
-					// Not JSON.
-				}
-				resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
-			});
-		});
+		const req = http.request(
+			{
+				host: "127.0.0.1",
+				port: Number(port),
+				method,
+				path: urlPath,
+				localAddress: options.from ?? "127.0.0.1",
+				headers,
+			},
+			(res) => {
+				let text = "";
+				res.on("data", (chunk) => (text += chunk));
+				res.on("end", () => {
+					let body: unknown = text;
+					try {
+						body = JSON.parse(text);
+					} catch {
+						// Not JSON.
+					}
+					resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+				});
+			},
+		);
 		req.on("error", reject);
 		req.end(options.body);
 	});
@@ -53,8 +73,17 @@ function send(system: ApiSystem, method: string, urlPath: string, options: { fro
 
 describe("TRUSTED_PROXIES: the setting", () => {
 	test("comma-separated IPv4 and IPv6 addresses and CIDR ranges, in canonical form, passed to the gateway's options", () => {
-		const config = loadConfig({ DATA_DIR: "", TRUSTED_PROXIES: " 10.0.0.0/8,127.0.0.1 , ::1,FD00::/8, ::ffff:192.168.0.0/112" });
-		expect(config.trustedProxies).toEqual(["10.0.0.0/8", "127.0.0.1/32", "::1/128", "fd00::/8", "192.168.0.0/16"]);
+		const config = loadConfig({
+			DATA_DIR: "",
+			TRUSTED_PROXIES: " 10.0.0.0/8,127.0.0.1 , ::1,FD00::/8, ::ffff:192.168.0.0/112",
+		});
+		expect(config.trustedProxies).toEqual([
+			"10.0.0.0/8",
+			"127.0.0.1/32",
+			"::1/128",
+			"fd00::/8",
+			"192.168.0.0/16",
+		]);
 		expect(apiOptions(config).trustedProxies).toEqual(config.trustedProxies);
 	});
 
@@ -63,16 +92,35 @@ describe("TRUSTED_PROXIES: the setting", () => {
 		expect(loadConfig({ DATA_DIR: "", TRUSTED_PROXIES: "" }).trustedProxies).toEqual([]);
 	});
 
-	test.each([["10.0.0.0/33"], ["::1/129"], ["proxy.internal"], ["10.0.0.1/8/1"], ["1.2.3"], ["10.0.0.0/-1"], ["10.0.0.0/x"], ["fe80::1%eth0"], ["::ffff:10.0.0.0/64"]])("%s is a ConfigError naming TRUSTED_PROXIES and the entry", entry => {
+	test.each([
+		["10.0.0.0/33"],
+		["::1/129"],
+		["proxy.internal"],
+		["10.0.0.1/8/1"],
+		["1.2.3"],
+		["10.0.0.0/-1"],
+		["10.0.0.0/x"],
+		["fe80::1%eth0"],
+		["::ffff:10.0.0.0/64"],
+	])("%s is a ConfigError naming TRUSTED_PROXIES and the entry", (entry) => {
 		const load = () => loadConfig({ DATA_DIR: "", TRUSTED_PROXIES: `127.0.0.1,${entry}` });
 		expect(load).toThrow(ConfigError);
-		expect(load).toThrow(`TRUSTED_PROXIES must be IP addresses or CIDR ranges separated by commas (e.g. 10.0.0.0/8,127.0.0.1,::1), got "${entry}"`);
+		expect(load).toThrow(
+			`TRUSTED_PROXIES must be IP addresses or CIDR ranges separated by commas (e.g. 10.0.0.0/8,127.0.0.1,::1), got "${entry}"`,
+		);
 	});
 });
 
 describe("clientAddress: who a request comes from", () => {
 	const trusted = new TrustedProxies(["127.0.0.1", "10.0.0.0/8", "fd00::/8"]);
-	const from = (peer: string, forwardedFor?: string | string[]) => clientAddress({ socket: { remoteAddress: peer }, headers: forwardedFor === undefined ? {} : { "x-forwarded-for": forwardedFor } }, trusted);
+	const from = (peer: string, forwardedFor?: string | string[]) =>
+		clientAddress(
+			{
+				socket: { remoteAddress: peer },
+				headers: forwardedFor === undefined ? {} : { "x-forwarded-for": forwardedFor },
+			},
+			trusted,
+		);
 
 	test("one address in any notation is one client; distinct addresses are distinct clients", () => {
 		expect(from("::ffff:127.0.0.2")).toBe("127.0.0.2");
@@ -89,7 +137,9 @@ describe("clientAddress: who a request comes from", () => {
 	});
 
 	test("from the right, trusted proxies are skipped; the first untrusted address is the client", () => {
-		expect(from("127.0.0.1", "198.51.100.1, 203.0.113.5, 10.1.1.1, 10.2.2.2")).toBe("203.0.113.5");
+		expect(from("127.0.0.1", "198.51.100.1, 203.0.113.5, 10.1.1.1, 10.2.2.2")).toBe(
+			"203.0.113.5",
+		);
 		expect(from("127.0.0.1", ["198.51.100.1, 203.0.113.5", "10.1.1.1"])).toBe("203.0.113.5");
 		// Only trusted hops: the farthest is where the request started.
 		expect(from("127.0.0.1", "10.0.0.1, 10.0.0.2")).toBe("10.0.0.1");
@@ -108,7 +158,15 @@ describe("clientAddress: who a request comes from", () => {
 	test("from an untrusted peer, or with no proxies configured, the header is ignored", () => {
 		expect(from("127.0.0.2", "203.0.113.5")).toBe("127.0.0.2");
 		expect(from("::ffff:192.0.2.1", "203.0.113.5")).toBe("192.0.2.1");
-		expect(clientAddress({ socket: { remoteAddress: "127.0.0.1" }, headers: { "x-forwarded-for": "203.0.113.5" } }, new TrustedProxies([]))).toBe("127.0.0.1");
+		expect(
+			clientAddress(
+				{
+					socket: { remoteAddress: "127.0.0.1" },
+					headers: { "x-forwarded-for": "203.0.113.5" },
+				},
+				new TrustedProxies([]),
+			),
+		).toBe("127.0.0.1");
 	});
 });
 
@@ -116,13 +174,24 @@ describe("behind a trusted proxy, the limits are per client", () => {
 	let system: ApiSystem;
 	beforeAll(async () => {
 		// The peer 127.0.0.1 (and 127.0.0.4) is the proxy; the rate limit is 2 per minute, 1 event stream per client.
-		system = await startApiSystem({ records: 30, keys: 2, env: { TRUSTED_PROXIES: "127.0.0.1,127.0.0.4,10.0.0.0/8" }, api: { startRateLimit: { window: 60_000, limit: 2 }, eventStreams: { perClient: 1, total: 50 } } });
+		system = await startApiSystem({
+			records: 30,
+			keys: 2,
+			env: { TRUSTED_PROXIES: "127.0.0.1,127.0.0.4,10.0.0.0/8" },
+			api: {
+				startRateLimit: { window: 60_000, limit: 2 },
+				eventStreams: { perClient: 1, total: 50 },
+			},
+		});
 	});
 	afterAll(() => system?.stop());
 
 	/** A rate-limited write that starts nothing: cancelling an unknown run (404 until limited). */
 	const write = async (options: { from?: string; forwardedFor?: string }) =>
-		send(system, "POST", "/api/runs/run-unknown/cancel", { ...options, headers: { Authorization: `Bearer ${await system.token()}` } });
+		send(system, "POST", "/api/runs/run-unknown/cancel", {
+			...options,
+			headers: { Authorization: `Bearer ${await system.token()}` },
+		});
 
 	test("each forwarded client has its own rate limit; the third write of one is 429", async () => {
 		expect((await write({ forwardedFor: "203.0.113.1" })).status).toBe(404);
@@ -143,9 +212,13 @@ describe("behind a trusted proxy, the limits are per client", () => {
 	});
 
 	test("trusted proxies in the chain are skipped; what the client wrote left of itself does not matter", async () => {
-		expect((await write({ forwardedFor: "198.51.100.7, 203.0.113.4, 10.1.2.3" })).status).toBe(404);
+		expect((await write({ forwardedFor: "198.51.100.7, 203.0.113.4, 10.1.2.3" })).status).toBe(
+			404,
+		);
 		expect((await write({ forwardedFor: "spoofed, 203.0.113.4" })).status).toBe(404);
-		expect((await write({ forwardedFor: "198.51.100.8, 203.0.113.4, 10.9.9.9, 10.1.2.3" })).status).toBe(429);
+		expect(
+			(await write({ forwardedFor: "198.51.100.8, 203.0.113.4, 10.9.9.9, 10.1.2.3" })).status,
+		).toBe(429);
 	});
 
 	test("an untrusted peer cannot pick its own key with X-Forwarded-For", async () => {
@@ -158,7 +231,10 @@ describe("behind a trusted proxy, the limits are per client", () => {
 
 	test("a malformed X-Forwarded-For from a trusted proxy counts against the proxy itself", async () => {
 		expect((await write({ from: "127.0.0.4", forwardedFor: "not-an-ip" })).status).toBe(404);
-		expect((await write({ from: "127.0.0.4", forwardedFor: "203.0.113.60, 203.0.113.61:443" })).status).toBe(404);
+		expect(
+			(await write({ from: "127.0.0.4", forwardedFor: "203.0.113.60, 203.0.113.61:443" }))
+				.status,
+		).toBe(404);
 		expect((await write({ from: "127.0.0.4" })).status).toBe(429);
 		// A well-formed one is its client's, not limited.
 		expect((await write({ from: "127.0.0.4", forwardedFor: "203.0.113.62" })).status).toBe(404);
@@ -168,18 +244,35 @@ describe("behind a trusted proxy, the limits are per client", () => {
 		const { port } = new URL(system.baseUrl);
 		const open: http.ClientRequest[] = [];
 		const stream = (from: string, forwardedFor: string) =>
-			new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-				const req = http.get({ host: "127.0.0.1", port: Number(port), path: "/api/events", localAddress: from, headers: { "X-Forwarded-For": forwardedFor } }, res => {
-					if (res.statusCode === 200) {
-						open.push(req);
-						return resolve({ status: 200, headers: res.headers, body: "" });
-					}
-					let body = "";
-					res.on("data", chunk => (body += chunk));
-					res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-				});
-				req.on("error", reject);
-			});
+			new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
+				(resolve, reject) => {
+					const req = http.get(
+						{
+							host: "127.0.0.1",
+							port: Number(port),
+							path: "/api/events",
+							localAddress: from,
+							headers: { "X-Forwarded-For": forwardedFor },
+						},
+						(res) => {
+							if (res.statusCode === 200) {
+								open.push(req);
+								return resolve({ status: 200, headers: res.headers, body: "" });
+							}
+							let body = "";
+							res.on("data", (chunk) => (body += chunk));
+							res.on("end", () =>
+								resolve({
+									status: res.statusCode ?? 0,
+									headers: res.headers,
+									body,
+								}),
+							);
+						},
+					);
+					req.on("error", reject);
+				},
+			);
 		try {
 			const first = await stream("127.0.0.1", "203.0.113.70");
 			expect(first.status).toBe(200);
@@ -196,7 +289,11 @@ describe("behind a trusted proxy, the limits are per client", () => {
 
 			// Closing a stream frees its client's slot.
 			open.shift()!.destroy();
-			await waitFor("a stream slot freed for 203.0.113.70", async () => (await stream("127.0.0.1", "203.0.113.70")).status === 200, 5_000);
+			await waitFor(
+				"a stream slot freed for 203.0.113.70",
+				async () => (await stream("127.0.0.1", "203.0.113.70")).status === 200,
+				5_000,
+			);
 		} finally {
 			for (const req of open) req.destroy();
 		}
@@ -206,23 +303,73 @@ describe("behind a trusted proxy, the limits are per client", () => {
 describe("every answer of the gateway carries the Content-Security-Policy and nosniff", () => {
 	let system: ApiSystem;
 	beforeAll(async () => {
-		system = await startApiSystem({ records: 30, keys: 2, api: { startRateLimit: { window: 60_000, limit: 100 } } });
+		system = await startApiSystem({
+			records: 30,
+			keys: 2,
+			api: { startRateLimit: { window: 60_000, limit: 100 } },
+		});
 	});
 	afterAll(() => system?.stop());
 
 	const token = () => system.token();
-	test.each<[string, string, string, () => Promise<Record<string, string>>, string | undefined, number]>([
+	test.each<
+		[string, string, string, () => Promise<Record<string, string>>, string | undefined, number]
+	>([
 		["a path nothing serves", "GET", "/nonexistent", async () => ({}), undefined, 404],
 		["a path nothing serves, HEAD", "HEAD", "/nonexistent", async () => ({}), undefined, 404],
 		["an /api path no route has", "GET", "/api/nonexistent", async () => ({}), undefined, 404],
-		["a .well-known path no route has", "GET", "/.well-known/nothing", async () => ({}), undefined, 404],
+		[
+			"a .well-known path no route has",
+			"GET",
+			"/.well-known/nothing",
+			async () => ({}),
+			undefined,
+			404,
+		],
 		["an unknown run", "GET", "/api/runs/run-unknown", async () => ({}), undefined, 404],
-		["a write without a token", "POST", "/api/batcher/start", async () => ({ "Content-Type": "application/json" }), "{}", 401],
-		["a body that is not JSON", "POST", "/api/batcher/start", async () => ({ "Content-Type": "application/json", Authorization: `Bearer ${await token()}` }), "{not json", 400],
-		["a body of the wrong media type", "POST", "/api/batcher/start", async () => ({ "Content-Type": "text/plain", Authorization: `Bearer ${await token()}` }), "batchSize=10", 415],
-		["a body too large", "POST", "/api/batcher/start", async () => ({ "Content-Type": "application/json", Authorization: `Bearer ${await token()}` }), JSON.stringify({ batchSize: 10, pad: "x".repeat(64 * 1024) }), 413],
+		[
+			"a write without a token",
+			"POST",
+			"/api/batcher/start",
+			async () => ({ "Content-Type": "application/json" }),
+			"{}",
+			401,
+		],
+		[
+			"a body that is not JSON",
+			"POST",
+			"/api/batcher/start",
+			async () => ({
+				"Content-Type": "application/json",
+				Authorization: `Bearer ${await token()}`,
+			}),
+			"{not json",
+			400,
+		],
+		[
+			"a body of the wrong media type",
+			"POST",
+			"/api/batcher/start",
+			async () => ({
+				"Content-Type": "text/plain",
+				Authorization: `Bearer ${await token()}`,
+			}),
+			"batchSize=10",
+			415,
+		],
+		[
+			"a body too large",
+			"POST",
+			"/api/batcher/start",
+			async () => ({
+				"Content-Type": "application/json",
+				Authorization: `Bearer ${await token()}`,
+			}),
+			JSON.stringify({ batchSize: 10, pad: "x".repeat(64 * 1024) }),
+			413,
+		],
 		["the liveness probe", "GET", "/health/live", async () => ({}), undefined, 200],
-		["the JWKS", "GET", "/.well-known/jwks.json", async () => ({}), undefined, 200]
+		["the JWKS", "GET", "/.well-known/jwks.json", async () => ({}), undefined, 200],
 	])("%s: %s %s", async (_, method, urlPath, headers, body, status) => {
 		const answer = await send(system, method, urlPath, { headers: await headers(), body });
 		expect(answer.status).toBe(status);
@@ -240,24 +387,30 @@ describe("every answer of the gateway carries the Content-Security-Policy and no
 	test("a request Node cannot parse: 400 with the headers, then the connection closes", async () => {
 		const { port } = new URL(system.baseUrl);
 		const raw = await new Promise<string>((resolve, reject) => {
-			const socket = net.connect(Number(port), "127.0.0.1", () => socket.write("GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n"));
+			const socket = net.connect(Number(port), "127.0.0.1", () =>
+				socket.write("GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n"),
+			);
 			let text = "";
-			socket.on("data", chunk => (text += chunk));
+			socket.on("data", (chunk) => (text += chunk));
 			socket.on("close", () => resolve(text));
 			socket.on("error", reject);
 		});
 		expect(raw).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
-		expect(raw).toMatch(/\r\nContent-Security-Policy: default-src 'self'.*frame-ancestors 'none'\r\n/);
+		expect(raw).toMatch(
+			/\r\nContent-Security-Policy: default-src 'self'.*frame-ancestors 'none'\r\n/,
+		);
 		expect(raw).toMatch(/\r\nX-Content-Type-Options: nosniff\r\n/);
 	});
 
 	test("the same on a kept-alive connection after a complete answer", async () => {
 		const { port } = new URL(system.baseUrl);
 		const raw = await new Promise<string>((resolve, reject) => {
-			const socket = net.connect(Number(port), "127.0.0.1", () => socket.write("GET /nonexistent HTTP/1.1\r\nHost: x\r\n\r\n"));
+			const socket = net.connect(Number(port), "127.0.0.1", () =>
+				socket.write("GET /nonexistent HTTP/1.1\r\nHost: x\r\n\r\n"),
+			);
 			let text = "";
 			let second = false;
-			socket.on("data", chunk => {
+			socket.on("data", (chunk) => {
 				text += chunk;
 				// The 404's JSON body has arrived (whole, or its last chunk): now a request Node cannot parse.
 				if (!second && /(\}|\r\n0\r\n\r\n)$/.test(text)) {
@@ -269,15 +422,25 @@ describe("every answer of the gateway carries the Content-Security-Policy and no
 			socket.on("error", reject);
 		});
 		const answers = raw.split(/(?=HTTP\/1\.1 )/);
-		expect(answers.map(answer => answer.split("\r\n")[0])).toEqual(["HTTP/1.1 404 Not Found", "HTTP/1.1 400 Bad Request"]);
-		for (const answer of answers) expect(answer).toMatch(/\r\nContent-Security-Policy: default-src 'self'.*\r\nX-Content-Type-Options: nosniff\r\n/);
+		expect(answers.map((answer) => answer.split("\r\n")[0])).toEqual([
+			"HTTP/1.1 404 Not Found",
+			"HTTP/1.1 400 Bad Request",
+		]);
+		for (const answer of answers)
+			expect(answer).toMatch(
+				/\r\nContent-Security-Policy: default-src 'self'.*\r\nX-Content-Type-Options: nosniff\r\n/,
+			);
 	});
 });
 
 describe("webhook registration refuses every address delivery refuses", () => {
 	let system: ApiSystem;
 	beforeAll(async () => {
-		system = await startApiSystem({ records: 30, keys: 2, api: { startRateLimit: { window: 60_000, limit: 100 } } });
+		system = await startApiSystem({
+			records: 30,
+			keys: 2,
+			api: { startRateLimit: { window: 60_000, limit: 100 } },
+		});
 	});
 	afterAll(() => system?.stop());
 
@@ -293,37 +456,92 @@ describe("webhook registration refuses every address delivery refuses", () => {
 		["the unspecified IPv6 address", "http://[::]/hook"],
 		["NAT64 of a private address", "http://[64:ff9b::a00:1]/hook"],
 		["6to4 of loopback", "http://[2002:7f00:1::1]/hook"],
-		["this network (0)", "http://0/hook"]
-	])("%s (%s): 422 naming callbackUrl at registration, refused at delivery", async (_, callbackUrl) => {
-		const before = await request(system.baseUrl, "GET", "/api/runs");
-		const refused = await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10, callbackUrl }, token: await system.token() });
-		expect(refused.status).toBe(422);
-		expect(refused.body).toMatchObject({ type: "INVALID_CALLBACK_URL", data: { field: "callbackUrl" }, message: expect.stringMatching(/^callbackUrl points at a loopback or private address .*WEBHOOK_ALLOW_PRIVATE=true/) });
-		// Nothing started.
-		expect((await request(system.baseUrl, "GET", "/api/runs")).body).toEqual(before.body);
-		// Delivery refuses the same URL before connecting.
-		await expect(postJson(callbackUrl, "{}", {}, { timeoutMs: 2_000, allowPrivate: false, maxResponseBytes: 1024 })).rejects.toBeInstanceOf(ForbiddenTargetError);
-		// With WEBHOOK_ALLOW_PRIVATE=true, as delivery, registration lets it through.
-		expect(await checkWebhookTarget(callbackUrl, true)).toBeNull();
-	});
+		["this network (0)", "http://0/hook"],
+	])(
+		"%s (%s): 422 naming callbackUrl at registration, refused at delivery",
+		async (_, callbackUrl) => {
+			const before = await request(system.baseUrl, "GET", "/api/runs");
+			const refused = await request(system.baseUrl, "POST", "/api/batcher/start", {
+				body: { batchSize: 10, callbackUrl },
+				token: await system.token(),
+			});
+			expect(refused.status).toBe(422);
+			expect(refused.body).toMatchObject({
+				type: "INVALID_CALLBACK_URL",
+				data: { field: "callbackUrl" },
+				message: expect.stringMatching(
+					/^callbackUrl points at a loopback or private address .*WEBHOOK_ALLOW_PRIVATE=true/,
+				),
+			});
+			// Nothing started.
+			expect((await request(system.baseUrl, "GET", "/api/runs")).body).toEqual(before.body);
+			// Delivery refuses the same URL before connecting.
+			await expect(
+				postJson(
+					callbackUrl,
+					"{}",
+					{},
+					{ timeoutMs: 2_000, allowPrivate: false, maxResponseBytes: 1024 },
+				),
+			).rejects.toBeInstanceOf(ForbiddenTargetError);
+			// With WEBHOOK_ALLOW_PRIVATE=true, as delivery, registration lets it through.
+			expect(await checkWebhookTarget(callbackUrl, true)).toBeNull();
+		},
+	);
 
 	test("a name is resolved at registration as delivery resolves it: a private answer is refused, no answer is left to delivery", async () => {
-		const answers = (...addresses: string[]) => async () => addresses.map(address => ({ address, family: net.isIP(address) }));
-		expect(await checkWebhookTarget("https://hooks.example.test/run", false, answers("93.184.215.14", "10.0.0.7"))).toBe(
-			"callbackUrl points at a loopback or private address (hooks.example.test resolves to 10.0.0.7); set WEBHOOK_ALLOW_PRIVATE=true to allow it"
+		const answers =
+			(...addresses: string[]) =>
+			async () =>
+				addresses.map((address) => ({ address, family: net.isIP(address) }));
+		expect(
+			await checkWebhookTarget(
+				"https://hooks.example.test/run",
+				false,
+				answers("93.184.215.14", "10.0.0.7"),
+			),
+		).toBe(
+			"callbackUrl points at a loopback or private address (hooks.example.test resolves to 10.0.0.7); set WEBHOOK_ALLOW_PRIVATE=true to allow it",
 		);
-		expect(await checkWebhookTarget("https://hooks.example.test/run", false, answers("::ffff:169.254.169.254"))).toMatch(/resolves to ::ffff:169\.254\.169\.254/);
-		expect(await checkWebhookTarget("https://hooks.example.test/run", false, answers("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"))).toBeNull();
-		expect(await checkWebhookTarget("https://hooks.example.test/run", false, () => Promise.reject(Object.assign(new Error("getaddrinfo ENOTFOUND"), { code: "ENOTFOUND" })))).toBeNull();
+		expect(
+			await checkWebhookTarget(
+				"https://hooks.example.test/run",
+				false,
+				answers("::ffff:169.254.169.254"),
+			),
+		).toMatch(/resolves to ::ffff:169\.254\.169\.254/);
+		expect(
+			await checkWebhookTarget(
+				"https://hooks.example.test/run",
+				false,
+				answers("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"),
+			),
+		).toBeNull();
+		expect(
+			await checkWebhookTarget("https://hooks.example.test/run", false, () =>
+				Promise.reject(
+					Object.assign(new Error("getaddrinfo ENOTFOUND"), { code: "ENOTFOUND" }),
+				),
+			),
+		).toBeNull();
 		const started = Date.now();
-		expect(await checkWebhookTarget("https://hooks.example.test/run", false, () => new Promise(() => undefined), 100)).toBeNull();
+		expect(
+			await checkWebhookTarget(
+				"https://hooks.example.test/run",
+				false,
+				() => new Promise(() => undefined),
+				100,
+			),
+		).toBeNull();
 		expect(Date.now() - started).toBeLessThan(2_000);
 	});
 });
 
 /** Every folder and file under `dir` (itself included) with its permission bits, as "0700". */
 function modes(dir: string): Record<string, string> {
-	const found: Record<string, string> = { ".": `0${(fs.statSync(dir).mode & 0o7777).toString(8)}` };
+	const found: Record<string, string> = {
+		".": `0${(fs.statSync(dir).mode & 0o7777).toString(8)}`,
+	};
 	const walk = (folder: string) => {
 		for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
 			const full = path.join(folder, entry.name);
@@ -337,7 +555,12 @@ function modes(dir: string): Record<string, string> {
 
 /** The entries of `found` whose mode is not the private one (0700 folders, 0600 files). */
 function exposed(dir: string, found: Record<string, string>): Record<string, string> {
-	return Object.fromEntries(Object.entries(found).filter(([name, mode]) => mode !== (fs.lstatSync(path.join(dir, name)).isDirectory() ? "0700" : "0600")));
+	return Object.fromEntries(
+		Object.entries(found).filter(
+			([name, mode]) =>
+				mode !== (fs.lstatSync(path.join(dir, name)).isDirectory() ? "0700" : "0600"),
+		),
+	);
 }
 
 describe("DATA_DIR is 0700 and every file in it 0600", () => {
@@ -357,15 +580,41 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 		const umask = process.umask(0);
 		let system: ApiSystem | null = null;
 		try {
-			system = await startApiSystem({ records: 40, keys: 2, dataDir: dir, api: { startRateLimit: { window: 60_000, limit: 100 } } });
+			system = await startApiSystem({
+				records: 40,
+				keys: 2,
+				dataDir: dir,
+				api: { startRateLimit: { window: 60_000, limit: 100 } },
+			});
 			const completion = system.nextCompletion();
-			expect((await request(system.baseUrl, "POST", "/api/batcher/start", { body: { batchSize: 10 }, token: await system.token() })).status).toBe(202);
+			expect(
+				(
+					await request(system.baseUrl, "POST", "/api/batcher/start", {
+						body: { batchSize: 10 },
+						token: await system.token(),
+					})
+				).status,
+			).toBe(202);
 			await completion;
 			new ApiKeyFile(path.join(dir, "api-keys.json")).create("ci-job", ["runs:write"]);
-			expect((await loadAuthConfig({}, dir)).key).toMatchObject({ source: "file", file: path.join(dir, "auth.secret") });
+			expect((await loadAuthConfig({}, dir)).key).toMatchObject({
+				source: "file",
+				file: path.join(dir, "auth.secret"),
+			});
 
 			const running = modes(dir);
-			expect(Object.keys(running)).toEqual(expect.arrayContaining(["records.sqlite", "records.sqlite-wal", "records.sqlite-shm", "keyring.sqlite", "batcher.sqlite", "webhook-key.json", "auth.secret", "api-keys.json"]));
+			expect(Object.keys(running)).toEqual(
+				expect.arrayContaining([
+					"records.sqlite",
+					"records.sqlite-wal",
+					"records.sqlite-shm",
+					"keyring.sqlite",
+					"batcher.sqlite",
+					"webhook-key.json",
+					"auth.secret",
+					"api-keys.json",
+				]),
+			);
 			expect(exposed(dir, running)).toEqual({});
 			await system.stop();
 			system = null;
@@ -373,11 +622,18 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 
 			// As an earlier version left it: the folder 0755, every file 0644.
 			fs.chmodSync(dir, 0o755);
-			for (const name of Object.keys(modes(dir))) if (name !== "." && fs.statSync(path.join(dir, name)).isFile()) fs.chmodSync(path.join(dir, name), 0o644);
+			for (const name of Object.keys(modes(dir)))
+				if (name !== "." && fs.statSync(path.join(dir, name)).isFile())
+					fs.chmodSync(path.join(dir, name), 0o644);
 			system = await startApiSystem({ records: 40, keys: 2, dataDir: dir });
 			const reopened = modes(dir);
 			expect(reopened["."]).toBe("0700");
-			for (const store of ["records", "keyring", "batcher"]) for (const suffix of ["", "-wal", "-shm"]) if (reopened[`${store}.sqlite${suffix}`]) expect({ [`${store}.sqlite${suffix}`]: reopened[`${store}.sqlite${suffix}`] }).toEqual({ [`${store}.sqlite${suffix}`]: "0600" });
+			for (const store of ["records", "keyring", "batcher"])
+				for (const suffix of ["", "-wal", "-shm"])
+					if (reopened[`${store}.sqlite${suffix}`])
+						expect({
+							[`${store}.sqlite${suffix}`]: reopened[`${store}.sqlite${suffix}`],
+						}).toEqual({ [`${store}.sqlite${suffix}`]: "0600" });
 		} finally {
 			await system?.stop();
 			process.umask(umask);
@@ -388,15 +644,17 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 		const dir = tempDir("data-tighten-");
 		fs.chmodSync(dir, 0o755);
 		const lines: string[] = [];
-		ensurePrivateDir(dir, line => lines.push(line));
-		ensurePrivateDir(dir, line => lines.push(line));
+		ensurePrivateDir(dir, (line) => lines.push(line));
+		ensurePrivateDir(dir, (line) => lines.push(line));
 		expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
-		expect(lines).toEqual([`DATA_DIR ${dir} was mode 0755, open to other users: tightened to 0700`]);
+		expect(lines).toEqual([
+			`DATA_DIR ${dir} was mode 0755, open to other users: tightened to 0700`,
+		]);
 
 		const umask = process.umask(0);
 		try {
 			const fresh = path.join(dir, "fresh", "data");
-			ensurePrivateDir(fresh, line => lines.push(line));
+			ensurePrivateDir(fresh, (line) => lines.push(line));
 			expect(fs.statSync(fresh).mode & 0o777).toBe(0o700);
 			expect(lines).toHaveLength(1);
 		} finally {
@@ -415,8 +673,10 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 			for (const file of [fresh, old]) {
 				const log = privateAppendStream(file);
 				log.write("a line\n");
-				await new Promise<void>(resolve => log.end(resolve));
-				expect({ file: path.basename(file), mode: fs.statSync(file).mode & 0o777 }).toEqual({ file: path.basename(file), mode: 0o600 });
+				await new Promise<void>((resolve) => log.end(resolve));
+				expect({ file: path.basename(file), mode: fs.statSync(file).mode & 0o777 }).toEqual(
+					{ file: path.basename(file), mode: 0o600 },
+				);
 			}
 			expect(fs.readFileSync(old, "utf8")).toBe("--- an earlier run\na line\n");
 		} finally {

@@ -35,7 +35,7 @@ async function auditExport(dir: string): Promise<AuditReport> {
 	}
 }
 
-const failing = (report: AuditReport) => report.rules.filter(r => !r.ok).map(r => r.rule);
+const failing = (report: AuditReport) => report.rules.filter((r) => !r.ok).map((r) => r.rule);
 
 describe("a corrupted export", () => {
 	const corrupt = (file: string, line: string, at: "end" | "start" = "end") => {
@@ -47,31 +47,52 @@ describe("a corrupted export", () => {
 	it.each([
 		["records.jsonl", "null", /records\.jsonl:16 is not a JSON object \(got null\)$/],
 		["records.jsonl", "42", /records\.jsonl:16 is not a JSON object \(got a number\)$/],
-		["signatures.jsonl", '["r-0001"]', /signatures\.jsonl:16 is not a JSON object \(got an array\)$/],
+		[
+			"signatures.jsonl",
+			'["r-0001"]',
+			/signatures\.jsonl:16 is not a JSON object \(got an array\)$/,
+		],
 		["batches.jsonl", '{"batchId": "b-1",', /batches\.jsonl:7 is not a JSON object: /],
-		["records.jsonl", '{"id": 7, "data": "x"}', /records\.jsonl:16 has no string "id" \(got 7\)$/],
-		["leases.jsonl", '{"keyId": "key-000"}', /leases\.jsonl:7 has no string "leaseId" \(got nothing\)$/]
-	])("%s with the line %s is an ExportError naming the file and line", async (file, line, message) => {
-		await writeExport(snapshot, tmp);
-		corrupt(file, line);
-		const error = await importExport(tmp).catch((err: unknown) => err);
-		expect(error).toBeInstanceOf(ExportError);
-		expect((error as Error).message).toMatch(message);
-		expect((error as Error).message).toContain(path.join(tmp, file));
-	});
+		[
+			"records.jsonl",
+			'{"id": 7, "data": "x"}',
+			/records\.jsonl:16 has no string "id" \(got 7\)$/,
+		],
+		[
+			"leases.jsonl",
+			'{"keyId": "key-000"}',
+			/leases\.jsonl:7 has no string "leaseId" \(got nothing\)$/,
+		],
+	])(
+		"%s with the line %s is an ExportError naming the file and line",
+		async (file, line, message) => {
+			await writeExport(snapshot, tmp);
+			corrupt(file, line);
+			const error = await importExport(tmp).catch((err: unknown) => err);
+			expect(error).toBeInstanceOf(ExportError);
+			expect((error as Error).message).toMatch(message);
+			expect((error as Error).message).toContain(path.join(tmp, file));
+		},
+	);
 
 	it("names the line of a bad line in the middle, blank lines counted", async () => {
 		await writeExport(snapshot, tmp);
 		corrupt("keys.jsonl", "\nnull", "start");
-		await expect(importExport(tmp)).rejects.toThrow(/keys\.jsonl:2 is not a JSON object \(got null\)$/);
+		await expect(importExport(tmp)).rejects.toThrow(
+			/keys\.jsonl:2 is not a JSON object \(got null\)$/,
+		);
 	});
 
 	it("names a bad run and a bad JWKS key", async () => {
 		await writeExport(snapshot, tmp);
 		fs.writeFileSync(path.join(tmp, "runs.json"), JSON.stringify([snapshot.runs[0], 42]));
-		await expect(importExport(tmp)).rejects.toThrow(/runs\.json: entry 1 is not a JSON object \(got a number\)$/);
+		await expect(importExport(tmp)).rejects.toThrow(
+			/runs\.json: entry 1 is not a JSON object \(got a number\)$/,
+		);
 		fs.writeFileSync(path.join(tmp, "jwks.json"), JSON.stringify({ keys: [null] }));
-		await expect(importExport(tmp)).rejects.toThrow(/jwks\.json: keys\[0\] is not a JSON object$/);
+		await expect(importExport(tmp)).rejects.toThrow(
+			/jwks\.json: keys\[0\] is not a JSON object$/,
+		);
 	});
 
 	it("leaves no temporary files behind", async () => {
@@ -93,16 +114,30 @@ describe("expiresAt in leases.jsonl", () => {
 		const broken = cloneSnapshot(snapshot);
 		const last = broken.leases.reduce((a, b) => ((a.endSeq ?? 0) > (b.endSeq ?? 0) ? a : b));
 		Object.assign(last, { end: null, endSeq: null, endedAt: null });
-		const signature = broken.signatures.find(s => s.leaseId === last.leaseId)!;
+		const signature = broken.signatures.find((s) => s.leaseId === last.leaseId)!;
 		signature.signedAt = new Date(Date.parse(last.expiresAt!) + 2000).toISOString();
 		return { broken, leaseId: last.leaseId };
 	}
 
 	it("is exported with each lease, after grantedAt as section 9 lists it", async () => {
 		await writeExport(snapshot, tmp);
-		const leases = fs.readFileSync(path.join(tmp, "leases.jsonl"), "utf8").trimEnd().split("\n").map(line => JSON.parse(line));
-		expect(Object.keys(leases[0])).toEqual(["leaseId", "keyId", "holder", "grantSeq", "grantedAt", "expiresAt", "endSeq", "endedAt", "end"]);
-		expect(leases.map(l => l.expiresAt)).toEqual(snapshot.leases.map(l => l.expiresAt));
+		const leases = fs
+			.readFileSync(path.join(tmp, "leases.jsonl"), "utf8")
+			.trimEnd()
+			.split("\n")
+			.map((line) => JSON.parse(line));
+		expect(Object.keys(leases[0])).toEqual([
+			"leaseId",
+			"keyId",
+			"holder",
+			"grantSeq",
+			"grantedAt",
+			"expiresAt",
+			"endSeq",
+			"endedAt",
+			"end",
+		]);
+		expect(leases.map((l) => l.expiresAt)).toEqual(snapshot.leases.map((l) => l.expiresAt));
 		expect((await auditExport(tmp)).ok).toBe(true);
 	});
 
@@ -111,18 +146,26 @@ describe("expiresAt in leases.jsonl", () => {
 		await writeExport(broken, tmp);
 		const report = await auditExport(tmp);
 		expect(failing(report)).toEqual(["no-key-overlap"]);
-		expect(report.violations[0].message).toMatch(new RegExp(`outside lease ${leaseId} of key key-00\\d \\(granted .*, expires ${broken.leases.find(l => l.leaseId === leaseId)!.expiresAt}\\)$`));
+		expect(report.violations[0].message).toMatch(
+			new RegExp(
+				`outside lease ${leaseId} of key key-00\\d \\(granted .*, expires ${broken.leases.find((l) => l.leaseId === leaseId)!.expiresAt}\\)$`,
+			),
+		);
 	});
 
 	it("is read as unknown from an export written before section 9 listed it: the grant alone bounds the lease", async () => {
 		const { broken } = withActiveLease();
 		await writeExport(broken, tmp);
 		const file = path.join(tmp, "leases.jsonl");
-		const old = fs.readFileSync(file, "utf8").trimEnd().split("\n").map(line => {
-			const { expiresAt, ...lease } = JSON.parse(line);
-			expect(expiresAt).toEqual(expect.any(String));
-			return JSON.stringify(lease);
-		});
+		const old = fs
+			.readFileSync(file, "utf8")
+			.trimEnd()
+			.split("\n")
+			.map((line) => {
+				const { expiresAt, ...lease } = JSON.parse(line);
+				expect(expiresAt).toEqual(expect.any(String));
+				return JSON.stringify(lease);
+			});
 		fs.writeFileSync(file, old.join("\n") + "\n");
 		expect((await auditExport(tmp)).ok).toBe(true);
 	});
@@ -136,7 +179,9 @@ describe("writing an export safely", () => {
 		try {
 			const error = await exportDb(db, file).catch((err: unknown) => err);
 			expect(error).toBeInstanceOf(ExportError);
-			expect((error as Error).message).toBe(`${file} is a file, not a folder: name a folder to write the export into (it is created if needed)`);
+			expect((error as Error).message).toBe(
+				`${file} is a file, not a folder: name a folder to write the export into (it is created if needed)`,
+			);
 		} finally {
 			db.close();
 		}
@@ -151,7 +196,9 @@ describe("writing an export safely", () => {
 		fs.symlinkSync(victim, path.join(out, "signatures.jsonl"));
 		const error = await writeExport(snapshot, out).catch((err: unknown) => err);
 		expect(error).toBeInstanceOf(ExportError);
-		expect((error as Error).message).toBe(`${path.join(out, "signatures.jsonl")} is a symbolic link: refusing to write the export through it (remove it, or choose another --out)`);
+		expect((error as Error).message).toBe(
+			`${path.join(out, "signatures.jsonl")} is a symbolic link: refusing to write the export through it (remove it, or choose another --out)`,
+		);
 		expect(fs.readFileSync(victim, "utf8")).toBe("precious");
 		expect(fs.lstatSync(path.join(out, "signatures.jsonl")).isSymbolicLink()).toBe(true);
 		// Nothing else was written either: the check comes before any file.
@@ -160,7 +207,9 @@ describe("writing an export safely", () => {
 
 	it("leaves the previous export whole and no temporary file when writing fails half way", async () => {
 		await writeExport(snapshot, tmp);
-		const before = Object.fromEntries(fs.readdirSync(tmp).map(f => [f, fs.readFileSync(path.join(tmp, f), "utf8")]));
+		const before = Object.fromEntries(
+			fs.readdirSync(tmp).map((f) => [f, fs.readFileSync(path.join(tmp, f), "utf8")]),
+		);
 		const changed = cloneSnapshot(snapshot);
 		changed.records[0].data = "changed";
 		const db = importSnapshot(changed);
@@ -168,18 +217,25 @@ describe("writing an export safely", () => {
 		const sql = new Proxy(db.sql, {
 			get(target, property) {
 				const value = Reflect.get(target, property);
-				if (property !== "prepare") return typeof value === "function" ? value.bind(target) : value;
+				if (property !== "prepare")
+					return typeof value === "function" ? value.bind(target) : value;
 				return (text: string) => {
 					if (text.includes("bat.batches")) throw new Error("disk I/O error");
 					return target.prepare(text);
 				};
-			}
+			},
 		});
 		try {
-			await expect(exportDb({ ...db, sql, close: () => db.close() }, tmp)).rejects.toThrow(/disk I\/O error/);
+			await expect(exportDb({ ...db, sql, close: () => db.close() }, tmp)).rejects.toThrow(
+				/disk I\/O error/,
+			);
 		} finally {
 			db.close();
 		}
-		expect(Object.fromEntries(fs.readdirSync(tmp).map(f => [f, fs.readFileSync(path.join(tmp, f), "utf8")]))).toEqual(before);
+		expect(
+			Object.fromEntries(
+				fs.readdirSync(tmp).map((f) => [f, fs.readFileSync(path.join(tmp, f), "utf8")]),
+			),
+		).toEqual(before);
 	});
 });

@@ -12,10 +12,18 @@ import { openStoreFiles, StoreFilesError } from "../../src/audit/audit-db";
 import { exportDb, readExport } from "../../src/audit/export-files";
 import type { AuditReport, RuleName } from "../../src/audit/rules";
 import type { AuditSnapshot } from "../../src/audit/snapshot";
-import { auditStoreFiles, buildMiniRun, openStoreFile, SEALED, writeStoreFiles } from "../support/audit-fixture";
+import {
+	auditStoreFiles,
+	buildMiniRun,
+	openStoreFile,
+	SEALED,
+	writeStoreFiles,
+} from "../support/audit-fixture";
 
-const failing = (report: AuditReport): RuleName[] => report.rules.filter(r => !r.ok).map(r => r.rule);
-const messages = (report: AuditReport, rule: RuleName): string[] => report.violations.filter(v => v.rule === rule).map(v => v.message);
+const failing = (report: AuditReport): RuleName[] =>
+	report.rules.filter((r) => !r.ok).map((r) => r.rule);
+const messages = (report: AuditReport, rule: RuleName): string[] =>
+	report.violations.filter((v) => v.rule === rule).map((v) => v.message);
 
 let snapshot: AuditSnapshot;
 let dataDir: string;
@@ -31,10 +39,15 @@ afterEach(() => {
 	fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) => auditStoreFiles(dataDir, options);
+const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) =>
+	auditStoreFiles(dataDir, options);
 
 /** Changes the store as its owner could (or a bug in it would): through its own file. */
-function change(owner: "records" | "batcher" | "keyring", sql: string, ...params: Array<string | number | null>): void {
+function change(
+	owner: "records" | "batcher" | "keyring",
+	sql: string,
+	...params: Array<string | number | null>
+): void {
 	const db: DatabaseSync = openStoreFile(dataDir, owner);
 	try {
 		db.prepare(sql).run(...params);
@@ -44,7 +57,17 @@ function change(owner: "records" | "batcher" | "keyring", sql: string, ...params
 }
 
 const fileHashes = () =>
-	Object.fromEntries(fs.readdirSync(dataDir).filter(f => f.endsWith(".sqlite")).map(f => [f, createHash("sha256").update(fs.readFileSync(path.join(dataDir, f))).digest("hex")]));
+	Object.fromEntries(
+		fs
+			.readdirSync(dataDir)
+			.filter((f) => f.endsWith(".sqlite"))
+			.map((f) => [
+				f,
+				createHash("sha256")
+					.update(fs.readFileSync(path.join(dataDir, f)))
+					.digest("hex"),
+			]),
+	);
 
 describe("the store's own files", () => {
 	it("pass every rule, read in place without changing a byte", async () => {
@@ -52,7 +75,14 @@ describe("the store's own files", () => {
 		const report = await auditStore();
 		expect(report.violations).toEqual([]);
 		expect(report.ok).toBe(true);
-		expect(report.checked).toEqual({ records: 15, signatures: 15, batches: 6, leases: 6, keys: 3, runs: 2 });
+		expect(report.checked).toEqual({
+			records: 15,
+			signatures: 15,
+			batches: 6,
+			leases: 6,
+			keys: 3,
+			runs: 2,
+		});
 		expect(fileHashes()).toEqual(before);
 	});
 
@@ -61,7 +91,13 @@ describe("the store's own files", () => {
 		try {
 			owner.prepare("INSERT INTO records (id, data) VALUES (?, ?)").run("r-9999", "late");
 			const report = await auditStore();
-			expect(report.violations).toEqual([{ rule: "one-signature-per-record", message: "record r-9999 has no signature", ids: { recordId: "r-9999" } }]);
+			expect(report.violations).toEqual([
+				{
+					rule: "one-signature-per-record",
+					message: "record r-9999 has no signature",
+					ids: { recordId: "r-9999" },
+				},
+			]);
 		} finally {
 			owner.close();
 		}
@@ -71,9 +107,13 @@ describe("the store's own files", () => {
 		const empty = fs.mkdtempSync(path.join(os.tmpdir(), "audit-empty-"));
 		try {
 			expect(() => openStoreFiles(empty)).toThrow(StoreFilesError);
-			expect(() => openStoreFiles(empty)).toThrow(/missing records\.sqlite, batcher\.sqlite, keyring\.sqlite\): run npm start first, or pass --data-dir/);
+			expect(() => openStoreFiles(empty)).toThrow(
+				/missing records\.sqlite, batcher\.sqlite, keyring\.sqlite\): run npm start first, or pass --data-dir/,
+			);
 			fs.rmSync(path.join(dataDir, "batcher.sqlite"));
-			expect(() => openStoreFiles(dataDir)).toThrow(/^No embedded store in .* \(missing batcher\.sqlite\)/);
+			expect(() => openStoreFiles(dataDir)).toThrow(
+				/^No embedded store in .* \(missing batcher\.sqlite\)/,
+			);
 			expect(fs.readdirSync(empty)).toEqual([]);
 			expect(fs.existsSync(path.join(dataDir, "batcher.sqlite"))).toBe(false);
 		} finally {
@@ -84,7 +124,9 @@ describe("the store's own files", () => {
 	it("are refused when a file is not that owner's store", () => {
 		fs.renameSync(path.join(dataDir, "records.sqlite"), path.join(dataDir, "elsewhere.sqlite"));
 		fs.copyFileSync(path.join(dataDir, "batcher.sqlite"), path.join(dataDir, "records.sqlite"));
-		expect(() => openStoreFiles(dataDir)).toThrow(/records\.sqlite is not the records store: it has no table records, signatures/);
+		expect(() => openStoreFiles(dataDir)).toThrow(
+			/records\.sqlite is not the records store: it has no table records, signatures/,
+		);
 	});
 
 	it("refuse every write through the audit's connection", () => {
@@ -100,12 +142,23 @@ describe("the store's own files", () => {
 		const out = path.join(dataDir, "export");
 		const db = openStoreFiles(dataDir);
 		try {
-			expect(await exportDb(db, out)).toEqual({ dir: out, records: 15, signatures: 15, batches: 6, leases: 6, keys: 3, runs: 2 });
+			expect(await exportDb(db, out)).toEqual({
+				dir: out,
+				records: 15,
+				signatures: 15,
+				batches: 6,
+				leases: 6,
+				keys: 3,
+				runs: 2,
+			});
 		} finally {
 			db.close();
 		}
 		expect(await readExport(out)).toEqual(snapshot);
-		for (const file of fs.readdirSync(out)) expect(fs.readFileSync(path.join(out, file), "utf8")).not.toMatch(new RegExp(`${SEALED}|sealedPrivateKey|publicJwk`));
+		for (const file of fs.readdirSync(out))
+			expect(fs.readFileSync(path.join(out, file), "utf8")).not.toMatch(
+				new RegExp(`${SEALED}|sealedPrivateKey|publicJwk`),
+			);
 	});
 });
 
@@ -115,29 +168,38 @@ describe("each rule's violation in the store's files", () => {
 		change("records", "DELETE FROM records WHERE id = ?", "r-0005");
 		const report = await auditStore();
 		expect(failing(report)).toEqual(["one-signature-per-record"]);
-		expect(messages(report, "one-signature-per-record")).toEqual(["record r-0007 has no signature", expect.stringMatching(/^1 signature\(s\) for unknown record r-0005 \(batch /)]);
+		expect(messages(report, "one-signature-per-record")).toEqual([
+			"record r-0007 has no signature",
+			expect.stringMatching(/^1 signature\(s\) for unknown record r-0005 \(batch /),
+		]);
 	});
 
 	it("signature-verifies: tampered data, a foreign header", async () => {
 		change("records", "UPDATE records SET data = 'tampered' WHERE id = ?", "r-0004");
-		change("records", "UPDATE signatures SET jws = 'eyJhbGciOiJub25lIn0..AAAA' WHERE recordId = ?", "r-0009");
+		change(
+			"records",
+			"UPDATE signatures SET jws = 'eyJhbGciOiJub25lIn0..AAAA' WHERE recordId = ?",
+			"r-0009",
+		);
 		const report = await auditStore();
 		expect(failing(report)).toEqual(["signature-verifies"]);
 		expect(messages(report, "signature-verifies")).toEqual([
-			expect.stringMatching(/^signature of record r-0004 does not verify against key key-00\d/),
-			'signature of record r-0009 has alg "none", not "EdDSA"'
+			expect.stringMatching(
+				/^signature of record r-0004 does not verify against key key-00\d/,
+			),
+			'signature of record r-0009 has alg "none", not "EdDSA"',
 		]);
 	});
 
 	it("one-key-per-batch: a batch recording another key than its signatures and lease", async () => {
-		const batch = snapshot.batches.find(b => b.batchId === "batch-0004")!;
-		const other = snapshot.keys.map(k => k.keyId).find(k => k !== batch.keyId)!;
+		const batch = snapshot.batches.find((b) => b.batchId === "batch-0004")!;
+		const other = snapshot.keys.map((k) => k.keyId).find((k) => k !== batch.keyId)!;
 		change("batcher", "UPDATE batches SET keyId = ? WHERE batchId = ?", other, batch.batchId);
 		const report = await auditStore();
 		expect(failing(report)).toEqual(["one-key-per-batch"]);
 		expect(messages(report, "one-key-per-batch")).toEqual([
 			`batch batch-0004 records key ${other} and lease ${batch.leaseId}, which is a lease of key ${batch.keyId}`,
-			`batch batch-0004 records key ${other} but its signatures use ${batch.keyId}`
+			`batch batch-0004 records key ${other} but its signatures use ${batch.keyId}`,
 		]);
 	});
 
@@ -147,33 +209,63 @@ describe("each rule's violation in the store's files", () => {
 		const last = held.endSeq!;
 		change("keyring", "UPDATE leases SET endSeq = ? WHERE leaseId = ?", last + 2, held.leaseId);
 		// The store's unique keys allow this lease; rule 2 does not: its key was still held.
-		change("keyring", `INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES ('lease-9999', ?, 'signer-9', ?, ?, ?, ?, ?, 'released')`,
-			held.keyId, last + 1, held.grantedAt, held.expiresAt, last + 3, held.endedAt);
-		const late = snapshot.signatures.find(s => s.leaseId === "lease-0002")!;
-		const endedAt = Date.parse(snapshot.leases.find(l => l.leaseId === "lease-0002")!.endedAt!);
-		change("records", "UPDATE signatures SET signedAt = ? WHERE recordId = ?", new Date(endedAt + 5000).toISOString(), late.recordId);
+		change(
+			"keyring",
+			`INSERT INTO leases (leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end") VALUES ('lease-9999', ?, 'signer-9', ?, ?, ?, ?, ?, 'released')`,
+			held.keyId,
+			last + 1,
+			held.grantedAt,
+			held.expiresAt,
+			last + 3,
+			held.endedAt,
+		);
+		const late = snapshot.signatures.find((s) => s.leaseId === "lease-0002")!;
+		const endedAt = Date.parse(
+			snapshot.leases.find((l) => l.leaseId === "lease-0002")!.endedAt!,
+		);
+		change(
+			"records",
+			"UPDATE signatures SET signedAt = ? WHERE recordId = ?",
+			new Date(endedAt + 5000).toISOString(),
+			late.recordId,
+		);
 		const report = await auditStore();
 		expect(failing(report)).toEqual(["no-key-overlap"]);
 		expect(messages(report, "no-key-overlap")).toEqual([
 			`lease lease-9999 (seq ${last + 1}) granted key ${held.keyId}, which was not free (held by lease ${held.leaseId})`,
 			`lease lease-9999 (seq ${last + 3}) ended while not the active lease of key ${held.keyId}`,
-			expect.stringMatching(new RegExp(`^signature of record ${late.recordId} was made at .*, outside lease lease-0002`))
+			expect.stringMatching(
+				new RegExp(
+					`^signature of record ${late.recordId} was made at .*, outside lease lease-0002`,
+				),
+			),
 		]);
 	});
 
 	it("lru-order: a grant that skipped the least recently used free key", async () => {
-		const skewed = await buildMiniRun({ chooseKey: (free, n) => (n === 3 ? free[1] : free[0]) });
+		const skewed = await buildMiniRun({
+			chooseKey: (free, n) => (n === 3 ? free[1] : free[0]),
+		});
 		fs.rmSync(dataDir, { recursive: true, force: true });
 		writeStoreFiles(skewed.snapshot, dataDir);
 		const report = await auditStore();
 		expect(failing(report)).toEqual(["lru-order"]);
-		expect(messages(report, "lru-order")).toEqual([expect.stringMatching(/^lease lease-0004 \(seq \d+\) was granted key key-001 while key-000 was the least recently used free key$/)]);
+		expect(messages(report, "lru-order")).toEqual([
+			expect.stringMatching(
+				/^lease lease-0004 \(seq \d+\) was granted key key-001 while key-000 was the least recently used free key$/,
+			),
+		]);
 	});
 
 	it("batch-size: batches larger than their run's batch size", async () => {
 		change("batcher", "UPDATE runs SET batchSize = 2 WHERE runId = 'run-2'");
 		const report = await auditStore({ maxListedPerRule: 1 });
 		expect(failing(report)).toEqual(["batch-size"]);
-		expect(report.rules.find(r => r.rule === "batch-size")).toEqual({ rule: "batch-size", ok: false, violations: 3, listed: 1 });
+		expect(report.rules.find((r) => r.rule === "batch-size")).toEqual({
+			rule: "batch-size",
+			ok: false,
+			violations: 3,
+			listed: 1,
+		});
 	});
 });

@@ -21,7 +21,11 @@ test("a fresh verdict is kept and shared; callers during one audit share it", as
 	const [a, b] = await Promise.all([verdict.current(), verdict.current()]);
 	expect(a).toBe(b);
 	expect(a).toMatchObject({ ok: true, cached: false });
-	expect(await verdict.current()).toMatchObject({ ok: true, cached: true, checkedAt: a.checkedAt });
+	expect(await verdict.current()).toMatchObject({
+		ok: true,
+		cached: true,
+		checkedAt: a.checkedAt,
+	});
 	clock += 60_001;
 	expect(await verdict.current()).toMatchObject({ cached: false });
 });

@@ -19,7 +19,8 @@ afterAll(() => {
 	fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) => auditStoreFiles(dataDir, options);
+const auditStore = (options: Parameters<typeof auditStoreFiles>[1] = {}) =>
+	auditStoreFiles(dataDir, options);
 
 function tamper(sql: string, ...params: string[]): void {
 	const db = openStoreFile(dataDir, "records");
@@ -35,28 +36,44 @@ describe("the audit's threads", () => {
 		for (const rangeSize of [5000, 333, 64]) {
 			const report = await auditStore({ rangeSize, threads: 2 });
 			expect(report.violations).toEqual([]);
-			expect(report.checked).toEqual({ records: 5000, signatures: 5000, batches: 40, leases: 40, keys: 7, runs: 1 });
+			expect(report.checked).toEqual({
+				records: 5000,
+				signatures: 5000,
+				batches: 40,
+				leases: 40,
+				keys: 7,
+				runs: 1,
+			});
 		}
 	});
 
 	it("catch one tampered signature among 5,000, and the floor counts it invalid", async () => {
 		const db = openStoreFile(dataDir, "records");
-		const row = db.prepare("SELECT jws FROM signatures WHERE recordId = 'r-3217'").get() as { jws: string };
+		const row = db.prepare("SELECT jws FROM signatures WHERE recordId = 'r-3217'").get() as {
+			jws: string;
+		};
 		db.close();
 		const [protectedHeader, , bytes] = row.jws.split(".");
 		const flipped = Buffer.from(bytes, "base64url");
 		flipped[10] ^= 0x01;
-		tamper("UPDATE signatures SET jws = ? WHERE recordId = 'r-3217'", `${protectedHeader}..${flipped.toString("base64url")}`);
+		tamper(
+			"UPDATE signatures SET jws = ? WHERE recordId = 'r-3217'",
+			`${protectedHeader}..${flipped.toString("base64url")}`,
+		);
 
 		const report = await auditStore({ rangeSize: 250 });
 		expect(report.ok).toBe(false);
-		expect(report.rules.filter(r => !r.ok).map(r => r.rule)).toEqual(["signature-verifies"]);
+		expect(report.rules.filter((r) => !r.ok).map((r) => r.rule)).toEqual([
+			"signature-verifies",
+		]);
 		expect(report.violations).toEqual([
 			{
 				rule: "signature-verifies",
-				message: expect.stringMatching(/^signature of record r-3217 does not verify against key key-00\d \(batch batch-000026, key key-00\d, lease lease-000026\)$/),
-				ids: expect.objectContaining({ recordId: "r-3217" })
-			}
+				message: expect.stringMatching(
+					/^signature of record r-3217 does not verify against key key-00\d \(batch batch-000026, key key-00\d, lease lease-000026\)$/,
+				),
+				ids: expect.objectContaining({ recordId: "r-3217" }),
+			},
 		]);
 		expect(report.checked.signatures).toBe(5000);
 

@@ -18,22 +18,29 @@ describe("batcher.start params", () => {
 		["a numeric string", "300"],
 		["a word", "abc"],
 		["too large", 100_001],
-		["a boolean", true]
-	])("batchSize %s is a 422 naming the field and the range, and creates no run", async (_label, batchSize) => {
-		const error: any = await system.broker.call("batcher.start", { batchSize }).catch((err: any) => err);
-		expect(error).toBeInstanceOf(Errors.MoleculerClientError);
-		expect(error.code).toBe(422);
-		expect(error.type).toBe("INVALID_BATCH_SIZE");
-		expect(error.message).toContain("batchSize must be an integer from 1 to 100000");
-		expect(error.data).toMatchObject({ field: "batchSize", min: 1, max: 100_000 });
-		expect(await system.broker.call("batcher.runs")).toEqual([]);
-	});
+		["a boolean", true],
+	])(
+		"batchSize %s is a 422 naming the field and the range, and creates no run",
+		async (_label, batchSize) => {
+			const error: any = await system.broker
+				.call("batcher.start", { batchSize })
+				.catch((err: any) => err);
+			expect(error).toBeInstanceOf(Errors.MoleculerClientError);
+			expect(error.code).toBe(422);
+			expect(error.type).toBe("INVALID_BATCH_SIZE");
+			expect(error.message).toContain("batchSize must be an integer from 1 to 100000");
+			expect(error.data).toMatchObject({ field: "batchSize", min: 1, max: 100_000 });
+			expect(await system.broker.call("batcher.runs")).toEqual([]);
+		},
+	);
 
 	test("a missing batchSize takes the configured default; a second start while active is a 409 naming the run", async () => {
 		const completion = system.nextCompletion();
 		const run = await system.broker.call<RunDoc, object>("batcher.start", {});
 		expect(run.batchSize).toBe(40);
-		const conflict: any = await system.broker.call("batcher.start", { batchSize: 10 }).catch((err: any) => err);
+		const conflict: any = await system.broker
+			.call("batcher.start", { batchSize: 10 })
+			.catch((err: any) => err);
 		expect(conflict).toBeInstanceOf(Errors.MoleculerClientError);
 		expect(conflict.code).toBe(409);
 		expect(conflict.type).toBe("RUN_ACTIVE");
@@ -43,11 +50,13 @@ describe("batcher.start params", () => {
 		expect(report.batchSize).toBe(40);
 		expect(report.signedThisRun).toBe(2_000);
 		const runs = await system.broker.call<RunDoc[]>("batcher.runs");
-		expect(runs.map(r => r.batchSize)).toEqual([40]);
+		expect(runs.map((r) => r.batchSize)).toEqual([40]);
 	});
 
 	test("an unknown run id is a 404", async () => {
-		const error: any = await system.broker.call("batcher.get", { runId: "run-nope" }).catch((err: any) => err);
+		const error: any = await system.broker
+			.call("batcher.get", { runId: "run-nope" })
+			.catch((err: any) => err);
 		expect(error.code).toBe(404);
 		expect(error.type).toBe("RUN_NOT_FOUND");
 	});
@@ -61,7 +70,11 @@ describe("configuration at start-up", () => {
 		["KEYS", "2.5", "KEYS must be an integer from 1 to 10000"],
 		["BATCH_SIZE", "0", "BATCH_SIZE must be an integer from 1 to 100000"],
 		["TRANSPORTER", "redis://x", "TRANSPORTER must be a nats:// URL"],
-		["KEYRING_MASTER_KEY", "c2hvcnQ=", "KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes"]
+		[
+			"KEYRING_MASTER_KEY",
+			"c2hvcnQ=",
+			"KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes",
+		],
 	])("%s=%j is rejected by name", (name, value, message) => {
 		expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
 		expect(() => loadConfig({ [name]: value })).toThrow(message);
@@ -69,7 +82,9 @@ describe("configuration at start-up", () => {
 
 	test("a flag overrides the environment and is named in its error", () => {
 		expect(loadConfig({ BATCH_SIZE: "10" }, { "batch-size": "25" }).batchSize).toBe(25);
-		expect(() => loadConfig({}, { "batch-size": "0" })).toThrow("--batch-size must be an integer from 1 to 100000");
+		expect(() => loadConfig({}, { "batch-size": "0" })).toThrow(
+			"--batch-size must be an integer from 1 to 100000",
+		);
 	});
 });
 
@@ -80,7 +95,10 @@ describe("re-running a completed store", () => {
 			await runToCompletion(system, 30);
 			const second = await runToCompletion(system, 30);
 			expect(second.completion.report.signedThisRun).toBe(0);
-			expect(await system.broker.call("records.progress")).toEqual({ records: 100, signed: 100 });
+			expect(await system.broker.call("records.progress")).toEqual({
+				records: 100,
+				signed: 100,
+			});
 		} finally {
 			await system.broker.stop();
 		}
@@ -92,11 +110,20 @@ describe("idempotent starts", () => {
 		const system = await startSystem({ records: 500, keys: 2 });
 		try {
 			const completion = system.nextCompletion();
-			const first = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
-			const again = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
+			const first = await system.broker.call<RunDoc, object>("batcher.start", {
+				batchSize: 50,
+				idempotencyKey: "client-42",
+			});
+			const again = await system.broker.call<RunDoc, object>("batcher.start", {
+				batchSize: 50,
+				idempotencyKey: "client-42",
+			});
 			expect(again.runId).toBe(first.runId);
 			await completion;
-			const afterEnd = await system.broker.call<RunDoc, object>("batcher.start", { batchSize: 50, idempotencyKey: "client-42" });
+			const afterEnd = await system.broker.call<RunDoc, object>("batcher.start", {
+				batchSize: 50,
+				idempotencyKey: "client-42",
+			});
 			expect(afterEnd).toMatchObject({ runId: first.runId, status: "completed" });
 			expect(await system.broker.call<RunDoc[]>("batcher.runs")).toHaveLength(1);
 		} finally {

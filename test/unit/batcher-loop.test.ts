@@ -4,7 +4,13 @@
  */
 import { Batcher, type BatcherOptions } from "../../src/batcher/batcher";
 import type { BatcherStore, RecordsPort, SignersPort } from "../../src/batcher/ports";
-import type { BatchDoc, EventMap, RunDoc, SignBatchParams, SignBatchResult } from "../../src/contract";
+import type {
+	BatchDoc,
+	EventMap,
+	RunDoc,
+	SignBatchParams,
+	SignBatchResult,
+} from "../../src/contract";
 import { until } from "../support/cluster";
 import { advanceUntil, FakeClock, settle } from "../support/fake-clock";
 
@@ -20,10 +26,10 @@ class MemoryBatcherStore implements BatcherStore {
 		return this.runs.get(runId) ?? null;
 	}
 	async runByIdempotencyKey(key: string) {
-		return [...this.runs.values()].find(r => r.idempotencyKey === key) ?? null;
+		return [...this.runs.values()].find((r) => r.idempotencyKey === key) ?? null;
 	}
 	async interruptedRun() {
-		return [...this.runs.values()].find(r => r.status === "running") ?? null;
+		return [...this.runs.values()].find((r) => r.status === "running") ?? null;
 	}
 	async listRuns() {
 		return [...this.runs.values()].sort((a, b) => b.startedAt.localeCompare(a.startedAt));
@@ -38,14 +44,22 @@ class MemoryBatcherStore implements BatcherStore {
 		Object.assign(this.batches.get(batchId)!, fields);
 	}
 	async pendingBatches(runId: string) {
-		return [...this.batches.values()].filter(b => b.runId === runId && b.status === "pending").map(b => structuredClone(b));
+		return [...this.batches.values()]
+			.filter((b) => b.runId === runId && b.status === "pending")
+			.map((b) => structuredClone(b));
 	}
 	async batchSummary(runId: string) {
-		const of = [...this.batches.values()].filter(b => b.runId === runId);
+		const of = [...this.batches.values()].filter((b) => b.runId === runId);
 		const byStatus: Record<string, number> = {};
 		for (const b of of) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
-		const signed = of.filter(b => b.status === "signed" || b.status === "partial");
-		return { total: of.length, byStatus, stored: signed.reduce((n, b) => n + (b.stored ?? 0), 0), duplicates: signed.reduce((n, b) => n + (b.duplicates ?? 0), 0), keysUsed: new Set(signed.map(b => b.keyId)).size };
+		const signed = of.filter((b) => b.status === "signed" || b.status === "partial");
+		return {
+			total: of.length,
+			byStatus,
+			stored: signed.reduce((n, b) => n + (b.stored ?? 0), 0),
+			duplicates: signed.reduce((n, b) => n + (b.duplicates ?? 0), 0),
+			keysUsed: new Set(signed.map((b) => b.keyId)).size,
+		};
 	}
 }
 
@@ -70,10 +84,13 @@ class Records implements RecordsPort {
 		return stored;
 	}
 	async unsignedPage(after: string | undefined, limit: number) {
-		return this.ids.filter(id => (after === undefined || id > after) && !this.signed.has(id)).slice(0, limit).map(this.payload);
+		return this.ids
+			.filter((id) => (after === undefined || id > after) && !this.signed.has(id))
+			.slice(0, limit)
+			.map(this.payload);
 	}
 	async unsignedAmong(ids: string[]) {
-		return ids.filter(id => !this.signed.has(id)).map(this.payload);
+		return ids.filter((id) => !this.signed.has(id)).map(this.payload);
 	}
 	async progress() {
 		return { records: this.ids.length, signed: this.signed.size };
@@ -83,13 +100,20 @@ class Records implements RecordsPort {
 	}
 	async closeBatch(batchId: string, recordIds: string[]) {
 		this.closed.add(batchId);
-		return { signed: await this.signedUnder(batchId), unsigned: await this.unsignedAmong(recordIds) };
+		return {
+			signed: await this.signedUnder(batchId),
+			unsigned: await this.unsignedAmong(recordIds),
+		};
 	}
 	async signedUnder(batchId: string) {
 		const groups = new Map<string, { keyId: string; leaseId: string; count: number }>();
 		for (const signature of this.signed.values()) {
 			if (signature.batchId !== batchId) continue;
-			const group = groups.get(signature.leaseId) ?? { keyId: signature.keyId, leaseId: signature.leaseId, count: 0 };
+			const group = groups.get(signature.leaseId) ?? {
+				keyId: signature.keyId,
+				leaseId: signature.leaseId,
+				count: 0,
+			};
 			group.count++;
 			groups.set(signature.leaseId, group);
 		}
@@ -109,7 +133,12 @@ class Signers implements SignersPort {
 	probes: string[] = [];
 	active = 0;
 	maxInFlight = 0;
-	constructor(nodes: string[], private readonly records: Records, private readonly clock: FakeClock, public behaviour?: Behaviour) {
+	constructor(
+		nodes: string[],
+		private readonly records: Records,
+		private readonly clock: FakeClock,
+		public behaviour?: Behaviour,
+	) {
 		this.nodes = nodes;
 	}
 	available() {
@@ -124,13 +153,22 @@ class Signers implements SignersPort {
 		return this.maxPayload;
 	}
 	/** The key a batch is signed with: one of three, by the order of the calls. */
-	keyOf = (batchId: string) => `key-${this.calls.findIndex(c => c.params.batchId === batchId) % 3}`;
+	keyOf = (batchId: string) =>
+		`key-${this.calls.findIndex((c) => c.params.batchId === batchId) % 3}`;
 	/** Signs every record of the batch with its key, under a lease of its own, and stores the signatures. */
 	sign: Behaviour = async (params, nodeID) => {
-		const ids = params.records.map(r => r.id);
+		const ids = params.records.map((r) => r.id);
 		const keyId = this.keyOf(params.batchId);
 		const stored = this.records.store(params.batchId, keyId, `lease-${params.batchId}`, ids);
-		return { batchId: params.batchId, keyId, leaseId: `lease-${params.batchId}`, signer: nodeID, stored, duplicates: ids.length - stored, leaseWaitMs: 0 };
+		return {
+			batchId: params.batchId,
+			keyId,
+			leaseId: `lease-${params.batchId}`,
+			signer: nodeID,
+			stored,
+			duplicates: ids.length - stored,
+			leaseWaitMs: 0,
+		};
 	};
 	async signBatch(params: SignBatchParams, options: { nodeID?: string; signal: AbortSignal }) {
 		const nodeID = options.nodeID ?? "(any)";
@@ -138,8 +176,16 @@ class Signers implements SignersPort {
 		this.running.set(params.batchId, nodeID);
 		this.maxInFlight = Math.max(this.maxInFlight, ++this.active);
 		// As src/broker/lost-requests.ts does: an abort fails the call at once, whatever the signer does.
-		const aborted = new Promise<never>((_, reject) => options.signal.addEventListener("abort", () => reject(new Error(`aborted: ${(options.signal.reason as Error).message}`)), { once: true }));
-		const work = (this.behaviour ?? this.sign)(params, nodeID).finally(() => this.running.delete(params.batchId));
+		const aborted = new Promise<never>((_, reject) =>
+			options.signal.addEventListener(
+				"abort",
+				() => reject(new Error(`aborted: ${(options.signal.reason as Error).message}`)),
+				{ once: true },
+			),
+		);
+		const work = (this.behaviour ?? this.sign)(params, nodeID).finally(() =>
+			this.running.delete(params.batchId),
+		);
 		work.catch(() => undefined);
 		try {
 			return await Promise.race([work, aborted]);
@@ -164,38 +210,64 @@ interface Harness {
 	completed(): Promise<EventMap["run.completed"]>;
 }
 
-const OPTIONS: BatcherOptions = { batchSize: 10, window: 3, resumeOnStart: true, maxAttempts: 3, signTimeoutMs: 60_000, stopSettleMs: 1_000, probeAfterMs: 3_000 };
+const OPTIONS: BatcherOptions = {
+	batchSize: 10,
+	window: 3,
+	resumeOnStart: true,
+	maxAttempts: 3,
+	signTimeoutMs: 60_000,
+	stopSettleMs: 1_000,
+	probeAfterMs: 3_000,
+};
 
-function harness(records: number, options: Partial<BatcherOptions> = {}, store = new MemoryBatcherStore(), nodes = ["signer-1"]): Harness {
+function harness(
+	records: number,
+	options: Partial<BatcherOptions> = {},
+	store = new MemoryBatcherStore(),
+	nodes = ["signer-1"],
+): Harness {
 	const clock = new FakeClock();
 	const recordsPort = new Records(records);
 	const signers = new Signers(nodes, recordsPort, clock);
 	const events: Harness["events"] = [];
 	let onCompleted: ((event: EventMap["run.completed"]) => void) | null = null;
-	const batcher = new Batcher({ ...OPTIONS, ...options }, {
+	const batcher = new Batcher(
+		{ ...OPTIONS, ...options },
+		{
+			store,
+			records: recordsPort,
+			signers,
+			emit: (event, payload) => {
+				events.push({ event, payload });
+				if (event === "run.completed") onCompleted?.(payload as EventMap["run.completed"]);
+			},
+			clock,
+			logger: { info() {}, warn() {}, error() {} },
+			nodeStopping: () => false,
+		},
+	);
+	return {
+		batcher,
 		store,
 		records: recordsPort,
 		signers,
-		emit: (event, payload) => {
-			events.push({ event, payload });
-			if (event === "run.completed") onCompleted?.(payload as EventMap["run.completed"]);
-		},
 		clock,
-		logger: { info() {}, warn() {}, error() {} },
-		nodeStopping: () => false
-	});
-	return {
-		batcher, store, records: recordsPort, signers, clock, events,
-		completed: () => new Promise(resolve => (onCompleted = resolve))
+		events,
+		completed: () => new Promise((resolve) => (onCompleted = resolve)),
 	};
 }
 
 /** Lets the loop run (real time, no clock moved) until `count` batches have gone to the signers. */
 function callsReach(h: Harness, count: number): Promise<boolean> {
-	return until(`${count} batches sent to the signers`, 5_000, async () => {
-		await settle();
-		return h.signers.calls.length >= count;
-	}, 0);
+	return until(
+		`${count} batches sent to the signers`,
+		5_000,
+		async () => {
+			await settle();
+			return h.signers.calls.length >= count;
+		},
+		0,
+	);
 }
 
 describe("the batcher's run loop", () => {
@@ -207,24 +279,51 @@ describe("the batcher's run loop", () => {
 		const completion = await done;
 
 		expect(run).toMatchObject({ batchSize: 10, status: "running", replayed: false });
-		const sent = h.signers.calls.map(c => c.params.records.map(r => r.id));
+		const sent = h.signers.calls.map((c) => c.params.records.map((r) => r.id));
 		expect(sent).toHaveLength(10);
-		expect(sent.every(ids => ids.length <= 10)).toBe(true);
-		expect(sent.flat()).toEqual(h.records.ids.filter(id => id !== "r0003"));
+		expect(sent.every((ids) => ids.length <= 10)).toBe(true);
+		expect(sent.flat()).toEqual(h.records.ids.filter((id) => id !== "r0003"));
 		expect(h.signers.maxInFlight).toBeLessThanOrEqual(3);
-		expect(completion).toMatchObject({ status: "completed", error: null, report: { runId: run.runId, batchSize: 10, records: 95, signedThisRun: 94, batches: 10, failedBatches: 0, keysUsed: 3 } });
-		expect(h.store.runs.get(run.runId)).toMatchObject({ status: "completed", report: { signedThisRun: 94 } });
-		expect([...h.store.batches.values()].every(b => b.status === "signed" && b.keyId && b.leaseId)).toBe(true);
-		expect(h.events.map(e => e.event).filter(e => e !== "batch.signed")).toEqual(["run.started", "run.completed"]);
+		expect(completion).toMatchObject({
+			status: "completed",
+			error: null,
+			report: {
+				runId: run.runId,
+				batchSize: 10,
+				records: 95,
+				signedThisRun: 94,
+				batches: 10,
+				failedBatches: 0,
+				keysUsed: 3,
+			},
+		});
+		expect(h.store.runs.get(run.runId)).toMatchObject({
+			status: "completed",
+			report: { signedThisRun: 94 },
+		});
+		expect(
+			[...h.store.batches.values()].every(
+				(b) => b.status === "signed" && b.keyId && b.leaseId,
+			),
+		).toBe(true);
+		expect(h.events.map((e) => e.event).filter((e) => e !== "batch.signed")).toEqual([
+			"run.started",
+			"run.completed",
+		]);
 	});
 
 	test("a batch that fails after storing part of its signatures is recorded partial, naming their key and lease; the rest go again as a new batch", async () => {
 		const h = harness(30);
 		let failures = 0;
 		h.signers.behaviour = async (params, node) => {
-			if (params.records.map(r => r.id)[0] === "r0011" && failures++ === 0) {
+			if (params.records.map((r) => r.id)[0] === "r0011" && failures++ === 0) {
 				// Half the batch got stored before the failure.
-				h.records.store(params.batchId, "key-7", "lease-half", params.records.map(r => r.id).slice(0, 5));
+				h.records.store(
+					params.batchId,
+					"key-7",
+					"lease-half",
+					params.records.map((r) => r.id).slice(0, 5),
+				);
 				throw new Error("signer-1 went away");
 			}
 			return h.signers.sign(params, node);
@@ -234,32 +333,62 @@ describe("the batcher's run loop", () => {
 		const completion = await advanceUntil(h.clock, done);
 
 		const batches = [...h.store.batches.values()];
-		const partial = batches.filter(b => b.status !== "signed");
-		expect(partial).toEqual([expect.objectContaining({ status: "partial", attempt: 1, keyId: "key-7", leaseId: "lease-half", signer: "signer-1", stored: 5, unsigned: 5, error: "signer-1 went away", recordIds: h.records.ids.slice(10, 20) })]);
-		const retry = batches.find(b => b.attempt === 2)!;
+		const partial = batches.filter((b) => b.status !== "signed");
+		expect(partial).toEqual([
+			expect.objectContaining({
+				status: "partial",
+				attempt: 1,
+				keyId: "key-7",
+				leaseId: "lease-half",
+				signer: "signer-1",
+				stored: 5,
+				unsigned: 5,
+				error: "signer-1 went away",
+				recordIds: h.records.ids.slice(10, 20),
+			}),
+		]);
+		const retry = batches.find((b) => b.attempt === 2)!;
 		expect(retry.batchId).not.toBe(partial[0].batchId);
 		expect(retry.recordIds).toEqual(h.records.ids.slice(15, 20));
 		expect(completion.status).toBe("completed");
 		expect(completion.report).toMatchObject({ signedThisRun: 30, failedBatches: 0 });
 		expect(h.records.signed.size).toBe(30);
-		expect(h.events.find(e => e.event === "batch.failed")).toMatchObject({ payload: { batchId: partial[0].batchId, stored: 5 } });
+		expect(h.events.find((e) => e.event === "batch.failed")).toMatchObject({
+			payload: { batchId: partial[0].batchId, stored: 5 },
+		});
 	});
 
 	test("a batch whose reply is lost after its signatures were stored is recorded signed with their key and lease, and not sent again", async () => {
 		const h = harness(30);
 		h.signers.behaviour = async (params, node) => {
 			const result = await h.signers.sign(params, node);
-			if (params.records[0].id === "r0011") throw new Error("Request is rejected when call 'signer.signBatch' action on 'signer-1' node.");
+			if (params.records[0].id === "r0011")
+				throw new Error(
+					"Request is rejected when call 'signer.signBatch' action on 'signer-1' node.",
+				);
 			return result;
 		};
 		const done = h.completed();
 		await h.batcher.start({});
 		const completion = await advanceUntil(h.clock, done);
-		const lost = [...h.store.batches.values()].find(b => b.recordIds[0] === "r0011")!;
-		expect(lost).toMatchObject({ status: "signed", keyId: h.signers.keyOf(lost.batchId), leaseId: `lease-${lost.batchId}`, signer: "signer-1", stored: 10, duplicates: 0, unsigned: 0, error: expect.stringMatching(/rejected/) });
+		const lost = [...h.store.batches.values()].find((b) => b.recordIds[0] === "r0011")!;
+		expect(lost).toMatchObject({
+			status: "signed",
+			keyId: h.signers.keyOf(lost.batchId),
+			leaseId: `lease-${lost.batchId}`,
+			signer: "signer-1",
+			stored: 10,
+			duplicates: 0,
+			unsigned: 0,
+			error: expect.stringMatching(/rejected/),
+		});
 		expect(h.signers.calls).toHaveLength(3);
 		expect(h.records.closed).toEqual(new Set([lost.batchId]));
-		expect(completion.report).toMatchObject({ signedThisRun: 30, batches: 3, failedBatches: 0 });
+		expect(completion.report).toMatchObject({
+			signedThisRun: 30,
+			batches: 3,
+			failedBatches: 0,
+		});
 	});
 
 	test("a batch its signer does not have (request or reply lost in transit) is given up after probeAfterMs and its records go again", async () => {
@@ -280,9 +409,20 @@ describe("the batcher's run loop", () => {
 		const completion = await advanceUntil(h.clock, done);
 		expect(h.clock.now() - started).toBeLessThan(10_000);
 		const [lost] = [...h.store.batches.values()];
-		expect(lost).toMatchObject({ status: "failed", keyId: null, leaseId: null, stored: 0, unsigned: 10, error: expect.stringMatching(/signer signer-1 does not have batch \S+, sent \d+\.\d s ago: its request or its reply was lost/) });
+		expect(lost).toMatchObject({
+			status: "failed",
+			keyId: null,
+			leaseId: null,
+			stored: 0,
+			unsigned: 10,
+			error: expect.stringMatching(
+				/signer signer-1 does not have batch \S+, sent \d+\.\d s ago: its request or its reply was lost/,
+			),
+		});
 		expect(completion.report).toMatchObject({ signedThisRun: 20, failedBatches: 1 });
-		expect([...h.store.batches.values()].filter(b => b.attempt === 2).map(b => b.recordIds)).toEqual([h.records.ids.slice(0, 10)]);
+		expect(
+			[...h.store.batches.values()].filter((b) => b.attempt === 2).map((b) => b.recordIds),
+		).toEqual([h.records.ids.slice(0, 10)]);
 	});
 
 	test("a batch its signer still works on is left alone however long it takes; a signer that does not answer is not given up on", async () => {
@@ -293,9 +433,11 @@ describe("the batcher's run loop", () => {
 		};
 		// The first probes go unanswered (the node unreachable), later ones see the batch.
 		let unanswered = 2;
-		h.signers.answer = async nodeID => {
+		h.signers.answer = async (nodeID) => {
 			if (unanswered-- > 0) throw new Error("Request timed out");
-			return [...h.signers.running].filter(([, node]) => node === nodeID).map(([batchId]) => batchId);
+			return [...h.signers.running]
+				.filter(([, node]) => node === nodeID)
+				.map(([batchId]) => batchId);
 		};
 		const done = h.completed();
 		await h.batcher.start({});
@@ -303,20 +445,27 @@ describe("the batcher's run loop", () => {
 		expect(h.signers.probes.length).toBeGreaterThan(3);
 		expect(h.signers.calls).toHaveLength(1);
 		expect(completion.report).toMatchObject({ signedThisRun: 10, failedBatches: 0 });
-		expect([...h.store.batches.values()]).toEqual([expect.objectContaining({ status: "signed", attempt: 1 })]);
+		expect([...h.store.batches.values()]).toEqual([
+			expect.objectContaining({ status: "signed", attempt: 1 }),
+		]);
 	});
 
 	test("records that keep failing fail the run, naming the batch and the last error", async () => {
 		const h = harness(20, { maxAttempts: 2 });
-		h.signers.behaviour = async params => {
+		h.signers.behaviour = async (params) => {
 			throw new Error(`no key for ${params.batchId}`);
 		};
 		const done = h.completed();
 		await h.batcher.start({});
 		const completion = await advanceUntil(h.clock, done);
 		expect(completion.status).toBe("failed");
-		expect(completion.error).toMatch(/records of batch run-\S+ failed 2 times; last error: no key for/);
-		expect(h.store.runs.get(completion.report.runId)).toMatchObject({ status: "failed", error: completion.error });
+		expect(completion.error).toMatch(
+			/records of batch run-\S+ failed 2 times; last error: no key for/,
+		);
+		expect(h.store.runs.get(completion.report.runId)).toMatchObject({
+			status: "failed",
+			error: completion.error,
+		});
 	});
 
 	test("each batch goes to the available signer with the fewest batches in flight", async () => {
@@ -324,24 +473,34 @@ describe("the batcher's run loop", () => {
 		// Every batch waits until the test lets it finish, so the loads are exactly what was sent.
 		const gates: Array<{ node: string; open(): void }> = [];
 		h.signers.behaviour = async (params, node) => {
-			await new Promise<void>(open => gates.push({ node, open }));
+			await new Promise<void>((open) => gates.push({ node, open }));
 			return h.signers.sign(params, node);
 		};
 		const done = h.completed();
 		await h.batcher.start({});
 		await callsReach(h, 4);
 		// The window filled evenly: each pick took the less busy node.
-		expect(h.signers.calls.map(c => c.nodeID).sort()).toEqual(["fast", "fast", "slow", "slow"]);
+		expect(h.signers.calls.map((c) => c.nodeID).sort()).toEqual([
+			"fast",
+			"fast",
+			"slow",
+			"slow",
+		]);
 		// The fast node finishes its two; the slow one still holds two, so both free slots go to the fast one.
-		for (const gate of gates.filter(g => g.node === "fast")) gate.open();
+		for (const gate of gates.filter((g) => g.node === "fast")) gate.open();
 		await callsReach(h, 6);
-		expect(h.signers.calls.slice(4).map(c => c.nodeID)).toEqual(["fast", "fast"]);
-		const open = () => gates.splice(0).forEach(gate => gate.open());
-		await until("the run to complete with every batch let through", 5_000, () => {
-			open();
-			return Promise.race([done.then(() => true), settle().then(() => false)]);
-		}, 0);
-		expect(h.signers.calls.filter(c => c.nodeID === "fast").length).toBe(4);
+		expect(h.signers.calls.slice(4).map((c) => c.nodeID)).toEqual(["fast", "fast"]);
+		const open = () => gates.splice(0).forEach((gate) => gate.open());
+		await until(
+			"the run to complete with every batch let through",
+			5_000,
+			() => {
+				open();
+				return Promise.race([done.then(() => true), settle().then(() => false)]);
+			},
+			0,
+		);
+		expect(h.signers.calls.filter((c) => c.nodeID === "fast").length).toBe(4);
 	});
 
 	test("with no signer available it waits instead of failing batches", async () => {
@@ -355,14 +514,34 @@ describe("the batcher's run loop", () => {
 		await h.clock.advance(1_000);
 		const completion = await done;
 		expect(completion.report).toMatchObject({ signedThisRun: 15, failedBatches: 0 });
-		expect(h.signers.calls.every(c => c.nodeID === "late-signer")).toBe(true);
+		expect(h.signers.calls.every((c) => c.nodeID === "late-signer")).toBe(true);
 	});
 
 	test("an interrupted run resumes with its own batch size; its pending batches are settled from their stored signatures first", async () => {
 		const store = new MemoryBatcherStore();
 		const startedAt = new Date(Date.parse("2025-12-31T23:00:00Z")).toISOString();
-		await store.insertRun({ _id: "run-old", runId: "run-old", batchSize: 7, status: "running", startedAt, finishedAt: null, report: null });
-		const pending = (n: number, recordIds: string[]): BatchDoc => ({ _id: `run-old-b00000${n}`, batchId: `run-old-b00000${n}`, runId: "run-old", keyId: null, leaseId: null, recordIds, attempt: 1, status: "pending", startedAt, finishedAt: null, signer: "signer-9" });
+		await store.insertRun({
+			_id: "run-old",
+			runId: "run-old",
+			batchSize: 7,
+			status: "running",
+			startedAt,
+			finishedAt: null,
+			report: null,
+		});
+		const pending = (n: number, recordIds: string[]): BatchDoc => ({
+			_id: `run-old-b00000${n}`,
+			batchId: `run-old-b00000${n}`,
+			runId: "run-old",
+			keyId: null,
+			leaseId: null,
+			recordIds,
+			attempt: 1,
+			status: "pending",
+			startedAt,
+			finishedAt: null,
+			signer: "signer-9",
+		});
 		await store.insertBatch(pending(1, ["r0001", "r0002"]));
 		await store.insertBatch(pending(2, ["r0003"]));
 		const h = harness(20, { batchSize: 300 }, store);
@@ -371,42 +550,87 @@ describe("the batcher's run loop", () => {
 		const done = h.completed();
 		await h.batcher.resumeInterrupted();
 		const completion = await done;
-		expect(completion.report).toMatchObject({ runId: "run-old", batchSize: 7, signedThisRun: 20 });
-		expect(h.signers.calls.every(c => c.params.records.map(r => r.id).length <= 7)).toBe(true);
-		expect(store.batches.get("run-old-b000001")).toMatchObject({ status: "signed", keyId: "key-5", leaseId: "lease-5", signer: "signer-9", stored: 2, unsigned: 0 });
-		expect(store.batches.get("run-old-b000002")).toMatchObject({ status: "failed", keyId: null, leaseId: null, signer: null, stored: 0, unsigned: 1 });
+		expect(completion.report).toMatchObject({
+			runId: "run-old",
+			batchSize: 7,
+			signedThisRun: 20,
+		});
+		expect(h.signers.calls.every((c) => c.params.records.map((r) => r.id).length <= 7)).toBe(
+			true,
+		);
+		expect(store.batches.get("run-old-b000001")).toMatchObject({
+			status: "signed",
+			keyId: "key-5",
+			leaseId: "lease-5",
+			signer: "signer-9",
+			stored: 2,
+			unsigned: 0,
+		});
+		expect(store.batches.get("run-old-b000002")).toMatchObject({
+			status: "failed",
+			keyId: null,
+			leaseId: null,
+			signer: null,
+			stored: 0,
+			unsigned: 1,
+		});
 		// A late signer of a settled batch is refused.
-		expect(() => h.records.store("run-old-b000002", "key-6", "lease-6", ["r0003"])).toThrow(/BATCH_CLOSED/);
+		expect(() => h.records.store("run-old-b000002", "key-6", "lease-6", ["r0003"])).toThrow(
+			/BATCH_CLOSED/,
+		);
 		// New batch ids continue after the stored ones.
 		expect(h.signers.calls[0].params.batchId).toBe("run-old-b000003");
-		expect(h.events[0]).toMatchObject({ event: "run.started", payload: { runId: "run-old", resumed: true } });
+		expect(h.events[0]).toMatchObject({
+			event: "run.started",
+			payload: { runId: "run-old", resumed: true },
+		});
 	});
 
 	test("cancel: no new batch goes out, the ones in flight finish and are recorded, the run is stored cancelled with its report; a new run may start", async () => {
 		const h = harness(100, { window: 2 });
 		const gates: Array<() => void> = [];
 		h.signers.behaviour = async (params, node) => {
-			await new Promise<void>(open => gates.push(open));
+			await new Promise<void>((open) => gates.push(open));
 			return h.signers.sign(params, node);
 		};
 		const done = h.completed();
 		const run = await h.batcher.start({ batchSize: 10 });
 		await callsReach(h, 2);
 		const cancelling = await h.batcher.cancel(run.runId);
-		expect(cancelling).toMatchObject({ runId: run.runId, status: "running", cancelRequestedAt: expect.any(String) });
+		expect(cancelling).toMatchObject({
+			runId: run.runId,
+			status: "running",
+			cancelRequestedAt: expect.any(String),
+		});
 		expect(h.store.runs.get(run.runId)!.cancelRequestedAt).toBe(cancelling.cancelRequestedAt);
 		// Asking again is harmless; a second run cannot start until this one has ended.
 		await expect(h.batcher.cancel()).resolves.toMatchObject({ runId: run.runId });
-		await expect(h.batcher.start({ batchSize: 10 })).rejects.toMatchObject({ code: 409, type: "RUN_ACTIVE" });
+		await expect(h.batcher.start({ batchSize: 10 })).rejects.toMatchObject({
+			code: 409,
+			type: "RUN_ACTIVE",
+		});
 		for (const open of gates.splice(0)) open();
 		const completion = await done;
 		expect(h.signers.calls).toHaveLength(2);
-		expect(completion).toMatchObject({ status: "cancelled", report: { signedThisRun: 20, batches: 2 } });
-		expect(h.store.runs.get(run.runId)).toMatchObject({ status: "cancelled", report: { signedThisRun: 20 } });
-		expect([...h.store.batches.values()].every(b => b.status === "signed")).toBe(true);
+		expect(completion).toMatchObject({
+			status: "cancelled",
+			report: { signedThisRun: 20, batches: 2 },
+		});
+		expect(h.store.runs.get(run.runId)).toMatchObject({
+			status: "cancelled",
+			report: { signedThisRun: 20 },
+		});
+		expect([...h.store.batches.values()].every((b) => b.status === "signed")).toBe(true);
 		// Nothing to cancel now; an unknown run is a 404.
-		await expect(h.batcher.cancel()).rejects.toMatchObject({ code: 409, type: "RUN_NOT_ACTIVE", message: `Run ${run.runId} is not running (it is cancelled): nothing to cancel` });
-		await expect(h.batcher.cancel("run-nope")).rejects.toMatchObject({ code: 404, type: "RUN_NOT_FOUND" });
+		await expect(h.batcher.cancel()).rejects.toMatchObject({
+			code: 409,
+			type: "RUN_NOT_ACTIVE",
+			message: `Run ${run.runId} is not running (it is cancelled): nothing to cancel`,
+		});
+		await expect(h.batcher.cancel("run-nope")).rejects.toMatchObject({
+			code: 404,
+			type: "RUN_NOT_FOUND",
+		});
 		h.signers.behaviour = undefined;
 		const next = h.completed();
 		await h.batcher.start({ batchSize: 10 });
@@ -416,7 +640,16 @@ describe("the batcher's run loop", () => {
 	test("a run cancelled just before the batcher stopped ends cancelled when it resumes, dispatching nothing", async () => {
 		const store = new MemoryBatcherStore();
 		const startedAt = new Date().toISOString();
-		await store.insertRun({ _id: "run-c", runId: "run-c", batchSize: 10, status: "running", startedAt, finishedAt: null, report: null, cancelRequestedAt: startedAt });
+		await store.insertRun({
+			_id: "run-c",
+			runId: "run-c",
+			batchSize: 10,
+			status: "running",
+			startedAt,
+			finishedAt: null,
+			report: null,
+			cancelRequestedAt: startedAt,
+		});
 		const h = harness(30, {}, store);
 		const done = h.completed();
 		await h.batcher.resumeInterrupted();
@@ -427,14 +660,22 @@ describe("the batcher's run loop", () => {
 	test("start refuses a wrong batch size (422, naming the field and range) and a second run while one is active (409)", async () => {
 		const h = harness(50);
 		for (const bad of [0, -1, 1.5, 100_001, "300", true])
-			await expect(h.batcher.start({ batchSize: bad })).rejects.toMatchObject({ code: 422, type: "INVALID_BATCH_SIZE", data: { field: "batchSize", min: 1, max: 100_000 } });
+			await expect(h.batcher.start({ batchSize: bad })).rejects.toMatchObject({
+				code: 422,
+				type: "INVALID_BATCH_SIZE",
+				data: { field: "batchSize", min: 1, max: 100_000 },
+			});
 		expect(h.store.runs.size).toBe(0);
 		let hold!: () => void;
-		const gate = new Promise<void>(resolve => (hold = resolve));
+		const gate = new Promise<void>((resolve) => (hold = resolve));
 		h.signers.behaviour = async (params, node) => (await gate, h.signers.sign(params, node));
 		const done = h.completed();
 		const first = await h.batcher.start({ batchSize: 25 });
-		await expect(h.batcher.start({ batchSize: 25 })).rejects.toMatchObject({ code: 409, type: "RUN_ACTIVE", data: { runId: first.runId, batchSize: 25 } });
+		await expect(h.batcher.start({ batchSize: 25 })).rejects.toMatchObject({
+			code: 409,
+			type: "RUN_ACTIVE",
+			data: { runId: first.runId, batchSize: 25 },
+		});
 		hold();
 		await done;
 	});
@@ -443,9 +684,18 @@ describe("the batcher's run loop", () => {
 		const h = harness(50);
 		// 20 bytes per record (stats) + 24 of JSON: 1,000 records take about 45 KB.
 		h.signers.maxPayload = 32 * 1024;
-		const refused = await h.batcher.start({ batchSize: 1_000 }).then(() => null, (err: Error) => err);
-		expect(refused).toMatchObject({ code: 422, type: "BATCH_TOO_LARGE", data: { field: "batchSize", value: 1_000, max: 721, maxPayload: 32 * 1024 } });
-		expect(refused!.message).toMatch(/batchSize 1000 does not fit one message to a signer: .* at most 32 KB \(its max_payload\)\. Use a batch size of at most 721/);
+		const refused = await h.batcher.start({ batchSize: 1_000 }).then(
+			() => null,
+			(err: Error) => err,
+		);
+		expect(refused).toMatchObject({
+			code: 422,
+			type: "BATCH_TOO_LARGE",
+			data: { field: "batchSize", value: 1_000, max: 721, maxPayload: 32 * 1024 },
+		});
+		expect(refused!.message).toMatch(
+			/batchSize 1000 does not fit one message to a signer: .* at most 32 KB \(its max_payload\)\. Use a batch size of at most 721/,
+		);
 		expect(h.store.runs.size).toBe(0);
 		const done = h.completed();
 		await h.batcher.start({ batchSize: 721 });
@@ -462,7 +712,7 @@ describe("the batcher's run loop", () => {
 			// The batcher's store is down for its first 5 writes, the records service for its first 3 pages.
 			let storeDown = 5;
 			const insertBatch = store.insertBatch.bind(store);
-			store.insertBatch = async batch => {
+			store.insertBatch = async (batch) => {
 				if (storeDown-- > 0) throw new Error("MongoNetworkError: connection refused");
 				return insertBatch(batch);
 			};
@@ -475,10 +725,13 @@ describe("the batcher's run loop", () => {
 			const done = h.completed();
 			await h.batcher.start({});
 			const completion = await advanceUntil(h.clock, done);
-			expect(completion).toMatchObject({ status: "completed", report: { signedThisRun: 40, batches: 4, failedBatches: 0 } });
+			expect(completion).toMatchObject({
+				status: "completed",
+				report: { signedThisRun: 40, batches: 4, failedBatches: 0 },
+			});
 			expect(storeDown).toBeLessThan(0);
 			expect(recordsDown).toBeLessThan(0);
-			expect([...store.batches.values()].every(b => b.status === "signed")).toBe(true);
+			expect([...store.batches.values()].every((b) => b.status === "signed")).toBe(true);
 			expect(unhandled).toEqual([]);
 		} finally {
 			process.off("unhandledRejection", onUnhandled);
@@ -492,8 +745,13 @@ describe("the batcher's run loop", () => {
 		await done;
 		const again = await h.batcher.start({ batchSize: 5, idempotencyKey: "client-1" });
 		expect(again).toMatchObject({ runId: first.runId, replayed: true, status: "completed" });
-		await expect(h.batcher.start({ batchSize: 6, idempotencyKey: "client-1" })).rejects.toMatchObject({ code: 422, type: "IDEMPOTENCY_KEY_REUSED" });
-		await expect(h.batcher.start({ idempotencyKey: "é" })).rejects.toMatchObject({ code: 422, type: "INVALID_IDEMPOTENCY_KEY" });
+		await expect(
+			h.batcher.start({ batchSize: 6, idempotencyKey: "client-1" }),
+		).rejects.toMatchObject({ code: 422, type: "IDEMPOTENCY_KEY_REUSED" });
+		await expect(h.batcher.start({ idempotencyKey: "é" })).rejects.toMatchObject({
+			code: 422,
+			type: "INVALID_IDEMPOTENCY_KEY",
+		});
 		expect(h.store.runs.size).toBe(1);
 	});
 });

@@ -28,14 +28,27 @@ function asExported(source: AuditSnapshot): AuditSnapshot {
 	return cloneSnapshot(source);
 }
 
-const lines = (file: string) => fs.readFileSync(file, "utf8").trimEnd().split("\n").map(line => JSON.parse(line));
-const verdict = (report: AuditReport) => report.rules.map(r => `${r.rule}:${r.violations}`);
+const lines = (file: string) =>
+	fs
+		.readFileSync(file, "utf8")
+		.trimEnd()
+		.split("\n")
+		.map((line) => JSON.parse(line));
+const verdict = (report: AuditReport) => report.rules.map((r) => `${r.rule}:${r.violations}`);
 
 describe("writeExport / readExport", () => {
 	it("round-trips a snapshot", async () => {
 		const dir = path.join(tmp, "nested", "out");
 		const written = await writeExport(snapshot, dir);
-		expect(written).toEqual({ dir, records: 15, signatures: 15, batches: 6, leases: 6, keys: 3, runs: 2 });
+		expect(written).toEqual({
+			dir,
+			records: 15,
+			signatures: 15,
+			batches: 6,
+			leases: 6,
+			keys: 3,
+			runs: 2,
+		});
 		expect(await readExport(dir)).toEqual(asExported(snapshot));
 	});
 
@@ -45,13 +58,21 @@ describe("writeExport / readExport", () => {
 		for (const collection of ["records", "signatures", "batches", "leases", "keys"] as const) {
 			const docs = lines(path.join(tmp, EXPORT_FILES[collection]));
 			expect(docs).toHaveLength(snapshot[collection].length);
-			for (const doc of docs) expect(Object.keys(doc)).toEqual([...EXPORT_FIELDS[collection]]);
+			for (const doc of docs)
+				expect(Object.keys(doc)).toEqual([...EXPORT_FIELDS[collection]]);
 		}
 		const runs = JSON.parse(fs.readFileSync(path.join(tmp, "runs.json"), "utf8"));
-		expect(runs.map((run: object) => Object.keys(run))).toEqual(snapshot.runs.map(() => [...EXPORT_FIELDS.runs]));
+		expect(runs.map((run: object) => Object.keys(run))).toEqual(
+			snapshot.runs.map(() => [...EXPORT_FIELDS.runs]),
+		);
 		const jwks = JSON.parse(fs.readFileSync(path.join(tmp, "jwks.json"), "utf8"));
-		expect(jwks.keys.map((k: { kid: string }) => k.kid)).toEqual(["key-000", "key-001", "key-002"]);
-		for (const jwk of jwks.keys) expect(Object.keys(jwk).sort()).toEqual(["crv", "kid", "kty", "x"]);
+		expect(jwks.keys.map((k: { kid: string }) => k.kid)).toEqual([
+			"key-000",
+			"key-001",
+			"key-002",
+		]);
+		for (const jwk of jwks.keys)
+			expect(Object.keys(jwk).sort()).toEqual(["crv", "kid", "kty", "x"]);
 		// Ids are strings and times ISO-8601 UTC.
 		const [batch] = lines(path.join(tmp, "batches.jsonl"));
 		expect(batch.recordIds.every((id: unknown) => typeof id === "string")).toBe(true);
@@ -59,7 +80,10 @@ describe("writeExport / readExport", () => {
 	});
 
 	it("never writes private or stored-only fields, even when handed them", async () => {
-		const leaky = cloneSnapshot(snapshot) as unknown as Record<string, Array<Record<string, unknown>>> & { jwks: { keys: Array<Record<string, unknown>> } };
+		const leaky = cloneSnapshot(snapshot) as unknown as Record<
+			string,
+			Array<Record<string, unknown>>
+		> & { jwks: { keys: Array<Record<string, unknown>> } };
 		leaky.keys[0].sealedPrivateKey = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.SECRET";
 		leaky.keys[0].publicJwk = { kty: "OKP" };
 		leaky.signatures[0]._id = "r-0001";
@@ -67,7 +91,9 @@ describe("writeExport / readExport", () => {
 		await writeExport(leaky as unknown as AuditSnapshot, tmp);
 		for (const file of fs.readdirSync(tmp)) {
 			const text = fs.readFileSync(path.join(tmp, file), "utf8");
-			expect(text).not.toMatch(/sealedPrivateKey|SECRET|publicJwk|"_id"|"d"\s*:|cHJpdmF0ZS1rZXktbWF0ZXJpYWw/);
+			expect(text).not.toMatch(
+				/sealedPrivateKey|SECRET|publicJwk|"_id"|"d"\s*:|cHJpdmF0ZS1rZXktbWF0ZXJpYWw/,
+			);
 		}
 	});
 
@@ -97,8 +123,8 @@ describe("auditing an export", () => {
 	it("fails the same way as the snapshot it came from", async () => {
 		const broken = cloneSnapshot(snapshot);
 		broken.signatures.push({ ...broken.signatures[2] });
-		broken.signatures = broken.signatures.filter(s => s.recordId !== "r-0009");
-		broken.records.find(r => r.id === "r-0012")!.data = "tampered";
+		broken.signatures = broken.signatures.filter((s) => s.recordId !== "r-0009");
+		broken.records.find((r) => r.id === "r-0012")!.data = "tampered";
 		broken.runs[1].batchSize = 2;
 		broken.leases[3].keyId = broken.leases[4].keyId;
 		const direct = await auditSnapshot(broken);

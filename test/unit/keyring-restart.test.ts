@@ -28,7 +28,9 @@ afterEach(async () => {
 
 function keyringBroker(settings: Partial<KeyringSettings> = {}): ServiceBroker {
 	const broker = new ServiceBroker({ transporter: null, logger: false });
-	broker.createService(keyringService({ dataDir, keys: 6, sweepIntervalMs: 0, leaseTtlMs: 60_000, ...settings }));
+	broker.createService(
+		keyringService({ dataDir, keys: 6, sweepIntervalMs: 0, leaseTtlMs: 60_000, ...settings }),
+	);
 	return broker;
 }
 
@@ -51,11 +53,18 @@ describe("keyring restart", () => {
 		const requests = signerRequests();
 		const holders = new Map<string, string>();
 		const acquire = async (broker: ServiceBroker, holder: string) => {
-			const lease = await broker.call<Lease, object>("keyring.acquire", requests.acquire(holder, signer.session.publicJwk));
+			const lease = await broker.call<Lease, object>(
+				"keyring.acquire",
+				requests.acquire(holder, signer.session.publicJwk),
+			);
 			holders.set(lease.leaseId, holder);
 			return lease;
 		};
-		const release = (broker: ServiceBroker, leaseId: string) => broker.call<LeaseChange, object>("keyring.release", requests.release(holders.get(leaseId)!, leaseId));
+		const release = (broker: ServiceBroker, leaseId: string) =>
+			broker.call<LeaseChange, object>(
+				"keyring.release",
+				requests.release(holders.get(leaseId)!, leaseId),
+			);
 
 		const leases: Lease[] = [];
 		for (let i = 0; i < 5; i++) leases.push(await acquire(first, `signer-${i}`));
@@ -67,8 +76,16 @@ describe("keyring restart", () => {
 		const statusBefore = await first.call<KeyringStatus>("keyring.status");
 		const keysBefore = await first.call<KeyInfo[]>("keyring.keys");
 		const jwksBefore = await first.call<{ keys: JWK[] }>("keyring.jwks");
-		const storedKeysBefore = (await first.call<{ docs: KeyDoc[] }, object>("keyring.page", { collection: "keys" })).docs;
-		expect(statusBefore).toMatchObject({ keys: 6, leased: 3, free: 3, freeQueue: ["key-003", "key-000", "key-004"], lastSeq: 9 });
+		const storedKeysBefore = (
+			await first.call<{ docs: KeyDoc[] }, object>("keyring.page", { collection: "keys" })
+		).docs;
+		expect(statusBefore).toMatchObject({
+			keys: 6,
+			leased: 3,
+			free: 3,
+			freeQueue: ["key-003", "key-000", "key-004"],
+			lastSeq: 9,
+		});
 		await stop(first);
 
 		expect(fs.statSync(path.join(dataDir, "master.key")).mode & 0o777).toBe(0o600);
@@ -77,8 +94,15 @@ describe("keyring restart", () => {
 		expect(await second.call("keyring.status")).toEqual(statusBefore);
 		expect(await second.call("keyring.keys")).toEqual(keysBefore);
 		expect(await second.call("keyring.jwks")).toEqual(jwksBefore);
-		expect((await second.call<{ docs: KeyDoc[] }, object>("keyring.page", { collection: "keys" })).docs).toEqual(storedKeysBefore);
-		expect(keysBefore.filter(k => k.leased).map(k => k.leaseId)).toEqual([leases[1].leaseId, leases[2].leaseId, leases[5].leaseId]);
+		expect(
+			(await second.call<{ docs: KeyDoc[] }, object>("keyring.page", { collection: "keys" }))
+				.docs,
+		).toEqual(storedKeysBefore);
+		expect(keysBefore.filter((k) => k.leased).map((k) => k.leaseId)).toEqual([
+			leases[1].leaseId,
+			leases[2].leaseId,
+			leases[5].leaseId,
+		]);
 
 		// The rebuilt state is live: leases from before the restart end, the LRU head is granted next.
 		expect(await release(second, leases[2].leaseId)).toMatchObject({ changed: true });
@@ -86,7 +110,10 @@ describe("keyring restart", () => {
 		const next = await acquire(second, "after-restart");
 		expect(next.keyId).toBe("key-003");
 		await signer.open(next);
-		expect(await second.call("keyring.status")).toMatchObject({ freeQueue: ["key-000", "key-004", "key-002"], lastSeq: 11 });
+		expect(await second.call("keyring.status")).toMatchObject({
+			freeQueue: ["key-000", "key-004", "key-002"],
+			lastSeq: 11,
+		});
 	});
 
 	test("the generated master key file is reused, never replaced", async () => {
@@ -96,7 +123,10 @@ describe("keyring restart", () => {
 		await stop(first);
 		const second = await startKeyring();
 		expect(fs.readFileSync(path.join(dataDir, "master.key"), "utf8")).toBe(masterKey);
-		expect(await second.call<KeyringStatus>("keyring.status")).toMatchObject({ keys: 6, lastSeq: 0 });
+		expect(await second.call<KeyringStatus>("keyring.status")).toMatchObject({
+			keys: 6,
+			lastSeq: 0,
+		});
 	});
 
 	test("a wrong master key fails start-up with a clear message", async () => {
@@ -106,8 +136,13 @@ describe("keyring restart", () => {
 
 		const wrong = keyringBroker({ masterKey: randomBytes(32).toString("base64") });
 		running.push(wrong);
-		const failure = await wrong.start().then(() => null, (err: Error) => err);
-		expect(failure?.message).toMatch(/master key from KEYRING_MASTER_KEY does not open the sealed private key of key-000/);
+		const failure = await wrong.start().then(
+			() => null,
+			(err: Error) => err,
+		);
+		expect(failure?.message).toMatch(
+			/master key from KEYRING_MASTER_KEY does not open the sealed private key of key-000/,
+		);
 		expect(failure?.message).not.toMatch(/GCM|decryption operation/i);
 	});
 

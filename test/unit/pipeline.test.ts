@@ -21,9 +21,9 @@ describe("a run on the embedded store", () => {
 		expect(completion.report.keysUsed).toBe(10);
 
 		const signatures = await pageAll<SignatureDoc>(system!.broker, "records", "signatures");
-		expect(new Set(signatures.map(s => s.recordId)).size).toBe(10_000);
+		expect(new Set(signatures.map((s) => s.recordId)).size).toBe(10_000);
 		const batches = await pageAll<BatchDoc>(system!.broker, "batcher", "batches");
-		expect(Math.max(...batches.map(b => b.recordIds.length))).toBe(97);
+		expect(Math.max(...batches.map((b) => b.recordIds.length))).toBe(97);
 
 		const verdict = await auditSystem(system.broker);
 		expect(verdict.violations).toEqual([]);
@@ -51,12 +51,17 @@ describe("a run on the embedded store", () => {
 		system = await startSystem({ records: 3_000, keys: 3, window: 12 });
 		const { completion } = await runToCompletion(system, 50);
 		expect(completion.report.signedThisRun).toBe(3_000);
-		const metrics = await system.broker.call<{ leaseWaitMs: { count: number; max: number }; keyUses: Record<string, number> }>("metrics.snapshot");
+		const metrics = await system.broker.call<{
+			leaseWaitMs: { count: number; max: number };
+			keyUses: Record<string, number>;
+		}>("metrics.snapshot");
 		// 12 batches in flight over 3 keys: most acquires must have queued at the keyring.
 		expect(metrics.leaseWaitMs.count).toBe(60);
 		expect(metrics.leaseWaitMs.max).toBeGreaterThan(0);
 		expect(Object.keys(metrics.keyUses).sort()).toEqual(["key-000", "key-001", "key-002"]);
-		const keyring = await system.broker.call<{ waiting: number; leased: number }>("keyring.status");
+		const keyring = await system.broker.call<{ waiting: number; leased: number }>(
+			"keyring.status",
+		);
 		expect(keyring).toMatchObject({ waiting: 0, leased: 0 });
 		expect((await auditSystem(system.broker)).ok).toBe(true);
 	});
@@ -76,13 +81,27 @@ describe("duplicate delivery", () => {
 	test("the same records handed to two signers at once, as two batches: one signature per record, the rest counted as duplicates", async () => {
 		const system = await startSystem({ records: 200, keys: 4 });
 		try {
-			const { records } = await system.broker.call<{ records: Array<{ id: string; data: string }> }, object>("records.unsignedPage", { limit: 200 });
+			const { records } = await system.broker.call<
+				{ records: Array<{ id: string; data: string }> },
+				object
+			>("records.unsignedPage", { limit: 200 });
 			expect(records).toHaveLength(200);
 			const node = system.broker.nodeID;
-			const batch = (batchId: string) => ({ batchId, runId: "test-run", records, ticket: ticketFor(node, records, batchId) });
+			const batch = (batchId: string) => ({
+				batchId,
+				runId: "test-run",
+				records,
+				ticket: ticketFor(node, records, batchId),
+			});
 			const results = await Promise.all([
-				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", batch("manual-batch-1")),
-				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>("signer.signBatch", batch("manual-batch-2"))
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>(
+					"signer.signBatch",
+					batch("manual-batch-1"),
+				),
+				system.broker.call<{ stored: number; duplicates: number; keyId: string }, object>(
+					"signer.signBatch",
+					batch("manual-batch-2"),
+				),
 			]);
 			expect(results[0].stored + results[1].stored).toBe(200);
 			expect(results[0].duplicates + results[1].duplicates).toBe(200);
@@ -99,14 +118,28 @@ describe("duplicate delivery", () => {
 	test("the same batch and ticket handed to signer.signBatch twice: the second is refused as a replay, nothing is signed twice", async () => {
 		const system = await startSystem({ records: 50, keys: 4 });
 		try {
-			const { records } = await system.broker.call<{ records: Array<{ id: string; data: string }> }, object>("records.unsignedPage", { limit: 50 });
-			const params = { batchId: "manual-batch-3", runId: "test-run", records, ticket: ticketFor(system.broker.nodeID, records, "manual-batch-3") };
-			const first = await system.broker.call<{ stored: number }, object>("signer.signBatch", params);
+			const { records } = await system.broker.call<
+				{ records: Array<{ id: string; data: string }> },
+				object
+			>("records.unsignedPage", { limit: 50 });
+			const params = {
+				batchId: "manual-batch-3",
+				runId: "test-run",
+				records,
+				ticket: ticketFor(system.broker.nodeID, records, "manual-batch-3"),
+			};
+			const first = await system.broker.call<{ stored: number }, object>(
+				"signer.signBatch",
+				params,
+			);
 			expect(first.stored).toBe(50);
-			await expect(system.broker.call("signer.signBatch", params)).rejects.toMatchObject({ code: 403, type: "DISPATCH_TICKET_REPLAYED" });
+			await expect(system.broker.call("signer.signBatch", params)).rejects.toMatchObject({
+				code: 403,
+				type: "DISPATCH_TICKET_REPLAYED",
+			});
 			const signatures = await pageAll<SignatureDoc>(system.broker, "records", "signatures");
 			expect(signatures).toHaveLength(50);
-			expect(new Set(signatures.map(s => s.batchId))).toEqual(new Set(["manual-batch-3"]));
+			expect(new Set(signatures.map((s) => s.batchId))).toEqual(new Set(["manual-batch-3"]));
 		} finally {
 			await system.broker.stop();
 		}

@@ -10,13 +10,23 @@ import os from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
 import { CompactSign, type JWK } from "jose";
-import { HeaderCache, ed25519PublicKeyBytes, checkSignature, FindingList } from "../../src/audit/checks";
+import {
+	HeaderCache,
+	ed25519PublicKeyBytes,
+	checkSignature,
+	FindingList,
+} from "../../src/audit/checks";
 import { verifyFloor } from "../../src/audit/verify-floor";
 import { generateKeys } from "../../src/keyring/keys";
 import { KeyTransport, LeaseKeyOpener } from "../../src/keyring/key-transport";
 import { loadMasterKey, unsealPrivateKey } from "../../src/keyring/master-key";
 import { makeRecords } from "../../src/records/records";
-import { nodeCryptoSignDetached, protectedHeader, signingInput, sodiumSigner } from "../../src/signer/jws";
+import {
+	nodeCryptoSignDetached,
+	protectedHeader,
+	signingInput,
+	sodiumSigner,
+} from "../../src/signer/jws";
 import { LeaseKeyFormatError, LeaseSecret, wipeHandOff } from "../../src/signer/lease-secret";
 import { SignPool } from "../../src/signer/sign-pool";
 import { importSodium, requireSodium, SodiumUnavailableError } from "../../src/sodium";
@@ -27,7 +37,10 @@ const sodium = requireSodium();
 
 /** The keyring's own path: keys generated and sealed at rest, one opened and sealed to a signer's session per lease. */
 async function keyring(count: number) {
-	const master = await loadMasterKey({ masterKey: Buffer.alloc(32, 7).toString("base64"), dataDir: "" }, true);
+	const master = await loadMasterKey(
+		{ masterKey: Buffer.alloc(32, 7).toString("base64"), dataDir: "" },
+		true,
+	);
 	const docs = await generateKeys(count, master);
 	const transport = new KeyTransport();
 	let leases = 0;
@@ -35,7 +48,12 @@ async function keyring(count: number) {
 		const leaseId = `lease-${++leases}`;
 		const privateJwk = await unsealPrivateKey(doc.sealedPrivateKey, doc.keyId, master);
 		try {
-			return { keyId: doc.keyId, leaseId, key: transport.seal(privateJwk, doc.keyId, leaseId, opener.session.publicJwk), transportKey: transport.publicJwk };
+			return {
+				keyId: doc.keyId,
+				leaseId,
+				key: transport.seal(privateJwk, doc.keyId, leaseId, opener.session.publicJwk),
+				transportKey: transport.publicJwk,
+			};
 		} finally {
 			privateJwk.fill(0);
 		}
@@ -50,7 +68,7 @@ function payloads(): RecordPayload[] {
 		{ id: "rec-utf8", data: "données signées ✓ — 署名 🙂" },
 		{ id: "rec-empty", data: "" },
 		{ id: "rec-long", data: "x".repeat(20_000) },
-		{ id: "rec-json", data: '{"id":"other","data":"\\"quoted\\"\\n"}' }
+		{ id: "rec-json", data: '{"id":"other","data":"\\"quoted\\"\\n"}' },
 	);
 	return records;
 }
@@ -76,25 +94,37 @@ describe("libsodium signatures", () => {
 				expect(secret.keyId).toBe(doc.keyId);
 				expect(secret.publicKey.toString("base64url")).toBe(doc.publicJwk.x);
 				const header = protectedHeader(doc.keyId);
-				const before = records.map(r => nodeCryptoSignDetached(cryptoKey, header, r));
+				const before = records.map((r) => nodeCryptoSignDetached(cryptoKey, header, r));
 
 				// The signer's own path: the pool's threads, the key handed off per chunk.
 				const signed = await pool.sign(secret, doc.keyId, records, () => Infinity);
-				expect(signed.map(s => s.recordId)).toEqual(records.map(r => r.id));
-				expect(signed.map(s => s.jws)).toEqual(before);
+				expect(signed.map((s) => s.recordId)).toEqual(records.map((r) => r.id));
+				expect(signed.map((s) => s.jws)).toEqual(before);
 				// And on this thread, straight from guarded memory.
-				expect(secret.use(sk => records.map(r => sodiumSigner(sodium, sk)(header, r)))).toEqual(before);
+				expect(
+					secret.use((sk) => records.map((r) => sodiumSigner(sodium, sk)(header, r))),
+				).toEqual(before);
 
 				// jose (a third implementation) agrees on a few, and the JWKS key verifies them with libsodium.
 				for (const r of records.slice(-4)) {
-					const compact = await new CompactSign(new TextEncoder().encode(JSON.stringify({ id: r.id, data: r.data }))).setProtectedHeader({ alg: "EdDSA", kid: doc.keyId }).sign(cryptoKey);
+					const compact = await new CompactSign(
+						new TextEncoder().encode(JSON.stringify({ id: r.id, data: r.data })),
+					)
+						.setProtectedHeader({ alg: "EdDSA", kid: doc.keyId })
+						.sign(cryptoKey);
 					const [h, , s] = compact.split(".");
-					expect(`${h}..${s}`).toBe(signed.find(x => x.recordId === r.id)!.jws);
+					expect(`${h}..${s}`).toBe(signed.find((x) => x.recordId === r.id)!.jws);
 				}
 				const publicKey = ed25519PublicKeyBytes(doc.publicJwk.x!);
 				for (const s of signed.slice(0, 50)) {
-					const record = records.find(r => r.id === s.recordId)!;
-					expect(sodium.crypto_sign_verify_detached(Buffer.from(s.jws.split(".")[2], "base64url"), signingInput(header, record), publicKey)).toBe(true);
+					const record = records.find((r) => r.id === s.recordId)!;
+					expect(
+						sodium.crypto_sign_verify_detached(
+							Buffer.from(s.jws.split(".")[2], "base64url"),
+							signingInput(header, record),
+							publicKey,
+						),
+					).toBe(true);
 				}
 			} finally {
 				secret.dispose();
@@ -111,15 +141,46 @@ describe("libsodium signatures", () => {
 		const verifier = {
 			keys: new Map([[doc.keyId, ed25519PublicKeyBytes(doc.publicJwk.x!)]]),
 			headers: new HeaderCache(),
-			verify: (signature: Buffer, message: Buffer, publicKey: Uint8Array) => sodium.crypto_sign_verify_detached(signature, message, publicKey as Buffer)
+			verify: (signature: Buffer, message: Buffer, publicKey: Uint8Array) =>
+				sodium.crypto_sign_verify_detached(signature, message, publicKey as Buffer),
 		};
 		const findings = new FindingList(10);
 		const records = payloads().slice(-10);
-		for (const r of records) checkSignature({ recordId: r.id, keyId: doc.keyId, batchId: "b", leaseId: "l", jws: nodeCryptoSignDetached(cryptoKey, header, r), signedAt: "" }, r.data, verifier, findings);
+		for (const r of records)
+			checkSignature(
+				{
+					recordId: r.id,
+					keyId: doc.keyId,
+					batchId: "b",
+					leaseId: "l",
+					jws: nodeCryptoSignDetached(cryptoKey, header, r),
+					signedAt: "",
+				},
+				r.data,
+				verifier,
+				findings,
+			);
 		expect(findings.counts.reduce((a, b) => a + b)).toBe(0);
 		const r = records[0];
-		checkSignature({ recordId: r.id, keyId: doc.keyId, batchId: "b", leaseId: "l", jws: nodeCryptoSignDetached(cryptoKey, header, { ...r, data: `${r.data}!` }), signedAt: "" }, r.data, verifier, findings);
-		expect(findings.listed.flat()).toEqual([expect.objectContaining({ rule: "signature-verifies", message: expect.stringMatching(/does not verify against key key-000/) })]);
+		checkSignature(
+			{
+				recordId: r.id,
+				keyId: doc.keyId,
+				batchId: "b",
+				leaseId: "l",
+				jws: nodeCryptoSignDetached(cryptoKey, header, { ...r, data: `${r.data}!` }),
+				signedAt: "",
+			},
+			r.data,
+			verifier,
+			findings,
+		);
+		expect(findings.listed.flat()).toEqual([
+			expect.objectContaining({
+				rule: "signature-verifies",
+				message: expect.stringMatching(/does not verify against key key-000/),
+			}),
+		]);
 	});
 });
 
@@ -129,22 +190,37 @@ describe("the verify floor", () => {
 		try {
 			writeSignedStore(dataDir, { records: 1200, keys: 3, batchSize: 100 });
 			const db = openStoreFile(dataDir, "records");
-			const row = db.prepare("SELECT jws FROM signatures WHERE recordId = 'r-0500'").get() as { jws: string };
+			const row = db
+				.prepare("SELECT jws FROM signatures WHERE recordId = 'r-0500'")
+				.get() as { jws: string };
 			const [h, , bytes] = row.jws.split(".");
 			const flipped = Buffer.from(bytes, "base64url");
 			flipped[3] ^= 0x10;
-			db.prepare("UPDATE signatures SET jws = ? WHERE recordId = 'r-0500'").run(`${h}..${flipped.toString("base64url")}`);
+			db.prepare("UPDATE signatures SET jws = ? WHERE recordId = 'r-0500'").run(
+				`${h}..${flipped.toString("base64url")}`,
+			);
 			db.close();
 			const sodiumFloor = await verifyFloor(dataDir, { rangeSize: 300, threads: 2 });
-			const nodeCryptoFloor = await verifyFloor(dataDir, { rangeSize: 300, threads: 2, library: "node:crypto" });
-			expect(sodiumFloor).toMatchObject({ library: "libsodium", signatures: 1200, valid: 1199 });
-			expect(nodeCryptoFloor).toMatchObject({ library: "node:crypto", signatures: 1200, valid: 1199 });
+			const nodeCryptoFloor = await verifyFloor(dataDir, {
+				rangeSize: 300,
+				threads: 2,
+				library: "node:crypto",
+			});
+			expect(sodiumFloor).toMatchObject({
+				library: "libsodium",
+				signatures: 1200,
+				valid: 1199,
+			});
+			expect(nodeCryptoFloor).toMatchObject({
+				library: "node:crypto",
+				signatures: 1200,
+				valid: 1199,
+			});
 		} finally {
 			fs.rmSync(dataDir, { recursive: true, force: true });
 		}
 	});
 });
-
 
 /** Every hand-off the secret makes to the signing threads, kept to look at after the batch (the real ones, not stand-ins). */
 function keepHandOffs(secret: LeaseSecret): SharedArrayBuffer[] {
@@ -163,18 +239,64 @@ describe("the lease key's life in guarded memory", () => {
 		const { docs, lease } = await keyring(2);
 		const opener = new LeaseKeyOpener();
 		const sealed = await lease(docs[0], opener);
-		await expect(opener.openSecret({ ...sealed, leaseId: "another-lease" })).rejects.toThrow(/sealed for .* under lease/);
+		await expect(opener.openSecret({ ...sealed, leaseId: "another-lease" })).rejects.toThrow(
+			/sealed for .* under lease/,
+		);
 		await expect(new LeaseKeyOpener().openSecret(sealed)).rejects.toThrow();
 
 		// A JWK whose d and x are of two different keys, or that is not an Ed25519 private key.
-		const [a, b] = await Promise.all(docs.map(async doc => JSON.parse(Buffer.from(await unsealPrivateKey(doc.sealedPrivateKey, doc.keyId, await loadMasterKey({ masterKey: Buffer.alloc(32, 7).toString("base64"), dataDir: "" }, true))).toString()) as JWK));
-		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify({ ...a, x: b.x })), "key-000")).toThrow(/not one key pair/);
-		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify({ ...a, crv: "X25519" })), "key-000")).toThrow(LeaseKeyFormatError);
-		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: a.x })), "key-000")).toThrow(/no "d"/);
-		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify({ ...a, d: `${a.d}A` })), "key-000")).toThrow(/not 32 bytes/);
-		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from("[1,2]"), "key-000")).toThrow(LeaseKeyFormatError);
+		const [a, b] = await Promise.all(
+			docs.map(
+				async (doc) =>
+					JSON.parse(
+						Buffer.from(
+							await unsealPrivateKey(
+								doc.sealedPrivateKey,
+								doc.keyId,
+								await loadMasterKey(
+									{
+										masterKey: Buffer.alloc(32, 7).toString("base64"),
+										dataDir: "",
+									},
+									true,
+								),
+							),
+						).toString(),
+					) as JWK,
+			),
+		);
+		expect(() =>
+			LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify({ ...a, x: b.x })), "key-000"),
+		).toThrow(/not one key pair/);
+		expect(() =>
+			LeaseSecret.fromPrivateJwk(
+				Buffer.from(JSON.stringify({ ...a, crv: "X25519" })),
+				"key-000",
+			),
+		).toThrow(LeaseKeyFormatError);
+		expect(() =>
+			LeaseSecret.fromPrivateJwk(
+				Buffer.from(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: a.x })),
+				"key-000",
+			),
+		).toThrow(/no "d"/);
+		expect(() =>
+			LeaseSecret.fromPrivateJwk(
+				Buffer.from(JSON.stringify({ ...a, d: `${a.d}A` })),
+				"key-000",
+			),
+		).toThrow(/not 32 bytes/);
+		expect(() => LeaseSecret.fromPrivateJwk(Buffer.from("[1,2]"), "key-000")).toThrow(
+			LeaseKeyFormatError,
+		);
 		// Whitespace and member order do not matter; `d` is blanked in the bytes it was read from.
-		const spaced = Buffer.from(JSON.stringify({ x: a.x, kty: "OKP", extra: { d: [1, "}"] }, d: a.d, crv: "Ed25519" }, null, 2));
+		const spaced = Buffer.from(
+			JSON.stringify(
+				{ x: a.x, kty: "OKP", extra: { d: [1, "}"] }, d: a.d, crv: "Ed25519" },
+				null,
+				2,
+			),
+		);
 		const secret = LeaseSecret.fromPrivateJwk(spaced, "key-000");
 		expect(secret.publicKey.toString("base64url")).toBe(a.x);
 		expect(spaced.toString()).not.toContain(a.d!);
@@ -191,18 +313,30 @@ describe("the lease key's life in guarded memory", () => {
 		const signed = await pool.sign(secret, "key-042", records, () => Infinity);
 		expect(signed).toHaveLength(records.length);
 		expect(handOffs.length).toBeGreaterThan(1);
-		for (const shared of handOffs) expect(sodium.sodium_is_zero(Buffer.from(shared), 64)).toBe(true);
+		for (const shared of handOffs)
+			expect(sodium.sodium_is_zero(Buffer.from(shared), 64)).toBe(true);
 
 		// A one-thread pool: its slot holds the key only while a chunk signs.
 		const single = new SignPool(1);
 		try {
 			await single.sign(secret, "key-042", records.slice(0, 100), () => Infinity);
-			const run = (single as unknown as { pool: { run(task: unknown, options?: { name: string }): Promise<unknown> } }).pool;
+			const run = (
+				single as unknown as {
+					pool: { run(task: unknown, options?: { name: string }): Promise<unknown> };
+				}
+			).pool;
 			expect(await run.run({}, { name: "keySlotIsZero" })).toBe(true);
 			// A chunk past its deadline signs nothing, and its hand-off is wiped too.
 			const late = secret.handOff();
 			expect(sodium.sodium_is_zero(Buffer.from(late), 64)).toBe(false);
-			expect(await run.run({ secret: late, keyId: "key-042", records: "[]", deadline: Date.now() - 1 })).toMatchObject({ jws: null });
+			expect(
+				await run.run({
+					secret: late,
+					keyId: "key-042",
+					records: "[]",
+					deadline: Date.now() - 1,
+				}),
+			).toMatchObject({ jws: null });
 			expect(sodium.sodium_is_zero(Buffer.from(late), 64)).toBe(true);
 			expect(await run.run({}, { name: "keySlotIsZero" })).toBe(true);
 		} finally {
@@ -213,7 +347,9 @@ describe("the lease key's life in guarded memory", () => {
 		expect(secret.disposed).toBe(true);
 		expect(inspect(secret)).toBe('LeaseSecret { keyId: "key-042", wiped }');
 		expect(() => secret.handOff()).toThrow(/wiped/);
-		await expect(pool.sign(secret, "key-042", records.slice(0, 10), () => Infinity)).rejects.toThrow(/wiped/);
+		await expect(
+			pool.sign(secret, "key-042", records.slice(0, 10), () => Infinity),
+		).rejects.toThrow(/wiped/);
 		secret.dispose();
 	});
 
@@ -222,8 +358,11 @@ describe("the lease key's life in guarded memory", () => {
 		const handOffs = keepHandOffs(secret);
 		// The deadline passes as the chunks go out: the batch is handed back unsigned.
 		let calls = 0;
-		await expect(pool.sign(secret, "key-007", payloads(), () => (++calls > 1 ? 0 : Infinity))).rejects.toThrow(/Lease deadline reached/);
-		for (const shared of handOffs) expect(sodium.sodium_is_zero(Buffer.from(shared), 64)).toBe(true);
+		await expect(
+			pool.sign(secret, "key-007", payloads(), () => (++calls > 1 ? 0 : Infinity)),
+		).rejects.toThrow(/Lease deadline reached/);
+		for (const shared of handOffs)
+			expect(sodium.sodium_is_zero(Buffer.from(shared), 64)).toBe(true);
 		wipeHandOff(handOffs[0], sodium);
 		secret.dispose();
 	});
@@ -232,8 +371,12 @@ describe("the lease key's life in guarded memory", () => {
 describe("without sodium-native", () => {
 	test("loading fails naming the package and what to do", async () => {
 		expect(() => requireSodium("sodium-native-not-installed")).toThrow(SodiumUnavailableError);
-		expect(() => requireSodium("sodium-native-not-installed")).toThrow(/sodium-native .*could not be loaded.*npm ci.*npm install sodium-native/);
-		await expect(importSodium("sodium-native-not-installed")).rejects.toThrow(/sodium-native .*could not be loaded.*npm ci/);
+		expect(() => requireSodium("sodium-native-not-installed")).toThrow(
+			/sodium-native .*could not be loaded.*npm ci.*npm install sodium-native/,
+		);
+		await expect(importSodium("sodium-native-not-installed")).rejects.toThrow(
+			/sodium-native .*could not be loaded.*npm ci/,
+		);
 		// A module that loads but is not sodium-native's API.
 		expect(() => requireSodium("node:os")).toThrow(/not the sodium-native 5 API/);
 	});

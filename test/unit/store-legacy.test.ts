@@ -16,13 +16,19 @@ import { auditSystem, runToCompletion, startSystem } from "../support/system";
 
 /** Writes `docs` as NeDB writes a collection: a JSON document per line, later lines winning. */
 function nedbFile(dataDir: string, name: string, lines: object[]): void {
-	fs.writeFileSync(path.join(dataDir, name), lines.map(line => JSON.stringify(line)).join("\n") + "\n");
+	fs.writeFileSync(
+		path.join(dataDir, name),
+		lines.map((line) => JSON.stringify(line)).join("\n") + "\n",
+	);
 }
 
 async function privateKeyOf(doc: KeyDoc, dataDir: string): Promise<CryptoKey> {
 	const master = await loadMasterKey({ masterKey: null, dataDir }, false);
 	const plaintext = await unsealPrivateKey(doc.sealedPrivateKey, doc.keyId, master);
-	return (await importJWK(JSON.parse(new TextDecoder().decode(plaintext)) as JWK, "EdDSA")) as CryptoKey;
+	return (await importJWK(
+		JSON.parse(new TextDecoder().decode(plaintext)) as JWK,
+		"EdDSA",
+	)) as CryptoKey;
 }
 
 test("an earlier version's NeDB store is imported once, then the run signs only what was left", async () => {
@@ -31,26 +37,92 @@ test("an earlier version's NeDB store is imported once, then the run signs only 
 		// The earlier store: 3 keys, 6 records of which 2 were signed by a run under one lease.
 		const master = await loadMasterKey({ masterKey: null, dataDir }, true);
 		const keys = await generateKeys(3, master);
-		nedbFile(dataDir, "keys.db", [{ $$indexCreated: { fieldName: "keyId", unique: true } }, ...keys.map(k => ({ ...k, _id: k.keyId }))]);
-		const records = Array.from({ length: 6 }, (_, i) => ({ _id: `rec-00000${i + 1}`, data: `data-${i + 1}` }));
+		nedbFile(dataDir, "keys.db", [
+			{ $$indexCreated: { fieldName: "keyId", unique: true } },
+			...keys.map((k) => ({ ...k, _id: k.keyId })),
+		]);
+		const records = Array.from({ length: 6 }, (_, i) => ({
+			_id: `rec-00000${i + 1}`,
+			data: `data-${i + 1}`,
+		}));
 		// An update line and a deletion, as NeDB appends them: the last version of each document counts.
-		nedbFile(dataDir, "records.db", [...records, { ...records[5], data: "replaced-before" }, records[5], { _id: "rec-gone", data: "x" }, { $$deleted: true, _id: "rec-gone" }]);
+		nedbFile(dataDir, "records.db", [
+			...records,
+			{ ...records[5], data: "replaced-before" },
+			records[5],
+			{ _id: "rec-gone", data: "x" },
+			{ $$deleted: true, _id: "rec-gone" },
+		]);
 		const key = await privateKeyOf(keys[0], dataDir);
-		const lease = { _id: "lease-1", leaseId: "lease-1", keyId: "key-000", holder: "signer-old", grantSeq: 1, grantedAt: "2026-01-01T00:00:00.000Z", expiresAt: "2026-01-01T00:00:30.000Z", endSeq: 2, endedAt: "2026-01-01T00:00:05.000Z", end: "released" };
-		nedbFile(dataDir, "leases.db", [{ ...lease, endSeq: null, endedAt: null, end: null }, lease]);
-		const signatures = await Promise.all(records.slice(0, 2).map(async r => ({
-			_id: r._id, recordId: r._id, keyId: "key-000", batchId: "run-old-b000001", leaseId: "lease-1", jws: await signRecord(key, "key-000", r._id, r.data), signedAt: "2026-01-01T00:00:01.000Z"
-		})));
+		const lease = {
+			_id: "lease-1",
+			leaseId: "lease-1",
+			keyId: "key-000",
+			holder: "signer-old",
+			grantSeq: 1,
+			grantedAt: "2026-01-01T00:00:00.000Z",
+			expiresAt: "2026-01-01T00:00:30.000Z",
+			endSeq: 2,
+			endedAt: "2026-01-01T00:00:05.000Z",
+			end: "released",
+		};
+		nedbFile(dataDir, "leases.db", [
+			{ ...lease, endSeq: null, endedAt: null, end: null },
+			lease,
+		]);
+		const signatures = await Promise.all(
+			records.slice(0, 2).map(async (r) => ({
+				_id: r._id,
+				recordId: r._id,
+				keyId: "key-000",
+				batchId: "run-old-b000001",
+				leaseId: "lease-1",
+				jws: await signRecord(key, "key-000", r._id, r.data),
+				signedAt: "2026-01-01T00:00:01.000Z",
+			})),
+		);
 		nedbFile(dataDir, "signatures.db", signatures);
-		nedbFile(dataDir, "runs.db", [{ _id: "run-old", runId: "run-old", batchSize: 2, status: "completed", startedAt: "2026-01-01T00:00:00.000Z", finishedAt: "2026-01-01T00:00:06.000Z", report: null }]);
-		nedbFile(dataDir, "batches.db", [{ _id: "run-old-b000001", batchId: "run-old-b000001", runId: "run-old", keyId: "key-000", leaseId: "lease-1", recordIds: ["rec-000001", "rec-000002"], attempt: 1, status: "signed", startedAt: "2026-01-01T00:00:00.500Z", finishedAt: "2026-01-01T00:00:05.500Z", stored: 2, duplicates: 0 }]);
+		nedbFile(dataDir, "runs.db", [
+			{
+				_id: "run-old",
+				runId: "run-old",
+				batchSize: 2,
+				status: "completed",
+				startedAt: "2026-01-01T00:00:00.000Z",
+				finishedAt: "2026-01-01T00:00:06.000Z",
+				report: null,
+			},
+		]);
+		nedbFile(dataDir, "batches.db", [
+			{
+				_id: "run-old-b000001",
+				batchId: "run-old-b000001",
+				runId: "run-old",
+				keyId: "key-000",
+				leaseId: "lease-1",
+				recordIds: ["rec-000001", "rec-000002"],
+				attempt: 1,
+				status: "signed",
+				startedAt: "2026-01-01T00:00:00.500Z",
+				finishedAt: "2026-01-01T00:00:05.500Z",
+				stored: 2,
+				duplicates: 0,
+			},
+		]);
 
 		const system = await startSystem({ records: 6, keys: 3, dataDir });
 		try {
 			expect(await system.broker.call("records.progress")).toEqual({ records: 6, signed: 2 });
 			// The old files are kept, renamed; the new store files are there.
 			const files = fs.readdirSync(dataDir);
-			for (const name of ["records.db", "signatures.db", "keys.db", "leases.db", "runs.db", "batches.db"]) {
+			for (const name of [
+				"records.db",
+				"signatures.db",
+				"keys.db",
+				"leases.db",
+				"runs.db",
+				"batches.db",
+			]) {
 				expect(files).toContain(name + LEGACY_SUFFIX);
 				expect(files).not.toContain(name);
 			}
@@ -59,7 +131,7 @@ test("an earlier version's NeDB store is imported once, then the run signs only 
 			const { completion } = await runToCompletion(system, 3);
 			expect(completion.report).toMatchObject({ signedThisRun: 4, batches: 2 });
 			const runs = await system.broker.call<Array<{ runId: string }>>("batcher.runs");
-			expect(runs.map(r => r.runId)).toContain("run-old");
+			expect(runs.map((r) => r.runId)).toContain("run-old");
 			const status = await system.broker.call<{ lastSeq: number }>("keyring.status");
 			expect(status.lastSeq).toBe(2 + 4);
 			const verdict = await auditSystem(system.broker);

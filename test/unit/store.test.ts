@@ -15,7 +15,12 @@ import { SqliteBatcherStore } from "../../src/batcher/sqlite-store";
 import type { BatchDoc, LeaseDoc, RunDoc } from "../../src/contract";
 import { MongoKeyringStore } from "../../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../../src/keyring/sqlite-store";
-import { DuplicateLeaseError, FencedError, type KeyringStore, type RoleHolder } from "../../src/keyring/store";
+import {
+	DuplicateLeaseError,
+	FencedError,
+	type KeyringStore,
+	type RoleHolder,
+} from "../../src/keyring/store";
 import { MongoRecordsStore } from "../../src/records/mongo-store";
 import { SqliteRecordsStore } from "../../src/records/sqlite-store";
 import { BatchClosedError, type RecordsStore } from "../../src/records/store";
@@ -44,21 +49,29 @@ interface Backend {
 /** The title of what only runs on MongoDB, when MONGO_URI is unset. */
 const NEEDS_MONGO = "needs MONGO_URI (a MongoDB replica set); not set";
 
-const service = { broker: new ServiceBroker({ logger: false }), logger: new ServiceBroker({ logger: false }).getLogger("store-test") };
+const service = {
+	broker: new ServiceBroker({ logger: false }),
+	logger: new ServiceBroker({ logger: false }).getLogger("store-test"),
+};
 
 function sqliteBackend(name: string, inFiles: boolean): Backend {
 	let dataDir = "";
 	return {
 		name,
 		async open() {
-			if (inFiles && !dataDir) dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-store-"));
-			return { records: SqliteRecordsStore.open(dataDir), keyring: SqliteKeyringStore.open(dataDir), batcher: SqliteBatcherStore.open(dataDir) };
+			if (inFiles && !dataDir)
+				dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-store-"));
+			return {
+				records: SqliteRecordsStore.open(dataDir),
+				keyring: SqliteKeyringStore.open(dataDir),
+				batcher: SqliteBatcherStore.open(dataDir),
+			};
 		},
 		async cleanup() {
 			if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 			dataDir = "";
 		},
-		async roleClockAdvances() {}
+		async roleClockAdvances() {},
 	};
 }
 
@@ -73,7 +86,11 @@ function mongoBackend(): Backend {
 			const url = new URL(process.env.MONGO_URI!);
 			url.pathname = `/signing-store-test-${process.pid}-${++n}`;
 			uri = url.toString();
-			return { records: await MongoRecordsStore.open(uri, service), keyring: await MongoKeyringStore.open(uri, service), batcher: await MongoBatcherStore.open(uri, service) };
+			return {
+				records: await MongoRecordsStore.open(uri, service),
+				keyring: await MongoKeyringStore.open(uri, service),
+				batcher: await MongoBatcherStore.open(uri, service),
+			};
 		},
 		async cleanup() {
 			if (!uri) return;
@@ -84,28 +101,54 @@ function mongoBackend(): Backend {
 		async roleClockAdvances(ms) {
 			const connection = await connect();
 			try {
-				await connection.db.collection<{ _id: string }>("keyring").updateOne({ _id: "role" }, [{ $set: { validUntil: { $subtract: ["$validUntil", ms] } } }]);
+				await connection.db
+					.collection<{ _id: string }>("keyring")
+					.updateOne({ _id: "role" }, [
+						{ $set: { validUntil: { $subtract: ["$validUntil", ms] } } },
+					]);
 			} finally {
 				await connection.close();
 			}
 		},
-		connect
+		connect,
 	};
 }
 
-const backends: Backend[] = [sqliteBackend("SQLite in memory", false), sqliteBackend("SQLite files", true)];
+const backends: Backend[] = [
+	sqliteBackend("SQLite in memory", false),
+	sqliteBackend("SQLite files", true),
+];
 
 const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
 
 function signatures(ids: string[], batch: string) {
-	return { batchId: batch, keyId: `key-of-${batch}`, leaseId: `lease-of-${batch}`, signatures: ids.map(recordId => ({ recordId, jws: `jws-of-${recordId}-${batch}`, signedAt: at(1) })) };
+	return {
+		batchId: batch,
+		keyId: `key-of-${batch}`,
+		leaseId: `lease-of-${batch}`,
+		signatures: ids.map((recordId) => ({
+			recordId,
+			jws: `jws-of-${recordId}-${batch}`,
+			signedAt: at(1),
+		})),
+	};
 }
 
 function lease(leaseId: string, keyId: string, grantSeq: number): LeaseDoc {
-	return { leaseId, keyId, holder: "signer-1", grantSeq, grantedAt: at(grantSeq), expiresAt: at(grantSeq + 30), endSeq: null, endedAt: null, end: null };
+	return {
+		leaseId,
+		keyId,
+		holder: "signer-1",
+		grantSeq,
+		grantedAt: at(grantSeq),
+		expiresAt: at(grantSeq + 30),
+		endSeq: null,
+		endedAt: null,
+		end: null,
+	};
 }
 
-describe.each(backends)("store on $name", backend => storeContract(backend));
+describe.each(backends)("store on $name", (backend) => storeContract(backend));
 if (process.env.MONGO_URI)
 	describe("store on MongoDB", () => {
 		storeContract(mongoBackend());
@@ -133,21 +176,48 @@ function storeContract(backend: Backend): void {
 
 	describe("records", () => {
 		beforeEach(async () => {
-			await stores.records.insertRecords(["r1", "r2", "r3", "r4", "r5"].map(id => ({ id, data: `data-${id}` })));
+			await stores.records.insertRecords(
+				["r1", "r2", "r3", "r4", "r5"].map((id) => ({ id, data: `data-${id}` })),
+			);
 		});
 
 		test("a bulk with already-signed records keeps the first signatures, stores the rest, counts the duplicates", async () => {
-			expect(await stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1"))).toEqual({ stored: 3, duplicates: 0 });
-			expect(await stores.records.storeSignatures(signatures(["r2", "r3", "r4", "r5"], "b2"))).toEqual({ stored: 2, duplicates: 2 });
+			expect(
+				await stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1")),
+			).toEqual({ stored: 3, duplicates: 0 });
+			expect(
+				await stores.records.storeSignatures(signatures(["r2", "r3", "r4", "r5"], "b2")),
+			).toEqual({ stored: 2, duplicates: 2 });
 			const { docs } = await stores.records.page("signatures", undefined, 10);
-			expect(docs.map(s => [(s as { recordId: string }).recordId, (s as { batchId: string }).batchId])).toEqual([["r1", "b1"], ["r2", "b1"], ["r3", "b1"], ["r4", "b2"], ["r5", "b2"]]);
-			expect(await stores.records.signature("r2")).toMatchObject({ recordId: "r2", batchId: "b1", keyId: "key-of-b1", leaseId: "lease-of-b1", jws: "jws-of-r2-b1" });
+			expect(
+				docs.map((s) => [
+					(s as { recordId: string }).recordId,
+					(s as { batchId: string }).batchId,
+				]),
+			).toEqual([
+				["r1", "b1"],
+				["r2", "b1"],
+				["r3", "b1"],
+				["r4", "b2"],
+				["r5", "b2"],
+			]);
+			expect(await stores.records.signature("r2")).toMatchObject({
+				recordId: "r2",
+				batchId: "b1",
+				keyId: "key-of-b1",
+				leaseId: "lease-of-b1",
+				jws: "jws-of-r2-b1",
+			});
 			expect(await stores.records.signedCount()).toBe(5);
 		});
 
 		test("concurrent bulks over the same records store each record once", async () => {
 			const ids = ["r1", "r2", "r3", "r4", "r5"];
-			const results = await Promise.all(["b1", "b2", "b3", "b4"].map(batch => stores.records.storeSignatures(signatures(ids, batch))));
+			const results = await Promise.all(
+				["b1", "b2", "b3", "b4"].map((batch) =>
+					stores.records.storeSignatures(signatures(ids, batch)),
+				),
+			);
 			expect(results.reduce((sum, r) => sum + r.stored, 0)).toBe(5);
 			expect(results.reduce((sum, r) => sum + r.duplicates, 0)).toBe(15);
 			expect(await stores.records.signedCount()).toBe(5);
@@ -157,32 +227,72 @@ function storeContract(backend: Backend): void {
 			await stores.records.storeSignatures(signatures(["r1", "r2"], "b1"));
 			await stores.records.storeSignatures(signatures(["r3"], "b2"));
 			const closed = await stores.records.closeBatch("b1", ["r1", "r2", "r3", "r4"]);
-			expect(closed).toEqual({ signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 2 }], unsigned: [{ id: "r4", data: "data-r4" }] });
-			await expect(stores.records.storeSignatures(signatures(["r4"], "b1"))).rejects.toBeInstanceOf(BatchClosedError);
+			expect(closed).toEqual({
+				signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 2 }],
+				unsigned: [{ id: "r4", data: "data-r4" }],
+			});
+			await expect(
+				stores.records.storeSignatures(signatures(["r4"], "b1")),
+			).rejects.toBeInstanceOf(BatchClosedError);
 			expect(await stores.records.signature("r4")).toBeNull();
 			// Closing again answers the same; a batch that stored nothing closes empty; other batches are untouched.
 			expect(await stores.records.closeBatch("b1", ["r1", "r2", "r3", "r4"])).toEqual(closed);
-			expect(await stores.records.closeBatch("b9", ["r5"])).toEqual({ signed: [], unsigned: [{ id: "r5", data: "data-r5" }] });
-			expect(await stores.records.storeSignatures(signatures(["r4"], "b3"))).toEqual({ stored: 1, duplicates: 0 });
+			expect(await stores.records.closeBatch("b9", ["r5"])).toEqual({
+				signed: [],
+				unsigned: [{ id: "r5", data: "data-r5" }],
+			});
+			expect(await stores.records.storeSignatures(signatures(["r4"], "b3"))).toEqual({
+				stored: 1,
+				duplicates: 0,
+			});
 		});
 
 		test("a batch closed while its signatures are being stored: either they are all in and the close counts them, or none is", async () => {
-			const [stored, closed] = await Promise.allSettled([stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1")), stores.records.closeBatch("b1", ["r1", "r2", "r3"])]);
-			const answer = (closed as PromiseFulfilledResult<Awaited<ReturnType<RecordsStore["closeBatch"]>>>).value;
-			if (stored.status === "fulfilled") expect(answer).toEqual({ signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 3 }], unsigned: [] });
-			else expect({ error: stored.reason, answer, signed: await stores.records.signedCount() }).toEqual({ error: expect.any(BatchClosedError), answer: { signed: [], unsigned: expect.any(Array) }, signed: 0 });
+			const [stored, closed] = await Promise.allSettled([
+				stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1")),
+				stores.records.closeBatch("b1", ["r1", "r2", "r3"]),
+			]);
+			const answer = (
+				closed as PromiseFulfilledResult<Awaited<ReturnType<RecordsStore["closeBatch"]>>>
+			).value;
+			if (stored.status === "fulfilled")
+				expect(answer).toEqual({
+					signed: [{ keyId: "key-of-b1", leaseId: "lease-of-b1", count: 3 }],
+					unsigned: [],
+				});
+			else
+				expect({
+					error: stored.reason,
+					answer,
+					signed: await stores.records.signedCount(),
+				}).toEqual({
+					error: expect.any(BatchClosedError),
+					answer: { signed: [], unsigned: expect.any(Array) },
+					signed: 0,
+				});
 		});
 
 		test("a duplicate inside one bulk is stored once", async () => {
-			expect(await stores.records.storeSignatures(signatures(["r1", "r1", "r2"], "b1"))).toEqual({ stored: 2, duplicates: 1 });
+			expect(
+				await stores.records.storeSignatures(signatures(["r1", "r1", "r2"], "b1")),
+			).toEqual({ stored: 2, duplicates: 1 });
 		});
 
 		test("unsigned ids page in ascending order after the cursor; payloads come back in the order asked", async () => {
 			await stores.records.storeSignatures(signatures(["r2", "r4"], "b1"));
-			expect(await stores.records.unsignedRecords(undefined, 2)).toEqual([{ id: "r1", data: "data-r1" }, { id: "r3", data: "data-r3" }]);
-			expect((await stores.records.unsignedRecords("r1", 10)).map(r => r.id)).toEqual(["r3", "r5"]);
+			expect(await stores.records.unsignedRecords(undefined, 2)).toEqual([
+				{ id: "r1", data: "data-r1" },
+				{ id: "r3", data: "data-r3" },
+			]);
+			expect((await stores.records.unsignedRecords("r1", 10)).map((r) => r.id)).toEqual([
+				"r3",
+				"r5",
+			]);
 			expect(await stores.records.unsignedRecords("r5", 10)).toEqual([]);
-			expect(await stores.records.unsignedAmong(["r5", "r4", "nope", "r1"])).toEqual([{ id: "r5", data: "data-r5" }, { id: "r1", data: "data-r1" }]);
+			expect(await stores.records.unsignedAmong(["r5", "r4", "nope", "r1"])).toEqual([
+				{ id: "r5", data: "data-r5" },
+				{ id: "r1", data: "data-r1" },
+			]);
 			expect(await stores.records.maxRecordBytes()).toBe("r1".length + "data-r1".length);
 			expect(await stores.records.recordCount()).toBe(5);
 			// Seeding twice adds nothing.
@@ -194,34 +304,78 @@ function storeContract(backend: Backend): void {
 		test("records and signatures page by id", async () => {
 			await stores.records.storeSignatures(signatures(["r1", "r2", "r3"], "b1"));
 			const first = await stores.records.page("records", undefined, 2);
-			expect(first.docs.map(d => (d as { _id: string })._id)).toEqual(["r1", "r2"]);
+			expect(first.docs.map((d) => (d as { _id: string })._id)).toEqual(["r1", "r2"]);
 			const second = await stores.records.page("records", first.next!, 10);
 			expect(second).toMatchObject({ next: null });
-			expect(second.docs).toEqual([{ _id: "r3", data: "data-r3" }, { _id: "r4", data: "data-r4" }, { _id: "r5", data: "data-r5" }]);
-			expect((await stores.records.page("signatures", "r2", 10)).docs).toEqual([expect.objectContaining({ _id: "r3", recordId: "r3", batchId: "b1" })]);
+			expect(second.docs).toEqual([
+				{ _id: "r3", data: "data-r3" },
+				{ _id: "r4", data: "data-r4" },
+				{ _id: "r5", data: "data-r5" },
+			]);
+			expect((await stores.records.page("signatures", "r2", 10)).docs).toEqual([
+				expect.objectContaining({ _id: "r3", recordId: "r3", batchId: "b1" }),
+			]);
 		});
 
 		test("list: records in id order with their signatures, all or signed or unsigned only, a cursor to the next page", async () => {
 			await stores.records.storeSignatures(signatures(["r2", "r4", "r5"], "b1"));
-			const ids = (list: { records: Array<{ id: string }> }) => list.records.map(r => r.id);
+			const ids = (list: { records: Array<{ id: string }> }) => list.records.map((r) => r.id);
 			const first = await stores.records.list(undefined, 2, undefined);
-			expect(first).toEqual({ records: [{ id: "r1", data: "data-r1", signature: null }, { id: "r2", data: "data-r2", signature: { keyId: "key-of-b1", batchId: "b1", leaseId: "lease-of-b1", jws: "jws-of-r2-b1", signedAt: expect.any(String) } }], next: "r2" });
+			expect(first).toEqual({
+				records: [
+					{ id: "r1", data: "data-r1", signature: null },
+					{
+						id: "r2",
+						data: "data-r2",
+						signature: {
+							keyId: "key-of-b1",
+							batchId: "b1",
+							leaseId: "lease-of-b1",
+							jws: "jws-of-r2-b1",
+							signedAt: expect.any(String),
+						},
+					},
+				],
+				next: "r2",
+			});
 			const rest = await stores.records.list(first.next!, 10, undefined);
 			expect([ids(rest), rest.next]).toEqual([["r3", "r4", "r5"], null]);
 			const signedPage = await stores.records.list(undefined, 2, true);
 			expect([ids(signedPage), signedPage.next]).toEqual([["r2", "r4"], "r4"]);
-			expect(signedPage.records.every(r => r.signature?.batchId === "b1")).toBe(true);
+			expect(signedPage.records.every((r) => r.signature?.batchId === "b1")).toBe(true);
 			expect(ids(await stores.records.list("r4", 2, true))).toEqual(["r5"]);
 			const unsignedPage = await stores.records.list(undefined, 10, false);
-			expect(unsignedPage).toEqual({ records: [{ id: "r1", data: "data-r1", signature: null }, { id: "r3", data: "data-r3", signature: null }], next: null });
-			expect(await stores.records.list("r5", 10, undefined)).toEqual({ records: [], next: null });
+			expect(unsignedPage).toEqual({
+				records: [
+					{ id: "r1", data: "data-r1", signature: null },
+					{ id: "r3", data: "data-r3", signature: null },
+				],
+				next: null,
+			});
+			expect(await stores.records.list("r5", 10, undefined)).toEqual({
+				records: [],
+				next: null,
+			});
 		});
 	});
 
 	describe("keyring", () => {
 		/** A claim of the keyring role by `holder` at `second`, valid for `ttl` seconds. */
-		const claim = (holder: string, second: number, ttl = 30, mayTakeOver = (current: RoleHolder) => Date.parse(current.expiresAt) <= Date.parse(at(second))) =>
-			stores.keyring.claimRole({ holder, host: "host-a", pid: 4242, now: at(second), expiresAt: at(second + ttl), mayTakeOver });
+		const claim = (
+			holder: string,
+			second: number,
+			ttl = 30,
+			mayTakeOver = (current: RoleHolder) =>
+				Date.parse(current.expiresAt) <= Date.parse(at(second)),
+		) =>
+			stores.keyring.claimRole({
+				holder,
+				host: "host-a",
+				pid: 4242,
+				now: at(second),
+				expiresAt: at(second + ttl),
+				mayTakeOver,
+			});
 		const epochOf = async (holder: string, second = 0) => {
 			const outcome = await claim(holder, second);
 			if (!("claimed" in outcome)) throw new Error(`${holder} could not claim the role`);
@@ -231,14 +385,24 @@ function storeContract(backend: Backend): void {
 		test("the store refuses a second open lease of a key and a second lease at one seq", async () => {
 			const epoch = await epochOf("keyring-a");
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
-			await expect(stores.keyring.insertLease(lease("l2", "key-000", 2), epoch)).rejects.toBeInstanceOf(DuplicateLeaseError);
-			await expect(stores.keyring.insertLease(lease("l3", "key-001", 1), epoch)).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await expect(
+				stores.keyring.insertLease(lease("l2", "key-000", 2), epoch),
+			).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await expect(
+				stores.keyring.insertLease(lease("l3", "key-001", 1), epoch),
+			).rejects.toBeInstanceOf(DuplicateLeaseError);
 			await stores.keyring.insertLease(lease("l4", "key-001", 2), epoch);
 			// Once ended, the key can be granted again.
-			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 3, endedAt: at(3) }, epoch)).toBe(1);
+			expect(
+				await stores.keyring.endLease(
+					"l1",
+					{ end: "released", endSeq: 3, endedAt: at(3) },
+					epoch,
+				),
+			).toBe(1);
 			await stores.keyring.insertLease(lease("l5", "key-000", 4), epoch);
 			const { docs } = await stores.keyring.page("leases", undefined, 10);
-			expect(docs.map(d => (d as LeaseDoc).leaseId).sort()).toEqual(["l1", "l4", "l5"]);
+			expect(docs.map((d) => (d as LeaseDoc).leaseId).sort()).toEqual(["l1", "l4", "l5"]);
 		});
 
 		test("renew and end change only an open lease and say how many matched; a reclaim only an expired one; the summary rebuilds the state per key", async () => {
@@ -247,15 +411,44 @@ function storeContract(backend: Backend): void {
 			await stores.keyring.insertLease(lease("l2", "key-001", 2), epoch);
 			expect(await stores.keyring.renewLease("l1", at(99), epoch)).toBe(1);
 			// Renewed to 99 s: a reclaim of what expired by 60 s leaves it alone.
-			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(61), expiredBy: at(60) }, epoch)).toBe(0);
-			expect(await stores.keyring.endLease("l1", { end: "expired", endSeq: 3, endedAt: at(101), expiredBy: at(99) }, epoch)).toBe(1);
-			expect(await stores.keyring.endLease("l1", { end: "released", endSeq: 4, endedAt: at(102) }, epoch)).toBe(0);
+			expect(
+				await stores.keyring.endLease(
+					"l1",
+					{ end: "expired", endSeq: 3, endedAt: at(61), expiredBy: at(60) },
+					epoch,
+				),
+			).toBe(0);
+			expect(
+				await stores.keyring.endLease(
+					"l1",
+					{ end: "expired", endSeq: 3, endedAt: at(101), expiredBy: at(99) },
+					epoch,
+				),
+			).toBe(1);
+			expect(
+				await stores.keyring.endLease(
+					"l1",
+					{ end: "released", endSeq: 4, endedAt: at(102) },
+					epoch,
+				),
+			).toBe(0);
 			expect(await stores.keyring.renewLease("l1", at(120), epoch)).toBe(0);
-			expect(await stores.keyring.lease("l1")).toMatchObject({ leaseId: "l1", end: "expired", endSeq: 3, expiresAt: at(99) });
+			expect(await stores.keyring.lease("l1")).toMatchObject({
+				leaseId: "l1",
+				end: "expired",
+				endSeq: 3,
+				expiresAt: at(99),
+			});
 			await stores.keyring.insertLease(lease("l3", "key-000", 5), epoch);
-			expect(await stores.keyring.endLease("l3", { end: "released", endSeq: 6, endedAt: at(106) }, epoch)).toBe(1);
+			expect(
+				await stores.keyring.endLease(
+					"l3",
+					{ end: "released", endSeq: 6, endedAt: at(106) },
+					epoch,
+				),
+			).toBe(1);
 			const summary = await stores.keyring.summary();
-			expect(summary.open.map(l => l.leaseId)).toEqual(["l2"]);
+			expect(summary.open.map((l) => l.leaseId)).toEqual(["l2"]);
 			expect(Object.fromEntries(summary.lastEnd)).toEqual({ "key-000": 6 });
 			expect(Object.fromEntries(summary.uses)).toEqual({ "key-000": 2, "key-001": 1 });
 			expect(summary.lastSeq).toBe(6);
@@ -263,69 +456,211 @@ function storeContract(backend: Backend): void {
 
 		test("the keyring role: one holder at a time, taken over only when allowed, and a stale holder's writes refused by the store", async () => {
 			const first = await claim("keyring-a", 0);
-			expect(first).toEqual({ claimed: { epoch: 1, holder: "keyring-a", host: "host-a", pid: 4242, since: at(0), expiresAt: at(30) } });
+			expect(first).toEqual({
+				claimed: {
+					epoch: 1,
+					holder: "keyring-a",
+					host: "host-a",
+					pid: 4242,
+					since: at(0),
+					expiresAt: at(30),
+				},
+			});
 			// A second keyring while the first's claim runs: refused, told who holds it.
-			expect(await claim("keyring-b", 10)).toEqual({ heldBy: { epoch: 1, holder: "keyring-a", host: "host-a", pid: 4242, since: at(0), expiresAt: at(30) } });
+			expect(await claim("keyring-b", 10)).toEqual({
+				heldBy: {
+					epoch: 1,
+					holder: "keyring-a",
+					host: "host-a",
+					pid: 4242,
+					since: at(0),
+					expiresAt: at(30),
+				},
+			});
 			expect(await stores.keyring.renewRole(1, at(50))).toBe(true);
-			expect(await claim("keyring-b", 40)).toMatchObject({ heldBy: { holder: "keyring-a", expiresAt: at(50) } });
+			expect(await claim("keyring-b", 40)).toMatchObject({
+				heldBy: { holder: "keyring-a", expiresAt: at(50) },
+			});
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), 1);
 
 			// Once it expired, another keyring takes it over with the next epoch...
 			await backend.roleClockAdvances(31_000);
-			expect(await claim("keyring-b", 51)).toMatchObject({ claimed: { epoch: 2, holder: "keyring-b" } });
+			expect(await claim("keyring-b", 51)).toMatchObject({
+				claimed: { epoch: 2, holder: "keyring-b" },
+			});
 			// ...and the first one can neither renew its claim nor write under it any more.
 			expect(await stores.keyring.renewRole(1, at(80))).toBe(false);
-			await expect(stores.keyring.insertLease(lease("l2", "key-001", 2), 1)).rejects.toBeInstanceOf(FencedError);
-			await expect(stores.keyring.endLease("l1", { end: "expired", endSeq: 2, endedAt: at(52), expiredBy: at(52) }, 1)).rejects.toBeInstanceOf(FencedError);
-			await expect(stores.keyring.renewLease("l1", at(90), 1)).rejects.toBeInstanceOf(FencedError);
-			expect((await stores.keyring.summary()).open.map(l => l.leaseId)).toEqual(["l1"]);
+			await expect(
+				stores.keyring.insertLease(lease("l2", "key-001", 2), 1),
+			).rejects.toBeInstanceOf(FencedError);
+			await expect(
+				stores.keyring.endLease(
+					"l1",
+					{ end: "expired", endSeq: 2, endedAt: at(52), expiredBy: at(52) },
+					1,
+				),
+			).rejects.toBeInstanceOf(FencedError);
+			await expect(stores.keyring.renewLease("l1", at(90), 1)).rejects.toBeInstanceOf(
+				FencedError,
+			);
+			expect((await stores.keyring.summary()).open.map((l) => l.leaseId)).toEqual(["l1"]);
 			await stores.keyring.insertLease(lease("l3", "key-001", 2), 2);
 
 			// A holder that gives the role up lets the next one in at once.
 			await stores.keyring.releaseRole(2, at(60));
-			expect(await claim("keyring-c", 60)).toMatchObject({ claimed: { epoch: 3, holder: "keyring-c" } });
+			expect(await claim("keyring-c", 60)).toMatchObject({
+				claimed: { epoch: 3, holder: "keyring-c" },
+			});
 		});
 
 		test("keys page with their public fields only", async () => {
-			await stores.keyring.insertKeys([{ keyId: "key-000", createdAt: at(0), publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" }, sealedPrivateKey: "sealed-secret" }]);
-			expect(await stores.keyring.keys()).toEqual([expect.objectContaining({ keyId: "key-000", sealedPrivateKey: "sealed-secret" })]);
+			await stores.keyring.insertKeys([
+				{
+					keyId: "key-000",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+					sealedPrivateKey: "sealed-secret",
+				},
+			]);
+			expect(await stores.keyring.keys()).toEqual([
+				expect.objectContaining({ keyId: "key-000", sealedPrivateKey: "sealed-secret" }),
+			]);
 			const { docs } = await stores.keyring.page("keys", undefined, 10);
-			expect(docs).toEqual([{ _id: "key-000", keyId: "key-000", createdAt: at(0), publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" } }]);
+			expect(docs).toEqual([
+				{
+					_id: "key-000",
+					keyId: "key-000",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+				},
+			]);
 			expect(JSON.stringify(docs)).not.toContain("sealed-secret");
 		});
 	});
 
 	describe("batcher", () => {
-		const run = (runId: string, startedAt: string, extra: Partial<RunDoc> = {}): RunDoc => ({ runId, batchSize: 10, status: "running", startedAt, finishedAt: null, report: null, ...extra });
-		const batch = (batchId: string, runId: string, extra: Partial<BatchDoc> = {}): BatchDoc => ({ batchId, runId, keyId: null, leaseId: null, recordIds: ["r1", "r2"], attempt: 1, status: "pending", startedAt: at(1), finishedAt: null, signer: null, error: null, ...extra });
+		const run = (runId: string, startedAt: string, extra: Partial<RunDoc> = {}): RunDoc => ({
+			runId,
+			batchSize: 10,
+			status: "running",
+			startedAt,
+			finishedAt: null,
+			report: null,
+			...extra,
+		});
+		const batch = (
+			batchId: string,
+			runId: string,
+			extra: Partial<BatchDoc> = {},
+		): BatchDoc => ({
+			batchId,
+			runId,
+			keyId: null,
+			leaseId: null,
+			recordIds: ["r1", "r2"],
+			attempt: 1,
+			status: "pending",
+			startedAt: at(1),
+			finishedAt: null,
+			signer: null,
+			error: null,
+			...extra,
+		});
 
 		test("runs: found by id, by idempotency key, the interrupted one, newest first", async () => {
-			await stores.batcher.insertRun(run("run-a", at(1), { status: "completed", idempotencyKey: "k-1", requestFingerprint: "{}" }));
+			await stores.batcher.insertRun(
+				run("run-a", at(1), {
+					status: "completed",
+					idempotencyKey: "k-1",
+					requestFingerprint: "{}",
+				}),
+			);
 			await stores.batcher.insertRun(run("run-b", at(2)));
-			expect(await stores.batcher.getRun("run-a")).toMatchObject({ runId: "run-a", batchSize: 10, status: "completed", idempotencyKey: "k-1" });
-			expect(await stores.batcher.runByIdempotencyKey("k-1")).toMatchObject({ runId: "run-a" });
+			expect(await stores.batcher.getRun("run-a")).toMatchObject({
+				runId: "run-a",
+				batchSize: 10,
+				status: "completed",
+				idempotencyKey: "k-1",
+			});
+			expect(await stores.batcher.runByIdempotencyKey("k-1")).toMatchObject({
+				runId: "run-a",
+			});
 			expect(await stores.batcher.runByIdempotencyKey("k-2")).toBeNull();
 			expect(await stores.batcher.interruptedRun()).toMatchObject({ runId: "run-b" });
-			expect((await stores.batcher.listRuns()).map(r => r.runId)).toEqual(["run-b", "run-a"]);
-			await stores.batcher.updateRun("run-b", { status: "completed", finishedAt: at(3), report: { runId: "run-b" } as RunDoc["report"] });
+			expect((await stores.batcher.listRuns()).map((r) => r.runId)).toEqual([
+				"run-b",
+				"run-a",
+			]);
+			await stores.batcher.updateRun("run-b", {
+				status: "completed",
+				finishedAt: at(3),
+				report: { runId: "run-b" } as RunDoc["report"],
+			});
 			expect(await stores.batcher.interruptedRun()).toBeNull();
-			expect(await stores.batcher.getRun("run-b")).toMatchObject({ status: "completed", finishedAt: at(3), report: { runId: "run-b" } });
+			expect(await stores.batcher.getRun("run-b")).toMatchObject({
+				status: "completed",
+				finishedAt: at(3),
+				report: { runId: "run-b" },
+			});
 		});
 
 		test("batches: updated, found while pending, summed by the store (partial ones count their signatures)", async () => {
 			await stores.batcher.insertRun(run("run-a", at(1)));
-			for (const id of ["b1", "b2", "b3", "b4"]) await stores.batcher.insertBatch(batch(id, "run-a"));
-			await stores.batcher.updateBatch("b1", { status: "signed", keyId: "key-000", leaseId: "l1", stored: 2, duplicates: 0, unsigned: 0 });
-			await stores.batcher.updateBatch("b2", { status: "signed", keyId: "key-001", leaseId: "l2", stored: 1, duplicates: 1, unsigned: 0 });
-			await stores.batcher.updateBatch("b3", { status: "partial", keyId: "key-002", leaseId: "l3", stored: 1, duplicates: 0, unsigned: 1, finishedAt: at(9) });
-			expect((await stores.batcher.pendingBatches("run-a")).map(b => b.batchId)).toEqual(["b4"]);
-			expect(await stores.batcher.batchSummary("run-a")).toEqual({ total: 4, byStatus: { signed: 2, partial: 1, pending: 1 }, stored: 4, duplicates: 1, keysUsed: 3 });
+			for (const id of ["b1", "b2", "b3", "b4"])
+				await stores.batcher.insertBatch(batch(id, "run-a"));
+			await stores.batcher.updateBatch("b1", {
+				status: "signed",
+				keyId: "key-000",
+				leaseId: "l1",
+				stored: 2,
+				duplicates: 0,
+				unsigned: 0,
+			});
+			await stores.batcher.updateBatch("b2", {
+				status: "signed",
+				keyId: "key-001",
+				leaseId: "l2",
+				stored: 1,
+				duplicates: 1,
+				unsigned: 0,
+			});
+			await stores.batcher.updateBatch("b3", {
+				status: "partial",
+				keyId: "key-002",
+				leaseId: "l3",
+				stored: 1,
+				duplicates: 0,
+				unsigned: 1,
+				finishedAt: at(9),
+			});
+			expect((await stores.batcher.pendingBatches("run-a")).map((b) => b.batchId)).toEqual([
+				"b4",
+			]);
+			expect(await stores.batcher.batchSummary("run-a")).toEqual({
+				total: 4,
+				byStatus: { signed: 2, partial: 1, pending: 1 },
+				stored: 4,
+				duplicates: 1,
+				keysUsed: 3,
+			});
 			const { docs } = await stores.batcher.page("batches", undefined, 10);
 			expect(docs).toEqual([
-				expect.objectContaining({ _id: "b1", batchId: "b1", recordIds: ["r1", "r2"], status: "signed", keyId: "key-000" }),
+				expect.objectContaining({
+					_id: "b1",
+					batchId: "b1",
+					recordIds: ["r1", "r2"],
+					status: "signed",
+					keyId: "key-000",
+				}),
 				expect.objectContaining({ batchId: "b2" }),
-				expect.objectContaining({ batchId: "b3", status: "partial", stored: 1, unsigned: 1, finishedAt: at(9) }),
-				expect.objectContaining({ batchId: "b4", status: "pending" })
+				expect.objectContaining({
+					batchId: "b3",
+					status: "partial",
+					stored: 1,
+					unsigned: 1,
+					finishedAt: at(9),
+				}),
+				expect.objectContaining({ batchId: "b4", status: "pending" }),
 			]);
 		});
 	});
@@ -336,9 +671,19 @@ function onlyOnMongo(backend: Backend): void {
 	describe("only on MongoDB", () => {
 		let stores: Stores;
 		let db: MongoConnection;
-		const role = () => db.db.collection<{ _id: string; epoch: number; seq: number; writes: number }>("keyring").findOne({ _id: "role" });
+		const role = () =>
+			db.db
+				.collection<{ _id: string; epoch: number; seq: number; writes: number }>("keyring")
+				.findOne({ _id: "role" });
 		const claim = (holder: string, second: number, ttl = 30) =>
-			stores.keyring.claimRole({ holder, host: "host-a", pid: 4242, now: at(second), expiresAt: at(second + ttl), mayTakeOver: current => Date.parse(current.expiresAt) <= Date.parse(at(second)) });
+			stores.keyring.claimRole({
+				holder,
+				host: "host-a",
+				pid: 4242,
+				now: at(second),
+				expiresAt: at(second + ttl),
+				mayTakeOver: (current) => Date.parse(current.expiresAt) <= Date.parse(at(second)),
+			});
 
 		beforeEach(async () => {
 			stores = await backend.open();
@@ -356,9 +701,17 @@ function onlyOnMongo(backend: Backend): void {
 		test("a live claim is not taken over by a keyring whose clock runs an hour ahead: the server's clock decides", async () => {
 			expect(await claim("keyring-a", 0)).toMatchObject({ claimed: { epoch: 1 } });
 			// By its own clock keyring-b is an hour past the claim's expiry; by the server's, 30 s remain.
-			expect(await claim("keyring-b", 3_600)).toEqual({ heldBy: expect.objectContaining({ epoch: 1, holder: "keyring-a", expiresAt: at(30) }) });
+			expect(await claim("keyring-b", 3_600)).toEqual({
+				heldBy: expect.objectContaining({
+					epoch: 1,
+					holder: "keyring-a",
+					expiresAt: at(30),
+				}),
+			});
 			await backend.roleClockAdvances(31_000);
-			expect(await claim("keyring-b", 3_600)).toMatchObject({ claimed: { epoch: 2, holder: "keyring-b" } });
+			expect(await claim("keyring-b", 3_600)).toMatchObject({
+				claimed: { epoch: 2, holder: "keyring-b" },
+			});
 		});
 
 		test("every fenced write writes the role, even one whose seq does not move; a refused grant leaves nothing behind", async () => {
@@ -370,16 +723,24 @@ function onlyOnMongo(backend: Backend): void {
 			expect(await stores.keyring.renewLease("l1", at(60), claimed.epoch)).toBe(1);
 			expect(await role()).toMatchObject({ seq: 1, writes: 2 });
 			// Refused by the open-lease index: the fence, the lease and the count went together, none of them stays.
-			await expect(stores.keyring.insertLease(lease("l2", "key-000", 2), claimed.epoch)).rejects.toBeInstanceOf(DuplicateLeaseError);
+			await expect(
+				stores.keyring.insertLease(lease("l2", "key-000", 2), claimed.epoch),
+			).rejects.toBeInstanceOf(DuplicateLeaseError);
 			expect(await role()).toMatchObject({ seq: 1, writes: 2 });
-			expect(await db.db.collection("lease_stats").find({}).toArray()).toEqual([{ _id: "key-000", uses: 1 }]);
+			expect(await db.db.collection("lease_stats").find({}).toArray()).toEqual([
+				{ _id: "key-000", uses: 1 },
+			]);
 			expect(await db.db.collection("leases").countDocuments({})).toBe(1);
 		});
 
 		test("the summary reads the counts kept per key, and a store written before they were kept has them computed once", async () => {
 			const { claimed } = (await claim("keyring-a", 0)) as { claimed: RoleHolder };
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), claimed.epoch);
-			await stores.keyring.endLease("l1", { end: "released", endSeq: 2, endedAt: at(2) }, claimed.epoch);
+			await stores.keyring.endLease(
+				"l1",
+				{ end: "released", endSeq: 2, endedAt: at(2) },
+				claimed.epoch,
+			);
 			await stores.keyring.insertLease(lease("l2", "key-000", 3), claimed.epoch);
 			await stores.keyring.insertLease(lease("l3", "key-001", 4), claimed.epoch);
 			const kept = await stores.keyring.summary();
@@ -387,19 +748,33 @@ function onlyOnMongo(backend: Backend): void {
 			expect(Object.fromEntries(kept.lastEnd)).toEqual({ "key-000": 2 });
 			// As an earlier version left it: no counts, no mark on the role.
 			await db.db.collection("lease_stats").deleteMany({});
-			await db.db.collection<{ _id: string }>("keyring").updateOne({ _id: "role" }, { $unset: { leaseStats: "" } });
+			await db.db
+				.collection<{ _id: string }>("keyring")
+				.updateOne({ _id: "role" }, { $unset: { leaseStats: "" } });
 			expect(await stores.keyring.summary()).toEqual(kept);
 			expect(await role()).toMatchObject({ leaseStats: true });
 		});
 
 		test("no unique index repeats _id; pending batches are read in index order", async () => {
-			const names = async (collection: string) => (await db.db.collection(collection).listIndexes().toArray()).map(i => i.name as string).sort();
+			const names = async (collection: string) =>
+				(await db.db.collection(collection).listIndexes().toArray())
+					.map((i) => i.name as string)
+					.sort();
 			expect(await names("signatures")).toEqual(["_id_", "signatures_batch"]);
 			expect(await names("keys").catch(() => ["_id_"])).toEqual(["_id_"]);
-			expect(await names("leases")).toEqual(["_id_", "leases_end_seq", "leases_grant_seq", "leases_open_per_key"]);
+			expect(await names("leases")).toEqual([
+				"_id_",
+				"leases_end_seq",
+				"leases_grant_seq",
+				"leases_open_per_key",
+			]);
 			expect(await names("runs")).toEqual(["_id_", "runs_idempotency", "runs_status"]);
 			expect(await names("batches")).toEqual(["_id_", "batches_run_status"]);
-			const plan = await db.db.collection("batches").find({ runId: "run-a", status: "pending" }).sort({ batchId: 1 }).explain("queryPlanner");
+			const plan = await db.db
+				.collection("batches")
+				.find({ runId: "run-a", status: "pending" })
+				.sort({ batchId: 1 })
+				.explain("queryPlanner");
 			expect(JSON.stringify(plan.queryPlanner.winningPlan)).not.toContain("SORT");
 		});
 
@@ -407,11 +782,24 @@ function onlyOnMongo(backend: Backend): void {
 			await stores.records.close();
 			await stores.keyring.close();
 			await stores.batcher.close();
-			await db.db.collection("signatures").createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
-			await db.db.collection("runs").createIndex({ runId: 1 }, { unique: true, name: "runs_run" });
-			await db.db.collection("batches").createIndex({ runId: 1, status: 1 }, { name: "batches_run" });
-			stores = { records: await MongoRecordsStore.open(uriOf(db), service), keyring: await MongoKeyringStore.open(uriOf(db), service), batcher: await MongoBatcherStore.open(uriOf(db), service) };
-			const all = async (collection: string) => (await db.db.collection(collection).listIndexes().toArray()).map(i => i.name as string);
+			await db.db
+				.collection("signatures")
+				.createIndex({ recordId: 1 }, { unique: true, name: "signatures_record" });
+			await db.db
+				.collection("runs")
+				.createIndex({ runId: 1 }, { unique: true, name: "runs_run" });
+			await db.db
+				.collection("batches")
+				.createIndex({ runId: 1, status: 1 }, { name: "batches_run" });
+			stores = {
+				records: await MongoRecordsStore.open(uriOf(db), service),
+				keyring: await MongoKeyringStore.open(uriOf(db), service),
+				batcher: await MongoBatcherStore.open(uriOf(db), service),
+			};
+			const all = async (collection: string) =>
+				(await db.db.collection(collection).listIndexes().toArray()).map(
+					(i) => i.name as string,
+				);
 			expect(await all("signatures")).not.toContain("signatures_record");
 			expect(await all("runs")).not.toContain("runs_run");
 			expect(await all("batches")).not.toContain("batches_run");
@@ -419,7 +807,10 @@ function onlyOnMongo(backend: Backend): void {
 
 		test("a bulk larger than one command, with duplicates in its first command, stores every new record", async () => {
 			// maxWriteBatchSize is 100,000: the driver sends two commands and stops after the first one's write errors.
-			const records = Array.from({ length: 150_000 }, (_, i) => ({ id: `m${String(i).padStart(6, "0")}`, data: "x" }));
+			const records = Array.from({ length: 150_000 }, (_, i) => ({
+				id: `m${String(i).padStart(6, "0")}`,
+				data: "x",
+			}));
 			await stores.records.insertRecords(records.slice(0, 10));
 			await stores.records.insertRecords(records);
 			expect(await db.db.collection("records").countDocuments({})).toBe(150_000);
