@@ -44,8 +44,10 @@ export default tseslint.config(
 	{
 		files: ["test/**/*.ts"],
 		rules: {
-			// Tests reach into Moleculer internals and malformed payloads on purpose.
+			// Tests reach into Moleculer internals and malformed payloads on purpose, and read
+			// packages' own files (package.json, a driver's constants) synchronously.
 			"@typescript-eslint/no-explicit-any": "off",
+			"@typescript-eslint/no-require-imports": "off",
 		},
 	},
 );

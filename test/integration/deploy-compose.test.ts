@@ -99,10 +99,8 @@ describe("docker-compose.yml", () => {
 
 	test("the MongoDB server is 8.0, one the installed driver supports", () => {
 		// The driver declares the server lines it speaks (lib/cmap/wire_protocol/constants.js).
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const driverVersion = require("mongodb/package.json").version as string;
 		expect(driverVersion).toMatch(/^7\./);
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { MIN_SUPPORTED_SERVER_VERSION, MAX_SUPPORTED_SERVER_VERSION } =
 			require("mongodb/lib/cmap/wire_protocol/constants") as Record<string, string>;
 		const line = (version: string) =>
@@ -324,10 +322,8 @@ describe("docker-compose.yml", () => {
 	});
 
 	test("nodes get longer to stop than the broker's shutdown timeout", () => {
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { brokerOptions } =
 			require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { loadConfig } = require("../../src/config") as typeof import("../../src/config");
 		const tracking = brokerOptions(loadConfig({})).tracking as { shutdownTimeout: number };
 		expect(tracking.shutdownTimeout).toBeGreaterThan(0);

@@ -84,7 +84,6 @@ const secretName = kustomization.secretGenerator?.[0]?.name;
 
 /** The schema-carrying model class for an apiVersion/kind, from the bundled API schemas. */
 function modelFor(apiVersion: string, kind: string): { new (data: object): { validate(): void } } {
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
 	const group = require(`kubernetes-models/${apiVersion}`) as Record<string, any>;
 	if (typeof group[kind] !== "function") throw new Error(`no schema for ${apiVersion} ${kind}`);
 	return group[kind];
@@ -604,10 +603,8 @@ describe("k8s/ manifests", () => {
 	});
 
 	test("pods get longer to stop than the broker's shutdown timeout", () => {
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { brokerOptions } =
 			require("../../src/broker/broker-options") as typeof import("../../src/broker/broker-options");
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { loadConfig } = require("../../src/config") as typeof import("../../src/config");
 		const { shutdownTimeout } = brokerOptions(loadConfig({})).tracking as {
 			shutdownTimeout: number;

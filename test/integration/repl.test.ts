@@ -57,8 +57,8 @@ describe("REPL", () => {
 		});
 		child.stdout.setEncoding("utf8");
 		// util.inspect colours the replies whatever NO_COLOR says: strip the escapes.
-		// eslint-disable-next-line no-control-regex -- ESC starts the colour escapes this strips
 		const collect = (chunk: Buffer | string) =>
+			// eslint-disable-next-line no-control-regex -- ESC starts the colour escapes this strips
 			(output += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""));
 		child.stdout.on("data", collect);
 		child.stderr.on("data", collect);

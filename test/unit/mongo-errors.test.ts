@@ -38,7 +38,6 @@ import {
 // The driver's internals that turn a server's reply into its errors (lib/bulk/common.js,
 // lib/write_concern.js): used as they are, so the shapes below are the driver's, not ours.
 // BulkWriteResult and WriteConcernError are classes there; the package exports only their types.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const bulk = require("mongodb/lib/bulk/common") as {
 	Batch: new (
 		batchType: number,
@@ -49,7 +48,6 @@ const bulk = require("mongodb/lib/bulk/common") as {
 	WriteConcernError: new (error: { code: number; errmsg: string; errInfo?: Document }) => object;
 	mergeBatchResults(batch: object, bulkResult: object, err?: unknown, result?: Document): void;
 };
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const { throwIfWriteConcernError } = require("mongodb/lib/write_concern") as {
 	throwIfWriteConcernError(reply: Document): void;
 };
