@@ -45,7 +45,7 @@ export interface TicketRequest {
 	ttlMs: number;
 }
 
-/** A ticket for the batch, whose records are sealed (frozen) from then on. */
+/** A ticket for the batch; its records' digest is remembered for the checks of this process. */
 export function makeTicket(
 	credential: SignerCredential,
 	request: TicketRequest,
