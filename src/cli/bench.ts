@@ -49,7 +49,7 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
-nodeCryptoVerifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds and checksCost unless --skip-checks-cost,
+nodeCryptoVerifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
 and natsRunSeconds, natsRatio unless --skip-nats.`;
 
 const OPTIONS = {
@@ -201,7 +201,12 @@ interface EmbeddedFigures {
 	nodeCryptoVerifyFloorSeconds: number;
 	peakRssMB: number;
 	/** The same run with the bus checks off, unless skipped. */
-	checks: { checkedSeconds: number; uncheckedSeconds: number; cost: number } | null;
+	checks: {
+		checkedSeconds: number;
+		uncheckedSeconds: number;
+		cost: number;
+		cpuCost: number;
+	} | null;
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
@@ -236,17 +241,24 @@ async function seededSystem(records: number, keys: number, batchSize: number) {
 	return { dataDir, broker, completion, remove };
 }
 
-/** The run on a fresh store of the same records, with the bus checks on or off in this process. */
+/**
+ * The run on a fresh store of the same records, with the bus checks on or off in this process:
+ * its wall time, and the CPU time of every thread of the process meanwhile (which other jobs on
+ * a shared machine disturb far less than the wall time).
+ */
 async function freshRun(
 	records: number,
 	keys: number,
 	batchSize: number,
 	checks: boolean,
-): Promise<number> {
+): Promise<{ seconds: number; cpuSeconds: number }> {
 	const system = await seededSystem(records, keys, batchSize);
 	try {
 		const run = () => timedRun(system.broker, system.completion, records, batchSize);
-		return await (checks ? run() : withoutBusChecks(run));
+		const cpuBefore = process.cpuUsage();
+		const took = await (checks ? run() : withoutBusChecks(run));
+		const cpu = process.cpuUsage(cpuBefore);
+		return { seconds: took, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 	} finally {
 		await system.remove();
 	}
@@ -259,29 +271,37 @@ async function checksCost(
 	records: number,
 	keys: number,
 	batchSize: number,
-): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number }> {
-	const pairs: Array<{ checked: number; unchecked: number }> = [];
+): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number; cpuCost: number }> {
+	type Took = Awaited<ReturnType<typeof freshRun>>;
+	const pairs: Array<{ checked: Took; unchecked: Took }> = [];
 	for (let i = 0; i < CHECK_PAIRS; i++) {
 		// Alternating which goes first, so a machine speeding up or slowing down favours neither.
 		const order = i % 2 === 0 ? [true, false] : [false, true];
-		const took: Record<string, number> = {};
+		const took: Record<string, Took> = {};
 		for (const checks of order)
 			took[String(checks)] = await freshRun(records, keys, batchSize, checks);
-		pairs.push({ checked: took.true, unchecked: took.false });
+		const pair = { checked: took.true, unchecked: took.false };
+		pairs.push(pair);
+		const percent = (of: (t: Took) => number) =>
+			(100 * (of(pair.checked) / of(pair.unchecked) - 1)).toFixed(1);
 		console.log(
-			`checks     pair ${i + 1}: ${took.true.toFixed(2)} s with the bus checks, ${took.false.toFixed(2)} s without (${(100 * (took.true / took.false - 1)).toFixed(1)}%)`,
+			`checks     pair ${i + 1}: ${pair.checked.seconds.toFixed(2)} s with the bus checks, ${pair.unchecked.seconds.toFixed(2)} s without (${percent((t) => t.seconds)}%; CPU time ${percent((t) => t.cpuSeconds)}%)`,
 		);
 	}
 	const median = (values: number[]) =>
 		[...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-	const cost = median(pairs.map((pair) => pair.checked / pair.unchecked - 1));
+	const cost = median(pairs.map((pair) => pair.checked.seconds / pair.unchecked.seconds - 1));
+	const cpuCost = median(
+		pairs.map((pair) => pair.checked.cpuSeconds / pair.unchecked.cpuSeconds - 1),
+	);
 	console.log(
-		`checks     cost ${(100 * cost).toFixed(1)}% of the run (median of ${CHECK_PAIRS} pairs: tickets, lease tokens, proofs and counting batches from records)`,
+		`checks     cost ${(100 * cost).toFixed(1)}% of the run, ${(100 * cpuCost).toFixed(1)}% of its CPU time (medians of ${CHECK_PAIRS} pairs: tickets, lease tokens, proofs and counting batches from records)`,
 	);
 	return {
-		checkedSeconds: median(pairs.map((pair) => pair.checked)),
-		uncheckedSeconds: median(pairs.map((pair) => pair.unchecked)),
+		checkedSeconds: median(pairs.map((pair) => pair.checked.seconds)),
+		uncheckedSeconds: median(pairs.map((pair) => pair.unchecked.seconds)),
 		cost,
+		cpuCost,
 	};
 }
 
@@ -391,6 +411,7 @@ async function main(flags: {
 			checkedRunSeconds: round(figures.checks.checkedSeconds),
 			uncheckedRunSeconds: round(figures.checks.uncheckedSeconds),
 			checksCost: round(figures.checks.cost),
+			checksCpuCost: round(figures.checks.cpuCost),
 		});
 	if (!skipNats) {
 		// Separate OS processes over a local nats-server, measured against the same floor.
