@@ -6,6 +6,14 @@
 import fs from "node:fs";
 import path from "node:path";
 import { AUTHORITY_PUBLIC_FILE, parseAuthorityKey } from "./identity/authority";
+import {
+	mapTransporterUrls,
+	natsEndpoints,
+	readNatsTls,
+	redactUrl,
+	transporterUrls,
+	type NatsTls,
+} from "./broker/nats-tls";
 import { proxyRule } from "./ip-address";
 import { UserError } from "./user-error";
 
@@ -20,6 +28,8 @@ export interface AppConfig {
 	dataDir: string;
 	mongoUri: string | null;
 	transporter: string | null;
+	/** NATS_CA_FILE, NATS_CERT_FILE, NATS_KEY_FILE, read and checked (src/broker/nats-tls.ts); null when none is set. */
+	natsTls: NatsTls | null;
 	/** base64 of 32 bytes, or null to use (or create) `DATA_DIR/master.key`. */
 	masterKey: string | null;
 	/** SIGNER_KEY: a signer's credential itself (src/identity/credential.ts), or null. */
@@ -223,12 +233,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 			`MONGO_URI must start with mongodb:// or mongodb+srv://, got "${config.mongoUri}"`,
 		);
 	config.transporter = pick("TRANSPORTER", "transporter") || null;
-	if (config.transporter && !/^nats:\/\//.test(config.transporter))
-		throw new ConfigError(
-			`TRANSPORTER must be a nats:// URL (e.g. nats://127.0.0.1:4222), got "${config.transporter}"`,
-		);
 	if (config.transporter && env.NATS_PASSWORD_FILE)
 		config.transporter = withPasswordFrom(config.transporter, env.NATS_PASSWORD_FILE);
+	config.natsTls = natsTlsFrom(config.transporter, {
+		caFile: env.NATS_CA_FILE,
+		certFile: env.NATS_CERT_FILE,
+		keyFile: env.NATS_KEY_FILE,
+	});
 	config.masterKey = pick("KEYRING_MASTER_KEY", "master-key") || null;
 	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
 		throw new ConfigError(
@@ -305,10 +316,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
  * in the URL (`nats://api@nats:4222`), the password only in the file.
  */
 function withPasswordFrom(transporter: string, file: string): string {
-	const url = new URL(transporter);
-	if (!url.username)
+	if (asConfigError(() => transporterUrls(transporter)).some((url) => !url.username))
 		throw new ConfigError(
-			`NATS_PASSWORD_FILE is set, so TRANSPORTER must name the user (e.g. nats://api@nats:4222), got "${transporter}"`,
+			`NATS_PASSWORD_FILE is set, so every TRANSPORTER URL must name the user (e.g. nats://api@nats:4222), got "${redactUrl(transporter)}"`,
 		);
 	let password: string;
 	try {
@@ -319,8 +329,39 @@ function withPasswordFrom(transporter: string, file: string): string {
 		);
 	}
 	if (!password) throw new ConfigError(`NATS_PASSWORD_FILE ${file} is empty`);
-	url.password = password;
-	return url.toString().replace(/\/$/, "");
+	return mapTransporterUrls(transporter, (url) => {
+		url.password = password;
+	});
+}
+
+/** Runs `parse`, turning its error into a ConfigError (its message names the variable). */
+function asConfigError<T>(parse: () => T): T {
+	try {
+		return parse();
+	} catch (err) {
+		throw new ConfigError((err as Error).message);
+	}
+}
+
+/**
+ * Checks TRANSPORTER (one URL or a list, src/broker/nats-tls.ts) and reads the NATS
+ * certificate files, which need tls:// URLs.
+ */
+function natsTlsFrom(
+	transporter: string | null,
+	files: { caFile?: string; certFile?: string; keyFile?: string },
+): NatsTls | null {
+	const endpoints = transporter ? asConfigError(() => natsEndpoints(transporter)) : null;
+	const set = Object.entries({
+		NATS_CA_FILE: files.caFile,
+		NATS_CERT_FILE: files.certFile,
+		NATS_KEY_FILE: files.keyFile,
+	}).filter(([, file]) => file);
+	if (set.length && endpoints && !endpoints.tls)
+		throw new ConfigError(
+			`${set.map(([name]) => name).join(", ")} set but TRANSPORTER names nats:// URLs: use tls:// URLs (e.g. tls://nats-0:4222) or unset them`,
+		);
+	return asConfigError(() => readNatsTls(files));
 }
 
 let cached: AppConfig | null = null;

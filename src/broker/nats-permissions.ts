@@ -32,6 +32,7 @@
  * (enrolled signer credentials, src/keyring/credential-gate.ts), whatever the transport lets
  * through. Messages are not encrypted by NATS unless TLS is configured (docs/deploy.md).
  */
+import { mapTransporterUrls, natsEndpoints } from "./nats-tls";
 
 export type NatsRole = "keyring" | "signer" | "api" | "ops";
 export const NATS_ROLES: NatsRole[] = ["keyring", "signer", "api", "ops"];
@@ -50,7 +51,7 @@ export const OPS_TOKEN = "ops";
 export function transporterUser(transporter: string | null | undefined): string | null {
 	if (!transporter) return null;
 	try {
-		return decodeURIComponent(new URL(transporter).username) || null;
+		return natsEndpoints(transporter).user;
 	} catch {
 		return null;
 	}
@@ -150,10 +151,10 @@ export function authorizationBlock(
 	return `authorization {\n  users: [\n${users.join(",\n")}\n  ]\n}\n`;
 }
 
-/** `nats://user:password@host:port` for a role. */
+/** `nats://user:password@host:port` for a role: each URL of a list (a NATS cluster) gets them. */
 export function roleUrl(url: string, role: NatsRole, password: string): string {
-	const parsed = new URL(url);
-	parsed.username = role;
-	parsed.password = password;
-	return parsed.toString().replace(/\/$/, "");
+	return mapTransporterUrls(url, (parsed) => {
+		parsed.username = role;
+		parsed.password = password;
+	});
 }

@@ -11,6 +11,7 @@ import { pageAll, pageSizeFor } from "../audit/collect";
 import { Cluster, ROLE_SERVICES } from "../cluster/launcher";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Actions, call, type BatchDoc } from "../contract";
+import { natsEndpoints, redactUrl } from "../broker/nats-tls";
 import { runCommand } from "./cli";
 import {
 	JOB_FLAGS,
@@ -23,9 +24,11 @@ import {
 	watchProgress,
 } from "./job";
 
-const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N] [--transporter URL] [--keep]
+const USAGE = `Usage: npm run cluster -- [--signers N] [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N] [--nats N] [--tls] [--transporter URL] [--keep]
   --signers N        signer processes (default 3)
-  --transporter URL  join this nats-server instead of starting one
+  --nats N           nats-servers to start, routed into one NATS cluster (default 1); every node gets all N URLs
+  --tls              clients and routes over TLS: a CA and certificates made with openssl in DATA_DIR/cluster/tls
+  --transporter URL  join this NATS (one URL or a comma-separated list) instead of starting one
   --keep             leave the cluster running after the run (Ctrl-C stops it)
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, LEASE_TTL_MS, ... (see README). Each service keeps its store file in DATA_DIR (as npm start does); logs go to DATA_DIR/cluster/logs.`;
 
@@ -33,8 +36,32 @@ const CLUSTER_FLAGS = {
 	...JOB_FLAGS,
 	signers: { type: "string" },
 	transporter: { type: "string" },
+	nats: { type: "string" },
+	tls: { type: "boolean" },
 	keep: { type: "boolean" },
 } as const;
+
+/** How the cluster's NATS is started: `--nats N` servers, `--tls`. */
+interface NatsChoice {
+	size: number;
+	tls: boolean;
+}
+
+function parseNatsServers(raw: string | undefined): number {
+	if (raw === undefined) return 1;
+	const value = Number(raw);
+	if (!Number.isInteger(value) || value < 1 || value > 9)
+		throw new ConfigError(
+			`--nats must be an integer from 1 to 9 (nats-servers to start), got "${raw}"`,
+		);
+	return value;
+}
+
+/** A path relative to the working folder when it lies under it. */
+function shownPath(file: string): string {
+	const relative = path.relative(process.cwd(), file);
+	return relative.startsWith("..") ? file : relative;
+}
 
 function parseSigners(raw: string | undefined): number {
 	if (raw === undefined) return 3;
@@ -49,20 +76,26 @@ async function runCluster(
 	signers: number,
 	keep: boolean,
 	transporter: string | undefined,
+	natsChoice: NatsChoice,
 ): Promise<number> {
 	// The stores in DATA_DIR itself (audit and export read them there); logs and the nats-server config beside them.
 	const root = path.join(config.dataDir, "cluster");
 	const out = terminal();
 	const say = (line: string) => out.say(line);
 
+	const localNats =
+		natsChoice.size === 1
+			? `a local nats-server${natsChoice.tls ? " over TLS" : ""}`
+			: `a local NATS cluster of ${natsChoice.size} routed nats-servers${natsChoice.tls ? " over TLS (clients and routes)" : ""}`;
 	say(
-		`Cluster on the stores in ${config.dataDir}: ${transporter ? `NATS at ${transporter}` : "a local nats-server"}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`,
+		`Cluster on the stores in ${config.dataDir}: ${transporter ? `NATS at ${redactUrl(transporter)}` : localNats}, 1 keyring, 1 records+batcher+metrics node, ${signers} signer(s)`,
 	);
 	const cluster = await Cluster.start({
 		root,
 		dataDir: config.dataDir,
 		signers,
 		transporter,
+		nats: natsChoice,
 		namespace: config.namespace,
 		logLevel: config.logLevel,
 		env: {
@@ -98,17 +131,17 @@ async function runCluster(
 
 	try {
 		say(
-			`NATS: ${cluster.transporter} (namespace ${cluster.namespace}${cluster.nats ? "; one user per role: keyring, signer, api, ops" : ""})`,
+			`NATS: ${redactUrl(cluster.transporter)} (namespace ${cluster.namespace}${cluster.nats ? "; one user per role: keyring, signer, api, ops" : ""})`,
 		);
-		const shown = (file: string) =>
-			path.relative(process.cwd(), file).startsWith("..")
-				? file
-				: path.relative(process.cwd(), file);
+		if (cluster.local?.certs)
+			say(
+				`  TLS: CA ${shownPath(cluster.local.certs.caFile)}; every node shows the client certificate ${shownPath(cluster.local.certs.clientCert)}`,
+			);
 		for (const role of cluster.list())
 			say(
-				`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shown(role.dataDir)}`}`,
+				`  ${role.name.padEnd(9)} pid ${String(role.pid).padEnd(7)} SERVICES=${ROLE_SERVICES[role.kind].join(",").padEnd(23)} ${role.kind === "signer" ? "(no store)" : `stores in ${shownPath(role.dataDir)}`}`,
 			);
-		say(`  logs in ${shown(cluster.logDir)}`);
+		say(`  logs in ${shownPath(cluster.logDir)}`);
 		say(
 			"Waiting for every node (the main node seeds the records, the keyring generates its keys)...",
 		);
@@ -154,11 +187,15 @@ async function runCluster(
 		if (keep) {
 			say(`\nThe cluster keeps running; Ctrl-C stops it. From another terminal:`);
 			// The ops user: it can start runs, read and audit, and cannot reach the keyring's lease actions.
-			const ops = cluster.natsUrl("ops");
+			const ops = [
+				`TRANSPORTER=${cluster.natsUrl("ops")}`,
+				...Object.entries(cluster.natsEnv).map(([name, value]) => `${name}=${value}`),
+				`NAMESPACE=${cluster.namespace}`,
+			].join(" ");
 			say(
-				`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run repl   # joins with no services of its own; then: call batcher.start --batchSize 300`,
+				`  ${ops} npm run repl   # joins with no services of its own; then: call batcher.start --batchSize 300`,
 			);
-			say(`  TRANSPORTER=${ops} NAMESPACE=${cluster.namespace} npm run audit`);
+			say(`  ${ops} npm run audit`);
 			for (const role of cluster.list())
 				if (role.running() && role.metricsPort)
 					say(
@@ -181,15 +218,25 @@ if (require.main === module) {
 		{ name: "npm run cluster", usage: USAGE, options: CLUSTER_FLAGS },
 		async (flags) => {
 			const signers = parseSigners(flags.signers);
-			const { signers: _signers, keep, transporter, ...configFlags } = flags;
+			const { signers: _signers, keep, transporter, nats, tls, ...configFlags } = flags;
+			const natsChoice = { size: parseNatsServers(nats), tls: !!tls };
 			const config = loadConfig({ ...process.env, TRANSPORTER: "" }, configFlags);
 			if (!config.dataDir)
 				throw new ConfigError(
 					"npm run cluster keeps its stores on disk: DATA_DIR must name a folder",
 				);
-			if (transporter && !/^nats:\/\//.test(transporter))
-				throw new ConfigError(`--transporter must be a nats:// URL, got "${transporter}"`);
-			return runCluster(config, signers, !!keep, transporter);
+			if (transporter) {
+				try {
+					natsEndpoints(transporter, "--transporter");
+				} catch (err) {
+					throw new ConfigError((err as Error).message);
+				}
+				if (nats !== undefined || tls)
+					throw new ConfigError(
+						"--transporter joins a running NATS: --nats and --tls choose the one to start instead; give one or the other",
+					);
+			}
+			return runCluster(config, signers, !!keep, transporter, natsChoice);
 		},
 	);
 }

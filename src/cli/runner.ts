@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions, Middleware, ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker/broker-options";
+import { redactUrl } from "../broker/nats-tls";
 import { startLocalNats, type LocalNats } from "../cluster/local-nats";
 import { findNatsServer } from "../cluster/nats-server";
 import { useAppConfig, type AppConfig } from "../config";
@@ -65,6 +66,9 @@ export async function runnerBrokerOptions(
 	env: NodeJS.ProcessEnv = process.env,
 ): Promise<BrokerOptions> {
 	const allServices = !env.SERVICES;
+	// moleculer-runner then sets every option whose upper-cased name is in the environment:
+	// TRANSPORTER would replace the options built from it (a tls:// list, the certificates).
+	delete env.TRANSPORTER;
 	// `npm run dev` (--hot --repl) runs the services like serve; a plain --repl is a REPL that joins.
 	if (runner?.flags?.repl && !runner.flags.hot) {
 		if (!allServices) return brokerOptions(config, { prometheus: true, health: true });
@@ -176,9 +180,4 @@ function serveFileMiddleware(config: AppConfig, nats: LocalNats): Middleware {
 			await nats.server.stop();
 		},
 	} as Middleware;
-}
-
-/** A URL without its password, for messages. */
-function redactUrl(url: string): string {
-	return url.replace(/^([a-z]+:\/\/[^:/@]+:)[^@/]+@/i, "$1***@");
 }

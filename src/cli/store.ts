@@ -11,6 +11,7 @@ import { openStoreFiles, type AuditDb } from "../audit/audit-db";
 import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD, servicePages } from "../audit/collect";
 import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
 import { brokerOptions } from "../broker/broker-options";
+import { redactUrl } from "../broker/nats-tls";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { UserError } from "../user-error";
 import { UsageError, type CliOptions } from "./cli";
@@ -51,7 +52,7 @@ export function storeConfig(flags: Record<string, unknown>): AppConfig {
 
 export function describeStore(config: AppConfig): string {
 	if (config.transporter)
-		return `services ${STORE_SERVICES.join(", ")} over ${config.transporter} (namespace ${config.namespace})`;
+		return `services ${STORE_SERVICES.join(", ")} over ${redactUrl(config.transporter)} (namespace ${config.namespace})`;
 	if (config.mongoUri) return `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`;
 	return `embedded store in ${config.dataDir}`;
 }
@@ -79,7 +80,7 @@ async function startRemote(config: AppConfig): Promise<ServiceBroker> {
 			broker.start(),
 			() =>
 				new StoreError(
-					`Cannot reach NATS at ${config.transporter} within ${WAIT_MS / 1000} s: is nats-server running?`,
+					`Cannot reach NATS at ${redactUrl(config.transporter)} within ${WAIT_MS / 1000} s: is nats-server running?`,
 				),
 		);
 		try {
@@ -92,7 +93,7 @@ async function startRemote(config: AppConfig): Promise<ServiceBroker> {
 				? statuses.filter((s) => !s.available).map((s) => s.name)
 				: [...STORE_SERVICES];
 			throw new StoreError(
-				`No ${missing.join(", ")} service answered over ${config.transporter} (namespace ${config.namespace}) within ${WAIT_MS / 1000} s: ` +
+				`No ${missing.join(", ")} service answered over ${redactUrl(config.transporter)} (namespace ${config.namespace}) within ${WAIT_MS / 1000} s: ` +
 					`start ${missing.length > 1 ? "them" : "it"} first (e.g. \`SERVICES=${missing.join(",")} npm run serve\` with the same TRANSPORTER), or audit the embedded store without TRANSPORTER`,
 			);
 		}

@@ -32,7 +32,12 @@ import {
 } from "../contract";
 import { killOnExit } from "./children";
 import { opsEventGroup, roleUrl, type NatsRole } from "../broker/nats-permissions";
-import { NATS_MAX_PAYLOAD, startLocalNats } from "./local-nats";
+import {
+	NATS_MAX_PAYLOAD,
+	startNatsCluster,
+	type LocalNats,
+	type NatsClusterOptions,
+} from "./nats-cluster";
 import type { NatsServer } from "./nats-server";
 
 export type RoleKind = "keyring" | "main" | "signer";
@@ -88,6 +93,10 @@ export interface ClusterOptions {
 	env?: Record<string, string | undefined>;
 	/** Join this NATS instead of starting a nats-server. */
 	transporter?: string;
+	/** The NATS to start (unless `transporter`): servers routed into a cluster, TLS, where each runs. */
+	nats?: Omit<NatsClusterOptions, "folder" | "namespace" | "keyringNodes" | "writtenBy">;
+	/** Words put before a role's command, e.g. `["ip", "netns", "exec", "h-keyring"]`. */
+	rolePrefix?: (kind: RoleKind, name: string) => string[];
 	namespace?: string;
 	/** LOG_LEVEL of the role processes (default: the env's, else "info"). */
 	logLevel?: string;
@@ -153,18 +162,27 @@ export class Cluster {
 	private constructor(
 		private readonly options: ClusterOptions,
 		readonly transporter: string,
-		readonly nats: NatsServer | null,
-		/** Each NATS role's password, when this launcher started nats-server (else the given TRANSPORTER is used as is). */
-		private readonly natsPasswords: Record<NatsRole, string> | null = null,
+		/** The nats-servers this launcher started (null when it joined `transporter`). */
+		readonly local: LocalNats | null,
 	) {
+		this.nats = local?.server ?? null;
+		this.natsPasswords = local?.passwords ?? null;
+		this.natsEnv = local?.env() ?? {};
 		this.root = path.resolve(options.root);
 		this.dataDir = path.resolve(options.dataDir ?? options.root);
 		this.logDir = path.join(this.root, "logs");
 		this.namespace = options.namespace ?? "signing";
-		this.maxPayload = nats ? NATS_MAX_PAYLOAD : NATS_DEFAULT_MAX_PAYLOAD;
+		this.maxPayload = local ? NATS_MAX_PAYLOAD : NATS_DEFAULT_MAX_PAYLOAD;
 	}
 
-	/** TRANSPORTER for a NATS role: its own user on the launcher's nats-server. */
+	/** The first nats-server this launcher started, or null. */
+	readonly nats: NatsServer | null;
+	/** Each NATS role's password, when this launcher started nats-server (else the given TRANSPORTER is used as is). */
+	private readonly natsPasswords: Record<NatsRole, string> | null;
+	/** NATS_CA_FILE, NATS_CERT_FILE, NATS_KEY_FILE for every node, when its NATS runs TLS. */
+	readonly natsEnv: Record<string, string>;
+
+	/** TRANSPORTER for a NATS role: its own user on the launcher's nats-server(s). */
 	natsUrl(role: NatsRole): string {
 		return this.natsPasswords
 			? roleUrl(this.transporter, role, this.natsPasswords[role])
@@ -188,18 +206,14 @@ export class Cluster {
 		// Unless joining one: a nats-server with one user per role, fresh passwords per cluster.
 		const local = options.transporter
 			? null
-			: await startLocalNats(
-					options.root,
-					options.namespace ?? "signing",
-					["keyring"],
-					"the cluster launcher",
-				);
-		const cluster = new Cluster(
-			options,
-			options.transporter ?? local!.server.url,
-			local?.server ?? null,
-			local?.passwords ?? null,
-		);
+			: await startNatsCluster({
+					...options.nats,
+					folder: options.root,
+					namespace: options.namespace ?? "signing",
+					keyringNodes: ["keyring"],
+					writtenBy: "the cluster launcher",
+				});
+		const cluster = new Cluster(options, options.transporter ?? local!.urls, local);
 		try {
 			await cluster.startRole("keyring", "keyring");
 			await cluster.startRole("main", "main");
@@ -286,6 +300,7 @@ export class Cluster {
 			!this.options.env?.SIGNING_THREADS
 				? { SIGNING_THREADS: signingThreads }
 				: {}),
+			...this.natsEnv,
 			...env,
 			SERVICEDIR: path.join(this.projectDir, "dist", "services"),
 			SERVICES: ROLE_SERVICES[kind].join(","),
@@ -297,7 +312,12 @@ export class Cluster {
 			METRICS_PORT: String(metricsPort),
 			HEALTH_PORT: String(healthPort),
 		};
-		const { file, args } = this.command();
+		const command = this.command();
+		const [file, ...args] = [
+			...(this.options.rolePrefix?.(kind, name) ?? []),
+			command.file,
+			...command.args,
+		];
 		const child = spawn(file, args, {
 			cwd: this.projectDir,
 			env: childEnv,
@@ -400,6 +420,7 @@ export class Cluster {
 
 	private async startClient(): Promise<ServiceBroker> {
 		const config = loadConfig({
+			...this.natsEnv,
 			TRANSPORTER: this.natsUrl("ops"),
 			NAMESPACE: this.namespace,
 			DATA_DIR: "",
@@ -561,7 +582,7 @@ export class Cluster {
 		await terminate(all.filter((role) => role.kind === "signer"));
 		await terminate(all.filter((role) => role.kind === "keyring"));
 		await terminate(all);
-		await this.nats?.stop();
+		await this.local?.stop();
 	}
 }
 

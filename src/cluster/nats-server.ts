@@ -26,6 +26,10 @@ export interface NatsServerOptions {
 	monitor?: boolean;
 	/** Extra nats-server arguments, e.g. `["--user", "u", "--pass", "p"]`. */
 	args?: string[];
+	/** The address it listens on (clients, monitoring); 127.0.0.1 by default. */
+	host?: string;
+	/** Words put before the binary, e.g. `["ip", "netns", "exec", "h1"]` (a network namespace). */
+	prefix?: string[];
 	/** How long to wait for the server to accept connections. */
 	readyTimeoutMs?: number;
 	/**
@@ -41,6 +45,10 @@ export interface NatsServer {
 	readonly port: number;
 	/** HTTP monitoring port when `monitor` was asked for, else null. */
 	readonly monitorPort: number | null;
+	/** The route port of a `cluster {}` block, as it reported it; null without one. */
+	readonly clusterPort: number | null;
+	/** The address it listens on. */
+	readonly host: string;
 	/** Pid of the current server process, null while stopped. */
 	readonly pid: number | null;
 	/** SIGTERM (SIGKILL after a grace period) and wait for the process to exit. Idempotent. */
@@ -105,6 +113,7 @@ export function freePort(): Promise<number> {
 
 /** Resolves once a client can connect and reads the server's INFO line. */
 async function waitUntilAccepting(
+	host: string,
 	port: number,
 	child: ChildProcess,
 	timeoutMs: number,
@@ -116,7 +125,7 @@ async function waitUntilAccepting(
 			throw new Error(
 				`nats-server exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${output()}`,
 			);
-		if (await readsInfo(port)) return;
+		if (await readsInfo(host, port)) return;
 		if (Date.now() > deadline)
 			throw new Error(
 				`nats-server did not accept connections on port ${port} within ${timeoutMs} ms:\n${output()}`,
@@ -125,9 +134,9 @@ async function waitUntilAccepting(
 	}
 }
 
-function readsInfo(port: number): Promise<boolean> {
+function readsInfo(host: string, port: number): Promise<boolean> {
 	return new Promise((resolve) => {
-		const socket = net.connect({ port, host: "127.0.0.1" });
+		const socket = net.connect({ port, host });
 		let received = "";
 		const done = (ok: boolean) => {
 			socket.destroy();
@@ -157,7 +166,7 @@ async function portsFromFile(
 	child: ChildProcess,
 	timeoutMs: number,
 	output: () => string,
-): Promise<{ port: number; monitorPort: number | null }> {
+): Promise<{ port: number; monitorPort: number | null; clusterPort: number | null }> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		if (child.exitCode !== null || child.signalCode !== null)
@@ -170,12 +179,16 @@ async function portsFromFile(
 				const ports = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as {
 					nats?: string[];
 					monitoring?: string[];
+					cluster?: string[];
 				};
 				const port = Number(new URL(ports.nats![0]).port);
 				return {
 					port,
 					monitorPort: ports.monitoring?.length
 						? Number(new URL(ports.monitoring[0]).port)
+						: null,
+					clusterPort: ports.cluster?.length
+						? Number(new URL(ports.cluster[0]).port)
 						: null,
 				};
 			} catch {
@@ -195,6 +208,8 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 	// 0: the server's own choice (-1 to nats-server), learnt from its ports file; kept for restarts.
 	let port = options.port ?? 0;
 	let monitorPort: number | null = options.monitor ? 0 : null;
+	let clusterPort: number | null = null;
+	const host = options.host ?? "127.0.0.1";
 	const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
 	let child: ChildProcess | null = null;
 	let output = "";
@@ -206,14 +221,15 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 				: null;
 		const args = [
 			"-a",
-			"127.0.0.1",
+			host,
 			"-p",
 			String(port || -1),
 			...(monitorPort !== null ? ["-m", String(monitorPort || -1)] : []),
 			...(portsDir ? ["--ports_file_dir", portsDir] : []),
 			...(options.args ?? []),
 		];
-		const spawned = spawn(binary, args, {
+		const [file, ...words] = [...(options.prefix ?? []), binary, ...args];
+		const spawned = spawn(file, words, {
 			stdio: ["ignore", "pipe", "pipe"],
 			detached: options.detached ?? false,
 		});
@@ -232,12 +248,12 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 		);
 		try {
 			if (portsDir)
-				({ port, monitorPort } = await Promise.race([
+				({ port, monitorPort, clusterPort } = await Promise.race([
 					portsFromFile(portsDir, spawned, readyTimeoutMs, () => output),
 					spawnError,
 				]));
 			await Promise.race([
-				waitUntilAccepting(port, spawned, readyTimeoutMs, () => output),
+				waitUntilAccepting(host, port, spawned, readyTimeoutMs, () => output),
 				spawnError,
 			]);
 		} catch (err) {
@@ -262,9 +278,13 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 	await start();
 
 	return {
-		url: `nats://127.0.0.1:${port}`,
+		url: `nats://${host}:${port}`,
 		port,
+		host,
 		monitorPort: monitorPort || null,
+		get clusterPort() {
+			return clusterPort;
+		},
 		get pid() {
 			return child?.pid ?? null;
 		},

@@ -4,6 +4,7 @@
  * no secret committed). `docker compose config` runs too where a compose CLI is installed.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -64,7 +65,10 @@ describe("docker-compose.yml", () => {
 			"api",
 			"keyring",
 			"mongo",
-			"nats",
+			"nats-1",
+			"nats-2",
+			"nats-3",
+			"nats-certs",
 			"nats-passwords",
 			"run",
 			"signer",
@@ -85,7 +89,7 @@ describe("docker-compose.yml", () => {
 			});
 			expect(service.image).not.toMatch(/:latest$/);
 		}
-		expect(services.nats.image).toMatch(/^nats:2\.\d+\.\d+/);
+		for (const name of NATS_MEMBERS) expect(services[name].image).toMatch(/^nats:2\.\d+\.\d+/);
 		expect(services.mongo.image).toMatch(/^mongo:\d+\.\d+\.\d+$/);
 		// The app's image carries the package version and is built from the Dockerfile here.
 		for (const [name, service] of roleServices) {
@@ -128,10 +132,12 @@ describe("docker-compose.yml", () => {
 			});
 		}
 		for (const [name, service] of roleServices) {
-			expect({ name, nats: service.depends_on?.nats?.condition }).toEqual({
-				name,
-				nats: "service_healthy",
-			});
+			for (const member of NATS_MEMBERS)
+				expect({ name, member, nats: service.depends_on?.[member]?.condition }).toEqual({
+					name,
+					member,
+					nats: "service_healthy",
+				});
 			// App nodes report ready on the health route every role serves.
 			expect(JSON.stringify(service.healthcheck?.test)).toContain("/health/ready");
 			expect(env(name).HEALTH_PORT).toBe("3001");
@@ -188,18 +194,17 @@ describe("docker-compose.yml", () => {
 				expect(
 					fs.readFileSync(path.join(root, "api", "nats-password"), "utf8").trim(),
 				).toBe(passwords[2]);
-				// nats' own start line, pointed at these files and the committed configuration, in test mode.
-				const config = services.nats
-					.volumes!.find((v) => v.endsWith(":/etc/nats/nats-server.conf:ro"))!
-					.split(":")[0];
+				// A member's own start line, pointed at these files, its certificates and the committed configuration, in test mode.
+				const tls = makeComposeCertificates(root);
 				const start =
-					script("nats")
+					script("nats-1")
 						.replaceAll("/secrets/", `${root}/`)
-						.replace("/etc/nats/nats-server.conf", path.resolve(ROOT, config)) + " -t";
+						.replace("/etc/nats/nats-server.conf", memberConfig(root, tls.server)) +
+					" -t";
 				const tested = spawnSync(
 					"sh",
 					["-c", start.replace("exec nats-server", `exec ${findNatsServer()}`)],
-					{ encoding: "utf8" },
+					{ encoding: "utf8", env: { ...process.env, ...env("nats-1") } },
 				);
 				expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({
 					status: 0,
@@ -244,6 +249,83 @@ describe("docker-compose.yml", () => {
 						v.startsWith("batcher-credential"),
 					),
 				}).toEqual({ name, volumes: [] });
+		});
+	});
+
+	describe("NATS is a cluster of three over TLS, its certificates made on the first start", () => {
+		test("the members route to each other by name over TLS and require a client certificate", () => {
+			for (const member of NATS_MEMBERS) {
+				expect(services[member].volumes).toEqual(
+					expect.arrayContaining([
+						"./k8s/nats-server.conf:/etc/nats/nats-server.conf:ro",
+						"nats-server-tls:/etc/nats/tls:ro",
+					]),
+				);
+				expect(env(member).NATS_SERVER_NAME).toBe(member);
+				expect([1, 2, 3].map((i) => env(member)[`NATS_ROUTE_${i}`]).sort()).toEqual(
+					NATS_MEMBERS.map((name) => `nats-route://${name}:6222`),
+				);
+				expect(services[member].depends_on?.["nats-certs"]?.condition).toBe(
+					"service_completed_successfully",
+				);
+			}
+			const config = fs.readFileSync(path.join(ROOT, "k8s", "nats-server.conf"), "utf8");
+			expect(config).toMatch(/^tls \{[^}]*verify: true/m);
+			expect(config).toMatch(/cluster \{[\s\S]*tls \{[^}]*verify: true/);
+			expect(config).toContain("routes: [$NATS_ROUTE_1, $NATS_ROUTE_2, $NATS_ROUTE_3]");
+		});
+
+		test("nats-certs makes a CA, the members' certificate for their names and the nodes' client certificate, once; the nodes' configuration accepts them", () => {
+			const root = fs.mkdtempSync(path.join(os.tmpdir(), "compose-certs-"));
+			try {
+				const dirs = makeComposeCertificates(root);
+				expect(fs.readdirSync(dirs.server).sort()).toEqual([
+					"ca.crt",
+					"tls.crt",
+					"tls.key",
+				]);
+				expect(fs.readdirSync(dirs.client).sort()).toEqual([
+					"ca.crt",
+					"tls.crt",
+					"tls.key",
+				]);
+				for (const dir of [dirs.server, dirs.client])
+					for (const file of fs.readdirSync(dir))
+						expect(fs.statSync(path.join(dir, file)).mode & 0o777).toBe(0o600);
+				if (process.getuid?.() === 0)
+					expect(fs.statSync(path.join(dirs.client, "tls.key")).uid).toBe(1000);
+				// The CA's key stays in its own volume, which no member or node mounts.
+				expect(fs.existsSync(path.join(dirs.ca, "ca.key"))).toBe(true);
+				for (const [name, service] of Object.entries(services))
+					if (name !== "nats-certs")
+						expect({
+							name,
+							ca: (service.volumes ?? []).filter((v) => v.startsWith("nats-ca")),
+						}).toEqual({ name, ca: [] });
+				const ca = new X509Certificate(fs.readFileSync(path.join(dirs.ca, "ca.crt")));
+				const server = new X509Certificate(
+					fs.readFileSync(path.join(dirs.server, "tls.crt")),
+				);
+				expect(server.verify(ca.publicKey)).toBe(true);
+				for (const member of NATS_MEMBERS) expect(server.checkHost(member)).toBe(member);
+				// The nodes' variables, as compose sets them, accept the client files (a key that matches its certificate).
+				const { loadConfig } =
+					require("../../src/config") as typeof import("../../src/config");
+				const tls = loadConfig({
+					TRANSPORTER: env("signer").TRANSPORTER,
+					NATS_CA_FILE: path.join(dirs.client, "ca.crt"),
+					NATS_CERT_FILE: path.join(dirs.client, "tls.crt"),
+					NATS_KEY_FILE: path.join(dirs.client, "tls.key"),
+					DATA_DIR: "",
+				}).natsTls;
+				expect(tls?.cert).toContain("BEGIN CERTIFICATE");
+				// A second start keeps them.
+				const before = fs.readFileSync(path.join(dirs.server, "tls.crt"), "utf8");
+				makeComposeCertificates(root);
+				expect(fs.readFileSync(path.join(dirs.server, "tls.crt"), "utf8")).toBe(before);
+			} finally {
+				fs.rmSync(root, { recursive: true, force: true });
+			}
 		});
 	});
 
@@ -294,15 +376,25 @@ describe("docker-compose.yml", () => {
 				name,
 				transporter: env(name).TRANSPORTER,
 				file: env(name).NATS_PASSWORD_FILE,
+				ca: env(name).NATS_CA_FILE,
+				cert: env(name).NATS_CERT_FILE,
+				key: env(name).NATS_KEY_FILE,
 			}).toEqual({
 				name,
-				transporter: `nats://${role}@nats:4222`,
+				// Every member, over TLS, with the node's certificate.
+				transporter: NATS_MEMBERS.map((member) => `tls://${role}@${member}:4222`).join(","),
 				file: "/run/nats/nats-password",
+				ca: "/run/nats-tls/ca.crt",
+				cert: "/run/nats-tls/tls.crt",
+				key: "/run/nats-tls/tls.key",
 			});
 			expect({
 				name,
 				volumes: services[name].volumes?.filter((v) => v.startsWith("nats-")),
-			}).toEqual({ name, volumes: [`nats-${role}:/run/nats:ro`] });
+			}).toEqual({
+				name,
+				volumes: [`nats-${role}:/run/nats:ro`, "nats-client-tls:/run/nats-tls:ro"],
+			});
 		}
 		// Only nats and the one-shot that makes them see every password.
 		for (const [name, service] of Object.entries(services).filter(
@@ -436,6 +528,43 @@ describe("docker-compose.yml", () => {
 		},
 	);
 });
+
+/** The NATS cluster's members. */
+const NATS_MEMBERS = ["nats-1", "nats-2", "nats-3"];
+
+/** Runs the nats-certs one-shot's script with its volumes as folders under `root`. */
+function makeComposeCertificates(root: string): { ca: string; server: string; client: string } {
+	const dirs = {
+		ca: path.join(root, "ca"),
+		server: path.join(root, "server"),
+		client: path.join(root, "client"),
+	};
+	for (const dir of Object.values(dirs)) fs.mkdirSync(dir, { recursive: true });
+	let script = String((services["nats-certs"].command as string[])[0])
+		.replaceAll("$$", "$")
+		// The volumes' mount points (`/ca`, `/server/*`), not `ca.crt` under them.
+		.replace(
+			/\/(ca|server|client)(?=[/\s"*]|$)/g,
+			(_, volume: keyof typeof dirs) => dirs[volume],
+		);
+	// In the container it runs as root; here only root may give the files to user 1000.
+	if (process.getuid?.() !== 0) script = script.replace("chown 1000:1000", "true");
+	const made = spawnSync("sh", ["-c", script], { encoding: "utf8" });
+	if (made.status !== 0) throw new Error(`nats-certs failed: ${made.stderr}`);
+	return dirs;
+}
+
+/** The committed nats-server configuration with its certificate paths pointed at `tlsDir`. */
+function memberConfig(root: string, tlsDir: string): string {
+	const file = path.join(root, "nats-server.conf");
+	fs.writeFileSync(
+		file,
+		fs
+			.readFileSync(path.join(ROOT, "k8s", "nats-server.conf"), "utf8")
+			.replaceAll("/etc/nats/tls/", `${tlsDir}/`),
+	);
+	return file;
+}
 
 /** DATA_DIR as the Dockerfile's runtime stage sets it. */
 function runtimeDataDir(): string {

@@ -7,6 +7,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
+import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
@@ -14,8 +15,11 @@ import { evalScriptOf, runHealthScript } from "../support/mongo-health";
 import { findNatsServer } from "../support/nats-server";
 import { authorizationBlock, NATS_ROLES, type NatsRole } from "../../src/broker/nats-permissions";
 import { HealthMiddleware } from "../../src/broker/health";
+import { makeNatsCertificates } from "../../src/cluster/nats-certs";
 
 const ROOT = path.resolve(__dirname, "../..");
+/** The NATS StatefulSet's pods. */
+const NATS_MEMBERS = ["nats-0", "nats-1", "nats-2"];
 const K8S = path.join(ROOT, "k8s");
 
 type Manifest = {
@@ -202,7 +206,7 @@ describe("k8s/ manifests", () => {
 		expect(holders("KEYRING_PUBLIC_KEY")).toEqual(["api", "keyring"]);
 	});
 
-	test("NATS has one user per role: each workload connects as its own, and the server's configuration is the permissions src/broker/nats-permissions.ts writes", () => {
+	test("NATS has one user per role: each workload connects as its own, and the server's configuration is the permissions src/broker/nats-permissions.ts writes", async () => {
 		const userOf: Record<string, string> = { keyring: "keyring", api: "api", signer: "signer" };
 		for (const w of appWorkloads) {
 			const role = userOf[w.metadata.name];
@@ -211,10 +215,14 @@ describe("k8s/ manifests", () => {
 				transporter: envOf(containersOf(w)[0]).TRANSPORTER,
 			}).toEqual({
 				workload: w.metadata.name,
-				transporter: `nats://${role}:$(NATS_${role.toUpperCase()}_PASSWORD)@nats:4222`,
+				// Every member of the StatefulSet, over TLS.
+				transporter: NATS_MEMBERS.map(
+					(member) =>
+						`tls://${role}:$(NATS_${role.toUpperCase()}_PASSWORD)@${member}.nats-headless:4222`,
+				).join(","),
 			});
 		}
-		const nats = find("Deployment", "nats")!;
+		const nats = find("StatefulSet", "nats")!;
 		const [server] = containersOf(nats) as any[];
 		expect(server.args).toEqual(["-c", "/etc/nats/nats-server.conf"]);
 		const volume = nats.spec.template.spec.volumes.find(
@@ -222,7 +230,8 @@ describe("k8s/ manifests", () => {
 		);
 		expect(server.volumeMounts).toContainEqual({
 			name: volume.name,
-			mountPath: "/etc/nats",
+			mountPath: "/etc/nats/nats-server.conf",
+			subPath: "nats-server.conf",
 			readOnly: true,
 		});
 		expect((kustomization as any).configMapGenerator).toEqual([
@@ -242,20 +251,34 @@ describe("k8s/ manifests", () => {
 			fieldRef: { fieldPath: "metadata.name" },
 		});
 		expect((configMap.data as Record<string, string>).NAMESPACE ?? "signing").toBe("signing");
-		// And nats-server accepts it.
-		const tested = spawnSync(
-			findNatsServer(),
-			["-c", path.join(K8S, "nats-server.conf"), "-t"],
-			{
-				encoding: "utf8",
-				env: {
-					...process.env,
-					...Object.fromEntries(
-						NATS_ROLES.map((role) => [`NATS_${role.toUpperCase()}_PASSWORD`, "x"]),
-					),
-				},
-			},
+		// And nats-server accepts it, with the member's environment and certificates in place.
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "k8s-nats-"));
+		const certs = await makeNatsCertificates(path.join(dir, "tls"));
+		const config = path.join(dir, "nats-server.conf");
+		fs.writeFileSync(
+			config,
+			committed
+				.replaceAll("/etc/nats/tls/tls.crt", certs.serverCert)
+				.replaceAll("/etc/nats/tls/tls.key", certs.serverKey)
+				.replaceAll("/etc/nats/tls/ca.crt", certs.caFile),
 		);
+		const memberEnv = Object.fromEntries(
+			(server.env as any[])
+				.filter((e) => e.value !== undefined)
+				.map((e) => [e.name, e.value]),
+		);
+		const tested = spawnSync(findNatsServer(), ["-c", config, "-t"], {
+			encoding: "utf8",
+			env: {
+				...process.env,
+				...memberEnv,
+				NATS_SERVER_NAME: "nats-0",
+				...Object.fromEntries(
+					NATS_ROLES.map((role) => [`NATS_${role.toUpperCase()}_PASSWORD`, "x"]),
+				),
+			},
+		});
+		fs.rmSync(dir, { recursive: true, force: true });
 		expect({ status: tested.status, output: tested.stdout + tested.stderr }).toEqual({
 			status: 0,
 			output: expect.stringContaining("is valid"),
@@ -390,15 +413,78 @@ describe("k8s/ manifests", () => {
 			mongo.spec.volumeClaimTemplates[0].metadata.name,
 		);
 		expect(find("Service", "mongo")?.spec.clusterIP).toBe("None");
-		expect(find("Deployment", "nats")).toBeDefined();
+		expect(find("StatefulSet", "nats")).toBeDefined();
 		expect(find("Service", "nats")?.spec.ports.map((p: any) => p.port)).toContain(4222);
 		// The app reaches them by those names.
 		for (const w of appWorkloads)
-			expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats:4222$/);
+			expect(envOf(containersOf(w)[0]).TRANSPORTER).toMatch(/@nats-2\.nats-headless:4222$/);
 		for (const w of appWorkloads.filter((w) => envOf(containersOf(w)[0]).MONGO_URI))
 			expect(envOf(containersOf(w)[0]).MONGO_URI).toMatch(
 				/@mongo-0\.mongo:27017,mongo-1\.mongo:27017,mongo-2\.mongo:27017\//,
 			);
+	});
+
+	describe("NATS is a StatefulSet of three, routed over a headless Service, over TLS from Secrets", () => {
+		const nats = find("StatefulSet", "nats")!;
+		const [server] = containersOf(nats) as any[];
+
+		test("three members with stable names, one per node where it can, at most one down by choice", () => {
+			expect(nats.spec.replicas).toBe(3);
+			expect(nats.spec.serviceName).toBe("nats-headless");
+			const headless = find("Service", "nats-headless")!;
+			expect(headless.spec.clusterIP).toBe("None");
+			expect(headless.spec.publishNotReadyAddresses).toBe(true);
+			expect(headless.spec.ports.map((p: any) => p.port).sort()).toEqual([4222, 6222, 8222]);
+			expect(
+				nats.spec.template.spec.affinity.podAntiAffinity
+					.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey,
+			).toBe("kubernetes.io/hostname");
+			const budget = manifests.find(
+				(m) => m.kind === "PodDisruptionBudget" && m.metadata.name === "nats",
+			)!;
+			expect(budget.spec.maxUnavailable).toBe(1);
+			expect(budget.spec.selector.matchLabels).toEqual(nats.spec.selector.matchLabels);
+		});
+
+		test("every member routes to every member by its headless name, and names itself after its pod", () => {
+			const env = envOf(server);
+			expect(env.NATS_SERVER_NAME).toEqual({ fieldRef: { fieldPath: "metadata.name" } });
+			expect([env.NATS_ROUTE_1, env.NATS_ROUTE_2, env.NATS_ROUTE_3]).toEqual(
+				NATS_MEMBERS.map((member) => `nats-route://${member}.nats-headless:6222`),
+			);
+			expect(fs.readFileSync(path.join(K8S, "nats-server.conf"), "utf8")).toContain(
+				"routes: [$NATS_ROUTE_1, $NATS_ROUTE_2, $NATS_ROUTE_3]",
+			);
+		});
+
+		test("the members' certificates come from the nats-server-tls Secret, the nodes' from nats-client-tls", () => {
+			const tlsVolume = nats.spec.template.spec.volumes.find((v: any) => v.name === "tls");
+			expect(tlsVolume.secret.secretName).toBe("nats-server-tls");
+			expect(server.volumeMounts).toContainEqual({
+				name: "tls",
+				mountPath: "/etc/nats/tls",
+				readOnly: true,
+			});
+			for (const w of appWorkloads) {
+				const volume = w.spec.template.spec.volumes.find(
+					(v: any) => v.name === "nats-client-tls",
+				);
+				expect({ w: w.metadata.name, secret: volume?.secret?.secretName }).toEqual({
+					w: w.metadata.name,
+					secret: "nats-client-tls",
+				});
+				expect((containersOf(w)[0] as any).volumeMounts).toContainEqual({
+					name: "nats-client-tls",
+					mountPath: "/etc/nats-tls",
+					readOnly: true,
+				});
+			}
+			expect(configMap.data).toMatchObject({
+				NATS_CA_FILE: "/etc/nats-tls/ca.crt",
+				NATS_CERT_FILE: "/etc/nats-tls/tls.crt",
+				NATS_KEY_FILE: "/etc/nats-tls/tls.key",
+			});
+		});
 	});
 
 	describe("MongoDB is a replica set of three members, with access control and a disruption budget", () => {
@@ -619,8 +705,8 @@ describe("k8s/ manifests", () => {
 	test("the ConfigMap sets only configuration names the app reads", () => {
 		const configSource = fs.readFileSync(path.join(ROOT, "src", "config.ts"), "utf8");
 		const known = new Set(
-			[...configSource.matchAll(/env: "([A-Z_]+)"|pick\("([A-Z_]+)"/g)].map(
-				(m) => m[1] ?? m[2],
+			[...configSource.matchAll(/env: "([A-Z_]+)"|pick\("([A-Z_]+)"|\benv\.([A-Z_]+)/g)].map(
+				(m) => m[1] ?? m[2] ?? m[3],
 			),
 		);
 		// Read by the health middleware's wiring (src/broker/health.ts) until src/config.ts has it.
