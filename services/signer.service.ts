@@ -158,8 +158,11 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 				// (or fails to be): wiped then, before the signatures are stored and the lease released.
 				keys: {
 					open: (lease) => this.keys.openSecret(lease),
+					// With the bus checks, the signing threads also hash what the store proofs sign.
 					sign: (key, keyId, records, deadline) =>
-						this.pool.sign(key, keyId, records, deadline).finally(() => key.dispose()),
+						this.pool
+							.sign(key, keyId, records, deadline, busChecks.on)
+							.finally(() => key.dispose()),
 				},
 				clock: systemClock,
 				logger: this.logger,

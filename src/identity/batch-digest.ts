@@ -22,6 +22,12 @@
  */
 import { createHash } from "node:crypto";
 import type { RecordPayload } from "../contract";
+import {
+	GROUP_DIGEST_BYTES,
+	pieceDigestOfGroups,
+	SIGNATURE_GROUP,
+	signatureGroupDigests,
+} from "./signature-groups";
 
 /** Signatures per `records.storeSignatures` call: the pieces a batch is stored in (src/signer/signer.ts). */
 export const TRANSFER_CHUNK = 2_000;
@@ -88,4 +94,46 @@ export function sealSignatures(
 	const value = digest(encodeSignatures(signatures), "utf8");
 	sealed.set(signatures, value);
 	return value;
+}
+
+type Signature = { recordId: string; jws: string; signedAt: string };
+
+/** Version 2 digests (signature-groups.ts) of sealed pieces, by identity. */
+const sealedGroups = new WeakMap<object, string>();
+
+/** A piece's version 2 digest: what the holder's store proof signs (signature-groups.ts). */
+export function signaturesDigestV2(signatures: ReadonlyArray<Signature>): string {
+	return (
+		sealedGroups.get(signatures) ??
+		pieceDigestOfGroups(
+			signatureGroupDigests(signatures.length, (i) => {
+				const s = signatures[i];
+				return [s.recordId, s.jws, s.signedAt];
+			}),
+		)
+	);
+}
+
+/**
+ * A batch's signatures cut into the pieces its signer stores (TRANSFER_CHUNK each), each piece's
+ * version 2 digest remembered from `groups`, the group digests the signing threads made of the
+ * whole batch (in order), when given.
+ */
+export function piecesOf(
+	signatures: readonly Signature[],
+	groups: Uint8Array | null,
+): Signature[][] {
+	const pieces: Signature[][] = [];
+	const groupsPerPiece = TRANSFER_CHUNK / SIGNATURE_GROUP;
+	for (let p = 0; p * TRANSFER_CHUNK < signatures.length; p++) {
+		const piece = signatures.slice(p * TRANSFER_CHUNK, (p + 1) * TRANSFER_CHUNK);
+		if (groups) {
+			const from = p * groupsPerPiece * GROUP_DIGEST_BYTES;
+			const to = from + Math.ceil(piece.length / SIGNATURE_GROUP) * GROUP_DIGEST_BYTES;
+			if (to > groups.length) throw new Error("fewer group digests than signatures");
+			sealedGroups.set(piece, pieceDigestOfGroups(groups.subarray(from, to)));
+		}
+		pieces.push(piece);
+	}
+	return pieces;
 }

@@ -11,12 +11,13 @@
  * check costs a lookup instead of an Ed25519 verification. Only this module's own signing
  * puts an entry there, with the public key it verifies under.
  */
-import type { KeyObject } from "node:crypto";
+import { createHmac, timingSafeEqual, type KeyObject } from "node:crypto";
 import type { JWK } from "jose";
 import { requireSodium } from "../sodium";
 
 export interface JwsHeader {
-	alg: "EdDSA";
+	/** EdDSA (Ed25519), or HS256 under a request MAC key (request-mac.ts). */
+	alg: "EdDSA" | "HS256";
 	/** Who signed it: an enrolled credential's name, or the keyring authority's key id. */
 	kid: string;
 	/** What statement it is: a proof, a ticket or a token is never taken for another. */
@@ -39,7 +40,7 @@ const signedHere = new Map<string, string>();
 const SIGNED_HERE_MAX = 8_192;
 
 /** A key's raw Ed25519 bytes as libsodium takes them: the 64-byte secret (seed and public key) of a private key, the 32-byte public key. */
-interface RawKey {
+export interface RawKey {
 	x: string;
 	publicKey: Buffer;
 	secretKey: Buffer | null;
@@ -47,7 +48,7 @@ interface RawKey {
 const rawKeys = new WeakMap<KeyObject, RawKey>();
 
 /** The raw bytes of an Ed25519 KeyObject, read once (long-lived keys: credentials, the authority, enrolled keys). */
-function raw(key: KeyObject): RawKey {
+export function raw(key: KeyObject): RawKey {
 	let found = rawKeys.get(key);
 	if (!found) {
 		const jwk = key.export({ format: "jwk" }) as JWK;
@@ -115,4 +116,22 @@ export function verifyJws(parsed: ParsedJws<object>, publicKey: KeyObject): bool
 		parsed.header.alg === "EdDSA" &&
 		verifyDetached(publicKey, parsed.signingInput, parsed.signature)
 	);
+}
+
+/** HMAC-SHA256 of a JWS signing input, base64url. */
+const hs256 = (key: Uint8Array, input: string) =>
+	createHmac("sha256", key).update(input).digest("base64url");
+
+/** A compact JWS with alg HS256 under `key` (a request MAC key: request-mac.ts). */
+export function signJwsHs256(key: Uint8Array, header: JwsHeader, claims: object): string {
+	const input = `${b64(JSON.stringify(header))}.${b64(JSON.stringify(claims))}`;
+	return `${input}.${hs256(key, input)}`;
+}
+
+/** Whether `parsed` is an HS256 JWS under `key`, compared in constant time. */
+export function verifyJwsHs256(parsed: ParsedJws<object>, key: Uint8Array): boolean {
+	if (parsed.header.alg !== "HS256") return false;
+	const expected = Buffer.from(hs256(key, parsed.signingInput), "base64url");
+	const given = Buffer.from(parsed.signature, "base64url");
+	return given.length === expected.length && timingSafeEqual(given, expected);
 }

@@ -14,7 +14,7 @@ import { createPublicKey, type KeyObject } from "node:crypto";
 import { DomainError, type ErrorType } from "../errors";
 import type { StoreSignaturesParams } from "../contract";
 import type { AuthorityKey, KeyringTrust } from "./authority";
-import { idsDigest, sealSignatures, signaturesDigest } from "./batch-digest";
+import { idsDigest, signaturesDigest, signaturesDigestV2 } from "./batch-digest";
 import { parseJws, signDetached, signJws, verifyDetached, verifyJws } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
@@ -56,17 +56,42 @@ export function ownLeaseToken(authority: AuthorityKey, token: unknown): LeaseTok
 	return verifyJws(parsed, authority.privateKey) ? parsed.claims : null;
 }
 
-const storeStatement = (leaseId: string, batchId: string, digest: string) =>
-	`record-signer store v1\n${leaseId}\n${batchId}\n${digest}`;
+/**
+ * What a store proof signs: the lease, the batch and the piece's digest. Version 2 digests the
+ * piece by groups (signature-groups.ts), which the signing threads hash; version 1, the whole
+ * piece at once, is what signers before it send, and records still takes it.
+ */
+const storeStatement = (version: 1 | 2, leaseId: string, batchId: string, digest: string) =>
+	`record-signer store v${version}\n${leaseId}\n${batchId}\n${digest}`;
 
-/** The holder's proof for one stored piece: its credential's signature over the lease, the batch and the piece (sealed from then on). */
+/** The holder's proof for one stored piece: its credential's signature over the lease, the batch and the piece. */
 export function makeStoreProof(
 	credential: SignerCredential,
 	piece: Pick<StoreSignaturesParams, "leaseId" | "batchId" | "signatures">,
 ): string {
 	return signDetached(
 		credential.privateKey,
-		storeStatement(piece.leaseId, piece.batchId, sealSignatures(piece.signatures)),
+		storeStatement(2, piece.leaseId, piece.batchId, signaturesDigestV2(piece.signatures)),
+	);
+}
+
+/** Whether `proof` is the holder's over this piece: version 2, or version 1 from an older signer. */
+function storeProofHolds(
+	holderKey: KeyObject,
+	params: Pick<StoreSignaturesParams, "leaseId" | "batchId" | "signatures" | "proof">,
+): boolean {
+	const { leaseId, batchId, signatures, proof } = params;
+	return (
+		verifyDetached(
+			holderKey,
+			storeStatement(2, leaseId, batchId, signaturesDigestV2(signatures)),
+			proof,
+		) ||
+		verifyDetached(
+			holderKey,
+			storeStatement(1, leaseId, batchId, signaturesDigest(signatures)),
+			proof,
+		)
 	);
 }
 
@@ -131,13 +156,7 @@ export class StoreGate {
 				`the signatures are not for a piece of batch ${params.batchId}'s records`,
 				"NOT_THE_BATCH_RECORDS",
 			);
-		if (
-			!verifyDetached(
-				token.holderKey,
-				storeStatement(params.leaseId, params.batchId, signaturesDigest(params.signatures)),
-				params.proof,
-			)
-		)
+		if (!storeProofHolds(token.holderKey, params))
 			throw refuse(
 				`the store proof does not verify with the credential of lease ${params.leaseId}'s holder`,
 				"STORE_PROOF_INVALID",

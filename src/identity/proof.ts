@@ -9,8 +9,8 @@
  * Each carries the time it was made and a random id; the keyring takes each id once, and only
  * within PROOF_MAX_AGE_MS of that time.
  */
-import { randomBytes } from "node:crypto";
-import { signJws } from "./compact-jws";
+import { randomBytesPooled } from "../random";
+import { signJws, signJwsHs256 } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
 export type ProofAction = "acquire" | "renew" | "release";
@@ -32,15 +32,22 @@ export interface ProofClaims {
 /** A proof older (or further ahead of the keyring's clock) than this is refused. */
 export const PROOF_MAX_AGE_MS = 60_000;
 
-/** Signs `claims` (time and random id added) with the credential. */
+/**
+ * Signs `claims` (time and random id added) with the credential: under its request MAC key for
+ * the keyring when given (HS256, request-mac.ts), else with its Ed25519 key.
+ */
 export function makeProof(
 	credential: SignerCredential,
 	claims: Omit<ProofClaims, "iat" | "jti">,
 	now = Date.now(),
+	macKey: Uint8Array | null = null,
 ): string {
-	return signJws(
-		credential.privateKey,
-		{ alg: "EdDSA", kid: credential.name, typ: "signer-proof" },
-		{ ...claims, iat: now, jti: randomBytes(12).toString("base64url") },
-	);
+	const full = { ...claims, iat: now, jti: randomBytesPooled(12).toString("base64url") };
+	return macKey
+		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ: "signer-proof" }, full)
+		: signJws(
+				credential.privateKey,
+				{ alg: "EdDSA", kid: credential.name, typ: "signer-proof" },
+				full,
+			);
 }

@@ -17,7 +17,7 @@ import type { KeyObject } from "node:crypto";
 import { DomainError, type ErrorType } from "../errors";
 import type { RecordPayload } from "../contract";
 import { idChunkDigests, recordsDigest, sealRecords } from "./batch-digest";
-import { parseJws, signDetached, signJws, verifyDetached } from "./compact-jws";
+import { parseJws, signDetached, signJws, signJwsHs256, verifyDetached } from "./compact-jws";
 import type { SignerCredential } from "./credential";
 
 export const TICKET_TYPE = "dispatch-ticket";
@@ -45,11 +45,16 @@ export interface TicketRequest {
 	ttlMs: number;
 }
 
-/** A ticket for the batch; its records' digest is remembered for the checks of this process. */
+/**
+ * A ticket for the batch; its records' digest is remembered for the checks of this process.
+ * Under the batcher's request MAC key for the keyring when given (HS256, request-mac.ts), else
+ * signed with its Ed25519 key.
+ */
 export function makeTicket(
 	credential: SignerCredential,
 	request: TicketRequest,
 	now = Date.now(),
+	macKey: Uint8Array | null = null,
 ): string {
 	const claims: TicketClaims = {
 		run: request.runId,
@@ -60,11 +65,13 @@ export function makeTicket(
 		iat: now,
 		exp: now + request.ttlMs,
 	};
-	return signJws(
-		credential.privateKey,
-		{ alg: "EdDSA", kid: credential.name, typ: TICKET_TYPE },
-		claims,
-	);
+	return macKey
+		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ: TICKET_TYPE }, claims)
+		: signJws(
+				credential.privateKey,
+				{ alg: "EdDSA", kid: credential.name, typ: TICKET_TYPE },
+				claims,
+			);
 }
 
 /** A request to act on a batch the batcher did not send: 403, logged with the caller's node. */

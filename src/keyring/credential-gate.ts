@@ -13,7 +13,8 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { DomainError, type ErrorType } from "../errors";
 import type { Clock } from "../clock";
-import { parseJws, verifyJws } from "../identity/compact-jws";
+import { parseJws, verifyJws, verifyJwsHs256, type ParsedJws } from "../identity/compact-jws";
+import { keyringMacKey } from "../identity/request-mac";
 import type { CredentialRole } from "../identity/credential";
 import { PROOF_MAX_AGE_MS, type ProofAction, type ProofClaims } from "../identity/proof";
 import { BatchRefusedError, TICKET_TYPE, type TicketClaims } from "../identity/ticket";
@@ -64,12 +65,30 @@ export class CredentialGate {
 	/** Proof ids and ticket ids taken, with when they may be forgotten. */
 	private readonly seen = new Map<string, number>();
 
-	/** `clock`: the wall clock proofs are dated by (not a lease clock a test moves by hand). */
+	/**
+	 * `clock`: the wall clock proofs are dated by (not a lease clock a test moves by hand).
+	 * `authority`: the keyring authority's private key, which checks statements made under a
+	 * credential's request MAC key (HS256, src/identity/request-mac.ts); without it only EdDSA.
+	 */
 	constructor(
 		private readonly store: Pick<KeyringStore, "enrolled">,
 		private readonly role: CredentialRole,
 		private readonly clock: Clock,
+		private readonly authority: KeyObject | null = null,
 	) {}
+
+	/** Whether `parsed` is signed by the enrolled credential: EdDSA with its key, or HS256 under its request MAC key. */
+	private verified(parsed: ParsedJws<object>, known: Known): boolean {
+		if (parsed.header.alg === "HS256")
+			return (
+				this.authority !== null &&
+				verifyJwsHs256(
+					parsed,
+					keyringMacKey(this.role, this.authority, known.signer.publicJwk.x!),
+				)
+			);
+		return verifyJws(parsed, known.key);
+	}
 
 	/**
 	 * Checks a dispatch ticket for an acquire by `holder` (a proven signer's node): signed by an
@@ -97,7 +116,7 @@ export class CredentialGate {
 				`batcher "${batcher}" was revoked at ${known.signer.revokedAt}`,
 				"BATCHER_REVOKED",
 			);
-		if (!verifyJws(parsed, known.key))
+		if (!this.verified(parsed, known))
 			throw invalid(
 				`the dispatch ticket's signature does not verify with batcher "${batcher}"'s key`,
 			);
@@ -140,9 +159,9 @@ export class CredentialGate {
 		if (!parsed)
 			throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
 		const { header, claims } = parsed;
-		if (header.alg !== "EdDSA" || typeof header.kid !== "string")
+		if ((header.alg !== "EdDSA" && header.alg !== "HS256") || typeof header.kid !== "string")
 			throw new SignerRefusedError(
-				"the signer proof is not an EdDSA JWS naming its signer",
+				"the signer proof is not an EdDSA or HS256 JWS naming its signer",
 				"SIGNER_PROOF_INVALID",
 			);
 		const known = await this.lookup(header.kid);
@@ -158,7 +177,7 @@ export class CredentialGate {
 				"SIGNER_REVOKED",
 				{ signer: header.kid },
 			);
-		if (!verifyJws(parsed, known.key))
+		if (!this.verified(parsed, known))
 			throw new SignerRefusedError(
 				`the proof's signature does not verify with signer "${header.kid}"'s key`,
 				"SIGNER_PROOF_INVALID",

@@ -14,6 +14,7 @@
  */
 import crypto, { type KeyObject, type webcrypto } from "node:crypto";
 import type { JWK } from "jose";
+import { randomBytesPooled } from "../random";
 import { LeaseSecret } from "../signer/lease-secret";
 
 export const LEASE_KEY_ALG = "A256KW";
@@ -147,11 +148,11 @@ export class KeyTransport {
 				}),
 			),
 		);
-		const cek = crypto.randomBytes(32);
+		const cek = randomBytesPooled(32);
 		try {
 			const wrap = crypto.createCipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
 			const wrapped = Buffer.concat([wrap.update(cek), wrap.final()]);
-			const iv = crypto.randomBytes(12);
+			const iv = randomBytesPooled(12);
 			const cipher = crypto.createCipheriv("aes-256-gcm", cek, iv);
 			cipher.setAAD(Buffer.from(header, "ascii"));
 			const ciphertext = Buffer.concat([cipher.update(privateJwkBytes), cipher.final()]);

@@ -34,8 +34,9 @@ export class LeaseDesk {
 		private readonly leaseGraceMs: number,
 		private readonly logger: { warn(line: string): void },
 	) {
-		this.signers = new CredentialGate(store, "signer", clock);
-		this.batchers = new CredentialGate(store, "batcher", clock);
+		const authority = keyring.authority.privateKey;
+		this.signers = new CredentialGate(store, "signer", clock, authority);
+		this.batchers = new CredentialGate(store, "batcher", clock, authority);
 	}
 
 	/** Grants the least recently used free key to the proven signer, for the batch its ticket names, with the lease token records takes. */

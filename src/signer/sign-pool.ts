@@ -11,6 +11,7 @@ import Piscina from "piscina";
 import { LeaseDeadlineError, type RecordPayload } from "./jws";
 import { wipeHandOff, type LeaseSecret } from "./lease-secret";
 import type { SignTask, SignTaskResult } from "./sign.worker";
+import { SIGNATURE_GROUP } from "../identity/signature-groups";
 import { requireSodium } from "../sodium";
 
 /**
@@ -23,6 +24,12 @@ export interface SignedRecord {
 	recordId: string;
 	jws: string;
 	signedAt: string;
+}
+
+export interface SignedBatch {
+	signed: SignedRecord[];
+	/** With `groups`: the signatures' group digests, in order (src/identity/signature-groups.ts). */
+	groups: Uint8Array | null;
 }
 
 export class SignPool {
@@ -58,8 +65,12 @@ export class SignPool {
 		keyId: string,
 		records: RecordPayload[],
 		deadline: () => number,
-	): Promise<SignedRecord[]> {
-		const chunkSize = Math.min(512, Math.max(32, Math.ceil(records.length / this.threads)));
+		groups = false,
+	): Promise<SignedBatch> {
+		// A multiple of SIGNATURE_GROUP: each chunk's group digests are whole groups of the batch.
+		const perThread =
+			Math.ceil(records.length / this.threads / SIGNATURE_GROUP) * SIGNATURE_GROUP;
+		const chunkSize = Math.min(512, Math.max(32, perThread));
 		const chunks: RecordPayload[][] = [];
 		for (let i = 0; i < records.length; i += chunkSize)
 			chunks.push(records.slice(i, i + chunkSize));
@@ -76,6 +87,7 @@ export class SignPool {
 						keyId,
 						records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
 						deadline: deadline(),
+						groups,
 					}),
 				);
 			}
@@ -96,7 +108,10 @@ export class SignPool {
 				signed.push({ recordId: record.id, jws: chunkJws[i], signedAt }),
 			);
 		}
-		return signed;
+		if (!groups) return { signed, groups: null };
+		const digests = results.map((result) => result.groups);
+		if (digests.some((d) => !d)) throw new Error("a signing thread returned no group digests");
+		return { signed, groups: Buffer.concat(digests as Uint8Array[]) };
 	}
 
 	destroy(): Promise<void> {

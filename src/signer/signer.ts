@@ -17,8 +17,8 @@ import type {
 	StoreSignaturesParams,
 	StoreSignaturesResult,
 } from "../contract";
-import { TRANSFER_CHUNK } from "../identity/batch-digest";
-import type { SignedRecord } from "./sign-pool";
+import { piecesOf, TRANSFER_CHUNK } from "../identity/batch-digest";
+import type { SignedBatch } from "./sign-pool";
 
 export interface SignerOptions {
 	leaseTtlMs: number;
@@ -73,7 +73,7 @@ export interface SigningKeys<K> {
 		keyId: string,
 		records: RecordPayload[],
 		deadline: () => number,
-	): Promise<SignedRecord[]>;
+	): Promise<SignedBatch>;
 }
 
 export interface SignerLogger {
@@ -103,12 +103,6 @@ export class SignerStoppingError extends Error {
 		super(`Signer ${nodeID} is stopping; the batch is handed back unsigned`);
 		this.name = "SignerStoppingError";
 	}
-}
-
-function chunks<T>(items: T[], size: number): T[][] {
-	const parts: T[][] = [];
-	for (let i = 0; i < items.length; i += size) parts.push(items.slice(i, i + size));
-	return parts;
 }
 
 export class Signer<K = unknown> {
@@ -200,11 +194,11 @@ export class Signer<K = unknown> {
 			if (this.clock.now() >= this.drainDeadline())
 				throw new SignerStoppingError(this.deps.nodeID);
 			const key = await this.deps.keys.open(lease);
-			const signed = await this.deps.keys.sign(key, lease.keyId, records, () =>
+			const { signed, groups } = await this.deps.keys.sign(key, lease.keyId, records, () =>
 				Math.min(held.deadline(), this.drainDeadline()),
 			);
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
-			for (const part of chunks(signed, TRANSFER_CHUNK)) {
+			for (const part of piecesOf(signed, groups)) {
 				const result = await calls.storeSignatures(
 					{
 						batchId,

@@ -82,11 +82,12 @@ class Keys implements SigningKeys<string> {
 		if (this.gate) await this.gate;
 		this.deadlines.push(deadline());
 		if (this.clock.now() >= deadline()) throw new LeaseDeadlineError(0, records.length);
-		return records.map((r) => ({
+		const signed = records.map((r) => ({
 			recordId: r.id,
 			jws: `${key}/${keyId}/${r.id}`,
 			signedAt: new Date(this.clock.now()).toISOString(),
 		}));
+		return { signed, groups: null };
 	}
 }
 

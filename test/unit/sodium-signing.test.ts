@@ -29,6 +29,7 @@ import {
 } from "../../src/signer/jws";
 import { LeaseKeyFormatError, LeaseSecret, wipeHandOff } from "../../src/signer/lease-secret";
 import { SignPool } from "../../src/signer/sign-pool";
+import { piecesOf, signaturesDigestV2 } from "../../src/identity/batch-digest";
 import { importSodium, requireSodium, SodiumUnavailableError } from "../../src/sodium";
 import type { KeyDoc, RecordPayload } from "../../src/contract";
 import { openStoreFile, writeSignedStore } from "../support/audit-fixture";
@@ -97,8 +98,19 @@ describe("libsodium signatures", () => {
 				const before = records.map((r) => nodeCryptoSignDetached(cryptoKey, header, r));
 
 				// The signer's own path: the pool's threads, the key handed off per chunk.
-				const signed = await pool.sign(secret, doc.keyId, records, () => Infinity);
+				const { signed, groups } = await pool.sign(
+					secret,
+					doc.keyId,
+					records,
+					() => Infinity,
+					true,
+				);
 				expect(signed.map((s) => s.recordId)).toEqual(records.map((r) => r.id));
+				// The threads' group digests give each stored piece the digest records computes from it.
+				const pieces = piecesOf(signed, groups);
+				expect(pieces.flat()).toEqual(signed);
+				for (const piece of pieces)
+					expect(signaturesDigestV2(piece)).toBe(signaturesDigestV2([...piece]));
 				expect(signed.map((s) => s.jws)).toEqual(before);
 				// And on this thread, straight from guarded memory.
 				expect(
@@ -310,7 +322,7 @@ describe("the lease key's life in guarded memory", () => {
 
 		const handOffs = keepHandOffs(secret);
 		const records = payloads();
-		const signed = await pool.sign(secret, "key-042", records, () => Infinity);
+		const { signed } = await pool.sign(secret, "key-042", records, () => Infinity);
 		expect(signed).toHaveLength(records.length);
 		expect(handOffs.length).toBeGreaterThan(1);
 		for (const shared of handOffs)
