@@ -40,6 +40,8 @@ import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
 import type { MixinSchema } from "../src/service-schema";
 import { serviceSettings, type KeyringSettings } from "../src/settings";
+import type { CheckpointPublisher } from "../src/tlog/publisher";
+import { startPublisher } from "../src/tlog/service-log";
 
 interface KeyringVars {
 	store: KeyringStore;
@@ -48,6 +50,8 @@ interface KeyringVars {
 	election: KeyringElection | null;
 	/** Set when another active keyring showed up: this one grants and renews nothing more. */
 	fencedBy: string | null;
+	/** Checkpoints of the lease log (docs/design.md §8.4). */
+	checkpoints: CheckpointPublisher | null;
 }
 
 /** Runs before the store opens (the last mixin's `started` runs first): a keyring that loses the election never touches a store. */
@@ -205,10 +209,16 @@ export function createKeyringService(
 				this.logger,
 			);
 			announceAuthority(this.keyring.authority, this.settings, this.logger);
+			this.checkpoints = startPublisher(
+				this.store.leaseLog,
+				this.settings.leaseLog,
+				this.logger,
+			);
 		},
 		async stopped() {
 			// Runs before the mixin closes the stores: the change in progress finishes first.
 			await this.keyring?.close();
+			await this.checkpoints?.stop();
 		},
 	};
 	return schema;

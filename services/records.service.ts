@@ -42,6 +42,8 @@ import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
 import { BatchClosedError, signatureView, type RecordsStore } from "../src/records/store";
 import { serviceSettings, type RecordsSettings } from "../src/settings";
+import type { CheckpointPublisher } from "../src/tlog/publisher";
+import { startPublisher } from "../src/tlog/service-log";
 
 interface RecordsVars {
 	store: RecordsStore;
@@ -49,6 +51,8 @@ interface RecordsVars {
 	intake: RecordsIntake;
 	/** What this process stored under recent batches (src/records/batch-tally.ts). */
 	tally: BatchTally;
+	/** Checkpoints of the signature log (docs/design.md §8.4). */
+	checkpoints: CheckpointPublisher | null;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -190,6 +194,21 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			const started = Date.now();
 			const seeded = await seedIfEmpty(this.store, this.settings.seedCount);
 			if (seeded) this.logger.info(`Seeded ${seeded} records in ${Date.now() - started} ms`);
+			this.checkpoints = startPublisher(
+				this.store.signatureLog,
+				this.settings.signatureLog,
+				this.logger,
+			);
+		},
+		events: {
+			/** A checkpoint at the end of every run (docs/design.md §8.4). */
+			"run.completed"() {
+				void this.checkpoints?.publish().catch(() => undefined);
+			},
+		},
+		async stopped() {
+			// Before the mixin closes the store: the last entries are checkpointed.
+			await this.checkpoints?.stop();
 		},
 	};
 	return schema;

@@ -17,6 +17,7 @@ import type { AppConfig } from "./config";
 import type { KeyringOptions } from "./keyring/keyring";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
+import { LOG_ORIGINS, type LogKeySettings } from "./tlog/log-key";
 
 export interface RecordsSettings extends StoreSettings {
 	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
@@ -25,8 +26,10 @@ export interface RecordsSettings extends StoreSettings {
 	trust: TrustSettings;
 	/** The batcher's credential: only its holder closes batches. */
 	batcherCredential: CredentialSettings;
+	/** The signature log's key (docs/design.md §8.4). */
+	signatureLog: LogKeySettings;
 }
-export type KeyringSettings = KeyringOptions & ElectionOptions;
+export type KeyringSettings = KeyringOptions & ElectionOptions & { leaseLog: LogKeySettings };
 /** The batcher's options, and its credential (never published: `$secureSettings`). */
 export type BatcherSettings = BatcherOptions & StoreSettings & { credential: CredentialSettings };
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
@@ -81,6 +84,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 				keyringPublicKeyFile: config.keyringPublicKeyFile,
 			},
 			batcherCredential: credentialSettings(config, "batcher"),
+			signatureLog: { ...config.logKeys.signatures, name: LOG_ORIGINS.signatures },
 		},
 		keyring: {
 			...store,
@@ -100,6 +104,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			roleTtlMs: 15_000,
 			electionSettleMs: 2_000,
 			electionClaimTimeoutMs: 3_000,
+			leaseLog: { ...config.logKeys.leases, name: LOG_ORIGINS.leases },
 		},
 		batcher: {
 			...store,

@@ -13,6 +13,8 @@ import {
 	type DatabaseSync,
 } from "../store/sqlite";
 import type { JWK } from "jose";
+import { endEntry, grantEntry, leaseEndLeaf, leaseGrantLeaf } from "../tlog/leaves";
+import { SqliteLog } from "../tlog/sqlite-log";
 import type { CredentialRole } from "../identity/credential";
 import { sameSignerKey, type EnrolledSigner, type Enrolment } from "./store";
 
@@ -52,20 +54,75 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 	} as LeaseDoc;
 }
 
+/** A lease's grant, and its end once it has one: its leaves in the lease log, in seq order. */
+function leaseLeaves(lease: LeaseDoc): Array<{ seq: number; entry: string; leaf: string }> {
+	const leaves = [
+		{ seq: lease.grantSeq, entry: grantEntry(lease.leaseId), leaf: leaseGrantLeaf(lease) },
+	];
+	if (lease.end !== null && lease.endSeq !== null)
+		leaves.push({
+			seq: lease.endSeq,
+			entry: endEntry(lease.leaseId),
+			leaf: leaseEndLeaf(lease),
+		});
+	return leaves;
+}
+
+/** Appends leaves with their entry names (unique: nothing is logged twice). */
+function appendLeaves(log: SqliteLog, leaves: Array<{ entry: string; leaf: string }>): void {
+	log.append(
+		leaves.map((l) => l.leaf),
+		leaves.map((l) => l.entry),
+	);
+}
+
 export class SqliteKeyringStore implements KeyringStore {
 	private readonly statements: Statements;
+	/** Every lease grant and end, in commit order (docs/design.md §8.4). */
+	readonly leaseLog: SqliteLog;
 
 	private constructor(
 		private readonly db: DatabaseSync,
 		private readonly dataDir: string,
+		log?: (line: string) => void,
 	) {
 		this.statements = new Statements(db);
+		this.leaseLog = new SqliteLog(db, "lease_log", { entries: true });
+		this.logEarlierLeases(log);
+	}
+
+	/** Once, when the log is new: the grants and ends stored before it existed enter it in seq order. */
+	private logEarlierLeases(log?: (line: string) => void): void {
+		if (this.leaseLog.isMigrated()) return;
+		const count = this.appendLogged(() => {
+			const leases = (
+				this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases`).all() as Array<
+					Record<string, unknown>
+				>
+			).map(leaseDoc);
+			const leaves = leases.flatMap(leaseLeaves).sort((a, b) => a.seq - b.seq);
+			appendLeaves(this.leaseLog, leaves);
+			this.leaseLog.markMigrated(leaves.length, new Date().toISOString());
+			return leaves.length;
+		});
+		if (count) log?.(`The lease log took in ${count} grants and ends stored before it existed`);
+	}
+
+	/** Runs `work` in one write transaction; a rollback takes the log's memory back too. */
+	private appendLogged<T>(work: () => T): T {
+		try {
+			return transaction(this.db, work);
+		} catch (err) {
+			this.leaseLog.reload();
+			throw err;
+		}
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
 		return new SqliteKeyringStore(
 			openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log }),
 			dataDir,
+			log,
 		);
 	}
 
@@ -113,7 +170,7 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	/** Runs `write` in one transaction with the role's epoch checked first: a stale keyring writes nothing. */
 	private fenced<T>(epoch: number, write: () => T): T {
-		return transaction(this.db, () => {
+		return this.appendLogged(() => {
 			const role = this.statements
 				.get("SELECT epoch FROM keyring_role WHERE id = 1")
 				.get() as { epoch: number } | undefined;
@@ -183,6 +240,7 @@ export class SqliteKeyringStore implements KeyringStore {
 						lease.endedAt,
 						lease.end,
 					);
+				appendLeaves(this.leaseLog, leaseLeaves(lease));
 			} catch (err) {
 				throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
 			}
@@ -204,16 +262,23 @@ export class SqliteKeyringStore implements KeyringStore {
 		{ end, endSeq, endedAt, expiredBy }: LeaseEnding,
 		epoch: number,
 	): Promise<number> {
-		return this.fenced(epoch, () =>
-			Number(
-				this.statements
-					.get(
-						`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL AND expiresAt <= ?`,
-					)
-					// A release ends the lease whatever its expiry; a reclaim only one expired by `expiredBy`.
-					.run(end, endSeq, endedAt, leaseId, expiredBy ?? "9999").changes,
-			),
-		);
+		return this.fenced(epoch, () => {
+			const ended = this.statements
+				.get(
+					`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL AND expiresAt <= ? RETURNING keyId, expiresAt`,
+				)
+				// A release ends the lease whatever its expiry; a reclaim only one expired by `expiredBy`.
+				.all(end, endSeq, endedAt, leaseId, expiredBy ?? "9999") as Array<{
+				keyId: string;
+				expiresAt: string;
+			}>;
+			for (const { keyId, expiresAt } of ended)
+				this.leaseLog.append(
+					[leaseEndLeaf({ leaseId, keyId, endSeq, endedAt, end, expiresAt })],
+					[endEntry(leaseId)],
+				);
+			return ended.length;
+		});
 	}
 
 	async lease(leaseId: string): Promise<LeaseDoc | null> {

@@ -6,6 +6,7 @@
 import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
+import type { TransparencyLog } from "../tlog/log";
 
 /** A signer or batcher credential the keyring knows: its public key under its enrolment name. */
 export interface EnrolledSigner {
@@ -52,6 +53,8 @@ export interface RoleClaim {
 }
 
 export interface KeyringStore {
+	/** Every lease grant and end, appended in the transaction that writes it (docs/design.md §8.4); not yet on MongoDB. */
+	readonly leaseLog?: TransparencyLog;
 	/**
 	 * Takes the keyring role with the next epoch when nobody holds it or `mayTakeOver` says so,
 	 * atomically; otherwise says who holds it.

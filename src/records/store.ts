@@ -11,6 +11,7 @@ import type {
 	RecordView,
 	SignatureDoc,
 } from "../contract";
+import type { TransparencyLog } from "../tlog/log";
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -21,6 +22,8 @@ export interface SignedBatch {
 }
 
 export interface RecordsStore {
+	/** Every stored signature, appended in the transaction that stores it (docs/design.md §8.4); not yet on MongoDB. */
+	readonly signatureLog?: TransparencyLog;
 	/** Records stored; they never change once seeded. */
 	recordCount(): Promise<number>;
 	/** Records with a signature. */

@@ -1,0 +1,56 @@
+/**
+ * The leaves of the two logs, defined in docs/design.md §8.4: each is the UTF-8 of a JSON array
+ * of strings and integers in a fixed order, written as RFC 8785 (JCS) writes it, which for such
+ * an array is exactly JSON.stringify's output. The first element names the kind and version.
+ */
+import type { LeaseDoc, SignatureDoc } from "../contract";
+
+export const SIGNATURE_LEAF = "record-signer/signature/v1";
+export const LEASE_GRANT_LEAF = "record-signer/lease-grant/v1";
+export const LEASE_END_LEAF = "record-signer/lease-end/v1";
+
+/** A stored signature's leaf; its log entry is its record id. */
+export function signatureLeaf(s: Omit<SignatureDoc, "_id">): string {
+	return JSON.stringify([
+		SIGNATURE_LEAF,
+		s.recordId,
+		s.keyId,
+		s.batchId,
+		s.leaseId,
+		s.jws,
+		s.signedAt,
+	]);
+}
+
+/** A grant's leaf (what a grant fixes: renewals move `expiresAt`, so it is in the end's leaf). */
+export function leaseGrantLeaf(
+	l: Pick<LeaseDoc, "leaseId" | "keyId" | "holder" | "grantSeq" | "grantedAt">,
+): string {
+	return JSON.stringify([
+		LEASE_GRANT_LEAF,
+		l.leaseId,
+		l.keyId,
+		l.holder,
+		l.grantSeq,
+		l.grantedAt,
+	]);
+}
+
+/** An end's leaf, with the last expiry granted. */
+export function leaseEndLeaf(
+	l: Pick<LeaseDoc, "leaseId" | "keyId" | "endSeq" | "endedAt" | "end" | "expiresAt">,
+): string {
+	return JSON.stringify([
+		LEASE_END_LEAF,
+		l.leaseId,
+		l.keyId,
+		l.endSeq,
+		l.endedAt,
+		l.end,
+		l.expiresAt,
+	]);
+}
+
+/** The log entry names of a lease's grant and end. */
+export const grantEntry = (leaseId: string) => `grant:${leaseId}`;
+export const endEntry = (leaseId: string) => `end:${leaseId}`;
