@@ -12,6 +12,7 @@ import { API_KEY_HEADER } from "../src/api/api-keys";
 import { clientAddress, TrustedProxies } from "../src/api/client-address";
 import { toApiError } from "../src/api/errors";
 import { Gateway } from "../src/api/gateway";
+import { latestCheckpointNote, logConsistency, logSummaries } from "../src/api/logs";
 import { openApiDocument } from "../src/api/openapi";
 import { openEventStream } from "../src/api/progress-stream";
 import {
@@ -33,7 +34,9 @@ import {
 	Actions,
 	call,
 	Events,
+	logConsistencyParams,
 	type BatchSignedEvent,
+	type LogConsistencyParams,
 	type RunCompletedEvent,
 	type RunStartedEvent,
 } from "../src/contract";
@@ -129,6 +132,10 @@ function routes(options: ApiOptions) {
 				"GET /runs/:id": "api.run",
 				"GET /records": Actions.records.list,
 				"GET /records/:id": Actions.records.get,
+				"GET /records/:id/proof": Actions.records.inclusionProof,
+				"GET /logs": "api.logs",
+				"GET /logs/:log/checkpoint": "api.logCheckpoint",
+				"GET /logs/:log/consistency": "api.logConsistency",
 				"GET /keys": Actions.keyring.keys,
 				"GET /metrics": Actions.metrics.snapshot,
 				"GET /audit": "api.audit",
@@ -254,6 +261,29 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			},
 
 			openapi: { handler: () => openApiDocument() },
+
+			/** The transparency logs' verifier keys and latest checkpoint sizes (docs/design.md §8.4). */
+			logs: {
+				handler(ctx: Context) {
+					return logSummaries(ctx);
+				},
+			},
+			/** A log's latest checkpoint, as the C2SP signed note itself. */
+			logCheckpoint: {
+				params: { log: { type: "string", min: 1, max: 100 } },
+				async handler(ctx: Context<{ log: string }, Record<string, unknown>>) {
+					const note = await latestCheckpointNote(ctx, ctx.params.log);
+					ctx.meta.$responseType = "text/plain; charset=utf-8";
+					ctx.meta.$responseHeaders = { "Cache-Control": "no-cache" };
+					return note;
+				},
+			},
+			logConsistency: {
+				params: { log: { type: "string", min: 1, max: 100 }, ...logConsistencyParams },
+				handler(ctx: Context<LogConsistencyParams & { log: string }>) {
+					return logConsistency(ctx, ctx.params.log, ctx.params.from, ctx.params.to);
+				},
+			},
 		},
 
 		events: {

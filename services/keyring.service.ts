@@ -40,8 +40,9 @@ import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
 import type { MixinSchema } from "../src/service-schema";
 import { serviceSettings, type KeyringSettings } from "../src/settings";
+import { LogReads } from "../src/tlog/log-reads";
 import type { CheckpointPublisher } from "../src/tlog/publisher";
-import { startPublisher } from "../src/tlog/service-log";
+import { logActions, startPublisher } from "../src/tlog/service-log";
 
 interface KeyringVars {
 	store: KeyringStore;
@@ -52,6 +53,8 @@ interface KeyringVars {
 	fencedBy: string | null;
 	/** Checkpoints of the lease log (docs/design.md §8.4). */
 	checkpoints: CheckpointPublisher | null;
+	/** Its checkpoints and proofs, for the gateway. */
+	logReads: LogReads;
 }
 
 /** Runs before the store opens (the last mixin's `started` runs first): a keyring that loses the election never touches a store. */
@@ -134,6 +137,7 @@ export function createKeyringService(
 					return this.keyring.status();
 				},
 			},
+			...logActions(),
 		},
 		methods: {
 			/** Who sent a request, as the transport says. */
@@ -214,6 +218,7 @@ export function createKeyringService(
 				this.settings.leaseLog,
 				this.logger,
 			);
+			this.logReads = new LogReads(this.store.leaseLog, this.checkpoints, "leases");
 		},
 		async stopped() {
 			// Runs before the mixin closes the stores: the change in progress finishes first.

@@ -15,6 +15,7 @@ import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
 	closeBatchParams,
+	inclusionProofParams,
 	recordIdsParams,
 	recordsListParams,
 	signedUnderParams,
@@ -22,6 +23,7 @@ import {
 	unsignedPageParams,
 	type ClosedBatch,
 	type CloseBatchParams,
+	type InclusionProofParams,
 	type Progress,
 	type RecordIdsParams,
 	type RecordsList,
@@ -42,8 +44,10 @@ import { seedIfEmpty } from "../src/records/records";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
 import { BatchClosedError, signatureView, type RecordsStore } from "../src/records/store";
 import { serviceSettings, type RecordsSettings } from "../src/settings";
+import { signatureInclusion } from "../src/records/signature-proof";
+import { LogReads } from "../src/tlog/log-reads";
 import type { CheckpointPublisher } from "../src/tlog/publisher";
-import { startPublisher } from "../src/tlog/service-log";
+import { logActions, startPublisher } from "../src/tlog/service-log";
 
 interface RecordsVars {
 	store: RecordsStore;
@@ -53,6 +57,8 @@ interface RecordsVars {
 	tally: BatchTally;
 	/** Checkpoints of the signature log (docs/design.md §8.4). */
 	checkpoints: CheckpointPublisher | null;
+	/** Its checkpoints and proofs, for the gateway. */
+	logReads: LogReads;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -183,6 +189,19 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 					};
 				},
 			},
+			...logActions(),
+			/** A record's signature leaf and its audit path to a checkpoint's root. */
+			inclusionProof: {
+				params: inclusionProofParams,
+				handler(ctx: Context<InclusionProofParams>) {
+					return signatureInclusion(
+						this.store,
+						this.logReads,
+						ctx.params.id,
+						ctx.params.size,
+					);
+				},
+			},
 		},
 		async started() {
 			this.intake = new RecordsIntake(
@@ -199,6 +218,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				this.settings.signatureLog,
 				this.logger,
 			);
+			this.logReads = new LogReads(this.store.signatureLog, this.checkpoints, "signatures");
 		},
 		events: {
 			/** A checkpoint at the end of every run (docs/design.md §8.4). */

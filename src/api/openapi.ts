@@ -38,6 +38,23 @@ const idParam = (name: string, description: string) => ({
 	schema: { type: "string", minLength: 1 },
 });
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
+const treeSizeParam = (name: string, required: boolean, description: string) => ({
+	name,
+	in: "query",
+	required,
+	description,
+	schema: { type: "integer", minimum: 0 },
+});
+const logParam = {
+	name: "log",
+	in: "path",
+	required: true,
+	description: "`signatures` (records' log) or `leases` (the keyring's)",
+	schema: { type: "string", enum: ["signatures", "leases"] },
+};
+const noLog = error(
+	"No such log (`LOG_NOT_FOUND`), no checkpoint yet (`NO_CHECKPOINT`), or a store that keeps no log (`LOG_NOT_KEPT`: MongoDB)",
+);
 
 export function openApiDocument() {
 	return {
@@ -53,6 +70,7 @@ export function openApiDocument() {
 			{ name: "runs" },
 			{ name: "records" },
 			{ name: "keys" },
+			{ name: "logs" },
 			{ name: "observability" },
 			{ name: "pages" },
 		],
@@ -270,6 +288,108 @@ export function openApiDocument() {
 					responses: {
 						"200": json("The record", { $ref: "#/components/schemas/Record" }),
 						"404": error("No such record (`RECORD_NOT_FOUND`)"),
+						...readErrors,
+					},
+				},
+			},
+			"/api/records/{id}/proof": {
+				get: {
+					operationId: "recordProof",
+					tags: ["records", "logs"],
+					summary:
+						"A record's signature leaf and its inclusion proof against a signed checkpoint",
+					description:
+						"Check it with the signature log's verifier key (GET /api/logs): open `checkpoint` (a C2SP signed note), then verify the RFC 9162 inclusion of SHA-256(0x00 || UTF-8 of `leaf`) at `logIndex` in a tree of `treeSize` leaves with `proof` against the checkpoint's root.",
+					security: openRead,
+					parameters: [
+						idParam("id", "Record id"),
+						{
+							...treeSizeParam(
+								"size",
+								false,
+								"Prove against the tree of this many leaves (a checkpoint you kept); default the latest checkpoint's size",
+							),
+							schema: { type: "integer", minimum: 1 },
+						},
+					],
+					responses: {
+						"200": json("The proof", { $ref: "#/components/schemas/InclusionProof" }),
+						"404": error(
+							"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`), no checkpoint yet (`NO_CHECKPOINT`) or no log (`LOG_NOT_KEPT`)",
+						),
+						"409": error(
+							"The signature is logged but not in the latest checkpoint yet (`NOT_YET_CHECKPOINTED`): one follows within a second",
+						),
+						"422": error(
+							"A bad `size` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: above the latest checkpoint's or not above the leaf's index); `data` names the field",
+						),
+						...readErrors,
+					},
+				},
+			},
+			"/api/logs": {
+				get: {
+					operationId: "listLogs",
+					tags: ["logs"],
+					summary:
+						"The transparency logs: each one's origin, note verifier key and latest checkpoint size",
+					security: openRead,
+					responses: {
+						"200": json("Logs", {
+							type: "object",
+							required: ["logs"],
+							properties: {
+								logs: {
+									type: "array",
+									items: { $ref: "#/components/schemas/LogSummary" },
+								},
+							},
+						}),
+						...readErrors,
+					},
+				},
+			},
+			"/api/logs/{log}/checkpoint": {
+				get: {
+					operationId: "logCheckpoint",
+					tags: ["logs"],
+					summary:
+						"A log's latest checkpoint: a C2SP tlog-checkpoint in a C2SP signed note",
+					security: openRead,
+					parameters: [logParam],
+					responses: {
+						"200": {
+							description:
+								"`<origin>\\n<tree size>\\n<base64 root>\\n`, a blank line, and the log key's signature line",
+							content: { "text/plain": { schema: { type: "string" } } },
+						},
+						"404": noLog,
+						...readErrors,
+					},
+				},
+			},
+			"/api/logs/{log}/consistency": {
+				get: {
+					operationId: "logConsistency",
+					tags: ["logs"],
+					summary:
+						"A consistency proof: the tree of `from` leaves is a prefix of the tree of `to`",
+					security: openRead,
+					parameters: [
+						logParam,
+						treeSizeParam("from", true, "The older tree size (a checkpoint you kept)"),
+						treeSizeParam(
+							"to",
+							false,
+							"The newer tree size; default the latest checkpoint's",
+						),
+					],
+					responses: {
+						"200": json("The proof", { $ref: "#/components/schemas/ConsistencyProof" }),
+						"404": noLog,
+						"422": error(
+							"A bad `from` or `to` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: `from` above `to`, `to` above the latest checkpoint's size); `data` names the field",
+						),
 						...readErrors,
 					},
 				},
@@ -651,6 +771,68 @@ export function openApiDocument() {
 						leased: { type: "boolean" },
 						leaseId: { type: ["string", "null"] },
 						holder: { type: ["string", "null"] },
+					},
+				},
+				InclusionProof: {
+					type: "object",
+					required: [
+						"recordId",
+						"origin",
+						"logIndex",
+						"treeSize",
+						"leaf",
+						"proof",
+						"checkpoint",
+					],
+					properties: {
+						recordId: { type: "string" },
+						origin: { type: "string" },
+						logIndex: { type: "integer", description: "The leaf's index in the log" },
+						treeSize: { type: "integer" },
+						leaf: {
+							type: "string",
+							description:
+								"The leaf (docs/design.md §8.4); its bytes are this string's UTF-8",
+						},
+						proof: {
+							type: "array",
+							items: { type: "string", contentEncoding: "base64" },
+							description: "The audit path, bottom up",
+						},
+						checkpoint: {
+							type: ["string", "null"],
+							description:
+								"The signed checkpoint of `treeSize` leaves; null when none of that size was published",
+						},
+					},
+				},
+				ConsistencyProof: {
+					type: "object",
+					required: ["origin", "from", "to", "proof"],
+					properties: {
+						origin: { type: "string" },
+						from: { type: "integer" },
+						to: { type: "integer" },
+						proof: {
+							type: "array",
+							items: { type: "string", contentEncoding: "base64" },
+						},
+					},
+				},
+				LogSummary: {
+					type: "object",
+					required: ["log", "origin", "verifierKey", "size", "publishedAt", "links"],
+					properties: {
+						log: { type: "string", enum: ["signatures", "leases"] },
+						origin: { type: "string" },
+						verifierKey: {
+							type: "string",
+							description:
+								"The note verifier key `<origin>+<key id>+<base64>` (golang.org/x/mod/sumdb/note)",
+						},
+						size: { type: ["integer", "null"] },
+						publishedAt: { type: ["string", "null"], format: "date-time" },
+						links: { type: "object" },
 					},
 				},
 				Readiness: {

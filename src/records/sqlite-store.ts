@@ -12,7 +12,13 @@ import { closeStore, openStore, Statements, transaction, type DatabaseSync } fro
 import { signatureLeaf } from "../tlog/leaves";
 import { SignatureHasher } from "../tlog/signature-hasher";
 import { SqliteLog } from "../tlog/sqlite-log";
-import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
+import {
+	BatchClosedError,
+	signatureView,
+	type LoggedSignature,
+	type RecordsStore,
+	type SignedBatch,
+} from "./store";
 
 const SQL = {
 	insertRecords:
@@ -53,9 +59,6 @@ const SQL = {
 	unhashed:
 		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE logIndex >= ? ORDER BY logIndex LIMIT ?",
 };
-
-/** A signature row with its place in the signature log (null: not in it). */
-export type LoggedSignature = SignatureDoc & { logIndex: number | null };
 
 /** Signatures read per page when the log takes in those stored before it existed. */
 const MIGRATION_PAGE = 10_000;

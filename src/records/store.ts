@@ -13,6 +13,9 @@ import type {
 } from "../contract";
 import type { TransparencyLog } from "../tlog/log";
 
+/** A signature row with its place in the signature log (null: not in it). */
+export type LoggedSignature = SignatureDoc & { logIndex: number | null };
+
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
 	batchId: string;
@@ -59,6 +62,8 @@ export interface RecordsStore {
 		signed: boolean | undefined,
 	): Promise<RecordsList>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
+	/** A signature with its leaf's index in `signatureLog` (null: not in it); a store with a log only. */
+	loggedSignature?(recordId: string): Promise<LoggedSignature | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
 	page(
 		collection: "records" | "signatures",

@@ -2,7 +2,10 @@
  * A log's publisher as its owner's service runs it: the key loaded (or made), checkpoints every
  * second while entries arrive (docs/design.md §8.4), the verifier key told in the log.
  */
+import type { Context } from "moleculer";
+import { logConsistencyParams, type LogConsistencyParams } from "../contract";
 import type { TransparencyLog } from "./log";
+import type { LogReads } from "./log-reads";
 import { loadLogKey, type LogKeySettings } from "./log-key";
 import { CheckpointPublisher } from "./publisher";
 
@@ -30,4 +33,23 @@ export function startPublisher(
 		`Log ${signer.name} publishes checkpoints; its verifier key: ${publisher.verifierKey}`,
 	);
 	return publisher;
+}
+
+/** What a log's owner answers the gateway about its log, the same in records and the keyring. */
+export function logActions() {
+	return {
+		/** The log's verifier key and latest checkpoint (docs/design.md §8.4). */
+		logCheckpoint: {
+			handler(this: { logReads: LogReads }) {
+				return this.logReads.checkpoint();
+			},
+		},
+		/** That the log of `from` leaves is a prefix of the one of `to`. */
+		logConsistency: {
+			params: logConsistencyParams,
+			handler(this: { logReads: LogReads }, ctx: Context<LogConsistencyParams>) {
+				return this.logReads.consistency(ctx.params.from, ctx.params.to);
+			},
+		},
+	};
 }

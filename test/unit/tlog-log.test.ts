@@ -3,7 +3,8 @@
  * size give RFC 6962's roots and proofs (checked against the recursive definition), a rolled
  * back append leaves nothing behind, and proofs at 10 million leaves take under 10 ms. The 10M
  * tree is built in SQL (every leaf the same, so every complete subtree of a level has one hash,
- * written as the log itself stores it); the log then reads it back like any other.
+ * written as the log itself stores it); the log then reads it back like any other. What an owner
+ * answers about its log (src/tlog/log-reads.ts) goes no further than its latest checkpoint.
  */
 import { DatabaseSync } from "node:sqlite";
 import { transaction } from "../../src/store/sqlite";
@@ -14,6 +15,9 @@ import {
 	verifyConsistency,
 	verifyInclusion,
 } from "../../src/tlog/merkle";
+import { LogReads } from "../../src/tlog/log-reads";
+import { generateNoteSigner } from "../../src/tlog/note";
+import { CheckpointPublisher } from "../../src/tlog/publisher";
 import { SqliteLog, STORED_LEVEL_STEP, TILE_LEAVES } from "../../src/tlog/sqlite-log";
 
 function mth(hashes: Buffer[]): Buffer {
@@ -147,4 +151,49 @@ describe("the stored log (src/tlog/sqlite-log.ts)", () => {
 		expect(timings[timings.length - 1]).toBeLessThan(50);
 		db.close();
 	}, 180_000);
+});
+
+describe("what an owner answers about its log (src/tlog/log-reads.ts)", () => {
+	test("proofs only up to the latest checkpoint: a newer leaf waits for the next one; an older checkpoint's size gets its note", async () => {
+		const db = new DatabaseSync(":memory:");
+		const log = new SqliteLog(db, "reads_log");
+		const publisher = new CheckpointPublisher(log, generateNoteSigner("test/reads"), {
+			everyMs: 60_000,
+			warn: () => undefined,
+		});
+		const reads = new LogReads(log, publisher, "reads");
+		await expect(reads.inclusion(0)).rejects.toMatchObject({ type: "NO_CHECKPOINT" });
+		transaction(db, () => log.append([leaf(0), leaf(1), leaf(2)]));
+		const first = (await publisher.publish())!;
+		transaction(db, () => log.append([leaf(3), leaf(4)]));
+		// Leaf 4 is stored but no checkpoint covers it yet.
+		await expect(reads.inclusion(4)).rejects.toMatchObject({
+			type: "NOT_YET_CHECKPOINTED",
+			data: { logIndex: 4, checkpointSize: 3 },
+		});
+		await expect(reads.consistency(1, 5)).rejects.toMatchObject({
+			type: "INVALID_TREE_SIZE",
+			data: { field: "to", value: 5 },
+		});
+		await publisher.publish();
+		expect(await reads.inclusion(4)).toMatchObject({ treeSize: 5, logIndex: 4 });
+		// An earlier checkpoint's size: its own note; a size nobody signed: the proof, no note.
+		expect((await reads.inclusion(1, 3)).checkpoint).toBe(first.note);
+		const unsigned = await reads.inclusion(1, 4);
+		expect(unsigned.checkpoint).toBeNull();
+		expect(
+			verifyInclusion(
+				leafHash(leaf(1)),
+				1,
+				4,
+				unsigned.proof.map((h) => Buffer.from(h, "base64")),
+				await log.root(4),
+			),
+		).toBe(true);
+		expect((await reads.checkpoint()).verifierKey).toBe(publisher.verifierKey);
+		await expect(new LogReads(undefined, null, "none").checkpoint()).rejects.toMatchObject({
+			type: "LOG_NOT_KEPT",
+		});
+		db.close();
+	});
 });
