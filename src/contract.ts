@@ -491,6 +491,7 @@ export interface MetricsSnapshot {
 /** The two logs (docs/design.md §8.4) by the names the gateway serves them under, and their owners. */
 export const LOG_OWNERS = { signatures: "records", leases: "keyring" } as const;
 export type LogName = keyof typeof LOG_OWNERS;
+export const LOG_NAMES = Object.keys(LOG_OWNERS) as LogName[];
 
 /** A log's latest signed checkpoint as its owner keeps it (src/tlog/log.ts StoredCheckpoint). */
 export interface LogCheckpointDoc {

@@ -6,7 +6,7 @@
 import {
 	Actions,
 	call,
-	LOG_OWNERS,
+	LOG_NAMES,
 	type Caller,
 	type ConsistencyProofView,
 	type LogCheckpoint,
@@ -24,8 +24,6 @@ const LOG_ACTIONS = {
 		consistency: Actions.keyring.logConsistency,
 	},
 } as const;
-
-const LOG_NAMES = Object.keys(LOG_OWNERS) as LogName[];
 
 /** A log's entry in GET /api/logs. */
 export interface LogSummary extends Omit<LogCheckpoint, "checkpoint"> {

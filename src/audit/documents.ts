@@ -30,6 +30,18 @@ const SCHEMA_OF: Record<ImportCollection, string> = {
 	leases: "kr",
 };
 
+/** A store written before the signature log has no `logIndex` column: its signatures are in no log. */
+function hasColumn(db: AuditDb, collection: ImportCollection, field: string): boolean {
+	if (field !== "logIndex") return true;
+	return (
+		db.sql
+			.prepare(
+				`SELECT 1 FROM pragma_table_info('${collection}', '${SCHEMA_OF[collection]}') WHERE name = ?`,
+			)
+			.get(field) !== undefined
+	);
+}
+
 function parseJson(text: unknown): unknown {
 	try {
 		return typeof text === "string" ? JSON.parse(text) : text;
@@ -44,7 +56,9 @@ export function* documents<C extends ImportCollection>(
 	collection: C,
 ): Generator<ImportDocs[C]> {
 	const fields = EXPORT_FIELDS[collection];
-	const columns = fields.map((field) => `"${field}"`).join(", ");
+	const columns = fields
+		.map((field) => (hasColumn(db, collection, field) ? `"${field}"` : `NULL AS "${field}"`))
+		.join(", ");
 	const rows = db.sql
 		.prepare(
 			`SELECT ${columns} FROM ${SCHEMA_OF[collection]}.${collection} ORDER BY ${orderBy(db, collection)}`,

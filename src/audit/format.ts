@@ -11,6 +11,13 @@ export function formatReport(report: AuditReport, source: string): string {
 		`  ${plural(checked.records, "record")}, ${plural(checked.signatures, "signature")}, ${plural(checked.batches, "batch", "batches")}, ` +
 			`${plural(checked.leases, "lease")}, ${plural(checked.keys, "key")}, ${plural(checked.runs, "run")}`,
 	];
+	for (const log of report.logs)
+		lines.push(
+			`  the ${log.log} log: ${plural(log.size, "leaf", "leaves")}, ${plural(log.checkpoints, "checkpoint")}, the last verified of ${log.checkpointSize}` +
+				(log.pending
+					? ` (${plural(log.pending, "leaf", "leaves")} after it, not yet checkpointed)`
+					: ""),
+		);
 	for (const rule of report.rules) {
 		lines.push(
 			`${rule.ok ? "PASS" : "FAIL"} ${rule.rule}${rule.ok ? "" : ` (${plural(rule.violations, "violation")})`}`,

@@ -10,6 +10,7 @@ import { withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
 import { checkLeases } from "./check-leases";
+import { checkLogs, type LogAuditOptions, type LogSummary } from "./check-logs";
 import { FindingList, RULES, type RuleName, type Violation } from "./checks";
 import { importSnapshot } from "./import";
 import { runRanges, type RangeOptions } from "./range-pool";
@@ -37,13 +38,15 @@ export interface AuditReport {
 		runs: number;
 	};
 	rules: RuleResult[];
+	/** The transparency logs the source holds (docs/design.md §8.4): none in older stores and on MongoDB. */
+	logs: LogSummary[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
 	/** The first `maxListedPerRule` violations of each rule, in rule order. */
 	violations: Violation[];
 }
 
-export interface AuditOptions extends RangeOptions {
+export interface AuditOptions extends RangeOptions, LogAuditOptions {
 	/** Slack between the signers' and the keyring's clocks when placing a signature in its lease. */
 	clockToleranceMs?: number;
 	/** A broken store must not print a million lines: list this many per rule, count them all. */
@@ -74,6 +77,8 @@ export async function audit(
 	const leaseFindings = new FindingList(maxListed);
 	const recordFindings = new FindingList(maxListed);
 	const batchFindings = new FindingList(maxListed);
+	const logFindings = new FindingList(maxListed);
+	let logs: LogSummary[] = [];
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
 
 	await withReadSnapshot(db, async () => {
@@ -94,6 +99,7 @@ export async function audit(
 		const mainPasses = (async () => {
 			checked.leases = await checkLeases(db, keys.keyIds, leaseFindings);
 			checked.batches = await checkBatches(db, runs, batchFindings);
+			logs = await checkLogs(db, options, logFindings);
 		})();
 		// Both run to the end (the threads must stop before the snapshot ends), then any failure surfaces.
 		const outcomes = await Promise.allSettled([ranges, mainPasses]);
@@ -101,7 +107,14 @@ export async function audit(
 	});
 
 	const all = new FindingList(maxListed);
-	for (const part of [keyFindings, runFindings, leaseFindings, recordFindings, batchFindings])
+	for (const part of [
+		keyFindings,
+		runFindings,
+		leaseFindings,
+		recordFindings,
+		batchFindings,
+		logFindings,
+	])
 		all.append(part.data());
 	const rules = RULES.map((rule, at) => ({
 		rule,
@@ -113,6 +126,7 @@ export async function audit(
 		ok: rules.every((r) => r.ok),
 		checked,
 		rules,
+		logs,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
 	};

@@ -7,6 +7,7 @@ import { openStoreFiles } from "../audit/audit-db";
 import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
+import { logVerifierKeys } from "./store";
 import {
 	Actions,
 	call,
@@ -148,13 +149,13 @@ export function jobExitCode(status: string, progress: Progress, verdict: AuditRe
  * or in memory.
  */
 export async function auditJobStores(
-	config: Pick<AppConfig, "dataDir" | "mongoUri">,
+	config: Pick<AppConfig, "dataDir" | "mongoUri" | "logKeys">,
 	broker: Caller,
 ): Promise<AuditReport> {
 	if (config.mongoUri || !config.dataDir) return auditServices(broker);
 	const db = openStoreFiles(config.dataDir);
 	try {
-		return await audit(db);
+		return await audit(db, { logKeys: logVerifierKeys(config) });
 	} finally {
 		db.close();
 	}

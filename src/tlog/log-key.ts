@@ -7,7 +7,13 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "../user-error";
-import { generateNoteSigner, parseSignerKey, signerKeyString, type NoteSigner } from "./note";
+import {
+	generateNoteSigner,
+	parseSignerKey,
+	signerKeyString,
+	verifierKeyString,
+	type NoteSigner,
+} from "./note";
 
 export interface LogKeySettings {
 	/** The signer key string itself (a variable), or null. */
@@ -52,4 +58,10 @@ export function loadLogKey(settings: LogKeySettings, log?: (line: string) => voi
 	} catch (err) {
 		throw new UserError(`Cannot read the log key ${file}: ${(err as Error).message}`);
 	}
+}
+
+/** The verifier key of a log's configured key, read only (nothing is made): null when there is none. */
+export function readLogVerifier(settings: LogKeySettings): string | null {
+	if (!settings.key && !(settings.keyFile && fs.existsSync(settings.keyFile))) return null;
+	return verifierKeyString(loadLogKey(settings));
 }

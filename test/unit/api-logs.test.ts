@@ -6,6 +6,7 @@
  * naming the field.
  */
 import { request, startApiSystem, waitFor, type ApiSystem } from "../support/http";
+import { verifyProof } from "../../src/audit/verify-record";
 import { openCheckpoint } from "../../src/tlog/checkpoint";
 import { signatureLeaf } from "../../src/tlog/leaves";
 import {
@@ -185,6 +186,15 @@ describe("the transparency logs through the gateway", () => {
 			).toBe(true);
 			const atSize = await get(`/api/records/${recordIds[0]}/proof?size=${RECORDS}`);
 			expect(atSize.body.checkpoint).toBe(note);
+			// A saved answer checks offline (npm run verify) with the key alone; a changed leaf does not.
+			const key = (await get("/api/logs")).body.logs[0].verifierKey;
+			expect(verifyProof(atSize.body, key)).toMatchObject({ ok: true });
+			const forged = {
+				...atSize.body,
+				leaf: atSize.body.leaf.replace(/\.\.[^"]+"/, '..AAAA"'),
+			};
+			expect(forged.leaf).not.toBe(atSize.body.leaf);
+			expect(verifyProof(forged, key)).toMatchObject({ ok: false });
 		});
 
 		test("bad input is a 4xx naming the field; no size past the latest checkpoint is proved", async () => {
