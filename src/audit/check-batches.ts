@@ -35,6 +35,8 @@ export type RunSizes = Map<string, Set<number>>;
 export interface RunFacts {
 	sizes: RunSizes;
 	running: Set<string>;
+	/** The last run started, if any: while it has not completed, unsigned records are its unfinished work. */
+	latest: { runId: string; status: string } | null;
 }
 
 /** The run half of rule "batch-size": one valid batch size per run, one document per run. */
@@ -43,10 +45,14 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 	const sizes: RunSizes = new Map();
 	const running = new Set<string>();
 	const docs = new Map<string, number>();
+	let latest: (RunFacts["latest"] & { startedAt: string }) | null = null;
 	for (const run of db.sql
-		.prepare("SELECT runId, batchSize, status FROM bat.runs ORDER BY rowid")
+		.prepare("SELECT runId, batchSize, status, startedAt FROM bat.runs ORDER BY rowid")
 		.iterate()) {
 		const runId = run.runId as string;
+		const startedAt = String(run.startedAt);
+		if (!latest || startedAt >= latest.startedAt)
+			latest = { runId, status: String(run.status), startedAt };
 		const batchSize = run.batchSize as number;
 		if (run.status === "running") running.add(runId);
 		if (!Number.isInteger(batchSize) || batchSize < 1)
@@ -70,7 +76,12 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 		else if (docs.get(runId)! > 1)
 			findings.add(rule, `run ${runId} is stored ${docs.get(runId)} times`, { runId });
 	}
-	return { sizes, running, count: [...docs.values()].reduce((sum, n) => sum + n, 0) };
+	return {
+		sizes,
+		running,
+		latest: latest && { runId: latest.runId, status: latest.status },
+		count: [...docs.values()].reduce((sum, n) => sum + n, 0),
+	};
 }
 
 // ---------------------------------------------------------------- the pass

@@ -27,9 +27,14 @@ export function formatReport(report: AuditReport, source: string): string {
 		if (rule.violations > rule.listed)
 			lines.push(`  ... and ${rule.violations - rule.listed} more`);
 	}
+	const { unsigned } = report;
+	if (unsigned.records)
+		lines.push(
+			`UNSIGNED ${plural(unsigned.records, "record")}: ${unsigned.run ? `run ${unsigned.run.runId} is ${unsigned.run.status}` : "no run has started"}, so they are work not done yet, not violations`,
+		);
 	lines.push(
 		report.ok
-			? "Audit PASSED: every rule holds"
+			? `Audit PASSED: every rule holds${unsigned.records ? `; ${plural(unsigned.records, "record")} not signed yet` : ""}`
 			: `Audit FAILED: ${plural(report.violationCount, "violation")} of ${report.rules
 					.filter((r) => !r.ok)
 					.map((r) => r.rule)

@@ -38,6 +38,11 @@ export interface AuditReport {
 		runs: number;
 	};
 	rules: RuleResult[];
+	/**
+	 * Records with no signature while the last run has not completed (running, cancelled or
+	 * failed; or no run yet): unfinished work, not violations of one-signature-per-record.
+	 */
+	unsigned: { records: number; run: { runId: string; status: string } | null };
 	/** The transparency logs the source holds (docs/design.md §8.4): none in older stores and on MongoDB. */
 	logs: LogSummary[];
 	/** Every violation of every rule, listed or not. */
@@ -79,6 +84,8 @@ export async function audit(
 	const batchFindings = new FindingList(maxListed);
 	const logFindings = new FindingList(maxListed);
 	let logs: LogSummary[] = [];
+	let unsigned = 0;
+	let lastRun: { runId: string; status: string } | null = null;
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
 
 	await withReadSnapshot(db, async () => {
@@ -86,13 +93,17 @@ export async function audit(
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;
 		checked.runs = runs.count;
+		lastRun = runs.latest;
+		// After a completed run every record must be signed; before, unsigned ones are work left.
+		const unsignedIsUnfinished = runs.latest?.status !== "completed";
 		const ranges = runRanges(
 			db,
-			{ kind: "audit", keys: keys.usable, clockToleranceMs, maxListed },
+			{ kind: "audit", keys: keys.usable, clockToleranceMs, maxListed, unsignedIsUnfinished },
 			options,
 			(range) => {
 				checked.records += range.records;
 				checked.signatures += range.signatures;
+				unsigned += range.unsigned ?? 0;
 				recordFindings.append(range.findings!);
 			},
 		);
@@ -126,10 +137,19 @@ export async function audit(
 		ok: rules.every((r) => r.ok),
 		checked,
 		rules,
+		unsigned: { records: unsigned, run: unsigned ? lastRun : null },
 		logs,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
 	};
+}
+
+/** `npm run audit`'s exit code (docs/design.md §9.3): violations first, then work left undone. */
+export const AUDIT_EXIT = { passed: 0, violations: 1, error: 2, unsigned: 3 } as const;
+
+export function auditExitCode(report: AuditReport): number {
+	if (!report.ok) return AUDIT_EXIT.violations;
+	return report.unsigned.records ? AUDIT_EXIT.unsigned : AUDIT_EXIT.passed;
 }
 
 /** Imports `snapshot` into temporary files, audits them and removes them. */

@@ -8,7 +8,7 @@ import { importExport, readExportLogKeys, type LogKeys } from "../audit/export-f
 import { parseCheckpointText } from "../tlog/checkpoint";
 import { parseVerifierKey } from "../tlog/note";
 import { formatReport } from "../audit/format";
-import { audit, type AuditOptions } from "../audit/rules";
+import { audit, auditExitCode, type AuditOptions } from "../audit/rules";
 import { UsageError, runCommand, write, type Flags } from "./cli";
 import {
 	STORE_OPTIONS,
@@ -28,7 +28,9 @@ const USAGE = `Usage: npm run audit -- [--from DIR] [--json] [options]
   --max-listed N            violations listed per rule; all are counted (default 50)
 ${STORE_USAGE}
 The embedded store's files are read in place, read-only, whether or not its services run.
-Exit code: 0 every rule holds, 1 violations, 2 error.
+Exit code: 0 every rule holds and every record is signed, 1 violations, 2 error, 3 every rule
+holds but records are unsigned because the last run has not completed (running, cancelled,
+failed, or none yet).
 `;
 
 function nonNegativeInteger(raw: string | undefined, flag: string): number | undefined {
@@ -105,7 +107,7 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 			? JSON.stringify({ source, ...report }, null, 2) + "\n"
 			: formatReport(report, source),
 	);
-	return report.ok ? 0 : 1;
+	return auditExitCode(report);
 }
 
 void runCommand({ name: "audit", usage: USAGE, options: OPTIONS }, main);
