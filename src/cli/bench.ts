@@ -30,6 +30,7 @@ import { audit } from "../audit/rules";
 import { openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
 import { loadConfig } from "../config";
+import { logVerifierKeys } from "./store";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
@@ -336,7 +337,10 @@ async function embedded(
 		const verdict = await (async () => {
 			const db = openStoreFiles(dataDir);
 			try {
-				return await audit(db);
+				// The logs' checkpoints open with the keys the run made under the store's folder.
+				return await audit(db, {
+					logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })),
+				});
 			} finally {
 				db.close();
 			}
