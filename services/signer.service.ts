@@ -158,10 +158,17 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 				// (or fails to be): wiped then, before the signatures are stored and the lease released.
 				keys: {
 					open: (lease) => this.keys.openSecret(lease),
-					// With the bus checks, the signing threads also hash what the store proofs sign.
-					sign: (key, keyId, records, deadline) =>
+					// With the bus checks, the signing threads also hash what the store proofs sign, and
+					// with records in this process, the signatures' leaves in its log (it takes them by
+					// the pieces' identity: src/tlog/piece-leaves.ts).
+					sign: (key, keyId, records, deadline, storedUnder) =>
 						this.pool
-							.sign(key, keyId, records, deadline, busChecks.on)
+							.sign(key, keyId, records, deadline, {
+								groups: busChecks.on,
+								leaves: this.broker.getLocalService("records")
+									? storedUnder
+									: undefined,
+							})
 							.finally(() => key.dispose()),
 				},
 				clock: systemClock,

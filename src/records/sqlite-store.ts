@@ -10,6 +10,8 @@ import type {
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
 import { signatureLeaf } from "../tlog/leaves";
+import { HASH_BYTES } from "../tlog/merkle";
+import { leafHashesOf } from "../tlog/piece-leaves";
 import { SignatureHasher } from "../tlog/signature-hasher";
 import { SqliteLog } from "../tlog/sqlite-log";
 import {
@@ -71,6 +73,20 @@ const MIGRATION_PAGE = 10_000;
 function addLogIndex(db: DatabaseSync): void {
 	if (!db.prepare("SELECT 1 FROM pragma_table_info('signatures') WHERE name = 'logIndex'").get())
 		db.exec("ALTER TABLE signatures ADD COLUMN logIndex INTEGER");
+}
+
+/** Of a piece's leaf hashes, those of the rows it stored (each inserted as `start` + its place). */
+function storedLeafHashes(
+	pieceHashes: Uint8Array,
+	stored: LoggedSignature[],
+	start: number,
+): Uint8Array {
+	const hashes = new Uint8Array(stored.length * HASH_BYTES);
+	stored.forEach((row, i) => {
+		const at = (Number(row.logIndex) - start) * HASH_BYTES;
+		hashes.set(pieceHashes.subarray(at, at + HASH_BYTES), i * HASH_BYTES);
+	});
+	return hashes;
 }
 
 /** Sorts before every id: `id > ""` is every id. */
@@ -210,6 +226,8 @@ export class SqliteRecordsStore implements RecordsStore {
 		signatures,
 	}: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		const rows = JSON.stringify(signatures.map((s) => [s.recordId, s.jws, s.signedAt]));
+		// Hashed by this process's signing threads, when this very array came from its signer.
+		const leafHashes = leafHashesOf(signatures, { keyId, batchId, leaseId });
 		// The check and the insert run with no await between them, and this process is the
 		// file's only writer: a batch closed before is refused, one closed after sees these rows.
 		// The rows and their leaves go in one transaction, numbered in the piece's order
@@ -222,24 +240,32 @@ export class SqliteRecordsStore implements RecordsStore {
 				this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows, start)
 					.changes,
 			);
-			if (!stored || stored === signatures.length) return { stored, rows };
+			if (!stored || stored === signatures.length) return { stored, rows, leafHashes };
 			const gapless = this.closeGaps(start, signatures);
 			return {
 				stored,
 				rows: JSON.stringify(gapless.map((s) => [s.recordId, s.jws, s.signedAt])),
+				leafHashes: leafHashes && storedLeafHashes(leafHashes, gapless, start),
 			};
 		});
 		this.hasher.commit();
 		const stored = logged.stored;
 		if (stored) {
 			this.numbered += stored;
-			this.hasher.hash({ keyId, batchId, leaseId, rows: logged.rows });
+			this.hasher.hash(
+				logged.leafHashes
+					? { leafHashes: logged.leafHashes }
+					: { keyId, batchId, leaseId, rows: logged.rows },
+			);
 		}
 		this.signed += stored;
 		return { stored, duplicates: signatures.length - stored };
 	}
 
-	/** The rows a piece with duplicates stored, renumbered from `start` with no gaps, in its order. */
+	/**
+	 * The rows a piece with duplicates stored, renumbered from `start` with no gaps, in its order;
+	 * each keeps the logIndex it was inserted with, `start` + its place in the piece.
+	 */
 	private closeGaps(start: number, signatures: SignedBatch["signatures"]): LoggedSignature[] {
 		const stored = this.statements
 			.get(SQL.storedOfPiece)

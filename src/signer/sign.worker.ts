@@ -11,6 +11,7 @@
  * to the wipe nothing awaits, so no other chunk of this thread can run in between.
  */
 import { signatureGroupDigests } from "../identity/signature-groups.ts";
+import { signatureLeafHashes } from "../tlog/leaves.ts";
 import { protectedHeader, sodiumSigner } from "./jws.ts";
 import { SECRET_KEY_BYTES, importSodium, type SecureBuffer, type Sodium } from "../sodium.ts";
 
@@ -27,6 +28,11 @@ export interface SignTask {
 	 * which the store proofs sign; the chunk then starts at a group boundary of its batch.
 	 */
 	groups?: boolean;
+	/**
+	 * The batch and lease the chunk is stored under, to return its signatures' leaf hashes in
+	 * the signature log (src/tlog/leaves.ts), which records in this process takes as they are.
+	 */
+	leaves?: { batchId: string; leaseId: string };
 }
 
 export interface SignTaskResult {
@@ -35,6 +41,8 @@ export interface SignTaskResult {
 	finishedAt: number;
 	/** With `groups`: the group digests of the chunk's signatures, each timed `finishedAt`. */
 	groups?: Uint8Array;
+	/** With `leaves`: the signatures' leaf hashes, 32 bytes each, in order, each timed `finishedAt`. */
+	leaves?: Uint8Array;
 }
 
 /** One header per key id: every signature of a key shares it. */
@@ -70,14 +78,18 @@ function signChunk(sodium: Sodium, task: SignTask): SignTaskResult {
 		for (let i = 0; i < records.length; i++)
 			jws[i] = sign(header, { id: records[i][0], data: records[i][1] });
 		const finishedAt = Date.now();
-		if (!task.groups) return { jws: jws.join("\n"), finishedAt };
+		const result: SignTaskResult = { jws: jws.join("\n"), finishedAt };
+		if (!task.groups && !task.leaves) return result;
 		const signedAt = new Date(finishedAt).toISOString();
-		const groups = signatureGroupDigests(records.length, (i) => [
-			records[i][0],
-			jws[i],
-			signedAt,
-		]);
-		return { jws: jws.join("\n"), finishedAt, groups };
+		const at = (i: number): [string, string, string] => [records[i][0], jws[i], signedAt];
+		if (task.groups) result.groups = signatureGroupDigests(records.length, at);
+		if (task.leaves)
+			result.leaves = signatureLeafHashes(
+				records.length,
+				{ keyId: task.keyId, ...task.leaves },
+				at,
+			);
+		return result;
 	} finally {
 		sodium.sodium_memzero(handOff);
 		sodium.sodium_mprotect_readwrite(slot);

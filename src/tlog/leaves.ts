@@ -2,8 +2,12 @@
  * The leaves of the two logs, defined in docs/design.md §8.4: each is the UTF-8 of a JSON array
  * of strings and integers in a fixed order, written as RFC 8785 (JCS) writes it, which for such
  * an array is exactly JSON.stringify's output. The first element names the kind and version.
+ *
+ * Erasable TypeScript, imported with its `.ts` extension by the threads that hash leaves (the
+ * signing threads, src/signer/sign.worker.ts, and src/tlog/hasher.worker.ts).
  */
 import type { LeaseDoc, SignatureDoc } from "../contract";
+import { HASH_BYTES, hashLeaf } from "./merkle.ts";
 
 export const SIGNATURE_LEAF = "record-signer/signature/v1";
 export const LEASE_GRANT_LEAF = "record-signer/lease-grant/v1";
@@ -20,6 +24,24 @@ export function signatureLeaf(s: Omit<SignatureDoc, "_id">): string {
 		s.jws,
 		s.signedAt,
 	]);
+}
+
+/**
+ * The leaf hashes of `count` signatures made under one key, batch and lease, `at(i)` giving the
+ * i-th one's record id, JWS and time: 32 bytes each, in order.
+ */
+export function signatureLeafHashes(
+	count: number,
+	under: Pick<SignatureDoc, "keyId" | "batchId" | "leaseId">,
+	at: (i: number) => [recordId: string, jws: string, signedAt: string],
+): Buffer {
+	const hashes = Buffer.alloc(count * HASH_BYTES);
+	for (let i = 0; i < count; i++) {
+		const [recordId, jws, signedAt] = at(i);
+		const leaf = signatureLeaf({ ...under, recordId, jws, signedAt });
+		hashes.write(hashLeaf(leaf), i * HASH_BYTES, "latin1");
+	}
+	return hashes;
 }
 
 /** A grant's leaf (what a grant fixes: renewals move `expiresAt`, so it is in the end's leaf). */

@@ -2,7 +2,8 @@
  * Hashes the signature log on a thread of its own (docs/design.md §8.4), so that storing a
  * piece costs records' thread one more integer per row and nothing else: records numbers the
  * rows in the write transaction that stores them (the log's order is fixed there), hands the
- * committed piece to src/tlog/hasher.worker.ts, and writes the tiles and nodes it answers, in
+ * committed piece to src/tlog/hasher.worker.ts (or, for a piece whose leaves the signing threads
+ * of this process hashed, its leaf hashes: src/tlog/piece-leaves.ts), and writes the tiles and nodes it answers, in
  * order, inside its next write transaction (no commit of their own). The tree lags the rows by
  * the pieces in flight; settle() waits for them and writes them (a checkpoint does), and a store
  * reopened after a crash hashes the rows it lacks before it takes any.
@@ -42,7 +43,10 @@ export class SignatureHasher {
 	hash(piece: HashPiece): void {
 		this.sent++;
 		this.worker.ref();
-		this.worker.postMessage(piece);
+		if (!("leafHashes" in piece)) return this.worker.postMessage(piece);
+		// A copy of just these bytes, moved: a view would clone the whole buffer under it.
+		const leafHashes = new Uint8Array(piece.leafHashes);
+		this.worker.postMessage({ leafHashes }, [leafHashes.buffer]);
 	}
 
 	/** Resolves once every piece handed over so far is in the stored tree. */

@@ -51,13 +51,27 @@ export class TreeBuilder {
 	}
 
 	append(leaves: string[]): TreeUpdate {
+		return this.appendHashed(leaves.length, (i) => hashLeaf(leaves[i]));
+	}
+
+	/** Appends leaves hashed elsewhere: `hashes` holds their leaf hashes, 32 bytes each, in order. */
+	appendLeafHashes(hashes: Uint8Array): TreeUpdate {
+		const all = Buffer.from(hashes.buffer, hashes.byteOffset, hashes.byteLength).toString(
+			"latin1",
+		);
+		return this.appendHashed(hashes.byteLength / HASH_BYTES, (i) =>
+			all.slice(i * HASH_BYTES, (i + 1) * HASH_BYTES),
+		);
+	}
+
+	private appendHashed(count: number, leafHashAt: (i: number) => HashBytes): TreeUpdate {
 		const start = this.size;
 		const edge = this.edge;
 		let tiles = this.tail;
 		const nodes: Array<[number, number]> = [];
 		let nodeHashes = "";
-		for (let i = 0; i < leaves.length; i++) {
-			let hash = hashLeaf(leaves[i]);
+		for (let i = 0; i < count; i++) {
+			let hash = leafHashAt(i);
 			tiles += hash;
 			let level = 0;
 			while (edge.length && edge[edge.length - 1].level === level) {
@@ -70,7 +84,7 @@ export class TreeBuilder {
 			}
 			edge.push({ level, hash });
 		}
-		this.size += leaves.length;
+		this.size += count;
 		const tileCount = Math.ceil(tiles.length / TILE_BYTES);
 		this.tail = tiles.length % TILE_BYTES ? tiles.slice((tileCount - 1) * TILE_BYTES) : "";
 		return {
