@@ -1,8 +1,19 @@
 /**
  * The OpenAPI 3.1 description of every route the gateway serves (GET /api/openapi.json).
- * Written by hand next to the routes; a test checks that every gateway alias is in here and
- * that the document validates.
+ * What a route takes, its parameters and request body, comes from the params schema its action
+ * validates with (src/api/params.ts, src/contract.ts; converted by src/param-schema.ts); the
+ * rest (summaries, responses, errors) is written here by hand next to the routes. A test checks
+ * that every gateway alias is in here and that the document validates.
  */
+import { recordIdParams, recordsListParams } from "../contract";
+import {
+	fieldsOf,
+	isRequired,
+	jsonSchemaOf,
+	objectSchemaOf,
+	type ParamsSchema,
+} from "../param-schema";
+import { auditQuery, runIdPath, startRunBody } from "./params";
 
 const error = (description: string, headers?: Record<string, unknown>) => ({
 	description,
@@ -30,14 +41,25 @@ const readErrors = {
 	),
 	"503": error("A service behind the route is unavailable"),
 };
-const idParam = (name: string, description: string) => ({
-	name,
-	in: "path",
-	required: true,
-	description,
-	schema: { type: "string", minLength: 1 },
-});
+const writeErrors = {
+	"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
+	"403": error("The token lacks scope runs:write", wwwAuthenticate),
+};
+const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
+
+/** A route's path or query parameters: its action's params schema, each field's description lifted out. */
+const parametersOf = (params: ParamsSchema, where: "path" | "query") =>
+	fieldsOf(params).map(([name, rule]) => {
+		const { description, ...schema } = jsonSchemaOf(rule);
+		return {
+			name,
+			in: where,
+			required: where === "path" || isRequired(rule),
+			description,
+			schema,
+		};
+	});
 
 export function openApiDocument() {
 	return {
@@ -87,10 +109,7 @@ export function openApiDocument() {
 							"The run was started (or, with a known Idempotency-Key, had been started)",
 							{ $ref: "#/components/schemas/StartedRun" },
 							{
-								Location: {
-									description: "/api/runs/{id}",
-									schema: { type: "string" },
-								},
+								...runLocation,
 								"Idempotent-Replayed": {
 									description:
 										"true when an earlier request with this key started the run",
@@ -99,11 +118,7 @@ export function openApiDocument() {
 							},
 						),
 						"400": error("Malformed JSON body"),
-						"401": error(
-							"Missing, invalid or expired token, wrong audience or issuer",
-							wwwAuthenticate,
-						),
-						"403": error("The token lacks scope runs:write", wwwAuthenticate),
+						...writeErrors,
 						"409": error(
 							"A run is already active (`RUN_ACTIVE`, `data.runId` names it)",
 						),
@@ -165,7 +180,7 @@ export function openApiDocument() {
 					tags: ["runs"],
 					summary: "One run with its batch counts, report and webhook deliveries",
 					security: openRead,
-					parameters: [idParam("id", "Run id")],
+					parameters: parametersOf(runIdPath, "path"),
 					responses: {
 						"200": json("The run", { $ref: "#/components/schemas/RunDetail" }),
 						"404": error("No such run (`RUN_NOT_FOUND`)"),
@@ -181,23 +196,14 @@ export function openApiDocument() {
 					description:
 						"Needs a bearer token or an API key with scope `runs:write`. No new batch goes out; the batches in flight finish and release their leases; the run is then stored as `cancelled` with its report. Asking again is harmless.",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
-					parameters: [idParam("id", "Run id")],
+					parameters: parametersOf(runIdPath, "path"),
 					responses: {
 						"202": json(
 							"The cancel was recorded; follow the run at Location",
 							{ $ref: "#/components/schemas/StartedRun" },
-							{
-								Location: {
-									description: "/api/runs/{id}",
-									schema: { type: "string" },
-								},
-							},
+							runLocation,
 						),
-						"401": error(
-							"Missing, invalid or expired token, wrong audience or issuer",
-							wwwAuthenticate,
-						),
-						"403": error("The token lacks scope runs:write", wwwAuthenticate),
+						...writeErrors,
 						"404": error("No such run (`RUN_NOT_FOUND`)"),
 						"409": error(
 							"The run is not running (`RUN_NOT_ACTIVE`, `data.status` says what it is)",
@@ -214,30 +220,7 @@ export function openApiDocument() {
 					description:
 						"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
 					security: openRead,
-					parameters: [
-						{
-							name: "after",
-							in: "query",
-							required: false,
-							description: "Start after this record id (a page's `next`)",
-							schema: { type: "string", minLength: 1, maxLength: 200 },
-						},
-						{
-							name: "limit",
-							in: "query",
-							required: false,
-							description: "Records per page",
-							schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
-						},
-						{
-							name: "signed",
-							in: "query",
-							required: false,
-							description:
-								"true: signed records only; false: unsigned only; absent: every record",
-							schema: { type: "boolean" },
-						},
-					],
+					parameters: parametersOf(recordsListParams, "query"),
 					responses: {
 						"200": json("One page", {
 							type: "object",
@@ -266,7 +249,7 @@ export function openApiDocument() {
 					tags: ["records"],
 					summary: "One record with its signature, key id and batch id",
 					security: openRead,
-					parameters: [idParam("id", "Record id")],
+					parameters: parametersOf(recordIdParams, "path"),
 					responses: {
 						"200": json("The record", { $ref: "#/components/schemas/Record" }),
 						"404": error("No such record (`RECORD_NOT_FOUND`)"),
@@ -328,16 +311,7 @@ export function openApiDocument() {
 					summary:
 						"The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
 					security: openRead,
-					parameters: [
-						{
-							name: "refresh",
-							in: "query",
-							required: false,
-							description:
-								"Audit now (reads every collection: slow on large stores); needs a bearer token or an API key",
-							schema: { type: "boolean" },
-						},
-					],
+					parameters: parametersOf(auditQuery, "query"),
 					responses: {
 						"200": json("Audit report", {
 							type: "object",
@@ -506,23 +480,7 @@ export function openApiDocument() {
 						data: {},
 					},
 				},
-				StartRunRequest: {
-					type: "object",
-					additionalProperties: false,
-					properties: {
-						batchSize: {
-							type: "integer",
-							minimum: 1,
-							maximum: 100000,
-							description: "Defaults to BATCH_SIZE",
-						},
-						callbackUrl: {
-							type: "string",
-							format: "uri",
-							description: "http(s) URL receiving the report when the run ends",
-						},
-					},
-				},
+				StartRunRequest: objectSchemaOf(startRunBody),
 				Run: {
 					type: "object",
 					required: ["runId", "batchSize", "status", "startedAt"],
