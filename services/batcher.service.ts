@@ -22,6 +22,7 @@ import {
 	type StartRunParams,
 } from "../src/contract";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { RequestMacKey } from "../src/identity/request-mac";
 import { PEER_RECONNECTED } from "../src/broker/lost-requests";
 import { natsMaxPayload, watchNatsStatus } from "../src/broker/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
@@ -96,13 +97,19 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 		async started() {
 			const broker = this.broker;
 			this.credential = loadCredential(this.settings.credential);
+			const macKey = new RequestMacKey("batcher", this.credential, this.settings.trust);
 			this.logger.info(
 				`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`,
 			);
 			this.batcher = new Batcher(this.settings, {
 				store: this.store,
 				records: recordsOnBus(broker, this.credential),
-				signers: signersOnBus(broker, this.credential, () => natsMaxPayload(broker)),
+				signers: signersOnBus(
+					broker,
+					this.credential,
+					() => natsMaxPayload(broker),
+					() => macKey.current(),
+				),
 				emit: (event, payload) =>
 					void Promise.resolve(emit(broker, event, payload)).catch((err) =>
 						this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`),

@@ -11,6 +11,7 @@ import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { LeaseSecret } from "../src/signer/lease-secret";
 import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
 import { loggedRefusal } from "../src/errors";
 import { serviceSettings, type SignerSettings } from "../src/settings";
@@ -22,6 +23,8 @@ import { batchCallsOnBus } from "../src/signer/signer-bus";
 interface SignerVars {
 	keys: LeaseKeyOpener;
 	credential: SignerCredential;
+	/** Its request MAC key for the keyring, once it knows the keyring's key (docs/design.md §6.9). */
+	macKey: RequestMacKey;
 	pool: SignPool;
 	signer: Signer<LeaseSecret>;
 }
@@ -63,6 +66,7 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 						ticket: ctx.params.ticket,
 						sessionKey: this.keys.session.publicJwk,
 						credential: this.credential,
+						macKey: this.macKey.current(),
 					});
 					return this.signer.signBatch(ctx.params, calls);
 				},
@@ -77,6 +81,7 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 		async started() {
 			// Who this signer is to the keyring: a credential it enrolled (src/identity/credential.ts).
 			this.credential = loadCredential(this.settings.credential);
+			this.macKey = new RequestMacKey("signer", this.credential, this.settings.trust);
 			this.logger.info(
 				`Signer credential "${this.credential.name}" from ${this.credential.source}`,
 			);

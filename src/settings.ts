@@ -28,9 +28,18 @@ export interface RecordsSettings extends StoreSettings {
 }
 export type KeyringSettings = KeyringOptions & ElectionOptions;
 /** The batcher's options, and its credential (never published: `$secureSettings`). */
-export type BatcherSettings = BatcherOptions & StoreSettings & { credential: CredentialSettings };
+export type BatcherSettings = BatcherOptions &
+	StoreSettings & {
+		credential: CredentialSettings;
+		/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
+		trust: TrustSettings;
+	};
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
-export type SignerSettings = SignerOptions & { credential: CredentialSettings };
+export type SignerSettings = SignerOptions & {
+	credential: CredentialSettings;
+	/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
+	trust: TrustSettings;
+};
 
 export interface ServiceSettings {
 	records: RecordsSettings;
@@ -72,14 +81,15 @@ function credentialSettings(config: AppConfig, role: CredentialRole): Credential
 
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
+	const trust: TrustSettings = {
+		keyringPublicKey: config.keyringPublicKey,
+		keyringPublicKeyFile: config.keyringPublicKeyFile,
+	};
 	return {
 		records: {
 			...store,
 			seedCount: config.records,
-			trust: {
-				keyringPublicKey: config.keyringPublicKey,
-				keyringPublicKeyFile: config.keyringPublicKeyFile,
-			},
+			trust,
 			batcherCredential: credentialSettings(config, "batcher"),
 		},
 		keyring: {
@@ -112,6 +122,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
 			probeAfterMs: 3_000,
 			credential: credentialSettings(config, "batcher"),
+			trust,
 		},
 		signer: {
 			leaseTtlMs: config.leaseTtlMs,
@@ -123,6 +134,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
 			credential: credentialSettings(config, "signer"),
+			trust,
 		},
 		metrics: {},
 		api: apiOptions(config),

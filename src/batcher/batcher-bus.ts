@@ -29,11 +29,16 @@ export function recordsOnBus(broker: ServiceBroker, credential: SignerCredential
 	};
 }
 
-/** `maxMessageBytes`: the largest message the transport carries (src/broker/nats-status.ts). */
+/**
+ * `maxMessageBytes`: the largest message the transport carries (src/broker/nats-status.ts);
+ * `macKey`: the batcher's request MAC key for the keyring (docs/design.md §6.9), or null while it
+ * knows no keyring key (its tickets are then Ed25519).
+ */
 export function signersOnBus(
 	broker: ServiceBroker,
 	credential: SignerCredential,
 	maxMessageBytes: () => number | null,
+	macKey: () => Uint8Array | null = () => null,
 ): SignersPort {
 	return {
 		available: () =>
@@ -50,7 +55,12 @@ export function signersOnBus(
 			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
 			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);
 			const ticket = busChecks.on
-				? makeTicket(credential, { ...params, signer: nodeID, ttlMs: timeoutMs })
+				? makeTicket(
+						credential,
+						{ ...params, signer: nodeID, ttlMs: timeoutMs },
+						Date.now(),
+						macKey(),
+					)
 				: "";
 			return call(broker, Actions.signer.signBatch, { ...params, ticket }, {
 				timeout: timeoutMs,

@@ -35,6 +35,7 @@ import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask, SignTaskResult } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
+import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
@@ -49,7 +50,7 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
-nodeCryptoVerifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
+nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
 and natsRunSeconds, natsRatio unless --skip-nats.`;
 
 const OPTIONS = {
@@ -406,6 +407,12 @@ async function main(flags: {
 		nodeCryptoVerifyFloorSeconds: round(figures.nodeCryptoVerifyFloorSeconds),
 		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds),
 	};
+	// The keyring alone: lease cycles a second, with proofs, in this process.
+	const cycles = await leaseCyclesPerSecond(keys);
+	console.log(
+		`keyring    ${Math.round(cycles)} lease cycles/s (acquire and release with proofs and a ticket, in process)`,
+	);
+	summary.keyringCyclesPerSecond = Math.round(cycles);
 	if (figures.checks)
 		Object.assign(summary, {
 			checkedRunSeconds: round(figures.checks.checkedSeconds),

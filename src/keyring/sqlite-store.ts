@@ -6,6 +6,7 @@ import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import {
 	closeStore,
+	GroupCommit,
 	isUniqueViolation,
 	openStore,
 	Statements,
@@ -54,12 +55,15 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 
 export class SqliteKeyringStore implements KeyringStore {
 	private readonly statements: Statements;
+	/** The lease writes, committed in groups. */
+	private readonly writes: GroupCommit;
 
 	private constructor(
 		private readonly db: DatabaseSync,
 		private readonly dataDir: string,
 	) {
 		this.statements = new Statements(db);
+		this.writes = new GroupCommit(db);
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
@@ -111,9 +115,12 @@ export class SqliteKeyringStore implements KeyringStore {
 			.run(now, epoch);
 	}
 
-	/** Runs `write` in one transaction with the role's epoch checked first: a stale keyring writes nothing. */
-	private fenced<T>(epoch: number, write: () => T): T {
-		return transaction(this.db, () => {
+	/**
+	 * Runs `write` with the role's epoch checked first (a stale keyring writes nothing), in the
+	 * transaction of its group (src/store/sqlite.ts `GroupCommit`): answered once it committed.
+	 */
+	private fenced<T>(epoch: number, write: () => T): Promise<T> {
+		return this.writes.run(() => {
 			const role = this.statements
 				.get("SELECT epoch FROM keyring_role WHERE id = 1")
 				.get() as { epoch: number } | undefined;
@@ -168,7 +175,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
-		this.fenced(epoch, () => {
+		await this.fenced(epoch, () => {
 			try {
 				this.statements
 					.get(`INSERT INTO leases (${LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -291,6 +298,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async close(): Promise<void> {
+		this.writes.flush();
 		await closeStore(this.db, this.dataDir, "keyring");
 	}
 }

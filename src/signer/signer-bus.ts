@@ -23,10 +23,14 @@ export interface BatchOnBus {
 	/** The public half of this process's X25519 session key: the leased key is sealed to it. */
 	sessionKey: JWK;
 	credential: SignerCredential;
+	/** Its request MAC key for the keyring (docs/design.md §6.9), or null: its proofs are then Ed25519. */
+	macKey: Uint8Array | null;
 }
 
 export function batchCallsOnBus(batch: BatchOnBus): BatchCalls {
-	const { request, node, ticket, credential } = batch;
+	const { request, node, ticket, credential, macKey } = batch;
+	const proof = (claims: Parameters<typeof makeProof>[1]) =>
+		makeProof(credential, claims, Date.now(), macKey);
 	const options = (timeout: number, signal: AbortSignal) =>
 		({ timeout, signal }) as CallingOptions;
 	const sessionKey = { kty: "OKP", crv: "X25519", x: String(batch.sessionKey.x) } as const;
@@ -46,7 +50,7 @@ export function batchCallsOnBus(batch: BatchOnBus): BatchCalls {
 					sessionKey,
 					waitMs,
 					ticket,
-					proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }),
+					proof: proof({ act: "acquire", node, sk: sessionKey.x }),
 				},
 				options(timeout, signal),
 			),
@@ -57,7 +61,7 @@ export function batchCallsOnBus(batch: BatchOnBus): BatchCalls {
 				{
 					leaseId,
 					token,
-					proof: makeProof(credential, { act: "renew", node, lid: leaseId }),
+					proof: proof({ act: "renew", node, lid: leaseId }),
 				},
 				options(timeout, signal),
 			),
@@ -65,7 +69,7 @@ export function batchCallsOnBus(batch: BatchOnBus): BatchCalls {
 			call(
 				request,
 				Actions.keyring.release,
-				{ leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) },
+				{ leaseId, proof: proof({ act: "release", node, lid: leaseId }) },
 				options(timeout, signal),
 			),
 	};

@@ -110,3 +110,68 @@ export class Statements {
 		return statement;
 	}
 }
+
+interface Queued {
+	work: () => unknown;
+	settle: (outcome: { value: unknown } | { error: unknown }) => void;
+}
+
+/**
+ * Group commit: the writes asked for while the event loop is busy are made in one transaction,
+ * at the next turn of the loop, and each caller is answered once that transaction has
+ * committed, as if its write had had a transaction of its own. A commit writes to the WAL and
+ * takes its lock, some tens of microseconds: the keyring, which writes every grant and every
+ * end before it answers, spent a quarter of its time committing one write at a time. Each write
+ * runs in a savepoint of its own, so one that fails leaves nothing and fails alone.
+ */
+export class GroupCommit {
+	private queue: Queued[] = [];
+	private readonly savepoint: StatementSync;
+	private readonly release: StatementSync;
+	private readonly rollback: StatementSync;
+
+	constructor(private readonly db: DatabaseSync) {
+		this.savepoint = db.prepare("SAVEPOINT grouped");
+		this.release = db.prepare("RELEASE grouped");
+		this.rollback = db.prepare("ROLLBACK TO grouped");
+	}
+
+	run<T>(work: () => T): Promise<T> {
+		return new Promise<T>((resolve, reject) => {
+			if (this.queue.length === 0) setImmediate(() => this.flush());
+			this.queue.push({
+				work,
+				settle: (outcome) =>
+					"error" in outcome ? reject(outcome.error) : resolve(outcome.value as T),
+			});
+		});
+	}
+
+	/** Makes the writes still waiting now (before the database closes). */
+	flush(): void {
+		const batch = this.queue;
+		if (batch.length === 0) return;
+		this.queue = [];
+		const outcomes: Array<{ value: unknown } | { error: unknown }> = [];
+		try {
+			transaction(this.db, () => {
+				for (const { work } of batch) {
+					this.savepoint.run();
+					try {
+						outcomes.push({ value: work() });
+						this.release.run();
+					} catch (error) {
+						this.rollback.run();
+						this.release.run();
+						outcomes.push({ error });
+					}
+				}
+			});
+		} catch (error) {
+			// The commit itself failed: nothing of the group is stored.
+			for (const { settle } of batch) settle({ error });
+			return;
+		}
+		batch.forEach(({ settle }, i) => settle(outcomes[i]));
+	}
+}
