@@ -45,6 +45,8 @@ export function signersOnBus(
 			broker.registry
 				.getServiceList({ onlyAvailable: true })
 				.flatMap((s) => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
+		keyringAvailable: () =>
+			Boolean(broker.registry.getActionEndpoints(Actions.keyring.acquire)?.hasAvailable()),
 		waitForAny: (timeoutMs) =>
 			broker.waitForServices("signer", timeoutMs).then(
 				() => undefined,

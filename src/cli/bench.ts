@@ -15,7 +15,8 @@
  *   records, with the bus checks and without (src/identity/bus-checks.ts), in turn: what
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
  *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
- * - unless `--skip-nats`, the run across processes over a local nats-server (three signers).
+ * - unless `--skip-nats`, the run across processes over a local nats-server (three signers),
+ *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes.
  *
  * Every ratio is against its floor. The last line is one JSON object.
  */
@@ -46,12 +47,12 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
-  --skip-nats         leave out the run across processes over NATS
+  --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
-and natsRunSeconds, natsRatio unless --skip-nats.`;
+and natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats.`;
 
 const OPTIONS = {
 	records: { type: "string" },
@@ -421,17 +422,24 @@ async function main(flags: {
 			checksCpuCost: round(figures.checks.cpuCost),
 		});
 	if (!skipNats) {
-		// Separate OS processes over a local nats-server, measured against the same floor.
+		// Separate OS processes over a local nats-server, then over the production shape (three
+		// routed nats-servers, TLS for clients and routes), each measured against the same floor.
 		const { runOverNats } = await import("../cluster/run-over-nats");
-		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
-		console.log(
-			`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`,
-		);
-		Object.assign(summary, {
-			natsRunSeconds: round(nats.seconds),
-			natsRatio: round(nats.seconds / figures.floorSeconds),
-			natsRecordsPerSecond: Math.round(records / nats.seconds),
-		});
+		const shapes = [
+			{ field: "nats", label: "over NATS ", nats: undefined },
+			{ field: "natsClusterTls", label: "NATS x3 TLS", nats: { size: 3, tls: true } },
+		];
+		for (const { field, label, nats } of shapes) {
+			const run = await runOverNats({ records, keys, batchSize, signers: 3, nats });
+			console.log(
+				`${label} ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${(run.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`,
+			);
+			Object.assign(summary, {
+				[`${field}RunSeconds`]: round(run.seconds),
+				[`${field}Ratio`]: round(run.seconds / figures.floorSeconds),
+				[`${field}RecordsPerSecond`]: Math.round(records / run.seconds),
+			});
+		}
 	}
 	console.log(JSON.stringify(summary));
 	return 0;
