@@ -7,7 +7,13 @@
  */
 import type { CallingOptions } from "moleculer";
 import type { JWK } from "jose";
-import { defineParams, type ParamsOf, type RuleObject, type RuleValue } from "./param-schema";
+import {
+	defineParams,
+	signedStatement,
+	type ParamsOf,
+	type RuleObject,
+	type RuleValue,
+} from "./param-schema";
 
 // ---------------------------------------------------------------- stored documents
 
@@ -81,6 +87,19 @@ export interface BatchDoc {
 	duplicates?: number;
 	unsigned?: number;
 }
+
+/** The fields every batch has from its first write, in the stored order: the store's first columns and the export's (docs/design.md §8.3). */
+export const BATCH_FIELDS = [
+	"batchId",
+	"runId",
+	"keyId",
+	"leaseId",
+	"recordIds",
+	"attempt",
+	"status",
+	"startedAt",
+	"finishedAt",
+] as const satisfies ReadonlyArray<keyof BatchDoc>;
 
 /** `cancelled`: stopped by batcher.cancel; its unsigned records are signed by a later run. */
 export type RunStatus = "running" | "completed" | "failed" | "cancelled";
@@ -168,9 +187,9 @@ export const storeSignaturesParams = defineParams({
 	},
 	// A call without them is refused by records (403, logged with the caller's node).
 	/** The keyring's lease token for this lease and batch. */
-	token: { type: "string", max: 16_384, optional: true, refusedIfMissing: true },
+	token: signedStatement(16_384),
 	/** The holder's signature over this piece with its credential. */
-	proof: { type: "string", max: 256, optional: true, refusedIfMissing: true },
+	proof: signedStatement(256),
 });
 export type StoreSignaturesParams = ParamsOf<typeof storeSignaturesParams>;
 export interface StoreSignaturesResult {
@@ -186,7 +205,7 @@ export const closeBatchParams = defineParams({
 	batchId: { type: "string", min: 1 },
 	recordIds: { type: "array", items: "string" },
 	/** The batcher's close proof for the batch (src/identity/ticket.ts): only the batcher closes batches. */
-	proof: { type: "string", max: 256, optional: true, refusedIfMissing: true },
+	proof: signedStatement(256),
 });
 export type CloseBatchParams = ParamsOf<typeof closeBatchParams>;
 
@@ -240,9 +259,9 @@ export const acquireParams = defineParams({
 	waitMs: { type: "number", integer: true, min: 0, optional: true },
 	// A request without them is refused by the keyring (403, logged with the caller's node).
 	/** A signer proof for this node and session key (src/identity/proof.ts): the holder is the node it names. */
-	proof: { type: "string", max: 2_048, optional: true, refusedIfMissing: true },
+	proof: signedStatement(2_048),
 	/** The batch's dispatch ticket, naming this node (src/identity/ticket.ts): a key is granted for a recorded batch only. */
-	ticket: { type: "string", max: 16_384, optional: true, refusedIfMissing: true },
+	ticket: signedStatement(16_384),
 });
 export type AcquireParams = ParamsOf<typeof acquireParams>;
 
@@ -264,7 +283,7 @@ export interface Lease {
 /** A renew or release: the lease, and a signer proof for it made by its holder. */
 export const leaseRefParams = defineParams({
 	leaseId: { type: "string", min: 1 },
-	proof: { type: "string", max: 2_048, optional: true, refusedIfMissing: true },
+	proof: signedStatement(2_048),
 	/** renew: the lease's current token, answered with a fresh one for the new expiry. */
 	token: { type: "string", max: 16_384, optional: true },
 });
@@ -315,7 +334,7 @@ export const signBatchParams = defineParams({
 	runId: { type: "string", min: 1 },
 	records: { type: "array", items: recordPayloadRule, min: 1 },
 	/** The batcher's dispatch ticket for exactly this batch and this signer node (src/identity/ticket.ts); a batch without one is refused by the signer (403, logged with the caller's node). */
-	ticket: { type: "string", max: 16_384, optional: true, refusedIfMissing: true },
+	ticket: signedStatement(16_384),
 });
 export type SignBatchParams = ParamsOf<typeof signBatchParams>;
 export interface SignBatchResult {

@@ -57,6 +57,14 @@ export function defineParams(fields: Fields, options?: { strict: true }): Params
 	return options?.strict ? { ...fields, $$strict: true } : fields;
 }
 
+/**
+ * A signed statement a call carries (a proof, a token, a ticket) of at most `max` characters:
+ * optional to the validator, refused by the handler when missing (`refusedIfMissing`, above).
+ */
+export function signedStatement<const M extends number>(max: M) {
+	return { type: "string", max, optional: true, refusedIfMissing: true } as const;
+}
+
 // ---------------------------------------------------------------- the TypeScript type
 
 /** The value a rule lets through. */

@@ -48,6 +48,32 @@ const writeErrors = {
 const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
 
+/**
+ * A GET anyone may read (a token or an API key is checked when one is sent): `ok` is its 200,
+ * `errors` the error answers of its own, before those every read may give.
+ */
+const openGet = (
+	operation: {
+		operationId: string;
+		tags: string[];
+		summary: string;
+		description?: string;
+		parameters?: unknown[];
+	},
+	ok: Record<string, unknown>,
+	errors: Record<string, unknown> = {},
+) => {
+	const { parameters, ...about } = operation;
+	return {
+		get: {
+			...about,
+			security: openRead,
+			...(parameters ? { parameters } : {}),
+			responses: { "200": ok, ...errors, ...readErrors },
+		},
+	};
+};
+
 /** A route's path or query parameters: its action's params schema, each field's description lifted out. */
 const parametersOf = (params: ParamsSchema, where: "path" | "query") =>
 	fieldsOf(params).map(([name, rule]) => {
@@ -136,58 +162,46 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/batcher/status": {
-				get: {
+			"/api/batcher/status": openGet(
+				{
 					operationId: "batcherStatus",
 					tags: ["runs"],
 					summary: "The active run with its progress, or the last run",
-					security: openRead,
-					responses: {
-						"200": json("Status", {
-							type: "object",
-							required: ["active", "progress"],
-							properties: {
-								active: { type: "boolean" },
-								run: {
-									oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }],
-								},
-								progress: { $ref: "#/components/schemas/Progress" },
-								inFlight: { type: "integer" },
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/runs": {
-				get: {
+				json("Status", {
+					type: "object",
+					required: ["active", "progress"],
+					properties: {
+						active: { type: "boolean" },
+						run: {
+							oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }],
+						},
+						progress: { $ref: "#/components/schemas/Progress" },
+						inFlight: { type: "integer" },
+					},
+				}),
+			),
+			"/api/runs": openGet(
+				{
 					operationId: "listRuns",
 					tags: ["runs"],
 					summary: "Every run, newest first",
-					security: openRead,
-					responses: {
-						"200": json("Runs", {
-							type: "array",
-							items: { $ref: "#/components/schemas/Run" },
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/runs/{id}": {
-				get: {
+				json("Runs", {
+					type: "array",
+					items: { $ref: "#/components/schemas/Run" },
+				}),
+			),
+			"/api/runs/{id}": openGet(
+				{
 					operationId: "getRun",
 					tags: ["runs"],
 					summary: "One run with its batch counts, report and webhook deliveries",
-					security: openRead,
 					parameters: parametersOf(runIdPath, "path"),
-					responses: {
-						"200": json("The run", { $ref: "#/components/schemas/RunDetail" }),
-						"404": error("No such run (`RUN_NOT_FOUND`)"),
-						...readErrors,
-					},
 				},
-			},
+				json("The run", { $ref: "#/components/schemas/RunDetail" }),
+				{ "404": error("No such run (`RUN_NOT_FOUND`)") },
+			),
 			"/api/runs/{id}/cancel": {
 				post: {
 					operationId: "cancelRun",
@@ -212,123 +226,105 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/records": {
-				get: {
+			"/api/records": openGet(
+				{
 					operationId: "listRecords",
 					tags: ["records"],
 					summary: "Records in id order with their signatures, one page at a time",
 					description:
 						"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
-					security: openRead,
 					parameters: parametersOf(recordsListParams, "query"),
-					responses: {
-						"200": json("One page", {
-							type: "object",
-							required: ["records", "next"],
-							properties: {
-								records: {
-									type: "array",
-									items: { $ref: "#/components/schemas/Record" },
-								},
-								next: {
-									type: ["string", "null"],
-									description: "The `after` of the next page; null at the end",
-								},
-							},
-						}),
-						"422": error(
-							"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
-						),
-						...readErrors,
-					},
 				},
-			},
-			"/api/records/{id}": {
-				get: {
+				json("One page", {
+					type: "object",
+					required: ["records", "next"],
+					properties: {
+						records: {
+							type: "array",
+							items: { $ref: "#/components/schemas/Record" },
+						},
+						next: {
+							type: ["string", "null"],
+							description: "The `after` of the next page; null at the end",
+						},
+					},
+				}),
+				{
+					"422": error(
+						"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
+					),
+				},
+			),
+			"/api/records/{id}": openGet(
+				{
 					operationId: "getRecord",
 					tags: ["records"],
 					summary: "One record with its signature, key id and batch id",
-					security: openRead,
 					parameters: parametersOf(recordIdParams, "path"),
-					responses: {
-						"200": json("The record", { $ref: "#/components/schemas/Record" }),
-						"404": error("No such record (`RECORD_NOT_FOUND`)"),
-						...readErrors,
-					},
 				},
-			},
-			"/api/keys": {
-				get: {
+				json("The record", { $ref: "#/components/schemas/Record" }),
+				{ "404": error("No such record (`RECORD_NOT_FOUND`)") },
+			),
+			"/api/keys": openGet(
+				{
 					operationId: "listKeys",
 					tags: ["keys"],
 					summary: "Every key with its uses and current lease",
-					security: openRead,
-					responses: {
-						"200": json("Keys", {
-							type: "array",
-							items: { $ref: "#/components/schemas/KeyInfo" },
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/metrics": {
-				get: {
+				json("Keys", {
+					type: "array",
+					items: { $ref: "#/components/schemas/KeyInfo" },
+				}),
+			),
+			"/api/metrics": openGet(
+				{
 					operationId: "metrics",
 					tags: ["observability"],
 					summary: "Live signing figures (metrics.snapshot)",
-					security: openRead,
-					responses: {
-						"200": json("Snapshot", {
-							type: "object",
-							properties: {
-								runId: { type: ["string", "null"] },
-								status: { type: "string" },
-								records: { type: "integer" },
-								signed: { type: "integer" },
-								progress: { type: "number" },
-								recordsPerSecond: { type: "number" },
-								keyUses: {
-									type: "object",
-									additionalProperties: { type: "integer" },
-								},
-								leasedNow: { type: "array", items: { type: "string" } },
-								throughput: {
-									type: "array",
-									items: { type: "array", items: { type: "number" } },
-								},
-								recentBatches: { type: "array", items: { type: "object" } },
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/audit": {
-				get: {
+				json("Snapshot", {
+					type: "object",
+					properties: {
+						runId: { type: ["string", "null"] },
+						status: { type: "string" },
+						records: { type: "integer" },
+						signed: { type: "integer" },
+						progress: { type: "number" },
+						recordsPerSecond: { type: "number" },
+						keyUses: {
+							type: "object",
+							additionalProperties: { type: "integer" },
+						},
+						leasedNow: { type: "array", items: { type: "string" } },
+						throughput: {
+							type: "array",
+							items: { type: "array", items: { type: "number" } },
+						},
+						recentBatches: { type: "array", items: { type: "object" } },
+					},
+				}),
+			),
+			"/api/audit": openGet(
+				{
 					operationId: "audit",
 					tags: ["observability"],
 					summary:
 						"The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
-					security: openRead,
 					parameters: parametersOf(auditQuery, "query"),
-					responses: {
-						"200": json("Audit report", {
-							type: "object",
-							required: ["ok", "checkedAt", "cached"],
-							properties: {
-								ok: { type: "boolean" },
-								checkedAt: { type: "string", format: "date-time" },
-								cached: { type: "boolean" },
-								checked: { type: "object" },
-								rules: { type: "array", items: { type: "object" } },
-								violations: { type: "array", items: { type: "object" } },
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
+				json("Audit report", {
+					type: "object",
+					required: ["ok", "checkedAt", "cached"],
+					properties: {
+						ok: { type: "boolean" },
+						checkedAt: { type: "string", format: "date-time" },
+						cached: { type: "boolean" },
+						checked: { type: "object" },
+						rules: { type: "array", items: { type: "object" } },
+						violations: { type: "array", items: { type: "object" } },
+					},
+				}),
+			),
 			"/api/events": {
 				get: {
 					operationId: "events",
@@ -349,18 +345,14 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/openapi.json": {
-				get: {
+			"/api/openapi.json": openGet(
+				{
 					operationId: "openapi",
 					tags: ["pages"],
 					summary: "This document",
-					security: openRead,
-					responses: {
-						"200": json("OpenAPI 3.1 document", { type: "object" }),
-						...readErrors,
-					},
 				},
-			},
+				json("OpenAPI 3.1 document", { type: "object" }),
+			),
 			"/.well-known/jwks.json": {
 				get: {
 					operationId: "jwks",

@@ -7,12 +7,13 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "../user-error";
-import { withReadSnapshot, type AuditDb } from "./audit-db";
+import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { documents, readSnapshot } from "./documents";
 import {
 	createImport,
 	importSnapshot,
 	ImportProblem,
+	type CollectionCounts,
 	type ImportCollection,
 	type ImportDocs,
 	type ImportOptions,
@@ -36,14 +37,8 @@ const LINE_COLLECTIONS: LineCollection[] = ["records", "signatures", "batches", 
 /** An export folder that cannot be written or read: the message names the file (and line). */
 export class ExportError extends UserError {}
 
-export interface ExportCounts {
+export interface ExportCounts extends CollectionCounts {
 	dir: string;
-	records: number;
-	signatures: number;
-	batches: number;
-	leases: number;
-	keys: number;
-	runs: number;
 }
 
 // ---------------------------------------------------------------- writing
@@ -187,12 +182,7 @@ export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> 
 /** Writes an in-memory snapshot as an export (tests, small tools). */
 export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise<ExportCounts> {
 	const target = checkExportDir(dir);
-	const db = importSnapshot(snapshot);
-	try {
-		return await exportDb(db, target);
-	} finally {
-		db.close();
-	}
+	return closeAfter(importSnapshot(snapshot), (db) => exportDb(db, target));
 }
 
 // ---------------------------------------------------------------- reading
@@ -305,10 +295,5 @@ export async function importExport(dir: string, options: ImportOptions = {}): Pr
 
 /** Reads an export into memory (tests, small exports); the audit uses importExport. */
 export async function readExport(dir: string): Promise<AuditSnapshot> {
-	const db = await importExport(dir);
-	try {
-		return readSnapshot(db);
-	} finally {
-		db.close();
-	}
+	return closeAfter(await importExport(dir), readSnapshot);
 }

@@ -2,7 +2,7 @@
  * `npm run audit`: checks the five rules (docs/design.md §9) on the configured store, or on
  * an export with `--from DIR`. Exit 0 when every rule holds, 1 on violations, 2 on errors.
  */
-import type { AuditDb } from "../audit/audit-db";
+import { closeAfter, type AuditDb } from "../audit/audit-db";
 import { importExport } from "../audit/export-files";
 import { formatReport } from "../audit/format";
 import { audit, type AuditOptions } from "../audit/rules";
@@ -52,12 +52,7 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 		source = describeStore(config);
 		db = await openAuditDb(config);
 	}
-	let report;
-	try {
-		report = await audit(db, options);
-	} finally {
-		db.close();
-	}
+	const report = await closeAfter(db, (db) => audit(db, options));
 	await write(
 		process.stdout,
 		values.json

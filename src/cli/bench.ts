@@ -28,13 +28,13 @@ import { generateKeyPairSync } from "node:crypto";
 import Piscina from "piscina";
 import type { ServiceBroker } from "moleculer";
 import { audit } from "../audit/rules";
-import { openStoreFiles } from "../audit/audit-db";
+import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
 import { loadConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
-import type { SignTask, SignTaskResult } from "../signer/sign.worker";
+import type { SignTask } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { storeFile } from "../store/sqlite";
@@ -72,38 +72,50 @@ const peakRssMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 const workerFile = (name: string) => path.join(__dirname, `${name}${path.extname(__filename)}`);
 
 /**
- * Streams the stored payloads, in id order and `CHUNK` at a time, to `run` on a pool of one
- * thread per core, keeping two tasks per thread in flight; returns the seconds it took.
+ * Streams the stored payloads, in id order and `CHUNK` at a time, as `task`s to `worker` on a
+ * pool of one signing thread per core, keeping two tasks per thread in flight; returns the
+ * seconds it took.
  */
 async function overStoredPayloads<T>(
 	dataDir: string,
-	pool: Piscina,
+	worker: string,
 	task: (chunk: string) => T,
 ): Promise<number> {
-	const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
-	const inFlight = new Set<Promise<unknown>>();
-	const started = performance.now();
-	let chunk: Array<[string, string]> = [];
-	const send = async () => {
-		const run: Promise<unknown> = pool
-			.run(task(JSON.stringify(chunk)))
-			.finally(() => inFlight.delete(run));
-		inFlight.add(run);
-		chunk = [];
-		if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
-	};
-	for (const row of db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{
-		id: string;
-		data: string;
-	}>) {
-		chunk.push([row.id, row.data]);
-		if (chunk.length === CHUNK) await send();
+	const pool = new Piscina<T, unknown>({
+		filename: workerFile(worker),
+		minThreads: cores,
+		maxThreads: cores,
+		resourceLimits: SIGNING_THREAD_LIMITS,
+	});
+	try {
+		const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
+		const inFlight = new Set<Promise<unknown>>();
+		const started = performance.now();
+		let chunk: Array<[string, string]> = [];
+		const send = async () => {
+			const run: Promise<unknown> = pool
+				.run(task(JSON.stringify(chunk)))
+				.finally(() => inFlight.delete(run));
+			inFlight.add(run);
+			chunk = [];
+			if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
+		};
+		const rows = db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{
+			id: string;
+			data: string;
+		}>;
+		for (const row of rows) {
+			chunk.push([row.id, row.data]);
+			if (chunk.length === CHUNK) await send();
+		}
+		if (chunk.length) await send();
+		await Promise.all(inFlight);
+		const took = seconds(started);
+		db.close();
+		return took;
+	} finally {
+		await pool.destroy();
 	}
-	if (chunk.length) await send();
-	await Promise.all(inFlight);
-	const took = seconds(started);
-	db.close();
-	return took;
 }
 
 /**
@@ -111,16 +123,10 @@ async function overStoredPayloads<T>(
  * key lives in guarded memory and reaches the threads as in a run: one hand-off per chunk.
  */
 async function sodiumFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<SignTask, SignTaskResult>({
-		filename: workerFile("../signer/sign.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const key = LeaseSecret.generate("key-000");
 	const handOffs: SharedArrayBuffer[] = [];
 	try {
-		return await overStoredPayloads(dataDir, pool, (records) => {
+		return await overStoredPayloads(dataDir, "../signer/sign.worker", (records): SignTask => {
 			const secret = key.handOff();
 			handOffs.push(secret);
 			return { secret, keyId: key.keyId, records, deadline: Infinity };
@@ -128,49 +134,28 @@ async function sodiumFloor(dataDir: string): Promise<number> {
 	} finally {
 		for (const handOff of handOffs) wipeHandOff(handOff);
 		key.dispose();
-		await pool.destroy();
 	}
 }
 
 /** The same signatures with node:crypto (OpenSSL), one thread per core. */
 async function nodeCryptoFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<NodeCryptoTask, number>({
-		filename: workerFile("bench-node-crypto.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const { privateKey } = generateKeyPairSync("ed25519");
-	try {
-		return await overStoredPayloads(dataDir, pool, (records) => ({
-			key: privateKey,
-			keyId: "key-000",
-			records,
-		}));
-	} finally {
-		await pool.destroy();
-	}
+	return overStoredPayloads(dataDir, "bench-node-crypto.worker", (records): NodeCryptoTask => ({
+		key: privateKey,
+		keyId: "key-000",
+		records,
+	}));
 }
 
 /** The same signatures with jose, one thread per core. */
 async function joseFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<JoseTask, number>({
-		filename: workerFile("bench-jose.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const { privateKey } = generateKeyPairSync("ed25519");
 	const jwk = privateKey.export({ format: "jwk" });
-	try {
-		return await overStoredPayloads(dataDir, pool, (records) => ({
-			jwk,
-			keyId: "key-000",
-			records,
-		}));
-	} finally {
-		await pool.destroy();
-	}
+	return overStoredPayloads(dataDir, "bench-jose.worker", (records): JoseTask => ({
+		jwk,
+		keyId: "key-000",
+		records,
+	}));
 }
 
 async function timedRun(
@@ -335,14 +320,7 @@ async function embedded(
 		await broker.stop();
 
 		const started = performance.now();
-		const verdict = await (async () => {
-			const db = openStoreFiles(dataDir);
-			try {
-				return await audit(db);
-			} finally {
-				db.close();
-			}
-		})();
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) => audit(db));
 		const auditSeconds = seconds(started);
 		if (!verdict.ok)
 			throw new Error(

@@ -2,6 +2,7 @@
  * `npm run export -- --out DIR`: writes the configured store as the export of
  * docs/design.md §8.3 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
  */
+import { closeAfter } from "../audit/audit-db";
 import { checkExportDir, exportDb } from "../audit/export-files";
 import { plural } from "../audit/format";
 import { UsageError, runCommand, write, type Flags } from "./cli";
@@ -24,13 +25,7 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	// Before any store is read: a wrong --out fails at once.
 	const out = checkExportDir(values.out);
 	const config = storeConfig(values);
-	const db = await openAuditDb(config);
-	let written;
-	try {
-		written = await exportDb(db, out);
-	} finally {
-		db.close();
-	}
+	const written = await closeAfter(await openAuditDb(config), (db) => exportDb(db, out));
 	await write(
 		process.stdout,
 		`Exported ${describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +

@@ -3,7 +3,7 @@
  * the progress line, the run's report and the audit verdict, printed the same way.
  */
 import type { ServiceBroker } from "moleculer";
-import { openStoreFiles } from "../audit/audit-db";
+import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
@@ -152,10 +152,5 @@ export async function auditJobStores(
 	broker: Caller,
 ): Promise<AuditReport> {
 	if (config.mongoUri || !config.dataDir) return auditServices(broker);
-	const db = openStoreFiles(config.dataDir);
-	try {
-		return await audit(db);
-	} finally {
-		db.close();
-	}
+	return closeAfter(openStoreFiles(config.dataDir), (db) => audit(db));
 }

@@ -9,7 +9,13 @@ import type {
 } from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
-import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
+import {
+	BatchClosedError,
+	closedBatch,
+	signatureView,
+	type RecordsStore,
+	type SignedBatch,
+} from "./store";
 
 const SQL = {
 	insertRecords:
@@ -125,13 +131,7 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
 		this.statements.get(SQL.close).run(batchId, new Date().toISOString());
-		const signed = await this.signedUnder(batchId);
-		// Every record signed under the batch: none can be unsigned, and the lookup is skipped.
-		const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
-		return {
-			signed,
-			unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [],
-		};
+		return closedBatch(this, batchId, recordIds);
 	}
 
 	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {
