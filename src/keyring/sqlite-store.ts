@@ -6,7 +6,6 @@ import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import {
 	closeStore,
-	GroupCommit,
 	isUniqueViolation,
 	openStore,
 	Statements,
@@ -55,15 +54,12 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 
 export class SqliteKeyringStore implements KeyringStore {
 	private readonly statements: Statements;
-	/** The lease writes, committed in groups. */
-	private readonly writes: GroupCommit;
 
 	private constructor(
 		private readonly db: DatabaseSync,
 		private readonly dataDir: string,
 	) {
 		this.statements = new Statements(db);
-		this.writes = new GroupCommit(db);
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
@@ -115,12 +111,9 @@ export class SqliteKeyringStore implements KeyringStore {
 			.run(now, epoch);
 	}
 
-	/**
-	 * Runs `write` with the role's epoch checked first (a stale keyring writes nothing), in the
-	 * transaction of its group (src/store/sqlite.ts `GroupCommit`): answered once it committed.
-	 */
-	private fenced<T>(epoch: number, write: () => T): Promise<T> {
-		return this.writes.run(() => {
+	/** Runs `write` in one transaction with the role's epoch checked first: a stale keyring writes nothing. */
+	private fenced<T>(epoch: number, write: () => T): T {
+		return transaction(this.db, () => {
 			const role = this.statements
 				.get("SELECT epoch FROM keyring_role WHERE id = 1")
 				.get() as { epoch: number } | undefined;
@@ -175,7 +168,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
-		await this.fenced(epoch, () => {
+		this.fenced(epoch, () => {
 			try {
 				this.statements
 					.get(`INSERT INTO leases (${LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -294,7 +287,6 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async close(): Promise<void> {
-		this.writes.flush();
 		await closeStore(this.db, this.dataDir, "keyring");
 	}
 }
