@@ -7,20 +7,11 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Context, Logger, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
-import { authorizeAction, type Principal } from "../src/api/auth";
+import { gatewayActions } from "../src/api/actions";
+import { authorizeAction } from "../src/api/auth";
 import { clientAddress, TrustedProxies } from "../src/api/client-address";
 import { toApiError } from "../src/api/errors";
-import { Gateway, readinessAnswer } from "../src/api/gateway";
-import { openApiDocument } from "../src/api/openapi";
-import {
-	auditQuery,
-	runIdPath,
-	startRunBody,
-	type AuditQuery,
-	type RunIdPath,
-	type StartRunBody,
-} from "../src/api/params";
-import { cancelRun, runWithWebhook } from "../src/api/runs";
+import { Gateway } from "../src/api/gateway";
 import {
 	answerClientError,
 	API_REALM,
@@ -28,13 +19,11 @@ import {
 	withSecurityHeaders,
 	type ApiOptions,
 	type GatewayMethods,
-	type ResponseMeta,
 } from "../src/api/settings";
-import { startRun, startRunRequestMeta, type StartRunMeta } from "../src/api/start-run";
+import { startRunRequestMeta, type StartRunMeta } from "../src/api/start-run";
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, Events, type EventMap } from "../src/contract";
-import { readinessOf } from "../src/broker/health";
 import { listen } from "../src/broker/listen";
 import { serviceSettings } from "../src/settings";
 
@@ -133,60 +122,7 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 		mixins: [ApiGateway],
 		settings: { ...gatewaySettings(options), routes: routes(options) },
 
-		actions: {
-			live: { handler: () => ({ status: "live" }) },
-
-			/** The node's readiness (src/broker/health.ts) plus every service the routes need. */
-			ready: {
-				handler(ctx: Context<unknown, ResponseMeta>) {
-					const report = readinessOf(this.broker)?.(options.requiredServices);
-					return readinessAnswer(report, ctx.meta);
-				},
-			},
-
-			/** The keyring's public keys plus the gateway's webhook key; public data, cacheable. */
-			jwks: {
-				handler(ctx: Context<unknown, ResponseMeta>) {
-					const maxAge = options.jwksMaxAge;
-					ctx.meta.$responseHeaders = { "Cache-Control": `public, max-age=${maxAge}` };
-					return this.gateway.jwks(ctx);
-				},
-			},
-
-			/** POST /api/batcher/start: 202 + Location; an Idempotency-Key replays the same run. */
-			startRun: {
-				params: startRunBody,
-				handler(ctx: Context<StartRunBody, StartRunMeta>) {
-					return startRun(ctx, this.gateway.webhooks);
-				},
-			},
-			/** POST /api/runs/:id/cancel: 202; the run stops dispatching, its batches in flight finish, then it is `cancelled`. */
-			cancelRun: {
-				params: runIdPath,
-				handler: (ctx: Context<RunIdPath, ResponseMeta>) => cancelRun(ctx),
-			},
-			/** One run (batcher.get) with its webhook deliveries. */
-			run: {
-				params: runIdPath,
-				handler(ctx: Context<RunIdPath>) {
-					return runWithWebhook(ctx, this.gateway.webhooks);
-				},
-			},
-
-			/**
-			 * The audit verdict over the stores (docs/design.md §9): the last one for anyone, a fresh
-			 * one (`?refresh=true`) only with a token. Reading everything outlasts the default timeout.
-			 */
-			audit: {
-				...{ timeout: 0 },
-				params: auditQuery,
-				handler(ctx: Context<AuditQuery, { user?: Principal | null }>) {
-					return this.gateway.auditFor(ctx.params.refresh === true, ctx.meta.user);
-				},
-			},
-
-			openapi: { handler: () => openApiDocument() },
-		},
+		actions: gatewayActions(options),
 
 		events: {
 			[Events.runStarted](ctx: Context<EventMap["run.started"]>) {
