@@ -120,8 +120,9 @@ export class Dispatcher {
 	private async keyringBack(active: ActiveRun): Promise<boolean> {
 		const { clock, logger } = this.context;
 		const since = active.keyringLostAt ?? clock.now();
-		if (this.deps.signers.keyringAvailable() || clock.now() - since >= KEYRING_RECHECK_MS) {
-			if (this.deps.signers.keyringAvailable())
+		const available = this.deps.signers.keyringAvailable();
+		if (available || clock.now() - since >= KEYRING_RECHECK_MS) {
+			if (available)
 				logger.info(
 					`A keyring answers again after ${clock.now() - since} ms: run ${active.run.runId} goes on`,
 				);

@@ -23,7 +23,7 @@
 import { hkdfSync, type KeyObject } from "node:crypto";
 import { requireSodium } from "../sodium";
 import { KeyringTrust, type TrustSettings } from "./authority";
-import { raw } from "./compact-jws";
+import { raw, signJws, signJwsHs256 } from "./compact-jws";
 import type { CredentialRole, SignerCredential } from "./credential";
 
 const SALT = Buffer.from("record-signer request mac v1");
@@ -108,4 +108,19 @@ export class RequestMacKey {
 			? credentialMacKey(this.role, this.credential.privateKey, raw(anchor).x)
 			: null;
 	}
+}
+
+/**
+ * A statement of a credential's holder for the keyring (a signer proof, a dispatch ticket): HS256
+ * under its request MAC key when given, else EdDSA with its Ed25519 key.
+ */
+export function signForKeyring(
+	credential: SignerCredential,
+	typ: string,
+	claims: object,
+	macKey: Uint8Array | null,
+): string {
+	return macKey
+		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ }, claims)
+		: signJws(credential.privateKey, { alg: "EdDSA", kid: credential.name, typ }, claims);
 }
