@@ -5,7 +5,7 @@
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
-import { replCommands } from "../api/repl-commands";
+import { replCommands } from "./repl-commands";
 import { portChoice, type AppConfig } from "../config";
 import { DomainErrorsMiddleware } from "../errors";
 import { HealthMiddleware } from "./health";
