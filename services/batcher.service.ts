@@ -4,18 +4,25 @@
  * before dispatching it to a signer, retries failed batches as new batches, and resumes an
  * interrupted run when the service starts again. This file wires it to the broker.
  */
-import type { CallingOptions, Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { StoreMixin } from "../mixins/store.mixin";
 import { Batcher } from "../src/batcher/batcher";
+import { recordsOnBus, signersOnBus } from "../src/batcher/batcher-bus";
 import { MongoBatcherStore } from "../src/batcher/mongo-store";
-import type { BatcherStore, SignersPort } from "../src/batcher/ports";
+import type { BatcherStore } from "../src/batcher/ports";
 import { SqliteBatcherStore } from "../src/batcher/sqlite-store";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { Actions, call, emit, startRunParams, type StartRunParams } from "../src/contract";
-import { busChecks } from "../src/identity/bus-checks";
+import {
+	cancelRunParams,
+	emit,
+	runIdParams,
+	startRunParams,
+	type ActionParams,
+	type StartRunParams,
+} from "../src/contract";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
-import { makeCloseProof, makeTicket } from "../src/identity/ticket";
+import { RequestMacKey } from "../src/identity/request-mac";
 import { PEER_RECONNECTED } from "../src/broker/lost-requests";
 import { natsMaxPayload, watchNatsStatus } from "../src/broker/nats-status";
 import { serviceSettings, type BatcherSettings } from "../src/settings";
@@ -32,44 +39,6 @@ const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
 	embedded: (dataDir, log) => SqliteBatcherStore.open(dataDir, log),
 	mongo: (uri, service) => MongoBatcherStore.open(uri, service),
 });
-
-function signersOf(broker: ServiceBroker, credential: SignerCredential): SignersPort {
-	return {
-		available: () =>
-			broker.registry
-				.getServiceList({ onlyAvailable: true })
-				.flatMap((s) => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
-		waitForAny: (timeoutMs) =>
-			broker.waitForServices("signer", timeoutMs).then(
-				() => undefined,
-				() => undefined,
-			),
-		// keepOnReconnect: after a NATS reconnect the batcher asks the signer instead (src/broker/lost-requests.ts).
-		async signBatch(params, { nodeID, timeoutMs, signal }) {
-			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
-			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);
-			const ticket = busChecks.on
-				? makeTicket(credential, { ...params, signer: nodeID, ttlMs: timeoutMs })
-				: "";
-			return call(broker, Actions.signer.signBatch, { ...params, ticket }, {
-				timeout: timeoutMs,
-				nodeID,
-				signal,
-				keepOnReconnect: true,
-			} as CallingOptions);
-		},
-		// A check sent on this node's own reconnect must not be failed by that same reconnect.
-		inFlight: async (nodeID, timeoutMs) =>
-			(
-				await call(broker, Actions.signer.inFlight, {}, {
-					nodeID,
-					timeout: timeoutMs,
-					keepOnReconnect: true,
-				} as CallingOptions)
-			).batchIds,
-		maxMessageBytes: () => natsMaxPayload(broker),
-	};
-}
 
 /** The schema, typed for its own settings, methods and vars. */
 export type BatcherSchema = ServiceSchema<
@@ -106,15 +75,15 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 			},
 			/** Cancels the active run (or the one named): no new batch goes out, the ones in flight finish; stored as `cancelled`. */
 			cancel: {
-				params: { runId: { type: "string", min: 1, optional: true } },
-				handler(ctx: Context<{ runId?: string }>) {
+				params: cancelRunParams,
+				handler(ctx: Context<ActionParams<"batcher.cancel">>) {
 					return this.batcher.cancel(ctx.params.runId);
 				},
 			},
 			/** One run with its batch counts and, once finished, its report. */
 			get: {
-				params: { runId: { type: "string", min: 1 } },
-				handler(ctx: Context<{ runId: string }>) {
+				params: runIdParams,
+				handler(ctx: Context<ActionParams<"batcher.get">>) {
 					return this.batcher.get(ctx.params.runId);
 				},
 			},
@@ -128,30 +97,19 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 		async started() {
 			const broker = this.broker;
 			this.credential = loadCredential(this.settings.credential);
+			const macKey = new RequestMacKey("batcher", this.credential, this.settings.trust);
 			this.logger.info(
 				`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`,
 			);
-			const credential = this.credential;
 			this.batcher = new Batcher(this.settings, {
 				store: this.store,
-				records: {
-					unsignedPage: async (after, limit) =>
-						(await call(broker, Actions.records.unsignedPage, { after, limit }))
-							.records,
-					unsignedAmong: async (ids) =>
-						(await call(broker, Actions.records.unsignedAmong, { ids })).records,
-					progress: () => call(broker, Actions.records.progress, {}),
-					closeBatch: (batchId, recordIds) =>
-						call(broker, Actions.records.closeBatch, {
-							batchId,
-							recordIds,
-							proof: busChecks.on ? makeCloseProof(credential, batchId) : "",
-						}),
-					signedUnder: async (batchId) =>
-						(await call(broker, Actions.records.signedUnder, { batchId })).signed,
-					stats: () => call(broker, Actions.records.stats, {}),
-				},
-				signers: signersOf(broker, credential),
+				records: recordsOnBus(broker, this.credential),
+				signers: signersOnBus(
+					broker,
+					this.credential,
+					() => natsMaxPayload(broker),
+					() => macKey.current(),
+				),
 				emit: (event, payload) =>
 					void Promise.resolve(emit(broker, event, payload)).catch((err) =>
 						this.logger.warn(`Could not emit ${event}: ${(err as Error).message}`),

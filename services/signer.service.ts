@@ -3,90 +3,30 @@
  * batch with it, stores the signatures through `records`, and only then releases the lease.
  * The batch's life is src/signer/signer.ts; this file wires it to the broker.
  */
-import type { CallingOptions, Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
-import {
-	Actions,
-	call,
-	signBatchParams,
-	type SignBatchParams,
-	type SignBatchResult,
-} from "../src/contract";
+import { signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import type { LeaseSecret } from "../src/signer/lease-secret";
 import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
-import { makeStoreProof } from "../src/identity/lease-token";
-import { makeProof } from "../src/identity/proof";
+import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
 import { loggedRefusal } from "../src/errors";
 import { serviceSettings, type SignerSettings } from "../src/settings";
 import { SignPool } from "../src/signer/sign-pool";
 import { faultFromEnv } from "../src/signer/faults";
-import { Signer, type BatchCalls } from "../src/signer/signer";
+import { Signer } from "../src/signer/signer";
+import { batchCallsOnBus } from "../src/signer/signer-bus";
 
 interface SignerVars {
 	keys: LeaseKeyOpener;
 	credential: SignerCredential;
+	/** Its request MAC key for the keyring, once it knows the keyring's key (docs/design.md §6.9). */
+	macKey: RequestMacKey;
 	pool: SignPool;
 	signer: Signer<LeaseSecret>;
-}
-
-/**
- * Every call of one batch goes out under the request that carries it; `signal` gives it up
- * (src/broker/lost-requests.ts). Lease requests carry a proof made with this signer's credential, the
- * acquire the batch's dispatch ticket, and each stored piece the holder's store proof.
- */
-function batchCalls(
-	ctx: Context<SignBatchParams>,
-	keys: LeaseKeyOpener,
-	credential: SignerCredential,
-): BatchCalls {
-	const options = (timeout: number, signal: AbortSignal) =>
-		({ timeout, signal }) as CallingOptions;
-	const node = ctx.broker.nodeID;
-	const sessionKey = keys.session.publicJwk;
-	const { ticket } = ctx.params;
-	return {
-		storeSignatures: (piece, timeout, signal) =>
-			call(
-				ctx,
-				Actions.records.storeSignatures,
-				{ ...piece, proof: busChecks.on ? makeStoreProof(credential, piece) : "" },
-				options(timeout, signal),
-			),
-		acquire: (waitMs, timeout, signal) =>
-			call(
-				ctx,
-				Actions.keyring.acquire,
-				{
-					sessionKey,
-					waitMs,
-					ticket,
-					proof: makeProof(credential, { act: "acquire", node, sk: sessionKey.x }),
-				},
-				options(timeout, signal),
-			),
-		renew: (leaseId, token, timeout, signal) =>
-			call(
-				ctx,
-				Actions.keyring.renew,
-				{
-					leaseId,
-					token,
-					proof: makeProof(credential, { act: "renew", node, lid: leaseId }),
-				},
-				options(timeout, signal),
-			),
-		release: (leaseId, timeout, signal) =>
-			call(
-				ctx,
-				Actions.keyring.release,
-				{ leaseId, proof: makeProof(credential, { act: "release", node, lid: leaseId }) },
-				options(timeout, signal),
-			),
-	};
 }
 
 /** Prometheus name signing_lease_release_failures_total: releases lost (the lease then expires). */
@@ -120,10 +60,15 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 							ctx.nodeID ?? this.broker.nodeID,
 						);
 					}
-					return this.signer.signBatch(
-						ctx.params,
-						batchCalls(ctx, this.keys, this.credential),
-					);
+					const calls = batchCallsOnBus({
+						request: ctx,
+						node: this.broker.nodeID,
+						ticket: ctx.params.ticket,
+						sessionKey: this.keys.session.publicJwk,
+						credential: this.credential,
+						macKey: this.macKey.current(),
+					});
+					return this.signer.signBatch(ctx.params, calls);
 				},
 			},
 			/** The batches this node is working on: the batcher asks, to find a batch lost in transit. */
@@ -136,6 +81,7 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 		async started() {
 			// Who this signer is to the keyring: a credential it enrolled (src/identity/credential.ts).
 			this.credential = loadCredential(this.settings.credential);
+			this.macKey = new RequestMacKey("signer", this.credential, this.settings.trust);
 			this.logger.info(
 				`Signer credential "${this.credential.name}" from ${this.credential.source}`,
 			);

@@ -13,7 +13,7 @@ import {
 	redactUrl,
 	transporterUrls,
 	type NatsTls,
-} from "./broker/nats-tls";
+} from "./nats-tls";
 import { proxyRule } from "./ip-address";
 import { LOG_KEY_FILES } from "./tlog/log-key";
 import { parseSignerKey } from "./tlog/note";
@@ -30,7 +30,7 @@ export interface AppConfig {
 	dataDir: string;
 	mongoUri: string | null;
 	transporter: string | null;
-	/** NATS_CA_FILE, NATS_CERT_FILE, NATS_KEY_FILE, read and checked (src/broker/nats-tls.ts); null when none is set. */
+	/** NATS_CA_FILE, NATS_CERT_FILE, NATS_KEY_FILE, read and checked (src/nats-tls.ts); null when none is set. */
 	natsTls: NatsTls | null;
 	/** base64 of 32 bytes, or null to use (or create) `DATA_DIR/master.key`. */
 	masterKey: string | null;
@@ -386,7 +386,7 @@ function asConfigError<T>(parse: () => T): T {
 }
 
 /**
- * Checks TRANSPORTER (one URL or a list, src/broker/nats-tls.ts) and reads the NATS
+ * Checks TRANSPORTER (one URL or a list, src/nats-tls.ts) and reads the NATS
  * certificate files, which need tls:// URLs.
  */
 function natsTlsFrom(

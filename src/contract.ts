@@ -1,11 +1,19 @@
 /**
- * The shapes that cross service boundaries: stored documents, action params (validator
- * schemas and their TypeScript types side by side), action results and event payloads, and
- * the typed map of every action name to its params and result and every event to its payload.
- * Callers use `call()` and `emit()` below, so caller and callee cannot drift apart.
+ * The shapes that cross service boundaries: stored documents, action params (each written once,
+ * as the validator schema its service checks calls with, its TypeScript type derived from it:
+ * src/param-schema.ts), action results and event payloads, and the typed map of every action
+ * name to its params and result and every event to its payload. Callers use `call()` and
+ * `emit()` below, so caller and callee cannot drift apart.
  */
 import type { CallingOptions } from "moleculer";
 import type { JWK } from "jose";
+import {
+	defineParams,
+	signedStatement,
+	type ParamsOf,
+	type RuleObject,
+	type RuleValue,
+} from "./param-schema";
 
 // ---------------------------------------------------------------- stored documents
 
@@ -80,6 +88,19 @@ export interface BatchDoc {
 	unsigned?: number;
 }
 
+/** The fields every batch has from its first write, in the stored order: the store's first columns and the export's (docs/design.md §8.3). */
+export const BATCH_FIELDS = [
+	"batchId",
+	"runId",
+	"keyId",
+	"leaseId",
+	"recordIds",
+	"attempt",
+	"status",
+	"startedAt",
+	"finishedAt",
+] as const satisfies ReadonlyArray<keyof BatchDoc>;
+
 /** `cancelled`: stopped by batcher.cancel; its unsigned records are signed by a later run. */
 export type RunStatus = "running" | "completed" | "failed" | "cancelled";
 
@@ -116,32 +137,24 @@ export interface RunReport {
 // ---------------------------------------------------------------- records actions
 
 /** A record as a signer signs it (docs/design.md §8.1: the payload is `{ id, data }`). */
-export interface RecordPayload {
-	id: string;
-	data: string;
-}
-const recordPayloadParams = {
+const recordPayloadRule = {
 	type: "object",
 	props: { id: "string", data: "string" },
 	strict: "remove",
-};
+} as const satisfies RuleObject;
+export type RecordPayload = RuleValue<typeof recordPayloadRule>;
 
 /** The next `limit` unsigned records after `after`, ascending. */
-export interface UnsignedPageParams {
-	after?: string;
-	limit: number;
-}
-export const unsignedPageParams = {
+export const unsignedPageParams = defineParams({
 	after: { type: "string", optional: true },
 	limit: { type: "number", integer: true, positive: true, convert: true },
-};
+});
+export type UnsignedPageParams = ParamsOf<typeof unsignedPageParams>;
 
-export interface RecordIdsParams {
-	ids: string[];
-}
-export const recordIdsParams = {
+export const recordIdsParams = defineParams({
 	ids: { type: "array", items: "string", min: 1 },
-};
+});
+export type RecordIdsParams = ParamsOf<typeof recordIdsParams>;
 
 /** Records with their payloads: what a batch carries to its signer. */
 export interface UnsignedRecords {
@@ -159,17 +172,7 @@ export interface RecordStats {
  * The signatures of one batch, all made with its one key under its one lease (rule 3), sent by
  * the lease's holder: its lease token and its store proof over this piece (src/identity/lease-token.ts).
  */
-export interface StoreSignaturesParams {
-	batchId: string;
-	keyId: string;
-	leaseId: string;
-	signatures: Array<{ recordId: string; jws: string; signedAt: string }>;
-	/** The keyring's lease token for this lease and batch. */
-	token: string;
-	/** The holder's signature over this piece with its credential. */
-	proof: string;
-}
-export const storeSignaturesParams = {
+export const storeSignaturesParams = defineParams({
 	batchId: { type: "string", min: 1 },
 	keyId: { type: "string", min: 1 },
 	leaseId: { type: "string", min: 1 },
@@ -182,10 +185,13 @@ export const storeSignaturesParams = {
 			strict: "remove",
 		},
 	},
-	// Optional here: a call without them is refused by records (403, logged with the caller's node).
-	token: { type: "string", max: 16_384, optional: true },
-	proof: { type: "string", max: 256, optional: true },
-};
+	// A call without them is refused by records (403, logged with the caller's node).
+	/** The keyring's lease token for this lease and batch. */
+	token: signedStatement(16_384),
+	/** The holder's signature over this piece with its credential. */
+	proof: signedStatement(256),
+});
+export type StoreSignaturesParams = ParamsOf<typeof storeSignaturesParams>;
 export interface StoreSignaturesResult {
 	stored: number;
 	duplicates: number;
@@ -195,23 +201,17 @@ export interface StoreSignaturesResult {
  * `records.closeBatch`: after it, no signature is stored under the batch (a late signer is
  * refused with BATCH_CLOSED). Closing again answers the same.
  */
-export interface CloseBatchParams {
-	batchId: string;
-	recordIds: string[];
-	/** The batcher's close proof for the batch (src/identity/ticket.ts): only the batcher closes batches. */
-	proof: string;
-}
-export const closeBatchParams = {
+export const closeBatchParams = defineParams({
 	batchId: { type: "string", min: 1 },
 	recordIds: { type: "array", items: "string" },
-	proof: { type: "string", max: 256, optional: true },
-};
+	/** The batcher's close proof for the batch (src/identity/ticket.ts): only the batcher closes batches. */
+	proof: signedStatement(256),
+});
+export type CloseBatchParams = ParamsOf<typeof closeBatchParams>;
 
 /** `records.signedUnder`: what is stored under one batch, by key and lease: how the batcher counts a batch signed. */
-export interface SignedUnderParams {
-	batchId: string;
-}
-export const signedUnderParams = { batchId: { type: "string", min: 1 } };
+export const signedUnderParams = defineParams({ batchId: { type: "string", min: 1 } });
+export type SignedUnderParams = ParamsOf<typeof signedUnderParams>;
 export interface SignedUnder {
 	signed: Array<{ keyId: string; leaseId: string; count: number }>;
 }
@@ -229,12 +229,7 @@ export interface Progress {
 // ---------------------------------------------------------------- paging of owned collections
 
 /** Every data-owning service pages its collections by `_id` for the audit and the export. */
-export interface PageParams {
-	collection: string;
-	after?: string;
-	limit?: number;
-}
-export const pageParams = {
+export const pageParams = defineParams({
 	collection: "string",
 	after: { type: "string", optional: true },
 	limit: {
@@ -245,21 +240,13 @@ export const pageParams = {
 		optional: true,
 		convert: true,
 	},
-};
+});
+export type PageParams = ParamsOf<typeof pageParams>;
 
 // ---------------------------------------------------------------- keyring actions
 
-export interface AcquireParams {
+export const acquireParams = defineParams({
 	/** The signer's X25519 session public key: the private key is sealed to it. */
-	sessionKey: JWK;
-	/** How long the caller is prepared to wait for a free key. */
-	waitMs?: number;
-	/** A signer proof for this node and session key (src/identity/proof.ts): the holder is the node it names. */
-	proof: string;
-	/** The batch's dispatch ticket, naming this node (src/identity/ticket.ts): a key is granted for a recorded batch only. */
-	ticket: string;
-}
-export const acquireParams = {
 	sessionKey: {
 		type: "object",
 		props: {
@@ -268,11 +255,15 @@ export const acquireParams = {
 			x: "string",
 		},
 	},
+	/** How long the caller is prepared to wait for a free key. */
 	waitMs: { type: "number", integer: true, min: 0, optional: true },
-	// Optional here: a request without them is refused by the keyring (403, logged with the caller's node).
-	proof: { type: "string", max: 2_048, optional: true },
-	ticket: { type: "string", max: 16_384, optional: true },
-};
+	// A request without them is refused by the keyring (403, logged with the caller's node).
+	/** A signer proof for this node and session key (src/identity/proof.ts): the holder is the node it names. */
+	proof: signedStatement(2_048),
+	/** The batch's dispatch ticket, naming this node (src/identity/ticket.ts): a key is granted for a recorded batch only. */
+	ticket: signedStatement(16_384),
+});
+export type AcquireParams = ParamsOf<typeof acquireParams>;
 
 export interface Lease {
 	leaseId: string;
@@ -290,17 +281,13 @@ export interface Lease {
 }
 
 /** A renew or release: the lease, and a signer proof for it made by its holder. */
-export interface LeaseRef {
-	leaseId: string;
-	proof: string;
-	/** renew: the lease's current token, answered with a fresh one for the new expiry. */
-	token?: string;
-}
-export const leaseRefParams = {
+export const leaseRefParams = defineParams({
 	leaseId: { type: "string", min: 1 },
-	proof: { type: "string", max: 2_048, optional: true },
+	proof: signedStatement(2_048),
+	/** renew: the lease's current token, answered with a fresh one for the new expiry. */
 	token: { type: "string", max: 16_384, optional: true },
-};
+});
+export type LeaseRef = ParamsOf<typeof leaseRefParams>;
 
 export interface LeaseChange {
 	leaseId: string;
@@ -314,6 +301,9 @@ export interface LeaseChange {
 
 export type ElectionState = "waiting" | "claiming" | "active" | "refused";
 
+/** A keyring node's claim of the keyring role, asked of every other keyring node (src/keyring/election.ts). */
+export const claimParams = defineParams({ nodeID: { type: "string", min: 1 } });
+
 /** A keyring node's answer to another's claim of the keyring role (src/keyring/election.ts). */
 export interface ClaimReply {
 	nodeID: string;
@@ -324,39 +314,29 @@ export interface ClaimReply {
 
 // ---------------------------------------------------------------- batcher and signer actions
 
-export interface StartRunParams {
-	/** Validated by the batcher itself, so a wrong value names the field and the allowed range. */
-	batchSize?: unknown;
-	/** A client's key for retrying a start: the same key gives the same run. */
-	idempotencyKey?: string;
-	/** What the client asked for, as the gateway sees it; a repeat with the key must match it. */
-	requestFingerprint?: string;
-}
-export const startRunParams = {
+export const startRunParams = defineParams({
+	/** Checked by the batcher itself (src/batcher/run-input.ts), so a wrong value names the field and the allowed range. */
 	batchSize: { type: "any", optional: true },
+	/** A client's key for retrying a start: the same key gives the same run (checked by the batcher too). */
 	idempotencyKey: { type: "any", optional: true },
+	/** What the client asked for, as the gateway sees it; a repeat with the key must match it. */
 	requestFingerprint: { type: "string", max: 2000, optional: true },
-};
+});
+export type StartRunParams = ParamsOf<typeof startRunParams>;
 /** `batcher.start`: the run, and whether an earlier request with the same key started it. */
 export type StartedRun = RunView & { replayed: boolean };
 /**
  * A batch as its signer gets it: the records with their payloads, so a record's bytes cross
  * the transport once on their way to a signer (records and batcher share a node).
  */
-export interface SignBatchParams {
-	batchId: string;
-	runId: string;
-	records: RecordPayload[];
-	/** The batcher's dispatch ticket for exactly this batch and this signer node (src/identity/ticket.ts). */
-	ticket: string;
-}
-export const signBatchParams = {
+export const signBatchParams = defineParams({
 	batchId: { type: "string", min: 1 },
 	runId: { type: "string", min: 1 },
-	records: { type: "array", items: recordPayloadParams, min: 1 },
-	// Optional here: a batch without one is refused by the signer (403, logged with the caller's node).
-	ticket: { type: "string", max: 16_384, optional: true },
-};
+	records: { type: "array", items: recordPayloadRule, min: 1 },
+	/** The batcher's dispatch ticket for exactly this batch and this signer node (src/identity/ticket.ts); a batch without one is refused by the signer (403, logged with the caller's node). */
+	ticket: signedStatement(16_384),
+});
+export type SignBatchParams = ParamsOf<typeof signBatchParams>;
 export interface SignBatchResult {
 	batchId: string;
 	keyId: string;
@@ -375,6 +355,11 @@ export interface Page<T = object> {
 	next: string | null;
 }
 
+/** `records.get` (GET /api/records/{id}). */
+export const recordIdParams = defineParams({
+	id: { type: "string", min: 1, description: "Record id" },
+});
+
 /** `records.get`: a record with its signature, if any. */
 export interface RecordView {
 	id: string;
@@ -386,24 +371,34 @@ export interface RecordView {
 export const RECORDS_LIST_MAX = 1000;
 
 /** `records.list` (GET /api/records): records in id order after `after`, signed or not or both. */
-export interface RecordsListParams {
-	after?: string;
-	limit: number;
-	signed?: boolean;
-}
-export const recordsListParams = {
-	after: { type: "string", optional: true, min: 1, max: 200 },
-	limit: {
-		type: "number",
-		integer: true,
-		min: 1,
-		max: RECORDS_LIST_MAX,
-		convert: true,
-		default: 100,
+export const recordsListParams = defineParams(
+	{
+		after: {
+			type: "string",
+			optional: true,
+			min: 1,
+			max: 200,
+			description: "Start after this record id (a page's `next`)",
+		},
+		limit: {
+			type: "number",
+			integer: true,
+			min: 1,
+			max: RECORDS_LIST_MAX,
+			convert: true,
+			default: 100,
+			description: "Records per page",
+		},
+		signed: {
+			type: "boolean",
+			optional: true,
+			convert: true,
+			description: "true: signed records only; false: unsigned only; absent: every record",
+		},
 	},
-	signed: { type: "boolean", optional: true, convert: true },
-	$$strict: true,
-};
+	{ strict: true },
+);
+export type RecordsListParams = ParamsOf<typeof recordsListParams>;
 
 /** One page of records with their signatures; `next` is the `after` of the next page, null at the end. */
 export interface RecordsList {
@@ -440,6 +435,11 @@ export interface BatcherStatus {
 	progress: Progress;
 	inFlight: number;
 }
+
+/** `batcher.get`. */
+export const runIdParams = defineParams({ runId: { type: "string", min: 1 } });
+/** `batcher.cancel`: the active run, or the one named. */
+export const cancelRunParams = defineParams({ runId: { type: "string", min: 1, optional: true } });
 
 /** `batcher.get`: one run with its batch counts by status. */
 export interface RunDetails extends RunView {
@@ -516,18 +516,21 @@ const treeSize = {
 	min: 0,
 	max: Number.MAX_SAFE_INTEGER,
 	convert: true,
-};
+} as const;
 
 /** `records.logConsistency`, `keyring.logConsistency`: `to` defaults to the latest checkpoint's size. */
-export interface LogConsistencyParams {
-	from: number;
-	to?: number;
-}
-export const logConsistencyParams = {
-	from: treeSize,
-	to: { ...treeSize, optional: true },
-	$$strict: true,
-};
+export const logConsistencyParams = defineParams(
+	{
+		from: { ...treeSize, description: "The older tree size" },
+		to: {
+			...treeSize,
+			optional: true,
+			description: "The newer tree size (default: the latest checkpoint's)",
+		},
+	},
+	{ strict: true },
+);
+export type LogConsistencyParams = ParamsOf<typeof logConsistencyParams>;
 
 /** RFC 6962 hashes are base64 in these answers, as in a checkpoint. */
 export interface ConsistencyProofView {
@@ -538,15 +541,19 @@ export interface ConsistencyProofView {
 }
 
 /** `records.inclusionProof`: a signature's leaf in the tree of `size` leaves (default: the latest checkpoint's). */
-export interface InclusionProofParams {
-	id: string;
-	size?: number;
-}
-export const inclusionProofParams = {
-	id: { type: "string", min: 1, max: 200 },
-	size: { ...treeSize, min: 1, optional: true },
-	$$strict: true,
-};
+export const inclusionProofParams = defineParams(
+	{
+		id: { type: "string", min: 1, max: 200, description: "Record id" },
+		size: {
+			...treeSize,
+			min: 1,
+			optional: true,
+			description: "The tree size to prove against (default: the latest checkpoint's)",
+		},
+	},
+	{ strict: true },
+);
+export type InclusionProofParams = ParamsOf<typeof inclusionProofParams>;
 
 export interface InclusionProofView {
 	recordId: string;
@@ -684,7 +691,7 @@ export interface ActionMap {
 	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };
 	"records.signedUnder": { params: SignedUnderParams; result: SignedUnder };
 	"records.progress": { params: Record<string, never>; result: Progress };
-	"records.get": { params: { id: string }; result: RecordView };
+	"records.get": { params: ParamsOf<typeof recordIdParams>; result: RecordView };
 	"records.list": { params: Partial<RecordsListParams>; result: RecordsList };
 	"records.page": { params: PageParams; result: Page };
 	"records.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
@@ -699,12 +706,12 @@ export interface ActionMap {
 	"keyring.page": { params: PageParams; result: Page };
 	"keyring.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
 	"keyring.logConsistency": { params: LogConsistencyParams; result: ConsistencyProofView };
-	"keyring-election.claim": { params: { nodeID: string }; result: ClaimReply };
+	"keyring-election.claim": { params: ParamsOf<typeof claimParams>; result: ClaimReply };
 	"batcher.start": { params: StartRunParams; result: StartedRun };
 	"batcher.status": { params: Record<string, never>; result: BatcherStatus };
 	"batcher.runs": { params: Record<string, never>; result: RunView[] };
-	"batcher.get": { params: { runId: string }; result: RunDetails };
-	"batcher.cancel": { params: { runId?: string }; result: RunView };
+	"batcher.get": { params: ParamsOf<typeof runIdParams>; result: RunDetails };
+	"batcher.cancel": { params: ParamsOf<typeof cancelRunParams>; result: RunView };
 	"batcher.page": { params: PageParams; result: Page };
 	"signer.signBatch": { params: SignBatchParams; result: SignBatchResult };
 	"signer.inFlight": { params: Record<string, never>; result: { batchIds: string[] } };

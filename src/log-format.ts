@@ -69,10 +69,13 @@ function redactValue(value: unknown, depth = 0): unknown {
 	);
 }
 
-function messageOf(
-	args: unknown[],
-	printer: Printer,
-): { message: string; error?: { name: string; message: string; stack?: string } } {
+/** What one logger call says: its message and, when it was given one, its error; secrets masked. */
+interface LogEntry {
+	message: string;
+	error?: { name: string; message: string; stack?: string };
+}
+
+function messageOf(args: unknown[], printer: Printer): LogEntry {
 	const errors = args.filter((a): a is Error => a instanceof Error);
 	const rest = args.filter((a) => !(a instanceof Error)).map((a) => redactValue(a));
 	const message = redact(printer.printArgs(rest).map(String).join(" "));
@@ -88,39 +91,36 @@ function messageOf(
 	};
 }
 
-/** Moleculer Console logger formatter: one JSON object per line. */
-export function jsonLogFormatter(
+type LogFormatter = (
 	this: Printer,
 	type: string,
 	args: unknown[],
 	bindings: Bindings,
 	printer: Printer,
-): string[] {
-	const { message, error } = messageOf(args, printer);
-	return [
-		JSON.stringify({
-			time: new Date().toISOString(),
-			level: type,
-			node: bindings?.nodeID,
-			service: bindings?.svc ?? bindings?.mod,
-			message,
-			...idsOf(message),
-			...(error ? { error } : {}),
-		}),
-	];
+) => string[];
+
+/** A Moleculer Console logger formatter that writes each call as the one line `line` makes of it. */
+function lineFormatter(
+	line: (type: string, bindings: Bindings, entry: LogEntry) => string,
+): LogFormatter {
+	return (type, args, bindings, printer) => [line(type, bindings, messageOf(args, printer))];
 }
 
+/** Moleculer Console logger formatter: one JSON object per line. */
+export const jsonLogFormatter = lineFormatter((type, bindings, { message, error }) =>
+	JSON.stringify({
+		time: new Date().toISOString(),
+		level: type,
+		node: bindings?.nodeID,
+		service: bindings?.svc ?? bindings?.mod,
+		message,
+		...idsOf(message),
+		...(error ? { error } : {}),
+	}),
+);
+
 /** Moleculer Console logger formatter: `[time] LEVEL SERVICE: message`, secrets masked. */
-export function textLogFormatter(
-	this: Printer,
-	type: string,
-	args: unknown[],
-	bindings: Bindings,
-	printer: Printer,
-): string[] {
-	const { message, error } = messageOf(args, printer);
+export const textLogFormatter = lineFormatter((type, bindings, { message, error }) => {
 	const service = String(bindings?.svc ?? bindings?.mod ?? "").toUpperCase();
-	return [
-		`[${new Date().toISOString().substring(11)}] ${type.toUpperCase().padEnd(5)} ${service}: ${message}${error ? `${message ? " " : ""}${error.stack ?? `${error.name}: ${error.message}`}` : ""}`,
-	];
-}
+	return `[${new Date().toISOString().substring(11)}] ${type.toUpperCase().padEnd(5)} ${service}: ${message}${error ? `${message ? " " : ""}${error.stack ?? `${error.name}: ${error.message}`}` : ""}`;
+});

@@ -31,9 +31,18 @@ export interface RecordsSettings extends StoreSettings {
 }
 export type KeyringSettings = KeyringOptions & ElectionOptions & { leaseLog: LogKeySettings };
 /** The batcher's options, and its credential (never published: `$secureSettings`). */
-export type BatcherSettings = BatcherOptions & StoreSettings & { credential: CredentialSettings };
+export type BatcherSettings = BatcherOptions &
+	StoreSettings & {
+		credential: CredentialSettings;
+		/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
+		trust: TrustSettings;
+	};
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
-export type SignerSettings = SignerOptions & { credential: CredentialSettings };
+export type SignerSettings = SignerOptions & {
+	credential: CredentialSettings;
+	/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
+	trust: TrustSettings;
+};
 
 export interface ServiceSettings {
 	records: RecordsSettings;
@@ -75,14 +84,15 @@ function credentialSettings(config: AppConfig, role: CredentialRole): Credential
 
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
+	const trust: TrustSettings = {
+		keyringPublicKey: config.keyringPublicKey,
+		keyringPublicKeyFile: config.keyringPublicKeyFile,
+	};
 	return {
 		records: {
 			...store,
 			seedCount: config.records,
-			trust: {
-				keyringPublicKey: config.keyringPublicKey,
-				keyringPublicKeyFile: config.keyringPublicKeyFile,
-			},
+			trust,
 			batcherCredential: credentialSettings(config, "batcher"),
 			signatureLog: { ...config.logKeys.signatures, name: LOG_ORIGINS.signatures },
 		},
@@ -117,6 +127,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
 			probeAfterMs: 3_000,
 			credential: credentialSettings(config, "batcher"),
+			trust,
 		},
 		signer: {
 			leaseTtlMs: config.leaseTtlMs,
@@ -128,6 +139,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
 			credential: credentialSettings(config, "signer"),
+			trust,
 		},
 		metrics: {},
 		api: apiOptions(config),

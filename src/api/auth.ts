@@ -164,6 +164,11 @@ function scopesOf(claims: JWTPayload): string[] {
 	return [];
 }
 
+/** A credential that does not verify: 401, with `invalid_token` in the Bearer challenge (RFC 6750). */
+function invalidToken(type: string, message: string): AuthError {
+	return new AuthError(401, type, message, "invalid_token");
+}
+
 /** Verifies signature, issuer, audience and expiry; every failure is an AuthError 401. */
 export async function verifyToken(config: AuthConfig, token: string): Promise<Principal> {
 	const key = config.key.alg === "HS256" ? config.key.secret : config.key.publicKey;
@@ -178,34 +183,26 @@ export async function verifyToken(config: AuthConfig, token: string): Promise<Pr
 		return { subject: payload.sub ?? null, scopes: scopesOf(payload), claims: payload };
 	} catch (err) {
 		if (err instanceof joseErrors.JWTExpired)
-			throw new AuthError(401, "TOKEN_EXPIRED", "The token has expired", "invalid_token");
+			throw invalidToken("TOKEN_EXPIRED", "The token has expired");
 		if (err instanceof joseErrors.JWTClaimValidationFailed) {
 			if (err.claim === "aud")
-				throw new AuthError(
-					401,
+				throw invalidToken(
 					"INVALID_AUDIENCE",
 					`The token is not for audience "${config.audience}"`,
-					"invalid_token",
 				);
 			if (err.claim === "iss")
-				throw new AuthError(
-					401,
+				throw invalidToken(
 					"INVALID_ISSUER",
 					`The token was not issued by "${config.issuer}"`,
-					"invalid_token",
 				);
-			throw new AuthError(
-				401,
+			throw invalidToken(
 				"INVALID_TOKEN",
 				`The token's "${err.claim}" claim is invalid: ${err.reason}`,
-				"invalid_token",
 			);
 		}
-		throw new AuthError(
-			401,
+		throw invalidToken(
 			"INVALID_TOKEN",
 			"The token is malformed or its signature does not verify. A token from npm run token is signed with one store's secret (DATA_DIR/auth.secret) or with AUTH_SECRET: make it with the DATA_DIR or AUTH_SECRET this gateway runs with.",
-			"invalid_token",
 		);
 	}
 }
@@ -281,13 +278,7 @@ export async function authenticateRequest(
 				"invalid_request",
 			);
 		const key = apiKeys?.verify(apiKey);
-		if (!key)
-			throw new AuthError(
-				401,
-				"INVALID_API_KEY",
-				"The API key is unknown or revoked",
-				"invalid_token",
-			);
+		if (!key) throw invalidToken("INVALID_API_KEY", "The API key is unknown or revoked");
 		return { subject: `api-key:${key.name}`, scopes: key.scopes, claims: {} };
 	}
 	if (!token) {

@@ -1,8 +1,24 @@
 /**
  * The OpenAPI 3.1 description of every route the gateway serves (GET /api/openapi.json).
- * Written by hand next to the routes; a test checks that every gateway alias is in here and
- * that the document validates.
+ * What a route takes, its parameters and request body, comes from the params schema its action
+ * validates with (src/api/params.ts, src/contract.ts; converted by src/param-schema.ts); the
+ * rest (summaries, responses, errors) is written here by hand next to the routes. A test checks
+ * that every gateway alias is in here and that the document validates.
  */
+import {
+	inclusionProofParams,
+	logConsistencyParams,
+	recordIdParams,
+	recordsListParams,
+} from "../contract";
+import {
+	fieldsOf,
+	isRequired,
+	jsonSchemaOf,
+	objectSchemaOf,
+	type ParamsSchema,
+} from "../param-schema";
+import { auditQuery, logPath, runIdPath, startRunBody } from "./params";
 
 const error = (description: string, headers?: Record<string, unknown>) => ({
 	description,
@@ -30,31 +46,54 @@ const readErrors = {
 	),
 	"503": error("A service behind the route is unavailable"),
 };
-const idParam = (name: string, description: string) => ({
-	name,
-	in: "path",
-	required: true,
-	description,
-	schema: { type: "string", minLength: 1 },
-});
-const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
-const treeSizeParam = (name: string, required: boolean, description: string) => ({
-	name,
-	in: "query",
-	required,
-	description,
-	schema: { type: "integer", minimum: 0 },
-});
-const logParam = {
-	name: "log",
-	in: "path",
-	required: true,
-	description: "`signatures` (records' log) or `leases` (the keyring's)",
-	schema: { type: "string", enum: ["signatures", "leases"] },
+const writeErrors = {
+	"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
+	"403": error("The token lacks scope runs:write", wwwAuthenticate),
 };
+const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
+const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
 const noLog = error(
 	"No such log (`LOG_NOT_FOUND`), no checkpoint yet (`NO_CHECKPOINT`), or a store that keeps no log (`LOG_NOT_KEPT`: MongoDB)",
 );
+
+/**
+ * A GET anyone may read (a token or an API key is checked when one is sent): `ok` is its 200,
+ * `errors` the error answers of its own, before those every read may give.
+ */
+const openGet = (
+	operation: {
+		operationId: string;
+		tags: string[];
+		summary: string;
+		description?: string;
+		parameters?: unknown[];
+	},
+	ok: Record<string, unknown>,
+	errors: Record<string, unknown> = {},
+) => {
+	const { parameters, ...about } = operation;
+	return {
+		get: {
+			...about,
+			security: openRead,
+			...(parameters ? { parameters } : {}),
+			responses: { "200": ok, ...errors, ...readErrors },
+		},
+	};
+};
+
+/** A route's path or query parameters: its action's params schema, each field's description lifted out. */
+const parametersOf = (params: ParamsSchema, where: "path" | "query") =>
+	fieldsOf(params).map(([name, rule]) => {
+		const { description, ...schema } = jsonSchemaOf(rule);
+		return {
+			name,
+			in: where,
+			required: where === "path" || isRequired(rule),
+			description,
+			schema,
+		};
+	});
 
 export function openApiDocument() {
 	return {
@@ -105,10 +144,7 @@ export function openApiDocument() {
 							"The run was started (or, with a known Idempotency-Key, had been started)",
 							{ $ref: "#/components/schemas/StartedRun" },
 							{
-								Location: {
-									description: "/api/runs/{id}",
-									schema: { type: "string" },
-								},
+								...runLocation,
 								"Idempotent-Replayed": {
 									description:
 										"true when an earlier request with this key started the run",
@@ -117,11 +153,7 @@ export function openApiDocument() {
 							},
 						),
 						"400": error("Malformed JSON body"),
-						"401": error(
-							"Missing, invalid or expired token, wrong audience or issuer",
-							wwwAuthenticate,
-						),
-						"403": error("The token lacks scope runs:write", wwwAuthenticate),
+						...writeErrors,
 						"409": error(
 							"A run is already active (`RUN_ACTIVE`, `data.runId` names it)",
 						),
@@ -139,58 +171,46 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/batcher/status": {
-				get: {
+			"/api/batcher/status": openGet(
+				{
 					operationId: "batcherStatus",
 					tags: ["runs"],
 					summary: "The active run with its progress, or the last run",
-					security: openRead,
-					responses: {
-						"200": json("Status", {
-							type: "object",
-							required: ["active", "progress"],
-							properties: {
-								active: { type: "boolean" },
-								run: {
-									oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }],
-								},
-								progress: { $ref: "#/components/schemas/Progress" },
-								inFlight: { type: "integer" },
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/runs": {
-				get: {
+				json("Status", {
+					type: "object",
+					required: ["active", "progress"],
+					properties: {
+						active: { type: "boolean" },
+						run: {
+							oneOf: [{ $ref: "#/components/schemas/Run" }, { type: "null" }],
+						},
+						progress: { $ref: "#/components/schemas/Progress" },
+						inFlight: { type: "integer" },
+					},
+				}),
+			),
+			"/api/runs": openGet(
+				{
 					operationId: "listRuns",
 					tags: ["runs"],
 					summary: "Every run, newest first",
-					security: openRead,
-					responses: {
-						"200": json("Runs", {
-							type: "array",
-							items: { $ref: "#/components/schemas/Run" },
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/runs/{id}": {
-				get: {
+				json("Runs", {
+					type: "array",
+					items: { $ref: "#/components/schemas/Run" },
+				}),
+			),
+			"/api/runs/{id}": openGet(
+				{
 					operationId: "getRun",
 					tags: ["runs"],
 					summary: "One run with its batch counts, report and webhook deliveries",
-					security: openRead,
-					parameters: [idParam("id", "Run id")],
-					responses: {
-						"200": json("The run", { $ref: "#/components/schemas/RunDetail" }),
-						"404": error("No such run (`RUN_NOT_FOUND`)"),
-						...readErrors,
-					},
+					parameters: parametersOf(runIdPath, "path"),
 				},
-			},
+				json("The run", { $ref: "#/components/schemas/RunDetail" }),
+				{ "404": error("No such run (`RUN_NOT_FOUND`)") },
+			),
 			"/api/runs/{id}/cancel": {
 				post: {
 					operationId: "cancelRun",
@@ -199,23 +219,14 @@ export function openApiDocument() {
 					description:
 						"Needs a bearer token or an API key with scope `runs:write`. No new batch goes out; the batches in flight finish and release their leases; the run is then stored as `cancelled` with its report. Asking again is harmless.",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
-					parameters: [idParam("id", "Run id")],
+					parameters: parametersOf(runIdPath, "path"),
 					responses: {
 						"202": json(
 							"The cancel was recorded; follow the run at Location",
 							{ $ref: "#/components/schemas/StartedRun" },
-							{
-								Location: {
-									description: "/api/runs/{id}",
-									schema: { type: "string" },
-								},
-							},
+							runLocation,
 						),
-						"401": error(
-							"Missing, invalid or expired token, wrong audience or issuer",
-							wwwAuthenticate,
-						),
-						"403": error("The token lacks scope runs:write", wwwAuthenticate),
+						...writeErrors,
 						"404": error("No such run (`RUN_NOT_FOUND`)"),
 						"409": error(
 							"The run is not running (`RUN_NOT_ACTIVE`, `data.status` says what it is)",
@@ -224,257 +235,183 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/records": {
-				get: {
+			"/api/records": openGet(
+				{
 					operationId: "listRecords",
 					tags: ["records"],
 					summary: "Records in id order with their signatures, one page at a time",
 					description:
 						"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
-					security: openRead,
-					parameters: [
-						{
-							name: "after",
-							in: "query",
-							required: false,
-							description: "Start after this record id (a page's `next`)",
-							schema: { type: "string", minLength: 1, maxLength: 200 },
-						},
-						{
-							name: "limit",
-							in: "query",
-							required: false,
-							description: "Records per page",
-							schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
-						},
-						{
-							name: "signed",
-							in: "query",
-							required: false,
-							description:
-								"true: signed records only; false: unsigned only; absent: every record",
-							schema: { type: "boolean" },
-						},
-					],
-					responses: {
-						"200": json("One page", {
-							type: "object",
-							required: ["records", "next"],
-							properties: {
-								records: {
-									type: "array",
-									items: { $ref: "#/components/schemas/Record" },
-								},
-								next: {
-									type: ["string", "null"],
-									description: "The `after` of the next page; null at the end",
-								},
-							},
-						}),
-						"422": error(
-							"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
-						),
-						...readErrors,
-					},
+					parameters: parametersOf(recordsListParams, "query"),
 				},
-			},
-			"/api/records/{id}": {
-				get: {
+				json("One page", {
+					type: "object",
+					required: ["records", "next"],
+					properties: {
+						records: {
+							type: "array",
+							items: { $ref: "#/components/schemas/Record" },
+						},
+						next: {
+							type: ["string", "null"],
+							description: "The `after` of the next page; null at the end",
+						},
+					},
+				}),
+				{
+					"422": error(
+						"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
+					),
+				},
+			),
+			"/api/records/{id}": openGet(
+				{
 					operationId: "getRecord",
 					tags: ["records"],
 					summary: "One record with its signature, key id and batch id",
-					security: openRead,
-					parameters: [idParam("id", "Record id")],
-					responses: {
-						"200": json("The record", { $ref: "#/components/schemas/Record" }),
-						"404": error("No such record (`RECORD_NOT_FOUND`)"),
-						...readErrors,
-					},
+					parameters: parametersOf(recordIdParams, "path"),
 				},
-			},
-			"/api/records/{id}/proof": {
-				get: {
+				json("The record", { $ref: "#/components/schemas/Record" }),
+				{ "404": error("No such record (`RECORD_NOT_FOUND`)") },
+			),
+			"/api/records/{id}/proof": openGet(
+				{
 					operationId: "recordProof",
 					tags: ["records", "logs"],
 					summary:
 						"A record's signature leaf and its inclusion proof against a signed checkpoint",
 					description:
 						"Check it with the signature log's verifier key (GET /api/logs): open `checkpoint` (a C2SP signed note), then verify the RFC 9162 inclusion of SHA-256(0x00 || UTF-8 of `leaf`) at `logIndex` in a tree of `treeSize` leaves with `proof` against the checkpoint's root.",
-					security: openRead,
 					parameters: [
-						idParam("id", "Record id"),
-						{
-							...treeSizeParam(
-								"size",
-								false,
-								"Prove against the tree of this many leaves (a checkpoint you kept); default the latest checkpoint's size",
-							),
-							schema: { type: "integer", minimum: 1 },
-						},
+						...parametersOf({ id: inclusionProofParams.id }, "path"),
+						...parametersOf({ size: inclusionProofParams.size }, "query"),
 					],
-					responses: {
-						"200": json("The proof", { $ref: "#/components/schemas/InclusionProof" }),
-						"404": error(
-							"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`), no checkpoint yet (`NO_CHECKPOINT`) or no log (`LOG_NOT_KEPT`)",
-						),
-						"409": error(
-							"The signature is logged but not in the latest checkpoint yet (`NOT_YET_CHECKPOINTED`): one follows within a second",
-						),
-						"422": error(
-							"A bad `size` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: above the latest checkpoint's or not above the leaf's index); `data` names the field",
-						),
-						...readErrors,
-					},
 				},
-			},
-			"/api/logs": {
-				get: {
+				json("The proof", { $ref: "#/components/schemas/InclusionProof" }),
+				{
+					"404": error(
+						"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`), no checkpoint yet (`NO_CHECKPOINT`) or no log (`LOG_NOT_KEPT`)",
+					),
+					"409": error(
+						"The signature is logged but not in the latest checkpoint yet (`NOT_YET_CHECKPOINTED`): one follows within a second",
+					),
+					"422": error(
+						"A bad `size` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: above the latest checkpoint's or not above the leaf's index); `data` names the field",
+					),
+				},
+			),
+			"/api/logs": openGet(
+				{
 					operationId: "listLogs",
 					tags: ["logs"],
 					summary:
 						"The transparency logs: each one's origin, note verifier key and latest checkpoint size",
-					security: openRead,
-					responses: {
-						"200": json("Logs", {
-							type: "object",
-							required: ["logs"],
-							properties: {
-								logs: {
-									type: "array",
-									items: { $ref: "#/components/schemas/LogSummary" },
-								},
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/logs/{log}/checkpoint": {
-				get: {
+				json("Logs", {
+					type: "object",
+					required: ["logs"],
+					properties: {
+						logs: {
+							type: "array",
+							items: { $ref: "#/components/schemas/LogSummary" },
+						},
+					},
+				}),
+			),
+			"/api/logs/{log}/checkpoint": openGet(
+				{
 					operationId: "logCheckpoint",
 					tags: ["logs"],
 					summary:
 						"A log's latest checkpoint: a C2SP tlog-checkpoint in a C2SP signed note",
-					security: openRead,
-					parameters: [logParam],
-					responses: {
-						"200": {
-							description:
-								"`<origin>\\n<tree size>\\n<base64 root>\\n`, a blank line, and the log key's signature line",
-							content: { "text/plain": { schema: { type: "string" } } },
-						},
-						"404": noLog,
-						...readErrors,
-					},
+					parameters: parametersOf(logPath, "path"),
 				},
-			},
-			"/api/logs/{log}/consistency": {
-				get: {
+				{
+					description:
+						"`<origin>\\n<tree size>\\n<base64 root>\\n`, a blank line, and the log key's signature line",
+					content: { "text/plain": { schema: { type: "string" } } },
+				},
+				{ "404": noLog },
+			),
+			"/api/logs/{log}/consistency": openGet(
+				{
 					operationId: "logConsistency",
 					tags: ["logs"],
 					summary:
 						"A consistency proof: the tree of `from` leaves is a prefix of the tree of `to`",
-					security: openRead,
 					parameters: [
-						logParam,
-						treeSizeParam("from", true, "The older tree size (a checkpoint you kept)"),
-						treeSizeParam(
-							"to",
-							false,
-							"The newer tree size; default the latest checkpoint's",
-						),
+						...parametersOf(logPath, "path"),
+						...parametersOf(logConsistencyParams, "query"),
 					],
-					responses: {
-						"200": json("The proof", { $ref: "#/components/schemas/ConsistencyProof" }),
-						"404": noLog,
-						"422": error(
-							"A bad `from` or `to` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: `from` above `to`, `to` above the latest checkpoint's size); `data` names the field",
-						),
-						...readErrors,
-					},
 				},
-			},
-			"/api/keys": {
-				get: {
+				json("The proof", { $ref: "#/components/schemas/ConsistencyProof" }),
+				{
+					"404": noLog,
+					"422": error(
+						"A bad `from` or `to` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: `from` above `to`, `to` above the latest checkpoint's size); `data` names the field",
+					),
+				},
+			),
+			"/api/keys": openGet(
+				{
 					operationId: "listKeys",
 					tags: ["keys"],
 					summary: "Every key with its uses and current lease",
-					security: openRead,
-					responses: {
-						"200": json("Keys", {
-							type: "array",
-							items: { $ref: "#/components/schemas/KeyInfo" },
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/metrics": {
-				get: {
+				json("Keys", {
+					type: "array",
+					items: { $ref: "#/components/schemas/KeyInfo" },
+				}),
+			),
+			"/api/metrics": openGet(
+				{
 					operationId: "metrics",
 					tags: ["observability"],
 					summary: "Live signing figures (metrics.snapshot)",
-					security: openRead,
-					responses: {
-						"200": json("Snapshot", {
-							type: "object",
-							properties: {
-								runId: { type: ["string", "null"] },
-								status: { type: "string" },
-								records: { type: "integer" },
-								signed: { type: "integer" },
-								progress: { type: "number" },
-								recordsPerSecond: { type: "number" },
-								keyUses: {
-									type: "object",
-									additionalProperties: { type: "integer" },
-								},
-								leasedNow: { type: "array", items: { type: "string" } },
-								throughput: {
-									type: "array",
-									items: { type: "array", items: { type: "number" } },
-								},
-								recentBatches: { type: "array", items: { type: "object" } },
-							},
-						}),
-						...readErrors,
-					},
 				},
-			},
-			"/api/audit": {
-				get: {
+				json("Snapshot", {
+					type: "object",
+					properties: {
+						runId: { type: ["string", "null"] },
+						status: { type: "string" },
+						records: { type: "integer" },
+						signed: { type: "integer" },
+						progress: { type: "number" },
+						recordsPerSecond: { type: "number" },
+						keyUses: {
+							type: "object",
+							additionalProperties: { type: "integer" },
+						},
+						leasedNow: { type: "array", items: { type: "string" } },
+						throughput: {
+							type: "array",
+							items: { type: "array", items: { type: "number" } },
+						},
+						recentBatches: { type: "array", items: { type: "object" } },
+					},
+				}),
+			),
+			"/api/audit": openGet(
+				{
 					operationId: "audit",
 					tags: ["observability"],
 					summary:
 						"The audit of the stores against the five rules: the last verdict (at most a minute old, and redone after each run), or a fresh one with refresh=true and a token",
-					security: openRead,
-					parameters: [
-						{
-							name: "refresh",
-							in: "query",
-							required: false,
-							description:
-								"Audit now (reads every collection: slow on large stores); needs a bearer token or an API key",
-							schema: { type: "boolean" },
-						},
-					],
-					responses: {
-						"200": json("Audit report", {
-							type: "object",
-							required: ["ok", "checkedAt", "cached"],
-							properties: {
-								ok: { type: "boolean" },
-								checkedAt: { type: "string", format: "date-time" },
-								cached: { type: "boolean" },
-								checked: { type: "object" },
-								rules: { type: "array", items: { type: "object" } },
-								violations: { type: "array", items: { type: "object" } },
-							},
-						}),
-						...readErrors,
-					},
+					parameters: parametersOf(auditQuery, "query"),
 				},
-			},
+				json("Audit report", {
+					type: "object",
+					required: ["ok", "checkedAt", "cached"],
+					properties: {
+						ok: { type: "boolean" },
+						checkedAt: { type: "string", format: "date-time" },
+						cached: { type: "boolean" },
+						checked: { type: "object" },
+						rules: { type: "array", items: { type: "object" } },
+						violations: { type: "array", items: { type: "object" } },
+					},
+				}),
+			),
 			"/api/events": {
 				get: {
 					operationId: "events",
@@ -495,18 +432,14 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/openapi.json": {
-				get: {
+			"/api/openapi.json": openGet(
+				{
 					operationId: "openapi",
 					tags: ["pages"],
 					summary: "This document",
-					security: openRead,
-					responses: {
-						"200": json("OpenAPI 3.1 document", { type: "object" }),
-						...readErrors,
-					},
 				},
-			},
+				json("OpenAPI 3.1 document", { type: "object" }),
+			),
 			"/.well-known/jwks.json": {
 				get: {
 					operationId: "jwks",
@@ -626,23 +559,7 @@ export function openApiDocument() {
 						data: {},
 					},
 				},
-				StartRunRequest: {
-					type: "object",
-					additionalProperties: false,
-					properties: {
-						batchSize: {
-							type: "integer",
-							minimum: 1,
-							maximum: 100000,
-							description: "Defaults to BATCH_SIZE",
-						},
-						callbackUrl: {
-							type: "string",
-							format: "uri",
-							description: "http(s) URL receiving the report when the run ends",
-						},
-					},
-				},
+				StartRunRequest: objectSchemaOf(startRunBody),
 				Run: {
 					type: "object",
 					required: ["runId", "batchSize", "status", "startedAt"],

@@ -6,13 +6,22 @@ import fs from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import path from "node:path";
 import type { Duplex } from "node:stream";
+import type { Context } from "moleculer";
 import type { AppConfig } from "../config";
+import type { Principal } from "./auth";
 import { toApiError } from "./errors";
 import type { StreamLimits } from "./progress-stream";
 import { DEFAULT_DELIVERY, type DeliveryOptions } from "./webhook";
 
 /** The realm of the gateway's Bearer challenges. */
 export const API_REALM = "record-signer";
+
+/** What a handler sets in `ctx.meta` for moleculer-web to answer with. */
+export interface ResponseMeta {
+	$statusCode?: number;
+	$responseHeaders?: Record<string, string>;
+	$responseType?: string;
+}
 
 export interface ApiOptions {
 	port: number;
@@ -138,9 +147,36 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): v
 	socket.destroy();
 }
 
-/** moleculer-web's own settings for this gateway: assets, error bodies, logging, the event stream's call options. */
-export function gatewaySettings() {
+/** The methods moleculer-web calls on the gateway service, and its own it offers. */
+export interface GatewayMethods {
+	authenticate(ctx: Context, route: unknown, req: IncomingMessage): Promise<Principal | null>;
+	authorize(
+		ctx: Context<unknown, { user?: Principal | null }>,
+		route: unknown,
+		req: IncomingMessage,
+		res: ServerResponse,
+		alias: { action?: string },
+	): void;
+	errorHandler(req: IncomingMessage, res: ServerResponse, err: Error & { code?: unknown }): void;
+	/** moleculer-web's, from the ApiGateway mixin. */
+	sendError(req: IncomingMessage, res: ServerResponse, err: Error): void;
+	httpHandler(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/**
+ * moleculer-web's own settings for this gateway: where it listens, assets, error bodies,
+ * logging, the event stream's call options.
+ */
+export function gatewaySettings(options: ApiOptions) {
 	return {
+		// The server is made and bound by the service (created, started): a taken port gets a clear
+		// message or a fallback (src/broker/listen.ts), where moleculer-web would exit the process.
+		server: false,
+		port: options.port,
+		ip: options.ip,
+		api: options,
+		// Settings travel to every node in INFO packets: the auth secret must not.
+		$secureSettings: ["api.authEnv"],
 		// SECURITY_HEADERS are set on every response by withSecurityHeaders, around the whole handler.
 		assets: {
 			folder: publicFolder(),

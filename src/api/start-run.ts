@@ -3,34 +3,36 @@
  * (which keeps the Idempotency-Key with the run, so a replay outlives this process), registers
  * the webhook, and answers 202 with the run and its Location.
  */
+import type { IncomingMessage } from "node:http";
 import type { Context } from "moleculer";
 import { DomainError } from "../errors";
 import { Actions, call } from "../contract";
 import type { Principal } from "./auth";
 import { checkWebhookTarget } from "./outbound";
+import type { StartRunBody } from "./params";
+import type { ResponseMeta } from "./settings";
 import type { WebhookRegistry } from "./webhook";
-
-export interface StartRunBody {
-	batchSize?: unknown;
-	callbackUrl?: string;
-}
-
-export const startRunBodyParams = {
-	batchSize: { type: "any", optional: true },
-	callbackUrl: { type: "url", optional: true },
-	$$strict: true,
-};
 
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 
 /** What the route's `onBeforeCall` copies from the request into `ctx.meta`. */
-export interface StartRunMeta {
+export interface StartRunMeta extends ResponseMeta {
 	idempotencyKey?: string | null;
 	requestContentType?: string | null;
 	requestHasBody?: boolean;
 	user?: Principal | null;
-	$statusCode?: number;
-	$responseHeaders?: Record<string, string>;
+}
+
+/** The request's Idempotency-Key and body, as the route's `onBeforeCall` copies them into `ctx.meta`. */
+export function startRunRequestMeta(req: IncomingMessage): StartRunMeta {
+	const header = req.headers["idempotency-key"];
+	return {
+		idempotencyKey: Array.isArray(header) ? header[0] : (header ?? null),
+		requestContentType: req.headers["content-type"] ?? null,
+		requestHasBody:
+			Number(req.headers["content-length"] ?? 0) > 0 ||
+			req.headers["transfer-encoding"] !== undefined,
+	};
 }
 
 export async function startRun(

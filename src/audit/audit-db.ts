@@ -170,6 +170,18 @@ export function openStoreFiles(dataDir: string): AuditDb {
 	return new AuditDatabase("store", files, null);
 }
 
+/** Runs `work` on `db`, then closes `db` (an import's files are removed), whether or not it threw. */
+export async function closeAfter<T>(
+	db: AuditDb,
+	work: (db: AuditDb) => T | Promise<T>,
+): Promise<T> {
+	try {
+		return await work(db);
+	} finally {
+		db.close();
+	}
+}
+
 /**
  * Runs `work` on one read snapshot of all three files, taken in causal order: what the audit
  * and the export read on the main connection belongs together even while the owners write.

@@ -212,37 +212,29 @@ function checkBatchSignatures(
 ): void {
 	const rule: RuleName = "one-key-per-batch";
 	const { batchId } = batch;
-	if (keyIds.size > 1)
-		findings.add(
-			rule,
-			`batch ${batchId} has signatures made with ${keyIds.size} keys: ${[...keyIds].sort().join(", ")}`,
-			{ batchId, keyIds: [...keyIds].sort().join(",") },
-		);
-	if (leaseIds.size > 1)
-		findings.add(
-			rule,
-			`batch ${batchId} has signatures made under ${leaseIds.size} leases: ${[...leaseIds].sort().join(", ")}`,
-			{ batchId, leaseIds: [...leaseIds].sort().join(",") },
-		);
+	const used = [
+		{ noun: "key", field: "keyId", made: "with", ids: keyIds, recorded: batch.keyId },
+		{ noun: "lease", field: "leaseId", made: "under", ids: leaseIds, recorded: batch.leaseId },
+	] as const;
+	for (const { noun, field, made, ids } of used)
+		if (ids.size > 1)
+			findings.add(
+				rule,
+				`batch ${batchId} has signatures made ${made} ${ids.size} ${noun}s: ${[...ids].sort().join(", ")}`,
+				{ batchId, [`${field}s`]: [...ids].sort().join(",") },
+			);
 	if (pending) return;
-	const otherKeys = [...keyIds].filter((k) => k !== batch.keyId).sort();
-	if (otherKeys.length)
-		findings.add(
-			rule,
-			batch.keyId == null
-				? `batch ${batchId} records no key but its signatures use ${otherKeys.join(", ")}`
-				: `batch ${batchId} records key ${batch.keyId} but its signatures use ${otherKeys.join(", ")}`,
-			{ batchId, keyId: String(batch.keyId) },
-		);
-	const otherLeases = [...leaseIds].filter((l) => l !== batch.leaseId).sort();
-	if (otherLeases.length)
-		findings.add(
-			rule,
-			batch.leaseId == null
-				? `batch ${batchId} records no lease but its signatures use ${otherLeases.join(", ")}`
-				: `batch ${batchId} records lease ${batch.leaseId} but its signatures use ${otherLeases.join(", ")}`,
-			{ batchId, leaseId: String(batch.leaseId) },
-		);
+	for (const { noun, field, ids, recorded } of used) {
+		const others = [...ids].filter((id) => id !== recorded).sort();
+		if (others.length)
+			findings.add(
+				rule,
+				recorded == null
+					? `batch ${batchId} records no ${noun} but its signatures use ${others.join(", ")}`
+					: `batch ${batchId} records ${noun} ${recorded} but its signatures use ${others.join(", ")}`,
+				{ batchId, [field]: String(recorded) },
+			);
+	}
 }
 
 /** An ended batch's status against its signatures: `failed` none under it, `partial` some but not all. */

@@ -7,7 +7,7 @@
 import type { JWK } from "jose";
 import { Actions, call, type Caller, type Page, type PageParams } from "../contract";
 import { UserError } from "../user-error";
-import type { AuditDb } from "./audit-db";
+import { closeAfter, type AuditDb } from "./audit-db";
 import {
 	createImport,
 	ImportProblem,
@@ -16,18 +16,7 @@ import {
 	type ImportOptions,
 } from "./import";
 import { audit, type AuditOptions, type AuditReport } from "./rules";
-import {
-	EXPORT_FIELDS,
-	isoTime,
-	pick,
-	publicJwk,
-	type SnapshotBatch,
-	type SnapshotKey,
-	type SnapshotLease,
-	type SnapshotRecord,
-	type SnapshotRun,
-	type SnapshotSignature,
-} from "./snapshot";
+import { EXPORT_FIELDS, isoTime, pick, publicJwk } from "./snapshot";
 
 type StoredDoc = Record<string, unknown>;
 
@@ -124,17 +113,17 @@ export async function pageAll<T = StoredDoc>(
 const str = (value: unknown): string => String(value);
 const strOrNull = (value: unknown): string | null => (value == null ? null : String(value));
 
-export function toRecord(doc: StoredDoc): SnapshotRecord {
+export function toRecord(doc: StoredDoc): ImportDocs["records"] {
 	return { id: str(doc._id ?? doc.id), data: doc.data as string };
 }
 
-export function toSignature(doc: StoredDoc): SnapshotSignature {
-	const signature = pick<SnapshotSignature>(doc, EXPORT_FIELDS.signatures);
+export function toSignature(doc: StoredDoc): ImportDocs["signatures"] {
+	const signature = pick<ImportDocs["signatures"]>(doc, EXPORT_FIELDS.signatures);
 	return { ...signature, recordId: str(signature.recordId), signedAt: isoTime(doc.signedAt)! };
 }
 
-export function toBatch(doc: StoredDoc): SnapshotBatch {
-	const batch = pick<SnapshotBatch>(doc, EXPORT_FIELDS.batches);
+export function toBatch(doc: StoredDoc): ImportDocs["batches"] {
+	const batch = pick<ImportDocs["batches"]>(doc, EXPORT_FIELDS.batches);
 	return {
 		...batch,
 		keyId: strOrNull(batch.keyId),
@@ -145,8 +134,8 @@ export function toBatch(doc: StoredDoc): SnapshotBatch {
 	};
 }
 
-export function toLease(doc: StoredDoc): SnapshotLease {
-	const lease = pick<SnapshotLease>(doc, EXPORT_FIELDS.leases);
+export function toLease(doc: StoredDoc): ImportDocs["leases"] {
+	const lease = pick<ImportDocs["leases"]>(doc, EXPORT_FIELDS.leases);
 	return {
 		...lease,
 		grantedAt: isoTime(doc.grantedAt)!,
@@ -155,13 +144,13 @@ export function toLease(doc: StoredDoc): SnapshotLease {
 	};
 }
 
-export function toKey(doc: StoredDoc): SnapshotKey {
+export function toKey(doc: StoredDoc): ImportDocs["keys"] {
 	// Only the public fields: sealedPrivateKey is never read into the snapshot.
 	return { keyId: str(doc.keyId), createdAt: isoTime(doc.createdAt)! };
 }
 
-export function toRun(doc: StoredDoc): SnapshotRun {
-	const run = pick<SnapshotRun>(doc, EXPORT_FIELDS.runs);
+export function toRun(doc: StoredDoc): ImportDocs["runs"] {
+	const run = pick<ImportDocs["runs"]>(doc, EXPORT_FIELDS.runs);
 	return { ...run, startedAt: isoTime(doc.startedAt)!, finishedAt: isoTime(doc.finishedAt) };
 }
 
@@ -254,9 +243,5 @@ export async function auditServices(
 	options: CollectOptions & AuditOptions = {},
 ): Promise<AuditReport> {
 	const db = await importFromPages(servicePages(broker), options);
-	try {
-		return await audit(db, options);
-	} finally {
-		db.close();
-	}
+	return closeAfter(db, (db) => audit(db, options));
 }

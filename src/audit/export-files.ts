@@ -8,12 +8,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { LOG_NAMES, type LogName } from "../contract";
 import { UserError } from "../user-error";
-import { withReadSnapshot, type AuditDb } from "./audit-db";
+import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { documents, readSnapshot } from "./documents";
 import {
 	createImport,
 	importSnapshot,
 	ImportProblem,
+	type CollectionCounts,
 	type ImportCollection,
 	type ImportDocs,
 	type ImportOptions,
@@ -53,14 +54,8 @@ const LINE_COLLECTIONS: LineCollection[] = ["records", "signatures", "batches", 
 /** An export folder that cannot be written or read: the message names the file (and line). */
 export class ExportError extends UserError {}
 
-export interface ExportCounts {
+export interface ExportCounts extends CollectionCounts {
 	dir: string;
-	records: number;
-	signatures: number;
-	batches: number;
-	leases: number;
-	keys: number;
-	runs: number;
 	/** Leaves of each log, and checkpoints of both. */
 	signatureLog: number;
 	leaseLog: number;
@@ -271,12 +266,7 @@ export async function exportDb(
 /** Writes an in-memory snapshot as an export (tests, small tools). */
 export async function writeExport(snapshot: AuditSnapshot, dir: string): Promise<ExportCounts> {
 	const target = checkExportDir(dir);
-	const db = importSnapshot(snapshot);
-	try {
-		return await exportDb(db, target);
-	} finally {
-		db.close();
-	}
+	return closeAfter(importSnapshot(snapshot), (db) => exportDb(db, target));
 }
 
 // ---------------------------------------------------------------- reading
@@ -458,10 +448,5 @@ export async function readExportLogKeys(dir: string): Promise<LogKeys> {
 
 /** Reads an export into memory (tests, small exports); the audit uses importExport. */
 export async function readExport(dir: string): Promise<AuditSnapshot> {
-	const db = await importExport(dir);
-	try {
-		return readSnapshot(db);
-	} finally {
-		db.close();
-	}
+	return closeAfter(await importExport(dir), readSnapshot);
 }

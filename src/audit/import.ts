@@ -38,6 +38,8 @@ export interface ImportDocs {
 	runs: SnapshotRun;
 }
 export type ImportCollection = keyof ImportDocs;
+/** How many documents of each collection an audit checked or an export wrote. */
+export type CollectionCounts = Record<ImportCollection, number>;
 
 /** Every collection, in the causal order a live system is best read in (keys and leases first). */
 export const IMPORT_COLLECTIONS: ImportCollection[] = [

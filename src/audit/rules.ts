@@ -6,13 +6,13 @@
  * (one-key-per-batch, batch-size). Each rule has a stable name that tests, the CLI and
  * operators use.
  */
-import { withReadSnapshot, type AuditDb } from "./audit-db";
+import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
 import { checkLeases } from "./check-leases";
 import { checkLogs, type LogAuditOptions, type LogSummary } from "./check-logs";
 import { FindingList, RULES, type RuleName, type Violation } from "./checks";
-import { importSnapshot } from "./import";
+import { importSnapshot, type CollectionCounts } from "./import";
 import { runRanges, type RangeOptions } from "./range-pool";
 import type { AuditSnapshot } from "./snapshot";
 
@@ -29,14 +29,7 @@ export interface RuleResult {
 
 export interface AuditReport {
 	ok: boolean;
-	checked: {
-		records: number;
-		signatures: number;
-		batches: number;
-		leases: number;
-		keys: number;
-		runs: number;
-	};
+	checked: CollectionCounts;
 	rules: RuleResult[];
 	/**
 	 * Records with no signature while the last run has not completed (running, cancelled or
@@ -157,10 +150,5 @@ export async function auditSnapshot(
 	snapshot: AuditSnapshot,
 	options: AuditOptions = {},
 ): Promise<AuditReport> {
-	const db = importSnapshot(snapshot);
-	try {
-		return await audit(db, options);
-	} finally {
-		db.close();
-	}
+	return closeAfter(importSnapshot(snapshot), (db) => audit(db, options));
 }

@@ -3,7 +3,15 @@
  * holds, what an import takes, and the in-memory shape tests and the fixture build.
  */
 import type { JWK } from "jose";
-import type { BatchDoc, KeyDoc, LeaseDoc, RecordPayload, RunDoc, SignatureDoc } from "../contract";
+import {
+	BATCH_FIELDS,
+	type BatchDoc,
+	type KeyDoc,
+	type LeaseDoc,
+	type RecordPayload,
+	type RunDoc,
+	type SignatureDoc,
+} from "../contract";
 import type { LoggedSignature } from "../records/store";
 
 /**
@@ -58,18 +66,7 @@ export const EXPORT_FIELDS = {
 		"signedAt",
 		"logIndex",
 	] satisfies Array<keyof LoggedSignature>,
-	batches: [
-		"batchId",
-		"runId",
-		"keyId",
-		"leaseId",
-		"recordIds",
-		"attempt",
-		"status",
-		"startedAt",
-		"finishedAt",
-		"stored",
-	] satisfies Array<keyof BatchDoc>,
+	batches: [...BATCH_FIELDS, "stored"] satisfies Array<keyof BatchDoc>,
 	leases: [
 		"leaseId",
 		"keyId",

@@ -32,6 +32,8 @@ export interface ActiveRun {
 	cancelled: boolean;
 	/** Signer nodes whose reply claimed signatures records does not hold: sent nothing more. */
 	distrusted: Set<string>;
+	/** Since when (ms) a batch failed for want of a keyring: no new batch goes out until one answers. */
+	keyringLostAt: number | null;
 	done: Promise<void>;
 }
 

@@ -238,6 +238,7 @@ export class Batcher {
 			failure: null,
 			cancelled: Boolean(run.cancelRequestedAt),
 			distrusted: new Set(),
+			keyringLostAt: null,
 			done: Promise.resolve(),
 		};
 		this.active = active;

@@ -32,6 +32,23 @@ export interface DispatchDeps {
 	flights: FlightWatcher;
 }
 
+/** While no keyring answers: how often the batcher looks, and how long before a batch tries anyway. */
+const KEYRING_POLL_MS = 100;
+const KEYRING_RECHECK_MS = 1_000;
+
+/**
+ * Whether a signer's failure is the keyring's absence (no node offers its actions, or none
+ * answered in time), which is not the batch's fault: the error as Moleculer carries it.
+ */
+function keyringUnreachable(err: unknown): boolean {
+	const { type, data } = (err ?? {}) as { type?: unknown; data?: { action?: unknown } };
+	return (
+		(type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT") &&
+		typeof data?.action === "string" &&
+		data.action.startsWith("keyring.")
+	);
+}
+
 export class Dispatcher {
 	constructor(
 		private readonly options: DispatchOptions,
@@ -54,6 +71,8 @@ export class Dispatcher {
 				await this.deps.signers.waitForAny(1_000);
 				continue;
 			}
+			// A batch found no keyring: wait until one answers rather than fail batches.
+			if (active.keyringLostAt !== null && !(await this.keyringBack(active))) continue;
 			while (
 				active.inFlight.size < this.windowSize(active) &&
 				!this.context.halted() &&
@@ -91,6 +110,27 @@ export class Dispatcher {
 				);
 			planner.rewind();
 		}
+	}
+
+	/**
+	 * Whether the keyring a batch found gone is back: available again on this node's registry, or
+	 * a while since (this node may not have seen it go: a batch then finds out). Otherwise waits a
+	 * little first.
+	 */
+	private async keyringBack(active: ActiveRun): Promise<boolean> {
+		const { clock, logger } = this.context;
+		const since = active.keyringLostAt ?? clock.now();
+		const available = this.deps.signers.keyringAvailable();
+		if (available || clock.now() - since >= KEYRING_RECHECK_MS) {
+			if (available)
+				logger.info(
+					`A keyring answers again after ${clock.now() - since} ms: run ${active.run.runId} goes on`,
+				);
+			active.keyringLostAt = null;
+			return true;
+		}
+		await clock.sleep(KEYRING_POLL_MS);
+		return false;
 	}
 
 	/** The signer nodes batches may go to: those available, less the ones this run stopped trusting. */
@@ -148,6 +188,7 @@ export class Dispatcher {
 		const flight = this.deps.flights.takeOff(active, batchId, signer);
 		let result: SignBatchResult | null = null;
 		let error = "";
+		let noKeyring = false;
 		try {
 			result = await this.deps.signers.signBatch(
 				{ batchId, runId: run.runId, records: planned.records },
@@ -159,6 +200,7 @@ export class Dispatcher {
 			);
 		} catch (err) {
 			error = (err as Error).message;
+			noKeyring = keyringUnreachable(err);
 		} finally {
 			this.deps.flights.land(active, flight);
 		}
@@ -184,6 +226,17 @@ export class Dispatcher {
 		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
 		// Ended in a cancelled run: its records wait for the next run.
 		if (this.context.halted() || active.cancelled || unsigned.length === 0) return;
+		if (noKeyring) {
+			// Not the batch's fault: it goes again at the same attempt, once a keyring answers.
+			if (active.keyringLostAt === null) {
+				active.keyringLostAt = clock.now();
+				this.context.logger.warn(
+					`No keyring answers: run ${active.run.runId} sends no batch until one does`,
+				);
+			}
+			active.planner.requeue(planned, unsigned);
+			return;
+		}
 		if (!active.planner.failed(planned, unsigned))
 			active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
 		await clock.sleep(retryDelayMs(planned.attempt));

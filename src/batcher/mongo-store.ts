@@ -4,7 +4,7 @@
  */
 import type { Collection } from "mongodb";
 import type { BatchDoc, BatchStatus, Page, RunDoc } from "../contract";
-import { connectMongo, dropIndexIfPresent, type MongoConnection } from "../store/mongo";
+import { dropIndexIfPresent, openMongoStore, pageById, type MongoConnection } from "../store/mongo";
 import type { BatcherStore, BatchSummary } from "./ports";
 
 type RunRow = RunDoc & { _id: string };
@@ -22,34 +22,33 @@ export class MongoBatcherStore implements BatcherStore {
 		uri: string,
 		service: { broker: unknown; logger: unknown },
 	): Promise<MongoBatcherStore> {
-		const connection = await connectMongo(uri, service, "batcher");
-		try {
-			const store = MongoBatcherStore.over(connection);
-			const { runs, batches } = store;
-			await runs.createIndex(
-				{ idempotencyKey: 1 },
-				{
-					unique: true,
-					name: "runs_idempotency",
-					partialFilterExpression: { idempotencyKey: { $type: "string" } },
-				},
-			);
-			await runs.createIndex({ status: 1 }, { name: "runs_status" });
-			// pendingBatches reads it in order (no sort in memory); batchSummary uses its prefix.
-			await batches.createIndex(
-				{ runId: 1, status: 1, batchId: 1 },
-				{ name: "batches_run_status" },
-			);
-			// Earlier versions: unique indexes repeating `_id` (an index write per document for
-			// nothing), and `{ runId, status }`, a prefix of the index above.
-			await dropIndexIfPresent(runs, "runs_run");
-			await dropIndexIfPresent(batches, "batches_batch");
-			await dropIndexIfPresent(batches, "batches_run");
-			return store;
-		} catch (err) {
-			await connection.close();
-			throw err;
-		}
+		return openMongoStore(
+			uri,
+			service,
+			"batcher",
+			MongoBatcherStore.over,
+			async ({ runs, batches }) => {
+				await runs.createIndex(
+					{ idempotencyKey: 1 },
+					{
+						unique: true,
+						name: "runs_idempotency",
+						partialFilterExpression: { idempotencyKey: { $type: "string" } },
+					},
+				);
+				await runs.createIndex({ status: 1 }, { name: "runs_status" });
+				// pendingBatches reads it in order (no sort in memory); batchSummary uses its prefix.
+				await batches.createIndex(
+					{ runId: 1, status: 1, batchId: 1 },
+					{ name: "batches_run_status" },
+				);
+				// Earlier versions: unique indexes repeating `_id` (an index write per document for
+				// nothing), and `{ runId, status }`, a prefix of the index above.
+				await dropIndexIfPresent(runs, "runs_run");
+				await dropIndexIfPresent(batches, "batches_batch");
+				await dropIndexIfPresent(batches, "batches_run");
+			},
+		);
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -134,15 +133,9 @@ export class MongoBatcherStore implements BatcherStore {
 		after: string | undefined,
 		limit: number,
 	): Promise<Page> {
-		const of = (collection === "runs" ? this.runs : this.batches) as unknown as Collection<{
-			_id: string;
-		}>;
-		const docs = await of
-			.find(after === undefined ? {} : { _id: { $gt: after } })
-			.sort({ _id: 1 })
-			.limit(limit)
-			.toArray();
-		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
+		return collection === "runs"
+			? pageById(this.runs, after, limit)
+			: pageById(this.batches, after, limit);
 	}
 
 	async ping(): Promise<void> {

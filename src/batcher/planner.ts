@@ -64,6 +64,18 @@ export class BatchPlanner {
 		return true;
 	}
 
+	/**
+	 * A batch failed for want of a keyring, not through its own fault: its records that are still
+	 * unsigned go again at the same attempt (a keyring's absence uses up no attempts).
+	 */
+	requeue(batch: PlannedBatch, stillUnsigned: RecordPayload[]): void {
+		for (let i = 0; i < stillUnsigned.length; i += this.batchSize)
+			this.retries.push({
+				records: stillUnsigned.slice(i, i + this.batchSize),
+				attempt: batch.attempt,
+			});
+	}
+
 	/** Start paging again from the first id (a final sweep for anything still unsigned). */
 	rewind(): void {
 		this.cursor = undefined;

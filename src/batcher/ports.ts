@@ -66,6 +66,8 @@ export interface SignersPort {
 	available(): string[];
 	/** Resolves when one is available, or after `timeoutMs`. */
 	waitForAny(timeoutMs: number): Promise<void>;
+	/** Whether a keyring offers `keyring.acquire` now, as this node's registry sees it. */
+	keyringAvailable(): boolean;
 	/**
 	 * Sends a batch to one signer node, with a dispatch ticket naming that node (the port makes
 	 * it with the batcher's credential); aborting `signal` fails the call at once.

@@ -1,5 +1,5 @@
 /** The batcher's store on the embedded SQLite file `batcher.sqlite`. */
-import type { BatchDoc, BatchStatus, Page, RunDoc } from "../contract";
+import { BATCH_FIELDS, type BatchDoc, type BatchStatus, type Page, type RunDoc } from "../contract";
 import { BATCHER_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, type DatabaseSync } from "../store/sqlite";
 import type { BatcherStore, BatchSummary } from "./ports";
@@ -17,15 +17,7 @@ const RUN_COLUMNS = [
 	"cancelRequestedAt",
 ] as const;
 const BATCH_COLUMNS = [
-	"batchId",
-	"runId",
-	"keyId",
-	"leaseId",
-	"recordIds",
-	"attempt",
-	"status",
-	"startedAt",
-	"finishedAt",
+	...BATCH_FIELDS,
 	"signer",
 	"error",
 	"stored",

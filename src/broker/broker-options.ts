@@ -5,7 +5,7 @@
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
-import { replCommands } from "../api/repl-commands";
+import { replCommands } from "./repl-commands";
 import { portChoice, type AppConfig } from "../config";
 import { DomainErrorsMiddleware } from "../errors";
 import { HealthMiddleware } from "./health";
@@ -14,7 +14,7 @@ import { jsonLogFormatter, textLogFormatter } from "../log-format";
 import { FailLostRequestsMiddleware } from "./lost-requests";
 import { listeningPrometheus } from "./metrics-reporter";
 import { nodeIdFor } from "./nats-permissions";
-import { natsTransporterOptions } from "./nats-tls";
+import { natsTransporterOptions } from "../nats-tls";
 import { PacketGuardMiddleware } from "./packet-guard";
 
 export interface BrokerOverrides {
@@ -40,7 +40,7 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			? {
 					type: "NATS",
 					options: {
-						// One server or a cluster, over TLS or not (src/broker/nats-tls.ts).
+						// One server or a cluster, over TLS or not (src/nats-tls.ts).
 						...natsTransporterOptions(config.transporter, config.natsTls),
 						// Keep reconnecting: a restarted nats-server must not strand a node.
 						maxReconnectAttempts: -1,

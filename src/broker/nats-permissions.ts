@@ -32,7 +32,7 @@
  * (enrolled signer credentials, src/keyring/credential-gate.ts), whatever the transport lets
  * through. Messages are not encrypted by NATS unless TLS is configured (docs/deploy.md).
  */
-import { mapTransporterUrls, natsEndpoints } from "./nats-tls";
+import { mapTransporterUrls, natsEndpoints } from "../nats-tls";
 
 export type NatsRole = "keyring" | "signer" | "api" | "ops";
 export const NATS_ROLES: NatsRole[] = ["keyring", "signer", "api", "ops"];

@@ -2,8 +2,8 @@
  * `npm run audit`: checks the five rules (docs/design.md §9) on the configured store, or on
  * an export with `--from DIR`. Exit 0 when every rule holds, 1 on violations, 2 on errors.
  */
-import type { AuditDb } from "../audit/audit-db";
 import fs from "node:fs";
+import { closeAfter, type AuditDb } from "../audit/audit-db";
 import { importExport, readExportLogKeys, type LogKeys } from "../audit/export-files";
 import { parseCheckpointText } from "../tlog/checkpoint";
 import { parseVerifierKey } from "../tlog/note";
@@ -95,12 +95,7 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	}
 	if (values.checkpoint !== undefined)
 		options.checkpoints = [readCheckpointFile(values.checkpoint, options.logKeys)];
-	let report;
-	try {
-		report = await audit(db, options);
-	} finally {
-		db.close();
-	}
+	const report = await closeAfter(db, (db) => audit(db, options));
 	await write(
 		process.stdout,
 		values.json

@@ -15,7 +15,8 @@
  *   records, with the bus checks and without (src/identity/bus-checks.ts), in turn: what
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
  *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
- * - unless `--skip-nats`, the run across processes over a local nats-server (three signers).
+ * - unless `--skip-nats`, the run across processes over a local nats-server (three signers),
+ *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes.
  *
  * Every ratio is against its floor. The last line is one JSON object.
  */
@@ -27,15 +28,16 @@ import { generateKeyPairSync } from "node:crypto";
 import Piscina from "piscina";
 import type { ServiceBroker } from "moleculer";
 import { audit } from "../audit/rules";
-import { openStoreFiles } from "../audit/audit-db";
+import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
 import { loadConfig } from "../config";
 import { logVerifierKeys } from "./store";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
-import type { SignTask, SignTaskResult } from "../signer/sign.worker";
+import type { SignTask } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
+import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
@@ -46,12 +48,12 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
-  --skip-nats         leave out the run across processes over NATS
+  --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
-nodeCryptoVerifyFloorSeconds, auditRatio, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
-and natsRunSeconds, natsRatio unless --skip-nats.`;
+nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
+and natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats.`;
 
 const OPTIONS = {
 	records: { type: "string" },
@@ -71,38 +73,50 @@ const peakRssMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 const workerFile = (name: string) => path.join(__dirname, `${name}${path.extname(__filename)}`);
 
 /**
- * Streams the stored payloads, in id order and `CHUNK` at a time, to `run` on a pool of one
- * thread per core, keeping two tasks per thread in flight; returns the seconds it took.
+ * Streams the stored payloads, in id order and `CHUNK` at a time, as `task`s to `worker` on a
+ * pool of one signing thread per core, keeping two tasks per thread in flight; returns the
+ * seconds it took.
  */
 async function overStoredPayloads<T>(
 	dataDir: string,
-	pool: Piscina,
+	worker: string,
 	task: (chunk: string) => T,
 ): Promise<number> {
-	const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
-	const inFlight = new Set<Promise<unknown>>();
-	const started = performance.now();
-	let chunk: Array<[string, string]> = [];
-	const send = async () => {
-		const run: Promise<unknown> = pool
-			.run(task(JSON.stringify(chunk)))
-			.finally(() => inFlight.delete(run));
-		inFlight.add(run);
-		chunk = [];
-		if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
-	};
-	for (const row of db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{
-		id: string;
-		data: string;
-	}>) {
-		chunk.push([row.id, row.data]);
-		if (chunk.length === CHUNK) await send();
+	const pool = new Piscina<T, unknown>({
+		filename: workerFile(worker),
+		minThreads: cores,
+		maxThreads: cores,
+		resourceLimits: SIGNING_THREAD_LIMITS,
+	});
+	try {
+		const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
+		const inFlight = new Set<Promise<unknown>>();
+		const started = performance.now();
+		let chunk: Array<[string, string]> = [];
+		const send = async () => {
+			const run: Promise<unknown> = pool
+				.run(task(JSON.stringify(chunk)))
+				.finally(() => inFlight.delete(run));
+			inFlight.add(run);
+			chunk = [];
+			if (inFlight.size >= 2 * cores) await Promise.race(inFlight);
+		};
+		const rows = db.prepare("SELECT id, data FROM records ORDER BY id").iterate() as Iterable<{
+			id: string;
+			data: string;
+		}>;
+		for (const row of rows) {
+			chunk.push([row.id, row.data]);
+			if (chunk.length === CHUNK) await send();
+		}
+		if (chunk.length) await send();
+		await Promise.all(inFlight);
+		const took = seconds(started);
+		db.close();
+		return took;
+	} finally {
+		await pool.destroy();
 	}
-	if (chunk.length) await send();
-	await Promise.all(inFlight);
-	const took = seconds(started);
-	db.close();
-	return took;
 }
 
 /**
@@ -110,16 +124,10 @@ async function overStoredPayloads<T>(
  * key lives in guarded memory and reaches the threads as in a run: one hand-off per chunk.
  */
 async function sodiumFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<SignTask, SignTaskResult>({
-		filename: workerFile("../signer/sign.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const key = LeaseSecret.generate("key-000");
 	const handOffs: SharedArrayBuffer[] = [];
 	try {
-		return await overStoredPayloads(dataDir, pool, (records) => {
+		return await overStoredPayloads(dataDir, "../signer/sign.worker", (records): SignTask => {
 			const secret = key.handOff();
 			handOffs.push(secret);
 			return { secret, keyId: key.keyId, records, deadline: Infinity };
@@ -127,49 +135,28 @@ async function sodiumFloor(dataDir: string): Promise<number> {
 	} finally {
 		for (const handOff of handOffs) wipeHandOff(handOff);
 		key.dispose();
-		await pool.destroy();
 	}
 }
 
 /** The same signatures with node:crypto (OpenSSL), one thread per core. */
 async function nodeCryptoFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<NodeCryptoTask, number>({
-		filename: workerFile("bench-node-crypto.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const { privateKey } = generateKeyPairSync("ed25519");
-	try {
-		return await overStoredPayloads(dataDir, pool, (records) => ({
-			key: privateKey,
-			keyId: "key-000",
-			records,
-		}));
-	} finally {
-		await pool.destroy();
-	}
+	return overStoredPayloads(dataDir, "bench-node-crypto.worker", (records): NodeCryptoTask => ({
+		key: privateKey,
+		keyId: "key-000",
+		records,
+	}));
 }
 
 /** The same signatures with jose, one thread per core. */
 async function joseFloor(dataDir: string): Promise<number> {
-	const pool = new Piscina<JoseTask, number>({
-		filename: workerFile("bench-jose.worker"),
-		minThreads: cores,
-		maxThreads: cores,
-		resourceLimits: SIGNING_THREAD_LIMITS,
-	});
 	const { privateKey } = generateKeyPairSync("ed25519");
 	const jwk = privateKey.export({ format: "jwk" });
-	try {
-		return await overStoredPayloads(dataDir, pool, (records) => ({
-			jwk,
-			keyId: "key-000",
-			records,
-		}));
-	} finally {
-		await pool.destroy();
-	}
+	return overStoredPayloads(dataDir, "bench-jose.worker", (records): JoseTask => ({
+		jwk,
+		keyId: "key-000",
+		records,
+	}));
 }
 
 async function timedRun(
@@ -334,17 +321,10 @@ async function embedded(
 		await broker.stop();
 
 		const started = performance.now();
-		const verdict = await (async () => {
-			const db = openStoreFiles(dataDir);
-			try {
-				// The logs' checkpoints open with the keys the run made under the store's folder.
-				return await audit(db, {
-					logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })),
-				});
-			} finally {
-				db.close();
-			}
-		})();
+		// The logs' checkpoints open with the keys the run made under the store's folder.
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) =>
+			audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
+		);
 		const auditSeconds = seconds(started);
 		if (!verdict.ok)
 			throw new Error(
@@ -410,6 +390,12 @@ async function main(flags: {
 		nodeCryptoVerifyFloorSeconds: round(figures.nodeCryptoVerifyFloorSeconds),
 		auditRatio: round(figures.auditSeconds / figures.verifyFloorSeconds),
 	};
+	// The keyring alone: lease cycles a second, with proofs, in this process.
+	const cycles = await leaseCyclesPerSecond(keys);
+	console.log(
+		`keyring    ${Math.round(cycles)} lease cycles/s (acquire and release with proofs and a ticket, in process)`,
+	);
+	summary.keyringCyclesPerSecond = Math.round(cycles);
 	if (figures.checks)
 		Object.assign(summary, {
 			checkedRunSeconds: round(figures.checks.checkedSeconds),
@@ -418,17 +404,24 @@ async function main(flags: {
 			checksCpuCost: round(figures.checks.cpuCost),
 		});
 	if (!skipNats) {
-		// Separate OS processes over a local nats-server, measured against the same floor.
+		// Separate OS processes over a local nats-server, then over the production shape (three
+		// routed nats-servers, TLS for clients and routes), each measured against the same floor.
 		const { runOverNats } = await import("../cluster/run-over-nats");
-		const nats = await runOverNats({ records, keys, batchSize, signers: 3 });
-		console.log(
-			`over NATS  ${nats.seconds.toFixed(2)} s  (${Math.round(records / nats.seconds)} records/s, ratio ${(nats.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`,
-		);
-		Object.assign(summary, {
-			natsRunSeconds: round(nats.seconds),
-			natsRatio: round(nats.seconds / figures.floorSeconds),
-			natsRecordsPerSecond: Math.round(records / nats.seconds),
-		});
+		const shapes = [
+			{ field: "nats", label: "over NATS ", nats: undefined },
+			{ field: "natsClusterTls", label: "NATS x3 TLS", nats: { size: 3, tls: true } },
+		];
+		for (const { field, label, nats } of shapes) {
+			const run = await runOverNats({ records, keys, batchSize, signers: 3, nats });
+			console.log(
+				`${label} ${run.seconds.toFixed(2)} s  (${Math.round(records / run.seconds)} records/s, ratio ${(run.seconds / figures.floorSeconds).toFixed(2)}; 3 signer processes)`,
+			);
+			Object.assign(summary, {
+				[`${field}RunSeconds`]: round(run.seconds),
+				[`${field}Ratio`]: round(run.seconds / figures.floorSeconds),
+				[`${field}RecordsPerSecond`]: Math.round(records / run.seconds),
+			});
+		}
 	}
 	console.log(JSON.stringify(summary));
 	return 0;

@@ -11,7 +11,7 @@ import { pageAll, pageSizeFor } from "../audit/collect";
 import { Cluster, ROLE_SERVICES } from "../cluster/launcher";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Actions, call, type BatchDoc } from "../contract";
-import { natsEndpoints, redactUrl } from "../broker/nats-tls";
+import { natsEndpoints, redactUrl } from "../nats-tls";
 import { runCommand } from "./cli";
 import {
 	JOB_FLAGS,

@@ -2,6 +2,7 @@
  * `npm run export -- --out DIR`: writes the configured store as the export of
  * docs/design.md §8.3 (public data only) for third-party verifiers and `npm run audit -- --from DIR`.
  */
+import { closeAfter } from "../audit/audit-db";
 import { checkExportDir, exportDb } from "../audit/export-files";
 import { plural } from "../audit/format";
 import { UsageError, runCommand, write, type Flags } from "./cli";
@@ -24,13 +25,9 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	// Before any store is read: a wrong --out fails at once.
 	const out = checkExportDir(values.out);
 	const config = store.storeConfig(values);
-	const db = await store.openAuditDb(config);
-	let written;
-	try {
-		written = await exportDb(db, out, store.logVerifierKeys(config));
-	} finally {
-		db.close();
-	}
+	const written = await closeAfter(await store.openAuditDb(config), (db) =>
+		exportDb(db, out, store.logVerifierKeys(config)),
+	);
 	await write(
 		process.stdout,
 		`Exported ${store.describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +

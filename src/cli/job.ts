@@ -3,7 +3,7 @@
  * the progress line, the run's report and the audit verdict, printed the same way.
  */
 import type { ServiceBroker } from "moleculer";
-import { openStoreFiles } from "../audit/audit-db";
+import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
@@ -153,10 +153,7 @@ export async function auditJobStores(
 	broker: Caller,
 ): Promise<AuditReport> {
 	if (config.mongoUri || !config.dataDir) return auditServices(broker);
-	const db = openStoreFiles(config.dataDir);
-	try {
-		return await audit(db, { logKeys: logVerifierKeys(config) });
-	} finally {
-		db.close();
-	}
+	return closeAfter(openStoreFiles(config.dataDir), (db) =>
+		audit(db, { logKeys: logVerifierKeys(config) }),
+	);
 }

@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions, Middleware, ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker/broker-options";
-import { redactUrl } from "../broker/nats-tls";
+import { redactUrl } from "../nats-tls";
 import { startLocalNats, type LocalNats } from "../cluster/local-nats";
 import { findNatsServer } from "../cluster/nats-server";
 import { useAppConfig, type AppConfig } from "../config";

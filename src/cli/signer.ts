@@ -24,6 +24,7 @@ import { ConfigError, loadConfig, type AppConfig } from "../config";
 import {
 	CREDENTIAL_VARIABLES,
 	CredentialError,
+	isOkpPublicKey,
 	newCredential,
 	serializeCredential,
 	SIGNER_NAME,
@@ -113,12 +114,7 @@ function publicKeyFrom(text: string): JWK {
 			"--public-key must be an Ed25519 public JWK (JSON) or a file holding one",
 		);
 	}
-	if (
-		jwk?.kty !== "OKP" ||
-		jwk.crv !== "Ed25519" ||
-		typeof jwk.x !== "string" ||
-		Buffer.from(jwk.x, "base64url").length !== 32
-	)
+	if (!isOkpPublicKey(jwk, "Ed25519"))
 		throw new UsageError(
 			"--public-key must be an Ed25519 public JWK: kty OKP, crv Ed25519, x of 32 bytes",
 		);

@@ -11,7 +11,7 @@ import { openStoreFiles, type AuditDb } from "../audit/audit-db";
 import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD, servicePages } from "../audit/collect";
 import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
 import { brokerOptions } from "../broker/broker-options";
-import { redactUrl } from "../broker/nats-tls";
+import { redactUrl } from "../nats-tls";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import type { LogKeys } from "../audit/export-files";
 import { LOG_ORIGINS, readLogVerifier } from "../tlog/log-key";

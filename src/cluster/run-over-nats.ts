@@ -1,13 +1,14 @@
 /**
  * One timed run of the whole system across processes over NATS, for the benchmark: a fresh
  * cluster in a temporary folder (keyring, records+batcher+metrics, `signers` signers), seeded
- * and keyed before the clock starts, timed from `batcher.start` to `run.completed`.
+ * and keyed before the clock starts, timed from `batcher.start` to `run.completed`. Its NATS is
+ * one local nats-server, or as `nats` says (three routed servers with TLS: the production shape).
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Actions, call } from "../contract";
-import { Cluster } from "./launcher";
+import { Cluster, type ClusterOptions } from "./launcher";
 
 export interface OverNatsOptions {
 	records: number;
@@ -17,6 +18,8 @@ export interface OverNatsOptions {
 	signers?: number;
 	/** Extra environment for every node (WINDOW, LEASE_TTL_MS, ...). */
 	env?: Record<string, string>;
+	/** The NATS to start: one nats-server by default; `{ size: 3, tls: true }` a TLS cluster of three. */
+	nats?: ClusterOptions["nats"];
 }
 
 export interface OverNatsResult {
@@ -31,6 +34,7 @@ export async function runOverNats(options: OverNatsOptions): Promise<OverNatsRes
 	const cluster = await Cluster.start({
 		root,
 		signers: options.signers ?? 3,
+		nats: options.nats,
 		logLevel: "warn",
 		clientLogLevel: "error",
 		env: {

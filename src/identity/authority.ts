@@ -147,6 +147,19 @@ export class KeyringTrust {
 		return fileKid === kid ? key : null;
 	}
 
+	/**
+	 * The one key this node trusts, when it knows exactly one: KEYRING_PUBLIC_KEY, else the file,
+	 * else a keyring of this process. What a signer or the batcher derives its request MAC key
+	 * with (request-mac.ts); null while it knows none, or several.
+	 */
+	anchor(): KeyObject | null {
+		if (this.fixed.size === 1) return [...this.fixed.values()][0];
+		if (this.fixed.size) return null;
+		this.key("");
+		if (this.fromFile.size === 1) return [...this.fromFile.values()][0];
+		return inProcess.size === 1 ? [...inProcess.values()][0] : null;
+	}
+
 	/** Where this node looks for the keyring's public key, for messages. */
 	describe(): string {
 		if (this.fixed.size) return "KEYRING_PUBLIC_KEY";

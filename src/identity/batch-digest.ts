@@ -11,7 +11,7 @@
  * ids digest records checks beside the proof.
  *
  * A batch's records and a piece's signatures cross the services of one process by reference.
- * `sealRecords` and `sealSignatures` remember the digest of the array they were given, by its
+ * `sealRecords` and `piecesOf` remember the digest of the array they were given, by its
  * identity, so a service of the same process checking it does not hash it again. Only this
  * process's own code holds such an array: whatever arrives over the bus is a new array, never
  * found here, and is hashed. The arrays are not frozen: Moleculer's validator writes each field
@@ -36,7 +36,7 @@ const digest = (encoded: string, encoding: "utf16le" | "utf8" = "utf16le") =>
 	createHash("sha256").update(encoded, encoding).digest("base64url");
 const field = (text: string) => `${text.length}:${text}`;
 
-/** Digests of sealed arrays, by identity. */
+/** Digests of sealed records, by the array's identity. */
 const sealed = new WeakMap<object, string>();
 
 function encodeRecords(records: readonly RecordPayload[]): string {
@@ -45,9 +45,7 @@ function encodeRecords(records: readonly RecordPayload[]): string {
 	return encoded;
 }
 
-function encodeSignatures(
-	signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>,
-): string {
+function encodeSignatures(signatures: ReadonlyArray<Signature>): string {
 	let encoded = "";
 	for (const s of signatures) encoded += field(s.recordId) + field(s.jws) + field(s.signedAt);
 	return encoded;
@@ -80,23 +78,12 @@ export function idChunkDigests(ids: readonly string[]): string[] {
 	return digests;
 }
 
-/** One stored piece's signatures: what the lease holder's store proof signs. */
-export function signaturesDigest(
-	signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>,
-): string {
-	return sealed.get(signatures) ?? digest(encodeSignatures(signatures), "utf8");
-}
-
-/** Remembers the digest of a piece's signatures, for checks in this process. */
-export function sealSignatures(
-	signatures: ReadonlyArray<{ recordId: string; jws: string; signedAt: string }>,
-): string {
-	const value = digest(encodeSignatures(signatures), "utf8");
-	sealed.set(signatures, value);
-	return value;
-}
-
 type Signature = { recordId: string; jws: string; signedAt: string };
+
+/** One stored piece's signatures in one digest: what an older signer's store proof (version 1) signs. */
+export function signaturesDigest(signatures: ReadonlyArray<Signature>): string {
+	return digest(encodeSignatures(signatures), "utf8");
+}
 
 /** Version 2 digests (signature-groups.ts) of sealed pieces, by identity. */
 const sealedGroups = new WeakMap<object, string>();

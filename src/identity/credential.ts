@@ -87,6 +87,19 @@ export function serializeCredential(credential: SignerCredential): string {
 	return JSON.stringify({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, d: jwk.d, kid: credential.name });
 }
 
+/** Whether `jwk` is an OKP public key on `crv` whose `x` is 32 bytes (Ed25519 and X25519 alike). */
+export function isOkpPublicKey(
+	jwk: JWK | undefined,
+	crv: "Ed25519" | "X25519",
+): jwk is JWK & { x: string } {
+	return (
+		jwk?.kty === "OKP" &&
+		jwk.crv === crv &&
+		typeof jwk.x === "string" &&
+		Buffer.from(jwk.x, "base64url").length === 32
+	);
+}
+
 /** Reads a serialized credential (the JSON, or base64 of it); `source` names where it came from. */
 export function parseCredential(text: string, source: string): SignerCredential {
 	const trimmed = text.trim();

@@ -10,7 +10,7 @@
  * within PROOF_MAX_AGE_MS of that time.
  */
 import { randomBytesPooled } from "../random";
-import { signJws, signJwsHs256 } from "./compact-jws";
+import { signForKeyring } from "./request-mac";
 import type { SignerCredential } from "./credential";
 
 export type ProofAction = "acquire" | "renew" | "release";
@@ -43,11 +43,5 @@ export function makeProof(
 	macKey: Uint8Array | null = null,
 ): string {
 	const full = { ...claims, iat: now, jti: randomBytesPooled(12).toString("base64url") };
-	return macKey
-		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ: "signer-proof" }, full)
-		: signJws(
-				credential.privateKey,
-				{ alg: "EdDSA", kid: credential.name, typ: "signer-proof" },
-				full,
-			);
+	return signForKeyring(credential, "signer-proof", full, macKey);
 }

@@ -22,8 +22,9 @@
  */
 import { hkdfSync, type KeyObject } from "node:crypto";
 import { requireSodium } from "../sodium";
-import { raw } from "./compact-jws";
-import type { CredentialRole } from "./credential";
+import { KeyringTrust, type TrustSettings } from "./authority";
+import { raw, signJws, signJwsHs256 } from "./compact-jws";
+import type { CredentialRole, SignerCredential } from "./credential";
 
 const SALT = Buffer.from("record-signer request mac v1");
 const KEY_BYTES = 32;
@@ -83,4 +84,43 @@ export function keyringMacKey(
 	credentialX: string,
 ): Buffer {
 	return macKey(role, authority, credentialX, credentialX, raw(authority).x);
+}
+
+/**
+ * A credential holder's request MAC key for the keyring it trusts, looked up as it is needed: the
+ * keyring may publish its public key after this node started. Null while the node knows no
+ * keyring key (it then signs its statements with Ed25519, as before).
+ */
+export class RequestMacKey {
+	private readonly trust: KeyringTrust;
+
+	constructor(
+		private readonly role: CredentialRole,
+		private readonly credential: SignerCredential,
+		trust: TrustSettings,
+	) {
+		this.trust = new KeyringTrust(trust);
+	}
+
+	current(): Uint8Array | null {
+		const anchor = this.trust.anchor();
+		return anchor
+			? credentialMacKey(this.role, this.credential.privateKey, raw(anchor).x)
+			: null;
+	}
+}
+
+/**
+ * A statement of a credential's holder for the keyring (a signer proof, a dispatch ticket): HS256
+ * under its request MAC key when given, else EdDSA with its Ed25519 key.
+ */
+export function signForKeyring(
+	credential: SignerCredential,
+	typ: string,
+	claims: object,
+	macKey: Uint8Array | null,
+): string {
+	return macKey
+		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ }, claims)
+		: signJws(credential.privateKey, { alg: "EdDSA", kid: credential.name, typ }, claims);
 }

@@ -17,7 +17,8 @@ import type { KeyObject } from "node:crypto";
 import { DomainError, type ErrorType } from "../errors";
 import type { RecordPayload } from "../contract";
 import { idChunkDigests, recordsDigest, sealRecords } from "./batch-digest";
-import { parseJws, signDetached, signJws, signJwsHs256, verifyDetached } from "./compact-jws";
+import { parseJws, signDetached, verifyDetached } from "./compact-jws";
+import { signForKeyring } from "./request-mac";
 import type { SignerCredential } from "./credential";
 
 export const TICKET_TYPE = "dispatch-ticket";
@@ -65,13 +66,7 @@ export function makeTicket(
 		iat: now,
 		exp: now + request.ttlMs,
 	};
-	return macKey
-		? signJwsHs256(macKey, { alg: "HS256", kid: credential.name, typ: TICKET_TYPE }, claims)
-		: signJws(
-				credential.privateKey,
-				{ alg: "EdDSA", kid: credential.name, typ: TICKET_TYPE },
-				claims,
-			);
+	return signForKeyring(credential, TICKET_TYPE, claims, macKey);
 }
 
 /** A request to act on a batch the batcher did not send: 403, logged with the caller's node. */

@@ -5,7 +5,8 @@
  */
 import type { Context, ServiceBroker } from "moleculer";
 import { sleep } from "../clock";
-import { Actions, call, type ClaimReply } from "../contract";
+import { DomainError } from "../errors";
+import { Actions, call, claimParams, type ActionParams, type ClaimReply } from "../contract";
 import {
 	electKeyring,
 	ELECTION_SERVICE,
@@ -54,9 +55,10 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 				name: ELECTION_SERVICE,
 				actions: {
 					claim: {
-						params: { nodeID: { type: "string", min: 1 } },
-						handler: (ctx: Context<{ nodeID: string }>): ClaimReply =>
-							onClaim(ctx.params.nodeID),
+						params: claimParams,
+						handler: (
+							ctx: Context<ActionParams<"keyring-election.claim">>,
+						): ClaimReply => onClaim(ctx.params.nodeID),
 					},
 				},
 			});
@@ -89,14 +91,20 @@ function electionBus(broker: ServiceBroker): ElectionBus {
 	};
 }
 
-/** Runs the election on the broker's bus; null on a broker without a transporter (nothing to elect among). */
+/**
+ * Runs the election on the broker's bus; null on a broker without a transporter (nothing to
+ * elect among). A keyring that loses says why, in its log and in what it throws.
+ */
 export async function electOnBus(
 	broker: ServiceBroker,
 	options: ElectionOptions,
-	logger: { info(line: string): void },
+	logger: { info(line: string): void; error(line: string): void },
 ): Promise<KeyringElection | null> {
 	if (!broker.transit) return null;
-	const { election, peers } = await electKeyring(electionBus(broker), options);
+	const { election, peers } = await electKeyring(electionBus(broker), options).catch((err) => {
+		logger.error((err as Error).message);
+		throw err;
+	});
 	logger.info(
 		`Elected the active keyring on NATS namespace '${broker.namespace}'${peers.length ? ` (over ${peers.join(", ")})` : " (no other keyring node in sight)"}`,
 	);
@@ -104,10 +112,42 @@ export async function electOnBus(
 }
 
 /**
+ * A second active keyring can only appear after a partition or a paused process healed: when
+ * this one is active and sees another, both stop granting at once (acquires, waiting ones too,
+ * and renewals are turned away; releases keep working) and, restarted, elect one again.
+ * Answers the rival, or null when there is none to fence for.
+ */
+export function fenceOnRival(node: {
+	broker: ServiceBroker;
+	election: KeyringElection | null;
+	keyring?: { fence(refusal: () => Error): Promise<void> };
+	logger: { error(line: string): void };
+}): string | null {
+	const { broker, election, keyring, logger } = node;
+	if (election?.state !== "active") return null;
+	const [rival] = otherKeyringNodes(broker, ["keyring"]);
+	if (!rival) return null;
+	election.fence();
+	void keyring?.fence(
+		() =>
+			new DomainError(
+				"KEYRING_CONFLICT",
+				`This keyring no longer grants or renews leases: keyring node '${rival}' is active too`,
+				{ other: rival },
+			),
+	);
+	logger.error(
+		`Keyring node '${rival}' is active too: this keyring stops granting and renewing leases now. Two keyrings must never both grant; restart one of them alone.`,
+	);
+	leaveForRestart(broker);
+	return rival;
+}
+
+/**
  * A keyring that found a rival active ends its process under moleculer-runner (after a
  * graceful stop), so a supervisor restarts it into a fresh election; an embedded keyring stays
  * fenced until its owner restarts it.
  */
-export function leaveForRestart(broker: ServiceBroker): void {
+function leaveForRestart(broker: ServiceBroker): void {
 	if ((broker as { runner?: unknown }).runner) void broker.stop().finally(() => process.exit(1));
 }

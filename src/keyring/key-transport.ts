@@ -14,6 +14,7 @@
  */
 import crypto, { type KeyObject, type webcrypto } from "node:crypto";
 import type { JWK } from "jose";
+import { isOkpPublicKey } from "../identity/credential";
 import { randomBytesPooled } from "../random";
 import { LeaseSecret } from "../signer/lease-secret";
 
@@ -45,12 +46,7 @@ export function createSessionKey(): SessionKey {
 
 /** Checks the shape of an X25519 public JWK, synchronously; only its public members count. */
 export function checkSessionKey(jwk: JWK): void {
-	if (
-		jwk?.kty !== "OKP" ||
-		jwk.crv !== "X25519" ||
-		typeof jwk.x !== "string" ||
-		Buffer.from(jwk.x, "base64url").length !== 32
-	)
+	if (!isOkpPublicKey(jwk, "X25519"))
 		throw new InvalidSessionKeyError(
 			'sessionKey must be an X25519 public JWK ({ kty: "OKP", crv: "X25519", x: <32 bytes base64url> })',
 		);

@@ -266,7 +266,7 @@ export class Keyring {
 	 * to a node that is gone would sit idle until its lease expired.
 	 */
 	dropWaiters(holder: string): number {
-		return this.waiters.rejectWhere(
+		const dropped = this.waiters.rejectWhere(
 			(waiter) => waiter.holder === holder,
 			() =>
 				new DomainError(
@@ -275,6 +275,11 @@ export class Keyring {
 					{ holder },
 				),
 		);
+		if (dropped)
+			this.deps.logger.info(
+				`Node ${holder} left: turned away its ${dropped} waiting acquire(s)`,
+			);
+		return dropped;
 	}
 
 	// ------------------------------------------------------------ public views

@@ -27,18 +27,19 @@ import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
 import {
 	assertReplicaSet,
-	connectMongo,
 	dropIndexIfPresent,
 	ensureCollection,
 	isDuplicateKey,
+	openMongoStore,
+	pageById,
 	runTransaction,
 	type MongoConnection,
 } from "../store/mongo";
 import {
 	DuplicateLeaseError,
 	FencedError,
+	enrolment,
 	publicKeyDoc,
-	sameSignerKey,
 	type EnrolledSigner,
 	type Enrolment,
 	type KeyringStore,
@@ -116,39 +117,41 @@ export class MongoKeyringStore implements KeyringStore {
 		uri: string,
 		service: { broker: unknown; logger: unknown },
 	): Promise<MongoKeyringStore> {
-		const connection = await connectMongo(uri, service, "keyring");
-		try {
-			await assertReplicaSet(connection, where(uri));
-			const store = MongoKeyringStore.over(connection);
-			const { keysOf: keys, leasesOf: leases } = store;
-			await leases.createIndex({ grantSeq: 1 }, { unique: true, name: "leases_grant_seq" });
-			await leases.createIndex(
-				{ endSeq: 1 },
-				{
-					unique: true,
-					name: "leases_end_seq",
-					partialFilterExpression: { endSeq: { $type: "number" } },
-				},
-			);
-			await leases.createIndex(
-				{ keyId: 1 },
-				{
-					unique: true,
-					name: "leases_open_per_key",
-					partialFilterExpression: { open: true },
-				},
-			);
-			// Earlier versions repeated `_id` in a unique index: one more index write per document, for nothing.
-			await dropIndexIfPresent(keys, "keys_key");
-			await dropIndexIfPresent(leases, "leases_lease");
-			// The collections the transactions write to exist before any transaction runs.
-			for (const name of ["keyring", "leases", "lease_stats"])
-				await ensureCollection(connection.db, name);
-			return store;
-		} catch (err) {
-			await connection.close();
-			throw err;
-		}
+		return openMongoStore(
+			uri,
+			service,
+			"keyring",
+			MongoKeyringStore.over,
+			async ({ keysOf: keys, leasesOf: leases }, connection) => {
+				await assertReplicaSet(connection, where(uri));
+				await leases.createIndex(
+					{ grantSeq: 1 },
+					{ unique: true, name: "leases_grant_seq" },
+				);
+				await leases.createIndex(
+					{ endSeq: 1 },
+					{
+						unique: true,
+						name: "leases_end_seq",
+						partialFilterExpression: { endSeq: { $type: "number" } },
+					},
+				);
+				await leases.createIndex(
+					{ keyId: 1 },
+					{
+						unique: true,
+						name: "leases_open_per_key",
+						partialFilterExpression: { open: true },
+					},
+				);
+				// Earlier versions repeated `_id` in a unique index: one more index write per document, for nothing.
+				await dropIndexIfPresent(keys, "keys_key");
+				await dropIndexIfPresent(leases, "leases_lease");
+				// The collections the transactions write to exist before any transaction runs.
+				for (const name of ["keyring", "leases", "lease_stats"])
+					await ensureCollection(connection.db, name);
+			},
+		);
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -454,11 +457,7 @@ export class MongoKeyringStore implements KeyringStore {
 			{ $setOnInsert: { ...credential, revokedAt: null } },
 			{ upsert: true },
 		);
-		if (upsertedCount) return "enrolled";
-		const existing = (await this.enrolled(role)).find((s) => s.name === credential.name)!;
-		return sameSignerKey(existing, credential) && !existing.revokedAt
-			? "already"
-			: "name-taken";
+		return enrolment(this, role, credential, upsertedCount > 0);
 	}
 
 	async revoke(role: CredentialRole, name: string, at: string): Promise<boolean> {
@@ -477,16 +476,12 @@ export class MongoKeyringStore implements KeyringStore {
 		after: string | undefined,
 		limit: number,
 	): Promise<Page> {
-		const range = after === undefined ? {} : { _id: { $gt: after } };
-		const rows =
-			collection === "keys"
-				? await this.keysOf.find(range).sort({ _id: 1 }).limit(limit).toArray()
-				: await this.leasesOf.find(range).sort({ _id: 1 }).limit(limit).toArray();
-		const docs =
-			collection === "keys"
-				? (rows as KeyRow[]).map((row) => publicKeyDoc(row))
-				: (rows as LeaseRow[]).map(leaseDoc);
-		return { docs, next: rows.length === limit ? String(rows[rows.length - 1]._id) : null };
+		if (collection === "keys") {
+			const keys = await pageById(this.keysOf, after, limit);
+			return { docs: keys.docs.map((row) => publicKeyDoc(row)), next: keys.next };
+		}
+		const leases = await pageById(this.leasesOf, after, limit);
+		return { docs: leases.docs.map(leaseDoc), next: leases.next };
 	}
 
 	async ping(): Promise<void> {

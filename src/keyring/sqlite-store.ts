@@ -16,7 +16,7 @@ import type { JWK } from "jose";
 import { endEntry, grantEntry, leaseEndLeaf, leaseGrantLeaf } from "../tlog/leaves";
 import { SqliteLog } from "../tlog/sqlite-log";
 import type { CredentialRole } from "../identity/credential";
-import { sameSignerKey, type EnrolledSigner, type Enrolment } from "./store";
+import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
 
 /** Where each role's enrolled credentials are (the table names are fixed, never input). */
 const ENROLMENT_TABLES: Record<CredentialRole, string> = { signer: "signers", batcher: "batchers" };
@@ -309,11 +309,7 @@ export class SqliteKeyringStore implements KeyringStore {
 				`INSERT INTO ${ENROLMENT_TABLES[role]} (name, publicJwk, enrolledAt, revokedAt) VALUES (?, ?, ?, NULL) ON CONFLICT(name) DO NOTHING`,
 			)
 			.run(credential.name, JSON.stringify(credential.publicJwk), credential.enrolledAt);
-		if (Number(inserted.changes) === 1) return "enrolled";
-		const existing = (await this.enrolled(role)).find((s) => s.name === credential.name)!;
-		return sameSignerKey(existing, credential) && !existing.revokedAt
-			? "already"
-			: "name-taken";
+		return enrolment(this, role, credential, Number(inserted.changes) === 1);
 	}
 
 	async revoke(role: CredentialRole, name: string, at: string): Promise<boolean> {

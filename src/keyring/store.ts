@@ -122,9 +122,21 @@ export class DuplicateLeaseError extends Error {
 	}
 }
 
-/** Whether an enrolment of `signer` under a name held by `existing` is the same credential. */
-export function sameSignerKey(existing: EnrolledSigner, signer: EnrolledSigner): boolean {
-	return existing.publicJwk.x === signer.publicJwk.x;
+/**
+ * What enrolling `credential` answers once its insert was tried: `enrolled` when it went in;
+ * otherwise `already` when the name holds the same key, unrevoked, and `name-taken` when not.
+ */
+export async function enrolment(
+	store: Pick<KeyringStore, "enrolled">,
+	role: CredentialRole,
+	credential: EnrolledSigner,
+	inserted: boolean,
+): Promise<Enrolment> {
+	if (inserted) return "enrolled";
+	const existing = (await store.enrolled(role)).find((s) => s.name === credential.name)!;
+	return existing.publicJwk.x === credential.publicJwk.x && !existing.revokedAt
+		? "already"
+		: "name-taken";
 }
 
 /** Public fields of a key, as anyone may page them. */

@@ -23,12 +23,19 @@ import type {
 	SignatureDoc,
 } from "../contract";
 import {
-	connectMongo,
 	dropIndexIfPresent,
 	insertUnordered,
+	openMongoStore,
+	pageById,
 	type MongoConnection,
 } from "../store/mongo";
-import { BatchClosedError, signatureView, type RecordsStore, type SignedBatch } from "./store";
+import {
+	BatchClosedError,
+	closedBatch,
+	signatureView,
+	type RecordsStore,
+	type SignedBatch,
+} from "./store";
 
 interface RecordRow {
 	_id: string;
@@ -65,9 +72,7 @@ export class MongoRecordsStore implements RecordsStore {
 		uri: string,
 		service: { broker: unknown; logger: unknown },
 	): Promise<MongoRecordsStore> {
-		const connection = await connectMongo(uri, service, "records");
-		try {
-			const store = MongoRecordsStore.over(connection);
+		return openMongoStore(uri, service, "records", MongoRecordsStore.over, async (store) => {
 			// The guard against a second signature is the `_id` index (`_id` is the record id); these keep every query indexed.
 			await store.signaturesOf.createIndex(
 				{ batchId: 1, recordId: 1 },
@@ -76,11 +81,7 @@ export class MongoRecordsStore implements RecordsStore {
 			await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
 			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
 			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
-			return store;
-		} catch (err) {
-			await connection.close();
-			throw err;
-		}
+		});
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -206,12 +207,7 @@ export class MongoRecordsStore implements RecordsStore {
 				{ $setOnInsert: { closedAt: new Date().toISOString() } },
 				{ upsert: true },
 			);
-			const signed = await this.signedUnder(batchId);
-			const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
-			return {
-				signed,
-				unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [],
-			};
+			return closedBatch(this, batchId, recordIds);
 		});
 	}
 
@@ -322,16 +318,9 @@ export class MongoRecordsStore implements RecordsStore {
 		after: string | undefined,
 		limit: number,
 	): Promise<Page> {
-		const of = (collection === "records"
-			? this.recordsOf
-			: this.signaturesOf) as unknown as Collection<{ _id: string }>;
-		const projection = collection === "records" ? { signed: 0 } : {};
-		const docs = await of
-			.find(after === undefined ? {} : { _id: { $gt: after } }, { projection })
-			.sort({ _id: 1 })
-			.limit(limit)
-			.toArray();
-		return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
+		return collection === "records"
+			? pageById(this.recordsOf, after, limit, { signed: 0 })
+			: pageById(this.signaturesOf, after, limit);
 	}
 
 	async ping(): Promise<void> {

@@ -16,6 +16,7 @@ import { SignatureHasher } from "../tlog/signature-hasher";
 import { SqliteLog } from "../tlog/sqlite-log";
 import {
 	BatchClosedError,
+	closedBatch,
 	signatureView,
 	type LoggedSignature,
 	type RecordsStore,
@@ -290,13 +291,7 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
 		this.statements.get(SQL.close).run(batchId, new Date().toISOString());
-		const signed = await this.signedUnder(batchId);
-		// Every record signed under the batch: none can be unsigned, and the lookup is skipped.
-		const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
-		return {
-			signed,
-			unsigned: recordIds.length && !all ? await this.unsignedAmong(recordIds) : [],
-		};
+		return closedBatch(this, batchId, recordIds);
 	}
 
 	async signedUnder(batchId: string): Promise<ClosedBatch["signed"]> {

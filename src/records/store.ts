@@ -85,6 +85,23 @@ export class BatchClosedError extends Error {
 	}
 }
 
+/**
+ * What closing `batchId` answers once it is closed: the signatures stored under it and its
+ * records still unsigned (none when every record is signed under it: the lookup is skipped).
+ */
+export async function closedBatch(
+	store: Pick<RecordsStore, "signedUnder" | "unsignedAmong">,
+	batchId: string,
+	recordIds: string[],
+): Promise<ClosedBatch> {
+	const signed = await store.signedUnder(batchId);
+	const all = signed.reduce((sum, group) => sum + group.count, 0) === recordIds.length;
+	return {
+		signed,
+		unsigned: recordIds.length && !all ? await store.unsignedAmong(recordIds) : [],
+	};
+}
+
 /** A stored signature as a record's view shows it (records.get, records.list). */
 export function signatureView(
 	s: Pick<SignatureDoc, "keyId" | "batchId" | "leaseId" | "jws" | "signedAt">,

@@ -28,10 +28,13 @@ import {
 	type Collection,
 	type Db,
 	type Document,
+	type Filter,
 	type MongoClientOptions,
 	type OptionalUnlessRequiredId,
 	type TransactionOptions,
+	type WithId,
 } from "mongodb";
+import type { Page } from "../contract";
 
 /** A collection of the driver, typed by its documents. */
 export type MongoCollection<T extends Document = Document> = Collection<T>;
@@ -105,6 +108,29 @@ export async function connectMongo(
 }
 
 /**
+ * Opens an owner's store: connects, builds the store over the connection (`over`), lets
+ * `prepare` create what the owner needs (indexes, collections), and closes the connection again
+ * when any of it fails.
+ */
+export async function openMongoStore<S>(
+	uri: string,
+	service: { broker: unknown; logger: unknown },
+	owner: string,
+	over: (connection: MongoConnection) => S,
+	prepare: (store: S, connection: MongoConnection) => Promise<void>,
+): Promise<S> {
+	const connection = await connectMongo(uri, service, owner);
+	try {
+		const store = over(connection);
+		await prepare(store, connection);
+		return store;
+	} catch (err) {
+		await connection.close();
+		throw err;
+	}
+}
+
+/**
  * Whether the server is a replica set member or a mongos: the stores need transactions and
  * majority writes, which a standalone server has neither of.
  */
@@ -128,6 +154,25 @@ export async function dropIndexIfPresent<T extends Document>(
 		const code = (err as MongoServerError)?.code;
 		if (code !== INDEX_NOT_FOUND && code !== NAMESPACE_NOT_FOUND) throw err;
 	}
+}
+
+/**
+ * One page of a store's `page`: up to `limit` documents of `collection` after `after` in `_id`
+ * order, less the fields `projection` leaves out; `next` is the last `_id` when the page is full.
+ */
+export async function pageById<T extends { _id: string }>(
+	collection: Collection<T>,
+	after: string | undefined,
+	limit: number,
+	projection?: Document,
+): Promise<Page<WithId<T>>> {
+	const range = (after === undefined ? {} : { _id: { $gt: after } }) as Filter<T>;
+	const docs = await collection
+		.find(range, projection ? { projection } : undefined)
+		.sort({ _id: 1 })
+		.limit(limit)
+		.toArray();
+	return { docs, next: docs.length === limit ? String(docs[docs.length - 1]._id) : null };
 }
 
 /**

@@ -1,38 +1,76 @@
 /**
- * A log's publisher as its owner's service runs it: the key loaded (or made), checkpoints every
- * second while entries arrive (docs/design.md §8.4), the verifier key told in the log.
+ * A log as its owner's service runs it (records the signature log, the keyring the lease log):
+ * the key loaded (or made), checkpoints every second while entries arrive and at the end of
+ * every run (docs/design.md §8.4), the verifier key told in the log, and what the gateway asks.
  */
 import type { Context } from "moleculer";
 import { logConsistencyParams, type LogConsistencyParams } from "../contract";
 import type { TransparencyLog } from "./log";
-import type { LogReads } from "./log-reads";
+import { LogReads } from "./log-reads";
 import { loadLogKey, type LogKeySettings } from "./log-key";
 import { CheckpointPublisher } from "./publisher";
 
 /** How often a growing log is checkpointed. */
 export const CHECKPOINT_EVERY_MS = 1_000;
 
-export function startPublisher(
-	log: TransparencyLog | undefined,
-	settings: LogKeySettings,
-	logger: { info(line: string): void; warn(line: string): void },
-): CheckpointPublisher | null {
-	if (!log) {
-		logger.warn(
-			`No transparency log ${settings.name} on this store: no checkpoints are published`,
-		);
-		return null;
+interface ServiceLogger {
+	info(line: string): void;
+	warn(line: string): void;
+}
+
+export class ServiceLog {
+	/** Its checkpoints and proofs, for the gateway. */
+	readonly reads: LogReads;
+
+	private constructor(
+		/** Null when the store keeps no log. */
+		readonly publisher: CheckpointPublisher | null,
+		log: TransparencyLog | undefined,
+		name: string,
+		private readonly logger: ServiceLogger,
+	) {
+		this.reads = new LogReads(log, publisher, name);
 	}
-	const signer = loadLogKey(settings, (line) => logger.info(line));
-	const publisher = new CheckpointPublisher(log, signer, {
-		everyMs: CHECKPOINT_EVERY_MS,
-		warn: (line) => logger.warn(line),
-	});
-	publisher.start();
-	logger.info(
-		`Log ${signer.name} publishes checkpoints; its verifier key: ${publisher.verifierKey}`,
-	);
-	return publisher;
+
+	/** Loads the log's key and starts its checkpoints; `name` is the log's (`signatures`, `leases`). */
+	static start(
+		log: TransparencyLog | undefined,
+		settings: LogKeySettings,
+		name: string,
+		logger: ServiceLogger,
+	): ServiceLog {
+		if (!log) {
+			logger.warn(
+				`No transparency log ${settings.name} on this store: no checkpoints are published`,
+			);
+			return new ServiceLog(null, log, name, logger);
+		}
+		const signer = loadLogKey(settings, (line) => logger.info(line));
+		const publisher = new CheckpointPublisher(log, signer, {
+			everyMs: CHECKPOINT_EVERY_MS,
+			warn: (line) => logger.warn(line),
+		});
+		publisher.start();
+		logger.info(
+			`Log ${signer.name} publishes checkpoints; its verifier key: ${publisher.verifierKey}`,
+		);
+		return new ServiceLog(publisher, log, name, logger);
+	}
+
+	/** A checkpoint of everything logged so far (a run ended); a failure is told, the timer tries again. */
+	checkpointNow(): Promise<void> {
+		if (!this.publisher) return Promise.resolve();
+		return this.publisher.publish().then(
+			() => undefined,
+			(err: unknown) =>
+				this.logger.warn(`Could not publish a checkpoint: ${(err as Error).message}`),
+		);
+	}
+
+	/** Stops the timer after a last checkpoint; before the store closes. */
+	async stop(): Promise<void> {
+		await this.publisher?.stop();
+	}
 }
 
 /** What a log's owner answers the gateway about its log, the same in records and the keyring. */
@@ -40,15 +78,15 @@ export function logActions() {
 	return {
 		/** The log's verifier key and latest checkpoint (docs/design.md §8.4). */
 		logCheckpoint: {
-			handler(this: { logReads: LogReads }) {
-				return this.logReads.checkpoint();
+			handler(this: { tlog: ServiceLog }) {
+				return this.tlog.reads.checkpoint();
 			},
 		},
 		/** That the log of `from` leaves is a prefix of the one of `to`. */
 		logConsistency: {
 			params: logConsistencyParams,
-			handler(this: { logReads: LogReads }, ctx: Context<LogConsistencyParams>) {
-				return this.logReads.consistency(ctx.params.from, ctx.params.to);
+			handler(this: { tlog: ServiceLog }, ctx: Context<LogConsistencyParams>) {
+				return this.tlog.reads.consistency(ctx.params.from, ctx.params.to);
 			},
 		},
 	};

@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { sleep } from "../../src/clock";
 import type { Cluster } from "../../src/cluster/launcher";
 import type { BatchDoc } from "../../src/contract";
 import type { KeyInfo } from "../../src/contract";
@@ -113,11 +114,14 @@ describe("crashes lose nothing and break no rule", () => {
 				const run = await cluster.startRun(50);
 				await waitForSigned(cluster, 3_000);
 				// Killed while it holds a lease (frozen first, then checked): that lease can only end by expiry.
+				// A release it sent just before the freeze may still be on its way (slow on a loaded
+				// machine): it lands first, and only the leases still held after it count.
 				const heldAtDeath = await until(
 					"signer-2 to be frozen holding a lease",
 					30_000,
 					async () => {
 						cluster!.pause("signer-2");
+						await sleep(1_000);
 						const held = (await broker.call<KeyInfo[]>("keyring.keys")).filter(
 							(key) => key.holder === "signer-2",
 						);

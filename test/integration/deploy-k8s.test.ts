@@ -202,8 +202,9 @@ describe("k8s/ manifests", () => {
 		// Only the signers hold their credential, only the api node (the batcher) its own.
 		expect(holders("SIGNER_KEY")).toEqual(["signer"]);
 		expect(holders("BATCHER_KEY")).toEqual(["api"]);
-		// Records (api) checks lease tokens with the keyring's public key; the keyring checks it matches its master key.
-		expect(holders("KEYRING_PUBLIC_KEY")).toEqual(["api", "keyring"]);
+		// Records (api) checks lease tokens with the keyring's public key, and the batcher (api) and the
+		// signers derive their request MAC keys with it; the keyring checks it matches its master key.
+		expect(holders("KEYRING_PUBLIC_KEY")).toEqual(["api", "keyring", "signer"]);
 	});
 
 	test("NATS has one user per role: each workload connects as its own, and the server's configuration is the permissions src/broker/nats-permissions.ts writes", async () => {

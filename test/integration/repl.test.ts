@@ -19,7 +19,7 @@ require.extensions[".ts"] = (module, filename) => {
 };
 const { loadConfig } = require("./src/config.ts");
 const { createSystem } = require("./src/system.ts");
-const { replCommands } = require("./src/api/repl-commands.ts");
+const { replCommands } = require("./src/broker/repl-commands.ts");
 const broker = createSystem(loadConfig({ RECORDS: "900", KEYS: "3", DATA_DIR: "" }), { logLevel: false });
 // What src/broker/broker-options.ts would carry: replOptions.customCommands.
 broker.options.replOptions = { customCommands: replCommands() };

@@ -147,6 +147,11 @@ class Signers implements SignersPort {
 	waitForAny(timeoutMs: number) {
 		return this.clock.sleep(timeoutMs);
 	}
+	/** Whether a keyring is on the bus, as the batcher's registry sees it. */
+	keyring = true;
+	keyringAvailable() {
+		return this.keyring;
+	}
 	/** A transport taking at most this many bytes per message (null: in-process, no limit). */
 	maxPayload: number | null = null;
 	maxMessageBytes() {
@@ -356,6 +361,36 @@ describe("the batcher's run loop", () => {
 		expect(h.events.find((e) => e.event === "batch.failed")).toMatchObject({
 			payload: { batchId: partial[0].batchId, stored: 5 },
 		});
+	});
+
+	test("while no keyring answers, batches wait and use up no attempts; the run goes on once one is back", async () => {
+		const h = harness(40, { maxAttempts: 2 });
+		// The keyring's host is cut off: the signers find no keyring for 30 s of the batcher's clock.
+		const back = h.clock.now() + 30_000;
+		h.signers.behaviour = async (params, node) => {
+			if (h.clock.now() < back) {
+				h.signers.keyring = false;
+				throw Object.assign(new Error("Service 'keyring.acquire' is not available."), {
+					type: "SERVICE_NOT_AVAILABLE",
+					data: { action: "keyring.acquire", nodeID: null },
+				});
+			}
+			h.signers.keyring = true;
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 10 });
+		// The batcher's registry sees the keyring back a little before the signers do.
+		const completion = await advanceUntil(h.clock, done);
+		expect(completion).toMatchObject({ status: "completed", error: null });
+		expect(h.records.signed.size).toBe(40);
+		const batches = [...h.store.batches.values()];
+		// Far more failures than two attempts would allow, none of them counted.
+		const failed = batches.filter((b) => b.status === "failed");
+		expect(failed.length).toBeGreaterThan(2);
+		expect(batches.every((b) => b.attempt === 1)).toBe(true);
+		// While no keyring was seen, at most the window went out each second, not a storm of batches.
+		expect(failed.length).toBeLessThan(3 * 40);
 	});
 
 	test("a batch whose reply is lost after its signatures were stored is recorded signed with their key and lease, and not sent again", async () => {

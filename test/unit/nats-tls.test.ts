@@ -1,6 +1,6 @@
 /**
  * TRANSPORTER as a list of NATS servers, over TLS or not, and the NATS certificate variables
- * (src/broker/nats-tls.ts, read by src/config.ts): what nats.js is given, and every refusal
+ * (src/nats-tls.ts, read by src/config.ts): what nats.js is given, and every refusal
  * naming its variable. Files with real certificates, and a real TLS connection, are
  * test/integration/nats-tls.test.ts (making certificates needs the openssl command).
  */
@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { brokerOptions } from "../../src/broker/broker-options";
 import { nodeIdFor, roleUrl, transporterUser } from "../../src/broker/nats-permissions";
-import { natsEndpoints, natsTransporterOptions, redactUrl } from "../../src/broker/nats-tls";
+import { natsEndpoints, natsTransporterOptions, redactUrl } from "../../src/nats-tls";
 import { ConfigError, loadConfig } from "../../src/config";
 
 let dir: string;

@@ -1,0 +1,108 @@
+/**
+ * What the records service answers over the bus, with no broker in it: pieces of signatures
+ * taken only from their lease's holder and counted by batch (intake.ts, batch-tally.ts), batches
+ * closed only by the batcher, what is stored under a batch, and record reads. A closed batch's
+ * late signatures and an unknown record are the caller's errors (docs/design.md §6.4, §7.3).
+ */
+import type {
+	CloseBatchParams,
+	ClosedBatch,
+	Progress,
+	RecordStats,
+	RecordView,
+	SignedUnder,
+	StoreSignaturesParams,
+	StoreSignaturesResult,
+	UnsignedRecords,
+} from "../contract";
+import { DomainError } from "../errors";
+import type { TrustSettings } from "../identity/authority";
+import type { CredentialSettings } from "../identity/credential";
+import { BatchTally } from "./batch-tally";
+import { RecordsIntake } from "./intake";
+import { seedIfEmpty } from "./records";
+import { BatchClosedError, signatureView, type RecordsStore } from "./store";
+
+export class RecordsDesk {
+	/** What this process stored under recent batches: `signedUnder` without a query per batch. */
+	private readonly tally = new BatchTally();
+
+	/** Who may store signatures and close batches. */
+	private readonly intake: RecordsIntake;
+
+	/** `trust`: the keyring's public key (lease tokens); `batcherCredential`: whose close proofs close batches. */
+	constructor(
+		private readonly store: RecordsStore,
+		settings: { trust: TrustSettings; batcherCredential: CredentialSettings },
+		logger: { warn(line: string): void },
+	) {
+		this.intake = new RecordsIntake(settings.trust, settings.batcherCredential, logger);
+	}
+
+	/** Seeds `count` records into an empty store, and says so. */
+	async seed(count: number, log: (line: string) => void): Promise<void> {
+		const started = Date.now();
+		const seeded = await seedIfEmpty(this.store, count);
+		if (seeded) log(`Seeded ${seeded} records in ${Date.now() - started} ms`);
+	}
+
+	/** The next `limit` unsigned records after `after` (ascending ids), with their payloads. */
+	async unsignedPage(after: string | undefined, limit: number): Promise<UnsignedRecords> {
+		return { records: await this.store.unsignedRecords(after, limit) };
+	}
+
+	/** Of the given records, those without a signature (a failed batch's retry set), with their payloads. */
+	async unsignedAmong(ids: string[]): Promise<UnsignedRecords> {
+		return { records: await this.store.unsignedAmong(ids) };
+	}
+
+	/** Stores a piece sent by its lease's holder; already-signed records keep their first signature. */
+	async storeSignatures(
+		params: StoreSignaturesParams,
+		callerNode: string,
+	): Promise<StoreSignaturesResult> {
+		this.intake.admitSignatures(params, callerNode);
+		try {
+			const result = await this.store.storeSignatures(params);
+			this.tally.add(params.batchId, params.keyId, params.leaseId, result.stored);
+			return result;
+		} catch (err) {
+			if (err instanceof BatchClosedError)
+				throw new DomainError("BATCH_CLOSED", err.message, { batchId: err.batchId });
+			throw err;
+		}
+	}
+
+	/** Closes a batch for the batcher: what is stored under it, and its records still unsigned. */
+	closeBatch(params: CloseBatchParams, callerNode: string): Promise<ClosedBatch> {
+		this.intake.admitClose(params, callerNode);
+		return this.store.closeBatch(params.batchId, params.recordIds);
+	}
+
+	async signedUnder(batchId: string): Promise<SignedUnder> {
+		return { signed: this.tally.get(batchId) ?? (await this.store.signedUnder(batchId)) };
+	}
+
+	async record(id: string): Promise<RecordView> {
+		const record = await this.store.record(id);
+		if (!record) throw new DomainError("RECORD_NOT_FOUND", `Record "${id}" not found`, { id });
+		const signature = await this.store.signature(id);
+		return {
+			id: record.id,
+			data: record.data,
+			signature: signature && signatureView(signature),
+		};
+	}
+
+	async progress(): Promise<Progress> {
+		return { records: await this.store.recordCount(), signed: await this.store.signedCount() };
+	}
+
+	/** How many records there are and how large the largest is: what a run's batch size must fit. */
+	async stats(): Promise<RecordStats> {
+		return {
+			records: await this.store.recordCount(),
+			maxRecordBytes: await this.store.maxRecordBytes(),
+		};
+	}
+}
