@@ -121,6 +121,10 @@ export function createKeyringService(
 			"$services.changed"() {
 				this.fencedBy ??= fenceOnRival(this);
 			},
+			/** A checkpoint at the end of every run (docs/design.md §8.4): its batches released their leases before they answered. */
+			"run.completed"() {
+				return this.tlog?.checkpointNow();
+			},
 		},
 		async started() {
 			({ keyring: this.keyring, desk: this.desk } = await openKeyringOnBus(this.settings, {
@@ -132,8 +136,11 @@ export function createKeyringService(
 			}));
 			this.tlog = ServiceLog.start(
 				this.store.leaseLog,
-				this.settings.leaseLog,
-				"leases",
+				{
+					name: "leases",
+					key: this.settings.leaseLog,
+					everyMs: this.settings.checkpointEveryMs,
+				},
 				this.logger,
 			);
 		},

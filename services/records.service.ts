@@ -139,8 +139,11 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			await this.desk.seed(this.settings.seedCount, (line) => this.logger.info(line));
 			this.tlog = ServiceLog.start(
 				this.store.signatureLog,
-				this.settings.signatureLog,
-				"signatures",
+				{
+					name: "signatures",
+					key: this.settings.signatureLog,
+					everyMs: this.settings.checkpointEveryMs,
+				},
 				this.logger,
 			);
 		},

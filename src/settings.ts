@@ -18,6 +18,7 @@ import type { KeyringOptions } from "./keyring/keyring";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
 import { LOG_ORIGINS, type LogKeySettings } from "./tlog/log-key";
+import { CHECKPOINT_EVERY_MS } from "./tlog/service-log";
 
 export interface RecordsSettings extends StoreSettings {
 	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
@@ -28,8 +29,15 @@ export interface RecordsSettings extends StoreSettings {
 	batcherCredential: CredentialSettings;
 	/** The signature log's key (docs/design.md §8.4). */
 	signatureLog: LogKeySettings;
+	/** How often the signature log is checkpointed while it grows (besides each run's end). */
+	checkpointEveryMs: number;
 }
-export type KeyringSettings = KeyringOptions & ElectionOptions & { leaseLog: LogKeySettings };
+export type KeyringSettings = KeyringOptions &
+	ElectionOptions & {
+		leaseLog: LogKeySettings;
+		/** How often the lease log is checkpointed while it grows (besides each run's end). */
+		checkpointEveryMs: number;
+	};
 /** The batcher's options, and its credential (never published: `$secureSettings`). */
 export type BatcherSettings = BatcherOptions &
 	StoreSettings & {
@@ -95,6 +103,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			trust,
 			batcherCredential: credentialSettings(config, "batcher"),
 			signatureLog: { ...config.logKeys.signatures, name: LOG_ORIGINS.signatures },
+			checkpointEveryMs: CHECKPOINT_EVERY_MS,
 		},
 		keyring: {
 			...store,
@@ -115,6 +124,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			electionSettleMs: 2_000,
 			electionClaimTimeoutMs: 3_000,
 			leaseLog: { ...config.logKeys.leases, name: LOG_ORIGINS.leases },
+			checkpointEveryMs: CHECKPOINT_EVERY_MS,
 		},
 		batcher: {
 			...store,

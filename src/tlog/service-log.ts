@@ -4,7 +4,7 @@
  * every run (docs/design.md §8.4), the verifier key told in the log, and what the gateway asks.
  */
 import type { Context } from "moleculer";
-import { logConsistencyParams, type LogConsistencyParams } from "../contract";
+import { logConsistencyParams, type LogConsistencyParams, type LogName } from "../contract";
 import type { TransparencyLog } from "./log";
 import { LogReads } from "./log-reads";
 import { loadLogKey, type LogKeySettings } from "./log-key";
@@ -32,22 +32,28 @@ export class ServiceLog {
 		this.reads = new LogReads(log, publisher, name);
 	}
 
-	/** Loads the log's key and starts its checkpoints; `name` is the log's (`signatures`, `leases`). */
+	/** Loads the log's key and starts its checkpoints. */
 	static start(
 		log: TransparencyLog | undefined,
-		settings: LogKeySettings,
-		name: string,
+		settings: {
+			/** The log's name at the gateway. */
+			name: LogName;
+			key: LogKeySettings;
+			/** How often it is checkpointed while it grows: CHECKPOINT_EVERY_MS but in tests. */
+			everyMs: number;
+		},
 		logger: ServiceLogger,
 	): ServiceLog {
+		const { name, key: keySettings } = settings;
 		if (!log) {
 			logger.warn(
-				`No transparency log ${settings.name} on this store: no checkpoints are published`,
+				`No transparency log ${keySettings.name} on this store: no checkpoints are published`,
 			);
 			return new ServiceLog(null, log, name, logger);
 		}
-		const signer = loadLogKey(settings, (line) => logger.info(line));
+		const signer = loadLogKey(keySettings, (line) => logger.info(line));
 		const publisher = new CheckpointPublisher(log, signer, {
-			everyMs: CHECKPOINT_EVERY_MS,
+			everyMs: settings.everyMs,
 			warn: (line) => logger.warn(line),
 		});
 		publisher.start();

@@ -107,7 +107,7 @@ describe("the transparency logs through the gateway", () => {
 				"keyring.page",
 				{ collection: "leases", limit: 1000 },
 			);
-			// Every lease was granted and ended: two leaves each, checkpointed within a second.
+			// Every lease was granted and ended: two leaves each, checkpointed at the run's end.
 			const expected = 2 * leaseDocs.docs.length;
 			const leases = await waitFor("the lease log's checkpoint of every end", async () => {
 				const answer = await fetch(`${system.baseUrl}/api/logs/leases/checkpoint`);
