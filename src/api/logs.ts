@@ -48,14 +48,8 @@ export function logNamed(name: string): LogName {
 /** Every log the stores keep, with its verifier key and latest checkpoint's size. */
 export async function logSummaries(caller: Caller): Promise<{ logs: LogSummary[] }> {
 	const logs = await Promise.all(
-		LOG_NAMES.map(async (log): Promise<LogSummary | null> => {
-			const state = await call(caller, LOG_ACTIONS[log].checkpoint, {}).catch(
-				(err: unknown) => {
-					if ((err as { type?: unknown }).type === "LOG_NOT_KEPT") return null;
-					throw err;
-				},
-			);
-			if (!state) return null;
+		LOG_NAMES.map(async (log): Promise<LogSummary> => {
+			const state = await call(caller, LOG_ACTIONS[log].checkpoint, {});
 			return {
 				log,
 				origin: state.origin,
@@ -69,7 +63,7 @@ export async function logSummaries(caller: Caller): Promise<{ logs: LogSummary[]
 			};
 		}),
 	);
-	return { logs: logs.filter((log): log is LogSummary => log !== null) };
+	return { logs };
 }
 
 /** The latest signed checkpoint note of a log. */

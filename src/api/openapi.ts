@@ -52,9 +52,7 @@ const writeErrors = {
 };
 const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
-const noLog = error(
-	"No such log (`LOG_NOT_FOUND`), no checkpoint yet (`NO_CHECKPOINT`), or a store that keeps no log (`LOG_NOT_KEPT`: MongoDB)",
-);
+const noLog = error("No such log (`LOG_NOT_FOUND`) or no checkpoint yet (`NO_CHECKPOINT`)");
 
 /**
  * A GET anyone may read (a token or an API key is checked when one is sent): `ok` is its 200,
@@ -290,7 +288,7 @@ export function openApiDocument() {
 				json("The proof", { $ref: "#/components/schemas/InclusionProof" }),
 				{
 					"404": error(
-						"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`), no checkpoint yet (`NO_CHECKPOINT`) or no log (`LOG_NOT_KEPT`)",
+						"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`) or no checkpoint yet (`NO_CHECKPOINT`)",
 					),
 					"409": error(
 						"The signature is logged but not in the latest checkpoint yet (`NOT_YET_CHECKPOINTED`): one follows within a second",

@@ -13,7 +13,7 @@ import {
 	type DatabaseSync,
 } from "../store/sqlite";
 import type { JWK } from "jose";
-import { endEntry, grantEntry, leaseEndLeaf, leaseGrantLeaf } from "../tlog/leaves";
+import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
 import { SqliteLog } from "../tlog/sqlite-log";
 import type { CredentialRole } from "../identity/credential";
 import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
@@ -52,20 +52,6 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 		grantSeq: Number(row.grantSeq),
 		endSeq: row.endSeq === null ? null : Number(row.endSeq),
 	} as LeaseDoc;
-}
-
-/** A lease's grant, and its end once it has one: its leaves in the lease log, in seq order. */
-function leaseLeaves(lease: LeaseDoc): Array<{ seq: number; entry: string; leaf: string }> {
-	const leaves = [
-		{ seq: lease.grantSeq, entry: grantEntry(lease.leaseId), leaf: leaseGrantLeaf(lease) },
-	];
-	if (lease.end !== null && lease.endSeq !== null)
-		leaves.push({
-			seq: lease.endSeq,
-			entry: endEntry(lease.leaseId),
-			leaf: leaseEndLeaf(lease),
-		});
-	return leaves;
 }
 
 /** Appends leaves with their entry names (unique: nothing is logged twice). */

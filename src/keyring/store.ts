@@ -53,8 +53,8 @@ export interface RoleClaim {
 }
 
 export interface KeyringStore {
-	/** Every lease grant and end, appended in the transaction that writes it (docs/design.md §8.4); not yet on MongoDB. */
-	readonly leaseLog?: TransparencyLog;
+	/** Every lease grant and end, appended in the transaction that writes it (docs/design.md §8.4). */
+	readonly leaseLog: TransparencyLog;
 	/**
 	 * Takes the keyring role with the next epoch when nobody holds it or `mayTakeOver` says so,
 	 * atomically; otherwise says who holds it.

@@ -15,9 +15,7 @@ export async function signatureInclusion(
 	recordId: string,
 	size?: number,
 ): Promise<InclusionProofView> {
-	// A store with no log answers LOG_NOT_KEPT first, whatever the record.
-	await reads.checkpoint();
-	const logged = await store.loggedSignature!(recordId);
+	const logged = await store.loggedSignature(recordId);
 	if (!logged) {
 		if (!(await store.record(recordId)))
 			throw new DomainError("RECORD_NOT_FOUND", `Record "${recordId}" not found`, {

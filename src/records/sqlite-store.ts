@@ -10,8 +10,7 @@ import type {
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
 import { signatureLeaf } from "../tlog/leaves";
-import { HASH_BYTES } from "../tlog/merkle";
-import { leafHashesOf } from "../tlog/piece-leaves";
+import { leafHashesOf, storedLeafHashes } from "../tlog/piece-leaves";
 import { SignatureHasher } from "../tlog/signature-hasher";
 import { SqliteLog } from "../tlog/sqlite-log";
 import {
@@ -74,20 +73,6 @@ const MIGRATION_PAGE = 10_000;
 function addLogIndex(db: DatabaseSync): void {
 	if (!db.prepare("SELECT 1 FROM pragma_table_info('signatures') WHERE name = 'logIndex'").get())
 		db.exec("ALTER TABLE signatures ADD COLUMN logIndex INTEGER");
-}
-
-/** Of a piece's leaf hashes, those of the rows it stored (each inserted as `start` + its place). */
-function storedLeafHashes(
-	pieceHashes: Uint8Array,
-	stored: LoggedSignature[],
-	start: number,
-): Uint8Array {
-	const hashes = new Uint8Array(stored.length * HASH_BYTES);
-	stored.forEach((row, i) => {
-		const at = (Number(row.logIndex) - start) * HASH_BYTES;
-		hashes.set(pieceHashes.subarray(at, at + HASH_BYTES), i * HASH_BYTES);
-	});
-	return hashes;
 }
 
 /** Sorts before every id: `id > ""` is every id. */

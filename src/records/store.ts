@@ -25,8 +25,8 @@ export interface SignedBatch {
 }
 
 export interface RecordsStore {
-	/** Every stored signature, appended in the transaction that stores it (docs/design.md §8.4); not yet on MongoDB. */
-	readonly signatureLog?: TransparencyLog;
+	/** Every stored signature, in the order the pieces were stored (docs/design.md §8.4). */
+	readonly signatureLog: TransparencyLog;
 	/** Records stored; they never change once seeded. */
 	recordCount(): Promise<number>;
 	/** Records with a signature. */
@@ -62,8 +62,8 @@ export interface RecordsStore {
 		signed: boolean | undefined,
 	): Promise<RecordsList>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
-	/** A signature with its leaf's index in `signatureLog` (null: not in it); a store with a log only. */
-	loggedSignature?(recordId: string): Promise<LoggedSignature | null>;
+	/** A signature with its leaf's index in `signatureLog` (null: not in it). */
+	loggedSignature(recordId: string): Promise<LoggedSignature | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
 	page(
 		collection: "records" | "signatures",

@@ -76,3 +76,17 @@ export function leaseEndLeaf(
 /** The log entry names of a lease's grant and end. */
 export const grantEntry = (leaseId: string) => `grant:${leaseId}`;
 export const endEntry = (leaseId: string) => `end:${leaseId}`;
+
+/** A lease's grant, and its end once it has one: its leaves in the lease log, with their seqs and entry names. */
+export function leaseLeaves(lease: LeaseDoc): Array<{ seq: number; entry: string; leaf: string }> {
+	const leaves = [
+		{ seq: lease.grantSeq, entry: grantEntry(lease.leaseId), leaf: leaseGrantLeaf(lease) },
+	];
+	if (lease.end !== null && lease.endSeq !== null)
+		leaves.push({
+			seq: lease.endSeq,
+			entry: endEntry(lease.leaseId),
+			leaf: leaseEndLeaf(lease),
+		});
+	return leaves;
+}

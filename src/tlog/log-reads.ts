@@ -23,24 +23,14 @@ export interface LeafInclusion {
 
 export class LogReads {
 	constructor(
-		private readonly log: TransparencyLog | undefined,
-		private readonly publisher: CheckpointPublisher | null,
+		private readonly log: TransparencyLog,
+		private readonly publisher: CheckpointPublisher,
 		/** The log's name in messages (`signatures`, `leases`). */
 		private readonly name: string,
 	) {}
 
-	private kept(): { log: TransparencyLog; publisher: CheckpointPublisher } {
-		if (!this.log || !this.publisher)
-			throw new DomainError(
-				"LOG_NOT_KEPT",
-				`This store keeps no ${this.name} log (MongoDB has none yet)`,
-				{ log: this.name },
-			);
-		return { log: this.log, publisher: this.publisher };
-	}
-
 	async checkpoint(): Promise<LogCheckpoint> {
-		const { log, publisher } = this.kept();
+		const { log, publisher } = this;
 		return {
 			origin: publisher.origin,
 			verifierKey: publisher.verifierKey,
@@ -50,7 +40,7 @@ export class LogReads {
 
 	/** The latest checkpoint; a log that has none yet has nothing to prove against. */
 	private async latest(): Promise<LogCheckpointDoc> {
-		const latest = await this.kept().log.latestCheckpoint();
+		const latest = await this.log.latestCheckpoint();
 		if (!latest)
 			throw new DomainError(
 				"NO_CHECKPOINT",
@@ -65,10 +55,10 @@ export class LogReads {
 		const newer = checkpointed("to", to, latest);
 		if (from > newer) throw treeSizeError("from", from, `at most to (${newer})`);
 		return {
-			origin: this.kept().publisher.origin,
+			origin: this.publisher.origin,
 			from,
 			to: newer,
-			proof: base64(await this.kept().log.consistencyProof(from, newer)),
+			proof: base64(await this.log.consistencyProof(from, newer)),
 		};
 	}
 
@@ -84,7 +74,7 @@ export class LogReads {
 		const treeSize = checkpointed("size", size, latest);
 		if (logIndex >= treeSize)
 			throw treeSizeError("size", treeSize, `more than the leaf's index ${logIndex}`);
-		const { log, publisher } = this.kept();
+		const { log, publisher } = this;
 		const checkpoint =
 			treeSize === latest.size ? latest : (await log.checkpoints(treeSize - 1, 1))[0];
 		return {

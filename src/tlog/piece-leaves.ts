@@ -45,3 +45,17 @@ export function leafHashesOf(piece: readonly unknown[], under: StoredUnder): Uin
 		return null;
 	return known.hashes;
 }
+
+/** Of a piece's leaf hashes, those of the rows it stored (each inserted as `start` + its place). */
+export function storedLeafHashes(
+	pieceHashes: Uint8Array,
+	stored: ReadonlyArray<{ logIndex?: number | null }>,
+	start: number,
+): Uint8Array {
+	const hashes = new Uint8Array(stored.length * HASH_BYTES);
+	stored.forEach((row, i) => {
+		const at = (Number(row.logIndex) - start) * HASH_BYTES;
+		hashes.set(pieceHashes.subarray(at, at + HASH_BYTES), i * HASH_BYTES);
+	});
+	return hashes;
+}

@@ -23,9 +23,8 @@ export class ServiceLog {
 	readonly reads: LogReads;
 
 	private constructor(
-		/** Null when the store keeps no log. */
-		readonly publisher: CheckpointPublisher | null,
-		log: TransparencyLog | undefined,
+		readonly publisher: CheckpointPublisher,
+		log: TransparencyLog,
 		name: string,
 		private readonly logger: ServiceLogger,
 	) {
@@ -34,7 +33,7 @@ export class ServiceLog {
 
 	/** Loads the log's key and starts its checkpoints. */
 	static start(
-		log: TransparencyLog | undefined,
+		log: TransparencyLog,
 		settings: {
 			/** The log's name at the gateway. */
 			name: LogName;
@@ -45,12 +44,6 @@ export class ServiceLog {
 		logger: ServiceLogger,
 	): ServiceLog {
 		const { name, key: keySettings } = settings;
-		if (!log) {
-			logger.warn(
-				`No transparency log ${keySettings.name} on this store: no checkpoints are published`,
-			);
-			return new ServiceLog(null, log, name, logger);
-		}
 		const signer = loadLogKey(keySettings, (line) => logger.info(line));
 		const publisher = new CheckpointPublisher(log, signer, {
 			everyMs: settings.everyMs,
@@ -65,7 +58,6 @@ export class ServiceLog {
 
 	/** A checkpoint of everything logged so far (a run ended); a failure is told, the timer tries again. */
 	checkpointNow(): Promise<void> {
-		if (!this.publisher) return Promise.resolve();
 		return this.publisher.publish().then(
 			() => undefined,
 			(err: unknown) =>
@@ -75,7 +67,7 @@ export class ServiceLog {
 
 	/** Stops the timer after a last checkpoint; before the store closes. */
 	async stop(): Promise<void> {
-		await this.publisher?.stop();
+		await this.publisher.stop();
 	}
 }
 
