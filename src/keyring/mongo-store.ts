@@ -271,7 +271,7 @@ export class MongoKeyringStore implements KeyringStore {
 						[{ $set: { ...claimed(1), seq: 0, writes: 0 } }],
 						{ upsert: true },
 					);
-					this.roleTtlMs = ttlMs;
+					this.claimed(ttlMs);
 					return { claimed: { epoch: 1, ...fields } };
 				} catch (err) {
 					if (!isDuplicateKey(err)) throw err;
@@ -306,13 +306,23 @@ export class MongoKeyringStore implements KeyringStore {
 				[{ $set: claimed(current.epoch + 1) }],
 			);
 			if (taken.matchedCount === 1) {
-				this.roleTtlMs = ttlMs;
+				this.claimed(ttlMs);
 				return { claimed: { epoch: current.epoch + 1, ...fields } };
 			}
 		}
 		throw new Error(
 			"the keyring role kept changing hands while this keyring claimed it; start it again",
 		);
+	}
+
+	/**
+	 * This store holds the role now. Whoever held it before may have written leases (and their
+	 * leaves) since the log was read at open, and can write none from now on: the tree is read
+	 * back before the next logged write.
+	 */
+	private claimed(ttlMs: number): void {
+		this.roleTtlMs = ttlMs;
+		this.logUnsure = true;
 	}
 
 	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
