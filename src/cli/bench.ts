@@ -37,7 +37,7 @@ import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
-import { storeFile } from "../store/sqlite";
+import { checkpointStoresNow, storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
@@ -241,6 +241,7 @@ async function freshRun(
 ): Promise<{ seconds: number; cpuSeconds: number }> {
 	const system = await seededSystem(records, keys, batchSize);
 	try {
+		checkpointStoresNow(system.dataDir);
 		const run = () => timedRun(system.broker, system.completion, records, batchSize);
 		const cpuBefore = process.cpuUsage();
 		const took = await (checks ? run() : withoutBusChecks(run));
