@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Actions, call } from "../contract";
+import { checkpointStoresNow } from "../store/sqlite";
 import { Cluster, type ClusterOptions } from "./launcher";
 
 export interface OverNatsOptions {
@@ -47,6 +48,7 @@ export async function runOverNats(options: OverNatsOptions): Promise<OverNatsRes
 	});
 	try {
 		await cluster.ready(600_000); // seeds the records and generates the keys: not timed
+		checkpointStoresNow(cluster.dataDir); // nor copying the seeded store into its file
 		const started = performance.now();
 		const run = await cluster.startRun(options.batchSize);
 		const outcome = await cluster.runEnded(run.runId);

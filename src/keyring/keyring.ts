@@ -7,8 +7,9 @@
  * - wait-queue.ts: the callers waiting for a key.
  *
  * Every change runs through one `Serial` queue and is written to the store before memory
- * changes and before anyone is told (docs/design.md §5.4), so a restart rebuilds the same state from
- * the `leases` collection. The keyring first claims the keyring role in its store
+ * changes, and committed before anyone is told (docs/design.md §5.4), so a restart rebuilds the
+ * same state from the `leases` collection. The changes of one moment share a commit: the next
+ * change need not wait for the one before to be committed, only its reply does. The keyring first claims the keyring role in its store
  * (src/keyring/role.ts) and writes only under its epoch, so a second keyring is refused by the
  * store itself.
  */
@@ -230,6 +231,7 @@ export class Keyring {
 		});
 		if (renewed === null)
 			return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
+		await this.committed();
 		return { leaseId, changed: true, expiresAt: renewed };
 	}
 
@@ -244,6 +246,7 @@ export class Keyring {
 		});
 		if (!released)
 			return { leaseId, changed: false, reason: await this.whyNotCurrent(leaseId) };
+		await this.committed();
 		return { leaseId, changed: true };
 	}
 
@@ -390,7 +393,11 @@ export class Keyring {
 		) {
 			this.waiters.take(waiter);
 			try {
-				waiter.resolve(await this.grant(waiter));
+				const grant = await this.grant(waiter);
+				this.afterCommit(
+					() => waiter.resolve(grant),
+					(err) => waiter.reject(err),
+				);
 			} catch (err) {
 				waiter.reject(err as Error);
 			}
@@ -417,13 +424,15 @@ export class Keyring {
 		const lease = await this.log.grant(waiter.holder, this.options.leaseTtlMs);
 		this.table.grant(lease);
 		const waitMs = Date.parse(lease.grantedAt) - waiter.since;
-		this.deps.emit(Events.leaseGranted, {
-			leaseId: lease.leaseId,
-			keyId: lease.keyId,
-			holder: lease.holder,
-			seq: lease.grantSeq,
-			waitMs,
-		});
+		this.afterCommit(() =>
+			this.deps.emit(Events.leaseGranted, {
+				leaseId: lease.leaseId,
+				keyId: lease.keyId,
+				holder: lease.holder,
+				seq: lease.grantSeq,
+				waitMs,
+			}),
+		);
 		this.deps.logger.debug(
 			`Granted ${lease.keyId} to ${lease.holder} (lease ${lease.leaseId}, seq ${lease.grantSeq}, waited ${waitMs} ms)`,
 		);
@@ -459,13 +468,55 @@ export class Keyring {
 		}
 		const { applied } = outcome;
 		this.table.end(lease.leaseId, applied.end, applied.endSeq, applied.endedAt);
-		this.deps.emit(applied.end === "released" ? Events.leaseReleased : Events.leaseExpired, {
-			leaseId: lease.leaseId,
-			keyId: lease.keyId,
-			holder: lease.holder,
-			seq: applied.endSeq,
-		});
+		this.afterCommit(() =>
+			this.deps.emit(
+				applied.end === "released" ? Events.leaseReleased : Events.leaseExpired,
+				{
+					leaseId: lease.leaseId,
+					keyId: lease.keyId,
+					holder: lease.holder,
+					seq: applied.endSeq,
+				},
+			),
+		);
 		return true;
+	}
+
+	/**
+	 * Waits until the lease writes so far are committed (§5.4). A failed commit leaves this
+	 * keyring's memory ahead of its store: it stops (`commitFailed`) and the caller gets why.
+	 */
+	private async committed(): Promise<void> {
+		try {
+			await this.deps.store.durable();
+		} catch (err) {
+			this.commitFailed(err as Error);
+			throw this.refusal();
+		}
+	}
+
+	/** Tells (replies, events) once the lease writes so far are committed; `failed` hears why not. */
+	private afterCommit(tell: () => void, failed: (err: Error) => void = () => undefined): void {
+		this.committed().then(tell, failed);
+	}
+
+	/**
+	 * The store could not commit lease writes this keyring already counts in memory. Nobody was
+	 * told of them, so the store is still the truth: this keyring stops granting and renewing,
+	 * gives the role up, and a restarted (or standby) keyring rebuilds from the store.
+	 */
+	private commitFailed(err: Error): void {
+		if (this.fenced) return;
+		this.deps.logger.error(
+			`The keyring's store could not commit its lease writes (${err.message}): this keyring stops granting and renewing leases; restart it to rebuild its state from the store`,
+		);
+		void this.fence(
+			() =>
+				new DomainError(
+					"KEYRING_STORE_FAILED",
+					`The keyring's store could not commit its lease writes (${err.message}); restart the keyring, which rebuilds its state from the store`,
+				),
+		);
 	}
 
 	private async reclaimExpired(): Promise<number> {

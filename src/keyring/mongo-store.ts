@@ -549,6 +549,9 @@ export class MongoKeyringStore implements KeyringStore {
 		});
 	}
 
+	/** Each lease write is acknowledged (majority, journaled: src/store/mongo.ts) before it returns: nothing waits. */
+	async durable(): Promise<void> {}
+
 	async lease(leaseId: string): Promise<LeaseDoc | null> {
 		const row = await this.leasesOf.findOne({ _id: leaseId });
 		return row ? leaseDoc(row) : null;

@@ -80,6 +80,13 @@ export interface KeyringStore {
 	 * expiry, renewals included, is at or before that time. Returns how many matched (0 or 1).
 	 */
 	endLease(leaseId: string, end: LeaseEnding, epoch: number): Promise<number>;
+	/**
+	 * Resolves once every lease write applied so far is committed, and rejects when their
+	 * commit failed: the keyring tells nobody of a grant, renewal or end before (§5.4). A write
+	 * may be applied (later reads see it) before it is committed, its commit shared with the
+	 * other writes of the moment (the SQLite store's group commit).
+	 */
+	durable(): Promise<void>;
 	lease(leaseId: string): Promise<LeaseDoc | null>;
 	/** Every credential of `role` ever enrolled (revoked ones included), by name. */
 	enrolled(role: CredentialRole): Promise<EnrolledSigner[]>;

@@ -562,6 +562,29 @@ describe.each(backends)("keyring store writes on $name", (backend) => {
 		expect(docs[0].endSeq).toBeGreaterThan(docs[0].grantSeq);
 	});
 
+	test("a commit that fails stops the keyring: the grant it held is told to nobody, and later acquires get a 503 saying to restart it", async () => {
+		const ring = await startKeyring({ ...backend.settings(), keys: 2 });
+		const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore })
+			.store;
+		const first = await ring.acquire("a");
+		store.durable = () => Promise.reject(new Error("disk I/O error"));
+		const refused = await ring.acquire("b").catch((err: Error) => err);
+		expect(refused).toMatchObject({
+			code: 503,
+			type: "KEYRING_STORE_FAILED",
+			message: expect.stringMatching(
+				/could not commit.*disk I\/O error.*restart the keyring/,
+			),
+		});
+		expect(await ring.acquire("c").catch((err: Error) => err)).toMatchObject({
+			type: "KEYRING_STORE_FAILED",
+		});
+		// Only the committed grant was announced; the uncommitted one reached nobody.
+		expect(ring.events.map((e) => [e.event, e.leaseId])).toEqual([
+			["lease.granted", first.leaseId],
+		]);
+	});
+
 	test("a write the store applied but whose reply was lost is not made twice: one grant, one end, the LRU order kept", async () => {
 		const ring = await startKeyring({ ...backend.settings(), keys: 3 });
 		const store = (ring.broker.getLocalService("keyring") as unknown as { store: KeyringStore })

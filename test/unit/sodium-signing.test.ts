@@ -5,6 +5,7 @@
  * audit's libsodium verification accepts node:crypto's signatures; the key's copies are wiped;
  * and a missing sodium-native fails naming the package and what to do.
  */
+import { generateKeyPairSync, verify } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -437,6 +438,28 @@ describe("the lease key's life in guarded memory", () => {
 			pool.sign(secret, "key-042", records.slice(0, 10), () => Infinity),
 		).rejects.toThrow(/wiped/);
 		secret.dispose();
+	});
+
+	test("guarded slots handed back by one lease's key and taken by the next hold only the next key", () => {
+		// More keys than slots are kept, some alive at once: every slot is reused, some freed.
+		const pairs = Array.from({ length: 80 }, () => generateKeyPairSync("ed25519"));
+		const message = Buffer.from("record-signer slot reuse");
+		const alive: LeaseSecret[] = [];
+		for (const [i, pair] of pairs.entries()) {
+			const jwk = pair.privateKey.export({ format: "jwk" });
+			const secret = LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify(jwk)), `key-${i}`);
+			const signature = Buffer.alloc(64);
+			secret.use((sk) => sodium.crypto_sign_detached(signature, message, sk));
+			expect(verify(null, message, pair.publicKey, signature)).toBe(true);
+			alive.push(secret);
+			if (alive.length > 3) alive.shift()!.dispose();
+		}
+		// A slot from a disposed key starts the next key with nothing of the old one.
+		for (const secret of alive) secret.dispose();
+		const fresh = LeaseSecret.generate("key-fresh");
+		expect(fresh.use((sk) => sodium.sodium_is_zero(sk, 64))).toBe(false);
+		expect(fresh.use((sk) => Buffer.from(sk.subarray(32)).equals(fresh.publicKey))).toBe(true);
+		fresh.dispose();
 	});
 
 	test("a batch that fails (its deadline passed) still wipes every hand-off", async () => {

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
+import { DatabaseSync } from "node:sqlite";
 import { MongoBatcherStore } from "../../src/batcher/mongo-store";
 import { SqliteBatcherStore } from "../../src/batcher/sqlite-store";
 import type { BatchDoc, LeaseDoc, RunDoc } from "../../src/contract";
@@ -824,3 +825,88 @@ function uriOf(connection: MongoConnection): string {
 	url.pathname = `/${connection.db.databaseName}`;
 	return url.toString();
 }
+
+describe("the SQLite keyring store's group commit", () => {
+	let dataDir: string;
+	let store: SqliteKeyringStore;
+	let epoch: number;
+	/** Another connection to the file, as the audit or a second keyring would read it. */
+	let reader: DatabaseSync;
+	const committedLeases = () =>
+		(
+			reader.prepare("SELECT leaseId FROM leases ORDER BY grantSeq").all() as Array<{
+				leaseId: string;
+			}>
+		).map((row) => row.leaseId);
+
+	beforeEach(async () => {
+		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-group-"));
+		store = SqliteKeyringStore.open(dataDir);
+		const outcome = await store.claimRole({
+			holder: "keyring-a",
+			host: "host-a",
+			pid: 4242,
+			now: at(0),
+			expiresAt: at(30),
+			mayTakeOver: () => true,
+		});
+		if (!("claimed" in outcome)) throw new Error("no role");
+		epoch = outcome.claimed.epoch;
+		reader = new DatabaseSync(path.join(dataDir, "keyring.sqlite"));
+	});
+
+	afterEach(async () => {
+		reader.close();
+		await store.close();
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	});
+
+	test("the writes of one moment are applied at once, committed together, and durable() resolves once they are", async () => {
+		await store.insertLease(lease("l1", "key-000", 1), epoch);
+		await store.insertLease(lease("l2", "key-001", 2), epoch);
+		expect(
+			await store.endLease("l1", { end: "released", endSeq: 3, endedAt: at(3) }, epoch),
+		).toBe(1);
+		// Applied: this store reads them; not yet committed: another connection does not.
+		expect((await store.lease("l1"))?.end).toBe("released");
+		expect(committedLeases()).toEqual([]);
+		await store.durable();
+		expect(committedLeases()).toEqual(["l1", "l2"]);
+		expect(reader.prepare(`SELECT "end" FROM leases WHERE leaseId = 'l1'`).get()).toEqual({
+			end: "released",
+		});
+		// Nothing open: durable() resolves at once.
+		await store.durable();
+	});
+
+	test("a refused write in a group fails alone; the others are committed", async () => {
+		await store.insertLease(lease("l1", "key-000", 1), epoch);
+		await expect(store.insertLease(lease("l2", "key-000", 2), epoch)).rejects.toBeInstanceOf(
+			DuplicateLeaseError,
+		);
+		await store.insertLease(lease("l3", "key-001", 3), epoch);
+		await store.durable();
+		expect(committedLeases()).toEqual(["l1", "l3"]);
+	});
+
+	test("another write (a role renewal, an enrolment) commits the open group first; a stale epoch writes nothing", async () => {
+		await store.insertLease(lease("l1", "key-000", 1), epoch);
+		expect(await store.renewRole(epoch, at(60))).toBe(true);
+		expect(committedLeases()).toEqual(["l1"]);
+		// Another keyring takes the role: this one's next group is refused whole.
+		const taken = await store.claimRole({
+			holder: "keyring-b",
+			host: "host-b",
+			pid: 4343,
+			now: at(1),
+			expiresAt: at(31),
+			mayTakeOver: () => true,
+		});
+		expect("claimed" in taken).toBe(true);
+		await expect(store.insertLease(lease("l2", "key-001", 2), epoch)).rejects.toBeInstanceOf(
+			FencedError,
+		);
+		await store.durable();
+		expect(committedLeases()).toEqual(["l1"]);
+	});
+});

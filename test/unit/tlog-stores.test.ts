@@ -156,7 +156,7 @@ describe("the lease log in the keyring store", () => {
 		end: null,
 	});
 
-	test("grants and ends are leaves in commit order; a renewal and a refused end are not", async () => {
+	test("grants and ends are leaves in commit order; a renewal, a refused grant and a refused end are not", async () => {
 		const store = SqliteKeyringStore.open("");
 		const outcome = await store.claimRole({
 			holder: "k",
@@ -168,6 +168,8 @@ describe("the lease log in the keyring store", () => {
 		});
 		const epoch = "claimed" in outcome ? outcome.claimed.epoch : 0;
 		await store.insertLease(lease("l1", "key-000", 1), epoch);
+		// A refused grant (its write rolled back to its savepoint) leaves no leaf behind.
+		await expect(store.insertLease(lease("l1", "key-002", 9), epoch)).rejects.toThrow();
 		await store.insertLease(lease("l2", "key-001", 2), epoch);
 		await store.renewLease("l1", "2025-01-01T00:00:50.000Z", epoch);
 		const ending = { end: "released" as const, endSeq: 3, endedAt: "2025-01-01T00:00:40.000Z" };
