@@ -226,23 +226,34 @@ export class SqliteRecordsStore implements RecordsStore {
 				this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows, start)
 					.changes,
 			);
-			if (!stored || stored === signatures.length) return { stored, rows, leafHashes };
-			const gapless = this.closeGaps(start, signatures);
-			return {
-				stored,
-				rows: JSON.stringify(gapless.map((s) => [s.recordId, s.jws, s.signedAt])),
-				leafHashes: leafHashes && storedLeafHashes(leafHashes, gapless, start),
-			};
+			let piece = { stored, rows, leafHashes, appended: false };
+			if (stored && stored < signatures.length) {
+				const gapless = this.closeGaps(start, signatures);
+				piece = {
+					...piece,
+					rows: JSON.stringify(gapless.map((s) => [s.recordId, s.jws, s.signedAt])),
+					leafHashes: leafHashes && storedLeafHashes(leafHashes, gapless, start),
+				};
+			}
+			// Hashed already, and nothing in flight on the hashing thread: the tree takes it here, in order.
+			if (stored && piece.leafHashes && this.hasher.idle) {
+				this.signatureLog.appendLeafHashes(piece.leafHashes);
+				piece.appended = true;
+			}
+			return piece;
 		});
 		this.hasher.commit();
 		const stored = logged.stored;
 		if (stored) {
 			this.numbered += stored;
-			this.hasher.hash(
-				logged.leafHashes
-					? { leafHashes: logged.leafHashes }
-					: { keyId, batchId, leaseId, rows: logged.rows },
-			);
+			if (!logged.appended)
+				this.hasher.hash(
+					logged.leafHashes
+						? { leafHashes: logged.leafHashes }
+						: { keyId, batchId, leaseId, rows: logged.rows },
+					start,
+					stored,
+				);
 		}
 		this.signed += stored;
 		return { stored, duplicates: signatures.length - stored };

@@ -1,12 +1,18 @@
 /**
- * Hashes the signature log on a thread of its own (docs/design.md §8.4), so that storing a
- * piece costs records' thread one more integer per row and nothing else: records numbers the
- * rows in the write transaction that stores them (the log's order is fixed there), hands the
- * committed piece to src/tlog/hasher.worker.ts (or, for a piece whose leaves the signing threads
- * of this process hashed, its leaf hashes: src/tlog/piece-leaves.ts), and writes the tiles and nodes it answers, in
+ * Hashes the signature log's pieces from the bus on a thread of its own (docs/design.md §8.4),
+ * so that storing one costs records' thread one more integer per row: records numbers the rows
+ * in the write transaction that stores them (the log's order is fixed there), hands the
+ * committed piece to src/tlog/hasher.worker.ts, and writes the tiles and nodes it answers, in
  * order, inside its next write transaction (no commit of their own). The tree lags the rows by
  * the pieces in flight; settle() waits for them and writes them (a checkpoint does), and a store
  * reopened after a crash hashes the rows it lacks before it takes any.
+ *
+ * A piece whose leaves the signing threads of this process hashed (src/tlog/piece-leaves.ts)
+ * is appended by records itself, in the transaction that stores it, when no piece is in flight
+ * here (`idle`): the tree then costs it about a node hash per leaf, where the hand-over to the
+ * thread and back cost more than that (waking the thread, cloning the answer). The thread is
+ * started with the first piece it gets, and is told the tree's state whenever records appended
+ * since the last.
  */
 import path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -16,7 +22,9 @@ import type { SqliteLog } from "./sqlite-log";
 import type { TreeUpdate } from "./tree-builder";
 
 export class SignatureHasher {
-	private readonly worker: Worker;
+	private worker: Worker | null = null;
+	/** The tree size the thread's builder reaches once it has hashed what it was sent. */
+	private threadAt = -1;
 	private sent = 0;
 	private applied = 0;
 	/** Answers received, not yet written. */
@@ -27,26 +35,38 @@ export class SignatureHasher {
 	constructor(
 		private readonly db: DatabaseSync,
 		private readonly log: SqliteLog,
-	) {
+	) {}
+
+	private thread(): Worker {
+		if (this.worker) return this.worker;
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
 		const filename = path.join(__dirname, `hasher.worker${path.extname(__filename)}`);
-		this.worker = new Worker(filename, { workerData: { state: log.treeState } });
-		this.worker.on("message", (update: TreeUpdate) => this.receive(update));
-		this.worker.on("error", (err) => this.fail(err));
-		this.worker.on("exit", () =>
-			this.fail(new Error("the signature log's hashing thread stopped")),
-		);
-		this.worker.unref();
+		const worker = new Worker(filename);
+		worker.on("message", (update: TreeUpdate) => this.receive(update));
+		worker.on("error", (err) => this.fail(err));
+		worker.on("exit", () => this.fail(new Error("the signature log's hashing thread stopped")));
+		this.worker = worker;
+		return worker;
 	}
 
-	/** Hashes a committed piece after those before it. */
-	hash(piece: HashPiece): void {
+	/** Every piece handed over is back (written, or to be written by applyReceived()): the tree may take one here. */
+	get idle(): boolean {
+		return this.applied + this.received.length === this.sent;
+	}
+
+	/** Hashes a committed piece of `count` rows from log index `start`, after those before it. */
+	hash(piece: HashPiece, start: number, count: number): void {
+		const worker = this.thread();
+		// Records appended since the thread's last piece (only when none was in flight, so the
+		// stored tree ends where this piece starts): the thread continues from the stored tree.
+		const state = start === this.threadAt ? undefined : this.log.treeState;
+		this.threadAt = start + count;
 		this.sent++;
-		this.worker.ref();
-		if (!("leafHashes" in piece)) return this.worker.postMessage(piece);
+		worker.ref();
+		if (!("leafHashes" in piece)) return worker.postMessage({ piece, state });
 		// A copy of just these bytes, moved: a view would clone the whole buffer under it.
 		const leafHashes = new Uint8Array(piece.leafHashes);
-		this.worker.postMessage({ leafHashes }, [leafHashes.buffer]);
+		worker.postMessage({ piece: { leafHashes }, state }, [leafHashes.buffer]);
 	}
 
 	/** Resolves once every piece handed over so far is in the stored tree. */
@@ -81,14 +101,14 @@ export class SignatureHasher {
 			await this.settle();
 		} finally {
 			this.failure ??= new Error("the signature log's hashing thread was stopped");
-			await this.worker.terminate();
+			await this.worker?.terminate();
 		}
 	}
 
 	private receive(update: TreeUpdate): void {
 		this.received.push(update);
 		const done = this.applied + this.received.length;
-		if (done === this.sent) this.worker.unref();
+		if (done === this.sent) this.worker?.unref();
 		if (!this.waiters.some((w) => w.upTo <= done)) return;
 		this.applyInTransaction();
 		const ready = this.waiters.filter((w) => w.upTo <= this.applied);

@@ -166,6 +166,13 @@ export class SqliteLog implements TransparencyLog {
 		return start;
 	}
 
+	/** Appends leaves hashed elsewhere (32 bytes each, in order); in a write transaction, reload() if it rolls back. */
+	appendLeafHashes(hashes: Uint8Array): number {
+		const start = this.count;
+		if (hashes.length) this.write(this.builder.appendLeafHashes(hashes));
+		return start;
+	}
+
 	/** Stores an append hashed elsewhere, continuing this tree (src/tlog/signature-hasher.ts); in a write transaction. */
 	applyUpdate(update: TreeUpdate): void {
 		if (update.state.size <= this.count) return;

@@ -203,7 +203,7 @@ describe("libsodium signatures", () => {
 });
 
 describe("the signature log's leaves, hashed by the signing threads", () => {
-	test("equal src/tlog/leaves.ts's hashes of the rows records stores from them (duplicates left out), and only the very piece arrays they were made for find them", async () => {
+	test("equal src/tlog/leaves.ts's hashes of the rows records stores from them (duplicates left out), only the very piece arrays they were made for find them, and the tree is the rows' whether records or its hashing thread appends them", async () => {
 		const { docs, lease } = await keyring(1);
 		const [doc] = docs;
 		const opener = new LeaseKeyOpener();
@@ -247,20 +247,39 @@ describe("the signature log's leaves, hashed by the signing threads", () => {
 			// Only this very array, under this key, batch and lease.
 			expect(leafHashesOf([...pieces[0]], under)).toBeNull();
 			expect(leafHashesOf(pieces[0], { ...under, leaseId: "lease-other" })).toBeNull();
+			// Records from the bus (a new array: no leaf hashes), between the pieces.
+			const fromBus = (ids: string[]) => ({
+				...under,
+				batchId: "run-1-b000002",
+				signatures: ids.map((recordId) => ({
+					recordId,
+					jws: `bus-${recordId}`,
+					signedAt: "2025-01-01T00:00:02.000Z",
+				})),
+			});
+			await store.insertRecords(["bus-1", "bus-2"].map((id) => ({ id, data: id })));
+			await store.signatureLog.settle();
 			const results = [];
-			for (const piece of pieces)
-				results.push(await store.storeSignatures({ ...under, signatures: piece }));
+			// Nothing in flight: appended by records itself, in its transaction.
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[0] }));
+			// To the hashing thread, told the tree the piece before it left.
+			await store.storeSignatures(fromBus(["bus-1"]));
+			// With that in flight: its leaf hashes go to the thread, after it.
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[1] }));
+			await store.signatureLog.settle();
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[2] }));
+			await store.storeSignatures(fromBus(["bus-2"]));
 			expect(results.map((r) => r.duplicates)).toEqual([1, 1, 1]);
 
 			await store.signatureLog.settle();
 			const rows: LoggedSignature[] = [];
-			for (const s of [...earlier, ...signed]) {
+			for (const s of [...earlier, ...signed, { recordId: "bus-1" }, { recordId: "bus-2" }]) {
 				const row = await store.loggedSignature(s.recordId);
 				if (row && !rows.some((r) => r.recordId === row.recordId)) rows.push(row);
 			}
 			rows.sort((a, b) => a.logIndex! - b.logIndex!);
 			expect(rows.map((r) => r.logIndex)).toEqual(rows.map((_, i) => i));
-			expect(rows).toHaveLength(records.length - 1);
+			expect(rows).toHaveLength(records.length - 1 + 2);
 			expect(store.signatureLog.leafHashes(0, rows.length)).toEqual(
 				rows.map((row) => leafHash(signatureLeaf(row))),
 			);
