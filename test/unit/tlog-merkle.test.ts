@@ -3,8 +3,12 @@
  * hashes and roots of transparency-dev/merkle's testonly/constants.go (the Certificate
  * Transparency vectors), and the happy-path inclusion and consistency proofs of its
  * testdata/inclusion and testdata/consistency folders. Then every proof of every tree up to 40
- * leaves against RFC 6962's recursive definition, and tampered proofs refused.
+ * leaves against RFC 6962's recursive definition, and tampered proofs refused. And the leaf
+ * test vectors docs/design.md §8.4 publishes, against the code that writes the leaves.
  */
+import fs from "node:fs";
+import path from "node:path";
+import { leaseEndLeaf, leaseGrantLeaf, signatureLeaf } from "../../src/tlog/leaves";
 import {
 	consistencyProof,
 	EMPTY_ROOT,
@@ -237,5 +241,46 @@ describe("the RFC 6962 tree (src/tlog/merkle.ts)", () => {
 			}
 		}
 		expect(checked).toBe(2 * ((40 * 41) / 2));
+	});
+});
+
+describe("the leaves of docs/design.md §8.4", () => {
+	test("its test vectors are the leaves src/tlog/leaves.ts writes for their rows, and their RFC 6962 leaf hashes", () => {
+		const design = fs.readFileSync(path.join(__dirname, "../../docs/design.md"), "utf8");
+		const block = design.split("Test vectors (leaf, then its leaf hash in hex):")[1];
+		const lines = block.split("```")[1].trim().split("\n");
+		const vectors = Array.from({ length: lines.length / 2 }, (_, i) => ({
+			leaf: lines[2 * i],
+			hash: lines[2 * i + 1],
+		}));
+		const at = "2025-01-01T00:00:00.000Z";
+		const written = [
+			signatureLeaf({
+				recordId: "rec-000001",
+				keyId: "key-000",
+				batchId: "run-1-b000001",
+				leaseId: "lease-1",
+				jws: "eyJhbGciOiJFZERTQSIsImtpZCI6ImtleS0wMDAifQ..c2ln",
+				signedAt: at,
+			}),
+			leaseGrantLeaf({
+				leaseId: "lease-1",
+				keyId: "key-000",
+				holder: "signer-1",
+				grantSeq: 1,
+				grantedAt: at,
+			}),
+			leaseEndLeaf({
+				leaseId: "lease-1",
+				keyId: "key-000",
+				endSeq: 2,
+				endedAt: "2025-01-01T00:00:01.000Z",
+				end: "released",
+				expiresAt: "2025-01-01T00:00:30.000Z",
+			}),
+		];
+		expect(vectors.map((v) => v.leaf)).toEqual(written);
+		for (const { leaf, hash } of vectors)
+			expect(leafHash(Buffer.from(leaf, "utf8")).toString("hex")).toBe(hash);
 	});
 });

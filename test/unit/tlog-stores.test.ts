@@ -19,6 +19,7 @@ import { loadLogKey } from "../../src/tlog/log-key";
 import { foldSubtrees, leafHash, nodeHash, verifyConsistency } from "../../src/tlog/merkle";
 import { generateNoteSigner, parseVerifierKey } from "../../src/tlog/note";
 import { CheckpointPublisher, checkpointOf } from "../../src/tlog/publisher";
+import { CHECKPOINT_EVERY_MS } from "../../src/tlog/service-log";
 
 function mth(hashes: Buffer[]): Buffer {
 	if (hashes.length <= 1) return hashes[0] ?? foldSubtrees([]);
@@ -264,6 +265,52 @@ describe("checkpoints and the log key", () => {
 			"Log record-signer/signatures: the log holds 2 entries, fewer than its last checkpoint's 3: no checkpoint is signed",
 		]);
 		await tampered.close();
+	});
+
+	test("while entries arrive, a checkpoint at least every second (CHECKPOINT_EVERY_MS), each consistent with the one before", async () => {
+		const store = SqliteRecordsStore.open("");
+		const ids = Array.from({ length: 40 }, (_, i) => `r${String(i).padStart(2, "0")}`);
+		await store.insertRecords(ids.map((id) => ({ id, data: id })));
+		const signer = generateNoteSigner("record-signer/signatures");
+		const publisher = new CheckpointPublisher(store.signatureLog, signer, {
+			everyMs: CHECKPOINT_EVERY_MS,
+			warn: () => undefined,
+		});
+		publisher.start();
+		// An entry every 100 ms for 3.5 s.
+		const started = Date.now();
+		for (const id of ids.slice(0, 35)) {
+			await store.storeSignatures(piece([id], `b-${id}`));
+			await new Promise((resolve) => setTimeout(resolve, 100));
+		}
+		const lastEntryAt = Date.now();
+		// The last entry is in a checkpoint within a second (and a scheduling margin).
+		while ((await store.signatureLog.latestCheckpoint())?.size !== 35)
+			if (Date.now() - lastEntryAt > CHECKPOINT_EVERY_MS + 1_000)
+				throw new Error("no checkpoint of the last entry within a second");
+			else await new Promise((resolve) => setTimeout(resolve, 20));
+		await publisher.stop();
+		const checkpoints = await store.signatureLog.checkpoints(0, 100);
+		const verifier = parseVerifierKey(publisher.verifierKey);
+		const opened = checkpoints.map((c) => openCheckpoint(c.note, verifier));
+		// About one a second over 3.5 s of entries; none a second and a half after the one before.
+		expect(checkpoints.length).toBeGreaterThanOrEqual(3);
+		const times = [started, ...checkpoints.map((c) => Date.parse(c.publishedAt))];
+		for (let i = 1; i < times.length; i++)
+			expect(times[i] - times[i - 1]).toBeLessThan(CHECKPOINT_EVERY_MS + 500);
+		for (let i = 1; i < opened.length; i++) {
+			expect(opened[i].size).toBeGreaterThan(opened[i - 1].size);
+			expect(
+				verifyConsistency(
+					opened[i - 1].size,
+					opened[i].size,
+					await store.signatureLog.consistencyProof(opened[i - 1].size, opened[i].size),
+					opened[i - 1].root,
+					opened[i].root,
+				),
+			).toBe(true);
+		}
+		await store.close();
 	});
 
 	test("the log key is made once under DATA_DIR, mode 0600, and read back; a key given as a variable wins", () => {
