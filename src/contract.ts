@@ -43,6 +43,62 @@ export interface KeyDoc {
 	publicJwk: JWK;
 	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key. */
 	sealedPrivateKey: string;
+	/**
+	 * Its life (docs/design.md §5.8), each a seq of the lease log: added after the keyring's
+	 * first start (absent or null: there from the start), retired (`retiredBy` "operator" or
+	 * "max-uses"), revoked (compromised, with the operator's reason).
+	 */
+	addedSeq?: number | null;
+	retiredSeq?: number | null;
+	retiredAt?: string | null;
+	retiredBy?: string | null;
+	revokedSeq?: number | null;
+	revokedAt?: string | null;
+	revokedReason?: string | null;
+}
+
+/** A key's lifecycle fields, all null: a key there from the start, never retired or revoked. */
+export const KEY_LIFECYCLE_NONE = {
+	addedSeq: null,
+	retiredSeq: null,
+	retiredAt: null,
+	retiredBy: null,
+	revokedSeq: null,
+	revokedAt: null,
+	revokedReason: null,
+} as const satisfies Partial<KeyDoc>;
+
+/** A key's lifecycle fields, each present (null when unset). */
+export type KeyLifecycle = { -readonly [F in keyof typeof KEY_LIFECYCLE_NONE]: KeyDoc[F] | null };
+
+/** The events of a key's life, from its lifecycle fields, in seq order. */
+export function keyEventsOf(doc: KeyDoc): KeyEvent[] {
+	const events: KeyEvent[] = [];
+	if (typeof doc.addedSeq === "number")
+		events.push({
+			seq: doc.addedSeq,
+			keyId: doc.keyId,
+			event: "added",
+			at: doc.createdAt,
+			reason: null,
+		});
+	if (typeof doc.retiredSeq === "number")
+		events.push({
+			seq: doc.retiredSeq,
+			keyId: doc.keyId,
+			event: "retired",
+			at: doc.retiredAt ?? doc.createdAt,
+			reason: doc.retiredBy ?? null,
+		});
+	if (typeof doc.revokedSeq === "number")
+		events.push({
+			seq: doc.revokedSeq,
+			keyId: doc.keyId,
+			event: "revoked",
+			at: doc.revokedAt ?? doc.createdAt,
+			reason: doc.revokedReason ?? null,
+		});
+	return events.sort((a, b) => a.seq - b.seq);
 }
 
 export type LeaseEnd = "released" | "expired";
@@ -289,6 +345,41 @@ export const leaseRefParams = defineParams({
 });
 export type LeaseRef = ParamsOf<typeof leaseRefParams>;
 
+/**
+ * Key lifecycle (docs/design.md §5.8): an operator adds keys, retires one (no new lease; its
+ * current lease runs out) or revokes one (compromised: the same, and the audit and the export
+ * name since when). Each request carries an operator proof made with an enrolled batcher
+ * credential (src/identity/proof.ts), as `npm run keys` makes it.
+ */
+export const addKeysParams = defineParams({
+	count: { type: "number", integer: true, min: 1, max: 1000, convert: true },
+	proof: signedStatement(2_048),
+});
+export type AddKeysParams = ParamsOf<typeof addKeysParams>;
+
+export const keyChangeParams = defineParams({
+	keyId: { type: "string", min: 1, max: 100 },
+	/** Why (kept with a revocation or retirement). */
+	reason: { type: "string", max: 500, optional: true },
+	proof: signedStatement(2_048),
+});
+export type KeyChangeParams = ParamsOf<typeof keyChangeParams>;
+
+export type KeyEventKind = "added" | "retired" | "revoked";
+
+/** One change of a key's life, numbered in the keyring's one `seq` with the grants and ends (§5.8). */
+export interface KeyEvent {
+	seq: number;
+	keyId: string;
+	event: KeyEventKind;
+	at: string;
+	/** retired: "operator", or "max-uses" (KEY_MAX_USES); revoked: the operator's reason. */
+	reason: string | null;
+}
+
+/** Active keys are leased; retired and revoked ones never again (they stay in the JWKS). */
+export type KeyState = "active" | "retired" | "revoked";
+
 export interface LeaseChange {
 	leaseId: string;
 	/** False when the lease was no longer current: nothing changed. */
@@ -409,6 +500,9 @@ export interface RecordsList {
 export interface KeyInfo {
 	keyId: string;
 	createdAt: string;
+	state: KeyState;
+	/** When it was retired or revoked; null while active. */
+	since: string | null;
 	uses: number;
 	leased: boolean;
 	leaseId: string | null;
@@ -417,6 +511,8 @@ export interface KeyInfo {
 
 export interface KeyringStatus {
 	keys: number;
+	/** Keys not retired or revoked: the ones leases are granted on. */
+	active: number;
 	free: number;
 	leased: number;
 	waiting: number;
@@ -574,6 +670,9 @@ export const Actions = {
 		jwks: "keyring.jwks",
 		keys: "keyring.keys",
 		status: "keyring.status",
+		addKeys: "keyring.addKeys",
+		retireKey: "keyring.retireKey",
+		revokeKey: "keyring.revokeKey",
 		page: "keyring.page",
 		/** Offered by every keyring node before it serves: the election's channel. */
 		claim: "keyring-election.claim",
@@ -614,6 +713,9 @@ export interface ActionMap {
 	"keyring.jwks": { params: Record<string, never>; result: { keys: JWK[] } };
 	"keyring.keys": { params: Record<string, never>; result: KeyInfo[] };
 	"keyring.status": { params: Record<string, never>; result: KeyringStatus };
+	"keyring.addKeys": { params: AddKeysParams; result: KeyInfo[] };
+	"keyring.retireKey": { params: KeyChangeParams; result: KeyInfo };
+	"keyring.revokeKey": { params: KeyChangeParams; result: KeyInfo };
 	"keyring.page": { params: PageParams; result: Page };
 	"keyring-election.claim": { params: ParamsOf<typeof claimParams>; result: ClaimReply };
 	"batcher.start": { params: StartRunParams; result: StartedRun };

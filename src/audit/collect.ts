@@ -5,7 +5,8 @@
  * MongoDB stores opened read-only by the audit and the export (src/audit/mongo-pages.ts).
  */
 import type { JWK } from "jose";
-import { Actions, call, type Caller, type Page, type PageParams } from "../contract";
+import { Actions, call, type Caller, type KeyDoc, type Page, type PageParams } from "../contract";
+import { lifecycleOf } from "../keyring/store";
 import { UserError } from "../user-error";
 import { closeAfter, type AuditDb } from "./audit-db";
 import {
@@ -146,7 +147,14 @@ export function toLease(doc: StoredDoc): ImportDocs["leases"] {
 
 export function toKey(doc: StoredDoc): ImportDocs["keys"] {
 	// Only the public fields: sealedPrivateKey is never read into the snapshot.
-	return { keyId: str(doc.keyId), createdAt: isoTime(doc.createdAt)! };
+	const life = lifecycleOf(doc as Partial<KeyDoc>);
+	return {
+		keyId: str(doc.keyId),
+		createdAt: isoTime(doc.createdAt)!,
+		...life,
+		retiredAt: isoTime(life.retiredAt),
+		revokedAt: isoTime(life.revokedAt),
+	};
 }
 
 export function toRun(doc: StoredDoc): ImportDocs["runs"] {

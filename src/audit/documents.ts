@@ -38,13 +38,26 @@ function parseJson(text: unknown): unknown {
 	}
 }
 
+/** The columns `schema.table` has. */
+export function tableColumns(db: AuditDb, schema: string, table: string): Set<string> {
+	return new Set(
+		(
+			db.sql.prepare(`PRAGMA ${schema}.table_info(${table})`).all() as Array<{ name: string }>
+		).map((column) => column.name),
+	);
+}
+
 /** Every document of `collection`, with exactly the export's fields in the export's order. */
 export function* documents<C extends ImportCollection>(
 	db: AuditDb,
 	collection: C,
 ): Generator<ImportDocs[C]> {
 	const fields = EXPORT_FIELDS[collection];
-	const columns = fields.map((field) => `"${field}"`).join(", ");
+	const present = tableColumns(db, SCHEMA_OF[collection], collection);
+	// A store an earlier version wrote may lack a later field: null, as in its export.
+	const columns = fields
+		.map((field) => (present.has(field) ? `"${field}"` : `NULL AS "${field}"`))
+		.join(", ");
 	const rows = db.sql
 		.prepare(
 			`SELECT ${columns} FROM ${SCHEMA_OF[collection]}.${collection} ORDER BY ${orderBy(db, collection)}`,

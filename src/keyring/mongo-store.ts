@@ -23,7 +23,7 @@
  * `leaseStats` mark on the role) has them computed once from the leases.
  */
 import type { ClientSession, Collection, Filter } from "mongodb";
-import type { KeyDoc, LeaseDoc, Page } from "../contract";
+import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
 import {
 	assertReplicaSet,
@@ -38,6 +38,7 @@ import {
 import {
 	DuplicateLeaseError,
 	FencedError,
+	endedFields,
 	enrolment,
 	publicKeyDoc,
 	type EnrolledSigner,
@@ -148,7 +149,7 @@ export class MongoKeyringStore implements KeyringStore {
 				await dropIndexIfPresent(keys, "keys_key");
 				await dropIndexIfPresent(leases, "leases_lease");
 				// The collections the transactions write to exist before any transaction runs.
-				for (const name of ["keyring", "leases", "lease_stats"])
+				for (const name of ["keyring", "leases", "lease_stats", "keys"])
 					await ensureCollection(connection.db, name);
 			},
 		);
@@ -300,6 +301,35 @@ export class MongoKeyringStore implements KeyringStore {
 		);
 	}
 
+	async keyEvents(): Promise<KeyEvent[]> {
+		return (await this.keys()).flatMap(keyEventsOf).sort((a, b) => a.seq - b.seq);
+	}
+
+	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
+		const seq = Math.max(0, ...events.map((e) => e.seq));
+		const addedSeq = new Map(
+			events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
+		);
+		await this.fenced(epoch, seq, async (session) => {
+			if (added.length)
+				await this.keysOf.insertMany(
+					added.map((doc) => ({
+						...doc,
+						_id: doc.keyId,
+						addedSeq: addedSeq.get(doc.keyId) ?? null,
+					})),
+					{ ordered: true, session },
+				);
+			for (const event of events)
+				if (event.event !== "added")
+					await this.keysOf.updateOne(
+						{ _id: event.keyId },
+						{ $set: endedFields(event) },
+						{ session },
+					);
+		});
+	}
+
 	async summary(): Promise<LeaseLogSummary> {
 		// The open leases: at most one per key (leases_open_per_key).
 		const open = (await this.leasesOf.find({ open: true }).sort({ grantSeq: 1 }).toArray()).map(
@@ -323,11 +353,17 @@ export class MongoKeyringStore implements KeyringStore {
 			.sort({ endSeq: -1 })
 			.limit(1)
 			.toArray();
+		// Key events: a handful of keys, read whole.
+		const lastKeyEvent = (await this.keyEvents()).at(-1);
 		return {
 			open,
 			lastEnd,
 			uses,
-			lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0),
+			lastSeq: Math.max(
+				lastGrant?.grantSeq ?? 0,
+				lastEnded?.endSeq ?? 0,
+				lastKeyEvent?.seq ?? 0,
+			),
 		};
 	}
 
