@@ -73,32 +73,21 @@ export type KeyLifecycle = { -readonly [F in keyof typeof KEY_LIFECYCLE_NONE]: K
 
 /** The events of a key's life, from its lifecycle fields, in seq order. */
 export function keyEventsOf(doc: KeyDoc): KeyEvent[] {
-	const events: KeyEvent[] = [];
-	if (typeof doc.addedSeq === "number")
-		events.push({
-			seq: doc.addedSeq,
+	const events: Array<[KeyEvent["event"], unknown, string | null | undefined, string | null]> = [
+		["added", doc.addedSeq, doc.createdAt, null],
+		["retired", doc.retiredSeq, doc.retiredAt, doc.retiredBy ?? null],
+		["revoked", doc.revokedSeq, doc.revokedAt, doc.revokedReason ?? null],
+	];
+	return events
+		.filter(([, seq]) => typeof seq === "number")
+		.map(([event, seq, at, reason]) => ({
+			seq: seq as number,
 			keyId: doc.keyId,
-			event: "added",
-			at: doc.createdAt,
-			reason: null,
-		});
-	if (typeof doc.retiredSeq === "number")
-		events.push({
-			seq: doc.retiredSeq,
-			keyId: doc.keyId,
-			event: "retired",
-			at: doc.retiredAt ?? doc.createdAt,
-			reason: doc.retiredBy ?? null,
-		});
-	if (typeof doc.revokedSeq === "number")
-		events.push({
-			seq: doc.revokedSeq,
-			keyId: doc.keyId,
-			event: "revoked",
-			at: doc.revokedAt ?? doc.createdAt,
-			reason: doc.revokedReason ?? null,
-		});
-	return events.sort((a, b) => a.seq - b.seq);
+			event,
+			at: at ?? doc.createdAt,
+			reason,
+		}))
+		.sort((a, b) => a.seq - b.seq);
 }
 
 export type LeaseEnd = "released" | "expired";

@@ -210,18 +210,23 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
 		this.commitGroup();
-		const insert = this.statements.get(
-			"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
-		);
 		transaction(this.db, () => {
-			for (const doc of docs)
-				insert.run(
-					doc.keyId,
-					doc.createdAt,
-					JSON.stringify(doc.publicJwk),
-					doc.sealedPrivateKey,
-				);
+			for (const doc of docs) this.insertKey(doc, null);
 		});
+	}
+
+	private insertKey(doc: KeyDoc, addedSeq: number | null): void {
+		this.statements
+			.get(
+				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, addedSeq) VALUES (?, ?, ?, ?, ?)",
+			)
+			.run(
+				doc.keyId,
+				doc.createdAt,
+				JSON.stringify(doc.publicJwk),
+				doc.sealedPrivateKey,
+				addedSeq,
+			);
 	}
 
 	async keyEvents(): Promise<KeyEvent[]> {
@@ -230,20 +235,10 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
 		this.fenced(epoch, () => {
-			const insert = this.statements.get(
-				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, addedSeq) VALUES (?, ?, ?, ?, ?)",
-			);
 			const addedSeq = new Map(
 				events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
 			);
-			for (const doc of added)
-				insert.run(
-					doc.keyId,
-					doc.createdAt,
-					JSON.stringify(doc.publicJwk),
-					doc.sealedPrivateKey,
-					addedSeq.get(doc.keyId) ?? null,
-				);
+			for (const doc of added) this.insertKey(doc, addedSeq.get(doc.keyId) ?? null);
 			for (const event of events) {
 				if (event.event === "added") continue;
 				const fields = Object.entries(endedFields(event));
