@@ -14,7 +14,16 @@ import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { describeStore, StoreMixin } from "../mixins/store.mixin";
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { acquireParams, leaseRefParams, type AcquireParams, type LeaseRef } from "../src/contract";
+import {
+	acquireParams,
+	addKeysParams,
+	keyChangeParams,
+	leaseRefParams,
+	type AcquireParams,
+	type AddKeysParams,
+	type KeyChangeParams,
+	type LeaseRef,
+} from "../src/contract";
 import type { KeyringElection } from "../src/keyring/election";
 import { electOnBus, fenceOnRival } from "../src/keyring/election-bus";
 import type { Keyring } from "../src/keyring/keyring";
@@ -111,6 +120,33 @@ export function createKeyringService(
 				},
 			},
 			...logActions(),
+			/** An operator's key changes (docs/design.md §5.8), each with an operator proof. */
+			addKeys: {
+				params: addKeysParams,
+				handler(ctx: Context<AddKeysParams>) {
+					return this.desk.addKeys(ctx.params, callerOf(ctx, this.broker.nodeID));
+				},
+			},
+			retireKey: {
+				params: keyChangeParams,
+				handler(ctx: Context<KeyChangeParams>) {
+					return this.desk.endKey(
+						"retire",
+						ctx.params,
+						callerOf(ctx, this.broker.nodeID),
+					);
+				},
+			},
+			revokeKey: {
+				params: keyChangeParams,
+				handler(ctx: Context<KeyChangeParams>) {
+					return this.desk.endKey(
+						"revoke",
+						ctx.params,
+						callerOf(ctx, this.broker.nodeID),
+					);
+				},
+			},
 		},
 		events: {
 			// A signer that left cannot use a key: do not grant it one it waited for.

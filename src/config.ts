@@ -55,6 +55,8 @@ export interface AppConfig {
 	leaseGraceMs: number;
 	/** How long an acquire may wait for a free key before failing. */
 	acquireWaitMs: number;
+	/** KEY_MAX_USES: leases a key serves before the keyring retires it by itself; 0 = no limit. */
+	keyMaxUses: number;
 	/** Batches in flight at once; 0 picks one from the signers' capacity. */
 	window: number;
 	/** A signer's signing threads; 0 = one per core. */
@@ -162,6 +164,14 @@ const INTEGERS: Array<{
 		min: 0,
 		max: 3_600_000,
 		fallback: 60_000,
+	},
+	{
+		env: "KEY_MAX_USES",
+		flag: "key-max-uses",
+		key: "keyMaxUses",
+		min: 0,
+		max: 1_000_000_000,
+		fallback: 0,
 	},
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
 	{

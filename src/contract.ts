@@ -43,6 +43,51 @@ export interface KeyDoc {
 	publicJwk: JWK;
 	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key. */
 	sealedPrivateKey: string;
+	/**
+	 * Its life (docs/design.md §5.8), each a seq of the lease log: added after the keyring's
+	 * first start (absent or null: there from the start), retired (`retiredBy` "operator" or
+	 * "max-uses"), revoked (compromised, with the operator's reason).
+	 */
+	addedSeq?: number | null;
+	retiredSeq?: number | null;
+	retiredAt?: string | null;
+	retiredBy?: string | null;
+	revokedSeq?: number | null;
+	revokedAt?: string | null;
+	revokedReason?: string | null;
+}
+
+/** A key's lifecycle fields, all null: a key there from the start, never retired or revoked. */
+export const KEY_LIFECYCLE_NONE = {
+	addedSeq: null,
+	retiredSeq: null,
+	retiredAt: null,
+	retiredBy: null,
+	revokedSeq: null,
+	revokedAt: null,
+	revokedReason: null,
+} as const satisfies Partial<KeyDoc>;
+
+/** A key's lifecycle fields, each present (null when unset). */
+export type KeyLifecycle = { -readonly [F in keyof typeof KEY_LIFECYCLE_NONE]: KeyDoc[F] | null };
+
+/** The events of a key's life, from its lifecycle fields, in seq order. */
+export function keyEventsOf(doc: KeyDoc): KeyEvent[] {
+	const events: Array<[KeyEvent["event"], unknown, string | null | undefined, string | null]> = [
+		["added", doc.addedSeq, doc.createdAt, null],
+		["retired", doc.retiredSeq, doc.retiredAt, doc.retiredBy ?? null],
+		["revoked", doc.revokedSeq, doc.revokedAt, doc.revokedReason ?? null],
+	];
+	return events
+		.filter(([, seq]) => typeof seq === "number")
+		.map(([event, seq, at, reason]) => ({
+			seq: seq as number,
+			keyId: doc.keyId,
+			event,
+			at: at ?? doc.createdAt,
+			reason,
+		}))
+		.sort((a, b) => a.seq - b.seq);
 }
 
 export type LeaseEnd = "released" | "expired";
@@ -289,6 +334,41 @@ export const leaseRefParams = defineParams({
 });
 export type LeaseRef = ParamsOf<typeof leaseRefParams>;
 
+/**
+ * Key lifecycle (docs/design.md §5.8): an operator adds keys, retires one (no new lease; its
+ * current lease runs out) or revokes one (compromised: the same, and the audit and the export
+ * name since when). Each request carries an operator proof made with an enrolled batcher
+ * credential (src/identity/proof.ts), as `npm run keys` makes it.
+ */
+export const addKeysParams = defineParams({
+	count: { type: "number", integer: true, min: 1, max: 1000, convert: true },
+	proof: signedStatement(2_048),
+});
+export type AddKeysParams = ParamsOf<typeof addKeysParams>;
+
+export const keyChangeParams = defineParams({
+	keyId: { type: "string", min: 1, max: 100 },
+	/** Why (kept with a revocation or retirement). */
+	reason: { type: "string", max: 500, optional: true },
+	proof: signedStatement(2_048),
+});
+export type KeyChangeParams = ParamsOf<typeof keyChangeParams>;
+
+export type KeyEventKind = "added" | "retired" | "revoked";
+
+/** One change of a key's life, numbered in the keyring's one `seq` with the grants and ends (§5.8). */
+export interface KeyEvent {
+	seq: number;
+	keyId: string;
+	event: KeyEventKind;
+	at: string;
+	/** retired: "operator", or "max-uses" (KEY_MAX_USES); revoked: the operator's reason. */
+	reason: string | null;
+}
+
+/** Active keys are leased; retired and revoked ones never again (they stay in the JWKS). */
+export type KeyState = "active" | "retired" | "revoked";
+
 export interface LeaseChange {
 	leaseId: string;
 	/** False when the lease was no longer current: nothing changed. */
@@ -409,6 +489,9 @@ export interface RecordsList {
 export interface KeyInfo {
 	keyId: string;
 	createdAt: string;
+	state: KeyState;
+	/** When it was retired or revoked; null while active. */
+	since: string | null;
 	uses: number;
 	leased: boolean;
 	leaseId: string | null;
@@ -417,6 +500,8 @@ export interface KeyInfo {
 
 export interface KeyringStatus {
 	keys: number;
+	/** Keys not retired or revoked: the ones leases are granted on. */
+	active: number;
 	free: number;
 	leased: number;
 	waiting: number;
@@ -658,6 +743,9 @@ export const Actions = {
 		jwks: "keyring.jwks",
 		keys: "keyring.keys",
 		status: "keyring.status",
+		addKeys: "keyring.addKeys",
+		retireKey: "keyring.retireKey",
+		revokeKey: "keyring.revokeKey",
 		page: "keyring.page",
 		logCheckpoint: "keyring.logCheckpoint",
 		logConsistency: "keyring.logConsistency",
@@ -703,6 +791,9 @@ export interface ActionMap {
 	"keyring.jwks": { params: Record<string, never>; result: { keys: JWK[] } };
 	"keyring.keys": { params: Record<string, never>; result: KeyInfo[] };
 	"keyring.status": { params: Record<string, never>; result: KeyringStatus };
+	"keyring.addKeys": { params: AddKeysParams; result: KeyInfo[] };
+	"keyring.retireKey": { params: KeyChangeParams; result: KeyInfo };
+	"keyring.revokeKey": { params: KeyChangeParams; result: KeyInfo };
 	"keyring.page": { params: PageParams; result: Page };
 	"keyring.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
 	"keyring.logConsistency": { params: LogConsistencyParams; result: ConsistencyProofView };

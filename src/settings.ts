@@ -118,6 +118,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			leaseTtlMs: config.leaseTtlMs,
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
+			keyMaxUses: config.keyMaxUses || null,
 			sweepIntervalMs: 1_000,
 			// A keyring killed on another machine holds the role this long at most; one killed on this machine, not at all.
 			roleTtlMs: 15_000,

@@ -4,7 +4,14 @@
  * as they stream, so memory grows with the keys, never with the log.
  */
 import { LeaseReplay, type ReplayEvent } from "../keyring/replay";
-import type { LeaseDoc } from "../contract";
+import {
+	KEY_LIFECYCLE_NONE,
+	keyEventsOf,
+	type KeyDoc,
+	type KeyEvent,
+	type LeaseDoc,
+} from "../contract";
+import { tableColumns } from "./documents";
 import { compareSql, yieldToEventLoop, type AuditDb } from "./audit-db";
 import { FindingList, isSeq, time, type RuleName } from "./checks";
 
@@ -63,6 +70,28 @@ function checkLease(lease: LeaseLogRow, knownKeys: Set<string>, findings: Findin
 		);
 }
 
+/** The key events (§5.8) the keys' lifecycle fields hold, in seq order; none in a store or export from before them. */
+export function storedKeyEvents(db: AuditDb): KeyEvent[] {
+	const present = tableColumns(db, "kr", "keys");
+	const fields = Object.keys(KEY_LIFECYCLE_NONE);
+	if (!fields.every((field) => present.has(field))) return [];
+	const rows = db.sql
+		.prepare(`SELECT keyId, createdAt, ${fields.join(", ")} FROM kr.keys`)
+		.all() as unknown as KeyDoc[];
+	return rows
+		.flatMap((row) =>
+			keyEventsOf({
+				...row,
+				addedSeq: seqOrNull(row.addedSeq),
+				retiredSeq: seqOrNull(row.retiredSeq),
+				revokedSeq: seqOrNull(row.revokedSeq),
+			}),
+		)
+		.sort((a, b) => a.seq - b.seq);
+}
+
+const seqOrNull = (value: unknown): number | null => (isSeq(value) ? value : null);
+
 /** Checks every lease and replays the log; returns how many lease documents it read. */
 export async function checkLeases(
 	db: AuditDb,
@@ -98,27 +127,46 @@ export async function checkLeases(
 		.iterate() as Iterator<LeaseLogRow>;
 
 	const knownKeys = new Set(keyIds);
-	// The free queue starts with every key in ascending id order: the keyring's own rule for never-used keys.
-	const replay = new LeaseReplay(keyIds, {
-		problem: (problem) =>
-			findings.add(rule, `lease ${problem.leaseId} (seq ${problem.seq}) ${problem.problem}`, {
-				leaseId: problem.leaseId,
-				seq: String(problem.seq),
-			}),
-		nonLruGrant: (grant) =>
-			findings.add(
-				"lru-order",
-				`lease ${grant.leaseId} (seq ${grant.seq}) was granted key ${grant.granted} while ${grant.expected} was the least recently used free key`,
-				{
-					leaseId: grant.leaseId,
-					seq: String(grant.seq),
-					keyId: grant.granted,
-					expected: grant.expected ?? "",
-				},
-			),
-	});
+	// Keys added, retired and revoked (§5.8), in seq order; the keys an event adds join later.
+	const keyEvents = storedKeyEvents(db);
+	const added = new Set(keyEvents.filter((e) => e.event === "added").map((e) => e.keyId));
+	// The free queue starts with every key there from the start in ascending id order: the keyring's own rule for never-used keys.
+	const initial = keyIds.filter((keyId) => !added.has(keyId));
+	const replay = new LeaseReplay(
+		initial,
+		{
+			inactiveGrant: (grant) =>
+				findings.add(
+					"lru-order",
+					`lease ${grant.leaseId} (seq ${grant.seq}) ${grant.why}: only active keys are granted`,
+					{ leaseId: grant.leaseId, seq: String(grant.seq), keyId: grant.keyId },
+				),
+			problem: (problem) =>
+				findings.add(
+					rule,
+					`lease ${problem.leaseId} (seq ${problem.seq}) ${problem.problem}`,
+					{
+						leaseId: problem.leaseId,
+						seq: String(problem.seq),
+					},
+				),
+			nonLruGrant: (grant) =>
+				findings.add(
+					"lru-order",
+					`lease ${grant.leaseId} (seq ${grant.seq}) was granted key ${grant.granted} while ${grant.expected} was the least recently used free key`,
+					{
+						leaseId: grant.leaseId,
+						seq: String(grant.seq),
+						keyId: grant.granted,
+						expected: grant.expected ?? "",
+					},
+				),
+		},
+		added,
+	);
 
 	let count = 0;
+	let nextKeyEvent = 0;
 	let events = 0;
 	// In seq order a reused seq is two events in a row: the log must be totally ordered.
 	let lastSeq: number | null = null;
@@ -147,6 +195,12 @@ export async function checkLeases(
 					);
 				else [lastSeq, lastOwner] = [seq, lease.leaseId];
 			}
+			while (
+				nextKeyEvent < keyEvents.length &&
+				isSeq(seq) &&
+				keyEvents[nextKeyEvent].seq < seq
+			)
+				replay.applyKey(keyEvents[nextKeyEvent++]);
 			replay.apply({
 				seq,
 				kind: takeGrant ? "grant" : "end",

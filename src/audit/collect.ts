@@ -10,10 +10,12 @@ import {
 	call,
 	LOG_NAMES,
 	type Caller,
+	type KeyDoc,
 	type LogName,
 	type Page,
 	type PageParams,
 } from "../contract";
+import { lifecycleOf } from "../keyring/store";
 import type { StoredCheckpoint } from "../tlog/log";
 import { UserError } from "../user-error";
 import { closeAfter, type AuditDb } from "./audit-db";
@@ -164,7 +166,14 @@ export function toLease(doc: StoredDoc): ImportDocs["leases"] {
 
 export function toKey(doc: StoredDoc): ImportDocs["keys"] {
 	// Only the public fields: sealedPrivateKey is never read into the snapshot.
-	return { keyId: str(doc.keyId), createdAt: isoTime(doc.createdAt)! };
+	const life = lifecycleOf(doc as Partial<KeyDoc>);
+	return {
+		keyId: str(doc.keyId),
+		createdAt: isoTime(doc.createdAt)!,
+		...life,
+		retiredAt: isoTime(life.retiredAt),
+		revokedAt: isoTime(life.revokedAt),
+	};
 }
 
 export function toRun(doc: StoredDoc): ImportDocs["runs"] {

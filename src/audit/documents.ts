@@ -30,18 +30,6 @@ const SCHEMA_OF: Record<ImportCollection, string> = {
 	leases: "kr",
 };
 
-/** A store written before the signature log has no `logIndex` column: its signatures are in no log. */
-function hasColumn(db: AuditDb, collection: ImportCollection, field: string): boolean {
-	if (field !== "logIndex") return true;
-	return (
-		db.sql
-			.prepare(
-				`SELECT 1 FROM pragma_table_info('${collection}', '${SCHEMA_OF[collection]}') WHERE name = ?`,
-			)
-			.get(field) !== undefined
-	);
-}
-
 function parseJson(text: unknown): unknown {
 	try {
 		return typeof text === "string" ? JSON.parse(text) : text;
@@ -50,14 +38,25 @@ function parseJson(text: unknown): unknown {
 	}
 }
 
+/** The columns `schema.table` has. */
+export function tableColumns(db: AuditDb, schema: string, table: string): Set<string> {
+	return new Set(
+		(
+			db.sql.prepare(`PRAGMA ${schema}.table_info(${table})`).all() as Array<{ name: string }>
+		).map((column) => column.name),
+	);
+}
+
 /** Every document of `collection`, with exactly the export's fields in the export's order. */
 export function* documents<C extends ImportCollection>(
 	db: AuditDb,
 	collection: C,
 ): Generator<ImportDocs[C]> {
 	const fields = EXPORT_FIELDS[collection];
+	const present = tableColumns(db, SCHEMA_OF[collection], collection);
+	// A store an earlier version wrote may lack a later field: null, as in its export.
 	const columns = fields
-		.map((field) => (hasColumn(db, collection, field) ? `"${field}"` : `NULL AS "${field}"`))
+		.map((field) => (present.has(field) ? `"${field}"` : `NULL AS "${field}"`))
 		.join(", ");
 	const rows = db.sql
 		.prepare(

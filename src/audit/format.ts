@@ -27,6 +27,12 @@ export function formatReport(report: AuditReport, source: string): string {
 		if (rule.violations > rule.listed)
 			lines.push(`  ... and ${rule.violations - rule.listed} more`);
 	}
+	for (const key of report.endedKeys)
+		lines.push(
+			key.event === "revoked"
+				? `Key ${key.keyId} revoked at ${key.at} (seq ${key.seq})${key.reason ? `: ${key.reason}` : ""}; refuse its signatures made after that`
+				: `Key ${key.keyId} retired at ${key.at} (seq ${key.seq}, ${key.reason ?? "operator"}); its signatures stand`,
+		);
 	const { unsigned } = report;
 	if (unsigned.records)
 		lines.push(

@@ -9,12 +9,13 @@
 import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
-import { checkLeases } from "./check-leases";
+import { checkLeases, storedKeyEvents } from "./check-leases";
 import { checkLogs, type LogAuditOptions, type LogSummary } from "./check-logs";
 import { FindingList, RULES, type RuleName, type Violation } from "./checks";
 import { importSnapshot, type CollectionCounts } from "./import";
 import { runRanges, type RangeOptions } from "./range-pool";
 import type { AuditSnapshot } from "./snapshot";
+import type { KeyEvent } from "../contract";
 
 export { RULES, type RuleName, type Violation };
 
@@ -42,6 +43,11 @@ export interface AuditReport {
 	violationCount: number;
 	/** The first `maxListedPerRule` violations of each rule, in rule order. */
 	violations: Violation[];
+	/**
+	 * Keys retired or revoked (docs/design.md §5.8), in seq order: a verifier refuses a revoked
+	 * key's signatures made after `at`. Not violations: leases granted before run out.
+	 */
+	endedKeys: KeyEvent[];
 }
 
 export interface AuditOptions extends RangeOptions, LogAuditOptions {
@@ -80,8 +86,10 @@ export async function audit(
 	let unsigned = 0;
 	let lastRun: { runId: string; status: string } | null = null;
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
+	let endedKeys: KeyEvent[] = [];
 
 	await withReadSnapshot(db, async () => {
+		endedKeys = storedKeyEvents(db).filter((event) => event.event !== "added");
 		const keys = checkPublicKeys(db, keyFindings);
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;
@@ -134,6 +142,7 @@ export async function audit(
 		logs,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
+		endedKeys,
 	};
 }
 

@@ -7,6 +7,7 @@ import {
 	BATCH_FIELDS,
 	type BatchDoc,
 	type KeyDoc,
+	type KeyLifecycle,
 	type LeaseDoc,
 	type RecordPayload,
 	type RunDoc,
@@ -41,7 +42,8 @@ export type SnapshotLease = Omit<
 	/** The last expiry granted, after renewals; null in exports written before the contract (docs/design.md §8.3) listed it. */
 	expiresAt: string | null;
 };
-export type SnapshotKey = Pick<KeyDoc, (typeof EXPORT_FIELDS.keys)[number]>;
+/** A key and its life (docs/design.md §5.8); the lifecycle fields are null in exports from before them. */
+export type SnapshotKey = Pick<KeyDoc, "keyId" | "createdAt"> & KeyLifecycle;
 export type SnapshotRun = Pick<RunDoc, (typeof EXPORT_FIELDS.runs)[number]>;
 
 export interface AuditSnapshot {
@@ -78,7 +80,17 @@ export const EXPORT_FIELDS = {
 		"endedAt",
 		"end",
 	] satisfies Array<keyof LeaseDoc>,
-	keys: ["keyId", "createdAt"] satisfies Array<keyof KeyDoc>,
+	keys: [
+		"keyId",
+		"createdAt",
+		"addedSeq",
+		"retiredSeq",
+		"retiredAt",
+		"retiredBy",
+		"revokedSeq",
+		"revokedAt",
+		"revokedReason",
+	] satisfies Array<keyof KeyDoc>,
 	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>,
 } as const;
 

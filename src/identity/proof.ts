@@ -5,7 +5,9 @@
  *
  * - `acquire`: the node asking and the X25519 session key the private key is to be sealed to,
  *   so a proof seen on the bus is worth nothing to anyone without that session's private key;
- * - `renew`, `release`: the node and the lease.
+ * - `renew`, `release`: the node and the lease;
+ * - `keys`: an operator's key change (docs/design.md §5.8), made with a batcher credential: the
+ *   node and the operation.
  * Each carries the time it was made and a random id; the keyring takes each id once, and only
  * within PROOF_MAX_AGE_MS of that time.
  */
@@ -13,10 +15,12 @@ import { randomBytesPooled } from "../random";
 import { signForKeyring } from "./request-mac";
 import type { SignerCredential } from "./credential";
 
-export type ProofAction = "acquire" | "renew" | "release";
+export type ProofAction = "acquire" | "renew" | "release" | "keys";
 
 export interface ProofClaims {
 	act: ProofAction;
+	/** keys: the operation, as `operatorOp` words it ("add 5", "retire key-007", "revoke key-007"). */
+	op?: string;
 	/** The node id of the signer asking: the lease's holder. */
 	node: string;
 	/** acquire: the session key's `x`. */
@@ -44,4 +48,9 @@ export function makeProof(
 ): string {
 	const full = { ...claims, iat: now, jti: randomBytesPooled(12).toString("base64url") };
 	return signForKeyring(credential, "signer-proof", full, macKey);
+}
+
+/** How an operator proof words a key change: what it is valid for, and for nothing else. */
+export function operatorOp(op: "add" | "retire" | "revoke", subject: string | number): string {
+	return `${op} ${subject}`;
 }

@@ -25,20 +25,34 @@ const MISS_LOOKUP_MS = 1_000;
 
 /** Why a lease request was refused: 403, with the reason; the keyring logs it with the caller's node. */
 export class SignerRefusedError extends DomainError {
-	constructor(reason: string, type: ErrorType, data: Record<string, unknown> = {}) {
-		super(
-			type,
-			`Refused: ${reason}. Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)`,
-			data,
-		);
+	constructor(
+		reason: string,
+		type: ErrorType,
+		data: Record<string, unknown> = {},
+		who = "Only an enrolled signer obtains, renews or releases a lease (npm run signer -- list)",
+	) {
+		super(type, `Refused: ${reason}. ${who}`, data);
 	}
 }
+
+/** An operator's key change refused (docs/design.md §5.8): the same checks, a batcher credential's proof. */
+const OPERATOR = {
+	who: "Only an operator holding an enrolled batcher credential adds, retires or revokes keys (npm run keys)",
+	types: {
+		SIGNER_PROOF_MISSING: "OPERATOR_PROOF_MISSING",
+		SIGNER_PROOF_INVALID: "OPERATOR_PROOF_INVALID",
+		SIGNER_NOT_ENROLLED: "BATCHER_NOT_ENROLLED",
+		SIGNER_REVOKED: "BATCHER_REVOKED",
+	} as Partial<Record<ErrorType, ErrorType>>,
+};
 
 export interface ProofContext {
 	/** The node the request came from, as the transport says; null for a call inside this process. */
 	callerNode: string | null;
 	/** acquire: the session key's `x` the proof must name. */
 	sessionKey?: string;
+	/** keys: the operation the proof must name, as `operatorOp` words it (src/identity/proof.ts). */
+	keyOp?: string;
 	/** renew, release: the lease the proof must name, and its holder when the keyring knows the lease. */
 	leaseId?: string;
 	holder?: string | null;
@@ -150,43 +164,43 @@ export class CredentialGate {
 
 	/** Checks a proof for `action`; the proven signer, or SignerRefusedError saying why. */
 	async check(action: ProofAction, proof: unknown, context: ProofContext): Promise<ProvenSigner> {
+		const operator = action === "keys";
+		const noun = operator ? "operator proof" : "signer proof";
+		const refuse = (reason: string, type: ErrorType, data: Record<string, unknown> = {}) =>
+			operator
+				? new SignerRefusedError(reason, OPERATOR.types[type] ?? type, data, OPERATOR.who)
+				: new SignerRefusedError(reason, type, data);
 		if (typeof proof !== "string" || proof.split(".").length !== 3)
-			throw new SignerRefusedError(
-				`keyring.${action} carries no signer proof`,
-				"SIGNER_PROOF_MISSING",
-			);
+			throw refuse(`keyring.${action} carries no ${noun}`, "SIGNER_PROOF_MISSING");
 		const parsed = parseJws<ProofClaims>(proof);
-		if (!parsed)
-			throw new SignerRefusedError("the signer proof is not a JWS", "SIGNER_PROOF_INVALID");
+		if (!parsed) throw refuse(`the ${noun} is not a JWS`, "SIGNER_PROOF_INVALID");
 		const { header, claims } = parsed;
 		if ((header.alg !== "EdDSA" && header.alg !== "HS256") || typeof header.kid !== "string")
-			throw new SignerRefusedError(
-				"the signer proof is not an EdDSA or HS256 JWS naming its signer",
+			throw refuse(
+				`the ${noun} is not an EdDSA or HS256 JWS naming its signer`,
 				"SIGNER_PROOF_INVALID",
 			);
 		const known = await this.lookup(header.kid);
 		if (!known)
-			throw new SignerRefusedError(
-				`signer "${header.kid}" is not enrolled`,
-				"SIGNER_NOT_ENROLLED",
-				{ signer: header.kid },
-			);
+			throw refuse(`${this.role} "${header.kid}" is not enrolled`, "SIGNER_NOT_ENROLLED", {
+				signer: header.kid,
+			});
 		if (known.signer.revokedAt)
-			throw new SignerRefusedError(
-				`signer "${header.kid}" was revoked at ${known.signer.revokedAt}`,
+			throw refuse(
+				`${this.role} "${header.kid}" was revoked at ${known.signer.revokedAt}`,
 				"SIGNER_REVOKED",
 				{ signer: header.kid },
 			);
 		if (!this.verified(parsed, known))
-			throw new SignerRefusedError(
-				`the proof's signature does not verify with signer "${header.kid}"'s key`,
+			throw refuse(
+				`the proof's signature does not verify with ${this.role} "${header.kid}"'s key`,
 				"SIGNER_PROOF_INVALID",
 				{ signer: header.kid },
 			);
 
 		const now = this.clock.now();
 		const invalid = (reason: string) =>
-			new SignerRefusedError(reason, "SIGNER_PROOF_INVALID", { signer: header.kid });
+			refuse(reason, "SIGNER_PROOF_INVALID", { signer: header.kid });
 		if (claims.act !== action)
 			throw invalid(`the proof is for keyring.${claims.act}, not keyring.${action}`);
 		if (typeof claims.node !== "string" || !claims.node)
@@ -201,9 +215,14 @@ export class CredentialGate {
 			);
 		if (action === "acquire" && claims.sk !== context.sessionKey)
 			throw invalid("the proof names another session key than the request");
-		if (action !== "acquire" && claims.lid !== context.leaseId)
+		if (operator && claims.op !== context.keyOp)
+			throw invalid(
+				`the proof is for ${JSON.stringify(claims.op)}, not ${JSON.stringify(context.keyOp)}`,
+			);
+		const leaseAction = action === "renew" || action === "release";
+		if (leaseAction && claims.lid !== context.leaseId)
 			throw invalid("the proof names another lease than the request");
-		if (action !== "acquire" && context.holder && context.holder !== claims.node)
+		if (leaseAction && context.holder && context.holder !== claims.node)
 			throw invalid(
 				`lease ${context.leaseId} is held by ${context.holder}, not ${claims.node}`,
 			);

@@ -8,7 +8,7 @@ import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import { KeyTransport } from "./key-transport";
-import { generateKeys, publicJwkOf, verifySealedKey } from "./keys";
+import { generateKeys, nextKeyIndex, publicJwkOf, verifySealedKey } from "./keys";
 import {
 	loadMasterKey,
 	masterKeyFileExposure,
@@ -30,7 +30,7 @@ export class KeyMaterial {
 
 	private constructor(
 		private readonly master: MasterKey,
-		readonly docs: ReadonlyMap<string, KeyDoc>,
+		readonly docs: Map<string, KeyDoc>,
 	) {}
 
 	/** Loads (or generates, into an empty store) the keys, and checks the master key opens them. */
@@ -61,6 +61,16 @@ export class KeyMaterial {
 				);
 		}
 		return new KeyMaterial(master, new Map(keyDocs.map((k) => [k.keyId, k])));
+	}
+
+	/** `count` new keys after the highest key id, sealed like the others; not yet stored (`adopt` once they are). */
+	generate(count: number, now: Date): Promise<KeyDoc[]> {
+		return generateKeys(count, this.master, now, nextKeyIndex(this.docs.keys()));
+	}
+
+	/** Keys stored since start-up (added by an operator): leased and published from now on. */
+	adopt(docs: KeyDoc[]): void {
+		for (const doc of docs) this.docs.set(doc.keyId, doc);
 	}
 
 	/** The key lease tokens are signed with, derived from the master key. */

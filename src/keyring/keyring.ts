@@ -18,6 +18,7 @@ import type { JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
 import {
 	Events,
+	type KeyEvent,
 	type KeyInfo,
 	type KeyringStatus,
 	type Lease,
@@ -59,6 +60,8 @@ export interface KeyringOptions {
 	publicKey: string | null;
 	/** Where the keyring writes its public key; null = this process only. */
 	publicKeyFile: string | null;
+	/** KEY_MAX_USES: a key is retired by itself at its grant number this (null: never). */
+	keyMaxUses?: number | null;
 }
 
 /** A lease asked for by a proven signer: who holds it, and where its key is sealed to. */
@@ -146,10 +149,14 @@ export class Keyring {
 		);
 		try {
 			const keys = await KeyMaterial.load(options, deps.store, logger);
-			const table = LeaseTable.fromSummary(keys.keyIds, await deps.store.summary());
+			const table = LeaseTable.fromSummary(
+				keys.keyIds,
+				await deps.store.summary(),
+				await deps.store.keyEvents(),
+			);
 			const keyring = new Keyring(options, deps, keys, table, role);
 			logger.info(
-				`Keyring ready: ${keys.docs.size} keys, ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`,
+				`Keyring ready: ${keys.docs.size} keys (${table.activeCount} active), ${table.leasedCount} leased, ${table.freeCount} free, last seq ${table.lastSeq}, epoch ${role.epoch}`,
 			);
 			if (options.sweepIntervalMs > 0) keyring.startSweeping(options.sweepIntervalMs);
 			role.keepRenewing(
@@ -259,6 +266,92 @@ export class Keyring {
 		});
 	}
 
+	// ------------------------------------------------------------ key lifecycle (§5.8)
+
+	/** Adds `count` keys, never used, so the next grants take them; waiting acquires are served. */
+	async addKeys(count: number): Promise<KeyInfo[]> {
+		this.assertOpen();
+		const added = await this.serial.run(async () => {
+			const docs = await this.keys.generate(count, new Date(this.clock.now()));
+			const at = new Date(this.clock.now()).toISOString();
+			const events: KeyEvent[] = docs.map((doc) => ({
+				seq: this.log.nextSeq(),
+				keyId: doc.keyId,
+				event: "added",
+				at,
+				reason: null,
+			}));
+			await this.log.keyEvents(events, docs);
+			this.keys.adopt(docs);
+			this.table.addKeys(docs.map((doc) => doc.keyId));
+			await this.serveWaiters();
+			return docs.map((doc) => doc.keyId);
+		});
+		await this.committed();
+		this.deps.logger.info(`Added ${added.length} key(s): ${added.join(", ")}`);
+		return added.map((keyId) => this.keyInfo(keyId));
+	}
+
+	/**
+	 * Retires or revokes a key: no lease is granted on it again, its current lease runs out,
+	 * and it stays in the JWKS. The last active key is not retired (add keys first); it may be
+	 * revoked, and acquires then wait for an added key. Changing a key already so is a no-op.
+	 */
+	async endKey(
+		keyId: string,
+		event: "retired" | "revoked",
+		reason: string | null,
+	): Promise<KeyInfo> {
+		this.assertOpen();
+		await this.serial.run(async () => {
+			if (!this.keys.docs.has(keyId))
+				throw new DomainError(
+					"KEY_NOT_FOUND",
+					`No key ${keyId} in this keyring (keyring.keys lists them)`,
+					{ keyId },
+				);
+			const { state } = this.table.stateOf(keyId);
+			if (state === "revoked" || (state === "retired" && event === "retired")) return;
+			if (event === "retired" && state === "active" && this.table.activeCount === 1)
+				throw new DomainError(
+					"LAST_ACTIVE_KEY",
+					`${keyId} is the last active key: add keys first (npm run keys -- add N), then retire it`,
+					{ keyId },
+				);
+			await this.writeKeyEnd(
+				keyId,
+				event,
+				reason ?? (event === "retired" ? "operator" : null),
+			);
+		});
+		await this.committed();
+		return this.keyInfo(keyId);
+	}
+
+	private async writeKeyEnd(
+		keyId: string,
+		event: "retired" | "revoked",
+		reason: string | null,
+	): Promise<void> {
+		const ended: KeyEvent = {
+			seq: this.log.nextSeq(),
+			keyId,
+			event,
+			at: new Date(this.clock.now()).toISOString(),
+			reason,
+		};
+		await this.log.keyEvents([ended], []);
+		this.table.endKey(ended);
+		const lease = this.table.leaseOfKey(keyId);
+		this.deps.logger.warn(
+			`${event === "revoked" ? "Revoked" : "Retired"} ${keyId} at seq ${ended.seq}${reason ? ` (${reason})` : ""}: no new lease on it${lease ? `; lease ${lease.leaseId} of ${lease.holder} runs out` : ""}; ${this.table.activeCount} active key(s) left`,
+		);
+		if (this.table.activeCount === 0)
+			this.deps.logger.error(
+				"No active key is left: acquires wait until keys are added (npm run keys -- add N)",
+			);
+	}
+
 	/** The holder of an active lease, or null. */
 	holderOf(leaseId: string): string | null {
 		return this.table.activeLease(leaseId)?.holder ?? null;
@@ -292,22 +385,27 @@ export class Keyring {
 	}
 
 	keyList(): KeyInfo[] {
-		return [...this.keys.docs.values()].map((doc) => {
-			const lease = this.table.leaseOfKey(doc.keyId);
-			return {
-				keyId: doc.keyId,
-				createdAt: doc.createdAt,
-				uses: this.table.usesOf(doc.keyId),
-				leased: !!lease,
-				leaseId: lease?.leaseId ?? null,
-				holder: lease?.holder ?? null,
-			};
-		});
+		return [...this.keys.docs.keys()].sort().map((keyId) => this.keyInfo(keyId));
+	}
+
+	private keyInfo(keyId: string): KeyInfo {
+		const doc = this.keys.docs.get(keyId)!;
+		const lease = this.table.leaseOfKey(keyId);
+		return {
+			keyId,
+			createdAt: doc.createdAt,
+			...this.table.stateOf(keyId),
+			uses: this.table.usesOf(keyId),
+			leased: !!lease,
+			leaseId: lease?.leaseId ?? null,
+			holder: lease?.holder ?? null,
+		};
 	}
 
 	status(): KeyringStatus {
 		return {
 			keys: this.keys.docs.size,
+			active: this.table.activeCount,
 			free: this.table.freeCount,
 			leased: this.table.leasedCount,
 			waiting: this.waiters.size,
@@ -423,6 +521,14 @@ export class Keyring {
 	private async grant(waiter: Waiter): Promise<Grant> {
 		const lease = await this.log.grant(waiter.holder, this.options.leaseTtlMs);
 		this.table.grant(lease);
+		const maxUses = this.options.keyMaxUses;
+		if (maxUses && this.table.usesOf(lease.keyId) >= maxUses)
+			// Retired with the grant that uses it up: it goes back to no queue when this lease ends.
+			await this.writeKeyEnd(lease.keyId, "retired", "max-uses").catch((err: Error) =>
+				this.deps.logger.error(
+					`Could not retire ${lease.keyId} at its ${maxUses} uses (KEY_MAX_USES); it is tried again at its next grant: ${err.message}`,
+				),
+			);
 		const waitMs = Date.parse(lease.grantedAt) - waiter.since;
 		this.afterCommit(() =>
 			this.deps.emit(Events.leaseGranted, {

@@ -16,13 +16,25 @@ export function publicJwkOf(keyId: string, jwk: JWK): JWK {
 	return { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid: keyId, alg: "EdDSA", use: "sig" };
 }
 
+/** The index after the highest `key-NNN` among `keyIds`: where added keys start. */
+export function nextKeyIndex(keyIds: Iterable<string>): number {
+	let next = 0;
+	for (const keyId of keyIds) {
+		const match = /^key-(\d+)$/.exec(keyId);
+		if (match) next = Math.max(next, Number(match[1]) + 1);
+	}
+	return next;
+}
+
+/** `count` new keys, `key-<from>` onwards, their private halves sealed with the master key. */
 export async function generateKeys(
 	count: number,
 	master: MasterKey,
 	now: Date = new Date(),
+	from = 0,
 ): Promise<KeyDoc[]> {
 	const docs: KeyDoc[] = [];
-	for (let index = 0; index < count; index++) {
+	for (let index = from; index < from + count; index++) {
 		const keyId = keyIdOf(index);
 		const { publicKey, privateKey } = await generateKeyPair("EdDSA", { extractable: true });
 		const privateJwk = await exportJWK(privateKey);

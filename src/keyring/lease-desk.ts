@@ -2,12 +2,22 @@
  * The keyring's counter for lease requests over the bus: it admits each request (a signer
  * proof from an enrolled signer, and for an acquire the batch's dispatch ticket from an enrolled
  * batcher, naming the proven node), hands it to the keyring, and answers a grant or a renewal
- * with a lease token for records. A refusal is a 403, logged with the caller's node id.
+ * with a lease token for records. It admits an operator's key change (docs/design.md §5.8) on
+ * an operator proof made with an enrolled batcher credential. A refusal is a 403, logged with
+ * the caller's node id.
  */
-import type { AcquireParams, Lease, LeaseChange, LeaseRef } from "../contract";
+import type {
+	AcquireParams,
+	AddKeysParams,
+	KeyChangeParams,
+	KeyInfo,
+	Lease,
+	LeaseChange,
+	LeaseRef,
+} from "../contract";
 import { busChecks } from "../identity/bus-checks";
 import { issueLeaseToken, ownLeaseToken } from "../identity/lease-token";
-import type { ProofAction } from "../identity/proof";
+import { operatorOp, type ProofAction } from "../identity/proof";
 import type { Clock } from "../clock";
 import { loggedRefusal } from "../errors";
 import { CredentialGate, type ProofContext, type ProvenSigner } from "./credential-gate";
@@ -102,6 +112,31 @@ export class LeaseDesk {
 			caller,
 		);
 		return this.keyring.release(leaseId);
+	}
+
+	/** Adds keys, for an operator proof of "add <count>". */
+	async addKeys({ count, proof }: AddKeysParams, caller: Caller): Promise<KeyInfo[]> {
+		await this.admitOperator(operatorOp("add", count), proof, caller);
+		return this.keyring.addKeys(count);
+	}
+
+	/** Retires or revokes a key, for an operator proof of "retire <keyId>" or "revoke <keyId>". */
+	async endKey(
+		op: "retire" | "revoke",
+		{ keyId, reason, proof }: KeyChangeParams,
+		caller: Caller,
+	): Promise<KeyInfo> {
+		await this.admitOperator(operatorOp(op, keyId), proof, caller);
+		return this.keyring.endKey(keyId, op === "retire" ? "retired" : "revoked", reason ?? null);
+	}
+
+	private admitOperator(keyOp: string, proof: string, caller: Caller): Promise<ProvenSigner> {
+		return this.refusalsLogged("keys", caller, () =>
+			this.batchers.check("keys", proof, {
+				keyOp,
+				callerNode: caller.local ? null : caller.nodeID,
+			}),
+		);
 	}
 
 	/** The signer a lease request proves, or a 403. */

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Clock } from "../clock";
-import type { LeaseDoc, LeaseEnd } from "../contract";
+import type { KeyDoc, KeyEvent, LeaseDoc, LeaseEnd } from "../contract";
 import type { LeaseTable } from "./lease-table";
 import type { KeyringRole } from "./role";
 import { DuplicateLeaseError, FencedError, type KeyringStore, type LeaseEnding } from "./store";
@@ -129,6 +129,25 @@ export class LeaseLogWriter {
 				: { end: ending.end, endSeq: ending.endSeq, endedAt: ending.endedAt };
 		this.issuedSeq = Math.max(this.issuedSeq, applied.endSeq);
 		return { applied };
+	}
+
+	/** The next `seq`, for a key event (docs/design.md §5.8). */
+	nextSeq(): number {
+		return ++this.issuedSeq;
+	}
+
+	/** Writes key events (with the keys they add); a try whose reply was lost is looked for before another. */
+	async keyEvents(events: KeyEvent[], added: KeyDoc[]): Promise<void> {
+		const { store, role } = this.deps;
+		const last = events[events.length - 1];
+		await this.write(
+			`key event ${last.event} of ${last.keyId} at seq ${last.seq}`,
+			() => store.writeKeyEvents(events, added, role.epoch),
+			async () =>
+				(await store.keyEvents()).some((e) => e.seq === last.seq)
+					? { value: undefined }
+					: null,
+		);
 	}
 
 	/** The store ended a lease without this keyring: its seq is taken. */

@@ -3,7 +3,7 @@
  * leases, uses per key and the last persisted `seq`. The keyring changes it only after the
  * store has accepted the same change, so it never claims what the store does not hold.
  */
-import type { LeaseDoc, LeaseEnd } from "../contract";
+import type { KeyEvent, KeyState, LeaseDoc, LeaseEnd } from "../contract";
 import type { LeaseLogSummary } from "./store";
 
 export class LeaseTable {
@@ -12,6 +12,10 @@ export class LeaseTable {
 	private readonly byLease = new Map<string, LeaseDoc>();
 	private readonly byKey = new Map<string, LeaseDoc>();
 	private readonly uses = new Map<string, number>();
+	/** Retired and revoked keys (docs/design.md §5.8), with the event that ended them: never free again. */
+	private readonly ended = new Map<string, KeyEvent>();
+	/** Every key this keyring has, active or not. */
+	private readonly keyIds = new Set<string>();
 	private lastSeqValue = 0;
 	/** Never later than the earliest `expiresAt` of an active lease: spares most expiry scans. */
 	private expiryFloor = Infinity;
@@ -21,10 +25,18 @@ export class LeaseTable {
 	 * never-used ones first in keyId order, then by the seq of their last end (what replaying
 	 * the log grant by grant would give, in memory per key rather than per lease).
 	 */
-	static fromSummary(keyIds: string[], summary: LeaseLogSummary): LeaseTable {
+	static fromSummary(
+		keyIds: string[],
+		summary: LeaseLogSummary,
+		keyEvents: KeyEvent[] = [],
+	): LeaseTable {
 		const table = new LeaseTable();
+		for (const keyId of keyIds) table.keyIds.add(keyId);
+		for (const event of keyEvents) if (event.event !== "added") table.endKey(event);
 		for (const lease of summary.open) table.activate(lease);
-		const free = [...keyIds].sort().filter((keyId) => !table.byKey.has(keyId));
+		const free = [...keyIds]
+			.sort()
+			.filter((keyId) => !table.byKey.has(keyId) && !table.ended.has(keyId));
 		const lastEnd = (keyId: string) => summary.lastEnd.get(keyId) ?? 0;
 		free.sort((a, b) => lastEnd(a) - lastEnd(b) || (a < b ? -1 : a > b ? 1 : 0));
 		for (const keyId of free) table.free.add(keyId);
@@ -35,6 +47,45 @@ export class LeaseTable {
 
 	get lastSeq(): number {
 		return this.lastSeqValue;
+	}
+
+	/** Keys leases may be granted on: neither retired nor revoked. */
+	get activeCount(): number {
+		return this.keyIds.size - this.ended.size;
+	}
+
+	/** A key's state, and since when it is retired or revoked. */
+	stateOf(keyId: string): { state: KeyState; since: string | null } {
+		const ended = this.ended.get(keyId);
+		return ended
+			? { state: ended.event as KeyState, since: ended.at }
+			: { state: "active", since: null };
+	}
+
+	/**
+	 * Keys just added: never used, so they join the never-used keys at the head of the free
+	 * queue, after those already there (their ids come later), and are granted next.
+	 */
+	addKeys(keyIds: string[]): void {
+		const free = [...this.free];
+		const neverUsed = free.filter((keyId) => this.usesOf(keyId) === 0);
+		const used = free.filter((keyId) => this.usesOf(keyId) > 0);
+		for (const keyId of keyIds) {
+			this.keyIds.add(keyId);
+			this.uses.set(keyId, 0);
+		}
+		this.free.clear();
+		for (const keyId of [...neverUsed, ...keyIds, ...used]) this.free.add(keyId);
+	}
+
+	/** A key retired or revoked: out of the free queue; if leased, its lease runs out and it stays out. */
+	endKey(event: KeyEvent): void {
+		const previous = this.ended.get(event.keyId);
+		// A revocation outranks a retirement; nothing outranks a revocation.
+		if (previous && (previous.event === "revoked" || event.event === "retired")) return;
+		this.ended.set(event.keyId, event);
+		this.free.delete(event.keyId);
+		this.lastSeqValue = Math.max(this.lastSeqValue, event.seq);
 	}
 
 	get freeCount(): number {
@@ -93,12 +144,12 @@ export class LeaseTable {
 		this.expiryFloor = Math.min(this.expiryFloor, Date.parse(expiresAt));
 	}
 
-	/** Records a persisted release or reclaim: the key goes to the tail of the free queue. */
+	/** Records a persisted release or reclaim: the key goes to the tail of the free queue (unless it was retired or revoked meanwhile). */
 	end(leaseId: string, end: LeaseEnd, endSeq: number, endedAt: string): LeaseDoc {
 		const lease = this.mustBeActive(leaseId);
 		this.byLease.delete(leaseId);
 		this.byKey.delete(lease.keyId);
-		this.free.add(lease.keyId);
+		if (!this.ended.has(lease.keyId)) this.free.add(lease.keyId);
 		this.lastSeqValue = Math.max(this.lastSeqValue, endSeq);
 		return { ...lease, end, endSeq, endedAt };
 	}

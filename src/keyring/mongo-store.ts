@@ -31,7 +31,7 @@
  */
 import type { ClientSession, Collection, Filter } from "mongodb";
 import type { TreeUpdate } from "../tlog/tree-builder";
-import type { KeyDoc, LeaseDoc, Page } from "../contract";
+import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
 import {
 	assertReplicaSet,
@@ -48,6 +48,7 @@ import { MongoLog, mongoLogCollections } from "../tlog/mongo-log";
 import {
 	DuplicateLeaseError,
 	FencedError,
+	endedFields,
 	enrolment,
 	publicKeyDoc,
 	type EnrolledSigner,
@@ -167,6 +168,7 @@ export class MongoKeyringStore implements KeyringStore {
 					"keyring",
 					"leases",
 					"lease_stats",
+					"keys",
 					...mongoLogCollections("lease_log", true),
 				])
 					await ensureCollection(connection.db, name);
@@ -404,6 +406,35 @@ export class MongoKeyringStore implements KeyringStore {
 		);
 	}
 
+	async keyEvents(): Promise<KeyEvent[]> {
+		return (await this.keys()).flatMap(keyEventsOf).sort((a, b) => a.seq - b.seq);
+	}
+
+	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
+		const seq = Math.max(0, ...events.map((e) => e.seq));
+		const addedSeq = new Map(
+			events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
+		);
+		await this.fenced(epoch, seq, async (session) => {
+			if (added.length)
+				await this.keysOf.insertMany(
+					added.map((doc) => ({
+						...doc,
+						_id: doc.keyId,
+						addedSeq: addedSeq.get(doc.keyId) ?? null,
+					})),
+					{ ordered: true, session },
+				);
+			for (const event of events)
+				if (event.event !== "added")
+					await this.keysOf.updateOne(
+						{ _id: event.keyId },
+						{ $set: endedFields(event) },
+						{ session },
+					);
+		});
+	}
+
 	async summary(): Promise<LeaseLogSummary> {
 		// The open leases: at most one per key (leases_open_per_key).
 		const open = (await this.leasesOf.find({ open: true }).sort({ grantSeq: 1 }).toArray()).map(
@@ -427,11 +458,17 @@ export class MongoKeyringStore implements KeyringStore {
 			.sort({ endSeq: -1 })
 			.limit(1)
 			.toArray();
+		// Key events: a handful of keys, read whole.
+		const lastKeyEvent = (await this.keyEvents()).at(-1);
 		return {
 			open,
 			lastEnd,
 			uses,
-			lastSeq: Math.max(lastGrant?.grantSeq ?? 0, lastEnded?.endSeq ?? 0),
+			lastSeq: Math.max(
+				lastGrant?.grantSeq ?? 0,
+				lastEnded?.endSeq ?? 0,
+				lastKeyEvent?.seq ?? 0,
+			),
 		};
 	}
 

@@ -13,8 +13,8 @@
  * its lease write and commits with its group; a write rolled back, or a group that failed to
  * commit, reads the log's edge back from the file. A checkpoint waits for the group's commit.
  */
-import type { KeyDoc, LeaseDoc, Page } from "../contract";
-import { KEYRING_SCHEMA } from "../store/schema";
+import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
+import { KEY_LIFECYCLE_COLUMNS, KEYRING_SCHEMA } from "../store/schema";
 import {
 	closeStore,
 	isUniqueViolation,
@@ -33,6 +33,7 @@ import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
 const ENROLMENT_TABLES: Record<CredentialRole, string> = { signer: "signers", batcher: "batchers" };
 import {
 	DuplicateLeaseError,
+	endedFields,
 	FencedError,
 	publicKeyDoc,
 	type KeyringStore,
@@ -47,13 +48,31 @@ const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, e
 type KeyRow = Omit<KeyDoc, "publicJwk"> & { publicJwk: string };
 
 function keyDoc(row: KeyRow): KeyDoc {
-	return {
+	const doc: KeyDoc = {
 		_id: row.keyId,
 		keyId: row.keyId,
 		createdAt: row.createdAt,
 		publicJwk: JSON.parse(row.publicJwk),
 		sealedPrivateKey: row.sealedPrivateKey,
 	};
+	for (const column of Object.keys(KEY_LIFECYCLE_COLUMNS) as Array<keyof KeyDoc>) {
+		const value = row[column as keyof KeyRow];
+		if (value !== null && value !== undefined)
+			(doc as unknown as Record<string, unknown>)[column] =
+				KEY_LIFECYCLE_COLUMNS[column as keyof typeof KEY_LIFECYCLE_COLUMNS] === "INTEGER"
+					? Number(value)
+					: value;
+	}
+	return doc;
+}
+
+/** Adds the keys' lifecycle columns to a store an earlier version wrote (once; nothing else changes). */
+function addLifecycleColumns(db: DatabaseSync): void {
+	const present = new Set(
+		(db.prepare("PRAGMA table_info(keys)").all() as Array<{ name: string }>).map((c) => c.name),
+	);
+	for (const [column, type] of Object.entries(KEY_LIFECYCLE_COLUMNS))
+		if (!present.has(column)) db.exec(`ALTER TABLE keys ADD COLUMN ${column} ${type}`);
 }
 
 function leaseDoc(row: Record<string, unknown>): LeaseDoc {
@@ -126,11 +145,9 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
-		return new SqliteKeyringStore(
-			openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log }),
-			dataDir,
-			log,
-		);
+		const db = openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log });
+		addLifecycleColumns(db);
+		return new SqliteKeyringStore(db, dataDir, log);
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
@@ -244,17 +261,44 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
 		this.commitGroup();
-		const insert = this.statements.get(
-			"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
-		);
 		transaction(this.db, () => {
-			for (const doc of docs)
-				insert.run(
-					doc.keyId,
-					doc.createdAt,
-					JSON.stringify(doc.publicJwk),
-					doc.sealedPrivateKey,
-				);
+			for (const doc of docs) this.insertKey(doc, null);
+		});
+	}
+
+	private insertKey(doc: KeyDoc, addedSeq: number | null): void {
+		this.statements
+			.get(
+				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, addedSeq) VALUES (?, ?, ?, ?, ?)",
+			)
+			.run(
+				doc.keyId,
+				doc.createdAt,
+				JSON.stringify(doc.publicJwk),
+				doc.sealedPrivateKey,
+				addedSeq,
+			);
+	}
+
+	async keyEvents(): Promise<KeyEvent[]> {
+		return (await this.keys()).flatMap(keyEventsOf).sort((a, b) => a.seq - b.seq);
+	}
+
+	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
+		this.fenced(epoch, () => {
+			const addedSeq = new Map(
+				events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
+			);
+			for (const doc of added) this.insertKey(doc, addedSeq.get(doc.keyId) ?? null);
+			for (const event of events) {
+				if (event.event === "added") continue;
+				const fields = Object.entries(endedFields(event));
+				this.statements
+					.get(
+						`UPDATE keys SET ${fields.map(([f]) => `${f} = ?`).join(", ")} WHERE keyId = ?`,
+					)
+					.run(...fields.map(([, v]) => v as string | number | null), event.keyId);
+			}
 		});
 	}
 
@@ -276,7 +320,7 @@ export class SqliteKeyringStore implements KeyringStore {
 		}
 		const { lastSeq } = this.statements
 			.get(
-				"SELECT max(coalesce((SELECT max(grantSeq) FROM leases), 0), coalesce((SELECT max(endSeq) FROM leases), 0)) AS lastSeq",
+				"SELECT max(coalesce((SELECT max(grantSeq) FROM leases), 0), coalesce((SELECT max(endSeq) FROM leases), 0), coalesce((SELECT max(max(coalesce(addedSeq, 0), coalesce(retiredSeq, 0), coalesce(revokedSeq, 0))) FROM keys), 0)) AS lastSeq",
 			)
 			.get() as { lastSeq: number };
 		return { open, lastEnd, uses, lastSeq: Number(lastSeq) };

@@ -4,7 +4,15 @@
  * store itself refuses two leases with one `grantSeq` and a second open lease of a key.
  */
 import type { JWK } from "jose";
-import type { KeyDoc, LeaseDoc, LeaseEnd, Page } from "../contract";
+import {
+	KEY_LIFECYCLE_NONE,
+	type KeyDoc,
+	type KeyEvent,
+	type KeyLifecycle,
+	type LeaseDoc,
+	type LeaseEnd,
+	type Page,
+} from "../contract";
 import type { CredentialRole } from "../identity/credential";
 import type { TransparencyLog } from "../tlog/log";
 
@@ -27,7 +35,7 @@ export interface LeaseLogSummary {
 	lastEnd: Map<string, number>;
 	/** Leases ever granted, per key. */
 	uses: Map<string, number>;
-	/** The highest seq in the log. */
+	/** The highest seq in the log (key events included). */
 	lastSeq: number;
 }
 
@@ -67,6 +75,14 @@ export interface KeyringStore {
 	/** Every key, by keyId. */
 	keys(): Promise<KeyDoc[]>;
 	insertKeys(docs: KeyDoc[]): Promise<void>;
+	/** Every key event (§5.8), from the keys' lifecycle fields, in seq order. */
+	keyEvents(): Promise<KeyEvent[]>;
+	/**
+	 * Key events: the keys an `added` event names are inserted from `added` (with their
+	 * `addedSeq`), a `retired` or `revoked` one sets the key's fields; written only while `epoch`
+	 * holds the role (else FencedError), refused when a key id is taken.
+	 */
+	writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void>;
 	summary(): Promise<LeaseLogSummary>;
 	/**
 	 * A grant, written only while `epoch` holds the role (else FencedError); refused
@@ -94,7 +110,7 @@ export interface KeyringStore {
 	enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment>;
 	/** Revokes the credential of `role` named `name`; false when there is none, or it was revoked already. */
 	revoke(role: CredentialRole, name: string, at: string): Promise<boolean>;
-	/** A page of `leases`, or of `keys` with their public fields only. */
+	/** A page of `leases`, or of `keys` with their public fields only (their lifecycle fields included). */
 	page(collection: "keys" | "leases", after: string | undefined, limit: number): Promise<Page>;
 	/** Resolves when the store answers (readiness). */
 	ping(): Promise<void>;
@@ -148,5 +164,26 @@ export async function enrolment(
 
 /** Public fields of a key, as anyone may page them. */
 export function publicKeyDoc(doc: KeyDoc): Omit<KeyDoc, "sealedPrivateKey"> & { _id: string } {
-	return { _id: doc.keyId, keyId: doc.keyId, createdAt: doc.createdAt, publicJwk: doc.publicJwk };
+	return {
+		_id: doc.keyId,
+		keyId: doc.keyId,
+		createdAt: doc.createdAt,
+		publicJwk: doc.publicJwk,
+		...lifecycleOf(doc),
+	};
+}
+
+/** A key's lifecycle fields, each null when absent (a store or export from before them). */
+export function lifecycleOf(doc: Partial<KeyDoc>): KeyLifecycle {
+	const out: Record<string, unknown> = {};
+	for (const field of Object.keys(KEY_LIFECYCLE_NONE))
+		out[field] = doc[field as keyof KeyDoc] ?? null;
+	return out as KeyLifecycle;
+}
+
+/** Applies a `retired` or `revoked` event to a key's lifecycle fields (what both stores write). */
+export function endedFields(event: KeyEvent): Partial<KeyDoc> {
+	return event.event === "revoked"
+		? { revokedSeq: event.seq, revokedAt: event.at, revokedReason: event.reason }
+		: { retiredSeq: event.seq, retiredAt: event.at, retiredBy: event.reason };
 }

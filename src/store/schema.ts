@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS leases (
 	"end" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS leases_open_per_key ON leases (keyId) WHERE "end" IS NULL;
+
 -- The signer credentials the keyring grants keys to (only their public halves).
 CREATE TABLE IF NOT EXISTS signers (
 	name TEXT PRIMARY KEY,
@@ -124,3 +125,18 @@ CREATE TABLE IF NOT EXISTS batchers (
 	revokedAt TEXT
 );
 `;
+
+/**
+ * The keys' lifecycle columns (docs/design.md §5.8), each a seq of the lease log with its time
+ * and why: added after the first start, retired, revoked. Added by `ALTER TABLE` to a store an
+ * earlier version wrote (src/keyring/sqlite-store.ts), so they are not in KEYRING_SCHEMA.
+ */
+export const KEY_LIFECYCLE_COLUMNS = {
+	addedSeq: "INTEGER",
+	retiredSeq: "INTEGER",
+	retiredAt: "TEXT",
+	retiredBy: "TEXT",
+	revokedSeq: "INTEGER",
+	revokedAt: "TEXT",
+	revokedReason: "TEXT",
+} as const;

@@ -27,6 +27,7 @@ import type {
 	SnapshotRun,
 	SnapshotSignature,
 } from "../../src/audit/snapshot";
+import { KEY_LIFECYCLE_NONE } from "../../src/contract";
 
 export interface MiniRunOptions {
 	keys?: number;
@@ -90,7 +91,11 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 		const keyId = `key-${String(i).padStart(3, "0")}`;
 		const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
 		privateKeys.set(keyId, privateKey);
-		const key: SnapshotKey = { keyId, createdAt: new Date(BASE).toISOString() };
+		const key: SnapshotKey = {
+			keyId,
+			createdAt: new Date(BASE).toISOString(),
+			...KEY_LIFECYCLE_NONE,
+		};
 		snapshot.keys.push(key);
 		const jwk: JWK = { ...(await exportJWK(publicKey)), kid: keyId };
 		snapshot.jwks.keys.push(jwk);

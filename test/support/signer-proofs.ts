@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { JWK } from "jose";
 import type { RecordPayload } from "../../src/contract";
 import { localCredential, type SignerCredential } from "../../src/identity/credential";
-import { makeProof } from "../../src/identity/proof";
+import { makeProof, operatorOp } from "../../src/identity/proof";
 import { makeTicket } from "../../src/identity/ticket";
 
 /** A dispatch ticket for `records` (one made-up record by default), sent to `node`. */
@@ -45,6 +45,27 @@ export function signerRequests(
 		release: (node: string, leaseId: string) => ({
 			leaseId,
 			proof: makeProof(credential, { act: "release", node, lid: leaseId }),
+		}),
+	};
+}
+
+/** An operator's key changes (docs/design.md §5.8), each with an operator proof made with a batcher credential. */
+export function operatorRequests(
+	batcher: SignerCredential = localCredential("", "batcher"),
+	node = "operator-node",
+) {
+	const proof = (op: string) => makeProof(batcher, { act: "keys", node, op });
+	return {
+		add: (count: number) => ({ count, proof: proof(operatorOp("add", count)) }),
+		retire: (keyId: string, reason?: string) => ({
+			keyId,
+			...(reason ? { reason } : {}),
+			proof: proof(operatorOp("retire", keyId)),
+		}),
+		revoke: (keyId: string, reason: string) => ({
+			keyId,
+			reason,
+			proof: proof(operatorOp("revoke", keyId)),
 		}),
 	};
 }

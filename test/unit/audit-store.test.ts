@@ -12,6 +12,7 @@ import { openStoreFiles, StoreFilesError } from "../../src/audit/audit-db";
 import { exportDb, readExport } from "../../src/audit/export-files";
 import type { AuditReport, RuleName } from "../../src/audit/rules";
 import type { AuditSnapshot } from "../../src/audit/snapshot";
+import { KEY_LIFECYCLE_COLUMNS } from "../../src/store/schema";
 import {
 	auditStoreFiles,
 	buildMiniRun,
@@ -258,6 +259,40 @@ describe("each rule's violation in the store's files", () => {
 			expect.stringMatching(
 				/^lease lease-0004 \(seq \d+\) was granted key key-001 while key-000 was the least recently used free key$/,
 			),
+		]);
+	});
+
+	it("lru-order: a lease granted on a key after it was retired, or before it was added", async () => {
+		// A store an earlier version wrote has no lifecycle columns: the keyring adds them on open.
+		for (const [column, type] of Object.entries(KEY_LIFECYCLE_COLUMNS))
+			change("keyring", `ALTER TABLE keys ADD COLUMN ${column} ${type}`);
+		const byGrant = [...snapshot.leases].sort((a, b) => a.grantSeq - b.grantSeq);
+		const last = byGrant.at(-1)!;
+		const early = byGrant[0];
+		// The last lease moved to the end of the log, its key retired before it; another key "added" after its first grant.
+		const maxSeq = Math.max(...snapshot.leases.map((l) => l.endSeq ?? l.grantSeq));
+		change(
+			"keyring",
+			"UPDATE leases SET grantSeq = grantSeq + 1000, endSeq = endSeq + 1000 WHERE leaseId = ?",
+			last.leaseId,
+		);
+		change("keyring", "UPDATE keys SET retiredSeq = ? WHERE keyId = ?", maxSeq + 1, last.keyId);
+		const otherKey = snapshot.keys.map((k) => k.keyId).find((k) => k !== early.keyId)!;
+		change("keyring", "UPDATE keys SET addedSeq = ? WHERE keyId = ?", maxSeq + 2000, otherKey);
+		const tampered = await auditStore();
+		expect(failing(tampered)).toContain("lru-order");
+		expect(messages(tampered, "lru-order")).toEqual(
+			expect.arrayContaining([
+				`lease ${last.leaseId} (seq ${last.grantSeq + 1000}) granted key ${last.keyId} after it was retired at seq ${maxSeq + 1}: only active keys are granted`,
+				expect.stringMatching(
+					new RegExp(
+						`granted key ${otherKey} before it was added: only active keys are granted$`,
+					),
+				),
+			]),
+		);
+		expect(tampered.endedKeys).toEqual([
+			expect.objectContaining({ keyId: last.keyId, event: "retired", seq: maxSeq + 1 }),
 		]);
 	});
 

@@ -1,7 +1,7 @@
 /** End to end on the embedded store, in one process: every scenario ends with the audit. */
 import { pageAll } from "../../src/audit/collect";
-import type { BatchDoc, SignatureDoc } from "../../src/contract";
-import { ticketFor } from "../support/signer-proofs";
+import type { BatchDoc, KeyInfo, LeaseDoc, SignatureDoc } from "../../src/contract";
+import { operatorRequests, ticketFor } from "../support/signer-proofs";
 import { auditSystem, runToCompletion, startSystem, type TestSystem } from "../support/system";
 
 describe("a run on the embedded store", () => {
@@ -28,6 +28,56 @@ describe("a run on the embedded store", () => {
 		const verdict = await auditSystem(system.broker);
 		expect(verdict.violations).toEqual([]);
 		expect(verdict.ok).toBe(true);
+	});
+
+	test("keys added, retired and revoked while a run goes on: it completes, the new keys sign, the ended ones sign nothing after, and the audit passes", async () => {
+		system = await startSystem({ records: 6_000, keys: 3, window: 4 });
+		const { broker } = system;
+		const operator = operatorRequests();
+		const completion = system.nextCompletion();
+		await broker.call("batcher.start", { batchSize: 20 });
+		// Each change once the run has signed a little more.
+		const signedSoFar = async () =>
+			(await broker.call<{ signed: number }>("records.progress")).signed;
+		const after = async (signed: number) => {
+			while ((await signedSoFar()) < signed) await new Promise((r) => setTimeout(r, 5));
+		};
+		await after(500);
+		await broker.call("keyring.addKeys", operator.add(2));
+		await after(1_500);
+		const retired = await broker.call<KeyInfo, object>(
+			"keyring.retireKey",
+			operator.retire("key-000"),
+		);
+		await after(2_500);
+		const revoked = await broker.call<KeyInfo, object>(
+			"keyring.revokeKey",
+			operator.revoke("key-001", "a test revocation"),
+		);
+		const event = await completion;
+		expect(event.status).toBe("completed");
+		expect(event.report.signedThisRun).toBe(6_000);
+
+		const leases = await pageAll<LeaseDoc>(broker, "keyring", "leases");
+		const keysUsed = new Set(leases.map((l) => l.keyId));
+		expect(keysUsed).toEqual(new Set(["key-000", "key-001", "key-002", "key-003", "key-004"]));
+		// No lease on a key after it ended: each ended key's grants all came before its end.
+		const endedAt = new Map([
+			["key-000", retired.since!],
+			["key-001", revoked.since!],
+		]);
+		for (const lease of leases)
+			if (endedAt.has(lease.keyId))
+				expect(Date.parse(lease.grantedAt)).toBeLessThanOrEqual(
+					Date.parse(endedAt.get(lease.keyId)!),
+				);
+		const verdict = await auditSystem(broker);
+		expect(verdict.violations).toEqual([]);
+		expect(verdict.ok).toBe(true);
+		expect(verdict.endedKeys.map((k) => [k.keyId, k.event])).toEqual([
+			["key-000", "retired"],
+			["key-001", "revoked"],
+		]);
 	});
 
 	test("batch size 1 on 500 records: 500 batches of one", async () => {

@@ -13,7 +13,7 @@ import { ServiceBroker } from "moleculer";
 import { DatabaseSync } from "node:sqlite";
 import { MongoBatcherStore } from "../../src/batcher/mongo-store";
 import { SqliteBatcherStore } from "../../src/batcher/sqlite-store";
-import type { BatchDoc, LeaseDoc, RunDoc } from "../../src/contract";
+import { KEY_LIFECYCLE_NONE, type BatchDoc, type LeaseDoc, type RunDoc } from "../../src/contract";
 import { MongoKeyringStore } from "../../src/keyring/mongo-store";
 import { SqliteKeyringStore } from "../../src/keyring/sqlite-store";
 import {
@@ -533,9 +533,63 @@ function storeContract(backend: Backend): void {
 					keyId: "key-000",
 					createdAt: at(0),
 					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+					...KEY_LIFECYCLE_NONE,
 				},
 			]);
 			expect(JSON.stringify(docs)).not.toContain("sealed-secret");
+		});
+
+		test("key events add keys and retire or revoke them under the role's epoch, in the lease log's seq", async () => {
+			const epoch = await epochOf("keyring-a");
+			const key = (keyId: string) => ({
+				keyId,
+				createdAt: at(0),
+				publicJwk: { kty: "OKP", crv: "Ed25519", x: keyId },
+				sealedPrivateKey: `sealed-${keyId}`,
+			});
+			await stores.keyring.insertKeys([key("key-000"), key("key-001")]);
+			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
+			await stores.keyring.writeKeyEvents(
+				[{ seq: 2, keyId: "key-002", event: "added", at: at(2), reason: null }],
+				[key("key-002")],
+				epoch,
+			);
+			await stores.keyring.writeKeyEvents(
+				[{ seq: 3, keyId: "key-000", event: "retired", at: at(3), reason: "max-uses" }],
+				[],
+				epoch,
+			);
+			await stores.keyring.writeKeyEvents(
+				[{ seq: 4, keyId: "key-000", event: "revoked", at: at(4), reason: "leaked" }],
+				[],
+				epoch,
+			);
+			await stores.keyring.durable();
+			expect(await stores.keyring.keyEvents()).toEqual([
+				{ seq: 2, keyId: "key-002", event: "added", at: at(0), reason: null },
+				{ seq: 3, keyId: "key-000", event: "retired", at: at(3), reason: "max-uses" },
+				{ seq: 4, keyId: "key-000", event: "revoked", at: at(4), reason: "leaked" },
+			]);
+			expect((await stores.keyring.summary()).lastSeq).toBe(4);
+			const { docs } = await stores.keyring.page("keys", undefined, 10);
+			expect(docs).toEqual([
+				expect.objectContaining({ keyId: "key-000", retiredSeq: 3, revokedSeq: 4 }),
+				expect.objectContaining({ keyId: "key-001", ...KEY_LIFECYCLE_NONE }),
+				expect.objectContaining({ keyId: "key-002", addedSeq: 2, retiredSeq: null }),
+			]);
+			// A keyring that lost the role writes no key event.
+			await backend.roleClockAdvances(31_000);
+			const other = await epochOf("keyring-b", 31);
+			expect(other).toBeGreaterThan(epoch);
+			await expect(
+				stores.keyring.writeKeyEvents(
+					[{ seq: 5, keyId: "key-001", event: "retired", at: at(5), reason: null }],
+					[],
+					epoch,
+				),
+			).rejects.toBeInstanceOf(FencedError);
+			await stores.keyring.durable();
+			expect((await stores.keyring.keyEvents()).map((e) => e.seq)).toEqual([2, 3, 4]);
 		});
 	});
 

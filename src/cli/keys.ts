@@ -1,0 +1,238 @@
+/**
+ * `npm run keys -- <command>`: the operator's commands for the keyring's keys (docs/design.md
+ * §5.8), while runs go on.
+ *
+ *   list [--json]                       every key: active, retired or revoked, and its uses
+ *   add --count N                       N new keys, never used, so the next grants take them
+ *   retire --key KEY [--reason TEXT]    no new lease on KEY; its current lease runs out; its
+ *                                       signatures stand (it stays in the JWKS)
+ *   revoke --key KEY --reason TEXT      the same, for a key that was compromised: the audit and
+ *                                       the export name since when
+ *
+ * With TRANSPORTER (or --transporter) the running keyring is asked over NATS, with an operator
+ * proof made with the batcher credential (BATCHER_KEY, BATCHER_KEY_FILE or DATA_DIR's); without
+ * it, this command opens the keyring's store (DATA_DIR or MONGO_URI) as the keyring for a
+ * moment, which it refuses while a keyring runs on it.
+ */
+import os from "node:os";
+import { ServiceBroker } from "moleculer";
+import { brokerOptions } from "../broker/broker-options";
+import { Actions, call, type ActionName, type KeyInfo } from "../contract";
+import { DomainError } from "../errors";
+import { loadCredential } from "../identity/credential";
+import { makeProof, operatorOp } from "../identity/proof";
+import { Keyring } from "../keyring/keyring";
+import { KeyringRoleHeldError } from "../keyring/role";
+import { MongoKeyringStore } from "../keyring/mongo-store";
+import { SqliteKeyringStore } from "../keyring/sqlite-store";
+import type { KeyringStore } from "../keyring/store";
+import { redactUrl } from "../nats-tls";
+import { serviceSettings } from "../settings";
+import { storeFile } from "../store/sqlite";
+import { UserError } from "../user-error";
+import fs from "node:fs";
+import { runSubcommands, UsageError, type CliOptions } from "./cli";
+import { STORE_OPTIONS, storeConfig } from "./store";
+
+const USAGE = `Usage: npm run keys -- <command> [flags]
+  list [--json]                      every key: active, retired or revoked, its uses and lease
+  add --count N                      add N keys (1 to 1000); the next grants take them
+  retire --key KEY [--reason TEXT]   no new lease on KEY; its current lease runs out; its
+                                     signatures stand (the last active key is not retired)
+  revoke --key KEY --reason TEXT     the same for a compromised key; the audit and the export
+                                     name since when, for verifiers to refuse later signatures
+Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI): this command opens the
+keyring's store as the keyring for a moment (refused while a keyring runs on it).
+--transporter URL (TRANSPORTER), --namespace NAME: ask the running keyring over NATS instead,
+with an operator proof made with the batcher credential (BATCHER_KEY or BATCHER_KEY_FILE).`;
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+
+/** What the command acts on: the running keyring over the bus, or its store opened here. */
+interface KeyOps {
+	list(): Promise<KeyInfo[]>;
+	add(count: number): Promise<KeyInfo[]>;
+	end(op: "retire" | "revoke", keyId: string, reason: string | null): Promise<KeyInfo>;
+	close(): Promise<void>;
+}
+
+type Config = ReturnType<typeof storeConfig>;
+
+async function overBus(config: Config): Promise<KeyOps> {
+	const credential = loadCredential(serviceSettings(config).batcher.credential);
+	const broker = new ServiceBroker(
+		brokerOptions(config, {
+			logLevel: "warn",
+			nodeID: `keys-cli-${os.hostname()}-${process.pid}`,
+		}),
+	);
+	await broker.start();
+	try {
+		await broker.waitForServices("keyring", 10_000);
+	} catch {
+		await broker.stop();
+		throw new UserError(
+			`No keyring answered over ${redactUrl(config.transporter)} (namespace ${config.namespace}) within 10 s: start it, or leave TRANSPORTER out to open its store here`,
+		);
+	}
+	const proof = (op: string) => makeProof(credential, { act: "keys", node: broker.nodeID, op });
+	const ask = async <A extends ActionName>(action: A, params: object) => {
+		try {
+			return await call(broker, action, params as never);
+		} catch (err) {
+			throw new UserError(`keyring: ${(err as Error).message}`);
+		}
+	};
+	return {
+		list: () => ask(Actions.keyring.keys, {}),
+		add: (count) =>
+			ask(Actions.keyring.addKeys, { count, proof: proof(operatorOp("add", count)) }),
+		end: (op, keyId, reason) =>
+			ask(op === "retire" ? Actions.keyring.retireKey : Actions.keyring.revokeKey, {
+				keyId,
+				...(reason ? { reason } : {}),
+				proof: proof(operatorOp(op, keyId)),
+			}),
+		close: () => broker.stop(),
+	};
+}
+
+async function openStore(config: Config): Promise<{ store: KeyringStore; where: string }> {
+	if (config.mongoUri)
+		return {
+			store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }),
+			where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`,
+		};
+	const file = storeFile(config.dataDir, "keyring");
+	if (!config.dataDir || !fs.existsSync(file))
+		throw new UsageError(
+			`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`,
+		);
+	return { store: SqliteKeyringStore.open(config.dataDir), where: file };
+}
+
+async function inStore(config: Config): Promise<KeyOps> {
+	const { store, where } = await openStore(config);
+	let keyring: Keyring;
+	try {
+		keyring = await Keyring.open(
+			{ ...serviceSettings(config).keyring, sweepIntervalMs: 0 },
+			{
+				store,
+				storeName: where,
+				identity: {
+					holder: `keys-cli-${process.pid}`,
+					host: os.hostname(),
+					pid: process.pid,
+				},
+				logger: quiet,
+				emit() {},
+			},
+		);
+	} catch (err) {
+		await store.close();
+		// It names the keyring holding the store and what to do (ask it over NATS, or stop it).
+		if (err instanceof KeyringRoleHeldError) throw new UserError(err.message);
+		throw err;
+	}
+	const act = async <T>(work: () => Promise<T>) => {
+		try {
+			return await work();
+		} catch (err) {
+			if (err instanceof DomainError) throw new UserError(err.message);
+			throw err;
+		}
+	};
+	return {
+		list: async () => keyring.keyList(),
+		add: (count) => act(() => keyring.addKeys(count)),
+		end: (op, keyId, reason) =>
+			act(() => keyring.endKey(keyId, op === "retire" ? "retired" : "revoked", reason)),
+		close: async () => {
+			await keyring.close();
+			await store.close();
+		},
+	};
+}
+
+async function withKeyOps<T>(
+	flags: Record<string, unknown>,
+	work: (ops: KeyOps) => Promise<T>,
+): Promise<T> {
+	const config = storeConfig(flags);
+	const ops = config.transporter ? await overBus(config) : await inStore(config);
+	try {
+		return await work(ops);
+	} finally {
+		await ops.close();
+	}
+}
+
+function describe(key: KeyInfo): string {
+	const state = key.state === "active" ? "active " : `${key.state} since ${key.since}`;
+	const lease = key.leased ? `, leased to ${key.holder} (${key.leaseId})` : "";
+	return `${key.keyId}  ${state}  ${key.uses} use(s)${lease}`;
+}
+
+function keyFlag(value: unknown): string {
+	if (typeof value !== "string" || !value) throw new UsageError("--key is required (a key id)");
+	return value;
+}
+
+const COMMON = { ...STORE_OPTIONS } as const satisfies CliOptions;
+
+void runSubcommands(
+	"keys",
+	USAGE,
+	{
+		list: {
+			options: { ...COMMON, json: { type: "boolean" } },
+			run: (values) =>
+				withKeyOps(values, async (ops) => {
+					const keys = await ops.list();
+					if (values.json) return JSON.stringify(keys, null, 2);
+					const active = keys.filter((k) => k.state === "active").length;
+					return [...keys.map(describe), `${keys.length} key(s), ${active} active`].join(
+						"\n",
+					);
+				}),
+		},
+		add: {
+			options: { ...COMMON, count: { type: "string" } },
+			run: (values) => {
+				const count = Number(values.count);
+				if (!Number.isInteger(count) || count < 1 || count > 1000)
+					throw new UsageError(
+						`--count must be an integer from 1 to 1000, got ${JSON.stringify(values.count ?? null)}`,
+					);
+				return withKeyOps(values, async (ops) => {
+					const added = await ops.add(count);
+					return `Added ${added.length} key(s), granted next: ${added.map((k) => k.keyId).join(", ")}`;
+				});
+			},
+		},
+		retire: {
+			options: { ...COMMON, key: { type: "string" }, reason: { type: "string" } },
+			run: (values) => {
+				const keyId = keyFlag(values.key);
+				return withKeyOps(values, async (ops) =>
+					describe(await ops.end("retire", keyId, (values.reason as string) ?? null)),
+				);
+			},
+		},
+		revoke: {
+			options: { ...COMMON, key: { type: "string" }, reason: { type: "string" } },
+			run: (values) => {
+				const keyId = keyFlag(values.key);
+				if (typeof values.reason !== "string" || !values.reason.trim())
+					throw new UsageError(
+						"--reason is required: say why the key is revoked (it is kept with the revocation)",
+					);
+				return withKeyOps(values, async (ops) =>
+					describe(await ops.end("revoke", keyId, values.reason as string)),
+				);
+			},
+		},
+	},
+	(err) => err instanceof UserError,
+);
