@@ -22,8 +22,9 @@ export class LeaseTable {
 
 	/**
 	 * Rebuilds the state a keyring left in the store: the keys without an open lease are free,
-	 * never-used ones first in keyId order, then by the seq of their last end (what replaying
-	 * the log grant by grant would give, in memory per key rather than per lease).
+	 * never-used ones first (the first keys in keyId order, then added ones in the order they
+	 * were added), then by the seq of their last end (what replaying the log grant by grant
+	 * would give, in memory per key rather than per lease). Retired and revoked keys are not.
 	 */
 	static fromSummary(
 		keyIds: string[],
@@ -38,7 +39,15 @@ export class LeaseTable {
 			.sort()
 			.filter((keyId) => !table.byKey.has(keyId) && !table.ended.has(keyId));
 		const lastEnd = (keyId: string) => summary.lastEnd.get(keyId) ?? 0;
-		free.sort((a, b) => lastEnd(a) - lastEnd(b) || (a < b ? -1 : a > b ? 1 : 0));
+		// Never-used keys: the first ones in id order, then each added one after those before it.
+		const addedSeq = new Map(
+			keyEvents.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
+		);
+		const added = (keyId: string) => addedSeq.get(keyId) ?? 0;
+		free.sort(
+			(a, b) =>
+				lastEnd(a) - lastEnd(b) || added(a) - added(b) || (a < b ? -1 : a > b ? 1 : 0),
+		);
 		for (const keyId of free) table.free.add(keyId);
 		for (const keyId of keyIds) table.uses.set(keyId, summary.uses.get(keyId) ?? 0);
 		table.lastSeqValue = summary.lastSeq;
