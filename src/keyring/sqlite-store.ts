@@ -6,6 +6,7 @@ import type { KeyDoc, LeaseDoc, Page } from "../contract";
 import { KEYRING_SCHEMA } from "../store/schema";
 import {
 	closeStore,
+	ensureColumn,
 	isUniqueViolation,
 	openStore,
 	Statements,
@@ -31,7 +32,10 @@ import {
 
 const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
 
-type KeyRow = Omit<KeyDoc, "publicJwk"> & { publicJwk: string };
+type KeyRow = Omit<KeyDoc, "publicJwk" | "tokenKey"> & {
+	publicJwk: string;
+	tokenKey: string | null;
+};
 
 function keyDoc(row: KeyRow): KeyDoc {
 	return {
@@ -40,6 +44,7 @@ function keyDoc(row: KeyRow): KeyDoc {
 		createdAt: row.createdAt,
 		publicJwk: JSON.parse(row.publicJwk),
 		sealedPrivateKey: row.sealedPrivateKey,
+		...(row.tokenKey ? { tokenKey: JSON.parse(row.tokenKey) } : {}),
 	};
 }
 
@@ -63,10 +68,10 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
-		return new SqliteKeyringStore(
-			openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log }),
-			dataDir,
-		);
+		const db = openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log });
+		// A file from before keys could live in a token.
+		ensureColumn(db, "keys", "tokenKey", "TEXT");
+		return new SqliteKeyringStore(db, dataDir);
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
@@ -130,7 +135,7 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
 		const insert = this.statements.get(
-			"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey) VALUES (?, ?, ?, ?)",
+			"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, tokenKey) VALUES (?, ?, ?, ?, ?)",
 		);
 		transaction(this.db, () => {
 			for (const doc of docs)
@@ -139,6 +144,7 @@ export class SqliteKeyringStore implements KeyringStore {
 					doc.createdAt,
 					JSON.stringify(doc.publicJwk),
 					doc.sealedPrivateKey,
+					doc.tokenKey ? JSON.stringify(doc.tokenKey) : null,
 				);
 		});
 	}

@@ -93,7 +93,9 @@ CREATE TABLE IF NOT EXISTS keys (
 	keyId TEXT PRIMARY KEY,
 	createdAt TEXT NOT NULL,
 	publicJwk TEXT NOT NULL,
-	sealedPrivateKey TEXT NOT NULL
+	sealedPrivateKey TEXT NOT NULL,
+	-- KEY_STORE=pkcs11: JSON of the key's label and CKA_ID in the token ('' sealed, above)
+	tokenKey TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
 	leaseId TEXT PRIMARY KEY,
