@@ -38,8 +38,6 @@ const READ_BY_OTHERS: Record<string, string> = {
 	// The Kubernetes Secret holds them; the manifests expand them into MONGO_URI.
 	MONGO_USERNAME: "expanded into MONGO_URI by the Kubernetes manifests",
 	MONGO_PASSWORD: "expanded into MONGO_URI by the Kubernetes manifests",
-	// SoftHSM's module reads it in every process that loads it; src/pkcs11/softhsm.ts writes the file it names.
-	SOFTHSM2_CONF: "read by SoftHSM's PKCS#11 module: where its token directory is",
 };
 
 /**
