@@ -16,7 +16,13 @@ import { audit } from "../../src/audit/rules";
 import { closeAfter, openStoreFiles } from "../../src/audit/audit-db";
 import { createSoftHsmToken, findSoftHsm, type SoftHsmToken } from "../../src/pkcs11/softhsm";
 import type { TokenKeyRef } from "../../src/pkcs11/token";
+import { ServiceBroker, type Context, type Middleware } from "moleculer";
+import { brokerOptions } from "../../src/broker/broker-options";
+import { loadConfig } from "../../src/config";
+import { Actions, Events, call, type RunCompletedEvent } from "../../src/contract";
 import { storeFile } from "../../src/store/sqlite";
+import { ALL_SERVICES, serviceSchema, settingsWith } from "../../src/system";
+import { setRealEnv } from "../support/real-env";
 import { NODE, ROOT, runCli, type Finished } from "../support/cli";
 import type { ProbeAnswer } from "../support/token-probe";
 
@@ -146,6 +152,70 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 		// No file of the store holds a private JWK member.
 		for (const file of fs.readdirSync(dataDir).filter((f) => f.endsWith(".sqlite")))
 			expect(fs.readFileSync(path.join(dataDir, file)).includes('"d":')).toBe(false);
+	});
+
+	test("on the bus a lease names a token key and nothing else (every keyring.acquire answer carries its label and CKA_ID, no sealed key, no transport key)", async () => {
+		// In this process: SoftHSM reads SOFTHSM2_CONF from the real environment.
+		await setRealEnv("SOFTHSM2_CONF", token.env.SOFTHSM2_CONF);
+		const config = loadConfig({
+			...token.env,
+			RECORDS: "600",
+			KEYS: "3",
+			BATCH_SIZE: "50",
+			DATA_DIR: path.join(dir, "data"),
+			SIGNING_THREADS: "2",
+		});
+		const grants: unknown[] = [];
+		// What the keyring answers is what crosses the bus to the signer.
+		const answers: Middleware = {
+			name: "acquire-answers",
+			localAction(next: (ctx: Context) => Promise<unknown>, action: { name?: string }) {
+				if (action.name !== Actions.keyring.acquire) return next;
+				return async (ctx: Context) => {
+					const answer = await next(ctx);
+					grants.push(JSON.parse(JSON.stringify(answer)));
+					return answer;
+				};
+			},
+		};
+		const options = brokerOptions(config, { logLevel: "warn" });
+		const broker = new ServiceBroker({
+			...options,
+			middlewares: [...(options.middlewares ?? []), answers],
+		});
+		const settings = settingsWith(config);
+		for (const name of ALL_SERVICES) broker.createService(serviceSchema(name, settings));
+		const completed = new Promise<RunCompletedEvent>((resolve) =>
+			broker.createService({
+				name: "watch",
+				events: {
+					[Events.runCompleted]: (ctx: Context<RunCompletedEvent>) => resolve(ctx.params),
+				},
+			}),
+		);
+		await broker.start();
+		try {
+			await call(broker, Actions.batcher.start, { batchSize: 50 });
+			expect((await completed).status).toBe("completed");
+		} finally {
+			await broker.stop();
+		}
+		expect(grants.length).toBeGreaterThanOrEqual(12);
+		for (const grant of grants as Array<Record<string, unknown>>) {
+			expect(Object.keys(grant).sort()).toEqual([
+				"expiresAt",
+				"keyId",
+				"leaseId",
+				"token",
+				"tokenKey",
+			]);
+			expect(grant.tokenKey).toEqual({
+				label: grant.keyId,
+				id: expect.stringMatching(/^[0-9a-f]{32}$/),
+			});
+		}
+		const verdict = await closeAfter(openStoreFiles(path.join(dir, "data")), (db) => audit(db));
+		expect(verdict.ok).toBe(true);
 	});
 
 	test("the token holds every key as sensitive and never extractable, and refuses to export one, read or wrapped", async () => {
