@@ -305,6 +305,25 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 			expect({ env, code: result.code }).toEqual({ env, code: 2 });
 			expect(result.stderr).toMatch(message);
 		}
+		// A signer node as the image runs it (moleculer-runner) stops at start, naming the variable too.
+		const signerNode = await runScript(
+			"node_modules/moleculer/bin/moleculer-runner.js",
+			["--config", "dist/moleculer.config.js"],
+			{
+				...token.env,
+				PKCS11_PIN: "not-the-pin",
+				SERVICEDIR: "dist/services",
+				SERVICES: "signer",
+				TRANSPORTER: "",
+				DATA_DIR: dataDir,
+				HEALTH_PORT: "0",
+				METRICS_PORT: "0",
+			},
+		);
+		expect(signerNode.code).not.toBe(0);
+		expect(signerNode.stdout + signerNode.stderr).toMatch(
+			/PKCS11_PIN is not the user PIN of token "record-signer"/,
+		);
 		// The PIN from a file that holds it works.
 		fs.writeFileSync(pinFile, `${token.settings.pin}\n`);
 		const good = await start({ PKCS11_PIN: "", PKCS11_PIN_FILE: pinFile });
