@@ -536,6 +536,28 @@ function storeContract(backend: Backend): void {
 			]);
 			expect(JSON.stringify(docs)).not.toContain("sealed-secret");
 		});
+
+		test("a key in a PKCS#11 token keeps its reference, and nothing sealed (KEY_STORE=pkcs11)", async () => {
+			const tokenKey = { label: "key-000", id: "00112233445566778899aabbccddeeff" };
+			await stores.keyring.insertKeys([
+				{
+					keyId: "key-000",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+					sealedPrivateKey: "",
+					tokenKey,
+				},
+				{
+					keyId: "key-001",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "def" },
+					sealedPrivateKey: "sealed-secret",
+				},
+			]);
+			const [inToken, sealed] = await stores.keyring.keys();
+			expect(inToken).toMatchObject({ keyId: "key-000", sealedPrivateKey: "", tokenKey });
+			expect(sealed.tokenKey ?? null).toBeNull();
+		});
 	});
 
 	describe("batcher", () => {
