@@ -15,6 +15,7 @@ import { signatureGroupDigests } from "../identity/signature-groups.ts";
 import {
 	CKM_EDDSA,
 	Token,
+	errorCode,
 	type Handle,
 	type TokenKeyRef,
 	type TokenSettings,
@@ -99,5 +100,16 @@ export default async function sign(task: TokenSignTask): Promise<SignTaskResult>
 		opening = null;
 		throw err;
 	});
-	return signChunk(await opening, task);
+	const thread = await opening;
+	try {
+		return signChunk(thread, task);
+	} catch (err) {
+		// A handle the token no longer knows (its objects changed under another process): find the key again, once.
+		const { pkcs11 } = thread.token;
+		const code = errorCode(err);
+		if (code !== pkcs11.CKR_KEY_HANDLE_INVALID && code !== pkcs11.CKR_OBJECT_HANDLE_INVALID)
+			throw err;
+		thread.keys.delete(task.tokenKey.id);
+		return signChunk(thread, task);
+	}
 }
