@@ -110,9 +110,8 @@ export class Token {
 	static async open(settings: TokenSettings): Promise<Token> {
 		const pkcs11 = await loadPkcs11();
 		const loadedModule = loadModule(pkcs11, settings.module);
-		let token: Token | null = null;
 		try {
-			token = new Token(
+			const token = new Token(
 				settings,
 				pkcs11,
 				loadedModule.api,
@@ -120,8 +119,10 @@ export class Token {
 			);
 			token.closeSession(token.openSession());
 			return token;
-		} finally {
-			if (!token) release(settings.module);
+		} catch (err) {
+			// A token that cannot be used lets the module go (finalised when nothing else holds it).
+			release(settings.module);
+			throw err;
 		}
 	}
 
