@@ -93,11 +93,14 @@ export function verifyTokenKeys(token: Token, docs: KeyDoc[]): void {
 	const { api, pkcs11 } = token;
 	const session = token.openSession();
 	try {
+		// Two searches for all the keys, not two per key: a search may read every object of the token.
+		const privateKeys = token.keysById(session, pkcs11.CKO_PRIVATE_KEY);
+		const publicKeys = token.keysById(session, pkcs11.CKO_PUBLIC_KEY);
 		for (const doc of docs) {
 			const ref = doc.tokenKey as TokenKeyRef;
 			const where = `key ${doc.keyId} (CKA_ID ${ref.id}) in token "${token.settings.tokenLabel}"`;
-			const privateKey = token.findPrivateKey(session, ref);
-			const publicKey = token.findPublicKey(session, ref);
+			const privateKey = privateKeys.get(ref.id);
+			const publicKey = publicKeys.get(ref.id);
 			if (!privateKey || !publicKey)
 				throw new TokenError(
 					`the keyring's store names ${where}, which the token does not hold: PKCS11_TOKEN_LABEL must name the token these keys were made in`,

@@ -157,8 +157,33 @@ export class Token {
 		return this.findOne(session, this.pkcs11.CKO_PRIVATE_KEY, ref);
 	}
 
-	findPublicKey(session: Handle, ref: TokenKeyRef): Handle | null {
-		return this.findOne(session, this.pkcs11.CKO_PUBLIC_KEY, ref);
+	/**
+	 * Every Ed25519 key object of `objectClass` in the token, by CKA_ID (hex): one search. A
+	 * module may read every object of the token for each search (SoftHSM does, from its files):
+	 * a hundred searches for a hundred keys cost a hundred times that.
+	 */
+	keysById(session: Handle, objectClass: number): Map<string, Handle> {
+		const { api, pkcs11 } = this;
+		api.C_FindObjectsInit(session, [
+			{ type: pkcs11.CKA_CLASS, value: objectClass },
+			{ type: pkcs11.CKA_KEY_TYPE, value: CKK_EC_EDWARDS },
+		]);
+		const handles: Handle[] = [];
+		try {
+			let found = api.C_FindObjects(session, 256);
+			while (found.length) {
+				handles.push(...found);
+				found = api.C_FindObjects(session, 256);
+			}
+		} finally {
+			api.C_FindObjectsFinal(session);
+		}
+		const byId = new Map<string, Handle>();
+		for (const handle of handles) {
+			const [id] = api.C_GetAttributeValue(session, handle, [{ type: pkcs11.CKA_ID }]);
+			byId.set((id.value as Buffer).toString("hex"), handle);
+		}
+		return byId;
 	}
 
 	private findOne(session: Handle, objectClass: number, ref: TokenKeyRef): Handle | null {

@@ -45,6 +45,8 @@ interface ThreadSession {
 	session: Handle;
 	/** Private key object handles by CKA_ID: the token's names for its objects, nothing secret. */
 	keys: Map<string, Handle>;
+	/** Whether `keys` was filled with every key of the token (once, at the first chunk). */
+	listed: boolean;
 }
 
 let opening: Promise<ThreadSession> | null = null;
@@ -52,20 +54,25 @@ const headers = new Map<string, string>();
 
 async function threadSession(): Promise<ThreadSession> {
 	const token = await Token.open((workerData as TokenThreadData).token);
-	return { token, session: token.openSession(), keys: new Map() };
+	return { token, session: token.openSession(), keys: new Map(), listed: false };
 }
 
 function keyHandle(thread: ThreadSession, ref: TokenKeyRef): Handle {
-	let handle = thread.keys.get(ref.id);
-	if (!handle) {
-		const found = thread.token.findPrivateKey(thread.session, ref);
-		if (!found)
-			throw new Error(
-				`token "${thread.token.settings.tokenLabel}" holds no private key ${ref.label} (CKA_ID ${ref.id})`,
-			);
-		thread.keys.set(ref.id, (handle = found));
+	const known = thread.keys.get(ref.id);
+	if (known) return known;
+	// The first key asked for: every key of the token in one search (a search may read every
+	// object of the token); a key made since then is searched for alone.
+	if (!thread.listed) {
+		thread.keys = thread.token.keysById(thread.session, thread.token.pkcs11.CKO_PRIVATE_KEY);
+		thread.listed = true;
 	}
-	return handle;
+	const found = thread.keys.get(ref.id) ?? thread.token.findPrivateKey(thread.session, ref);
+	if (!found)
+		throw new Error(
+			`token "${thread.token.settings.tokenLabel}" holds no private key ${ref.label} (CKA_ID ${ref.id})`,
+		);
+	thread.keys.set(ref.id, found);
+	return found;
 }
 
 function signChunk(thread: ThreadSession, task: TokenSignTask): SignTaskResult {
