@@ -7,6 +7,7 @@
  */
 import type { CallingOptions } from "moleculer";
 import type { JWK } from "jose";
+import type { TokenKeyRef } from "./pkcs11/token";
 import {
 	defineParams,
 	signedStatement,
@@ -41,8 +42,10 @@ export interface KeyDoc {
 	keyId: string;
 	createdAt: string;
 	publicJwk: JWK;
-	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key. */
+	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key; "" for a key in a token. */
 	sealedPrivateKey: string;
+	/** KEY_STORE=pkcs11: the key's label and CKA_ID in the token, which holds its private half (docs/design.md §5.9). */
+	tokenKey?: TokenKeyRef | null;
 	/**
 	 * Its life (docs/design.md §5.8), each a seq of the lease log: added after the keyring's
 	 * first start (absent or null: there from the start), retired (`retiredBy` "operator" or
@@ -310,20 +313,40 @@ export const acquireParams = defineParams({
 });
 export type AcquireParams = ParamsOf<typeof acquireParams>;
 
-export interface Lease {
+/**
+ * What a lease hands its holder: a software key sealed to the holder's session, or the
+ * reference of a key in the PKCS#11 token that every signer signs in (docs/design.md §5.6, §5.9).
+ */
+export type LeaseKey =
+	| {
+			/**
+			 * Compact JWE (`A256KW`, `A256GCM`) of the private JWK under the key the signer's session
+			 * and the keyring's transport key derive (src/keyring/key-transport.ts), bound to keyId and leaseId.
+			 */
+			key: string;
+			/** The keyring's X25519 public key: the signer's other half of that derivation. */
+			transportKey: JWK;
+			tokenKey?: undefined;
+	  }
+	| {
+			/** The token key the lease grants the use of: its label and CKA_ID. Nothing secret. */
+			tokenKey: TokenKeyRef;
+			key?: undefined;
+			transportKey?: undefined;
+	  };
+
+export interface LeaseTerms {
 	leaseId: string;
 	keyId: string;
 	expiresAt: string;
-	/**
-	 * Compact JWE (`A256KW`, `A256GCM`) of the private JWK under the key the signer's session
-	 * and the keyring's transport key derive (src/keyring/key-transport.ts), bound to keyId and leaseId.
-	 */
-	key: string;
-	/** The keyring's X25519 public key: the signer's other half of that derivation. */
-	transportKey: JWK;
 	/** The keyring's lease token (src/identity/lease-token.ts): what records takes this lease's signatures with. */
 	token: string;
 }
+
+export type Lease = LeaseTerms & LeaseKey;
+
+/** A lease as the keyring grants it, before the lease desk adds its token. */
+export type LeaseGrant = Omit<LeaseTerms, "token"> & LeaseKey;
 
 /** A renew or release: the lease, and a signer proof for it made by its holder. */
 export const leaseRefParams = defineParams({

@@ -14,7 +14,9 @@ import {
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
+import type { KeyStore } from "./keyring/key-material";
 import type { KeyringOptions } from "./keyring/keyring";
+import type { TokenSettings } from "./pkcs11/token";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
 
@@ -36,6 +38,10 @@ export type BatcherSettings = BatcherOptions &
 	};
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
 export type SignerSettings = SignerOptions & {
+	/** KEY_STORE: software keys come sealed with each lease; pkcs11 keys are signed with in the token. */
+	keyStore: KeyStore;
+	/** The token, with KEY_STORE=pkcs11 (its PIN: never in published settings). */
+	token: TokenSettings | null;
 	credential: CredentialSettings;
 	/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
 	trust: TrustSettings;
@@ -102,6 +108,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			},
 			publicKey: config.keyringPublicKey,
 			publicKeyFile: config.keyringPublicKeyFile,
+			keyStore: config.keyStore,
+			token: config.token,
 			leaseTtlMs: config.leaseTtlMs,
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
@@ -134,6 +142,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			releaseTimeoutMs: 10_000,
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
+			keyStore: config.keyStore,
+			token: config.token,
 			credential: credentialSettings(config, "signer"),
 			trust,
 		},

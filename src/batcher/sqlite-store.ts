@@ -1,7 +1,13 @@
 /** The batcher's store on the embedded SQLite file `batcher.sqlite`. */
 import { BATCH_FIELDS, type BatchDoc, type BatchStatus, type Page, type RunDoc } from "../contract";
 import { BATCHER_SCHEMA } from "../store/schema";
-import { closeStore, openStore, Statements, type DatabaseSync } from "../store/sqlite";
+import {
+	closeStore,
+	ensureColumn,
+	openStore,
+	Statements,
+	type DatabaseSync,
+} from "../store/sqlite";
 import type { BatcherStore, BatchSummary } from "./ports";
 
 const RUN_COLUMNS = [
@@ -77,13 +83,8 @@ export class SqliteBatcherStore implements BatcherStore {
 	static open(dataDir: string, log?: (line: string) => void): SqliteBatcherStore {
 		const db = openStore({ dataDir, owner: "batcher", schema: BATCHER_SCHEMA, log });
 		// A file from before batches counted their unsigned records, or runs could be cancelled.
-		const has = (table: string, column: string) =>
-			(db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some(
-				(c) => c.name === column,
-			);
-		if (!has("batches", "unsigned")) db.exec("ALTER TABLE batches ADD COLUMN unsigned INTEGER");
-		if (!has("runs", "cancelRequestedAt"))
-			db.exec("ALTER TABLE runs ADD COLUMN cancelRequestedAt TEXT");
+		ensureColumn(db, "batches", "unsigned", "INTEGER");
+		ensureColumn(db, "runs", "cancelRequestedAt", "TEXT");
 		return new SqliteBatcherStore(db, dataDir);
 	}
 

@@ -16,7 +16,11 @@
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
  *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
  * - unless `--skip-nats`, the run across processes over a local nats-server (three signers),
- *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes.
+ *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes;
+ * - unless `--skip-pkcs11`, and when SoftHSM is installed, the run with KEY_STORE=pkcs11 on a
+ *   throwaway SoftHSM token against its own floor: the same module signing the same payloads
+ *   in the same signing thread (src/signer/token-sign.worker.ts), one per core, with one token
+ *   key, no coordination and no storage.
  *
  * Every ratio is against its floor. The last line is one JSON object.
  */
@@ -36,6 +40,10 @@ import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
+import { generateTokenKeys } from "../keyring/token-keys";
+import { createSoftHsmToken, findSoftHsm } from "../pkcs11/softhsm";
+import { Token } from "../pkcs11/token";
+import type { TokenSignTask, TokenThreadData } from "../signer/token-sign.worker";
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { checkpointStoresNow, storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
@@ -43,16 +51,18 @@ import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
-const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost]
+const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost] [--skip-pkcs11]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
+  --skip-pkcs11       leave out the run with KEY_STORE=pkcs11 on a SoftHSM token (left out anyway without SoftHSM)
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
-and natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats.`;
+natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats,
+and pkcs11FloorSeconds, pkcs11RunSeconds, pkcs11Ratio, pkcs11CpuRatio, pkcs11RecordsPerSecond unless --skip-pkcs11 or without SoftHSM.`;
 
 const OPTIONS = {
 	records: { type: "string" },
@@ -60,6 +70,7 @@ const OPTIONS = {
 	"batch-size": { type: "string" },
 	"skip-nats": { type: "boolean" },
 	"skip-checks-cost": { type: "boolean" },
+	"skip-pkcs11": { type: "boolean" },
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -80,12 +91,14 @@ async function overStoredPayloads<T>(
 	dataDir: string,
 	worker: string,
 	task: (chunk: string) => T,
+	workerData?: unknown,
 ): Promise<number> {
 	const pool = new Piscina<T, unknown>({
 		filename: workerFile(worker),
 		minThreads: cores,
 		maxThreads: cores,
 		resourceLimits: SIGNING_THREAD_LIMITS,
+		workerData,
 	});
 	try {
 		const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
@@ -158,6 +171,80 @@ async function joseFloor(dataDir: string): Promise<number> {
 	}));
 }
 
+/**
+ * The PKCS#11 floor: the token's module signing the stored payloads in the signer's own token
+ * signing thread, one per core, each on a session of its own, with one token key; nothing else.
+ */
+async function pkcs11Floor(dataDir: string, token: Token): Promise<number> {
+	const [key] = generateTokenKeys(token, 1);
+	const tokenKey = key.tokenKey!;
+	const threads: TokenThreadData = { token: token.settings };
+	return overStoredPayloads(
+		dataDir,
+		"../signer/token-sign.worker",
+		(records): TokenSignTask => ({ tokenKey, keyId: "key-000", records, deadline: Infinity }),
+		threads,
+	);
+}
+
+/**
+ * KEY_STORE=pkcs11 on a throwaway SoftHSM token: the embedded run of the same records (its
+ * keyring generates its keys in the token, its signer signs there), against the PKCS#11 floor.
+ * Null without SoftHSM.
+ */
+async function pkcs11Figures(
+	records: number,
+	keys: number,
+	batchSize: number,
+): Promise<{
+	floorSeconds: number;
+	runSeconds: number;
+	floorCpuSeconds: number;
+	runCpuSeconds: number;
+} | null> {
+	if (!findSoftHsm()) {
+		console.log("pkcs11     left out: SoftHSM is not installed (apt-get install -y softhsm2)");
+		return null;
+	}
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-token-"));
+	const softHsm = createSoftHsmToken(dir);
+	// SoftHSM reads its configuration from this process's environment when Cryptoki starts.
+	process.env.SOFTHSM2_CONF = softHsm.env.SOFTHSM2_CONF;
+	// Held for the whole figure: Cryptoki stays initialised by this thread, whichever threads sign.
+	const token = await Token.open(softHsm.settings);
+	const system = await seededSystem(records, keys, batchSize, softHsm.env);
+	try {
+		// CPU time beside wall time: other jobs on a shared machine move the second far more.
+		const cpuSeconds = (since: NodeJS.CpuUsage) => {
+			const used = process.cpuUsage(since);
+			return (used.user + used.system) / 1e6;
+		};
+		let cpu = process.cpuUsage();
+		const floorSeconds = await pkcs11Floor(system.dataDir, token);
+		const floorCpuSeconds = cpuSeconds(cpu);
+		console.log(
+			`pkcs11 floor ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: SoftHSM's CKM_EDDSA, ${cores} threads with a session each, no coordination, no storage; CPU ${floorCpuSeconds.toFixed(2)} s)`,
+		);
+		cpu = process.cpuUsage();
+		const runSeconds = await timedRun(system.broker, system.completion, records, batchSize);
+		const runCpuSeconds = cpuSeconds(cpu);
+		console.log(
+			`pkcs11     ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)} to the PKCS#11 floor, CPU ${runCpuSeconds.toFixed(2)} s, ${(runCpuSeconds / floorCpuSeconds).toFixed(2)} of the floor's; keys in the token)`,
+		);
+		await system.broker.stop();
+		const verdict = await closeAfter(openStoreFiles(system.dataDir), (db) => audit(db));
+		if (!verdict.ok)
+			throw new Error(
+				`the audit of the PKCS#11 run failed: ${verdict.violations[0]?.message ?? ""}`,
+			);
+		return { floorSeconds, runSeconds, floorCpuSeconds, runCpuSeconds };
+	} finally {
+		await system.remove();
+		token.close();
+		fs.rmSync(dir, { recursive: true, force: true });
+	}
+}
+
 async function timedRun(
 	broker: ServiceBroker,
 	completion: Promise<RunCompletedEvent>,
@@ -197,10 +284,16 @@ interface EmbeddedFigures {
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
-async function seededSystem(records: number, keys: number, batchSize: number) {
+async function seededSystem(
+	records: number,
+	keys: number,
+	batchSize: number,
+	env: Record<string, string> = {},
+) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
 	const broker = createSystem(
 		loadConfig({
+			...env,
 			RECORDS: String(records),
 			KEYS: String(keys),
 			BATCH_SIZE: String(batchSize),
@@ -369,8 +462,14 @@ async function main(flags: {
 	"batch-size"?: string;
 	"skip-nats"?: boolean;
 	"skip-checks-cost"?: boolean;
+	"skip-pkcs11"?: boolean;
 }): Promise<number> {
-	const { "skip-nats": skipNats, "skip-checks-cost": skipChecksCost, ...sizes } = flags;
+	const {
+		"skip-nats": skipNats,
+		"skip-checks-cost": skipChecksCost,
+		"skip-pkcs11": skipPkcs11,
+		...sizes
+	} = flags;
 	const { records, keys, batchSize } = loadConfig(
 		{ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" },
 		sizes,
@@ -427,6 +526,15 @@ async function main(flags: {
 			});
 		}
 	}
+	const pkcs11 = skipPkcs11 ? null : await pkcs11Figures(records, keys, batchSize);
+	if (pkcs11)
+		Object.assign(summary, {
+			pkcs11FloorSeconds: round(pkcs11.floorSeconds),
+			pkcs11RunSeconds: round(pkcs11.runSeconds),
+			pkcs11Ratio: round(pkcs11.runSeconds / pkcs11.floorSeconds),
+			pkcs11CpuRatio: round(pkcs11.runCpuSeconds / pkcs11.floorCpuSeconds),
+			pkcs11RecordsPerSecond: Math.round(records / pkcs11.runSeconds),
+		});
 	console.log(JSON.stringify(summary));
 	return 0;
 }

@@ -75,9 +75,10 @@ CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
 `;
 
 /**
- * Keys (private keys sealed), the lease log (`publicJwk` is JSON), and the keyring role: a
- * store-level lease on being the keyring, with an increasing fencing number (`epoch`) on which
- * every grant and end is conditional, so a stale keyring's writes are refused by the store.
+ * Keys (private keys sealed, or named in a PKCS#11 token), the lease log (`publicJwk` is JSON),
+ * and the keyring role: a store-level lease on being the keyring, with an increasing fencing
+ * number (`epoch`) on which every grant and end is conditional, so a stale keyring's writes are
+ * refused by the store.
  */
 export const KEYRING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS keyring_role (
@@ -93,7 +94,9 @@ CREATE TABLE IF NOT EXISTS keys (
 	keyId TEXT PRIMARY KEY,
 	createdAt TEXT NOT NULL,
 	publicJwk TEXT NOT NULL,
-	sealedPrivateKey TEXT NOT NULL
+	sealedPrivateKey TEXT NOT NULL,
+	-- KEY_STORE=pkcs11: JSON of the key's label and CKA_ID in the token ('' sealed, above)
+	tokenKey TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
 	leaseId TEXT PRIMARY KEY,

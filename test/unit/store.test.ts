@@ -591,6 +591,28 @@ function storeContract(backend: Backend): void {
 			await stores.keyring.durable();
 			expect((await stores.keyring.keyEvents()).map((e) => e.seq)).toEqual([2, 3, 4]);
 		});
+
+		test("a key in a PKCS#11 token keeps its reference, and nothing sealed (KEY_STORE=pkcs11)", async () => {
+			const tokenKey = { label: "key-000", id: "00112233445566778899aabbccddeeff" };
+			await stores.keyring.insertKeys([
+				{
+					keyId: "key-000",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+					sealedPrivateKey: "",
+					tokenKey,
+				},
+				{
+					keyId: "key-001",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "def" },
+					sealedPrivateKey: "sealed-secret",
+				},
+			]);
+			const [inToken, sealed] = await stores.keyring.keys();
+			expect(inToken).toMatchObject({ keyId: "key-000", sealedPrivateKey: "", tokenKey });
+			expect(sealed.tokenKey ?? null).toBeNull();
+		});
 	});
 
 	describe("batcher", () => {
