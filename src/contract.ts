@@ -156,6 +156,51 @@ export const recordIdsParams = defineParams({
 });
 export type RecordIdsParams = ParamsOf<typeof recordIdsParams>;
 
+/** A record in arrival order, as a follow run pages them (`records.unsignedArrivals`). */
+export interface Arrival extends RecordPayload {
+	/** Its place in arrival order (docs/design.md §4.4). */
+	seq: number;
+	/** When it was submitted; null for a seeded record (it has waited since the store was seeded). */
+	submittedAt: string | null;
+}
+
+/** The next `limit` unsigned records after arrival `afterSeq`, in arrival order. */
+export const unsignedArrivalsParams = defineParams({
+	afterSeq: { type: "number", integer: true, min: 0, convert: true },
+	limit: { type: "number", integer: true, positive: true, convert: true },
+});
+export type UnsignedArrivalsParams = ParamsOf<typeof unsignedArrivalsParams>;
+
+/**
+ * `records.submit`: records to store, with the submitter and the batcher credential's proof over
+ * both (src/identity/submit-proof.ts). `records` passes the validator as any: records checks it
+ * itself (src/records/submission.ts), so a refusal names the field and nothing is stored.
+ */
+export const submitRecordsParams = defineParams({
+	records: {
+		type: "any",
+		expects: {
+			type: "array",
+			min: 1,
+			max: 1000,
+			items: { type: "object", props: { id: "string", data: "string" } },
+		},
+	},
+	submitter: { type: "string", min: 1, max: 200 },
+	iat: { type: "number", integer: true },
+	// A call without it is refused by records (403, logged with the caller's node).
+	proof: signedStatement(256),
+});
+export type SubmitRecordsParams = ParamsOf<typeof submitRecordsParams>;
+export interface SubmitRecordsResult {
+	/** Records stored by this call. */
+	stored: number;
+	/** Records already stored with the same data: a replay, changed nothing. */
+	replayed: number;
+	/** When they were stored. */
+	submittedAt: string;
+}
+
 /** Records with their payloads: what a batch carries to its signer. */
 export interface UnsignedRecords {
 	records: RecordPayload[];
@@ -364,6 +409,9 @@ export const recordIdParams = defineParams({
 export interface RecordView {
 	id: string;
 	data: string;
+	/** Who submitted it (a token's subject, `api-key:<name>`); null for a seeded record. */
+	submittedBy: string | null;
+	submittedAt: string | null;
 	signature: Omit<SignatureDoc, "_id" | "recordId"> | null;
 }
 
@@ -496,7 +544,14 @@ export const Events = {
 	leaseExpired: "lease.expired",
 	batchSigned: "batch.signed",
 	batchFailed: "batch.failed",
+	recordsArrived: "records.arrived",
 } as const;
+
+/** `records.arrived`: a submission stored new records; a follow run looks for them now rather than at its next poll. */
+export interface RecordsArrivedEvent {
+	stored: number;
+	submittedAt: string;
+}
 
 export interface RunStartedEvent {
 	runId: string;
@@ -548,6 +603,7 @@ export interface EventMap {
 	"lease.expired": LeaseEvent;
 	"batch.signed": BatchSignedEvent;
 	"batch.failed": BatchFailedEvent;
+	"records.arrived": RecordsArrivedEvent;
 }
 export type EventName = keyof EventMap;
 
@@ -558,6 +614,8 @@ export const Actions = {
 	records: {
 		unsignedPage: "records.unsignedPage",
 		unsignedAmong: "records.unsignedAmong",
+		unsignedArrivals: "records.unsignedArrivals",
+		submit: "records.submit",
 		stats: "records.stats",
 		storeSignatures: "records.storeSignatures",
 		closeBatch: "records.closeBatch",
@@ -600,6 +658,8 @@ export const Actions = {
 export interface ActionMap {
 	"records.unsignedPage": { params: UnsignedPageParams; result: UnsignedRecords };
 	"records.unsignedAmong": { params: RecordIdsParams; result: UnsignedRecords };
+	"records.unsignedArrivals": { params: UnsignedArrivalsParams; result: { records: Arrival[] } };
+	"records.submit": { params: SubmitRecordsParams; result: SubmitRecordsResult };
 	"records.stats": { params: Record<string, never>; result: RecordStats };
 	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
 	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };

@@ -20,6 +20,7 @@ import {
 import { ensurePrivateDir } from "../private-files";
 import { openEventStream, ProgressStream } from "./progress-stream";
 import type { ApiOptions, ResponseMeta } from "./settings";
+import { SubmitCredential } from "./submit-records";
 import { WebhookRegistry, WebhookSigner } from "./webhook";
 
 interface GatewayLogger {
@@ -33,6 +34,8 @@ export class Gateway {
 	readonly progress: ProgressStream;
 	readonly audit: AuditVerdict;
 	readonly apiKeys: ApiKeyVerifier;
+	/** What proves POST /api/records's submissions to records. */
+	readonly submitCredential: SubmitCredential;
 
 	constructor(
 		private readonly options: ApiOptions,
@@ -57,6 +60,7 @@ export class Gateway {
 			clock,
 		);
 		this.progress = new ProgressStream(options.progressIntervalMs);
+		this.submitCredential = new SubmitCredential(options.submitCredential);
 		this.audit = new AuditVerdict(broker, options.auditCacheMs);
 		this.apiKeys = new ApiKeyVerifier(options.apiKeysFile);
 	}

@@ -35,17 +35,22 @@ export function startRunRequestMeta(req: IncomingMessage): StartRunMeta {
 	};
 }
 
-export async function startRun(
-	ctx: Context<StartRunBody, StartRunMeta>,
-	webhooks: WebhookRegistry,
-) {
-	const { meta } = ctx;
+/** A request with a body must say it is JSON (415 otherwise). */
+export function requireJsonBody(meta: StartRunMeta): void {
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
 		throw new DomainError(
 			"UNSUPPORTED_MEDIA_TYPE",
 			"The request body must be JSON (Content-Type: application/json)",
 			{ contentType: meta.requestContentType },
 		);
+}
+
+export async function startRun(
+	ctx: Context<StartRunBody, StartRunMeta>,
+	webhooks: WebhookRegistry,
+) {
+	const { meta } = ctx;
+	requireJsonBody(meta);
 	const { batchSize, callbackUrl } = ctx.params;
 	if (callbackUrl) {
 		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.

@@ -1,15 +1,18 @@
 /**
  * A DATA_DIR written by the earlier version (NeDB files, one per collection) is imported once
  * into the SQLite stores when their owners first open them: nothing signed is lost, nothing is
- * signed twice, and the old files are kept under a new name.
+ * signed twice, and the old files are kept under a new name. A records store from before
+ * submissions is put in arrival order once.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { importJWK, type CryptoKey, type JWK } from "jose";
 import type { KeyDoc } from "../../src/contract";
 import { generateKeys } from "../../src/keyring/keys";
 import { loadMasterKey, unsealPrivateKey } from "../../src/keyring/master-key";
+import { SqliteRecordsStore } from "../../src/records/sqlite-store";
 import { LEGACY_SUFFIX } from "../../src/store/legacy-nedb";
 import { signRecord } from "../support/audit-fixture";
 import { auditSystem, runToCompletion, startSystem } from "../support/system";
@@ -148,6 +151,52 @@ test("an earlier version's NeDB store is imported once, then the run signs only 
 		} finally {
 			await again.broker.stop();
 		}
+	} finally {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+});
+
+test("a records store from before submissions opens once into arrival order: its records numbered in id order, submissions after them", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-arrivals-"));
+	try {
+		// The previous version's records.sqlite: records without arrival columns, one signed.
+		const old = new DatabaseSync(path.join(dataDir, "records.sqlite"));
+		old.exec(`
+			CREATE TABLE records (id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+			CREATE TABLE signatures (recordId TEXT PRIMARY KEY, keyId TEXT NOT NULL, batchId TEXT NOT NULL,
+				leaseId TEXT NOT NULL, jws TEXT NOT NULL, signedAt TEXT NOT NULL) WITHOUT ROWID;
+			INSERT INTO records VALUES ('rec-3', 'c'), ('rec-1', 'a'), ('rec-2', 'b');
+			INSERT INTO signatures VALUES ('rec-2', 'key-000', 'b1', 'l1', 'jws', '2026-01-01T00:00:00.000Z');
+		`);
+		old.close();
+		const lines: string[] = [];
+		const store = SqliteRecordsStore.open(dataDir, (line) => lines.push(line));
+		expect(lines).toContain("Numbered 3 records in arrival order (id order), once");
+		expect(await store.recordCount()).toBe(3);
+		await store.submitRecords(
+			[{ id: "new-0", data: "n" }],
+			"alice",
+			"2026-01-02T00:00:00.000Z",
+		);
+		expect((await store.unsignedArrivals(0, 10)).map((r) => [r.id, r.seq])).toEqual([
+			["rec-1", 1],
+			["rec-3", 3],
+			["new-0", 4],
+		]);
+		expect(await store.record("rec-1")).toEqual({
+			id: "rec-1",
+			data: "a",
+			submittedBy: null,
+			submittedAt: null,
+		});
+		await store.close();
+
+		// Opened again: nothing numbered twice.
+		lines.length = 0;
+		const again = SqliteRecordsStore.open(dataDir, (line) => lines.push(line));
+		expect(lines).toEqual([]);
+		expect((await again.unsignedArrivals(0, 10)).map((r) => r.seq)).toEqual([1, 3, 4]);
+		await again.close();
 	} finally {
 		fs.rmSync(dataDir, { recursive: true, force: true });
 	}
