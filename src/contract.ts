@@ -86,7 +86,16 @@ export interface BatchDoc {
 	stored?: number;
 	duplicates?: number;
 	unsigned?: number;
+	/**
+	 * Why it holds fewer records than its run's batch size (docs/design.md §7.7): `lingered` (a
+	 * follow run's oldest waiting record waited LINGER_MS), `last` (the end of a run's records),
+	 * `retry` (a failed batch's records still unsigned); null when it is full. Absent in stores
+	 * from before it was kept.
+	 */
+	short?: BatchShort | null;
 }
+
+export type BatchShort = "lingered" | "last" | "retry";
 
 /** The fields every batch has from its first write, in the stored order: the store's first columns and the export's (docs/design.md §8.3). */
 export const BATCH_FIELDS = [
@@ -119,6 +128,8 @@ export interface RunDoc {
 	requestFingerprint?: string;
 	/** When batcher.cancel asked it to stop (kept, so a restart finishes the cancel). */
 	cancelRequestedAt?: string | null;
+	/** A follow run (docs/design.md §7.7): it does not end when the store is all signed, it signs records as they arrive. */
+	follow?: boolean;
 }
 
 export interface RunReport {
@@ -366,6 +377,8 @@ export const startRunParams = defineParams({
 	idempotencyKey: { type: "any", optional: true },
 	/** What the client asked for, as the gateway sees it; a repeat with the key must match it. */
 	requestFingerprint: { type: "string", max: 2000, optional: true },
+	/** A follow run: signs records as they arrive until it is cancelled (docs/design.md §7.7). */
+	follow: { type: "boolean", optional: true, convert: true },
 });
 export type StartRunParams = ParamsOf<typeof startRunParams>;
 /** `batcher.start`: the run, and whether an earlier request with the same key started it. */
@@ -559,6 +572,8 @@ export interface RunStartedEvent {
 	records: number;
 	alreadySigned: number;
 	resumed: boolean;
+	/** A follow run: records arriving while it runs are signed too. */
+	follow: boolean;
 }
 /** A run ended: its report, how it ended, and why when it failed. */
 export interface RunCompletedEvent {

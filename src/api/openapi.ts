@@ -109,7 +109,8 @@ export function openApiDocument() {
 				post: {
 					operationId: "startRun",
 					tags: ["runs"],
-					summary: "Start a run over every unsigned record",
+					summary:
+						"Start a run over every unsigned record (with `follow`: and over those that arrive)",
 					description:
 						"Needs a bearer token or an API key (X-API-Key) with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
@@ -562,6 +563,11 @@ export function openApiDocument() {
 							format: "date-time",
 							description: "When a cancel was asked for",
 						},
+						follow: {
+							type: "boolean",
+							description:
+								"A follow run: signs records as they arrive until it is cancelled",
+						},
 						report: { type: ["object", "null"] },
 						error: { type: "string" },
 					},
@@ -573,6 +579,7 @@ export function openApiDocument() {
 						id: { type: "string" },
 						runId: { type: "string" },
 						batchSize: { type: "integer" },
+						follow: { type: "boolean" },
 						status: { type: "string" },
 						startedAt: { type: "string" },
 						finishedAt: { type: ["string", "null"] },

@@ -23,6 +23,12 @@ export const startRunBody = defineParams(
 			optional: true,
 			description: "http(s) URL receiving the report when the run ends",
 		},
+		follow: {
+			type: "boolean",
+			optional: true,
+			description:
+				"A follow run: it signs every unsigned record and then records as they arrive (POST /api/records), a batch once batchSize wait or the oldest waited LINGER_MS, until it is cancelled",
+		},
 	},
 	{ strict: true },
 );

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import type { Context } from "moleculer";
 import type { AppConfig } from "../config";
-import type { CredentialSettings } from "../identity/credential";
+import { credentialSettings, type CredentialSettings } from "../identity/credential";
 import type { Principal } from "./auth";
 import { toApiError } from "./errors";
 import type { StreamLimits } from "./progress-stream";
@@ -78,12 +78,7 @@ export function apiOptions(
 		dataDir: config.dataDir,
 		authEnv: Object.fromEntries(AUTH_ENV_NAMES.map((name) => [name, env[name]])),
 		startRateLimit: { window: 60_000, limit: 10 },
-		submitCredential: {
-			role: "batcher",
-			key: config.batcherKey,
-			keyFile: config.batcherKeyFile,
-			dataDir: config.dataDir,
-		},
+		submitCredential: credentialSettings(config, "batcher"),
 		bodyLimit: "16kb",
 		// 1,000 records of the largest id and data, every character escaped.
 		submitBodyLimit: "8mb",

@@ -51,7 +51,7 @@ export async function startRun(
 ) {
 	const { meta } = ctx;
 	requireJsonBody(meta);
-	const { batchSize, callbackUrl } = ctx.params;
+	const { batchSize, callbackUrl, follow } = ctx.params;
 	if (callbackUrl) {
 		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.
 		const refused = await checkWebhookTarget(callbackUrl, webhooks.allowPrivate);
@@ -65,9 +65,11 @@ export async function startRun(
 		batchSize: batchSize ?? null,
 		callbackUrl: callbackUrl ?? null,
 		subject: meta.user?.subject ?? null,
+		...(follow ? { follow } : {}),
 	});
 	const started = await call(ctx, Actions.batcher.start, {
 		...(batchSize === undefined ? {} : { batchSize }),
+		...(follow ? { follow } : {}),
 		...(idempotencyKey ? { idempotencyKey, requestFingerprint } : {}),
 	});
 	if (callbackUrl && !started.replayed) webhooks.register(started.runId, callbackUrl);
@@ -84,6 +86,7 @@ export async function startRun(
 		id: run.runId,
 		runId: run.runId,
 		batchSize: run.batchSize,
+		follow: Boolean(run.follow),
 		status: run.status,
 		startedAt: run.startedAt,
 		finishedAt: run.finishedAt,

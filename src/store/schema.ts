@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS runs (
 	error TEXT,
 	idempotencyKey TEXT UNIQUE,
 	requestFingerprint TEXT,
-	cancelRequestedAt TEXT
+	cancelRequestedAt TEXT,
+	follow INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE TABLE IF NOT EXISTS batches (
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS batches (
 	error TEXT,
 	stored INTEGER,
 	duplicates INTEGER,
-	unsigned INTEGER
+	unsigned INTEGER,
+	short TEXT
 );
 CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
 `;
