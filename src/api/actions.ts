@@ -62,7 +62,12 @@ export function gatewayActions(options: ApiOptions) {
 		submitRecords: {
 			params: submitRecordsBody,
 			handler(this: GatewayHost, ctx: Context<SubmitRecordsBody, StartRunMeta>) {
-				return submitRecords(ctx, this.gateway.submitCredential);
+				return submitRecords(
+					ctx,
+					this.gateway.submitCredential,
+					this.gateway.webhooks,
+					this.gateway.submissions,
+				);
 			},
 		},
 		/** POST /api/runs/:id/cancel: 202; the run stops dispatching, its batches in flight finish, then it is `cancelled`. */

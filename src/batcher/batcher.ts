@@ -250,6 +250,8 @@ export class Batcher {
 		this.stopping = true;
 		const active = this.active;
 		if (!active) return;
+		// A follow run waiting for records stops waiting.
+		active.wake.notify();
 		await Promise.race([active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
 		for (const flight of active.flights.values())
 			flight.abort.abort(new Error("the batcher is stopping"));
