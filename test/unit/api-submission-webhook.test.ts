@@ -75,7 +75,7 @@ describe("submission webhooks", () => {
 		const submissionId = answer.body.submissionId as string;
 		expect(submissionId).toMatch(/^sub-/);
 
-		await waitFor("the submission's webhook", () => received.length > 0, 10_000);
+		await waitFor("the submission's webhook", async () => received.length > 0, 10_000);
 		// Every record was signed before it went out.
 		for (const { id } of records)
 			expect(
