@@ -39,16 +39,24 @@ import { withoutBusChecks } from "../identity/bus-checks";
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
+import { UserError } from "../user-error";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
 const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost]
+       npm run bench -- --follow [--follow-rate N] [--nats-follow-rate N] [--follow-seconds N] [--follow-per-request N] [--skip-nats]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
+  --follow            instead: a follow run fed through POST /api/records by a load generator
+                      process on loopback, embedded at --follow-rate records/s (default 20000)
+                      and over NATS with 3 signers at --nats-follow-rate (default 10000), each
+                      for --follow-seconds (default 20), in requests of --follow-per-request
+                      records (default 500), then one record a second for 10 s;
+                      the time from each 202 to the stored signature (p50, p99, max)
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
@@ -60,6 +68,11 @@ const OPTIONS = {
 	"batch-size": { type: "string" },
 	"skip-nats": { type: "boolean" },
 	"skip-checks-cost": { type: "boolean" },
+	follow: { type: "boolean" },
+	"follow-rate": { type: "string" },
+	"nats-follow-rate": { type: "string" },
+	"follow-seconds": { type: "string" },
+	"follow-per-request": { type: "string" },
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -355,14 +368,89 @@ async function embedded(
 	}
 }
 
-async function main(flags: {
+type BenchFlags = {
 	records?: string;
 	keys?: string;
 	"batch-size"?: string;
 	"skip-nats"?: boolean;
 	"skip-checks-cost"?: boolean;
-}): Promise<number> {
-	const { "skip-nats": skipNats, "skip-checks-cost": skipChecksCost, ...sizes } = flags;
+	follow?: boolean;
+	"follow-rate"?: string;
+	"nats-follow-rate"?: string;
+	"follow-seconds"?: string;
+	"follow-per-request"?: string;
+};
+
+/** A positive number flag, or its default. */
+function rateFlag(value: string | undefined, fallback: number, name: string): number {
+	if (value === undefined) return fallback;
+	const n = Number(value);
+	if (!Number.isFinite(n) || n <= 0) throw new UserError(`--${name} must be a positive number`);
+	return n;
+}
+
+/** `--follow`: the follow benchmark (src/cli/bench-follow.ts); its last line is one JSON object too. */
+async function followMain(flags: BenchFlags): Promise<number> {
+	const { keys, batchSize } = loadConfig(
+		{ KEYS: "100", BATCH_SIZE: "300" },
+		{ keys: flags.keys, "batch-size": flags["batch-size"] },
+	);
+	const seconds = rateFlag(flags["follow-seconds"], 20, "follow-seconds");
+	const perRequest = Math.min(
+		1_000,
+		Math.round(rateFlag(flags["follow-per-request"], 500, "follow-per-request")),
+	);
+	const trickle = { rate: 1, seconds: 10, perRequest: 1 };
+	console.log(
+		`Follow benchmark: batch size ${batchSize}, LINGER_MS ${loadConfig({}).lingerMs}, ${keys} keys, ${cores} cores, Node ${process.version}; the load generator is a process of its own on loopback`,
+	);
+	const { embeddedTarget, followBench, natsTarget } = await import("./bench-follow");
+	const summary: Record<string, number> = {};
+	const modes = [
+		{
+			field: "followEmbedded",
+			open: () => embeddedTarget(keys, batchSize),
+			rate: rateFlag(flags["follow-rate"], 20_000, "follow-rate"),
+		},
+		...(flags["skip-nats"]
+			? []
+			: [
+					{
+						field: "followNats",
+						open: () => natsTarget(keys, batchSize),
+						rate: rateFlag(flags["nats-follow-rate"], 10_000, "nats-follow-rate"),
+					},
+				]),
+	];
+	for (const { field, open, rate } of modes) {
+		const [steady, slow] = await followBench(open, { rate, seconds, perRequest }, trickle);
+		Object.assign(summary, {
+			[`${field}Rate`]: steady.rate,
+			[`${field}SentPerSecond`]: steady.achievedRate,
+			[`${field}P50Ms`]: steady.p50Ms,
+			[`${field}P99Ms`]: steady.p99Ms,
+			[`${field}MaxMs`]: steady.maxMs,
+			[`${field}DrainMs`]: steady.drainMs,
+			[`${field}OnePerSecondP99Ms`]: slow.p99Ms,
+			[`${field}OnePerSecondMaxMs`]: slow.maxMs,
+		});
+	}
+	console.log(JSON.stringify(summary));
+	return 0;
+}
+
+async function main(flags: BenchFlags): Promise<number> {
+	if (flags.follow) return followMain(flags);
+	const {
+		"skip-nats": skipNats,
+		"skip-checks-cost": skipChecksCost,
+		follow: _follow,
+		"follow-rate": _followRate,
+		"nats-follow-rate": _natsFollowRate,
+		"follow-seconds": _followSeconds,
+		"follow-per-request": _followPerRequest,
+		...sizes
+	} = flags;
 	const { records, keys, batchSize } = loadConfig(
 		{ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" },
 		sizes,
