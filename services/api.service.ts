@@ -148,6 +148,9 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			[Events.batchSigned](ctx: Context<EventMap["batch.signed"]>) {
 				this.gateway.progress.batchSigned(ctx.params);
 			},
+			[Events.recordsArrived](ctx: Context<EventMap["records.arrived"]>) {
+				this.gateway.progress.recordsArrived(ctx.params.stored);
+			},
 			[Events.runCompleted](ctx: Context<EventMap["run.completed"]>) {
 				this.gateway.runCompleted(ctx.params);
 			},

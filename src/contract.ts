@@ -545,6 +545,20 @@ export interface MetricsSnapshot {
 	/** [unix seconds, records signed in that second], the last two minutes. */
 	throughput: Array<[number, number]>;
 	recentBatches: RecentBatch[];
+	/** While a follow run goes on (docs/design.md §7.7): what arrives, what waits, how late it is signed; null otherwise. */
+	follow: FollowFigures | null;
+}
+
+export interface FollowFigures {
+	/** Records submitted a second, over the last 5 seconds. */
+	inflowPerSecond: number;
+	/** [unix seconds, records submitted in that second], the last two minutes. */
+	inflow: Array<[number, number]>;
+	/** Records stored and not yet signed. */
+	backlog: number;
+	/** From a batch's oldest record's submission to the batch counted signed. */
+	lagMs: DistributionSummary;
+	lastLagMs: number | null;
 }
 
 // ---------------------------------------------------------------- events
@@ -599,6 +613,8 @@ export interface BatchSignedEvent {
 	latencyMs: number;
 	/** How long its signer waited for the lease; null when its reply was lost and the batch was settled from its signatures. */
 	leaseWaitMs: number | null;
+	/** A follow run's signing lag: from its oldest record's submission to the batch counted signed; absent otherwise. */
+	lagMs?: number;
 }
 export interface BatchFailedEvent {
 	runId: string;

@@ -373,6 +373,11 @@ export function openApiDocument() {
 							items: { type: "array", items: { type: "number" } },
 						},
 						recentBatches: { type: "array", items: { type: "object" } },
+						follow: {
+							type: ["object", "null"],
+							description:
+								"While a follow run goes on: `inflowPerSecond` (records submitted a second, last 5 s), `inflow` ([unix second, records submitted]), `backlog` (records stored, not yet signed), `lagMs` (from a batch's oldest record's submission to the batch signed: count, mean, p50, p95, max) and `lastLagMs`; null otherwise",
+						},
 					},
 				}),
 			),

@@ -247,7 +247,13 @@ export class Dispatcher {
 			this.deps.flights.land(active, flight);
 		}
 		if (result) {
-			const counted = await this.countFromStore(active, batch, result, flight.sentAt);
+			const counted = await this.countFromStore(
+				active,
+				batch,
+				result,
+				flight.sentAt,
+				planned.oldestArrivedAt ?? null,
+			);
 			if (counted === true) return;
 			error = counted;
 		}
@@ -294,6 +300,7 @@ export class Dispatcher {
 		batch: BatchDoc,
 		result: SignBatchResult,
 		sentAt: number,
+		oldestArrivedAt: number | null,
 	): Promise<true | string> {
 		const { batchId, recordIds } = batch;
 		const { clock } = this.context;
@@ -330,6 +337,7 @@ export class Dispatcher {
 				duplicates: 0,
 				latencyMs: clock.now() - sentAt,
 				leaseWaitMs: result.leaseWaitMs,
+				...(oldestArrivedAt === null ? {} : { lagMs: clock.now() - oldestArrivedAt }),
 			});
 			return true;
 		}

@@ -11,6 +11,8 @@ export interface FollowBatch {
 	records: RecordPayload[];
 	attempt: 1;
 	short: BatchShort | null;
+	/** When its oldest record was submitted (ms); null for seeded records: what its signing lag is counted from. */
+	oldestArrivedAt: number | null;
 }
 
 export class FollowFeed {
@@ -66,7 +68,12 @@ export class FollowFeed {
 
 	private cut(count: number, short: BatchShort | null): FollowBatch {
 		const taken = this.waiting.splice(0, count);
-		this.arrivedAt.splice(0, count);
-		return { records: taken.map(({ id, data }) => ({ id, data })), attempt: 1, short };
+		const [oldest] = this.arrivedAt.splice(0, count);
+		return {
+			records: taken.map(({ id, data }) => ({ id, data })),
+			attempt: 1,
+			short,
+			oldestArrivedAt: Number.isFinite(oldest) ? oldest : null,
+		};
 	}
 }

@@ -11,6 +11,8 @@ export interface PlannedBatch {
 	attempt: number;
 	/** Why it holds fewer records than the run's batch size; null when it is full (docs/design.md §7.7). */
 	short: BatchShort | null;
+	/** A follow run's batch: when its oldest record was submitted (ms), for its signing lag. */
+	oldestArrivedAt?: number | null;
 }
 
 export class BatchPlanner {
