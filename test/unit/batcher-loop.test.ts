@@ -906,6 +906,24 @@ describe("a follow run (docs/design.md §7.7)", () => {
 		await done;
 	});
 
+	test("its batch size must fit a batch of the largest records a submission may hold in one NATS message", async () => {
+		const h = harness(5);
+		h.signers.maxPayload = 1_048_576;
+		await expect(h.batcher.start({ batchSize: 325, follow: true })).rejects.toMatchObject({
+			type: "BATCH_TOO_LARGE",
+			data: { max: 324 },
+		});
+		// The same size is fine for a run over the store as it is: its records are small.
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 325 });
+		await done;
+		const follow = await h.batcher.start({ batchSize: 324, follow: true });
+		expect(follow).toMatchObject({ follow: true, batchSize: 324 });
+		const cancelled = h.completed();
+		await h.batcher.cancel();
+		await cancelled;
+	});
+
 	test("while it is active, another start is refused (409 RUN_ACTIVE)", async () => {
 		const h = harness(5);
 		const run = await h.batcher.start({ batchSize: 10, follow: true });

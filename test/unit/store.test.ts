@@ -774,6 +774,30 @@ function onlyOnMongo(backend: Backend): void {
 			await backend.cleanup();
 		});
 
+		test("records stored before submissions (no seq) are numbered in id order once when records opens, after any already numbered", async () => {
+			// As an earlier version left them: no seq.
+			await db.db
+				.collection<{ _id: string; data: string; signed: boolean }>("records")
+				.insertMany([
+					{ _id: "old-3", data: "c", signed: false },
+					{ _id: "old-1", data: "a", signed: false },
+				]);
+			await stores.records.close();
+			const uri = new URL(process.env.MONGO_URI!);
+			uri.pathname = `/${db.db.databaseName}`;
+			stores.records = await MongoRecordsStore.open(uri.toString(), service);
+			expect(
+				(await stores.records.unsignedArrivals(0, 10)).map((r) => [r.id, r.seq]),
+			).toEqual([
+				["old-1", 1],
+				["old-3", 2],
+			]);
+			await stores.records.submitRecords([{ id: "new-0", data: "n" }], "alice", at(1));
+			expect(
+				(await stores.records.unsignedArrivals(2, 10)).map((r) => [r.id, r.seq]),
+			).toEqual([["new-0", 3]]);
+		});
+
 		test("a live claim is not taken over by a keyring whose clock runs an hour ahead: the server's clock decides", async () => {
 			expect(await claim("keyring-a", 0)).toMatchObject({ claimed: { epoch: 1 } });
 			// By its own clock keyring-b is an hour past the claim's expiry; by the server's, 30 s remain.
