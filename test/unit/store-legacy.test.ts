@@ -2,7 +2,8 @@
  * A DATA_DIR written by the earlier version (NeDB files, one per collection) is imported once
  * into the SQLite stores when their owners first open them: nothing signed is lost, nothing is
  * signed twice, and the old files are kept under a new name. A records store from before
- * submissions is put in arrival order once.
+ * submissions is put in arrival order once; a batcher store from before follow runs gets their
+ * columns, and the audit reads such files as they are.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -12,9 +13,12 @@ import { importJWK, type CryptoKey, type JWK } from "jose";
 import type { KeyDoc } from "../../src/contract";
 import { generateKeys } from "../../src/keyring/keys";
 import { loadMasterKey, unsealPrivateKey } from "../../src/keyring/master-key";
+import { closeAfter, openStoreFiles } from "../../src/audit/audit-db";
+import { audit } from "../../src/audit/rules";
+import { SqliteBatcherStore } from "../../src/batcher/sqlite-store";
 import { SqliteRecordsStore } from "../../src/records/sqlite-store";
 import { LEGACY_SUFFIX } from "../../src/store/legacy-nedb";
-import { signRecord } from "../support/audit-fixture";
+import { buildMiniRun, signRecord, writeStoreFiles } from "../support/audit-fixture";
 import { auditSystem, runToCompletion, startSystem } from "../support/system";
 
 /** Writes `docs` as NeDB writes a collection: a JSON document per line, later lines winning. */
@@ -197,6 +201,49 @@ test("a records store from before submissions opens once into arrival order: its
 		expect(lines).toEqual([]);
 		expect((await again.unsignedArrivals(0, 10)).map((r) => r.seq)).toEqual([1, 3, 4]);
 		await again.close();
+	} finally {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+});
+
+test("a batcher store and audit of files from before follow runs: the batcher adds the columns once; the audit reads old files as they are", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-batcher-old-"));
+	try {
+		const mini = await buildMiniRun();
+		writeStoreFiles(mini.snapshot, dataDir);
+		// As the previous version's files were: no runs.follow, no batches.short.
+		const old = new DatabaseSync(path.join(dataDir, "batcher.sqlite"));
+		old.exec("ALTER TABLE runs DROP COLUMN follow; ALTER TABLE batches DROP COLUMN short;");
+		old.close();
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) => audit(db));
+		expect(verdict.violations).toEqual([]);
+		expect(verdict).toMatchObject({ ok: true, pending: 0 });
+
+		const store = SqliteBatcherStore.open(dataDir);
+		expect((await store.getRun("run-2"))?.follow).toBeUndefined();
+		await store.insertRun({
+			runId: "run-follow",
+			batchSize: 3,
+			status: "running",
+			startedAt: "2026-01-02T00:00:00.000Z",
+			finishedAt: null,
+			follow: true,
+		});
+		await store.insertBatch({
+			batchId: "run-follow-b000001",
+			runId: "run-follow",
+			keyId: null,
+			leaseId: null,
+			recordIds: ["r-0001"],
+			attempt: 1,
+			status: "pending",
+			startedAt: "2026-01-02T00:00:01.000Z",
+			finishedAt: null,
+			short: "lingered",
+		});
+		expect(await store.interruptedRun()).toMatchObject({ runId: "run-follow", follow: true });
+		expect((await store.pendingBatches("run-follow"))[0]).toMatchObject({ short: "lingered" });
+		await store.close();
 	} finally {
 		fs.rmSync(dataDir, { recursive: true, force: true });
 	}
