@@ -222,6 +222,8 @@ export interface RecordStats {
 	records: number;
 	/** Bytes of the largest record's id plus data: how large a batch of the run's size can grow. */
 	maxRecordBytes: number;
+	/** The last record's place in arrival order (docs/design.md §4.4): what a run over the store as it is ends at. */
+	lastSeq: number;
 }
 
 /**

@@ -37,6 +37,11 @@ export interface ActiveRun {
 	keyringLostAt: number | null;
 	/** A follow run's records waiting in arrival order (docs/design.md §7.7); null for a run over the store as it is. */
 	follow: FollowFeed | null;
+	/**
+	 * A run over the store as it is: the last arrival (`seq`) when it started or resumed. It is
+	 * done once every record up to it is signed, whatever arrives meanwhile (docs/design.md §7.5).
+	 */
+	untilSeq: number;
 	/** Wakes a follow run waiting for records: some arrived, or it was cancelled. */
 	wake: Wake;
 	done: Promise<void>;

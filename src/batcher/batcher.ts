@@ -285,6 +285,7 @@ export class Batcher {
 			distrusted: new Set(),
 			keyringLostAt: null,
 			follow: run.follow ? new FollowFeed(run.batchSize, this.options.lingerMs) : null,
+			untilSeq: Infinity,
 			wake: new Wake(),
 			done: Promise.resolve(),
 		};
@@ -292,6 +293,10 @@ export class Batcher {
 		const progress = await whenAvailable(this.context, "records.progress", () =>
 			this.deps.records.progress(),
 		);
+		if (!run.follow)
+			active.untilSeq = (
+				await whenAvailable(this.context, "records.stats", () => this.deps.records.stats())
+			).lastSeq;
 		this.deps.emit("run.started", {
 			runId: run.runId,
 			batchSize: run.batchSize,

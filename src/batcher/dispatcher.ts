@@ -111,6 +111,11 @@ export class Dispatcher {
 				this.deps.records.progress(),
 			);
 			if (progress.signed >= progress.records) return;
+			// Records submitted since the run started do not keep it going: it is done once what the store held then is signed.
+			const [oldest] = await whenAvailable(this.context, "records.unsignedArrivals", () =>
+				this.deps.records.unsignedArrivals(0, 1),
+			);
+			if (!oldest || oldest.seq > active.untilSeq) return;
 			// Pages are read while batches are in flight; one more pass picks up any stragglers.
 			if (++sweeps > 3)
 				throw new Error(

@@ -219,6 +219,10 @@ export class MongoRecordsStore implements RecordsStore {
 		return { stored: inserted, replayed: records.length - inserted };
 	}
 
+	async lastArrival(): Promise<number> {
+		return this.visibleSeq;
+	}
+
 	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
 		const rows: RecordRow[] = await this.recordsOf
 			.find(

@@ -129,6 +129,7 @@ export class RecordsDesk {
 		return {
 			records: await this.store.recordCount(),
 			maxRecordBytes: await this.store.maxRecordBytes(),
+			lastSeq: await this.store.lastArrival(),
 		};
 	}
 }

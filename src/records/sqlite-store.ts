@@ -142,6 +142,10 @@ export class SqliteRecordsStore implements RecordsStore {
 		return { stored, replayed: records.length - stored };
 	}
 
+	async lastArrival(): Promise<number> {
+		return this.lastSeq;
+	}
+
 	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
 		return (
 			this.statements.get(SQL.unsignedArrivals).all(afterSeq, limit) as unknown as Arrival[]

@@ -53,6 +53,8 @@ export interface RecordsStore {
 	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
 	/** Bytes of the largest record's id plus data (0 when there is none). */
 	maxRecordBytes(): Promise<number>;
+	/** The last `seq` given (0 when there is no record). */
+	lastArrival(): Promise<number>;
 	/**
 	 * Stores every signature whose record has none yet; the rest are duplicates and keep the
 	 * first signature. A concurrent writer can make a signature a duplicate, never a second one.

@@ -115,7 +115,7 @@ class Records implements RecordsPort {
 		return { records: this.ids.length, signed: this.signed.size };
 	}
 	async stats() {
-		return { records: this.ids.length, maxRecordBytes: 20 };
+		return { records: this.ids.length, maxRecordBytes: 20, lastSeq: this.ids.length };
 	}
 	async closeBatch(batchId: string, recordIds: string[]) {
 		this.closed.add(batchId);
@@ -809,6 +809,25 @@ describe("the batcher's run loop", () => {
 			type: "INVALID_IDEMPOTENCY_KEY",
 		});
 		expect(h.store.runs.size).toBe(1);
+	});
+});
+
+describe("a run over the store as it is, while records arrive", () => {
+	test("completes once what the store held at its start is signed, however many arrive meanwhile, even below its cursor", async () => {
+		const h = harness(40);
+		let arrivals = 0;
+		h.signers.behaviour = async (params, node) => {
+			// Each batch, two records arrive whose ids sort before every seeded one.
+			h.records.arrive([`a-${arrivals++}`, `a-${arrivals++}`], h.clock.now());
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		const run = await h.batcher.start({ batchSize: 10 });
+		expect(await done).toMatchObject({ status: "completed", error: null });
+		const seeded = h.records.ids.filter((id) => id.startsWith("r"));
+		expect(seeded.every((id) => h.records.signed.has(id))).toBe(true);
+		expect(arrivals).toBeGreaterThan(0);
+		expect(h.store.runs.get(run.runId)).toMatchObject({ status: "completed" });
 	});
 });
 
