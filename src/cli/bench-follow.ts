@@ -104,12 +104,17 @@ async function startFollowRun(broker: ServiceBroker, batchSize: number): Promise
 }
 
 /** Every service and the gateway in this process, on a fresh embedded store. */
-export async function embeddedTarget(keys: number, batchSize: number): Promise<Target> {
+export async function embeddedTarget(
+	keys: number,
+	batchSize: number,
+	lingerMs: number,
+): Promise<Target> {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-follow-"));
 	const config = loadConfig({
 		RECORDS: "1",
 		KEYS: String(keys),
 		BATCH_SIZE: String(batchSize),
+		LINGER_MS: String(lingerMs),
 		DATA_DIR: dataDir,
 	});
 	const broker = createSystem(config, { logLevel: "warn" });
@@ -133,14 +138,24 @@ export async function embeddedTarget(keys: number, batchSize: number): Promise<T
 }
 
 /** A cluster of processes over a local nats-server (three signers); the gateway in this process as the `api` user. */
-export async function natsTarget(keys: number, batchSize: number): Promise<Target> {
+export async function natsTarget(
+	keys: number,
+	batchSize: number,
+	lingerMs: number,
+): Promise<Target> {
 	const root = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-follow-nats-"));
 	const cluster = await Cluster.start({
 		root,
 		signers: 3,
 		logLevel: "warn",
 		clientLogLevel: "error",
-		env: { RECORDS: "1", KEYS: String(keys), BATCH_SIZE: String(batchSize), MONGO_URI: "" },
+		env: {
+			RECORDS: "1",
+			KEYS: String(keys),
+			BATCH_SIZE: String(batchSize),
+			LINGER_MS: String(lingerMs),
+			MONGO_URI: "",
+		},
 	});
 	try {
 		await cluster.ready(600_000);
@@ -312,21 +327,32 @@ export function followLine(f: FollowFigures): string {
 	return `follow     ${f.mode}, ${f.rate} records/s asked, ${f.achievedRate} sent (${f.accepted}/${f.sent} accepted): 202 -> stored signature p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, max ${f.maxMs} ms; drained ${f.drainMs} ms after the last 202; batches ${f.fullBatches} full, ${f.lingeredBatches} lingered`;
 }
 
-/** The follow benchmark of one target: a steady inflow, then one record a second; the run cancelled after. */
+/** Whether a load was kept up with: the generator reached 95% of the rate asked, and p99 stayed under a second. */
+export function keptUp(f: FollowFigures): boolean {
+	return f.achievedRate >= 0.95 * f.rate && f.p99Ms < 1_000;
+}
+
+/**
+ * The follow benchmark of one target: each steady inflow in turn (each drained before the next),
+ * then one record a second; the run cancelled after. Returns the steady loads' figures, then the trickle's.
+ */
 export async function followBench(
 	open: () => Promise<Target>,
-	steady: FollowLoad,
+	steady: FollowLoad[],
 	trickle: FollowLoad,
 ): Promise<FollowFigures[]> {
 	const target = await open();
 	try {
 		const figures: FollowFigures[] = [];
-		for (const [load, prefix] of [
-			[steady, "steady"],
-			[trickle, "trickle"],
-		] as const) {
+		const loads = [
+			...steady.map((load, i) => [load, `steady${i}`] as const),
+			[trickle, "trickle"] as const,
+		];
+		for (const [load, prefix] of loads) {
 			const measured = await measureLoad(target, load, prefix);
-			console.log(followLine(measured));
+			console.log(
+				`${followLine(measured)}${load === trickle ? "" : keptUp(measured) ? " (kept up)" : " (did not keep up)"}`,
+			);
 			figures.push(measured);
 		}
 		await call(target.broker, Actions.batcher.cancel, { runId: target.runId });
