@@ -55,8 +55,11 @@ export type AuditQuery = ParamsOf<typeof auditQuery>;
 /** POST /api/records's body: `records` is checked by records itself (src/records/submission.ts), so a refusal names the field. */
 export const submitRecordsBody = defineParams(
 	{
+		// Refused by the handler when missing: a body that is not JSON is a 415 first.
 		records: {
 			type: "any",
+			optional: true,
+			refusedIfMissing: true,
 			expects: {
 				type: "array",
 				min: 1,
