@@ -57,6 +57,8 @@ export interface AppConfig {
 	keyMaxUses: number;
 	/** Batches in flight at once; 0 picks one from the signers' capacity. */
 	window: number;
+	/** A follow run dispatches a batch smaller than its size once its oldest record waited this long. */
+	lingerMs: number;
 	/** A signer's signing threads; 0 = one per core. */
 	signingThreads: number;
 	nodeId: string | null;
@@ -176,6 +178,7 @@ const INTEGERS: Array<{
 		fallback: 0,
 	},
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
+	{ env: "LINGER_MS", flag: "linger-ms", key: "lingerMs", min: 0, max: 60_000, fallback: 200 },
 	{
 		env: "SIGNING_THREADS",
 		flag: "signing-threads",

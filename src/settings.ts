@@ -7,6 +7,7 @@ import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
 import type { TrustSettings } from "./identity/authority";
 import {
+	credentialSettings,
 	CREDENTIAL_FILES,
 	type CredentialRole,
 	type CredentialSettings,
@@ -79,12 +80,6 @@ function localCredentialOf(config: AppConfig, role: CredentialRole): string | nu
 	return config.dataDir ? path.join(config.dataDir, CREDENTIAL_FILES[role]) : "";
 }
 
-function credentialSettings(config: AppConfig, role: CredentialRole): CredentialSettings {
-	return role === "signer"
-		? { role, key: config.signerKey, keyFile: config.signerKeyFile, dataDir: config.dataDir }
-		: { role, key: config.batcherKey, keyFile: config.batcherKeyFile, dataDir: config.dataDir };
-}
-
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
 	const trust: TrustSettings = {
@@ -130,6 +125,9 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			stopSettleMs: 10_000,
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
 			probeAfterMs: 3_000,
+			lingerMs: config.lingerMs,
+			// A long-running node goes on with an interrupted follow run; npm start ends it (src/cli/start.ts).
+			interruptedFollow: "resume",
 			credential: credentialSettings(config, "batcher"),
 			trust,
 		},

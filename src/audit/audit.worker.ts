@@ -45,6 +45,8 @@ export interface RangeTask {
 	upto: string | null;
 	clockToleranceMs: number;
 	maxListed: number;
+	/** A follow run is running: a record with no signature waits for it (pending), it is no finding. */
+	unsignedPending?: boolean;
 	/** The floor's verifier (default libsodium); the audit always verifies with libsodium. */
 	library?: VerifyLibrary;
 }
@@ -55,6 +57,8 @@ export interface RangeResult {
 	signatures: number;
 	/** Signatures that verified (the floor's count). */
 	valid: number;
+	/** Records with no signature that a running follow run will sign (docs/design.md §7.7). */
+	pending?: number;
 	findings: FindingsData | null;
 }
 
@@ -168,6 +172,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const findings = new FindingList(task.maxListed);
 	let records = 0;
 	let signatures = 0;
+	let pending = 0;
 	let recordId: string | null = null;
 	let recordRow: unknown = null;
 	let data: unknown = null;
@@ -177,11 +182,13 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const finishRecord = () => {
 		if (recordId === null) return;
 		signatures += signed.length;
-		if (signed.length === 0)
-			findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
-				recordId,
-			});
-		else if (signed.length > 1)
+		if (signed.length === 0) {
+			if (task.unsignedPending) pending++;
+			else
+				findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
+					recordId,
+				});
+		} else if (signed.length > 1)
 			findings.add(
 				"one-signature-per-record",
 				`record ${recordId} has ${signed.length} signatures: ${signed.map((s) => `(${signatureRef(s.signature)})`).join(", ")}`,
@@ -258,7 +265,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 		orphaned.push(signatureAt(row, 0));
 	}
 	finishOrphans();
-	return { records, signatures, valid: 0, findings: findings.data() };
+	return { records, signatures, valid: 0, pending, findings: findings.data() };
 }
 
 /** The verification floor: each signature of the range verified, nothing else checked. */

@@ -11,6 +11,10 @@ export function formatReport(report: AuditReport, source: string): string {
 		`  ${plural(checked.records, "record")}, ${plural(checked.signatures, "signature")}, ${plural(checked.batches, "batch", "batches")}, ` +
 			`${plural(checked.leases, "lease")}, ${plural(checked.keys, "key")}, ${plural(checked.runs, "run")}`,
 	];
+	if (report.pending)
+		lines.push(
+			`  ${plural(report.pending, "record")} pending: unsigned, waiting for the follow run that is running`,
+		);
 	for (const rule of report.rules) {
 		lines.push(
 			`${rule.ok ? "PASS" : "FAIL"} ${rule.rule}${rule.ok ? "" : ` (${plural(rule.violations, "violation")})`}`,

@@ -33,6 +33,11 @@ export interface AuditReport {
 	rules: RuleResult[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
+	/**
+	 * Records with no signature while a follow run is running: waiting for it, not unfinished
+	 * work (docs/design.md §7.7); 0 otherwise, when a record with none is rule 1's finding.
+	 */
+	pending: number;
 	/** The first `maxListedPerRule` violations of each rule, in rule order. */
 	violations: Violation[];
 	/**
@@ -75,6 +80,7 @@ export async function audit(
 	const batchFindings = new FindingList(maxListed);
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
 	let endedKeys: KeyEvent[] = [];
+	let pending = 0;
 
 	await withReadSnapshot(db, async () => {
 		endedKeys = storedKeyEvents(db).filter((event) => event.event !== "added");
@@ -84,11 +90,18 @@ export async function audit(
 		checked.runs = runs.count;
 		const ranges = runRanges(
 			db,
-			{ kind: "audit", keys: keys.usable, clockToleranceMs, maxListed },
+			{
+				kind: "audit",
+				keys: keys.usable,
+				clockToleranceMs,
+				maxListed,
+				unsignedPending: [...runs.follow].some((runId) => runs.running.has(runId)),
+			},
 			options,
 			(range) => {
 				checked.records += range.records;
 				checked.signatures += range.signatures;
+				pending += range.pending ?? 0;
 				recordFindings.append(range.findings!);
 			},
 		);
@@ -117,6 +130,7 @@ export async function audit(
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
 		endedKeys,
+		pending,
 	};
 }
 

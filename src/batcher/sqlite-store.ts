@@ -21,6 +21,7 @@ const RUN_COLUMNS = [
 	"idempotencyKey",
 	"requestFingerprint",
 	"cancelRequestedAt",
+	"follow",
 ] as const;
 const BATCH_COLUMNS = [
 	...BATCH_FIELDS,
@@ -29,9 +30,12 @@ const BATCH_COLUMNS = [
 	"stored",
 	"duplicates",
 	"unsigned",
+	"short",
 ] as const;
 /** Columns stored as JSON text. */
 const JSON_COLUMNS = new Set(["report", "recordIds"]);
+/** Columns stored as 0 or 1. */
+const BOOLEAN_COLUMNS = new Set(["follow"]);
 
 type Row = Record<string, string | number | null>;
 
@@ -40,11 +44,13 @@ function toRow(doc: object, columns: readonly string[]): Row {
 	for (const column of columns) {
 		const value = (doc as Record<string, unknown>)[column];
 		if (value === undefined) continue;
-		row[column] = JSON_COLUMNS.has(column)
-			? value === null
-				? null
-				: JSON.stringify(value)
-			: (value as string | number | null);
+		row[column] = BOOLEAN_COLUMNS.has(column)
+			? Number(Boolean(value))
+			: JSON_COLUMNS.has(column)
+				? value === null
+					? null
+					: JSON.stringify(value)
+				: (value as string | number | null);
 	}
 	return row;
 }
@@ -55,6 +61,7 @@ const OPTIONAL_RUN_FIELDS = new Set([
 	"idempotencyKey",
 	"requestFingerprint",
 	"cancelRequestedAt",
+	"follow",
 ]);
 
 function fromRow<T>(row: Row | undefined, key: string, optional = new Set<string>()): T | null {
@@ -62,8 +69,11 @@ function fromRow<T>(row: Row | undefined, key: string, optional = new Set<string
 	const doc: Record<string, unknown> = { _id: row[key] };
 	for (const [column, value] of Object.entries(row)) {
 		if (value === null && optional.has(column)) continue;
-		doc[column] =
-			JSON_COLUMNS.has(column) && typeof value === "string" ? JSON.parse(value) : value;
+		doc[column] = BOOLEAN_COLUMNS.has(column)
+			? value === 1
+			: JSON_COLUMNS.has(column) && typeof value === "string"
+				? JSON.parse(value)
+				: value;
 	}
 	return doc as T;
 }
@@ -85,6 +95,9 @@ export class SqliteBatcherStore implements BatcherStore {
 		// A file from before batches counted their unsigned records, or runs could be cancelled.
 		ensureColumn(db, "batches", "unsigned", "INTEGER");
 		ensureColumn(db, "runs", "cancelRequestedAt", "TEXT");
+		// A file from before follow runs (docs/design.md §7.7).
+		ensureColumn(db, "runs", "follow", "INTEGER");
+		ensureColumn(db, "batches", "short", "TEXT");
 		return new SqliteBatcherStore(db, dataDir);
 	}
 

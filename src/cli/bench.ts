@@ -47,17 +47,28 @@ import type { TokenSignTask, TokenThreadData } from "../signer/token-sign.worker
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { checkpointStoresNow, storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
+import { UserError } from "../user-error";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
 const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost] [--skip-pkcs11]
+       npm run bench -- --follow [--follow-rate N[,N...]] [--nats-follow-rate N[,N...]] [--follow-seconds N]
+                        [--follow-per-request N] [--linger-ms N] [--skip-nats]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
   --skip-pkcs11       leave out the run with KEY_STORE=pkcs11 on a SoftHSM token (left out anyway without SoftHSM)
+  --follow            instead: a follow run fed through POST /api/records by a load generator
+                      process on loopback, embedded at --follow-rate records/s (default 20000)
+                      and over NATS with 3 signers at --nats-follow-rate (default 10000); each
+                      may be a list (10000,20000,30000), measured in turn: the highest kept up
+                      with (95% of it sent, p99 under 1 s) is HighestKeptUpRate; each
+                      for --follow-seconds (default 20), in requests of --follow-per-request
+                      records (default 500), then one record a second for 10 s;
+                      the time from each 202 to the stored signature (p50, p99, max)
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
@@ -71,6 +82,12 @@ const OPTIONS = {
 	"skip-nats": { type: "boolean" },
 	"skip-checks-cost": { type: "boolean" },
 	"skip-pkcs11": { type: "boolean" },
+	follow: { type: "boolean" },
+	"follow-rate": { type: "string" },
+	"nats-follow-rate": { type: "string" },
+	"follow-seconds": { type: "string" },
+	"follow-per-request": { type: "string" },
+	"linger-ms": { type: "string" },
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -456,18 +473,118 @@ async function embedded(
 	}
 }
 
-async function main(flags: {
+type BenchFlags = {
 	records?: string;
 	keys?: string;
 	"batch-size"?: string;
 	"skip-nats"?: boolean;
 	"skip-checks-cost"?: boolean;
 	"skip-pkcs11"?: boolean;
-}): Promise<number> {
+	follow?: boolean;
+	"follow-rate"?: string;
+	"nats-follow-rate"?: string;
+	"follow-seconds"?: string;
+	"follow-per-request"?: string;
+	"linger-ms"?: string;
+};
+
+/** A comma-separated list of positive rates, or the default. */
+function ratesFlag(value: string | undefined, fallback: number, name: string): number[] {
+	return value === undefined
+		? [fallback]
+		: value.split(",").map((rate) => rateFlag(rate.trim(), fallback, name));
+}
+
+/** A positive number flag, or its default. */
+function rateFlag(value: string | undefined, fallback: number, name: string): number {
+	if (value === undefined) return fallback;
+	const n = Number(value);
+	if (!Number.isFinite(n) || n <= 0) throw new UserError(`--${name} must be a positive number`);
+	return n;
+}
+
+/** `--follow`: the follow benchmark (src/cli/bench-follow.ts); its last line is one JSON object too. */
+async function followMain(flags: BenchFlags): Promise<number> {
+	const { keys, batchSize, lingerMs } = loadConfig(
+		{ KEYS: "100", BATCH_SIZE: "300" },
+		{ keys: flags.keys, "batch-size": flags["batch-size"], "linger-ms": flags["linger-ms"] },
+	);
+	const seconds = rateFlag(flags["follow-seconds"], 20, "follow-seconds");
+	const perRequest = Math.min(
+		1_000,
+		Math.round(rateFlag(flags["follow-per-request"], 500, "follow-per-request")),
+	);
+	const trickle = { rate: 1, seconds: 10, perRequest: 1 };
+	console.log(
+		`Follow benchmark: batch size ${batchSize}, LINGER_MS ${lingerMs}, ${keys} keys, ${cores} cores, Node ${process.version}; the load generator is a process of its own on loopback`,
+	);
+	const { embeddedTarget, followBench, keptUp, natsTarget } = await import("./bench-follow");
+	const summary: Record<string, unknown> = {};
+	const modes = [
+		{
+			field: "followEmbedded",
+			open: () => embeddedTarget(keys, batchSize, lingerMs),
+			rates: ratesFlag(flags["follow-rate"], 20_000, "follow-rate"),
+		},
+		...(flags["skip-nats"]
+			? []
+			: [
+					{
+						field: "followNats",
+						open: () => natsTarget(keys, batchSize, lingerMs),
+						rates: ratesFlag(flags["nats-follow-rate"], 10_000, "nats-follow-rate"),
+					},
+				]),
+	];
+	for (const { field, open, rates } of modes) {
+		const figures = await followBench(
+			open,
+			rates.map((rate) => ({ rate, seconds, perRequest })),
+			trickle,
+		);
+		const slow = figures.pop()!;
+		const [steady] = figures;
+		const kept = figures.filter(keptUp).map((f) => f.rate);
+		Object.assign(summary, {
+			[`${field}Rate`]: steady.rate,
+			[`${field}SentPerSecond`]: steady.achievedRate,
+			[`${field}P50Ms`]: steady.p50Ms,
+			[`${field}P99Ms`]: steady.p99Ms,
+			[`${field}MaxMs`]: steady.maxMs,
+			[`${field}DrainMs`]: steady.drainMs,
+			[`${field}OnePerSecondP99Ms`]: slow.p99Ms,
+			[`${field}OnePerSecondMaxMs`]: slow.maxMs,
+			[`${field}HighestKeptUpRate`]: kept.length ? Math.max(...kept) : 0,
+			...(figures.length > 1
+				? {
+						[`${field}Loads`]: figures.map((f) => ({
+							rate: f.rate,
+							sentPerSecond: f.achievedRate,
+							p50Ms: f.p50Ms,
+							p99Ms: f.p99Ms,
+							maxMs: f.maxMs,
+							keptUp: keptUp(f),
+						})),
+					}
+				: {}),
+		});
+	}
+	console.log(JSON.stringify(summary));
+	return 0;
+}
+
+async function main(flags: BenchFlags): Promise<number> {
+	if (flags.follow) return followMain(flags);
 	const {
 		"skip-nats": skipNats,
 		"skip-checks-cost": skipChecksCost,
 		"skip-pkcs11": skipPkcs11,
+		follow: _follow,
+		"follow-rate": _followRate,
+		"nats-follow-rate": _natsFollowRate,
+		"follow-seconds": _followSeconds,
+		"follow-per-request": _followPerRequest,
+		"linger-ms": _lingerMs,
 		...sizes
 	} = flags;
 	const { records, keys, batchSize } = loadConfig(

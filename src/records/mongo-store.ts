@@ -12,9 +12,16 @@
  * A batch closed by `closeBatch` (`closed_batches`) takes no more signatures. The check and
  * the insert are two commands, so one batch's writes and its close run one after another in
  * this process: the records service runs as a single instance, next to the batcher.
+ *
+ * Arrival order (`seq`, docs/design.md §4.4) is numbered here, by that single instance: the
+ * submissions are stored one after another, and a follow run's pages read only the records of
+ * submissions whose insert has returned (`visibleSeq`), so an unordered insert still under way
+ * is never skipped past. Records stored before submissions existed are numbered in `_id` order
+ * when the store opens, once.
  */
 import type { Collection } from "mongodb";
 import type {
+	Arrival,
 	ClosedBatch,
 	Page,
 	RecordPayload,
@@ -35,12 +42,18 @@ import {
 	signatureView,
 	type RecordsStore,
 	type SignedBatch,
+	type StoredRecord,
 } from "./store";
+import { RecordConflictError, type SubmitOutcome } from "./submission";
 
 interface RecordRow {
 	_id: string;
 	data: string;
 	signed: boolean;
+	/** Arrival order; absent only in a store from before submissions, until it opens once. */
+	seq?: number;
+	submittedBy?: string | null;
+	submittedAt?: string | null;
 }
 
 type SignatureRow = SignatureDoc & { _id: string };
@@ -49,6 +62,9 @@ interface ClosedRow {
 	_id: string;
 	closedAt: string;
 }
+
+/** What a record's view shows. */
+const LIST_FIELDS = { data: 1, submittedBy: 1, submittedAt: 1 } as const;
 
 /** Records read per command when a scan must see them all: each command stays far within the socket timeout. */
 const SCAN_PAGE = 100_000;
@@ -59,6 +75,11 @@ export class MongoRecordsStore implements RecordsStore {
 
 	/** Per batch, the tail of its writes and close in this process. */
 	private readonly busy = new Map<string, Promise<unknown>>();
+	/** The last `seq` given, and the last whose insert has returned (what a follow run may page up to). */
+	private lastSeq = 0;
+	private visibleSeq = 0;
+	/** The tail of the submissions: stored one after another. */
+	private submitting: Promise<unknown> = Promise.resolve();
 
 	private constructor(
 		private readonly connection: MongoConnection,
@@ -81,7 +102,37 @@ export class MongoRecordsStore implements RecordsStore {
 			await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
 			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
 			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
+			await store.numberArrivals();
+			await store.recordsOf.createIndex({ signed: 1, seq: 1 }, { name: "records_arrivals" });
 		});
+	}
+
+	/** Numbers records stored before submissions existed, in `_id` order (once), and finds the last `seq`. */
+	private async numberArrivals(): Promise<void> {
+		const [last] = await this.recordsOf
+			.find({ seq: { $exists: true } }, { projection: { seq: 1 } })
+			.sort({ seq: -1 })
+			.limit(1)
+			.toArray();
+		this.lastSeq = last?.seq ?? 0;
+		for (;;) {
+			const rows = await this.recordsOf
+				.find({ seq: { $exists: false } }, { projection: { _id: 1 } })
+				.sort({ _id: 1 })
+				.limit(SCAN_PAGE)
+				.toArray();
+			if (!rows.length) break;
+			await this.recordsOf.bulkWrite(
+				rows.map((row) => ({
+					updateOne: {
+						filter: { _id: row._id, seq: { $exists: false } },
+						update: { $set: { seq: ++this.lastSeq } },
+					},
+				})),
+				{ ordered: false },
+			);
+		}
+		this.visibleSeq = this.lastSeq;
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -107,12 +158,87 @@ export class MongoRecordsStore implements RecordsStore {
 
 	async insertRecords(records: RecordPayload[]): Promise<void> {
 		// Records already stored are refused by `_id` and counted as duplicates; anything else throws.
+		const first = this.lastSeq + 1;
+		this.lastSeq += records.length;
 		await insertUnordered(
 			this.recordsOf,
-			records.map((r) => ({ _id: r.id, data: r.data, signed: false })),
+			records.map((r, i) => ({ _id: r.id, data: r.data, signed: false, seq: first + i })),
 		);
+		this.visibleSeq = Math.max(this.visibleSeq, first + records.length - 1);
 		this.records = null;
 		this.largest = null;
+	}
+
+	submitRecords(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome> {
+		const run = this.submitting.then(() => this.submitNow(records, submitter, submittedAt));
+		this.submitting = run.catch(() => undefined);
+		return run;
+	}
+
+	private async submitNow(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome> {
+		const stored = new Map(
+			(
+				await this.recordsOf
+					.find({ _id: { $in: records.map((r) => r.id) } }, { projection: { data: 1 } })
+					.toArray()
+			).map((row) => [row._id, row.data]),
+		);
+		const conflicts = records.filter((r) => stored.has(r.id) && stored.get(r.id) !== r.data);
+		if (conflicts.length) throw new RecordConflictError(conflicts.map((r) => r.id));
+		const fresh = records.filter((r) => !stored.has(r.id));
+		const first = this.lastSeq + 1;
+		this.lastSeq += fresh.length;
+		// A write that fails half-way leaves some stored: the same request again stores the rest as a replay.
+		const { inserted } = await insertUnordered(
+			this.recordsOf,
+			fresh.map((r, i) => ({
+				_id: r.id,
+				data: r.data,
+				signed: false,
+				seq: first + i,
+				submittedBy: submitter,
+				submittedAt,
+			})),
+		);
+		this.visibleSeq = this.lastSeq;
+		if (this.records !== null) this.records += inserted;
+		if (this.largest !== null)
+			for (const r of fresh)
+				this.largest = Math.max(
+					this.largest,
+					Buffer.byteLength(r.id) + Buffer.byteLength(r.data),
+				);
+		return { stored: inserted, replayed: records.length - inserted };
+	}
+
+	async lastArrival(): Promise<number> {
+		return this.visibleSeq;
+	}
+
+	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
+		const rows: RecordRow[] = await this.recordsOf
+			.find(
+				{ signed: false, seq: { $gt: afterSeq, $lte: this.visibleSeq } },
+				{ projection: { data: 1, seq: 1, submittedAt: 1 } },
+			)
+			.sort({ seq: 1 })
+			.limit(limit)
+			.hint("records_arrivals")
+			.toArray();
+		return rows.map((row) => ({
+			id: row._id,
+			data: row.data,
+			seq: row.seq!,
+			submittedAt: row.submittedAt ?? null,
+		}));
 	}
 
 	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
@@ -249,9 +375,16 @@ export class MongoRecordsStore implements RecordsStore {
 		return { stored, duplicates };
 	}
 
-	async record(id: string): Promise<RecordPayload | null> {
+	async record(id: string): Promise<StoredRecord | null> {
 		const row = await this.recordsOf.findOne({ _id: id });
-		return row ? { id: row._id, data: row.data } : null;
+		return row
+			? {
+					id: row._id,
+					data: row.data,
+					submittedBy: row.submittedBy ?? null,
+					submittedAt: row.submittedAt ?? null,
+				}
+			: null;
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
@@ -271,7 +404,7 @@ export class MongoRecordsStore implements RecordsStore {
 	): Promise<RecordsList> {
 		const range = after === undefined ? {} : { _id: { $gt: after } };
 		let ids: string[];
-		let records: Map<string, string>;
+		let records: Map<string, RecordRow>;
 		let signatures: Map<string, SignatureDoc>;
 		if (signed) {
 			const docs = await this.signaturesOf
@@ -284,20 +417,20 @@ export class MongoRecordsStore implements RecordsStore {
 			records = new Map(
 				(
 					await this.recordsOf
-						.find({ _id: { $in: ids } }, { projection: { data: 1 } })
+						.find({ _id: { $in: ids } }, { projection: LIST_FIELDS })
 						.toArray()
-				).map((r) => [r._id, r.data]),
+				).map((r) => [r._id, r]),
 			);
 		} else {
 			const rows = await this.recordsOf
 				.find(signed === false ? { ...range, signed: false } : range, {
-					projection: { data: 1 },
+					projection: LIST_FIELDS,
 				})
 				.sort({ _id: 1 })
 				.limit(limit)
 				.toArray();
 			ids = rows.map((r) => r._id);
-			records = new Map(rows.map((r) => [r._id, r.data]));
+			records = new Map(rows.map((r) => [r._id, r]));
 			signatures = new Map(
 				(await this.signaturesOf.find({ _id: { $in: ids } }).toArray()).map((d) => [
 					d._id,
@@ -308,7 +441,16 @@ export class MongoRecordsStore implements RecordsStore {
 		const views: RecordView[] = ids.flatMap((id) => {
 			const s = signatures.get(id);
 			if (!records.has(id) || (signed === false && s)) return [];
-			return [{ id, data: records.get(id)!, signature: s ? signatureView(s) : null }];
+			const record = records.get(id)!;
+			return [
+				{
+					id,
+					data: record.data,
+					submittedBy: record.submittedBy ?? null,
+					submittedAt: record.submittedAt ?? null,
+					signature: s ? signatureView(s) : null,
+				},
+			];
 		});
 		return { records: views, next: ids.length === limit ? ids[ids.length - 1] : null };
 	}
@@ -319,7 +461,12 @@ export class MongoRecordsStore implements RecordsStore {
 		limit: number,
 	): Promise<Page> {
 		return collection === "records"
-			? pageById(this.recordsOf, after, limit, { signed: 0 })
+			? pageById(this.recordsOf, after, limit, {
+					signed: 0,
+					seq: 0,
+					submittedBy: 0,
+					submittedAt: 0,
+				})
 			: pageById(this.signaturesOf, after, limit);
 	}
 
