@@ -18,8 +18,19 @@ COPY services ./services
 # Called through node directly: node_modules/.bin/node (the dev dependency) is not installed here.
 RUN node node_modules/typescript/bin/tsc -p tsconfig.json
 
+# ---- pkcs11js: the PKCS#11 binding (KEY_STORE=pkcs11), compiled with tools the image does not ship
+FROM ${NODE_IMAGE} AS pkcs11js
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends g++ make python3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm rebuild pkcs11js
+
 # ---- runtime: production dependencies and the compiled JavaScript only ---------------
 FROM ${NODE_IMAGE} AS runtime
+# SOFTHSM=1 (compose's SoftHSM profile, docker-compose.softhsm.yml) adds SoftHSM, to try
+# KEY_STORE=pkcs11 without an HSM; production mounts its HSM vendor's module instead.
+ARG SOFTHSM=
 ENV NODE_ENV=production \
     SERVICEDIR=dist/services \
     DATA_DIR=/data \
@@ -29,6 +40,11 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=pkcs11js /app/node_modules/pkcs11js/build/Release/pkcs11.node ./node_modules/pkcs11js/build/Release/pkcs11.node
+RUN if [ -n "$SOFTHSM" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends softhsm2 \
+      && rm -rf /var/lib/apt/lists/* && mkdir -p /softhsm && chown 1000:1000 /softhsm; \
+    fi
 COPY --from=build /app/dist/moleculer.config.js ./dist/moleculer.config.js
 COPY --from=build /app/dist/src ./dist/src
 COPY --from=build /app/dist/mixins ./dist/mixins

@@ -269,11 +269,28 @@ function drawBatches(recent) {
 	);
 }
 
+/** A follow run's inflow, backlog and signing lag; the card is hidden when none goes on. */
+function showFollow(follow) {
+	$("follow-card").hidden = !follow;
+	if (!follow) return;
+	$("follow-inflow").textContent = `${fmt(follow.inflowPerSecond)} records/s`;
+	$("follow-backlog").textContent = count(follow.backlog, "records");
+	const lag = follow.lagMs;
+	$("follow-lag").textContent =
+		follow.lastLagMs === null ? "none yet" : `${fmt(follow.lastLagMs)} ms`;
+	$("follow-detail").textContent = lag.count
+		? `signing lag over the last ${count(Math.min(lag.count, 2000), "batches")}: p50 ${fmt(lag.p50)} ms · p95 ${fmt(lag.p95)} ms · max ${fmt(lag.max)} ms (from a batch's oldest record's 202 to its stored signatures)`
+		: "";
+}
+
 async function refresh() {
 	try {
 		const [keys, metrics] = await Promise.all([getJson("/api/keys"), getJson("/api/metrics")]);
 		drawHeatmap(keys, metrics);
 		drawBatches(metrics.recentBatches);
+		showFollow(metrics.follow);
+		// A run found going on (the page opened during it): keep its figures fresh.
+		if (metrics.status === "running") startPolling();
 		state.elapsedSeconds = Number(metrics.elapsedSeconds) || 0;
 		drawThroughput(metrics.throughput);
 		if (state.status === "idle" && metrics.runId) {
@@ -429,7 +446,10 @@ $("start-form").addEventListener("submit", async (event) => {
 			Authorization: `Bearer ${token}`,
 			"Idempotency-Key": crypto.randomUUID(),
 		},
-		body: JSON.stringify({ batchSize: Number($("batch-size").value) }),
+		body: JSON.stringify({
+			batchSize: Number($("batch-size").value),
+			...($("follow").checked ? { follow: true } : {}),
+		}),
 	});
 	const body = await response.json().catch(() => ({}));
 	$("start-result").textContent = response.ok

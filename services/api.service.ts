@@ -82,6 +82,23 @@ function routes(options: ApiOptions) {
 			},
 		},
 		{
+			name: "submissions",
+			path: "/api",
+			authentication: true,
+			authorization: true,
+			mappingPolicy: "restrict",
+			// Up to 1,000 records a request; no rate limit: a stream of submissions is what this route is for.
+			bodyParsers: { json: { limit: options.submitBodyLimit, strict: true } },
+			aliases: { "POST /records": "api.submitRecords" },
+			onBeforeCall(
+				ctx: Context<unknown, StartRunMeta>,
+				_route: unknown,
+				req: IncomingMessage,
+			) {
+				Object.assign(ctx.meta, startRunRequestMeta(req));
+			},
+		},
+		{
 			name: "reads",
 			path: "/api",
 			authentication: true,
@@ -134,6 +151,9 @@ export function createApiService(options: ApiOptions, deps: ApiServiceDeps = {})
 			},
 			[Events.batchSigned](ctx: Context<EventMap["batch.signed"]>) {
 				this.gateway.progress.batchSigned(ctx.params);
+			},
+			[Events.recordsArrived](ctx: Context<EventMap["records.arrived"]>) {
+				this.gateway.progress.recordsArrived(ctx.params.stored);
 			},
 			[Events.runCompleted](ctx: Context<EventMap["run.completed"]>) {
 				this.gateway.runCompleted(ctx.params);

@@ -16,6 +16,7 @@ import { appConfig } from "../src/config";
 import {
 	cancelRunParams,
 	emit,
+	Events,
 	runIdParams,
 	startRunParams,
 	type ActionParams,
@@ -55,7 +56,7 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 		// Settings travel to every node in INFO packets: a MONGO_URI and the credential must not.
 		settings: { ...settings, $secureSettings: ["mongoUri", "credential"] },
 		actions: {
-			/** Starts a run over every unsigned record. The batch size is fixed for the run. */
+			/** Starts a run over every unsigned record (`follow`: and over those that arrive, until cancelled). The batch size is fixed for the run. */
 			start: {
 				params: startRunParams,
 				handler(ctx: Context<StartRunParams>) {
@@ -89,6 +90,10 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 			},
 		},
 		events: {
+			/** Records were submitted: a follow run waiting for them looks now. */
+			[Events.recordsArrived]() {
+				this.batcher?.recordsArrived();
+			},
 			/** A signer back on NATS: requests sent to it meanwhile may be lost; its batches are checked on now. */
 			[PEER_RECONNECTED](ctx: Context<{ nodeID: string }>) {
 				this.batcher?.transportReconnected(ctx.params.nodeID);

@@ -81,8 +81,8 @@ export function createKeyringService(
 	const schema: KeyringSchema = {
 		name: "keyring",
 		mixins: [KeyringStoreMixin, KeyringElectionGuard],
-		// Service settings travel to every node in INFO packets: the master key and a MONGO_URI's credentials must not.
-		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri"] },
+		// Service settings travel to every node in INFO packets: the master key, the token's PIN and a MONGO_URI's credentials must not.
+		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri", "token"] },
 		actions: {
 			/** The least recently used free key for the batch its ticket names, sealed to the proven signer's session (src/keyring/lease-desk.ts). */
 			acquire: {

@@ -8,6 +8,7 @@ import {
 	type BatchFailedEvent,
 	type BatchSignedEvent,
 	type LeaseEvent,
+	type RecordsArrivedEvent,
 	type RunCompletedEvent,
 	type RunStartedEvent,
 } from "../src/contract";
@@ -72,6 +73,10 @@ const MetricsService: MetricsSchema = {
 		},
 		[Events.leaseExpired](ctx: Context<LeaseEvent>) {
 			this.stats.leaseEnded(ctx.params);
+		},
+		/** Records submitted: the inflow of a follow run, and the records it has to sign. */
+		[Events.recordsArrived](ctx: Context<RecordsArrivedEvent>) {
+			this.stats.arrived(ctx.params.stored);
 		},
 		[Events.runCompleted](ctx: Context<RunCompletedEvent>) {
 			this.stats.runCompleted(ctx.params);

@@ -10,12 +10,16 @@ import { StoreMixin } from "../mixins/store.mixin";
 import { appConfig } from "../src/config";
 import {
 	closeBatchParams,
+	emit,
+	Events,
 	inclusionProofParams,
 	recordIdParams,
 	recordIdsParams,
 	recordsListParams,
 	signedUnderParams,
 	storeSignaturesParams,
+	submitRecordsParams,
+	unsignedArrivalsParams,
 	unsignedPageParams,
 	type ActionParams,
 	type RecordsListParams,
@@ -69,6 +73,32 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				params: recordIdsParams,
 				handler(ctx: Context<ActionParams<"records.unsignedAmong">>) {
 					return this.desk.unsignedAmong(ctx.params.ids);
+				},
+			},
+			/** A follow run's page: the next unsigned records after arrival `afterSeq`, in arrival order. */
+			unsignedArrivals: {
+				params: unsignedArrivalsParams,
+				handler(ctx: Context<ActionParams<"records.unsignedArrivals">>) {
+					return this.desk.unsignedArrivals(ctx.params.afterSeq, ctx.params.limit);
+				},
+			},
+			/**
+			 * Stores submitted records, naming the submitter, only with the batcher credential's
+			 * submit proof (POST /api/records, the REPL's `submit`); then tells the batcher they wait.
+			 */
+			submit: {
+				params: submitRecordsParams,
+				async handler(ctx: Context<ActionParams<"records.submit">>) {
+					const result = await this.desk.submit(
+						ctx.params,
+						ctx.nodeID ?? this.broker.nodeID,
+					);
+					if (result.stored)
+						void emit(ctx, Events.recordsArrived, {
+							stored: result.stored,
+							submittedAt: result.submittedAt,
+						});
+					return result;
 				},
 			},
 			/** How many records there are and how large the largest is: what a run's batch size must fit. */

@@ -6,16 +6,22 @@
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { systemClock } from "../src/clock";
 import { appConfig } from "../src/config";
-import { signBatchParams, type SignBatchParams, type SignBatchResult } from "../src/contract";
+import {
+	signBatchParams,
+	type Lease,
+	type SignBatchParams,
+	type SignBatchResult,
+} from "../src/contract";
 import { LeaseKeyOpener } from "../src/keyring/key-transport";
-import type { LeaseSecret } from "../src/signer/lease-secret";
+import { LeaseSecret } from "../src/signer/lease-secret";
+import { Token, type TokenKeyRef } from "../src/pkcs11/token";
 import { busChecks } from "../src/identity/bus-checks";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
 import { loggedRefusal } from "../src/errors";
 import { serviceSettings, type SignerSettings } from "../src/settings";
-import { SignPool } from "../src/signer/sign-pool";
+import { SignPool, type PoolKey } from "../src/signer/sign-pool";
 import { faultFromEnv } from "../src/signer/faults";
 import { Signer } from "../src/signer/signer";
 import { batchCallsOnBus } from "../src/signer/signer-bus";
@@ -26,7 +32,9 @@ interface SignerVars {
 	/** Its request MAC key for the keyring, once it knows the keyring's key (docs/design.md §6.9). */
 	macKey: RequestMacKey;
 	pool: SignPool;
-	signer: Signer<LeaseSecret>;
+	signer: Signer<PoolKey>;
+	/** KEY_STORE=pkcs11: the token, checked at start and held while the signing threads use it. */
+	token: Token | null;
 }
 
 /** Prometheus name signing_lease_release_failures_total: releases lost (the lease then expires). */
@@ -42,8 +50,8 @@ export type SignerSchema = ServiceSchema<
 export function createSignerService(settings: SignerSettings): SignerSchema {
 	const schema: SignerSchema = {
 		name: "signer",
-		// Service settings travel to every node in INFO packets: the credential must not.
-		settings: { ...settings, $secureSettings: ["credential"] },
+		// Service settings travel to every node in INFO packets: the credential and the token's PIN must not.
+		settings: { ...settings, $secureSettings: ["credential", "token"] },
 		actions: {
 			signBatch: {
 				params: signBatchParams,
@@ -87,7 +95,16 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 			);
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
-			this.pool = new SignPool(this.settings.signingThreads || undefined);
+			// KEY_STORE=pkcs11: a module, token or PIN that does not work stops the node here, naming the variable.
+			this.token = this.settings.token ? await Token.open(this.settings.token) : null;
+			if (this.token)
+				this.logger.info(
+					`Signing in token "${this.token.settings.tokenLabel}" of ${this.token.settings.module}, a session per signing thread`,
+				);
+			this.pool = new SignPool(
+				this.settings.signingThreads || undefined,
+				this.settings.token,
+			);
 			const metrics = this.broker.isMetricsEnabled() ? this.broker.metrics : null;
 			metrics?.register({
 				type: "counter",
@@ -98,12 +115,14 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 			const afterStore = faultFromEnv(process.env.SIGNER_FAULT, (line) =>
 				this.logger.warn(line),
 			);
-			this.signer = new Signer<LeaseSecret>(this.settings, {
+			this.signer = new Signer<PoolKey>(this.settings, {
 				nodeID: this.broker.nodeID,
-				// The lease's key, opened into libsodium's guarded memory, lives until its batch is signed
-				// (or fails to be): wiped then, before the signatures are stored and the lease released.
+				// A software lease's key, opened into libsodium's guarded memory, lives until its batch is
+				// signed (or fails to be): wiped then, before the signatures are stored and the lease
+				// released. A token lease's key is a reference: the threads sign in the token.
 				keys: {
-					open: (lease) => this.keys.openSecret(lease),
+					open: async (lease) =>
+						this.token ? tokenKeyOf(lease) : this.keys.openSecret(lease),
 					// With the bus checks, the signing threads also hash what the store proofs sign, and
 					// with records in this process, the signatures' leaves in its log (it takes them by
 					// the pieces' identity: src/tlog/piece-leaves.ts).
@@ -115,7 +134,9 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 									? storedUnder
 									: undefined,
 							})
-							.finally(() => key.dispose()),
+							.finally(() => {
+								if (key instanceof LeaseSecret) key.dispose();
+							}),
 				},
 				clock: systemClock,
 				logger: this.logger,
@@ -129,9 +150,19 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 			// while the transport is still up; the pool goes only after that.
 			await this.signer?.stop();
 			await this.pool?.destroy();
+			this.token?.close();
 		},
 	};
 	return schema;
+}
+
+/** The token key a lease grants; a software lease carries a sealed key this signer cannot sign with. */
+function tokenKeyOf(lease: Lease): TokenKeyRef {
+	if (!lease.tokenKey)
+		throw new Error(
+			`lease ${lease.leaseId} carries a sealed software key, but this signer has KEY_STORE=pkcs11: the keyring and its signers need the same KEY_STORE`,
+		);
+	return lease.tokenKey;
 }
 
 /** moleculer-runner: the settings come from the environment, assembled in src/settings.ts. */

@@ -17,6 +17,8 @@ import {
 import { proxyRule } from "./ip-address";
 import { LOG_KEY_FILES } from "./tlog/log-key";
 import { parseSignerKey } from "./tlog/note";
+import type { KeyStore } from "./keyring/key-material";
+import type { TokenSettings } from "./pkcs11/token";
 import { UserError } from "./user-error";
 
 export interface AppConfig {
@@ -59,6 +61,8 @@ export interface AppConfig {
 	keyMaxUses: number;
 	/** Batches in flight at once; 0 picks one from the signers' capacity. */
 	window: number;
+	/** A follow run dispatches a batch smaller than its size once its oldest record waited this long. */
+	lingerMs: number;
 	/** A signer's signing threads; 0 = one per core. */
 	signingThreads: number;
 	nodeId: string | null;
@@ -82,6 +86,10 @@ export interface AppConfig {
 	authEnv: Record<string, string | undefined>;
 	/** SERVE_NATS: false when "off", so `npm run serve` starts no local nats-server (src/cli/runner.ts). */
 	serveNats: boolean;
+	/** KEY_STORE: where the keyring's private keys live (docs/design.md §5.1, §5.9). */
+	keyStore: KeyStore;
+	/** With KEY_STORE=pkcs11: PKCS11_MODULE, PKCS11_TOKEN_LABEL and the PIN (src/pkcs11/token.ts); null otherwise. */
+	token: TokenSettings | null;
 }
 
 /** A bad variable or flag: its message names it and the allowed values. */
@@ -174,6 +182,7 @@ const INTEGERS: Array<{
 		fallback: 0,
 	},
 	{ env: "WINDOW", flag: "window", key: "window", min: 0, max: 10_000, fallback: 0 },
+	{ env: "LINGER_MS", flag: "linger-ms", key: "lingerMs", min: 0, max: 60_000, fallback: 200 },
 	{
 		env: "SIGNING_THREADS",
 		flag: "signing-threads",
@@ -338,7 +347,61 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 		);
 	// Only "off" turns it off; any other value leaves it on, as it always did.
 	config.serveNats = (env.SERVE_NATS ?? "").trim().toLowerCase() !== "off";
+	config.keyStore = keyStoreFrom(pick("KEY_STORE", "key-store"));
+	config.token = tokenFrom(config.keyStore, env);
 	return config;
+}
+
+function keyStoreFrom(raw: string | undefined): KeyStore {
+	const keyStore = (raw ?? "").trim().toLowerCase() || "software";
+	if (keyStore !== "software" && keyStore !== "pkcs11")
+		throw new ConfigError(`KEY_STORE must be "software" or "pkcs11", got "${raw}"`);
+	return keyStore;
+}
+
+const TOKEN_VARIABLES = ["PKCS11_MODULE", "PKCS11_TOKEN_LABEL", "PKCS11_PIN", "PKCS11_PIN_FILE"];
+
+/**
+ * The token of KEY_STORE=pkcs11: the module file must exist, the label be set, and the PIN come
+ * from exactly one of PKCS11_PIN and PKCS11_PIN_FILE. Whether the module loads, the label names a
+ * token and the PIN opens it is checked when the keyring or a signer opens it (src/pkcs11/token.ts).
+ */
+function tokenFrom(keyStore: KeyStore, env: NodeJS.ProcessEnv): TokenSettings | null {
+	if (keyStore !== "pkcs11") {
+		const set = TOKEN_VARIABLES.filter((name) => env[name]);
+		if (set.length)
+			throw new ConfigError(
+				`${set.join(", ")} set but KEY_STORE is not pkcs11: set KEY_STORE=pkcs11 to keep the keys in that token, or unset them`,
+			);
+		return null;
+	}
+	const module = env.PKCS11_MODULE?.trim();
+	if (!module)
+		throw new ConfigError(
+			"KEY_STORE=pkcs11 needs PKCS11_MODULE, the token's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)",
+		);
+	if (!fs.existsSync(module)) throw new ConfigError(`PKCS11_MODULE ${module} does not exist`);
+	const tokenLabel = env.PKCS11_TOKEN_LABEL?.trim();
+	if (!tokenLabel)
+		throw new ConfigError("KEY_STORE=pkcs11 needs PKCS11_TOKEN_LABEL, the label of the token");
+	const pinFile = env.PKCS11_PIN_FILE?.trim();
+	if (env.PKCS11_PIN && pinFile)
+		throw new ConfigError("PKCS11_PIN and PKCS11_PIN_FILE are both set: set one of them");
+	if (env.PKCS11_PIN) return { module, tokenLabel, pin: env.PKCS11_PIN, pinSource: "PKCS11_PIN" };
+	if (!pinFile)
+		throw new ConfigError(
+			"KEY_STORE=pkcs11 needs the token's user PIN in PKCS11_PIN or in a file named by PKCS11_PIN_FILE",
+		);
+	let pin: string;
+	try {
+		pin = fs.readFileSync(pinFile, "utf8").trim();
+	} catch (err) {
+		throw new ConfigError(
+			`PKCS11_PIN_FILE ${pinFile} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+		);
+	}
+	if (!pin) throw new ConfigError(`PKCS11_PIN_FILE ${pinFile} is empty`);
+	return { module, tokenLabel, pin, pinSource: `PKCS11_PIN_FILE ${pinFile}` };
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import type { CallingOptions } from "moleculer";
 import type { JWK } from "jose";
+import type { TokenKeyRef } from "./pkcs11/token";
 import {
 	defineParams,
 	signedStatement,
@@ -41,8 +42,10 @@ export interface KeyDoc {
 	keyId: string;
 	createdAt: string;
 	publicJwk: JWK;
-	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key. */
+	/** JWE (`dir`, `A256GCM`) of the private JWK under the keyring master key; "" for a key in a token. */
 	sealedPrivateKey: string;
+	/** KEY_STORE=pkcs11: the key's label and CKA_ID in the token, which holds its private half (docs/design.md §5.9). */
+	tokenKey?: TokenKeyRef | null;
 	/**
 	 * Its life (docs/design.md §5.8), each a seq of the lease log: added after the keyring's
 	 * first start (absent or null: there from the start), retired (`retiredBy` "operator" or
@@ -131,7 +134,16 @@ export interface BatchDoc {
 	stored?: number;
 	duplicates?: number;
 	unsigned?: number;
+	/**
+	 * Why it holds fewer records than its run's batch size (docs/design.md §7.7): `lingered` (a
+	 * follow run's oldest waiting record waited LINGER_MS), `last` (the end of a run's records),
+	 * `retry` (a failed batch's records still unsigned); null when it is full. Absent in stores
+	 * from before it was kept.
+	 */
+	short?: BatchShort | null;
 }
+
+export type BatchShort = "lingered" | "last" | "retry";
 
 /** The fields every batch has from its first write, in the stored order: the store's first columns and the export's (docs/design.md §8.3). */
 export const BATCH_FIELDS = [
@@ -164,6 +176,8 @@ export interface RunDoc {
 	requestFingerprint?: string;
 	/** When batcher.cancel asked it to stop (kept, so a restart finishes the cancel). */
 	cancelRequestedAt?: string | null;
+	/** A follow run (docs/design.md §7.7): it does not end when the store is all signed, it signs records as they arrive. */
+	follow?: boolean;
 }
 
 export interface RunReport {
@@ -201,6 +215,51 @@ export const recordIdsParams = defineParams({
 });
 export type RecordIdsParams = ParamsOf<typeof recordIdsParams>;
 
+/** A record in arrival order, as a follow run pages them (`records.unsignedArrivals`). */
+export interface Arrival extends RecordPayload {
+	/** Its place in arrival order (docs/design.md §4.4). */
+	seq: number;
+	/** When it was submitted; null for a seeded record (it has waited since the store was seeded). */
+	submittedAt: string | null;
+}
+
+/** The next `limit` unsigned records after arrival `afterSeq`, in arrival order. */
+export const unsignedArrivalsParams = defineParams({
+	afterSeq: { type: "number", integer: true, min: 0, convert: true },
+	limit: { type: "number", integer: true, positive: true, convert: true },
+});
+export type UnsignedArrivalsParams = ParamsOf<typeof unsignedArrivalsParams>;
+
+/**
+ * `records.submit`: records to store, with the submitter and the batcher credential's proof over
+ * both (src/identity/submit-proof.ts). `records` passes the validator as any: records checks it
+ * itself (src/records/submission.ts), so a refusal names the field and nothing is stored.
+ */
+export const submitRecordsParams = defineParams({
+	records: {
+		type: "any",
+		expects: {
+			type: "array",
+			min: 1,
+			max: 1000,
+			items: { type: "object", props: { id: "string", data: "string" } },
+		},
+	},
+	submitter: { type: "string", min: 1, max: 200 },
+	iat: { type: "number", integer: true },
+	// A call without it is refused by records (403, logged with the caller's node).
+	proof: signedStatement(256),
+});
+export type SubmitRecordsParams = ParamsOf<typeof submitRecordsParams>;
+export interface SubmitRecordsResult {
+	/** Records stored by this call. */
+	stored: number;
+	/** Records already stored with the same data: a replay, changed nothing. */
+	replayed: number;
+	/** When they were stored. */
+	submittedAt: string;
+}
+
 /** Records with their payloads: what a batch carries to its signer. */
 export interface UnsignedRecords {
 	records: RecordPayload[];
@@ -211,6 +270,8 @@ export interface RecordStats {
 	records: number;
 	/** Bytes of the largest record's id plus data: how large a batch of the run's size can grow. */
 	maxRecordBytes: number;
+	/** The last record's place in arrival order (docs/design.md §4.4): what a run over the store as it is ends at. */
+	lastSeq: number;
 }
 
 /**
@@ -310,20 +371,40 @@ export const acquireParams = defineParams({
 });
 export type AcquireParams = ParamsOf<typeof acquireParams>;
 
-export interface Lease {
+/**
+ * What a lease hands its holder: a software key sealed to the holder's session, or the
+ * reference of a key in the PKCS#11 token that every signer signs in (docs/design.md §5.6, §5.9).
+ */
+export type LeaseKey =
+	| {
+			/**
+			 * Compact JWE (`A256KW`, `A256GCM`) of the private JWK under the key the signer's session
+			 * and the keyring's transport key derive (src/keyring/key-transport.ts), bound to keyId and leaseId.
+			 */
+			key: string;
+			/** The keyring's X25519 public key: the signer's other half of that derivation. */
+			transportKey: JWK;
+			tokenKey?: undefined;
+	  }
+	| {
+			/** The token key the lease grants the use of: its label and CKA_ID. Nothing secret. */
+			tokenKey: TokenKeyRef;
+			key?: undefined;
+			transportKey?: undefined;
+	  };
+
+export interface LeaseTerms {
 	leaseId: string;
 	keyId: string;
 	expiresAt: string;
-	/**
-	 * Compact JWE (`A256KW`, `A256GCM`) of the private JWK under the key the signer's session
-	 * and the keyring's transport key derive (src/keyring/key-transport.ts), bound to keyId and leaseId.
-	 */
-	key: string;
-	/** The keyring's X25519 public key: the signer's other half of that derivation. */
-	transportKey: JWK;
 	/** The keyring's lease token (src/identity/lease-token.ts): what records takes this lease's signatures with. */
 	token: string;
 }
+
+export type Lease = LeaseTerms & LeaseKey;
+
+/** A lease as the keyring grants it, before the lease desk adds its token. */
+export type LeaseGrant = Omit<LeaseTerms, "token"> & LeaseKey;
 
 /** A renew or release: the lease, and a signer proof for it made by its holder. */
 export const leaseRefParams = defineParams({
@@ -401,6 +482,8 @@ export const startRunParams = defineParams({
 	idempotencyKey: { type: "any", optional: true },
 	/** What the client asked for, as the gateway sees it; a repeat with the key must match it. */
 	requestFingerprint: { type: "string", max: 2000, optional: true },
+	/** A follow run: signs records as they arrive until it is cancelled (docs/design.md §7.7). */
+	follow: { type: "boolean", optional: true, convert: true },
 });
 export type StartRunParams = ParamsOf<typeof startRunParams>;
 /** `batcher.start`: the run, and whether an earlier request with the same key started it. */
@@ -444,6 +527,9 @@ export const recordIdParams = defineParams({
 export interface RecordView {
 	id: string;
 	data: string;
+	/** Who submitted it (a token's subject, `api-key:<name>`); null for a seeded record. */
+	submittedBy: string | null;
+	submittedAt: string | null;
 	signature: Omit<SignatureDoc, "_id" | "recordId"> | null;
 }
 
@@ -569,6 +655,20 @@ export interface MetricsSnapshot {
 	/** [unix seconds, records signed in that second], the last two minutes. */
 	throughput: Array<[number, number]>;
 	recentBatches: RecentBatch[];
+	/** While a follow run goes on (docs/design.md §7.7): what arrives, what waits, how late it is signed; null otherwise. */
+	follow: FollowFigures | null;
+}
+
+export interface FollowFigures {
+	/** Records submitted a second, over the last 5 seconds. */
+	inflowPerSecond: number;
+	/** [unix seconds, records submitted in that second], the last two minutes. */
+	inflow: Array<[number, number]>;
+	/** Records stored and not yet signed. */
+	backlog: number;
+	/** From a batch's oldest record's submission to the batch counted signed. */
+	lagMs: DistributionSummary;
+	lastLagMs: number | null;
 }
 
 // ---------------------------------------------------------------- transparency logs
@@ -662,7 +762,14 @@ export const Events = {
 	leaseExpired: "lease.expired",
 	batchSigned: "batch.signed",
 	batchFailed: "batch.failed",
+	recordsArrived: "records.arrived",
 } as const;
+
+/** `records.arrived`: a submission stored new records; a follow run looks for them now rather than at its next poll. */
+export interface RecordsArrivedEvent {
+	stored: number;
+	submittedAt: string;
+}
 
 export interface RunStartedEvent {
 	runId: string;
@@ -670,6 +777,8 @@ export interface RunStartedEvent {
 	records: number;
 	alreadySigned: number;
 	resumed: boolean;
+	/** A follow run: records arriving while it runs are signed too. */
+	follow: boolean;
 }
 /** A run ended: its report, how it ended, and why when it failed. */
 export interface RunCompletedEvent {
@@ -695,6 +804,8 @@ export interface BatchSignedEvent {
 	latencyMs: number;
 	/** How long its signer waited for the lease; null when its reply was lost and the batch was settled from its signatures. */
 	leaseWaitMs: number | null;
+	/** A follow run's signing lag: from its oldest record's submission to the batch counted signed; absent otherwise. */
+	lagMs?: number;
 }
 export interface BatchFailedEvent {
 	runId: string;
@@ -714,6 +825,7 @@ export interface EventMap {
 	"lease.expired": LeaseEvent;
 	"batch.signed": BatchSignedEvent;
 	"batch.failed": BatchFailedEvent;
+	"records.arrived": RecordsArrivedEvent;
 }
 export type EventName = keyof EventMap;
 
@@ -724,6 +836,8 @@ export const Actions = {
 	records: {
 		unsignedPage: "records.unsignedPage",
 		unsignedAmong: "records.unsignedAmong",
+		unsignedArrivals: "records.unsignedArrivals",
+		submit: "records.submit",
 		stats: "records.stats",
 		storeSignatures: "records.storeSignatures",
 		closeBatch: "records.closeBatch",
@@ -774,6 +888,8 @@ export const Actions = {
 export interface ActionMap {
 	"records.unsignedPage": { params: UnsignedPageParams; result: UnsignedRecords };
 	"records.unsignedAmong": { params: RecordIdsParams; result: UnsignedRecords };
+	"records.unsignedArrivals": { params: UnsignedArrivalsParams; result: { records: Arrival[] } };
+	"records.submit": { params: SubmitRecordsParams; result: SubmitRecordsResult };
 	"records.stats": { params: Record<string, never>; result: RecordStats };
 	"records.storeSignatures": { params: StoreSignaturesParams; result: StoreSignaturesResult };
 	"records.closeBatch": { params: CloseBatchParams; result: ClosedBatch };

@@ -8,8 +8,9 @@
  * Two additions the validator ignores: `description` (the document's, shown to users) and, on an
  * `any` field the handler checks itself so its error names the field and the range, `expects`:
  * the rule the document states. A field with `refusedIfMissing` is optional to the validator
- * only: the handler refuses a call without it (a 403 logged with the caller's node,
- * docs/design.md §6), and callers must send it, so its type has it.
+ * only: the handler refuses a call without it (a proof: a 403 logged with the caller's node,
+ * docs/design.md §6; submitted records: 422 after the body's media type is checked), and callers
+ * must send it, so its type has it.
  */
 
 interface RuleBase {

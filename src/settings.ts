@@ -7,6 +7,7 @@ import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
 import type { TrustSettings } from "./identity/authority";
 import {
+	credentialSettings,
 	CREDENTIAL_FILES,
 	type CredentialRole,
 	type CredentialSettings,
@@ -14,7 +15,9 @@ import {
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
 import type { AppConfig } from "./config";
+import type { KeyStore } from "./keyring/key-material";
 import type { KeyringOptions } from "./keyring/keyring";
+import type { TokenSettings } from "./pkcs11/token";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
 import { LOG_ORIGINS, type LogKeySettings } from "./tlog/log-key";
@@ -47,6 +50,10 @@ export type BatcherSettings = BatcherOptions &
 	};
 /** A signer's options, and where its credential is (never published: `$secureSettings`). */
 export type SignerSettings = SignerOptions & {
+	/** KEY_STORE: software keys come sealed with each lease; pkcs11 keys are signed with in the token. */
+	keyStore: KeyStore;
+	/** The token, with KEY_STORE=pkcs11 (its PIN: never in published settings). */
+	token: TokenSettings | null;
 	credential: CredentialSettings;
 	/** Where it finds the keyring's public key, for its request MAC key (docs/design.md §6.9). */
 	trust: TrustSettings;
@@ -84,12 +91,6 @@ function localCredentialOf(config: AppConfig, role: CredentialRole): string | nu
 	return config.dataDir ? path.join(config.dataDir, CREDENTIAL_FILES[role]) : "";
 }
 
-function credentialSettings(config: AppConfig, role: CredentialRole): CredentialSettings {
-	return role === "signer"
-		? { role, key: config.signerKey, keyFile: config.signerKeyFile, dataDir: config.dataDir }
-		: { role, key: config.batcherKey, keyFile: config.batcherKeyFile, dataDir: config.dataDir };
-}
-
 export function serviceSettings(config: AppConfig): ServiceSettings {
 	const store: StoreSettings = { dataDir: config.dataDir, mongoUri: config.mongoUri };
 	const trust: TrustSettings = {
@@ -115,6 +116,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			},
 			publicKey: config.keyringPublicKey,
 			publicKeyFile: config.keyringPublicKeyFile,
+			keyStore: config.keyStore,
+			token: config.token,
 			leaseTtlMs: config.leaseTtlMs,
 			leaseGraceMs: config.leaseGraceMs,
 			acquireWaitMs: config.acquireWaitMs,
@@ -137,6 +140,9 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			stopSettleMs: 10_000,
 			// Longer than any hop takes; short enough that a batch lost in transit is redone in seconds.
 			probeAfterMs: 3_000,
+			lingerMs: config.lingerMs,
+			// A long-running node goes on with an interrupted follow run; npm start ends it (src/cli/start.ts).
+			interruptedFollow: "resume",
 			credential: credentialSettings(config, "batcher"),
 			trust,
 		},
@@ -149,6 +155,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			releaseTimeoutMs: 10_000,
 			storeTimeoutMs: 10_000,
 			signingThreads: config.signingThreads,
+			keyStore: config.keyStore,
+			token: config.token,
 			credential: credentialSettings(config, "signer"),
 			trust,
 		},

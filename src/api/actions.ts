@@ -16,12 +16,15 @@ import {
 	logPath,
 	runIdPath,
 	startRunBody,
+	submitRecordsBody,
 	type AuditQuery,
 	type LogConsistencyQuery,
 	type LogPath,
 	type RunIdPath,
 	type StartRunBody,
+	type SubmitRecordsBody,
 } from "./params";
+import { submitRecords } from "./submit-records";
 import { cancelRun, runWithWebhook } from "./runs";
 import type { ApiOptions, ResponseMeta } from "./settings";
 import { startRun, type StartRunMeta } from "./start-run";
@@ -59,6 +62,18 @@ export function gatewayActions(options: ApiOptions) {
 			params: startRunBody,
 			handler(this: GatewayHost, ctx: Context<StartRunBody, StartRunMeta>) {
 				return startRun(ctx, this.gateway.webhooks);
+			},
+		},
+		/** POST /api/records: 202 with where each record's signature is read; records stores the request whole or not at all. */
+		submitRecords: {
+			params: submitRecordsBody,
+			handler(this: GatewayHost, ctx: Context<SubmitRecordsBody, StartRunMeta>) {
+				return submitRecords(
+					ctx,
+					this.gateway.submitCredential,
+					this.gateway.webhooks,
+					this.gateway.submissions,
+				);
 			},
 		},
 		/** POST /api/runs/:id/cancel: 202; the run stops dispatching, its batches in flight finish, then it is `cancelled`. */

@@ -11,13 +11,13 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { SCOPE_RUNS_WRITE } from "./auth";
+import { SCOPE_RECORDS_WRITE, SCOPE_RUNS_WRITE } from "./auth";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private-files";
 
 export const API_KEYS_FILE = "api-keys.json";
 export const API_KEY_HEADER = "x-api-key";
 /** Scopes a key may carry: the same as tokens'. */
-export const KNOWN_SCOPES = [SCOPE_RUNS_WRITE];
+export const KNOWN_SCOPES = [SCOPE_RUNS_WRITE, SCOPE_RECORDS_WRITE];
 
 export interface ApiKeyRecord {
 	id: string;

@@ -40,6 +40,8 @@ export class AuthConfigError extends Error {
 
 export const AUTH_SECRET_FILE = "auth.secret";
 export const SCOPE_RUNS_WRITE = "runs:write";
+/** POST /api/records: submitting records to be signed. */
+export const SCOPE_RECORDS_WRITE = "records:write";
 
 /** Reads (or, with a data folder, creates once with mode 0600) the shared dev secret. */
 function secretFromFile(dataDir: string): { secret: Uint8Array; file: string } {
@@ -297,6 +299,7 @@ export async function authenticateRequest(
 const REQUIRED_SCOPES: Record<string, string> = {
 	"api.startRun": SCOPE_RUNS_WRITE,
 	"api.cancelRun": SCOPE_RUNS_WRITE,
+	"api.submitRecords": SCOPE_RECORDS_WRITE,
 };
 
 /** Refuses (403) a caller whose token lacks the scope the route's action needs. */

@@ -6,7 +6,7 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { JWK } from "jose";
 import type { ServiceBroker } from "moleculer";
-import type { Clock } from "../clock";
+import { systemClock, type Clock } from "../clock";
 import { Actions, call, type Caller, type RunCompletedEvent } from "../contract";
 import { API_KEY_HEADER, ApiKeyVerifier } from "./api-keys";
 import { AuditVerdict, type AuditAnswer } from "./audit-verdict";
@@ -20,6 +20,8 @@ import {
 import { ensurePrivateDir } from "../private-files";
 import { openEventStream, ProgressStream } from "./progress-stream";
 import type { ApiOptions, ResponseMeta } from "./settings";
+import { SubmissionCallbacks } from "./submission-callbacks";
+import { SubmitCredential } from "./submit-records";
 import { WebhookRegistry, WebhookSigner } from "./webhook";
 
 interface GatewayLogger {
@@ -33,6 +35,10 @@ export class Gateway {
 	readonly progress: ProgressStream;
 	readonly audit: AuditVerdict;
 	readonly apiKeys: ApiKeyVerifier;
+	/** What proves POST /api/records's submissions to records. */
+	readonly submitCredential: SubmitCredential;
+	/** Submissions with a callback, until their records are all signed. */
+	readonly submissions: SubmissionCallbacks;
 
 	constructor(
 		private readonly options: ApiOptions,
@@ -50,13 +56,23 @@ export class Gateway {
 		this.webhooks = new WebhookRegistry(
 			this.webhookSigner,
 			options.webhook,
-			(runId, state) =>
+			(id, state) =>
 				logger.warn(
-					`Webhook for run ${runId} failed after ${state.attempts.length} attempts: ${state.attempts.at(-1)?.error}`,
+					`Webhook for ${id.startsWith("sub-") ? "submission" : "run"} ${id} failed after ${state.attempts.length} attempts: ${state.attempts.at(-1)?.error}`,
 				),
 			clock,
 		);
+		this.submissions = new SubmissionCallbacks(
+			this.webhooks,
+			async (ids) =>
+				(await call(broker, Actions.records.unsignedAmong, { ids })).records.map(
+					(r) => r.id,
+				),
+			clock ?? systemClock,
+			logger,
+		);
 		this.progress = new ProgressStream(options.progressIntervalMs);
+		this.submitCredential = new SubmitCredential(options.submitCredential);
 		this.audit = new AuditVerdict(broker, options.auditCacheMs);
 		this.apiKeys = new ApiKeyVerifier(options.apiKeysFile);
 	}
@@ -127,6 +143,7 @@ export class Gateway {
 	 */
 	async close(server: Server | undefined): Promise<void> {
 		this.webhooks.close();
+		this.submissions.close();
 		this.progress.close();
 		if (!server?.listening) return;
 		const closed = new Promise<void>((resolve) => server.close(() => resolve()));

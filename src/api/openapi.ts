@@ -18,7 +18,7 @@ import {
 	objectSchemaOf,
 	type ParamsSchema,
 } from "../param-schema";
-import { auditQuery, logPath, runIdPath, startRunBody } from "./params";
+import { auditQuery, logPath, runIdPath, startRunBody, submitRecordsBody } from "./params";
 
 const error = (description: string, headers?: Record<string, unknown>) => ({
 	description,
@@ -48,7 +48,7 @@ const readErrors = {
 };
 const writeErrors = {
 	"401": error("Missing, invalid or expired token, wrong audience or issuer", wwwAuthenticate),
-	"403": error("The token lacks scope runs:write", wwwAuthenticate),
+	"403": error("The credential lacks scope runs:write", wwwAuthenticate),
 };
 const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
@@ -116,7 +116,8 @@ export function openApiDocument() {
 				post: {
 					operationId: "startRun",
 					tags: ["runs"],
-					summary: "Start a run over every unsigned record",
+					summary:
+						"Start a run over every unsigned record (with `follow`: and over those that arrive)",
 					description:
 						"Needs a bearer token or an API key (X-API-Key) with scope `runs:write`. Rate limited per client IP. With `Idempotency-Key`, a repeat returns the same run instead of 409. With `callbackUrl`, the run's report is POSTed there when it ends, signed (detached JWS in `X-Signature-JWS`, key `webhook-1` in /.well-known/jwks.json).",
 					security: [{ bearerAuth: ["runs:write"] }, { apiKey: ["runs:write"] }],
@@ -233,35 +234,106 @@ export function openApiDocument() {
 					},
 				},
 			},
-			"/api/records": openGet(
-				{
-					operationId: "listRecords",
+			"/api/records": {
+				post: {
+					operationId: "submitRecords",
 					tags: ["records"],
-					summary: "Records in id order with their signatures, one page at a time",
+					summary: "Submit 1 to 1,000 records to be signed",
 					description:
-						"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
-					parameters: parametersOf(recordsListParams, "query"),
-				},
-				json("One page", {
-					type: "object",
-					required: ["records", "next"],
-					properties: {
-						records: {
-							type: "array",
-							items: { $ref: "#/components/schemas/Record" },
-						},
-						next: {
-							type: ["string", "null"],
-							description: "The `after` of the next page; null at the end",
+						"Needs a bearer token or an API key with scope `records:write`; each stored record names its submitter (the token's subject, or `api-key:<name>`). The request is stored whole or not at all: the same id with the same data again is an accepted replay, another id's data stored differently refuses the whole request (409). A follow run (`POST /api/batcher/start` with `follow: true`) signs them as they arrive; read each signature at its `self` link, or follow `/api/events`. With `callbackUrl`, one signed webhook is POSTed there when every record of the submission is signed.",
+					security: [{ bearerAuth: ["records:write"] }, { apiKey: ["records:write"] }],
+					requestBody: {
+						required: true,
+						content: {
+							"application/json": {
+								schema: { $ref: "#/components/schemas/SubmitRecordsRequest" },
+							},
 						},
 					},
-				}),
-				{
-					"422": error(
-						"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
-					),
+					responses: {
+						"202": json(
+							"Stored (or already stored with the same data): their signatures are read at each record's `self`",
+							{
+								type: "object",
+								required: ["accepted", "stored", "replayed", "records"],
+								properties: {
+									accepted: { type: "integer" },
+									stored: { type: "integer", description: "New records stored" },
+									replayed: {
+										type: "integer",
+										description: "Records already stored with the same data",
+									},
+									submittedBy: { type: "string" },
+									submittedAt: { type: "string", format: "date-time" },
+									submissionId: {
+										type: "string",
+										description:
+											"With `callbackUrl`: the submission its webhook names",
+									},
+									records: {
+										type: "array",
+										items: {
+											type: "object",
+											properties: {
+												id: { type: "string" },
+												self: { type: "string" },
+											},
+										},
+									},
+									links: { type: "object" },
+								},
+							},
+							{
+								Location: {
+									description: "/api/records/{id}, when one record was submitted",
+									schema: { type: "string" },
+								},
+							},
+						),
+						"400": error("Malformed JSON body"),
+						"401": writeErrors["401"],
+						"403": error("The credential lacks scope records:write", wwwAuthenticate),
+						"409": error(
+							"An id is stored with other data (`RECORD_CONFLICT`, `data.ids` names them); nothing was stored",
+						),
+						"413": error("Body larger than 8 MB"),
+						"415": error("Body is not JSON"),
+						"422": error(
+							"Invalid records (`INVALID_RECORDS`, `data.field` names the first bad field and `data.rule` the rule) or a field the body may not have; nothing was stored",
+						),
+						"503": error("The records service is unavailable"),
+					},
 				},
-			),
+				...openGet(
+					{
+						operationId: "listRecords",
+						tags: ["records"],
+						summary: "Records in id order with their signatures, one page at a time",
+						description:
+							"Pass a page's `next` as `after` for the next page; `next` is null on the last one.",
+						parameters: parametersOf(recordsListParams, "query"),
+					},
+					json("One page", {
+						type: "object",
+						required: ["records", "next"],
+						properties: {
+							records: {
+								type: "array",
+								items: { $ref: "#/components/schemas/Record" },
+							},
+							next: {
+								type: ["string", "null"],
+								description: "The `after` of the next page; null at the end",
+							},
+						},
+					}),
+					{
+						"422": error(
+							"A bad `after`, `limit` or `signed`, or an unknown parameter (`VALIDATION_ERROR`; `data` names the field)",
+						),
+					},
+				),
+			},
 			"/api/records/{id}": openGet(
 				{
 					operationId: "getRecord",
@@ -386,6 +458,11 @@ export function openApiDocument() {
 							items: { type: "array", items: { type: "number" } },
 						},
 						recentBatches: { type: "array", items: { type: "object" } },
+						follow: {
+							type: ["object", "null"],
+							description:
+								"While a follow run goes on: `inflowPerSecond` (records submitted a second, last 5 s), `inflow` ([unix second, records submitted]), `backlog` (records stored, not yet signed), `lagMs` (from a batch's oldest record's submission to the batch signed: count, mean, p50, p95, max) and `lastLagMs`; null otherwise",
+						},
 					},
 				}),
 			),
@@ -558,6 +635,7 @@ export function openApiDocument() {
 					},
 				},
 				StartRunRequest: objectSchemaOf(startRunBody),
+				SubmitRecordsRequest: objectSchemaOf(submitRecordsBody),
 				Run: {
 					type: "object",
 					required: ["runId", "batchSize", "status", "startedAt"],
@@ -575,6 +653,11 @@ export function openApiDocument() {
 							format: "date-time",
 							description: "When a cancel was asked for",
 						},
+						follow: {
+							type: "boolean",
+							description:
+								"A follow run: signs records as they arrive until it is cancelled",
+						},
 						report: { type: ["object", "null"] },
 						error: { type: "string" },
 					},
@@ -586,6 +669,7 @@ export function openApiDocument() {
 						id: { type: "string" },
 						runId: { type: "string" },
 						batchSize: { type: "integer" },
+						follow: { type: "boolean" },
 						status: { type: "string" },
 						startedAt: { type: "string" },
 						finishedAt: { type: ["string", "null"] },
@@ -656,6 +740,11 @@ export function openApiDocument() {
 					properties: {
 						id: { type: "string" },
 						data: { type: "string" },
+						submittedBy: {
+							type: ["string", "null"],
+							description: "Who submitted it; null for a seeded record",
+						},
+						submittedAt: { type: ["string", "null"], format: "date-time" },
 						signature: {
 							oneOf: [
 								{ type: "null" },

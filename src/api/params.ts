@@ -6,6 +6,7 @@
  */
 import { MAX_BATCH_SIZE } from "../config";
 import { logConsistencyParams } from "../contract";
+import { MAX_DATA_LENGTH, MAX_ID_LENGTH, MAX_SUBMISSION } from "../records/submission";
 import { defineParams, type ParamsOf } from "../param-schema";
 
 /** POST /api/batcher/start's body. */
@@ -22,6 +23,12 @@ export const startRunBody = defineParams(
 			type: "url",
 			optional: true,
 			description: "http(s) URL receiving the report when the run ends",
+		},
+		follow: {
+			type: "boolean",
+			optional: true,
+			description:
+				"A follow run: it signs every unsigned record and then records as they arrive (POST /api/records), a batch once batchSize wait or the oldest waited LINGER_MS, until it is cancelled",
 		},
 	},
 	{ strict: true },
@@ -63,3 +70,36 @@ export const logConsistencyQuery = defineParams(
 	{ strict: true },
 );
 export type LogConsistencyQuery = ParamsOf<typeof logConsistencyQuery>;
+
+/** POST /api/records's body: `records` is checked by records itself (src/records/submission.ts), so a refusal names the field. */
+export const submitRecordsBody = defineParams(
+	{
+		// Refused by the handler when missing: a body that is not JSON is a 415 first.
+		records: {
+			type: "any",
+			optional: true,
+			refusedIfMissing: true,
+			expects: {
+				type: "array",
+				min: 1,
+				max: MAX_SUBMISSION,
+				items: {
+					type: "object",
+					props: {
+						id: { type: "string", min: 1, max: MAX_ID_LENGTH },
+						data: { type: "string", min: 1, max: MAX_DATA_LENGTH },
+					},
+				},
+			},
+			description: `1 to ${MAX_SUBMISSION} records { id, data }: an id of 1 to ${MAX_ID_LENGTH} letters, digits, ".", "_", ":", "~" or "-" (starting with a letter or digit), data of 1 to ${MAX_DATA_LENGTH} characters`,
+		},
+		callbackUrl: {
+			type: "url",
+			optional: true,
+			description:
+				"http(s) URL receiving one signed webhook when every record of this submission is signed",
+		},
+	},
+	{ strict: true },
+);
+export type SubmitRecordsBody = ParamsOf<typeof submitRecordsBody>;

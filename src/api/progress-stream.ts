@@ -111,6 +111,11 @@ export class ProgressStream {
 		}
 	}
 
+	/** Records were submitted: the run (a follow run) has more to sign; the next progress message says so. */
+	recordsArrived(stored: number): void {
+		if (this.run) this.run.records += stored;
+	}
+
 	runCompleted(event: RunCompletedEvent): void {
 		if (this.run && this.run.runId === event.report.runId) this.flush();
 		this.broadcast("run.completed", event);

@@ -8,6 +8,7 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import type { Context } from "moleculer";
 import type { AppConfig } from "../config";
+import { credentialSettings, type CredentialSettings } from "../identity/credential";
 import type { Principal } from "./auth";
 import { toApiError } from "./errors";
 import type { StreamLimits } from "./progress-stream";
@@ -32,6 +33,13 @@ export interface ApiOptions {
 	dataDir: string;
 	/** The AUTH_* variables, read by src/api/auth.ts when the service starts. */
 	authEnv: Record<string, string | undefined>;
+	/**
+	 * The batcher's credential, which makes the submit proofs of POST /api/records (the gateway
+	 * runs beside the batcher; docs/design.md §6.10). Never published: `$secureSettings`.
+	 */
+	submitCredential: CredentialSettings;
+	/** Largest accepted body of POST /api/records (body-parser syntax). */
+	submitBodyLimit: string;
 	/** POST /api/batcher/start per client address (src/api/client-address.ts). */
 	startRateLimit: { window: number; limit: number };
 	/** Largest accepted JSON body (body-parser syntax). */
@@ -71,7 +79,10 @@ export function apiOptions(
 		dataDir: config.dataDir,
 		authEnv: Object.fromEntries(AUTH_ENV_NAMES.map((name) => [name, env[name]])),
 		startRateLimit: { window: 60_000, limit: 10 },
+		submitCredential: credentialSettings(config, "batcher"),
 		bodyLimit: "16kb",
+		// 1,000 records of the largest id and data, every character escaped.
+		submitBodyLimit: "8mb",
 		progressIntervalMs: 250,
 		webhook: { ...DEFAULT_DELIVERY, allowPrivate: config.webhookAllowPrivate },
 		requiredServices: ["records", "keyring", "batcher", "signer", "metrics"],
@@ -176,7 +187,7 @@ export function gatewaySettings(options: ApiOptions) {
 		ip: options.ip,
 		api: options,
 		// Settings travel to every node in INFO packets: the auth secret must not.
-		$secureSettings: ["api.authEnv"],
+		$secureSettings: ["api.authEnv", "api.submitCredential"],
 		// SECURITY_HEADERS are set on every response by withSecurityHeaders, around the whole handler.
 		assets: {
 			folder: publicFolder(),

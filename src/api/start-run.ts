@@ -35,18 +35,23 @@ export function startRunRequestMeta(req: IncomingMessage): StartRunMeta {
 	};
 }
 
-export async function startRun(
-	ctx: Context<StartRunBody, StartRunMeta>,
-	webhooks: WebhookRegistry,
-) {
-	const { meta } = ctx;
+/** A request with a body must say it is JSON (415 otherwise). */
+export function requireJsonBody(meta: StartRunMeta): void {
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))
 		throw new DomainError(
 			"UNSUPPORTED_MEDIA_TYPE",
 			"The request body must be JSON (Content-Type: application/json)",
 			{ contentType: meta.requestContentType },
 		);
-	const { batchSize, callbackUrl } = ctx.params;
+}
+
+export async function startRun(
+	ctx: Context<StartRunBody, StartRunMeta>,
+	webhooks: WebhookRegistry,
+) {
+	const { meta } = ctx;
+	requireJsonBody(meta);
+	const { batchSize, callbackUrl, follow } = ctx.params;
 	if (callbackUrl) {
 		// The same classification as delivery: literal addresses, loopback names, and what a name resolves to now.
 		const refused = await checkWebhookTarget(callbackUrl, webhooks.allowPrivate);
@@ -60,9 +65,11 @@ export async function startRun(
 		batchSize: batchSize ?? null,
 		callbackUrl: callbackUrl ?? null,
 		subject: meta.user?.subject ?? null,
+		...(follow ? { follow } : {}),
 	});
 	const started = await call(ctx, Actions.batcher.start, {
 		...(batchSize === undefined ? {} : { batchSize }),
+		...(follow ? { follow } : {}),
 		...(idempotencyKey ? { idempotencyKey, requestFingerprint } : {}),
 	});
 	if (callbackUrl && !started.replayed) webhooks.register(started.runId, callbackUrl);
@@ -79,6 +86,7 @@ export async function startRun(
 		id: run.runId,
 		runId: run.runId,
 		batchSize: run.batchSize,
+		follow: Boolean(run.follow),
 		status: run.status,
 		startedAt: run.startedAt,
 		finishedAt: run.finishedAt,

@@ -247,6 +247,21 @@ export class WebhookRegistry {
 		if (completion) void this.send(runId, completion);
 	}
 
+	/**
+	 * A webhook whose event has happened (every record of a submission is signed): registered
+	 * and delivered at once, under the same rules and signature as a run's, kept under `id`.
+	 */
+	notify(
+		id: string,
+		url: string,
+		event: string,
+		payload: object,
+		headers: Record<string, string>,
+	): void {
+		this.webhooks.set(id, { url, status: "waiting", attempts: [] });
+		void this.post(id, event, payload, headers);
+	}
+
 	runCompleted(event: RunCompletedEvent): void {
 		const { runId } = event.report;
 		this.completions.set(runId, event);
@@ -260,31 +275,40 @@ export class WebhookRegistry {
 		this.shutdown.abort();
 	}
 
-	private async send(runId: string, completion: RunCompletedEvent): Promise<void> {
-		const state = this.webhooks.get(runId);
+	private send(runId: string, completion: RunCompletedEvent): Promise<void> {
+		return this.post(
+			runId,
+			"run.completed",
+			{
+				runId,
+				status: completion.status,
+				error: completion.error ?? null,
+				report: completion.report,
+			},
+			{ "X-Run-Id": runId },
+		);
+	}
+
+	private async post(
+		id: string,
+		event: string,
+		payload: object,
+		headers: Record<string, string>,
+	): Promise<void> {
+		const state = this.webhooks.get(id);
 		if (!state || state.status !== "waiting") return;
 		state.status = "delivering";
 		// One body for every attempt, signed once: the receiver can dedupe on its bytes.
-		const body = JSON.stringify({
-			event: "run.completed",
-			runId,
-			status: completion.status,
-			error: completion.error ?? null,
-			report: completion.report,
-		});
+		const body = JSON.stringify({ event, ...payload });
 		const signature = await (await this.signer).sign(body);
 		await deliver(
 			state,
 			body,
-			{
-				[SIGNATURE_HEADER]: signature,
-				"X-Webhook-Event": "run.completed",
-				"X-Run-Id": runId,
-			},
+			{ [SIGNATURE_HEADER]: signature, "X-Webhook-Event": event, ...headers },
 			this.options,
 			this.shutdown.signal,
 			this.clock,
 		);
-		if ((state.status as WebhookState["status"]) === "failed") this.onFailed(runId, state);
+		if ((state.status as WebhookState["status"]) === "failed") this.onFailed(id, state);
 	}
 }

@@ -47,6 +47,8 @@ export interface RangeTask {
 	maxListed: number;
 	/** A record with no signature is unfinished work (the last run did not complete), counted, not a violation. */
 	unsignedIsUnfinished?: boolean;
+	/** A follow run is running: a record with no signature waits for it (pending), it is no finding. */
+	unsignedPending?: boolean;
 	/** The floor's verifier (default libsodium); the audit always verifies with libsodium. */
 	library?: VerifyLibrary;
 }
@@ -59,6 +61,8 @@ export interface RangeResult {
 	valid: number;
 	/** Records with no signature, when the task counts them as unfinished work. */
 	unsigned?: number;
+	/** Records with no signature that a running follow run will sign (docs/design.md §7.7). */
+	pending?: number;
 	findings: FindingsData | null;
 }
 
@@ -172,6 +176,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const findings = new FindingList(task.maxListed);
 	let records = 0;
 	let signatures = 0;
+	let pending = 0;
 	let recordId: string | null = null;
 	let recordRow: unknown = null;
 	let data: unknown = null;
@@ -182,12 +187,14 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const finishRecord = () => {
 		if (recordId === null) return;
 		signatures += signed.length;
-		if (signed.length === 0 && task.unsignedIsUnfinished) unsigned++;
-		else if (signed.length === 0)
-			findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
-				recordId,
-			});
-		else if (signed.length > 1)
+		if (signed.length === 0) {
+			if (task.unsignedPending) pending++;
+			else if (task.unsignedIsUnfinished) unsigned++;
+			else
+				findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
+					recordId,
+				});
+		} else if (signed.length > 1)
 			findings.add(
 				"one-signature-per-record",
 				`record ${recordId} has ${signed.length} signatures: ${signed.map((s) => `(${signatureRef(s.signature)})`).join(", ")}`,
@@ -264,7 +271,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 		orphaned.push(signatureAt(row, 0));
 	}
 	finishOrphans();
-	return { records, signatures, valid: 0, unsigned, findings: findings.data() };
+	return { records, signatures, valid: 0, unsigned, pending, findings: findings.data() };
 }
 
 /** The verification floor: each signature of the range verified, nothing else checked. */

@@ -23,6 +23,8 @@ interface BatchRow {
 	status: unknown;
 	/** Signatures the batch record says it stored; null in stores and exports from before it was kept. */
 	stored: unknown;
+	/** Why it is smaller than its run's batch size (docs/design.md §7.7); null when full, or in stores from before it was kept. */
+	short: unknown;
 }
 
 /** [batchId, recordId, keyId, leaseId] */
@@ -31,12 +33,22 @@ type SignatureRow = [unknown, string, string, string];
 /** Each run's batch sizes: one, unless the store is broken. */
 export type RunSizes = Map<string, Set<number>>;
 
-/** What the batch pass needs of the runs: their sizes, and which are still running. */
+/** What the batch pass needs of the runs: their sizes, which are still running, and which follow. */
 export interface RunFacts {
 	sizes: RunSizes;
 	running: Set<string>;
 	/** The last run started, if any: while it has not completed, unsigned records are its unfinished work. */
 	latest: { runId: string; status: string } | null;
+	follow: Set<string>;
+}
+
+/** The columns of `table` (`bat.runs`): a store from an earlier version lacks the newer ones. */
+function columnsOf(db: AuditDb, schema: string, table: string): Set<string> {
+	return new Set(
+		(
+			db.sql.prepare(`PRAGMA ${schema}.table_info(${table})`).all() as Array<{ name: string }>
+		).map((c) => c.name),
+	);
 }
 
 /** The run half of rule "batch-size": one valid batch size per run, one document per run. */
@@ -44,10 +56,14 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 	const rule: RuleName = "batch-size";
 	const sizes: RunSizes = new Map();
 	const running = new Set<string>();
+	const follow = new Set<string>();
 	const docs = new Map<string, number>();
 	let latest: (RunFacts["latest"] & { startedAt: string }) | null = null;
+	const followColumn = columnsOf(db, "bat", "runs").has("follow") ? "follow" : "NULL AS follow";
 	for (const run of db.sql
-		.prepare("SELECT runId, batchSize, status, startedAt FROM bat.runs ORDER BY rowid")
+		.prepare(
+			`SELECT runId, batchSize, status, startedAt, ${followColumn} FROM bat.runs ORDER BY rowid`,
+		)
 		.iterate()) {
 		const runId = run.runId as string;
 		const startedAt = String(run.startedAt);
@@ -55,6 +71,8 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 			latest = { runId, status: String(run.status), startedAt };
 		const batchSize = run.batchSize as number;
 		if (run.status === "running") running.add(runId);
+		// 1 in the store, "true" (its JSON) in an import.
+		if (run.follow === 1 || run.follow === "true") follow.add(runId);
 		if (!Number.isInteger(batchSize) || batchSize < 1)
 			findings.add(
 				rule,
@@ -80,6 +98,7 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 		sizes,
 		running,
 		latest: latest && { runId: latest.runId, status: latest.status },
+		follow,
 		count: [...docs.values()].reduce((sum, n) => sum + n, 0),
 	};
 }
@@ -103,9 +122,10 @@ export async function checkBatches(
 ): Promise<number> {
 	const rule: RuleName = "one-key-per-batch";
 	const imported = db.kind === "import";
+	const shortColumn = columnsOf(db, "bat", "batches").has("short") ? "short" : "NULL AS short";
 	const batches = db.sql
 		.prepare(
-			`SELECT batchId, runId, keyId, leaseId, recordIds, status, stored FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`,
+			`SELECT batchId, runId, keyId, leaseId, recordIds, status, stored, ${shortColumn} FROM bat.batches ORDER BY batchId${imported ? ", rowid" : ""}`,
 		)
 		.iterate() as Iterator<BatchRow>;
 	const signatureQuery = db.sql.prepare(
@@ -133,7 +153,7 @@ export async function checkBatches(
 			const { batchId } = doc;
 			count++;
 			const recordIds = parseRecordIds(doc.recordIds);
-			checkBatchSize(doc, recordIds, runs.sizes, findings);
+			checkBatchSize(doc, recordIds, runs, findings);
 			// A batch id with two documents could carry two keys: rule 3 needs it unique.
 			if (batchId === previous) {
 				findings.add(rule, `batch ${batchId} is stored twice`, { batchId });
@@ -265,15 +285,22 @@ function checkBatchStatus(
 	} else if (status !== "signed") says("that is not a status a batch can have");
 }
 
-/** The batch half of rule "batch-size": no batch larger than its run's batch size. */
+/** Why a batch may be smaller than its run's batch size (docs/design.md §7.7). */
+const SHORT_REASONS = new Set(["lingered", "last", "retry"]);
+
+/**
+ * The batch half of rule "batch-size": no batch larger than its run's batch size; in a follow
+ * run, none smaller unless it says why (it lingered, ended the records, or retries a failed
+ * batch's), and none that says so while full.
+ */
 function checkBatchSize(
 	batch: BatchRow,
 	recordIds: string[] | null,
-	runs: RunSizes,
+	runs: RunFacts,
 	findings: FindingList,
 ): void {
 	const rule: RuleName = "batch-size";
-	const sizes = runs.get(batch.runId);
+	const sizes = runs.sizes.get(batch.runId);
 	if (!sizes)
 		return findings.add(rule, `batch ${batch.batchId} names unknown run ${batch.runId}`, {
 			batchId: batch.batchId,
@@ -285,6 +312,22 @@ function checkBatchSize(
 		findings.add(
 			rule,
 			`batch ${batch.batchId} has ${size} records, more than run ${batch.runId}'s batch size ${batchSize}`,
+			{ batchId: batch.batchId, runId: batch.runId },
+		);
+	else if (
+		runs.follow.has(batch.runId) &&
+		size < batchSize &&
+		!SHORT_REASONS.has(String(batch.short))
+	)
+		findings.add(
+			rule,
+			`batch ${batch.batchId} of follow run ${batch.runId} has ${size} records, fewer than its batch size ${batchSize}, and does not say it lingered (short: ${JSON.stringify(batch.short)})`,
+			{ batchId: batch.batchId, runId: batch.runId },
+		);
+	else if (size === batchSize && batch.short != null)
+		findings.add(
+			rule,
+			`batch ${batch.batchId} is full (${size} records) but says it is short (${JSON.stringify(batch.short)})`,
 			{ batchId: batch.batchId, runId: batch.runId },
 		);
 }

@@ -18,6 +18,10 @@ export function formatReport(report: AuditReport, source: string): string {
 					? ` (${plural(log.pending, "leaf", "leaves")} after it, not yet checkpointed)`
 					: ""),
 		);
+	if (report.pending)
+		lines.push(
+			`  ${plural(report.pending, "record")} pending: unsigned, waiting for the follow run that is running`,
+		);
 	for (const rule of report.rules) {
 		lines.push(
 			`${rule.ok ? "PASS" : "FAIL"} ${rule.rule}${rule.ok ? "" : ` (${plural(rule.violations, "violation")})`}`,

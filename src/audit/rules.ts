@@ -41,6 +41,11 @@ export interface AuditReport {
 	logs: LogSummary[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
+	/**
+	 * Records with no signature while a follow run is running: waiting for it, not unfinished
+	 * work (docs/design.md §7.7); 0 otherwise, when a record with none is rule 1's finding.
+	 */
+	pending: number;
 	/** The first `maxListedPerRule` violations of each rule, in rule order. */
 	violations: Violation[];
 	/**
@@ -87,6 +92,7 @@ export async function audit(
 	let lastRun: { runId: string; status: string } | null = null;
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
 	let endedKeys: KeyEvent[] = [];
+	let pending = 0;
 
 	await withReadSnapshot(db, async () => {
 		endedKeys = storedKeyEvents(db).filter((event) => event.event !== "added");
@@ -99,12 +105,20 @@ export async function audit(
 		const unsignedIsUnfinished = runs.latest?.status !== "completed";
 		const ranges = runRanges(
 			db,
-			{ kind: "audit", keys: keys.usable, clockToleranceMs, maxListed, unsignedIsUnfinished },
+			{
+				kind: "audit",
+				keys: keys.usable,
+				clockToleranceMs,
+				maxListed,
+				unsignedIsUnfinished,
+				unsignedPending: [...runs.follow].some((runId) => runs.running.has(runId)),
+			},
 			options,
 			(range) => {
 				checked.records += range.records;
 				checked.signatures += range.signatures;
 				unsigned += range.unsigned ?? 0;
+				pending += range.pending ?? 0;
 				recordFindings.append(range.findings!);
 			},
 		);
@@ -143,6 +157,7 @@ export async function audit(
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
 		endedKeys,
+		pending,
 	};
 }
 

@@ -6,6 +6,7 @@ import type { JWK } from "jose";
 import {
 	BATCH_FIELDS,
 	type BatchDoc,
+	type BatchShort,
 	type KeyDoc,
 	type KeyLifecycle,
 	type LeaseDoc,
@@ -30,10 +31,12 @@ export type SnapshotSignature = Pick<
 };
 export type SnapshotBatch = Omit<
 	Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>,
-	"stored"
+	"stored" | "short"
 > & {
 	/** Signatures the batch record says it stored; null in stores and exports from before it was kept. */
 	stored: number | null;
+	/** Why it is smaller than its run's size (docs/design.md §2.5); null when full, or from before it was kept. */
+	short: BatchShort | null;
 };
 export type SnapshotLease = Omit<
 	Pick<LeaseDoc, (typeof EXPORT_FIELDS.leases)[number]>,
@@ -44,7 +47,10 @@ export type SnapshotLease = Omit<
 };
 /** A key and its life (docs/design.md §5.8); the lifecycle fields are null in exports from before them. */
 export type SnapshotKey = Pick<KeyDoc, "keyId" | "createdAt"> & KeyLifecycle;
-export type SnapshotRun = Pick<RunDoc, (typeof EXPORT_FIELDS.runs)[number]>;
+export type SnapshotRun = Omit<Pick<RunDoc, (typeof EXPORT_FIELDS.runs)[number]>, "follow"> & {
+	/** True for a follow run (docs/design.md §7.7); null otherwise, and in exports from before it was kept. */
+	follow: boolean | null;
+};
 
 export interface AuditSnapshot {
 	records: SnapshotRecord[];
@@ -68,7 +74,7 @@ export const EXPORT_FIELDS = {
 		"signedAt",
 		"logIndex",
 	] satisfies Array<keyof LoggedSignature>,
-	batches: [...BATCH_FIELDS, "stored"] satisfies Array<keyof BatchDoc>,
+	batches: [...BATCH_FIELDS, "stored", "short"] satisfies Array<keyof BatchDoc>,
 	leases: [
 		"leaseId",
 		"keyId",
@@ -91,7 +97,9 @@ export const EXPORT_FIELDS = {
 		"revokedAt",
 		"revokedReason",
 	] satisfies Array<keyof KeyDoc>,
-	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt"] satisfies Array<keyof RunDoc>,
+	runs: ["runId", "batchSize", "status", "startedAt", "finishedAt", "follow"] satisfies Array<
+		keyof RunDoc
+	>,
 } as const;
 
 /** The public members of an Ed25519 JWK: anything else (above all `d`) never leaves the keyring. */

@@ -7,6 +7,7 @@ import { Errors } from "moleculer";
 import type { Clock } from "../clock";
 import { DomainError } from "../errors";
 import type { RunDoc } from "../contract";
+import type { FollowFeed } from "./follow-feed";
 import type { BatchPlanner } from "./planner";
 import type { BatcherLogger } from "./ports";
 
@@ -34,7 +35,47 @@ export interface ActiveRun {
 	distrusted: Set<string>;
 	/** Since when (ms) a batch failed for want of a keyring: no new batch goes out until one answers. */
 	keyringLostAt: number | null;
+	/** A follow run's records waiting in arrival order (docs/design.md §7.7); null for a run over the store as it is. */
+	follow: FollowFeed | null;
+	/**
+	 * A run over the store as it is: the last arrival (`seq`) when it started or resumed. It is
+	 * done once every record up to it is signed, whatever arrives meanwhile (docs/design.md §7.5).
+	 */
+	untilSeq: number;
+	/** Wakes a follow run waiting for records: some arrived, or it was cancelled. */
+	wake: Wake;
 	done: Promise<void>;
+}
+
+/** A follow run's wait for records: over when `notify` is called, or after the wait's time. */
+export class Wake {
+	private waiting: (() => void) | null = null;
+	private cancelTimer: () => void = () => undefined;
+	/** A notice that came while nobody waited: the next wait ends at once (the loop looks again). */
+	private noticed = false;
+
+	notify(): void {
+		const resolve = this.waiting;
+		this.waiting = null;
+		if (resolve) resolve();
+		else this.noticed = true;
+	}
+
+	/** Resolves at `notify` (or at once, after an unheard one), or after `ms` on `clock`. */
+	wait(clock: Clock, ms: number): Promise<void> {
+		if (this.noticed) {
+			this.noticed = false;
+			return Promise.resolve();
+		}
+		this.cancelTimer();
+		return new Promise<void>((resolve) => {
+			this.cancelTimer = clock.after(Math.max(0, ms), () => this.notify());
+			this.waiting = () => {
+				this.cancelTimer();
+				resolve();
+			};
+		});
+	}
 }
 
 /** What the parts of a run share: the clock, the log, and whether the node is stopping. */

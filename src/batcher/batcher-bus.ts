@@ -16,6 +16,8 @@ export function recordsOnBus(broker: ServiceBroker, credential: SignerCredential
 			(await call(broker, Actions.records.unsignedPage, { after, limit })).records,
 		unsignedAmong: async (ids) =>
 			(await call(broker, Actions.records.unsignedAmong, { ids })).records,
+		unsignedArrivals: async (afterSeq, limit) =>
+			(await call(broker, Actions.records.unsignedArrivals, { afterSeq, limit })).records,
 		progress: () => call(broker, Actions.records.progress, {}),
 		closeBatch: (batchId, recordIds) =>
 			call(broker, Actions.records.closeBatch, {

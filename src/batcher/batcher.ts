@@ -17,9 +17,11 @@ import type {
 	StartRunParams,
 	StartedRun,
 } from "../contract";
-import { whenAvailable, type ActiveRun, type RunContext } from "./active-run";
+import { MAX_SUBMITTED_RECORD_BYTES } from "../records/submission";
+import { Wake, whenAvailable, type ActiveRun, type RunContext } from "./active-run";
 import { Dispatcher } from "./dispatcher";
 import { FlightWatcher } from "./flight-watcher";
+import { FollowFeed } from "./follow-feed";
 import { BatchPlanner } from "./planner";
 import type { BatcherLogger, BatcherStore, Emit, RecordsPort, SignersPort } from "./ports";
 import { finishRun } from "./report";
@@ -43,6 +45,13 @@ export interface BatcherOptions {
 	stopSettleMs: number;
 	/** A batch in flight this long is checked on with its signer, and again each time this passes. */
 	probeAfterMs: number;
+	/** A follow run dispatches a batch smaller than its size once its oldest waiting record waited this long. */
+	lingerMs: number;
+	/**
+	 * What resuming does with an interrupted follow run: go on with it (a long-running node), or
+	 * end it and say so (`npm start`, which never follows: it then signs what waits as its own run).
+	 */
+	interruptedFollow: "resume" | "end";
 }
 
 export interface BatcherDeps {
@@ -83,8 +92,10 @@ export class Batcher {
 	async start(params: StartRunParams): Promise<StartedRun> {
 		const batchSize = validateBatchSize(params.batchSize, this.options.batchSize);
 		const idempotencyKey = validateIdempotencyKey(params.idempotencyKey);
+		const follow = params.follow === true;
 		const fingerprint =
-			params.requestFingerprint ?? JSON.stringify({ batchSize: params.batchSize ?? null });
+			params.requestFingerprint ??
+			JSON.stringify({ batchSize: params.batchSize ?? null, follow });
 		if (idempotencyKey) {
 			const known = await this.deps.store.runByIdempotencyKey(idempotencyKey);
 			if (known) {
@@ -105,7 +116,7 @@ export class Batcher {
 				{ runId, batchSize: activeSize },
 			);
 		}
-		await this.checkBatchFits(batchSize);
+		await this.checkBatchFits(batchSize, follow);
 		const now = new Date(this.deps.clock.now()).toISOString();
 		const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
 		const run: RunDoc = {
@@ -116,6 +127,7 @@ export class Batcher {
 			startedAt: now,
 			finishedAt: null,
 			report: null,
+			...(follow ? { follow } : {}),
 			...(idempotencyKey ? { idempotencyKey, requestFingerprint: fingerprint } : {}),
 		};
 		await this.deps.store.insertRun(run);
@@ -132,7 +144,31 @@ export class Batcher {
 		if (!this.options.resumeOnStart) return;
 		const interrupted = await this.deps.store.interruptedRun();
 		if (!interrupted) return;
+		if (interrupted.follow && this.options.interruptedFollow === "end") {
+			await this.endInterruptedFollow(interrupted);
+			return;
+		}
 		await this.launch(interrupted, true);
+	}
+
+	/**
+	 * A follow run interrupted, found by a process that does not follow (`npm start`): it is
+	 * said, its batches left pending are settled from what is stored, and it is stored
+	 * `cancelled` with its report; the records waiting go to a run of the caller's own.
+	 */
+	private async endInterruptedFollow(run: RunDoc): Promise<void> {
+		this.deps.logger.warn(
+			`Found follow run ${run.runId} interrupted: this process does not follow, so it ends it; the records waiting are signed by a run of its own`,
+		);
+		run.cancelRequestedAt = new Date(this.deps.clock.now()).toISOString();
+		await this.deps.store.updateRun(run.runId, { cancelRequestedAt: run.cancelRequestedAt });
+		await this.launch(run, true);
+		await this.active?.done;
+	}
+
+	/** Records arrived (`records.arrived`): a follow run waiting for them looks now. */
+	recordsArrived(): void {
+		this.active?.wake.notify();
 	}
 
 	/**
@@ -169,6 +205,7 @@ export class Batcher {
 			this.deps.logger.info(
 				`Run ${active.run.runId} cancelled: no new batch goes out; ${active.inFlight.size} in flight finish first`,
 			);
+			active.wake.notify();
 		}
 		return runView(active.run);
 	}
@@ -213,6 +250,8 @@ export class Batcher {
 		this.stopping = true;
 		const active = this.active;
 		if (!active) return;
+		// A follow run waiting for records stops waiting.
+		active.wake.notify();
 		await Promise.race([active.done, this.deps.clock.sleep(this.options.stopSettleMs)]);
 		for (const flight of active.flights.values())
 			flight.abort.abort(new Error("the batcher is stopping"));
@@ -220,10 +259,16 @@ export class Batcher {
 	}
 
 	/** Refuses at the start, not mid-run, a batch size whose batches cannot reach a signer in one message. */
-	private async checkBatchFits(batchSize: number): Promise<void> {
+	private async checkBatchFits(batchSize: number, follow: boolean): Promise<void> {
 		const limit = this.deps.signers.maxMessageBytes();
 		if (limit === null) return;
-		checkBatchFits(batchSize, (await this.deps.records.stats()).maxRecordBytes, limit);
+		const largest = (await this.deps.records.stats()).maxRecordBytes;
+		// A follow run's batches hold records not stored yet: as large as a submission may make them.
+		checkBatchFits(
+			batchSize,
+			follow ? Math.max(largest, MAX_SUBMITTED_RECORD_BYTES) : largest,
+			limit,
+		);
 	}
 
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {
@@ -239,21 +284,29 @@ export class Batcher {
 			cancelled: Boolean(run.cancelRequestedAt),
 			distrusted: new Set(),
 			keyringLostAt: null,
+			follow: run.follow ? new FollowFeed(run.batchSize, this.options.lingerMs) : null,
+			untilSeq: Infinity,
+			wake: new Wake(),
 			done: Promise.resolve(),
 		};
 		this.active = active;
 		const progress = await whenAvailable(this.context, "records.progress", () =>
 			this.deps.records.progress(),
 		);
+		if (!run.follow)
+			active.untilSeq = (
+				await whenAvailable(this.context, "records.stats", () => this.deps.records.stats())
+			).lastSeq;
 		this.deps.emit("run.started", {
 			runId: run.runId,
 			batchSize: run.batchSize,
 			records: progress.records,
 			alreadySigned: progress.signed,
 			resumed,
+			follow: Boolean(run.follow),
 		});
 		this.deps.logger.info(
-			`${resumed ? "Resuming" : "Starting"} run ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned`,
+			`${resumed ? "Resuming" : "Starting"} ${run.follow ? "follow run" : "run"} ${run.runId}: batch size ${run.batchSize}, ${progress.records - progress.signed} of ${progress.records} records unsigned${run.follow ? `; then signs records as they arrive, a batch once ${run.batchSize} wait or the oldest waited ${this.options.lingerMs} ms` : ""}`,
 		);
 		const stopWatching = this.flights.watch(active);
 		active.done = (resumed ? this.settlePending(active) : Promise.resolve())

@@ -24,6 +24,9 @@ export interface DispatchOptions {
 	signTimeoutMs: number;
 }
 
+/** A follow run with nothing to dispatch looks for records at least this often, in case a `records.arrived` was missed. */
+const FOLLOW_POLL_MS = 1_000;
+
 export interface DispatchDeps {
 	store: BatcherStore;
 	records: RecordsPort;
@@ -80,7 +83,8 @@ export class Dispatcher {
 				!active.cancelled
 			) {
 				let planned = planner.nextRetry();
-				if (!planned && planner.paging) {
+				if (!planned && active.follow) planned = await this.nextArrivals(active);
+				else if (!planned && planner.paging) {
 					const after = planner.after;
 					planned = planner.acceptPage(
 						await whenAvailable(this.context, "records.unsignedPage", () =>
@@ -94,6 +98,10 @@ export class Dispatcher {
 				);
 				active.inFlight.add(task);
 			}
+			if (active.follow) {
+				await this.awaitArrivals(active);
+				continue;
+			}
 			if (active.inFlight.size > 0) {
 				await Promise.race(active.inFlight);
 				continue;
@@ -103,6 +111,11 @@ export class Dispatcher {
 				this.deps.records.progress(),
 			);
 			if (progress.signed >= progress.records) return;
+			// Records submitted since the run started do not keep it going: it is done once what the store held then is signed.
+			const [oldest] = await whenAvailable(this.context, "records.unsignedArrivals", () =>
+				this.deps.records.unsignedArrivals(0, 1),
+			);
+			if (!oldest || oldest.seq > active.untilSeq) return;
 			// Pages are read while batches are in flight; one more pass picks up any stragglers.
 			if (++sweeps > 3)
 				throw new Error(
@@ -110,6 +123,39 @@ export class Dispatcher {
 				);
 			planner.rewind();
 		}
+	}
+
+	/** A follow run's next batch: the records waiting, topped up in arrival order, once a batch is full or lingered. */
+	private async nextArrivals(active: ActiveRun): Promise<PlannedBatch | undefined> {
+		const feed = active.follow!;
+		if (feed.room > 0) {
+			const after = feed.after;
+			feed.accept(
+				await whenAvailable(this.context, "records.unsignedArrivals", () =>
+					this.deps.records.unsignedArrivals(after, feed.room),
+				),
+			);
+		}
+		return feed.take(this.context.clock.now());
+	}
+
+	/**
+	 * A follow run with nothing to send now waits for whichever comes first: a batch landing (a
+	 * place in the window, or a retry), the oldest waiting record's linger, records arriving, a
+	 * cancel, or the poll.
+	 */
+	private async awaitArrivals(active: ActiveRun): Promise<void> {
+		const { clock } = this.context;
+		const feed = active.follow!;
+		if (active.planner.pendingRetries > 0 && active.inFlight.size < this.windowSize(active))
+			return;
+		const due = feed.dueAt();
+		const windowFull = active.inFlight.size >= this.windowSize(active);
+		// With the window full nothing goes out before a batch lands, whatever else happens.
+		const waitMs = windowFull
+			? this.options.signTimeoutMs
+			: Math.min(FOLLOW_POLL_MS, due === null ? Infinity : due - clock.now());
+		await Promise.race([...active.inFlight, active.wake.wait(clock, waitMs)]);
 	}
 
 	/**
@@ -182,6 +228,7 @@ export class Dispatcher {
 			finishedAt: null,
 			signer: signer ?? null,
 			error: null,
+			short: planned.short,
 		};
 		// Recorded before dispatch, whatever it takes: after a crash the store knows every batch that may have run.
 		await whenAvailable(this.context, "the batcher's store", () => store.insertBatch(batch));
@@ -205,7 +252,13 @@ export class Dispatcher {
 			this.deps.flights.land(active, flight);
 		}
 		if (result) {
-			const counted = await this.countFromStore(active, batch, result, flight.sentAt);
+			const counted = await this.countFromStore(
+				active,
+				batch,
+				result,
+				flight.sentAt,
+				planned.oldestArrivedAt ?? null,
+			);
 			if (counted === true) return;
 			error = counted;
 		}
@@ -252,6 +305,7 @@ export class Dispatcher {
 		batch: BatchDoc,
 		result: SignBatchResult,
 		sentAt: number,
+		oldestArrivedAt: number | null,
 	): Promise<true | string> {
 		const { batchId, recordIds } = batch;
 		const { clock } = this.context;
@@ -288,6 +342,7 @@ export class Dispatcher {
 				duplicates: 0,
 				latencyMs: clock.now() - sentAt,
 				leaseWaitMs: result.leaseWaitMs,
+				...(oldestArrivedAt === null ? {} : { lagMs: clock.now() - oldestArrivedAt }),
 			});
 			return true;
 		}

@@ -3,12 +3,16 @@
  * ascending order, then the still-unsigned records of failed batches as new batches.
  * No broker in here; the service feeds it pages and outcomes.
  */
-import type { RecordPayload } from "../contract";
+import type { BatchShort, RecordPayload } from "../contract";
 
 export interface PlannedBatch {
-	/** Its records with their payloads, ascending ids. */
+	/** Its records with their payloads, ascending ids (arrival order in a follow run). */
 	records: RecordPayload[];
 	attempt: number;
+	/** Why it holds fewer records than the run's batch size; null when it is full (docs/design.md §7.7). */
+	short: BatchShort | null;
+	/** A follow run's batch: when its oldest record was submitted (ms), for its signing lag. */
+	oldestArrivedAt?: number | null;
 }
 
 export class BatchPlanner {
@@ -42,7 +46,8 @@ export class BatchPlanner {
 			return undefined;
 		}
 		this.cursor = records[records.length - 1].id;
-		return { records, attempt: 1 };
+		// A page cut short is the end of the unsigned records (of this pass).
+		return { records, attempt: 1, short: records.length < this.batchSize ? "last" : null };
 	}
 
 	get after(): string | undefined {
@@ -56,12 +61,19 @@ export class BatchPlanner {
 	failed(batch: PlannedBatch, stillUnsigned: RecordPayload[]): boolean {
 		if (stillUnsigned.length === 0) return true;
 		if (batch.attempt >= this.maxAttempts) return false;
-		for (let i = 0; i < stillUnsigned.length; i += this.batchSize)
-			this.retries.push({
-				records: stillUnsigned.slice(i, i + this.batchSize),
-				attempt: batch.attempt + 1,
-			});
+		this.retry(stillUnsigned, batch.attempt + 1);
 		return true;
+	}
+
+	private retry(records: RecordPayload[], attempt: number): void {
+		for (let i = 0; i < records.length; i += this.batchSize) {
+			const slice = records.slice(i, i + this.batchSize);
+			this.retries.push({
+				records: slice,
+				attempt,
+				short: slice.length < this.batchSize ? "retry" : null,
+			});
+		}
 	}
 
 	/**
@@ -69,11 +81,7 @@ export class BatchPlanner {
 	 * unsigned go again at the same attempt (a keyring's absence uses up no attempts).
 	 */
 	requeue(batch: PlannedBatch, stillUnsigned: RecordPayload[]): void {
-		for (let i = 0; i < stillUnsigned.length; i += this.batchSize)
-			this.retries.push({
-				records: stillUnsigned.slice(i, i + this.batchSize),
-				attempt: batch.attempt,
-			});
+		this.retry(stillUnsigned, batch.attempt);
 	}
 
 	/** Start paging again from the first id (a final sweep for anything still unsigned). */

@@ -4,6 +4,7 @@
  * give plain objects.
  */
 import type {
+	Arrival,
 	BatchDoc,
 	BatchStatus,
 	ClosedBatch,
@@ -52,6 +53,8 @@ export interface RecordsPort {
 	unsignedPage(after: string | undefined, limit: number): Promise<RecordPayload[]>;
 	/** Of the records `ids`, those still without a signature, with their payloads. */
 	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
+	/** A follow run's page: the next `limit` unsigned records after arrival `afterSeq`, in arrival order. */
+	unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]>;
 	progress(): Promise<Progress>;
 	stats(): Promise<RecordStats>;
 	/** Closes a batch that ended without its signer's reply: no signature is stored under it any more; what is, and its records still unsigned. */

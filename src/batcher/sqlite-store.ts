@@ -1,7 +1,13 @@
 /** The batcher's store on the embedded SQLite file `batcher.sqlite`. */
 import { BATCH_FIELDS, type BatchDoc, type BatchStatus, type Page, type RunDoc } from "../contract";
 import { BATCHER_SCHEMA } from "../store/schema";
-import { closeStore, openStore, Statements, type DatabaseSync } from "../store/sqlite";
+import {
+	closeStore,
+	ensureColumn,
+	openStore,
+	Statements,
+	type DatabaseSync,
+} from "../store/sqlite";
 import type { BatcherStore, BatchSummary } from "./ports";
 
 const RUN_COLUMNS = [
@@ -15,6 +21,7 @@ const RUN_COLUMNS = [
 	"idempotencyKey",
 	"requestFingerprint",
 	"cancelRequestedAt",
+	"follow",
 ] as const;
 const BATCH_COLUMNS = [
 	...BATCH_FIELDS,
@@ -23,9 +30,12 @@ const BATCH_COLUMNS = [
 	"stored",
 	"duplicates",
 	"unsigned",
+	"short",
 ] as const;
 /** Columns stored as JSON text. */
 const JSON_COLUMNS = new Set(["report", "recordIds"]);
+/** Columns stored as 0 or 1. */
+const BOOLEAN_COLUMNS = new Set(["follow"]);
 
 type Row = Record<string, string | number | null>;
 
@@ -34,11 +44,13 @@ function toRow(doc: object, columns: readonly string[]): Row {
 	for (const column of columns) {
 		const value = (doc as Record<string, unknown>)[column];
 		if (value === undefined) continue;
-		row[column] = JSON_COLUMNS.has(column)
-			? value === null
-				? null
-				: JSON.stringify(value)
-			: (value as string | number | null);
+		row[column] = BOOLEAN_COLUMNS.has(column)
+			? Number(Boolean(value))
+			: JSON_COLUMNS.has(column)
+				? value === null
+					? null
+					: JSON.stringify(value)
+				: (value as string | number | null);
 	}
 	return row;
 }
@@ -49,6 +61,7 @@ const OPTIONAL_RUN_FIELDS = new Set([
 	"idempotencyKey",
 	"requestFingerprint",
 	"cancelRequestedAt",
+	"follow",
 ]);
 
 function fromRow<T>(row: Row | undefined, key: string, optional = new Set<string>()): T | null {
@@ -56,8 +69,11 @@ function fromRow<T>(row: Row | undefined, key: string, optional = new Set<string
 	const doc: Record<string, unknown> = { _id: row[key] };
 	for (const [column, value] of Object.entries(row)) {
 		if (value === null && optional.has(column)) continue;
-		doc[column] =
-			JSON_COLUMNS.has(column) && typeof value === "string" ? JSON.parse(value) : value;
+		doc[column] = BOOLEAN_COLUMNS.has(column)
+			? value === 1
+			: JSON_COLUMNS.has(column) && typeof value === "string"
+				? JSON.parse(value)
+				: value;
 	}
 	return doc as T;
 }
@@ -77,13 +93,11 @@ export class SqliteBatcherStore implements BatcherStore {
 	static open(dataDir: string, log?: (line: string) => void): SqliteBatcherStore {
 		const db = openStore({ dataDir, owner: "batcher", schema: BATCHER_SCHEMA, log });
 		// A file from before batches counted their unsigned records, or runs could be cancelled.
-		const has = (table: string, column: string) =>
-			(db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some(
-				(c) => c.name === column,
-			);
-		if (!has("batches", "unsigned")) db.exec("ALTER TABLE batches ADD COLUMN unsigned INTEGER");
-		if (!has("runs", "cancelRequestedAt"))
-			db.exec("ALTER TABLE runs ADD COLUMN cancelRequestedAt TEXT");
+		ensureColumn(db, "batches", "unsigned", "INTEGER");
+		ensureColumn(db, "runs", "cancelRequestedAt", "TEXT");
+		// A file from before follow runs (docs/design.md §7.7).
+		ensureColumn(db, "runs", "follow", "INTEGER");
+		ensureColumn(db, "batches", "short", "TEXT");
 		return new SqliteBatcherStore(db, dataDir);
 	}
 

@@ -5,6 +5,7 @@
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
+import { credentialSettings, loadCredential } from "../identity/credential";
 import { replCommands } from "./repl-commands";
 import { portChoice, type AppConfig } from "../config";
 import { DomainErrorsMiddleware } from "../errors";
@@ -103,9 +104,9 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.
 		replOptions: {
-			customCommands: replCommands() as unknown as NonNullable<
-				BrokerOptions["replOptions"]
-			>["customCommands"],
+			customCommands: replCommands(undefined, () =>
+				loadCredential(credentialSettings(config, "batcher")),
+			) as unknown as NonNullable<BrokerOptions["replOptions"]>["customCommands"],
 		},
 	};
 }

@@ -1,11 +1,14 @@
 /**
  * Custom commands for the Moleculer REPL (`replOptions.customCommands` in the broker options):
  * `progress` prints the signing progress, live until the run ends (or once with --once);
- * `cancel` cancels the active run.
+ * `cancel` cancels the active run; `submit` adds a record, proven with the batcher's credential
+ * (docs/design.md §6.10), as `POST /api/records` does.
  */
 import type { ServiceBroker } from "moleculer";
 import { sleep } from "../clock";
 import { Actions, call, type MetricsSnapshot } from "../contract";
+import type { SignerCredential } from "../identity/credential";
+import { makeSubmitProof } from "../identity/submit-proof";
 
 export function progressLine(
 	s: Pick<
@@ -28,8 +31,35 @@ export interface ReplCommand {
 /** Writes to the REPL's terminal: the REPL is an operator's console, not a service. */
 export function replCommands(
 	write: (line: string) => void = (line) => process.stdout.write(`${line}\n`),
+	/** The batcher's credential, for `submit`: found as the batcher finds it (the REPL on the api node's DATA_DIR). */
+	submitCredential: (() => SignerCredential) | null = null,
 ): ReplCommand[] {
 	return [
+		{
+			command: "submit <id> <data>",
+			description:
+				"Submit one record to be signed (as POST /api/records does), proven with the batcher's credential",
+			options: [
+				{ option: "--as <name>", description: "the submitter it names (default repl)" },
+			],
+			async action(broker, args) {
+				const { id, data } = args as unknown as { id: string; data: string };
+				const records = [{ id: String(id), data: String(data) }];
+				try {
+					if (!submitCredential) throw new Error("this REPL has no batcher credential");
+					const submitter = String(args.options.as ?? "repl");
+					const result = await call(broker, Actions.records.submit, {
+						records,
+						...makeSubmitProof(submitCredential(), submitter, records),
+					});
+					write(
+						`Record ${id} ${result.stored ? "stored" : "was already stored with this data"}; its signature: call records.get --id ${id}`,
+					);
+				} catch (err) {
+					write(`submit: ${(err as Error).message}`);
+				}
+			},
+		},
 		{
 			command: "cancel [runId]",
 			description:

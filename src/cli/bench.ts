@@ -16,7 +16,11 @@
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
  *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
  * - unless `--skip-nats`, the run across processes over a local nats-server (three signers),
- *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes.
+ *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes;
+ * - unless `--skip-pkcs11`, and when SoftHSM is installed, the run with KEY_STORE=pkcs11 on a
+ *   throwaway SoftHSM token against its own floor: the same module signing the same payloads
+ *   in the same signing thread (src/signer/token-sign.worker.ts), one per core, with one token
+ *   key, no coordination and no storage.
  *
  * Every ratio is against its floor. The last line is one JSON object.
  */
@@ -37,23 +41,40 @@ import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask } from "../signer/sign.worker";
 import { withoutBusChecks } from "../identity/bus-checks";
+import { generateTokenKeys } from "../keyring/token-keys";
+import { createSoftHsmToken, findSoftHsm } from "../pkcs11/softhsm";
+import { Token } from "../pkcs11/token";
+import type { TokenSignTask, TokenThreadData } from "../signer/token-sign.worker";
 import { leaseCyclesPerSecond } from "./bench-lease-cycles";
 import { checkpointStoresNow, storeFile } from "../store/sqlite";
 import { createSystem } from "../system";
+import { UserError } from "../user-error";
 import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
-const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost]
+const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost] [--skip-pkcs11]
+       npm run bench -- --follow [--follow-rate N[,N...]] [--nats-follow-rate N[,N...]] [--follow-seconds N]
+                        [--follow-per-request N] [--linger-ms N] [--skip-nats]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
   --skip-checks-cost  leave out the run without the bus checks
+  --skip-pkcs11       leave out the run with KEY_STORE=pkcs11 on a SoftHSM token (left out anyway without SoftHSM)
+  --follow            instead: a follow run fed through POST /api/records by a load generator
+                      process on loopback, embedded at --follow-rate records/s (default 20000)
+                      and over NATS with 3 signers at --nats-follow-rate (default 10000); each
+                      may be a list (10000,20000,30000), measured in turn: the highest kept up
+                      with (95% of it sent, p99 under 1 s) is HighestKeptUpRate; each
+                      for --follow-seconds (default 20), in requests of --follow-per-request
+                      records (default 500), then one record a second for 10 s;
+                      the time from each 202 to the stored signature (p50, p99, max)
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
-and natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats.`;
+natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats,
+and pkcs11FloorSeconds, pkcs11RunSeconds, pkcs11Ratio, pkcs11CpuRatio, pkcs11RecordsPerSecond unless --skip-pkcs11 or without SoftHSM.`;
 
 const OPTIONS = {
 	records: { type: "string" },
@@ -61,6 +82,13 @@ const OPTIONS = {
 	"batch-size": { type: "string" },
 	"skip-nats": { type: "boolean" },
 	"skip-checks-cost": { type: "boolean" },
+	"skip-pkcs11": { type: "boolean" },
+	follow: { type: "boolean" },
+	"follow-rate": { type: "string" },
+	"nats-follow-rate": { type: "string" },
+	"follow-seconds": { type: "string" },
+	"follow-per-request": { type: "string" },
+	"linger-ms": { type: "string" },
 } as const;
 
 /** Payload rows per task: the signer's pool cuts batches into chunks of at most this many. */
@@ -81,12 +109,14 @@ async function overStoredPayloads<T>(
 	dataDir: string,
 	worker: string,
 	task: (chunk: string) => T,
+	workerData?: unknown,
 ): Promise<number> {
 	const pool = new Piscina<T, unknown>({
 		filename: workerFile(worker),
 		minThreads: cores,
 		maxThreads: cores,
 		resourceLimits: SIGNING_THREAD_LIMITS,
+		workerData,
 	});
 	try {
 		const db = new DatabaseSync(storeFile(dataDir, "records"), { readOnly: true });
@@ -159,6 +189,80 @@ async function joseFloor(dataDir: string): Promise<number> {
 	}));
 }
 
+/**
+ * The PKCS#11 floor: the token's module signing the stored payloads in the signer's own token
+ * signing thread, one per core, each on a session of its own, with one token key; nothing else.
+ */
+async function pkcs11Floor(dataDir: string, token: Token): Promise<number> {
+	const [key] = generateTokenKeys(token, 1);
+	const tokenKey = key.tokenKey!;
+	const threads: TokenThreadData = { token: token.settings };
+	return overStoredPayloads(
+		dataDir,
+		"../signer/token-sign.worker",
+		(records): TokenSignTask => ({ tokenKey, keyId: "key-000", records, deadline: Infinity }),
+		threads,
+	);
+}
+
+/**
+ * KEY_STORE=pkcs11 on a throwaway SoftHSM token: the embedded run of the same records (its
+ * keyring generates its keys in the token, its signer signs there), against the PKCS#11 floor.
+ * Null without SoftHSM.
+ */
+async function pkcs11Figures(
+	records: number,
+	keys: number,
+	batchSize: number,
+): Promise<{
+	floorSeconds: number;
+	runSeconds: number;
+	floorCpuSeconds: number;
+	runCpuSeconds: number;
+} | null> {
+	if (!findSoftHsm()) {
+		console.log("pkcs11     left out: SoftHSM is not installed (apt-get install -y softhsm2)");
+		return null;
+	}
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-token-"));
+	const softHsm = createSoftHsmToken(dir);
+	// SoftHSM reads its configuration from this process's environment when Cryptoki starts.
+	process.env.SOFTHSM2_CONF = softHsm.env.SOFTHSM2_CONF;
+	// Held for the whole figure: Cryptoki stays initialised by this thread, whichever threads sign.
+	const token = await Token.open(softHsm.settings);
+	const system = await seededSystem(records, keys, batchSize, softHsm.env);
+	try {
+		// CPU time beside wall time: other jobs on a shared machine move the second far more.
+		const cpuSeconds = (since: NodeJS.CpuUsage) => {
+			const used = process.cpuUsage(since);
+			return (used.user + used.system) / 1e6;
+		};
+		let cpu = process.cpuUsage();
+		const floorSeconds = await pkcs11Floor(system.dataDir, token);
+		const floorCpuSeconds = cpuSeconds(cpu);
+		console.log(
+			`pkcs11 floor ${floorSeconds.toFixed(2)} s  (${Math.round(records / floorSeconds)} signatures/s: SoftHSM's CKM_EDDSA, ${cores} threads with a session each, no coordination, no storage; CPU ${floorCpuSeconds.toFixed(2)} s)`,
+		);
+		cpu = process.cpuUsage();
+		const runSeconds = await timedRun(system.broker, system.completion, records, batchSize);
+		const runCpuSeconds = cpuSeconds(cpu);
+		console.log(
+			`pkcs11     ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)} to the PKCS#11 floor, CPU ${runCpuSeconds.toFixed(2)} s, ${(runCpuSeconds / floorCpuSeconds).toFixed(2)} of the floor's; keys in the token)`,
+		);
+		await system.broker.stop();
+		const verdict = await closeAfter(openStoreFiles(system.dataDir), (db) => audit(db));
+		if (!verdict.ok)
+			throw new Error(
+				`the audit of the PKCS#11 run failed: ${verdict.violations[0]?.message ?? ""}`,
+			);
+		return { floorSeconds, runSeconds, floorCpuSeconds, runCpuSeconds };
+	} finally {
+		await system.remove();
+		token.close();
+		fs.rmSync(dir, { recursive: true, force: true });
+	}
+}
+
 async function timedRun(
 	broker: ServiceBroker,
 	completion: Promise<RunCompletedEvent>,
@@ -198,10 +302,16 @@ interface EmbeddedFigures {
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
-async function seededSystem(records: number, keys: number, batchSize: number) {
+async function seededSystem(
+	records: number,
+	keys: number,
+	batchSize: number,
+	env: Record<string, string> = {},
+) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-bench-"));
 	const broker = createSystem(
 		loadConfig({
+			...env,
 			RECORDS: String(records),
 			KEYS: String(keys),
 			BATCH_SIZE: String(batchSize),
@@ -367,14 +477,120 @@ async function embedded(
 	}
 }
 
-async function main(flags: {
+type BenchFlags = {
 	records?: string;
 	keys?: string;
 	"batch-size"?: string;
 	"skip-nats"?: boolean;
 	"skip-checks-cost"?: boolean;
-}): Promise<number> {
-	const { "skip-nats": skipNats, "skip-checks-cost": skipChecksCost, ...sizes } = flags;
+	"skip-pkcs11"?: boolean;
+	follow?: boolean;
+	"follow-rate"?: string;
+	"nats-follow-rate"?: string;
+	"follow-seconds"?: string;
+	"follow-per-request"?: string;
+	"linger-ms"?: string;
+};
+
+/** A comma-separated list of positive rates, or the default. */
+function ratesFlag(value: string | undefined, fallback: number, name: string): number[] {
+	return value === undefined
+		? [fallback]
+		: value.split(",").map((rate) => rateFlag(rate.trim(), fallback, name));
+}
+
+/** A positive number flag, or its default. */
+function rateFlag(value: string | undefined, fallback: number, name: string): number {
+	if (value === undefined) return fallback;
+	const n = Number(value);
+	if (!Number.isFinite(n) || n <= 0) throw new UserError(`--${name} must be a positive number`);
+	return n;
+}
+
+/** `--follow`: the follow benchmark (src/cli/bench-follow.ts); its last line is one JSON object too. */
+async function followMain(flags: BenchFlags): Promise<number> {
+	const { keys, batchSize, lingerMs } = loadConfig(
+		{ KEYS: "100", BATCH_SIZE: "300" },
+		{ keys: flags.keys, "batch-size": flags["batch-size"], "linger-ms": flags["linger-ms"] },
+	);
+	const seconds = rateFlag(flags["follow-seconds"], 20, "follow-seconds");
+	const perRequest = Math.min(
+		1_000,
+		Math.round(rateFlag(flags["follow-per-request"], 500, "follow-per-request")),
+	);
+	const trickle = { rate: 1, seconds: 10, perRequest: 1 };
+	console.log(
+		`Follow benchmark: batch size ${batchSize}, LINGER_MS ${lingerMs}, ${keys} keys, ${cores} cores, Node ${process.version}; the load generator is a process of its own on loopback`,
+	);
+	const { embeddedTarget, followBench, keptUp, natsTarget } = await import("./bench-follow");
+	const summary: Record<string, unknown> = {};
+	const modes = [
+		{
+			field: "followEmbedded",
+			open: () => embeddedTarget(keys, batchSize, lingerMs),
+			rates: ratesFlag(flags["follow-rate"], 20_000, "follow-rate"),
+		},
+		...(flags["skip-nats"]
+			? []
+			: [
+					{
+						field: "followNats",
+						open: () => natsTarget(keys, batchSize, lingerMs),
+						rates: ratesFlag(flags["nats-follow-rate"], 10_000, "nats-follow-rate"),
+					},
+				]),
+	];
+	for (const { field, open, rates } of modes) {
+		const figures = await followBench(
+			open,
+			rates.map((rate) => ({ rate, seconds, perRequest })),
+			trickle,
+		);
+		const slow = figures.pop()!;
+		const [steady] = figures;
+		const kept = figures.filter(keptUp).map((f) => f.rate);
+		Object.assign(summary, {
+			[`${field}Rate`]: steady.rate,
+			[`${field}SentPerSecond`]: steady.achievedRate,
+			[`${field}P50Ms`]: steady.p50Ms,
+			[`${field}P99Ms`]: steady.p99Ms,
+			[`${field}MaxMs`]: steady.maxMs,
+			[`${field}DrainMs`]: steady.drainMs,
+			[`${field}OnePerSecondP99Ms`]: slow.p99Ms,
+			[`${field}OnePerSecondMaxMs`]: slow.maxMs,
+			[`${field}HighestKeptUpRate`]: kept.length ? Math.max(...kept) : 0,
+			...(figures.length > 1
+				? {
+						[`${field}Loads`]: figures.map((f) => ({
+							rate: f.rate,
+							sentPerSecond: f.achievedRate,
+							p50Ms: f.p50Ms,
+							p99Ms: f.p99Ms,
+							maxMs: f.maxMs,
+							keptUp: keptUp(f),
+						})),
+					}
+				: {}),
+		});
+	}
+	console.log(JSON.stringify(summary));
+	return 0;
+}
+
+async function main(flags: BenchFlags): Promise<number> {
+	if (flags.follow) return followMain(flags);
+	const {
+		"skip-nats": skipNats,
+		"skip-checks-cost": skipChecksCost,
+		"skip-pkcs11": skipPkcs11,
+		follow: _follow,
+		"follow-rate": _followRate,
+		"nats-follow-rate": _natsFollowRate,
+		"follow-seconds": _followSeconds,
+		"follow-per-request": _followPerRequest,
+		"linger-ms": _lingerMs,
+		...sizes
+	} = flags;
 	const { records, keys, batchSize } = loadConfig(
 		{ RECORDS: "100000", KEYS: "100", BATCH_SIZE: "300" },
 		sizes,
@@ -431,6 +647,15 @@ async function main(flags: {
 			});
 		}
 	}
+	const pkcs11 = skipPkcs11 ? null : await pkcs11Figures(records, keys, batchSize);
+	if (pkcs11)
+		Object.assign(summary, {
+			pkcs11FloorSeconds: round(pkcs11.floorSeconds),
+			pkcs11RunSeconds: round(pkcs11.runSeconds),
+			pkcs11Ratio: round(pkcs11.runSeconds / pkcs11.floorSeconds),
+			pkcs11CpuRatio: round(pkcs11.runCpuSeconds / pkcs11.floorCpuSeconds),
+			pkcs11RecordsPerSecond: Math.round(records / pkcs11.runSeconds),
+		});
 	console.log(JSON.stringify(summary));
 	return 0;
 }

@@ -18,6 +18,7 @@ import {
 	type RunView,
 } from "../contract";
 import { watchNatsStatus } from "../broker/nats-status";
+import { UserError } from "../user-error";
 
 /** The flags of a signing job. */
 export const JOB_FLAGS = {
@@ -71,6 +72,10 @@ export async function startOrResume(
 	detail = "",
 ): Promise<RunView> {
 	const status = await call(broker, Actions.batcher.status, {});
+	if (status.active && status.run?.follow)
+		throw new UserError(
+			`Follow run ${status.run.runId} is active: it signs records as they arrive and never ends by itself, so this job cannot start a run beside it. Cancel it first (POST /api/runs/${status.run.runId}/cancel, or cancel in the REPL)`,
+		);
 	if (status.active && status.run) {
 		const run = status.run;
 		out.say(

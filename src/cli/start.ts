@@ -23,15 +23,26 @@ Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see R
 
 export async function runJob(config: AppConfig): Promise<number> {
 	const out = terminal();
-	const broker = createSystem(config, { logLevel: "warn" });
-	const completion = new Promise<RunCompletedEvent>((resolve) =>
-		broker.createService({
-			name: "start-cli",
-			events: {
-				[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => resolve(ctx.params),
+	// A one-shot job never follows: an interrupted follow run is ended when the batcher starts (docs/design.md §7.7).
+	const broker = createSystem(config, {
+		logLevel: "warn",
+		settings: { batcher: { interruptedFollow: "end" } },
+	});
+	const completions = new Map<string, RunCompletedEvent>();
+	const waiters = new Map<string, (event: RunCompletedEvent) => void>();
+	broker.createService({
+		name: "start-cli",
+		events: {
+			[Events.runCompleted]: (ctx: { params: RunCompletedEvent }) => {
+				const { runId } = ctx.params.report;
+				completions.set(runId, ctx.params);
+				waiters.get(runId)?.(ctx.params);
 			},
-		}),
-	);
+		},
+	});
+	const completionOf = (runId: string) =>
+		completions.get(runId) ??
+		new Promise<RunCompletedEvent>((resolve) => waiters.set(runId, resolve));
 
 	const stopOnSignal = () => {
 		out.say("\nStopping: in-flight batches finish, the run resumes on the next `npm start`.");
@@ -44,9 +55,13 @@ export async function runJob(config: AppConfig): Promise<number> {
 		`Store: ${config.mongoUri ? "MongoDB" : config.dataDir || "memory"} · keys ${config.keys} · records ${config.records} (seeded when empty)`,
 	);
 	await broker.start();
-	await startOrResume(broker, config.batchSize, out);
+	for (const ended of completions.values())
+		out.say(
+			`Follow run ${ended.report.runId} was interrupted: npm start never follows, so it ended it (${ended.status}); the records it left waiting are signed by this job's run`,
+		);
+	const run = await startOrResume(broker, config.batchSize, out);
 	const stopWatching = watchProgress(broker, out);
-	const outcome = await completion;
+	const outcome = await completionOf(run.runId);
 	stopWatching();
 
 	out.say(

@@ -1,14 +1,17 @@
 /**
- * The keyring's keys: loaded from the store and checked against the master key, or generated
- * and sealed under it when the store has none; their public JWKS; and a leased key opened from
- * rest and sealed to its holder's session for that lease only. The master key also gives the
- * authority key lease tokens are signed with.
+ * The keyring's keys: loaded from the store and checked against the master key (software keys)
+ * or the token (KEY_STORE=pkcs11), or generated when the store has none; their public JWKS; and
+ * what a lease hands its holder: a software key opened from rest and sealed to the holder's
+ * session for that lease only, or a token key's reference, nothing secret. The master key also
+ * gives the authority key lease tokens are signed with, whichever the key store.
  */
 import type { JWK } from "jose";
-import type { KeyDoc, LeaseDoc } from "../contract";
+import type { KeyDoc, LeaseDoc, LeaseKey } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
+import { Token, TokenError, type TokenSettings } from "../pkcs11/token";
 import { KeyTransport } from "./key-transport";
 import { generateKeys, nextKeyIndex, publicJwkOf, verifySealedKey } from "./keys";
+import { generateTokenKeys, verifyTokenKeys } from "./token-keys";
 import {
 	loadMasterKey,
 	masterKeyFileExposure,
@@ -22,6 +25,25 @@ export interface KeyMaterialOptions {
 	masterKey: string | null;
 	dataDir: string;
 	mongoUri: string | null;
+	/** KEY_STORE: "software" (sealed under the master key) or "pkcs11" (in the token). */
+	keyStore: KeyStore;
+	/** The token, with KEY_STORE=pkcs11. */
+	token: TokenSettings | null;
+}
+
+export type KeyStore = "software" | "pkcs11";
+
+/** A store's keys were made by one key store: the other cannot use them. */
+function checkKeyStore(docs: KeyDoc[], keyStore: KeyStore): void {
+	const inToken = docs.filter((doc) => doc.tokenKey).length;
+	if (keyStore === "pkcs11" && inToken < docs.length)
+		throw new TokenError(
+			`KEY_STORE=pkcs11, but the keyring's store holds ${docs.length - inToken} software keys sealed under the master key: a token keyring starts from an empty keyring store (or set KEY_STORE=software)`,
+		);
+	if (keyStore === "software" && inToken > 0)
+		throw new TokenError(
+			`the keyring's store holds ${inToken} keys in a PKCS#11 token: set KEY_STORE=pkcs11 with its PKCS11_MODULE, PKCS11_TOKEN_LABEL and PIN`,
+		);
 }
 
 export class KeyMaterial {
@@ -31,6 +53,8 @@ export class KeyMaterial {
 	private constructor(
 		private readonly master: MasterKey,
 		readonly docs: Map<string, KeyDoc>,
+		/** The token keys are made in, with KEY_STORE=pkcs11; null for software keys. */
+		private readonly token: TokenSettings | null,
 	) {}
 
 	/** Loads (or generates, into an empty store) the keys, and checks the master key opens them. */
@@ -47,25 +71,51 @@ export class KeyMaterial {
 			logger.warn(
 				`Keys in MongoDB are sealed with ${master.source}; set KEYRING_MASTER_KEY so that any keyring node can open them`,
 			);
-		if (keyDocs.length === 0) {
-			keyDocs = await generateKeys(options.keys, master);
-			await store.insertKeys(keyDocs);
-			logger.info(
-				`Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`,
-			);
-		} else {
-			for (const doc of keyDocs) await verifySealedKey(doc, master);
-			if (keyDocs.length !== options.keys)
+		checkKeyStore(keyDocs, options.keyStore);
+		// The keyring needs the token only to make and check its keys: signers sign in it, not the keyring.
+		const token = options.keyStore === "pkcs11" ? await Token.open(options.token!) : null;
+		try {
+			if (keyDocs.length === 0) {
+				keyDocs = token
+					? generateTokenKeys(token, options.keys)
+					: await generateKeys(options.keys, master);
+				await store.insertKeys(keyDocs);
 				logger.info(
-					`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`,
+					token
+						? `Generated ${keyDocs.length} Ed25519 keys in token "${token.settings.tokenLabel}" (sensitive, not extractable)`
+						: `Generated ${keyDocs.length} Ed25519 keys, private keys sealed with ${master.source}`,
 				);
+			} else {
+				if (token) verifyTokenKeys(token, keyDocs);
+				else for (const doc of keyDocs) await verifySealedKey(doc, master);
+				if (keyDocs.length !== options.keys)
+					logger.info(
+						`The store holds ${keyDocs.length} keys; KEYS=${options.keys} only applies to an empty keyring`,
+					);
+			}
+		} finally {
+			token?.close();
 		}
-		return new KeyMaterial(master, new Map(keyDocs.map((k) => [k.keyId, k])));
+		return new KeyMaterial(
+			master,
+			new Map(keyDocs.map((k) => [k.keyId, k])),
+			options.keyStore === "pkcs11" ? options.token : null,
+		);
 	}
 
-	/** `count` new keys after the highest key id, sealed like the others; not yet stored (`adopt` once they are). */
-	generate(count: number, now: Date): Promise<KeyDoc[]> {
-		return generateKeys(count, this.master, now, nextKeyIndex(this.docs.keys()));
+	/**
+	 * `count` new keys after the highest key id, made like the others (in the token, or sealed
+	 * under the master key); not yet stored (`adopt` once they are).
+	 */
+	async generate(count: number, now: Date): Promise<KeyDoc[]> {
+		const from = nextKeyIndex(this.docs.keys());
+		if (!this.token) return generateKeys(count, this.master, now, from);
+		const token = await Token.open(this.token);
+		try {
+			return generateTokenKeys(token, count, now, from);
+		} finally {
+			token.close();
+		}
 	}
 
 	/** Keys stored since start-up (added by an operator): leased and published from now on. */
@@ -93,13 +143,20 @@ export class KeyMaterial {
 		};
 	}
 
-	/** The leased private key, opened from rest and sealed to the holder's session, for this lease only. */
-	async sealFor(lease: LeaseDoc, sessionKey: JWK): Promise<string> {
+	/**
+	 * What the lease hands its holder: a token key's reference (the holder signs in the token),
+	 * or the software key opened from rest and sealed to the holder's session, for this lease only.
+	 */
+	async keyFor(lease: LeaseDoc, sessionKey: JWK): Promise<LeaseKey> {
 		const doc = this.docs.get(lease.keyId);
 		if (!doc) throw new Error(`no key ${lease.keyId}`);
+		if (doc.tokenKey) return { tokenKey: doc.tokenKey };
 		const privateJwk = await unsealPrivateKey(doc.sealedPrivateKey, lease.keyId, this.master);
 		try {
-			return this.transport.seal(privateJwk, lease.keyId, lease.leaseId, sessionKey);
+			return {
+				key: this.transport.seal(privateJwk, lease.keyId, lease.leaseId, sessionKey),
+				transportKey: this.transport.publicJwk,
+			};
 		} finally {
 			privateJwk.fill(0);
 		}

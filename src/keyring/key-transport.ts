@@ -14,6 +14,7 @@
  */
 import crypto, { type KeyObject, type webcrypto } from "node:crypto";
 import type { JWK } from "jose";
+import type { LeaseGrant, LeaseKey } from "../contract";
 import { isOkpPublicKey } from "../identity/credential";
 import { randomBytesPooled } from "../random";
 import { LeaseSecret } from "../signer/lease-secret";
@@ -161,6 +162,18 @@ export class KeyTransport {
 	}
 }
 
+/** What opening a lease's key reads of it. */
+type LeaseKeyOf = Pick<LeaseGrant, "keyId" | "leaseId"> & LeaseKey;
+
+/** A lease's sealed key; a token lease has none (docs/design.md §5.9): its holder signs in the token. */
+function sealed(lease: LeaseKeyOf): LeaseKeyOf & { key: string; transportKey: JWK } {
+	if (lease.key === undefined)
+		throw new Error(
+			`lease ${lease.leaseId} grants key ${lease.keyId} in a PKCS#11 token, not a sealed key: this signer needs KEY_STORE=pkcs11 and the token`,
+		);
+	return lease;
+}
+
 /** Signer side: opens the keys of its leases, deriving each keyring's key-encryption key once. */
 export class LeaseKeyOpener {
 	private readonly keks = new KekCache(16);
@@ -235,13 +248,8 @@ export class LeaseKeyOpener {
 	 * (src/signer/lease-secret.ts): `d` goes from the decrypted bytes into a secure buffer and
 	 * nowhere else. The caller disposes it when the batch is signed.
 	 */
-	async openSecret(lease: {
-		key: string;
-		keyId: string;
-		leaseId: string;
-		transportKey: JWK;
-	}): Promise<LeaseSecret> {
-		return this.unseal(lease, (plaintext) =>
+	async openSecret(lease: LeaseKeyOf): Promise<LeaseSecret> {
+		return this.unseal(sealed(lease), (plaintext) =>
 			LeaseSecret.fromPrivateJwk(plaintext, lease.keyId),
 		);
 	}
@@ -250,13 +258,8 @@ export class LeaseKeyOpener {
 	 * The lease's Ed25519 private key as a non-extractable node:crypto/WebCrypto key (for
 	 * JOSE libraries; the signer itself signs with `openSecret`'s key).
 	 */
-	async open(lease: {
-		key: string;
-		keyId: string;
-		leaseId: string;
-		transportKey: JWK;
-	}): Promise<webcrypto.CryptoKey> {
-		return this.unseal(lease, (plaintext) => {
+	async open(lease: LeaseKeyOf): Promise<webcrypto.CryptoKey> {
+		return this.unseal(sealed(lease), (plaintext) => {
 			const jwk = JSON.parse(plaintext.toString("utf8")) as JWK;
 			if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string")
 				throw new Error("the lease key is not an Ed25519 private key");

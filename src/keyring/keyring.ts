@@ -21,7 +21,7 @@ import {
 	type KeyEvent,
 	type KeyInfo,
 	type KeyringStatus,
-	type Lease,
+	type LeaseGrant,
 	type LeaseChange,
 	type LeaseDoc,
 	type LeaseEnd,
@@ -29,7 +29,8 @@ import {
 } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
-import { KeyMaterial } from "./key-material";
+import type { TokenSettings } from "../pkcs11/token";
+import { KeyMaterial, type KeyStore } from "./key-material";
 import { checkSessionKey, InvalidSessionKeyError } from "./key-transport";
 import { LeaseLogWriter } from "./lease-log-writer";
 import { LeaseTable } from "./lease-table";
@@ -62,6 +63,10 @@ export interface KeyringOptions {
 	publicKeyFile: string | null;
 	/** KEY_MAX_USES: a key is retired by itself at its grant number this (null: never). */
 	keyMaxUses?: number | null;
+	/** KEY_STORE: where the private keys live (docs/design.md §5.1, §5.9). */
+	keyStore: KeyStore;
+	/** The token, with KEY_STORE=pkcs11 (its PIN: never in published settings). */
+	token: TokenSettings | null;
 }
 
 /** A lease asked for by a proven signer: who holds it, and where its key is sealed to. */
@@ -185,7 +190,7 @@ export class Keyring {
 	 * FIFO order when none is free, for at most min(waitMs, acquireWaitMs). The private key
 	 * comes back sealed to `sessionKey`.
 	 */
-	async acquire(params: GrantRequest): Promise<Omit<Lease, "token">> {
+	async acquire(params: GrantRequest): Promise<LeaseGrant> {
 		this.assertOpen();
 		try {
 			checkSessionKey(params.sessionKey);
@@ -198,13 +203,11 @@ export class Keyring {
 		);
 		const { lease } = await this.waitForGrant(params.holder, limitMs);
 		try {
-			const key = await this.keys.sealFor(lease, params.sessionKey);
 			return {
 				leaseId: lease.leaseId,
 				keyId: lease.keyId,
 				expiresAt: lease.expiresAt,
-				key,
-				transportKey: this.keys.transportKey,
+				...(await this.keys.keyFor(lease, params.sessionKey)),
 			};
 		} catch (err) {
 			// The holder never got the key: hand it back instead of letting it idle until expiry.

@@ -17,6 +17,7 @@ import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } fro
 import { KEY_LIFECYCLE_COLUMNS, KEYRING_SCHEMA } from "../store/schema";
 import {
 	closeStore,
+	ensureColumn,
 	isUniqueViolation,
 	openStore,
 	Statements,
@@ -45,7 +46,10 @@ import {
 
 const LEASE_COLUMNS = `leaseId, keyId, holder, grantSeq, grantedAt, expiresAt, endSeq, endedAt, "end"`;
 
-type KeyRow = Omit<KeyDoc, "publicJwk"> & { publicJwk: string };
+type KeyRow = Omit<KeyDoc, "publicJwk" | "tokenKey"> & {
+	publicJwk: string;
+	tokenKey: string | null;
+};
 
 function keyDoc(row: KeyRow): KeyDoc {
 	const doc: KeyDoc = {
@@ -54,6 +58,7 @@ function keyDoc(row: KeyRow): KeyDoc {
 		createdAt: row.createdAt,
 		publicJwk: JSON.parse(row.publicJwk),
 		sealedPrivateKey: row.sealedPrivateKey,
+		...(row.tokenKey ? { tokenKey: JSON.parse(row.tokenKey) } : {}),
 	};
 	for (const column of Object.keys(KEY_LIFECYCLE_COLUMNS) as Array<keyof KeyDoc>) {
 		const value = row[column as keyof KeyRow];
@@ -64,15 +69,6 @@ function keyDoc(row: KeyRow): KeyDoc {
 					: value;
 	}
 	return doc;
-}
-
-/** Adds the keys' lifecycle columns to a store an earlier version wrote (once; nothing else changes). */
-function addLifecycleColumns(db: DatabaseSync): void {
-	const present = new Set(
-		(db.prepare("PRAGMA table_info(keys)").all() as Array<{ name: string }>).map((c) => c.name),
-	);
-	for (const [column, type] of Object.entries(KEY_LIFECYCLE_COLUMNS))
-		if (!present.has(column)) db.exec(`ALTER TABLE keys ADD COLUMN ${column} ${type}`);
 }
 
 function leaseDoc(row: Record<string, unknown>): LeaseDoc {
@@ -146,7 +142,10 @@ export class SqliteKeyringStore implements KeyringStore {
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
 		const db = openStore({ dataDir, owner: "keyring", schema: KEYRING_SCHEMA, log });
-		addLifecycleColumns(db);
+		// A file from before keys could live in a token, or come and go (§5.8).
+		ensureColumn(db, "keys", "tokenKey", "TEXT");
+		for (const [column, type] of Object.entries(KEY_LIFECYCLE_COLUMNS))
+			ensureColumn(db, "keys", column, type);
 		return new SqliteKeyringStore(db, dataDir, log);
 	}
 
@@ -269,13 +268,14 @@ export class SqliteKeyringStore implements KeyringStore {
 	private insertKey(doc: KeyDoc, addedSeq: number | null): void {
 		this.statements
 			.get(
-				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, addedSeq) VALUES (?, ?, ?, ?, ?)",
+				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, tokenKey, addedSeq) VALUES (?, ?, ?, ?, ?, ?)",
 			)
 			.run(
 				doc.keyId,
 				doc.createdAt,
 				JSON.stringify(doc.publicJwk),
 				doc.sealedPrivateKey,
+				doc.tokenKey ? JSON.stringify(doc.tokenKey) : null,
 				addedSeq,
 			);
 	}

@@ -1,5 +1,6 @@
 /** Live signing figures folded from the domain events; no broker in here. */
 import type {
+	FollowFigures,
 	BatchFailedEvent,
 	BatchSignedEvent,
 	DistributionSummary,
@@ -60,6 +61,12 @@ export class SigningStats {
 	/** [unix seconds, records signed in that second], the last few minutes. */
 	readonly throughput: Array<[number, number]> = [];
 	private signedAtRunStart = 0;
+	/** A follow run is going on: records arrive while it runs. */
+	follow = false;
+	/** [unix seconds, records submitted in that second], the last few minutes. */
+	readonly inflow: Array<[number, number]> = [];
+	readonly lagMs = new Distribution();
+	lastLagMs: number | null = null;
 
 	runStarted(event: RunStartedEvent, now = Date.now()): void {
 		this.runId = event.runId;
@@ -73,6 +80,15 @@ export class SigningStats {
 		this.batchesSigned = this.batchesFailed = this.duplicates = 0;
 		this.recent.length = 0;
 		this.throughput.length = 0;
+		this.follow = event.follow;
+		this.inflow.length = 0;
+		this.lastLagMs = null;
+	}
+
+	/** Records were submitted: the store holds more, and they wait for a follow run. */
+	arrived(stored: number, now = Date.now()): void {
+		this.records += stored;
+		addPerSecond(this.inflow, stored, now);
 	}
 
 	batchSigned(event: BatchSignedEvent, now = Date.now()): void {
@@ -80,6 +96,10 @@ export class SigningStats {
 		this.batchesSigned++;
 		this.duplicates += event.duplicates;
 		this.batchLatencyMs.add(event.latencyMs);
+		if (event.lagMs !== undefined) {
+			this.lagMs.add(event.lagMs);
+			this.lastLagMs = event.lagMs;
+		}
 		this.remember({
 			batchId: event.batchId,
 			keyId: event.keyId,
@@ -107,11 +127,21 @@ export class SigningStats {
 
 	private countSigned(stored: number, now: number): void {
 		this.signed += stored;
-		const second = Math.floor(now / 1000);
-		const last = this.throughput[this.throughput.length - 1];
-		if (last && last[0] === second) last[1] += stored;
-		else this.throughput.push([second, stored]);
-		if (this.throughput.length > 600) this.throughput.shift();
+		addPerSecond(this.throughput, stored, now);
+	}
+
+	/** What the dashboard shows while a follow run goes on. */
+	private followFigures(now: number): FollowFigures | null {
+		if (!this.follow || this.status !== "running") return null;
+		const since = Math.floor(now / 1000) - 5;
+		const recent = this.inflow.filter(([second]) => second >= since && second < since + 5);
+		return {
+			inflowPerSecond: Math.round(recent.reduce((sum, [, n]) => sum + n, 0) / 5),
+			inflow: this.inflow.slice(-120),
+			backlog: Math.max(0, this.records - this.signed),
+			lagMs: this.lagMs.summary(),
+			lastLagMs: this.lastLagMs,
+		};
 	}
 
 	leaseGranted(event: LeaseEvent): void {
@@ -160,6 +190,16 @@ export class SigningStats {
 			batchLatencyMs: this.batchLatencyMs.summary(),
 			throughput: this.throughput.slice(-120),
 			recentBatches: this.recent,
+			follow: this.followFigures(now),
 		};
 	}
+}
+
+/** Adds `count` to the second of `now` in a per-second series, keeping the last ten minutes. */
+function addPerSecond(series: Array<[number, number]>, count: number, now: number): void {
+	const second = Math.floor(now / 1000);
+	const last = series[series.length - 1];
+	if (last && last[0] === second) last[1] += count;
+	else series.push([second, count]);
+	if (series.length > 600) series.shift();
 }

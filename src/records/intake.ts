@@ -2,15 +2,17 @@
  * Who may write to records over the bus: a piece of signatures only from the holder of its
  * batch's current lease (the keyring's lease token and the holder's store proof, checked
  * offline: src/identity/lease-token.ts), and a batch's closing only from the batcher (its
- * close proof, src/identity/ticket.ts). A refusal is a 403, logged with the caller's node.
+ * close proof, src/identity/ticket.ts), and submitted records only with the batcher credential's
+ * submit proof (src/identity/submit-proof.ts). A refusal is a 403, logged with the caller's node.
  */
 import { createPublicKey, type KeyObject } from "node:crypto";
-import type { CloseBatchParams, StoreSignaturesParams } from "../contract";
+import type { CloseBatchParams, RecordPayload, StoreSignaturesParams } from "../contract";
 import { KeyringTrust, type TrustSettings } from "../identity/authority";
 import { busChecks } from "../identity/bus-checks";
 import { loadCredential, type CredentialSettings } from "../identity/credential";
 import { StoreGate, StoreRefusedError } from "../identity/lease-token";
 import { checkCloseProof } from "../identity/ticket";
+import { checkSubmitProof } from "../identity/submit-proof";
 import { loggedRefusal } from "../errors";
 
 export class RecordsIntake {
@@ -44,6 +46,17 @@ export class RecordsIntake {
 					{ batchId: params.batchId },
 				);
 		});
+	}
+
+	/** Throws a 403 unless a holder of the batcher's credential submits these records for this submitter. */
+	admitSubmission(
+		submission: { records: RecordPayload[]; submitter: string; iat?: unknown; proof?: unknown },
+		callerNode: string,
+	): void {
+		// Never switched off: the bench's unchecked run measures the signing path, not intake.
+		this.refusalsLogged("submit", callerNode, () =>
+			checkSubmitProof(this.batcherKey, submission),
+		);
 	}
 
 	private refusalsLogged(action: string, callerNode: string, check: () => void): void {

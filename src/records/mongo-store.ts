@@ -13,6 +13,12 @@
  * the insert are two commands, so one batch's writes and its close run one after another in
  * this process: the records service runs as a single instance, next to the batcher.
  *
+ * Arrival order (`seq`, docs/design.md §4.4) is numbered here, by that single instance: the
+ * submissions are stored one after another, and a follow run's pages read only the records of
+ * submissions whose insert has returned (`visibleSeq`), so an unordered insert still under way
+ * is never skipped past. Records stored before submissions existed are numbered in `_id` order
+ * when the store opens, once.
+ *
  * The signature log (docs/design.md §8.4, src/tlog/mongo-log.ts): each signature is inserted
  * with its leaf's index (`logIndex`, unique) and its leaf appended to the tree right after, one
  * piece at a time in this process, so the log's order is the order the pieces were stored. A
@@ -22,6 +28,7 @@
  */
 import type { AnyBulkWriteOperation, Collection } from "mongodb";
 import type {
+	Arrival,
 	ClosedBatch,
 	Page,
 	RecordPayload,
@@ -46,12 +53,18 @@ import {
 	type LoggedSignature,
 	type RecordsStore,
 	type SignedBatch,
+	type StoredRecord,
 } from "./store";
+import { RecordConflictError, type SubmitOutcome } from "./submission";
 
 interface RecordRow {
 	_id: string;
 	data: string;
 	signed: boolean;
+	/** Arrival order; absent only in a store from before submissions, until it opens once. */
+	seq?: number;
+	submittedBy?: string | null;
+	submittedAt?: string | null;
 }
 
 type SignatureRow = SignatureDoc & { _id: string; logIndex?: number };
@@ -60,6 +73,9 @@ interface ClosedRow {
 	_id: string;
 	closedAt: string;
 }
+
+/** What a record's view shows. */
+const LIST_FIELDS = { data: 1, submittedBy: 1, submittedAt: 1 } as const;
 
 /** Records read per command when a scan must see them all: each command stays far within the socket timeout. */
 const SCAN_PAGE = 100_000;
@@ -91,6 +107,11 @@ export class MongoRecordsStore implements RecordsStore {
 	private readonly busy = new Map<string, Promise<unknown>>();
 	/** Set when a piece's log write failed: the tree is read back and caught up before the next. */
 	private logBehind = false;
+	/** The last `seq` given, and the last whose insert has returned (what a follow run may page up to). */
+	private lastSeq = 0;
+	private visibleSeq = 0;
+	/** The tail of the submissions: stored one after another. */
+	private submitting: Promise<unknown> = Promise.resolve();
 
 	private constructor(
 		private readonly connection: MongoConnection,
@@ -125,10 +146,40 @@ export class MongoRecordsStore implements RecordsStore {
 			await store.signatureLog.createIndexes();
 			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
 			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
+			await store.numberArrivals();
+			await store.recordsOf.createIndex({ signed: 1, seq: 1 }, { name: "records_arrivals" });
 			await store.startLog((line) =>
 				(service.logger as { info?(line: string): void }).info?.(line),
 			);
 		});
+	}
+
+	/** Numbers records stored before submissions existed, in `_id` order (once), and finds the last `seq`. */
+	private async numberArrivals(): Promise<void> {
+		const [last] = await this.recordsOf
+			.find({ seq: { $exists: true } }, { projection: { seq: 1 } })
+			.sort({ seq: -1 })
+			.limit(1)
+			.toArray();
+		this.lastSeq = last?.seq ?? 0;
+		for (;;) {
+			const rows = await this.recordsOf
+				.find({ seq: { $exists: false } }, { projection: { _id: 1 } })
+				.sort({ _id: 1 })
+				.limit(SCAN_PAGE)
+				.toArray();
+			if (!rows.length) break;
+			await this.recordsOf.bulkWrite(
+				rows.map((row) => ({
+					updateOne: {
+						filter: { _id: row._id, seq: { $exists: false } },
+						update: { $set: { seq: ++this.lastSeq } },
+					},
+				})),
+				{ ordered: false },
+			);
+		}
+		this.visibleSeq = this.lastSeq;
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -207,12 +258,87 @@ export class MongoRecordsStore implements RecordsStore {
 
 	async insertRecords(records: RecordPayload[]): Promise<void> {
 		// Records already stored are refused by `_id` and counted as duplicates; anything else throws.
+		const first = this.lastSeq + 1;
+		this.lastSeq += records.length;
 		await insertUnordered(
 			this.recordsOf,
-			records.map((r) => ({ _id: r.id, data: r.data, signed: false })),
+			records.map((r, i) => ({ _id: r.id, data: r.data, signed: false, seq: first + i })),
 		);
+		this.visibleSeq = Math.max(this.visibleSeq, first + records.length - 1);
 		this.records = null;
 		this.largest = null;
+	}
+
+	submitRecords(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome> {
+		const run = this.submitting.then(() => this.submitNow(records, submitter, submittedAt));
+		this.submitting = run.catch(() => undefined);
+		return run;
+	}
+
+	private async submitNow(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome> {
+		const stored = new Map(
+			(
+				await this.recordsOf
+					.find({ _id: { $in: records.map((r) => r.id) } }, { projection: { data: 1 } })
+					.toArray()
+			).map((row) => [row._id, row.data]),
+		);
+		const conflicts = records.filter((r) => stored.has(r.id) && stored.get(r.id) !== r.data);
+		if (conflicts.length) throw new RecordConflictError(conflicts.map((r) => r.id));
+		const fresh = records.filter((r) => !stored.has(r.id));
+		const first = this.lastSeq + 1;
+		this.lastSeq += fresh.length;
+		// A write that fails half-way leaves some stored: the same request again stores the rest as a replay.
+		const { inserted } = await insertUnordered(
+			this.recordsOf,
+			fresh.map((r, i) => ({
+				_id: r.id,
+				data: r.data,
+				signed: false,
+				seq: first + i,
+				submittedBy: submitter,
+				submittedAt,
+			})),
+		);
+		this.visibleSeq = this.lastSeq;
+		if (this.records !== null) this.records += inserted;
+		if (this.largest !== null)
+			for (const r of fresh)
+				this.largest = Math.max(
+					this.largest,
+					Buffer.byteLength(r.id) + Buffer.byteLength(r.data),
+				);
+		return { stored: inserted, replayed: records.length - inserted };
+	}
+
+	async lastArrival(): Promise<number> {
+		return this.visibleSeq;
+	}
+
+	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
+		const rows: RecordRow[] = await this.recordsOf
+			.find(
+				{ signed: false, seq: { $gt: afterSeq, $lte: this.visibleSeq } },
+				{ projection: { data: 1, seq: 1, submittedAt: 1 } },
+			)
+			.sort({ seq: 1 })
+			.limit(limit)
+			.hint("records_arrivals")
+			.toArray();
+		return rows.map((row) => ({
+			id: row._id,
+			data: row.data,
+			seq: row.seq!,
+			submittedAt: row.submittedAt ?? null,
+		}));
 	}
 
 	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
@@ -389,9 +515,16 @@ export class MongoRecordsStore implements RecordsStore {
 		return { ...signature, logIndex: typeof logIndex === "number" ? logIndex : null };
 	}
 
-	async record(id: string): Promise<RecordPayload | null> {
+	async record(id: string): Promise<StoredRecord | null> {
 		const row = await this.recordsOf.findOne({ _id: id });
-		return row ? { id: row._id, data: row.data } : null;
+		return row
+			? {
+					id: row._id,
+					data: row.data,
+					submittedBy: row.submittedBy ?? null,
+					submittedAt: row.submittedAt ?? null,
+				}
+			: null;
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
@@ -414,7 +547,7 @@ export class MongoRecordsStore implements RecordsStore {
 	): Promise<RecordsList> {
 		const range = after === undefined ? {} : { _id: { $gt: after } };
 		let ids: string[];
-		let records: Map<string, string>;
+		let records: Map<string, RecordRow>;
 		let signatures: Map<string, SignatureDoc>;
 		if (signed) {
 			const docs = await this.signaturesOf
@@ -427,20 +560,20 @@ export class MongoRecordsStore implements RecordsStore {
 			records = new Map(
 				(
 					await this.recordsOf
-						.find({ _id: { $in: ids } }, { projection: { data: 1 } })
+						.find({ _id: { $in: ids } }, { projection: LIST_FIELDS })
 						.toArray()
-				).map((r) => [r._id, r.data]),
+				).map((r) => [r._id, r]),
 			);
 		} else {
 			const rows = await this.recordsOf
 				.find(signed === false ? { ...range, signed: false } : range, {
-					projection: { data: 1 },
+					projection: LIST_FIELDS,
 				})
 				.sort({ _id: 1 })
 				.limit(limit)
 				.toArray();
 			ids = rows.map((r) => r._id);
-			records = new Map(rows.map((r) => [r._id, r.data]));
+			records = new Map(rows.map((r) => [r._id, r]));
 			signatures = new Map(
 				(await this.signaturesOf.find({ _id: { $in: ids } }).toArray()).map((d) => [
 					d._id,
@@ -451,7 +584,16 @@ export class MongoRecordsStore implements RecordsStore {
 		const views: RecordView[] = ids.flatMap((id) => {
 			const s = signatures.get(id);
 			if (!records.has(id) || (signed === false && s)) return [];
-			return [{ id, data: records.get(id)!, signature: s ? signatureView(s) : null }];
+			const record = records.get(id)!;
+			return [
+				{
+					id,
+					data: record.data,
+					submittedBy: record.submittedBy ?? null,
+					submittedAt: record.submittedAt ?? null,
+					signature: s ? signatureView(s) : null,
+				},
+			];
 		});
 		return { records: views, next: ids.length === limit ? ids[ids.length - 1] : null };
 	}
@@ -462,7 +604,12 @@ export class MongoRecordsStore implements RecordsStore {
 		limit: number,
 	): Promise<Page> {
 		return collection === "records"
-			? pageById(this.recordsOf, after, limit, { signed: 0 })
+			? pageById(this.recordsOf, after, limit, {
+					signed: 0,
+					seq: 0,
+					submittedBy: 0,
+					submittedAt: 0,
+				})
 			: pageById(this.signaturesOf, after, limit);
 	}
 

@@ -5,6 +5,7 @@
  * late signatures and an unknown record are the caller's errors (docs/design.md §6.4, §7.3).
  */
 import type {
+	Arrival,
 	CloseBatchParams,
 	ClosedBatch,
 	Progress,
@@ -13,6 +14,8 @@ import type {
 	SignedUnder,
 	StoreSignaturesParams,
 	StoreSignaturesResult,
+	SubmitRecordsParams,
+	SubmitRecordsResult,
 	UnsignedRecords,
 } from "../contract";
 import { DomainError } from "../errors";
@@ -22,6 +25,7 @@ import { BatchTally } from "./batch-tally";
 import { RecordsIntake } from "./intake";
 import { seedIfEmpty } from "./records";
 import { BatchClosedError, signatureView, type RecordsStore } from "./store";
+import { validateSubmission } from "./submission";
 
 export class RecordsDesk {
 	/** What this process stored under recent batches: `signedUnder` without a query per batch. */
@@ -54,6 +58,26 @@ export class RecordsDesk {
 	/** Of the given records, those without a signature (a failed batch's retry set), with their payloads. */
 	async unsignedAmong(ids: string[]): Promise<UnsignedRecords> {
 		return { records: await this.store.unsignedAmong(ids) };
+	}
+
+	/** The next `limit` unsigned records after arrival `afterSeq`, in arrival order: a follow run's page. */
+	async unsignedArrivals(afterSeq: number, limit: number): Promise<{ records: Arrival[] }> {
+		return { records: await this.store.unsignedArrivals(afterSeq, limit) };
+	}
+
+	/**
+	 * Stores submitted records (docs/design.md §4.4): a call without a submit proof is refused
+	 * (403) before anything else, bad input (422) and a conflict (409) store nothing.
+	 */
+	async submit(params: SubmitRecordsParams, callerNode: string): Promise<SubmitRecordsResult> {
+		const { submitter, iat, proof } = params;
+		if (proof === undefined || proof === "")
+			this.intake.admitSubmission({ records: [], submitter, iat, proof }, callerNode);
+		const records = validateSubmission(params.records);
+		this.intake.admitSubmission({ records, submitter, iat, proof }, callerNode);
+		const submittedAt = new Date().toISOString();
+		const outcome = await this.store.submitRecords(records, submitter, submittedAt);
+		return { ...outcome, submittedAt };
 	}
 
 	/** Stores a piece sent by its lease's holder; already-signed records keep their first signature. */
@@ -90,6 +114,8 @@ export class RecordsDesk {
 		return {
 			id: record.id,
 			data: record.data,
+			submittedBy: record.submittedBy,
+			submittedAt: record.submittedAt,
 			signature: signature && signatureView(signature),
 		};
 	}
@@ -103,6 +129,7 @@ export class RecordsDesk {
 		return {
 			records: await this.store.recordCount(),
 			maxRecordBytes: await this.store.maxRecordBytes(),
+			lastSeq: await this.store.lastArrival(),
 		};
 	}
 }

@@ -1,5 +1,6 @@
 /** The records store on the embedded SQLite file `records.sqlite`. */
 import type {
+	Arrival,
 	ClosedBatch,
 	Page,
 	RecordPayload,
@@ -20,11 +21,19 @@ import {
 	type LoggedSignature,
 	type RecordsStore,
 	type SignedBatch,
+	type StoredRecord,
 } from "./store";
+import { RecordConflictError, type SubmitOutcome } from "./submission";
 
 const SQL = {
 	insertRecords:
-		"INSERT INTO records (id, data) SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
+		"INSERT INTO records (id, data, seq) SELECT value->>0, value->>1, ? + key FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
+	submitRecords:
+		"INSERT INTO records (id, data, seq, submittedBy, submittedAt) SELECT value->>0, value->>1, ? + key, ?, ? FROM json_each(?) WHERE true ON CONFLICT(id) DO NOTHING",
+	storedAmong:
+		"SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value->>0 WHERE r.data IS NOT j.value->>1",
+	unsignedArrivals:
+		"SELECT id, data, seq, submittedAt FROM records r WHERE seq > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY seq LIMIT ?",
 	unsignedRecords:
 		"SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
 	unsignedAmong:
@@ -39,11 +48,11 @@ const SQL = {
 	close: "INSERT INTO closed_batches (batchId, closedAt) VALUES (?, ?) ON CONFLICT(batchId) DO NOTHING",
 	signedUnder:
 		"SELECT keyId, leaseId, count(*) AS count FROM signatures WHERE batchId = ? GROUP BY keyId, leaseId ORDER BY keyId, leaseId",
-	record: "SELECT id, data FROM records WHERE id = ?",
+	record: "SELECT id, data, submittedBy, submittedAt FROM records WHERE id = ?",
 	listAll:
-		"SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM records r LEFT JOIN signatures s ON s.recordId = r.id WHERE r.id > ? ORDER BY r.id LIMIT ?",
+		"SELECT r.id, r.data, r.submittedBy, r.submittedAt, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM records r LEFT JOIN signatures s ON s.recordId = r.id WHERE r.id > ? ORDER BY r.id LIMIT ?",
 	listSigned:
-		"SELECT r.id, r.data, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM signatures s JOIN records r ON r.id = s.recordId WHERE s.recordId > ? ORDER BY s.recordId LIMIT ?",
+		"SELECT r.id, r.data, r.submittedBy, r.submittedAt, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt FROM signatures s JOIN records r ON r.id = s.recordId WHERE s.recordId > ? ORDER BY s.recordId LIMIT ?",
 	signature:
 		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId = ?",
 	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
@@ -94,6 +103,8 @@ export class SqliteRecordsStore implements RecordsStore {
 	/** Hashes the log on its own thread; the log's next index, ahead of the hashed tree by the pieces in flight. */
 	private readonly hasher: SignatureHasher;
 	private numbered: number;
+	/** The last `seq` given: the next record arrives after it. */
+	private lastSeq: number;
 
 	private constructor(
 		private readonly db: DatabaseSync,
@@ -117,14 +128,16 @@ export class SqliteRecordsStore implements RecordsStore {
 			(db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n,
 		);
 		this.signed = Number(rows.n);
+		this.lastSeq = Number(
+			(db.prepare("SELECT coalesce(max(seq), 0) AS n FROM records").get() as { n: number }).n,
+		);
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteRecordsStore {
-		return new SqliteRecordsStore(
-			openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log }),
-			dataDir,
-			log,
-		);
+		const db = openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log });
+		const numbered = migrateArrivalOrder(db);
+		if (numbered) log?.(`Numbered ${numbered} records in arrival order (id order), once`);
+		return new SqliteRecordsStore(db, dataDir, log);
 	}
 
 	/** Once, when the log is new: the signatures stored before it existed enter it in store order. */
@@ -185,10 +198,55 @@ export class SqliteRecordsStore implements RecordsStore {
 		const { changes } = transaction(this.db, () =>
 			this.statements
 				.get(SQL.insertRecords)
-				.run(JSON.stringify(records.map((r) => [r.id, r.data]))),
+				.run(this.lastSeq + 1, JSON.stringify(records.map((r) => [r.id, r.data]))),
 		);
+		this.lastSeq += records.length;
 		this.records += Number(changes);
 		this.largest = null;
+	}
+
+	async submitRecords(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome> {
+		const rows = JSON.stringify(records.map((r) => [r.id, r.data]));
+		// One transaction with no await in it, by the file's only writer: the check holds for the insert.
+		const stored = transaction(this.db, () => {
+			const conflicts = this.statements.get(SQL.storedAmong).all(rows) as Array<{
+				id: string;
+			}>;
+			if (conflicts.length) throw new RecordConflictError(conflicts.map((row) => row.id));
+			return Number(
+				this.statements
+					.get(SQL.submitRecords)
+					.run(this.lastSeq + 1, submitter, submittedAt, rows).changes,
+			);
+		});
+		this.lastSeq += records.length;
+		this.records += stored;
+		if (this.largest !== null)
+			for (const r of records)
+				this.largest = Math.max(
+					this.largest,
+					Buffer.byteLength(r.id) + Buffer.byteLength(r.data),
+				);
+		return { stored, replayed: records.length - stored };
+	}
+
+	async lastArrival(): Promise<number> {
+		return this.lastSeq;
+	}
+
+	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
+		return (
+			this.statements.get(SQL.unsignedArrivals).all(afterSeq, limit) as unknown as Arrival[]
+		).map((row) => ({
+			id: row.id,
+			data: row.data,
+			seq: Number(row.seq),
+			submittedAt: row.submittedAt ?? null,
+		}));
 	}
 
 	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
@@ -300,8 +358,9 @@ export class SqliteRecordsStore implements RecordsStore {
 		).map((g) => ({ keyId: g.keyId, leaseId: g.leaseId, count: Number(g.count) }));
 	}
 
-	async record(id: string): Promise<RecordPayload | null> {
-		return (this.statements.get(SQL.record).get(id) as RecordPayload | undefined) ?? null;
+	async record(id: string): Promise<StoredRecord | null> {
+		const row = this.statements.get(SQL.record).get(id) as StoredRecord | undefined;
+		return row ? { ...row } : null;
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
@@ -318,16 +377,23 @@ export class SqliteRecordsStore implements RecordsStore {
 		if (signed === false) {
 			const rows = await this.unsignedRecords(after, limit);
 			return {
-				records: rows.map((r) => ({ ...r, signature: null })),
+				records: rows.map((r) => ({
+					...r,
+					submittedBy: null,
+					submittedAt: null,
+					signature: null,
+				})),
 				next: rows.length === limit ? rows[rows.length - 1].id : null,
 			};
 		}
 		const rows = this.statements
 			.get(signed ? SQL.listSigned : SQL.listAll)
-			.all(after ?? FIRST, limit) as unknown as Array<RecordPayload & Partial<SignatureDoc>>;
+			.all(after ?? FIRST, limit) as unknown as Array<StoredRecord & Partial<SignatureDoc>>;
 		const records: RecordView[] = rows.map((r) => ({
 			id: r.id,
 			data: r.data,
+			submittedBy: r.submittedBy ?? null,
+			submittedAt: r.submittedAt ?? null,
 			signature: r.keyId ? signatureView(r as SignatureDoc) : null,
 		}));
 		return { records, next: rows.length === limit ? rows[rows.length - 1].id : null };
@@ -355,4 +421,37 @@ export class SqliteRecordsStore implements RecordsStore {
 		await this.hasher.close().catch(() => undefined);
 		await closeStore(this.db, this.dataDir, "records");
 	}
+}
+
+/**
+ * A file from before submissions: the arrival columns added, its records numbered in id order
+ * (after any already numbered: an earlier version's store imported now), then the index a follow
+ * run pages by. Returns how many records it numbered (0 on every later open).
+ */
+function migrateArrivalOrder(db: DatabaseSync): number {
+	const columns = new Set(
+		(db.prepare("PRAGMA table_info(records)").all() as Array<{ name: string }>).map(
+			(c) => c.name,
+		),
+	);
+	return transaction(db, () => {
+		for (const column of ["seq INTEGER", "submittedBy TEXT", "submittedAt TEXT"])
+			if (!columns.has(column.split(" ")[0]))
+				db.exec(`ALTER TABLE records ADD COLUMN ${column}`);
+		db.exec("CREATE INDEX IF NOT EXISTS records_seq ON records (seq)");
+		const base = (
+			db.prepare("SELECT coalesce(max(seq), 0) AS n FROM records").get() as {
+				n: number;
+			}
+		).n;
+		return Number(
+			db
+				.prepare(
+					"UPDATE records SET seq = ? + numbered.n " +
+						"FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM records WHERE seq IS NULL) AS numbered " +
+						"WHERE records.id = numbered.id",
+				)
+				.run(base).changes,
+		);
+	});
 }

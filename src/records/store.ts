@@ -4,6 +4,7 @@
  * `signatures.recordId` is the guard against a second signature on both.
  */
 import type {
+	Arrival,
 	ClosedBatch,
 	Page,
 	RecordPayload,
@@ -15,6 +16,13 @@ import type { TransparencyLog } from "../tlog/log";
 
 /** A signature row with its place in the signature log (null: not in it). */
 export type LoggedSignature = SignatureDoc & { logIndex: number | null };
+import type { SubmitOutcome } from "./submission";
+
+/** A stored record: its payload and, for a submitted one, who submitted it and when. */
+export interface StoredRecord extends RecordPayload {
+	submittedBy: string | null;
+	submittedAt: string | null;
+}
 
 /** The signatures of one batch, all made with one key under one lease (rule 3). */
 export interface SignedBatch {
@@ -27,18 +35,32 @@ export interface SignedBatch {
 export interface RecordsStore {
 	/** Every stored signature, in the order the pieces were stored (docs/design.md §8.4). */
 	readonly signatureLog: TransparencyLog;
-	/** Records stored; they never change once seeded. */
+	/** Records stored; a stored record never changes. */
 	recordCount(): Promise<number>;
 	/** Records with a signature. */
 	signedCount(): Promise<number>;
-	/** Adds records whose ids are not stored yet (seeding). */
+	/** Adds records whose ids are not stored yet (seeding), next in arrival order. */
 	insertRecords(records: RecordPayload[]): Promise<void>;
+	/**
+	 * Stores a submission whole, next in arrival order, naming its submitter: records whose id is
+	 * stored with the same data are replays (left as they are); if any id is stored with other
+	 * data, nothing is stored (RecordConflictError). Submissions are stored one at a time.
+	 */
+	submitRecords(
+		records: RecordPayload[],
+		submitter: string,
+		submittedAt: string,
+	): Promise<SubmitOutcome>;
+	/** The next `limit` unsigned records after arrival `afterSeq`, in arrival order (a follow run's pages). */
+	unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]>;
 	/** The next `limit` records after `after` (ascending ids) that have no signature. */
 	unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]>;
 	/** Of the records `ids`, those without a signature, in the given order; unknown ids are left out. */
 	unsignedAmong(ids: string[]): Promise<RecordPayload[]>;
 	/** Bytes of the largest record's id plus data (0 when there is none). */
 	maxRecordBytes(): Promise<number>;
+	/** The last `seq` given (0 when there is no record). */
+	lastArrival(): Promise<number>;
 	/**
 	 * Stores every signature whose record has none yet; the rest are duplicates and keep the
 	 * first signature. A concurrent writer can make a signature a duplicate, never a second one.
@@ -51,7 +73,7 @@ export interface RecordsStore {
 	closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch>;
 	/** The signatures stored under a batch, counted by key and lease. */
 	signedUnder(batchId: string): Promise<ClosedBatch["signed"]>;
-	record(id: string): Promise<RecordPayload | null>;
+	record(id: string): Promise<StoredRecord | null>;
 	/**
 	 * Up to `limit` records after `after` in id order, with their signatures: every record, or
 	 * (with `signed`) only the signed or only the unsigned ones. `next` is null at the end.

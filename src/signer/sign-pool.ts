@@ -1,16 +1,20 @@
 /**
  * The signer's pool of signing threads (piscina). A batch is cut into chunks spread over
  * the threads, so even one large batch uses every core while the event loop stays free for
- * leases and storage. The threads sign with libsodium; each chunk carries its own one-shot
- * hand-off of the lease's key (src/signer/lease-secret.ts), wiped by the thread that copies it
- * and again here once every chunk of the batch has settled.
+ * leases and storage. With software keys the threads sign with libsodium; each chunk carries
+ * its own one-shot hand-off of the lease's key (src/signer/lease-secret.ts), wiped by the
+ * thread that copies it and again here once every chunk of the batch has settled. With
+ * KEY_STORE=pkcs11 the threads sign in the token, each on a session of its own
+ * (src/signer/token-sign.worker.ts), and a chunk carries only the token key's reference.
  */
 import os from "node:os";
 import path from "node:path";
 import Piscina from "piscina";
 import { LeaseDeadlineError, type RecordPayload } from "./jws";
-import { wipeHandOff, type LeaseSecret } from "./lease-secret";
+import { LeaseSecret, wipeHandOff } from "./lease-secret";
 import type { SignTask, SignTaskResult } from "./sign.worker";
+import type { TokenSignTask, TokenThreadData } from "./token-sign.worker";
+import type { TokenKeyRef, TokenSettings } from "../pkcs11/token";
 import { SIGNATURE_GROUP } from "../identity/signature-groups";
 import { requireSodium } from "../sodium";
 
@@ -49,16 +53,22 @@ function joined(results: SignTaskResult[], kind: "groups" | "leaves", what: stri
 	return Buffer.concat(parts as Uint8Array[]);
 }
 
+/** What a chunk signs with: a software key in guarded memory, or a key in the token. */
+export type PoolKey = LeaseSecret | TokenKeyRef;
+
 export class SignPool {
-	private readonly pool: Piscina<SignTask, SignTaskResult>;
+	private readonly pool: Piscina<SignTask | TokenSignTask, SignTaskResult>;
 	readonly threads: number;
 
-	constructor(threads = os.availableParallelism()) {
+	/** `token`: the threads sign in it (KEY_STORE=pkcs11); otherwise with libsodium. */
+	constructor(threads = os.availableParallelism(), token: TokenSettings | null = null) {
 		// A signer without libsodium fails here, at its start, with what to do (not at its first batch).
-		requireSodium();
+		if (!token) requireSodium();
 		this.threads = Math.max(1, threads);
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
-		const worker = path.join(__dirname, `sign.worker${path.extname(__filename)}`);
+		const name = token ? "token-sign.worker" : "sign.worker";
+		const worker = path.join(__dirname, `${name}${path.extname(__filename)}`);
+		const workerData: TokenThreadData | undefined = token ? { token } : undefined;
 		// Several chunks queued per thread: a thread finishing one starts the next without waiting
 		// for the event loop (busy with storage) to hand it out.
 		this.pool = new Piscina({
@@ -68,6 +78,7 @@ export class SignPool {
 			concurrentTasksPerWorker: 4,
 			idleTimeout: 60_000,
 			resourceLimits: SIGNING_THREAD_LIMITS,
+			workerData,
 		});
 	}
 
@@ -78,7 +89,7 @@ export class SignPool {
 	 * made here outlives this call.
 	 */
 	async sign(
-		key: LeaseSecret,
+		key: PoolKey,
 		keyId: string,
 		records: RecordPayload[],
 		deadline: () => number,
@@ -96,18 +107,18 @@ export class SignPool {
 		let results: SignTaskResult[];
 		try {
 			for (const chunk of chunks) {
-				const secret = key.handOff();
-				handOffs.push(secret);
-				runs.push(
-					this.pool.run({
-						secret,
-						keyId,
-						records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
-						deadline: deadline(),
-						groups,
-						leaves,
-					}),
-				);
+				const task = {
+					keyId,
+					records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
+					deadline: deadline(),
+					groups,
+					leaves,
+				};
+				if (key instanceof LeaseSecret) {
+					const secret = key.handOff();
+					handOffs.push(secret);
+					runs.push(this.pool.run({ ...task, secret }));
+				} else runs.push(this.pool.run({ ...task, tokenKey: key }));
 			}
 			results = await Promise.all(runs);
 		} finally {

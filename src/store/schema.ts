@@ -18,11 +18,18 @@ export type StoreOwner = keyof typeof STORE_FILES;
 /**
  * Records and their signatures. An unsigned record is one with no row in `signatures`: paging
  * them is one query per page that probes the signatures' primary key for each candidate.
+ * `seq` is a record's place in arrival order (seeded records in id order, then each submission's
+ * in request order), what a follow run pages by; `submittedBy` and `submittedAt` are null for
+ * seeded records. A file from before submissions gets the three columns, and its records their
+ * `seq` in id order, once (src/records/sqlite-store.ts), and then the index on `seq`.
  */
 export const RECORDS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
 	id TEXT PRIMARY KEY,
-	data TEXT NOT NULL
+	data TEXT NOT NULL,
+	seq INTEGER,
+	submittedBy TEXT,
+	submittedAt TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signatures (
 	recordId TEXT PRIMARY KEY,
@@ -54,7 +61,8 @@ CREATE TABLE IF NOT EXISTS runs (
 	error TEXT,
 	idempotencyKey TEXT UNIQUE,
 	requestFingerprint TEXT,
-	cancelRequestedAt TEXT
+	cancelRequestedAt TEXT,
+	follow INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE TABLE IF NOT EXISTS batches (
@@ -71,15 +79,17 @@ CREATE TABLE IF NOT EXISTS batches (
 	error TEXT,
 	stored INTEGER,
 	duplicates INTEGER,
-	unsigned INTEGER
+	unsigned INTEGER,
+	short TEXT
 );
 CREATE INDEX IF NOT EXISTS batches_run ON batches (runId, status);
 `;
 
 /**
- * Keys (private keys sealed), the lease log (`publicJwk` is JSON), and the keyring role: a
- * store-level lease on being the keyring, with an increasing fencing number (`epoch`) on which
- * every grant and end is conditional, so a stale keyring's writes are refused by the store.
+ * Keys (private keys sealed, or named in a PKCS#11 token), the lease log (`publicJwk` is JSON),
+ * and the keyring role: a store-level lease on being the keyring, with an increasing fencing
+ * number (`epoch`) on which every grant and end is conditional, so a stale keyring's writes are
+ * refused by the store.
  */
 export const KEYRING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS keyring_role (
@@ -95,7 +105,9 @@ CREATE TABLE IF NOT EXISTS keys (
 	keyId TEXT PRIMARY KEY,
 	createdAt TEXT NOT NULL,
 	publicJwk TEXT NOT NULL,
-	sealedPrivateKey TEXT NOT NULL
+	sealedPrivateKey TEXT NOT NULL,
+	-- KEY_STORE=pkcs11: JSON of the key's label and CKA_ID in the token ('' sealed, above)
+	tokenKey TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
 	leaseId TEXT PRIMARY KEY,

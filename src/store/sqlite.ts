@@ -32,6 +32,13 @@ export function storeFile(dataDir: string, owner: StoreOwner): string {
 	return path.join(dataDir, STORE_FILES[owner]);
 }
 
+/** Adds `column` to `table` in a file an earlier version made without it. */
+export function ensureColumn(db: DatabaseSync, table: string, column: string, type: string): void {
+	const columns = db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>;
+	if (!columns.some((c) => c.name === column))
+		db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+}
+
 export function openStore(options: OpenOptions): DatabaseSync {
 	let location = ":memory:";
 	if (options.dataDir) {

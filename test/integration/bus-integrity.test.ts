@@ -22,6 +22,7 @@ import type {
 	StoreSignaturesParams,
 } from "../../src/contract";
 import { credentialFile, newCredential } from "../../src/identity/credential";
+import { makeSubmitProof } from "../../src/identity/submit-proof";
 import { makeTicket } from "../../src/identity/ticket";
 import type { NatsRole } from "../../src/broker/nats-permissions";
 import {
@@ -422,6 +423,63 @@ describe.each<Setup>([
 					} finally {
 						await stopBroker(ops);
 					}
+				},
+			),
+		60_000,
+	);
+
+	test(
+		"adding records is no way around it: records.submit from a stranger with no proof, a forged one, or a real one over other records is 403, and nothing is stored",
+		() =>
+			scenario(
+				() => cluster,
+				async () => {
+					const broker = await cluster!.connect();
+					const records = async () =>
+						(await broker.call<{ records: number }>("records.progress")).records;
+					const before = await records();
+					const chosen = [{ id: "evil-submitted-1", data: "pay the attacker" }];
+					expect(
+						await refusal(
+							stranger!.call("records.submit", {
+								records: chosen,
+								submitter: "stranger",
+								iat: Date.now(),
+							}),
+						),
+					).toMatchObject({ code: 403, type: "SUBMIT_PROOF_MISSING" });
+					expect(
+						await refusal(
+							stranger!.call("records.submit", {
+								records: chosen,
+								...makeSubmitProof(
+									newCredential("evil-batcher"),
+									"stranger",
+									chosen,
+								),
+							}),
+						),
+					).toMatchObject({ code: 403, type: "SUBMIT_PROOF_INVALID" });
+					// A real proof, as if read off the bus, carried over other records.
+					const batcher = credentialFile(
+						path.join(cluster!.dataDir, "batcher.key"),
+						false,
+					);
+					const real = makeSubmitProof(batcher, "gateway-user", [
+						{ id: "harmless-1", data: "harmless" },
+					]);
+					expect(
+						await refusal(
+							stranger!.call("records.submit", { records: chosen, ...real }),
+						),
+					).toMatchObject({ code: 403, type: "SUBMIT_PROOF_INVALID" });
+					expect(await records()).toBe(before);
+					expect(
+						await refusal(broker.call("records.get", { id: "evil-submitted-1" })),
+					).toMatchObject({ code: 404 });
+					expect(cluster!.role("main").output()).toMatch(
+						/Refused records\.submit from node evil-node/,
+					);
 				},
 			),
 		60_000,

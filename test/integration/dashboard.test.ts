@@ -281,6 +281,52 @@ describe("dashboard", () => {
 		}
 	});
 
+	test("during a follow run started from the dashboard it shows the inflow, the backlog and the signing lag", async () => {
+		const follow = await startApiSystem({ records: 10, keys: 2, batchSize: 50 });
+		try {
+			const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+			const pageErrors: string[] = [];
+			page.on("pageerror", (err) => pageErrors.push(err.message));
+			await page.goto(follow.baseUrl + "/");
+			expect(await page.isHidden("#follow-card")).toBe(true);
+			await page.fill("#token", await follow.token("runs:write"));
+			await page.fill("#batch-size", "50");
+			await page.check("#follow");
+			await page.click("#start-form button[type=submit]");
+			await waitInPage(page, `!document.getElementById("follow-card").hidden`);
+
+			// Records arrive, a request every 100 ms: the card shows them coming in and signed within the linger.
+			const token = await follow.token("records:write");
+			for (let i = 0; i < 20; i++) {
+				await request(follow.baseUrl, "POST", "/api/records", {
+					body: { records: [{ id: `dash-${i}`, data: "x" }] },
+					token,
+				});
+				await new Promise((resolve) => setTimeout(resolve, 100));
+			}
+			await waitInPage(
+				page,
+				`/^[1-9][\\d,]* records\\/s$/.test(document.getElementById("follow-inflow").textContent)`,
+			);
+			await waitInPage(
+				page,
+				`/^\\d[\\d,]* ms$/.test(document.getElementById("follow-lag").textContent)`,
+			);
+			const lag = Number((await page.textContent("#follow-lag"))!.replace(/\D/g, ""));
+			expect(lag).toBeGreaterThanOrEqual(150);
+			expect(lag).toBeLessThan(1_000);
+			expect(await page.textContent("#follow-backlog")).toMatch(/^\d+ records?$/);
+			expect(await page.textContent("#follow-detail")).toMatch(/signing lag over the last/);
+			await page.screenshot({
+				path: path.join(ARTIFACTS, "dashboard-follow.png"),
+				fullPage: true,
+			});
+			expect(pageErrors).toEqual([]);
+		} finally {
+			await follow.stop();
+		}
+	});
+
 	async function cancelFromTheDashboard(system: ApiSystem): Promise<void> {
 		const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
 		const pageErrors: string[] = [];

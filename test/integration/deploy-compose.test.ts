@@ -573,6 +573,76 @@ function runtimeDataDir(): string {
 	return match[1];
 }
 
+describe("docker-compose.softhsm.yml, the SoftHSM profile", () => {
+	const PROFILE_FILE = path.join(ROOT, "docker-compose.softhsm.yml");
+	const profile = parse(fs.readFileSync(PROFILE_FILE, "utf8"), { merge: true }) as ComposeFile;
+	const tokenCommand = String(
+		(profile.services["softhsm-token"].command as string[])[0],
+	).replaceAll("$$", "$");
+
+	test("gives only the keyring and the signers the token: KEY_STORE=pkcs11, SoftHSM's module, the label and the PIN file, in the one volume they share", () => {
+		expect(Object.keys(profile.services).sort()).toEqual([
+			"keyring",
+			"signer",
+			"softhsm-token",
+		]);
+		for (const name of ["keyring", "signer"]) {
+			const service = profile.services[name];
+			expect({ name, environment: service.environment }).toEqual({
+				name,
+				environment: {
+					KEY_STORE: "pkcs11",
+					PKCS11_MODULE: "/usr/lib/softhsm/libsofthsm2.so",
+					PKCS11_TOKEN_LABEL: "record-signer",
+					PKCS11_PIN_FILE: "/softhsm/user-pin",
+					SOFTHSM2_CONF: "/softhsm/softhsm2.conf",
+				},
+			});
+			expect(service.volumes).toEqual(["softhsm:/softhsm"]);
+			expect(service.depends_on).toEqual({
+				"softhsm-token": { condition: "service_completed_successfully" },
+			});
+			// The image with SoftHSM, under a tag of its own.
+			expect(service.build).toEqual({ context: ".", args: { SOFTHSM: "1" } });
+			expect(service.image).toBe("record-signer:0.1.0-softhsm");
+			// Base services keep their roles: the profile adds to them, it does not replace them.
+			expect(services[name].environment?.SERVICES).toBe(name);
+		}
+	});
+
+	test("softhsm-token makes the token and a random PIN once, 0600, and commits no PIN", () => {
+		expect(spawnSync("sh", ["-n", "-c", tokenCommand]).status).toBe(0);
+		expect(tokenCommand).toMatch(/^\[ -s \/softhsm\/user-pin \] && exit 0;/);
+		expect(tokenCommand).toContain("umask 077");
+		expect(tokenCommand).toMatch(/head -c 18 \/dev\/urandom .*> \/softhsm\/user-pin\.new/);
+		expect(tokenCommand).toMatch(
+			/softhsm2-util --init-token --free --label record-signer --pin "\$\(cat \/softhsm\/user-pin\.new\)"/,
+		);
+		expect(profile.services["softhsm-token"].volumes).toEqual(["softhsm:/softhsm"]);
+		expect(profile.volumes).toHaveProperty("softhsm");
+	});
+
+	(findComposeCli() ? test : test.skip)(
+		"compose config accepts it on top of docker-compose.yml",
+		() => {
+			const [command, ...prefix] = findComposeCli()!;
+			const checked = spawnSync(
+				command,
+				[...prefix, "-f", COMPOSE_FILE, "-f", PROFILE_FILE, "config", "-q"],
+				{
+					cwd: ROOT,
+					encoding: "utf8",
+					env: { ...withoutKey(process.env), COMPOSE_PROJECT_NAME: "record-signer-test" },
+				},
+			);
+			expect({ status: checked.status, stderr: checked.stderr }).toEqual({
+				status: 0,
+				stderr: expect.any(String),
+			});
+		},
+	);
+});
+
 function withoutKey(source: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 	const copy = { ...source };
 	delete copy.KEYRING_MASTER_KEY;

@@ -73,6 +73,8 @@ function stageImage(into: string): string {
 		const parts = copy.args.split(/\s+/);
 		const fromBuild = parts[0] === "--from=build";
 		const [dest, ...reversedSources] = parts.filter((p) => !p.startsWith("--")).reverse();
+		// The compiled pkcs11js binding goes into node_modules, which is linked here already built.
+		if (dest.startsWith("./node_modules/")) continue;
 		const target = path.resolve(into, path.relative(workdir, path.resolve(workdir, dest)));
 		for (const source of reversedSources.reverse()) {
 			const from = fromBuild
@@ -121,6 +123,13 @@ describe("Dockerfile", () => {
 		);
 		expect(copies.length).toBeGreaterThan(0);
 		for (const copy of copies) expect(copy.args).toMatch(/^--from=build \/app\/dist\//);
+		// From the pkcs11js stage, only the binding it compiled (KEY_STORE=pkcs11).
+		const native = runtime.filter(
+			(i) => i.keyword === "COPY" && i.args.startsWith("--from=pkcs11js"),
+		);
+		expect(native.map((copy) => copy.args)).toEqual([
+			"--from=pkcs11js /app/node_modules/pkcs11js/build/Release/pkcs11.node ./node_modules/pkcs11js/build/Release/pkcs11.node",
+		]);
 	});
 
 	test("runs as a non-root user, with a HEALTHCHECK on the readiness route", () => {

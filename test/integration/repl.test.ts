@@ -1,6 +1,7 @@
 /**
  * The real Moleculer REPL in a child process (it reads process.stdin): `call batcher.start
- * --batchSize 300` as the card writes it (docs/design.md §1.2, §11.2), and the custom `progress` command.
+ * --batchSize 300` as the card writes it (docs/design.md §1.2, §11.2), the custom `progress` command,
+ * and a follow run (`--follow`) signing a record the REPL's `submit` adds.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import fs from "node:fs";
@@ -20,9 +21,11 @@ require.extensions[".ts"] = (module, filename) => {
 const { loadConfig } = require("./src/config.ts");
 const { createSystem } = require("./src/system.ts");
 const { replCommands } = require("./src/broker/repl-commands.ts");
-const broker = createSystem(loadConfig({ RECORDS: "900", KEYS: "3", DATA_DIR: "" }), { logLevel: false });
-// What src/broker/broker-options.ts would carry: replOptions.customCommands.
-broker.options.replOptions = { customCommands: replCommands() };
+const { credentialSettings, loadCredential } = require("./src/identity/credential.ts");
+const config = loadConfig({ RECORDS: "900", KEYS: "3", DATA_DIR: "" });
+const broker = createSystem(config, { logLevel: false });
+// What src/broker/broker-options.ts would carry: replOptions.customCommands, \`submit\` with the batcher's credential.
+broker.options.replOptions = { customCommands: replCommands(undefined, () => loadCredential(credentialSettings(config, "batcher"))) };
 broker.start().then(() => { process.stdout.write("READY\\n"); broker.repl(); });
 `;
 
@@ -73,7 +76,7 @@ describe("REPL", () => {
 		fs.rmSync(home, { recursive: true, force: true });
 	});
 
-	test("call batcher.start --batchSize 300 starts a run with batch size 300; progress follows it to the end", async () => {
+	test("call batcher.start --batchSize 300 starts a run with batch size 300; progress follows it to the end; with --follow a follow run signs the record `submit` adds, and cancel ends it", async () => {
 		child.stdin.write("call batcher.start --batchSize 300\n");
 		const [, runId] = await waitForOutput(/runId: '(run-[^']+)'/);
 		expect(output).toContain("Call 'batcher.start' with params: { batchSize: 300 }");
@@ -92,6 +95,17 @@ describe("REPL", () => {
 				`cancel: Run ${runId} is not running \\(it is completed\\): nothing to cancel`,
 			),
 		);
+
+		// A follow run, as the issue writes it; a record submitted from the REPL is signed as it arrives.
+		child.stdin.write("call batcher.start --batchSize 300 --follow\n");
+		await waitForOutput(/batchSize: 300,\s+status: 'running',[\s\S]*follow: true/);
+		child.stdin.write("submit order-1 hello --as alice\n");
+		await waitForOutput(/Record order-1 stored; its signature: call records.get --id order-1/);
+		await new Promise((resolve) => setTimeout(resolve, 1_000));
+		child.stdin.write("call records.get --id order-1\n");
+		await waitForOutput(/submittedBy: 'alice'[\s\S]*keyId: 'key-/);
+		child.stdin.write("cancel\n");
+		await waitForOutput(/Run run-\S+ cancelled: its batches in flight finish/);
 
 		// Ctrl+D: the REPL stops the broker and exits cleanly.
 		const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));

@@ -150,6 +150,8 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 			finishedAt: null,
 			// What the batch says it stored: left out here, as in stores from before it was kept.
 			stored: null,
+			// Why it is short: left out too (the fixture's runs do not follow).
+			short: null,
 		};
 		snapshot.batches.push(batch);
 		return batch;
@@ -163,6 +165,7 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 			status: spec.status ?? "completed",
 			startedAt: tick(),
 			finishedAt: null,
+			follow: null,
 		};
 		snapshot.runs.push(run);
 		const ids = snapshot.records

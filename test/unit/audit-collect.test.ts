@@ -127,7 +127,12 @@ beforeAll(async () => {
 			["runs", "batches"],
 			() => SqliteBatcherStore.open(""),
 			async (store) => {
-				for (const run of snapshot.runs) await store.insertRun({ ...run, report: null });
+				for (const run of snapshot.runs)
+					await store.insertRun({
+						...run,
+						follow: run.follow ?? undefined,
+						report: null,
+					});
 				for (const batch of snapshot.batches)
 					await store.insertBatch({
 						...batch,

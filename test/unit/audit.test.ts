@@ -437,3 +437,57 @@ describe("the report", () => {
 		expect(text).toMatch(/Audit FAILED: 15 violations of one-signature-per-record/);
 	});
 });
+
+describe("follow runs (docs/design.md §7.7)", () => {
+	const runOf = (snapshot: AuditSnapshot, runId: string) =>
+		snapshot.runs.find((r) => r.runId === runId)!;
+
+	it("while one is running, a record with no signature is pending, not a violation; cancelled, it is work left undone (issue 23); completed, it is rule 1's finding", async () => {
+		runOf(copy, "run-2").follow = true;
+		runOf(copy, "run-2").status = "running";
+		const waiting = copy.signatures.pop()!;
+		const report = await auditSnapshot(copy);
+		expect(report.violations).toEqual([]);
+		expect(report).toMatchObject({ ok: true, pending: 1 });
+		expect(formatReport(report, "test")).toContain(
+			"1 record pending: unsigned, waiting for the follow run that is running",
+		);
+
+		runOf(copy, "run-2").status = "cancelled";
+		const cancelled = await auditSnapshot(copy);
+		expect(cancelled.pending).toBe(0);
+		expect(cancelled.violations).toEqual([]);
+		expect(cancelled.unsigned).toEqual({
+			records: 1,
+			run: { runId: "run-2", status: "cancelled" },
+		});
+
+		runOf(copy, "run-2").status = "completed";
+		const ended = await auditSnapshot(copy);
+		expect(ended.pending).toBe(0);
+		expect(messages(ended, "one-signature-per-record")).toEqual([
+			`record ${waiting.recordId} has no signature`,
+		]);
+	});
+
+	it("a follow run's batch smaller than its size must say why; a full one must not say it is short", async () => {
+		runOf(copy, "run-1").follow = true;
+		const small = copy.batches.find((b) => b.runId === "run-1" && b.recordIds.length < 4)!;
+		const report = await auditSnapshot(copy);
+		expect(failing(report)).toEqual(["batch-size"]);
+		expect(messages(report, "batch-size")[0]).toContain(
+			`batch ${small.batchId} of follow run run-1 has ${small.recordIds.length} records, fewer than its batch size 4, and does not say it lingered`,
+		);
+
+		for (const batch of copy.batches)
+			if (batch.runId === "run-1" && batch.recordIds.length < 4)
+				batch.short = batch.attempt > 1 ? "retry" : "lingered";
+		expect((await auditSnapshot(copy)).violations).toEqual([]);
+
+		const full = copy.batches.find((b) => b.runId === "run-2" && b.recordIds.length === 3)!;
+		full.short = "lingered";
+		expect(messages(await auditSnapshot(copy), "batch-size")).toEqual([
+			`batch ${full.batchId} is full (3 records) but says it is short ("lingered")`,
+		]);
+	});
+});

@@ -72,6 +72,25 @@ class Records implements RecordsPort {
 		this.ids = Array.from({ length: count }, (_, i) => `r${String(i + 1).padStart(4, "0")}`);
 	}
 	private payload = (id: string) => ({ id, data: `data-of-${id}` });
+	/** When each submitted record arrived (seeded ones have no time); a record's seq is its place in `ids`. */
+	readonly submittedAt = new Map<string, string>();
+	/** Submits `ids` at `at` (ms), after every record stored so far. */
+	arrive(ids: string[], at: number): void {
+		for (const id of ids) {
+			this.ids.push(id);
+			this.submittedAt.set(id, new Date(at).toISOString());
+		}
+	}
+	async unsignedArrivals(afterSeq: number, limit: number) {
+		return this.ids
+			.map((id, i) => ({
+				...this.payload(id),
+				seq: i + 1,
+				submittedAt: this.submittedAt.get(id) ?? null,
+			}))
+			.filter((r) => r.seq > afterSeq && !this.signed.has(r.id))
+			.slice(0, limit);
+	}
 	/** Stores signatures of `ids` under a batch, as records.storeSignatures does; returns how many were new. */
 	store(batchId: string, keyId: string, leaseId: string, ids: string[]): number {
 		if (this.closed.has(batchId)) throw new Error(`BATCH_CLOSED: ${batchId}`);
@@ -96,7 +115,7 @@ class Records implements RecordsPort {
 		return { records: this.ids.length, signed: this.signed.size };
 	}
 	async stats() {
-		return { records: this.ids.length, maxRecordBytes: 20 };
+		return { records: this.ids.length, maxRecordBytes: 20, lastSeq: this.ids.length };
 	}
 	async closeBatch(batchId: string, recordIds: string[]) {
 		this.closed.add(batchId);
@@ -223,6 +242,8 @@ const OPTIONS: BatcherOptions = {
 	signTimeoutMs: 60_000,
 	stopSettleMs: 1_000,
 	probeAfterMs: 3_000,
+	lingerMs: 200,
+	interruptedFollow: "resume",
 };
 
 function harness(
@@ -788,5 +809,198 @@ describe("the batcher's run loop", () => {
 			type: "INVALID_IDEMPOTENCY_KEY",
 		});
 		expect(h.store.runs.size).toBe(1);
+	});
+});
+
+describe("a run over the store as it is, while records arrive", () => {
+	test("completes once what the store held at its start is signed, however many arrive meanwhile, even below its cursor", async () => {
+		const h = harness(40);
+		let arrivals = 0;
+		h.signers.behaviour = async (params, node) => {
+			// Each batch, two records arrive whose ids sort before every seeded one.
+			h.records.arrive([`a-${arrivals++}`, `a-${arrivals++}`], h.clock.now());
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		const run = await h.batcher.start({ batchSize: 10 });
+		expect(await done).toMatchObject({ status: "completed", error: null });
+		const seeded = h.records.ids.filter((id) => id.startsWith("r"));
+		expect(seeded.every((id) => h.records.signed.has(id))).toBe(true);
+		expect(arrivals).toBeGreaterThan(0);
+		expect(h.store.runs.get(run.runId)).toMatchObject({ status: "completed" });
+	});
+});
+
+describe("a follow run (docs/design.md §7.7)", () => {
+	/** The batches sent so far: their sizes and why each is short. */
+	const sent = (h: Harness) =>
+		h.signers.calls.map((c) => {
+			const doc = h.store.batches.get(c.params.batchId)!;
+			return [c.params.records.length, doc.short];
+		});
+
+	/** Lets the loop run without moving the clock, and says how many batches went out. */
+	const calmCalls = async (h: Harness) => {
+		await settle(50);
+		return h.signers.calls.length;
+	};
+
+	test("signs what waits in full batches, then the rest at once (it waited before the run); arrivals go as a full batch at once, or as one batch marked lingered after LINGER_MS; it never ends by itself; cancel ends it", async () => {
+		const h = harness(25);
+		const run = await h.batcher.start({ batchSize: 10, follow: true });
+		expect(run).toMatchObject({ follow: true, batchSize: 10, status: "running" });
+		await callsReach(h, 3);
+		expect(sent(h)).toEqual([
+			[10, null],
+			[10, null],
+			[5, "lingered"],
+		]);
+
+		// Three arrive: they wait for LINGER_MS (200 ms), then go as one batch.
+		h.records.arrive(["a1", "a2", "a3"], h.clock.now());
+		h.batcher.recordsArrived();
+		expect(await calmCalls(h)).toBe(3);
+		await h.clock.advance(199);
+		expect(await calmCalls(h)).toBe(3);
+		await h.clock.advance(1);
+		expect(await calmCalls(h)).toBe(4);
+		expect(sent(h)[3]).toEqual([3, "lingered"]);
+		expect(h.signers.calls[3].params.records.map((r) => r.id)).toEqual(["a1", "a2", "a3"]);
+
+		// A full batch's worth goes at once, whatever the linger.
+		h.records.arrive(
+			Array.from({ length: 12 }, (_, i) => `b${i}`),
+			h.clock.now(),
+		);
+		h.batcher.recordsArrived();
+		expect(await calmCalls(h)).toBe(5);
+		expect(sent(h)[4]).toEqual([10, null]);
+		await h.clock.advance(200);
+		expect(sent(h)[5]).toEqual([2, "lingered"]);
+
+		// Everything is signed, and the run goes on.
+		expect(h.records.signed.size).toBe(25 + 3 + 12);
+		await h.clock.advance(5_000);
+		expect(h.events.some((e) => e.event === "run.completed")).toBe(false);
+		expect((await h.batcher.status()).active).toBe(true);
+		// Each record in one batch; no batch larger than the run's size.
+		const ids = h.signers.calls.flatMap((c) => c.params.records.map((r) => r.id));
+		expect(new Set(ids).size).toBe(ids.length);
+
+		const done = h.completed();
+		await h.batcher.cancel();
+		expect(await done).toMatchObject({
+			status: "cancelled",
+			report: { signedThisRun: 40, batches: 6 },
+		});
+		expect(h.store.runs.get(run.runId)).toMatchObject({ follow: true, status: "cancelled" });
+	});
+
+	test("records that arrive while it waits are paged in arrival order, whatever their ids", async () => {
+		const h = harness(0);
+		await h.batcher.start({ batchSize: 4, follow: true });
+		h.records.arrive(["z9", "a1"], h.clock.now());
+		h.batcher.recordsArrived();
+		await settle(50);
+		h.records.arrive(["m5", "0"], h.clock.now());
+		h.batcher.recordsArrived();
+		expect(await calmCalls(h)).toBe(1);
+		expect(h.signers.calls[0].params.records.map((r) => r.id)).toEqual(["z9", "a1", "m5", "0"]);
+		const done = h.completed();
+		await h.batcher.cancel();
+		await done;
+	});
+
+	test("a missed records.arrived costs at most the poll: the run looks again within a second", async () => {
+		const h = harness(0);
+		await h.batcher.start({ batchSize: 4, follow: true });
+		await settle(50);
+		h.records.arrive(["quiet-1"], h.clock.now());
+		await h.clock.advance(1_000);
+		await h.clock.advance(200);
+		expect(await calmCalls(h)).toBe(1);
+		expect(sent(h)).toEqual([[1, "lingered"]]);
+		const done = h.completed();
+		await h.batcher.cancel();
+		await done;
+	});
+
+	test("its batch size must fit a batch of the largest records a submission may hold in one NATS message", async () => {
+		const h = harness(5);
+		h.signers.maxPayload = 1_048_576;
+		await expect(h.batcher.start({ batchSize: 325, follow: true })).rejects.toMatchObject({
+			type: "BATCH_TOO_LARGE",
+			data: { max: 324 },
+		});
+		// The same size is fine for a run over the store as it is: its records are small.
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 325 });
+		await done;
+		const follow = await h.batcher.start({ batchSize: 324, follow: true });
+		expect(follow).toMatchObject({ follow: true, batchSize: 324 });
+		const cancelled = h.completed();
+		await h.batcher.cancel();
+		await cancelled;
+	});
+
+	test("while it is active, another start is refused (409 RUN_ACTIVE)", async () => {
+		const h = harness(5);
+		const run = await h.batcher.start({ batchSize: 10, follow: true });
+		await expect(h.batcher.start({ batchSize: 10 })).rejects.toMatchObject({
+			type: "RUN_ACTIVE",
+			data: { runId: run.runId },
+		});
+		await expect(h.batcher.start({ follow: true })).rejects.toMatchObject({
+			type: "RUN_ACTIVE",
+		});
+		const done = h.completed();
+		await h.batcher.cancel();
+		await done;
+	});
+
+	test("an interrupted follow run goes on where the process resumes it; one that does not follow ends it and dispatches nothing", async () => {
+		const interrupted = (): RunDoc => ({
+			_id: "run-follow",
+			runId: "run-follow",
+			batchSize: 10,
+			status: "running",
+			startedAt: new Date(Date.parse("2026-01-01T00:00:00.000Z") - 60_000).toISOString(),
+			finishedAt: null,
+			follow: true,
+		});
+
+		const store = new MemoryBatcherStore();
+		await store.insertRun(interrupted());
+		const resumed = harness(12, {}, store);
+		await resumed.batcher.resumeInterrupted();
+		await callsReach(resumed, 2);
+		expect(sent(resumed)).toEqual([
+			[10, null],
+			[2, "lingered"],
+		]);
+		expect((await resumed.batcher.status()).run).toMatchObject({
+			runId: "run-follow",
+			status: "running",
+		});
+		const cancelled = resumed.completed();
+		await resumed.batcher.cancel();
+		await cancelled;
+
+		const other = new MemoryBatcherStore();
+		await other.insertRun(interrupted());
+		const oneShot = harness(12, { interruptedFollow: "end" }, other);
+		const ended = oneShot.completed();
+		await oneShot.batcher.resumeInterrupted();
+		expect(await ended).toMatchObject({ status: "cancelled", report: { runId: "run-follow" } });
+		expect(oneShot.signers.calls).toHaveLength(0);
+		expect(other.runs.get("run-follow")).toMatchObject({ status: "cancelled" });
+		expect((await oneShot.batcher.status()).active).toBe(false);
+		// The records it left waiting are signed by a run of the process's own.
+		const done = oneShot.completed();
+		const own = await oneShot.batcher.start({});
+		expect(await done).toMatchObject({
+			status: "completed",
+			report: { runId: own.runId, signedThisRun: 12 },
+		});
 	});
 });

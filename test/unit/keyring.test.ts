@@ -325,6 +325,7 @@ describe("keyring", () => {
 	test("the leased key opens only with the signer's session key and signs for the JWKS entry; no `d` in replies", async () => {
 		const ring = await startKeyring({ keys: 3 });
 		const lease = await ring.acquire("signer-1");
+		if (lease.key === undefined) throw new Error("a software keyring seals the leased key");
 		const signingKey = await ring.signer.open(lease);
 		expect(signingKey.extractable).toBe(false);
 		expect(signingKey.algorithm.name).toBe("Ed25519");

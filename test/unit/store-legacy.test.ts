@@ -1,17 +1,24 @@
 /**
  * A DATA_DIR written by the earlier version (NeDB files, one per collection) is imported once
  * into the SQLite stores when their owners first open them: nothing signed is lost, nothing is
- * signed twice, and the old files are kept under a new name.
+ * signed twice, and the old files are kept under a new name. A records store from before
+ * submissions is put in arrival order once; a batcher store from before follow runs gets their
+ * columns, and the audit reads such files as they are.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { importJWK, type CryptoKey, type JWK } from "jose";
 import type { KeyDoc } from "../../src/contract";
 import { generateKeys } from "../../src/keyring/keys";
 import { loadMasterKey, unsealPrivateKey } from "../../src/keyring/master-key";
+import { closeAfter, openStoreFiles } from "../../src/audit/audit-db";
+import { audit } from "../../src/audit/rules";
+import { SqliteBatcherStore } from "../../src/batcher/sqlite-store";
+import { SqliteRecordsStore } from "../../src/records/sqlite-store";
 import { LEGACY_SUFFIX } from "../../src/store/legacy-nedb";
-import { signRecord } from "../support/audit-fixture";
+import { buildMiniRun, signRecord, writeStoreFiles } from "../support/audit-fixture";
 import { auditSystem, runToCompletion, startSystem } from "../support/system";
 
 /** Writes `docs` as NeDB writes a collection: a JSON document per line, later lines winning. */
@@ -148,6 +155,95 @@ test("an earlier version's NeDB store is imported once, then the run signs only 
 		} finally {
 			await again.broker.stop();
 		}
+	} finally {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+});
+
+test("a records store from before submissions opens once into arrival order: its records numbered in id order, submissions after them", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-arrivals-"));
+	try {
+		// The previous version's records.sqlite: records without arrival columns, one signed.
+		const old = new DatabaseSync(path.join(dataDir, "records.sqlite"));
+		old.exec(`
+			CREATE TABLE records (id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+			CREATE TABLE signatures (recordId TEXT PRIMARY KEY, keyId TEXT NOT NULL, batchId TEXT NOT NULL,
+				leaseId TEXT NOT NULL, jws TEXT NOT NULL, signedAt TEXT NOT NULL) WITHOUT ROWID;
+			INSERT INTO records VALUES ('rec-3', 'c'), ('rec-1', 'a'), ('rec-2', 'b');
+			INSERT INTO signatures VALUES ('rec-2', 'key-000', 'b1', 'l1', 'jws', '2026-01-01T00:00:00.000Z');
+		`);
+		old.close();
+		const lines: string[] = [];
+		const store = SqliteRecordsStore.open(dataDir, (line) => lines.push(line));
+		expect(lines).toContain("Numbered 3 records in arrival order (id order), once");
+		expect(await store.recordCount()).toBe(3);
+		await store.submitRecords(
+			[{ id: "new-0", data: "n" }],
+			"alice",
+			"2026-01-02T00:00:00.000Z",
+		);
+		expect((await store.unsignedArrivals(0, 10)).map((r) => [r.id, r.seq])).toEqual([
+			["rec-1", 1],
+			["rec-3", 3],
+			["new-0", 4],
+		]);
+		expect(await store.record("rec-1")).toEqual({
+			id: "rec-1",
+			data: "a",
+			submittedBy: null,
+			submittedAt: null,
+		});
+		await store.close();
+
+		// Opened again: nothing numbered twice.
+		lines.length = 0;
+		const again = SqliteRecordsStore.open(dataDir, (line) => lines.push(line));
+		expect(lines).toEqual([]);
+		expect((await again.unsignedArrivals(0, 10)).map((r) => r.seq)).toEqual([1, 3, 4]);
+		await again.close();
+	} finally {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+});
+
+test("a batcher store and audit of files from before follow runs: the batcher adds the columns once; the audit reads old files as they are", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-batcher-old-"));
+	try {
+		const mini = await buildMiniRun();
+		writeStoreFiles(mini.snapshot, dataDir);
+		// As the previous version's files were: no runs.follow, no batches.short.
+		const old = new DatabaseSync(path.join(dataDir, "batcher.sqlite"));
+		old.exec("ALTER TABLE runs DROP COLUMN follow; ALTER TABLE batches DROP COLUMN short;");
+		old.close();
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) => audit(db));
+		expect(verdict.violations).toEqual([]);
+		expect(verdict).toMatchObject({ ok: true, pending: 0 });
+
+		const store = SqliteBatcherStore.open(dataDir);
+		expect((await store.getRun("run-2"))?.follow).toBeUndefined();
+		await store.insertRun({
+			runId: "run-follow",
+			batchSize: 3,
+			status: "running",
+			startedAt: "2026-01-02T00:00:00.000Z",
+			finishedAt: null,
+			follow: true,
+		});
+		await store.insertBatch({
+			batchId: "run-follow-b000001",
+			runId: "run-follow",
+			keyId: null,
+			leaseId: null,
+			recordIds: ["r-0001"],
+			attempt: 1,
+			status: "pending",
+			startedAt: "2026-01-02T00:00:01.000Z",
+			finishedAt: null,
+			short: "lingered",
+		});
+		expect(await store.interruptedRun()).toMatchObject({ runId: "run-follow", follow: true });
+		expect((await store.pendingBatches("run-follow"))[0]).toMatchObject({ short: "lingered" });
+		await store.close();
 	} finally {
 		fs.rmSync(dataDir, { recursive: true, force: true });
 	}

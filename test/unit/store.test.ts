@@ -120,6 +120,9 @@ const backends: Backend[] = [
 	sqliteBackend("SQLite files", true),
 ];
 
+/** A seeded record names no submitter. */
+const seeded = { submittedBy: null, submittedAt: null };
+
 const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
 
 function signatures(ids: string[], batch: string) {
@@ -180,6 +183,73 @@ function storeContract(backend: Backend): void {
 			await stores.records.insertRecords(
 				["r1", "r2", "r3", "r4", "r5"].map((id) => ({ id, data: `data-${id}` })),
 			);
+		});
+
+		test("a submission is stored whole naming its submitter; the same data again is a replay; other data stores nothing of it", async () => {
+			expect(
+				await stores.records.submitRecords(
+					[
+						{ id: "s2", data: "two" },
+						{ id: "s1", data: "one" },
+					],
+					"alice",
+					at(5),
+				),
+			).toEqual({ stored: 2, replayed: 0 });
+			expect(await stores.records.record("s1")).toEqual({
+				id: "s1",
+				data: "one",
+				submittedBy: "alice",
+				submittedAt: at(5),
+			});
+			expect(await stores.records.record("r1")).toMatchObject({ submittedBy: null });
+			expect(
+				await stores.records.submitRecords(
+					[
+						{ id: "s1", data: "one" },
+						{ id: "s3", data: "three" },
+					],
+					"bob",
+					at(6),
+				),
+			).toEqual({ stored: 1, replayed: 1 });
+			// The replayed record keeps its first submitter.
+			expect(await stores.records.record("s1")).toMatchObject({ submittedBy: "alice" });
+			const count = await stores.records.recordCount();
+			await expect(
+				stores.records.submitRecords(
+					[
+						{ id: "s4", data: "four" },
+						{ id: "s2", data: "not two" },
+						{ id: "r1", data: "not data-r1" },
+					],
+					"mallory",
+					at(7),
+				),
+			).rejects.toMatchObject({ type: "RECORD_CONFLICT", ids: ["s2", "r1"] });
+			expect(await stores.records.recordCount()).toBe(count);
+			expect(await stores.records.record("s4")).toBeNull();
+			expect(await stores.records.record("s2")).toMatchObject({ data: "two" });
+		});
+
+		test("unsigned records page in arrival order: seeded ones in id order, then each submission in request order", async () => {
+			await stores.records.submitRecords(
+				[
+					{ id: "a9", data: "first" },
+					{ id: "a1", data: "second" },
+				],
+				"alice",
+				at(5),
+			);
+			await stores.records.submitRecords([{ id: "0-low", data: "third" }], "bob", at(6));
+			await stores.records.storeSignatures(signatures(["r2", "a9"], "b1"));
+			const all = await stores.records.unsignedArrivals(0, 100);
+			expect(all.map((r) => r.id)).toEqual(["r1", "r3", "r4", "r5", "a1", "0-low"]);
+			expect(all.map((r) => r.submittedAt)).toEqual([null, null, null, null, at(5), at(6)]);
+			const seqs = all.map((r) => r.seq);
+			expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+			const after = await stores.records.unsignedArrivals(all[3].seq, 1);
+			expect(after.map((r) => [r.id, r.data])).toEqual([["a1", "second"]]);
 		});
 
 		test("a bulk with already-signed records keeps the first signatures, stores the rest, counts the duplicates", async () => {
@@ -299,7 +369,12 @@ function storeContract(backend: Backend): void {
 			// Seeding twice adds nothing.
 			await stores.records.insertRecords([{ id: "r1", data: "other" }]);
 			expect(await stores.records.recordCount()).toBe(5);
-			expect(await stores.records.record("r1")).toEqual({ id: "r1", data: "data-r1" });
+			expect(await stores.records.record("r1")).toEqual({
+				id: "r1",
+				data: "data-r1",
+				submittedBy: null,
+				submittedAt: null,
+			});
 		});
 
 		test("records and signatures page by id", async () => {
@@ -324,10 +399,11 @@ function storeContract(backend: Backend): void {
 			const first = await stores.records.list(undefined, 2, undefined);
 			expect(first).toEqual({
 				records: [
-					{ id: "r1", data: "data-r1", signature: null },
+					{ id: "r1", data: "data-r1", ...seeded, signature: null },
 					{
 						id: "r2",
 						data: "data-r2",
+						...seeded,
 						signature: {
 							keyId: "key-of-b1",
 							batchId: "b1",
@@ -348,8 +424,8 @@ function storeContract(backend: Backend): void {
 			const unsignedPage = await stores.records.list(undefined, 10, false);
 			expect(unsignedPage).toEqual({
 				records: [
-					{ id: "r1", data: "data-r1", signature: null },
-					{ id: "r3", data: "data-r3", signature: null },
+					{ id: "r1", data: "data-r1", ...seeded, signature: null },
+					{ id: "r3", data: "data-r3", ...seeded, signature: null },
 				],
 				next: null,
 			});
@@ -591,6 +667,28 @@ function storeContract(backend: Backend): void {
 			await stores.keyring.durable();
 			expect((await stores.keyring.keyEvents()).map((e) => e.seq)).toEqual([2, 3, 4]);
 		});
+
+		test("a key in a PKCS#11 token keeps its reference, and nothing sealed (KEY_STORE=pkcs11)", async () => {
+			const tokenKey = { label: "key-000", id: "00112233445566778899aabbccddeeff" };
+			await stores.keyring.insertKeys([
+				{
+					keyId: "key-000",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+					sealedPrivateKey: "",
+					tokenKey,
+				},
+				{
+					keyId: "key-001",
+					createdAt: at(0),
+					publicJwk: { kty: "OKP", crv: "Ed25519", x: "def" },
+					sealedPrivateKey: "sealed-secret",
+				},
+			]);
+			const [inToken, sealed] = await stores.keyring.keys();
+			expect(inToken).toMatchObject({ keyId: "key-000", sealedPrivateKey: "", tokenKey });
+			expect(sealed.tokenKey ?? null).toBeNull();
+		});
 	});
 
 	describe("batcher", () => {
@@ -751,6 +849,30 @@ function onlyOnMongo(backend: Backend): void {
 			await stores.keyring.close();
 			await stores.batcher.close();
 			await backend.cleanup();
+		});
+
+		test("records stored before submissions (no seq) are numbered in id order once when records opens, after any already numbered", async () => {
+			// As an earlier version left them: no seq.
+			await db.db
+				.collection<{ _id: string; data: string; signed: boolean }>("records")
+				.insertMany([
+					{ _id: "old-3", data: "c", signed: false },
+					{ _id: "old-1", data: "a", signed: false },
+				]);
+			await stores.records.close();
+			const uri = new URL(process.env.MONGO_URI!);
+			uri.pathname = `/${db.db.databaseName}`;
+			stores.records = await MongoRecordsStore.open(uri.toString(), service);
+			expect(
+				(await stores.records.unsignedArrivals(0, 10)).map((r) => [r.id, r.seq]),
+			).toEqual([
+				["old-1", 1],
+				["old-3", 2],
+			]);
+			await stores.records.submitRecords([{ id: "new-0", data: "n" }], "alice", at(1));
+			expect(
+				(await stores.records.unsignedArrivals(2, 10)).map((r) => [r.id, r.seq]),
+			).toEqual([["new-0", 3]]);
 		});
 
 		test("a live claim is not taken over by a keyring whose clock runs an hour ahead: the server's clock decides", async () => {

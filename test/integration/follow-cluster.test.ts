@@ -1,0 +1,85 @@
+/**
+ * A follow run across processes over NATS (docs/design.md §7.7): records submitted on the bus
+ * with the batcher credential's proof are signed as they arrive; the main node killed with
+ * SIGKILL and started again resumes the run, which goes on following; cancelled, the stores
+ * audit clean, with nothing pending.
+ */
+import path from "node:path";
+import type { Cluster } from "../../src/cluster/launcher";
+import type { BatcherStatus, RunView } from "../../src/contract";
+import { credentialFile } from "../../src/identity/credential";
+import { makeSubmitProof } from "../../src/identity/submit-proof";
+import {
+	auditCluster,
+	batches,
+	scenario,
+	startTestCluster,
+	stopTestCluster,
+	waitForSigned,
+} from "../support/cluster";
+
+describe("a follow run over NATS", () => {
+	let cluster: Cluster | undefined;
+
+	beforeAll(async () => {
+		cluster = await startTestCluster({ records: 500, keys: 5, batchSize: 50, signers: 2 });
+	}, 120_000);
+	afterAll(() => stopTestCluster(cluster));
+
+	/** Submits `count` records named `<prefix>-<n>` on the bus, as the gateway would. */
+	async function submit(prefix: string, count: number): Promise<void> {
+		const broker = await cluster!.connect();
+		const batcher = credentialFile(path.join(cluster!.dataDir, "batcher.key"), false);
+		const records = Array.from({ length: count }, (_, n) => ({
+			id: `${prefix}-${n}`,
+			data: `data of ${prefix} ${n}`,
+		}));
+		await broker.call("records.submit", {
+			records,
+			...makeSubmitProof(batcher, "cluster-test", records),
+		});
+	}
+
+	test(
+		"signs records submitted on the bus as they arrive, resumes after the main node is killed, and audits clean once cancelled",
+		() =>
+			scenario(
+				() => cluster,
+				async () => {
+					const broker = await cluster!.connect();
+					const run = await broker.call<RunView, object>("batcher.start", {
+						batchSize: 50,
+						follow: true,
+					});
+					expect(run).toMatchObject({ follow: true, status: "running" });
+					await waitForSigned(cluster!, 500);
+					await submit("before", 30);
+					await waitForSigned(cluster!, 530, 10_000);
+
+					await cluster!.kill("main");
+					await cluster!.restart("main");
+					await cluster!.ready(120_000);
+					const status = await broker.call<BatcherStatus, object>("batcher.status", {});
+					expect(status).toMatchObject({
+						active: true,
+						run: { runId: run.runId, follow: true },
+					});
+					await submit("after", 20);
+					await waitForSigned(cluster!, 550, 30_000);
+
+					await broker.call("batcher.cancel", { runId: run.runId });
+					const ended = await cluster!.runEnded(run.runId);
+					expect(ended.status).toBe("cancelled");
+					const ofRun = (await batches(broker)).filter((b) => b.runId === run.runId);
+					expect(ofRun.every((b) => b.recordIds.length <= 50)).toBe(true);
+					expect(ofRun.filter((b) => b.recordIds.length < 50).every((b) => b.short)).toBe(
+						true,
+					);
+					const verdict = await auditCluster(cluster!);
+					expect(verdict.violations).toEqual([]);
+					expect(verdict.pending).toBe(0);
+				},
+			),
+		180_000,
+	);
+});
