@@ -189,7 +189,7 @@ describe("crashes lose nothing and break no rule", () => {
 				const restarted = await cluster.restart("keyring");
 				await cluster.ready(60_000, ["keyring"]);
 				expect(restarted.output()).toMatch(
-					/Keyring ready: 20 keys, \d+ leased, \d+ free, last seq \d+/,
+					/Keyring ready: 20 keys \(20 active\), \d+ leased, \d+ free, last seq \d+/,
 				);
 				const replayed = Number(/last seq (\d+)/.exec(restarted.output())![1]);
 				expect(replayed).toBeGreaterThanOrEqual(before.lastSeq);
