@@ -627,7 +627,7 @@ function storeContract(backend: Backend): void {
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
 			await stores.keyring.writeKeyEvents(
 				[{ seq: 2, keyId: "key-002", event: "added", at: at(2), reason: null }],
-				[key("key-002")],
+				[{ ...key("key-002"), addedSeq: 2 }],
 				epoch,
 			);
 			await stores.keyring.writeKeyEvents(
