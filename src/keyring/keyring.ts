@@ -31,7 +31,8 @@ import {
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
 import type { TokenSettings } from "../pkcs11/token";
-import { KeyMaterial, type KeyStore } from "./key-material";
+import type { KeyStore } from "../config";
+import { KeyMaterial } from "./key-material";
 import { checkSessionKey, InvalidSessionKeyError } from "./key-transport";
 import { LeaseLogWriter } from "./lease-log-writer";
 import { LeaseTable } from "./lease-table";
