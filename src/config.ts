@@ -14,12 +14,15 @@ import {
 	transporterUrls,
 	type NatsTls,
 } from "./nats-tls";
+import type { CredentialRole, CredentialSettings } from "./identity/credential";
 import { proxyRule } from "./ip-address";
 import { LOG_KEY_FILES } from "./tlog/log-key";
 import { parseSignerKey } from "./tlog/note";
-import type { KeyStore } from "./keyring/key-material";
 import type { TokenSettings } from "./pkcs11/token";
 import { UserError } from "./user-error";
+
+/** KEY_STORE: where the keyring's private keys live (docs/design.md §5.1, §5.9). */
+export type KeyStore = "software" | "pkcs11";
 
 export interface AppConfig {
 	/** Records to seed when the store is empty. */
@@ -490,4 +493,17 @@ export function appConfig(): AppConfig {
 /** Makes `config` the process-wide one: moleculer-runner's config file settles the transport before the services load. */
 export function useAppConfig(config: AppConfig): void {
 	cached = config;
+}
+
+/** Where `role`'s credential is found in the configuration (SIGNER_KEY*, BATCHER_KEY*, DATA_DIR). */
+export function credentialSettings(
+	config: Pick<
+		AppConfig,
+		"signerKey" | "signerKeyFile" | "batcherKey" | "batcherKeyFile" | "dataDir"
+	>,
+	role: CredentialRole,
+): CredentialSettings {
+	return role === "signer"
+		? { role, key: config.signerKey, keyFile: config.signerKeyFile, dataDir: config.dataDir }
+		: { role, key: config.batcherKey, keyFile: config.batcherKeyFile, dataDir: config.dataDir };
 }

@@ -74,23 +74,21 @@ export const KEY_LIFECYCLE_NONE = {
 /** A key's lifecycle fields, each present (null when unset). */
 export type KeyLifecycle = { -readonly [F in keyof typeof KEY_LIFECYCLE_NONE]: KeyDoc[F] | null };
 
-/** The events of a key's life, from its lifecycle fields, in seq order. */
-export function keyEventsOf(doc: KeyDoc): KeyEvent[] {
-	const events: Array<[KeyEvent["event"], unknown, string | null | undefined, string | null]> = [
-		["added", doc.addedSeq, doc.createdAt, null],
-		["retired", doc.retiredSeq, doc.retiredAt, doc.retiredBy ?? null],
-		["revoked", doc.revokedSeq, doc.revokedAt, doc.revokedReason ?? null],
-	];
-	return events
-		.filter(([, seq]) => typeof seq === "number")
-		.map(([event, seq, at, reason]) => ({
-			seq: seq as number,
-			keyId: doc.keyId,
-			event,
-			at: at ?? doc.createdAt,
-			reason,
-		}))
-		.sort((a, b) => a.seq - b.seq);
+/** The events of the keys' lives, from their lifecycle fields, in seq order. */
+export function keyEventsOf(docs: Iterable<KeyDoc>): KeyEvent[] {
+	const events: KeyEvent[] = [];
+	for (const doc of docs) {
+		const life: Array<[KeyEvent["event"], unknown, string | null | undefined, string | null]> =
+			[
+				["added", doc.addedSeq, doc.createdAt, null],
+				["retired", doc.retiredSeq, doc.retiredAt, doc.retiredBy ?? null],
+				["revoked", doc.revokedSeq, doc.revokedAt, doc.revokedReason ?? null],
+			];
+		for (const [event, seq, at, reason] of life)
+			if (typeof seq === "number")
+				events.push({ seq, keyId: doc.keyId, event, at: at ?? doc.createdAt, reason });
+	}
+	return events.sort((a, b) => a.seq - b.seq);
 }
 
 export type LeaseEnd = "released" | "expired";

@@ -7,15 +7,13 @@ import path from "node:path";
 import type { StoreSettings } from "../mixins/store.mixin";
 import type { TrustSettings } from "./identity/authority";
 import {
-	credentialSettings,
 	CREDENTIAL_FILES,
 	type CredentialRole,
 	type CredentialSettings,
 } from "./identity/credential";
 import { apiOptions, type ApiOptions } from "./api/settings";
 import type { BatcherOptions } from "./batcher/batcher";
-import type { AppConfig } from "./config";
-import type { KeyStore } from "./keyring/key-material";
+import { credentialSettings, type AppConfig, type KeyStore } from "./config";
 import type { KeyringOptions } from "./keyring/keyring";
 import type { TokenSettings } from "./pkcs11/token";
 import type { ElectionOptions } from "./keyring/election";

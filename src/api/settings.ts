@@ -7,8 +7,8 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:ht
 import path from "node:path";
 import type { Duplex } from "node:stream";
 import type { Context } from "moleculer";
-import type { AppConfig } from "../config";
-import { credentialSettings, type CredentialSettings } from "../identity/credential";
+import { credentialSettings, type AppConfig } from "../config";
+import type { CredentialSettings } from "../identity/credential";
 import type { Principal } from "./auth";
 import { toApiError } from "./errors";
 import type { StreamLimits } from "./progress-stream";

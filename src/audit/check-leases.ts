@@ -78,16 +78,14 @@ export function storedKeyEvents(db: AuditDb): KeyEvent[] {
 	const rows = db.sql
 		.prepare(`SELECT keyId, createdAt, ${fields.join(", ")} FROM kr.keys`)
 		.all() as unknown as KeyDoc[];
-	return rows
-		.flatMap((row) =>
-			keyEventsOf({
-				...row,
-				addedSeq: seqOrNull(row.addedSeq),
-				retiredSeq: seqOrNull(row.retiredSeq),
-				revokedSeq: seqOrNull(row.revokedSeq),
-			}),
-		)
-		.sort((a, b) => a.seq - b.seq);
+	return keyEventsOf(
+		rows.map((row) => ({
+			...row,
+			addedSeq: seqOrNull(row.addedSeq),
+			retiredSeq: seqOrNull(row.retiredSeq),
+			revokedSeq: seqOrNull(row.revokedSeq),
+		})),
+	);
 }
 
 const seqOrNull = (value: unknown): number | null => (isSeq(value) ? value : null);
@@ -96,6 +94,7 @@ const seqOrNull = (value: unknown): number | null => (isSeq(value) ? value : nul
 export async function checkLeases(
 	db: AuditDb,
 	keyIds: string[],
+	keyEvents: KeyEvent[],
 	findings: FindingList,
 ): Promise<number> {
 	const rule: RuleName = "no-key-overlap";
@@ -128,7 +127,6 @@ export async function checkLeases(
 
 	const knownKeys = new Set(keyIds);
 	// Keys added, retired and revoked (§5.8), in seq order; the keys an event adds join later.
-	const keyEvents = storedKeyEvents(db);
 	const added = new Set(keyEvents.filter((e) => e.event === "added").map((e) => e.keyId));
 	// The free queue starts with every key there from the start in ascending id order: the keyring's own rule for never-used keys.
 	const initial = keyIds.filter((keyId) => !added.has(keyId));

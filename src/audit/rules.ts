@@ -95,7 +95,8 @@ export async function audit(
 	let pending = 0;
 
 	await withReadSnapshot(db, async () => {
-		endedKeys = storedKeyEvents(db).filter((event) => event.event !== "added");
+		const keyEvents = storedKeyEvents(db);
+		endedKeys = keyEvents.filter((event) => event.event !== "added");
 		const keys = checkPublicKeys(db, keyFindings);
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;
@@ -123,7 +124,7 @@ export async function audit(
 			},
 		);
 		const mainPasses = (async () => {
-			checked.leases = await checkLeases(db, keys.keyIds, leaseFindings);
+			checked.leases = await checkLeases(db, keys.keyIds, keyEvents, leaseFindings);
 			checked.batches = await checkBatches(db, runs, batchFindings);
 			logs = await checkLogs(db, options, logFindings);
 		})();

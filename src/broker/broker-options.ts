@@ -5,9 +5,9 @@
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
-import { credentialSettings, loadCredential } from "../identity/credential";
+import { loadCredential } from "../identity/credential";
 import { replCommands } from "./repl-commands";
-import { portChoice, type AppConfig } from "../config";
+import { credentialSettings, portChoice, type AppConfig } from "../config";
 import { DomainErrorsMiddleware } from "../errors";
 import { HealthMiddleware } from "./health";
 import { LocalFirstMiddleware } from "./local-first";

@@ -98,9 +98,26 @@ async function gateway(broker: ServiceBroker, config: AppConfig) {
 	};
 }
 
-async function startFollowRun(broker: ServiceBroker, batchSize: number): Promise<string> {
+/**
+ * A target serving `broker`: it watches batches, mounts the gateway, starts the broker, waits
+ * for `ready`, and starts the follow run.
+ */
+async function servedTarget(
+	mode: string,
+	broker: ServiceBroker,
+	config: AppConfig,
+	batchSize: number,
+	stop: () => Promise<void>,
+	ready: () => Promise<void> = async () => {},
+): Promise<Target> {
+	const signedAt = new Map<string, number>();
+	watchBatches(broker, signedAt);
+	const address = await gateway(broker, config);
+	await broker.start();
+	await ready();
+	const { baseUrl, token } = await address();
 	const run = await call(broker, Actions.batcher.start, { batchSize, follow: true });
-	return run.runId;
+	return { mode, broker, baseUrl, token, runId: run.runId, signedAt, stop };
 }
 
 /** Every service and the gateway in this process, on a fresh embedded store. */
@@ -118,23 +135,10 @@ export async function embeddedTarget(
 		DATA_DIR: dataDir,
 	});
 	const broker = createSystem(config, { logLevel: "warn" });
-	const signedAt = new Map<string, number>();
-	watchBatches(broker, signedAt);
-	const address = await gateway(broker, config);
-	await broker.start();
-	const { baseUrl, token } = await address();
-	return {
-		mode: "embedded",
-		broker,
-		baseUrl,
-		token,
-		runId: await startFollowRun(broker, batchSize),
-		signedAt,
-		async stop() {
-			await broker.stop();
-			fs.rmSync(dataDir, { recursive: true, force: true });
-		},
-	};
+	return servedTarget("embedded", broker, config, batchSize, async () => {
+		await broker.stop();
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	});
 }
 
 /** A cluster of processes over a local nats-server (three signers); the gateway in this process as the `api` user. */
@@ -170,25 +174,18 @@ export async function natsTarget(
 			...brokerOptions(config, { nodeID: `bench-api-${process.pid}`, logLevel: "warn" }),
 			skipProcessEventRegistration: true,
 		});
-		const signedAt = new Map<string, number>();
-		watchBatches(broker, signedAt);
-		const address = await gateway(broker, config);
-		await broker.start();
-		await broker.waitForServices(["records", "batcher"], 30_000);
-		const { baseUrl, token } = await address();
-		return {
-			mode: "over NATS, 3 signers",
+		return await servedTarget(
+			"over NATS, 3 signers",
 			broker,
-			baseUrl,
-			token,
-			runId: await startFollowRun(broker, batchSize),
-			signedAt,
-			async stop() {
+			config,
+			batchSize,
+			async () => {
 				await broker.stop();
 				await cluster.stop();
 				fs.rmSync(root, { recursive: true, force: true });
 			},
-		};
+			() => broker.waitForServices(["records", "batcher"], 30_000),
+		);
 	} catch (err) {
 		await cluster.stop();
 		fs.rmSync(root, { recursive: true, force: true });

@@ -23,15 +23,11 @@ import { loadCredential } from "../identity/credential";
 import { makeProof, operatorOp } from "../identity/proof";
 import { Keyring } from "../keyring/keyring";
 import { KeyringRoleHeldError } from "../keyring/role";
-import { MongoKeyringStore } from "../keyring/mongo-store";
-import { SqliteKeyringStore } from "../keyring/sqlite-store";
-import type { KeyringStore } from "../keyring/store";
 import { redactUrl } from "../nats-tls";
 import { serviceSettings } from "../settings";
-import { storeFile } from "../store/sqlite";
 import { UserError } from "../user-error";
-import fs from "node:fs";
 import { runSubcommands, UsageError, type CliOptions } from "./cli";
+import { openKeyringStore, quiet } from "./keyring-store";
 import { STORE_OPTIONS, storeConfig } from "./store";
 
 const USAGE = `Usage: npm run keys -- <command> [flags]
@@ -45,8 +41,6 @@ Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI): this comman
 keyring's store as the keyring for a moment (refused while a keyring runs on it).
 --transporter URL (TRANSPORTER), --namespace NAME: ask the running keyring over NATS instead,
 with an operator proof made with the batcher credential (BATCHER_KEY or BATCHER_KEY_FILE).`;
-
-const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
 /** What the command acts on: the running keyring over the bus, or its store opened here. */
 interface KeyOps {
@@ -97,22 +91,8 @@ async function overBus(config: Config): Promise<KeyOps> {
 	};
 }
 
-async function openStore(config: Config): Promise<{ store: KeyringStore; where: string }> {
-	if (config.mongoUri)
-		return {
-			store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }),
-			where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`,
-		};
-	const file = storeFile(config.dataDir, "keyring");
-	if (!config.dataDir || !fs.existsSync(file))
-		throw new UsageError(
-			`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`,
-		);
-	return { store: SqliteKeyringStore.open(config.dataDir), where: file };
-}
-
 async function inStore(config: Config): Promise<KeyOps> {
-	const { store, where } = await openStore(config);
+	const { store, where } = await openKeyringStore(config, "to change keys in");
 	let keyring: Keyring;
 	try {
 		keyring = await Keyring.open(

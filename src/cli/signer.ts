@@ -34,14 +34,12 @@ import {
 	type CredentialRole,
 } from "../identity/credential";
 import { loadMasterKey } from "../keyring/master-key";
-import { MongoKeyringStore } from "../keyring/mongo-store";
-import { SqliteKeyringStore } from "../keyring/sqlite-store";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
-import { storeFile } from "../store/sqlite";
 import type { LogName } from "../contract";
 import { LOG_ORIGINS } from "../tlog/log-key";
 import { generateNoteSigner, signerKeyString, verifierKeyString } from "../tlog/note";
 import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
+import { openKeyringStore } from "./keyring-store";
 
 const STORE = {
 	"data-dir": { type: "string" },
@@ -71,27 +69,6 @@ function roleOf(value: unknown): CredentialRole {
 }
 
 const Role = (role: CredentialRole) => (role === "signer" ? "Signer" : "Batcher");
-
-const quiet = { info() {}, warn() {}, error() {}, debug() {} };
-
-/** The keyring's store as the configuration names it; an embedded one must exist. */
-async function openKeyringStore(
-	config: AppConfig,
-): Promise<{ store: KeyringStore; where: string }> {
-	if (config.mongoUri)
-		return {
-			store: await MongoKeyringStore.open(config.mongoUri, { broker: null, logger: quiet }),
-			where: `MongoDB ${config.mongoUri.replace(/\/\/[^@/]*@/, "//***@")}`,
-		};
-	if (!config.dataDir)
-		throw new UsageError("DATA_DIR is empty: there is no keyring store to enrol signers in");
-	const file = storeFile(config.dataDir, "keyring");
-	if (!fs.existsSync(file))
-		throw new UsageError(
-			`No keyring store at ${file}: start the keyring once (npm start, npm run serve) or pass --data-dir`,
-		);
-	return { store: SqliteKeyringStore.open(config.dataDir), where: file };
-}
 
 function storeConfig(flags: { "data-dir"?: string; "mongo-uri"?: string }): AppConfig {
 	try {
@@ -156,7 +133,10 @@ const COMMANDS: Record<string, Subcommand> = {
 			const out = values.out as string | undefined;
 			if (out && fs.existsSync(out))
 				throw new UsageError(`--out ${out} exists: a credential is never written over`);
-			const { store, where } = await openKeyringStore(storeConfig(values));
+			const { store, where } = await openKeyringStore(
+				storeConfig(values),
+				"to enrol signers in",
+			);
 			try {
 				const credential = newCredential(name);
 				const line = await enrol(store, where, role, {
@@ -211,7 +191,10 @@ const COMMANDS: Record<string, Subcommand> = {
 				throw new UsageError("--public-key is required");
 			const role = roleOf(values.role);
 			const publicJwk = { ...publicKeyFrom(values["public-key"]), kid: name };
-			const { store, where } = await openKeyringStore(storeConfig(values));
+			const { store, where } = await openKeyringStore(
+				storeConfig(values),
+				"to enrol signers in",
+			);
 			try {
 				return await enrol(store, where, role, {
 					name,
@@ -228,7 +211,10 @@ const COMMANDS: Record<string, Subcommand> = {
 		options: { ...STORE, json: { type: "boolean" } },
 		async run(values) {
 			const role = roleOf(values.role);
-			const { store, where } = await openKeyringStore(storeConfig(values));
+			const { store, where } = await openKeyringStore(
+				storeConfig(values),
+				"to enrol signers in",
+			);
 			try {
 				const signers = await store.enrolled(role);
 				if (values.json)
@@ -260,7 +246,10 @@ const COMMANDS: Record<string, Subcommand> = {
 		async run(values) {
 			const name = requireName(values.name as string | undefined);
 			const role = roleOf(values.role);
-			const { store, where } = await openKeyringStore(storeConfig(values));
+			const { store, where } = await openKeyringStore(
+				storeConfig(values),
+				"to enrol signers in",
+			);
 			try {
 				const known = (await store.enrolled(role)).find((s) => s.name === name);
 				if (!known)

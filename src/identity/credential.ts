@@ -25,7 +25,6 @@ import {
 import fs from "node:fs";
 import path from "node:path";
 import type { JWK } from "jose";
-import type { AppConfig } from "../config";
 import { UserError } from "../user-error";
 
 export type CredentialRole = "signer" | "batcher";
@@ -65,19 +64,6 @@ export interface CredentialSettings {
 	keyFile: string | null;
 	/** DATA_DIR: the role's file there, created when absent; "" = memory. */
 	dataDir: string;
-}
-
-/** Where `role`'s credential is found in the configuration (SIGNER_KEY*, BATCHER_KEY*, DATA_DIR). */
-export function credentialSettings(
-	config: Pick<
-		AppConfig,
-		"signerKey" | "signerKeyFile" | "batcherKey" | "batcherKeyFile" | "dataDir"
-	>,
-	role: CredentialRole,
-): CredentialSettings {
-	return role === "signer"
-		? { role, key: config.signerKey, keyFile: config.signerKeyFile, dataDir: config.dataDir }
-		: { role, key: config.batcherKey, keyFile: config.batcherKeyFile, dataDir: config.dataDir };
 }
 
 /** A new credential: a fresh Ed25519 pair under `name`. */

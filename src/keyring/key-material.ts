@@ -7,6 +7,7 @@
  */
 import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc, LeaseKey } from "../contract";
+import type { KeyStore } from "../config";
 import type { AuthorityKey } from "../identity/authority";
 import { Token, TokenError, type TokenSettings } from "../pkcs11/token";
 import { KeyTransport } from "./key-transport";
@@ -30,8 +31,6 @@ export interface KeyMaterialOptions {
 	/** The token, with KEY_STORE=pkcs11. */
 	token: TokenSettings | null;
 }
-
-export type KeyStore = "software" | "pkcs11";
 
 /** A store's keys were made by one key store: the other cannot use them. */
 function checkKeyStore(docs: KeyDoc[], keyStore: KeyStore): void {

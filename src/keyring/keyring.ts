@@ -9,15 +9,16 @@
  * Every change runs through one `Serial` queue and is written to the store before memory
  * changes, and committed before anyone is told (docs/design.md §5.4), so a restart rebuilds the
  * same state from the `leases` collection. The changes of one moment share a commit: the next
- * change need not wait for the one before to be committed, only its reply does. The keyring first claims the keyring role in its store
- * (src/keyring/role.ts) and writes only under its epoch, so a second keyring is refused by the
- * store itself.
+ * change need not wait for the one before to be committed, only its reply does. The keyring
+ * first claims the keyring role in its store (src/keyring/role.ts) and writes only under its
+ * epoch, so a second keyring is refused by the store itself.
  */
 import { DomainError } from "../errors";
 import type { JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
 import {
 	Events,
+	keyEventsOf,
 	type KeyEvent,
 	type KeyInfo,
 	type KeyringStatus,
@@ -30,7 +31,8 @@ import {
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
 import type { TokenSettings } from "../pkcs11/token";
-import { KeyMaterial, type KeyStore } from "./key-material";
+import type { KeyStore } from "../config";
+import { KeyMaterial } from "./key-material";
 import { checkSessionKey, InvalidSessionKeyError } from "./key-transport";
 import { LeaseLogWriter } from "./lease-log-writer";
 import { LeaseTable } from "./lease-table";
@@ -157,7 +159,7 @@ export class Keyring {
 			const table = LeaseTable.fromSummary(
 				keys.keyIds,
 				await deps.store.summary(),
-				await deps.store.keyEvents(),
+				keyEventsOf(keys.docs.values()),
 			);
 			const keyring = new Keyring(options, deps, keys, table, role);
 			logger.info(
@@ -275,13 +277,13 @@ export class Keyring {
 	async addKeys(count: number): Promise<KeyInfo[]> {
 		this.assertOpen();
 		const added = await this.serial.run(async () => {
-			const docs = await this.keys.generate(count, new Date(this.clock.now()));
-			const at = new Date(this.clock.now()).toISOString();
+			const now = new Date(this.clock.now());
+			const docs = await this.keys.generate(count, now);
 			const events: KeyEvent[] = docs.map((doc) => ({
-				seq: this.log.nextSeq(),
+				seq: (doc.addedSeq = this.log.nextSeq()),
 				keyId: doc.keyId,
 				event: "added",
-				at,
+				at: now.toISOString(),
 				reason: null,
 			}));
 			await this.log.keyEvents(events, docs);

@@ -407,22 +407,15 @@ export class MongoKeyringStore implements KeyringStore {
 	}
 
 	async keyEvents(): Promise<KeyEvent[]> {
-		return (await this.keys()).flatMap(keyEventsOf).sort((a, b) => a.seq - b.seq);
+		return keyEventsOf(await this.keys());
 	}
 
 	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
 		const seq = Math.max(0, ...events.map((e) => e.seq));
-		const addedSeq = new Map(
-			events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
-		);
 		await this.fenced(epoch, seq, async (session) => {
 			if (added.length)
 				await this.keysOf.insertMany(
-					added.map((doc) => ({
-						...doc,
-						_id: doc.keyId,
-						addedSeq: addedSeq.get(doc.keyId) ?? null,
-					})),
+					added.map((doc) => ({ ...doc, _id: doc.keyId })),
 					{ ordered: true, session },
 				);
 			for (const event of events)

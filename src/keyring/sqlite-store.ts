@@ -261,11 +261,11 @@ export class SqliteKeyringStore implements KeyringStore {
 	async insertKeys(docs: KeyDoc[]): Promise<void> {
 		this.commitGroup();
 		transaction(this.db, () => {
-			for (const doc of docs) this.insertKey(doc, null);
+			for (const doc of docs) this.insertKey(doc);
 		});
 	}
 
-	private insertKey(doc: KeyDoc, addedSeq: number | null): void {
+	private insertKey(doc: KeyDoc): void {
 		this.statements
 			.get(
 				"INSERT INTO keys (keyId, createdAt, publicJwk, sealedPrivateKey, tokenKey, addedSeq) VALUES (?, ?, ?, ?, ?, ?)",
@@ -276,20 +276,17 @@ export class SqliteKeyringStore implements KeyringStore {
 				JSON.stringify(doc.publicJwk),
 				doc.sealedPrivateKey,
 				doc.tokenKey ? JSON.stringify(doc.tokenKey) : null,
-				addedSeq,
+				doc.addedSeq ?? null,
 			);
 	}
 
 	async keyEvents(): Promise<KeyEvent[]> {
-		return (await this.keys()).flatMap(keyEventsOf).sort((a, b) => a.seq - b.seq);
+		return keyEventsOf(await this.keys());
 	}
 
 	async writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void> {
 		this.fenced(epoch, () => {
-			const addedSeq = new Map(
-				events.filter((e) => e.event === "added").map((e) => [e.keyId, e.seq]),
-			);
-			for (const doc of added) this.insertKey(doc, addedSeq.get(doc.keyId) ?? null);
+			for (const doc of added) this.insertKey(doc);
 			for (const event of events) {
 				if (event.event === "added") continue;
 				const fields = Object.entries(endedFields(event));

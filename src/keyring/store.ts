@@ -78,9 +78,9 @@ export interface KeyringStore {
 	/** Every key event (§5.8), from the keys' lifecycle fields, in seq order. */
 	keyEvents(): Promise<KeyEvent[]>;
 	/**
-	 * Key events: the keys an `added` event names are inserted from `added` (with their
-	 * `addedSeq`), a `retired` or `revoked` one sets the key's fields; written only while `epoch`
-	 * holds the role (else FencedError), refused when a key id is taken.
+	 * Key events: the `added` keys are inserted as they are (their `addedSeq` set, the seq of
+	 * their `added` event), a `retired` or `revoked` event sets its key's fields; written only
+	 * while `epoch` holds the role (else FencedError), refused when a key id is taken.
 	 */
 	writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void>;
 	summary(): Promise<LeaseLogSummary>;

@@ -59,7 +59,23 @@ describe("a follow run over NATS", () => {
 					await cluster!.kill("main");
 					await cluster!.restart("main");
 					await cluster!.ready(120_000);
-					const status = await broker.call<BatcherStatus, object>("batcher.status", {});
+					// Ready is the process's own word; this client's requests reach the new batcher once
+					// it has subscribed on NATS, which may be a moment later: ask until it answers.
+					const status = await (async () => {
+						const deadline = Date.now() + 30_000;
+						for (;;) {
+							try {
+								return await broker.call<BatcherStatus, object>(
+									"batcher.status",
+									{},
+									{ timeout: 2_000 },
+								);
+							} catch (err) {
+								if (Date.now() > deadline) throw err;
+								await new Promise((resolve) => setTimeout(resolve, 250));
+							}
+						}
+					})();
 					expect(status).toMatchObject({
 						active: true,
 						run: { runId: run.runId, follow: true },

@@ -18,10 +18,10 @@ require.extensions[".ts"] = (module, filename) => {
 	const { outputText } = ts.transpileModule(fs.readFileSync(filename, "utf8"), { fileName: filename, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } });
 	module._compile(outputText, filename);
 };
-const { loadConfig } = require("./src/config.ts");
+const { credentialSettings, loadConfig } = require("./src/config.ts");
 const { createSystem } = require("./src/system.ts");
 const { replCommands } = require("./src/broker/repl-commands.ts");
-const { credentialSettings, loadCredential } = require("./src/identity/credential.ts");
+const { loadCredential } = require("./src/identity/credential.ts");
 const config = loadConfig({ RECORDS: "900", KEYS: "3", DATA_DIR: "" });
 const broker = createSystem(config, { logLevel: false });
 // What src/broker/broker-options.ts would carry: replOptions.customCommands, \`submit\` with the batcher's credential.

@@ -30,7 +30,7 @@ describe("a run on the embedded store", () => {
 		expect(verdict.ok).toBe(true);
 	});
 
-	test("keys added, retired and revoked while a run goes on: it completes, the new keys sign, the ended ones sign nothing after, and the audit passes", async () => {
+	test("keys added, retired and revoked while a run goes on: it completes, the new keys sign, no lease is granted on the ended ones after they end, and the audit passes", async () => {
 		system = await startSystem({ records: 6_000, keys: 3, window: 4 });
 		const { broker } = system;
 		const operator = operatorRequests();

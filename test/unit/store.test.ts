@@ -627,7 +627,7 @@ function storeContract(backend: Backend): void {
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
 			await stores.keyring.writeKeyEvents(
 				[{ seq: 2, keyId: "key-002", event: "added", at: at(2), reason: null }],
-				[key("key-002")],
+				[{ ...key("key-002"), addedSeq: 2 }],
 				epoch,
 			);
 			await stores.keyring.writeKeyEvents(
@@ -1069,6 +1069,16 @@ describe("the SQLite keyring store's group commit", () => {
 		await store.insertLease(lease("l1", "key-000", 1), epoch);
 		expect(await store.renewRole(epoch, at(60))).toBe(true);
 		expect(committedLeases()).toEqual(["l1"]);
+		await store.insertLease(lease("l3", "key-002", 3), epoch);
+		expect(
+			await store.enrol("signer", {
+				name: "signer-x",
+				publicJwk: { kty: "OKP", crv: "Ed25519", x: "abc" },
+				enrolledAt: at(2),
+				revokedAt: null,
+			}),
+		).toBe("enrolled");
+		expect(committedLeases()).toEqual(["l1", "l3"]);
 		// Another keyring takes the role: this one's next group is refused whole.
 		const taken = await store.claimRole({
 			holder: "keyring-b",
@@ -1083,6 +1093,6 @@ describe("the SQLite keyring store's group commit", () => {
 			FencedError,
 		);
 		await store.durable();
-		expect(committedLeases()).toEqual(["l1"]);
+		expect(committedLeases()).toEqual(["l1", "l3"]);
 	});
 });
