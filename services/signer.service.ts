@@ -16,6 +16,7 @@ import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import { LeaseSecret } from "../src/signer/lease-secret";
 import { Token, type TokenKeyRef } from "../src/pkcs11/token";
 import { busChecks } from "../src/identity/bus-checks";
+import { transparencyLogs } from "../src/tlog/log-switch";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
@@ -130,9 +131,10 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 						this.pool
 							.sign(key, keyId, records, deadline, {
 								groups: busChecks.on,
-								leaves: this.broker.getLocalService("records")
-									? storedUnder
-									: undefined,
+								leaves:
+									transparencyLogs.on && this.broker.getLocalService("records")
+										? storedUnder
+										: undefined,
 							})
 							.finally(() => {
 								if (key instanceof LeaseSecret) key.dispose();

@@ -27,6 +27,7 @@ import {
 import type { JWK } from "jose";
 import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
 import { SqliteLog } from "../tlog/sqlite-log";
+import { transparencyLogs } from "../tlog/log-switch";
 import type { CredentialRole } from "../identity/credential";
 import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
 
@@ -82,6 +83,7 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 
 /** Appends leaves with their entry names (unique: nothing is logged twice). */
 function appendLeaves(log: SqliteLog, leaves: Array<{ entry: string; leaf: string }>): void {
+	if (!transparencyLogs.on) return;
 	log.append(
 		leaves.map((l) => l.leaf),
 		leaves.map((l) => l.entry),
@@ -372,10 +374,12 @@ export class SqliteKeyringStore implements KeyringStore {
 				expiresAt: string;
 			}>;
 			for (const { keyId, expiresAt } of ended)
-				this.leaseLog.append(
-					[leaseEndLeaf({ leaseId, keyId, endSeq, endedAt, end, expiresAt })],
-					[endEntry(leaseId)],
-				);
+				appendLeaves(this.leaseLog, [
+					{
+						entry: endEntry(leaseId),
+						leaf: leaseEndLeaf({ leaseId, keyId, endSeq, endedAt, end, expiresAt }),
+					},
+				]);
 			return ended.length;
 		});
 	}

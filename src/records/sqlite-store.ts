@@ -14,6 +14,7 @@ import { signatureLeaf } from "../tlog/leaves";
 import { leafHashesOf, storedLeafHashes } from "../tlog/piece-leaves";
 import { SignatureHasher } from "../tlog/signature-hasher";
 import { SqliteLog } from "../tlog/sqlite-log";
+import { transparencyLogs } from "../tlog/log-switch";
 import {
 	BatchClosedError,
 	closedBatch,
@@ -294,7 +295,7 @@ export class SqliteRecordsStore implements RecordsStore {
 				};
 			}
 			// Hashed already, and nothing in flight on the hashing thread: the tree takes it here, in order.
-			if (stored && piece.leafHashes && this.hasher.idle) {
+			if (stored && piece.leafHashes && this.hasher.idle && transparencyLogs.on) {
 				this.signatureLog.appendLeafHashes(piece.leafHashes);
 				piece.appended = true;
 			}
@@ -304,7 +305,7 @@ export class SqliteRecordsStore implements RecordsStore {
 		const stored = logged.stored;
 		if (stored) {
 			this.numbered += stored;
-			if (!logged.appended)
+			if (!logged.appended && transparencyLogs.on)
 				this.hasher.hash(
 					logged.leafHashes
 						? { leafHashes: logged.leafHashes }

@@ -8,7 +8,12 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { leaseEndLeaf, leaseGrantLeaf, signatureLeaf } from "../../src/tlog/leaves";
+import {
+	leaseEndLeaf,
+	leaseGrantLeaf,
+	signatureLeaf,
+	signatureLeafHashes,
+} from "../../src/tlog/leaves";
 import {
 	consistencyProof,
 	EMPTY_ROOT,
@@ -282,5 +287,20 @@ describe("the leaves of docs/design.md §8.4", () => {
 		expect(vectors.map((v) => v.leaf)).toEqual(written);
 		for (const { leaf, hash } of vectors)
 			expect(leafHash(Buffer.from(leaf, "utf8")).toString("hex")).toBe(hash);
+	});
+
+	test("the signing threads' leaf hashes, written in parts, are those of signatureLeaf, whatever the ids hold", () => {
+		const under = { keyId: 'key-"0"', batchId: "run-1-b\\1", leaseId: "lease-\u00e9\u2028" };
+		const rows: Array<[string, string, string]> = [
+			["rec-000001", "eyJhbGciOiJFZERTQSJ9..c2ln", "2025-01-01T00:00:00.000Z"],
+			['rec-"quoted"', "a.b.c", "2025-01-01T00:00:00.001Z"],
+			["rec-\n\t\u0000-\ud83d\ude00-\ud800", "x..y", "2025-01-01T00:00:00.002Z"],
+		];
+		const hashes = signatureLeafHashes(rows.length, under, (i) => rows[i]);
+		rows.forEach(([recordId, jws, signedAt], i) =>
+			expect(hashes.subarray(i * 32, (i + 1) * 32)).toEqual(
+				leafHash(signatureLeaf({ ...under, recordId, jws, signedAt })),
+			),
+		);
 	});
 });
