@@ -10,8 +10,7 @@
  * chunk returns; between chunks the slot is zero and `sodium_mprotect_noaccess`. From the copy
  * to the wipe nothing awaits, so no other chunk of this thread can run in between.
  */
-import { signatureGroupDigests } from "../identity/signature-groups.ts";
-import { signatureLeafHashes } from "../tlog/leaves.ts";
+import { chunkResult, type SignTaskResult } from "./chunk-result.ts";
 import { protectedHeader, sodiumSigner } from "./jws.ts";
 import { SECRET_KEY_BYTES, importSodium, type SecureBuffer, type Sodium } from "../sodium.ts";
 
@@ -35,15 +34,7 @@ export interface SignTask {
 	leaves?: { batchId: string; leaseId: string };
 }
 
-export interface SignTaskResult {
-	/** Detached JWS per record, in order, joined by newlines; null when the deadline had passed. */
-	jws: string | null;
-	finishedAt: number;
-	/** With `groups`: the group digests of the chunk's signatures, each timed `finishedAt`. */
-	groups?: Uint8Array;
-	/** With `leaves`: the signatures' leaf hashes, 32 bytes each, in order, each timed `finishedAt`. */
-	leaves?: Uint8Array;
-}
+export type { SignTaskResult };
 
 /** One header per key id: every signature of a key shares it. */
 const headers = new Map<string, string>();
@@ -77,19 +68,7 @@ function signChunk(sodium: Sodium, task: SignTask): SignTaskResult {
 		const jws = new Array<string>(records.length);
 		for (let i = 0; i < records.length; i++)
 			jws[i] = sign(header, { id: records[i][0], data: records[i][1] });
-		const finishedAt = Date.now();
-		const result: SignTaskResult = { jws: jws.join("\n"), finishedAt };
-		if (!task.groups && !task.leaves) return result;
-		const signedAt = new Date(finishedAt).toISOString();
-		const at = (i: number): [string, string, string] => [records[i][0], jws[i], signedAt];
-		if (task.groups) result.groups = signatureGroupDigests(records.length, at);
-		if (task.leaves)
-			result.leaves = signatureLeafHashes(
-				records.length,
-				{ keyId: task.keyId, ...task.leaves },
-				at,
-			);
-		return result;
+		return chunkResult(task, records, jws, Date.now());
 	} finally {
 		sodium.sodium_memzero(handOff);
 		sodium.sodium_mprotect_readwrite(slot);

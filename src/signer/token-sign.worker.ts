@@ -11,8 +11,6 @@
  * chunks per thread run one after the other. Erasable TypeScript, as src/signer/sign.worker.ts.
  */
 import { workerData } from "node:worker_threads";
-import { signatureGroupDigests } from "../identity/signature-groups.ts";
-import { signatureLeafHashes } from "../tlog/leaves.ts";
 import {
 	CKM_EDDSA,
 	Token,
@@ -22,7 +20,7 @@ import {
 	type TokenSettings,
 } from "../pkcs11/token.ts";
 import { protectedHeader, signingInput } from "./jws.ts";
-import type { SignTaskResult } from "./sign.worker.ts";
+import { chunkResult, type SignTaskResult } from "./chunk-result.ts";
 
 export interface TokenSignTask {
 	/** The token key the chunk's lease grants: its label and CKA_ID. */
@@ -97,19 +95,7 @@ function signChunk(thread: ThreadSession, task: TokenSignTask): SignTaskResult {
 		);
 		jws[i] = `${header}..${signed.toString("base64url")}`;
 	}
-	const finishedAt = Date.now();
-	const result: SignTaskResult = { jws: jws.join("\n"), finishedAt };
-	if (!task.groups && !task.leaves) return result;
-	const signedAt = new Date(finishedAt).toISOString();
-	const at = (i: number): [string, string, string] => [records[i][0], jws[i], signedAt];
-	if (task.groups) result.groups = signatureGroupDigests(records.length, at);
-	if (task.leaves)
-		result.leaves = signatureLeafHashes(
-			records.length,
-			{ keyId: task.keyId, ...task.leaves },
-			at,
-		);
-	return result;
+	return chunkResult(task, records, jws, Date.now());
 }
 
 export default async function sign(task: TokenSignTask): Promise<SignTaskResult> {
