@@ -27,15 +27,16 @@ import {
 	foldSubtrees,
 	HASH_BYTES,
 	inclusionProof,
-	nodeHash,
 	treeRoot,
 	type NodeId,
 } from "./merkle";
 import {
-	STORED_LEVEL_STEP,
 	TILE_BYTES,
 	TILE_LEAVES,
 	TreeBuilder,
+	foldLayer,
+	hashesOfTiles,
+	storedBelow,
 	type TreeState,
 	type TreeUpdate,
 } from "./tree-builder";
@@ -238,15 +239,11 @@ export class MongoLog implements TransparencyLog {
 			})
 			.sort({ _id: 1 })
 			.toArray();
-		const hashes: Buffer[] = [];
-		for (const row of rows) {
-			const first = Number(row._id) * TILE_LEAVES;
-			const blob = bytesOf(row.hashes);
-			for (let i = Math.max(start, first); i < Math.min(end, first + TILE_LEAVES); i++) {
-				const at = (i - first) * HASH_BYTES;
-				if (at + HASH_BYTES <= blob.length) hashes.push(blob.subarray(at, at + HASH_BYTES));
-			}
-		}
+		const hashes = hashesOfTiles(
+			rows.map((row) => ({ tile: Number(row._id), hashes: bytesOf(row.hashes) })),
+			start,
+			end,
+		);
 		if (hashes.length !== end - start)
 			throw new Error(
 				`log ${this.name} lacks leaf hashes in [${start}, ${end}): its collections were altered`,
@@ -257,31 +254,18 @@ export class MongoLog implements TransparencyLog {
 	/** The hashes of complete subtrees, from the stored level at or below each. */
 	private async readNodes(nodes: NodeId[]): Promise<Buffer[]> {
 		return Promise.all(
-			nodes.map(async ({ level, index }) => {
-				const below = level % STORED_LEVEL_STEP;
-				const base = level - below;
-				const width = 2 ** below;
-				let layer: Buffer[];
-				if (base === 0) layer = await this.leafHashes(index * width, (index + 1) * width);
-				else {
-					const rows = await this.nodes
-						.find({
-							level: base,
-							idx: { $gte: index * width, $lt: (index + 1) * width },
-						})
-						.sort({ level: 1, idx: 1 })
-						.toArray();
-					if (rows.length !== width)
-						throw new Error(
-							`log ${this.name} lacks the hashes under level ${level} node ${index}: its collections were altered`,
-						);
-					layer = rows.map((row) => bytesOf(row.hash));
-				}
-				while (layer.length > 1)
-					layer = Array.from({ length: layer.length / 2 }, (_, i) =>
-						nodeHash(layer[2 * i], layer[2 * i + 1]),
+			nodes.map(async (node) => {
+				const { base, from, to } = storedBelow(node);
+				if (base === 0) return foldLayer(await this.leafHashes(from, to));
+				const rows = await this.nodes
+					.find({ level: base, idx: { $gte: from, $lt: to } })
+					.sort({ level: 1, idx: 1 })
+					.toArray();
+				if (rows.length !== to - from)
+					throw new Error(
+						`log ${this.name} lacks the hashes under level ${node.level} node ${node.index}: its collections were altered`,
 					);
-				return layer[0];
+				return foldLayer(rows.map((row) => bytesOf(row.hash)));
 			}),
 		);
 	}

@@ -25,7 +25,6 @@ import {
 	foldSubtrees,
 	HASH_BYTES,
 	inclusionProof,
-	nodeHash,
 	treeRoot,
 	type NodeId,
 } from "./merkle";
@@ -35,6 +34,9 @@ import {
 	TILE_BYTES,
 	TILE_LEAVES,
 	TreeBuilder,
+	foldLayer,
+	hashesOfTiles,
+	storedBelow,
 	type TreeState,
 	type TreeUpdate,
 } from "./tree-builder";
@@ -197,15 +199,11 @@ export class SqliteLog implements TransparencyLog {
 			tile: number;
 			hashes: Uint8Array;
 		}>;
-		const hashes: Buffer[] = [];
-		for (const row of rows) {
-			const first = Number(row.tile) * TILE_LEAVES;
-			const blob = Buffer.from(row.hashes);
-			for (let i = Math.max(start, first); i < Math.min(end, first + TILE_LEAVES); i++) {
-				const at = (i - first) * HASH_BYTES;
-				if (at + HASH_BYTES <= blob.length) hashes.push(blob.subarray(at, at + HASH_BYTES));
-			}
-		}
+		const hashes = hashesOfTiles(
+			rows.map((row) => ({ tile: Number(row.tile), hashes: row.hashes })),
+			start,
+			end,
+		);
 		if (hashes.length !== end - start)
 			throw new Error(
 				`log ${this.name} lacks leaf hashes in [${start}, ${end}): its tables were altered`,
@@ -215,27 +213,17 @@ export class SqliteLog implements TransparencyLog {
 
 	/** The hashes of complete subtrees, from the stored level at or below each. */
 	private readNodes(nodes: NodeId[]): Buffer[] {
-		return nodes.map(({ level, index }) => {
-			const below = level % STORED_LEVEL_STEP;
-			const base = level - below;
-			const width = 2 ** below;
-			let layer: Buffer[];
-			if (base === 0) layer = this.leafHashes(index * width, (index + 1) * width);
-			else {
-				const rows = this.statements
-					.get(this.sql.nodes)
-					.all(base, index * width, (index + 1) * width) as Array<{ hash: Uint8Array }>;
-				if (rows.length !== width)
-					throw new Error(
-						`log ${this.name} lacks the hashes under level ${level} node ${index}: its tables were altered`,
-					);
-				layer = rows.map((row) => Buffer.from(row.hash));
-			}
-			while (layer.length > 1)
-				layer = Array.from({ length: layer.length / 2 }, (_, i) =>
-					nodeHash(layer[2 * i], layer[2 * i + 1]),
+		return nodes.map((node) => {
+			const { base, from, to } = storedBelow(node);
+			if (base === 0) return foldLayer(this.leafHashes(from, to));
+			const rows = this.statements.get(this.sql.nodes).all(base, from, to) as Array<{
+				hash: Uint8Array;
+			}>;
+			if (rows.length !== to - from)
+				throw new Error(
+					`log ${this.name} lacks the hashes under level ${node.level} node ${node.index}: its tables were altered`,
 				);
-			return layer[0];
+			return foldLayer(rows.map((row) => Buffer.from(row.hash)));
 		});
 	}
 

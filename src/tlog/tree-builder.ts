@@ -5,7 +5,7 @@
  * new subtrees at the stored levels. Plain data in and out, so it runs on the owner's thread
  * (src/tlog/sqlite-log.ts) or on a thread of its own (src/tlog/hasher.worker.ts).
  */
-import { HASH_BYTES, hashChildren, hashLeaf, type HashBytes } from "./merkle.ts";
+import { HASH_BYTES, hashChildren, hashLeaf, nodeHash, type HashBytes } from "./merkle.ts";
 
 /** Levels 4, 8, 12, ... are stored: 1/15 of a node per leaf, and at most 8 rows per subtree read. */
 export const STORED_LEVEL_STEP = 4;
@@ -96,4 +96,46 @@ export class TreeBuilder {
 			state: { size: this.size, edge: edge.slice(), tail: this.tail },
 		};
 	}
+}
+
+/**
+ * Where a store reads a complete subtree's hash from (the same for every store): the stored
+ * level at or below it, `base`, and the range [from, to) of hashes there (leaf hashes when
+ * `base` is 0), which foldLayer() takes to the subtree's hash.
+ */
+export function storedBelow({ level, index }: { level: number; index: number }): {
+	base: number;
+	from: number;
+	to: number;
+} {
+	const below = level % STORED_LEVEL_STEP;
+	const width = 2 ** below;
+	return { base: level - below, from: index * width, to: (index + 1) * width };
+}
+
+/** The hash of the complete subtree over `layer`, a power of two of adjacent hashes. */
+export function foldLayer(layer: Buffer[]): Buffer {
+	while (layer.length > 1)
+		layer = Array.from({ length: layer.length / 2 }, (_, i) =>
+			nodeHash(layer[2 * i], layer[2 * i + 1]),
+		);
+	return layer[0];
+}
+
+/** The leaf hashes of [start, end) out of tile rows (`tile`, its bytes) in tile order; fewer when some are missing. */
+export function hashesOfTiles(
+	rows: Iterable<{ tile: number; hashes: Uint8Array }>,
+	start: number,
+	end: number,
+): Buffer[] {
+	const hashes: Buffer[] = [];
+	for (const row of rows) {
+		const first = row.tile * TILE_LEAVES;
+		const blob = Buffer.from(row.hashes.buffer, row.hashes.byteOffset, row.hashes.byteLength);
+		for (let i = Math.max(start, first); i < Math.min(end, first + TILE_LEAVES); i++) {
+			const at = (i - first) * HASH_BYTES;
+			if (at + HASH_BYTES <= blob.length) hashes.push(blob.subarray(at, at + HASH_BYTES));
+		}
+	}
+	return hashes;
 }
