@@ -34,6 +34,7 @@ import { SqliteKeyringStore } from "../src/keyring/sqlite-store";
 import type { KeyringStore } from "../src/keyring/store";
 import type { MixinSchema } from "../src/service-schema";
 import { serviceSettings, type KeyringSettings } from "../src/settings";
+import { logActions, ServiceLog } from "../src/tlog/service-log";
 
 interface KeyringVars {
 	store: KeyringStore;
@@ -42,6 +43,8 @@ interface KeyringVars {
 	election: KeyringElection | null;
 	/** Set when another active keyring showed up: this one grants and renews nothing more. */
 	fencedBy: string | null;
+	/** The lease log's checkpoints and proofs (docs/design.md §8.4). */
+	tlog: ServiceLog;
 }
 
 /** Runs before the store opens (the last mixin's `started` runs first): a keyring that loses the election never touches a store. */
@@ -116,6 +119,7 @@ export function createKeyringService(
 					return this.keyring.status();
 				},
 			},
+			...logActions(),
 			/** An operator's key changes (docs/design.md §5.8), each with an operator proof. */
 			addKeys: {
 				params: addKeysParams,
@@ -153,6 +157,10 @@ export function createKeyringService(
 			"$services.changed"() {
 				this.fencedBy ??= fenceOnRival(this);
 			},
+			/** A checkpoint at the end of every run (docs/design.md §8.4): its batches released their leases before they answered. */
+			"run.completed"() {
+				return this.tlog?.checkpointNow();
+			},
 		},
 		async started() {
 			({ keyring: this.keyring, desk: this.desk } = await openKeyringOnBus(this.settings, {
@@ -162,10 +170,20 @@ export function createKeyringService(
 				logger: this.logger,
 				clock: deps.clock,
 			}));
+			this.tlog = ServiceLog.start(
+				this.store.leaseLog,
+				{
+					name: "leases",
+					key: this.settings.leaseLog,
+					everyMs: this.settings.checkpointEveryMs,
+				},
+				this.logger,
+			);
 		},
 		async stopped() {
 			// Runs before the mixin closes the stores: the change in progress finishes first.
 			await this.keyring?.close();
+			await this.tlog?.stop();
 		},
 	};
 	return schema;

@@ -12,6 +12,7 @@ import {
 	closeBatchParams,
 	emit,
 	Events,
+	inclusionProofParams,
 	recordIdParams,
 	recordIdsParams,
 	recordsListParams,
@@ -28,11 +29,15 @@ import { RecordsDesk } from "../src/records/records-desk";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
 import type { RecordsStore } from "../src/records/store";
 import { serviceSettings, type RecordsSettings } from "../src/settings";
+import { signatureInclusion } from "../src/records/signature-proof";
+import { logActions, ServiceLog } from "../src/tlog/service-log";
 
 interface RecordsVars {
 	store: RecordsStore;
 	/** Signatures, closings and record reads (src/records/records-desk.ts). */
 	desk: RecordsDesk;
+	/** The signature log's checkpoints and proofs (docs/design.md §8.4). */
+	tlog: ServiceLog;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -145,10 +150,42 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 					return this.desk.record(ctx.params.id);
 				},
 			},
+			...logActions(),
+			/** A record's signature leaf and its audit path to a checkpoint's root. */
+			inclusionProof: {
+				params: inclusionProofParams,
+				handler(ctx: Context<ActionParams<"records.inclusionProof">>) {
+					return signatureInclusion(
+						this.store,
+						this.tlog.reads,
+						ctx.params.id,
+						ctx.params.size,
+					);
+				},
+			},
 		},
 		async started() {
 			this.desk = new RecordsDesk(this.store, this.settings, this.logger);
 			await this.desk.seed(this.settings.seedCount, (line) => this.logger.info(line));
+			this.tlog = ServiceLog.start(
+				this.store.signatureLog,
+				{
+					name: "signatures",
+					key: this.settings.signatureLog,
+					everyMs: this.settings.checkpointEveryMs,
+				},
+				this.logger,
+			);
+		},
+		events: {
+			/** A checkpoint at the end of every run (docs/design.md §8.4). */
+			"run.completed"() {
+				return this.tlog.checkpointNow();
+			},
+		},
+		async stopped() {
+			// Before the mixin closes the store: the last entries are checkpointed.
+			await this.tlog?.stop();
 		},
 	};
 	return schema;

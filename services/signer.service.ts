@@ -16,6 +16,7 @@ import { LeaseKeyOpener } from "../src/keyring/key-transport";
 import { LeaseSecret } from "../src/signer/lease-secret";
 import { Token, type TokenKeyRef } from "../src/pkcs11/token";
 import { busChecks } from "../src/identity/bus-checks";
+import { transparencyLogs } from "../src/tlog/log-switch";
 import { loadCredential, type SignerCredential } from "../src/identity/credential";
 import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
@@ -123,11 +124,21 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 				keys: {
 					open: async (lease) =>
 						this.token ? tokenKeyOf(lease) : this.keys.openSecret(lease),
-					// With the bus checks, the signing threads also hash what the store proofs sign.
-					sign: (key, keyId, records, deadline) =>
-						this.pool.sign(key, keyId, records, deadline, busChecks.on).finally(() => {
-							if (key instanceof LeaseSecret) key.dispose();
-						}),
+					// With the bus checks, the signing threads also hash what the store proofs sign, and
+					// with records in this process, the signatures' leaves in its log (it takes them by
+					// the pieces' identity: src/tlog/piece-leaves.ts).
+					sign: (key, keyId, records, deadline, storedUnder) =>
+						this.pool
+							.sign(key, keyId, records, deadline, {
+								groups: busChecks.on,
+								leaves:
+									transparencyLogs.on && this.broker.getLocalService("records")
+										? storedUnder
+										: undefined,
+							})
+							.finally(() => {
+								if (key instanceof LeaseSecret) key.dispose();
+							}),
 				},
 				clock: systemClock,
 				logger: this.logger,

@@ -16,6 +16,8 @@ import {
 } from "./nats-tls";
 import type { CredentialRole, CredentialSettings } from "./identity/credential";
 import { proxyRule } from "./ip-address";
+import { LOG_KEY_FILES } from "./tlog/log-key";
+import { parseSignerKey } from "./tlog/note";
 import type { TokenSettings } from "./pkcs11/token";
 import { UserError } from "./user-error";
 
@@ -49,6 +51,8 @@ export interface AppConfig {
 	keyringPublicKey: string | null;
 	/** KEYRING_PUBLIC_KEY_FILE: where the keyring writes it and records reads it; default DATA_DIR/keyring.pub, null without DATA_DIR. */
 	keyringPublicKeyFile: string | null;
+	/** SIGNATURE_LOG_KEY(_FILE), LEASE_LOG_KEY(_FILE): each log's checkpoint key, or its file (default under DATA_DIR). */
+	logKeys: Record<keyof typeof LOG_KEY_FILES, { key: string | null; keyFile: string | null }>;
 	leaseTtlMs: number;
 	/** A signer stops signing this long before its lease expires. */
 	leaseMarginMs: number;
@@ -287,6 +291,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 		: config.dataDir
 			? path.join(config.dataDir, AUTHORITY_PUBLIC_FILE)
 			: null;
+	config.logKeys = {
+		signatures: logKeyFrom(
+			"SIGNATURE_LOG_KEY",
+			env.SIGNATURE_LOG_KEY,
+			env.SIGNATURE_LOG_KEY_FILE,
+			config.dataDir,
+			LOG_KEY_FILES.signatures,
+		),
+		leases: logKeyFrom(
+			"LEASE_LOG_KEY",
+			env.LEASE_LOG_KEY,
+			env.LEASE_LOG_KEY_FILE,
+			config.dataDir,
+			LOG_KEY_FILES.leases,
+		),
+	};
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
 	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
@@ -408,6 +428,28 @@ function withPasswordFrom(transporter: string, file: string): string {
 	return mapTransporterUrls(transporter, (url) => {
 		url.password = password;
 	});
+}
+
+/** A log's key from its variable (checked), else its file: given, or under DATA_DIR. */
+function logKeyFrom(
+	name: string,
+	key: string | undefined,
+	file: string | undefined,
+	dataDir: string,
+	fileName: string,
+): { key: string | null; keyFile: string | null } {
+	if (key)
+		try {
+			parseSignerKey(key);
+		} catch (err) {
+			throw new ConfigError(
+				`${name} must be a note signer key (PRIVATE+KEY+<name>+<key id>+<base64>): ${(err as Error).message}`,
+			);
+		}
+	return {
+		key: key || null,
+		keyFile: file ? path.resolve(file) : dataDir ? path.join(dataDir, fileName) : null,
+	};
 }
 
 /** Runs `parse`, turning its error into a ConfigError (its message names the variable). */

@@ -669,6 +669,87 @@ export interface FollowFigures {
 	lastLagMs: number | null;
 }
 
+// ---------------------------------------------------------------- transparency logs
+
+/** The two logs (docs/design.md §8.4) by the names the gateway serves them under, and their owners. */
+export const LOG_OWNERS = { signatures: "records", leases: "keyring" } as const;
+export type LogName = keyof typeof LOG_OWNERS;
+export const LOG_NAMES = Object.keys(LOG_OWNERS) as LogName[];
+
+/** A log's latest signed checkpoint as its owner keeps it (src/tlog/log.ts StoredCheckpoint). */
+export interface LogCheckpointDoc {
+	size: number;
+	/** The C2SP signed note: `<origin>\n<size>\n<base64 root>\n\n— <origin> <signature>\n`. */
+	note: string;
+	publishedAt: string;
+}
+
+/** `records.logCheckpoint`, `keyring.logCheckpoint`: who signs the log, and its latest checkpoint. */
+export interface LogCheckpoint {
+	origin: string;
+	/** The note verifier key (`<origin>+<key id>+<base64>`) its checkpoints open with. */
+	verifierKey: string;
+	checkpoint: LogCheckpointDoc | null;
+}
+
+/** Tree sizes go as far as a safe integer. */
+const treeSize = {
+	type: "number",
+	integer: true,
+	min: 0,
+	max: Number.MAX_SAFE_INTEGER,
+	convert: true,
+} as const;
+
+/** `records.logConsistency`, `keyring.logConsistency`: `to` defaults to the latest checkpoint's size. */
+export const logConsistencyParams = defineParams(
+	{
+		from: { ...treeSize, description: "The older tree size" },
+		to: {
+			...treeSize,
+			optional: true,
+			description: "The newer tree size (default: the latest checkpoint's)",
+		},
+	},
+	{ strict: true },
+);
+export type LogConsistencyParams = ParamsOf<typeof logConsistencyParams>;
+
+/** RFC 6962 hashes are base64 in these answers, as in a checkpoint. */
+export interface ConsistencyProofView {
+	origin: string;
+	from: number;
+	to: number;
+	proof: string[];
+}
+
+/** `records.inclusionProof`: a signature's leaf in the tree of `size` leaves (default: the latest checkpoint's). */
+export const inclusionProofParams = defineParams(
+	{
+		id: { type: "string", min: 1, max: 200, description: "Record id" },
+		size: {
+			...treeSize,
+			min: 1,
+			optional: true,
+			description: "The tree size to prove against (default: the latest checkpoint's)",
+		},
+	},
+	{ strict: true },
+);
+export type InclusionProofParams = ParamsOf<typeof inclusionProofParams>;
+
+export interface InclusionProofView {
+	recordId: string;
+	origin: string;
+	logIndex: number;
+	treeSize: number;
+	/** The leaf's bytes as UTF-8 (docs/design.md §8.4): its hash is SHA-256(0x00 || leaf). */
+	leaf: string;
+	proof: string[];
+	/** The signed checkpoint of `treeSize` leaves, or null when none of that size was published. */
+	checkpoint: string | null;
+}
+
 // ---------------------------------------------------------------- events
 
 export const Events = {
@@ -763,6 +844,9 @@ export const Actions = {
 		get: "records.get",
 		list: "records.list",
 		page: "records.page",
+		logCheckpoint: "records.logCheckpoint",
+		logConsistency: "records.logConsistency",
+		inclusionProof: "records.inclusionProof",
 	},
 	keyring: {
 		acquire: "keyring.acquire",
@@ -775,6 +859,8 @@ export const Actions = {
 		retireKey: "keyring.retireKey",
 		revokeKey: "keyring.revokeKey",
 		page: "keyring.page",
+		logCheckpoint: "keyring.logCheckpoint",
+		logConsistency: "keyring.logConsistency",
 		/** Offered by every keyring node before it serves: the election's channel. */
 		claim: "keyring-election.claim",
 	},
@@ -810,6 +896,9 @@ export interface ActionMap {
 	"records.get": { params: ParamsOf<typeof recordIdParams>; result: RecordView };
 	"records.list": { params: Partial<RecordsListParams>; result: RecordsList };
 	"records.page": { params: PageParams; result: Page };
+	"records.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
+	"records.logConsistency": { params: LogConsistencyParams; result: ConsistencyProofView };
+	"records.inclusionProof": { params: InclusionProofParams; result: InclusionProofView };
 	"keyring.acquire": { params: AcquireParams; result: Lease };
 	"keyring.renew": { params: LeaseRef; result: LeaseChange };
 	"keyring.release": { params: LeaseRef; result: LeaseChange };
@@ -820,6 +909,8 @@ export interface ActionMap {
 	"keyring.retireKey": { params: KeyChangeParams; result: KeyInfo };
 	"keyring.revokeKey": { params: KeyChangeParams; result: KeyInfo };
 	"keyring.page": { params: PageParams; result: Page };
+	"keyring.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
+	"keyring.logConsistency": { params: LogConsistencyParams; result: ConsistencyProofView };
 	"keyring-election.claim": { params: ParamsOf<typeof claimParams>; result: ClaimReply };
 	"batcher.start": { params: StartRunParams; result: StartedRun };
 	"batcher.status": { params: Record<string, never>; result: BatcherStatus };

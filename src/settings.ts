@@ -18,6 +18,8 @@ import type { KeyringOptions } from "./keyring/keyring";
 import type { TokenSettings } from "./pkcs11/token";
 import type { ElectionOptions } from "./keyring/election";
 import type { SignerOptions } from "./signer/signer";
+import { LOG_ORIGINS, type LogKeySettings } from "./tlog/log-key";
+import { CHECKPOINT_EVERY_MS } from "./tlog/service-log";
 
 export interface RecordsSettings extends StoreSettings {
 	/** Records to seed when the store is empty; 0 never seeds (read-only tools). */
@@ -26,8 +28,17 @@ export interface RecordsSettings extends StoreSettings {
 	trust: TrustSettings;
 	/** The batcher's credential: only its holder closes batches. */
 	batcherCredential: CredentialSettings;
+	/** The signature log's key (docs/design.md §8.4). */
+	signatureLog: LogKeySettings;
+	/** How often the signature log is checkpointed while it grows (besides each run's end). */
+	checkpointEveryMs: number;
 }
-export type KeyringSettings = KeyringOptions & ElectionOptions;
+export type KeyringSettings = KeyringOptions &
+	ElectionOptions & {
+		leaseLog: LogKeySettings;
+		/** How often the lease log is checkpointed while it grows (besides each run's end). */
+		checkpointEveryMs: number;
+	};
 /** The batcher's options, and its credential (never published: `$secureSettings`). */
 export type BatcherSettings = BatcherOptions &
 	StoreSettings & {
@@ -90,6 +101,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			seedCount: config.records,
 			trust,
 			batcherCredential: credentialSettings(config, "batcher"),
+			signatureLog: { ...config.logKeys.signatures, name: LOG_ORIGINS.signatures },
+			checkpointEveryMs: CHECKPOINT_EVERY_MS,
 		},
 		keyring: {
 			...store,
@@ -112,6 +125,8 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			roleTtlMs: 15_000,
 			electionSettleMs: 2_000,
 			electionClaimTimeoutMs: 3_000,
+			leaseLog: { ...config.logKeys.leases, name: LOG_ORIGINS.leases },
+			checkpointEveryMs: CHECKPOINT_EVERY_MS,
 		},
 		batcher: {
 			...store,

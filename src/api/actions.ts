@@ -1,19 +1,25 @@
 /**
  * The gateway's own actions (`api.*`), behind the routes of services/api.service.ts: health,
- * the JWKS, starting, cancelling and reading runs, the audit verdict and the OpenAPI document.
+ * the JWKS, starting, cancelling and reading runs, the audit verdict, the OpenAPI document and
+ * the transparency logs' checkpoints and consistency proofs.
  * Each hands its work to src/api/; `this` is the api service.
  */
 import type { Context, ServiceBroker } from "moleculer";
 import { readinessOf } from "../broker/health";
 import type { Principal } from "./auth";
 import { readinessAnswer, type Gateway } from "./gateway";
+import { latestCheckpointNote, logConsistency, logSummaries } from "./logs";
 import { openApiDocument } from "./openapi";
 import {
 	auditQuery,
+	logConsistencyQuery,
+	logPath,
 	runIdPath,
 	startRunBody,
 	submitRecordsBody,
 	type AuditQuery,
+	type LogConsistencyQuery,
+	type LogPath,
 	type RunIdPath,
 	type StartRunBody,
 	type SubmitRecordsBody,
@@ -96,5 +102,23 @@ export function gatewayActions(options: ApiOptions) {
 		},
 
 		openapi: { handler: () => openApiDocument() },
+
+		/** The transparency logs' verifier keys and latest checkpoint sizes (docs/design.md §8.4). */
+		logs: { handler: (ctx: Context) => logSummaries(ctx) },
+		/** A log's latest checkpoint, as the C2SP signed note itself. */
+		logCheckpoint: {
+			params: logPath,
+			async handler(ctx: Context<LogPath, ResponseMeta>) {
+				const note = await latestCheckpointNote(ctx, ctx.params.log);
+				ctx.meta.$responseType = "text/plain; charset=utf-8";
+				ctx.meta.$responseHeaders = { "Cache-Control": "no-cache" };
+				return note;
+			},
+		},
+		logConsistency: {
+			params: logConsistencyQuery,
+			handler: (ctx: Context<LogConsistencyQuery>) =>
+				logConsistency(ctx, ctx.params.log, ctx.params.from, ctx.params.to),
+		},
 	};
 }

@@ -5,7 +5,12 @@
  * rest (summaries, responses, errors) is written here by hand next to the routes. A test checks
  * that every gateway alias is in here and that the document validates.
  */
-import { recordIdParams, recordsListParams } from "../contract";
+import {
+	inclusionProofParams,
+	logConsistencyParams,
+	recordIdParams,
+	recordsListParams,
+} from "../contract";
 import {
 	fieldsOf,
 	isRequired,
@@ -13,7 +18,7 @@ import {
 	objectSchemaOf,
 	type ParamsSchema,
 } from "../param-schema";
-import { auditQuery, runIdPath, startRunBody, submitRecordsBody } from "./params";
+import { auditQuery, logPath, runIdPath, startRunBody, submitRecordsBody } from "./params";
 
 const error = (description: string, headers?: Record<string, unknown>) => ({
 	description,
@@ -47,6 +52,7 @@ const writeErrors = {
 };
 const runLocation = { Location: { description: "/api/runs/{id}", schema: { type: "string" } } };
 const openRead = [{}, { bearerAuth: [] }, { apiKey: [] }];
+const noLog = error("No such log (`LOG_NOT_FOUND`) or no checkpoint yet (`NO_CHECKPOINT`)");
 
 /**
  * A GET anyone may read (a token or an API key is checked when one is sent): `ok` is its 200,
@@ -101,6 +107,7 @@ export function openApiDocument() {
 			{ name: "runs" },
 			{ name: "records" },
 			{ name: "keys" },
+			{ name: "logs" },
 			{ name: "observability" },
 			{ name: "pages" },
 		],
@@ -336,6 +343,84 @@ export function openApiDocument() {
 				},
 				json("The record", { $ref: "#/components/schemas/Record" }),
 				{ "404": error("No such record (`RECORD_NOT_FOUND`)") },
+			),
+			"/api/records/{id}/proof": openGet(
+				{
+					operationId: "recordProof",
+					tags: ["records", "logs"],
+					summary:
+						"A record's signature leaf and its inclusion proof against a signed checkpoint",
+					description:
+						"Check it with the signature log's verifier key (GET /api/logs): open `checkpoint` (a C2SP signed note), then verify the RFC 9162 inclusion of SHA-256(0x00 || UTF-8 of `leaf`) at `logIndex` in a tree of `treeSize` leaves with `proof` against the checkpoint's root.",
+					parameters: [
+						...parametersOf({ id: inclusionProofParams.id }, "path"),
+						...parametersOf({ size: inclusionProofParams.size }, "query"),
+					],
+				},
+				json("The proof", { $ref: "#/components/schemas/InclusionProof" }),
+				{
+					"404": error(
+						"No such record (`RECORD_NOT_FOUND`), an unsigned one (`SIGNATURE_NOT_FOUND`), a signature not in the log (`NOT_IN_LOG`) or no checkpoint yet (`NO_CHECKPOINT`)",
+					),
+					"409": error(
+						"The signature is logged but not in the latest checkpoint yet (`NOT_YET_CHECKPOINTED`): one follows within a second",
+					),
+					"422": error(
+						"A bad `size` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: above the latest checkpoint's or not above the leaf's index); `data` names the field",
+					),
+				},
+			),
+			"/api/logs": openGet(
+				{
+					operationId: "listLogs",
+					tags: ["logs"],
+					summary:
+						"The transparency logs: each one's origin, note verifier key and latest checkpoint size",
+				},
+				json("Logs", {
+					type: "object",
+					required: ["logs"],
+					properties: {
+						logs: {
+							type: "array",
+							items: { $ref: "#/components/schemas/LogSummary" },
+						},
+					},
+				}),
+			),
+			"/api/logs/{log}/checkpoint": openGet(
+				{
+					operationId: "logCheckpoint",
+					tags: ["logs"],
+					summary:
+						"A log's latest checkpoint: a C2SP tlog-checkpoint in a C2SP signed note",
+					parameters: parametersOf(logPath, "path"),
+				},
+				{
+					description:
+						"`<origin>\\n<tree size>\\n<base64 root>\\n`, a blank line, and the log key's signature line",
+					content: { "text/plain": { schema: { type: "string" } } },
+				},
+				{ "404": noLog },
+			),
+			"/api/logs/{log}/consistency": openGet(
+				{
+					operationId: "logConsistency",
+					tags: ["logs"],
+					summary:
+						"A consistency proof: the tree of `from` leaves is a prefix of the tree of `to`",
+					parameters: [
+						...parametersOf(logPath, "path"),
+						...parametersOf(logConsistencyParams, "query"),
+					],
+				},
+				json("The proof", { $ref: "#/components/schemas/ConsistencyProof" }),
+				{
+					"404": noLog,
+					"422": error(
+						"A bad `from` or `to` (`VALIDATION_ERROR`, or `INVALID_TREE_SIZE`: `from` above `to`, `to` above the latest checkpoint's size); `data` names the field",
+					),
+				},
 			),
 			"/api/keys": openGet(
 				{
@@ -690,6 +775,68 @@ export function openApiDocument() {
 						leased: { type: "boolean" },
 						leaseId: { type: ["string", "null"] },
 						holder: { type: ["string", "null"] },
+					},
+				},
+				InclusionProof: {
+					type: "object",
+					required: [
+						"recordId",
+						"origin",
+						"logIndex",
+						"treeSize",
+						"leaf",
+						"proof",
+						"checkpoint",
+					],
+					properties: {
+						recordId: { type: "string" },
+						origin: { type: "string" },
+						logIndex: { type: "integer", description: "The leaf's index in the log" },
+						treeSize: { type: "integer" },
+						leaf: {
+							type: "string",
+							description:
+								"The leaf (docs/design.md §8.4); its bytes are this string's UTF-8",
+						},
+						proof: {
+							type: "array",
+							items: { type: "string", contentEncoding: "base64" },
+							description: "The audit path, bottom up",
+						},
+						checkpoint: {
+							type: ["string", "null"],
+							description:
+								"The signed checkpoint of `treeSize` leaves; null when none of that size was published",
+						},
+					},
+				},
+				ConsistencyProof: {
+					type: "object",
+					required: ["origin", "from", "to", "proof"],
+					properties: {
+						origin: { type: "string" },
+						from: { type: "integer" },
+						to: { type: "integer" },
+						proof: {
+							type: "array",
+							items: { type: "string", contentEncoding: "base64" },
+						},
+					},
+				},
+				LogSummary: {
+					type: "object",
+					required: ["log", "origin", "verifierKey", "size", "publishedAt", "links"],
+					properties: {
+						log: { type: "string", enum: ["signatures", "leases"] },
+						origin: { type: "string" },
+						verifierKey: {
+							type: "string",
+							description:
+								"The note verifier key `<origin>+<key id>+<base64>` (golang.org/x/mod/sumdb/note)",
+						},
+						size: { type: ["integer", "null"] },
+						publishedAt: { type: ["string", "null"], format: "date-time" },
+						links: { type: "object" },
 					},
 				},
 				Readiness: {

@@ -5,6 +5,7 @@
  * schema (src/contract.ts).
  */
 import { MAX_BATCH_SIZE } from "../config";
+import { logConsistencyParams } from "../contract";
 import { MAX_DATA_LENGTH, MAX_ID_LENGTH, MAX_SUBMISSION } from "../records/submission";
 import { defineParams, type ParamsOf } from "../param-schema";
 
@@ -51,6 +52,24 @@ export const auditQuery = defineParams({
 	},
 });
 export type AuditQuery = ParamsOf<typeof auditQuery>;
+
+/** GET /api/logs/{log}/checkpoint and /consistency: an unknown log is a 404 that lists them (src/api/logs.ts). */
+export const logPath = defineParams({
+	log: {
+		type: "string",
+		min: 1,
+		max: 100,
+		description: "`signatures` (records' log) or `leases` (the keyring's)",
+	},
+});
+export type LogPath = ParamsOf<typeof logPath>;
+
+/** GET /api/logs/{log}/consistency: the log, and the sizes of the owner's action. */
+export const logConsistencyQuery = defineParams(
+	{ ...logPath, from: logConsistencyParams.from, to: logConsistencyParams.to },
+	{ strict: true },
+);
+export type LogConsistencyQuery = ParamsOf<typeof logConsistencyQuery>;
 
 /** POST /api/records's body: `records` is checked by records itself (src/records/submission.ts), so a refusal names the field. */
 export const submitRecordsBody = defineParams(

@@ -21,6 +21,7 @@ export const API_REALM = "record-signer";
 export interface ResponseMeta {
 	$statusCode?: number;
 	$responseHeaders?: Record<string, string>;
+	$responseType?: string;
 }
 
 export interface ApiOptions {

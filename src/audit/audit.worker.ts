@@ -45,6 +45,8 @@ export interface RangeTask {
 	upto: string | null;
 	clockToleranceMs: number;
 	maxListed: number;
+	/** A record with no signature is unfinished work (the last run did not complete), counted, not a violation. */
+	unsignedIsUnfinished?: boolean;
 	/** A follow run is running: a record with no signature waits for it (pending), it is no finding. */
 	unsignedPending?: boolean;
 	/** The floor's verifier (default libsodium); the audit always verifies with libsodium. */
@@ -57,6 +59,8 @@ export interface RangeResult {
 	signatures: number;
 	/** Signatures that verified (the floor's count). */
 	valid: number;
+	/** Records with no signature, when the task counts them as unfinished work. */
+	unsigned?: number;
 	/** Records with no signature that a running follow run will sign (docs/design.md §7.7). */
 	pending?: number;
 	findings: FindingsData | null;
@@ -178,12 +182,14 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	let data: unknown = null;
 	let extraDoc = false;
 	let signed: Signed[] = [];
+	let unsigned = 0;
 
 	const finishRecord = () => {
 		if (recordId === null) return;
 		signatures += signed.length;
 		if (signed.length === 0) {
 			if (task.unsignedPending) pending++;
+			else if (task.unsignedIsUnfinished) unsigned++;
 			else
 				findings.add("one-signature-per-record", `record ${recordId} has no signature`, {
 					recordId,
@@ -265,7 +271,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 		orphaned.push(signatureAt(row, 0));
 	}
 	finishOrphans();
-	return { records, signatures, valid: 0, pending, findings: findings.data() };
+	return { records, signatures, valid: 0, unsigned, pending, findings: findings.data() };
 }
 
 /** The verification floor: each signature of the range verified, nothing else checked. */

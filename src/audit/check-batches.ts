@@ -37,6 +37,8 @@ export type RunSizes = Map<string, Set<number>>;
 export interface RunFacts {
 	sizes: RunSizes;
 	running: Set<string>;
+	/** The last run started, if any: while it has not completed, unsigned records are its unfinished work. */
+	latest: { runId: string; status: string } | null;
 	follow: Set<string>;
 }
 
@@ -56,11 +58,17 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 	const running = new Set<string>();
 	const follow = new Set<string>();
 	const docs = new Map<string, number>();
+	let latest: (RunFacts["latest"] & { startedAt: string }) | null = null;
 	const followColumn = columnsOf(db, "bat", "runs").has("follow") ? "follow" : "NULL AS follow";
 	for (const run of db.sql
-		.prepare(`SELECT runId, batchSize, status, ${followColumn} FROM bat.runs ORDER BY rowid`)
+		.prepare(
+			`SELECT runId, batchSize, status, startedAt, ${followColumn} FROM bat.runs ORDER BY rowid`,
+		)
 		.iterate()) {
 		const runId = run.runId as string;
+		const startedAt = String(run.startedAt);
+		if (!latest || startedAt >= latest.startedAt)
+			latest = { runId, status: String(run.status), startedAt };
 		const batchSize = run.batchSize as number;
 		if (run.status === "running") running.add(runId);
 		// 1 in the store, "true" (its JSON) in an import.
@@ -89,6 +97,7 @@ export function checkRuns(db: AuditDb, findings: FindingList): RunFacts & { coun
 	return {
 		sizes,
 		running,
+		latest: latest && { runId: latest.runId, status: latest.status },
 		follow,
 		count: [...docs.values()].reduce((sum, n) => sum + n, 0),
 	};

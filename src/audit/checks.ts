@@ -12,6 +12,8 @@ export const RULES = [
 	"no-key-overlap",
 	"lru-order",
 	"batch-size",
+	"signature-log",
+	"lease-log",
 ] as const;
 export type RuleName = (typeof RULES)[number];
 

@@ -5,8 +5,18 @@
  * MongoDB stores opened read-only by the audit and the export (src/audit/mongo-pages.ts).
  */
 import type { JWK } from "jose";
-import { Actions, call, type Caller, type KeyDoc, type Page, type PageParams } from "../contract";
+import {
+	Actions,
+	call,
+	LOG_NAMES,
+	type Caller,
+	type KeyDoc,
+	type LogName,
+	type Page,
+	type PageParams,
+} from "../contract";
 import { lifecycleOf } from "../keyring/store";
+import type { StoredCheckpoint } from "../tlog/log";
 import { UserError } from "../user-error";
 import { closeAfter, type AuditDb } from "./audit-db";
 import {
@@ -66,6 +76,15 @@ export interface PageSource {
 	): Promise<Page>;
 	/** The public JWKS. */
 	jwks(): Promise<JWK[]>;
+	/**
+	 * A log's leaf hashes in log order (the lease log's with their entry names) and its
+	 * checkpoints, where the source reads the stores themselves (MongoDB); the owners' actions
+	 * serve no leaves, so an audit over the bus has no log to check.
+	 */
+	logs?(log: LogName): {
+		leaves(): AsyncIterable<{ hash: Buffer; entry?: string }>;
+		checkpoints(): Promise<StoredCheckpoint[]>;
+	};
 }
 
 /** The owners' `page` and `keyring.jwks` actions, through a broker (over NATS or in one process). */
@@ -199,6 +218,14 @@ export async function importFromPages(
 					}
 				}
 			};
+		// The logs first: a leaf is written with its row or after it, so no leaf read here lacks its row.
+		for (const log of LOG_NAMES) {
+			const kept = source.logs?.(log);
+			if (!kept) break;
+			for await (const { hash, entry } of kept.leaves()) writer.logLeaf(log, hash, entry);
+			for (const checkpoint of await kept.checkpoints())
+				writer.logCheckpoint(log, checkpoint);
+		}
 		// Causal order: a lease is stored before its batch's signatures and a batch before it is
 		// dispatched, so signatures are read before batches and leases, and a live system never
 		// shows a signature whose batch or lease this read missed.

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { LOG_NAMES, type LogName } from "../contract";
 import { UserError } from "../user-error";
 import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { documents, readSnapshot } from "./documents";
@@ -19,6 +20,7 @@ import {
 	type ImportOptions,
 	type ImportWriter,
 } from "./import";
+import { holdsLog, leafHashes, storedCheckpoints } from "./log-tables";
 import { publicJwk, type AuditSnapshot } from "./snapshot";
 
 export const EXPORT_FILES = {
@@ -31,6 +33,21 @@ export const EXPORT_FILES = {
 	runs: "runs.json",
 } as const;
 
+/**
+ * The transparency logs (docs/design.md §8.4): each log's leaf hashes in log order (the lease
+ * log's with their entry names), every checkpoint, and the logs' verifier keys. Optional on
+ * reading: an export written before the logs has none of them.
+ */
+export const LOG_FILES = {
+	signatures: "signature-log.jsonl",
+	leases: "lease-log.jsonl",
+	checkpoints: "checkpoints.jsonl",
+	keys: "log-keys.json",
+} as const;
+
+/** Each log's note verifier key, where known. */
+export type LogKeys = Partial<Record<LogName, string | null>>;
+
 type LineCollection = Exclude<ImportCollection, "runs">;
 const LINE_COLLECTIONS: LineCollection[] = ["records", "signatures", "batches", "leases", "keys"];
 
@@ -39,6 +56,10 @@ export class ExportError extends UserError {}
 
 export interface ExportCounts extends CollectionCounts {
 	dir: string;
+	/** Leaves of each log, and checkpoints of both. */
+	signatureLog: number;
+	leaseLog: number;
+	checkpoints: number;
 }
 
 // ---------------------------------------------------------------- writing
@@ -77,7 +98,9 @@ export function checkExportDir(dir: string): string {
 		throw new ExportError(
 			`${target} is a file, not a folder: name a folder to write the export into (it is created if needed)`,
 		);
-	if (stat) for (const name of Object.values(EXPORT_FILES)) refuseLink(path.join(target, name));
+	if (stat)
+		for (const name of [...Object.values(EXPORT_FILES), ...Object.values(LOG_FILES)])
+			refuseLink(path.join(target, name));
 	return target;
 }
 
@@ -132,8 +155,65 @@ class PendingFile {
 	}
 }
 
-/** Writes the export of `db` into `dir` (created if needed); returns what it wrote. */
-export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> {
+/** The log files: a log the source does not hold has an empty file. */
+function writeLogs(
+	db: AuditDb,
+	target: string,
+	logKeys: LogKeys,
+	counts: ExportCounts,
+): PendingFile[] {
+	const written: PendingFile[] = [];
+	const open = (name: string) => {
+		const file = new PendingFile(target, name);
+		written.push(file);
+		return file;
+	};
+	const checkpoints = open(LOG_FILES.checkpoints);
+	for (const log of LOG_NAMES) {
+		const file = open(LOG_FILES[log]);
+		if (holdsLog(db.sql, log)) {
+			const entries =
+				log === "leases"
+					? db.sql
+							.prepare("SELECT entry FROM kr.lease_log_entries ORDER BY idx")
+							.iterate()
+					: null;
+			let index = 0;
+			for (const hash of leafHashes(db.sql, log)) {
+				const entry = entries?.next().value?.entry;
+				const line = entries
+					? { index, entry: entry ?? null, hash: hash.toString("base64") }
+					: { index, hash: hash.toString("base64") };
+				file.write(JSON.stringify(line) + "\n");
+				index++;
+			}
+			counts[log === "signatures" ? "signatureLog" : "leaseLog"] = index;
+			for (const checkpoint of storedCheckpoints(db.sql, log)) {
+				checkpoints.write(JSON.stringify({ log, ...checkpoint }) + "\n");
+				counts.checkpoints++;
+			}
+		}
+		file.close();
+	}
+	checkpoints.close();
+	const keys = open(LOG_FILES.keys);
+	keys.write(
+		JSON.stringify(
+			{ signatures: logKeys.signatures ?? null, leases: logKeys.leases ?? null },
+			null,
+			2,
+		) + "\n",
+	);
+	keys.close();
+	return written;
+}
+
+/** Writes the export of `db` into `dir` (created if needed), with the logs' verifier keys; returns what it wrote. */
+export async function exportDb(
+	db: AuditDb,
+	dir: string,
+	logKeys: LogKeys = {},
+): Promise<ExportCounts> {
 	const target = checkExportDir(dir);
 	await fs.promises.mkdir(target, { recursive: true });
 	const counts: ExportCounts = {
@@ -144,6 +224,9 @@ export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> 
 		leases: 0,
 		keys: 0,
 		runs: 0,
+		signatureLog: 0,
+		leaseLog: 0,
+		checkpoints: 0,
 	};
 	const pending: PendingFile[] = [];
 	try {
@@ -170,6 +253,7 @@ export async function exportDb(db: AuditDb, dir: string): Promise<ExportCounts> 
 				file.write(JSON.stringify(content, null, 2) + "\n");
 				file.close();
 			}
+			pending.push(...writeLogs(db, target, logKeys, counts));
 		});
 		for (; pending.length; pending.shift()) pending[0].commit();
 		return counts;
@@ -286,11 +370,80 @@ export async function importExport(dir: string, options: ImportOptions = {}): Pr
 			const name = file(EXPORT_FILES[collection]);
 			await eachLine(name, (text, lineNo) => addLine(writer, collection, name, text, lineNo));
 		}
+		await importLogs(source, writer);
 		return writer.finish();
 	} catch (err) {
 		writer.abort();
 		throw err;
 	}
+}
+
+const isHash = (value: unknown): value is string =>
+	typeof value === "string" && Buffer.from(value, "base64").length === 32;
+
+/** The log files of an export into the import; absent files are an export from before the logs. */
+async function importLogs(source: string, writer: ImportWriter): Promise<void> {
+	for (const log of LOG_NAMES) {
+		const name = path.join(source, LOG_FILES[log]);
+		if (!fs.existsSync(name)) continue;
+		let expected = 0;
+		await eachLine(name, (text, lineNo) => {
+			if (text.trim() === "") return;
+			const line = parseLine(name, text, lineNo);
+			if (line.index !== expected || !isHash(line.hash))
+				throw new ExportError(
+					`${name}:${lineNo} is not leaf ${expected}: expected { "index": ${expected}, "hash": <base64 of 32 bytes> }`,
+				);
+			if (log === "leases" && typeof line.entry !== "string")
+				throw new ExportError(`${name}:${lineNo} has no string "entry"`);
+			writer.logLeaf(
+				log,
+				Buffer.from(line.hash, "base64"),
+				log === "leases" ? (line.entry as string) : undefined,
+			);
+			expected++;
+		});
+	}
+	const name = path.join(source, LOG_FILES.checkpoints);
+	if (!fs.existsSync(name)) return;
+	await eachLine(name, (text, lineNo) => {
+		if (text.trim() === "") return;
+		const line = parseLine(name, text, lineNo);
+		if (
+			!(LOG_NAMES as unknown[]).includes(line.log) ||
+			typeof line.note !== "string" ||
+			!Number.isSafeInteger(line.size)
+		)
+			throw new ExportError(
+				`${name}:${lineNo} is not a checkpoint: expected { "log", "size", "publishedAt", "note" }`,
+			);
+		writer.logCheckpoint(line.log as LogName, {
+			size: line.size as number,
+			note: line.note,
+			publishedAt: String(line.publishedAt),
+		});
+	});
+}
+
+function parseLine(file: string, text: string, lineNo: number): Record<string, unknown> {
+	let line: unknown;
+	try {
+		line = JSON.parse(text);
+	} catch (err) {
+		throw new ExportError(`${file}:${lineNo} is not a JSON object: ${(err as Error).message}`);
+	}
+	if (!isObject(line)) throw new ExportError(`${file}:${lineNo} is not a JSON object`);
+	return line;
+}
+
+/** The logs' verifier keys an export carries (none in one from before the logs). */
+export async function readExportLogKeys(dir: string): Promise<LogKeys> {
+	const file = path.join(path.resolve(dir), LOG_FILES.keys);
+	if (!fs.existsSync(file)) return {};
+	const keys = await readJson(file);
+	if (!isObject(keys)) throw new ExportError(`${file} is not a JSON object`);
+	const key = (value: unknown) => (typeof value === "string" ? value : null);
+	return { signatures: key(keys.signatures), leases: key(keys.leases) };
 }
 
 /** Reads an export into memory (tests, small exports); the audit uses importExport. */

@@ -11,6 +11,13 @@ export function formatReport(report: AuditReport, source: string): string {
 		`  ${plural(checked.records, "record")}, ${plural(checked.signatures, "signature")}, ${plural(checked.batches, "batch", "batches")}, ` +
 			`${plural(checked.leases, "lease")}, ${plural(checked.keys, "key")}, ${plural(checked.runs, "run")}`,
 	];
+	for (const log of report.logs)
+		lines.push(
+			`  the ${log.log} log: ${plural(log.size, "leaf", "leaves")}, ${plural(log.checkpoints, "checkpoint")}, the last verified of ${log.checkpointSize}` +
+				(log.pending
+					? ` (${plural(log.pending, "leaf", "leaves")} after it, not yet checkpointed)`
+					: ""),
+		);
 	if (report.pending)
 		lines.push(
 			`  ${plural(report.pending, "record")} pending: unsigned, waiting for the follow run that is running`,
@@ -30,9 +37,14 @@ export function formatReport(report: AuditReport, source: string): string {
 				? `Key ${key.keyId} revoked at ${key.at} (seq ${key.seq})${key.reason ? `: ${key.reason}` : ""}; refuse its signatures made after that`
 				: `Key ${key.keyId} retired at ${key.at} (seq ${key.seq}, ${key.reason ?? "operator"}); its signatures stand`,
 		);
+	const { unsigned } = report;
+	if (unsigned.records)
+		lines.push(
+			`UNSIGNED ${plural(unsigned.records, "record")}: ${unsigned.run ? `run ${unsigned.run.runId} is ${unsigned.run.status}` : "no run has started"}, so they are work not done yet, not violations`,
+		);
 	lines.push(
 		report.ok
-			? "Audit PASSED: every rule holds"
+			? `Audit PASSED: every rule holds${unsigned.records ? `; ${plural(unsigned.records, "record")} not signed yet` : ""}`
 			: `Audit FAILED: ${plural(report.violationCount, "violation")} of ${report.rules
 					.filter((r) => !r.ok)
 					.map((r) => r.rule)

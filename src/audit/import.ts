@@ -10,7 +10,11 @@ import os from "node:os";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { JWK } from "jose";
+import type { LogName } from "../contract";
 import type { StoreOwner } from "../store/schema";
+import type { StoredCheckpoint } from "../tlog/log";
+import { logSchema } from "../tlog/sqlite-log";
+import { TILE_LEAVES } from "../tlog/tree-builder";
 import { UserError } from "../user-error";
 import { AuditDatabase, type AuditDb, type AuditFiles } from "./audit-db";
 import {
@@ -52,6 +56,10 @@ export interface ImportWriter {
 	add<C extends ImportCollection>(collection: C, doc: ImportDocs[C]): void;
 	/** The JWKS as the source gives it; the audit reports any private member, the export drops it. */
 	jwks(keys: JWK[]): void;
+	/** The next leaf hash of a log, in log order (an export's log file); `entry` names a lease log's. */
+	logLeaf(log: LogName, hash: Buffer, entry?: string): void;
+	/** A signed checkpoint of a log. */
+	logCheckpoint(log: LogName, checkpoint: StoredCheckpoint): void;
 	/** Indexes what was written and opens it for the audit; closing that removes the files. */
 	finish(): AuditDb;
 	/** Removes what was written. */
@@ -83,6 +91,13 @@ const ID_FIELDS: Record<ImportCollection, string> = {
 	leases: "leaseId",
 	keys: "keyId",
 	runs: "runId",
+};
+
+/** Where an import keeps each log: the tables its owner's store has (docs/design.md §8.4). */
+const LOG_OWNER: Record<LogName, StoreOwner> = { signatures: "records", leases: "keyring" };
+const LOG_TABLE_NAMES: Record<LogName, string> = {
+	signatures: "signature_log",
+	leases: "lease_log",
 };
 
 const quote = (column: string) => `"${column}"`;
@@ -117,6 +132,8 @@ class SqliteImport implements ImportWriter {
 	#dbs: Record<StoreOwner, DatabaseSync>;
 	#inserts = new Map<ImportCollection, StatementSync>();
 	#jwks: JWK[] = [];
+	/** Per log: its leaves so far and the hashes of its unfinished tile. */
+	#logs = new Map<LogName, { size: number; tile: Buffer[] }>();
 
 	constructor(options: ImportOptions) {
 		this.dir = fs.mkdtempSync(path.join(options.tmpDir ?? os.tmpdir(), "audit-import-"));
@@ -179,8 +196,54 @@ class SqliteImport implements ImportWriter {
 		this.#jwks = keys;
 	}
 
+	/** A log's tables as its owner's store has them (src/tlog/sqlite-log.ts), made on its first leaf or checkpoint. */
+	#log(log: LogName) {
+		let state = this.#logs.get(log);
+		if (!state) {
+			this.#dbs[LOG_OWNER[log]].exec(
+				logSchema(LOG_TABLE_NAMES[log], { entries: log === "leases" }),
+			);
+			state = { size: 0, tile: [] };
+			this.#logs.set(log, state);
+		}
+		return state;
+	}
+
+	logLeaf(log: LogName, hash: Buffer, entry?: string): void {
+		const state = this.#log(log);
+		const db = this.#dbs[LOG_OWNER[log]];
+		if (entry !== undefined)
+			db.prepare(
+				`INSERT INTO ${LOG_TABLE_NAMES[log]}_entries (idx, entry) VALUES (?, ?)`,
+			).run(state.size, entry);
+		state.tile.push(hash);
+		state.size++;
+		if (state.tile.length === TILE_LEAVES) this.#writeTile(log);
+	}
+
+	#writeTile(log: LogName): void {
+		const state = this.#logs.get(log)!;
+		if (!state.tile.length) return;
+		this.#dbs[LOG_OWNER[log]]
+			.prepare(
+				`INSERT OR REPLACE INTO ${LOG_TABLE_NAMES[log]}_tiles (tile, hashes) VALUES (?, ?)`,
+			)
+			.run(Math.floor((state.size - 1) / TILE_LEAVES), Buffer.concat(state.tile));
+		if (state.tile.length === TILE_LEAVES) state.tile = [];
+	}
+
+	logCheckpoint(log: LogName, { size, note, publishedAt }: StoredCheckpoint): void {
+		this.#log(log);
+		this.#dbs[LOG_OWNER[log]]
+			.prepare(
+				`INSERT OR REPLACE INTO ${LOG_TABLE_NAMES[log]}_checkpoints (size, note, publishedAt) VALUES (?, ?, ?)`,
+			)
+			.run(size, note, publishedAt);
+	}
+
 	finish(): AuditDb {
 		try {
+			for (const log of this.#logs.keys()) this.#writeTile(log);
 			for (const [owner, db] of Object.entries(this.#dbs) as Array<
 				[StoreOwner, DatabaseSync]
 			>) {

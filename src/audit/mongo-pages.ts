@@ -12,6 +12,9 @@ import { MongoKeyringStore } from "../keyring/mongo-store";
 import { MongoRecordsStore } from "../records/mongo-store";
 import type { MongoClientOptions } from "mongodb";
 import { connectMongo, type MongoConnection } from "../store/mongo";
+import type { LogName } from "../contract";
+import { UserError } from "../user-error";
+import { mongoCheckpoints, mongoLeafHashes, MongoLog } from "../tlog/mongo-log";
 import type { OwningService, PageSource } from "./collect";
 
 /** The collections a record-signing store has in its database. */
@@ -66,6 +69,43 @@ export async function openMongoPages(
 			const names = new Set(listed.map((c) => c.name));
 			return MONGO_COLLECTIONS.filter((name) => names.has(name));
 		},
+		logs: (log) => ({
+			leaves: () => mongoLeaves(connection, log),
+			checkpoints: () => mongoCheckpoints(connection.db, LOG_COLLECTIONS[log]),
+		}),
 		close: () => connection.close(),
 	};
+}
+
+/** Each log's collections' prefix (src/tlog/mongo-log.ts), in its owner's database. */
+const LOG_COLLECTIONS: Record<LogName, string> = {
+	signatures: "signature_log",
+	leases: "lease_log",
+};
+
+/** Entry names read per command for the lease log's leaves. */
+const ENTRY_PAGE = 5_000;
+
+/** A log's leaf hashes in log order; the lease log's with their entry names. */
+async function* mongoLeaves(
+	connection: MongoConnection,
+	log: LogName,
+): AsyncGenerator<{ hash: Buffer; entry?: string }> {
+	const names = log === "leases" ? new MongoLog(connection.db, LOG_COLLECTIONS[log]) : null;
+	let entries = new Map<number, string>();
+	let index = 0;
+	for await (const hash of mongoLeafHashes(connection.db, LOG_COLLECTIONS[log])) {
+		if (!names) {
+			yield { hash };
+			continue;
+		}
+		if (index % ENTRY_PAGE === 0) entries = await names.entryNames(index, index + ENTRY_PAGE);
+		const entry = entries.get(index);
+		if (entry === undefined)
+			throw new UserError(
+				`lease_log_entries names no entry for leaf ${index} of the lease log: the store was altered`,
+			);
+		yield { hash, entry };
+		index++;
+	}
 }

@@ -10,6 +10,7 @@ import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
 import { checkLeases, storedKeyEvents } from "./check-leases";
+import { checkLogs, type LogAuditOptions, type LogSummary } from "./check-logs";
 import { FindingList, RULES, type RuleName, type Violation } from "./checks";
 import { importSnapshot, type CollectionCounts } from "./import";
 import { runRanges, type RangeOptions } from "./range-pool";
@@ -31,6 +32,13 @@ export interface AuditReport {
 	ok: boolean;
 	checked: CollectionCounts;
 	rules: RuleResult[];
+	/**
+	 * Records with no signature while the last run has not completed (running, cancelled or
+	 * failed; or no run yet): unfinished work, not violations of one-signature-per-record.
+	 */
+	unsigned: { records: number; run: { runId: string; status: string } | null };
+	/** The transparency logs the source holds (docs/design.md §8.4): none in older stores and on MongoDB. */
+	logs: LogSummary[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
 	/**
@@ -47,7 +55,7 @@ export interface AuditReport {
 	endedKeys: KeyEvent[];
 }
 
-export interface AuditOptions extends RangeOptions {
+export interface AuditOptions extends RangeOptions, LogAuditOptions {
 	/** Slack between the signers' and the keyring's clocks when placing a signature in its lease. */
 	clockToleranceMs?: number;
 	/** A broken store must not print a million lines: list this many per rule, count them all. */
@@ -78,6 +86,10 @@ export async function audit(
 	const leaseFindings = new FindingList(maxListed);
 	const recordFindings = new FindingList(maxListed);
 	const batchFindings = new FindingList(maxListed);
+	const logFindings = new FindingList(maxListed);
+	let logs: LogSummary[] = [];
+	let unsigned = 0;
+	let lastRun: { runId: string; status: string } | null = null;
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
 	let endedKeys: KeyEvent[] = [];
 	let pending = 0;
@@ -89,6 +101,9 @@ export async function audit(
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;
 		checked.runs = runs.count;
+		lastRun = runs.latest;
+		// After a completed run every record must be signed; before, unsigned ones are work left.
+		const unsignedIsUnfinished = runs.latest?.status !== "completed";
 		const ranges = runRanges(
 			db,
 			{
@@ -96,12 +111,14 @@ export async function audit(
 				keys: keys.usable,
 				clockToleranceMs,
 				maxListed,
+				unsignedIsUnfinished,
 				unsignedPending: [...runs.follow].some((runId) => runs.running.has(runId)),
 			},
 			options,
 			(range) => {
 				checked.records += range.records;
 				checked.signatures += range.signatures;
+				unsigned += range.unsigned ?? 0;
 				pending += range.pending ?? 0;
 				recordFindings.append(range.findings!);
 			},
@@ -109,6 +126,7 @@ export async function audit(
 		const mainPasses = (async () => {
 			checked.leases = await checkLeases(db, keys.keyIds, keyEvents, leaseFindings);
 			checked.batches = await checkBatches(db, runs, batchFindings);
+			logs = await checkLogs(db, options, logFindings);
 		})();
 		// Both run to the end (the threads must stop before the snapshot ends), then any failure surfaces.
 		const outcomes = await Promise.allSettled([ranges, mainPasses]);
@@ -116,7 +134,14 @@ export async function audit(
 	});
 
 	const all = new FindingList(maxListed);
-	for (const part of [keyFindings, runFindings, leaseFindings, recordFindings, batchFindings])
+	for (const part of [
+		keyFindings,
+		runFindings,
+		leaseFindings,
+		recordFindings,
+		batchFindings,
+		logFindings,
+	])
 		all.append(part.data());
 	const rules = RULES.map((rule, at) => ({
 		rule,
@@ -128,11 +153,21 @@ export async function audit(
 		ok: rules.every((r) => r.ok),
 		checked,
 		rules,
+		unsigned: { records: unsigned, run: unsigned ? lastRun : null },
+		logs,
 		violationCount: rules.reduce((sum, r) => sum + r.violations, 0),
 		violations: all.listed.flat(),
 		endedKeys,
 		pending,
 	};
+}
+
+/** `npm run audit`'s exit code (docs/design.md §9.3): violations first, then work left undone. */
+export const AUDIT_EXIT = { passed: 0, violations: 1, error: 2, unsigned: 3 } as const;
+
+export function auditExitCode(report: AuditReport): number {
+	if (!report.ok) return AUDIT_EXIT.violations;
+	return report.unsigned.records ? AUDIT_EXIT.unsigned : AUDIT_EXIT.passed;
 }
 
 /** Imports `snapshot` into temporary files, audits them and removes them. */

@@ -14,6 +14,7 @@ import {
 	type RunDoc,
 	type SignatureDoc,
 } from "../contract";
+import type { LoggedSignature } from "../records/store";
 
 /**
  * The export's fields of each stored document (docs/design.md §8.3), picked from the stored
@@ -21,7 +22,13 @@ import {
  * document stays out of the export until it is named below.
  */
 export type SnapshotRecord = RecordPayload;
-export type SnapshotSignature = Pick<SignatureDoc, (typeof EXPORT_FIELDS.signatures)[number]>;
+export type SnapshotSignature = Pick<
+	SignatureDoc,
+	Exclude<(typeof EXPORT_FIELDS.signatures)[number], "logIndex">
+> & {
+	/** Its leaf's index in the signature log (docs/design.md §8.4); null or absent: not in it. */
+	logIndex?: number | null;
+};
 export type SnapshotBatch = Omit<
 	Pick<BatchDoc, (typeof EXPORT_FIELDS.batches)[number]>,
 	"stored" | "short"
@@ -58,9 +65,15 @@ export interface AuditSnapshot {
 /** The contract's fields of each export file, in the order they are written (docs/design.md §8.3). */
 export const EXPORT_FIELDS = {
 	records: ["id", "data"] satisfies Array<keyof RecordPayload>,
-	signatures: ["recordId", "keyId", "batchId", "leaseId", "jws", "signedAt"] satisfies Array<
-		keyof SignatureDoc
-	>,
+	signatures: [
+		"recordId",
+		"keyId",
+		"batchId",
+		"leaseId",
+		"jws",
+		"signedAt",
+		"logIndex",
+	] satisfies Array<keyof LoggedSignature>,
 	batches: [...BATCH_FIELDS, "stored", "short"] satisfies Array<keyof BatchDoc>,
 	leases: [
 		"leaseId",

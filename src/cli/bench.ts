@@ -15,6 +15,8 @@
  *   records, with the bus checks and without (src/identity/bus-checks.ts), in turn: what
  *   dispatch tickets, lease tokens, store proofs and counting batches from records cost
  *   (`checksCost`, the median of the pairs' ratios, a fraction of the run without them);
+ * - unless `--skip-logs-cost`, seven pairs likewise with the transparency logs' work and without
+ *   (src/tlog/log-switch.ts): what the signature and lease logs cost (`logsCost`);
  * - unless `--skip-nats`, the run across processes over a local nats-server (three signers),
  *   and again over a NATS cluster of three routed nats-servers with TLS for clients and routes;
  * - unless `--skip-pkcs11`, and when SoftHSM is installed, the run with KEY_STORE=pkcs11 on a
@@ -35,11 +37,14 @@ import { audit } from "../audit/rules";
 import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
 import { loadConfig } from "../config";
+import { logVerifierKeys } from "./store";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { LeaseSecret, wipeHandOff } from "../signer/lease-secret";
 import { SIGNING_THREAD_LIMITS } from "../signer/sign-pool";
 import type { SignTask } from "../signer/sign.worker";
-import { withoutBusChecks } from "../identity/bus-checks";
+import { busChecks } from "../identity/bus-checks";
+import { transparencyLogs } from "../tlog/log-switch";
+import type { BenchSwitch } from "../bench-switch";
 import { generateTokenKeys } from "../keyring/token-keys";
 import { createSoftHsmToken, findSoftHsm } from "../pkcs11/softhsm";
 import { Token } from "../pkcs11/token";
@@ -52,14 +57,15 @@ import { runCommand } from "./cli";
 import type { JoseTask } from "./bench-jose.worker";
 import type { NodeCryptoTask } from "./bench-node-crypto.worker";
 
-const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost] [--skip-pkcs11]
+const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N] [--skip-nats] [--skip-checks-cost] [--skip-logs-cost] [--skip-pkcs11]
        npm run bench -- --follow [--follow-rate N[,N...]] [--nats-follow-rate N[,N...]] [--follow-seconds N]
                         [--follow-per-request N] [--linger-ms N] [--skip-nats]
   --records N         records to sign (default 100000)
   --keys N            keys in the keyring (default 100)
   --batch-size N      batch size of the run (default 300)
   --skip-nats         leave out the runs across processes over NATS (one server; three with TLS)
-  --skip-checks-cost  leave out the run without the bus checks
+  --skip-checks-cost  leave out the runs without the bus checks
+  --skip-logs-cost    leave out the runs without the transparency logs' work
   --skip-pkcs11       leave out the run with KEY_STORE=pkcs11 on a SoftHSM token (left out anyway without SoftHSM)
   --follow            instead: a follow run fed through POST /api/records by a load generator
                       process on loopback, embedded at --follow-rate records/s (default 20000)
@@ -72,6 +78,7 @@ const USAGE = `Usage: npm run bench -- [--records N] [--keys N] [--batch-size N]
 The last line is one JSON object: floorSeconds (libsodium), nodeCryptoFloorSeconds, joseFloorSeconds,
 runSeconds, ratio, recordsPerSecond, peakRssMB, auditSeconds, verifyFloorSeconds (libsodium),
 nodeCryptoVerifyFloorSeconds, auditRatio, keyringCyclesPerSecond, checkedRunSeconds, uncheckedRunSeconds, checksCost and checksCpuCost unless --skip-checks-cost,
+loggedRunSeconds, unloggedRunSeconds, logsCost and logsCpuCost unless --skip-logs-cost,
 natsRunSeconds, natsRatio, natsClusterTlsRunSeconds, natsClusterTlsRatio unless --skip-nats,
 and pkcs11FloorSeconds, pkcs11RunSeconds, pkcs11Ratio, pkcs11CpuRatio, pkcs11RecordsPerSecond unless --skip-pkcs11 or without SoftHSM.`;
 
@@ -81,6 +88,7 @@ const OPTIONS = {
 	"batch-size": { type: "string" },
 	"skip-nats": { type: "boolean" },
 	"skip-checks-cost": { type: "boolean" },
+	"skip-logs-cost": { type: "boolean" },
 	"skip-pkcs11": { type: "boolean" },
 	follow: { type: "boolean" },
 	"follow-rate": { type: "string" },
@@ -292,12 +300,18 @@ interface EmbeddedFigures {
 	nodeCryptoVerifyFloorSeconds: number;
 	peakRssMB: number;
 	/** The same run with the bus checks off, unless skipped. */
-	checks: {
-		checkedSeconds: number;
-		uncheckedSeconds: number;
-		cost: number;
-		cpuCost: number;
-	} | null;
+	checks: SwitchCost | null;
+	/** The same run with the transparency logs' work stopped, unless skipped. */
+	logs: SwitchCost | null;
+}
+
+/** Medians of the pairs of runs with a part of the work and without it (`switchCost`). */
+interface SwitchCost {
+	withSeconds: number;
+	withoutSeconds: number;
+	/** The pairs' median ratio of wall time, minus one; `cpuCost` the same of CPU time. */
+	cost: number;
+	cpuCost: number;
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
@@ -339,22 +353,22 @@ async function seededSystem(
 }
 
 /**
- * The run on a fresh store of the same records, with the bus checks on or off in this process:
- * its wall time, and the CPU time of every thread of the process meanwhile (which other jobs on
- * a shared machine disturb far less than the wall time).
+ * The run on a fresh store of the same records, with `off` (a bench switch) off in this process
+ * or not: its wall time, and the CPU time of every thread of the process meanwhile (which other
+ * jobs on a shared machine disturb far less than the wall time).
  */
 async function freshRun(
 	records: number,
 	keys: number,
 	batchSize: number,
-	checks: boolean,
+	off: BenchSwitch | null,
 ): Promise<{ seconds: number; cpuSeconds: number }> {
 	const system = await seededSystem(records, keys, batchSize);
 	try {
 		checkpointStoresNow(system.dataDir);
 		const run = () => timedRun(system.broker, system.completion, records, batchSize);
 		const cpuBefore = process.cpuUsage();
-		const took = await (checks ? run() : withoutBusChecks(run));
+		const took = await (off ? off.without(run) : run());
 		const cpu = process.cpuUsage(cpuBefore);
 		return { seconds: took, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 	} finally {
@@ -363,50 +377,51 @@ async function freshRun(
 }
 
 /**
- * Pairs of runs measured in turn, with the checks and without: the median of the pairs' ratios
- * is what the checks cost. Seven, not three: single runs on a shared machine move by more than
- * the checks cost (pairs of one bench ranged over 10 points), and the median of three pairs
+ * Pairs of runs measured in turn, with a part of the work and without: the median of the pairs'
+ * ratios is what it costs. Seven, not three: single runs on a shared machine move by more than
+ * the bus checks cost (pairs of one bench ranged over 10 points), and the median of three pairs
  * moved from 1.5% to 15.5% between benches of the same code.
  */
-const CHECK_PAIRS = 7;
+const COST_PAIRS = 7;
 
-async function checksCost(
+/** What the work behind a bench switch costs: `label` names it in the lines printed, `what` says what it is. */
+async function switchCost(
 	records: number,
 	keys: number,
 	batchSize: number,
-): Promise<{ checkedSeconds: number; uncheckedSeconds: number; cost: number; cpuCost: number }> {
+	{ label, off, what }: { label: string; off: BenchSwitch; what: string },
+): Promise<SwitchCost> {
 	type Took = Awaited<ReturnType<typeof freshRun>>;
-	const pairs: Array<{ checked: Took; unchecked: Took }> = [];
-	for (let i = 0; i < CHECK_PAIRS; i++) {
+	const pairs: Array<{ with: Took; without: Took }> = [];
+	const name = label.padEnd(10);
+	for (let i = 0; i < COST_PAIRS; i++) {
 		// Alternating which goes first, so a machine speeding up or slowing down favours neither.
 		const order = i % 2 === 0 ? [true, false] : [false, true];
 		const took: Record<string, Took> = {};
-		for (const checks of order)
-			took[String(checks)] = await freshRun(records, keys, batchSize, checks);
-		const pair = { checked: took.true, unchecked: took.false };
+		for (const on of order)
+			took[String(on)] = await freshRun(records, keys, batchSize, on ? null : off);
+		const pair = { with: took.true, without: took.false };
 		pairs.push(pair);
 		const percent = (of: (t: Took) => number) =>
-			(100 * (of(pair.checked) / of(pair.unchecked) - 1)).toFixed(1);
+			(100 * (of(pair.with) / of(pair.without) - 1)).toFixed(1);
 		console.log(
-			`checks     pair ${i + 1}: ${pair.checked.seconds.toFixed(2)} s with the bus checks, ${pair.unchecked.seconds.toFixed(2)} s without (${percent((t) => t.seconds)}%; CPU time ${percent((t) => t.cpuSeconds)}%)`,
+			`${name} pair ${i + 1}: ${pair.with.seconds.toFixed(2)} s with the ${label}, ${pair.without.seconds.toFixed(2)} s without (${percent((t) => t.seconds)}%; CPU time ${percent((t) => t.cpuSeconds)}%)`,
 		);
 	}
 	const median = (values: number[]) =>
 		[...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-	const cost = median(pairs.map((pair) => pair.checked.seconds / pair.unchecked.seconds - 1));
-	const cpuCost = median(
-		pairs.map((pair) => pair.checked.cpuSeconds / pair.unchecked.cpuSeconds - 1),
-	);
+	const wall = pairs.map((pair) => pair.with.seconds / pair.without.seconds - 1);
+	const cpu = pairs.map((pair) => pair.with.cpuSeconds / pair.without.cpuSeconds - 1);
 	const range = (ratios: number[]) =>
 		`${(100 * Math.min(...ratios)).toFixed(1)}% to ${(100 * Math.max(...ratios)).toFixed(1)}%`;
 	console.log(
-		`checks     cost ${(100 * cost).toFixed(1)}% of the run, ${(100 * cpuCost).toFixed(1)}% of its CPU time (medians of ${CHECK_PAIRS} pairs, which ranged ${range(pairs.map((p) => p.checked.seconds / p.unchecked.seconds - 1))} and ${range(pairs.map((p) => p.checked.cpuSeconds / p.unchecked.cpuSeconds - 1))}: tickets, lease tokens, proofs and counting batches from records)`,
+		`${name} cost ${(100 * median(wall)).toFixed(1)}% of the run, ${(100 * median(cpu)).toFixed(1)}% of its CPU time (medians of ${COST_PAIRS} pairs, which ranged ${range(wall)} and ${range(cpu)}: ${what})`,
 	);
 	return {
-		checkedSeconds: median(pairs.map((pair) => pair.checked.seconds)),
-		uncheckedSeconds: median(pairs.map((pair) => pair.unchecked.seconds)),
-		cost,
-		cpuCost,
+		withSeconds: median(pairs.map((pair) => pair.with.seconds)),
+		withoutSeconds: median(pairs.map((pair) => pair.without.seconds)),
+		cost: median(wall),
+		cpuCost: median(cpu),
 	};
 }
 
@@ -414,7 +429,7 @@ async function embedded(
 	records: number,
 	keys: number,
 	batchSize: number,
-	withChecksCost: boolean,
+	costs: { checks: boolean; logs: boolean },
 ): Promise<EmbeddedFigures> {
 	const { dataDir, broker, completion, remove } = await seededSystem(records, keys, batchSize);
 	try {
@@ -438,7 +453,10 @@ async function embedded(
 		await broker.stop();
 
 		const started = performance.now();
-		const verdict = await closeAfter(openStoreFiles(dataDir), (db) => audit(db));
+		// The logs' checkpoints open with the keys the run made under the store's folder.
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) =>
+			audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
+		);
 		const auditSeconds = seconds(started);
 		if (!verdict.ok)
 			throw new Error(
@@ -456,7 +474,20 @@ async function embedded(
 				`node:crypto's verify floor ${nodeCryptoVerifyFloorSeconds.toFixed(2)} s, libsodium ${(nodeCryptoVerifyFloorSeconds / verifyFloorSeconds).toFixed(2)}x as fast)`,
 		);
 		const rss = peakRssMB();
-		const checks = withChecksCost ? await checksCost(records, keys, batchSize) : null;
+		const checks = costs.checks
+			? await switchCost(records, keys, batchSize, {
+					label: "checks",
+					off: busChecks,
+					what: "tickets, lease tokens, proofs and counting batches from records",
+				})
+			: null;
+		const logs = costs.logs
+			? await switchCost(records, keys, batchSize, {
+					label: "logs",
+					off: transparencyLogs,
+					what: "the signing threads' leaf hashes, the signature and lease logs' trees and tiles, and their checkpoints",
+				})
+			: null;
 		return {
 			floorSeconds,
 			nodeCryptoFloorSeconds,
@@ -467,6 +498,7 @@ async function embedded(
 			nodeCryptoVerifyFloorSeconds,
 			peakRssMB: rss,
 			checks,
+			logs,
 		};
 	} finally {
 		await remove();
@@ -479,6 +511,7 @@ type BenchFlags = {
 	"batch-size"?: string;
 	"skip-nats"?: boolean;
 	"skip-checks-cost"?: boolean;
+	"skip-logs-cost"?: boolean;
 	"skip-pkcs11"?: boolean;
 	follow?: boolean;
 	"follow-rate"?: string;
@@ -578,6 +611,7 @@ async function main(flags: BenchFlags): Promise<number> {
 	const {
 		"skip-nats": skipNats,
 		"skip-checks-cost": skipChecksCost,
+		"skip-logs-cost": skipLogsCost,
 		"skip-pkcs11": skipPkcs11,
 		follow: _follow,
 		"follow-rate": _followRate,
@@ -594,7 +628,10 @@ async function main(flags: BenchFlags): Promise<number> {
 	console.log(
 		`Benchmark: ${records} records, ${keys} keys, batch size ${batchSize}, ${cores} cores, Node ${process.version}`,
 	);
-	const figures = await embedded(records, keys, batchSize, !skipChecksCost);
+	const figures = await embedded(records, keys, batchSize, {
+		checks: !skipChecksCost,
+		logs: !skipLogsCost,
+	});
 	console.log(`peak RSS   ${figures.peakRssMB} MB`);
 	const summary: Record<string, number> = {
 		records,
@@ -618,10 +655,17 @@ async function main(flags: BenchFlags): Promise<number> {
 	summary.keyringCyclesPerSecond = Math.round(cycles);
 	if (figures.checks)
 		Object.assign(summary, {
-			checkedRunSeconds: round(figures.checks.checkedSeconds),
-			uncheckedRunSeconds: round(figures.checks.uncheckedSeconds),
+			checkedRunSeconds: round(figures.checks.withSeconds),
+			uncheckedRunSeconds: round(figures.checks.withoutSeconds),
 			checksCost: round(figures.checks.cost),
 			checksCpuCost: round(figures.checks.cpuCost),
+		});
+	if (figures.logs)
+		Object.assign(summary, {
+			loggedRunSeconds: round(figures.logs.withSeconds),
+			unloggedRunSeconds: round(figures.logs.withoutSeconds),
+			logsCost: round(figures.logs.cost),
+			logsCpuCost: round(figures.logs.cpuCost),
 		});
 	if (!skipNats) {
 		// Separate OS processes over a local nats-server, then over the production shape (three

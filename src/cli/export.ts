@@ -6,16 +6,16 @@ import { closeAfter } from "../audit/audit-db";
 import { checkExportDir, exportDb } from "../audit/export-files";
 import { plural } from "../audit/format";
 import { UsageError, runCommand, write, type Flags } from "./cli";
-import { STORE_OPTIONS, STORE_USAGE, describeStore, openAuditDb, storeConfig } from "./store";
+import * as store from "./store";
 
 const USAGE = `Usage: npm run export -- --out DIR [options]
   --out DIR                 folder to write (created if needed; export files in it are replaced
                             only once every file is written)
-${STORE_USAGE}
+${store.STORE_USAGE}
 Exit code: 0 written, 2 error.
 `;
 
-const OPTIONS = { ...STORE_OPTIONS, out: { type: "string" } } as const;
+const OPTIONS = { ...store.STORE_OPTIONS, out: { type: "string" } } as const;
 
 async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 	if (!values.out)
@@ -24,12 +24,19 @@ async function main(values: Flags<typeof OPTIONS>): Promise<number> {
 		);
 	// Before any store is read: a wrong --out fails at once.
 	const out = checkExportDir(values.out);
-	const config = storeConfig(values);
-	const written = await closeAfter(await openAuditDb(config), (db) => exportDb(db, out));
+	const config = store.storeConfig(values);
+	const written = await closeAfter(await store.openAuditDb(config), (db) =>
+		exportDb(db, out, store.logVerifierKeys(config)),
+	);
 	await write(
 		process.stdout,
-		`Exported ${describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +
-			`${plural(written.batches, "batch", "batches")}, ${plural(written.leases, "lease")}, ${plural(written.keys, "key")} (public JWKS), ${plural(written.runs, "run")}\n`,
+		`Exported ${store.describeStore(config)} to ${written.dir}: ${plural(written.records, "record")}, ${plural(written.signatures, "signature")}, ` +
+			`${plural(written.batches, "batch", "batches")}, ${plural(written.leases, "lease")}, ${plural(written.keys, "key")} (public JWKS), ${plural(written.runs, "run")}` +
+			// A store from before the logs has none to speak of.
+			(written.signatureLog + written.leaseLog + written.checkpoints
+				? `; the signature log's ${plural(written.signatureLog, "leaf", "leaves")}, the lease log's ${plural(written.leaseLog, "leaf", "leaves")}, ${plural(written.checkpoints, "checkpoint")}`
+				: "") +
+			"\n",
 	);
 	return 0;
 }

@@ -7,6 +7,7 @@ import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { auditServices } from "../audit/collect";
 import { audit, type AuditReport } from "../audit/rules";
 import type { AppConfig } from "../config";
+import { logVerifierKeys } from "./store";
 import {
 	Actions,
 	call,
@@ -153,9 +154,11 @@ export function jobExitCode(status: string, progress: Progress, verdict: AuditRe
  * or in memory.
  */
 export async function auditJobStores(
-	config: Pick<AppConfig, "dataDir" | "mongoUri">,
+	config: Pick<AppConfig, "dataDir" | "mongoUri" | "logKeys">,
 	broker: Caller,
 ): Promise<AuditReport> {
 	if (config.mongoUri || !config.dataDir) return auditServices(broker);
-	return closeAfter(openStoreFiles(config.dataDir), (db) => audit(db));
+	return closeAfter(openStoreFiles(config.dataDir), (db) =>
+		audit(db, { logKeys: logVerifierKeys(config) }),
+	);
 }

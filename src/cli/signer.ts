@@ -11,6 +11,8 @@
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
  *   authority                          the keyring's public key (from its master key): the
  *                                      KEYRING_PUBLIC_KEY of nodes that do not share its DATA_DIR
+ *   logkey --log signatures|leases     a new key for a transparency log's checkpoints
+ *                                      (SIGNATURE_LOG_KEY, LEASE_LOG_KEY), for a Secret
  *
  * The embedded default and `npm run cluster` need none of this: their keyring enrols the
  * credentials its signers and batcher share in DATA_DIR. Kubernetes: `keygen` once per role,
@@ -33,6 +35,9 @@ import {
 } from "../identity/credential";
 import { loadMasterKey } from "../keyring/master-key";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
+import type { LogName } from "../contract";
+import { LOG_ORIGINS } from "../tlog/log-key";
+import { generateNoteSigner, signerKeyString, verifierKeyString } from "../tlog/note";
 import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
 import { openKeyringStore } from "./keyring-store";
 
@@ -52,6 +57,8 @@ const USAGE = `Usage: npm run signer -- <command> [flags]
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
   authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), from
                                     KEYRING_MASTER_KEY or DATA_DIR/master.key
+  logkey --log signatures|leases    make a key for a transparency log's checkpoints: prints its
+                                    SIGNATURE_LOG_KEY or LEASE_LOG_KEY line and its verifier key
 --role signer|batcher               whose credentials (default signer): batchers sign dispatch tickets
 Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI)`;
 
@@ -276,6 +283,31 @@ COMMANDS.authority = {
 		return [
 			`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
 			`KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`,
+		].join("\n");
+	},
+};
+
+/** The variable each log's key goes in. */
+const LOG_KEY_VARIABLES: Record<LogName, string> = {
+	signatures: "SIGNATURE_LOG_KEY",
+	leases: "LEASE_LOG_KEY",
+};
+
+COMMANDS.logkey = {
+	options: { log: { type: "string" } },
+	async run(values) {
+		const log = values.log as string | undefined;
+		if (log !== "signatures" && log !== "leases")
+			throw new UsageError(
+				`--log must be signatures or leases, got ${JSON.stringify(log ?? null)}`,
+			);
+		// Named like the key a node makes on first start: the log's origin (docs/design.md §8.4).
+		const signer = generateNoteSigner(LOG_ORIGINS[log]);
+		return [
+			`A new key for the ${log} log's checkpoints: put it in the Secret as`,
+			`${LOG_KEY_VARIABLES[log]}=${signerKeyString(signer)}`,
+			`Its verifier key (public: give it to whoever checks the checkpoints):`,
+			verifierKeyString(signer),
 		].join("\n");
 	},
 };

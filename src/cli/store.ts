@@ -13,6 +13,8 @@ import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
 import { brokerOptions } from "../broker/broker-options";
 import { redactUrl } from "../nats-tls";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
+import type { LogKeys } from "../audit/export-files";
+import { LOG_ORIGINS, readLogVerifier } from "../tlog/log-key";
 import { UserError } from "../user-error";
 import { UsageError, type CliOptions } from "./cli";
 
@@ -152,4 +154,12 @@ export async function openAuditDb(config: AppConfig): Promise<AuditDb> {
 		);
 	if (config.mongoUri) return importFromMongo(config, config.mongoUri);
 	return openStoreFiles(config.dataDir);
+}
+
+/** The logs' verifier keys from the configured log keys, read only: null where none is set or made yet. */
+export function logVerifierKeys(config: Pick<AppConfig, "logKeys">): LogKeys {
+	return {
+		signatures: readLogVerifier({ ...config.logKeys.signatures, name: LOG_ORIGINS.signatures }),
+		leases: readLogVerifier({ ...config.logKeys.leases, name: LOG_ORIGINS.leases }),
+	};
 }

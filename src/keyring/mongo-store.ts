@@ -21,8 +21,16 @@
  * are kept in `lease_stats`, in the same transactions as the lease writes, so `summary()` reads
  * one document per key instead of every lease. A store written before they were kept (no
  * `leaseStats` mark on the role) has them computed once from the leases.
+ *
+ * The lease log (docs/design.md §8.4, src/tlog/mongo-log.ts): a grant's and an end's leaves are
+ * written in the transaction that writes the lease, so a lease change and its leaf commit
+ * together or not at all; the tree's state in memory moves on only once the transaction
+ * committed, and is read back from the database after any failed one. The keyring's lease
+ * changes run one at a time (the log's `exclusive`). The leases stored before the log existed
+ * enter it once, grants and ends in seq order, in one transaction with the mark that says so.
  */
 import type { ClientSession, Collection, Filter } from "mongodb";
+import type { TreeUpdate } from "../tlog/tree-builder";
 import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
 import type { CredentialRole } from "../identity/credential";
 import {
@@ -35,6 +43,8 @@ import {
 	runTransaction,
 	type MongoConnection,
 } from "../store/mongo";
+import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
+import { MongoLog, mongoLogCollections } from "../tlog/mongo-log";
 import {
 	DuplicateLeaseError,
 	FencedError,
@@ -102,6 +112,8 @@ function where(uri: string): string {
 export class MongoKeyringStore implements KeyringStore {
 	/** The lifetime of this store's claim of the role (the claim's expiresAt minus its now): what a renewal extends it by. */
 	private roleTtlMs: number | null = null;
+	/** Set when a transaction that logged failed: it may have committed, so the tree is read back first. */
+	private logUnsure = false;
 
 	private constructor(
 		private readonly connection: MongoConnection,
@@ -111,6 +123,8 @@ export class MongoKeyringStore implements KeyringStore {
 		private readonly statsOf: Collection<LeaseStatsRow>,
 		/** Each role's enrolled credentials: `signers`, `batchers`. */
 		private readonly enrolmentsOf: Record<CredentialRole, Collection<EnrolmentRow>>,
+		/** Every lease grant and end, in commit order (docs/design.md §8.4). */
+		readonly leaseLog: MongoLog,
 	) {}
 
 	/** Connects and creates the indexes: for the owning service (and the signer CLI). */
@@ -123,7 +137,8 @@ export class MongoKeyringStore implements KeyringStore {
 			service,
 			"keyring",
 			MongoKeyringStore.over,
-			async ({ keysOf: keys, leasesOf: leases }, connection) => {
+			async (store, connection) => {
+				const { keysOf: keys, leasesOf: leases } = store;
 				await assertReplicaSet(connection, where(uri));
 				await leases.createIndex(
 					{ grantSeq: 1 },
@@ -149,10 +164,62 @@ export class MongoKeyringStore implements KeyringStore {
 				await dropIndexIfPresent(keys, "keys_key");
 				await dropIndexIfPresent(leases, "leases_lease");
 				// The collections the transactions write to exist before any transaction runs.
-				for (const name of ["keyring", "leases", "lease_stats", "keys"])
+				for (const name of [
+					"keyring",
+					"leases",
+					"lease_stats",
+					"keys",
+					...mongoLogCollections("lease_log", true),
+				])
 					await ensureCollection(connection.db, name);
+				await store.leaseLog.createIndexes();
+				await store.startLog((line) =>
+					(service.logger as { info?(line: string): void }).info?.(line),
+				);
 			},
 		);
+	}
+
+	/** Reads the tree back and, the first time the log is kept, takes in the leases stored before it. */
+	private async startLog(log: (line: string) => void): Promise<void> {
+		await this.leaseLog.reload();
+		if (await this.leaseLog.isMigrated()) return;
+		const count = await this.logged(async (session) => {
+			const leases = (await this.leasesOf.find({}, { session }).toArray()).map(leaseDoc);
+			const leaves = leases.flatMap(leaseLeaves).sort((a, b) => a.seq - b.seq);
+			const update = this.leaseLog.prepare(leaves.map((l) => l.leaf));
+			await this.leaseLog.write(
+				update,
+				leaves.map((l) => l.entry),
+				session,
+			);
+			await this.leaseLog.markMigrated(leaves.length, new Date().toISOString(), session);
+			return { result: leaves.length, update };
+		});
+		if (count) log(`The lease log took in ${count} grants and ends stored before it existed`);
+	}
+
+	/**
+	 * Runs `work` in a transaction, one at a time, and moves the log on to the update it wrote
+	 * once that committed (work may run again: it prepares from the state last adopted).
+	 */
+	private logged<T>(
+		work: (session: ClientSession) => Promise<{ result: T; update: TreeUpdate | null }>,
+	): Promise<T> {
+		return this.leaseLog.exclusive(async () => {
+			if (this.logUnsure) {
+				await this.leaseLog.reload();
+				this.logUnsure = false;
+			}
+			try {
+				const { result, update } = await runTransaction(this.connection.client, work);
+				if (update) this.leaseLog.adopt(update);
+				return result;
+			} catch (err) {
+				this.logUnsure = true;
+				throw err;
+			}
+		});
 	}
 
 	/** Over an open connection, creating nothing: what the read-only audit pages through. */
@@ -168,6 +235,7 @@ export class MongoKeyringStore implements KeyringStore {
 				signer: db.collection<EnrolmentRow>("signers"),
 				batcher: db.collection<EnrolmentRow>("batchers"),
 			},
+			new MongoLog(db, "lease_log", { entries: true }),
 		);
 	}
 
@@ -205,7 +273,7 @@ export class MongoKeyringStore implements KeyringStore {
 						[{ $set: { ...claimed(1), seq: 0, writes: 0 } }],
 						{ upsert: true },
 					);
-					this.roleTtlMs = ttlMs;
+					this.claimed(ttlMs);
 					return { claimed: { epoch: 1, ...fields } };
 				} catch (err) {
 					if (!isDuplicateKey(err)) throw err;
@@ -240,13 +308,23 @@ export class MongoKeyringStore implements KeyringStore {
 				[{ $set: claimed(current.epoch + 1) }],
 			);
 			if (taken.matchedCount === 1) {
-				this.roleTtlMs = ttlMs;
+				this.claimed(ttlMs);
 				return { claimed: { epoch: current.epoch + 1, ...fields } };
 			}
 		}
 		throw new Error(
 			"the keyring role kept changing hands while this keyring claimed it; start it again",
 		);
+	}
+
+	/**
+	 * This store holds the role now. Whoever held it before may have written leases (and their
+	 * leaves) since the log was read at open, and can write none from now on: the tree is read
+	 * back before the next logged write.
+	 */
+	private claimed(ttlMs: number): void {
+		this.roleTtlMs = ttlMs;
+		this.logUnsure = true;
 	}
 
 	async renewRole(epoch: number, expiresAt: string): Promise<boolean> {
@@ -280,13 +358,40 @@ export class MongoKeyringStore implements KeyringStore {
 		write: (session: ClientSession) => Promise<T>,
 	): Promise<T> {
 		return runTransaction(this.connection.client, async (session) => {
-			const held = await this.roleOf.updateOne(
-				{ _id: ROLE, epoch },
-				{ $max: { seq }, $inc: { writes: 1 } },
-				{ session },
-			);
-			if (held.matchedCount !== 1) throw new FencedError(epoch);
+			await this.fence(epoch, seq, session);
 			return write(session);
+		});
+	}
+
+	/** The fence of a fenced write, in its transaction. */
+	private async fence(epoch: number, seq: number, session: ClientSession): Promise<void> {
+		const held = await this.roleOf.updateOne(
+			{ _id: ROLE, epoch },
+			{ $max: { seq }, $inc: { writes: 1 } },
+			{ session },
+		);
+		if (held.matchedCount !== 1) throw new FencedError(epoch);
+	}
+
+	/** A fenced write that also appends the leaves it answers to the lease log, in its transaction. */
+	private fencedAndLogged<T>(
+		epoch: number,
+		seq: number,
+		write: (
+			session: ClientSession,
+		) => Promise<{ result: T; leaves: Array<{ entry: string; leaf: string }> }>,
+	): Promise<T> {
+		return this.logged(async (session) => {
+			await this.fence(epoch, seq, session);
+			const { result, leaves } = await write(session);
+			if (!leaves.length) return { result, update: null };
+			const update = this.leaseLog.prepare(leaves.map((l) => l.leaf));
+			await this.leaseLog.write(
+				update,
+				leaves.map((l) => l.entry),
+				session,
+			);
+			return { result, update };
 		});
 	}
 
@@ -401,7 +506,7 @@ export class MongoKeyringStore implements KeyringStore {
 
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
 		try {
-			await this.fenced(epoch, lease.grantSeq, async (session) => {
+			await this.fencedAndLogged(epoch, lease.grantSeq, async (session) => {
 				await this.leasesOf.insertOne(
 					{
 						...lease,
@@ -417,6 +522,7 @@ export class MongoKeyringStore implements KeyringStore {
 					{ $inc: { uses: 1 }, ...ended },
 					{ upsert: true, session },
 				);
+				return { result: undefined, leaves: leaseLeaves(lease) };
 			});
 		} catch (err) {
 			// Refused by `_id` (its leaseId), leases_grant_seq or leases_open_per_key; nothing of the transaction was written.
@@ -444,7 +550,7 @@ export class MongoKeyringStore implements KeyringStore {
 		{ end, endSeq, endedAt, expiredBy }: LeaseEnding,
 		epoch: number,
 	): Promise<number> {
-		return this.fenced(epoch, endSeq, async (session) => {
+		return this.fencedAndLogged(epoch, endSeq, async (session) => {
 			// A release ends the lease whatever its expiry; a reclaim only one whose stored expiry (renewals included) has passed.
 			const query =
 				expiredBy === undefined
@@ -453,15 +559,23 @@ export class MongoKeyringStore implements KeyringStore {
 			const ended = await this.leasesOf.findOneAndUpdate(
 				query,
 				{ $set: { end, endSeq, endedAt }, $unset: { open: "" } },
-				{ session, projection: { keyId: 1 } },
+				{ session, projection: { keyId: 1, expiresAt: 1 } },
 			);
-			if (!ended) return 0;
+			if (!ended) return { result: 0, leaves: [] };
 			await this.statsOf.updateOne(
 				{ _id: ended.keyId },
 				{ $max: { lastEnd: endSeq } },
 				{ upsert: true, session },
 			);
-			return 1;
+			const leaf = leaseEndLeaf({
+				leaseId,
+				keyId: ended.keyId,
+				endSeq,
+				endedAt,
+				end,
+				expiresAt: ended.expiresAt,
+			});
+			return { result: 1, leaves: [{ entry: endEntry(leaseId), leaf }] };
 		});
 	}
 

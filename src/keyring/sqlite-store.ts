@@ -8,6 +8,10 @@
  * alone and later reads see it; the keyring tells nobody of it before `durable()` resolves. A
  * commit was most of a lease's cost (two per lease, about 100 µs together); sixteen signers
  * asking at once now share a few.
+ *
+ * The lease log (docs/design.md §8.4): a grant's or an end's leaf is appended in the savepoint of
+ * its lease write and commits with its group; a write rolled back, or a group that failed to
+ * commit, reads the log's edge back from the file. A checkpoint waits for the group's commit.
  */
 import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
 import { KEY_LIFECYCLE_COLUMNS, KEYRING_SCHEMA } from "../store/schema";
@@ -21,6 +25,9 @@ import {
 	type DatabaseSync,
 } from "../store/sqlite";
 import type { JWK } from "jose";
+import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
+import { SqliteLog } from "../tlog/sqlite-log";
+import { transparencyLogs } from "../tlog/log-switch";
 import type { CredentialRole } from "../identity/credential";
 import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
 
@@ -74,6 +81,15 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 	} as LeaseDoc;
 }
 
+/** Appends leaves with their entry names (unique: nothing is logged twice). */
+function appendLeaves(log: SqliteLog, leaves: Array<{ entry: string; leaf: string }>): void {
+	if (!transparencyLogs.on) return;
+	log.append(
+		leaves.map((l) => l.leaf),
+		leaves.map((l) => l.entry),
+	);
+}
+
 /** The open transaction of this turn's lease writes: its epoch, and its commit's outcome. */
 interface WriteGroup {
 	epoch: number;
@@ -83,13 +99,47 @@ interface WriteGroup {
 
 export class SqliteKeyringStore implements KeyringStore {
 	private readonly statements: Statements;
+	/** Every lease grant and end, in commit order (docs/design.md §8.4). */
+	readonly leaseLog: SqliteLog;
 	private group: WriteGroup | null = null;
 
 	private constructor(
 		private readonly db: DatabaseSync,
 		private readonly dataDir: string,
+		log?: (line: string) => void,
 	) {
 		this.statements = new Statements(db);
+		this.leaseLog = new SqliteLog(db, "lease_log", { entries: true });
+		// A checkpoint covers committed leaves only: it waits for this turn's group.
+		this.leaseLog.settleWith = () => this.durable();
+		this.logEarlierLeases(log);
+	}
+
+	/** Once, when the log is new: the grants and ends stored before it existed enter it in seq order. */
+	private logEarlierLeases(log?: (line: string) => void): void {
+		if (this.leaseLog.isMigrated()) return;
+		const count = this.appendLogged(() => {
+			const leases = (
+				this.statements.get(`SELECT ${LEASE_COLUMNS} FROM leases`).all() as Array<
+					Record<string, unknown>
+				>
+			).map(leaseDoc);
+			const leaves = leases.flatMap(leaseLeaves).sort((a, b) => a.seq - b.seq);
+			appendLeaves(this.leaseLog, leaves);
+			this.leaseLog.markMigrated(leaves.length, new Date().toISOString());
+			return leaves.length;
+		});
+		if (count) log?.(`The lease log took in ${count} grants and ends stored before it existed`);
+	}
+
+	/** Runs `work` in one write transaction; a rollback takes the log's memory back too. */
+	private appendLogged<T>(work: () => T): T {
+		try {
+			return transaction(this.db, work);
+		} catch (err) {
+			this.leaseLog.reload();
+			throw err;
+		}
 	}
 
 	static open(dataDir: string, log?: (line: string) => void): SqliteKeyringStore {
@@ -98,7 +148,7 @@ export class SqliteKeyringStore implements KeyringStore {
 		ensureColumn(db, "keys", "tokenKey", "TEXT");
 		for (const [column, type] of Object.entries(KEY_LIFECYCLE_COLUMNS))
 			ensureColumn(db, "keys", column, type);
-		return new SqliteKeyringStore(db, dataDir);
+		return new SqliteKeyringStore(db, dataDir, log);
 	}
 
 	async claimRole(claim: RoleClaim): Promise<{ claimed: RoleHolder } | { heldBy: RoleHolder }> {
@@ -161,6 +211,8 @@ export class SqliteKeyringStore implements KeyringStore {
 		} catch (err) {
 			this.db.exec("ROLLBACK TO lease_write");
 			this.db.exec("RELEASE lease_write");
+			// The log's edge in memory goes back to what the transaction holds.
+			this.leaseLog.reload();
 			throw err;
 		}
 	}
@@ -193,6 +245,7 @@ export class SqliteKeyringStore implements KeyringStore {
 			group.settle();
 		} catch (err) {
 			if (this.db.isTransaction) this.db.exec("ROLLBACK");
+			this.leaseLog.reload();
 			group.settle(err as Error);
 		}
 	}
@@ -288,6 +341,7 @@ export class SqliteKeyringStore implements KeyringStore {
 						lease.endedAt,
 						lease.end,
 					);
+				appendLeaves(this.leaseLog, leaseLeaves(lease));
 			} catch (err) {
 				throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
 			}
@@ -309,16 +363,25 @@ export class SqliteKeyringStore implements KeyringStore {
 		{ end, endSeq, endedAt, expiredBy }: LeaseEnding,
 		epoch: number,
 	): Promise<number> {
-		return this.fenced(epoch, () =>
-			Number(
-				this.statements
-					.get(
-						`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL AND expiresAt <= ?`,
-					)
-					// A release ends the lease whatever its expiry; a reclaim only one expired by `expiredBy`.
-					.run(end, endSeq, endedAt, leaseId, expiredBy ?? "9999").changes,
-			),
-		);
+		return this.fenced(epoch, () => {
+			const ended = this.statements
+				.get(
+					`UPDATE leases SET "end" = ?, endSeq = ?, endedAt = ? WHERE leaseId = ? AND "end" IS NULL AND expiresAt <= ? RETURNING keyId, expiresAt`,
+				)
+				// A release ends the lease whatever its expiry; a reclaim only one expired by `expiredBy`.
+				.all(end, endSeq, endedAt, leaseId, expiredBy ?? "9999") as Array<{
+				keyId: string;
+				expiresAt: string;
+			}>;
+			for (const { keyId, expiresAt } of ended)
+				appendLeaves(this.leaseLog, [
+					{
+						entry: endEntry(leaseId),
+						leaf: leaseEndLeaf({ leaseId, keyId, endSeq, endedAt, end, expiresAt }),
+					},
+				]);
+			return ended.length;
+		});
 	}
 
 	async lease(leaseId: string): Promise<LeaseDoc | null> {

@@ -14,6 +14,7 @@ import {
 	type Page,
 } from "../contract";
 import type { CredentialRole } from "../identity/credential";
+import type { TransparencyLog } from "../tlog/log";
 
 /** A signer or batcher credential the keyring knows: its public key under its enrolment name. */
 export interface EnrolledSigner {
@@ -60,6 +61,8 @@ export interface RoleClaim {
 }
 
 export interface KeyringStore {
+	/** Every lease grant and end, appended in the transaction that writes it (docs/design.md §8.4). */
+	readonly leaseLog: TransparencyLog;
 	/**
 	 * Takes the keyring role with the next epoch when nobody holds it or `mayTakeOver` says so,
 	 * atomically; otherwise says who holds it.

@@ -18,8 +18,15 @@
  * submissions whose insert has returned (`visibleSeq`), so an unordered insert still under way
  * is never skipped past. Records stored before submissions existed are numbered in `_id` order
  * when the store opens, once.
+ *
+ * The signature log (docs/design.md §8.4, src/tlog/mongo-log.ts): each signature is inserted
+ * with its leaf's index (`logIndex`, unique) and its leaf appended to the tree right after, one
+ * piece at a time in this process, so the log's order is the order the pieces were stored. A
+ * piece with duplicates leaves gaps in the indexes it was given, closed before its leaves are
+ * appended. Rows given an index but not in the tree (a crash or a failed write in between) are
+ * appended, in index order, before the next piece and at the next start.
  */
-import type { Collection } from "mongodb";
+import type { AnyBulkWriteOperation, Collection } from "mongodb";
 import type {
 	Arrival,
 	ClosedBatch,
@@ -36,10 +43,14 @@ import {
 	pageById,
 	type MongoConnection,
 } from "../store/mongo";
+import { signatureLeaf } from "../tlog/leaves";
+import { MongoLog } from "../tlog/mongo-log";
+import { leafHashesOf, storedLeafHashes } from "../tlog/piece-leaves";
 import {
 	BatchClosedError,
 	closedBatch,
 	signatureView,
+	type LoggedSignature,
 	type RecordsStore,
 	type SignedBatch,
 	type StoredRecord,
@@ -56,7 +67,7 @@ interface RecordRow {
 	submittedAt?: string | null;
 }
 
-type SignatureRow = SignatureDoc & { _id: string };
+type SignatureRow = SignatureDoc & { _id: string; logIndex?: number };
 
 interface ClosedRow {
 	_id: string;
@@ -68,6 +79,25 @@ const LIST_FIELDS = { data: 1, submittedBy: 1, submittedAt: 1 } as const;
 
 /** Records read per command when a scan must see them all: each command stays far within the socket timeout. */
 const SCAN_PAGE = 100_000;
+/** Signatures read per command when the log takes in rows it lacks. */
+const LOG_PAGE = 10_000;
+
+/** Gives `rows` (in log order) the indexes from `start` on, moving only those not there yet. */
+function closeUp(rows: SignatureRow[], start: number): AnyBulkWriteOperation<SignatureRow>[] {
+	// In ascending order each target index is free: every row's index is at least its target.
+	return rows.flatMap((row, i) =>
+		row.logIndex === start + i
+			? []
+			: [
+					{
+						updateOne: {
+							filter: { _id: row._id },
+							update: { $set: { logIndex: start + i } },
+						},
+					},
+				],
+	);
+}
 
 export class MongoRecordsStore implements RecordsStore {
 	private records: number | null = null;
@@ -75,6 +105,8 @@ export class MongoRecordsStore implements RecordsStore {
 
 	/** Per batch, the tail of its writes and close in this process. */
 	private readonly busy = new Map<string, Promise<unknown>>();
+	/** Set when a piece's log write failed: the tree is read back and caught up before the next. */
+	private logBehind = false;
 	/** The last `seq` given, and the last whose insert has returned (what a follow run may page up to). */
 	private lastSeq = 0;
 	private visibleSeq = 0;
@@ -86,9 +118,11 @@ export class MongoRecordsStore implements RecordsStore {
 		private readonly recordsOf: Collection<RecordRow>,
 		private readonly signaturesOf: Collection<SignatureRow>,
 		private readonly closedOf: Collection<ClosedRow>,
+		/** Every stored signature, in the order the pieces were stored (docs/design.md §8.4). */
+		readonly signatureLog: MongoLog,
 	) {}
 
-	/** Connects and creates the indexes: for the owning service. */
+	/** Connects, creates the indexes and brings the signature log up to date: for the owning service. */
 	static async open(
 		uri: string,
 		service: { broker: unknown; logger: unknown },
@@ -100,10 +134,23 @@ export class MongoRecordsStore implements RecordsStore {
 				{ name: "signatures_batch" },
 			);
 			await store.recordsOf.createIndex({ signed: 1, _id: 1 }, { name: "records_unsigned" });
+			// One leaf per index, and the rows read in log order (the catch-up, the audit).
+			await store.signaturesOf.createIndex(
+				{ logIndex: 1 },
+				{
+					unique: true,
+					name: "signatures_log_index",
+					partialFilterExpression: { logIndex: { $type: "number" } },
+				},
+			);
+			await store.signatureLog.createIndexes();
 			// Earlier versions repeated `_id` in a unique index: one more index write per signature, for nothing.
 			await dropIndexIfPresent(store.signaturesOf, "signatures_record");
 			await store.numberArrivals();
 			await store.recordsOf.createIndex({ signed: 1, seq: 1 }, { name: "records_arrivals" });
+			await store.startLog((line) =>
+				(service.logger as { info?(line: string): void }).info?.(line),
+			);
 		});
 	}
 
@@ -143,7 +190,60 @@ export class MongoRecordsStore implements RecordsStore {
 			db.collection<RecordRow>("records"),
 			db.collection<SignatureRow>("signatures"),
 			db.collection<ClosedRow>("closed_batches"),
+			new MongoLog(db, "signature_log"),
 		);
+	}
+
+	/**
+	 * Reads the tree back, appends the rows numbered but not in it, and, the first time the log is
+	 * kept, the signatures stored before it existed, in store order (by record id). Once that is
+	 * done a row without an index is never taken in: the audit names it.
+	 */
+	private async startLog(log: (line: string) => void): Promise<void> {
+		await this.signatureLog.reload();
+		await this.catchUpLog();
+		if (await this.signatureLog.isMigrated()) return;
+		let count = 0;
+		for (;;) {
+			const rows = await this.signaturesOf
+				.find({ logIndex: { $exists: false } })
+				.sort({ _id: 1 })
+				.limit(LOG_PAGE)
+				.toArray();
+			if (!rows.length) break;
+			const start = this.signatureLog.length;
+			await this.signaturesOf.bulkWrite(
+				rows.map((row, i) => ({
+					updateOne: {
+						filter: { _id: row._id, logIndex: { $exists: false } },
+						update: { $set: { logIndex: start + i } },
+					},
+				})),
+				{ ordered: true },
+			);
+			await this.signatureLog.append(rows.map(signatureLeaf));
+			count += rows.length;
+			if (rows.length < LOG_PAGE) break;
+		}
+		await this.signatureLog.markMigrated(count, new Date().toISOString());
+		if (count) log(`The signature log took in ${count} signatures stored before it existed`);
+	}
+
+	/** The rows with an index past the tree's end, in index order: gaps closed, appended. */
+	private async catchUpLog(): Promise<void> {
+		const log = this.signatureLog;
+		for (;;) {
+			const rows = await this.signaturesOf
+				.find({ logIndex: { $gte: log.length } })
+				.sort({ logIndex: 1 })
+				.limit(LOG_PAGE)
+				.toArray();
+			if (!rows.length) return;
+			const moves = closeUp(rows, log.length);
+			if (moves.length) await this.signaturesOf.bulkWrite(moves, { ordered: true });
+			await log.append(rows.map(signatureLeaf));
+			if (rows.length < LOG_PAGE) return;
+		}
 	}
 
 	async recordCount(): Promise<number> {
@@ -322,7 +422,7 @@ export class MongoRecordsStore implements RecordsStore {
 		return this.serially(batch.batchId, async () => {
 			if (await this.closedOf.findOne({ _id: batch.batchId }))
 				throw new BatchClosedError(batch.batchId);
-			return this.insertSignatures(batch);
+			return this.signatureLog.exclusive(() => this.insertSignatures(batch));
 		});
 	}
 
@@ -348,6 +448,7 @@ export class MongoRecordsStore implements RecordsStore {
 		return groups.map((g) => ({ keyId: g._id.keyId, leaseId: g._id.leaseId, count: g.count }));
 	}
 
+	/** Inserts a piece's rows numbered in the log, then appends their leaves; inside the log's `exclusive`. */
 	private async insertSignatures({
 		batchId,
 		keyId,
@@ -355,7 +456,13 @@ export class MongoRecordsStore implements RecordsStore {
 		signatures,
 	}: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		if (!signatures.length) return { stored: 0, duplicates: 0 };
-		const docs: SignatureRow[] = signatures.map((s) => ({
+		if (this.logBehind) {
+			await this.signatureLog.reload();
+			await this.catchUpLog();
+			this.logBehind = false;
+		}
+		const start = this.signatureLog.length;
+		const docs: SignatureRow[] = signatures.map((s, i) => ({
 			_id: s.recordId,
 			recordId: s.recordId,
 			keyId,
@@ -363,16 +470,49 @@ export class MongoRecordsStore implements RecordsStore {
 			leaseId,
 			jws: s.jws,
 			signedAt: s.signedAt,
+			logIndex: start + i,
 		}));
-		// Unordered: every document is tried; `_id` (the record id) refuses the stored ones. A
-		// write concern error throws even when the rest were duplicates: not confirmed is not stored.
-		const { inserted: stored, duplicates } = await insertUnordered(this.signaturesOf, docs);
+		// Hashed by this process's signing threads, when this very array came from its signer.
+		const leafHashes = leafHashesOf(signatures, { keyId, batchId, leaseId });
+		let stored: number;
+		try {
+			// Unordered: every document is tried; `_id` (the record id) refuses the stored ones. A
+			// write concern error throws even when the rest were duplicates: not confirmed is not stored.
+			stored = (await insertUnordered(this.signaturesOf, docs)).inserted;
+			if (stored === docs.length)
+				await this.signatureLog.append(leafHashes ?? docs.map(signatureLeaf));
+			else if (stored) {
+				// Only this piece has indexes from `start` on: its stored rows, in its order.
+				const rows = await this.signaturesOf
+					.find({ _id: { $in: docs.map((d) => d._id) }, logIndex: { $gte: start } })
+					.sort({ logIndex: 1 })
+					.toArray();
+				const moves = closeUp(rows, start);
+				if (moves.length) await this.signaturesOf.bulkWrite(moves, { ordered: true });
+				await this.signatureLog.append(
+					leafHashes
+						? storedLeafHashes(leafHashes, rows, start)
+						: rows.map(signatureLeaf),
+				);
+			}
+		} catch (err) {
+			this.logBehind = true;
+			throw err;
+		}
 		// Every record of the batch has a signature now, this one or an earlier one.
 		await this.recordsOf.updateMany(
 			{ _id: { $in: docs.map((d) => d._id) }, signed: false },
 			{ $set: { signed: true } },
 		);
-		return { stored, duplicates };
+		return { stored, duplicates: signatures.length - stored };
+	}
+
+	/** A signature with its place in the signature log; null when the record has no signature. */
+	async loggedSignature(recordId: string): Promise<LoggedSignature | null> {
+		const row = await this.signaturesOf.findOne({ _id: recordId });
+		if (!row) return null;
+		const { _id, logIndex, ...signature } = row;
+		return { ...signature, logIndex: typeof logIndex === "number" ? logIndex : null };
 	}
 
 	async record(id: string): Promise<StoredRecord | null> {
@@ -388,7 +528,10 @@ export class MongoRecordsStore implements RecordsStore {
 	}
 
 	async signature(recordId: string): Promise<SignatureDoc | null> {
-		const row = await this.signaturesOf.findOne({ _id: recordId }, { projection: { _id: 0 } });
+		const row = await this.signaturesOf.findOne(
+			{ _id: recordId },
+			{ projection: { _id: 0, logIndex: 0 } },
+		);
 		return row ?? null;
 	}
 

@@ -10,10 +10,16 @@ import type {
 } from "../contract";
 import { RECORDS_SCHEMA } from "../store/schema";
 import { closeStore, openStore, Statements, transaction, type DatabaseSync } from "../store/sqlite";
+import { signatureLeaf } from "../tlog/leaves";
+import { leafHashesOf, storedLeafHashes } from "../tlog/piece-leaves";
+import { SignatureHasher } from "../tlog/signature-hasher";
+import { SqliteLog } from "../tlog/sqlite-log";
+import { transparencyLogs } from "../tlog/log-switch";
 import {
 	BatchClosedError,
 	closedBatch,
 	signatureView,
+	type LoggedSignature,
 	type RecordsStore,
 	type SignedBatch,
 	type StoredRecord,
@@ -35,9 +41,10 @@ const SQL = {
 		"SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
 	maxRecordBytes:
 		"SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(data AS BLOB))), 0) AS n FROM records",
+	/** A piece's rows, numbered in the log from ?5 in the piece's order (docs/design.md §8.4). */
 	storeSignatures:
-		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt) " +
-		"SELECT value->>0, ?, ?, ?, value->>1, value->>2 FROM json_each(?) WHERE true ON CONFLICT(recordId) DO NOTHING",
+		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt, logIndex) " +
+		"SELECT value->>0, ?1, ?2, ?3, value->>1, value->>2, ?5 + key FROM json_each(?4) WHERE true ON CONFLICT(recordId) DO NOTHING",
 	isClosed: "SELECT 1 FROM closed_batches WHERE batchId = ?",
 	close: "INSERT INTO closed_batches (batchId, closedAt) VALUES (?, ?) ON CONFLICT(batchId) DO NOTHING",
 	signedUnder:
@@ -52,7 +59,31 @@ const SQL = {
 	pageRecords: "SELECT id AS _id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
 	pageSignatures:
 		"SELECT recordId AS _id, recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? ORDER BY recordId LIMIT ?",
+	/** Of a piece some of whose records were signed already: the rows it stored, in its order. */
+	storedOfPiece:
+		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt, logIndex FROM signatures WHERE recordId IN (SELECT value FROM json_each(?)) AND logIndex >= ? ORDER BY logIndex",
+	renumber: "UPDATE signatures SET logIndex = ? WHERE recordId = ?",
+	unlogged:
+		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE recordId > ? AND logIndex IS NULL ORDER BY recordId LIMIT ?",
+	numberUnlogged:
+		"UPDATE signatures SET logIndex = ?1 + j.key FROM json_each(?2) j WHERE signatures.recordId = j.value",
+	logged: "SELECT recordId, keyId, batchId, leaseId, jws, signedAt, logIndex FROM signatures WHERE recordId = ?",
+	unhashed:
+		"SELECT recordId, keyId, batchId, leaseId, jws, signedAt FROM signatures WHERE logIndex >= ? ORDER BY logIndex LIMIT ?",
 };
+
+/** Signatures read per page when the log takes in those stored before it existed. */
+const MIGRATION_PAGE = 10_000;
+
+/**
+ * The signature log's index on each signature row, added to a store made before the log (its
+ * rows are numbered once, by logEarlierSignatures). Not indexed: an index costs every insert
+ * more than the whole log does, and only the audit and the export read rows in log order.
+ */
+function addLogIndex(db: DatabaseSync): void {
+	if (!db.prepare("SELECT 1 FROM pragma_table_info('signatures') WHERE name = 'logIndex'").get())
+		db.exec("ALTER TABLE signatures ADD COLUMN logIndex INTEGER");
+}
 
 /** Sorts before every id: `id > ""` is every id. */
 const FIRST = "";
@@ -68,20 +99,36 @@ export class SqliteRecordsStore implements RecordsStore {
 	/** Kept here: this process is the only writer of its file. */
 	private signed: number;
 	private largest: number | null = null;
+	/** Every stored signature, in commit order (docs/design.md §8.4). */
+	readonly signatureLog: SqliteLog;
+	/** Hashes the log on its own thread; the log's next index, ahead of the hashed tree by the pieces in flight. */
+	private readonly hasher: SignatureHasher;
+	private numbered: number;
 	/** The last `seq` given: the next record arrives after it. */
 	private lastSeq: number;
 
 	private constructor(
 		private readonly db: DatabaseSync,
 		private readonly dataDir: string,
+		log?: (line: string) => void,
 	) {
 		this.statements = new Statements(db);
+		this.signatureLog = new SqliteLog(db, "signature_log");
+		addLogIndex(db);
+		this.logEarlierSignatures(log);
+		const rows = db
+			.prepare(
+				"SELECT count(*) AS n, coalesce(max(logIndex) + 1, 0) AS numbered FROM signatures",
+			)
+			.get() as { n: number; numbered: number };
+		this.hashNumbered(Number(rows.numbered));
+		this.numbered = this.signatureLog.length;
+		this.hasher = new SignatureHasher(db, this.signatureLog);
+		this.signatureLog.settleWith = () => this.hasher.settle();
 		this.records = Number(
 			(db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n,
 		);
-		this.signed = Number(
-			(db.prepare("SELECT count(*) AS n FROM signatures").get() as { n: number }).n,
-		);
+		this.signed = Number(rows.n);
 		this.lastSeq = Number(
 			(db.prepare("SELECT coalesce(max(seq), 0) AS n FROM records").get() as { n: number }).n,
 		);
@@ -91,7 +138,53 @@ export class SqliteRecordsStore implements RecordsStore {
 		const db = openStore({ dataDir, owner: "records", schema: RECORDS_SCHEMA, log });
 		const numbered = migrateArrivalOrder(db);
 		if (numbered) log?.(`Numbered ${numbered} records in arrival order (id order), once`);
-		return new SqliteRecordsStore(db, dataDir);
+		return new SqliteRecordsStore(db, dataDir, log);
+	}
+
+	/** Once, when the log is new: the signatures stored before it existed enter it in store order. */
+	private logEarlierSignatures(log?: (line: string) => void): void {
+		if (this.signatureLog.isMigrated()) return;
+		const count = this.appendLogged(() => {
+			let count = 0;
+			for (let after = ""; ;) {
+				const rows = this.statements
+					.get(SQL.unlogged)
+					.all(after, MIGRATION_PAGE) as unknown as SignatureDoc[];
+				const start = this.signatureLog.append(rows.map(signatureLeaf));
+				this.statements
+					.get(SQL.numberUnlogged)
+					.run(start, JSON.stringify(rows.map((s) => s.recordId)));
+				count += rows.length;
+				if (rows.length < MIGRATION_PAGE) break;
+				after = rows[rows.length - 1].recordId;
+			}
+			this.signatureLog.markMigrated(count, new Date().toISOString());
+			return count;
+		});
+		if (count) log?.(`The signature log took in ${count} signatures stored before it existed`);
+	}
+
+	/** After a crash: the rows numbered but not yet hashed enter the tree, in log order. */
+	private hashNumbered(numbered: number): void {
+		this.appendLogged(() => {
+			while (this.signatureLog.length < numbered) {
+				const rows = this.statements
+					.get(SQL.unhashed)
+					.all(this.signatureLog.length, MIGRATION_PAGE) as unknown as SignatureDoc[];
+				if (!rows.length) break;
+				this.signatureLog.append(rows.map(signatureLeaf));
+			}
+		});
+	}
+
+	/** Runs `work` in one write transaction; a rollback takes the log's memory back too. */
+	private appendLogged<T>(work: () => T): T {
+		try {
+			return transaction(this.db, work);
+		} catch (err) {
+			this.signatureLog.reload();
+			throw err;
+		}
 	}
 
 	async recordCount(): Promise<number> {
@@ -178,14 +271,77 @@ export class SqliteRecordsStore implements RecordsStore {
 		signatures,
 	}: SignedBatch): Promise<{ stored: number; duplicates: number }> {
 		const rows = JSON.stringify(signatures.map((s) => [s.recordId, s.jws, s.signedAt]));
+		// Hashed by this process's signing threads, when this very array came from its signer.
+		const leafHashes = leafHashesOf(signatures, { keyId, batchId, leaseId });
 		// The check and the insert run with no await between them, and this process is the
 		// file's only writer: a batch closed before is refused, one closed after sees these rows.
-		if (this.statements.get(SQL.isClosed).get(batchId)) throw new BatchClosedError(batchId);
-		const stored = Number(
-			this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows).changes,
-		);
+		// The rows and their leaves go in one transaction, numbered in the piece's order
+		// (docs/design.md §8.4); a record signed before keeps its row and gets no leaf.
+		const start = this.numbered;
+		const logged = this.appendLogged(() => {
+			if (this.statements.get(SQL.isClosed).get(batchId)) throw new BatchClosedError(batchId);
+			this.hasher.applyReceived();
+			const stored = Number(
+				this.statements.get(SQL.storeSignatures).run(keyId, batchId, leaseId, rows, start)
+					.changes,
+			);
+			let piece = { stored, rows, leafHashes, appended: false };
+			if (stored && stored < signatures.length) {
+				const gapless = this.closeGaps(start, signatures);
+				piece = {
+					...piece,
+					rows: JSON.stringify(gapless.map((s) => [s.recordId, s.jws, s.signedAt])),
+					leafHashes: leafHashes && storedLeafHashes(leafHashes, gapless, start),
+				};
+			}
+			// Hashed already, and nothing in flight on the hashing thread: the tree takes it here, in order.
+			if (stored && piece.leafHashes && this.hasher.idle && transparencyLogs.on) {
+				this.signatureLog.appendLeafHashes(piece.leafHashes);
+				piece.appended = true;
+			}
+			return piece;
+		});
+		this.hasher.commit();
+		const stored = logged.stored;
+		if (stored) {
+			this.numbered += stored;
+			if (!logged.appended && transparencyLogs.on)
+				this.hasher.hash(
+					logged.leafHashes
+						? { leafHashes: logged.leafHashes }
+						: { keyId, batchId, leaseId, rows: logged.rows },
+					start,
+					stored,
+				);
+		}
 		this.signed += stored;
 		return { stored, duplicates: signatures.length - stored };
+	}
+
+	/**
+	 * The rows a piece with duplicates stored, renumbered from `start` with no gaps, in its order;
+	 * each keeps the logIndex it was inserted with, `start` + its place in the piece.
+	 */
+	private closeGaps(start: number, signatures: SignedBatch["signatures"]): LoggedSignature[] {
+		const stored = this.statements
+			.get(SQL.storedOfPiece)
+			.all(
+				JSON.stringify(signatures.map((s) => s.recordId)),
+				start,
+			) as unknown as LoggedSignature[];
+		stored.forEach((row, i) => {
+			if (Number(row.logIndex) !== start + i)
+				this.statements.get(SQL.renumber).run(start + i, row.recordId);
+		});
+		return stored;
+	}
+
+	/** A signature with its place in the signature log; null when the record has no signature. */
+	async loggedSignature(recordId: string): Promise<LoggedSignature | null> {
+		const row = this.statements.get(SQL.logged).get(recordId) as LoggedSignature | undefined;
+		return row
+			? { ...row, logIndex: row.logIndex === null ? null : Number(row.logIndex) }
+			: null;
 	}
 
 	async closeBatch(batchId: string, recordIds: string[]): Promise<ClosedBatch> {
@@ -263,6 +419,7 @@ export class SqliteRecordsStore implements RecordsStore {
 	}
 
 	async close(): Promise<void> {
+		await this.hasher.close().catch(() => undefined);
 		await closeStore(this.db, this.dataDir, "records");
 	}
 }

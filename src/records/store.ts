@@ -12,6 +12,10 @@ import type {
 	RecordView,
 	SignatureDoc,
 } from "../contract";
+import type { TransparencyLog } from "../tlog/log";
+
+/** A signature row with its place in the signature log (null: not in it). */
+export type LoggedSignature = SignatureDoc & { logIndex: number | null };
 import type { SubmitOutcome } from "./submission";
 
 /** A stored record: its payload and, for a submitted one, who submitted it and when. */
@@ -29,6 +33,8 @@ export interface SignedBatch {
 }
 
 export interface RecordsStore {
+	/** Every stored signature, in the order the pieces were stored (docs/design.md §8.4). */
+	readonly signatureLog: TransparencyLog;
 	/** Records stored; a stored record never changes. */
 	recordCount(): Promise<number>;
 	/** Records with a signature. */
@@ -78,6 +84,8 @@ export interface RecordsStore {
 		signed: boolean | undefined,
 	): Promise<RecordsList>;
 	signature(recordId: string): Promise<SignatureDoc | null>;
+	/** A signature with its leaf's index in `signatureLog` (null: not in it). */
+	loggedSignature(recordId: string): Promise<LoggedSignature | null>;
 	/** One page of `records` (as `{ _id, data }`) or `signatures` (with `_id` = recordId), by id. */
 	page(
 		collection: "records" | "signatures",

@@ -34,6 +34,23 @@ export interface SignedBatch {
 	signed: SignedRecord[];
 	/** With `groups`: the signatures' group digests, in order (src/identity/signature-groups.ts). */
 	groups: Uint8Array | null;
+	/** With `leaves`: the signatures' leaf hashes in the signature log, 32 bytes each, in order. */
+	leafHashes: Uint8Array | null;
+}
+
+/** What the threads hash beside signing (src/signer/sign.worker.ts). */
+export interface SignHashes {
+	/** The group digests the store proofs sign. */
+	groups?: boolean;
+	/** The signatures' leaf hashes, for the batch and lease they are stored under. */
+	leaves?: { batchId: string; leaseId: string };
+}
+
+/** The chunks' hashes of one kind, joined in the batch's order. */
+function joined(results: SignTaskResult[], kind: "groups" | "leaves", what: string): Buffer {
+	const parts = results.map((result) => result[kind]);
+	if (parts.some((part) => !part)) throw new Error(`a signing thread returned no ${what}`);
+	return Buffer.concat(parts as Uint8Array[]);
 }
 
 /** What a chunk signs with: a software key in guarded memory, or a key in the token. */
@@ -76,7 +93,7 @@ export class SignPool {
 		keyId: string,
 		records: RecordPayload[],
 		deadline: () => number,
-		groups = false,
+		{ groups = false, leaves }: SignHashes = {},
 	): Promise<SignedBatch> {
 		// A multiple of SIGNATURE_GROUP: each chunk's group digests are whole groups of the batch.
 		const perThread =
@@ -95,6 +112,7 @@ export class SignPool {
 					records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
 					deadline: deadline(),
 					groups,
+					leaves,
 				};
 				if (key instanceof LeaseSecret) {
 					const secret = key.handOff();
@@ -119,10 +137,11 @@ export class SignPool {
 				signed.push({ recordId: record.id, jws: chunkJws[i], signedAt }),
 			);
 		}
-		if (!groups) return { signed, groups: null };
-		const digests = results.map((result) => result.groups);
-		if (digests.some((d) => !d)) throw new Error("a signing thread returned no group digests");
-		return { signed, groups: Buffer.concat(digests as Uint8Array[]) };
+		return {
+			signed,
+			groups: groups ? joined(results, "groups", "group digests") : null,
+			leafHashes: leaves ? joined(results, "leaves", "leaf hashes") : null,
+		};
 	}
 
 	destroy(): Promise<void> {

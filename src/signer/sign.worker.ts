@@ -10,7 +10,7 @@
  * chunk returns; between chunks the slot is zero and `sodium_mprotect_noaccess`. From the copy
  * to the wipe nothing awaits, so no other chunk of this thread can run in between.
  */
-import { signatureGroupDigests } from "../identity/signature-groups.ts";
+import { chunkResult, type SignTaskResult } from "./chunk-result.ts";
 import { protectedHeader, sodiumSigner } from "./jws.ts";
 import { SECRET_KEY_BYTES, importSodium, type SecureBuffer, type Sodium } from "../sodium.ts";
 
@@ -27,15 +27,14 @@ export interface SignTask {
 	 * which the store proofs sign; the chunk then starts at a group boundary of its batch.
 	 */
 	groups?: boolean;
+	/**
+	 * The batch and lease the chunk is stored under, to return its signatures' leaf hashes in
+	 * the signature log (src/tlog/leaves.ts), which records in this process takes as they are.
+	 */
+	leaves?: { batchId: string; leaseId: string };
 }
 
-export interface SignTaskResult {
-	/** Detached JWS per record, in order, joined by newlines; null when the deadline had passed. */
-	jws: string | null;
-	finishedAt: number;
-	/** With `groups`: the group digests of the chunk's signatures, each timed `finishedAt`. */
-	groups?: Uint8Array;
-}
+export type { SignTaskResult };
 
 /** One header per key id: every signature of a key shares it. */
 const headers = new Map<string, string>();
@@ -69,15 +68,7 @@ function signChunk(sodium: Sodium, task: SignTask): SignTaskResult {
 		const jws = new Array<string>(records.length);
 		for (let i = 0; i < records.length; i++)
 			jws[i] = sign(header, { id: records[i][0], data: records[i][1] });
-		const finishedAt = Date.now();
-		if (!task.groups) return { jws: jws.join("\n"), finishedAt };
-		const signedAt = new Date(finishedAt).toISOString();
-		const groups = signatureGroupDigests(records.length, (i) => [
-			records[i][0],
-			jws[i],
-			signedAt,
-		]);
-		return { jws: jws.join("\n"), finishedAt, groups };
+		return chunkResult(task, records, jws, Date.now());
 	} finally {
 		sodium.sodium_memzero(handOff);
 		sodium.sodium_mprotect_readwrite(slot);

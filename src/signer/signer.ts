@@ -18,6 +18,7 @@ import type {
 	StoreSignaturesResult,
 } from "../contract";
 import { piecesOf, TRANSFER_CHUNK } from "../identity/batch-digest";
+import { rememberLeafHashes } from "../tlog/piece-leaves";
 import type { SignedBatch } from "./sign-pool";
 
 export interface SignerOptions {
@@ -65,7 +66,10 @@ export interface BatchCalls {
 	release(leaseId: string, timeoutMs: number, signal: AbortSignal): Promise<LeaseChange>;
 }
 
-/** Opens a lease's sealed key and signs records with it, chunk by chunk, within a deadline. */
+/**
+ * Opens a lease's sealed key and signs records with it, chunk by chunk, within a deadline; the
+ * batch and lease they will be stored under let it hash their leaves in the signature log.
+ */
 export interface SigningKeys<K> {
 	open(lease: Lease): Promise<K>;
 	sign(
@@ -73,6 +77,7 @@ export interface SigningKeys<K> {
 		keyId: string,
 		records: RecordPayload[],
 		deadline: () => number,
+		storedUnder: { batchId: string; leaseId: string },
 	): Promise<SignedBatch>;
 }
 
@@ -194,11 +199,22 @@ export class Signer<K = unknown> {
 			if (this.clock.now() >= this.drainDeadline())
 				throw new SignerStoppingError(this.deps.nodeID);
 			const key = await this.deps.keys.open(lease);
-			const { signed, groups } = await this.deps.keys.sign(key, lease.keyId, records, () =>
-				Math.min(held.deadline(), this.drainDeadline()),
+			const { signed, groups, leafHashes } = await this.deps.keys.sign(
+				key,
+				lease.keyId,
+				records,
+				() => Math.min(held.deadline(), this.drainDeadline()),
+				{ batchId, leaseId: lease.leaseId },
 			);
+			const pieces = piecesOf(signed, groups);
+			if (leafHashes)
+				rememberLeafHashes(
+					pieces,
+					{ keyId: lease.keyId, batchId, leaseId: lease.leaseId },
+					leafHashes,
+				);
 			const stored: StoreSignaturesResult = { stored: 0, duplicates: 0 };
-			for (const part of piecesOf(signed, groups)) {
+			for (const part of pieces) {
 				const result = await calls.storeSignatures(
 					{
 						batchId,

@@ -11,7 +11,6 @@
  * chunks per thread run one after the other. Erasable TypeScript, as src/signer/sign.worker.ts.
  */
 import { workerData } from "node:worker_threads";
-import { signatureGroupDigests } from "../identity/signature-groups.ts";
 import {
 	CKM_EDDSA,
 	Token,
@@ -21,7 +20,7 @@ import {
 	type TokenSettings,
 } from "../pkcs11/token.ts";
 import { protectedHeader, signingInput } from "./jws.ts";
-import type { SignTaskResult } from "./sign.worker.ts";
+import { chunkResult, type SignTaskResult } from "./chunk-result.ts";
 
 export interface TokenSignTask {
 	/** The token key the chunk's lease grants: its label and CKA_ID. */
@@ -33,6 +32,8 @@ export interface TokenSignTask {
 	deadline: number;
 	/** Whether to return the chunk's signature group digests (src/identity/signature-groups.ts). */
 	groups?: boolean;
+	/** As sign.worker.ts's: the batch and lease the signatures are stored under, for their log leaves. */
+	leaves?: { batchId: string; leaseId: string };
 }
 
 /** What the pool gives each thread (`workerData`). */
@@ -94,11 +95,7 @@ function signChunk(thread: ThreadSession, task: TokenSignTask): SignTaskResult {
 		);
 		jws[i] = `${header}..${signed.toString("base64url")}`;
 	}
-	const finishedAt = Date.now();
-	if (!task.groups) return { jws: jws.join("\n"), finishedAt };
-	const signedAt = new Date(finishedAt).toISOString();
-	const groups = signatureGroupDigests(records.length, (i) => [records[i][0], jws[i], signedAt]);
-	return { jws: jws.join("\n"), finishedAt, groups };
+	return chunkResult(task, records, jws, Date.now());
 }
 
 export default async function sign(task: TokenSignTask): Promise<SignTaskResult> {

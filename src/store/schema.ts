@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS signatures (
 	batchId TEXT NOT NULL,
 	leaseId TEXT NOT NULL,
 	jws TEXT NOT NULL,
-	signedAt TEXT NOT NULL
+	signedAt TEXT NOT NULL,
+	-- Its leaf's index in the signature log (docs/design.md §8.4); the records store adds it to older files.
+	logIndex INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS signatures_batch ON signatures (batchId, recordId);
 -- Batches that ended without their signer's reply: no signature is stored under them any more.

@@ -1,6 +1,6 @@
 /**
  * `npm run audit` and `npm run export` on the embedded store's files (dist/, as users run
- * them): no service started, with or without an owner holding the files, exit codes 0/1/2,
+ * them): no service started, with or without an owner holding the files, exit codes 0/1/2/3,
  * and the export's safety checks seen from the command line.
  */
 import fs from "node:fs";
@@ -74,6 +74,30 @@ describe("npm run audit on the store's files", () => {
 		} finally {
 			owner.prepare("UPDATE records SET data = ? WHERE id = 'r-0004'").run(data);
 			owner.close();
+		}
+	});
+
+	it("exits 3 when every rule holds but the last run has not completed its records", async () => {
+		const records = openStoreFile(dataDir, "records");
+		const batcher = openStoreFile(dataDir, "batcher");
+		records.prepare("INSERT INTO records (id, data) VALUES ('r-9000', 'new')").run();
+		batcher
+			.prepare(
+				"INSERT INTO runs (runId, batchSize, status, startedAt) VALUES ('run-late', 5, 'cancelled', '2999-01-01T00:00:00.000Z')",
+			)
+			.run();
+		try {
+			const result = await runCli("audit.js", [], env());
+			expect(result.code).toBe(3);
+			expect(result.stdout).toContain(
+				"UNSIGNED 1 record: run run-late is cancelled, so they are work not done yet, not violations",
+			);
+			expect(result.stdout).toContain("PASS one-signature-per-record");
+		} finally {
+			records.prepare("DELETE FROM records WHERE id = 'r-9000'").run();
+			batcher.prepare("DELETE FROM runs WHERE runId = 'run-late'").run();
+			records.close();
+			batcher.close();
 		}
 	});
 

@@ -21,18 +21,28 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 			.readdirSync(dataDir)
 			.filter((file) => !file.endsWith("-wal") && !file.endsWith("-shm"));
 		// signer.key and batcher.key: the signers' and the batcher's credentials, made and enrolled by the cluster itself
-		// (mode 0600, like master.key); keyring.pub: the keyring's public key, which records checks lease tokens with.
+		// (mode 0600, like master.key); keyring.pub: the keyring's public key, which records checks lease tokens with;
+		// signature-log.key and lease-log.key: the keys of records' and the keyring's transparency logs.
 		expect(files.sort()).toEqual([
 			"batcher.key",
 			"batcher.sqlite",
 			"cluster",
 			"keyring.pub",
 			"keyring.sqlite",
+			"lease-log.key",
 			"master.key",
 			"records.sqlite",
+			"signature-log.key",
 			"signer.key",
 		]);
-		for (const file of ["signer.key", "batcher.key", "keyring.pub"])
+		// The transparency logs' keys, made on first start (docs/design.md §8.4), 0600 like the rest.
+		for (const file of [
+			"signer.key",
+			"batcher.key",
+			"keyring.pub",
+			"signature-log.key",
+			"lease-log.key",
+		])
 			expect(fs.statSync(path.join(dataDir, file)).mode & 0o777).toBe(0o600);
 
 		// With no cluster running, the same commands as after npm start read those stores.

@@ -144,12 +144,14 @@ describe("k8s/ manifests", () => {
 			"BATCHER_KEY",
 			"KEYRING_MASTER_KEY",
 			"KEYRING_PUBLIC_KEY",
+			"LEASE_LOG_KEY",
 			"MONGO_PASSWORD",
 			"MONGO_USERNAME",
 			"NATS_API_PASSWORD",
 			"NATS_KEYRING_PASSWORD",
 			"NATS_OPS_PASSWORD",
 			"NATS_SIGNER_PASSWORD",
+			"SIGNATURE_LOG_KEY",
 			"SIGNER_KEY",
 		]);
 		for (const line of secretTemplate.split("\n").filter((l) => /^[A-Z_]+=/.test(l)))

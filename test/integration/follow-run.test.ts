@@ -6,6 +6,8 @@
  * the run; `npm start` ends an interrupted one, says so, and signs what waits as its own run.
  */
 import fs from "node:fs";
+import { loadConfig } from "../../src/config";
+import { logVerifierKeys } from "../../src/cli/store";
 import os from "node:os";
 import path from "node:path";
 import { closeAfter, openStoreFiles } from "../../src/audit/audit-db";
@@ -14,7 +16,11 @@ import type { BatchDoc } from "../../src/contract";
 import { runCli } from "../support/cli";
 import { request, startApiSystem, waitFor, type ApiSystem } from "../support/http";
 
-const auditFiles = (dataDir: string) => closeAfter(openStoreFiles(dataDir), (db) => audit(db));
+/** The audit of the store files, its logs' checkpoints opened with the keys the nodes made there. */
+const auditFiles = (dataDir: string) =>
+	closeAfter(openStoreFiles(dataDir), (db) =>
+		audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
+	);
 
 describe("a follow run", () => {
 	let dataDir: string;

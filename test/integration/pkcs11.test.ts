@@ -6,6 +6,7 @@
  * a message naming the variable. Needs Debian's `softhsm2` (.ci/run installs it).
  */
 import crypto from "node:crypto";
+import { logVerifierKeys } from "../../src/cli/store";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -135,7 +136,10 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 		expect(run.stdout).toContain("Audit PASSED: 2000/2000 records signed, 0 violations");
 		expect(run.code).toBe(0);
 
-		const verdict = await closeAfter(openStoreFiles(dataDir), (db) => audit(db));
+		// The logs' checkpoints open with the keys the run made in its DATA_DIR.
+		const verdict = await closeAfter(openStoreFiles(dataDir), (db) =>
+			audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
+		);
 		expect(verdict.violations).toEqual([]);
 		expect(verdict.ok).toBe(true);
 		expect(jwks.map((jwk) => jwk.kid)).toEqual(["key-000", "key-001", "key-002", "key-003"]);
@@ -235,7 +239,11 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 				id: expect.stringMatching(/^[0-9a-f]{32}$/),
 			});
 		}
-		const verdict = await closeAfter(openStoreFiles(path.join(dir, "data")), (db) => audit(db));
+		const verdict = await closeAfter(openStoreFiles(path.join(dir, "data")), (db) =>
+			audit(db, {
+				logKeys: logVerifierKeys(loadConfig({ DATA_DIR: path.join(dir, "data") })),
+			}),
+		);
 		expect(verdict.ok).toBe(true);
 	});
 

@@ -201,6 +201,7 @@ export async function buildMiniRun(options: MiniRunOptions = {}): Promise<MiniRu
 						leaseId: lease.leaseId,
 						jws: await sign(lease.keyId, recordId, recordData.get(recordId)!),
 						signedAt: tick(),
+						logIndex: null,
 					};
 					snapshot.signatures.push(signature);
 				}

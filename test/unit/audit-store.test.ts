@@ -151,6 +151,10 @@ describe("the store's own files", () => {
 				leases: 6,
 				keys: 3,
 				runs: 2,
+				// The fixture's store keeps no transparency log.
+				signatureLog: 0,
+				leaseLog: 0,
+				checkpoints: 0,
 			});
 		} finally {
 			db.close();

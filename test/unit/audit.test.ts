@@ -442,7 +442,7 @@ describe("follow runs (docs/design.md §7.7)", () => {
 	const runOf = (snapshot: AuditSnapshot, runId: string) =>
 		snapshot.runs.find((r) => r.runId === runId)!;
 
-	it("while one is running, a record with no signature is pending, not a violation; once it ended, it is rule 1's finding", async () => {
+	it("while one is running, a record with no signature is pending, not a violation; cancelled, it is work left undone (issue 23); completed, it is rule 1's finding", async () => {
 		runOf(copy, "run-2").follow = true;
 		runOf(copy, "run-2").status = "running";
 		const waiting = copy.signatures.pop()!;
@@ -454,6 +454,15 @@ describe("follow runs (docs/design.md §7.7)", () => {
 		);
 
 		runOf(copy, "run-2").status = "cancelled";
+		const cancelled = await auditSnapshot(copy);
+		expect(cancelled.pending).toBe(0);
+		expect(cancelled.violations).toEqual([]);
+		expect(cancelled.unsigned).toEqual({
+			records: 1,
+			run: { runId: "run-2", status: "cancelled" },
+		});
+
+		runOf(copy, "run-2").status = "completed";
 		const ended = await auditSnapshot(copy);
 		expect(ended.pending).toBe(0);
 		expect(messages(ended, "one-signature-per-record")).toEqual([

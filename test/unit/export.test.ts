@@ -6,7 +6,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { buildMiniRun, cloneSnapshot } from "../support/audit-fixture";
-import { EXPORT_FILES, ExportError, readExport, writeExport } from "../../src/audit/export-files";
+import {
+	EXPORT_FILES,
+	ExportError,
+	LOG_FILES,
+	readExport,
+	writeExport,
+} from "../../src/audit/export-files";
 import { auditSnapshot, type AuditReport } from "../../src/audit/rules";
 import { EXPORT_FIELDS, type AuditSnapshot } from "../../src/audit/snapshot";
 
@@ -48,13 +54,19 @@ describe("writeExport / readExport", () => {
 			leases: 6,
 			keys: 3,
 			runs: 2,
+			// The fixture's store keeps no transparency log.
+			signatureLog: 0,
+			leaseLog: 0,
+			checkpoints: 0,
 		});
 		expect(await readExport(dir)).toEqual(asExported(snapshot));
 	});
 
 	it("writes exactly the contract's files and fields, one JSON object per line", async () => {
 		await writeExport(snapshot, tmp);
-		expect(fs.readdirSync(tmp).sort()).toEqual(Object.values(EXPORT_FILES).sort());
+		expect(fs.readdirSync(tmp).sort()).toEqual(
+			[...Object.values(EXPORT_FILES), ...Object.values(LOG_FILES)].sort(),
+		);
 		for (const collection of ["records", "signatures", "batches", "leases", "keys"] as const) {
 			const docs = lines(path.join(tmp, EXPORT_FILES[collection]));
 			expect(docs).toHaveLength(snapshot[collection].length);

@@ -87,7 +87,7 @@ class Keys implements SigningKeys<string> {
 			jws: `${key}/${keyId}/${r.id}`,
 			signedAt: new Date(this.clock.now()).toISOString(),
 		}));
-		return { signed, groups: null };
+		return { signed, groups: null, leafHashes: null };
 	}
 }
 

@@ -33,6 +33,11 @@ import { SignPool } from "../../src/signer/sign-pool";
 import { piecesOf, signaturesDigestV2 } from "../../src/identity/batch-digest";
 import { importSodium, requireSodium, SodiumUnavailableError } from "../../src/sodium";
 import type { KeyDoc, RecordPayload } from "../../src/contract";
+import { SqliteRecordsStore } from "../../src/records/sqlite-store";
+import type { LoggedSignature } from "../../src/records/store";
+import { signatureLeaf } from "../../src/tlog/leaves";
+import { leafHash } from "../../src/tlog/merkle";
+import { leafHashesOf, rememberLeafHashes } from "../../src/tlog/piece-leaves";
 import { openStoreFile, writeSignedStore } from "../support/audit-fixture";
 
 const sodium = requireSodium();
@@ -104,7 +109,7 @@ describe("libsodium signatures", () => {
 					doc.keyId,
 					records,
 					() => Infinity,
-					true,
+					{ groups: true },
 				);
 				expect(signed.map((s) => s.recordId)).toEqual(records.map((r) => r.id));
 				// The threads' group digests give each stored piece the digest records computes from it.
@@ -194,6 +199,94 @@ describe("libsodium signatures", () => {
 				message: expect.stringMatching(/does not verify against key key-000/),
 			}),
 		]);
+	});
+});
+
+describe("the signature log's leaves, hashed by the signing threads", () => {
+	test("equal src/tlog/leaves.ts's hashes of the rows records stores from them (duplicates left out), only the very piece arrays they were made for find them, and the tree is the rows' whether records or its hashing thread appends them", async () => {
+		const { docs, lease } = await keyring(1);
+		const [doc] = docs;
+		const opener = new LeaseKeyOpener();
+		const sealed = await lease(doc, opener);
+		const secret = await opener.openSecret(sealed);
+		const under = { keyId: doc.keyId, batchId: "run-1-b000001", leaseId: sealed.leaseId };
+		// Three pieces (TRANSFER_CHUNK), the awkward payloads, and a record twice in the first piece.
+		const records = [...[...makeRecords(4_100)].flat(), ...payloads().slice(-4)];
+		records.splice(20, 0, records[5]);
+		const { signed, leafHashes } = await pool
+			.sign(secret, doc.keyId, records, () => Infinity, {
+				leaves: { batchId: under.batchId, leaseId: under.leaseId },
+			})
+			.finally(() => secret.dispose());
+		const rowHash = (s: { recordId: string; jws: string; signedAt: string }) =>
+			leafHash(signatureLeaf({ ...under, ...s }));
+		expect(leafHashes!.length).toBe(records.length * 32);
+		signed.forEach((s, i) =>
+			expect(Buffer.from(leafHashes!.subarray(i * 32, (i + 1) * 32))).toEqual(rowHash(s)),
+		);
+
+		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "sodium-leaves-"));
+		const store = SqliteRecordsStore.open(dataDir);
+		try {
+			await store.insertRecords(records);
+			// Signed before, by another batch: duplicates in the second and third pieces.
+			const earlier = [records[2_100], records[4_050]].map((r) => ({
+				recordId: r.id,
+				jws: "earlier",
+				signedAt: "2025-01-01T00:00:00.000Z",
+			}));
+			await store.storeSignatures({
+				...under,
+				batchId: "run-1-b000000",
+				signatures: earlier,
+			});
+			const pieces = piecesOf(signed, null);
+			expect(pieces).toHaveLength(3);
+			rememberLeafHashes(pieces, under, leafHashes!);
+			expect(leafHashesOf(pieces[0], under)).not.toBeNull();
+			// Only this very array, under this key, batch and lease.
+			expect(leafHashesOf([...pieces[0]], under)).toBeNull();
+			expect(leafHashesOf(pieces[0], { ...under, leaseId: "lease-other" })).toBeNull();
+			// Records from the bus (a new array: no leaf hashes), between the pieces.
+			const fromBus = (ids: string[]) => ({
+				...under,
+				batchId: "run-1-b000002",
+				signatures: ids.map((recordId) => ({
+					recordId,
+					jws: `bus-${recordId}`,
+					signedAt: "2025-01-01T00:00:02.000Z",
+				})),
+			});
+			await store.insertRecords(["bus-1", "bus-2"].map((id) => ({ id, data: id })));
+			await store.signatureLog.settle();
+			const results = [];
+			// Nothing in flight: appended by records itself, in its transaction.
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[0] }));
+			// To the hashing thread, told the tree the piece before it left.
+			await store.storeSignatures(fromBus(["bus-1"]));
+			// With that in flight: its leaf hashes go to the thread, after it.
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[1] }));
+			await store.signatureLog.settle();
+			results.push(await store.storeSignatures({ ...under, signatures: pieces[2] }));
+			await store.storeSignatures(fromBus(["bus-2"]));
+			expect(results.map((r) => r.duplicates)).toEqual([1, 1, 1]);
+
+			await store.signatureLog.settle();
+			const rows: LoggedSignature[] = [];
+			for (const s of [...earlier, ...signed, { recordId: "bus-1" }, { recordId: "bus-2" }]) {
+				const row = await store.loggedSignature(s.recordId);
+				if (row && !rows.some((r) => r.recordId === row.recordId)) rows.push(row);
+			}
+			rows.sort((a, b) => a.logIndex! - b.logIndex!);
+			expect(rows.map((r) => r.logIndex)).toEqual(rows.map((_, i) => i));
+			expect(rows).toHaveLength(records.length - 1 + 2);
+			expect(store.signatureLog.leafHashes(0, rows.length)).toEqual(
+				rows.map((row) => leafHash(signatureLeaf(row))),
+			);
+		} finally {
+			await store.close();
+			fs.rmSync(dataDir, { recursive: true, force: true });
+		}
 	});
 });
 
