@@ -5,7 +5,7 @@
  * audit's libsodium verification accepts node:crypto's signatures; the key's copies are wiped;
  * and a missing sodium-native fails naming the package and what to do.
  */
-import { generateKeyPairSync, verify } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, verify } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -407,6 +407,39 @@ describe("the lease key's life in guarded memory", () => {
 		expect(secret.publicKey.toString("base64url")).toBe(a.x);
 		expect(spaced.toString()).not.toContain(a.d!);
 		secret.dispose();
+	});
+
+	test('a key leased again is taken from its checked pair and signs as it did; an "x" that is not its seed\'s is still refused', async () => {
+		const { privateKey } = generateKeyPairSync("ed25519");
+		const jwk = privateKey.export({ format: "jwk" }) as JWK;
+		const other = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }) as JWK;
+		const records = payloads();
+		const signAll = async () => {
+			const secret = LeaseSecret.fromPrivateJwk(Buffer.from(JSON.stringify(jwk)), "key-007");
+			expect(secret.publicKey.toString("base64url")).toBe(jwk.x);
+			const { signed } = await pool
+				.sign(secret, "key-007", records, () => Infinity)
+				.finally(() => secret.dispose());
+			return signed.map((s) => s.jws);
+		};
+		const first = await signAll();
+		// The second opening finds the pair checked by the first; Ed25519 is deterministic.
+		expect(await signAll()).toEqual(first);
+		for (const [i, jws] of first.entries())
+			expect(
+				verify(
+					null,
+					signingInput(jws.split("..")[0], records[i]),
+					createPublicKey({ key: jwk, format: "jwk" }),
+					Buffer.from(jws.split("..")[1], "base64url"),
+				),
+			).toBe(true);
+		expect(() =>
+			LeaseSecret.fromPrivateJwk(
+				Buffer.from(JSON.stringify({ ...jwk, x: other.x })),
+				"key-007",
+			),
+		).toThrow(/not one key pair/);
 	});
 
 	test("is wiped when disposed, never printed, and its hand-offs and the threads' slots are zero once a batch is signed", async () => {
