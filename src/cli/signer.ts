@@ -9,8 +9,9 @@
  *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
  *   list [--json]                      every credential, revoked ones included
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
- *   authority                          the keyring's public key (from its master key): the
- *                                      KEYRING_PUBLIC_KEY of nodes that do not share its DATA_DIR
+ *   authority                          the keyring's public key (sealed in its store under the
+ *                                      master key): the KEYRING_PUBLIC_KEY of nodes that do not
+ *                                      share its DATA_DIR
  *
  * The embedded default and `npm run cluster` need none of this: their keyring enrols the
  * credentials its signers and batcher share in DATA_DIR. Kubernetes: `keygen` once per role,
@@ -31,7 +32,14 @@ import {
 	thumbprint,
 	type CredentialRole,
 } from "../identity/credential";
-import { loadMasterKey } from "../keyring/master-key";
+import type { AuthorityKey } from "../identity/authority";
+import {
+	loadMasterKey,
+	loadNextMasterKey,
+	opensAuthority,
+	unsealAuthority,
+} from "../keyring/master-key";
+import { storeFile } from "../store/sqlite";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
 import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
 import { openKeyringStore } from "./keyring-store";
@@ -50,8 +58,8 @@ const USAGE = `Usage: npm run signer -- <command> [flags]
   enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
   list [--json]                     the enrolled credentials, revoked ones included
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
-  authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), from
-                                    KEYRING_MASTER_KEY or DATA_DIR/master.key
+  authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), sealed in its
+                                    store under KEYRING_MASTER_KEY or DATA_DIR/master.key
 --role signer|batcher               whose credentials (default signer): batchers sign dispatch tickets
 Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI)`;
 
@@ -260,9 +268,13 @@ const COMMANDS: Record<string, Subcommand> = {
 };
 
 COMMANDS.authority = {
-	options: { "data-dir": { type: "string" }, json: { type: "boolean" } },
+	options: {
+		"data-dir": { type: "string" },
+		"mongo-uri": { type: "string" },
+		json: { type: "boolean" },
+	},
 	async run(values) {
-		const config = storeConfig({ "data-dir": values["data-dir"] as string | undefined });
+		const config = storeConfig(values);
 		if (!config.masterKey && !config.dataDir)
 			throw new UsageError(
 				"Neither KEYRING_MASTER_KEY nor DATA_DIR is set: the keyring's public key comes from its master key",
@@ -271,13 +283,44 @@ COMMANDS.authority = {
 			throw new UsageError(
 				`No master key in ${config.dataDir}: start the keyring once, pass --data-dir, or set KEYRING_MASTER_KEY`,
 			);
-		const { authority, source } = await loadMasterKey(config, false);
+		const { authority, source } = await keyringAuthority(config);
 		if (values.json) return JSON.stringify(authority.publicJwk);
 		return [
-			`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
+			`The keyring's public key (${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
 			`KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`,
 		].join("\n");
 	},
 };
+
+/**
+ * The keyring's authority key: sealed in its store under the master key (or the next one, a
+ * rotation that stopped before its file swap), or, before the keyring first sealed it there,
+ * derived from the master key as that keyring will (docs/design.md §5.1).
+ */
+async function keyringAuthority(
+	config: AppConfig,
+): Promise<{ authority: AuthorityKey; source: string }> {
+	const master = await loadMasterKey(config, false);
+	const hasStore = config.mongoUri || fs.existsSync(storeFile(config.dataDir, "keyring"));
+	if (!hasStore) return { authority: master.derivedAuthority, source: `from ${master.source}` };
+	const { store, where } = await openKeyringStore(config, "to read the keyring's key from");
+	try {
+		const sealed = await store.sealedAuthority();
+		if (sealed === null)
+			return { authority: master.derivedAuthority, source: `from ${master.source}` };
+		const next = await loadNextMasterKey(config);
+		const opener = (await opensAuthority(sealed, master)) ? master : next;
+		if (!opener || !(await opensAuthority(sealed, opener)))
+			throw new UsageError(
+				`The master key from ${master.source} does not open the keyring's authority key in ${where}: it is not the key the store is sealed with`,
+			);
+		return {
+			authority: await unsealAuthority(sealed, opener),
+			source: `sealed in ${where} under ${opener.source}`,
+		};
+	} finally {
+		await store.close();
+	}
+}
 
 void runSubcommands("signer", USAGE, COMMANDS, (err) => err instanceof CredentialError);

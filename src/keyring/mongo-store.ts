@@ -46,6 +46,7 @@ import {
 	type KeyringStore,
 	type LeaseEnding,
 	type LeaseLogSummary,
+	type ResealedKey,
 	type RoleClaim,
 	type RoleHolder,
 } from "./store";
@@ -53,6 +54,8 @@ import {
 type KeyRow = KeyDoc & { _id: string };
 type LeaseRow = LeaseDoc & { _id: string; open?: true };
 type EnrolmentRow = EnrolledSigner & { _id: string };
+/** `keyring_secrets`: the authority key sealed under the master key (`_id` "authority"). */
+type SecretRow = { _id: string; sealed: string };
 
 interface RoleRow extends RoleHolder {
 	_id: string;
@@ -149,7 +152,7 @@ export class MongoKeyringStore implements KeyringStore {
 				await dropIndexIfPresent(keys, "keys_key");
 				await dropIndexIfPresent(leases, "leases_lease");
 				// The collections the transactions write to exist before any transaction runs.
-				for (const name of ["keyring", "leases", "lease_stats", "keys"])
+				for (const name of ["keyring", "leases", "lease_stats", "keys", "keyring_secrets"])
 					await ensureCollection(connection.db, name);
 			},
 		);
@@ -320,6 +323,38 @@ export class MongoKeyringStore implements KeyringStore {
 						{ $set: endedFields(event) },
 						{ session },
 					);
+		});
+	}
+
+	private get secretsOf(): Collection<SecretRow> {
+		return this.connection.db.collection<SecretRow>("keyring_secrets");
+	}
+
+	async sealedAuthority(): Promise<string | null> {
+		return (await this.secretsOf.findOne({ _id: "authority" }))?.sealed ?? null;
+	}
+
+	async keepSealedAuthority(sealed: string): Promise<void> {
+		await this.secretsOf.updateOne(
+			{ _id: "authority" },
+			{ $setOnInsert: { sealed } },
+			{ upsert: true },
+		);
+	}
+
+	async reseal(keys: ResealedKey[], sealedAuthority: string, epoch: number): Promise<void> {
+		await this.fenced(epoch, 0, async (session) => {
+			for (const key of keys)
+				await this.keysOf.updateOne(
+					{ _id: key.keyId },
+					{ $set: { sealedPrivateKey: key.sealedPrivateKey } },
+					{ session },
+				);
+			await this.secretsOf.updateOne(
+				{ _id: "authority" },
+				{ $set: { sealed: sealedAuthority } },
+				{ session },
+			);
 		});
 	}
 

@@ -34,6 +34,7 @@ import {
 	type KeyringStore,
 	type LeaseEnding,
 	type LeaseLogSummary,
+	type ResealedKey,
 	type RoleClaim,
 	type RoleHolder,
 } from "./store";
@@ -270,6 +271,34 @@ export class SqliteKeyringStore implements KeyringStore {
 			)
 			.get() as { lastSeq: number };
 		return { open, lastEnd, uses, lastSeq: Number(lastSeq) };
+	}
+
+	async sealedAuthority(): Promise<string | null> {
+		const row = this.statements
+			.get("SELECT sealed FROM keyring_secrets WHERE name = 'authority'")
+			.get() as { sealed: string } | undefined;
+		return row?.sealed ?? null;
+	}
+
+	async keepSealedAuthority(sealed: string): Promise<void> {
+		this.commitGroup();
+		this.statements
+			.get(
+				"INSERT INTO keyring_secrets (name, sealed) VALUES ('authority', ?) ON CONFLICT(name) DO NOTHING",
+			)
+			.run(sealed);
+	}
+
+	async reseal(keys: ResealedKey[], sealedAuthority: string, epoch: number): Promise<void> {
+		this.fenced(epoch, () => {
+			const update = this.statements.get(
+				"UPDATE keys SET sealedPrivateKey = ? WHERE keyId = ? AND sealedPrivateKey <> ''",
+			);
+			for (const key of keys) update.run(key.sealedPrivateKey, key.keyId);
+			this.statements
+				.get("UPDATE keyring_secrets SET sealed = ? WHERE name = 'authority'")
+				.run(sealedAuthority);
+		});
 	}
 
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
