@@ -23,6 +23,7 @@ import {
 	type ActionParams,
 	type RecordsListParams,
 } from "../src/contract";
+import { keyringEnrolments, type EnrolmentReader } from "../src/keyring/enrolments";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { RecordsDesk } from "../src/records/records-desk";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
@@ -33,6 +34,8 @@ interface RecordsVars {
 	store: RecordsStore;
 	/** Signatures, closings and record reads (src/records/records-desk.ts). */
 	desk: RecordsDesk;
+	/** The keyring's enrolled credentials, read from its store (null: it is in memory). */
+	enrolments: EnrolmentReader | null;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -147,8 +150,19 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			},
 		},
 		async started() {
-			this.desk = new RecordsDesk(this.store, this.settings, this.logger);
+			// Batcher proofs are taken from any batcher the keyring enrolled: read from its store, not the bus.
+			this.enrolments = keyringEnrolments(this.settings);
+			const enrolments = this.enrolments;
+			this.desk = new RecordsDesk(
+				this.store,
+				this.settings,
+				this.logger,
+				enrolments && (() => enrolments.enrolled("batcher")),
+			);
 			await this.desk.seed(this.settings.seedCount, (line) => this.logger.info(line));
+		},
+		async stopped() {
+			await this.enrolments?.close();
 		},
 	};
 	return schema;

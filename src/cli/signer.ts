@@ -9,6 +9,9 @@
  *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
  *   list [--json]                      every credential, revoked ones included
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
+ *   rotate --name NAME [--key-file F]  a new credential, enrolled, written over the node's key
+ *                                      file in one rename: the nodes reading it switch within a
+ *                                      second; then revoke the old name
  *   authority                          the keyring's public key (sealed in its store under the
  *                                      master key): the KEYRING_PUBLIC_KEY of nodes that do not
  *                                      share its DATA_DIR
@@ -23,6 +26,7 @@ import path from "node:path";
 import type { JWK } from "jose";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import {
+	CREDENTIAL_FILES,
 	CREDENTIAL_VARIABLES,
 	CredentialError,
 	isOkpPublicKey,
@@ -40,6 +44,7 @@ import {
 	unsealAuthority,
 } from "../keyring/master-key";
 import { storeFile } from "../store/sqlite";
+import { rotateCredentialFile } from "../keyring/local-trust";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
 import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
 import { openKeyringStore } from "./keyring-store";
@@ -58,6 +63,9 @@ const USAGE = `Usage: npm run signer -- <command> [flags]
   enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
   list [--json]                     the enrolled credentials, revoked ones included
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
+  rotate --name NAME [--key-file F] make a credential, enrol it and write it over the nodes' key file
+                                    (SIGNER_KEY_FILE / BATCHER_KEY_FILE, else DATA_DIR's) in one rename:
+                                    running nodes switch to it within a second; then revoke the old name
   authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), sealed in its
                                     store under KEYRING_MASTER_KEY or DATA_DIR/master.key
 --role signer|batcher               whose credentials (default signer): batchers sign dispatch tickets
@@ -264,6 +272,40 @@ const COMMANDS: Record<string, Subcommand> = {
 				await store.close();
 			}
 		},
+	},
+};
+
+COMMANDS.rotate = {
+	options: { ...STORE, name: { type: "string" }, "key-file": { type: "string" } },
+	async run(values) {
+		const name = requireName(values.name as string | undefined);
+		const role = roleOf(values.role);
+		const config = storeConfig(values);
+		const vars = CREDENTIAL_VARIABLES[role];
+		if ((role === "signer" ? config.signerKey : config.batcherKey) && !values["key-file"])
+			throw new UsageError(
+				`The ${role}s' credential comes from ${vars.key}: make a new one with keygen, enrol it, put it in ${vars.key} (the Secret) and roll the nodes, then revoke the old name`,
+			);
+		const file =
+			(values["key-file"] as string | undefined) ??
+			(role === "signer" ? config.signerKeyFile : config.batcherKeyFile) ??
+			(config.dataDir ? path.join(config.dataDir, CREDENTIAL_FILES[role]) : null);
+		if (!file || !fs.existsSync(file))
+			throw new UsageError(
+				`No ${role} credential file to rotate${file ? ` at ${file}` : ""}: pass --key-file, or set ${vars.file} or DATA_DIR`,
+			);
+		const { store, where } = await openKeyringStore(config, "to enrol signers in");
+		try {
+			const { previous, next } = await rotateCredentialFile(store, role, file, name);
+			return [
+				`Enrolled ${role} "${name}" (key ${thumbprint(next.publicJwk)}) in ${where} and wrote it to ${file} (mode 0600)`,
+				`Nodes reading ${file} switch to it within a second for what they begin from now on; what they began under "${previous.name}" ends under it.`,
+				`Once those leases and batches have ended (a lease lives LEASE_TTL_MS), revoke the old one:`,
+				`  npm run signer -- revoke --name ${previous.name}${role === "signer" ? "" : " --role batcher"}`,
+			].join("\n");
+		} finally {
+			await store.close();
+		}
 	},
 };
 

@@ -75,6 +75,25 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 	} as LeaseDoc;
 }
 
+/**
+ * Every credential of `role` enrolled in a keyring store's file: the store's own read, and what
+ * another service reads through a read-only connection of its own (src/keyring/enrolments.ts).
+ */
+export function enrolledIn(db: DatabaseSync, role: CredentialRole): EnrolledSigner[] {
+	return (
+		db
+			.prepare(
+				`SELECT name, publicJwk, enrolledAt, revokedAt FROM ${ENROLMENT_TABLES[role]} ORDER BY name`,
+			)
+			.all() as Array<Record<string, string | null>>
+	).map((row) => ({
+		name: row.name!,
+		publicJwk: JSON.parse(row.publicJwk!) as JWK,
+		enrolledAt: row.enrolledAt!,
+		revokedAt: row.revokedAt ?? null,
+	}));
+}
+
 /** The open transaction of this turn's lease writes: its epoch, and its commit's outcome. */
 interface WriteGroup {
 	epoch: number;
@@ -358,18 +377,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
-		return (
-			this.statements
-				.get(
-					`SELECT name, publicJwk, enrolledAt, revokedAt FROM ${ENROLMENT_TABLES[role]} ORDER BY name`,
-				)
-				.all() as Array<Record<string, string | null>>
-		).map((row) => ({
-			name: row.name!,
-			publicJwk: JSON.parse(row.publicJwk!) as JWK,
-			enrolledAt: row.enrolledAt!,
-			revokedAt: row.revokedAt ?? null,
-		}));
+		return enrolledIn(this.db, role);
 	}
 
 	async enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment> {
