@@ -38,6 +38,7 @@ function fileEnrolments(file: string): EnrolmentReader {
 			if (!db) {
 				if (!fs.existsSync(file)) return [];
 				db = new DatabaseSync(file, { readOnly: true });
+				db.exec("PRAGMA busy_timeout = 1000");
 			}
 			return enrolledIn(db, role);
 		},

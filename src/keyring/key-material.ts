@@ -229,7 +229,10 @@ export class KeyMaterial {
 		return { next, keys, authority: await sealAuthority(this.authority, next) };
 	}
 
-	/** The store committed the re-sealing: the next master key is the one in use, and its file becomes master.key. */
+	/**
+	 * The store committed the re-sealing: the next master key is the one in use, and its file
+	 * becomes master.key. A swap that fails is finished by the next start (`openAuthority`).
+	 */
 	useMaster(next: MasterKey, keys: ResealedKey[]): void {
 		for (const key of keys) this.docs.get(key.keyId)!.sealedPrivateKey = key.sealedPrivateKey;
 		this.master = next;

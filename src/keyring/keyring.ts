@@ -330,7 +330,14 @@ export class Keyring {
 				);
 			await this.log.reseal(resealed.keys, resealed.authority);
 			await this.committed();
-			this.keys.useMaster(resealed.next, resealed.keys);
+			try {
+				this.keys.useMaster(resealed.next, resealed.keys);
+			} catch (err) {
+				// Committed, and in use here: only the file swap failed, which the next start finishes.
+				this.deps.logger.error(
+					`The store is sealed under ${resealed.next.source}, but it could not be renamed over master.key (${(err as Error).message}): do not delete it; the keyring's next start finishes the swap`,
+				);
+			}
 			return resealed.keys.length;
 		});
 		const to = this.keys.masterSource;

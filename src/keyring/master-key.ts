@@ -173,6 +173,13 @@ export function promoteNextMasterKey(next: MasterKey): void {
 		fs.closeSync(fd);
 	}
 	fs.renameSync(next.file, target);
+	// The rename itself made durable: the folder's entry.
+	const folder = fs.openSync(path.dirname(target), "r");
+	try {
+		fs.fsyncSync(folder);
+	} finally {
+		fs.closeSync(folder);
+	}
 	next.file = target;
 	next.source = target;
 }
