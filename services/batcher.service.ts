@@ -22,7 +22,7 @@ import {
 	type ActionParams,
 	type StartRunParams,
 } from "../src/contract";
-import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { CredentialSource } from "../src/identity/credential";
 import { RequestMacKey } from "../src/identity/request-mac";
 import { PEER_RECONNECTED } from "../src/broker/lost-requests";
 import { natsMaxPayload, watchNatsStatus } from "../src/broker/nats-status";
@@ -31,7 +31,8 @@ interface BatcherVars {
 	store: BatcherStore;
 	batcher: Batcher;
 	/** Signs dispatch tickets and close proofs: the keyring and records take batches from it alone. */
-	credential: SignerCredential;
+	/** The batcher's credential, read again when its file changes (a rotation, §6.1). */
+	credentials: CredentialSource;
 }
 
 const BatcherStoreMixin = StoreMixin<SqliteBatcherStore | MongoBatcherStore>({
@@ -101,19 +102,30 @@ export function createBatcherService(settings: BatcherSettings): BatcherSchema {
 		},
 		async started() {
 			const broker = this.broker;
-			this.credential = loadCredential(this.settings.credential);
-			const macKey = new RequestMacKey("batcher", this.credential, this.settings.trust);
+			// Read again when its file changes: a rotated credential signs the next tickets and proofs (§6.1).
+			this.credentials = new CredentialSource(this.settings.credential, {
+				switched: (next, previous) =>
+					this.logger.info(
+						`Batcher credential rotated: "${next.name}" from ${next.source} signs dispatch tickets and close proofs from now on (was "${previous.name}")`,
+					),
+				unreadable: (err) =>
+					this.logger.warn(
+						`Keeping the batcher credential in use: its file changed but ${err.message}`,
+					),
+			});
+			const credential = () => this.credentials.current();
+			const macKey = new RequestMacKey("batcher", this.settings.trust);
 			this.logger.info(
-				`Batcher credential "${this.credential.name}" from ${this.credential.source}: dispatch tickets are signed with it`,
+				`Batcher credential "${credential().name}" from ${credential().source}: dispatch tickets are signed with it`,
 			);
 			this.batcher = new Batcher(this.settings, {
 				store: this.store,
-				records: recordsOnBus(broker, this.credential),
+				records: recordsOnBus(broker, credential),
 				signers: signersOnBus(
 					broker,
-					this.credential,
+					credential,
 					() => natsMaxPayload(broker),
-					() => macKey.current(),
+					(batcher) => macKey.current(batcher),
 				),
 				emit: (event, payload) =>
 					void Promise.resolve(emit(broker, event, payload)).catch((err) =>

@@ -19,10 +19,12 @@ import {
 	addKeysParams,
 	keyChangeParams,
 	leaseRefParams,
+	rotateMasterKeyParams,
 	type AcquireParams,
 	type AddKeysParams,
 	type KeyChangeParams,
 	type LeaseRef,
+	type RotateMasterKeyParams,
 } from "../src/contract";
 import type { KeyringElection } from "../src/keyring/election";
 import { electOnBus, fenceOnRival } from "../src/keyring/election-bus";
@@ -82,7 +84,10 @@ export function createKeyringService(
 		name: "keyring",
 		mixins: [KeyringStoreMixin, KeyringElectionGuard],
 		// Service settings travel to every node in INFO packets: the master key, the token's PIN and a MONGO_URI's credentials must not.
-		settings: { ...settings, $secureSettings: ["masterKey", "mongoUri", "token"] },
+		settings: {
+			...settings,
+			$secureSettings: ["masterKey", "masterKeyNext", "mongoUri", "token"],
+		},
 		actions: {
 			/** The least recently used free key for the batch its ticket names, sealed to the proven signer's session (src/keyring/lease-desk.ts). */
 			acquire: {
@@ -145,6 +150,13 @@ export function createKeyringService(
 						ctx.params,
 						callerOf(ctx, this.broker.nodeID),
 					);
+				},
+			},
+			/** Seals every key again under the next master key, which never travels on the bus (§5.8). */
+			rotateMasterKey: {
+				params: rotateMasterKeyParams,
+				handler(ctx: Context<RotateMasterKeyParams>) {
+					return this.desk.rotateMasterKey(ctx.params, callerOf(ctx, this.broker.nodeID));
 				},
 			},
 		},

@@ -24,6 +24,7 @@ import {
 	type ActionParams,
 	type RecordsListParams,
 } from "../src/contract";
+import { keyringEnrolments, type EnrolmentReader } from "../src/keyring/enrolments";
 import { MongoRecordsStore } from "../src/records/mongo-store";
 import { RecordsDesk } from "../src/records/records-desk";
 import { SqliteRecordsStore } from "../src/records/sqlite-store";
@@ -38,6 +39,8 @@ interface RecordsVars {
 	desk: RecordsDesk;
 	/** The signature log's checkpoints and proofs (docs/design.md §8.4). */
 	tlog: ServiceLog;
+	/** The keyring's enrolled credentials, read from its store (null: it is in memory). */
+	enrolments: EnrolmentReader | null;
 }
 
 export const RecordsStoreMixin = StoreMixin<RecordsStore>({
@@ -165,7 +168,15 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			},
 		},
 		async started() {
-			this.desk = new RecordsDesk(this.store, this.settings, this.logger);
+			// Batcher proofs are taken from any batcher the keyring enrolled: read from its store, not the bus.
+			this.enrolments = keyringEnrolments(this.settings);
+			const enrolments = this.enrolments;
+			this.desk = new RecordsDesk(
+				this.store,
+				this.settings,
+				this.logger,
+				enrolments && (() => enrolments.enrolled("batcher")),
+			);
 			await this.desk.seed(this.settings.seedCount, (line) => this.logger.info(line));
 			this.tlog = ServiceLog.start(
 				this.store.signatureLog,
@@ -186,6 +197,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 		async stopped() {
 			// Before the mixin closes the store: the last entries are checkpointed.
 			await this.tlog?.stop();
+			await this.enrolments?.close();
 		},
 	};
 	return schema;

@@ -17,7 +17,7 @@ import { LeaseSecret } from "../src/signer/lease-secret";
 import { Token, type TokenKeyRef } from "../src/pkcs11/token";
 import { busChecks } from "../src/identity/bus-checks";
 import { transparencyLogs } from "../src/tlog/log-switch";
-import { loadCredential, type SignerCredential } from "../src/identity/credential";
+import { CredentialSource } from "../src/identity/credential";
 import { RequestMacKey } from "../src/identity/request-mac";
 import { checkTicketForBatch } from "../src/identity/ticket";
 import { loggedRefusal } from "../src/errors";
@@ -29,7 +29,8 @@ import { batchCallsOnBus } from "../src/signer/signer-bus";
 
 interface SignerVars {
 	keys: LeaseKeyOpener;
-	credential: SignerCredential;
+	/** Its credential, read again when its file changes: each batch keeps the one it began with (§6.1). */
+	credentials: CredentialSource;
 	/** Its request MAC key for the keyring, once it knows the keyring's key (docs/design.md §6.9). */
 	macKey: RequestMacKey;
 	pool: SignPool;
@@ -69,13 +70,16 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 							ctx.nodeID ?? this.broker.nodeID,
 						);
 					}
+					// The batch's lease is acquired, renewed, released and stored under this one credential,
+					// the one its lease token binds (cnf), even if the credential is rotated meanwhile.
+					const credential = this.credentials.current();
 					const calls = batchCallsOnBus({
 						request: ctx,
 						node: this.broker.nodeID,
 						ticket: ctx.params.ticket,
 						sessionKey: this.keys.session.publicJwk,
-						credential: this.credential,
-						macKey: this.macKey.current(),
+						credential,
+						macKey: this.macKey.current(credential),
 					});
 					return this.signer.signBatch(ctx.params, calls);
 				},
@@ -89,11 +93,19 @@ export function createSignerService(settings: SignerSettings): SignerSchema {
 		},
 		async started() {
 			// Who this signer is to the keyring: a credential it enrolled (src/identity/credential.ts).
-			this.credential = loadCredential(this.settings.credential);
-			this.macKey = new RequestMacKey("signer", this.credential, this.settings.trust);
-			this.logger.info(
-				`Signer credential "${this.credential.name}" from ${this.credential.source}`,
-			);
+			this.credentials = new CredentialSource(this.settings.credential, {
+				switched: (next, previous) =>
+					this.logger.info(
+						`Signer credential rotated: new batches use "${next.name}" from ${next.source}; batches under "${previous.name}" keep it to their end`,
+					),
+				unreadable: (err) =>
+					this.logger.warn(
+						`Keeping the signer credential in use: its file changed but ${err.message}`,
+					),
+			});
+			this.macKey = new RequestMacKey("signer", this.settings.trust);
+			const credential = this.credentials.current();
+			this.logger.info(`Signer credential "${credential.name}" from ${credential.source}`);
 			// A fresh X25519 session key per process: leased private keys are sealed to it and to nothing else.
 			this.keys = new LeaseKeyOpener();
 			// KEY_STORE=pkcs11: a module, token or PIN that does not work stops the node here, naming the variable.

@@ -39,6 +39,8 @@ export interface AppConfig {
 	natsTls: NatsTls | null;
 	/** base64 of 32 bytes, or null to use (or create) `DATA_DIR/master.key`. */
 	masterKey: string | null;
+	/** KEYRING_MASTER_KEY_NEXT: the next master key of a rotation beside KEYRING_MASTER_KEY (docs/design.md §5.8), or null. */
+	masterKeyNext: string | null;
 	/** SIGNER_KEY: a signer's credential itself (src/identity/credential.ts), or null. */
 	signerKey: string | null;
 	/** SIGNER_KEY_FILE: where a signer reads its credential (and an embedded keyring enrols it), or null for `DATA_DIR/signer.key`. */
@@ -270,6 +272,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	if (config.masterKey && Buffer.from(config.masterKey, "base64").length !== 32)
 		throw new ConfigError(
 			"KEYRING_MASTER_KEY must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)",
+		);
+	config.masterKeyNext = env.KEYRING_MASTER_KEY_NEXT || null;
+	if (config.masterKeyNext && Buffer.from(config.masterKeyNext, "base64").length !== 32)
+		throw new ConfigError(
+			"KEYRING_MASTER_KEY_NEXT must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)",
+		);
+	if (config.masterKeyNext && !config.masterKey)
+		throw new ConfigError(
+			"KEYRING_MASTER_KEY_NEXT is the next key beside KEYRING_MASTER_KEY: set both, or rotate DATA_DIR/master.key with DATA_DIR/master.key.next",
 		);
 	config.signerKey = env.SIGNER_KEY || null;
 	const signerKeyFile = pick("SIGNER_KEY_FILE", "signer-key-file");

@@ -433,6 +433,20 @@ export const keyChangeParams = defineParams({
 });
 export type KeyChangeParams = ParamsOf<typeof keyChangeParams>;
 
+/** A master key's rotation (docs/design.md §5.8): only the operator proof; the next key never travels. */
+export const rotateMasterKeyParams = defineParams({
+	proof: signedStatement(2_048),
+});
+export type RotateMasterKeyParams = ParamsOf<typeof rotateMasterKeyParams>;
+
+export interface MasterKeyRotation {
+	/** Software keys sealed again (a PKCS#11 keyring has none: only its authority key). */
+	sealedKeys: number;
+	/** Where the master key in use now comes from (a file or a variable's name, never the key). */
+	masterKey: string;
+	at: string;
+}
+
 export type KeyEventKind = "added" | "retired" | "revoked";
 
 /** One change of a key's life, numbered in the keyring's one `seq` with the grants and ends (§5.8). */
@@ -858,6 +872,7 @@ export const Actions = {
 		addKeys: "keyring.addKeys",
 		retireKey: "keyring.retireKey",
 		revokeKey: "keyring.revokeKey",
+		rotateMasterKey: "keyring.rotateMasterKey",
 		page: "keyring.page",
 		logCheckpoint: "keyring.logCheckpoint",
 		logConsistency: "keyring.logConsistency",
@@ -908,6 +923,7 @@ export interface ActionMap {
 	"keyring.addKeys": { params: AddKeysParams; result: KeyInfo[] };
 	"keyring.retireKey": { params: KeyChangeParams; result: KeyInfo };
 	"keyring.revokeKey": { params: KeyChangeParams; result: KeyInfo };
+	"keyring.rotateMasterKey": { params: RotateMasterKeyParams; result: MasterKeyRotation };
 	"keyring.page": { params: PageParams; result: Page };
 	"keyring.logCheckpoint": { params: Record<string, never>; result: LogCheckpoint };
 	"keyring.logConsistency": { params: LogConsistencyParams; result: ConsistencyProofView };

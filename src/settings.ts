@@ -108,6 +108,7 @@ export function serviceSettings(config: AppConfig): ServiceSettings {
 			...store,
 			keys: config.keys,
 			masterKey: config.masterKey,
+			masterKeyNext: config.masterKeyNext,
 			enrolLocal: {
 				signer: localCredentialOf(config, "signer"),
 				batcher: localCredentialOf(config, "batcher"),

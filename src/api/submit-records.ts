@@ -8,7 +8,7 @@
  */
 import type { Context } from "moleculer";
 import { Actions, call } from "../contract";
-import { loadCredential, type SignerCredential } from "../identity/credential";
+import { CredentialSource, type SignerCredential } from "../identity/credential";
 import { makeSubmitProof } from "../identity/submit-proof";
 import type { CredentialSettings } from "../identity/credential";
 import { DomainError } from "../errors";
@@ -22,15 +22,15 @@ import { requireJsonBody, type StartRunMeta } from "./start-run";
 /** Where a record and its signature are read. */
 export const recordLink = (id: string) => `/api/records/${encodeURIComponent(id)}`;
 
-/** The batcher's credential, loaded on the first submission. */
+/** The batcher's credential, loaded on the first submission and read again when its file changes (a rotation). */
 export class SubmitCredential {
-	private credential: SignerCredential | null = null;
+	private source: CredentialSource | null = null;
 
 	constructor(private readonly settings: CredentialSettings) {}
 
 	get(): SignerCredential {
-		this.credential ??= loadCredential(this.settings);
-		return this.credential;
+		this.source ??= new CredentialSource(this.settings);
+		return this.source.current();
 	}
 }
 

@@ -10,7 +10,11 @@ import type { SignerCredential } from "../identity/credential";
 import { makeCloseProof, makeTicket } from "../identity/ticket";
 import type { RecordsPort, SignersPort } from "./ports";
 
-export function recordsOnBus(broker: ServiceBroker, credential: SignerCredential): RecordsPort {
+/** `credential`: the batcher's credential in use (it may be rotated while the batcher runs, docs/design.md §6.1). */
+export function recordsOnBus(
+	broker: ServiceBroker,
+	credential: () => SignerCredential,
+): RecordsPort {
 	return {
 		unsignedPage: async (after, limit) =>
 			(await call(broker, Actions.records.unsignedPage, { after, limit })).records,
@@ -23,7 +27,7 @@ export function recordsOnBus(broker: ServiceBroker, credential: SignerCredential
 			call(broker, Actions.records.closeBatch, {
 				batchId,
 				recordIds,
-				proof: busChecks.on ? makeCloseProof(credential, batchId) : "",
+				proof: busChecks.on ? makeCloseProof(credential(), batchId) : "",
 			}),
 		signedUnder: async (batchId) =>
 			(await call(broker, Actions.records.signedUnder, { batchId })).signed,
@@ -33,14 +37,14 @@ export function recordsOnBus(broker: ServiceBroker, credential: SignerCredential
 
 /**
  * `maxMessageBytes`: the largest message the transport carries (src/broker/nats-status.ts);
- * `macKey`: the batcher's request MAC key for the keyring (docs/design.md §6.9), or null while it
- * knows no keyring key (its tickets are then Ed25519).
+ * `credential`: the batcher's credential in use; `macKey`: its request MAC key for the keyring
+ * (docs/design.md §6.9), or null while it knows no keyring key (its tickets are then Ed25519).
  */
 export function signersOnBus(
 	broker: ServiceBroker,
-	credential: SignerCredential,
+	credential: () => SignerCredential,
 	maxMessageBytes: () => number | null,
-	macKey: () => Uint8Array | null = () => null,
+	macKey: (credential: SignerCredential) => Uint8Array | null = () => null,
 ): SignersPort {
 	return {
 		available: () =>
@@ -58,12 +62,13 @@ export function signersOnBus(
 		async signBatch(params, { nodeID, timeoutMs, signal }) {
 			// The ticket names the node: a batch goes to one signer the batcher chose, or nowhere.
 			if (!nodeID) throw new Error(`no signer node to send batch ${params.batchId} to`);
+			const batcher = credential();
 			const ticket = busChecks.on
 				? makeTicket(
-						credential,
+						batcher,
 						{ ...params, signer: nodeID, ttlMs: timeoutMs },
 						Date.now(),
-						macKey(),
+						macKey(batcher),
 					)
 				: "";
 			return call(broker, Actions.signer.signBatch, { ...params, ticket }, {

@@ -36,8 +36,8 @@ export async function leaseCyclesPerSecond(keys: number, seconds = 3): Promise<n
 		const signer = localCredential(dataDir, "signer");
 		const batcher = localCredential(dataDir, "batcher");
 		const trust = { keyringPublicKey: null, keyringPublicKeyFile: config.keyringPublicKeyFile };
-		const signerMac = new RequestMacKey("signer", signer, trust).current();
-		const batcherMac = new RequestMacKey("batcher", batcher, trust).current();
+		const signerMac = new RequestMacKey("signer", trust).current(signer);
+		const batcherMac = new RequestMacKey("batcher", trust).current(batcher);
 		if (!signerMac || !batcherMac)
 			throw new Error("the bench's keyring published no authority key");
 		const sessionKey = createSessionKey().publicJwk;

@@ -8,6 +8,10 @@
  *                                       signatures stand (it stays in the JWKS)
  *   revoke --key KEY --reason TEXT      the same, for a key that was compromised: the audit and
  *                                       the export name since when
+ *   rotate-master                       every sealed key and the authority key sealed again under
+ *                                       the next master key (DATA_DIR/master.key.next, made here
+ *                                       when absent, or KEYRING_MASTER_KEY_NEXT), which then
+ *                                       becomes the master key
  *
  * With TRANSPORTER (or --transporter) the running keyring is asked over NATS, with an operator
  * proof made with the batcher credential (BATCHER_KEY, BATCHER_KEY_FILE or DATA_DIR's); without
@@ -17,11 +21,14 @@
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker/broker-options";
-import { Actions, call, type ActionName, type KeyInfo } from "../contract";
+import fs from "node:fs";
+import path from "node:path";
+import { Actions, call, type ActionName, type KeyInfo, type MasterKeyRotation } from "../contract";
 import { DomainError } from "../errors";
 import { loadCredential } from "../identity/credential";
 import { makeProof, operatorOp } from "../identity/proof";
 import { Keyring } from "../keyring/keyring";
+import { createNextMasterKeyFile, MASTER_KEY_FILE } from "../keyring/master-key";
 import { KeyringRoleHeldError } from "../keyring/role";
 import { redactUrl } from "../nats-tls";
 import { serviceSettings } from "../settings";
@@ -37,6 +44,9 @@ const USAGE = `Usage: npm run keys -- <command> [flags]
                                      signatures stand (the last active key is not retired)
   revoke --key KEY --reason TEXT     the same for a compromised key; the audit and the export
                                      name since when, for verifiers to refuse later signatures
+  rotate-master                      seal every key again under the next master key: DATA_DIR/
+                                     master.key.next (made, 0600, when absent), which then becomes
+                                     master.key; or KEYRING_MASTER_KEY_NEXT beside KEYRING_MASTER_KEY
 Store flags: --data-dir DIR (DATA_DIR), --mongo-uri URI (MONGO_URI): this command opens the
 keyring's store as the keyring for a moment (refused while a keyring runs on it).
 --transporter URL (TRANSPORTER), --namespace NAME: ask the running keyring over NATS instead,
@@ -47,6 +57,7 @@ interface KeyOps {
 	list(): Promise<KeyInfo[]>;
 	add(count: number): Promise<KeyInfo[]>;
 	end(op: "retire" | "revoke", keyId: string, reason: string | null): Promise<KeyInfo>;
+	rotateMaster(): Promise<MasterKeyRotation>;
 	close(): Promise<void>;
 }
 
@@ -86,6 +97,10 @@ async function overBus(config: Config): Promise<KeyOps> {
 				keyId,
 				...(reason ? { reason } : {}),
 				proof: proof(operatorOp(op, keyId)),
+			}),
+		rotateMaster: () =>
+			ask(Actions.keyring.rotateMasterKey, {
+				proof: proof(operatorOp("rotate", "master-key")),
 			}),
 		close: () => broker.stop(),
 	};
@@ -128,6 +143,7 @@ async function inStore(config: Config): Promise<KeyOps> {
 		add: (count) => act(() => keyring.addKeys(count)),
 		end: (op, keyId, reason) =>
 			act(() => keyring.endKey(keyId, op === "retire" ? "retired" : "revoked", reason)),
+		rotateMaster: () => act(() => keyring.rotateMasterKey()),
 		close: async () => {
 			await keyring.close();
 			await store.close();
@@ -146,6 +162,18 @@ async function withKeyOps<T>(
 	} finally {
 		await ops.close();
 	}
+}
+
+/**
+ * The next master key where this command can place it: DATA_DIR/master.key.next beside the
+ * master.key of a DATA_DIR at hand (the keyring's, or one it shares), made when absent. Returns
+ * the file when it was made here. A keyring with KEYRING_MASTER_KEY takes KEYRING_MASTER_KEY_NEXT.
+ */
+function nextMasterKeyFile(config: Config): string | null {
+	if (config.masterKey || !config.dataDir) return null;
+	if (!fs.existsSync(path.join(config.dataDir, MASTER_KEY_FILE))) return null;
+	const { file, created } = createNextMasterKeyFile(config.dataDir);
+	return created ? file : null;
 }
 
 function describe(key: KeyInfo): string {
@@ -198,6 +226,25 @@ void runSubcommands(
 				return withKeyOps(values, async (ops) =>
 					describe(await ops.end("retire", keyId, (values.reason as string) ?? null)),
 				);
+			},
+		},
+		"rotate-master": {
+			options: { ...COMMON },
+			run: (values) => {
+				const config = storeConfig(values);
+				const made = nextMasterKeyFile(config);
+				return withKeyOps(values, async (ops) => {
+					const rotation = await ops.rotateMaster();
+					return [
+						...(made ? [`Made the next master key ${made} (mode 0600)`] : []),
+						`Rotated the master key at ${rotation.at}: ${rotation.sealedKeys} sealed key(s) and the keyring's authority key are sealed under ${rotation.masterKey}; the old master key opens nothing now`,
+						...(config.masterKey || !config.dataDir
+							? [
+									"Set KEYRING_MASTER_KEY to KEYRING_MASTER_KEY_NEXT's value (and remove KEYRING_MASTER_KEY_NEXT) before the keyring restarts",
+								]
+							: []),
+					].join("\n");
+				});
 			},
 		},
 		revoke: {

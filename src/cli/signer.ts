@@ -9,8 +9,12 @@
  *   enrol --name NAME --public-key K   enrols a public key made elsewhere (JWK JSON, or a file)
  *   list [--json]                      every credential, revoked ones included
  *   revoke --name NAME                 refuses it from now on (its leases run out as usual)
- *   authority                          the keyring's public key (from its master key): the
- *                                      KEYRING_PUBLIC_KEY of nodes that do not share its DATA_DIR
+ *   rotate --name NAME [--key-file F]  a new credential, enrolled, written over the node's key
+ *                                      file in one rename: the nodes reading it switch within a
+ *                                      second; then revoke the old name
+ *   authority                          the keyring's public key (sealed in its store under the
+ *                                      master key): the KEYRING_PUBLIC_KEY of nodes that do not
+ *                                      share its DATA_DIR
  *   logkey --log signatures|leases     a new key for a transparency log's checkpoints
  *                                      (SIGNATURE_LOG_KEY, LEASE_LOG_KEY), for a Secret
  *
@@ -24,6 +28,7 @@ import path from "node:path";
 import type { JWK } from "jose";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import {
+	CREDENTIAL_FILES,
 	CREDENTIAL_VARIABLES,
 	CredentialError,
 	isOkpPublicKey,
@@ -33,7 +38,15 @@ import {
 	thumbprint,
 	type CredentialRole,
 } from "../identity/credential";
-import { loadMasterKey } from "../keyring/master-key";
+import type { AuthorityKey } from "../identity/authority";
+import {
+	loadMasterKey,
+	loadNextMasterKey,
+	opensAuthority,
+	unsealAuthority,
+} from "../keyring/master-key";
+import { storeFile } from "../store/sqlite";
+import { rotateCredentialFile } from "../keyring/local-trust";
 import type { EnrolledSigner, KeyringStore } from "../keyring/store";
 import type { LogName } from "../contract";
 import { LOG_ORIGINS } from "../tlog/log-key";
@@ -55,8 +68,11 @@ const USAGE = `Usage: npm run signer -- <command> [flags]
   enrol --name NAME --public-key K  enrol a public key made elsewhere (JWK JSON, or a file holding it)
   list [--json]                     the enrolled credentials, revoked ones included
   revoke --name NAME                refuse a credential from now on (a running keyring sees it within 5 s)
-  authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), from
-                                    KEYRING_MASTER_KEY or DATA_DIR/master.key
+  rotate --name NAME [--key-file F] make a credential, enrol it and write it over the nodes' key file
+                                    (SIGNER_KEY_FILE / BATCHER_KEY_FILE, else DATA_DIR's) in one rename:
+                                    running nodes switch to it within a second; then revoke the old name
+  authority                         print the keyring's public key (KEYRING_PUBLIC_KEY), sealed in its
+                                    store under KEYRING_MASTER_KEY or DATA_DIR/master.key
   logkey --log signatures|leases    make a key for a transparency log's checkpoints: prints its
                                     SIGNATURE_LOG_KEY or LEASE_LOG_KEY line and its verifier key
 --role signer|batcher               whose credentials (default signer): batchers sign dispatch tickets
@@ -266,10 +282,48 @@ const COMMANDS: Record<string, Subcommand> = {
 	},
 };
 
-COMMANDS.authority = {
-	options: { "data-dir": { type: "string" }, json: { type: "boolean" } },
+COMMANDS.rotate = {
+	options: { ...STORE, name: { type: "string" }, "key-file": { type: "string" } },
 	async run(values) {
-		const config = storeConfig({ "data-dir": values["data-dir"] as string | undefined });
+		const name = requireName(values.name as string | undefined);
+		const role = roleOf(values.role);
+		const config = storeConfig(values);
+		const vars = CREDENTIAL_VARIABLES[role];
+		if ((role === "signer" ? config.signerKey : config.batcherKey) && !values["key-file"])
+			throw new UsageError(
+				`The ${role}s' credential comes from ${vars.key}: make a new one with keygen, enrol it, put it in ${vars.key} (the Secret) and roll the nodes, then revoke the old name`,
+			);
+		const file =
+			(values["key-file"] as string | undefined) ??
+			(role === "signer" ? config.signerKeyFile : config.batcherKeyFile) ??
+			(config.dataDir ? path.join(config.dataDir, CREDENTIAL_FILES[role]) : null);
+		if (!file || !fs.existsSync(file))
+			throw new UsageError(
+				`No ${role} credential file to rotate${file ? ` at ${file}` : ""}: pass --key-file, or set ${vars.file} or DATA_DIR`,
+			);
+		const { store, where } = await openKeyringStore(config, "to enrol signers in");
+		try {
+			const { previous, next } = await rotateCredentialFile(store, role, file, name);
+			return [
+				`Enrolled ${role} "${name}" (key ${thumbprint(next.publicJwk)}) in ${where} and wrote it to ${file} (mode 0600)`,
+				`Nodes reading ${file} switch to it within a second for what they begin from now on; what they began under "${previous.name}" ends under it.`,
+				`Once those leases and batches have ended (a lease lives LEASE_TTL_MS), revoke the old one:`,
+				`  npm run signer -- revoke --name ${previous.name}${role === "signer" ? "" : " --role batcher"}`,
+			].join("\n");
+		} finally {
+			await store.close();
+		}
+	},
+};
+
+COMMANDS.authority = {
+	options: {
+		"data-dir": { type: "string" },
+		"mongo-uri": { type: "string" },
+		json: { type: "boolean" },
+	},
+	async run(values) {
+		const config = storeConfig(values);
 		if (!config.masterKey && !config.dataDir)
 			throw new UsageError(
 				"Neither KEYRING_MASTER_KEY nor DATA_DIR is set: the keyring's public key comes from its master key",
@@ -278,10 +332,10 @@ COMMANDS.authority = {
 			throw new UsageError(
 				`No master key in ${config.dataDir}: start the keyring once, pass --data-dir, or set KEYRING_MASTER_KEY`,
 			);
-		const { authority, source } = await loadMasterKey(config, false);
+		const { authority, source } = await keyringAuthority(config);
 		if (values.json) return JSON.stringify(authority.publicJwk);
 		return [
-			`The keyring's public key (from ${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
+			`The keyring's public key (${source}): give it to records nodes that do not share the keyring's DATA_DIR as`,
 			`KEYRING_PUBLIC_KEY=${authority.publicJwk.x}`,
 		].join("\n");
 	},
@@ -311,5 +365,36 @@ COMMANDS.logkey = {
 		].join("\n");
 	},
 };
+
+/**
+ * The keyring's authority key: sealed in its store under the master key (or the next one, a
+ * rotation that stopped before its file swap), or, before the keyring first sealed it there,
+ * derived from the master key as that keyring will (docs/design.md §5.1).
+ */
+async function keyringAuthority(
+	config: AppConfig,
+): Promise<{ authority: AuthorityKey; source: string }> {
+	const master = await loadMasterKey(config, false);
+	const hasStore = config.mongoUri || fs.existsSync(storeFile(config.dataDir, "keyring"));
+	if (!hasStore) return { authority: master.derivedAuthority, source: `from ${master.source}` };
+	const { store, where } = await openKeyringStore(config, "to read the keyring's key from");
+	try {
+		const sealed = await store.sealedAuthority();
+		if (sealed === null)
+			return { authority: master.derivedAuthority, source: `from ${master.source}` };
+		const next = await loadNextMasterKey(config);
+		const opener = (await opensAuthority(sealed, master)) ? master : next;
+		if (!opener || !(await opensAuthority(sealed, opener)))
+			throw new UsageError(
+				`The master key from ${master.source} does not open the keyring's authority key in ${where}: it is not the key the store is sealed with`,
+			);
+		return {
+			authority: await unsealAuthority(sealed, opener),
+			source: `sealed in ${where} under ${opener.source}`,
+		};
+	} finally {
+		await store.close();
+	}
+}
 
 void runSubcommands("signer", USAGE, COMMANDS, (err) => err instanceof CredentialError);

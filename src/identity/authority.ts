@@ -1,9 +1,10 @@
 /**
  * The keyring's authority key: the Ed25519 key a keyring signs lease tokens with
  * (lease-token.ts), so that records can check, offline, that signatures come from the holder
- * of a batch's current lease. It is derived from the keyring master key (HKDF-SHA256), so it
- * needs no secret of its own and is the same after every restart and on every keyring that
- * holds the master key; it signs nothing but lease tokens.
+ * of a batch's current lease. It was first derived from the keyring's first master key
+ * (HKDF-SHA256); the keyring keeps it sealed under the current master key in its store
+ * (src/keyring/master-key.ts), so rotating the master key leaves it, and every node's trust in
+ * it, unchanged. It signs nothing but lease tokens.
  *
  * Its public half is the trust anchor of every node that checks tokens. Records finds it,
  * first match wins:
@@ -44,23 +45,29 @@ function kidOf(x: string): string {
 	return createHash("sha256").update(`authority:${x}`).digest("base64url").slice(0, 16);
 }
 
-/** The authority key of a master key's raw bytes (read before they are wiped). */
+/** The authority key of a master key's raw bytes (read before they are wiped): how a keyring's first master key made it. */
 export function deriveAuthorityKey(masterKey: Uint8Array): AuthorityKey {
 	const seed = Buffer.from(
 		hkdfSync("sha256", masterKey, Buffer.alloc(0), "record-signer keyring authority v1", 32),
 	);
 	try {
-		const privateKey = createPrivateKey({
-			key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]),
-			format: "der",
-			type: "pkcs8",
-		});
-		const { x } = createPublicKey(privateKey).export({ format: "jwk" }) as JWK;
-		const kid = kidOf(x!);
-		return { kid, privateKey, publicJwk: { kty: "OKP", crv: "Ed25519", x, kid, use: "sig" } };
+		return authorityOf(
+			createPrivateKey({
+				key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]),
+				format: "der",
+				type: "pkcs8",
+			}),
+		);
 	} finally {
 		seed.fill(0);
 	}
+}
+
+/** The authority key of an Ed25519 private key (as unsealed from the keyring's store). */
+export function authorityOf(privateKey: KeyObject): AuthorityKey {
+	const { x } = createPublicKey(privateKey).export({ format: "jwk" }) as JWK;
+	const kid = kidOf(x!);
+	return { kid, privateKey, publicJwk: { kty: "OKP", crv: "Ed25519", x, kid, use: "sig" } };
 }
 
 /** Keyrings of this process: records in the same process trusts them without a file. */

@@ -13,7 +13,9 @@
  *   embedded default and in `npm run cluster`, whose keyring, sharing DATA_DIR, enrols it by itself;
  * - with `DATA_DIR=""` (tests, in-process), one credential per role and process, in memory.
  *
- * The private JWK carries its enrolment name as `kid`.
+ * The private JWK carries its enrolment name as `kid`. A node reads its credential's file again
+ * when the file changes (`CredentialSource`, checked at most once a second), so an operator
+ * rotates a credential without restarting the node (docs/design.md §6.1).
  */
 import {
 	createHash,
@@ -203,4 +205,83 @@ export function loadCredential(settings: CredentialSettings): SignerCredential {
 	if (settings.key) return parseCredential(settings.key, CREDENTIAL_VARIABLES[settings.role].key);
 	if (settings.keyFile) return credentialFile(settings.keyFile, false);
 	return localCredential(settings.dataDir, settings.role);
+}
+
+/** How often a node looks whether its credential file changed. */
+const REREAD_MS = 1_000;
+
+/** What tells one version of a file from the next: a rotation writes a new file and renames it over the old. */
+function fileStamp(file: string): string | null {
+	try {
+		const stat = fs.statSync(file);
+		return `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
+	} catch {
+		return null;
+	}
+}
+
+/**
+ * A role's credential as its node uses it (docs/design.md §6.1): loaded as `loadCredential`
+ * finds it, and read again when its file changes, so a node switches to a rotated credential
+ * without a restart. A credential from `<ROLE>_KEY` or from memory never changes. A file that
+ * cannot be read or parsed keeps the credential in use, and says why once per change.
+ */
+export class CredentialSource {
+	private credential: SignerCredential;
+	private readonly file: string | null;
+	private stamp: string | null;
+	private checkedAt: number;
+
+	constructor(
+		settings: CredentialSettings,
+		private readonly told: {
+			switched?(next: SignerCredential, previous: SignerCredential): void;
+			unreadable?(err: Error): void;
+		} = {},
+		private readonly now: () => number = Date.now,
+	) {
+		this.credential = loadCredential(settings);
+		this.file = settings.key
+			? null
+			: (settings.keyFile ??
+				(settings.dataDir
+					? path.join(settings.dataDir, CREDENTIAL_FILES[settings.role])
+					: null));
+		this.stamp = this.file && fileStamp(this.file);
+		this.checkedAt = this.now();
+	}
+
+	/** The credential to make new statements with: the file's, as it was at most a second ago. */
+	current(): SignerCredential {
+		if (!this.file || this.now() - this.checkedAt < REREAD_MS) return this.credential;
+		this.checkedAt = this.now();
+		const stamp = fileStamp(this.file);
+		if (stamp === this.stamp) return this.credential;
+		this.stamp = stamp;
+		try {
+			const next = credentialFile(this.file, false);
+			const previous = this.credential;
+			if (next.publicJwk.x !== previous.publicJwk.x || next.name !== previous.name) {
+				this.credential = next;
+				this.told.switched?.(next, previous);
+			}
+		} catch (err) {
+			this.told.unreadable?.(err as Error);
+		}
+		return this.credential;
+	}
+}
+
+/**
+ * Writes a credential to `file` in one rename (mode 0600), over the one there: what a node
+ * reading it sees is the old credential or the new one, never part of either.
+ */
+export function writeCredentialFile(file: string, credential: SignerCredential): void {
+	fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
+	const temporary = `${file}.${process.pid}.tmp`;
+	fs.writeFileSync(temporary, serializeCredential(credential) + "\n", {
+		mode: 0o600,
+		flag: "wx",
+	});
+	fs.renameSync(temporary, file);
 }

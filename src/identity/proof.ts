@@ -19,7 +19,7 @@ export type ProofAction = "acquire" | "renew" | "release" | "keys";
 
 export interface ProofClaims {
 	act: ProofAction;
-	/** keys: the operation, as `operatorOp` words it ("add 5", "retire key-007", "revoke key-007"). */
+	/** keys: the operation, as `operatorOp` words it ("add 5", "retire key-007", "revoke key-007", "rotate master-key"). */
 	op?: string;
 	/** The node id of the signer asking: the lease's holder. */
 	node: string;
@@ -51,6 +51,9 @@ export function makeProof(
 }
 
 /** How an operator proof words a key change: what it is valid for, and for nothing else. */
-export function operatorOp(op: "add" | "retire" | "revoke", subject: string | number): string {
+export function operatorOp(
+	op: "add" | "retire" | "revoke" | "rotate",
+	subject: string | number,
+): string {
 	return `${op} ${subject}`;
 }

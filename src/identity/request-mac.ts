@@ -96,17 +96,15 @@ export class RequestMacKey {
 
 	constructor(
 		private readonly role: CredentialRole,
-		private readonly credential: SignerCredential,
 		trust: TrustSettings,
 	) {
 		this.trust = new KeyringTrust(trust);
 	}
 
-	current(): Uint8Array | null {
+	/** The request MAC key of `credential` (the one in use: it may be rotated, §6.1), or null. */
+	current(credential: SignerCredential): Uint8Array | null {
 		const anchor = this.trust.anchor();
-		return anchor
-			? credentialMacKey(this.role, this.credential.privateKey, raw(anchor).x)
-			: null;
+		return anchor ? credentialMacKey(this.role, credential.privateKey, raw(anchor).x) : null;
 	}
 }
 

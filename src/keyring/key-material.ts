@@ -3,7 +3,8 @@
  * or the token (KEY_STORE=pkcs11), or generated when the store has none; their public JWKS; and
  * what a lease hands its holder: a software key opened from rest and sealed to the holder's
  * session for that lease only, or a token key's reference, nothing secret. The master key also
- * gives the authority key lease tokens are signed with, whichever the key store.
+ * seals the authority key lease tokens are signed with, whichever the key store, and a rotation
+ * seals all of them again under the next master key (docs/design.md §5.1, §5.8).
  */
 import type { JWK } from "jose";
 import type { KeyDoc, LeaseDoc, LeaseKey } from "../contract";
@@ -15,15 +16,24 @@ import { generateKeys, nextKeyIndex, publicJwkOf, verifySealedKey } from "./keys
 import { generateTokenKeys, verifyTokenKeys } from "./token-keys";
 import {
 	loadMasterKey,
+	loadNextMasterKey,
 	masterKeyFileExposure,
+	MasterKeyError,
+	opensAuthority,
+	promoteNextMasterKey,
+	sealAuthority,
+	sealPrivateKey,
+	unsealAuthority,
 	unsealPrivateKey,
 	type MasterKey,
 } from "./master-key";
-import type { KeyringStore } from "./store";
+import type { KeyringStore, ResealedKey } from "./store";
 
 export interface KeyMaterialOptions {
 	keys: number;
 	masterKey: string | null;
+	/** KEYRING_MASTER_KEY_NEXT: the next master key of a rotation, or null (then DATA_DIR/master.key.next). */
+	masterKeyNext?: string | null;
 	dataDir: string;
 	mongoUri: string | null;
 	/** KEY_STORE: "software" (sealed under the master key) or "pkcs11" (in the token). */
@@ -45,12 +55,59 @@ function checkKeyStore(docs: KeyDoc[], keyStore: KeyStore): void {
 		);
 }
 
+interface Logger {
+	info(...args: unknown[]): void;
+	warn(...args: unknown[]): void;
+}
+
+/**
+ * The master key that opens the store and the authority key: unsealed from the store, or (a
+ * store that holds none yet) derived from the master key and sealed there once. When the master
+ * key does not open the sealed authority but the next one does, a rotation committed its
+ * re-sealing and stopped before its file swap: it is finished here.
+ */
+async function openAuthority(
+	master: MasterKey,
+	keyDocs: KeyDoc[],
+	options: KeyMaterialOptions,
+	store: KeyringStore,
+	logger: Logger,
+): Promise<{ master: MasterKey; authority: AuthorityKey }> {
+	const sealed = await store.sealedAuthority();
+	if (sealed === null) {
+		// Sealed only under the master key its keys were sealed with: a wrong one stops here.
+		for (const doc of keyDocs) if (!doc.tokenKey) await verifySealedKey(doc, master);
+		await store.keepSealedAuthority(await sealAuthority(master.derivedAuthority, master));
+		const kept = await store.sealedAuthority();
+		logger.info(
+			`Sealed the keyring's authority key under ${master.source} in its store, once: from now on the master key only seals keys and can be rotated (npm run keys -- rotate-master)`,
+		);
+		return { master, authority: await unsealAuthority(kept!, master) };
+	}
+	if (await opensAuthority(sealed, master))
+		return { master, authority: await unsealAuthority(sealed, master) };
+	const next = await loadNextMasterKey(options);
+	if (!next || !(await opensAuthority(sealed, next)))
+		throw new MasterKeyError(
+			`the master key from ${master.source} does not open the keyring's sealed authority key: it is not the key the store was sealed with${next ? `, nor is ${next.source}` : ""}`,
+		);
+	promoteNextMasterKey(next);
+	logger.warn(
+		next.file
+			? `Finished a master-key rotation that stopped before its file swap: the store is sealed under the next master key, now ${next.file}`
+			: "The store is sealed under KEYRING_MASTER_KEY_NEXT (a finished master-key rotation): set KEYRING_MASTER_KEY to it and remove KEYRING_MASTER_KEY_NEXT",
+	);
+	return { master: next, authority: await unsealAuthority(sealed, next) };
+}
+
 export class KeyMaterial {
 	/** Seals leased keys to the signers' sessions; its key lives as long as this process. */
 	private readonly transport = new KeyTransport();
 
 	private constructor(
-		private readonly master: MasterKey,
+		private master: MasterKey,
+		/** The key lease tokens are signed with, kept sealed under the master key. */
+		readonly authority: AuthorityKey,
 		readonly docs: Map<string, KeyDoc>,
 		/** The token keys are made in, with KEY_STORE=pkcs11; null for software keys. */
 		private readonly token: TokenSettings | null,
@@ -60,10 +117,20 @@ export class KeyMaterial {
 	static async load(
 		options: KeyMaterialOptions,
 		store: KeyringStore,
-		logger: { info(...args: unknown[]): void; warn(...args: unknown[]): void },
+		logger: Logger,
 	): Promise<KeyMaterial> {
 		let keyDocs = await store.keys();
-		const master = await loadMasterKey(options, keyDocs.length === 0);
+		const opened = await openAuthority(
+			await loadMasterKey(
+				options,
+				keyDocs.length === 0 && (await store.sealedAuthority()) === null,
+			),
+			keyDocs,
+			options,
+			store,
+			logger,
+		);
+		const master = opened.master;
 		if (options.dataDir && !options.masterKey && masterKeyFileExposure(options.dataDir))
 			logger.warn(`${master.source} is readable by other users; chmod 600 it`);
 		if (options.mongoUri && !options.masterKey)
@@ -97,6 +164,7 @@ export class KeyMaterial {
 		}
 		return new KeyMaterial(
 			master,
+			opened.authority,
 			new Map(keyDocs.map((k) => [k.keyId, k])),
 			options.keyStore === "pkcs11" ? options.token : null,
 		);
@@ -122,9 +190,53 @@ export class KeyMaterial {
 		for (const doc of docs) this.docs.set(doc.keyId, doc);
 	}
 
-	/** The key lease tokens are signed with, derived from the master key. */
-	get authority(): AuthorityKey {
-		return this.master.authority;
+	/** Where the master key in use comes from, for messages. */
+	get masterSource(): string {
+		return this.master.source;
+	}
+
+	/**
+	 * The next master key of a rotation, from KEYRING_MASTER_KEY_NEXT or DATA_DIR/master.key.next,
+	 * with every sealed key and the authority key sealed again under it: what the store keeps
+	 * once `useMaster` takes it. Null when no next key is given.
+	 */
+	async resealUnder(options: KeyMaterialOptions): Promise<{
+		next: MasterKey;
+		keys: ResealedKey[];
+		authority: string;
+	} | null> {
+		if (!options.masterKey && !options.dataDir)
+			throw new MasterKeyError(
+				"the master key is a random one in memory (no KEYRING_MASTER_KEY, DATA_DIR empty): nothing at rest to rotate",
+			);
+		const next = await loadNextMasterKey(options);
+		if (!next) return null;
+		const keys: ResealedKey[] = [];
+		for (const doc of this.docs.values()) {
+			if (!doc.sealedPrivateKey) continue;
+			const plaintext = await unsealPrivateKey(doc.sealedPrivateKey, doc.keyId, this.master);
+			try {
+				const jwk = JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
+				keys.push({
+					keyId: doc.keyId,
+					sealedPrivateKey: await sealPrivateKey(jwk, doc.keyId, next),
+				});
+				delete jwk.d;
+			} finally {
+				plaintext.fill(0);
+			}
+		}
+		return { next, keys, authority: await sealAuthority(this.authority, next) };
+	}
+
+	/**
+	 * The store committed the re-sealing: the next master key is the one in use, and its file
+	 * becomes master.key. A swap that fails is finished by the next start (`openAuthority`).
+	 */
+	useMaster(next: MasterKey, keys: ResealedKey[]): void {
+		for (const key of keys) this.docs.get(key.keyId)!.sealedPrivateKey = key.sealedPrivateKey;
+		this.master = next;
+		promoteNextMasterKey(next);
 	}
 
 	/** The keyring's X25519 public key: the signers' other half of the key-transport derivation. */

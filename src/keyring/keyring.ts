@@ -1,7 +1,8 @@
 /**
  * The keyring's lease life, without a broker: the LRU queue of free keys, grants, renewals,
  * releases, expiry, and the FIFO line of callers waiting for a key. Its parts, each with one job:
- * - key-material.ts: the keys, checked against the master key, and a leased key sealed to its holder;
+ * - key-material.ts: the keys, checked against the master key (and sealed again under the next
+ *   one, a rotation), and a leased key sealed to its holder;
  * - lease-log-writer.ts: every write to the lease log, and whether a write whose reply was lost landed;
  * - lease-table.ts: the lease state in memory (the LRU order, the open leases);
  * - wait-queue.ts: the callers waiting for a key.
@@ -13,6 +14,7 @@
  * first claims the keyring role in its store (src/keyring/role.ts) and writes only under its
  * epoch, so a second keyring is refused by the store itself.
  */
+import path from "node:path";
 import { DomainError } from "../errors";
 import type { JWK } from "jose";
 import { systemClock, type Clock } from "../clock";
@@ -27,6 +29,7 @@ import {
 	type LeaseDoc,
 	type LeaseEnd,
 	type LeaseEvent,
+	type MasterKeyRotation,
 } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
@@ -36,6 +39,7 @@ import { KeyMaterial } from "./key-material";
 import { checkSessionKey, InvalidSessionKeyError } from "./key-transport";
 import { LeaseLogWriter } from "./lease-log-writer";
 import { LeaseTable } from "./lease-table";
+import { MasterKeyError, NEXT_MASTER_KEY_FILE } from "./master-key";
 import { KeyringRole, type RoleIdentity } from "./role";
 import { Serial } from "./serial";
 import type { KeyringStore } from "./store";
@@ -46,6 +50,8 @@ export interface KeyringOptions {
 	keys: number;
 	/** base64 of 32 bytes, or null for `DATA_DIR/master.key` (or a random one in memory). */
 	masterKey: string | null;
+	/** KEYRING_MASTER_KEY_NEXT: a rotation's next master key beside `masterKey` (else DATA_DIR/master.key.next). */
+	masterKeyNext?: string | null;
 	leaseTtlMs: number;
 	leaseGraceMs: number;
 	/** Upper bound of any acquire's wait for a free key. */
@@ -295,6 +301,50 @@ export class Keyring {
 		await this.committed();
 		this.deps.logger.info(`Added ${added.length} key(s): ${added.join(", ")}`);
 		return added.map((keyId) => this.keyInfo(keyId));
+	}
+
+	/**
+	 * Rotates the master key (docs/design.md §5.8): every sealed key and the authority key are
+	 * sealed again under the next master key, in one store transaction, between two grants; once
+	 * it is committed this keyring uses the next key, and `master.key.next` becomes `master.key`.
+	 * The authority key, and so every lease token and request MAC key, stays as it was.
+	 */
+	async rotateMasterKey(): Promise<MasterKeyRotation> {
+		this.assertOpen();
+		const from = this.keys.masterSource;
+		const sealedKeys = await this.serial.run(async () => {
+			let resealed;
+			try {
+				resealed = await this.keys.resealUnder(this.options);
+			} catch (err) {
+				if (err instanceof MasterKeyError)
+					throw new DomainError("MASTER_KEY_INVALID", err.message);
+				throw err;
+			}
+			if (!resealed)
+				throw new DomainError(
+					"NO_NEXT_MASTER_KEY",
+					this.options.masterKey
+						? "No next master key: set KEYRING_MASTER_KEY_NEXT on the keyring (base64 of 32 bytes), then rotate"
+						: `No next master key: write one to ${path.join(this.options.dataDir, NEXT_MASTER_KEY_FILE)} (npm run keys -- rotate-master makes it), then rotate`,
+				);
+			await this.log.reseal(resealed.keys, resealed.authority);
+			await this.committed();
+			try {
+				this.keys.useMaster(resealed.next, resealed.keys);
+			} catch (err) {
+				// Committed, and in use here: only the file swap failed, which the next start finishes.
+				this.deps.logger.error(
+					`The store is sealed under ${resealed.next.source}, but it could not be renamed over master.key (${(err as Error).message}): do not delete it; the keyring's next start finishes the swap`,
+				);
+			}
+			return resealed.keys.length;
+		});
+		const to = this.keys.masterSource;
+		this.deps.logger.warn(
+			`Rotated the master key: ${sealedKeys} sealed key(s) and the authority key are sealed under ${to} (was ${from})${this.options.masterKey ? "; set KEYRING_MASTER_KEY to KEYRING_MASTER_KEY_NEXT's value before this keyring restarts" : ""}`,
+		);
+		return { sealedKeys, masterKey: to, at: new Date(this.clock.now()).toISOString() };
 	}
 
 	/**

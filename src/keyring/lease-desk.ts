@@ -14,6 +14,8 @@ import type {
 	Lease,
 	LeaseChange,
 	LeaseRef,
+	MasterKeyRotation,
+	RotateMasterKeyParams,
 } from "../contract";
 import { busChecks } from "../identity/bus-checks";
 import { issueLeaseToken, ownLeaseToken } from "../identity/lease-token";
@@ -128,6 +130,15 @@ export class LeaseDesk {
 	): Promise<KeyInfo> {
 		await this.admitOperator(operatorOp(op, keyId), proof, caller);
 		return this.keyring.endKey(keyId, op === "retire" ? "retired" : "revoked", reason ?? null);
+	}
+
+	/** Rotates the master key, for an operator proof of "rotate master-key" (docs/design.md §5.8). */
+	async rotateMasterKey(
+		{ proof }: RotateMasterKeyParams,
+		caller: Caller,
+	): Promise<MasterKeyRotation> {
+		await this.admitOperator(operatorOp("rotate", "master-key"), proof, caller);
+		return this.keyring.rotateMasterKey();
 	}
 
 	private admitOperator(keyOp: string, proof: string, caller: Caller): Promise<ProvenSigner> {

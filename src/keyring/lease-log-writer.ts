@@ -11,7 +11,13 @@ import type { Clock } from "../clock";
 import type { KeyDoc, KeyEvent, LeaseDoc, LeaseEnd } from "../contract";
 import type { LeaseTable } from "./lease-table";
 import type { KeyringRole } from "./role";
-import { DuplicateLeaseError, FencedError, type KeyringStore, type LeaseEnding } from "./store";
+import {
+	DuplicateLeaseError,
+	FencedError,
+	type KeyringStore,
+	type LeaseEnding,
+	type ResealedKey,
+} from "./store";
 
 /** Tries of a write whose outcome is unknown (a reply lost), with these pauses between them. */
 const WRITE_RETRIES_MS = [100, 400, 1_600];
@@ -147,6 +153,17 @@ export class LeaseLogWriter {
 				(await store.keyEvents()).some((e) => e.seq === last.seq)
 					? { value: undefined }
 					: null,
+		);
+	}
+
+	/** Writes a master key's rotation (docs/design.md §5.8); a try whose reply was lost is looked for before another. */
+	async reseal(keys: ResealedKey[], sealedAuthority: string): Promise<void> {
+		const { store, role } = this.deps;
+		await this.write(
+			"re-sealing under the next master key",
+			() => store.reseal(keys, sealedAuthority, role.epoch),
+			async () =>
+				(await store.sealedAuthority()) === sealedAuthority ? { value: undefined } : null,
 		);
 	}
 

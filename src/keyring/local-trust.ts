@@ -10,7 +10,15 @@ import {
 	TrustAnchorError,
 	type AuthorityKey,
 } from "../identity/authority";
-import { credentialFile, localCredential, type CredentialRole } from "../identity/credential";
+import {
+	credentialFile,
+	localCredential,
+	newCredential,
+	writeCredentialFile,
+	CredentialError,
+	type CredentialRole,
+	type SignerCredential,
+} from "../identity/credential";
 import type { KeyringStore } from "./store";
 
 interface Logger {
@@ -39,6 +47,38 @@ export async function enrolLocalCredential(
 		logger.warn(
 			`The ${role} credential "${credential.name}" of ${credential.source} is revoked (or its name taken by another key): ${role}s using it are refused. Delete the file to have a new one made and enrolled.`,
 		);
+}
+
+/**
+ * A credential rotation (docs/design.md §6.1): a new credential named `name` is enrolled beside
+ * the one in `file`, then written over it in one rename. The nodes reading the file switch to it
+ * within a second for what they begin from then on; the old one stays enrolled until the operator
+ * revokes it, once the leases and batches begun under it have ended. Returns both.
+ */
+export async function rotateCredentialFile(
+	store: Pick<KeyringStore, "enrol">,
+	role: CredentialRole,
+	file: string,
+	name: string,
+): Promise<{ previous: SignerCredential; next: SignerCredential }> {
+	const previous = credentialFile(file, false);
+	if (previous.name === name)
+		throw new CredentialError(
+			`${file} already holds the ${role} credential "${name}": a new credential takes a new name`,
+		);
+	const next = newCredential(name, file);
+	const outcome = await store.enrol(role, {
+		name,
+		publicJwk: next.publicJwk,
+		enrolledAt: new Date().toISOString(),
+		revokedAt: null,
+	});
+	if (outcome !== "enrolled")
+		throw new CredentialError(
+			`The ${role} name "${name}" is taken (by another key, or revoked): choose another name`,
+		);
+	writeCredentialFile(file, next);
+	return { previous, next };
 }
 
 /** Checks KEYRING_PUBLIC_KEY against the authority key, and publishes the key to this process and `publicKeyFile`. */

@@ -1,27 +1,42 @@
 /**
- * Private keys at rest: each private JWK is sealed as a compact JWE (`dir`, `A256GCM`) under
- * the keyring master key. The master key comes from `KEYRING_MASTER_KEY`, else from
- * `DATA_DIR/master.key` (created once, mode 0600), else (memory-only store) a random one.
+ * Private keys at rest (docs/design.md §5.1): each private JWK, and the keyring's authority
+ * key, is sealed as a compact JWE (`dir`, `A256GCM`) under the keyring master key, a pure
+ * key-encryption key. The master key comes from `KEYRING_MASTER_KEY`, else from
+ * `DATA_DIR/master.key` (created once, mode 0600), else (memory-only store) a random one. The
+ * next master key of a rotation (§5.8) comes from `KEYRING_MASTER_KEY_NEXT`, else from
+ * `DATA_DIR/master.key.next`.
  */
-import { createDecipheriv, randomBytes, type KeyObject } from "node:crypto";
+import { createDecipheriv, createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { CompactEncrypt, type CryptoKey } from "jose";
-import { deriveAuthorityKey, type AuthorityKey } from "../identity/authority";
+import { CompactEncrypt, type CryptoKey, type JWK } from "jose";
+import { authorityOf, deriveAuthorityKey, type AuthorityKey } from "../identity/authority";
 
 export const MASTER_KEY_FILE = "master.key";
+/** The next master key of a rotation, beside the current one. */
+export const NEXT_MASTER_KEY_FILE = "master.key.next";
+/** The `kid` the sealed authority key carries (no key id is `key-…` and this at once). */
+const AUTHORITY_SEAL_ID = "keyring-authority";
 
 export interface MasterKey {
 	key: CryptoKey;
-	/** The lease-token signing key derived from it (src/identity/authority.ts). */
-	authority: AuthorityKey;
+	/**
+	 * The authority key HKDF derives from it: the keyring's authority key when this is the
+	 * first master key of a store that holds no sealed one yet (a new store, or one an earlier
+	 * version wrote), and nothing once it does (src/identity/authority.ts).
+	 */
+	derivedAuthority: AuthorityKey;
 	/** Where it came from, for log lines and error messages (never the key itself). */
 	source: string;
+	/** The file it was read from, or null (a variable, or memory). */
+	file: string | null;
 }
 
 export interface MasterKeySettings {
 	/** base64 of 32 bytes, or null. */
 	masterKey: string | null;
+	/** KEYRING_MASTER_KEY_NEXT: base64 of 32 bytes, or null. */
+	masterKeyNext?: string | null;
 	/** Embedded store folder; "" means memory only. */
 	dataDir: string;
 }
@@ -33,7 +48,11 @@ export class MasterKeyError extends Error {
 	}
 }
 
-async function importAesKey(raw: Uint8Array, source: string): Promise<MasterKey> {
+async function importAesKey(
+	raw: Uint8Array,
+	source: string,
+	file: string | null = null,
+): Promise<MasterKey> {
 	if (raw.length !== 32)
 		throw new MasterKeyError(`the keyring master key must be 32 bytes, got ${raw.length}`);
 	try {
@@ -45,7 +64,7 @@ async function importAesKey(raw: Uint8Array, source: string): Promise<MasterKey>
 			false,
 			["encrypt", "decrypt"],
 		);
-		return { key, authority: deriveAuthorityKey(raw), source };
+		return { key, derivedAuthority: deriveAuthorityKey(raw), source, file };
 	} finally {
 		raw.fill(0);
 	}
@@ -92,10 +111,77 @@ export async function loadMasterKey(
 			if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
 		}
 	}
+	return readMasterKeyFile(file);
+}
+
+async function readMasterKeyFile(file: string): Promise<MasterKey> {
 	const raw = Buffer.from(fs.readFileSync(file, "utf8").trim(), "base64");
 	if (raw.length !== 32)
 		throw new MasterKeyError(`${file} must hold the base64 encoding of exactly 32 bytes`);
-	return importAesKey(raw, file);
+	return importAesKey(raw, file, file);
+}
+
+/**
+ * The next master key of a rotation, or null when none is given: KEYRING_MASTER_KEY_NEXT beside
+ * KEYRING_MASTER_KEY, else `DATA_DIR/master.key.next` beside `DATA_DIR/master.key`. A next key
+ * of the wrong length fails, naming where it came from.
+ */
+export async function loadNextMasterKey(settings: MasterKeySettings): Promise<MasterKey | null> {
+	if (settings.masterKey) {
+		if (!settings.masterKeyNext) return null;
+		const raw = Buffer.from(settings.masterKeyNext, "base64");
+		if (raw.length !== 32)
+			throw new MasterKeyError(
+				`KEYRING_MASTER_KEY_NEXT must be the base64 encoding of exactly 32 bytes, got ${raw.length}`,
+			);
+		return importAesKey(raw, "KEYRING_MASTER_KEY_NEXT");
+	}
+	if (!settings.dataDir) return null;
+	const file = path.join(settings.dataDir, NEXT_MASTER_KEY_FILE);
+	return fs.existsSync(file) ? readMasterKeyFile(file) : null;
+}
+
+/** Makes `DATA_DIR/master.key.next` (random, mode 0600) unless it exists; returns its path and whether it was made. */
+export function createNextMasterKeyFile(dataDir: string): { file: string; created: boolean } {
+	const file = path.join(dataDir, NEXT_MASTER_KEY_FILE);
+	try {
+		fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", {
+			mode: 0o600,
+			flag: "wx",
+		});
+		fs.chmodSync(file, 0o600);
+		return { file, created: true };
+	} catch (err) {
+		if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+		return { file, created: false };
+	}
+}
+
+/**
+ * The last step of a rotation, once the store's re-sealing is committed: `master.key.next`
+ * becomes `master.key` in one rename, so a crash leaves either the old file and the next one
+ * (the next start finishes the rotation) or the new file alone. Nothing to do for a key from a
+ * variable: the operator moves KEYRING_MASTER_KEY_NEXT to KEYRING_MASTER_KEY.
+ */
+export function promoteNextMasterKey(next: MasterKey): void {
+	if (!next.file || path.basename(next.file) !== NEXT_MASTER_KEY_FILE) return;
+	const target = path.join(path.dirname(next.file), MASTER_KEY_FILE);
+	const fd = fs.openSync(next.file, "r");
+	try {
+		fs.fsyncSync(fd);
+	} finally {
+		fs.closeSync(fd);
+	}
+	fs.renameSync(next.file, target);
+	// The rename itself made durable: the folder's entry.
+	const folder = fs.openSync(path.dirname(target), "r");
+	try {
+		fs.fsyncSync(folder);
+	} finally {
+		fs.closeSync(folder);
+	}
+	next.file = target;
+	next.source = target;
 }
 
 /** Permission bits of the master key file that let anyone but its owner read it, or 0. */
@@ -169,5 +255,45 @@ export async function unsealPrivateKey(
 		throw new MasterKeyError(
 			`the master key from ${master.source} does not open the sealed private key of ${keyId}: it is not the key these keys were sealed with`,
 		);
+	}
+}
+
+/** The authority key sealed under the master key, as the keyring's store keeps it. */
+export async function sealAuthority(authority: AuthorityKey, master: MasterKey): Promise<string> {
+	const jwk = authority.privateKey.export({ format: "jwk" }) as JWK;
+	try {
+		return await sealPrivateKey(
+			{ kty: jwk.kty, crv: jwk.crv, x: jwk.x, d: jwk.d },
+			AUTHORITY_SEAL_ID,
+			master,
+		);
+	} finally {
+		delete jwk.d;
+	}
+}
+
+/** The authority key the store keeps sealed; a MasterKeyError when `master` does not open it. */
+export async function unsealAuthority(sealed: string, master: MasterKey): Promise<AuthorityKey> {
+	const plaintext = await unsealPrivateKey(sealed, AUTHORITY_SEAL_ID, master);
+	try {
+		const jwk = JSON.parse(new TextDecoder().decode(plaintext)) as JWK;
+		try {
+			return authorityOf(createPrivateKey({ key: jwk as never, format: "jwk" }));
+		} finally {
+			delete jwk.d;
+		}
+	} finally {
+		plaintext.fill(0);
+	}
+}
+
+/** Whether `master` opens the sealed authority key. */
+export async function opensAuthority(sealed: string, master: MasterKey): Promise<boolean> {
+	try {
+		await unsealAuthority(sealed, master);
+		return true;
+	} catch (err) {
+		if (err instanceof MasterKeyError) return false;
+		throw err;
 	}
 }

@@ -56,6 +56,7 @@ import {
 	type KeyringStore,
 	type LeaseEnding,
 	type LeaseLogSummary,
+	type ResealedKey,
 	type RoleClaim,
 	type RoleHolder,
 } from "./store";
@@ -63,6 +64,8 @@ import {
 type KeyRow = KeyDoc & { _id: string };
 type LeaseRow = LeaseDoc & { _id: string; open?: true };
 type EnrolmentRow = EnrolledSigner & { _id: string };
+/** `keyring_secrets`: the authority key sealed under the master key (`_id` "authority"). */
+type SecretRow = { _id: string; sealed: string };
 
 interface RoleRow extends RoleHolder {
 	_id: string;
@@ -169,6 +172,7 @@ export class MongoKeyringStore implements KeyringStore {
 					"leases",
 					"lease_stats",
 					"keys",
+					"keyring_secrets",
 					...mongoLogCollections("lease_log", true),
 				])
 					await ensureCollection(connection.db, name);
@@ -425,6 +429,38 @@ export class MongoKeyringStore implements KeyringStore {
 						{ $set: endedFields(event) },
 						{ session },
 					);
+		});
+	}
+
+	private get secretsOf(): Collection<SecretRow> {
+		return this.connection.db.collection<SecretRow>("keyring_secrets");
+	}
+
+	async sealedAuthority(): Promise<string | null> {
+		return (await this.secretsOf.findOne({ _id: "authority" }))?.sealed ?? null;
+	}
+
+	async keepSealedAuthority(sealed: string): Promise<void> {
+		await this.secretsOf.updateOne(
+			{ _id: "authority" },
+			{ $setOnInsert: { sealed } },
+			{ upsert: true },
+		);
+	}
+
+	async reseal(keys: ResealedKey[], sealedAuthority: string, epoch: number): Promise<void> {
+		await this.fenced(epoch, 0, async (session) => {
+			for (const key of keys)
+				await this.keysOf.updateOne(
+					{ _id: key.keyId },
+					{ $set: { sealedPrivateKey: key.sealedPrivateKey } },
+					{ session },
+				);
+			await this.secretsOf.updateOne(
+				{ _id: "authority" },
+				{ $set: { sealed: sealedAuthority } },
+				{ session },
+			);
 		});
 	}
 

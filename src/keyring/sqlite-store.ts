@@ -41,6 +41,7 @@ import {
 	type KeyringStore,
 	type LeaseEnding,
 	type LeaseLogSummary,
+	type ResealedKey,
 	type RoleClaim,
 	type RoleHolder,
 } from "./store";
@@ -88,6 +89,25 @@ function appendLeaves(log: SqliteLog, leaves: Array<{ entry: string; leaf: strin
 		leaves.map((l) => l.leaf),
 		leaves.map((l) => l.entry),
 	);
+}
+
+/**
+ * Every credential of `role` enrolled in a keyring store's file: the store's own read, and what
+ * another service reads through a read-only connection of its own (src/keyring/enrolments.ts).
+ */
+export function enrolledIn(db: DatabaseSync, role: CredentialRole): EnrolledSigner[] {
+	return (
+		db
+			.prepare(
+				`SELECT name, publicJwk, enrolledAt, revokedAt FROM ${ENROLMENT_TABLES[role]} ORDER BY name`,
+			)
+			.all() as Array<Record<string, string | null>>
+	).map((row) => ({
+		name: row.name!,
+		publicJwk: JSON.parse(row.publicJwk!) as JWK,
+		enrolledAt: row.enrolledAt!,
+		revokedAt: row.revokedAt ?? null,
+	}));
 }
 
 /** The open transaction of this turn's lease writes: its epoch, and its commit's outcome. */
@@ -325,6 +345,34 @@ export class SqliteKeyringStore implements KeyringStore {
 		return { open, lastEnd, uses, lastSeq: Number(lastSeq) };
 	}
 
+	async sealedAuthority(): Promise<string | null> {
+		const row = this.statements
+			.get("SELECT sealed FROM keyring_secrets WHERE name = 'authority'")
+			.get() as { sealed: string } | undefined;
+		return row?.sealed ?? null;
+	}
+
+	async keepSealedAuthority(sealed: string): Promise<void> {
+		this.commitGroup();
+		this.statements
+			.get(
+				"INSERT INTO keyring_secrets (name, sealed) VALUES ('authority', ?) ON CONFLICT(name) DO NOTHING",
+			)
+			.run(sealed);
+	}
+
+	async reseal(keys: ResealedKey[], sealedAuthority: string, epoch: number): Promise<void> {
+		this.fenced(epoch, () => {
+			const update = this.statements.get(
+				"UPDATE keys SET sealedPrivateKey = ? WHERE keyId = ? AND sealedPrivateKey <> ''",
+			);
+			for (const key of keys) update.run(key.sealedPrivateKey, key.keyId);
+			this.statements
+				.get("UPDATE keyring_secrets SET sealed = ? WHERE name = 'authority'")
+				.run(sealedAuthority);
+		});
+	}
+
 	async insertLease(lease: LeaseDoc, epoch: number): Promise<void> {
 		this.fenced(epoch, () => {
 			try {
@@ -392,18 +440,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	async enrolled(role: CredentialRole): Promise<EnrolledSigner[]> {
-		return (
-			this.statements
-				.get(
-					`SELECT name, publicJwk, enrolledAt, revokedAt FROM ${ENROLMENT_TABLES[role]} ORDER BY name`,
-				)
-				.all() as Array<Record<string, string | null>>
-		).map((row) => ({
-			name: row.name!,
-			publicJwk: JSON.parse(row.publicJwk!) as JWK,
-			enrolledAt: row.enrolledAt!,
-			revokedAt: row.revokedAt ?? null,
-		}));
+		return enrolledIn(this.db, role);
 	}
 
 	async enrol(role: CredentialRole, credential: EnrolledSigner): Promise<Enrolment> {

@@ -84,6 +84,16 @@ export interface KeyringStore {
 	 */
 	writeKeyEvents(events: KeyEvent[], added: KeyDoc[], epoch: number): Promise<void>;
 	summary(): Promise<LeaseLogSummary>;
+	/** The keyring's authority key sealed under the master key (§5.1), or null: a store an earlier version wrote, or a new one. */
+	sealedAuthority(): Promise<string | null>;
+	/** Keeps the sealed authority key, unless the store holds one already (then it changes nothing). */
+	keepSealedAuthority(sealed: string): Promise<void>;
+	/**
+	 * A master key's rotation (§5.8): every sealed key and the authority key, sealed again under
+	 * the next master key, in one transaction, written only while `epoch` holds the role (else
+	 * FencedError). Like a lease write it may be applied before it is committed (`durable()`).
+	 */
+	reseal(keys: ResealedKey[], sealedAuthority: string, epoch: number): Promise<void>;
 	/**
 	 * A grant, written only while `epoch` holds the role (else FencedError); refused
 	 * (DuplicateLeaseError) when its seq is taken or its key has an open lease.
@@ -115,6 +125,12 @@ export interface KeyringStore {
 	/** Resolves when the store answers (readiness). */
 	ping(): Promise<void>;
 	close(): Promise<void>;
+}
+
+/** A key's private half, sealed again under the next master key. */
+export interface ResealedKey {
+	keyId: string;
+	sealedPrivateKey: string;
 }
 
 export interface LeaseEnding {

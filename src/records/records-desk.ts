@@ -23,6 +23,7 @@ import type { TrustSettings } from "../identity/authority";
 import type { CredentialSettings } from "../identity/credential";
 import { BatchTally } from "./batch-tally";
 import { RecordsIntake } from "./intake";
+import type { BatcherEnrolment } from "./batcher-keys";
 import { seedIfEmpty } from "./records";
 import { BatchClosedError, signatureView, type RecordsStore } from "./store";
 import { validateSubmission } from "./submission";
@@ -39,8 +40,15 @@ export class RecordsDesk {
 		private readonly store: RecordsStore,
 		settings: { trust: TrustSettings; batcherCredential: CredentialSettings },
 		logger: { warn(line: string): void },
+		/** The keyring's enrolled batchers (src/keyring/enrolments.ts), or null when its store is in memory. */
+		enrolledBatchers: (() => Promise<BatcherEnrolment[]>) | null = null,
 	) {
-		this.intake = new RecordsIntake(settings.trust, settings.batcherCredential, logger);
+		this.intake = new RecordsIntake(
+			settings.trust,
+			settings.batcherCredential,
+			enrolledBatchers,
+			logger,
+		);
 	}
 
 	/** Seeds `count` records into an empty store, and says so. */
@@ -72,9 +80,9 @@ export class RecordsDesk {
 	async submit(params: SubmitRecordsParams, callerNode: string): Promise<SubmitRecordsResult> {
 		const { submitter, iat, proof } = params;
 		if (proof === undefined || proof === "")
-			this.intake.admitSubmission({ records: [], submitter, iat, proof }, callerNode);
+			await this.intake.admitSubmission({ records: [], submitter, iat, proof }, callerNode);
 		const records = validateSubmission(params.records);
-		this.intake.admitSubmission({ records, submitter, iat, proof }, callerNode);
+		await this.intake.admitSubmission({ records, submitter, iat, proof }, callerNode);
 		const submittedAt = new Date().toISOString();
 		const outcome = await this.store.submitRecords(records, submitter, submittedAt);
 		return { ...outcome, submittedAt };
@@ -98,8 +106,8 @@ export class RecordsDesk {
 	}
 
 	/** Closes a batch for the batcher: what is stored under it, and its records still unsigned. */
-	closeBatch(params: CloseBatchParams, callerNode: string): Promise<ClosedBatch> {
-		this.intake.admitClose(params, callerNode);
+	async closeBatch(params: CloseBatchParams, callerNode: string): Promise<ClosedBatch> {
+		await this.intake.admitClose(params, callerNode);
 		return this.store.closeBatch(params.batchId, params.recordIds);
 	}
 

@@ -109,6 +109,11 @@ CREATE TABLE IF NOT EXISTS keys (
 	-- KEY_STORE=pkcs11: JSON of the key's label and CKA_ID in the token ('' sealed, above)
 	tokenKey TEXT
 );
+-- The keyring's authority key, sealed under the master key (name 'authority'; docs/design.md §5.1).
+CREATE TABLE IF NOT EXISTS keyring_secrets (
+	name TEXT PRIMARY KEY,
+	sealed TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
 	leaseId TEXT PRIMARY KEY,
 	keyId TEXT NOT NULL,

@@ -69,6 +69,61 @@ describe("npm run keys on a store no keyring runs on", () => {
 	}, 120_000);
 });
 
+describe("rotations on a store no keyring runs on", () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "rotate-cli-"));
+	const env = { DATA_DIR: dataDir };
+	const file = (name: string) => path.join(dataDir, name);
+	afterAll(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+
+	test("keys rotate-master makes master.key.next (0600) and seals every key under it, which becomes master.key; the keyring's public key stays; a next key of the wrong length is named; signer rotate writes and enrols a new credential", async () => {
+		expect((await runCli("start.js", [], { ...env, RECORDS: "200", KEYS: "3" })).code).toBe(0);
+		const authority = async () =>
+			(await runCli("signer.js", ["authority", "--json"], env)).stdout.trim();
+		const pub = await authority();
+		expect(JSON.parse(pub)).toMatchObject({ kty: "OKP", crv: "Ed25519" });
+		const oldMaster = fs.readFileSync(file("master.key"), "utf8");
+
+		fs.writeFileSync(file("master.key.next"), Buffer.alloc(31, 1).toString("base64") + "\n");
+		const short = await runCli("keys.js", ["rotate-master"], env);
+		expect(short.code).toBe(2);
+		expect(short.stderr).toContain(
+			`${file("master.key.next")} must hold the base64 encoding of exactly 32 bytes`,
+		);
+		expect(fs.readFileSync(file("master.key"), "utf8")).toBe(oldMaster);
+		fs.rmSync(file("master.key.next"));
+
+		const rotated = await runCli("keys.js", ["rotate-master"], env);
+		expect(rotated).toMatchObject({ code: 0 });
+		expect(rotated.stdout).toContain(`Made the next master key ${file("master.key.next")}`);
+		expect(rotated.stdout).toMatch(
+			/3 sealed key\(s\) and the keyring's authority key are sealed under .*master\.key/,
+		);
+		expect(fs.existsSync(file("master.key.next"))).toBe(false);
+		expect(fs.statSync(file("master.key")).mode & 0o777).toBe(0o600);
+		expect(fs.readFileSync(file("master.key"), "utf8")).not.toBe(oldMaster);
+		expect(await authority()).toBe(pub);
+
+		const before = fs.readFileSync(file("signer.key"), "utf8");
+		const oldName = (JSON.parse(before) as { kid: string }).kid;
+		const rotatedSigner = await runCli("signer.js", ["rotate", "--name", "signer-2"], env);
+		expect(rotatedSigner).toMatchObject({ code: 0 });
+		expect(rotatedSigner.stdout).toContain(`npm run signer -- revoke --name ${oldName}`);
+		expect(JSON.parse(fs.readFileSync(file("signer.key"), "utf8"))).toMatchObject({
+			kid: "signer-2",
+		});
+		expect(fs.statSync(file("signer.key")).mode & 0o777).toBe(0o600);
+		expect((await runCli("signer.js", ["list"], env)).stdout).toMatch(/signer-2 /);
+		expect((await runCli("signer.js", ["rotate", "--name", "signer-2"], env)).stderr).toMatch(
+			/already holds the signer credential "signer-2"/,
+		);
+
+		// The job runs again on the rotated master key and the new credential; the audit passes.
+		const again = await runCli("start.js", [], { ...env, RECORDS: "200", KEYS: "3" });
+		expect(again.code).toBe(0);
+		expect((await runCli("audit.js", [], env)).code).toBe(0);
+	}, 120_000);
+});
+
 let cluster: Cluster | undefined;
 afterEach(async () => {
 	await stopTestCluster(cluster);
@@ -76,7 +131,7 @@ afterEach(async () => {
 });
 
 test(
-	"over NATS, as the ops user with the batcher credential, while a run goes on: keys added are used, a retired one is not granted again, and the store refuses a second keyring",
+	"over NATS, as the ops user with the batcher credential, while a run goes on: keys added are used, a retired one is not granted again, the master key and the signer and batcher credentials are rotated (the old credentials revoked) and the run completes and audits clean, and the store refuses a second keyring",
 	() =>
 		scenario(
 			() => cluster,
@@ -102,6 +157,50 @@ test(
 				const retired = await runCli("keys.js", ["retire", "--key", "key-000"], env);
 				expect(retired.stdout).toMatch(/^key-000 {2}retired since (\S+Z)/);
 				const since = Date.parse(/since (\S+Z)/.exec(retired.stdout)![1]);
+
+				// Rotations while the run goes on: the master key over NATS, then the signers' and the
+				// batcher's credentials in their shared files, the old ones revoked once the nodes switched.
+				const local = { DATA_DIR: cluster.dataDir };
+				const pub = (await runCli("signer.js", ["authority", "--json"], local)).stdout;
+				const master = await runCli("keys.js", ["rotate-master"], env);
+				expect(master.stderr).toBe("");
+				expect(master.stdout).toMatch(
+					/sealed key\(s\) and the keyring's authority key are sealed under/,
+				);
+				const kid = (role: string) =>
+					(
+						JSON.parse(
+							fs.readFileSync(path.join(cluster!.dataDir, `${role}.key`), "utf8"),
+						) as { kid: string }
+					).kid;
+				const oldSigner = kid("signer");
+				const oldBatcher = kid("batcher");
+				expect(
+					(await runCli("signer.js", ["rotate", "--name", "signer-2"], local)).code,
+				).toBe(0);
+				expect(
+					(
+						await runCli(
+							"signer.js",
+							["rotate", "--role", "batcher", "--name", "batcher-2"],
+							local,
+						)
+					).code,
+				).toBe(0);
+				await new Promise((r) => setTimeout(r, 3_000));
+				for (const [name, role] of [
+					[oldSigner, "signer"],
+					[oldBatcher, "batcher"],
+				])
+					expect(
+						(
+							await runCli(
+								"signer.js",
+								["revoke", "--role", role, "--name", name],
+								local,
+							)
+						).code,
+					).toBe(0);
 				const outcome = await cluster.runEnded(run.runId);
 				expect(outcome.status).toBe("completed");
 
@@ -121,6 +220,9 @@ test(
 						reason: "operator",
 					}),
 				]);
+				expect((await runCli("signer.js", ["authority", "--json"], local)).stdout).toBe(
+					pub,
+				);
 				const listed = await runCli("keys.js", ["list", "--json"], env);
 				expect(
 					(JSON.parse(listed.stdout) as KeyInfo[]).map((k) => [k.keyId, k.state]),

@@ -179,6 +179,26 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 		);
 	});
 
+	test("npm run keys -- rotate-master on a token keyring seals again only its authority key (it has no sealed key): the public key stays and the keyring signs on under the new master key", async () => {
+		const { dataDir, run } = await startRun(300, 2);
+		expect(run.code).toBe(0);
+		const env = { ...token.env, DATA_DIR: dataDir };
+		const authority = async () =>
+			(await runCli("signer.js", ["authority", "--json"], env)).stdout;
+		const pub = await authority();
+		const oldMaster = fs.readFileSync(path.join(dataDir, "master.key"), "utf8");
+		const rotated = await runCli("keys.js", ["rotate-master"], env);
+		expect(rotated.code).toBe(0);
+		expect(rotated.stdout).toMatch(
+			/: 0 sealed key\(s\) and the keyring's authority key are sealed/,
+		);
+		expect(fs.readFileSync(path.join(dataDir, "master.key"), "utf8")).not.toBe(oldMaster);
+		expect(await authority()).toBe(pub);
+		const again = await runCli("start.js", [], { ...env, RECORDS: "300", KEYS: "2" });
+		expect(again.code).toBe(0);
+		expect(storedKeys(dataDir).map((k) => k.sealedPrivateKey)).toEqual(["", ""]);
+	});
+
 	test("on the bus a lease names a token key and nothing else (every keyring.acquire answer carries its label and CKA_ID, no sealed key, no transport key)", async () => {
 		// In this process: SoftHSM reads SOFTHSM2_CONF from the real environment.
 		await setRealEnv("SOFTHSM2_CONF", token.env.SOFTHSM2_CONF);

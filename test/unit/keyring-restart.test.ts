@@ -141,7 +141,7 @@ describe("keyring restart", () => {
 			(err: Error) => err,
 		);
 		expect(failure?.message).toMatch(
-			/master key from KEYRING_MASTER_KEY does not open the sealed private key of key-000/,
+			/master key from KEYRING_MASTER_KEY does not open the keyring's sealed authority key: it is not the key the store was sealed with/,
 		);
 		expect(failure?.message).not.toMatch(/GCM|decryption operation/i);
 	});
