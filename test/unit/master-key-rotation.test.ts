@@ -210,19 +210,48 @@ test("bad input changes nothing: no operator proof is a 403, a next key of the w
 	);
 });
 
-test("a keyring with KEYRING_MASTER_KEY rotates to KEYRING_MASTER_KEY_NEXT, and starts again from either while the operator swaps them", async () => {
+/** KEYRING_MASTER_KEY to KEYRING_MASTER_KEY_NEXT on the store `store` names (the embedded one, or MongoDB). */
+async function rotatesFromVariables(store: Partial<KeyringSettings>): Promise<void> {
 	const current = Buffer.alloc(32, 1).toString("base64");
 	const next = Buffer.alloc(32, 2).toString("base64");
-	const ring = await startKeyring({ masterKey: current });
+	const ring = await startKeyring({ ...store, masterKey: current });
 	const pub = read("keyring.pub");
 	await ring.stop();
-	const rotating = await startKeyring({ masterKey: current, masterKeyNext: next });
+	const rotating = await startKeyring({ ...store, masterKey: current, masterKeyNext: next });
 	expect(await rotating.rotate()).toMatchObject({ masterKey: "KEYRING_MASTER_KEY_NEXT" });
 	await rotating.stop();
 	// Not swapped yet: the next key opens the store.
-	await (await startKeyring({ masterKey: current, masterKeyNext: next })).stop();
-	await expect(startKeyring({ masterKey: current })).rejects.toThrow(/does not open/);
-	const swapped = await startKeyring({ masterKey: next });
+	await (await startKeyring({ ...store, masterKey: current, masterKeyNext: next })).stop();
+	await expect(startKeyring({ ...store, masterKey: current })).rejects.toThrow(/does not open/);
+	const swapped = await startKeyring({ ...store, masterKey: next });
 	expect(read("keyring.pub")).toBe(pub);
 	await expect(swapped.open(await swapped.acquire())).resolves.toBeTruthy();
+}
+
+test("a keyring with KEYRING_MASTER_KEY rotates to KEYRING_MASTER_KEY_NEXT, and starts again from either while the operator swaps them", async () => {
+	await rotatesFromVariables({});
 });
+
+// MongoDB (the keys and the sealed authority key re-sealed in one fenced transaction): run when
+// MONGO_URI names a replica set; listed as skipped, with the reason, when it does not.
+if (process.env.MONGO_URI)
+	test("on MongoDB too: the keys and the authority key are re-sealed in one transaction, and the public key stays", async () => {
+		const url = new URL(process.env.MONGO_URI!);
+		url.pathname = `/signing-master-key-rotation-${process.pid}`;
+		try {
+			await rotatesFromVariables({ mongoUri: url.toString() });
+		} finally {
+			const { connectMongo } = await import("../../src/store/mongo");
+			const connection = await connectMongo(
+				url.toString(),
+				{
+					broker: null,
+					logger: new ServiceBroker({ logger: false }).getLogger("rotation-test"),
+				},
+				"keys",
+			);
+			await connection.db.command({ dropDatabase: 1 });
+			await connection.close();
+		}
+	});
+else test.skip("on MongoDB too: needs MONGO_URI (a MongoDB replica set); not set", () => undefined);
