@@ -363,10 +363,14 @@ suite(title, () => {
 					// its signatures before the cut (only the reply and the release were on their way): then
 					// the batcher settled it signed, from what records holds, under that lease.
 					const stored = await batches(broker);
+					// A batch that failed records no signer; its error names signer-2, or, when signer-2's
+					// late store was refused once its link was back, the lease it held at the cut.
 					const lost = stored.filter(
 						(b) =>
 							b.status !== "signed" &&
-							(b.signer === "signer-2" || Boolean(b.error?.includes("signer-2"))),
+							(b.signer === "signer-2" ||
+								Boolean(b.error?.includes("signer-2")) ||
+								heldAtCut.some((leaseId) => b.error?.includes(leaseId))),
 					);
 					const settledFromStore = stored.filter(
 						(b) => b.status === "signed" && b.leaseId && heldAtCut.includes(b.leaseId),
