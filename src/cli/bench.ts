@@ -257,7 +257,7 @@ async function pkcs11Figures(
 			`pkcs11     ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)} to the PKCS#11 floor, CPU ${runCpuSeconds.toFixed(2)} s, ${(runCpuSeconds / floorCpuSeconds).toFixed(2)} of the floor's; keys in the token)`,
 		);
 		await system.broker.stop();
-		const verdict = await closeAfter(openStoreFiles(system.dataDir), (db) => audit(db));
+		const verdict = await auditStoreFolder(system.dataDir);
 		if (!verdict.ok)
 			throw new Error(
 				`the audit of the PKCS#11 run failed: ${verdict.violations[0]?.message ?? ""}`,
@@ -312,6 +312,13 @@ interface SwitchCost {
 	/** The pairs' median ratio of wall time, minus one; `cpuCost` the same of CPU time. */
 	cost: number;
 	cpuCost: number;
+}
+
+/** The audit of a bench run's store folder; the logs' checkpoints open with the keys the run made there. */
+function auditStoreFolder(dataDir: string) {
+	return closeAfter(openStoreFiles(dataDir), (db) =>
+		audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
+	);
 }
 
 /** A started embedded system on a fresh store of `records` records, and its next run's completion. */
@@ -453,10 +460,7 @@ async function embedded(
 		await broker.stop();
 
 		const started = performance.now();
-		// The logs' checkpoints open with the keys the run made under the store's folder.
-		const verdict = await closeAfter(openStoreFiles(dataDir), (db) =>
-			audit(db, { logKeys: logVerifierKeys(loadConfig({ DATA_DIR: dataDir })) }),
-		);
+		const verdict = await auditStoreFolder(dataDir);
 		const auditSeconds = seconds(started);
 		if (!verdict.ok)
 			throw new Error(
