@@ -9,6 +9,8 @@ import { Worker } from "node:worker_threads";
 import type { CheckpointMessage } from "./checkpoint.worker";
 
 const EVERY_MS = 500;
+/** A log past this size is started over (src/store/checkpoint.worker.ts): it stays about this size on disk. */
+export const WAL_RESTART_BYTES = 64 * 1024 * 1024;
 
 let worker: Worker | null = null;
 const files = new Set<string>();
@@ -29,7 +31,7 @@ export function checkpointInBackground(file: string): void {
 			// The owners keep working; their logs just grow until the next open checkpoints them.
 			worker = null;
 		});
-		send({ every: EVERY_MS });
+		send({ every: EVERY_MS, restartAbove: WAL_RESTART_BYTES });
 	}
 	files.add(file);
 	send({ add: file });

@@ -1,0 +1,63 @@
+/**
+ * The checkpointer thread (src/store/checkpoint.worker.ts) keeps a store's write-ahead log from
+ * growing with a run: under writes that never pause, passive checkpoints alone never start the
+ * log over, so the thread restarts it once it is past its limit. Driven here on a real SQLite
+ * file with a 1 MB limit and commits every few milliseconds, as an owner's event loop makes them.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { Worker } from "node:worker_threads";
+import type { CheckpointMessage } from "../../src/store/checkpoint.worker";
+
+const MB = 1024 * 1024;
+
+/** Commits `rows` rows of about 1 KB, `perCommit` at a time, a few milliseconds apart; answers the largest log seen. */
+async function writeSteadily(db: DatabaseSync, file: string, rows: number, perCommit: number) {
+	const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
+	const value = "x".repeat(1_000);
+	let largest = 0;
+	for (let i = 0; i < rows; i += perCommit) {
+		db.exec("BEGIN IMMEDIATE");
+		for (let j = 0; j < perCommit; j++) insert.run(value);
+		db.exec("COMMIT");
+		largest = Math.max(largest, fs.statSync(`${file}-wal`).size);
+		await new Promise((resolve) => setTimeout(resolve, 2));
+	}
+	return largest;
+}
+
+async function withCheckpointer(restartAbove: number, rows: number): Promise<number> {
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "checkpointer-"));
+	const file = path.join(dir, "store.sqlite");
+	const db = new DatabaseSync(file);
+	db.exec(
+		"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0",
+	);
+	db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+	const worker = new Worker(path.join(__dirname, "../../src/store/checkpoint.worker.ts"));
+	const send = (message: CheckpointMessage) => worker.postMessage(message);
+	try {
+		send({ every: 20, restartAbove });
+		send({ add: file });
+		// The thread loads and opens its connection before the writes begin.
+		await new Promise((resolve) => setTimeout(resolve, 500));
+		const largest = await writeSteadily(db, file, rows, 50);
+		// Every row is in the file, whatever the log went through.
+		expect(db.prepare("SELECT count(*) AS n FROM t").get()).toEqual({ n: rows });
+		return largest;
+	} finally {
+		await worker.terminate();
+		db.close();
+		fs.rmSync(dir, { recursive: true, force: true });
+	}
+}
+
+test("under commits that never pause, a log past its limit is started over and stays near it; without a limit it grows with the writes", async () => {
+	const rows = 30_000; // about 30 MB of log
+	const unbounded = await withCheckpointer(Infinity, rows);
+	const bounded = await withCheckpointer(1 * MB, rows);
+	expect(unbounded).toBeGreaterThan(20 * MB);
+	expect(bounded).toBeLessThan(8 * MB);
+}, 60_000);
