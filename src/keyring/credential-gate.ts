@@ -242,11 +242,15 @@ export class CredentialGate {
 	}
 
 	private async lookup(name: string): Promise<Known | undefined> {
-		const now = this.clock.now();
-		if (now - this.loadedAt > REFRESH_MS) await this.refresh();
-		else if (!this.known.has(name) && now - this.lastMissLookup > MISS_LOOKUP_MS) {
-			this.lastMissLookup = now;
-			await this.refresh();
+		if (this.clock.now() - this.loadedAt > REFRESH_MS) await this.refresh();
+		else if (!this.known.has(name)) {
+			// A read under way may bring it (a credential just rotated in is asked for by every
+			// node that reads its file at once): wait for that read rather than refuse beside it.
+			if (this.refreshing) await this.refreshing;
+			if (!this.known.has(name) && this.clock.now() - this.lastMissLookup > MISS_LOOKUP_MS) {
+				this.lastMissLookup = this.clock.now();
+				await this.refresh();
+			}
 		}
 		return this.known.get(name);
 	}

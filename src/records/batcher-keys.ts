@@ -39,6 +39,11 @@ export class BatcherKeys {
 	async verify(verifies: (key: KeyObject) => boolean): Promise<boolean> {
 		if (this.now() - this.loadedAt > REFRESH_MS) await this.refresh();
 		if (this.keys().some(verifies)) return true;
+		// A read under way may bring the key (a batcher just rotated): wait for it rather than refuse beside it.
+		if (this.refreshing) {
+			await this.refreshing;
+			if (this.keys().some(verifies)) return true;
+		}
 		if (!this.enrolments || this.now() - this.missLookupAt < MISS_LOOKUP_MS) return false;
 		this.missLookupAt = this.now();
 		await this.refresh();

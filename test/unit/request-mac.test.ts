@@ -149,6 +149,47 @@ describe("request MAC keys", () => {
 	});
 });
 
+describe("a credential enrolled while the keyring runs", () => {
+	test("is believed by every proof that names it at once, not only the first: the others wait for the store read the first began", async () => {
+		const old = newCredential("signer-old");
+		const rotated = newCredential("signer-new");
+		const enrolled = [old];
+		const store = {
+			enrolled: async () => {
+				await new Promise((resolve) => setTimeout(resolve, 20));
+				return enrolledStore(...enrolled).enrolled();
+			},
+		};
+		const gate = new CredentialGate(store, "signer", systemClock, authority.privateKey);
+		const proof = (credential: ReturnType<typeof newCredential>, node: string) =>
+			makeProof(credential, { act: "release" as const, node, lid: `lease-${node}` });
+		// The gate reads the store once (only the old credential), then the new one is enrolled
+		// and every node sharing the rotated key file asks with it within the same moment.
+		await gate.check("release", proof(old, "node-0"), {
+			callerNode: "node-0",
+			leaseId: "lease-node-0",
+		});
+		enrolled.push(rotated);
+		const nodes = ["node-1", "node-2", "node-3"];
+		const answers = await Promise.allSettled(
+			nodes.map((node) =>
+				gate.check("release", proof(rotated, node), {
+					callerNode: node,
+					leaseId: `lease-${node}`,
+				}),
+			),
+		);
+		expect(answers.map((a) => a.status)).toEqual(nodes.map(() => "fulfilled"));
+		// A name never enrolled is still refused.
+		await expect(
+			gate.check("release", proof(newCredential("signer-stranger"), "node-4"), {
+				callerNode: "node-4",
+				leaseId: "lease-node-4",
+			}),
+		).rejects.toMatchObject({ type: "SIGNER_NOT_ENROLLED" });
+	});
+});
+
 describe("store proofs over group digests", () => {
 	test("pieces sealed from the signing threads' group digests carry the digest records computes", () => {
 		// As the pool cuts a batch: chunks of 512 (a multiple of the group), each hashed by its thread.
