@@ -11,7 +11,8 @@
  * until little is left, then asks for a RESTART checkpoint: that copies the rest and has the
  * next commit write the log from its start, so it stops growing. A RESTART holds the owner's
  * next commit back while it copies what is left (a few milliseconds) and gives up at once,
- * until the next tick, when a reader or writer is busy: it never waits on them.
+ * until the next tick, when a reader or writer is busy: it never waits on them (so an owner
+ * whose commits leave no millisecond between them keeps its log growing until they do).
  */
 import fs from "node:fs";
 import { DatabaseSync } from "node:sqlite";

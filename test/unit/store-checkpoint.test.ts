@@ -13,7 +13,7 @@ import type { CheckpointMessage } from "../../src/store/checkpoint.worker";
 
 const MB = 1024 * 1024;
 
-/** Commits `rows` rows of about 1 KB, `perCommit` at a time, a few milliseconds apart; answers the largest log seen. */
+/** Commits `rows` rows of about 1 KB, `perCommit` at a time, a millisecond or so apart (an owner's turns); answers the largest log seen. */
 async function writeSteadily(db: DatabaseSync, file: string, rows: number, perCommit: number) {
 	const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
 	const value = "x".repeat(1_000);
@@ -23,7 +23,7 @@ async function writeSteadily(db: DatabaseSync, file: string, rows: number, perCo
 		for (let j = 0; j < perCommit; j++) insert.run(value);
 		db.exec("COMMIT");
 		largest = Math.max(largest, fs.statSync(`${file}-wal`).size);
-		await new Promise((resolve) => setTimeout(resolve, 2));
+		await new Promise((resolve) => setTimeout(resolve, 1));
 	}
 	return largest;
 }
@@ -55,9 +55,12 @@ async function withCheckpointer(restartAbove: number, rows: number): Promise<num
 }
 
 test("under commits that never pause, a log past its limit is started over and stays near it; without a limit it grows with the writes", async () => {
-	const rows = 30_000; // about 30 MB of log
+	const rows = 40_000; // about 40 MB of log
 	const unbounded = await withCheckpointer(Infinity, rows);
 	const bounded = await withCheckpointer(1 * MB, rows);
-	expect(unbounded).toBeGreaterThan(20 * MB);
 	expect(bounded).toBeLessThan(8 * MB);
+	// Without the limit a passive checkpoint now and then finds the log wholly copied between two
+	// commits on a loaded machine, but most of the time it does not, and the log grows.
+	expect(unbounded).toBeGreaterThan(12 * MB);
+	expect(unbounded).toBeGreaterThan(2 * bounded);
 }, 60_000);
