@@ -38,6 +38,8 @@ export interface DispatchDeps {
 /** While no keyring answers: how often the batcher looks, and how long before a batch tries anyway. */
 const KEYRING_POLL_MS = 100;
 const KEYRING_RECHECK_MS = 1_000;
+/** Tries at settling a batch records refuses to close while the node runs, a second apart. */
+const SETTLE_TRIES = 3;
 
 /**
  * Whether a signer's failure is the keyring's absence (no node offers its actions, or none
@@ -268,9 +270,9 @@ export class Dispatcher {
 		);
 		let unsigned: RecordPayload[];
 		try {
-			unsigned = await this.settle(active, batch, error, flight.sentAt);
+			unsigned = await this.settleOrFail(active, batch, error, flight.sentAt);
 		} catch (err) {
-			// Only once the node stops: the batch stays pending and is settled when the run resumes.
+			// The node stops, or records refused to close it: the batch stays pending and is settled when the run resumes.
 			this.context.logger.warn(
 				`Batch ${batchId} stays pending until the run resumes: ${(err as Error).message}`,
 			);
@@ -354,6 +356,31 @@ export class Dispatcher {
 			);
 		}
 		return why;
+	}
+
+	/**
+	 * settle(), tried again a few times a second apart when records refuses it while the node
+	 * runs (records reads a batcher credential just rotated in at most once a second): a run
+	 * must not end with one of its batches pending. Still refused, the run fails, naming why.
+	 */
+	private async settleOrFail(
+		active: ActiveRun,
+		batch: BatchDoc,
+		reason: string,
+		startedAt?: number,
+	): Promise<RecordPayload[]> {
+		for (let attempt = 1; ; attempt++) {
+			try {
+				return await this.settle(active, batch, reason, startedAt);
+			} catch (err) {
+				if (this.context.halted()) throw err;
+				if (attempt >= SETTLE_TRIES) {
+					active.failure ??= `batch ${batch.batchId} could not be settled: ${(err as Error).message}`;
+					throw err;
+				}
+				await this.context.clock.sleep(1_000);
+			}
+		}
 	}
 
 	/**

@@ -2,6 +2,7 @@
  * The batcher's run loop without a broker (src/batcher/batcher.ts): plain objects for the
  * records, the signers and the store, and a clock moved by hand.
  */
+import { Errors } from "moleculer";
 import { Batcher, type BatcherOptions } from "../../src/batcher/batcher";
 import type { BatcherStore, RecordsPort, SignersPort } from "../../src/batcher/ports";
 import type {
@@ -283,6 +284,14 @@ function harness(
 	};
 }
 
+/** Records' 403 to a close proof it does not take, as it reaches the batcher over the bus. */
+const closeRefused = () =>
+	new Errors.MoleculerClientError(
+		"records.closeBatch carries no close proof of the batcher",
+		403,
+		"CLOSE_PROOF_INVALID",
+	);
+
 /** Lets the loop run (real time, no clock moved) until `count` batches have gone to the signers. */
 function callsReach(h: Harness, count: number): Promise<boolean> {
 	return until(
@@ -522,6 +531,47 @@ describe("the batcher's run loop", () => {
 			status: "failed",
 			error: completion.error,
 		});
+	});
+
+	test("a batch records refuses to close at first (a batcher credential it has not read yet) is settled on a later try, and the run completes with no batch pending", async () => {
+		const h = harness(20);
+		const closeBatch = h.records.closeBatch.bind(h.records);
+		let refusals = 0;
+		h.records.closeBatch = async (batchId, recordIds) => {
+			if (refusals++ < 2)
+				throw new Error("records.closeBatch carries no close proof of the batcher");
+			return closeBatch(batchId, recordIds);
+		};
+		let failedOnce = false;
+		h.signers.behaviour = async (params, node) => {
+			if (failedOnce) return h.signers.sign(params, node);
+			failedOnce = true;
+			throw new Error(`no key for ${params.batchId}`);
+		};
+		const done = h.completed();
+		await h.batcher.start({});
+		const completion = await advanceUntil(h.clock, done);
+		expect(completion.status).toBe("completed");
+		expect(refusals).toBe(3);
+		expect([...h.store.batches.values()].filter((b) => b.status === "pending")).toEqual([]);
+		expect([...h.store.batches.values()].filter((b) => b.status === "failed")).toHaveLength(1);
+	});
+
+	test("a batch records keeps refusing to close fails the run, naming the batch and why, rather than completing with it pending", async () => {
+		const h = harness(20);
+		h.records.closeBatch = async () => {
+			throw closeRefused();
+		};
+		h.signers.behaviour = async (params) => {
+			throw new Error(`no key for ${params.batchId}`);
+		};
+		const done = h.completed();
+		await h.batcher.start({});
+		const completion = await advanceUntil(h.clock, done);
+		expect(completion.status).toBe("failed");
+		expect(completion.error).toMatch(
+			/batch run-\S+ could not be settled: records.closeBatch carries no close proof of the batcher/,
+		);
 	});
 
 	test("each batch goes to the available signer with the fewest batches in flight", async () => {
