@@ -9,24 +9,11 @@ import { request, startApiSystem, waitFor, type ApiSystem } from "../support/htt
 import { verifyProof } from "../../src/audit/verify-record";
 import { openCheckpoint } from "../../src/tlog/checkpoint";
 import { signatureLeaf } from "../../src/tlog/leaves";
-import {
-	foldSubtrees,
-	leafHash,
-	nodeHash,
-	verifyConsistency,
-	verifyInclusion,
-} from "../../src/tlog/merkle";
+import { leafHash, verifyConsistency, verifyInclusion } from "../../src/tlog/merkle";
 import { parseVerifierKey } from "../../src/tlog/note";
+import { mth } from "../support/tlog";
 
 const RECORDS = 120;
-
-/** RFC 6962's MTH, from the definition. */
-function mth(hashes: Buffer[]): Buffer {
-	if (hashes.length <= 1) return hashes[0] ?? foldSubtrees([]);
-	let k = 1;
-	while (k * 2 < hashes.length) k *= 2;
-	return nodeHash(mth(hashes.slice(0, k)), mth(hashes.slice(k)));
-}
 
 const b64 = (hashes: string[]) => hashes.map((hash) => Buffer.from(hash, "base64"));
 

@@ -8,25 +8,12 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { transaction } from "../../src/store/sqlite";
-import {
-	EMPTY_ROOT,
-	leafHash,
-	nodeHash,
-	verifyConsistency,
-	verifyInclusion,
-} from "../../src/tlog/merkle";
+import { leafHash, nodeHash, verifyConsistency, verifyInclusion } from "../../src/tlog/merkle";
 import { LogReads } from "../../src/tlog/log-reads";
 import { generateNoteSigner } from "../../src/tlog/note";
 import { CheckpointPublisher } from "../../src/tlog/publisher";
 import { SqliteLog, STORED_LEVEL_STEP, TILE_LEAVES } from "../../src/tlog/sqlite-log";
-
-function mth(hashes: Buffer[]): Buffer {
-	if (hashes.length === 0) return EMPTY_ROOT;
-	if (hashes.length === 1) return hashes[0];
-	let k = 1;
-	while (k * 2 < hashes.length) k *= 2;
-	return nodeHash(mth(hashes.slice(0, k)), mth(hashes.slice(k)));
-}
+import { mth } from "../support/tlog";
 
 const leaf = (i: number) => `leaf ${i}`;
 

@@ -25,6 +25,7 @@ import {
 	verifyInclusion,
 	type NodeId,
 } from "../../src/tlog/merkle";
+import { mth } from "../support/tlog";
 
 const hex = (h: string) => Buffer.from(h, "hex");
 const b64 = (h: string) => Buffer.from(h, "base64");
@@ -158,15 +159,6 @@ const CONSISTENCY = [
 		],
 	},
 ];
-
-/** RFC 6962 §2.1's MTH, by its recursive definition over the leaf hashes. */
-function mth(hashes: Buffer[]): Buffer {
-	if (hashes.length === 0) return EMPTY_ROOT;
-	if (hashes.length === 1) return hashes[0];
-	let k = 1;
-	while (k * 2 < hashes.length) k *= 2;
-	return nodeHash(mth(hashes.slice(0, k)), mth(hashes.slice(k)));
-}
 
 /** Complete subtrees computed from the leaf hashes themselves: the tree a store keeps, held in memory. */
 function readerOver(hashes: Buffer[]) {

@@ -19,30 +19,13 @@ import { MongoKeyringStore } from "../../src/keyring/mongo-store";
 import { MongoRecordsStore } from "../../src/records/mongo-store";
 import { connectMongo, type MongoConnection } from "../../src/store/mongo";
 import { leaseEndLeaf, leaseGrantLeaf, signatureLeaf } from "../../src/tlog/leaves";
-import { foldSubtrees, leafHash, nodeHash } from "../../src/tlog/merkle";
+import { leafHash } from "../../src/tlog/merkle";
 import { generateNoteSigner, verifierKeyString } from "../../src/tlog/note";
 import { CheckpointPublisher } from "../../src/tlog/publisher";
+import { mth, piece, SIGNED_AT } from "../support/tlog";
 
 const NEEDS_MONGO = "needs MONGO_URI (a MongoDB replica set); not set";
 
-function mth(hashes: Buffer[]): Buffer {
-	if (hashes.length <= 1) return hashes[0] ?? foldSubtrees([]);
-	let k = 1;
-	while (k * 2 < hashes.length) k *= 2;
-	return nodeHash(mth(hashes.slice(0, k)), mth(hashes.slice(k)));
-}
-
-const SIGNED_AT = "2025-01-01T00:00:00.000Z";
-const piece = (ids: string[], batchId: string) => ({
-	batchId,
-	keyId: "key-000",
-	leaseId: `lease-${batchId}`,
-	signatures: ids.map((recordId) => ({
-		recordId,
-		jws: `jws-${recordId}-${batchId}`,
-		signedAt: SIGNED_AT,
-	})),
-});
 const lease = (leaseId: string, keyId: string, grantSeq: number): LeaseDoc => ({
 	leaseId,
 	keyId,

@@ -16,29 +16,11 @@ import { KEYRING_SCHEMA, RECORDS_SCHEMA } from "../../src/store/schema";
 import { openCheckpoint } from "../../src/tlog/checkpoint";
 import { leaseEndLeaf, leaseGrantLeaf, signatureLeaf } from "../../src/tlog/leaves";
 import { loadLogKey } from "../../src/tlog/log-key";
-import { foldSubtrees, leafHash, nodeHash, verifyConsistency } from "../../src/tlog/merkle";
+import { leafHash, verifyConsistency } from "../../src/tlog/merkle";
 import { generateNoteSigner, parseVerifierKey } from "../../src/tlog/note";
 import { CheckpointPublisher, checkpointOf } from "../../src/tlog/publisher";
 import { CHECKPOINT_EVERY_MS } from "../../src/tlog/service-log";
-
-function mth(hashes: Buffer[]): Buffer {
-	if (hashes.length <= 1) return hashes[0] ?? foldSubtrees([]);
-	let k = 1;
-	while (k * 2 < hashes.length) k *= 2;
-	return nodeHash(mth(hashes.slice(0, k)), mth(hashes.slice(k)));
-}
-
-const SIGNED_AT = "2025-01-01T00:00:00.000Z";
-const piece = (ids: string[], batchId: string) => ({
-	batchId,
-	keyId: "key-000",
-	leaseId: `lease-${batchId}`,
-	signatures: ids.map((recordId) => ({
-		recordId,
-		jws: `jws-${recordId}-${batchId}`,
-		signedAt: SIGNED_AT,
-	})),
-});
+import { mth, piece, SIGNED_AT } from "../support/tlog";
 
 const made: string[] = [];
 function tempDir(): string {
