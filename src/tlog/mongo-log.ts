@@ -21,19 +21,12 @@
  */
 import type { AnyBulkWriteOperation, Binary, ClientSession, Collection, Db } from "mongodb";
 import type { StoredCheckpoint, TransparencyLog } from "./log";
-import {
-	completeSubtrees,
-	consistencyProof,
-	foldSubtrees,
-	HASH_BYTES,
-	inclusionProof,
-	treeRoot,
-	type NodeId,
-} from "./merkle";
+import { completeSubtrees, HASH_BYTES, type NodeId } from "./merkle";
 import {
 	TILE_BYTES,
 	TILE_LEAVES,
 	TreeBuilder,
+	TreeProofs,
 	foldLayer,
 	hashesOfTiles,
 	storedBelow,
@@ -92,6 +85,8 @@ export interface MongoLogOptions {
 
 export class MongoLog implements TransparencyLog {
 	private state: TreeState = { size: 0, edge: [], tail: "" };
+	/** Its roots and proofs, from the state above and its stored subtrees. */
+	private readonly proofs: TreeProofs;
 	private readonly tiles: Collection<TileRow>;
 	private readonly nodes: Collection<NodeRow>;
 	private readonly checkpointsOf: Collection<CheckpointRow>;
@@ -104,6 +99,11 @@ export class MongoLog implements TransparencyLog {
 		readonly name: string,
 		private readonly options: MongoLogOptions = {},
 	) {
+		this.proofs = new TreeProofs(
+			name,
+			() => this.state,
+			(nodes) => this.readNodes(nodes),
+		);
 		this.tiles = db.collection<TileRow>(`${name}_tiles`);
 		this.nodes = db.collection<NodeRow>(`${name}_nodes`);
 		this.checkpointsOf = db.collection<CheckpointRow>(`${name}_checkpoints`);
@@ -270,22 +270,12 @@ export class MongoLog implements TransparencyLog {
 		);
 	}
 
-	private readonly reader = (nodes: NodeId[]) => this.readNodes(nodes);
-
-	private checkSize(size: number): void {
-		if (!(Number.isInteger(size) && size >= 0 && size <= this.state.size))
-			throw new RangeError(`log ${this.name} has ${this.state.size} leaves, not ${size}`);
-	}
-
 	async size(): Promise<number> {
 		return this.state.size;
 	}
 
-	async root(size: number): Promise<Buffer> {
-		this.checkSize(size);
-		return size === this.state.size
-			? foldSubtrees(this.state.edge.map((e) => Buffer.from(e.hash, "latin1")))
-			: treeRoot(size, this.reader);
+	root(size: number): Promise<Buffer> {
+		return this.proofs.root(size);
 	}
 
 	/** Where a named entry is in the log (a log with `<log>_entries`); null when it is not logged. */
@@ -300,14 +290,12 @@ export class MongoLog implements TransparencyLog {
 		return new Map(rows.map((row) => [Number(row.idx), row._id]));
 	}
 
-	async inclusionProof(index: number, size: number): Promise<Buffer[]> {
-		this.checkSize(size);
-		return inclusionProof(index, size, this.reader);
+	inclusionProof(index: number, size: number): Promise<Buffer[]> {
+		return this.proofs.inclusionProof(index, size);
 	}
 
-	async consistencyProof(older: number, newer: number): Promise<Buffer[]> {
-		this.checkSize(newer);
-		return consistencyProof(older, newer, this.reader);
+	consistencyProof(older: number, newer: number): Promise<Buffer[]> {
+		return this.proofs.consistencyProof(older, newer);
 	}
 
 	async latestCheckpoint(): Promise<StoredCheckpoint | null> {

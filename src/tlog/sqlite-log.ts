@@ -19,21 +19,14 @@
  */
 import type { DatabaseSync } from "node:sqlite";
 import { Statements } from "../store/sqlite";
-import {
-	completeSubtrees,
-	consistencyProof,
-	foldSubtrees,
-	HASH_BYTES,
-	inclusionProof,
-	treeRoot,
-	type NodeId,
-} from "./merkle";
+import { completeSubtrees, HASH_BYTES, type NodeId } from "./merkle";
 import type { StoredCheckpoint, TransparencyLog } from "./log";
 import {
 	STORED_LEVEL_STEP,
 	TILE_BYTES,
 	TILE_LEAVES,
 	TreeBuilder,
+	TreeProofs,
 	foldLayer,
 	hashesOfTiles,
 	storedBelow,
@@ -86,6 +79,8 @@ export class SqliteLog implements TransparencyLog {
 	private readonly statements: Statements;
 	private readonly sql: Record<string, string>;
 	private state: TreeState = { size: 0, edge: [], tail: "" };
+	/** Its roots and proofs, from the state above and its stored subtrees. */
+	private readonly proofs: TreeProofs;
 	private builder = new TreeBuilder(this.state);
 
 	constructor(
@@ -93,6 +88,11 @@ export class SqliteLog implements TransparencyLog {
 		readonly name: string,
 		private readonly options: SqliteLogOptions = {},
 	) {
+		this.proofs = new TreeProofs(
+			name,
+			() => this.state,
+			(nodes) => this.readNodes(nodes),
+		);
 		this.statements = new Statements(db);
 		this.sql = {
 			writeTiles: `INSERT INTO ${name}_tiles (tile, hashes) SELECT ?1 + j.key, substr(?2, j.key * ${TILE_BYTES} + 1, ${TILE_BYTES}) FROM json_each(?3) j WHERE true ON CONFLICT(tile) DO UPDATE SET hashes = excluded.hashes`,
@@ -227,25 +227,17 @@ export class SqliteLog implements TransparencyLog {
 		});
 	}
 
-	private readonly reader = (nodes: NodeId[]) => this.readNodes(nodes);
-
-	private checkSize(size: number): void {
-		if (!(Number.isInteger(size) && size >= 0 && size <= this.count))
-			throw new RangeError(`log ${this.name} has ${this.count} leaves, not ${size}`);
-	}
-
 	async size(): Promise<number> {
 		return this.count;
 	}
 
 	/** The root of the whole log, from the right edge in memory. */
 	currentRoot(): Buffer {
-		return foldSubtrees(this.state.edge.map((e) => Buffer.from(e.hash, "latin1")));
+		return this.proofs.currentRoot();
 	}
 
-	async root(size: number): Promise<Buffer> {
-		this.checkSize(size);
-		return size === this.count ? this.currentRoot() : treeRoot(size, this.reader);
+	root(size: number): Promise<Buffer> {
+		return this.proofs.root(size);
 	}
 
 	/** Where a named entry is in the log (a log with `<log>_entries`); null when it is not logged. */
@@ -255,14 +247,12 @@ export class SqliteLog implements TransparencyLog {
 		return row ? Number(row.idx) : null;
 	}
 
-	async inclusionProof(index: number, size: number): Promise<Buffer[]> {
-		this.checkSize(size);
-		return inclusionProof(index, size, this.reader);
+	inclusionProof(index: number, size: number): Promise<Buffer[]> {
+		return this.proofs.inclusionProof(index, size);
 	}
 
-	async consistencyProof(older: number, newer: number): Promise<Buffer[]> {
-		this.checkSize(newer);
-		return consistencyProof(older, newer, this.reader);
+	consistencyProof(older: number, newer: number): Promise<Buffer[]> {
+		return this.proofs.consistencyProof(older, newer);
 	}
 
 	async latestCheckpoint(): Promise<StoredCheckpoint | null> {

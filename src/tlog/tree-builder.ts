@@ -5,7 +5,18 @@
  * new subtrees at the stored levels. Plain data in and out, so it runs on the owner's thread
  * (src/tlog/sqlite-log.ts) or on a thread of its own (src/tlog/hasher.worker.ts).
  */
-import { HASH_BYTES, hashChildren, hashLeaf, nodeHash, type HashBytes } from "./merkle.ts";
+import {
+	consistencyProof,
+	foldSubtrees,
+	HASH_BYTES,
+	hashChildren,
+	hashLeaf,
+	inclusionProof,
+	nodeHash,
+	treeRoot,
+	type HashBytes,
+	type NodeReader,
+} from "./merkle.ts";
 
 /** Levels 4, 8, 12, ... are stored: 1/15 of a node per leaf, and at most 8 rows per subtree read. */
 export const STORED_LEVEL_STEP = 4;
@@ -138,4 +149,46 @@ export function hashesOfTiles(
 		}
 	}
 	return hashes;
+}
+
+/**
+ * A stored log's roots and proofs, the same for every store: sizes up to the log's own, the
+ * whole log's root from its right edge in memory, any other from the subtrees `read` gives.
+ */
+export class TreeProofs {
+	readonly #name: string;
+	readonly #state: () => TreeState;
+	readonly #read: NodeReader;
+
+	constructor(name: string, state: () => TreeState, read: NodeReader) {
+		this.#name = name;
+		this.#state = state;
+		this.#read = read;
+	}
+
+	#checkSize(size: number): void {
+		const leaves = this.#state().size;
+		if (!(Number.isInteger(size) && size >= 0 && size <= leaves))
+			throw new RangeError(`log ${this.#name} has ${leaves} leaves, not ${size}`);
+	}
+
+	/** The root of the whole log, from the right edge in memory. */
+	currentRoot(): Buffer {
+		return foldSubtrees(this.#state().edge.map((e) => Buffer.from(e.hash, "latin1")));
+	}
+
+	async root(size: number): Promise<Buffer> {
+		this.#checkSize(size);
+		return size === this.#state().size ? this.currentRoot() : treeRoot(size, this.#read);
+	}
+
+	async inclusionProof(index: number, size: number): Promise<Buffer[]> {
+		this.#checkSize(size);
+		return inclusionProof(index, size, this.#read);
+	}
+
+	async consistencyProof(older: number, newer: number): Promise<Buffer[]> {
+		this.#checkSize(newer);
+		return consistencyProof(older, newer, this.#read);
+	}
 }
