@@ -18,10 +18,8 @@ import { keyringMacKey } from "../identity/request-mac";
 import type { CredentialRole } from "../identity/credential";
 import { PROOF_MAX_AGE_MS, type ProofAction, type ProofClaims } from "../identity/proof";
 import { BatchRefusedError, TICKET_TYPE, type TicketClaims } from "../identity/ticket";
+import { EnrolmentReads } from "../identity/enrolment-reads";
 import type { EnrolledSigner, KeyringStore } from "./store";
-
-const REFRESH_MS = 5_000;
-const MISS_LOOKUP_MS = 1_000;
 
 /** Why a lease request was refused: 403, with the reason; the keyring logs it with the caller's node. */
 export class SignerRefusedError extends DomainError {
@@ -74,8 +72,8 @@ interface Known {
 
 export class CredentialGate {
 	private known = new Map<string, Known>();
-	private loadedAt = -Infinity;
-	private lastMissLookup = -Infinity;
+	/** When the enrolments are read again (src/identity/enrolment-reads.ts). */
+	private readonly reads: EnrolmentReads;
 	/** Proof ids and ticket ids taken, with when they may be forgotten. */
 	private readonly seen = new Map<string, number>();
 
@@ -89,7 +87,12 @@ export class CredentialGate {
 		private readonly role: CredentialRole,
 		private readonly clock: Clock,
 		private readonly authority: KeyObject | null = null,
-	) {}
+	) {
+		this.reads = new EnrolmentReads(
+			() => this.load(),
+			() => clock.now(),
+		);
+	}
 
 	/** Whether `parsed` is signed by the enrolled credential: EdDSA with its key, or HS256 under its request MAC key. */
 	private verified(parsed: ParsedJws<object>, known: Known): boolean {
@@ -237,29 +240,12 @@ export class CredentialGate {
 
 	/** The enrolled signers, as last read from the store. */
 	async list(): Promise<EnrolledSigner[]> {
-		await this.refresh();
+		await this.reads.read();
 		return [...this.known.values()].map((k) => k.signer);
 	}
 
-	private async lookup(name: string): Promise<Known | undefined> {
-		if (this.clock.now() - this.loadedAt > REFRESH_MS) await this.refresh();
-		else if (!this.known.has(name)) {
-			// A read under way may bring it (a credential just rotated in is asked for by every
-			// node that reads its file at once): wait for that read rather than refuse beside it.
-			if (this.refreshing) await this.refreshing;
-			if (!this.known.has(name) && this.clock.now() - this.lastMissLookup > MISS_LOOKUP_MS) {
-				this.lastMissLookup = this.clock.now();
-				await this.refresh();
-			}
-		}
-		return this.known.get(name);
-	}
-
-	private refreshing: Promise<void> | null = null;
-	/** One read of the store at a time: callers arriving meanwhile wait for it, in the order they came. */
-	private refresh(): Promise<void> {
-		this.refreshing ??= this.load().finally(() => (this.refreshing = null));
-		return this.refreshing;
+	private lookup(name: string): Promise<Known | undefined> {
+		return this.reads.find(() => this.known.get(name));
 	}
 
 	private async load(): Promise<void> {
@@ -277,7 +263,6 @@ export class CredentialGate {
 			known.set(signer.name, { signer, key });
 		}
 		this.known = known;
-		this.loadedAt = this.clock.now();
 	}
 
 	private lastPrune = -Infinity;

@@ -6,13 +6,12 @@
  * changes) unless the keyring revoked it, which is all records knows when the keyring's store is
  * kept in memory. Enrolments are read from the keyring's store (src/keyring/enrolments.ts), never
  * from the bus, at most every REFRESH_MS, and at once (at most once a second) when no known key
- * verifies a proof, so a credential just enrolled is believed at once and a revocation within 5 s.
+ * verifies a proof, so a credential just enrolled is believed at once and a revocation within 5 s
+ * (src/identity/enrolment-reads.ts, as the keyring's credential gate reads them).
  */
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { CredentialSource } from "../identity/credential";
-
-const REFRESH_MS = 5_000;
-const MISS_LOOKUP_MS = 1_000;
+import { EnrolmentReads } from "../identity/enrolment-reads";
 
 /** An enrolled credential as records needs it: its public key, and whether it was revoked. */
 export interface BatcherEnrolment {
@@ -23,31 +22,22 @@ export interface BatcherEnrolment {
 export class BatcherKeys {
 	/** Enrolled public keys by `x`: null for a revoked one. */
 	private enrolled = new Map<string, KeyObject | null>();
-	private loadedAt = -Infinity;
-	private missLookupAt = -Infinity;
-	private refreshing: Promise<void> | null = null;
+	/** When the enrolments are read again (src/identity/enrolment-reads.ts). */
+	private readonly reads: EnrolmentReads;
 
 	constructor(
 		private readonly own: CredentialSource,
 		/** The keyring's enrolled batchers, or null: its store is in memory. */
 		private readonly enrolments: (() => Promise<BatcherEnrolment[]>) | null,
 		private readonly logger: { warn(line: string): void },
-		private readonly now: () => number = Date.now,
-	) {}
+		now: () => number = Date.now,
+	) {
+		this.reads = new EnrolmentReads(() => this.load(), now);
+	}
 
 	/** Whether `verifies` holds for one of the keys records takes batcher proofs from. */
 	async verify(verifies: (key: KeyObject) => boolean): Promise<boolean> {
-		if (this.now() - this.loadedAt > REFRESH_MS) await this.refresh();
-		if (this.keys().some(verifies)) return true;
-		// A read under way may bring the key (a batcher just rotated): wait for it rather than refuse beside it.
-		if (this.refreshing) {
-			await this.refreshing;
-			if (this.keys().some(verifies)) return true;
-		}
-		if (!this.enrolments || this.now() - this.missLookupAt < MISS_LOOKUP_MS) return false;
-		this.missLookupAt = this.now();
-		await this.refresh();
-		return this.keys().some(verifies);
+		return (await this.reads.find(() => this.keys().some(verifies) || undefined)) ?? false;
 	}
 
 	private keys(): KeyObject[] {
@@ -59,16 +49,8 @@ export class BatcherKeys {
 		return keys;
 	}
 
-	private refresh(): Promise<void> {
-		this.refreshing ??= this.load().finally(() => (this.refreshing = null));
-		return this.refreshing;
-	}
-
 	private async load(): Promise<void> {
-		if (!this.enrolments) {
-			this.loadedAt = this.now();
-			return;
-		}
+		if (!this.enrolments) return;
 		try {
 			const enrolled = new Map<string, KeyObject | null>();
 			for (const batcher of await this.enrolments()) {
@@ -92,6 +74,5 @@ export class BatcherKeys {
 				`Could not read the keyring's enrolled batchers (${(err as Error).message}): batcher proofs are checked against those read before`,
 			);
 		}
-		this.loadedAt = this.now();
 	}
 }
