@@ -27,6 +27,10 @@ import {
 } from "./checks.ts";
 import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only.ts";
 import { SIGNATURE_BYTES, importSodium, type Sodium } from "../sodium.ts";
+import { hashLeaf } from "../tlog/merkle.ts";
+import { signatureLeaf } from "../tlog/leaves.ts";
+import { LeafSum, type LeafSumData } from "./leaf-sums.ts";
+import type { SignatureDoc } from "../contract.ts";
 
 /** Who verifies: libsodium always in the audit; the floor also measures node:crypto. */
 export type VerifyLibrary = "libsodium" | "node:crypto";
@@ -51,6 +55,12 @@ export interface RangeTask {
 	unsignedPending?: boolean;
 	/** The floor's verifier (default libsodium); the audit always verifies with libsodium. */
 	library?: VerifyLibrary;
+	/**
+	 * Sum the signatures' leaves in the signature log (src/audit/leaf-sums.ts): the audit's key
+	 * (base64), and the log's size when the audit began; a row whose `logIndex` is at or past it
+	 * is left to the main thread.
+	 */
+	signatureLog?: { key: string; size: number };
 }
 
 export interface RangeResult {
@@ -64,6 +74,8 @@ export interface RangeResult {
 	/** Records with no signature that a running follow run will sign (docs/design.md §7.7). */
 	pending?: number;
 	findings: FindingsData | null;
+	/** The keyed sum of the range's signatures below the log's size, each as its leaf, when asked. */
+	logged?: LeafSumData;
 }
 
 interface Session {
@@ -143,6 +155,8 @@ function leaseJoin(task: RangeTask): string {
 
 const SIGNATURE_COLUMNS =
 	"s.recordId, s.keyId, s.batchId, s.leaseId, s.jws, s.signedAt, l.leaseId, l.keyId, l.grantedAt, l.expiresAt, l.endedAt";
+/** With the signature's place in the log, last: only asked of a store that has a log (older ones lack the column). */
+const LOGGED_COLUMNS = `${SIGNATURE_COLUMNS}, s.logIndex`;
 
 /** A signature with the lease it names, if that lease exists. */
 interface Signed {
@@ -174,6 +188,20 @@ function signatureAt(row: unknown[], at: number): Signed {
 
 function auditRange(task: RangeTask, current: Session): RangeResult {
 	const findings = new FindingList(task.maxListed);
+	const log = task.signatureLog;
+	const sum = log ? new LeafSum(Buffer.from(log.key, "base64")) : null;
+	const columns = log ? LOGGED_COLUMNS : SIGNATURE_COLUMNS;
+	/** Each signature row once: its leaf into the sum, if it claims a place the log had when the audit began. */
+	const sumLeaf = (row: unknown[], at: number, signature: SignatureRow) => {
+		const index = row[at + 11];
+		if (!sum || index == null) return;
+		const place = Number(index);
+		if (typeof index === "number" || typeof index === "bigint") {
+			// The slow path rebuilds the leaf from the same values (src/audit/check-logs.ts).
+			if (place < log!.size)
+				sum.add(place, hashLeaf(signatureLeaf(signature as unknown as SignatureDoc)));
+		} else sum.irregular = true;
+	};
 	let records = 0;
 	let signatures = 0;
 	let pending = 0;
@@ -210,13 +238,13 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 		}
 	};
 
-	// [id, data, the record's rowid (0 in the store), ...SIGNATURE_COLUMNS], one row per signature.
+	// [id, data, the record's rowid (0 in the store), ...columns], one row per signature.
 	const recordRange = range("r.id", task);
 	const rows = statement(
 		current,
 		task.unique
-			? `SELECT r.id, r.data, 0, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id`
-			: `SELECT r.id, r.data, r.rowid, ${SIGNATURE_COLUMNS} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id, r.rowid, s.rowid`,
+			? `SELECT r.id, r.data, 0, ${columns} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id`
+			: `SELECT r.id, r.data, r.rowid, ${columns} FROM rec.records r LEFT JOIN rec.signatures s ON s.recordId = r.id ${leaseJoin(task)} WHERE ${recordRange.where} ORDER BY r.id, r.rowid, s.rowid`,
 	);
 	for (const row of rows.iterate(...recordRange.args) as Iterable<unknown[]>) {
 		if (row[0] !== recordId) {
@@ -239,7 +267,9 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 			continue;
 		}
 		if (extraDoc || row[3] == null) continue;
-		signed.push(signatureAt(row, 3));
+		const one = signatureAt(row, 3);
+		sumLeaf(row, 3, one.signature);
+		signed.push(one);
 	}
 	finishRecord();
 
@@ -247,7 +277,7 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	const orphanRange = range("s.recordId", task);
 	const orphans = statement(
 		current,
-		`SELECT ${SIGNATURE_COLUMNS} FROM rec.signatures s ${leaseJoin(task)} WHERE ${orphanRange.where} AND NOT EXISTS (SELECT 1 FROM rec.records r WHERE r.id = s.recordId) ORDER BY s.recordId${task.unique ? "" : ", s.rowid"}`,
+		`SELECT ${columns} FROM rec.signatures s ${leaseJoin(task)} WHERE ${orphanRange.where} AND NOT EXISTS (SELECT 1 FROM rec.records r WHERE r.id = s.recordId) ORDER BY s.recordId${task.unique ? "" : ", s.rowid"}`,
 	);
 	let orphaned: Signed[] = [];
 	const finishOrphans = () => {
@@ -268,10 +298,20 @@ function auditRange(task: RangeTask, current: Session): RangeResult {
 	};
 	for (const row of orphans.iterate(...orphanRange.args) as Iterable<unknown[]>) {
 		if (orphaned.length && orphaned[0].signature.recordId !== row[0]) finishOrphans();
-		orphaned.push(signatureAt(row, 0));
+		const one = signatureAt(row, 0);
+		sumLeaf(row, 0, one.signature);
+		orphaned.push(one);
 	}
 	finishOrphans();
-	return { records, signatures, valid: 0, unsigned, pending, findings: findings.data() };
+	return {
+		records,
+		signatures,
+		valid: 0,
+		unsigned,
+		pending,
+		findings: findings.data(),
+		...(sum ? { logged: sum.data() } : {}),
+	};
 }
 
 /** The verification floor: each signature of the range verified, nothing else checked. */

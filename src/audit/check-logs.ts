@@ -12,18 +12,30 @@ import type { DatabaseSync } from "node:sqlite";
 import type { LogName } from "../contract";
 import { parseCheckpointText, openCheckpoint, type Checkpoint } from "../tlog/checkpoint";
 import { leaseEndLeaf, leaseGrantLeaf, signatureLeaf } from "../tlog/leaves";
-import { foldSubtrees, leafHash, nodeHash } from "../tlog/merkle";
+import { foldSubtrees, hashChildren, leafHash, type HashBytes } from "../tlog/merkle";
 import { parseVerifierKey, type NoteVerifier } from "../tlog/note";
 import type { LeaseDoc, SignatureDoc } from "../contract";
 import { yieldToEventLoop, type AuditDb } from "./audit-db";
 import type { FindingList, RuleName } from "./checks";
-import { holdsLog, leafHashes, storedCheckpoints } from "./log-tables";
+import { LeafSum } from "./leaf-sums";
+import { holdsLog, leafHashes, leafHashTexts, storedCheckpoints } from "./log-tables";
 
 export interface LogAuditOptions {
 	/** Each log's note verifier key (`<origin>+<key id>+<base64>`), where known. */
 	logKeys?: Partial<Record<LogName, string | null>>;
 	/** Signed checkpoints kept outside the store (a client's); each goes to the log of its origin. */
 	checkpoints?: string[];
+}
+
+/**
+ * The signature rows below `size` summed by the audit's threads under `key`
+ * (src/audit/leaf-sums.ts), to hold against the same sum of the log's first `size` leaves.
+ */
+export interface SummedRows {
+	key: Buffer;
+	size: number;
+	/** The threads' sum, once they are done; null if they could not finish. */
+	sum: Promise<LeafSum | null>;
 }
 
 /** What the audit found of one log. */
@@ -50,8 +62,8 @@ interface EntryRow {
 interface LogSpec {
 	log: LogName;
 	rule: RuleName;
-	/** The rows that claim a leaf, in index order. */
-	entries(sql: DatabaseSync): Iterable<EntryRow>;
+	/** The rows that claim a leaf at `from` or past it, in index order. */
+	entries(sql: DatabaseSync, from: number): Iterable<EntryRow>;
 	/** Rows that should be in the log and claim no leaf: added after the fact. */
 	unlogged(sql: DatabaseSync): Iterable<string>;
 }
@@ -63,12 +75,12 @@ const SPECS: LogSpec[] = [
 	{
 		log: "signatures",
 		rule: "signature-log",
-		*entries(sql) {
+		*entries(sql, from) {
 			const rows = sql
 				.prepare(
-					`SELECT ${SIGNATURE_COLUMNS}, logIndex FROM rec.signatures WHERE logIndex IS NOT NULL ORDER BY logIndex`,
+					`SELECT ${SIGNATURE_COLUMNS}, logIndex FROM rec.signatures WHERE logIndex IS NOT NULL${from ? " AND logIndex >= ?" : ""} ORDER BY logIndex`,
 				)
-				.iterate() as Iterable<SignatureDoc & { logIndex: number }>;
+				.iterate(...(from ? [from] : [])) as Iterable<SignatureDoc & { logIndex: number }>;
 			for (const row of rows)
 				yield {
 					index: Number(row.logIndex),
@@ -123,15 +135,18 @@ const SPECS: LogSpec[] = [
 	},
 ];
 
-/** The right edge of an RFC 6962 tree grown a leaf at a time: its root at any size, in constant memory. */
+/**
+ * The right edge of an RFC 6962 tree grown a leaf at a time: its root at any size, in constant
+ * memory. Hashes as latin1 strings, as the append path keeps them (src/tlog/merkle.ts).
+ */
 class Edge {
-	private readonly nodes: Array<{ level: number; hash: Buffer }> = [];
+	private readonly nodes: Array<{ level: number; hash: HashBytes }> = [];
 	size = 0;
 
-	push(hash: Buffer): void {
+	push(hash: HashBytes): void {
 		let level = 0;
 		while (this.nodes.length && this.nodes[this.nodes.length - 1].level === level) {
-			hash = nodeHash(this.nodes.pop()!.hash, hash);
+			hash = hashChildren(this.nodes.pop()!.hash, hash);
 			level++;
 		}
 		this.nodes.push({ level, hash });
@@ -139,7 +154,7 @@ class Edge {
 	}
 
 	root(): Buffer {
-		return foldSubtrees(this.nodes.map((node) => node.hash));
+		return foldSubtrees(this.nodes.map((node) => Buffer.from(node.hash, "latin1")));
 	}
 }
 
@@ -201,6 +216,7 @@ async function checkLog(
 	spec: LogSpec,
 	options: LogAuditOptions,
 	findings: FindingList,
+	summed?: SummedRows,
 ): Promise<LogSummary | null> {
 	const sql = db.sql;
 	const key = options.logKeys?.[spec.log] ?? null;
@@ -248,7 +264,10 @@ async function checkLog(
 			},
 		);
 	checkRoot();
-	for (const hash of leafHashes(sql, spec.log, badTile)) {
+	// The same sum of the leaves as the threads made of the rows, when they made one.
+	const leafSum = summed ? new LeafSum(summed.key) : null;
+	for (const hash of leafHashTexts(sql, spec.log, badTile)) {
+		if (leafSum && edge.size < summed!.size) leafSum.add(edge.size, hash);
 		edge.push(hash);
 		checkRoot();
 		if (edge.size % 65_536 === 0) await yieldToEventLoop();
@@ -263,19 +282,24 @@ async function checkLog(
 	const checkpointSize = valid.length ? valid[valid.length - 1].checkpoint.size : 0;
 	const judged = Math.min(checkpointSize, size);
 
-	// The rows against the leaves, up to the last checkpoint.
+	// Every row below the log's size is its leaf, if the sums agree: only the rows past it are
+	// read, in order. Otherwise the rows against the leaves one by one, which names each difference.
+	const rowSum = leafSum && summed!.size === size ? await summed!.sum : null;
+	const matched = rowSum?.equals(leafSum!) ? size : 0;
 	const mismatched = new Map<string, EntryRow>();
 	let unhashed = size;
 	const hashes = leafHashes(sql, spec.log);
-	let at = 0;
-	let hashAt = hashes.next();
+	let at = matched;
+	let hashAt: IteratorResult<Buffer, void> = matched
+		? { done: true, value: undefined }
+		: hashes.next();
 	const missing = (index: number) =>
 		findings.add(
 			spec.rule,
 			`Leaf ${index} of the ${spec.log} log (in its checkpoint of ${checkpointSize}) has no row: its entry was deleted or moved`,
 			{ log: spec.log, index: String(index) },
 		);
-	for (const row of spec.entries(sql)) {
+	for (const row of spec.entries(sql, matched)) {
 		// Rows are numbered as they are stored and hashed just after (src/tlog/signature-hasher.ts):
 		// on a live store the next few indexes past the log are rows on their way in, each once.
 		if (row.index >= size) {
@@ -357,10 +381,12 @@ export async function checkLogs(
 	db: AuditDb,
 	options: LogAuditOptions,
 	findings: FindingList,
+	signatureRows?: SummedRows,
 ): Promise<LogSummary[]> {
 	const summaries: LogSummary[] = [];
 	for (const spec of SPECS) {
-		const summary = await checkLog(db, spec, options, findings);
+		const summed = spec.log === "signatures" ? signatureRows : undefined;
+		const summary = await checkLog(db, spec, options, findings, summed);
 		if (summary) summaries.push(summary);
 	}
 	return summaries;

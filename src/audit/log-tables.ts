@@ -23,11 +23,11 @@ export function holdsLog(sql: DatabaseSync, log: LogName): boolean {
 	);
 }
 
-/** The log's leaf hashes in order, from its tiles; a tile out of place or of a bad length ends the log there. */
-export function* leafHashes(
+/** The log's tiles in order, as stored; a tile out of place or of a bad length ends the log there. */
+function* tiles(
 	sql: DatabaseSync,
 	log: LogName,
-	onBadTile: (tile: number) => void = () => undefined,
+	onBadTile: (tile: number) => void,
 ): Generator<Buffer> {
 	let index = 0;
 	for (const row of sql
@@ -38,9 +38,42 @@ export function* leafHashes(
 			onBadTile(Number(row.tile));
 			return;
 		}
-		for (let at = 0; at < blob.length; at += HASH_BYTES, index++)
-			yield blob.subarray(at, at + HASH_BYTES);
+		index += blob.length / HASH_BYTES;
+		yield blob;
 	}
+}
+
+/** The log's leaf hashes in order, from its tiles; a tile out of place or of a bad length ends the log there. */
+export function* leafHashes(
+	sql: DatabaseSync,
+	log: LogName,
+	onBadTile: (tile: number) => void = () => undefined,
+): Generator<Buffer> {
+	for (const blob of tiles(sql, log, onBadTile))
+		for (let at = 0; at < blob.length; at += HASH_BYTES)
+			yield blob.subarray(at, at + HASH_BYTES);
+}
+
+/** The same, each as a 32-character latin1 string (src/tlog/merkle.ts): what the tree's pass hashes fastest. */
+export function* leafHashTexts(
+	sql: DatabaseSync,
+	log: LogName,
+	onBadTile: (tile: number) => void = () => undefined,
+): Generator<string> {
+	for (const blob of tiles(sql, log, onBadTile)) {
+		const text = blob.toString("latin1");
+		for (let at = 0; at < text.length; at += HASH_BYTES) yield text.slice(at, at + HASH_BYTES);
+	}
+}
+
+/** The leaves the log's last tile ends at: its size, if its tiles are sound (the tree's pass finds out). */
+export function storedLeafCount(sql: DatabaseSync, log: LogName): number {
+	const last = sql
+		.prepare(
+			`SELECT tile, length(hashes) AS bytes FROM ${LOG_TABLES[log]}_tiles ORDER BY tile DESC LIMIT 1`,
+		)
+		.get();
+	return last ? Number(last.tile) * TILE_LEAVES + Math.floor(Number(last.bytes) / HASH_BYTES) : 0;
 }
 
 /** The checkpoints the source holds for `log`, by size. */

@@ -10,7 +10,10 @@ import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
 import { checkLeases, storedKeyEvents } from "./check-leases";
-import { checkLogs, type LogAuditOptions, type LogSummary } from "./check-logs";
+import { randomBytes } from "node:crypto";
+import { checkLogs, type LogAuditOptions, type LogSummary, type SummedRows } from "./check-logs";
+import { LeafSum, SUM_KEY_BYTES } from "./leaf-sums";
+import { holdsLog, storedLeafCount } from "./log-tables";
 import { FindingList, RULES, type RuleName, type Violation } from "./checks";
 import { importSnapshot, type CollectionCounts } from "./import";
 import { runRanges, type RangeOptions } from "./range-pool";
@@ -104,6 +107,15 @@ export async function audit(
 		lastRun = runs.latest;
 		// After a completed run every record must be signed; before, unsigned ones are work left.
 		const unsignedIsUnfinished = runs.latest?.status !== "completed";
+		// The threads sum the signatures' leaves as they read them (src/audit/leaf-sums.ts).
+		const sumKey = randomBytes(SUM_KEY_BYTES);
+		const rowSum = holdsLog(db.sql, "signatures")
+			? {
+					key: sumKey,
+					size: storedLeafCount(db.sql, "signatures"),
+					sum: new LeafSum(sumKey),
+				}
+			: null;
 		const ranges = runRanges(
 			db,
 			{
@@ -113,6 +125,14 @@ export async function audit(
 				maxListed,
 				unsignedIsUnfinished,
 				unsignedPending: [...runs.follow].some((runId) => runs.running.has(runId)),
+				...(rowSum
+					? {
+							signatureLog: {
+								key: rowSum.key.toString("base64"),
+								size: rowSum.size,
+							},
+						}
+					: {}),
 			},
 			options,
 			(range) => {
@@ -121,12 +141,23 @@ export async function audit(
 				unsigned += range.unsigned ?? 0;
 				pending += range.pending ?? 0;
 				recordFindings.append(range.findings!);
+				if (range.logged) rowSum?.sum.merge(range.logged);
 			},
 		);
+		const summed: SummedRows | undefined = rowSum
+			? {
+					key: rowSum.key,
+					size: rowSum.size,
+					sum: ranges.then(
+						() => rowSum.sum,
+						() => null,
+					),
+				}
+			: undefined;
 		const mainPasses = (async () => {
 			checked.leases = await checkLeases(db, keys.keyIds, keyEvents, leaseFindings);
 			checked.batches = await checkBatches(db, runs, batchFindings);
-			logs = await checkLogs(db, options, logFindings);
+			logs = await checkLogs(db, options, logFindings, summed);
 		})();
 		// Both run to the end (the threads must stop before the snapshot ends), then any failure surfaces.
 		const outcomes = await Promise.allSettled([ranges, mainPasses]);
