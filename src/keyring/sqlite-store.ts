@@ -9,9 +9,12 @@
  * commit was most of a lease's cost (two per lease, about 100 µs together); sixteen signers
  * asking at once now share a few.
  *
- * The lease log (docs/design.md §8.4): a grant's or an end's leaf is appended in the savepoint of
- * its lease write and commits with its group; a write rolled back, or a group that failed to
- * commit, reads the log's edge back from the file. A checkpoint waits for the group's commit.
+ * The lease log (docs/design.md §8.4): a grant's or an end's leaf is taken by its group when its
+ * lease write succeeds, and the group appends its leaves, in the order of its writes, in the
+ * transaction just before it commits: one tree append, one tile write and one entry write for
+ * the group, not one per lease (a lease log append cost about as much as the lease row). A write
+ * rolled back to its savepoint leaves no leaf; a group that fails to commit reads the log's edge
+ * back from the file. A checkpoint waits for the group's commit.
  */
 import { keyEventsOf, type KeyDoc, type KeyEvent, type LeaseDoc, type Page } from "../contract";
 import { KEY_LIFECYCLE_COLUMNS, KEYRING_SCHEMA } from "../store/schema";
@@ -82,8 +85,10 @@ function leaseDoc(row: Record<string, unknown>): LeaseDoc {
 	} as LeaseDoc;
 }
 
+type LeaseLeaf = { entry: string; leaf: string };
+
 /** Appends leaves with their entry names (unique: nothing is logged twice). */
-function appendLeaves(log: SqliteLog, leaves: Array<{ entry: string; leaf: string }>): void {
+function appendLeaves(log: SqliteLog, leaves: LeaseLeaf[]): void {
 	if (!transparencyLogs.on) return;
 	log.append(
 		leaves.map((l) => l.leaf),
@@ -113,6 +118,8 @@ export function enrolledIn(db: DatabaseSync, role: CredentialRole): EnrolledSign
 /** The open transaction of this turn's lease writes: its epoch, and its commit's outcome. */
 interface WriteGroup {
 	epoch: number;
+	/** The leaves of its writes so far, in their order: appended to the lease log at its commit. */
+	leaves: LeaseLeaf[];
 	committed: Promise<void>;
 	settle(err?: Error): void;
 }
@@ -223,6 +230,8 @@ export class SqliteKeyringStore implements KeyringStore {
 	private fenced<T>(epoch: number, write: () => T): T {
 		if (this.group && this.group.epoch !== epoch) this.commitGroup();
 		if (!this.group) this.beginGroup(epoch);
+		const leaves = this.group!.leaves;
+		const logged = leaves.length;
 		this.db.exec("SAVEPOINT lease_write");
 		try {
 			const result = write();
@@ -231,10 +240,15 @@ export class SqliteKeyringStore implements KeyringStore {
 		} catch (err) {
 			this.db.exec("ROLLBACK TO lease_write");
 			this.db.exec("RELEASE lease_write");
-			// The log's edge in memory goes back to what the transaction holds.
-			this.leaseLog.reload();
+			// Its leaves, if it took any, go with it.
+			leaves.length = logged;
 			throw err;
 		}
+	}
+
+	/** Gives a lease write's leaves to its group (inside fenced()): the group appends them at its commit. */
+	private logLeaves(leaves: LeaseLeaf[]): void {
+		this.group!.leaves.push(...leaves);
 	}
 
 	private beginGroup(epoch: number): void {
@@ -251,7 +265,7 @@ export class SqliteKeyringStore implements KeyringStore {
 		});
 		// Told through `durable()`; a failed commit nobody waits for is not an unhandled rejection.
 		committed.catch(() => undefined);
-		this.group = { epoch, committed, settle };
+		this.group = { epoch, leaves: [], committed, settle };
 		setImmediate(() => this.commitGroup());
 	}
 
@@ -261,6 +275,7 @@ export class SqliteKeyringStore implements KeyringStore {
 		if (!group) return;
 		this.group = null;
 		try {
+			appendLeaves(this.leaseLog, group.leaves);
 			this.db.exec("COMMIT");
 			group.settle();
 		} catch (err) {
@@ -389,7 +404,7 @@ export class SqliteKeyringStore implements KeyringStore {
 						lease.endedAt,
 						lease.end,
 					);
-				appendLeaves(this.leaseLog, leaseLeaves(lease));
+				this.logLeaves(leaseLeaves(lease));
 			} catch (err) {
 				throw isUniqueViolation(err) ? new DuplicateLeaseError(lease, err) : err;
 			}
@@ -422,7 +437,7 @@ export class SqliteKeyringStore implements KeyringStore {
 				expiresAt: string;
 			}>;
 			for (const { keyId, expiresAt } of ended)
-				appendLeaves(this.leaseLog, [
+				this.logLeaves([
 					{
 						entry: endEntry(leaseId),
 						leaf: leaseEndLeaf({ leaseId, keyId, endSeq, endedAt, end, expiresAt }),

@@ -9,8 +9,11 @@
  *   2^(STEP-1) stored ones below it, so any proof reads a few dozen short ranges, never the log.
  * - `<log>_checkpoints` (size, note, publishedAt): the signed checkpoints, by size.
  * - `<log>_entries` (idx, entry), only for an owner that keeps no leaf index in its own rows
- *   (the lease log): each leaf's entry name, unique, so nothing enters the log twice. The
- *   signature log's index is a column of the signature row itself (`signatures.logIndex`).
+ *   (the lease log): each leaf's entry name, in log order. Not indexed by name: the owner logs
+ *   each entry once by construction (the lease log a grant with its row's insert, an end with the
+ *   update that ends it), the audit names a name logged twice, and a unique index on random
+ *   names cost as much as the lease row itself. The signature log's index is a column of the
+ *   signature row itself (`signatures.logIndex`).
  *
  * The right edge of the tree (the complete subtrees that make up the whole log) and the last
  * tile's leaf hashes are kept in memory, so an append hashes each new leaf and the subtrees it
@@ -18,7 +21,7 @@
  * the caller's write transaction. This process is the file's only writer (docs/design.md §4.1).
  */
 import type { DatabaseSync } from "node:sqlite";
-import { Statements } from "../store/sqlite";
+import { Statements, transaction } from "../store/sqlite";
 import { completeSubtrees, HASH_BYTES, type NodeId } from "./merkle";
 import type { StoredCheckpoint, TransparencyLog } from "./log";
 import {
@@ -46,7 +49,7 @@ export function logSchema(name: string, { entries = false }: SqliteLogOptions = 
 	const entriesTable = `
 CREATE TABLE IF NOT EXISTS ${name}_entries (
 	idx INTEGER PRIMARY KEY,
-	entry TEXT NOT NULL UNIQUE
+	entry TEXT NOT NULL
 );`;
 	return `
 CREATE TABLE IF NOT EXISTS ${name}_tiles (
@@ -101,7 +104,6 @@ export class SqliteLog implements TransparencyLog {
 			lastTile: `SELECT tile, hashes FROM ${name}_tiles ORDER BY tile DESC LIMIT 1`,
 			tiles: `SELECT tile, hashes FROM ${name}_tiles WHERE tile >= ? AND tile < ? ORDER BY tile`,
 			nodes: `SELECT hash FROM ${name}_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx`,
-			entryIndex: `SELECT idx FROM ${name}_entries WHERE entry = ?`,
 			latest: `SELECT size, note, publishedAt FROM ${name}_checkpoints ORDER BY size DESC LIMIT 1`,
 			checkpoints: `SELECT size, note, publishedAt FROM ${name}_checkpoints WHERE size > ? ORDER BY size LIMIT ?`,
 			save: `INSERT INTO ${name}_checkpoints (size, note, publishedAt) VALUES (?, ?, ?)`,
@@ -109,7 +111,27 @@ export class SqliteLog implements TransparencyLog {
 			markMigrated: `INSERT INTO ${name}_state (id, migratedAt, migrated) VALUES (1, ?, ?)`,
 		};
 		db.exec(logSchema(name, options));
+		if (options.entries) this.dropEntryUniqueness();
 		this.reload();
+	}
+
+	/**
+	 * A file from before the entry names lost their unique index (docs/design.md §8.4): the table
+	 * is copied once into one without it, in one transaction, names and order unchanged.
+	 */
+	private dropEntryUniqueness(): void {
+		const table = `${this.name}_entries`;
+		const row = this.db
+			.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
+			.get(table) as { sql: string } | undefined;
+		if (!row || !/\bUNIQUE\b/i.test(row.sql)) return;
+		transaction(this.db, () =>
+			this.db.exec(`
+CREATE TABLE ${table}_rebuilt (idx INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+INSERT INTO ${table}_rebuilt (idx, entry) SELECT idx, entry FROM ${table} ORDER BY idx;
+DROP TABLE ${table};
+ALTER TABLE ${table}_rebuilt RENAME TO ${table};`),
+		);
 	}
 
 	/** Reads the size, the last tile and the right edge back from the file: after a write transaction that rolled back. */
@@ -238,13 +260,6 @@ export class SqliteLog implements TransparencyLog {
 
 	root(size: number): Promise<Buffer> {
 		return this.proofs.root(size);
-	}
-
-	/** Where a named entry is in the log (a log with `<log>_entries`); null when it is not logged. */
-	entryIndex(entry: string): number | null {
-		const row = this.statements.get(this.sql.entryIndex).get(entry) as
-			{ idx: number } | undefined;
-		return row ? Number(row.idx) : null;
 	}
 
 	inclusionProof(index: number, size: number): Promise<Buffer[]> {

@@ -18,6 +18,12 @@ import { audit, type AuditOptions, type AuditReport } from "../../src/audit/rule
 import { loadConfig } from "../../src/config";
 import { logVerifierKeys } from "../../src/cli/store";
 import { runToCompletion, startSystem } from "../support/system";
+import { SqliteLog } from "../../src/tlog/sqlite-log";
+import { CheckpointPublisher } from "../../src/tlog/publisher";
+import { LOG_ORIGINS, loadLogKey } from "../../src/tlog/log-key";
+import { leaseGrantLeaf } from "../../src/tlog/leaves";
+import { transaction } from "../../src/store/sqlite";
+import type { LeaseDoc } from "../../src/contract";
 
 const RECORDS = 200;
 const made: string[] = [];
@@ -84,6 +90,35 @@ describe("the audit of the transparency logs", () => {
 				pending: 0,
 			}),
 		]);
+	});
+
+	test("a grant logged twice, even under a checkpoint signed with the log's own key, is named", async () => {
+		// What a keyring that logged a grant again would leave: the entry names are not unique in
+		// the table (src/tlog/sqlite-log.ts), so the audit must tell.
+		const twice = tempDir();
+		for (const name of fs.readdirSync(dataDir))
+			if (fs.statSync(path.join(dataDir, name)).isFile())
+				fs.copyFileSync(path.join(dataDir, name), path.join(twice, name));
+		const keyring = new DatabaseSync(path.join(twice, "keyring.sqlite"));
+		const entry = String(
+			keyring.prepare("SELECT entry FROM lease_log_entries WHERE idx = 0").get()!.entry,
+		);
+		const lease = keyring
+			.prepare("SELECT * FROM leases WHERE leaseId = ?")
+			.get(entry.slice("grant:".length)) as unknown as LeaseDoc;
+		const log = new SqliteLog(keyring, "lease_log", { entries: true });
+		const index = transaction(keyring, () => log.append([leaseGrantLeaf(lease)], [entry]));
+		const signer = loadLogKey({
+			...loadConfig({ DATA_DIR: twice }).logKeys.leases,
+			name: LOG_ORIGINS.leases,
+		});
+		await new CheckpointPublisher(log, signer, { everyMs: 0, warn: () => undefined }).publish();
+		keyring.close();
+		const report = await auditStore(twice, options);
+		expect(messages(report, "lease-log")).toEqual([
+			`The ${entry} is logged twice, at leaves 0 and ${index} of the leases log`,
+		]);
+		expect(report.logs[1]).toMatchObject({ size: index + 1, checkpointSize: index + 1 });
 	});
 
 	describe("after tampering with the store's rows", () => {

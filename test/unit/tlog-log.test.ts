@@ -53,9 +53,12 @@ describe("the stored log (src/tlog/sqlite-log.ts)", () => {
 				).toBe(true);
 			}
 		}
-		expect(reopened.entryIndex("e300")).toBe(300);
 		expect(reopened.leafHashes(299, 302)).toEqual(hashes.slice(299, 302));
-		expect(reopened.entryIndex("nope")).toBeNull();
+		// Each leaf's entry name, in log order.
+		const names = db.prepare("SELECT idx, entry FROM test_log_entries ORDER BY idx").all();
+		expect(names.map((row) => [Number(row.idx), row.entry])).toEqual(
+			Array.from({ length: next }, (_, i) => [i, `e${i}`]),
+		);
 		db.close();
 	});
 
@@ -73,24 +76,62 @@ describe("the stored log (src/tlog/sqlite-log.ts)", () => {
 		log.reload();
 		expect(await log.size()).toBe(1);
 		expect(log.currentRoot().equals(root)).toBe(true);
-		// The unique entry keeps an entry from being logged twice.
-		expect(() => transaction(db, () => log.append(["a again"], ["a"]))).toThrow(/UNIQUE/);
-		log.reload();
-		expect(await log.size()).toBe(1);
+		expect(db.prepare("SELECT count(*) AS n FROM test_log_entries").get()!.n).toBe(1);
 		db.close();
 	});
 
-	test("at 10 million leaves, an inclusion proof by entry and a consistency proof take under 10 ms each", async () => {
+	test("a file whose entry names were unique is rebuilt once without that index, its names, order and tree kept", async () => {
+		const db = new DatabaseSync(":memory:");
+		const first = new SqliteLog(db, "old_log", { entries: true });
+		transaction(db, () => first.append(["grant l1", "end l1"], ["grant:l1", "end:l1"]));
+		const root = first.currentRoot();
+		// The table as the previous version made it: the names unique.
+		db.exec(
+			"CREATE TABLE t (idx INTEGER PRIMARY KEY, entry TEXT NOT NULL UNIQUE); INSERT INTO t SELECT idx, entry FROM old_log_entries; DROP TABLE old_log_entries; ALTER TABLE t RENAME TO old_log_entries",
+		);
+		const indexes = () =>
+			db
+				.prepare(
+					"SELECT count(*) AS n FROM sqlite_master WHERE type = 'index' AND tbl_name = 'old_log_entries'",
+				)
+				.get()!.n;
+		const names = () =>
+			db
+				.prepare("SELECT idx, entry FROM old_log_entries ORDER BY idx")
+				.all()
+				.map((row) => [Number(row.idx), row.entry]);
+		expect(indexes()).toBe(1);
+		const log = new SqliteLog(db, "old_log", { entries: true });
+		expect(indexes()).toBe(0);
+		expect(names()).toEqual([
+			[0, "grant:l1"],
+			[1, "end:l1"],
+		]);
+		expect(log.currentRoot().equals(root)).toBe(true);
+		// A second open finds nothing to do, and the log goes on.
+		const again = new SqliteLog(db, "old_log", { entries: true });
+		transaction(db, () => again.append(["grant l2"], ["grant:l2"]));
+		expect(names()).toEqual([
+			[0, "grant:l1"],
+			[1, "end:l1"],
+			[2, "grant:l2"],
+		]);
+		db.close();
+	});
+
+	test("at 10 million leaves, an inclusion proof for a row found by its id and a consistency proof take under 10 ms each", async () => {
 		const SIZE = 10_000_000;
 		const db = new DatabaseSync(":memory:");
-		new SqliteLog(db, "big_log", { entries: true });
+		new SqliteLog(db, "big_log");
+		// Rows that hold their leaf's index, as the signatures do (signatures.logIndex).
+		db.exec("CREATE TABLE big_rows (id TEXT PRIMARY KEY, logIndex INTEGER) WITHOUT ROWID");
 		const same = leafHash("the same leaf");
 		const perLevel = [same];
 		for (let level = 1; level <= 24; level++)
 			perLevel.push(nodeHash(perLevel[level - 1], perLevel[level - 1]));
 		db.prepare(
 			"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) " +
-				"INSERT INTO big_log_entries (idx, entry) SELECT i, printf('rec-%08d', i) FROM n",
+				"INSERT INTO big_rows (id, logIndex) SELECT printf('rec-%08d', i), i FROM n",
 		).run(SIZE);
 		db.prepare(
 			"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) " +
@@ -111,7 +152,8 @@ describe("the stored log (src/tlog/sqlite-log.ts)", () => {
 					? perLevel[Math.log2(n)]
 					: nodeHash(perLevel[Math.log2(k)], rootOf(n - k));
 		};
-		const log = new SqliteLog(db, "big_log", { entries: true });
+		const log = new SqliteLog(db, "big_log");
+		const indexOf = db.prepare("SELECT logIndex FROM big_rows WHERE id = ?");
 		expect(await log.size()).toBe(SIZE);
 		const root = rootOf(SIZE);
 		expect(log.currentRoot().equals(root)).toBe(true);
@@ -119,7 +161,7 @@ describe("the stored log (src/tlog/sqlite-log.ts)", () => {
 		const timings: number[] = [];
 		for (const index of [0, 1, 4_999_999, 8_388_607, 8_388_608, 9_999_998, SIZE - 1]) {
 			const started = process.hrtime.bigint();
-			const found = log.entryIndex(`rec-${String(index).padStart(8, "0")}`)!;
+			const found = Number(indexOf.get(`rec-${String(index).padStart(8, "0")}`)!.logIndex);
 			const [hash] = log.leafHashes(found, found + 1);
 			const proof = await log.inclusionProof(found, SIZE);
 			timings.push(Number(process.hrtime.bigint() - started) / 1e6);

@@ -168,6 +168,9 @@ describe("the lease log in the keyring store", () => {
 				expiresAt: "2025-01-01T00:00:50.000Z",
 			}),
 		];
+		// The group appends its writes' leaves when it commits, at the end of the turn.
+		expect(await store.leaseLog!.size()).toBe(0);
+		await store.durable();
 		expect(await store.leaseLog!.size()).toBe(3);
 		expect((await store.leaseLog!.root(3)).equals(mth(expected.map((l) => leafHash(l))))).toBe(
 			true,
