@@ -148,6 +148,11 @@ export function jobExitCode(status: string, progress: Progress, verdict: AuditRe
 	return status === "completed" && progress.signed === progress.records && verdict.ok ? 0 : 1;
 }
 
+/** Whether a job's audit reads its stores through the services (MongoDB, or a store in memory), not from files. */
+export function auditsThroughServices(config: Pick<AppConfig, "dataDir" | "mongoUri">): boolean {
+	return Boolean(config.mongoUri) || !config.dataDir;
+}
+
 /**
  * The audit of the stores a job used: the embedded store files read directly (as
  * `npm run audit` reads them), or through the owning services when the data is in MongoDB
@@ -157,7 +162,7 @@ export async function auditJobStores(
 	config: Pick<AppConfig, "dataDir" | "mongoUri" | "logKeys">,
 	broker: Caller,
 ): Promise<AuditReport> {
-	if (config.mongoUri || !config.dataDir) return auditServices(broker);
+	if (auditsThroughServices(config)) return auditServices(broker);
 	return closeAfter(openStoreFiles(config.dataDir), (db) =>
 		audit(db, { logKeys: logVerifierKeys(config) }),
 	);

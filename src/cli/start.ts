@@ -10,6 +10,7 @@ import { runCommand } from "./cli";
 import {
 	JOB_FLAGS,
 	auditJobStores,
+	auditsThroughServices,
 	jobExitCode,
 	reportLines,
 	startOrResume,
@@ -69,10 +70,14 @@ export async function runJob(config: AppConfig): Promise<number> {
 	);
 	for (const line of reportLines(outcome.report)) out.say(line);
 	out.say("\nAuditing the stores...");
-	const verdict = await auditJobStores(config, broker);
 	const progress = await call(broker, Actions.records.progress, {});
+	// Store files are audited with the services stopped: the signing threads' memory is given
+	// back before the audit's threads start (at 10 million records, peak RSS 539 MB otherwise).
+	const throughServices = auditsThroughServices(config);
+	if (!throughServices) await broker.stop();
+	const verdict = await auditJobStores(config, broker);
+	if (throughServices) await broker.stop();
 	for (const line of verdictLines(verdict, progress)) out.say(line);
-	await broker.stop();
 	return jobExitCode(outcome.status, progress, verdict);
 }
 
