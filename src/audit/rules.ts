@@ -6,11 +6,11 @@
  * (one-key-per-batch, batch-size). Each rule has a stable name that tests, the CLI and
  * operators use.
  */
+import { randomBytes } from "node:crypto";
 import { closeAfter, withReadSnapshot, type AuditDb } from "./audit-db";
 import { checkBatches, checkRuns } from "./check-batches";
 import { checkPublicKeys } from "./check-keys";
 import { checkLeases, storedKeyEvents } from "./check-leases";
-import { randomBytes } from "node:crypto";
 import { checkLogs, type LogAuditOptions, type LogSummary, type SummedRows } from "./check-logs";
 import { LeafSum, SUM_KEY_BYTES } from "./leaf-sums";
 import { holdsLog, storedLeafCount } from "./log-tables";
@@ -108,14 +108,10 @@ export async function audit(
 		// After a completed run every record must be signed; before, unsigned ones are work left.
 		const unsignedIsUnfinished = runs.latest?.status !== "completed";
 		// The threads sum the signatures' leaves as they read them (src/audit/leaf-sums.ts).
-		const sumKey = randomBytes(SUM_KEY_BYTES);
-		const rowSum = holdsLog(db.sql, "signatures")
-			? {
-					key: sumKey,
-					size: storedLeafCount(db.sql, "signatures"),
-					sum: new LeafSum(sumKey),
-				}
+		const logged = holdsLog(db.sql, "signatures")
+			? { key: randomBytes(SUM_KEY_BYTES), size: storedLeafCount(db.sql, "signatures") }
 			: null;
+		const rowSum = logged && new LeafSum(logged.key);
 		const ranges = runRanges(
 			db,
 			{
@@ -125,14 +121,9 @@ export async function audit(
 				maxListed,
 				unsignedIsUnfinished,
 				unsignedPending: [...runs.follow].some((runId) => runs.running.has(runId)),
-				...(rowSum
-					? {
-							signatureLog: {
-								key: rowSum.key.toString("base64"),
-								size: rowSum.size,
-							},
-						}
-					: {}),
+				signatureLog: logged
+					? { key: logged.key.toString("base64"), size: logged.size }
+					: undefined,
 			},
 			options,
 			(range) => {
@@ -141,15 +132,14 @@ export async function audit(
 				unsigned += range.unsigned ?? 0;
 				pending += range.pending ?? 0;
 				recordFindings.append(range.findings!);
-				if (range.logged) rowSum?.sum.merge(range.logged);
+				if (range.logged) rowSum?.merge(range.logged);
 			},
 		);
-		const summed: SummedRows | undefined = rowSum
+		const summed: SummedRows | undefined = logged
 			? {
-					key: rowSum.key,
-					size: rowSum.size,
+					...logged,
 					sum: ranges.then(
-						() => rowSum.sum,
+						() => rowSum,
 						() => null,
 					),
 				}
