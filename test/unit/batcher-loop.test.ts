@@ -292,6 +292,11 @@ const closeRefused = () =>
 		"CLOSE_PROOF_INVALID",
 	);
 
+/** Signers with no key for any batch: every batch sent fails, its error naming the batch. */
+const noKeyFor: Behaviour = async (params) => {
+	throw new Error(`no key for ${params.batchId}`);
+};
+
 /** Lets the loop run (real time, no clock moved) until `count` batches have gone to the signers. */
 function callsReach(h: Harness, count: number): Promise<boolean> {
 	return until(
@@ -517,9 +522,7 @@ describe("the batcher's run loop", () => {
 
 	test("records that keep failing fail the run, naming the batch and the last error", async () => {
 		const h = harness(20, { maxAttempts: 2 });
-		h.signers.behaviour = async (params) => {
-			throw new Error(`no key for ${params.batchId}`);
-		};
+		h.signers.behaviour = noKeyFor;
 		const done = h.completed();
 		await h.batcher.start({});
 		const completion = await advanceUntil(h.clock, done);
@@ -538,15 +541,14 @@ describe("the batcher's run loop", () => {
 		const closeBatch = h.records.closeBatch.bind(h.records);
 		let refusals = 0;
 		h.records.closeBatch = async (batchId, recordIds) => {
-			if (refusals++ < 2)
-				throw new Error("records.closeBatch carries no close proof of the batcher");
+			if (refusals++ < 2) throw closeRefused();
 			return closeBatch(batchId, recordIds);
 		};
 		let failedOnce = false;
 		h.signers.behaviour = async (params, node) => {
 			if (failedOnce) return h.signers.sign(params, node);
 			failedOnce = true;
-			throw new Error(`no key for ${params.batchId}`);
+			return noKeyFor(params, node);
 		};
 		const done = h.completed();
 		await h.batcher.start({});
@@ -562,9 +564,7 @@ describe("the batcher's run loop", () => {
 		h.records.closeBatch = async () => {
 			throw closeRefused();
 		};
-		h.signers.behaviour = async (params) => {
-			throw new Error(`no key for ${params.batchId}`);
-		};
+		h.signers.behaviour = noKeyFor;
 		const done = h.completed();
 		await h.batcher.start({});
 		const completion = await advanceUntil(h.clock, done);
