@@ -72,6 +72,7 @@ export interface AppConfig {
 	signingThreads: number;
 	nodeId: string | null;
 	namespace: string;
+	/** LOG_LEVEL, lower-cased: one of LOG_LEVELS. */
 	logLevel: string;
 	/** LOG_FORMAT: "text" for people, "json" for one JSON object per line (src/log-format.ts). */
 	logFormat: "text" | "json";
@@ -126,6 +127,9 @@ export function portChoice(config: AppConfig, key: PortKey): PortChoice {
 }
 
 export const MAX_BATCH_SIZE = 100_000;
+
+/** Moleculer's log levels, the most severe first: what LOG_LEVEL accepts. */
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"];
 
 /** Env names, their CLI flags and their validation: the table of docs/design.md §10 lists them. */
 const INTEGERS: Array<{
@@ -320,7 +324,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
 	};
 	config.nodeId = pick("NODE_ID", "node-id") || null;
 	config.namespace = pick("NAMESPACE", "namespace") || "signing";
-	config.logLevel = pick("LOG_LEVEL", "log-level") || "info";
+	const logLevel = (pick("LOG_LEVEL", "log-level") || "info").toLowerCase();
+	if (!LOG_LEVELS.includes(logLevel))
+		throw new ConfigError(
+			`LOG_LEVEL must be one of ${LOG_LEVELS.map((level) => `"${level}"`).join(", ")}, got "${logLevel}"`,
+		);
+	config.logLevel = logLevel;
 	const logFormat = (pick("LOG_FORMAT", "log-format") || "text").toLowerCase();
 	if (logFormat !== "text" && logFormat !== "json")
 		throw new ConfigError(`LOG_FORMAT must be "text" or "json", got "${logFormat}"`);

@@ -1,6 +1,6 @@
 /**
  * The log formatter's rules (src/log-format.ts): secrets masked, run, batch and lease ids found,
- * LOG_FORMAT checked. The lines of a running system, in both formats, are checked in
+ * LOG_FORMAT and LOG_LEVEL checked. The lines of a running system, in both formats, are checked in
  * test/integration/log-format-process.test.ts.
  */
 import { loadConfig } from "../../src/config";
@@ -46,4 +46,12 @@ test("an unknown LOG_FORMAT is refused with the name and the allowed values", ()
 		'LOG_FORMAT must be "text" or "json", got "yaml"',
 	);
 	expect(loadConfig({ LOG_FORMAT: "JSON", DATA_DIR: "" }).logFormat).toBe("json");
+});
+
+test("an unknown LOG_LEVEL is refused with the name and the allowed values", () => {
+	expect(() => loadConfig({ LOG_LEVEL: "verbose", DATA_DIR: "" })).toThrow(
+		'LOG_LEVEL must be one of "fatal", "error", "warn", "info", "debug", "trace", got "verbose"',
+	);
+	expect(loadConfig({ LOG_LEVEL: "WARN", DATA_DIR: "" }).logLevel).toBe("warn");
+	expect(loadConfig({ DATA_DIR: "" }).logLevel).toBe("info");
 });
