@@ -5,6 +5,7 @@
  */
 import { appConfig, ConfigError } from "./src/config";
 import { runnerBrokerOptions, type RunnerContext } from "./src/cli/runner";
+import { UserError } from "./src/user-error";
 
 function validatedConfig() {
 	try {
@@ -19,5 +20,12 @@ function validatedConfig() {
 
 // moleculer-runner calls an exported function with itself as `this` and awaits the options.
 export = async function (this: RunnerContext | undefined) {
-	return runnerBrokerOptions(validatedConfig(), this);
+	try {
+		return await runnerBrokerOptions(validatedConfig(), this);
+	} catch (err) {
+		if (!(err instanceof UserError)) throw err;
+		// Nothing to join (a REPL whose NATS is not there): say what to start, without a stack trace.
+		console.error(err.message);
+		process.exit(2);
+	}
 };

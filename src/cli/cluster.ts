@@ -8,6 +8,7 @@
  */
 import path from "node:path";
 import { pageAll, pageSizeFor } from "../audit/collect";
+import { assertNatsReachable } from "../broker/nats-reach";
 import { Cluster, ROLE_SERVICES } from "../cluster/launcher";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import { Actions, call, type BatchDoc } from "../contract";
@@ -235,6 +236,10 @@ if (require.main === module) {
 					throw new ConfigError(
 						"--transporter joins a running NATS: --nats and --tls choose the one to start instead; give one or the other",
 					);
+				await assertNatsReachable(
+					transporter,
+					"or leave --transporter out: npm run cluster then starts its own",
+				);
 			}
 			return runCluster(config, signers, !!keep, transporter, natsChoice);
 		},

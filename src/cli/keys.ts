@@ -21,6 +21,7 @@
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker/broker-options";
+import { assertNatsReachable, NatsUnreachableError } from "../broker/nats-reach";
 import fs from "node:fs";
 import path from "node:path";
 import { Actions, call, type ActionName, type KeyInfo, type MasterKeyRotation } from "../contract";
@@ -64,6 +65,10 @@ interface KeyOps {
 type Config = ReturnType<typeof storeConfig>;
 
 async function overBus(config: Config): Promise<KeyOps> {
+	await assertNatsReachable(
+		config.transporter!,
+		"or leave TRANSPORTER out to open the keyring's store here",
+	);
 	const credential = loadCredential(serviceSettings(config).batcher.credential);
 	const broker = new ServiceBroker(
 		brokerOptions(config, {
@@ -261,5 +266,6 @@ void runSubcommands(
 			},
 		},
 	},
-	(err) => err instanceof UserError,
+	// A NATS that is not there is not a misuse of the command: its line, without the usage.
+	(err) => err instanceof UserError && !(err instanceof NatsUnreachableError),
 );

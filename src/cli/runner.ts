@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions, Middleware, ServiceBroker } from "moleculer";
 import { brokerOptions } from "../broker/broker-options";
+import { assertNatsReachable } from "../broker/nats-reach";
 import { redactUrl } from "../nats-tls";
 import { startLocalNats, type LocalNats } from "../cluster/local-nats";
 import { findNatsServer } from "../cluster/nats-server";
@@ -72,12 +73,17 @@ export async function runnerBrokerOptions(
 	// `npm run dev` (--hot --repl) runs the services like serve; a plain --repl is a REPL that joins.
 	if (runner?.flags?.repl && !runner.flags.hot) {
 		if (!allServices) return brokerOptions(config, { prometheus: true, health: true });
-		if (config.transporter)
+		if (config.transporter) {
+			await assertNatsReachable(
+				config.transporter,
+				"or leave TRANSPORTER out to join an npm run serve on this DATA_DIR",
+			);
 			return joinOnly(
 				config,
 				`Joining the cluster at ${redactUrl(config.transporter)} (namespace ${config.namespace}) with no services of its own`,
 				env,
 			);
+		}
 		const serve = config.dataDir ? runningServe(config.dataDir) : null;
 		if (serve)
 			return joinOnly(

@@ -3,6 +3,7 @@
  * signs every unsigned record (resuming an interrupted run), shows progress, prints the
  * report and the audit verdict; exits 0 only when everything is signed and the audit passes.
  */
+import { assertNatsReachable } from "../broker/nats-reach";
 import { loadConfig, type AppConfig } from "../config";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
 import { createSystem } from "../system";
@@ -24,6 +25,11 @@ Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see R
 
 export async function runJob(config: AppConfig): Promise<number> {
 	const out = terminal();
+	if (config.transporter)
+		await assertNatsReachable(
+			config.transporter,
+			"or leave TRANSPORTER out: npm start runs every service in this process",
+		);
 	// A one-shot job never follows: an interrupted follow run is ended when the batcher starts (docs/design.md §7.7).
 	const broker = createSystem(config, {
 		logLevel: "warn",

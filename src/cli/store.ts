@@ -11,6 +11,7 @@ import { openStoreFiles, type AuditDb } from "../audit/audit-db";
 import { importFromPages, NATS_DEFAULT_MAX_PAYLOAD, servicePages } from "../audit/collect";
 import { MONGO_COLLECTIONS, openMongoPages } from "../audit/mongo-pages";
 import { brokerOptions } from "../broker/broker-options";
+import { assertNatsReachable } from "../broker/nats-reach";
 import { redactUrl } from "../nats-tls";
 import { ConfigError, loadConfig, type AppConfig } from "../config";
 import type { LogKeys } from "../audit/export-files";
@@ -72,6 +73,10 @@ async function within<T>(ms: number, work: Promise<T>, onTimeout: () => Error): 
 }
 
 async function startRemote(config: AppConfig): Promise<ServiceBroker> {
+	await assertNatsReachable(
+		config.transporter!,
+		"or leave TRANSPORTER out to read the embedded store (or MONGO_URI) here",
+	);
 	// Its own node id: a NODE_ID meant for a long-running node must not be taken twice.
 	const broker = new ServiceBroker(
 		brokerOptions(config, { logLevel: "warn", nodeID: `cli-${os.hostname()}-${process.pid}` }),

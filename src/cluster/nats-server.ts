@@ -17,6 +17,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { sleep } from "../clock";
+import { UserError } from "../user-error";
 import { killOnExit } from "./children";
 
 export interface NatsServerOptions {
@@ -89,7 +90,7 @@ export function findNatsServer(): string {
 			// not this one
 		}
 	}
-	throw new Error(
+	throw new UserError(
 		`nats-server not found (looked at NATS_SERVER_BIN, PATH and ${FALLBACK_PATHS.join(", ")}). ` +
 			`Install the Debian package: apt-get install -y ${DEBIAN_PACKAGE}`,
 	);
