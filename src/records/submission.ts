@@ -55,11 +55,16 @@ export function validateSubmission(records: unknown): RecordPayload[] {
 		if (seen.has(id))
 			throw new InvalidRecordsError(`${at}.id`, "repeats an id of this request", id);
 		seen.add(id);
-		if (typeof data !== "string" || data.length < 1 || data.length > MAX_DATA_LENGTH)
+		if (typeof data !== "string")
 			throw new InvalidRecordsError(
 				`${at}.data`,
-				`must be a string of 1 to ${MAX_DATA_LENGTH} characters`,
-				typeof data === "string" ? data.length : typeof data,
+				`must be a string of 1 to ${MAX_DATA_LENGTH} characters, got ${data === null ? "null" : typeof data}`,
+			);
+		// Its length, not the data: said as such (a bare 0 read as if the data had been 0).
+		if (data.length < 1 || data.length > MAX_DATA_LENGTH)
+			throw new InvalidRecordsError(
+				`${at}.data`,
+				`must be a string of 1 to ${MAX_DATA_LENGTH} characters, got ${data.length}`,
 			);
 		// A lone surrogate has no UTF-8 form: the signed payload (§8.1) would not say what was stored.
 		if (LONE_SURROGATE.test(data))

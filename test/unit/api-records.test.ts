@@ -140,6 +140,7 @@ describe("submitting records", () => {
 		["an empty id", { records: [{ id: "", data: "d" }] }, "records[0].id"],
 		["a number id", { records: [{ id: 7, data: "d" }] }, "records[0].id"],
 		["data missing", { records: [{ id: "bad-data-1" }] }, "records[0].data"],
+		["data empty", { records: [{ id: "bad-data-0", data: "" }] }, "records[0].data"],
 		[
 			"data not a string",
 			{ records: [{ id: "bad-data-2", data: { a: 1 } }] },
@@ -177,6 +178,25 @@ describe("submitting records", () => {
 			expect((await read("ok-1")).status).toBe(404);
 		},
 	);
+
+	test("a data of the wrong length or type is refused with what it got, said as such", async () => {
+		const empty = await submit({ records: [{ id: "bad-data-5", data: "" }] });
+		expect(empty.body.message).toBe(
+			"records[0].data must be a string of 1 to 1024 characters, got 0",
+		);
+		const long = await submit({ records: [{ id: "bad-data-6", data: "x".repeat(1025) }] });
+		expect(long.body.message).toBe(
+			"records[0].data must be a string of 1 to 1024 characters, got 1025",
+		);
+		const number = await submit({ records: [{ id: "bad-data-7", data: 0 }] });
+		expect(number.body.message).toBe(
+			"records[0].data must be a string of 1 to 1024 characters, got number",
+		);
+		expect(number.body.data).toEqual({
+			field: "records[0].data",
+			rule: "must be a string of 1 to 1024 characters, got number",
+		});
+	});
 
 	test("the largest request the limits allow is taken: 1,000 records of 1,024 characters and 128-character ids", async () => {
 		const records = Array.from({ length: 1000 }, (_, i) => ({
