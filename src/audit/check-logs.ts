@@ -286,7 +286,8 @@ async function checkLog(
 	for (const { checkpoint, publishedAt } of valid.slice(next))
 		findings.add(
 			spec.rule,
-			`The ${spec.log} log holds ${size} leaves, fewer than its checkpoint of ${checkpoint.size} (${publishedAt}): leaves ${size} to ${checkpoint.size - 1} are missing`,
+			// The log alone cannot tell a cut from an export older than the checkpoint: both are said.
+			`The ${spec.log} log holds ${size} leaves, fewer than its checkpoint of ${checkpoint.size} (${publishedAt}): leaves ${size} to ${checkpoint.size - 1} are missing, cut from its end, or this is an export taken before that checkpoint`,
 			{ log: spec.log, checkpoint: String(checkpoint.size) },
 		);
 	const checkpointSize = valid.length ? valid[valid.length - 1].checkpoint.size : 0;

@@ -4,7 +4,8 @@
  * tampered with in the store files as an intruder would (a signature altered, one deleted, one
  * added, two moved, a lease rewritten), and the audit names each against the last checkpoint,
  * from the store and from its export, and still with the stored checkpoints gone when a
- * checkpoint saved elsewhere is given. A rewritten log no longer matches its checkpoint. One
+ * checkpoint saved elsewhere is given. A rewritten log no longer matches its checkpoint, and a log
+ * cut short of it is named with both readings (a cut, or an export older than it). One
  * record is checked offline from the export (src/audit/verify-record.ts).
  */
 import fs from "node:fs";
@@ -90,6 +91,27 @@ describe("the audit of the transparency logs", () => {
 				pending: 0,
 			}),
 		]);
+	});
+
+	test("a log cut short of its checkpoint is named, with both readings: a cut, or an older export", async () => {
+		const cut = tempDir();
+		for (const name of ["records.sqlite", "batcher.sqlite", "keyring.sqlite"])
+			fs.copyFileSync(path.join(dataDir, name), path.join(cut, name));
+		const records = new DatabaseSync(path.join(cut, "records.sqlite"));
+		// The last five leaf hashes go, as an intruder trimming the log's end would.
+		records.exec(
+			"UPDATE signature_log_tiles SET hashes = substr(hashes, 1, length(hashes) - 5 * 32) WHERE tile = (SELECT max(tile) FROM signature_log_tiles)",
+		);
+		records.close();
+		const report = await auditStore(cut, options);
+		expect(report.ok).toBe(false);
+		expect(messages(report, "signature-log")).toContainEqual(
+			expect.stringMatching(
+				new RegExp(
+					`^The signatures log holds ${RECORDS - 5} leaves, fewer than its checkpoint of ${RECORDS} \\(.+\\): leaves ${RECORDS - 5} to ${RECORDS - 1} are missing, cut from its end, or this is an export taken before that checkpoint$`,
+				),
+			),
+		);
 	});
 
 	test("a grant logged twice, even under a checkpoint signed with the log's own key, is named", async () => {
