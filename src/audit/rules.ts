@@ -40,7 +40,7 @@ export interface AuditReport {
 	 * failed; or no run yet): unfinished work, not violations of one-signature-per-record.
 	 */
 	unsigned: { records: number; run: { runId: string; status: string } | null };
-	/** The transparency logs the source holds (docs/design.md §8.4): none in older stores and on MongoDB. */
+	/** The transparency logs the source holds (docs/design.md §8.4), on either backend: none in stores from before the logs. */
 	logs: LogSummary[];
 	/** Every violation of every rule, listed or not. */
 	violationCount: number;
