@@ -14,6 +14,7 @@ import { ensurePrivateDir, makePrivate, touchPrivate } from "../private-files";
 import { checkpointInBackground, stopCheckpointing } from "./checkpointer";
 import { importLegacyStore } from "./legacy-nedb";
 import { STORE_FILES, type StoreOwner } from "./schema";
+import { lockStoreWriter, recordStoreWriter } from "./writer-lock";
 
 export type { DatabaseSync, StatementSync };
 
@@ -39,32 +40,54 @@ export function ensureColumn(db: DatabaseSync, table: string, column: string, ty
 		db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
 }
 
+/**
+ * The stores one process writes, locked for it (src/store/writer-lock.ts). The keyring's is not:
+ * it holds a role in its store (src/keyring/role.ts), and the operator's commands open that
+ * store beside it (`npm run signer -- enrol`, on a running keyring's store).
+ */
+const SINGLE_WRITER: ReadonlySet<StoreOwner> = new Set(["records", "batcher"]);
+
+/** Each open store's writer lock, released when it closes. */
+const writerLocks = new WeakMap<DatabaseSync, () => void>();
+
 export function openStore(options: OpenOptions): DatabaseSync {
 	let location = ":memory:";
+	let release: (() => void) | null = null;
 	if (options.dataDir) {
 		// DATA_DIR 0700 (tightened if an earlier version made it 0755), the store file 0600
 		// before SQLite opens it: SQLite gives its -wal and -shm files the database file's mode.
 		ensurePrivateDir(options.dataDir, options.log);
 		location = storeFile(options.dataDir, options.owner);
+		// Before anything is written: a store another process writes is refused untouched.
+		if (SINGLE_WRITER.has(options.owner)) release = lockStoreWriter(location);
 		touchPrivate(location);
 	}
-	const db = new DatabaseSync(location);
-	db.exec(`
-		PRAGMA journal_mode = WAL;
-		PRAGMA synchronous = NORMAL;
-		PRAGMA busy_timeout = 5000;
-		PRAGMA foreign_keys = ON;
-	`);
-	db.exec(options.schema);
-	if (options.dataDir) {
-		// Those an earlier version left 0644 keep their mode when SQLite reuses them.
-		for (const suffix of ["-wal", "-shm"]) makePrivate(location + suffix);
-		const imported = importLegacyStore(db, options.owner, options.dataDir);
-		if (imported) options.log?.(imported);
-		db.exec("PRAGMA wal_autocheckpoint = 0");
-		checkpointInBackground(location);
+	let db: DatabaseSync | null = null;
+	try {
+		db = new DatabaseSync(location);
+		db.exec(`
+			PRAGMA journal_mode = WAL;
+			PRAGMA synchronous = NORMAL;
+			PRAGMA busy_timeout = 5000;
+			PRAGMA foreign_keys = ON;
+		`);
+		db.exec(options.schema);
+		if (release) recordStoreWriter(db);
+		if (options.dataDir) {
+			// Those an earlier version left 0644 keep their mode when SQLite reuses them.
+			for (const suffix of ["-wal", "-shm"]) makePrivate(location + suffix);
+			const imported = importLegacyStore(db, options.owner, options.dataDir);
+			if (imported) options.log?.(imported);
+			db.exec("PRAGMA wal_autocheckpoint = 0");
+			checkpointInBackground(location);
+		}
+		if (release) writerLocks.set(db, release);
+		return db;
+	} catch (err) {
+		db?.close();
+		release?.();
+		throw err;
 	}
-	return db;
 }
 
 /** Closes an owner's database: its log checkpointed into the file, the background checkpoints stopped. */
@@ -80,6 +103,7 @@ export async function closeStore(
 		// A reader still holds the log: it is checkpointed at the next open.
 	}
 	db.close();
+	writerLocks.get(db)?.();
 }
 
 /**

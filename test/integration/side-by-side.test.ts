@@ -96,7 +96,7 @@ test("npm run repl next to npm run serve joins it over NATS; call batcher.start 
 	expect(fs.existsSync(path.join(dir, "serve.json"))).toBe(false);
 }, 120_000);
 
-test("a second npm run serve on the same DATA_DIR is refused by the keyring's store lock, with its message; the first keeps serving", async () => {
+test("a second npm run serve on the same DATA_DIR is refused by a store's lock, with its message; the first keeps serving", async () => {
 	const dir = dataDir();
 	const first = npmRun("serve", { DATA_DIR: dir });
 	await first.waitFor(SERVE_READY);
@@ -104,9 +104,16 @@ test("a second npm run serve on the same DATA_DIR is refused by the keyring's st
 
 	const second = npmRun("serve", { DATA_DIR: dir });
 	expect(await second.exited).not.toBe(0);
+	// Whichever store it opens first: records' or the batcher's writer lock (src/store/writer-lock.ts),
+	// or the keyring's role; each names the first serve's process.
+	const pid = serveFile(dir).pid;
 	expect(second.output()).toMatch(
-		/The keyring store \S+keyring\.sqlite is in use by another keyring \(pid \d+ on [^,]+, node [^,]+, since [^,]+, its claim valid until [^)]+\)\. Two keyrings must never grant leases from one store/,
+		new RegExp(
+			`The store \\S+(records|batcher)\\.sqlite is in use by another process \\(pid ${pid} on [^,]+, since [^)]+\\): one process writes a store|` +
+				`The keyring store \\S+keyring\\.sqlite is in use by another keyring \\(pid ${pid} on [^,]+, node [^,]+, since [^,]+, its claim valid until [^)]+\\)\\. Two keyrings must never grant leases from one store`,
+		),
 	);
+	expect(second.output()).not.toContain("Resuming run");
 	// Its ports were taken: it gave way with warnings naming the settings, never an unhandled error.
 	expect(second.output()).toMatch(/the default of (PORT|HEALTH_PORT|METRICS_PORT)\) is in use/);
 	expect(second.output()).not.toMatch(/EADDRINUSE|Unhandled 'error'/);
