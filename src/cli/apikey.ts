@@ -10,7 +10,7 @@
 import { ApiKeyError, ApiKeyFile, KNOWN_SCOPES } from "../api/api-keys";
 import { SCOPE_RUNS_WRITE } from "../api/auth";
 import { ConfigError, loadConfig } from "../config";
-import { runSubcommands, UsageError, type CliOptions, type Subcommand } from "./cli";
+import { runSubcommands, UsageError, write, type CliOptions, type Subcommand } from "./cli";
 
 const USAGE = `Usage: npm run apikey -- <command> [flags]
   create --name NAME [--scope ${SCOPE_RUNS_WRITE}]  make an API key; it is shown once, only its hash is kept
@@ -45,18 +45,20 @@ function keyFile(values: { file?: string; "data-dir"?: string }): ApiKeyFile {
 const COMMANDS: Record<string, Subcommand> = {
 	create: {
 		options: { ...FILE, name: { type: "string" }, scope: { type: "string" } },
-		run(values) {
+		async run(values) {
 			if (typeof values.name !== "string") throw new UsageError("--name is required");
 			const scopes = String(values.scope ?? SCOPE_RUNS_WRITE)
 				.split(/[\s,]+/)
 				.filter(Boolean);
 			const file = keyFile(values);
 			const { key, record } = file.create(values.name, scopes);
-			return [
-				`Made API key "${record.name}" (scopes: ${record.scopes.join(" ") || "none"}) in ${file.file}. The key, shown once:`,
-				key,
-				`Use it as the header  X-API-Key: ${key.slice(0, 8)}…`,
-			].join("\n");
+			// The key alone on stdout, so that KEY=$(npm run --silent apikey -- create ...) takes it.
+			await write(
+				process.stderr,
+				`Made API key "${record.name}" (scopes: ${record.scopes.join(" ") || "none"}) in ${file.file}. ` +
+					"The key, shown once, is on stdout; use it as the header  X-API-Key: <key>\n",
+			);
+			return key;
 		},
 	},
 	list: {

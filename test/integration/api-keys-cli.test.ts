@@ -26,7 +26,9 @@ describe("API keys for scripts and CI", () => {
 	test("made by the command and shown once, kept only as a hash, accepted with its scopes, refused once revoked", async () => {
 		const made = await runCli("apikey.js", ["create", "--name", "ci-job", "--file", file], {});
 		expect(made.code).toBe(0);
-		const key = made.stdout.split("\n")[1];
+		const key = made.stdout.trim();
+		// The key alone on stdout (KEY=$(npm run --silent apikey -- create ...)); what it is, on stderr.
+		expect(made.stderr).toContain('Made API key "ci-job" (scopes: runs:write)');
 		expect(key).toMatch(/^rsk_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
 		expect(fs.statSync(file).mode & 0o777).toBe(0o600);
 		const secret = key.slice(key.indexOf("_", 4) + 1);
@@ -66,7 +68,7 @@ describe("API keys for scripts and CI", () => {
 			["create", "--name", "reader", "--scope", "", "--file", file],
 			{},
 		);
-		const key = made.stdout.split("\n")[1];
+		const key = made.stdout.trim();
 		expect(await startWith({ "X-API-Key": key })).toMatchObject({
 			status: 403,
 			body: { type: "INSUFFICIENT_SCOPE" },
