@@ -22,16 +22,19 @@ test("npm run cluster signs every record across a keyring, a main node and two s
 			.filter((file) => !file.endsWith("-wal") && !file.endsWith("-shm"));
 		// signer.key and batcher.key: the signers' and the batcher's credentials, made and enrolled by the cluster itself
 		// (mode 0600, like master.key); keyring.pub: the keyring's public key, which records checks lease tokens with;
-		// signature-log.key and lease-log.key: the keys of records' and the keyring's transparency logs.
+		// signature-log.key and lease-log.key: the keys of records' and the keyring's transparency logs;
+		// records.sqlite.lock and batcher.sqlite.lock: their one writer's locks (src/store/writer-lock.ts).
 		expect(files.sort()).toEqual([
 			"batcher.key",
 			"batcher.sqlite",
+			"batcher.sqlite.lock",
 			"cluster",
 			"keyring.pub",
 			"keyring.sqlite",
 			"lease-log.key",
 			"master.key",
 			"records.sqlite",
+			"records.sqlite.lock",
 			"signature-log.key",
 			"signer.key",
 		]);

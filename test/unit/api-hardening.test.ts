@@ -608,6 +608,7 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 					"records.sqlite",
 					"records.sqlite-wal",
 					"records.sqlite-shm",
+					"records.sqlite.lock",
 					"keyring.sqlite",
 					"batcher.sqlite",
 					"webhook-key.json",
@@ -629,7 +630,7 @@ describe("DATA_DIR is 0700 and every file in it 0600", () => {
 			const reopened = modes(dir);
 			expect(reopened["."]).toBe("0700");
 			for (const store of ["records", "keyring", "batcher"])
-				for (const suffix of ["", "-wal", "-shm"])
+				for (const suffix of ["", "-wal", "-shm", ".lock"])
 					if (reopened[`${store}.sqlite${suffix}`])
 						expect({
 							[`${store}.sqlite${suffix}`]: reopened[`${store}.sqlite${suffix}`],
