@@ -9,6 +9,7 @@ import path from "node:path";
 import Piscina from "piscina";
 import type { AuditDb } from "./audit-db";
 import type { RangeResult, RangeTask } from "./audit.worker";
+import { workerExecArgv } from "../worker-threads";
 
 export interface RangeOptions {
 	/** Threads; default one per core. */
@@ -70,6 +71,7 @@ export async function runRanges(
 		maxThreads: threads,
 		concurrentTasksPerWorker: 2,
 		resourceLimits: THREAD_LIMITS,
+		execArgv: workerExecArgv(filename),
 	});
 	const base = {
 		...template,

@@ -17,6 +17,7 @@ import type { TokenSignTask, TokenThreadData } from "./token-sign.worker";
 import type { TokenKeyRef, TokenSettings } from "../pkcs11/token";
 import { SIGNATURE_GROUP } from "../identity/signature-groups";
 import { requireSodium } from "../sodium";
+import { workerExecArgv } from "../worker-threads";
 
 /**
  * A signing thread holds one chunk at a time; small heaps make V8 collect its short-lived
@@ -79,6 +80,7 @@ export class SignPool {
 			idleTimeout: 60_000,
 			resourceLimits: SIGNING_THREAD_LIMITS,
 			workerData,
+			execArgv: workerExecArgv(worker),
 		});
 	}
 
