@@ -14,7 +14,7 @@ import { ensurePrivateDir, makePrivate, touchPrivate } from "../private-files";
 import { checkpointInBackground, stopCheckpointing } from "./checkpointer";
 import { importLegacyStore } from "./legacy-nedb";
 import { STORE_FILES, type StoreOwner } from "./schema";
-import { lockStoreWriter, recordStoreWriter } from "./writer-lock";
+import { lockStoreWriter, recordStoreWriter, releaseStoreWriter } from "./writer-lock";
 
 export type { DatabaseSync, StatementSync };
 
@@ -47,19 +47,19 @@ export function ensureColumn(db: DatabaseSync, table: string, column: string, ty
  */
 const SINGLE_WRITER: ReadonlySet<StoreOwner> = new Set(["records", "batcher"]);
 
-/** Each open store's writer lock, released when it closes. */
-const writerLocks = new WeakMap<DatabaseSync, () => void>();
+/** Whether `owner`'s store in `dataDir` takes a writer's lock: on disk, and one process writes it. */
+const locked = (dataDir: string, owner: StoreOwner) => !!dataDir && SINGLE_WRITER.has(owner);
 
 export function openStore(options: OpenOptions): DatabaseSync {
 	let location = ":memory:";
-	let release: (() => void) | null = null;
+	const writerLock = locked(options.dataDir, options.owner);
 	if (options.dataDir) {
 		// DATA_DIR 0700 (tightened if an earlier version made it 0755), the store file 0600
 		// before SQLite opens it: SQLite gives its -wal and -shm files the database file's mode.
 		ensurePrivateDir(options.dataDir, options.log);
 		location = storeFile(options.dataDir, options.owner);
 		// Before anything is written: a store another process writes is refused untouched.
-		if (SINGLE_WRITER.has(options.owner)) release = lockStoreWriter(location);
+		if (writerLock) lockStoreWriter(location);
 		touchPrivate(location);
 	}
 	let db: DatabaseSync | null = null;
@@ -72,7 +72,7 @@ export function openStore(options: OpenOptions): DatabaseSync {
 			PRAGMA foreign_keys = ON;
 		`);
 		db.exec(options.schema);
-		if (release) recordStoreWriter(db);
+		if (writerLock) recordStoreWriter(db);
 		if (options.dataDir) {
 			// Those an earlier version left 0644 keep their mode when SQLite reuses them.
 			for (const suffix of ["-wal", "-shm"]) makePrivate(location + suffix);
@@ -81,16 +81,15 @@ export function openStore(options: OpenOptions): DatabaseSync {
 			db.exec("PRAGMA wal_autocheckpoint = 0");
 			checkpointInBackground(location);
 		}
-		if (release) writerLocks.set(db, release);
 		return db;
 	} catch (err) {
 		db?.close();
-		release?.();
+		if (writerLock) releaseStoreWriter(location);
 		throw err;
 	}
 }
 
-/** Closes an owner's database: its log checkpointed into the file, the background checkpoints stopped. */
+/** Closes an owner's database: its log checkpointed into the file, the background checkpoints stopped, its writer's lock given back. */
 export async function closeStore(
 	db: DatabaseSync,
 	dataDir: string,
@@ -103,7 +102,7 @@ export async function closeStore(
 		// A reader still holds the log: it is checkpointed at the next open.
 	}
 	db.close();
-	writerLocks.get(db)?.();
+	if (locked(dataDir, owner)) releaseStoreWriter(storeFile(dataDir, owner));
 }
 
 /**

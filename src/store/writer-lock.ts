@@ -1,5 +1,5 @@
 /**
- * One writing process per records and batcher store file (docs/design.md §4.1). Each of those
+ * One writing process per records and batcher store file (docs/design.md §4.2). Each of those
  * services keeps what it wrote in memory too (records its counts and the signature log's tree,
  * the batcher its active run), so a second process writing the same file would act on a state
  * the first does not know: a second `npm run serve` or `npm start` on one DATA_DIR resumed the
@@ -27,7 +27,7 @@ export interface StoreWriter {
 }
 
 /** The table in the store where its writer says who it is. */
-export const STORE_WRITER_SCHEMA = `
+const STORE_WRITER_SCHEMA = `
 CREATE TABLE IF NOT EXISTS store_writer (
 	id INTEGER PRIMARY KEY CHECK (id = 1),
 	pid INTEGER NOT NULL,
@@ -74,21 +74,20 @@ function writerOf(file: string): StoreWriter | null {
 
 /**
  * Takes the writer's lock of the store `file` for this process, or throws a StoreInUseError
- * naming the process that holds it. Returns the release, to call once the store is closed.
+ * naming the process that holds it. Each lock is released once, when its store closes.
  */
-export function lockStoreWriter(file: string): () => void {
+export function lockStoreWriter(file: string): void {
 	const mine = held.get(file);
 	if (mine) mine.opens++;
 	else held.set(file, { lock: takeLock(file), opens: 1 });
-	let released = false;
-	return () => {
-		if (released) return;
-		released = true;
-		const entry = held.get(file);
-		if (!entry || --entry.opens > 0) return;
-		held.delete(file);
-		entry.lock.close();
-	};
+}
+
+/** Gives back one lockStoreWriter of `file`; the last one open lets another process take it. */
+export function releaseStoreWriter(file: string): void {
+	const entry = held.get(file);
+	if (!entry || --entry.opens > 0) return;
+	held.delete(file);
+	entry.lock.close();
 }
 
 function takeLock(file: string): DatabaseSync {

@@ -37,6 +37,14 @@ afterAll(() => {
 	for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** A copy of `from`'s three store files in a new folder, to tamper with. */
+function copyOfStores(from: string): string {
+	const dir = tempDir();
+	for (const name of ["records.sqlite", "batcher.sqlite", "keyring.sqlite"])
+		fs.copyFileSync(path.join(from, name), path.join(dir, name));
+	return dir;
+}
+
 /** The logs' verifier keys as an auditor holding DATA_DIR's key files gets them. */
 const logKeys = (dataDir: string) => logVerifierKeys(loadConfig({ DATA_DIR: dataDir }));
 
@@ -94,9 +102,7 @@ describe("the audit of the transparency logs", () => {
 	});
 
 	test("a log cut short of its checkpoint is named, with both readings: a cut, or an older export", async () => {
-		const cut = tempDir();
-		for (const name of ["records.sqlite", "batcher.sqlite", "keyring.sqlite"])
-			fs.copyFileSync(path.join(dataDir, name), path.join(cut, name));
+		const cut = copyOfStores(dataDir);
 		const records = new DatabaseSync(path.join(cut, "records.sqlite"));
 		// The last five leaf hashes go, as an intruder trimming the log's end would.
 		records.exec(
@@ -302,9 +308,7 @@ describe("the audit of the transparency logs", () => {
 		});
 
 		test("a log whose hashes were rewritten no longer matches its checkpoint", async () => {
-			const rewritten = tempDir();
-			for (const name of ["records.sqlite", "batcher.sqlite", "keyring.sqlite"])
-				fs.copyFileSync(path.join(tampered, name), path.join(rewritten, name));
+			const rewritten = copyOfStores(tampered);
 			const records = new DatabaseSync(path.join(rewritten, "records.sqlite"));
 			records.exec(
 				"UPDATE signature_log_tiles SET hashes = zeroblob(length(hashes)) WHERE tile = 3",
