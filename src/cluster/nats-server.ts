@@ -96,11 +96,26 @@ export function findNatsServer(): string {
 	);
 }
 
+/** Ports freePort gave out in this process: the OS may offer a port it just took back again. */
+const givenOut = new Set<number>();
+
 /**
- * A port that was free a moment ago (the OS picks it). Another process may take it before it
- * is bound: only for tests that must know a port before starting what binds it.
+ * A port that was free a moment ago (the OS picks it), and not one this function gave out
+ * before in this process: asked for three in a row, the OS once offered the same port twice, and
+ * a node's health and metrics servers then fought over it. Another process may still take it
+ * before it is bound: only for tests that must know a port before starting what binds it.
  */
-export function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
+	for (;;) {
+		const port = await probePort();
+		if (givenOut.has(port)) continue;
+		givenOut.add(port);
+		return port;
+	}
+}
+
+/** A port the OS picks for a listener opened and closed at once. */
+function probePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
 		const probe = net.createServer();
 		probe.unref();
