@@ -18,6 +18,23 @@ const path = require("node:path");
 const FROM_BUILD =
 	"npm run build && SERVICEDIR=dist/services npx moleculer-runner --config dist/moleculer.config.js";
 
+/**
+ * The warnings the npm scripts turn off with NODE_OPTIONS (package.json), turned off for this
+ * command too, which has no such flags: node:sqlite is experimental on Node 22, Moleculer
+ * promisifies a function that returns a promise (DEP0174), and a source file is an ES module
+ * in a package with no "type". Any other warning still shows. The worker threads started from
+ * the sources turn off the same (src/worker-threads.ts).
+ */
+const QUIET = new Set(["ExperimentalWarning", "DEP0174", "MODULE_TYPELESS_PACKAGE_JSON"]);
+const emitWarning = process.emitWarning;
+process.emitWarning = function (warning, ...rest) {
+	const options = rest[0] !== null && typeof rest[0] === "object" ? rest[0] : {};
+	const type = typeof rest[0] === "string" ? rest[0] : (options.type ?? warning?.name);
+	const code = typeof rest[1] === "string" ? rest[1] : (options.code ?? warning?.code);
+	if (QUIET.has(type) || QUIET.has(code)) return;
+	return emitWarning.call(this, warning, ...rest);
+};
+
 function fail(message) {
 	process.stderr.write(`${message}\n`);
 	process.exit(2);

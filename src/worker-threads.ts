@@ -13,6 +13,28 @@
  */
 export function workerExecArgv(filename: string): string[] | undefined {
 	return filename.endsWith(".ts")
-		? [...process.execArgv, "--no-experimental-require-module", "--disable-warning=Warning"]
+		? [
+				...sourceWorkerExecArgv(filename)!,
+				"--no-experimental-require-module",
+				"--disable-warning=Warning",
+			]
+		: undefined;
+}
+
+/**
+ * What any worker thread started from a TypeScript source is started with: the warnings the npm
+ * scripts turn off (package.json's NODE_OPTIONS) turned off in the thread too, since a thread
+ * takes its flags from its parent's command line, not from what the parent did at run time.
+ * `npx moleculer-runner services` has no such flags: in its main thread moleculer.config.js
+ * turns the same warnings off, and here its threads do. They are expected: node:sqlite is
+ * experimental on Node 22, and a source file is an ES module in a package with no "type".
+ */
+export function sourceWorkerExecArgv(filename: string): string[] | undefined {
+	return filename.endsWith(".ts")
+		? [
+				...process.execArgv,
+				"--disable-warning=ExperimentalWarning",
+				"--disable-warning=MODULE_TYPELESS_PACKAGE_JSON",
+			]
 		: undefined;
 }

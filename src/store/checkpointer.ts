@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { Worker } from "node:worker_threads";
+import { sourceWorkerExecArgv } from "../worker-threads";
 import type { CheckpointMessage } from "./checkpoint.worker";
 
 const EVERY_MS = 500;
@@ -23,8 +24,10 @@ function send(message: CheckpointMessage): void {
 export function checkpointInBackground(file: string): void {
 	if (!worker) {
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
-		worker = new Worker(path.join(__dirname, `checkpoint.worker${path.extname(__filename)}`), {
+		const filename = path.join(__dirname, `checkpoint.worker${path.extname(__filename)}`);
+		worker = new Worker(filename, {
 			resourceLimits: { maxOldGenerationSizeMb: 16 },
+			execArgv: sourceWorkerExecArgv(filename),
 		});
 		worker.unref();
 		worker.on("error", () => {

@@ -17,6 +17,7 @@
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { transaction, type DatabaseSync } from "../store/sqlite";
+import { sourceWorkerExecArgv } from "../worker-threads";
 import type { HashPiece } from "./hasher.worker";
 import type { SqliteLog } from "./sqlite-log";
 import type { TreeUpdate } from "./tree-builder";
@@ -41,7 +42,7 @@ export class SignatureHasher {
 		if (this.worker) return this.worker;
 		// Under jest the sources are TypeScript; Node 22 strips the worker's types itself.
 		const filename = path.join(__dirname, `hasher.worker${path.extname(__filename)}`);
-		const worker = new Worker(filename);
+		const worker = new Worker(filename, { execArgv: sourceWorkerExecArgv(filename) });
 		worker.on("message", (update: TreeUpdate) => this.receive(update));
 		worker.on("error", (err) => this.fail(err));
 		worker.on("exit", () => this.fail(new Error("the signature log's hashing thread stopped")));

@@ -10,6 +10,8 @@ import path from "node:path";
 import { ROOT } from "../support/cli";
 import { until } from "../support/cluster";
 import { startCommand, stopAllCommands } from "../support/command";
+import { request, TEST_SECRET } from "../support/http";
+import { issueToken, loadAuthConfig } from "../../src/api/auth";
 
 const copies: string[] = [];
 
@@ -33,11 +35,18 @@ function projectCopy(): string {
 }
 
 /** `file args` in the copy `cwd`, on its own store, no ports set. */
-function start(file: string, args: string[], cwd: string, stdin = false) {
+function start(
+	file: string,
+	args: string[],
+	cwd: string,
+	stdin = false,
+	env: Record<string, string> = {},
+) {
 	return startCommand(file, args, {
 		cwd,
 		env: {
 			...process.env,
+			...env,
 			TRANSPORTER: "",
 			MONGO_URI: "",
 			SERVICES: "",
@@ -116,18 +125,44 @@ test("npm run dev: every service from the TypeScript sources with the REPL; edit
 	expect(await dev.interrupt()).toBe(true);
 }, 180_000);
 
-test("moleculer-runner services, as the card writes it, from the project root: every service starts from the sources", async () => {
+test("moleculer-runner services, as the card writes it, from the project root: every service starts from the sources, signs a run started through the gateway, and prints no warning", async () => {
 	const dir = projectCopy();
+	// As a user types it: none of the flags the npm scripts (and this test run) pass in NODE_OPTIONS.
 	const runner = start(
 		path.join(dir, "node_modules", ".bin", "moleculer-runner"),
 		["services"],
 		dir,
+		false,
+		{ NODE_OPTIONS: "", AUTH_SECRET: TEST_SECRET },
 	);
 	const services = Number((await runner.waitFor(ALL_STARTED, 90_000))[1]);
 	expect(services).toBeGreaterThanOrEqual(7);
-	const port = (await runner.waitFor(API))[1];
-	expect((await fetch(`http://127.0.0.1:${port}/health/ready`)).status).toBe(200);
+	const baseUrl = `http://127.0.0.1:${(await runner.waitFor(API))[1]}`;
+	expect((await fetch(`${baseUrl}/health/ready`)).status).toBe(200);
+
+	// A run: the signing threads, the signature log's hashing thread and the checkpointer all
+	// start from the TypeScript sources.
+	const auth = await loadAuthConfig({ AUTH_SECRET: TEST_SECRET }, "");
+	const token = await issueToken(auth, { scope: "runs:write", ttl: 300, subject: "test" });
+	const started = await request(baseUrl, "POST", "/api/batcher/start", {
+		token,
+		body: { batchSize: 300 },
+	});
+	expect(started.status).toBe(202);
+	await until(
+		"the run of 1,500 records to end",
+		60_000,
+		async () => !(await request(baseUrl, "GET", "/api/batcher/status")).body.active,
+		200,
+	);
+	expect((await request(baseUrl, "GET", "/api/batcher/status")).body).toMatchObject({
+		run: { runId: started.body.runId, status: "completed" },
+		progress: { signed: 1500 },
+	});
 	expect(await runner.interrupt()).toBe(true);
+	// node:sqlite's ExperimentalWarning, MODULE_TYPELESS_PACKAGE_JSON from the worker threads'
+	// sources: moleculer.config.js and src/worker-threads.ts keep them off, as the npm scripts do.
+	expect(runner.output()).not.toMatch(/Warning/);
 }, 120_000);
 
 test("moleculer-runner with no services named, or a folder without services, fails with the working command instead of an empty broker", async () => {
