@@ -17,6 +17,7 @@ import { listeningPrometheus } from "./metrics-reporter";
 import { nodeIdFor } from "./nats-permissions";
 import { natsTransporterOptions } from "../nats-tls";
 import { PacketGuardMiddleware } from "./packet-guard";
+import { StopOnceMiddleware } from "./stop-once";
 
 export interface BrokerOverrides {
 	nodeID?: string;
@@ -100,6 +101,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			HealthMiddleware({ port: overrides.health ? portChoice(config, "healthPort") : null }),
 			// The logic's DomainErrors become Moleculer errors at the edge of every local action (src/errors.ts).
 			DomainErrorsMiddleware(),
+			// A second broker.stop() (the REPL's exit, then its closed input) waits for the first.
+			StopOnceMiddleware(),
 		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.

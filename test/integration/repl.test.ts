@@ -7,6 +7,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { startCommand, stopAllCommands } from "../support/command";
 
 const ROOT = path.join(__dirname, "../..");
 
@@ -112,4 +113,47 @@ describe("REPL", () => {
 		child.stdin.end();
 		expect(await exited).toBe(0);
 	});
+});
+
+describe("npm run repl on its own store (every service in the REPL's process)", () => {
+	const dirs: string[] = [];
+	afterAll(async () => {
+		await stopAllCommands();
+		for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+	});
+
+	test("`exit` typed and the input closed stops the broker once: no error, exit code 0", async () => {
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "repl-own-"));
+		dirs.push(dir);
+		// --ignore-scripts: not the build before it (npm test has built).
+		const repl = startCommand("npm", ["run", "--ignore-scripts", "--silent", "repl"], {
+			cwd: ROOT,
+			env: {
+				...process.env,
+				HOME: dir,
+				DATA_DIR: path.join(dir, "data"),
+				TRANSPORTER: "",
+				MONGO_URI: "",
+				SERVICES: "",
+				PORT: "0",
+				HEALTH_PORT: "0",
+				METRICS_PORT: "0",
+				RECORDS: "900",
+				KEYS: "3",
+				LOG_LEVEL: "info",
+			},
+			stdin: true,
+		});
+		await repl.waitFor(/ServiceBroker with \d+ service\(s\) started successfully/, 90_000);
+		repl.send("call batcher.start --batchSize 300");
+		const runId = (await repl.waitFor(/runId: \S*'(run-[\w-]+)'/))[1];
+		await repl.waitFor(new RegExp(`Run ${runId} completed`), 60_000);
+		// What a user does, or a script piping commands in: `exit`, then the input ends. The REPL
+		// stops the broker for each.
+		repl.send("exit");
+		repl.child.stdin!.end();
+		expect(await repl.exited).toBe(0);
+		expect(repl.output()).toMatch(/ServiceBroker is stopped\. Good bye\./);
+		expect(repl.output().match(/.*(Unable to stop|ERROR|finalized).*/)?.[0] ?? null).toBeNull();
+	}, 180_000);
 });
