@@ -17,6 +17,7 @@ import { listeningPrometheus } from "./metrics-reporter";
 import { nodeIdFor } from "./nats-permissions";
 import { natsTransporterOptions } from "../nats-tls";
 import { PacketGuardMiddleware } from "./packet-guard";
+import { ReplErrorsMiddleware } from "./repl-errors";
 import { StopOnceMiddleware } from "./stop-once";
 
 export interface BrokerOverrides {
@@ -103,6 +104,8 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			DomainErrorsMiddleware(),
 			// A second broker.stop() (the REPL's exit, then its closed input) waits for the first.
 			StopOnceMiddleware(),
+			// A refusal answered to the REPL's `call` prints its message, not a stack trace.
+			ReplErrorsMiddleware(),
 		],
 		// `progress` in the REPL: live figures of the active run.
 		// moleculer's typings say `args: string[]`; moleculer-repl passes `{ options }`, as used.

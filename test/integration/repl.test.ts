@@ -122,7 +122,7 @@ describe("npm run repl on its own store (every service in the REPL's process)", 
 		for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 	});
 
-	test("`exit` typed and the input closed stops the broker once: no error, exit code 0", async () => {
+	test("a refusal prints its message without a stack; `exit` typed and the input closed stops the broker once: no error, exit code 0", async () => {
 		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "repl-own-"));
 		dirs.push(dir);
 		// --ignore-scripts: not the build before it (npm test has built).
@@ -145,6 +145,13 @@ describe("npm run repl on its own store (every service in the REPL's process)", 
 			stdin: true,
 		});
 		await repl.waitFor(/ServiceBroker with \d+ service\(s\) started successfully/, 90_000);
+		// A refusal reads as one: its message and data, no stack trace.
+		repl.send("call batcher.start --batchSize 0");
+		await repl.waitFor(/Data: .*batchSize/);
+		expect(repl.output()).toContain(
+			"InvalidBatchSizeError: batchSize must be an integer from 1 to 100000, got 0",
+		);
+		expect(repl.output()).not.toMatch(/\n\s+at /);
 		repl.send("call batcher.start --batchSize 300");
 		const runId = (await repl.waitFor(/runId: \S*'(run-[\w-]+)'/))[1];
 		await repl.waitFor(new RegExp(`Run ${runId} completed`), 60_000);
@@ -154,6 +161,8 @@ describe("npm run repl on its own store (every service in the REPL's process)", 
 		repl.child.stdin!.end();
 		expect(await repl.exited).toBe(0);
 		expect(repl.output()).toMatch(/ServiceBroker is stopped\. Good bye\./);
-		expect(repl.output().match(/.*(Unable to stop|ERROR|finalized).*/)?.[0] ?? null).toBeNull();
+		expect(
+			repl.output().match(/.*(Unable to stop|\] ERROR |finalized).*/)?.[0] ?? null,
+		).toBeNull();
 	}, 180_000);
 });
