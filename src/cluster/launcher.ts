@@ -212,6 +212,10 @@ export class Cluster {
 					namespace: options.namespace ?? "signing",
 					keyringNodes: ["keyring"],
 					writtenBy: "the cluster launcher",
+					// Its own process group: a Ctrl-C in the terminal reaches the nodes, which stop
+					// and say goodbye on the bus, and `stop()` ends the server after them. In the
+					// terminal's group it died at once and every node logged "DISCONNECT" as an error.
+					detached: true,
 				});
 		const cluster = new Cluster(options, options.transporter ?? local!.urls, local);
 		try {

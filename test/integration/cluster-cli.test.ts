@@ -1,8 +1,10 @@
 /** `npm run cluster`: the whole job across processes over a local nats-server, like `npm start`. */
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { runCli } from "../support/cli";
+import { NODE, ROOT, runCli } from "../support/cli";
+import { startCommand, stopAllCommands } from "../support/command";
 
 test("npm run cluster signs every record across a keyring, a main node and two signers, audits, and exits 0; run again it signs nothing", async () => {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-cluster-cli-"));
@@ -80,3 +82,49 @@ test("npm run cluster refuses a bad flag with its usage, before starting anythin
 	expect(result.stderr).toContain("Usage: npm run cluster");
 	expect(fs.existsSync("/nonexistent/cluster-should-not-be-created")).toBe(false);
 });
+
+test("npm run cluster --keep leaves the cluster running for a REPL, and a Ctrl-C in its terminal stops every node before the nats-server: no node logs an error, no process is left", async () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "signing-cluster-keep-"));
+	try {
+		// Its own process group, and Ctrl-C sent to the whole group: what a terminal does.
+		const cluster = startCommand(
+			NODE,
+			[path.join(ROOT, "dist/src/cli/cluster.js"), "--signers", "2", "--keep"],
+			{
+				cwd: ROOT,
+				env: {
+					...process.env,
+					DATA_DIR: dataDir,
+					RECORDS: "900",
+					KEYS: "3",
+					TRANSPORTER: "",
+					MONGO_URI: "",
+				},
+			},
+		);
+		await cluster.waitFor(/The cluster keeps running; Ctrl-C stops it/, 120_000);
+		expect(cluster.output()).toContain("Audit PASSED: 900/900 records signed, 0 violations");
+		const port = Number(
+			(await cluster.waitFor(/@127\.0\.0\.1:(\d+) NAMESPACE=signing npm run repl/))[1],
+		);
+		await cluster.interrupt();
+		expect(await cluster.exited).toBe(0);
+		expect(cluster.output()).toContain("SIGINT: stopping the cluster...");
+		// The nats-server lived until the nodes had left: none lost its connection.
+		expect(cluster.output().match(/.*(ERROR|DISCONNECT).*/)?.[0] ?? null).toBeNull();
+		// The nodes are gone, and the server with them.
+		const pids = [...cluster.output().matchAll(/ pid (\d+) +SERVICES=/g)].map((m) =>
+			Number(m[1]),
+		);
+		expect(pids).toHaveLength(4);
+		for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+		await expect(
+			new Promise((resolve, reject) =>
+				net.connect(port, "127.0.0.1").once("connect", resolve).once("error", reject),
+			),
+		).rejects.toMatchObject({ code: "ECONNREFUSED" });
+	} finally {
+		await stopAllCommands();
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	}
+}, 180_000);
