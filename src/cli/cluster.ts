@@ -129,6 +129,9 @@ async function runCluster(
 	};
 	process.once("SIGINT", onSignal);
 	process.once("SIGTERM", onSignal);
+	// The terminal closed: its nats-server is in a process group of its own, which the hang-up
+	// does not reach, so it is stopped here like the rest.
+	process.once("SIGHUP", onSignal);
 
 	try {
 		say(
