@@ -84,7 +84,7 @@ export class Dispatcher {
 				!active.failure &&
 				!active.cancelled
 			) {
-				let planned = planner.nextRetry();
+				let planned = planner.nextRetry(this.context.clock.now());
 				if (!planned && active.follow) planned = await this.nextArrivals(active);
 				else if (!planned && planner.paging) {
 					const after = planner.after;
@@ -104,11 +104,10 @@ export class Dispatcher {
 				await this.awaitArrivals(active);
 				continue;
 			}
-			if (active.inFlight.size > 0) {
-				await Promise.race(active.inFlight);
+			if (active.inFlight.size > 0 || planner.pendingRetries > 0) {
+				await this.landingOrRetryDue(active);
 				continue;
 			}
-			if (planner.pendingRetries > 0) continue;
 			const progress = await whenAvailable(this.context, "records.progress", () =>
 				this.deps.records.progress(),
 			);
@@ -142,21 +141,49 @@ export class Dispatcher {
 	}
 
 	/**
+	 * Waits for whichever comes first: a batch in flight landing, or (with room in the window) the
+	 * end of the next retry's backoff.
+	 */
+	private async landingOrRetryDue(active: ActiveRun): Promise<void> {
+		const { clock } = this.context;
+		const retryAt = active.planner.nextRetryAt;
+		let cancel = () => undefined as void;
+		const retryDue =
+			retryAt !== null && active.inFlight.size < this.windowSize(active)
+				? [
+						new Promise<void>((resolve) => {
+							cancel = clock.after(Math.max(0, retryAt - clock.now()), resolve);
+						}),
+					]
+				: [];
+		try {
+			await Promise.race([...active.inFlight, ...retryDue]);
+		} finally {
+			cancel();
+		}
+	}
+
+	/**
 	 * A follow run with nothing to send now waits for whichever comes first: a batch landing (a
-	 * place in the window, or a retry), the oldest waiting record's linger, records arriving, a
-	 * cancel, or the poll.
+	 * place in the window), a retry's backoff ending, the oldest waiting record's linger, records
+	 * arriving, a cancel, or the poll.
 	 */
 	private async awaitArrivals(active: ActiveRun): Promise<void> {
 		const { clock } = this.context;
 		const feed = active.follow!;
-		if (active.planner.pendingRetries > 0 && active.inFlight.size < this.windowSize(active))
-			return;
-		const due = feed.dueAt();
+		const now = clock.now();
+		const retryAt = active.planner.nextRetryAt;
 		const windowFull = active.inFlight.size >= this.windowSize(active);
+		if (retryAt !== null && retryAt <= now && !windowFull) return;
+		const due = feed.dueAt();
 		// With the window full nothing goes out before a batch lands, whatever else happens.
 		const waitMs = windowFull
 			? this.options.signTimeoutMs
-			: Math.min(FOLLOW_POLL_MS, due === null ? Infinity : due - clock.now());
+			: Math.min(
+					FOLLOW_POLL_MS,
+					due === null ? Infinity : due - now,
+					retryAt === null ? Infinity : retryAt - now,
+				);
 		await Promise.race([...active.inFlight, active.wake.wait(clock, waitMs)]);
 	}
 
@@ -292,7 +319,7 @@ export class Dispatcher {
 			active.planner.requeue(planned, unsigned);
 			return;
 		}
-		if (!active.planner.failed(planned, unsigned))
+		if (!active.planner.failed(planned, unsigned, clock.now()))
 			active.failure = `records of batch ${batchId} failed ${planned.attempt} times; last error: ${error}`;
 		await clock.sleep(retryDelayMs(planned.attempt));
 	}

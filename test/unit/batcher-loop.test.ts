@@ -4,6 +4,7 @@
  */
 import { Errors } from "moleculer";
 import { Batcher, type BatcherOptions } from "../../src/batcher/batcher";
+import { retryDelayMs } from "../../src/batcher/planner";
 import type { BatcherStore, RecordsPort, SignersPort } from "../../src/batcher/ports";
 import type {
 	BatchDoc,
@@ -426,6 +427,43 @@ describe("the batcher's run loop", () => {
 		expect(batches.every((b) => b.attempt === 1)).toBe(true);
 		// While no keyring was seen, at most the window went out each second, not a storm of batches.
 		expect(failed.length).toBeLessThan(3 * 40);
+	});
+
+	test("records a signer cannot store for a moment (a records node just started, not yet announced to it) go again after a growing backoff, even with room in the window: a second of failures uses a few of ten attempts, and the run completes", async () => {
+		// Two batches and room for six: a failed batch's records find a free place at once.
+		const h = harness(20, { maxAttempts: 10, window: 6 });
+		// Moleculer announces a node's services up to a second after it starts: until then every
+		// signer's records.storeSignatures fails, at once.
+		const announced = h.clock.now() + 1_050;
+		const sentAt = new Map<string, number[]>();
+		h.signers.behaviour = async (params, node) => {
+			for (const record of params.records)
+				sentAt.set(record.id, [...(sentAt.get(record.id) ?? []), h.clock.now()]);
+			if (h.clock.now() < announced)
+				throw Object.assign(
+					new Error("Service 'records.storeSignatures' is not available."),
+					{
+						type: "SERVICE_NOT_AVAILABLE",
+						data: { action: "records.storeSignatures", nodeID: null },
+					},
+				);
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 10 });
+		const completion = await advanceUntil(h.clock, done, 10);
+		expect(completion).toMatchObject({ status: "completed", error: null });
+		expect(h.records.signed.size).toBe(20);
+		const attempts = [...h.store.batches.values()].map((batch) => batch.attempt);
+		expect(Math.max(...attempts)).toBeGreaterThan(1);
+		// 50 + 50 + 100 + 200 + 400 + 800 ms: the seventh try is past the second.
+		expect(Math.max(...attempts)).toBeLessThanOrEqual(7);
+		// Every record waited out its backoff before each try after a failure.
+		for (const times of sentAt.values())
+			for (let attempt = 1; attempt < times.length; attempt++)
+				expect(times[attempt] - times[attempt - 1]).toBeGreaterThanOrEqual(
+					retryDelayMs(attempt),
+				);
 	});
 
 	test("a batch whose reply is lost after its signatures were stored is recorded signed with their key and lease, and not sent again", async () => {
