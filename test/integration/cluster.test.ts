@@ -257,6 +257,38 @@ describe("crashes lose nothing and break no rule", () => {
 			},
 		));
 
+	test("SIGTERM the batcher's node in the middle and start a new one: the run resumes at once, and no batch fails for want of the records service the signers have not heard of yet", () =>
+		scenario(
+			() => cluster,
+			async () => {
+				cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50 });
+				const broker = await cluster.connect();
+				const run = await cluster.startRun(50);
+				await waitForSigned(cluster, 3_000);
+				// A graceful stop, as a rolling update makes: the node says goodbye, so the signers
+				// forget its services and learn them again from the new process.
+				await cluster.kill("main", "SIGTERM");
+				// Batches in flight at the stop could not store (the node stopped taking requests
+				// first): they fail, and go again after the restart. Those are not what this is about.
+				const restartedAt = new Date().toISOString();
+				const restarted = await cluster.restart("main");
+				await cluster.ready(60_000, ["main"]);
+				expect(restarted.output()).toContain(`Resuming run ${run.runId}: batch size 50`);
+				const outcome = await cluster.runEnded(run.runId);
+				expect(outcome.status).toBe("completed");
+				const sinceRestart = (await batches(broker)).filter(
+					(b) => b.startedAt > restartedAt,
+				);
+				expect(sinceRestart.length).toBeGreaterThan(0);
+				expect(
+					sinceRestart.filter((b) =>
+						/Service 'records\.\w+' is not available/.test(b.error ?? ""),
+					),
+				).toEqual([]);
+				await expectAuditPasses(10_000);
+			},
+		));
+
 	test("stop and restart nats-server in the middle: every node reconnects and the run completes", () =>
 		scenario(
 			() => cluster,
