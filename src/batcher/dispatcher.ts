@@ -41,14 +41,18 @@ const KEYRING_RECHECK_MS = 1_000;
 /** Tries at settling a batch records refuses to close while the node runs, a second apart. */
 const SETTLE_TRIES = 3;
 
+/** How Moleculer says no node offers an action (not yet, or no longer), or none answered in time. */
+const UNREACHABLE = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT"]);
+
 /**
- * Whether a signer's failure is the keyring's absence (no node offers its actions, or none
- * answered in time), which is not the batch's fault: the error as Moleculer carries it.
+ * Whether a signer's failure is the keyring's absence (no node offers its actions, not even
+ * registered yet as on a node whose keyring is still being elected, or none answered in time),
+ * which is not the batch's fault: the error as Moleculer carries it.
  */
 function keyringUnreachable(err: unknown): boolean {
 	const { type, data } = (err ?? {}) as { type?: unknown; data?: { action?: unknown } };
 	return (
-		(type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT") &&
+		UNREACHABLE.has(String(type)) &&
 		typeof data?.action === "string" &&
 		data.action.startsWith("keyring.")
 	);

@@ -399,35 +399,42 @@ describe("the batcher's run loop", () => {
 		});
 	});
 
-	test("while no keyring answers, batches wait and use up no attempts; the run goes on once one is back", async () => {
-		const h = harness(40, { maxAttempts: 2 });
-		// The keyring's host is cut off: the signers find no keyring for 30 s of the batcher's clock.
-		const back = h.clock.now() + 30_000;
-		h.signers.behaviour = async (params, node) => {
-			if (h.clock.now() < back) {
-				h.signers.keyring = false;
-				throw Object.assign(new Error("Service 'keyring.acquire' is not available."), {
-					type: "SERVICE_NOT_AVAILABLE",
-					data: { action: "keyring.acquire", nodeID: null },
-				});
-			}
-			h.signers.keyring = true;
-			return h.signers.sign(params, node);
-		};
-		const done = h.completed();
-		await h.batcher.start({ batchSize: 10 });
-		// The batcher's registry sees the keyring back a little before the signers do.
-		const completion = await advanceUntil(h.clock, done);
-		expect(completion).toMatchObject({ status: "completed", error: null });
-		expect(h.records.signed.size).toBe(40);
-		const batches = [...h.store.batches.values()];
-		// Far more failures than two attempts would allow, none of them counted.
-		const failed = batches.filter((b) => b.status === "failed");
-		expect(failed.length).toBeGreaterThan(2);
-		expect(batches.every((b) => b.attempt === 1)).toBe(true);
-		// While no keyring was seen, at most the window went out each second, not a storm of batches.
-		expect(failed.length).toBeLessThan(3 * 40);
-	});
+	test.each([
+		["is not available", "SERVICE_NOT_AVAILABLE"],
+		// A keyring still being elected has not registered its service yet.
+		["is not found", "SERVICE_NOT_FOUND"],
+	])(
+		"while no keyring answers (keyring.acquire %s), batches wait and use up no attempts; the run goes on once one is back",
+		async (words, type) => {
+			const h = harness(40, { maxAttempts: 2 });
+			// The keyring's host is cut off: the signers find no keyring for 30 s of the batcher's clock.
+			const back = h.clock.now() + 30_000;
+			h.signers.behaviour = async (params, node) => {
+				if (h.clock.now() < back) {
+					h.signers.keyring = false;
+					throw Object.assign(new Error(`Service 'keyring.acquire' ${words}.`), {
+						type,
+						data: { action: "keyring.acquire", nodeID: null },
+					});
+				}
+				h.signers.keyring = true;
+				return h.signers.sign(params, node);
+			};
+			const done = h.completed();
+			await h.batcher.start({ batchSize: 10 });
+			// The batcher's registry sees the keyring back a little before the signers do.
+			const completion = await advanceUntil(h.clock, done);
+			expect(completion).toMatchObject({ status: "completed", error: null });
+			expect(h.records.signed.size).toBe(40);
+			const batches = [...h.store.batches.values()];
+			// Far more failures than two attempts would allow, none of them counted.
+			const failed = batches.filter((b) => b.status === "failed");
+			expect(failed.length).toBeGreaterThan(2);
+			expect(batches.every((b) => b.attempt === 1)).toBe(true);
+			// While no keyring was seen, at most the window went out each second, not a storm of batches.
+			expect(failed.length).toBeLessThan(3 * 40);
+		},
+	);
 
 	test("records a signer cannot store for a moment (a records node just started, not yet announced to it) go again after a growing backoff, even with room in the window: a second of failures uses a few of ten attempts, and the run completes", async () => {
 		// Two batches and room for six: a failed batch's records find a free place at once.
