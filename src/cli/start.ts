@@ -62,6 +62,15 @@ export async function runJob(config: AppConfig): Promise<number> {
 		`Store: ${config.mongoUri ? "MongoDB" : config.dataDir || "memory"} · keys ${config.keys} · records ${config.records} (seeded when empty)`,
 	);
 	await broker.start();
+	// A store that was not empty keeps what it holds: say so when that is not what the line above said.
+	const [keyring, held] = await Promise.all([
+		call(broker, Actions.keyring.status, {}),
+		call(broker, Actions.records.progress, {}),
+	]);
+	if (keyring.keys !== config.keys || held.records !== config.records)
+		out.say(
+			`The store holds ${held.records} records and ${keyring.keys} keys${keyring.active !== keyring.keys ? ` (${keyring.active} active)` : ""}: RECORDS and KEYS only seed an empty store`,
+		);
 	for (const ended of completions.values())
 		out.say(
 			`Follow run ${ended.report.runId} was interrupted: npm start never follows, so it ended it (${ended.status}); the records it left waiting are signed by this job's run`,

@@ -25,6 +25,9 @@ describe("npm run keys on a store no keyring runs on", () => {
 	test("lists, adds, retires and revokes keys; bad input names the flag; the audit names the ended keys", async () => {
 		const started = await runCli("start.js", [], { ...env, RECORDS: "300", KEYS: "3" });
 		expect(started.code).toBe(0);
+		// Seeded as the first line says: nothing more to say about the store.
+		expect(started.stdout).toContain("Store: ");
+		expect(started.stdout).not.toContain("The store holds");
 		expect((await runCli("keys.js", ["list"], env)).stdout).toMatch(
 			/key-000 {2}active {3}\d+ use\(s\)\nkey-001 .*\nkey-002 .*\n3 key\(s\), 3 active/,
 		);
@@ -65,6 +68,13 @@ describe("npm run keys on a store no keyring runs on", () => {
 		expect(audited.stdout).toMatch(/Key key-000 retired at \S+ \(seq \d+, rotation\)/);
 		expect(audited.stdout).toMatch(
 			/Key key-001 revoked at \S+ \(seq \d+\): leaked; refuse its signatures made after that/,
+		);
+
+		// npm start again: the store is not the KEYS it was seeded with any more, and says so.
+		const again = await runCli("start.js", [], { ...env, RECORDS: "300", KEYS: "3" });
+		expect(again.code).toBe(0);
+		expect(again.stdout).toContain(
+			"The store holds 300 records and 5 keys (3 active): RECORDS and KEYS only seed an empty store",
 		);
 	}, 120_000);
 });
