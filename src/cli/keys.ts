@@ -192,6 +192,19 @@ function keyFlag(value: unknown): string {
 	return value;
 }
 
+/** The longest reason a key's retirement or revocation keeps (keyChangeParams in src/contract.ts). */
+const MAX_REASON = 500;
+
+/** --reason, checked here so that a long one is named before anything connects. */
+function reasonFlag(value: unknown): string | null {
+	if (typeof value !== "string") return null;
+	if (value.length > MAX_REASON)
+		throw new UsageError(
+			`--reason must be at most ${MAX_REASON} characters, got ${value.length}`,
+		);
+	return value;
+}
+
 const COMMON = { ...STORE_OPTIONS } as const satisfies CliOptions;
 
 void runSubcommands(
@@ -228,8 +241,9 @@ void runSubcommands(
 			options: { ...COMMON, key: { type: "string" }, reason: { type: "string" } },
 			run: (values) => {
 				const keyId = keyFlag(values.key);
+				const reason = reasonFlag(values.reason);
 				return withKeyOps(values, async (ops) =>
-					describe(await ops.end("retire", keyId, (values.reason as string) ?? null)),
+					describe(await ops.end("retire", keyId, reason)),
 				);
 			},
 		},
@@ -260,8 +274,9 @@ void runSubcommands(
 					throw new UsageError(
 						"--reason is required: say why the key is revoked (it is kept with the revocation)",
 					);
+				const reason = reasonFlag(values.reason)!;
 				return withKeyOps(values, async (ops) =>
-					describe(await ops.end("revoke", keyId, values.reason as string)),
+					describe(await ops.end("revoke", keyId, reason)),
 				);
 			},
 		},

@@ -362,7 +362,7 @@ export class Keyring {
 			if (!this.keys.docs.has(keyId))
 				throw new DomainError(
 					"KEY_NOT_FOUND",
-					`No key ${keyId} in this keyring (keyring.keys lists them)`,
+					`No key ${keyId} in this keyring (npm run keys -- list lists them)`,
 					{ keyId },
 				);
 			const { state } = this.table.stateOf(keyId);
@@ -370,7 +370,7 @@ export class Keyring {
 			if (event === "retired" && state === "active" && this.table.activeCount === 1)
 				throw new DomainError(
 					"LAST_ACTIVE_KEY",
-					`${keyId} is the last active key: add keys first (npm run keys -- add N), then retire it`,
+					`${keyId} is the last active key: add keys first (npm run keys -- add --count N), then retire it`,
 					{ keyId },
 				);
 			await this.writeKeyEnd(
@@ -403,7 +403,7 @@ export class Keyring {
 		);
 		if (this.table.activeCount === 0)
 			this.deps.logger.error(
-				"No active key is left: acquires wait until keys are added (npm run keys -- add N)",
+				"No active key is left: acquires wait until keys are added (npm run keys -- add --count N)",
 			);
 	}
 
@@ -564,11 +564,17 @@ export class Keyring {
 		if (!this.waiters.take(waiter)) return;
 		const waitedMs = this.clock.now() - waiter.since;
 		const keys = this.keys.docs.size;
+		const active = this.table.activeCount;
+		// Which it is: every active key busy, or none left to lease (all retired or revoked).
+		const why =
+			active === 0
+				? `No active key: all ${keys} keys are retired or revoked (npm run keys -- add --count N)`
+				: `All ${active} active keys are leased`;
 		waiter.reject(
 			new DomainError(
 				"NO_FREE_KEY",
-				`All ${keys} keys are leased; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
-				{ keys, waitedMs, limitMs: waiter.limitMs },
+				`${why}; waited ${waitedMs} ms (limit ${waiter.limitMs} ms) for a free key, ${this.waiters.size} other callers still waiting`,
+				{ keys, active, waitedMs, limitMs: waiter.limitMs },
 			),
 		);
 	}

@@ -46,6 +46,13 @@ describe("npm run keys on a store no keyring runs on", () => {
 		const noReason = await runCli("keys.js", ["revoke", "--key", "key-002"], env);
 		expect(noReason.code).toBe(2);
 		expect(noReason.stderr).toMatch(/--reason is required/);
+		const longReason = await runCli(
+			"keys.js",
+			["retire", "--key", "key-002", "--reason", "x".repeat(501)],
+			env,
+		);
+		expect(longReason.code).toBe(2);
+		expect(longReason.stderr).toMatch(/--reason must be at most 500 characters, got 501/);
 		const badCount = await runCli("keys.js", ["add", "--count", "0"], env);
 		expect(badCount.code).toBe(2);
 		expect(badCount.stderr).toMatch(/--count must be an integer from 1 to 1000, got "0"/);

@@ -151,15 +151,28 @@ test("the last active key is not retired (409) but may be revoked; acquires then
 	await expect(ring.retire("key-001")).rejects.toMatchObject({
 		code: 409,
 		type: "LAST_ACTIVE_KEY",
-		message: expect.stringMatching(/key-001 is the last active key: add keys first/),
+		// The command it names is one that works.
+		message: expect.stringContaining(
+			"key-001 is the last active key: add keys first (npm run keys -- add --count N)",
+		),
 	});
 	await expect(ring.retire("key-404")).rejects.toMatchObject({
 		code: 404,
 		type: "KEY_NOT_FOUND",
+		message: "No key key-404 in this keyring (npm run keys -- list lists them)",
 	});
 	const revoked = await ring.revoke("key-001", "its host was compromised");
 	expect(revoked).toMatchObject({ state: "revoked", since: expect.any(String) });
 	expect(await ring.status()).toMatchObject({ active: 0, free: 0 });
+
+	// A wait that ends with no active key says so, not that keys are leased.
+	await expect(ring.acquire("none", 50)).rejects.toMatchObject({
+		code: 503,
+		type: "NO_FREE_KEY",
+		message: expect.stringMatching(
+			/^No active key: all 2 keys are retired or revoked \(npm run keys -- add --count N\); waited \d+ ms/,
+		),
+	});
 
 	const waiting = ring.acquire("a", 2_000);
 	await new Promise((resolve) => setTimeout(resolve, 50));

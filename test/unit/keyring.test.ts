@@ -195,7 +195,7 @@ describe("keyring", () => {
 			code: 503,
 			type: "NO_FREE_KEY",
 			message: expect.stringMatching(
-				/^All 2 keys are leased; waited 150 ms \(limit 150 ms\)/,
+				/^All 2 active keys are leased; waited 150 ms \(limit 150 ms\)/,
 			),
 		});
 		expect((await ring.status()).waiting).toBe(0);
