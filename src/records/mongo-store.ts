@@ -55,7 +55,7 @@ import {
 	type SignedBatch,
 	type StoredRecord,
 } from "./store";
-import { RecordConflictError, type SubmitOutcome } from "./submission";
+import { RecordConflictError, recordMessageBytes, type SubmitOutcome } from "./submission";
 
 interface RecordRow {
 	_id: string;
@@ -311,11 +311,7 @@ export class MongoRecordsStore implements RecordsStore {
 		this.visibleSeq = this.lastSeq;
 		if (this.records !== null) this.records += inserted;
 		if (this.largest !== null)
-			for (const r of fresh)
-				this.largest = Math.max(
-					this.largest,
-					Buffer.byteLength(r.id) + Buffer.byteLength(r.data),
-				);
+			for (const r of fresh) this.largest = Math.max(this.largest, recordMessageBytes(r));
 		return { stored: inserted, replayed: records.length - inserted };
 	}
 
@@ -387,8 +383,34 @@ export class MongoRecordsStore implements RecordsStore {
 							$group: {
 								_id: null,
 								n: {
+									// As recordMessageBytes, bounded: a control character takes
+									// 6 bytes as JSON (5 more), a quote or backslash 2 (1 more).
 									$max: {
-										$add: [{ $strLenBytes: "$_id" }, { $strLenBytes: "$data" }],
+										$add: [
+											{ $strLenBytes: "$_id" },
+											{ $strLenBytes: "$data" },
+											{
+												$multiply: [
+													5,
+													{
+														$size: {
+															$regexFindAll: {
+																input: "$data",
+																regex: "[\\x00-\\x1f]",
+															},
+														},
+													},
+												],
+											},
+											{
+												$size: {
+													$regexFindAll: {
+														input: "$data",
+														regex: '["\\\\]',
+													},
+												},
+											},
+										],
 									},
 								},
 								last: { $max: "$_id" },

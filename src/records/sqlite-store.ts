@@ -24,7 +24,7 @@ import {
 	type SignedBatch,
 	type StoredRecord,
 } from "./store";
-import { RecordConflictError, type SubmitOutcome } from "./submission";
+import { RecordConflictError, recordMessageBytes, type SubmitOutcome } from "./submission";
 
 const SQL = {
 	insertRecords:
@@ -39,8 +39,9 @@ const SQL = {
 		"SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
 	unsignedAmong:
 		"SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
+	/** As recordMessageBytes: the data as JSON (json_quote escapes as JSON.stringify does), less its quotes. */
 	maxRecordBytes:
-		"SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(data AS BLOB))), 0) AS n FROM records",
+		"SELECT coalesce(max(length(CAST(id AS BLOB)) + length(CAST(json_quote(data) AS BLOB)) - 2), 0) AS n FROM records",
 	/** A piece's rows, numbered in the log from ?5 in the piece's order (docs/design.md §8.4). */
 	storeSignatures:
 		"INSERT INTO signatures (recordId, keyId, batchId, leaseId, jws, signedAt, logIndex) " +
@@ -227,11 +228,7 @@ export class SqliteRecordsStore implements RecordsStore {
 		this.lastSeq += records.length;
 		this.records += stored;
 		if (this.largest !== null)
-			for (const r of records)
-				this.largest = Math.max(
-					this.largest,
-					Buffer.byteLength(r.id) + Buffer.byteLength(r.data),
-				);
+			for (const r of records) this.largest = Math.max(this.largest, recordMessageBytes(r));
 		return { stored, replayed: records.length - stored };
 	}
 

@@ -13,11 +13,22 @@ export const RECORD_ID = /^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$/;
 export const MAX_ID_LENGTH = 128;
 /** A record's data: 1 to this many characters of well-formed Unicode. */
 export const MAX_DATA_LENGTH = 1_024;
+/** The most bytes a submitted record's data takes as a signer receives it, JSON-escaped UTF-8. */
+export const MAX_DATA_BYTES = 3 * MAX_DATA_LENGTH;
 /**
- * The most bytes a submitted record's id and data take (UTF-8: at most 3 bytes per UTF-16 code
- * unit): what a follow run's batch size must fit in one message to a signer.
+ * The most bytes a submitted record's id and data take in the message to a signer: what a follow
+ * run's batch size must fit in one message.
  */
-export const MAX_SUBMITTED_RECORD_BYTES = MAX_ID_LENGTH + 3 * MAX_DATA_LENGTH;
+export const MAX_SUBMITTED_RECORD_BYTES = MAX_ID_LENGTH + MAX_DATA_BYTES;
+
+/**
+ * The bytes a record's id and data take in a batch's message, as JSON (UTF-8, escaped): a quote
+ * or a backslash takes 2, a control character 6 (\u0001), other characters 1 to 3 per UTF-16
+ * unit. An id never needs escaping (RECORD_ID). What the stores measure (maxRecordBytes).
+ */
+export function recordMessageBytes(record: RecordPayload): number {
+	return Buffer.byteLength(record.id) + Buffer.byteLength(JSON.stringify(record.data)) - 2;
+}
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
@@ -71,6 +82,14 @@ export function validateSubmission(records: unknown): RecordPayload[] {
 			throw new InvalidRecordsError(
 				`${at}.data`,
 				"must be well-formed Unicode (no lone surrogate)",
+			);
+		// As the signer receives it: 1,024 control characters would make a batch that a follow
+		// run's batch size, checked at its start against MAX_SUBMITTED_RECORD_BYTES, cannot carry.
+		const bytes = Buffer.byteLength(JSON.stringify(data)) - 2;
+		if (bytes > MAX_DATA_BYTES)
+			throw new InvalidRecordsError(
+				`${at}.data`,
+				`must take at most ${MAX_DATA_BYTES} bytes as JSON (a quote or backslash takes 2, a control character 6, other characters up to 3), got ${bytes}`,
 			);
 		return { id, data };
 	});

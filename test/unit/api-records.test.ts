@@ -209,6 +209,28 @@ describe("submitting records", () => {
 		expect((await read(records[999].id)).body.data).toBe("é".repeat(1024));
 	});
 
+	test("data that would take more than 3,072 bytes as JSON (control characters take 6 each) is 422 naming the field and the sizes, and nothing is stored; 512 of them fit", async () => {
+		const count = await recordCount();
+		const answer = await submit({
+			records: [
+				{ id: "ctl-ok", data: "ok" },
+				{ id: "ctl-1", data: "\u0001".repeat(1024) },
+			],
+		});
+		expect(answer.status).toBe(422);
+		expect(answer.body).toMatchObject({
+			type: "INVALID_RECORDS",
+			data: { field: "records[1].data" },
+		});
+		expect(answer.body.message).toMatch(
+			/records\[1\]\.data must take at most 3072 bytes as JSON .*, got 6144/,
+		);
+		expect(await recordCount()).toBe(count);
+		const fits = await submit({ records: [{ id: "ctl-2", data: "\u0001".repeat(512) }] });
+		expect(fits.status).toBe(202);
+		expect((await read("ctl-2")).body.data).toBe("\u0001".repeat(512));
+	});
+
 	test("a body that is not JSON is 415, and nothing is stored", async () => {
 		const count = await recordCount();
 		const answer = await request(system.baseUrl, "POST", "/api/records", {

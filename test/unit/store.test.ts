@@ -185,6 +185,18 @@ function storeContract(backend: Backend): void {
 			);
 		});
 
+		test("maxRecordBytes counts a record's data as JSON, as a signer receives it, measured from the store and kept up by submissions", async () => {
+			// A quote and a backslash take 2 bytes each, a control character 6, é 2 (UTF-8).
+			await stores.records.submitRecords([{ id: "q1", data: '"\\\u0001é' }], "alice", at(1));
+			expect(await stores.records.maxRecordBytes()).toBe(2 + 2 + 2 + 6 + 2);
+			await stores.records.submitRecords(
+				[{ id: "q2", data: "\u0001".repeat(10) }],
+				"alice",
+				at(2),
+			);
+			expect(await stores.records.maxRecordBytes()).toBe(2 + 60);
+		});
+
 		test("a submission is stored whole naming its submitter; the same data again is a replay; other data stores nothing of it", async () => {
 			expect(
 				await stores.records.submitRecords(
