@@ -53,12 +53,27 @@ const DOC_BYTES: Record<string, number> = {
 	signatures: 500,
 };
 
-/** Documents of `collection` per `page` call that fit `options.maxPayloadBytes` (batches by their runs' largest size). */
-export function pageSizeFor(collection: string, options: CollectOptions, largestBatch = 0): number {
+/** A record's fields besides its id and data, as JSON: seq, signed, a submitter of up to 200 characters, its time. */
+const RECORD_FIELDS_BYTES = 400;
+
+/**
+ * Documents of `collection` per `page` call that fit `options.maxPayloadBytes`: batches by their
+ * runs' largest size, records by the largest stored record (`largestRecord`, its id and data as
+ * JSON: a submitted record may take 3,200 bytes, a seeded one about 20).
+ */
+export function pageSizeFor(
+	collection: string,
+	options: CollectOptions,
+	largest: { batch?: number; record?: number } = {},
+): number {
 	const fallback = options.pageSize ?? 5000;
 	if (!options.maxPayloadBytes) return fallback;
 	const docBytes =
-		collection === "batches" ? largestBatch * 20 + 600 : (DOC_BYTES[collection] ?? 2000);
+		collection === "batches"
+			? (largest.batch ?? 0) * 20 + 600
+			: collection === "records" && largest.record !== undefined
+				? largest.record + RECORD_FIELDS_BYTES
+				: (DOC_BYTES[collection] ?? 2000);
 	return Math.max(1, Math.min(fallback, Math.floor(options.maxPayloadBytes / 2 / docBytes)));
 }
 
@@ -76,6 +91,8 @@ export interface PageSource {
 	): Promise<Page>;
 	/** The public JWKS. */
 	jwks(): Promise<JWK[]>;
+	/** Bytes of the largest record's id and data as JSON (records.stats), where pages travel in messages. */
+	largestRecordBytes?(): Promise<number>;
 	/**
 	 * A log's leaf hashes in log order (the lease log's with their entry names) and its
 	 * checkpoints, where the source reads the stores themselves (MongoDB); the owners' actions
@@ -96,6 +113,8 @@ export function servicePages(broker: Caller): PageSource {
 			return call(broker, Actions[service].page, params);
 		},
 		jwks: async () => (await call(broker, Actions.keyring.jwks, {}))?.keys ?? [],
+		largestRecordBytes: async () =>
+			(await call(broker, Actions.records.stats, {})).maxRecordBytes,
 	};
 }
 
@@ -230,11 +249,16 @@ export async function importFromPages(
 		// dispatched, so signatures are read before batches and leases, and a live system never
 		// shows a signature whose batch or lease this read missed.
 		let largestBatch = 0;
+		// Records as large as the largest one stored: submitted records may be 16 times a seeded one.
+		const largestRecord =
+			options.maxPayloadBytes && source.largestRecordBytes
+				? await source.largestRecordBytes()
+				: undefined;
 		await eachPage(
 			source,
 			"records",
 			"records",
-			pageSizeFor("records", options),
+			pageSizeFor("records", options, { record: largestRecord }),
 			addPage("records"),
 		);
 		await eachPage(
@@ -253,7 +277,7 @@ export async function importFromPages(
 			source,
 			"batcher",
 			"batches",
-			pageSizeFor("batches", options, largestBatch),
+			pageSizeFor("batches", options, { batch: largestBatch }),
 			addPage("batches"),
 		);
 		await eachPage(source, "keyring", "keys", pageSizeFor("keys", options), addPage("keys"));

@@ -169,7 +169,7 @@ async function runCluster(
 			broker,
 			"batcher",
 			"batches",
-			pageSizeFor("batches", fits, run.batchSize),
+			pageSizeFor("batches", fits, { batch: run.batchSize }),
 		))
 			if (batch.runId === run.runId && batch.status === "signed")
 				perSigner.set(String(batch.signer), (perSigner.get(String(batch.signer)) ?? 0) + 1);

@@ -9,6 +9,7 @@ import type { Cluster } from "../../src/cluster/launcher";
 import type { BatcherStatus, RunView } from "../../src/contract";
 import { credentialFile } from "../../src/identity/credential";
 import { makeSubmitProof } from "../../src/identity/submit-proof";
+import { runCli } from "../support/cli";
 import {
 	auditCluster,
 	batches,
@@ -27,12 +28,16 @@ describe("a follow run over NATS", () => {
 	afterAll(() => stopTestCluster(cluster));
 
 	/** Submits `count` records named `<prefix>-<n>` on the bus, as the gateway would. */
-	async function submit(prefix: string, count: number): Promise<void> {
+	async function submit(
+		prefix: string,
+		count: number,
+		data = (n: number) => `data of ${prefix} ${n}`,
+	): Promise<void> {
 		const broker = await cluster!.connect();
 		const batcher = credentialFile(path.join(cluster!.dataDir, "batcher.key"), false);
 		const records = Array.from({ length: count }, (_, n) => ({
 			id: `${prefix}-${n}`,
-			data: `data of ${prefix} ${n}`,
+			data: data(n),
 		}));
 		await broker.call("records.submit", {
 			records,
@@ -94,6 +99,43 @@ describe("a follow run over NATS", () => {
 					const verdict = await auditCluster(cluster!);
 					expect(verdict.violations).toEqual([]);
 					expect(verdict.pending).toBe(0);
+				},
+			),
+		180_000,
+	);
+
+	test(
+		"npm run audit over NATS reads records of the largest size a submission allows in pages that fit a message",
+		() =>
+			scenario(
+				() => cluster,
+				async () => {
+					const broker = await cluster!.connect();
+					const run = await broker.call<RunView, object>("batcher.start", {
+						batchSize: 50,
+						follow: true,
+					});
+					// 3,072 bytes of data each (€ takes 3): 2,800 of them are about 9 MB, where 2,621
+					// records a page (sized for seeded records) overflowed even this cluster's 8 MB messages.
+					const prefix = `big-${"x".repeat(100)}`;
+					for (let i = 0; i < 4; i++)
+						await submit(`${prefix}-${i}`, 700, () => "€".repeat(1024));
+					const { records } = await broker.call<{ records: number }, object>(
+						"records.progress",
+						{},
+					);
+					await waitForSigned(cluster!, records, 60_000);
+					await broker.call("batcher.cancel", { runId: run.runId });
+					await cluster!.runEnded(run.runId);
+					const audit = await runCli("audit.js", [], {
+						DATA_DIR: cluster!.dataDir,
+						TRANSPORTER: cluster!.natsUrl("ops"),
+						NAMESPACE: cluster!.namespace,
+						...cluster!.natsEnv,
+					});
+					expect(audit.stderr).not.toMatch(/error/i);
+					expect(audit.stdout).toContain("Audit PASSED: every rule holds");
+					expect(audit.code).toBe(0);
 				},
 			),
 		180_000,
