@@ -35,6 +35,11 @@ export interface ActiveRun {
 	distrusted: Set<string>;
 	/** Since when (ms) a batch failed for want of a keyring: no new batch goes out until one answers. */
 	keyringLostAt: number | null;
+	/**
+	 * Until when (ms) no batch goes out because a signer reached no records service: a node that
+	 * has just started is announced to the others up to a second late. 0 when not paused.
+	 */
+	pausedUntil: number;
 	/** A follow run's records waiting in arrival order (docs/design.md §7.7); null for a run over the store as it is. */
 	follow: FollowFeed | null;
 	/**

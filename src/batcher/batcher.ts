@@ -284,6 +284,7 @@ export class Batcher {
 			cancelled: Boolean(run.cancelRequestedAt),
 			distrusted: new Set(),
 			keyringLostAt: null,
+			pausedUntil: 0,
 			follow: run.follow ? new FollowFeed(run.batchSize, this.options.lingerMs) : null,
 			untilSeq: Infinity,
 			wake: new Wake(),

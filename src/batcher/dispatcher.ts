@@ -38,6 +38,11 @@ export interface DispatchDeps {
 /** While no keyring answers: how often the batcher looks, and how long before a batch tries anyway. */
 const KEYRING_POLL_MS = 100;
 const KEYRING_RECHECK_MS = 1_000;
+/**
+ * How long dispatch pauses when a signer reached no records service: Moleculer tells the other
+ * nodes of a node's services one second after the last one starts.
+ */
+const RECORDS_PAUSE_MS = 1_000;
 /** Tries at settling a batch records refuses to close while the node runs, a second apart. */
 const SETTLE_TRIES = 3;
 
@@ -45,17 +50,18 @@ const SETTLE_TRIES = 3;
 const UNREACHABLE = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT"]);
 
 /**
- * Whether a signer's failure is the keyring's absence (no node offers its actions, not even
- * registered yet as on a node whose keyring is still being elected, or none answered in time),
- * which is not the batch's fault: the error as Moleculer carries it.
+ * Which service a signer's failure says it could not reach, if any: the keyring (no node offers
+ * its actions, not even registered yet as on a node whose keyring is still being elected, or
+ * none answered in time), or records (the signer has not yet heard of a records node that has
+ * just started). Neither is the batch's fault. The error as Moleculer carries it.
  */
-function keyringUnreachable(err: unknown): boolean {
+function unreachableService(err: unknown): "keyring" | "records" | null {
 	const { type, data } = (err ?? {}) as { type?: unknown; data?: { action?: unknown } };
-	return (
-		UNREACHABLE.has(String(type)) &&
-		typeof data?.action === "string" &&
-		data.action.startsWith("keyring.")
-	);
+	if (!UNREACHABLE.has(String(type)) || typeof data?.action !== "string") return null;
+	if (data.action.startsWith("keyring.")) return "keyring";
+	// A timeout may be records at work on a large piece: only a records the signer cannot see.
+	if (data.action.startsWith("records.") && type !== "REQUEST_TIMEOUT") return "records";
+	return null;
 }
 
 export class Dispatcher {
@@ -82,6 +88,12 @@ export class Dispatcher {
 			}
 			// A batch found no keyring: wait until one answers rather than fail batches.
 			if (active.keyringLostAt !== null && !(await this.keyringBack(active))) continue;
+			// A signer reached no records service: give the bus a moment to announce it.
+			const paused = active.pausedUntil - this.context.clock.now();
+			if (paused > 0) {
+				await Promise.race([...active.inFlight, this.context.clock.sleep(paused)]);
+				continue;
+			}
 			while (
 				active.inFlight.size < this.windowSize(active) &&
 				!this.context.halted() &&
@@ -268,7 +280,7 @@ export class Dispatcher {
 		const flight = this.deps.flights.takeOff(active, batchId, signer);
 		let result: SignBatchResult | null = null;
 		let error = "";
-		let noKeyring = false;
+		let unreachable: "keyring" | "records" | null = null;
 		try {
 			result = await this.deps.signers.signBatch(
 				{ batchId, runId: run.runId, records: planned.records },
@@ -280,7 +292,7 @@ export class Dispatcher {
 			);
 		} catch (err) {
 			error = (err as Error).message;
-			noKeyring = keyringUnreachable(err);
+			unreachable = unreachableService(err);
 		} finally {
 			this.deps.flights.land(active, flight);
 		}
@@ -312,7 +324,7 @@ export class Dispatcher {
 		// Ended by the shutdown itself: not an attempt against the run; its records are paged again on resume.
 		// Ended in a cancelled run: its records wait for the next run.
 		if (this.context.halted() || active.cancelled || unsigned.length === 0) return;
-		if (noKeyring) {
+		if (unreachable === "keyring") {
 			// Not the batch's fault: it goes again at the same attempt, once a keyring answers.
 			if (active.keyringLostAt === null) {
 				active.keyringLostAt = clock.now();
@@ -320,6 +332,16 @@ export class Dispatcher {
 					`No keyring answers: run ${active.run.runId} sends no batch until one does`,
 				);
 			}
+			active.planner.requeue(planned, unsigned);
+			return;
+		}
+		if (unreachable === "records") {
+			// Nor this: it goes again at the same attempt, after a pause.
+			if (active.pausedUntil <= clock.now())
+				this.context.logger.warn(
+					`A signer reached no records service (a node that has just started is announced within a second): run ${active.run.runId} sends no batch for ${RECORDS_PAUSE_MS} ms`,
+				);
+			active.pausedUntil = clock.now() + RECORDS_PAUSE_MS;
 			active.planner.requeue(planned, unsigned);
 			return;
 		}

@@ -64,12 +64,6 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 							colors: false,
 						},
 					},
-		// A node tells the others of each service as it starts, not a second after the last one
-		// (Moleculer's default debounce): a batcher resuming a run on a node that just (re)started
-		// sends its first batch after the INFO naming records went out on the same connection, so
-		// signers never find records.storeSignatures missing on a node they already reach.
-		// (Moleculer reads the option; its typings do not list it.)
-		transit: { serviceChangedDebounceTime: 0 } as NonNullable<BrokerOptions["transit"]>,
 		// A dead node is noticed within seconds, not after Moleculer's defaults.
 		heartbeatInterval: 2,
 		heartbeatTimeout: 6,

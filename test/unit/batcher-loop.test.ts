@@ -436,24 +436,16 @@ describe("the batcher's run loop", () => {
 		},
 	);
 
-	test("records a signer cannot store for a moment (a records node just started, not yet announced to it) go again after a growing backoff, even with room in the window: a second of failures uses a few of ten attempts, and the run completes", async () => {
+	test("a failed batch's records go again after a growing backoff, even with room in the window: a second of failures uses a few of ten attempts, and the run completes", async () => {
 		// Two batches and room for six: a failed batch's records find a free place at once.
 		const h = harness(20, { maxAttempts: 10, window: 6 });
-		// Moleculer announces a node's services up to a second after it starts: until then every
-		// signer's records.storeSignatures fails, at once.
-		const announced = h.clock.now() + 1_050;
+		// Every batch fails at once for the first 1,050 ms.
+		const healed = h.clock.now() + 1_050;
 		const sentAt = new Map<string, number[]>();
 		h.signers.behaviour = async (params, node) => {
 			for (const record of params.records)
 				sentAt.set(record.id, [...(sentAt.get(record.id) ?? []), h.clock.now()]);
-			if (h.clock.now() < announced)
-				throw Object.assign(
-					new Error("Service 'records.storeSignatures' is not available."),
-					{
-						type: "SERVICE_NOT_AVAILABLE",
-						data: { action: "records.storeSignatures", nodeID: null },
-					},
-				);
+			if (h.clock.now() < healed) return noKeyFor(params, node);
 			return h.signers.sign(params, node);
 		};
 		const done = h.completed();
@@ -471,6 +463,34 @@ describe("the batcher's run loop", () => {
 				expect(times[attempt] - times[attempt - 1]).toBeGreaterThanOrEqual(
 					retryDelayMs(attempt),
 				);
+	});
+
+	test("records a signer cannot store because it has not heard of the records service yet (a node that just started) go again at the same attempt after a pause, and the run completes", async () => {
+		const h = harness(20, { maxAttempts: 2, window: 6 });
+		// Moleculer tells the other nodes of a node's services up to a second after it starts.
+		const announced = h.clock.now() + 1_050;
+		h.signers.behaviour = async (params, node) => {
+			if (h.clock.now() < announced)
+				throw Object.assign(
+					new Error("Service 'records.storeSignatures' is not available."),
+					{
+						type: "SERVICE_NOT_AVAILABLE",
+						data: { action: "records.storeSignatures", nodeID: null },
+					},
+				);
+			return h.signers.sign(params, node);
+		};
+		const done = h.completed();
+		await h.batcher.start({ batchSize: 10 });
+		const completion = await advanceUntil(h.clock, done, 10);
+		expect(completion).toMatchObject({ status: "completed", error: null });
+		expect(h.records.signed.size).toBe(20);
+		const batches = [...h.store.batches.values()];
+		// Failures that used no attempt (two would have failed the run)...
+		expect(batches.filter((b) => b.status === "failed").length).toBeGreaterThan(0);
+		expect(batches.every((b) => b.attempt === 1)).toBe(true);
+		// ... and a pause of a second after each: not a batch a tick.
+		expect(batches.filter((b) => b.status === "failed").length).toBeLessThanOrEqual(4);
 	});
 
 	test("a batch whose reply is lost after its signatures were stored is recorded signed with their key and lease, and not sent again", async () => {
