@@ -46,21 +46,24 @@ const RECORDS_PAUSE_MS = 1_000;
 /** Tries at settling a batch records refuses to close while the node runs, a second apart. */
 const SETTLE_TRIES = 3;
 
-/** How Moleculer says no node offers an action (not yet, or no longer), or none answered in time. */
-const UNREACHABLE = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT"]);
+/** How Moleculer says no node offers an action (not yet, or no longer). */
+const NOT_OFFERED = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE"]);
+/** ... or that none answered in time, or the node that had the request is gone (src/broker/lost-requests.ts). */
+const NO_ANSWER = new Set([...NOT_OFFERED, "REQUEST_TIMEOUT", "REQUEST_REJECTED"]);
 
 /**
  * Which service a signer's failure says it could not reach, if any: the keyring (no node offers
- * its actions, not even registered yet as on a node whose keyring is still being elected, or
- * none answered in time), or records (the signer has not yet heard of a records node that has
- * just started). Neither is the batch's fault. The error as Moleculer carries it.
+ * its actions, not even registered yet as on a node whose keyring is still being elected; none
+ * answered in time; or the keyring that had the request is gone), or records (the signer has
+ * not yet heard of a records node that has just started). Neither is the batch's fault. The
+ * error as Moleculer carries it.
  */
 function unreachableService(err: unknown): "keyring" | "records" | null {
 	const { type, data } = (err ?? {}) as { type?: unknown; data?: { action?: unknown } };
-	if (!UNREACHABLE.has(String(type)) || typeof data?.action !== "string") return null;
-	if (data.action.startsWith("keyring.")) return "keyring";
+	if (typeof data?.action !== "string") return null;
+	if (data.action.startsWith("keyring.") && NO_ANSWER.has(String(type))) return "keyring";
 	// A timeout may be records at work on a large piece: only a records the signer cannot see.
-	if (data.action.startsWith("records.") && type !== "REQUEST_TIMEOUT") return "records";
+	if (data.action.startsWith("records.") && NOT_OFFERED.has(String(type))) return "records";
 	return null;
 }
 

@@ -13,6 +13,11 @@
  *   reached the server while the node was away was dropped. (One that reached it
  *   after is failed too; every caller here treats a failed call as "maybe done": the batcher
  *   settles the batch from its stored signatures, a lease not released expires.)
+ * - When another node is gone (its goodbye, or its heartbeats missed), Moleculer fails the
+ *   requests sent to it by name; this fails the balanced ones (naming no node) sent while only
+ *   nodes now gone offered their action: one of them took it, and none will answer. A
+ *   `keyring.acquire` waiting at a keyring killed with -9 would otherwise wait out its whole
+ *   timeout (ACQUIRE_WAIT_MS + 10 s, 70 s by default), a new keyring serving in seconds.
  * - Calls marked `keepOnReconnect` are not failed: their caller checks on them itself (the
  *   batcher asks the signer whether it has the batch) and hears of the reconnect as the local
  *   event `$transporter.peerReconnected`.
@@ -78,10 +83,13 @@ function reasonOf(signal: AbortSignal): string {
 }
 
 /** Fails the pending requests `which` selects, except those whose caller checks on them; returns their target nodes. */
-function failPending(transit: Transit, which: (request: PendingRequest) => boolean): Set<string> {
+function failPending(
+	transit: Transit,
+	which: (request: PendingRequest, id: string) => boolean,
+): Set<string> {
 	const nodes = new Set<string>();
 	for (const [id, request] of [...transit.pendingRequests]) {
-		if (request.ctx?.options?.keepOnReconnect || !which(request)) continue;
+		if (request.ctx?.options?.keepOnReconnect || !which(request, id)) continue;
 		nodes.add(request.nodeID);
 		transit.removePendingRequest(id);
 		request.reject(
@@ -102,6 +110,27 @@ function serves(broker: ServiceBroker, nodeID: string, action: string | undefine
 	return endpoints?.endpoints?.some((endpoint) => endpoint.id === nodeID) ?? false;
 }
 
+/** The nodes that offer `action` now, by this node's registry: where a balanced request may go. */
+function serversOf(broker: ServiceBroker, action: string): string[] {
+	const list = broker.registry.getActionEndpoints(action) as unknown as
+		{ endpoints?: Array<{ id: string; available?: boolean }> } | undefined;
+	return (list?.endpoints ?? []).filter((e) => e.available !== false).map((e) => e.id);
+}
+
+/** Whether `nodeID` is a node this node's registry counts available. */
+function available(broker: ServiceBroker, nodeID: string): boolean {
+	const node = (
+		broker.registry as unknown as {
+			nodes: { get(id: string): { available?: boolean } | undefined };
+		}
+	).nodes.get(nodeID);
+	return Boolean(node?.available);
+}
+
+interface LocalBus {
+	localBus: { on(event: string, listener: (payload: never) => void): void };
+}
+
 /** What the middleware reads of a remote call's context. */
 interface RemoteCall {
 	id: string;
@@ -111,6 +140,8 @@ interface RemoteCall {
 }
 
 export function FailLostRequestsMiddleware(): Middleware {
+	/** A balanced request in flight (by id): the nodes that offered its action when it was sent. */
+	const sentAmong = new Map<string, string[]>();
 	return {
 		name: "FailLostRequests",
 		remoteAction(next: (ctx: RemoteCall) => Promise<unknown>, action: { name: string }) {
@@ -120,7 +151,8 @@ export function FailLostRequestsMiddleware(): Middleware {
 					return Promise.reject(
 						new RequestAbortedError(action.name, ctx.nodeID, reasonOf(signal)),
 					);
-				const result = next(ctx);
+				if (!ctx.nodeID) sentAmong.set(ctx.id, serversOf(ctx.broker, action.name));
+				const result = next(ctx).finally(() => sentAmong.delete(ctx.id));
 				const transit = transitOf(ctx.broker);
 				const request = transit?.pendingRequests.get(ctx.id);
 				if (!transit || !request) return result;
@@ -158,6 +190,26 @@ export function FailLostRequestsMiddleware(): Middleware {
 			const transit = transitOf(broker);
 			const client = natsClient(broker) as unknown as NatsPubSub | null;
 			if (!transit || !client) return;
+			// A balanced request went to one of the nodes offering its action then: once every one
+			// of them is gone, nobody will answer it, whichever node offers the action now.
+			(broker as unknown as LocalBus).localBus.on(
+				"$node.disconnected",
+				({ node }: { node: { id: string } }) => {
+					const failed = failPending(transit, (request, id) => {
+						const among = sentAmong.get(id);
+						return (
+							!request.nodeID &&
+							among !== undefined &&
+							among.includes(node.id) &&
+							among.every((nodeID) => !available(broker, nodeID))
+						);
+					});
+					if (failed.size)
+						broker.logger.warn(
+							`Node '${node.id}' is gone: failing the requests only it could have taken; they will not be answered`,
+						);
+				},
+			);
 			const subject = `${transit.tx?.prefix ?? "MOL"}.X-RECONNECTED`;
 			client.subscribe(subject, {
 				callback: (err, msg) => {

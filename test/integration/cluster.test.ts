@@ -178,15 +178,23 @@ describe("crashes lose nothing and break no rule", () => {
 			},
 		));
 
-	test("kill -9 the keyring in the middle and start it again on the same store: leases recovered, the run completes", () =>
+	test("kill -9 the keyring in the middle and start it again on the same store: leases recovered, signing goes on within seconds, the run completes", () =>
 		scenario(
 			() => cluster,
 			async () => {
-				cluster = await startTestCluster({ records: 10_000, keys: 20, batchSize: 50 });
+				cluster = await startTestCluster({
+					records: 10_000,
+					keys: 20,
+					batchSize: 50,
+					// The default wait: an acquire left waiting at the dead keyring would hold its
+					// signer for 70 s (ACQUIRE_WAIT_MS + 10 s).
+					env: { ACQUIRE_WAIT_MS: "60000" },
+				});
 				const broker = await cluster.connect();
 				const run = await cluster.startRun(50);
 				await waitForSigned(cluster, 3_000);
 				const before = await broker.call<{ lastSeq: number }>("keyring.status");
+				const killedAt = Date.now();
 				await cluster.kill("keyring");
 				const restarted = await cluster.restart("keyring");
 				await cluster.ready(60_000, ["keyring"]);
@@ -198,6 +206,10 @@ describe("crashes lose nothing and break no rule", () => {
 
 				const outcome = await cluster.runEnded(run.runId);
 				expect(outcome.status).toBe("completed");
+				// The acquires left at the dead keyring are failed once it is seen gone (6 s of
+				// missed heartbeats), not at their timeout: the rest of the run takes about 10 s
+				// here, where those acquires held their signers for 70 s.
+				expect(Date.now() - killedAt).toBeLessThan(40_000);
 				// Until its missed heartbeats give it away, the killed node still looks available to the client.
 				await cluster.gone("keyring");
 				await until(
