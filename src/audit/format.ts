@@ -34,7 +34,7 @@ export function formatReport(report: AuditReport, source: string): string {
 	for (const key of report.endedKeys)
 		lines.push(
 			key.event === "revoked"
-				? `Key ${key.keyId} revoked at ${key.at} (seq ${key.seq})${key.reason ? `: ${key.reason}` : ""}; refuse its signatures made after that`
+				? `Key ${key.keyId} revoked at ${key.at} (seq ${key.seq})${key.reason ? `: ${key.reason}` : ""}; refuse its signatures made after that${key.signedAfter ? `. WARNING: ${plural(key.signedAfter, "signature")} of it ${key.signedAfter === 1 ? "was" : "were"} made after that, by a lease it held when revoked; a verifier refuses them, so their records have no signature a verifier accepts (one signature per record: they are not signed again)` : ""}`
 				: `Key ${key.keyId} retired at ${key.at} (seq ${key.seq}, ${key.reason ?? "operator"}); its signatures stand`,
 		);
 	const { unsigned } = report;

@@ -53,9 +53,10 @@ export interface AuditReport {
 	violations: Violation[];
 	/**
 	 * Keys retired or revoked (docs/design.md §5.8), in seq order: a verifier refuses a revoked
-	 * key's signatures made after `at`. Not violations: leases granted before run out.
+	 * key's signatures made after `at`. Not violations: leases granted before run out. A revoked
+	 * key's `signedAfter` counts its stored signatures made after `at` (by their signedAt).
 	 */
-	endedKeys: KeyEvent[];
+	endedKeys: Array<KeyEvent & { signedAfter?: number }>;
 }
 
 export interface AuditOptions extends RangeOptions, LogAuditOptions {
@@ -94,12 +95,27 @@ export async function audit(
 	let unsigned = 0;
 	let lastRun: { runId: string; status: string } | null = null;
 	const checked = { records: 0, signatures: 0, batches: 0, leases: 0, keys: 0, runs: 0 };
-	let endedKeys: KeyEvent[] = [];
+	let endedKeys: AuditReport["endedKeys"] = [];
 	let pending = 0;
 
 	await withReadSnapshot(db, async () => {
 		const keyEvents = storedKeyEvents(db);
-		endedKeys = keyEvents.filter((event) => event.event !== "added");
+		// A lease a revoked key held ran out as usual (§5.8): what it signed after the revocation is stored.
+		const signedAfter = db.sql.prepare(
+			"SELECT count(*) AS n FROM rec.signatures WHERE keyId = ? AND signedAt > ?",
+		);
+		endedKeys = keyEvents
+			.filter((event) => event.event !== "added")
+			.map((event) =>
+				event.event === "revoked"
+					? {
+							...event,
+							signedAfter: Number(
+								(signedAfter.get(event.keyId, event.at) as { n: number }).n,
+							),
+						}
+					: event,
+			);
 		const keys = checkPublicKeys(db, keyFindings);
 		const runs = checkRuns(db, runFindings);
 		checked.keys = keys.count;

@@ -438,6 +438,37 @@ describe("the report", () => {
 	});
 });
 
+describe("revoked keys (docs/design.md §5.8)", () => {
+	it("counts and names a revoked key's signatures made after its revocation, which a verifier refuses", async () => {
+		const keyId = copy.signatures[0].keyId;
+		const times = copy.signatures
+			.filter((s) => s.keyId === keyId)
+			.map((s) => s.signedAt)
+			.sort();
+		expect(times.length).toBeGreaterThan(1);
+		// Revoked just before its last signature (the lease it held then ran out as usual), after every other event.
+		const lastSeq = Math.max(...copy.leases.flatMap((l) => [l.grantSeq, l.endSeq ?? 0]));
+		const key = copy.keys.find((k) => k.keyId === keyId)!;
+		Object.assign(key, {
+			revokedSeq: lastSeq + 1,
+			revokedAt: new Date(Date.parse(times[times.length - 1]) - 1).toISOString(),
+			revokedReason: "compromised",
+		});
+		const report = await auditSnapshot(copy);
+		expect(report.endedKeys).toEqual([
+			expect.objectContaining({ keyId, event: "revoked", signedAfter: 1 }),
+		]);
+		expect(formatReport(report, "test")).toContain(
+			`Key ${keyId} revoked at ${key.revokedAt} (seq ${lastSeq + 1}): compromised; refuse its signatures made after that. WARNING: 1 signature of it was made after that`,
+		);
+		// Revoked after its last signature: nothing to say.
+		key.revokedAt = new Date(Date.parse(times[times.length - 1]) + 1).toISOString();
+		const after = await auditSnapshot(copy);
+		expect(after.endedKeys[0].signedAfter).toBe(0);
+		expect(formatReport(after, "test")).not.toContain("WARNING");
+	});
+});
+
 describe("follow runs (docs/design.md §7.7)", () => {
 	const runOf = (snapshot: AuditSnapshot, runId: string) =>
 		snapshot.runs.find((r) => r.runId === runId)!;
