@@ -35,6 +35,7 @@ import { redactUrl } from "../nats-tls";
 import { serviceSettings } from "../settings";
 import { UserError } from "../user-error";
 import { runSubcommands, UsageError, type CliOptions } from "./cli";
+import { runningServe } from "./runner";
 import { openKeyringStore, quiet } from "./keyring-store";
 import { STORE_OPTIONS, storeConfig } from "./store";
 
@@ -63,6 +64,9 @@ interface KeyOps {
 }
 
 type Config = ReturnType<typeof storeConfig>;
+
+/** The keyring's store is held by a running keyring: said without the usage text. */
+class StoreHeldError extends UserError {}
 
 async function overBus(config: Config): Promise<KeyOps> {
 	await assertNatsReachable(
@@ -132,7 +136,7 @@ async function inStore(config: Config): Promise<KeyOps> {
 	} catch (err) {
 		await store.close();
 		// It names the keyring holding the store and what to do (ask it over NATS, or stop it).
-		if (err instanceof KeyringRoleHeldError) throw new UserError(err.message);
+		if (err instanceof KeyringRoleHeldError) throw new StoreHeldError(err.message);
 		throw err;
 	}
 	const act = async <T>(work: () => Promise<T>) => {
@@ -160,7 +164,16 @@ async function withKeyOps<T>(
 	flags: Record<string, unknown>,
 	work: (ops: KeyOps) => Promise<T>,
 ): Promise<T> {
-	const config = storeConfig(flags);
+	let config = storeConfig(flags);
+	// Beside an npm run serve on the same DATA_DIR: ask its keyring over its NATS, as the REPL
+	// joins it (the store is its keyring's while it runs).
+	const serve = !config.transporter && config.dataDir ? runningServe(config.dataDir) : null;
+	if (serve) {
+		process.stderr.write(
+			`Asking the keyring of npm run serve (pid ${serve.pid}) over NATS at ${redactUrl(serve.nats)}\n`,
+		);
+		config = { ...config, transporter: serve.nats, namespace: serve.namespace };
+	}
 	const ops = config.transporter ? await overBus(config) : await inStore(config);
 	try {
 		return await work(ops);
@@ -281,6 +294,10 @@ void runSubcommands(
 			},
 		},
 	},
-	// A NATS that is not there is not a misuse of the command: its line, without the usage.
-	(err) => err instanceof UserError && !(err instanceof NatsUnreachableError),
+	// A NATS that is not there, or a store another keyring holds, is not a misuse of the command:
+	// its line, without the usage.
+	(err) =>
+		err instanceof UserError &&
+		!(err instanceof NatsUnreachableError) &&
+		!(err instanceof StoreHeldError),
 );

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ROOT } from "../support/cli";
+import { ROOT, runCli } from "../support/cli";
 import { until } from "../support/cluster";
 import { startCommand, stopAllCommands, type Command } from "../support/command";
 
@@ -91,6 +91,14 @@ test("npm run repl next to npm run serve joins it over NATS; call batcher.start 
 	expect(await repl.interrupt()).toBe(true);
 	// The REPL bound nothing and crashed on nothing.
 	expect(repl.output().match(/.*(EADDRINUSE|Unhandled).*/)?.[0] ?? null).toBeNull();
+
+	// npm run keys beside it asks its keyring over its NATS, as the README pairs them.
+	const keys = await runCli("keys.js", ["list"], { DATA_DIR: dir, TRANSPORTER: "" });
+	expect(keys.stderr).toMatch(
+		/Asking the keyring of npm run serve \(pid \d+\) over NATS at nats:\/\/ops:\*\*\*@127\.0\.0\.1:\d+/,
+	);
+	expect(keys.stdout).toMatch(/^key-000 {2}active .*\n(.*\n)*5 key\(s\), 5 active/);
+	expect(keys.code).toBe(0);
 
 	expect(await serve.interrupt()).toBe(true);
 	expect(fs.existsSync(path.join(dir, "serve.json"))).toBe(false);
