@@ -109,10 +109,12 @@ export class Batcher {
 			}
 		}
 		if (this.active) {
-			const { runId, batchSize: activeSize } = this.active.run;
+			const { runId, batchSize: activeSize, follow: following } = this.active.run;
 			throw new DomainError(
 				"RUN_ACTIVE",
-				`Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`,
+				following
+					? `Follow run ${runId} is active (batch size ${activeSize}) and never ends by itself: it signs records as they arrive; cancel it first (POST /api/runs/${runId}/cancel, or cancel in the REPL) to start another`
+					: `Run ${runId} is still active (batch size ${activeSize}); a new run can start when it ends`,
 				{ runId, batchSize: activeSize },
 			);
 		}

@@ -1064,6 +1064,10 @@ describe("a follow run (docs/design.md §7.7)", () => {
 		await expect(h.batcher.start({ batchSize: 10 })).rejects.toMatchObject({
 			type: "RUN_ACTIVE",
 			data: { runId: run.runId },
+			// It never ends by itself: the refusal says what to do instead of waiting for it.
+			message: expect.stringContaining(
+				`never ends by itself: it signs records as they arrive; cancel it first (POST /api/runs/${run.runId}/cancel`,
+			),
 		});
 		await expect(h.batcher.start({ follow: true })).rejects.toMatchObject({
 			type: "RUN_ACTIVE",
