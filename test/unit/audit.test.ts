@@ -438,6 +438,24 @@ describe("the report", () => {
 	});
 });
 
+describe("a source with no transparency logs (an audit over NATS, a store from before them)", () => {
+	it("says the log rules were not checked, rather than that they passed", async () => {
+		const report = await auditSnapshot(copy);
+		expect(report.logs).toEqual([]);
+		expect(report.rules.filter((r) => r.checked === false).map((r) => r.rule)).toEqual([
+			"signature-log",
+			"lease-log",
+		]);
+		const text = formatReport(report, "test");
+		expect(text).toContain("NOT CHECKED signature-log: this source holds no such log");
+		expect(text).not.toContain("PASS signature-log");
+		expect(text).toContain("PASS lru-order");
+		expect(text).toContain(
+			"Audit PASSED: every rule holds but signature-log and lease-log, not checked here",
+		);
+	});
+});
+
 describe("revoked keys (docs/design.md §5.8)", () => {
 	it("counts and names a revoked key's signatures made after its revocation, which a verifier refuses", async () => {
 		const keyId = copy.signatures[0].keyId;
