@@ -187,8 +187,11 @@ export interface RunReport {
 	failedBatches: number;
 	keysUsed: number;
 	duplicates: number;
+	/** From the run's start to its end, including any time it was stopped before resuming. */
 	seconds: number;
 	recordsPerSecond: number;
+	/** When the run last resumed after a stop or crash; absent for a run that never stopped. */
+	resumedAt?: string;
 }
 
 // ---------------------------------------------------------------- records actions

@@ -40,6 +40,8 @@ export interface ActiveRun {
 	 * has just started is announced to the others up to a second late. 0 when not paused.
 	 */
 	pausedUntil: number;
+	/** When this process resumed the run (ms), or null for a run it started. */
+	resumedAt: number | null;
 	/** A follow run's records waiting in arrival order (docs/design.md §7.7); null for a run over the store as it is. */
 	follow: FollowFeed | null;
 	/**

@@ -287,6 +287,7 @@ export class Batcher {
 			distrusted: new Set(),
 			keyringLostAt: null,
 			pausedUntil: 0,
+			resumedAt: resumed ? this.deps.clock.now() : null,
 			follow: run.follow ? new FollowFeed(run.batchSize, this.options.lingerMs) : null,
 			untilSeq: Infinity,
 			wake: new Wake(),

@@ -36,6 +36,9 @@ export async function finishRun(
 		duplicates: summary.duplicates,
 		seconds,
 		recordsPerSecond: seconds > 0 ? Math.round(summary.stored / seconds) : 0,
+		...(active.resumedAt !== null
+			? { resumedAt: new Date(active.resumedAt).toISOString() }
+			: {}),
 	};
 	const status = active.failure ? "failed" : active.cancelled ? "cancelled" : "completed";
 	await whenAvailable(context, "the batcher's store", () =>

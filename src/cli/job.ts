@@ -129,7 +129,7 @@ export function reportLines(report: RunReport): string[] {
 		`  batches        ${report.batches} (failed and retried: ${report.failedBatches}), batch size ${report.batchSize}`,
 		`  keys used      ${report.keysUsed}`,
 		`  duplicates     ${report.duplicates} (kept the first signature)`,
-		`  time           ${report.seconds.toFixed(2)} s, ${report.recordsPerSecond.toLocaleString("en")} records/s`,
+		`  time           ${report.seconds.toFixed(2)} s, ${report.recordsPerSecond.toLocaleString("en")} records/s${report.resumedAt ? ` since it started; it resumed at ${report.resumedAt} after a stop, whose time counts` : ""}`,
 	];
 }
 

@@ -47,6 +47,10 @@ test("a run killed with SIGKILL mid-way resumes on the next start and finishes w
 			/Resuming interrupted run run-\S+ with its batch size 100 \(not 250/,
 		);
 		expect(second.stdout).toContain("Audit PASSED: 30000/30000 records signed, 0 violations");
+		// Its time runs from the first start, the stop included, and the report says so.
+		expect(second.stdout).toMatch(
+			/time +[\d.]+ s, [\d,]+ records\/s since it started; it resumed at \S+Z after a stop, whose time counts/,
+		);
 		expect(second.code).toBe(0);
 
 		// The stores themselves: one signature per record, one run, one batch size.
