@@ -22,6 +22,7 @@ import {
 	unsignedArrivalsParams,
 	unsignedPageParams,
 	type ActionParams,
+	type KeyRevokedEvent,
 	type RecordsListParams,
 } from "../src/contract";
 import { keyringEnrolments, type EnrolmentReader } from "../src/keyring/enrolments";
@@ -192,6 +193,10 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 			/** A checkpoint at the end of every run (docs/design.md §8.4). */
 			"run.completed"() {
 				return this.tlog.checkpointNow();
+			},
+			/** A revoked key signs nothing more that is stored here (docs/design.md §5.8). */
+			[Events.keyRevoked](ctx: Context<KeyRevokedEvent>) {
+				this.desk.keyRevoked(ctx.params?.notice, ctx.nodeID ?? this.broker.nodeID);
 			},
 		},
 		async stopped() {

@@ -778,6 +778,8 @@ export const Events = {
 	batchSigned: "batch.signed",
 	batchFailed: "batch.failed",
 	recordsArrived: "records.arrived",
+	/** A key was revoked: broadcast, so that every records node refuses what it signs from then on. */
+	keyRevoked: "key.revoked",
 } as const;
 
 /** `records.arrived`: a submission stored new records; a follow run looks for them now rather than at its next poll. */
@@ -841,8 +843,16 @@ export interface EventMap {
 	"batch.signed": BatchSignedEvent;
 	"batch.failed": BatchFailedEvent;
 	"records.arrived": RecordsArrivedEvent;
+	"key.revoked": KeyRevokedEvent;
 }
 export type EventName = keyof EventMap;
+
+/** `key.revoked`: the key, since when, and the keyring's signed notice of it (src/identity/key-revocation.ts). */
+export interface KeyRevokedEvent {
+	keyId: string;
+	at: string;
+	notice: string;
+}
 
 // ---------------------------------------------------------------- the action map
 

@@ -6,6 +6,7 @@
  */
 import os from "node:os";
 import { systemClock, type Clock } from "../clock";
+import { Events } from "../contract";
 import { Keyring, type KeyringLogger, type KeyringOptions } from "./keyring";
 import { LeaseDesk, type Caller } from "./lease-desk";
 import { announceAuthority, enrolLocalCredential } from "./local-trust";
@@ -14,6 +15,7 @@ import type { KeyringStore } from "./store";
 export interface KeyringBus {
 	nodeID: string;
 	emit(event: string, payload: unknown): Promise<void>;
+	broadcast(event: string, payload: unknown): Promise<void>;
 }
 
 export interface KeyringOnBus {
@@ -43,9 +45,12 @@ export async function openKeyringOnBus(
 		logger,
 		clock: deps.clock,
 		emit: (event, payload) => {
-			bus.emit(event, payload).catch((err) =>
-				logger.warn(`Could not emit ${event}: ${(err as Error).message}`),
-			);
+			// A revocation reaches every records node, not one of them.
+			const sent =
+				event === Events.keyRevoked
+					? bus.broadcast(event, payload)
+					: bus.emit(event, payload);
+			sent.catch((err) => logger.warn(`Could not emit ${event}: ${(err as Error).message}`));
 		},
 	});
 	// Proofs are dated by the signers' wall clocks: checked against this machine's, whatever clock the leases run on.

@@ -24,6 +24,7 @@ import {
 	type KeyEvent,
 	type KeyInfo,
 	type KeyringStatus,
+	type KeyRevokedEvent,
 	type LeaseGrant,
 	type LeaseChange,
 	type LeaseDoc,
@@ -33,6 +34,7 @@ import {
 } from "../contract";
 import type { AuthorityKey } from "../identity/authority";
 import type { CredentialRole } from "../identity/credential";
+import { issueKeyRevocation } from "../identity/key-revocation";
 import type { TokenSettings } from "../pkcs11/token";
 import type { KeyStore } from "../config";
 import { KeyMaterial } from "./key-material";
@@ -99,7 +101,7 @@ export interface KeyringDeps {
 	identity: RoleIdentity;
 	logger: KeyringLogger;
 	/** Publishes a domain event (fire and forget). */
-	emit(event: string, payload: LeaseEvent): void;
+	emit(event: string, payload: LeaseEvent | KeyRevokedEvent): void;
 	/** The system clock unless a test moves time by hand. */
 	clock?: Clock;
 }
@@ -358,6 +360,7 @@ export class Keyring {
 		reason: string | null,
 	): Promise<KeyInfo> {
 		this.assertOpen();
+		let revoked: KeyEvent | null = null;
 		await this.serial.run(async () => {
 			if (!this.keys.docs.has(keyId))
 				throw new DomainError(
@@ -373,13 +376,23 @@ export class Keyring {
 					`${keyId} is the last active key: add keys first (npm run keys -- add --count N), then retire it`,
 					{ keyId },
 				);
-			await this.writeKeyEnd(
+			const ended = await this.writeKeyEnd(
 				keyId,
 				event,
 				reason ?? (event === "retired" ? "operator" : null),
 			);
+			if (event === "revoked") revoked = ended;
 		});
 		await this.committed();
+		// Stored: records hears of it now and takes nothing the key signs from then on (§5.8).
+		if (revoked) {
+			const { keyId: key, at, seq } = revoked as KeyEvent;
+			this.deps.emit(Events.keyRevoked, {
+				keyId: key,
+				at,
+				notice: issueKeyRevocation(this.authority, { key, at, seq }),
+			});
+		}
 		return this.keyInfo(keyId);
 	}
 
@@ -387,7 +400,7 @@ export class Keyring {
 		keyId: string,
 		event: "retired" | "revoked",
 		reason: string | null,
-	): Promise<void> {
+	): Promise<KeyEvent> {
 		const ended: KeyEvent = {
 			seq: this.log.nextSeq(),
 			keyId,
@@ -405,6 +418,7 @@ export class Keyring {
 			this.deps.logger.error(
 				"No active key is left: acquires wait until keys are added (npm run keys -- add --count N)",
 			);
+		return ended;
 	}
 
 	/** The holder of an active lease, or null. */

@@ -13,11 +13,26 @@ import { CredentialSource, type CredentialSettings } from "../identity/credentia
 import { StoreGate, StoreRefusedError } from "../identity/lease-token";
 import { checkCloseProof } from "../identity/ticket";
 import { checkSubmitProof } from "../identity/submit-proof";
+import { checkKeyRevocation, type KeyRevocation } from "../identity/key-revocation";
 import { DomainError, loggedRefusal } from "../errors";
 import { BatcherKeys, type BatcherEnrolment } from "./batcher-keys";
 
+/** A piece with a signature made after its key's revocation (docs/design.md §5.8): 409, nothing of it stored. */
+export class KeyRevokedError extends DomainError {
+	constructor(keyId: string, at: string, signedAt: string, batchId: string) {
+		super(
+			"KEY_REVOKED",
+			`Key ${keyId} was revoked at ${at}; this piece of batch ${batchId} holds a signature made after that (${signedAt}): nothing of it is stored, and its records go again under another key`,
+			{ keyId, revokedAt: at, batchId },
+		);
+	}
+}
+
 export class RecordsIntake {
 	private readonly gate: StoreGate;
+	private readonly trust: KeyringTrust;
+	/** Revoked keys this node has heard of, with since when (ms): their later signatures are refused. */
+	private readonly revoked = new Map<string, { at: string; ms: number }>();
 	/** The batcher credentials whose close and submit proofs records takes. */
 	private readonly batchers: BatcherKeys;
 
@@ -28,7 +43,8 @@ export class RecordsIntake {
 		enrolledBatchers: (() => Promise<BatcherEnrolment[]>) | null,
 		private readonly logger: { warn(line: string): void },
 	) {
-		this.gate = new StoreGate(new KeyringTrust(trust));
+		this.trust = new KeyringTrust(trust);
+		this.gate = new StoreGate(this.trust);
 		this.batchers = new BatcherKeys(
 			new CredentialSource(batcherCredential),
 			enrolledBatchers,
@@ -36,10 +52,35 @@ export class RecordsIntake {
 		);
 	}
 
-	/** Throws a 403 unless the piece comes from its lease's holder. */
+	/**
+	 * Throws a 403 unless the piece comes from its lease's holder, and a 409 when its key was
+	 * revoked before one of its signatures was made.
+	 */
 	admitSignatures(params: StoreSignaturesParams, callerNode: string): void {
+		const revoked = this.revoked.get(params.keyId);
+		if (revoked) {
+			const late = params.signatures.find((s) => Date.parse(s.signedAt) > revoked.ms);
+			if (late)
+				throw new KeyRevokedError(params.keyId, revoked.at, late.signedAt, params.batchId);
+		}
 		if (!busChecks.on) return;
 		this.refusalsLogged("storeSignatures", callerNode, () => this.gate.check(params));
+	}
+
+	/**
+	 * A `key.revoked` notice: taken when the keyring this node trusts signed it, else logged and
+	 * dropped (an event on the bus can come from anyone). Returns the revocation taken, or null.
+	 */
+	keyRevoked(notice: unknown, callerNode: string): KeyRevocation | null {
+		const revocation = checkKeyRevocation(this.trust, notice);
+		if (!revocation) {
+			this.logger.warn(
+				`Dropped a key.revoked notice from node ${callerNode}: it is not signed by the keyring this node trusts`,
+			);
+			return null;
+		}
+		this.revoked.set(revocation.key, { at: revocation.at, ms: Date.parse(revocation.at) });
+		return revocation;
 	}
 
 	/** Throws a 403 unless an enrolled batcher asks. */

@@ -39,7 +39,7 @@ export class RecordsDesk {
 	constructor(
 		private readonly store: RecordsStore,
 		settings: { trust: TrustSettings; batcherCredential: CredentialSettings },
-		logger: { warn(line: string): void },
+		private readonly logger: { warn(line: string): void },
 		/** The keyring's enrolled batchers (src/keyring/enrolments.ts), or null when its store is in memory. */
 		enrolledBatchers: (() => Promise<BatcherEnrolment[]>) | null = null,
 	) {
@@ -103,6 +103,15 @@ export class RecordsDesk {
 				throw new DomainError("BATCH_CLOSED", err.message, { batchId: err.batchId });
 			throw err;
 		}
+	}
+
+	/** The keyring's `key.revoked` notice: from now on no signature the key made after its revocation is stored. */
+	keyRevoked(notice: unknown, callerNode: string): void {
+		const revocation = this.intake.keyRevoked(notice, callerNode);
+		if (revocation)
+			this.logger.warn(
+				`Key ${revocation.key} revoked at ${revocation.at}: pieces with its signatures made after that are refused`,
+			);
 	}
 
 	/** Closes a batch for the batcher: what is stored under it, and its records still unsigned. */
