@@ -19,6 +19,7 @@ import { natsTransporterOptions } from "../nats-tls";
 import { PacketGuardMiddleware } from "./packet-guard";
 import { ReplErrorsMiddleware } from "./repl-errors";
 import { StopOnceMiddleware } from "./stop-once";
+import { SteadySubscriptionsMiddleware } from "./balanced-subscriptions";
 
 export interface BrokerOverrides {
 	nodeID?: string;
@@ -96,7 +97,13 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 			// PacketGuard wraps only the handling of incoming packets (none of the others does):
 			// a forged INFO naming this node must not stop it.
 			...(config.transporter
-				? [PacketGuardMiddleware(), FailLostRequestsMiddleware(), LocalFirstMiddleware()]
+				? [
+						PacketGuardMiddleware(),
+						FailLostRequestsMiddleware(),
+						LocalFirstMiddleware(),
+						// Re-announcing services re-makes the action subscriptions: with no gap.
+						SteadySubscriptionsMiddleware(),
+					]
 				: []),
 			// Always there: the gateway's /health/ready uses its check; the HTTP server only on long-running nodes.
 			HealthMiddleware({ port: overrides.health ? portChoice(config, "healthPort") : null }),
