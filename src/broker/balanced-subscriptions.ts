@@ -69,9 +69,13 @@ export function SteadySubscriptionsMiddleware(): Middleware {
 			(broker as unknown as { localBus: LocalBus }).localBus.on(
 				"$services.changed",
 				(payload: { localService?: boolean }) => {
-					const transit = (broker as unknown as { transit?: { connected?: boolean } })
-						.transit;
-					if (payload?.localService && transit?.connected)
+					const { transit, stopping } = broker as unknown as {
+						transit?: { connected?: boolean };
+						stopping?: boolean;
+					};
+					// A stopping node has told the others it serves nothing: its services leaving
+					// must not subscribe it again (Moleculer's own announcement skips it too).
+					if (payload?.localService && transit?.connected && !stopping)
 						void remake().catch(() => undefined);
 				},
 			);
