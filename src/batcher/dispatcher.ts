@@ -94,7 +94,7 @@ export class Dispatcher {
 			// A signer reached no records service: give the bus a moment to announce it.
 			const paused = active.pausedUntil - this.context.clock.now();
 			if (paused > 0) {
-				await Promise.race([...active.inFlight, this.context.clock.sleep(paused)]);
+				await this.landingOr(active, paused);
 				continue;
 			}
 			while (
@@ -163,20 +163,29 @@ export class Dispatcher {
 	 * Waits for whichever comes first: a batch in flight landing, or (with room in the window) the
 	 * end of the next retry's backoff.
 	 */
-	private async landingOrRetryDue(active: ActiveRun): Promise<void> {
-		const { clock } = this.context;
+	private landingOrRetryDue(active: ActiveRun): Promise<void> {
 		const retryAt = active.planner.nextRetryAt;
-		let cancel = () => undefined as void;
-		const retryDue =
+		return this.landingOr(
+			active,
 			retryAt !== null && active.inFlight.size < this.windowSize(active)
-				? [
+				? retryAt - this.context.clock.now()
+				: null,
+		);
+	}
+
+	/** Waits for a batch in flight to land, or for `ms` to pass (null: no time limit). */
+	private async landingOr(active: ActiveRun, ms: number | null): Promise<void> {
+		let cancel = () => undefined as void;
+		const timer =
+			ms === null
+				? []
+				: [
 						new Promise<void>((resolve) => {
-							cancel = clock.after(Math.max(0, retryAt - clock.now()), resolve);
+							cancel = this.context.clock.after(Math.max(0, ms), resolve);
 						}),
-					]
-				: [];
+					];
 		try {
-			await Promise.race([...active.inFlight, ...retryDue]);
+			await Promise.race([...active.inFlight, ...timer]);
 		} finally {
 			cancel();
 		}

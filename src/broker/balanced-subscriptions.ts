@@ -23,10 +23,6 @@ interface NatsTx {
 	unsubscribeFromBalancedCommands?: () => Promise<void>;
 }
 
-interface LocalBus {
-	on(event: string, listener: (payload: never) => void): void;
-}
-
 export function SteadySubscriptionsMiddleware(): Middleware {
 	return {
 		name: "SteadySubscriptions",
@@ -66,19 +62,12 @@ export function SteadySubscriptionsMiddleware(): Middleware {
 			// second later: a node that asks for the services (DISCOVER) is told of it in the
 			// meantime, and its calls would find no subscriber. The subscriptions are written to
 			// the connection before any reply that names the service.
-			(broker as unknown as { localBus: LocalBus }).localBus.on(
-				"$services.changed",
-				(payload: { localService?: boolean }) => {
-					const { transit, stopping } = broker as unknown as {
-						transit?: { connected?: boolean };
-						stopping?: boolean;
-					};
-					// A stopping node has told the others it serves nothing: its services leaving
-					// must not subscribe it again (Moleculer's own announcement skips it too).
-					if (payload?.localService && transit?.connected && !stopping)
-						void remake().catch(() => undefined);
-				},
-			);
+			broker.localBus.on("$services.changed", (payload: { localService?: boolean }) => {
+				// A stopping node has told the others it serves nothing: its services leaving must
+				// not subscribe it again (Moleculer's own announcement skips it too).
+				if (payload?.localService && broker.transit?.connected && !broker.stopping)
+					void remake().catch(() => undefined);
+			});
 		},
 	} as unknown as Middleware;
 }

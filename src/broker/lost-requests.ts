@@ -102,19 +102,26 @@ function failPending(
 	return nodes;
 }
 
+/** The endpoints of `action` in the registry this node keeps, one per node that offers it. */
+function endpointsOf(
+	broker: ServiceBroker,
+	action: string,
+): Array<{ id: string; available?: boolean }> {
+	const list = broker.registry.getActionEndpoints(action) as unknown as
+		{ endpoints?: Array<{ id: string; available?: boolean }> } | undefined;
+	return list?.endpoints ?? [];
+}
+
 /** `nodeID` has `action` (by the registry this node keeps). */
 function serves(broker: ServiceBroker, nodeID: string, action: string | undefined): boolean {
-	if (!action) return false;
-	const endpoints = broker.registry.getActionEndpoints(action) as unknown as
-		{ endpoints?: Array<{ id: string }> } | undefined;
-	return endpoints?.endpoints?.some((endpoint) => endpoint.id === nodeID) ?? false;
+	return action ? endpointsOf(broker, action).some((endpoint) => endpoint.id === nodeID) : false;
 }
 
 /** The nodes that offer `action` now, by this node's registry: where a balanced request may go. */
 function serversOf(broker: ServiceBroker, action: string): string[] {
-	const list = broker.registry.getActionEndpoints(action) as unknown as
-		{ endpoints?: Array<{ id: string; available?: boolean }> } | undefined;
-	return (list?.endpoints ?? []).filter((e) => e.available !== false).map((e) => e.id);
+	return endpointsOf(broker, action)
+		.filter((endpoint) => endpoint.available !== false)
+		.map((endpoint) => endpoint.id);
 }
 
 /** Whether `nodeID` is a node this node's registry counts available. */
@@ -125,10 +132,6 @@ function available(broker: ServiceBroker, nodeID: string): boolean {
 		}
 	).nodes.get(nodeID);
 	return Boolean(node?.available);
-}
-
-interface LocalBus {
-	localBus: { on(event: string, listener: (payload: never) => void): void };
 }
 
 /** What the middleware reads of a remote call's context. */
@@ -192,24 +195,21 @@ export function FailLostRequestsMiddleware(): Middleware {
 			if (!transit || !client) return;
 			// A balanced request went to one of the nodes offering its action then: once every one
 			// of them is gone, nobody will answer it, whichever node offers the action now.
-			(broker as unknown as LocalBus).localBus.on(
-				"$node.disconnected",
-				({ node }: { node: { id: string } }) => {
-					const failed = failPending(transit, (request, id) => {
-						const among = sentAmong.get(id);
-						return (
-							!request.nodeID &&
-							among !== undefined &&
-							among.includes(node.id) &&
-							among.every((nodeID) => !available(broker, nodeID))
-						);
-					});
-					if (failed.size)
-						broker.logger.warn(
-							`Node '${node.id}' is gone: failing the requests only it could have taken; they will not be answered`,
-						);
-				},
-			);
+			broker.localBus.on("$node.disconnected", ({ node }: { node: { id: string } }) => {
+				const failed = failPending(transit, (request, id) => {
+					const among = sentAmong.get(id);
+					return (
+						!request.nodeID &&
+						among !== undefined &&
+						among.includes(node.id) &&
+						among.every((nodeID) => !available(broker, nodeID))
+					);
+				});
+				if (failed.size)
+					broker.logger.warn(
+						`Node '${node.id}' is gone: failing the requests only it could have taken; they will not be answered`,
+					);
+			});
 			const subject = `${transit.tx?.prefix ?? "MOL"}.X-RECONNECTED`;
 			client.subscribe(subject, {
 				callback: (err, msg) => {

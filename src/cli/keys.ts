@@ -131,6 +131,9 @@ async function inStore(config: Config): Promise<KeyOps> {
 				},
 				logger: quiet,
 				emit() {},
+				// No bus here to tell records on: no keyring runs, so none grants leases either, and
+				// the audit counts any signature a lease of before made after the revocation.
+				broadcast() {},
 			},
 		);
 	} catch (err) {

@@ -6,7 +6,6 @@
  */
 import os from "node:os";
 import { systemClock, type Clock } from "../clock";
-import { Events } from "../contract";
 import { Keyring, type KeyringLogger, type KeyringOptions } from "./keyring";
 import { LeaseDesk, type Caller } from "./lease-desk";
 import { announceAuthority, enrolLocalCredential } from "./local-trust";
@@ -45,12 +44,14 @@ export async function openKeyringOnBus(
 		logger,
 		clock: deps.clock,
 		emit: (event, payload) => {
-			// A revocation reaches every records node, not one of them.
-			const sent =
-				event === Events.keyRevoked
-					? bus.broadcast(event, payload)
-					: bus.emit(event, payload);
-			sent.catch((err) => logger.warn(`Could not emit ${event}: ${(err as Error).message}`));
+			bus.emit(event, payload).catch((err) =>
+				logger.warn(`Could not emit ${event}: ${(err as Error).message}`),
+			);
+		},
+		broadcast: (event, payload) => {
+			bus.broadcast(event, payload).catch((err) =>
+				logger.warn(`Could not broadcast ${event}: ${(err as Error).message}`),
+			);
 		},
 	});
 	// Proofs are dated by the signers' wall clocks: checked against this machine's, whatever clock the leases run on.

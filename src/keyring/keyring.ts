@@ -100,8 +100,10 @@ export interface KeyringDeps {
 	/** Who this keyring is, for the role's holder. */
 	identity: RoleIdentity;
 	logger: KeyringLogger;
-	/** Publishes a domain event (fire and forget). */
-	emit(event: string, payload: LeaseEvent | KeyRevokedEvent): void;
+	/** Publishes a domain event to one listener of each service (fire and forget). */
+	emit(event: string, payload: LeaseEvent): void;
+	/** Publishes a domain event to every node that listens, fire and forget: a revocation. */
+	broadcast(event: string, payload: KeyRevokedEvent): void;
 	/** The system clock unless a test moves time by hand. */
 	clock?: Clock;
 }
@@ -387,7 +389,7 @@ export class Keyring {
 		// Stored: records hears of it now and takes nothing the key signs from then on (§5.8).
 		if (revoked) {
 			const { keyId: key, at, seq } = revoked as KeyEvent;
-			this.deps.emit(Events.keyRevoked, {
+			this.deps.broadcast(Events.keyRevoked, {
 				keyId: key,
 				at,
 				notice: issueKeyRevocation(this.authority, { key, at, seq }),

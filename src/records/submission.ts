@@ -27,7 +27,12 @@ export const MAX_SUBMITTED_RECORD_BYTES = MAX_ID_LENGTH + MAX_DATA_BYTES;
  * unit. An id never needs escaping (RECORD_ID). What the stores measure (maxRecordBytes).
  */
 export function recordMessageBytes(record: RecordPayload): number {
-	return Buffer.byteLength(record.id) + Buffer.byteLength(JSON.stringify(record.data)) - 2;
+	return Buffer.byteLength(record.id) + dataMessageBytes(record.data);
+}
+
+/** The bytes `data` takes as a JSON string in a message, less its two quotes. */
+function dataMessageBytes(data: string): number {
+	return Buffer.byteLength(JSON.stringify(data)) - 2;
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -85,7 +90,7 @@ export function validateSubmission(records: unknown): RecordPayload[] {
 			);
 		// As the signer receives it: 1,024 control characters would make a batch that a follow
 		// run's batch size, checked at its start against MAX_SUBMITTED_RECORD_BYTES, cannot carry.
-		const bytes = Buffer.byteLength(JSON.stringify(data)) - 2;
+		const bytes = dataMessageBytes(data);
 		if (bytes > MAX_DATA_BYTES)
 			throw new InvalidRecordsError(
 				`${at}.data`,
