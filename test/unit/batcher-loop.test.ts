@@ -293,6 +293,13 @@ const closeRefused = () =>
 		"CLOSE_PROOF_INVALID",
 	);
 
+/** A signer's call that no node took, as Moleculer carries the error back to the batcher. */
+const notOffered = (action: string, words = "is not available", type = "SERVICE_NOT_AVAILABLE") =>
+	Object.assign(new Error(`Service '${action}' ${words}.`), {
+		type,
+		data: { action, nodeID: null },
+	});
+
 /** Signers with no key for any batch: every batch sent fails, its error naming the batch. */
 const noKeyFor: Behaviour = async (params) => {
 	throw new Error(`no key for ${params.batchId}`);
@@ -412,10 +419,7 @@ describe("the batcher's run loop", () => {
 			h.signers.behaviour = async (params, node) => {
 				if (h.clock.now() < back) {
 					h.signers.keyring = false;
-					throw Object.assign(new Error(`Service 'keyring.acquire' ${words}.`), {
-						type,
-						data: { action: "keyring.acquire", nodeID: null },
-					});
+					throw notOffered("keyring.acquire", words, type);
 				}
 				h.signers.keyring = true;
 				return h.signers.sign(params, node);
@@ -470,14 +474,7 @@ describe("the batcher's run loop", () => {
 		// Moleculer tells the other nodes of a node's services up to a second after it starts.
 		const announced = h.clock.now() + 1_050;
 		h.signers.behaviour = async (params, node) => {
-			if (h.clock.now() < announced)
-				throw Object.assign(
-					new Error("Service 'records.storeSignatures' is not available."),
-					{
-						type: "SERVICE_NOT_AVAILABLE",
-						data: { action: "records.storeSignatures", nodeID: null },
-					},
-				);
+			if (h.clock.now() < announced) throw notOffered("records.storeSignatures");
 			return h.signers.sign(params, node);
 		};
 		const done = h.completed();
