@@ -178,7 +178,7 @@ describe("crashes lose nothing and break no rule", () => {
 			},
 		));
 
-	test("kill -9 the keyring in the middle and start it again on the same store: leases recovered, signing goes on within seconds, the run completes", () =>
+	test("kill -9 the keyring in the middle and start it again on the same store: leases recovered, the run completes within 40 s of the kill (the acquires left at the dead keyring fail when it is seen gone, not at their 70 s timeout)", () =>
 		scenario(
 			() => cluster,
 			async () => {
