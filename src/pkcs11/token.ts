@@ -9,6 +9,13 @@
  * thread that initialised it finalises it. Login is per process too (every session of a process
  * shares it), so a session opened after the first login is already logged in.
  *
+ * Several processes may share one token (nodes on a network HSM's partition, or a SoftHSM token
+ * directory). SoftHSM's file store rewrites the token's file at each login, and a process that
+ * reads it meanwhile sees no token, or a token with no user PIN (SoftHSMv2 issue #757). Opening
+ * the token and logging in therefore retry what such a race answers (`raceCodes`, a token that
+ * is not listed) a few times before the error stands; a wrong PIN is never retried, as every
+ * wrong try counts towards locking the token.
+ *
  * Erasable TypeScript with type-only imports and `.ts` imports, so a signing thread loads it
  * straight from the sources under jest and from dist/ as CommonJS.
  */
@@ -44,7 +51,27 @@ export interface TokenKeyRef {
 }
 
 /** A token that cannot be used as configured: the message names the variable to fix. */
-export class TokenError extends UserError {}
+export class TokenError extends UserError {
+	/** Whether another process using the token at the same moment can cause it (retried). */
+	readonly raced: boolean;
+	constructor(message: string, raced = false) {
+		super(message);
+		this.raced = raced;
+	}
+}
+
+/** How many times opening the token, or logging in, is tried before its error stands. */
+export const OPEN_ATTEMPTS = 8;
+
+/** The pause before the attempt after `attempt` (1-based): 25 ms doubling to 400 ms, jittered. */
+function retryPauseMs(attempt: number): number {
+	return Math.min(400, 25 * 2 ** (attempt - 1)) * (0.5 + Math.random());
+}
+
+/** Blocks the thread for `ms`: logging in is synchronous, and only a race makes it wait. */
+function sleepSync(ms: number): void {
+	Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 let loaded: Pkcs11 | null = null;
 
@@ -109,30 +136,56 @@ export class Token {
 	 */
 	static async open(settings: TokenSettings): Promise<Token> {
 		const pkcs11 = await loadPkcs11();
-		const loadedModule = loadModule(pkcs11, settings.module);
-		try {
-			const token = new Token(
-				settings,
-				pkcs11,
-				loadedModule.api,
-				findSlot(pkcs11, loadedModule.api, settings),
-			);
-			token.closeSession(token.openSession());
-			return token;
-		} catch (err) {
-			// A token that cannot be used lets the module go (finalised when nothing else holds it).
-			release(settings.module);
-			throw err;
+		for (let attempt = 1; ; attempt++) {
+			const loadedModule = loadModule(pkcs11, settings.module);
+			try {
+				const token = new Token(
+					settings,
+					pkcs11,
+					loadedModule.api,
+					findSlot(pkcs11, loadedModule.api, settings),
+				);
+				token.closeSession(token.openSession());
+				return token;
+			} catch (err) {
+				// A token that cannot be used lets the module go (finalised when nothing else holds
+				// it), so that the next attempt's C_Initialize reads the token list again.
+				release(settings.module);
+				if (!(err instanceof TokenError && err.raced) || attempt >= OPEN_ATTEMPTS)
+					throw err;
+			}
+			await new Promise((resolve) => setTimeout(resolve, retryPauseMs(attempt)));
 		}
 	}
 
 	/** A new read-write session on the token, logged in as its user. */
 	openSession(): Handle {
+		for (let attempt = 1; ; attempt++) {
+			try {
+				return this.tryOpenSession();
+			} catch (err) {
+				if (!(err instanceof TokenError && err.raced) || attempt >= OPEN_ATTEMPTS)
+					throw err;
+			}
+			sleepSync(retryPauseMs(attempt));
+		}
+	}
+
+	private tryOpenSession(): Handle {
 		const { api, pkcs11 } = this;
-		const session = api.C_OpenSession(
-			this.slot,
-			pkcs11.CKF_SERIAL_SESSION | pkcs11.CKF_RW_SESSION,
-		);
+		let session: Handle;
+		try {
+			session = api.C_OpenSession(
+				this.slot,
+				pkcs11.CKF_SERIAL_SESSION | pkcs11.CKF_RW_SESSION,
+			);
+		} catch (err) {
+			if (!raceCodes(pkcs11).has(errorCode(err))) throw err;
+			throw new TokenError(
+				`Opening a session on token "${this.settings.tokenLabel}" failed: ${reason(err)}`,
+				true,
+			);
+		}
 		try {
 			api.C_Login(session, pkcs11.CKU_USER, this.settings.pin);
 		} catch (err) {
@@ -255,14 +308,31 @@ function findSlot(
 	settings: TokenSettings,
 ): Handle {
 	const labels: string[] = [];
-	for (const slot of api.C_GetSlotList(true)) {
-		const label = api.C_GetTokenInfo(slot).label.trim();
-		if (label === settings.tokenLabel) return slot;
-		labels.push(`"${label}"`);
+	try {
+		for (const slot of api.C_GetSlotList(true)) {
+			const label = api.C_GetTokenInfo(slot).label.trim();
+			if (label === settings.tokenLabel) return slot;
+			labels.push(`"${label}"`);
+		}
+	} catch (err) {
+		if (!raceCodes(pkcs11).has(errorCode(err))) throw err;
+		throw new TokenError(
+			`Listing the tokens of ${settings.module} failed: ${reason(err)}`,
+			true,
+		);
 	}
 	throw new TokenError(
 		`PKCS11_TOKEN_LABEL "${settings.tokenLabel}" names no token of ${settings.module} (its tokens: ${labels.join(", ") || "none"})`,
+		true,
 	);
+}
+
+/**
+ * What a login or a session answers while another process rewrites a SoftHSM token's file: a
+ * general error, or a token whose user PIN seems not set.
+ */
+function raceCodes(pkcs11: Pkcs11): Set<number> {
+	return new Set([pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_USER_PIN_NOT_INITIALIZED]);
 }
 
 function pinError(pkcs11: Pkcs11, settings: TokenSettings, err: unknown): Error {
@@ -281,5 +351,6 @@ function pinError(pkcs11: Pkcs11, settings: TokenSettings, err: unknown): Error 
 		);
 	return new TokenError(
 		`Logging in to token "${settings.tokenLabel}" failed: ${reason(err)} (PKCS11_PIN, PKCS11_PIN_FILE)`,
+		raceCodes(pkcs11).has(code),
 	);
 }

@@ -26,6 +26,7 @@ import { ALL_SERVICES, serviceSchema, settingsWith } from "../../src/system";
 import { setRealEnv } from "../support/real-env";
 import { NODE, ROOT, runCli, type Finished } from "../support/cli";
 import type { ProbeAnswer } from "../support/token-probe";
+import type { OpenerAnswer } from "../support/token-opener";
 
 const softHsm = findSoftHsm();
 if (!softHsm)
@@ -378,6 +379,19 @@ withToken("KEY_STORE=pkcs11 with a SoftHSM token", () => {
 		const good = await start({ PKCS11_PIN: "", PKCS11_PIN_FILE: pinFile });
 		expect(good.stdout).toContain("Audit PASSED: 10/10 records signed, 0 violations");
 		expect(good.code).toBe(0);
+	});
+
+	test("processes that open one token at once, one of them making keys in it, each open it every time: SoftHSM's file race is retried", async () => {
+		// SoftHSM rewrites the token's file at each login; a process reading it meanwhile sees no
+		// token or a general error (the cluster's signer-3 once stopped at start on it).
+		const { token } = freshToken();
+		const answers = await Promise.all(
+			["generate", "", "", ""].map((mode) =>
+				runScript("dist/test/support/token-opener.js", ["40", mode], token.env),
+			),
+		);
+		const results = answers.map((answer) => JSON.parse(answer.stdout) as OpenerAnswer);
+		expect(results).toEqual(results.map(() => ({ opened: 40, errors: [] })));
 	});
 
 	test("npm run cluster shares the token between the keyring and three signer processes through its token directory; every signer signs in it and the audit passes", async () => {
