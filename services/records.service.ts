@@ -176,9 +176,13 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 				this.store,
 				this.settings,
 				this.logger,
-				enrolments && (() => enrolments.enrolled("batcher")),
+				enrolments && {
+					enrolledBatchers: () => enrolments.enrolled("batcher"),
+					revokedKeys: () => enrolments.revokedKeys(),
+				},
 			);
 			await this.desk.seed(this.settings.seedCount, (line) => this.logger.info(line));
+			await this.desk.readRevocations();
 			this.tlog = ServiceLog.start(
 				this.store.signatureLog,
 				{
@@ -202,6 +206,7 @@ export function createRecordsService(settings: RecordsSettings): RecordsSchema {
 		async stopped() {
 			// Before the mixin closes the store: the last entries are checkpointed.
 			await this.tlog?.stop();
+			await this.desk?.stop();
 			await this.enrolments?.close();
 		},
 	};

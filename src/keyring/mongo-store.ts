@@ -57,6 +57,7 @@ import {
 	type LeaseEnding,
 	type LeaseLogSummary,
 	type ResealedKey,
+	type RevokedKey,
 	type RoleClaim,
 	type RoleHolder,
 } from "./store";
@@ -401,6 +402,14 @@ export class MongoKeyringStore implements KeyringStore {
 
 	keys(): Promise<KeyDoc[]> {
 		return this.keysOf.find({}).sort({ _id: 1 }).toArray();
+	}
+
+	/** The revoked keys and since when, without reading any key's sealed half (records reads them). */
+	async revokedKeys(): Promise<RevokedKey[]> {
+		const rows = await this.keysOf
+			.find({ revokedAt: { $type: "string" } }, { projection: { _id: 1, revokedAt: 1 } })
+			.toArray();
+		return rows.map((row) => ({ key: String(row._id), at: row.revokedAt as string }));
 	}
 
 	async insertKeys(docs: KeyDoc[]): Promise<void> {

@@ -32,7 +32,7 @@ import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
 import { SqliteLog } from "../tlog/sqlite-log";
 import { transparencyLogs } from "../tlog/log-switch";
 import type { CredentialRole } from "../identity/credential";
-import { enrolment, type EnrolledSigner, type Enrolment } from "./store";
+import { enrolment, type EnrolledSigner, type Enrolment, type RevokedKey } from "./store";
 
 /** Where each role's enrolled credentials are (the table names are fixed, never input). */
 const ENROLMENT_TABLES: Record<CredentialRole, string> = { signer: "signers", batcher: "batchers" };
@@ -113,6 +113,22 @@ export function enrolledIn(db: DatabaseSync, role: CredentialRole): EnrolledSign
 		enrolledAt: row.enrolledAt!,
 		revokedAt: row.revokedAt ?? null,
 	}));
+}
+
+/**
+ * The revoked keys of a keyring store and since when, as records reads them at start and then
+ * every few seconds (src/keyring/enrolments.ts): none in a store an earlier version wrote,
+ * which has no lifecycle columns until its keyring starts.
+ */
+export function revokedKeysIn(db: DatabaseSync): RevokedKey[] {
+	try {
+		return db
+			.prepare("SELECT keyId AS key, revokedAt AS at FROM keys WHERE revokedAt IS NOT NULL")
+			.all() as unknown as RevokedKey[];
+	} catch (err) {
+		if (/no such column/.test((err as Error).message)) return [];
+		throw err;
+	}
 }
 
 /** The open transaction of this turn's lease writes: its epoch, and its commit's outcome. */

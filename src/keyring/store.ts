@@ -24,6 +24,12 @@ export interface EnrolledSigner {
 	revokedAt: string | null;
 }
 
+/** A key the keyring revoked (docs/design.md §5.8), and since when (ISO time). */
+export interface RevokedKey {
+	key: string;
+	at: string;
+}
+
 /** How an enrolment went: new, the same key already enrolled under the name, or the name taken by another key. */
 export type Enrolment = "enrolled" | "already" | "name-taken";
 

@@ -15,7 +15,17 @@ import { checkCloseProof } from "../identity/ticket";
 import { checkSubmitProof } from "../identity/submit-proof";
 import { checkKeyRevocation, type KeyRevocation } from "../identity/key-revocation";
 import { DomainError, loggedRefusal } from "../errors";
+import type { RevokedKey } from "../keyring/store";
 import { BatcherKeys, type BatcherEnrolment } from "./batcher-keys";
+
+/** What records reads of the keyring's store (src/keyring/enrolments.ts). */
+export interface KeyringStoreReads {
+	enrolledBatchers(): Promise<BatcherEnrolment[]>;
+	revokedKeys(): Promise<RevokedKey[]>;
+}
+
+/** How often, at most, records reads the keyring's revoked keys again while pieces arrive. */
+export const REVOCATIONS_READ_MS = 5_000;
 
 /** A piece with a signature made after its key's revocation (docs/design.md §5.8): 409, nothing of it stored. */
 export class KeyRevokedError extends DomainError {
@@ -35,21 +45,58 @@ export class RecordsIntake {
 	private readonly revoked = new Map<string, { at: string; ms: number }>();
 	/** The batcher credentials whose close and submit proofs records takes. */
 	private readonly batchers: BatcherKeys;
+	/** When the revoked keys were last read from the keyring's store, and the read under way. */
+	private revocationsReadAt = -Infinity;
+	private revocationsRead: Promise<void> | null = null;
+	private stopped = false;
 
 	constructor(
 		trust: TrustSettings,
 		batcherCredential: CredentialSettings,
-		/** The keyring's enrolled batchers, or null when its store is in memory. */
-		enrolledBatchers: (() => Promise<BatcherEnrolment[]>) | null,
+		/** The keyring's store, or null when it is kept in memory (then only notices tell revocations). */
+		private readonly keyringStore: KeyringStoreReads | null,
 		private readonly logger: { warn(line: string): void },
+		private readonly now: () => number = Date.now,
 	) {
 		this.trust = new KeyringTrust(trust);
 		this.gate = new StoreGate(this.trust);
 		this.batchers = new BatcherKeys(
 			new CredentialSource(batcherCredential),
-			enrolledBatchers,
+			keyringStore && (() => keyringStore.enrolledBatchers()),
 			logger,
 		);
+	}
+
+	/**
+	 * Reads the keys the keyring revoked from its store, as the node starts: a `key.revoked`
+	 * notice is heard only by the nodes up when it is sent, so a records node that starts, or was
+	 * cut off, after a revocation learns it here. Read again at most every REVOCATIONS_READ_MS
+	 * while pieces arrive (in the background: a piece waits for no read).
+	 */
+	readRevocations(): Promise<void> {
+		if (!this.keyringStore || this.stopped) return Promise.resolve();
+		this.revocationsReadAt = this.now();
+		this.revocationsRead ??= this.keyringStore
+			.revokedKeys()
+			.then(
+				(keys) => {
+					for (const { key, at } of keys) this.takeRevocation(key, at);
+				},
+				(err: Error) =>
+					this.logger.warn(
+						`Could not read the keyring's revoked keys (${err.message}): pieces are checked against the revocations known before`,
+					),
+			)
+			.finally(() => {
+				this.revocationsRead = null;
+			});
+		return this.revocationsRead;
+	}
+
+	/** No read starts any more, and the one under way has ended: the keyring's store may close. */
+	async stop(): Promise<void> {
+		this.stopped = true;
+		await this.revocationsRead;
 	}
 
 	/**
@@ -57,6 +104,7 @@ export class RecordsIntake {
 	 * revoked before one of its signatures was made.
 	 */
 	admitSignatures(params: StoreSignaturesParams, callerNode: string): void {
+		if (this.now() - this.revocationsReadAt >= REVOCATIONS_READ_MS) void this.readRevocations();
 		const revoked = this.revoked.get(params.keyId);
 		if (revoked) {
 			const late = params.signatures.find((s) => Date.parse(s.signedAt) > revoked.ms);
@@ -79,8 +127,12 @@ export class RecordsIntake {
 			);
 			return null;
 		}
-		this.revoked.set(revocation.key, { at: revocation.at, ms: Date.parse(revocation.at) });
+		this.takeRevocation(revocation.key, revocation.at);
 		return revocation;
+	}
+
+	private takeRevocation(key: string, at: string): void {
+		if (!this.revoked.has(key)) this.revoked.set(key, { at, ms: Date.parse(at) });
 	}
 
 	/** Throws a 403 unless an enrolled batcher asks. */

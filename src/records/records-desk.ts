@@ -22,8 +22,7 @@ import { DomainError } from "../errors";
 import type { TrustSettings } from "../identity/authority";
 import type { CredentialSettings } from "../identity/credential";
 import { BatchTally } from "./batch-tally";
-import { RecordsIntake } from "./intake";
-import type { BatcherEnrolment } from "./batcher-keys";
+import { RecordsIntake, type KeyringStoreReads } from "./intake";
 import { seedIfEmpty } from "./records";
 import { BatchClosedError, signatureView, type RecordsStore } from "./store";
 import { validateSubmission } from "./submission";
@@ -40,15 +39,25 @@ export class RecordsDesk {
 		private readonly store: RecordsStore,
 		settings: { trust: TrustSettings; batcherCredential: CredentialSettings },
 		private readonly logger: { warn(line: string): void },
-		/** The keyring's enrolled batchers (src/keyring/enrolments.ts), or null when its store is in memory. */
-		enrolledBatchers: (() => Promise<BatcherEnrolment[]>) | null = null,
+		/** The keyring's store (src/keyring/enrolments.ts), or null when it is kept in memory. */
+		keyringStore: KeyringStoreReads | null = null,
 	) {
 		this.intake = new RecordsIntake(
 			settings.trust,
 			settings.batcherCredential,
-			enrolledBatchers,
+			keyringStore,
 			logger,
 		);
+	}
+
+	/** Learns the keys the keyring revoked before this node started (docs/design.md §5.8). */
+	readRevocations(): Promise<void> {
+		return this.intake.readRevocations();
+	}
+
+	/** Reads nothing more of the keyring's store. */
+	stop(): Promise<void> {
+		return this.intake.stop();
 	}
 
 	/** Seeds `count` records into an empty store, and says so. */

@@ -15,7 +15,11 @@ import { batches } from "../support/cluster";
 import { auditSystem, startSystem, type TestSystem } from "../support/system";
 import { authorityOf } from "../../src/identity/authority";
 import { issueKeyRevocation } from "../../src/identity/key-revocation";
-import { RecordsIntake } from "../../src/records/intake";
+import { REVOCATIONS_READ_MS, RecordsIntake } from "../../src/records/intake";
+import { keyringEnrolments } from "../../src/keyring/enrolments";
+import { revokedKeysIn } from "../../src/keyring/sqlite-store";
+import { KEYRING_SCHEMA } from "../../src/store/schema";
+import { DatabaseSync } from "node:sqlite";
 import type { StoreSignaturesParams } from "../../src/contract";
 import { busChecks } from "../../src/identity/bus-checks";
 
@@ -85,6 +89,7 @@ test("a notice signed by another key, or not a notice at all, is dropped and log
 describe("a key revoked while its lease signs a large batch, in one process", () => {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "key-revocation-"));
 	let system: TestSystem | undefined;
+	let revokedKey: string | undefined;
 	afterAll(async () => {
 		await system?.broker.stop();
 		fs.rmSync(dataDir, { recursive: true, force: true });
@@ -133,5 +138,78 @@ describe("a key revoked while its lease signs a large batch, in one process", ()
 		expect(report.endedKeys).toEqual([
 			expect.objectContaining({ keyId: leased.keyId, event: "revoked", signedAfter: 0 }),
 		]);
+		revokedKey = leased.keyId;
 	}, 120_000);
+
+	test("a records node that starts after the revocation reads it from the keyring's store: with no notice heard, it refuses a piece of the key's later signatures (409, not the lease token's 403)", async () => {
+		expect(revokedKey).toBeDefined();
+		await system!.broker.stop();
+		system = await startSystem({ records: 40_000, keys: 3, batchSize: 20_000, dataDir });
+		const reader = keyringEnrolments({ dataDir, mongoUri: null })!;
+		const [revocation] = await reader.revokedKeys();
+		await reader.close();
+		expect(revocation).toEqual({ key: revokedKey, at: expect.any(String) });
+		const late = {
+			batchId: "run-9-b000001",
+			keyId: revokedKey,
+			leaseId: "lease-9",
+			signatures: [
+				{
+					recordId: "rec-000001",
+					jws: "x..y",
+					signedAt: new Date(Date.parse(revocation!.at) + 1).toISOString(),
+				},
+			],
+		};
+		await expect(system.broker.call("records.storeSignatures", late)).rejects.toMatchObject({
+			code: 409,
+			type: "KEY_REVOKED",
+		});
+		// Made before the revocation, the same piece goes on to the lease token's check.
+		late.signatures[0]!.signedAt = new Date(Date.parse(revocation!.at) - 1).toISOString();
+		await expect(system.broker.call("records.storeSignatures", late)).rejects.toMatchObject({
+			code: 403,
+		});
+	});
+});
+
+test("records reads the revoked keys again while pieces arrive, at most every 5 s: a notice it missed (cut off from the bus) is caught up", async () => {
+	let clock = 0;
+	const stored: Array<{ key: string; at: string }> = [];
+	let reads = 0;
+	const gate = new RecordsIntake(
+		{ keyringPublicKey: JSON.stringify(keyring.publicJwk), keyringPublicKeyFile: null },
+		{ role: "batcher", key: null, keyFile: null, dataDir: "" },
+		{
+			enrolledBatchers: async () => [],
+			revokedKeys: async () => {
+				reads++;
+				return stored.slice();
+			},
+		},
+		{ warn: (line) => warnings.push(line) },
+		() => clock,
+	);
+	await gate.readRevocations();
+	expect(reads).toBe(1);
+	// The keyring revokes key-007 while this node hears no notice.
+	stored.push({ key: "key-007", at: REVOKED_AT });
+	clock = REVOCATIONS_READ_MS - 1;
+	await expect(admit(gate, piece("2026-12-07T12:00:01.000Z"))).resolves.toBeUndefined();
+	expect(reads).toBe(1);
+	clock = REVOCATIONS_READ_MS;
+	// This piece starts a read and does not wait for it; the next one is checked against it.
+	await admit(gate, piece("2026-12-07T11:00:00.000Z"));
+	expect(reads).toBe(2);
+	await gate.stop();
+	await expect(admit(gate, piece("2026-12-07T12:00:01.000Z"))).rejects.toMatchObject({
+		type: "KEY_REVOKED",
+	});
+});
+
+test("a keyring store an earlier version wrote, without the keys' lifecycle columns, has no revoked key", () => {
+	const db = new DatabaseSync(":memory:");
+	db.exec(KEYRING_SCHEMA);
+	expect(revokedKeysIn(db)).toEqual([]);
+	db.close();
 });
