@@ -53,6 +53,19 @@ export function signersOnBus(
 				.flatMap((s) => (s.name === "signer" && s.nodeID ? [s.nodeID] : [])),
 		keyringAvailable: () =>
 			Boolean(broker.registry.getActionEndpoints(Actions.keyring.acquire)?.hasAvailable()),
+		async keyringKeys() {
+			if (!broker.registry.getActionEndpoints(Actions.keyring.status)?.hasAvailable())
+				return null;
+			try {
+				const status = await call(broker, Actions.keyring.status, {}, { timeout: 5_000 });
+				return typeof status.active === "number"
+					? { keys: status.keys, active: status.active }
+					: null;
+			} catch {
+				// The run starts as before: its batches wait for the keyring.
+				return null;
+			}
+		},
 		waitForAny: (timeoutMs) =>
 			broker.waitForServices("signer", timeoutMs).then(
 				() => undefined,

@@ -119,6 +119,7 @@ export class Batcher {
 			);
 		}
 		await this.checkBatchFits(batchSize, follow);
+		await this.checkActiveKeys();
 		const now = new Date(this.deps.clock.now()).toISOString();
 		const runId = `run-${now.replace(/[-:.TZ]/g, "").slice(0, 17)}-${Math.random().toString(36).slice(2, 6)}`;
 		const run: RunDoc = {
@@ -271,6 +272,22 @@ export class Batcher {
 			follow ? Math.max(largest, MAX_SUBMITTED_RECORD_BYTES) : largest,
 			limit,
 		);
+	}
+
+	/**
+	 * Refuses at the start a run no batch of which could be signed: every key of the keyring
+	 * retired or revoked. Each batch would wait ACQUIRE_WAIT_MS for a key, ten times, before the
+	 * run failed (ten minutes and more by default). A keyring that does not answer now is no
+	 * reason to refuse: the run's batches wait for it, as they always did.
+	 */
+	private async checkActiveKeys(): Promise<void> {
+		const keys = await this.deps.signers.keyringKeys();
+		if (keys && keys.active === 0)
+			throw new DomainError(
+				"NO_ACTIVE_KEY",
+				`No active key: all ${keys.keys} key(s) of the keyring are retired or revoked, so no batch could be signed. Add keys first (npm run keys -- add --count N), then start the run`,
+				{ keys: keys.keys, active: 0 },
+			);
 	}
 
 	private async launch(run: RunDoc, resumed: boolean): Promise<void> {

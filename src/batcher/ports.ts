@@ -72,6 +72,12 @@ export interface SignersPort {
 	/** Whether a keyring offers `keyring.acquire` now, as this node's registry sees it. */
 	keyringAvailable(): boolean;
 	/**
+	 * How many keys the keyring has, and how many are active (neither retired nor revoked), as
+	 * `keyring.status` answers; null when no keyring answers now, or an earlier one that does not
+	 * count active keys.
+	 */
+	keyringKeys(): Promise<{ keys: number; active: number } | null>;
+	/**
 	 * Sends a batch to one signer node, with a dispatch ticket naming that node (the port makes
 	 * it with the batcher's credential); aborting `signal` fails the call at once.
 	 */

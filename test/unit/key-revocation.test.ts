@@ -213,3 +213,39 @@ test("a keyring store an earlier version wrote, without the keys' lifecycle colu
 	expect(revokedKeysIn(db)).toEqual([]);
 	db.close();
 });
+
+describe("a run when every key is revoked, in one process", () => {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "no-active-key-"));
+	let system: TestSystem | undefined;
+	afterAll(async () => {
+		await system?.broker.stop();
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	});
+
+	test("is refused at its start with a 409 NO_ACTIVE_KEY naming the command that helps, and starts once a key is added", async () => {
+		system = await startSystem({ records: 600, keys: 1, batchSize: 300, dataDir });
+		const { broker } = system;
+		const operator = localCredential(dataDir, "batcher");
+		const proof = (op: string) => makeProof(operator, { act: "keys", node: broker.nodeID, op });
+		await broker.call("keyring.revokeKey", {
+			keyId: "key-000",
+			reason: "leaked",
+			proof: proof(operatorOp("revoke", "key-000")),
+		});
+		await expect(broker.call("batcher.start", { batchSize: 300 })).rejects.toMatchObject({
+			code: 409,
+			type: "NO_ACTIVE_KEY",
+			message:
+				"No active key: all 1 key(s) of the keyring are retired or revoked, so no batch could be signed. Add keys first (npm run keys -- add --count N), then start the run",
+		});
+		// Nothing was started or stored.
+		expect(await broker.call("batcher.runs")).toEqual([]);
+		expect(await broker.call("records.progress")).toEqual({ records: 600, signed: 0 });
+
+		await broker.call("keyring.addKeys", { count: 1, proof: proof(operatorOp("add", 1)) });
+		const completion = system.nextCompletion();
+		await broker.call("batcher.start", { batchSize: 300 });
+		expect((await completion).status).toBe("completed");
+		expect(await broker.call("records.progress")).toEqual({ records: 600, signed: 600 });
+	}, 60_000);
+});
