@@ -20,7 +20,7 @@ import {
 	type ApiOptions,
 	type GatewayMethods,
 } from "../src/api/settings";
-import { startRunRequestMeta, type StartRunMeta } from "../src/api/start-run";
+import { refuseArrayBody, startRunRequestMeta, type StartRunMeta } from "../src/api/start-run";
 import type { Clock } from "../src/clock";
 import { appConfig } from "../src/config";
 import { Actions, call, Events, type EventMap } from "../src/contract";
@@ -78,6 +78,7 @@ function routes(options: ApiOptions) {
 				_route: unknown,
 				req: IncomingMessage,
 			) {
+				refuseArrayBody(req, '{ "batchSize": 300 }');
 				Object.assign(ctx.meta, startRunRequestMeta(req));
 			},
 		},
@@ -95,6 +96,7 @@ function routes(options: ApiOptions) {
 				_route: unknown,
 				req: IncomingMessage,
 			) {
+				refuseArrayBody(req, '{ "records": [{ "id": "...", "data": "..." }] }');
 				Object.assign(ctx.meta, startRunRequestMeta(req));
 			},
 		},

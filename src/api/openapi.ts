@@ -299,7 +299,7 @@ export function openApiDocument() {
 						"413": error("Body larger than 8 MB"),
 						"415": error("Body is not JSON"),
 						"422": error(
-							"Invalid records (`INVALID_RECORDS`, `data.field` names the first bad field and `data.rule` the rule) or a field the body may not have; nothing was stored",
+							"Invalid records (`INVALID_RECORDS`, `data.field` names the first bad field and `data.rule` the rule), a field the body may not have, or a body that is an array rather than `{ records }` (`INVALID_BODY`); nothing was stored",
 						),
 						"503": error("The records service is unavailable"),
 					},

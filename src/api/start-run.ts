@@ -35,6 +35,20 @@ export function startRunRequestMeta(req: IncomingMessage): StartRunMeta {
 	};
 }
 
+/**
+ * A JSON body must be an object: the gateway spreads a body into the action's parameters, so an
+ * array (`[{ "id": ... }]` for `{ "records": [...] }`) would come out as fields "0", "1", ... and be
+ * refused as "forbidden keys: '0'". Refused here instead (422 INVALID_BODY), showing the shape.
+ */
+export function refuseArrayBody(req: IncomingMessage, shape: string): void {
+	if (Array.isArray((req as IncomingMessage & { body?: unknown }).body))
+		throw new DomainError(
+			"INVALID_BODY",
+			`The body must be a JSON object, not an array: send ${shape}`,
+			{ field: "body", rule: `must be a JSON object: ${shape}` },
+		);
+}
+
 /** A request with a body must say it is JSON (415 otherwise). */
 export function requireJsonBody(meta: StartRunMeta): void {
 	if (meta.requestHasBody && !JSON_TYPE.test(String(meta.requestContentType ?? "")))

@@ -179,6 +179,20 @@ describe("submitting records", () => {
 		},
 	);
 
+	test("a body that is the records array itself is refused with 422 saying to wrap it in { records }, and nothing is stored", async () => {
+		const count = await recordCount();
+		const answer = await submit([{ id: "bare-1", data: "d" }]);
+		expect(answer.status).toBe(422);
+		expect(answer.body).toMatchObject({
+			type: "INVALID_BODY",
+			message:
+				'The body must be a JSON object, not an array: send { "records": [{ "id": "...", "data": "..." }] }',
+			data: { field: "body" },
+		});
+		expect(await recordCount()).toBe(count);
+		expect((await read("bare-1")).status).toBe(404);
+	});
+
 	test("a data of the wrong length or type is refused with what it got, said as such", async () => {
 		const empty = await submit({ records: [{ id: "bad-data-5", data: "" }] });
 		expect(empty.body.message).toBe(

@@ -84,6 +84,7 @@ describe("api gateway", () => {
 			["batch size too large", start({ batchSize: 100_001 }), 422, "INVALID_BATCH_SIZE"],
 			["batch size as text", start({ batchSize: "300" }), 422, "INVALID_BATCH_SIZE"],
 			["unknown field", start({ batch_size: 300 }), 422, "VALIDATION_ERROR"],
+			["an array for a body", start([{ batchSize: 300 }]), 422, "INVALID_BODY"],
 			["callbackUrl not a URL", start({ callbackUrl: "not a url" }), 422, "VALIDATION_ERROR"],
 			[
 				"malformed JSON",
