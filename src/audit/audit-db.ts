@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import type { JWK } from "jose";
+import { legacyFiles } from "../store/legacy-nedb";
 import { STORE_FILES, type StoreOwner } from "../store/schema";
 import { UserError } from "../user-error";
 import { BUSY_TIMEOUT_MS, attachReadOnly } from "./read-only";
@@ -163,10 +164,17 @@ export function openStoreFiles(dataDir: string): AuditDb {
 	const missing = Object.values(files)
 		.filter((file) => !fs.existsSync(file))
 		.map((file) => path.basename(file));
-	if (missing.length)
-		throw new StoreFilesError(
-			`No embedded store in ${path.resolve(dataDir)} (missing ${missing.join(", ")}): run npm start first, or pass --data-dir`,
+	if (missing.length) {
+		// A DATA_DIR an earlier version wrote: its NeDB files are imported by the services, not here.
+		const legacy = (["records", "batcher", "keyring"] as const).flatMap((owner) =>
+			legacyFiles(path.resolve(dataDir), owner).map((file) => path.basename(file)),
 		);
+		throw new StoreFilesError(
+			legacy.length
+				? `${path.resolve(dataDir)} holds an earlier version's store (${legacy.join(", ")}), not imported yet: start the services on it once (npm start, or npm run serve), which imports it and keeps the old files, then audit`
+				: `No embedded store in ${path.resolve(dataDir)} (missing ${missing.join(", ")}): run npm start first, or pass --data-dir`,
+		);
+	}
 	return new AuditDatabase("store", files, null);
 }
 

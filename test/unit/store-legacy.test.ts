@@ -116,6 +116,11 @@ test("an earlier version's NeDB store is imported once, then the run signs only 
 				duplicates: 0,
 			},
 		]);
+		// Audited before any service imported it: the audit says what to do, and changes nothing.
+		expect(() => openStoreFiles(dataDir)).toThrow(
+			`${dataDir} holds an earlier version's store (records.db, signatures.db, runs.db, batches.db, keys.db, leases.db), not imported yet: start the services on it once (npm start, or npm run serve), which imports it and keeps the old files, then audit`,
+		);
+		expect(fs.readdirSync(dataDir).filter((f) => f.endsWith(".sqlite"))).toEqual([]);
 
 		const system = await startSystem({ records: 6, keys: 3, dataDir });
 		try {
