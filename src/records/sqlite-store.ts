@@ -37,6 +37,10 @@ const SQL = {
 		"SELECT id, data, seq, submittedAt FROM records r WHERE seq > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY seq LIMIT ?",
 	unsignedRecords:
 		"SELECT id, data FROM records r WHERE id > ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = r.id) ORDER BY id LIMIT ?",
+	/** Whether no signature is stored for an id after ?: one seek of the signatures' key. */
+	noSignatureAfter: "SELECT NOT EXISTS (SELECT 1 FROM signatures WHERE recordId > ?) AS none",
+	/** unsignedRecords when noSignatureAfter holds: no lookup of each record's signature. */
+	recordsAfter: "SELECT id, data FROM records WHERE id > ? ORDER BY id LIMIT ?",
 	unsignedAmong:
 		"SELECT r.id, r.data FROM json_each(?) j JOIN records r ON r.id = j.value WHERE NOT EXISTS (SELECT 1 FROM signatures s WHERE s.recordId = j.value) ORDER BY j.key",
 	/** As recordMessageBytes: the data as JSON (json_quote escapes as JSON.stringify does), less its quotes. */
@@ -248,7 +252,13 @@ export class SqliteRecordsStore implements RecordsStore {
 	}
 
 	async unsignedRecords(after: string | undefined, limit: number): Promise<RecordPayload[]> {
-		return plain(this.statements.get(SQL.unsignedRecords).all(after ?? FIRST, limit));
+		const from = after ?? FIRST;
+		// A run's first pass reads ahead of every signature stored (they are for the pages before):
+		// then each record needs no lookup of its signature, a third of the page's cost.
+		const none = (this.statements.get(SQL.noSignatureAfter).get(from) as { none: number }).none;
+		return plain(
+			this.statements.get(none ? SQL.recordsAfter : SQL.unsignedRecords).all(from, limit),
+		);
 	}
 
 	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {

@@ -371,6 +371,13 @@ function storeContract(backend: Backend): void {
 				"r3",
 				"r5",
 			]);
+			// A signature after the cursor (r4) is skipped; none after it (r4 on), none to skip.
+			expect((await stores.records.unsignedRecords("r3", 10)).map((r) => r.id)).toEqual([
+				"r5",
+			]);
+			expect(await stores.records.unsignedRecords("r4", 10)).toEqual([
+				{ id: "r5", data: "data-r5" },
+			]);
 			expect(await stores.records.unsignedRecords("r5", 10)).toEqual([]);
 			expect(await stores.records.unsignedAmong(["r5", "r4", "nope", "r1"])).toEqual([
 				{ id: "r5", data: "data-r5" },
