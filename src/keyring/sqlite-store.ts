@@ -27,6 +27,7 @@ import {
 	transaction,
 	type DatabaseSync,
 } from "../store/sqlite";
+import { beginImmediate } from "../store/begin-immediate";
 import type { JWK } from "jose";
 import { endEntry, leaseEndLeaf, leaseLeaves } from "../tlog/leaves";
 import { SqliteLog } from "../tlog/sqlite-log";
@@ -268,7 +269,7 @@ export class SqliteKeyringStore implements KeyringStore {
 	}
 
 	private beginGroup(epoch: number): void {
-		this.db.exec("BEGIN IMMEDIATE");
+		beginImmediate(this.db);
 		const role = this.statements.get("SELECT epoch FROM keyring_role WHERE id = 1").get() as
 			{ epoch: number } | undefined;
 		if (Number(role?.epoch) !== epoch) {

@@ -20,6 +20,7 @@
  * straight from the sources under jest and from dist/ as CommonJS.
  */
 import type * as Pkcs11Js from "pkcs11js";
+import { sleepSync } from "../sleep-sync.ts";
 import { UserError } from "../user-error.ts";
 
 export type Pkcs11 = typeof Pkcs11Js;
@@ -66,11 +67,6 @@ export const OPEN_ATTEMPTS = 8;
 /** The pause before the attempt after `attempt` (1-based): 25 ms doubling to 400 ms, jittered. */
 function retryPauseMs(attempt: number): number {
 	return Math.min(400, 25 * 2 ** (attempt - 1)) * (0.5 + Math.random());
-}
-
-/** Blocks the thread for `ms`: logging in is synchronous, and only a race makes it wait. */
-function sleepSync(ms: number): void {
-	Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 let loaded: Pkcs11 | null = null;

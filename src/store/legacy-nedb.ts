@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { DatabaseSync } from "node:sqlite";
 import type { StoreOwner } from "./schema";
+import { beginImmediate } from "./begin-immediate";
 
 export const LEGACY_SUFFIX = ".nedb-imported";
 
@@ -167,7 +168,7 @@ export function importLegacyStore(
 	const table = /INTO (\w+)/.exec(IMPORTS[owner][0].insert)![1];
 	if (db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).get()) return null;
 	// One transaction: all of the earlier store or none of it.
-	db.exec("BEGIN IMMEDIATE");
+	beginImmediate(db);
 	let counts: string[];
 	try {
 		counts = present.map((spec) => {

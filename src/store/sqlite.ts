@@ -11,6 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { ensurePrivateDir, makePrivate, touchPrivate } from "../private-files";
+import { beginImmediate } from "./begin-immediate";
 import { checkpointInBackground, stopCheckpointing } from "./checkpointer";
 import { importLegacyStore } from "./legacy-nedb";
 import { STORE_FILES, type StoreOwner } from "./schema";
@@ -129,7 +130,7 @@ export function checkpointStoresNow(dataDir: string): void {
 
 /** Runs `work` in one write transaction: all of it is stored, or none. */
 export function transaction<T>(db: DatabaseSync, work: () => T): T {
-	db.exec("BEGIN IMMEDIATE");
+	beginImmediate(db);
 	try {
 		const result = work();
 		db.exec("COMMIT");
