@@ -166,7 +166,7 @@ export function openStoreFiles(dataDir: string): AuditDb {
 		.map((file) => path.basename(file));
 	if (missing.length) {
 		// A DATA_DIR an earlier version wrote: its NeDB files are imported by the services, not here.
-		const legacy = (["records", "batcher", "keyring"] as const).flatMap((owner) =>
+		const legacy = (Object.keys(files) as StoreOwner[]).flatMap((owner) =>
 			legacyFiles(path.resolve(dataDir), owner).map((file) => path.basename(file)),
 		);
 		throw new StoreFilesError(

@@ -5,7 +5,8 @@
  * store on every request), so a credential just enrolled is believed at once. One read at a
  * time: a lookup that misses while a read is under way waits for that read rather than refuse
  * beside it (every node that reads a rotated key file asks with it in the same moment). The
- * keyring's credential gate and records' batcher keys both read this way.
+ * keyring's credential gate and records' batcher keys both read this way, and records reads the
+ * keyring's revoked keys so (`refreshIfStale`: in the background, a piece waits for no read).
  */
 export const REFRESH_MS = 5_000;
 const MISS_LOOKUP_MS = 1_000;
@@ -30,6 +31,16 @@ export class EnrolmentReads {
 			.then(() => void (this.#loadedAt = this.#now()))
 			.finally(() => (this.#reading = null));
 		return this.#reading;
+	}
+
+	/** Starts a read without waiting for it once the last one is REFRESH_MS old or more. */
+	refreshIfStale(): void {
+		if (this.#now() - this.#loadedAt >= REFRESH_MS) void this.read().catch(() => undefined);
+	}
+
+	/** Resolves once the read under way, if any, has ended. */
+	async settled(): Promise<void> {
+		await this.#reading?.catch(() => undefined);
 	}
 
 	/** What `find` finds in the enrolments: read again first when stale, or when it finds nothing in those read before. */

@@ -15,6 +15,7 @@ import { checkCloseProof } from "../identity/ticket";
 import { checkSubmitProof } from "../identity/submit-proof";
 import { checkKeyRevocation, type KeyRevocation } from "../identity/key-revocation";
 import { DomainError, loggedRefusal } from "../errors";
+import { EnrolmentReads, REFRESH_MS } from "../identity/enrolment-reads";
 import type { RevokedKey } from "../keyring/store";
 import { BatcherKeys, type BatcherEnrolment } from "./batcher-keys";
 
@@ -25,7 +26,7 @@ export interface KeyringStoreReads {
 }
 
 /** How often, at most, records reads the keyring's revoked keys again while pieces arrive. */
-export const REVOCATIONS_READ_MS = 5_000;
+export const REVOCATIONS_READ_MS = REFRESH_MS;
 
 /** A piece with a signature made after its key's revocation (docs/design.md §5.8): 409, nothing of it stored. */
 export class KeyRevokedError extends DomainError {
@@ -45,18 +46,17 @@ export class RecordsIntake {
 	private readonly revoked = new Map<string, { at: string; ms: number }>();
 	/** The batcher credentials whose close and submit proofs records takes. */
 	private readonly batchers: BatcherKeys;
-	/** When the revoked keys were last read from the keyring's store, and the read under way. */
-	private revocationsReadAt = -Infinity;
-	private revocationsRead: Promise<void> | null = null;
+	/** When the revoked keys are read from the keyring's store; null when it is kept in memory. */
+	private readonly revocations: EnrolmentReads | null;
 	private stopped = false;
 
 	constructor(
 		trust: TrustSettings,
 		batcherCredential: CredentialSettings,
 		/** The keyring's store, or null when it is kept in memory (then only notices tell revocations). */
-		private readonly keyringStore: KeyringStoreReads | null,
+		keyringStore: KeyringStoreReads | null,
 		private readonly logger: { warn(line: string): void },
-		private readonly now: () => number = Date.now,
+		now: () => number = Date.now,
 	) {
 		this.trust = new KeyringTrust(trust);
 		this.gate = new StoreGate(this.trust);
@@ -65,6 +65,8 @@ export class RecordsIntake {
 			keyringStore && (() => keyringStore.enrolledBatchers()),
 			logger,
 		);
+		this.revocations =
+			keyringStore && new EnrolmentReads(() => this.loadRevocations(keyringStore), now);
 	}
 
 	/**
@@ -73,30 +75,26 @@ export class RecordsIntake {
 	 * cut off, after a revocation learns it here. Read again at most every REVOCATIONS_READ_MS
 	 * while pieces arrive (in the background: a piece waits for no read).
 	 */
-	readRevocations(): Promise<void> {
-		if (!this.keyringStore || this.stopped) return Promise.resolve();
-		this.revocationsReadAt = this.now();
-		this.revocationsRead ??= this.keyringStore
-			.revokedKeys()
-			.then(
-				(keys) => {
-					for (const { key, at } of keys) this.takeRevocation(key, at);
-				},
-				(err: Error) =>
-					this.logger.warn(
-						`Could not read the keyring's revoked keys (${err.message}): pieces are checked against the revocations known before`,
-					),
-			)
-			.finally(() => {
-				this.revocationsRead = null;
-			});
-		return this.revocationsRead;
+	async readRevocations(): Promise<void> {
+		if (!this.stopped) await this.revocations?.read();
 	}
 
 	/** No read starts any more, and the one under way has ended: the keyring's store may close. */
 	async stop(): Promise<void> {
 		this.stopped = true;
-		await this.revocationsRead;
+		await this.revocations?.settled();
+	}
+
+	/** One read; a failure is logged and counts as a read, so the next is REFRESH_MS later. */
+	private async loadRevocations(keyringStore: KeyringStoreReads): Promise<void> {
+		try {
+			for (const { key, at } of await keyringStore.revokedKeys())
+				this.takeRevocation(key, at);
+		} catch (err) {
+			this.logger.warn(
+				`Could not read the keyring's revoked keys (${(err as Error).message}): pieces are checked against the revocations known before`,
+			);
+		}
 	}
 
 	/**
@@ -104,7 +102,7 @@ export class RecordsIntake {
 	 * revoked before one of its signatures was made.
 	 */
 	admitSignatures(params: StoreSignaturesParams, callerNode: string): void {
-		if (this.now() - this.revocationsReadAt >= REVOCATIONS_READ_MS) void this.readRevocations();
+		if (!this.stopped) this.revocations?.refreshIfStale();
 		const revoked = this.revoked.get(params.keyId);
 		if (revoked) {
 			const late = params.signatures.find((s) => Date.parse(s.signedAt) > revoked.ms);
