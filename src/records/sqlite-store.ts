@@ -93,9 +93,9 @@ function addLogIndex(db: DatabaseSync): void {
 /** Sorts before every id: `id > ""` is every id. */
 const FIRST = "";
 
-/** Rows as plain `{ id, data }` objects (node:sqlite gives objects without a prototype). */
+/** `[id, data]` rows (Statements.arrays) as records. */
 function plain(rows: unknown[]): RecordPayload[] {
-	return (rows as RecordPayload[]).map((row) => ({ id: row.id, data: row.data }));
+	return (rows as Array<[string, string]>).map(([id, data]) => ({ id, data }));
 }
 
 export class SqliteRecordsStore implements RecordsStore {
@@ -242,12 +242,14 @@ export class SqliteRecordsStore implements RecordsStore {
 
 	async unsignedArrivals(afterSeq: number, limit: number): Promise<Arrival[]> {
 		return (
-			this.statements.get(SQL.unsignedArrivals).all(afterSeq, limit) as unknown as Arrival[]
-		).map((row) => ({
-			id: row.id,
-			data: row.data,
-			seq: Number(row.seq),
-			submittedAt: row.submittedAt ?? null,
+			this.statements.arrays(SQL.unsignedArrivals).all(afterSeq, limit) as unknown as Array<
+				[string, string, number, string | null]
+			>
+		).map(([id, data, seq, submittedAt]) => ({
+			id,
+			data,
+			seq: Number(seq),
+			submittedAt: submittedAt ?? null,
 		}));
 	}
 
@@ -257,12 +259,12 @@ export class SqliteRecordsStore implements RecordsStore {
 		// then each record needs no lookup of its signature, a third of the page's cost.
 		const none = (this.statements.get(SQL.noSignatureAfter).get(from) as { none: number }).none;
 		return plain(
-			this.statements.get(none ? SQL.recordsAfter : SQL.unsignedRecords).all(from, limit),
+			this.statements.arrays(none ? SQL.recordsAfter : SQL.unsignedRecords).all(from, limit),
 		);
 	}
 
 	async unsignedAmong(ids: string[]): Promise<RecordPayload[]> {
-		return plain(this.statements.get(SQL.unsignedAmong).all(JSON.stringify(ids)));
+		return plain(this.statements.arrays(SQL.unsignedAmong).all(JSON.stringify(ids)));
 	}
 
 	async maxRecordBytes(): Promise<number> {
