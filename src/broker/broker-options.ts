@@ -13,6 +13,7 @@ import { HealthMiddleware } from "./health";
 import { LocalFirstMiddleware } from "./local-first";
 import { jsonLogFormatter, textLogFormatter } from "../log-format";
 import { FailLostRequestsMiddleware } from "./lost-requests";
+import { FlatArrayValidator } from "./flat-array-validator";
 import { listeningPrometheus } from "./metrics-reporter";
 import { nodeIdFor } from "./nats-permissions";
 import { natsTransporterOptions } from "../nats-tls";
@@ -91,7 +92,7 @@ export function brokerOptions(config: AppConfig, overrides: BrokerOverrides = {}
 					],
 				}
 			: { enabled: false },
-		validator: true,
+		validator: new FlatArrayValidator(),
 		middlewares: [
 			// First registered is innermost: LocalFirst sees a call before FailLostRequests sends it out.
 			// PacketGuard wraps only the handling of incoming packets (none of the others does):
