@@ -8,6 +8,8 @@
 import { ServiceBroker, Validators, Errors } from "moleculer";
 import { signBatchParams, storeSignaturesParams } from "../../src/contract";
 import { FlatArrayValidator } from "../../src/broker/flat-array-validator";
+import { brokerOptions } from "../../src/broker/broker-options";
+import { loadConfig } from "../../src/config";
 
 const stock = new Validators.Fastest();
 const fast = new FlatArrayValidator();
@@ -176,6 +178,12 @@ describe("the flat-array shortcut answers as fastest-validator does", () => {
 		} finally {
 			spy.mockRestore();
 		}
+	});
+
+	test("every broker built from the configuration validates with it", () => {
+		expect(brokerOptions(loadConfig({ DATA_DIR: "" })).validator).toBeInstanceOf(
+			FlatArrayValidator,
+		);
 	});
 
 	test("a broker with it refuses a bad item with the same 422 and takes a good batch", async () => {
