@@ -36,6 +36,7 @@ import type { ServiceBroker } from "moleculer";
 import { audit } from "../audit/rules";
 import { closeAfter, openStoreFiles } from "../audit/audit-db";
 import { verifyFloor } from "../audit/verify-floor";
+import { releaseMemory } from "../release-memory";
 import { loadConfig } from "../config";
 import { logVerifierKeys } from "./store";
 import { Actions, Events, call, type RunCompletedEvent } from "../contract";
@@ -458,6 +459,8 @@ async function embedded(
 			`embedded   ${runSeconds.toFixed(2)} s  (${Math.round(records / runSeconds)} records/s, ratio ${(runSeconds / floorSeconds).toFixed(2)})`,
 		);
 		await broker.stop();
+		// As npm start does: the audit's memory does not come on top of what the run's heap grew to.
+		releaseMemory();
 
 		const started = performance.now();
 		const verdict = await auditStoreFolder(dataDir);

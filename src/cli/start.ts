@@ -19,6 +19,7 @@ import {
 	verdictLines,
 	watchProgress,
 } from "./job";
+import { releaseMemory } from "../release-memory";
 
 const USAGE = `Usage: npm start -- [--batch-size N] [--records N] [--keys N] [--data-dir DIR] [--window N]
 Environment: BATCH_SIZE, RECORDS, KEYS, DATA_DIR, MONGO_URI, LEASE_TTL_MS (see README).`;
@@ -87,9 +88,13 @@ export async function runJob(config: AppConfig): Promise<number> {
 	out.say("\nAuditing the stores...");
 	const progress = await call(broker, Actions.records.progress, {});
 	// Store files are audited with the services stopped: the signing threads' memory is given
-	// back before the audit's threads start (at 10 million records, peak RSS 539 MB otherwise).
+	// back before the audit's threads start (at 10 million records, peak RSS 539 MB otherwise),
+	// and the pages of the heap the run grew to (src/release-memory.ts).
 	const throughServices = auditsThroughServices(config);
-	if (!throughServices) await broker.stop();
+	if (!throughServices) {
+		await broker.stop();
+		releaseMemory();
+	}
 	const verdict = await auditJobStores(config, broker);
 	if (throughServices) await broker.stop();
 	for (const line of verdictLines(verdict, progress)) out.say(line);
