@@ -870,6 +870,28 @@ function onlyOnMongo(backend: Backend): void {
 			await backend.cleanup();
 		});
 
+		test("the revoked keys records reads come with their time and nothing sealed", async () => {
+			const claimed = await claim("keyring-a", 0);
+			if (!("claimed" in claimed)) throw new Error("the role was not claimed");
+			const key = (keyId: string) => ({
+				keyId,
+				createdAt: at(0),
+				publicJwk: { kty: "OKP", crv: "Ed25519", x: keyId },
+				sealedPrivateKey: `sealed-${keyId}`,
+			});
+			await stores.keyring.insertKeys([key("key-000"), key("key-001")]);
+			expect(await (stores.keyring as MongoKeyringStore).revokedKeys()).toEqual([]);
+			await stores.keyring.writeKeyEvents(
+				[{ seq: 1, keyId: "key-000", event: "revoked", at: at(4), reason: "leaked" }],
+				[],
+				claimed.claimed.epoch,
+			);
+			await stores.keyring.durable();
+			const revoked = await (stores.keyring as MongoKeyringStore).revokedKeys();
+			expect(revoked).toEqual([{ key: "key-000", at: at(4) }]);
+			expect(JSON.stringify(revoked)).not.toContain("sealed");
+		});
+
 		test("records stored before submissions (no seq) are numbered in id order once when records opens, after any already numbered", async () => {
 			// As an earlier version left them: no seq.
 			await db.db
