@@ -3,7 +3,8 @@
  * cross the bus between nodes of different versions: their bytes are fixed. Each is SHA-256 over
  * `<length>:<text>` per field, in UTF-16 code units (UTF-16LE), concatenated. The vectors were
  * made by the version before the encoder wrote into a buffer; the definition is computed here
- * from the concatenated string as well, over ids and data of every kind a record may hold.
+ * from the concatenated string as well, over ids and data of every kind a record may hold. The
+ * store proof's group digests (src/identity/signature-groups.ts) are checked the same way.
  */
 import { createHash } from "node:crypto";
 import {
@@ -11,7 +12,9 @@ import {
 	idsDigest,
 	recordsDigest,
 	sealRecords,
+	signaturesDigestV2,
 } from "../../src/identity/batch-digest";
+import { SIGNATURE_GROUP, signatureGroupDigests } from "../../src/identity/signature-groups";
 
 const byDefinition = (fields: string[]) =>
 	createHash("sha256")
@@ -65,5 +68,36 @@ describe("batch digests", () => {
 			byDefinition(ids.slice(2_000, 4_000)),
 			byDefinition(ids.slice(4_000)),
 		]);
+	});
+
+	test("a piece's group digests are SHA-256 over each group's fields in UTF-8, as version 2 defines them", () => {
+		const signatures = Array.from({ length: 2 * SIGNATURE_GROUP + 3 }, (_, i) => ({
+			recordId: i % 5 ? `rec-${i}` : `ré-😀-${i}`,
+			jws: `eyJhbGciOiJFZERTQSJ9..sig-${i}`,
+			signedAt: "2026-12-07T23:03:18.000Z",
+		}));
+		const groups = signatureGroupDigests(signatures.length, (i) => [
+			signatures[i].recordId,
+			signatures[i].jws,
+			signatures[i].signedAt,
+		]);
+		const expected: Buffer[] = [];
+		for (let g = 0; g < signatures.length; g += SIGNATURE_GROUP)
+			expected.push(
+				createHash("sha256")
+					.update(
+						signatures
+							.slice(g, g + SIGNATURE_GROUP)
+							.flatMap((s) => [s.recordId, s.jws, s.signedAt])
+							.map((text) => `${text.length}:${text}`)
+							.join(""),
+						"utf8",
+					)
+					.digest(),
+			);
+		expect(groups).toEqual(Buffer.concat(expected));
+		expect(signaturesDigestV2(signatures)).toBe(
+			createHash("sha256").update(Buffer.concat(expected)).digest("base64url"),
+		);
 	});
 });
