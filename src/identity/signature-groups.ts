@@ -36,7 +36,7 @@ export function signatureGroupDigests(
 			encoded += field(recordId) + field(jws) + field(signedAt);
 		}
 		// node:crypto's one-shot hash: a third less than a Hash object's update and digest here.
-		groups.write(hash("sha256", encoded, "latin1"), g * GROUP_DIGEST_BYTES, "latin1");
+		groups.write(hash("sha256", encoded, "binary"), g * GROUP_DIGEST_BYTES, "latin1");
 	}
 	return groups;
 }
