@@ -228,9 +228,12 @@ class GuardedSlots {
 		return slot;
 	}
 
-	/** Zeroes `slot` and keeps it inaccessible for the next `take` (or frees it). */
-	give(slot: SecureBuffer): void {
-		this.sodium.sodium_mprotect_readwrite(slot);
+	/**
+	 * Zeroes `slot` and keeps it inaccessible for the next `take` (or frees it). `writable`: the
+	 * caller has not protected it since `take`, so it needs no change of protection to be zeroed.
+	 */
+	give(slot: SecureBuffer, writable = false): void {
+		if (!writable) this.sodium.sodium_mprotect_readwrite(slot);
 		this.sodium.sodium_memzero(slot);
 		if (this.#spare.length >= SPARE_SLOTS) {
 			this.sodium.sodium_free(slot);
@@ -326,8 +329,9 @@ export class LeaseSecret {
 			secretKey = null;
 			return secret;
 		} finally {
-			slots.seeds.give(seed);
-			if (secretKey) slots.secretKeys.give(secretKey);
+			// Both taken writable and never protected here (the LeaseSecret protects its own).
+			slots.seeds.give(seed, true);
+			if (secretKey) slots.secretKeys.give(secretKey, true);
 		}
 	}
 
@@ -362,8 +366,19 @@ export class LeaseSecret {
 	 * copied; whoever made it wipes it again with `wipeHandOff` when the task has settled.
 	 */
 	handOff(): SharedArrayBuffer {
-		const shared = new SharedArrayBuffer(SECRET_KEY_BYTES);
-		this.use((secretKey) => new Uint8Array(shared).set(secretKey));
+		return this.handOffs(1)[0];
+	}
+
+	/**
+	 * `count` hand-offs, one per chunk of a batch, copied in one readable window of the key: a
+	 * change of a page's protection costs the signer's event loop about 20 µs with the signing
+	 * threads running, so one pair of them per batch, not one per chunk.
+	 */
+	handOffs(count: number): SharedArrayBuffer[] {
+		const shared = Array.from({ length: count }, () => new SharedArrayBuffer(SECRET_KEY_BYTES));
+		this.use((secretKey) => {
+			for (const handOff of shared) new Uint8Array(handOff).set(secretKey);
+		});
 		return shared;
 	}
 

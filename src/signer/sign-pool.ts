@@ -108,7 +108,9 @@ export class SignPool {
 		const runs: Array<Promise<SignTaskResult>> = [];
 		let results: SignTaskResult[];
 		try {
-			for (const chunk of chunks) {
+			// One readable window of the key for all the chunks' hand-offs (lease-secret.ts).
+			if (key instanceof LeaseSecret) handOffs.push(...key.handOffs(chunks.length));
+			for (const [c, chunk] of chunks.entries()) {
 				const task = {
 					keyId,
 					records: JSON.stringify(chunk.map((r) => [r.id, r.data])),
@@ -116,11 +118,9 @@ export class SignPool {
 					groups,
 					leaves,
 				};
-				if (key instanceof LeaseSecret) {
-					const secret = key.handOff();
-					handOffs.push(secret);
-					runs.push(this.pool.run({ ...task, secret }));
-				} else runs.push(this.pool.run({ ...task, tokenKey: key }));
+				if (key instanceof LeaseSecret)
+					runs.push(this.pool.run({ ...task, secret: handOffs[c] }));
+				else runs.push(this.pool.run({ ...task, tokenKey: key }));
 			}
 			results = await Promise.all(runs);
 		} finally {

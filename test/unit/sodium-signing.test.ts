@@ -331,10 +331,10 @@ describe("the verify floor", () => {
 /** Every hand-off the secret makes to the signing threads, kept to look at after the batch (the real ones, not stand-ins). */
 function keepHandOffs(secret: LeaseSecret): SharedArrayBuffer[] {
 	const handOffs: SharedArrayBuffer[] = [];
-	const handOff = secret.handOff.bind(secret);
-	jest.spyOn(secret, "handOff").mockImplementation(() => {
-		const shared = handOff();
-		handOffs.push(shared);
+	const make = secret.handOffs.bind(secret);
+	jest.spyOn(secret, "handOffs").mockImplementation((count) => {
+		const shared = make(count);
+		handOffs.push(...shared);
 		return shared;
 	});
 	return handOffs;
@@ -512,6 +512,23 @@ describe("the lease key's life in guarded memory", () => {
 		expect(fresh.use((sk) => sodium.sodium_is_zero(sk, 64))).toBe(false);
 		expect(fresh.use((sk) => Buffer.from(sk.subarray(32)).equals(fresh.publicKey))).toBe(true);
 		fresh.dispose();
+	});
+
+	test("a batch's hand-offs are copied in one readable window of the key, each the whole key", () => {
+		const secret = LeaseSecret.generate("key-008");
+		const readable = jest.spyOn(sodium, "sodium_mprotect_readonly");
+		try {
+			const handOffs = secret.handOffs(3);
+			expect(readable).toHaveBeenCalledTimes(1);
+			expect(handOffs).toHaveLength(3);
+			for (const shared of handOffs) {
+				expect(secret.use((sk) => Buffer.from(sk).equals(Buffer.from(shared)))).toBe(true);
+				wipeHandOff(shared, sodium);
+			}
+		} finally {
+			readable.mockRestore();
+			secret.dispose();
+		}
 	});
 
 	test("a batch that fails (its deadline passed) still wipes every hand-off", async () => {
