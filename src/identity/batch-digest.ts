@@ -32,8 +32,9 @@ import {
 /** Signatures per `records.storeSignatures` call: the pieces a batch is stored in (src/signer/signer.ts). */
 export const TRANSFER_CHUNK = 2_000;
 
-const digest = (encoded: string, encoding: "utf16le" | "utf8" = "utf16le") =>
-	createHash("sha256").update(encoded, encoding).digest("base64url");
+/** Version 1's piece digest (signaturesDigest): the other digests are FieldWriter's. */
+const utf8Digest = (encoded: string) =>
+	createHash("sha256").update(encoded, "utf8").digest("base64url");
 const field = (text: string) => `${text.length}:${text}`;
 
 /** Digests of sealed records, by the array's identity. */
@@ -143,7 +144,7 @@ type Signature = { recordId: string; jws: string; signedAt: string };
 
 /** One stored piece's signatures in one digest: what an older signer's store proof (version 1) signs. */
 export function signaturesDigest(signatures: ReadonlyArray<Signature>): string {
-	return digest(encodeSignatures(signatures), "utf8");
+	return utf8Digest(encodeSignatures(signatures));
 }
 
 /** Version 2 digests (signature-groups.ts) of sealed pieces, by identity. */

@@ -125,6 +125,14 @@ const seeded = { submittedBy: null, submittedAt: null };
 
 const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
 
+/** A software key as the keyring stores it, its private half sealed. */
+const key = (keyId: string) => ({
+	keyId,
+	createdAt: at(0),
+	publicJwk: { kty: "OKP", crv: "Ed25519", x: keyId },
+	sealedPrivateKey: `sealed-${keyId}`,
+});
+
 function signatures(ids: string[], batch: string) {
 	return {
 		batchId: batch,
@@ -636,12 +644,6 @@ function storeContract(backend: Backend): void {
 
 		test("key events add keys and retire or revoke them under the role's epoch, in the lease log's seq", async () => {
 			const epoch = await epochOf("keyring-a");
-			const key = (keyId: string) => ({
-				keyId,
-				createdAt: at(0),
-				publicJwk: { kty: "OKP", crv: "Ed25519", x: keyId },
-				sealedPrivateKey: `sealed-${keyId}`,
-			});
 			await stores.keyring.insertKeys([key("key-000"), key("key-001")]);
 			await stores.keyring.insertLease(lease("l1", "key-000", 1), epoch);
 			await stores.keyring.writeKeyEvents(
@@ -873,12 +875,6 @@ function onlyOnMongo(backend: Backend): void {
 		test("the revoked keys records reads come with their time and nothing sealed", async () => {
 			const claimed = await claim("keyring-a", 0);
 			if (!("claimed" in claimed)) throw new Error("the role was not claimed");
-			const key = (keyId: string) => ({
-				keyId,
-				createdAt: at(0),
-				publicJwk: { kty: "OKP", crv: "Ed25519", x: keyId },
-				sealedPrivateKey: `sealed-${keyId}`,
-			});
 			await stores.keyring.insertKeys([key("key-000"), key("key-001")]);
 			expect(await (stores.keyring as MongoKeyringStore).revokedKeys()).toEqual([]);
 			await stores.keyring.writeKeyEvents(
